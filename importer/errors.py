@@ -1,0 +1,88 @@
+"""One exception tree, grouped by what happens next.
+
+::
+
+    DmImportError                 base of everything the library raises on purpose
+    ├── ConfigError               refuse the run before any data is sent (exit code 2)
+    │                             carries every problem found, each with its key path
+    ├── LoadError                 a whole input file cannot be read (missing, not a CSV, ...)
+    ├── RunAborted                a fatal errcode (10003, 20000, repeated 20004) stopped a run
+    │                             (exit code 3); rows not yet sent are reported ``not_sent``
+    ├── LockedError               another run of the same job holds the lock (exit code 4)
+    └── LedgerError               the state file is corrupt or belongs to another tool
+
+Problems with a single row are not exceptions: they are data (``RowProblem``) that flows to the
+report, and the run goes on. Transport failures are not exceptions either: the client returns a
+``TransportFailure`` the sender can retry on.
+
+No message in this tree ever contains the SECRET: messages are built from names, paths and
+counts, never from request headers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class DmImportError(Exception):
+    """Base class of the library's own errors."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with a config: where (``job.kind``), what, and how to fix it."""
+
+    path: str
+    message: str
+    hint: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}" if self.path else "config"
+        if self.line is not None:
+            where += f" (line {self.line})"
+        text = f"{where}: {self.message}"
+        if self.hint:
+            text += f" -- {self.hint}"
+        return text
+
+
+class ConfigError(DmImportError):
+    """The config (or the files' headers against it) is wrong; nothing was sent."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[ConfigProblem] | str, *, source: str | None = None):
+        if isinstance(problems, str):
+            problems = [ConfigProblem("", problems)]
+        self.problems = problems
+        self.source = source
+        head = f"invalid config {source}" if source else "invalid config"
+        body = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{head}:\n{body}")
+
+
+class LoadError(DmImportError):
+    """An input file cannot be read at all."""
+
+    exit_code = 2
+
+
+class RunAborted(DmImportError):
+    """A fatal response stopped the run."""
+
+    exit_code = 3
+
+
+class LockedError(DmImportError):
+    """Another run of the same job is in progress."""
+
+    exit_code = 4
+
+
+class LedgerError(DmImportError):
+    """The ledger file cannot be used (corrupt, foreign, or from a different job)."""
+
+    exit_code = 2

@@ -1,0 +1,117 @@
+"""The wire protocol of the default profile (``shared/api-contract.md``), in one place.
+
+The SDK client, the bulk sender and the sandbox server all build, sign and parse requests with
+these functions, so the three cannot drift apart. Everything the contract leaves open (paths,
+header names, signing on/off) is a field of ``Profile``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errcodes import ErrCode
+
+#: SDK-call name -> Python name, as the contract's table gives them.
+KINDS = ("user", "user_delete", "event")
+
+DEFAULT_PATHS: dict[str, str] = {
+    "user": "/v1/user",
+    "user_delete": "/v1/userDelete",
+    "event": "/v1/event",
+}
+
+
+@dataclass(frozen=True)
+class Headers:
+    secret: str = "X-Secret"
+    timestamp: str = "X-Timestamp"
+    signature: str = "X-Signature"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a deployment may change about the wire format."""
+
+    paths: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PATHS))
+    headers: Headers = field(default_factory=Headers)
+    sign: bool = True
+
+    def path(self, kind: str, debug: bool) -> str:
+        """Path with the contract's ``debug`` query string."""
+        return f"{self.paths[kind]}?debug={'true' if debug else 'false'}"
+
+
+DEFAULT_PROFILE = Profile()
+
+
+def encode_body(obj: Any) -> bytes:
+    """Serialize a body once: compact UTF-8 JSON, non-ASCII kept as is, NaN refused."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def user_body(properties: dict[str, Any]) -> bytes:
+    return encode_body({"properties": properties})
+
+
+def event_body(event_name: str, properties: dict[str, Any]) -> bytes:
+    return encode_body({"eventName": event_name, "properties": properties})
+
+
+def now_ms() -> str:
+    return str(time.time_ns() // 1_000_000)
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """Lowercase hex HMAC-SHA256 over ``timestamp + "\\n" + body`` keyed by the SECRET."""
+    return hmac.new(secret.encode(), timestamp.encode() + b"\n" + body, hashlib.sha256).hexdigest()
+
+
+def auth_headers(
+    secret: str, body: bytes, *, profile: Profile = DEFAULT_PROFILE, timestamp: str | None = None
+) -> dict[str, str]:
+    """The three auth headers for one attempt (a fresh timestamp each time it is called)."""
+    ts = timestamp if timestamp is not None else now_ms()
+    h = profile.headers
+    out = {h.secret: secret, h.timestamp: ts}
+    if profile.sign:
+        out[h.signature] = signature(secret, ts, body)
+    return out
+
+
+class ProtocolError(ValueError):
+    """A response body that is not the contract's ``{"errcode": N, "errmsg": "..."}``."""
+
+
+def parse_response(body: bytes) -> tuple[int, str]:
+    """``(errcode, errmsg)`` from a response body, or ProtocolError."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"response is not JSON ({len(body)} bytes)") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError("response JSON is not an object")
+    code = obj.get("errcode")
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise ProtocolError("response has no integer errcode")
+    msg = obj.get("errmsg", "")
+    return code, msg if isinstance(msg, str) else str(msg)
+
+
+def response_body(code: ErrCode | int, message: str | None = None) -> bytes:
+    """A server's response body (used by the sandbox)."""
+    from .errcodes import default_message
+
+    if message is None:
+        member = ErrCode.lookup(int(code))
+        message = default_message(member) if member is not None else "unknown"
+    return encode_body({"errcode": int(code), "errmsg": message})
+
+
+#: The create_time / datetime wire format: ``YYYY-MM-DD HH:MM:SS``.
+DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
