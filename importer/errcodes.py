@@ -15,10 +15,10 @@ special-casing the number.
 
 from __future__ import annotations
 
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 
 
-class Category(str, Enum):
+class Category(StrEnum):
     SUCCESS = "success"
     RETRYABLE = "retryable"
     ROW_ERROR = "row_error"
@@ -72,9 +72,10 @@ class ErrCode(IntEnum):
     def lookup(cls, code: int) -> ErrCode | None:
         """The member for ``code``, or None for a number the seed does not define."""
         try:
-            return cls(code)
+            member: ErrCode = cls(code)
         except ValueError:
             return None
+        return member
 
 
 #: The seed's own messages for the two codes whose text it shows.

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .errcodes import ErrCode
@@ -115,3 +117,17 @@ def response_body(code: ErrCode | int, message: str | None = None) -> bytes:
 #: The create_time / datetime wire format: ``YYYY-MM-DD HH:MM:SS``.
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
+
+_DATETIME_RE = re.compile(DATETIME_PATTERN, re.ASCII)
+
+
+def is_datetime(value: object) -> bool:
+    """True for a string in the wire datetime format that names a real date and time."""
+    if not isinstance(value, str) or _DATETIME_RE.fullmatch(value) is None:
+        return False
+    try:
+        # the pattern already fixed the layout; fromisoformat checks the calendar, fast
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True

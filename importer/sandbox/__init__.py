@@ -1,0 +1,35 @@
+"""A local server implementing the ingest API contract, for tests, benchmarks and dry runs.
+
+::
+
+    with Sandbox() as sb:                       # thread mode; process=True for its own core
+        client = Client(sb.secret, sb.url)
+        client.user({"phone": "13800000000"})
+        sb.customers()                          # [{"id": 1, "properties": {...}}]
+
+Command line: ``python -m importer.sandbox [serve|dump] ...`` (``main``). docs/sandbox.md has
+the details: options, schema file, check order, faults, stats, dump.
+"""
+
+from .command import main
+from .faults import FAULT_KINDS, FaultPlan, Faults
+from .harness import Sandbox, SandboxError
+from .rules import check, check_auth
+from .schema import Schema, load_schema
+from .server import SandboxServer
+from .store import Store
+
+__all__ = [
+    "FAULT_KINDS",
+    "FaultPlan",
+    "Faults",
+    "Sandbox",
+    "SandboxError",
+    "SandboxServer",
+    "Schema",
+    "Store",
+    "check",
+    "check_auth",
+    "load_schema",
+    "main",
+]

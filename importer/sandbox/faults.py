@@ -1,0 +1,192 @@
+"""Injected faults: what a flaky platform does to a request, drawn deterministically.
+
+Each fault is a fraction of the API requests. For every API request (a POST to a call's path,
+in arrival order) ``FaultPlan.draw`` takes one uniform number from ``random.Random(seed)`` and
+walks the cumulative fractions in the order of ``FAULT_KINDS``; so the same seed gives the same
+sequence of faults whatever the timing. ``latency_ms`` applies to every request and, when it
+is a range, is drawn from a second generator so it does not shift the fault sequence.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, fields
+from typing import Any, cast
+
+#: Fault names in the order the cumulative walk takes them.
+FAULT_KINDS = (
+    "http_503",
+    "http_500",
+    "http_429",
+    "errcode_10000",
+    "reset",
+    "truncated",
+    "non_json",
+    "stall",
+)
+
+#: Short names accepted by ``--fault NAME=FRACTION`` besides the field names.
+ALIASES = {
+    "503": "http_503",
+    "500": "http_500",
+    "429": "http_429",
+    "10000": "errcode_10000",
+    "non-json": "non_json",
+}
+
+
+def parse_latency(
+    value: float | int | str | tuple[float, float] | list[float],
+) -> tuple[float, float]:
+    """``20`` -> (20, 20); ``"10-30"`` -> (10, 30); a pair stays a pair."""
+    if isinstance(value, bool):
+        raise ValueError("latency_ms must be a number of milliseconds or a range like 10-30")
+    if isinstance(value, int | float):
+        lo = hi = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        lo_s, sep, hi_s = text.partition("-")
+        try:
+            lo = float(lo_s)
+            hi = float(hi_s) if sep else lo
+        except ValueError:
+            raise ValueError(
+                f"latency_ms {value!r} is not a number of milliseconds or a range like 10-30"
+            ) from None
+    else:
+        lo, hi = (float(v) for v in value)
+    if lo < 0 or hi < lo:
+        raise ValueError(f"latency_ms range {lo:g}-{hi:g} must be 0 <= low <= high")
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Fault fractions (0..1, summing to at most 1), latency and their parameters."""
+
+    seed: int = 0
+    #: added to every request: fixed ``20`` or a range ``"10-30"`` (stored as a pair)
+    latency_ms: float | str | tuple[float, float] = (0.0, 0.0)
+    http_503: float = 0.0
+    http_500: float = 0.0
+    #: answered with ``Retry-After: <retry_after>``
+    http_429: float = 0.0
+    #: HTTP 200 ``{"errcode": 10000}``
+    errcode_10000: float = 0.0
+    #: processed and stored, then the connection is closed with no response
+    reset: float = 0.0
+    #: processed and stored, then a response shorter than its Content-Length, then close
+    truncated: float = 0.0
+    #: HTTP 200 with an HTML body
+    non_json: float = 0.0
+    #: nothing stored; answered HTTP 503 after ``stall_s`` seconds
+    stall: float = 0.0
+    retry_after: str = "1"
+    stall_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "latency_ms", parse_latency(self.latency_ms))
+        object.__setattr__(self, "retry_after", str(self.retry_after))
+        total = 0.0
+        for name in FAULT_KINDS:
+            frac = getattr(self, name)
+            if isinstance(frac, bool) or not isinstance(frac, int | float) or not 0 <= frac <= 1:
+                raise ValueError(f"fault {name}={frac!r} must be a fraction between 0 and 1")
+            total += frac
+        if total > 1 + 1e-9:
+            raise ValueError(f"fault fractions sum to {total:g}, more than 1")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"fault seed {self.seed!r} must be an integer")
+        if not isinstance(self.stall_s, int | float) or self.stall_s < 0:
+            raise ValueError(f"stall_s {self.stall_s!r} must be a number of seconds >= 0")
+        if not self.retry_after.strip():
+            raise ValueError("retry_after must not be empty")
+
+    @property
+    def latency_range(self) -> tuple[float, float]:
+        """``latency_ms`` as the (low, high) pair it is normalized to."""
+        return cast(tuple[float, float], self.latency_ms)
+
+    @property
+    def active(self) -> bool:
+        """True when any fault or latency is configured."""
+        return any(getattr(self, n) for n in FAULT_KINDS) or self.latency_ms != (0.0, 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping (``Faults.from_dict`` reads it back)."""
+        out = asdict(self)
+        lo, hi = self.latency_range
+        out["latency_ms"] = f"{lo:g}-{hi:g}" if lo != hi else lo
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Faults:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown fault setting(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_args(self) -> list[str]:
+        """The sandbox CLI options that configure these faults."""
+        out = ["--fault-seed", str(self.seed), "--retry-after", self.retry_after]
+        out += ["--stall-s", f"{self.stall_s:g}"]
+        lo, hi = self.latency_range
+        if hi > 0:
+            out += ["--latency-ms", f"{lo:g}-{hi:g}"]
+        for name in FAULT_KINDS:
+            frac = getattr(self, name)
+            if frac:
+                out += ["--fault", f"{name}={frac!r}"]
+        return out
+
+
+def parse_fault_specs(specs: list[str]) -> dict[str, float]:
+    """``["503=0.05", "reset=0.01"]`` -> ``{"http_503": 0.05, "reset": 0.01}``."""
+    out: dict[str, float] = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        name = ALIASES.get(name.strip(), name.strip())
+        if not sep or name not in FAULT_KINDS:
+            raise ValueError(
+                f"bad fault {spec!r}: use NAME=FRACTION with NAME one of "
+                f"{', '.join([*ALIASES, *FAULT_KINDS])}"
+            )
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"bad fault {spec!r}: {value!r} is not a number") from None
+    return out
+
+
+class FaultPlan:
+    """The deterministic draw: one ``draw()`` per API request, in arrival order."""
+
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+        self._rng = random.Random(faults.seed)
+        self._latency_rng = random.Random(f"latency:{faults.seed}")
+        cumulative = 0.0
+        self._walk: list[tuple[float, str]] = []
+        for name in FAULT_KINDS:
+            frac = getattr(faults, name)
+            if frac:
+                cumulative += frac
+                self._walk.append((cumulative, name))
+        self._latency = faults.latency_range
+
+    def draw(self) -> str | None:
+        """The fault for the next request, or None. Always consumes one number."""
+        u = self._rng.random()
+        for bound, name in self._walk:
+            if u < bound:
+                return name
+        return None
+
+    def latency_s(self) -> float:
+        """Seconds to delay the next request by (0 without latency)."""
+        lo, hi = self._latency
+        if hi <= 0:
+            return 0.0
+        ms = lo if lo == hi else self._latency_rng.uniform(lo, hi)
+        return ms / 1000.0

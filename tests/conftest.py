@@ -1,0 +1,72 @@
+"""Shared fixtures: a real sandbox server on loopback, clients for it, a clean environment.
+
+- ``sandbox``: one server for the whole session (thread mode, temporary db, default schema).
+  Tests that share it must use their own primary-key values: ``unique`` makes them.
+- ``fresh_sandbox``: a factory for private servers (own db, schema, faults, process mode),
+  stopped at the end of the test.
+- ``client``: a ``Client`` for the shared sandbox.
+- autouse: no ``DMART_*`` variable of the developer's shell leaks into a test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from importer.client import Client
+from importer.sandbox import Sandbox, load_schema
+from importer.sandbox.schema import PACKAGED_SCHEMA, Schema
+
+_counter = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("DMART_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def sandbox_schema() -> Schema:
+    """The packaged default schema, environment ignored."""
+    return load_schema(PACKAGED_SCHEMA, env={})
+
+
+@pytest.fixture(scope="session")
+def sandbox(sandbox_schema: Schema) -> Iterator[Sandbox]:
+    with Sandbox(schema=sandbox_schema) as sb:
+        yield sb
+
+
+@pytest.fixture
+def fresh_sandbox(sandbox_schema: Schema) -> Iterator[Callable[..., Sandbox]]:
+    """A factory: ``fresh_sandbox(**kwargs)`` -> a started private ``Sandbox`` (``Sandbox``'s
+    arguments; the default schema unless one is given). All are stopped after the test."""
+    started: list[Sandbox] = []
+
+    def make(**kwargs: Any) -> Sandbox:
+        kwargs.setdefault("schema", sandbox_schema)
+        sb = Sandbox(**kwargs)
+        started.append(sb)
+        return sb
+
+    yield make
+    for sb in started:
+        sb.stop()
+
+
+@pytest.fixture
+def client(sandbox: Sandbox) -> Iterator[Client]:
+    with Client(sandbox.secret, sandbox.url, timeout=5.0) as c:
+        yield c
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """``unique("phone")`` -> a value no other test in the session uses, e.g. ``phone-000042``."""
+    return lambda prefix="id": f"{prefix}-{os.getpid()}-{next(_counter):06d}"
