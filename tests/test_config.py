@@ -1,0 +1,505 @@
+"""Config loading: every problem reported at once, each with key path, message, hint and line."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+
+from importer.config import ColumnSpec, Config, check_columns, load_config, parse_config
+from importer.errors import ConfigError, ConfigProblem
+from importer.protocol import Profile
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+USER = """\
+job:
+  kind: user
+  primary_keys: [phone, email]
+columns:
+  phone: {from: 手机号, transform: [strip, digits]}
+  email: {from: Email, transform: [strip, lower]}
+  age: {from: 年龄, type: integer}
+"""
+
+EVENT = """\
+job:
+  kind: event
+  event_name: order_detail
+  primary_keys: [phone]
+columns:
+  phone: 手机号
+  event_id: 订单号
+  create_time: 下单时间
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "job.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def problems_of(tmp_path: Path, text: str, **kwargs: Any) -> list[ConfigProblem]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), **kwargs)
+    return info.value.problems
+
+
+def only(problems: list[ConfigProblem]) -> ConfigProblem:
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def base(**job: Any) -> dict[str, Any]:
+    """A valid user config as a dict, to break one piece at a time."""
+    return {
+        "job": {"kind": "user", "primary_keys": ["phone"], **job},
+        "columns": {"phone": {"from": "手机号"}},
+    }
+
+
+def parse_problems(data: dict[str, Any]) -> list[ConfigProblem]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    return info.value.problems
+
+
+# -- the bundled configs -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["customers", "order_events", "delete_customers"], ids=lambda n: n)
+def test_bundled_configs_validate(name: str) -> None:
+    config = load_config(CONFIGS / f"{name}.yaml")
+    assert config.job_name == name
+    assert config.target.secret_env == "DMART_SECRET"
+    assert config.target.base_url == "http://127.0.0.1:8080"
+
+
+def test_bundled_event_config_defaults_create_time_to_datetime() -> None:
+    config = load_config(CONFIGS / "order_events.yaml")
+    assert config.job.kind == "event"
+    assert config.columns["create_time"].type == "datetime"
+
+
+# -- happy path and helpers ----------------------------------------------------------------------
+
+
+def test_defaults_and_shorthand(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, USER, "customers.yaml"))
+    assert config.job_name == "customers"  # default = file stem
+    assert config.target.base_url == "http://127.0.0.1:8080"
+    assert config.send.concurrency == 32
+    assert config.send.retry.max_attempts == 5
+    assert config.input.batch_rows == 50_000
+    assert config.report.format == "csv"
+    assert config.columns["phone"].source == "手机号"
+    assert config.columns["age"].type == "integer"
+    assert config.columns["email"].type == "string"
+
+
+def test_bare_string_is_from(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, EVENT))
+    assert config.columns["phone"].source == "手机号"
+    assert config.columns["create_time"].type == "datetime"
+    assert config.columns["event_id"].type == "string"
+
+
+def test_source_columns_are_distinct_and_in_order() -> None:
+    config = parse_config(
+        {
+            "job": {"kind": "event", "event_name_from": "事件", "primary_keys": ["phone"]},
+            "columns": {
+                "phone": "手机号",
+                "orderId": "订单号",
+                "event_id": "订单号",
+                "create_time": "时间",
+                "source": {"value": "crm"},
+            },
+        }
+    )
+    assert config.source_columns() == ["手机号", "订单号", "时间", "事件"]
+    assert config.job_name == "job"  # parse_config without a file
+
+
+def test_parse_config_name_from_source() -> None:
+    assert parse_config(base(), source="configs/vip.yaml").job_name == "vip"
+    assert parse_config(base(), source="configs/my job (2).yaml").job_name == "my_job_2"
+
+
+def test_constant_values_from_yaml_scalars(tmp_path: Path) -> None:
+    text = USER + "  level: {value: 3, type: integer}\n  vip: {value: true, type: boolean}\n"
+    config = load_config(write(tmp_path, text))
+    assert config.columns["level"].value == "3"
+    assert config.columns["vip"].value == "true"
+
+
+def test_overrides_apply_before_validation(tmp_path: Path) -> None:
+    config = load_config(
+        write(tmp_path, USER),
+        overrides={
+            "send.concurrency": "8",
+            "target.base_url": "https://api.example.com/",
+            "target.debug": True,
+        },
+    )
+    assert config.send.concurrency == 8
+    assert config.target.base_url == "https://api.example.com"
+    assert config.target.debug is True
+
+
+def test_bad_override_has_no_line(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, USER, overrides={"send.concurrency": 5000}))
+    assert (problem.path, problem.message, problem.line) == (
+        "send.concurrency",
+        "must be <= 1024, got 5000",
+        None,
+    )
+
+
+def test_profile_carries_paths_headers_and_signing() -> None:
+    data = base()
+    data["target"] = {"paths": {"user": "/api/user"}, "headers": {"secret": "X-Key"}, "sign": False}
+    profile = parse_config(data).profile()
+    assert isinstance(profile, Profile)
+    assert profile.path("user", debug=True) == "/api/user?debug=true"
+    assert profile.paths["event"] == "/v1/event"
+    assert profile.headers.secret == "X-Key"
+    assert profile.sign is False
+
+
+def test_config_is_frozen() -> None:
+    config = parse_config(base())
+    with pytest.raises(pydantic.ValidationError):
+        config.send = config.send  # type: ignore[misc]
+
+
+# -- one problem each ----------------------------------------------------------------------------
+
+
+def test_unknown_key_with_did_you_mean(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, USER + "send:\n  concurency: 8\n"))
+    assert problem == ConfigProblem(
+        "send.concurency", "unknown key 'concurency'", "did you mean 'concurrency'?", 9
+    )
+
+
+def test_unknown_key_without_close_match_lists_allowed(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, USER + "zzz: 1\n"))
+    assert problem.path == "zzz"
+    assert problem.message == "unknown key 'zzz'"
+    assert problem.hint == "allowed keys: target, job, columns, input, send, report"
+
+
+def test_unknown_column_key(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, USER + "  vip: {form: VIP}\n"))
+    assert problem.path == "columns.vip.form"
+    assert problem.hint == "did you mean 'from'?"
+
+
+@pytest.mark.parametrize(
+    ("yaml_tail", "path", "message"),
+    [
+        ("send:\n  rate_limit: fast\n", "send.rate_limit", "expected a number, got 'fast'"),
+        ("send:\n  concurrency: fast\n", "send.concurrency", "expected an integer, got 'fast'"),
+        ("send:\n  concurrency: 0\n", "send.concurrency", "must be >= 1, got 0"),
+        ("target:\n  timeout_s: 0\n", "target.timeout_s", "must be > 0, got 0"),
+        ("target:\n  debug: maybe\n", "target.debug", "expected true or false, got 'maybe'"),
+        ("report:\n  format: xml\n", "report.format", "expected one of csv, jsonl, got 'xml'"),
+        ("send: 5\n", "send", "expected a mapping (key: value), got 5"),
+    ],
+    ids=["number", "integer", "range", "positive", "boolean", "choice", "mapping"],
+)
+def test_wrong_types(tmp_path: Path, yaml_tail: str, path: str, message: str) -> None:
+    problem = only(problems_of(tmp_path, USER + yaml_tail))
+    assert (problem.path, problem.message) == (path, message)
+    assert problem.line is not None
+
+
+def test_unknown_property_type(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, USER.replace("type: integer", "type: int")))
+    assert problem == ConfigProblem(
+        "columns.age.type",
+        "expected one of string, integer, number, boolean, datetime, got 'int'",
+        "did you mean 'integer'?",
+        7,
+    )
+
+
+def test_unknown_transform(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, USER.replace("[strip, lower]", "[strip, lowr]")))
+    assert problem.path == "columns.email.transform.1"
+    assert problem.message.endswith("got 'lowr'")
+    assert problem.hint == "did you mean 'lower'?"
+
+
+def test_bad_regex_names_the_key(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, USER + "  code: {from: C, pattern: '[0-9'}\n"))
+    assert problem.path == "columns.code.pattern"
+    assert problem.message.startswith("invalid regular expression: ")
+    assert problem.line == 8
+
+
+def test_regex_outside_re2_is_refused(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, USER + "  code: {from: C, pattern: '(?!x)\\d+'}\n"))
+    assert problem.path == "columns.code.pattern"
+    assert problem.message.startswith("regular expression not supported: ")
+    assert "RE2" in (problem.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "message"),
+    [
+        ("%Y-%m-%d %", "invalid datetime format: stray % in format '%Y-%m-%d %'"),
+        ("%Y-%q", "invalid datetime format: 'q' is a bad directive in format '%Y-%q'"),
+        ("yyyy-mm-dd", "invalid datetime format: format 'yyyy-mm-dd' has no %-directives"),
+    ],
+    ids=["trailing-percent", "unknown-directive", "no-directive"],
+)
+def test_bad_strptime_format(tmp_path: Path, fmt: str, message: str) -> None:
+    text = USER + f"  t: {{from: T, type: datetime, format: '{fmt}'}}\n"
+    problem = only(problems_of(tmp_path, text))
+    assert (problem.path, problem.message) == ("columns.t.format", message)
+
+
+def test_format_only_with_datetime(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, USER + "  t: {from: T, format: '%Y'}\n"))
+    assert problem.path == "columns.t"
+    assert problem.message == "'format' only applies to type datetime, this column is string"
+
+
+def test_unknown_timezone(tmp_path: Path) -> None:
+    text = USER + "  t: {from: T, type: datetime, timezone: Asia/Shangai}\n"
+    problem = only(problems_of(tmp_path, text))
+    assert problem == ConfigProblem(
+        "columns.t.timezone", "unknown time zone 'Asia/Shangai'", "did you mean 'Asia/Shanghai'?", 8
+    )
+
+
+def test_from_xor_value(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, USER + "  a: {type: string}\n  b: {from: B, value: x}\n")
+    assert [(p.path, p.message) for p in problems] == [
+        ("columns.a", "set exactly one of 'from' (a source column) or 'value' (a constant)"),
+        ("columns.b", "set exactly one of 'from' (a source column) or 'value' (a constant)"),
+    ]
+
+
+def test_bad_default_is_a_config_error(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, USER + "  n: {from: N, type: integer, default: abc}\n"))
+    assert (problem.path, problem.message) == ("columns.n.default", "'abc' is not an integer")
+
+
+def test_bad_constant_is_a_config_error(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, USER + "  n: {value: yes please, type: boolean}\n"))
+    assert problem.path == "columns.n.value"
+    assert problem.message.startswith("'yes please' is not a boolean")
+
+
+def test_secret_in_secret_env_is_refused(tmp_path: Path) -> None:
+    text = USER + "target:\n  secret_env: daccb41a-5cfb-42d1-8bee-32aa0156xxxx\n"
+    problem = only(problems_of(tmp_path, text))
+    assert problem.path == "target.secret_env"
+    assert "looks like the SECRET itself" in problem.message
+    assert "daccb41a" not in str(ConfigError([problem]))  # the value is never echoed
+
+
+def test_ca_file_with_tls_verify_off(tmp_path: Path) -> None:
+    text = USER + "target:\n  tls_verify: false\n  ca_file: ca.pem\n"
+    assert only(problems_of(tmp_path, text)).path == "target"
+
+
+def test_duplicate_yaml_key(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, USER + "send:\n  concurrency: 4\n  concurrency: 8\n"))
+    assert (problem.path, problem.message, problem.line) == (
+        "send.concurrency",
+        "duplicate key 'concurrency'",
+        10,
+    )
+
+
+# -- cross-field rules ---------------------------------------------------------------------------
+
+
+def test_primary_key_not_in_columns(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, USER.replace("[phone, email]", "[phone, emial]")))
+    assert problem == ConfigProblem(
+        "job.primary_keys.1",
+        "primary key 'emial' is not a property in columns",
+        "did you mean 'email'?",
+        3,
+    )
+
+
+def test_primary_keys_required() -> None:
+    problem = only(parse_problems(base(primary_keys=[])))
+    assert (problem.path, problem.message) == (
+        "job.primary_keys",
+        "list at least one primary-key property",
+    )
+
+
+def test_primary_key_cannot_be_constant() -> None:
+    data = base()
+    data["columns"]["phone"] = {"value": "1"}
+    assert only(parse_problems(data)).path == "columns.phone.value"
+
+
+def test_event_needs_event_id(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, EVENT.replace("  event_id: 订单号\n", "")))
+    assert problem == ConfigProblem(
+        "columns",
+        "events need the property 'event_id'",
+        "add e.g. event_id: {from: <column>}",
+        5,
+    )
+
+
+def test_event_needs_create_time(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, EVENT.replace("  create_time: 下单时间\n", "")))
+    assert (problem.path, problem.message) == ("columns", "events need the property 'create_time'")
+
+
+def test_event_create_time_must_be_datetime(tmp_path: Path) -> None:
+    text = EVENT.replace("create_time: 下单时间", "create_time: {from: 下单时间, type: string}")
+    problem = only(problems_of(tmp_path, text))
+    assert (problem.path, problem.message) == (
+        "columns.create_time.type",
+        "create_time of an event must be datetime, got 'string'",
+    )
+
+
+def test_event_name_and_event_name_from_both_set(tmp_path: Path) -> None:
+    text = EVENT.replace(
+        "event_name: order_detail", "event_name: order_detail\n  event_name_from: 事件"
+    )
+    problem = only(problems_of(tmp_path, text))
+    assert problem == ConfigProblem(
+        "job.event_name_from",
+        "set either event_name or event_name_from, not both",
+        "event_name is a constant; event_name_from names a source column",
+        4,
+    )
+
+
+def test_event_without_a_name(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, EVENT.replace("  event_name: order_detail\n", "")))
+    assert (problem.path, problem.message) == (
+        "job.event_name",
+        "events need event_name (a constant) or event_name_from (a source column)",
+    )
+
+
+def test_user_job_must_not_name_an_event() -> None:
+    problem = only(parse_problems(base(event_name="x")))
+    assert (problem.path, problem.message) == (
+        "job.event_name",
+        "'event_name' only applies when kind is event, not user",
+    )
+
+
+def test_missing_required_keys() -> None:
+    problems = parse_problems({"job": {"primary_keys": ["phone"]}})
+    assert [(p.path, p.message) for p in problems] == [
+        ("job.kind", "required key 'kind' is missing"),
+        ("columns", "required key 'columns' is missing"),
+    ]
+
+
+# -- file-level failures and many problems at once ----------------------------------------------
+
+
+def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, "job:\n  kind: user\n  primary_keys: [phone\ncolumns:\n"))
+    assert problem.path == ""
+    assert problem.message.startswith("YAML syntax error: ")
+    assert problem.line == 4
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.yaml")
+    assert only(info.value.problems).message == f"config file not found: {tmp_path / 'nope.yaml'}"
+
+
+def test_config_must_be_a_mapping(tmp_path: Path) -> None:
+    assert only(problems_of(tmp_path, "- a\n- b\n")).message.startswith("the config must be")
+
+
+def test_several_problems_reported_at_once(tmp_path: Path) -> None:
+    text = """\
+    target:
+      base_url: ftp://example.com
+    job:
+      kind: user
+      primary_keys: [phone, mobile]
+    columns:
+      phone: {from: 手机号, type: int}
+      code: {from: C, pattern: '('}
+    send:
+      concurency: 8
+    """
+    problems = problems_of(tmp_path, text)
+    assert [(p.path, p.line) for p in problems] == [
+        ("target.base_url", 2),
+        ("job.primary_keys.1", 5),
+        ("columns.phone.type", 7),
+        ("columns.code.pattern", 8),
+        ("send.concurency", 10),
+    ]
+    message = str(ConfigError(problems, source="job.yaml"))
+    assert message.splitlines()[0] == "invalid config job.yaml:"
+    assert "  send.concurency (line 10): unknown key 'concurency' -- did you mean" in message
+
+
+# -- check_columns -------------------------------------------------------------------------------
+
+
+def test_check_columns_names_each_missing_column(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, USER))
+    with pytest.raises(ConfigError) as info:
+        check_columns(config, "data/customers.csv", ["手机号", "email", "年龄 "])
+    assert info.value.problems == [
+        ConfigProblem(
+            "columns.email.from",
+            "column 'Email' is not in data/customers.csv",
+            "did you mean 'email'?",
+        ),
+        ConfigProblem(
+            "columns.age.from",
+            "column '年龄' is not in data/customers.csv",
+            "did you mean '年龄 '? (spaces differ)",
+        ),
+    ]
+
+
+def test_check_columns_lists_header_when_nothing_is_close(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, USER))
+    with pytest.raises(ConfigError) as info:
+        check_columns(config, "x.csv", ["手机号", "Email", "a"])
+    assert only(info.value.problems).hint == "the file's columns are: 手机号, Email, a"
+
+
+def test_check_columns_passes(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, USER))
+    check_columns(config, "x.csv", ["年龄", "Email", "手机号", "other"])
+
+
+def test_every_key_is_documented() -> None:
+    docs = (CONFIGS.parent / "docs" / "config.md").read_text(encoding="utf-8")
+
+    def keys(model: type[pydantic.BaseModel]) -> list[str]:
+        out = []
+        for name, field in model.model_fields.items():
+            out.append(field.alias or name)
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, pydantic.BaseModel):
+                out += keys(ann)
+        return out
+
+    missing = [
+        k for k in keys(Config) + keys(ColumnSpec) if f"`{k}" not in docs and f".{k}`" not in docs
+    ]
+    assert missing == []
