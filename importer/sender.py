@@ -1,0 +1,310 @@
+"""The sender: pushes prepared bodies through a transport, concurrently, with retries.
+
+Design, and why:
+
+- ``concurrency`` worker coroutines pull rows from one shared cursor, so at most
+  ``concurrency`` requests are in flight and nothing is queued per row: memory is bounded by
+  the batches the pipeline has handed over (a bounded queue), not by the file.
+- Per-customer order: for ``user`` and ``user_delete`` a row waits until every earlier row that
+  shares one of its primary-key values has finished. Rows are registered in file order at the
+  moment they are taken, so a ``userDelete`` never overtakes the ``user`` before it for the same
+  phone, while different customers go in parallel. Events carry no such order: the platform
+  de-duplicates them on ``(eventName, event_id)``.
+- Retries use tenacity, built from the config (``RetryPolicy``): exponential backoff with full
+  jitter, ``Retry-After`` honoured up to a cap, only outcomes the contract marks retryable. The
+  first attempt runs outside tenacity so the common, successful path costs nothing extra.
+- Fatal outcomes (10003, 20000, a repeated 20004, a TLS or path error that will fail every
+  row) stop the run: workers stop taking rows, in-flight rows finish, the rest stay
+  ``not_sent``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
+
+from .client import Outcome, Response, TransportFailure
+from .errcodes import Category, ErrCode
+from .protocol import Profile, auth_headers
+from .transport import Transport
+
+
+class Status(IntEnum):
+    """A row's final status. The integer values index arrays; the names go in reports."""
+
+    OK = 0
+    REJECTED = 1
+    FAILED = 2
+    NOT_SENT = 3
+    UNCHANGED = 4
+    #: dry run: passed every local check, would be sent
+    VALID = 5
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    retry_after_cap_s: float = 120.0
+
+    def backoff(self, retry_number: int, rng: random.Random) -> float:
+        """Full jitter: uniform in [0, min(max, initial * 2**(n-1))] for the n-th retry."""
+        ceiling = min(self.max_backoff_s, self.initial_backoff_s * (2 ** (retry_number - 1)))
+        return rng.uniform(0.0, ceiling)
+
+    def wait_for(self, retry_number: int, outcome: Outcome, rng: random.Random) -> float:
+        """How long to wait before the ``retry_number``-th retry after ``outcome``.
+
+        A usable ``Retry-After`` wins (capped at ``retry_after_cap_s``); a garbage one falls
+        back to the normal backoff. A stale keep-alive connection is retried at once.
+        """
+        if isinstance(outcome, TransportFailure):
+            if outcome.stale:
+                return 0.0
+            hinted = parse_retry_after(outcome.retry_after)
+            if hinted is not None:
+                return min(hinted, self.retry_after_cap_s)
+        return self.backoff(retry_number, rng)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP date), else None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        current = datetime.now(UTC).timestamp() if now is None else now
+        return max(0.0, when.timestamp() - current)
+    if seconds != seconds or seconds < 0 or seconds == float("inf"):
+        return None
+    return seconds
+
+
+@dataclass
+class RowResult:
+    status: Status
+    errcode: int | None
+    errmsg: str
+    attempts: int
+    latency_ms: float
+
+
+class RateLimiter:
+    """A shared pacing limiter: at most ``rate`` request starts per second across workers."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic):
+        self.interval = 1.0 / rate
+        self.clock = clock
+        self._next = 0.0
+
+    async def acquire(self) -> None:
+        now = self.clock()
+        slot = max(now, self._next)
+        self._next = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class RowSource:
+    """What the sender pulls rows from. ``next_row`` returns ``(token, body, keys)`` or None.
+
+    The pipeline implements it over mapped batches; tests can implement it over a list.
+    ``token`` is opaque to the sender and handed back in ``on_result``.
+    """
+
+    async def next_row(self) -> tuple[Any, bytes, tuple[str, ...]] | None:  # pragma: no cover
+        raise NotImplementedError
+
+
+class Sender:
+    """Delivers rows; calls ``on_result(token, RowResult)`` once per row it takes."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        secret: str,
+        path: str,
+        profile: Profile,
+        concurrency: int = 32,
+        retry: RetryPolicy | None = None,
+        rate_limit: float | None = None,
+        ordered: bool = True,
+        abort_after_signature_failures: int = 5,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.transport = transport
+        self._secret = secret
+        self.path = path
+        self.profile = profile
+        self.concurrency = concurrency
+        self.retry = retry or RetryPolicy()
+        self.limiter = RateLimiter(rate_limit) if rate_limit else None
+        self.ordered = ordered
+        self.abort_after_signature_failures = abort_after_signature_failures
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.abort_reason: str | None = None
+        self.abort_errcode: int | None = None
+        self._signature_failures = 0
+        self._last: dict[str, asyncio.Future[None]] = {}
+        self.requests = 0
+
+    def __repr__(self) -> str:
+        return f"Sender(path={self.path!r}, concurrency={self.concurrency})"
+
+    @property
+    def aborted(self) -> bool:
+        return self.abort_reason is not None
+
+    def abort(self, reason: str, errcode: int | None = None) -> None:
+        if self.abort_reason is None:
+            self.abort_reason = reason
+            self.abort_errcode = errcode
+
+    async def run(self, source: RowSource, on_result: Callable[[Any, RowResult], None]) -> None:
+        workers = [
+            asyncio.create_task(self._worker(source, on_result)) for _ in range(self.concurrency)
+        ]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+
+    async def _worker(self, source: RowSource, on_result: Callable[[Any, RowResult], None]) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.aborted:
+            item = await source.next_row()
+            if item is None:
+                return
+            token, body, keys = item
+            if not self.ordered or not keys:
+                on_result(token, await self.deliver(body))
+                continue
+            # Register in file order before any await, then wait for earlier rows that share
+            # a primary-key value with this one.
+            waits = [f for k in keys if (f := self._last.get(k)) is not None]
+            done: asyncio.Future[None] = loop.create_future()
+            for k in keys:
+                self._last[k] = done
+            try:
+                for f in waits:
+                    if not f.done():
+                        await f
+                if self.aborted:
+                    on_result(token, RowResult(Status.NOT_SENT, None, "run aborted", 0, 0.0))
+                    continue
+                on_result(token, await self.deliver(body))
+            finally:
+                done.set_result(None)
+                for k in keys:
+                    if self._last.get(k) is done:
+                        del self._last[k]
+
+    async def _attempt(self, body: bytes) -> tuple[Outcome, bool]:
+        """One signed request; returns the outcome and whether the policy should retry it."""
+        if self.limiter is not None:
+            await self.limiter.acquire()
+        headers = auth_headers(self._secret, body, profile=self.profile)
+        self.requests += 1
+        outcome = await self.transport.post(self.path, body, headers)
+        return outcome, self._observe(outcome)
+
+    def _observe(self, outcome: Outcome) -> bool:
+        """Classify one attempt (called exactly once per attempt); a fatal outcome aborts."""
+        if isinstance(outcome, Response):
+            code = ErrCode.lookup(int(outcome.errcode))
+            if code is None:
+                return False  # a code the seed does not define: report it, do not guess
+            if code.category is Category.SUCCESS:
+                self._signature_failures = 0
+                return False
+            if code.category is Category.FATAL:
+                self.abort(f"{int(code)} {code.description}: {outcome.errmsg}", int(code))
+                return False
+            if code.category is Category.FATAL_IF_REPEATED:
+                self._signature_failures += 1
+                if self._signature_failures >= self.abort_after_signature_failures:
+                    self.abort(
+                        f"{int(code)} {code.description} {self._signature_failures} times in a "
+                        "row: check the SECRET and this machine's clock",
+                        int(code),
+                    )
+                    return False
+                return True
+            return code.category is Category.RETRYABLE
+        if outcome.fatal:
+            self.abort(f"{outcome.message}: every request would fail the same way")
+            return False
+        return outcome.retryable
+
+    async def deliver(self, body: bytes) -> RowResult:
+        """Send one body with the retry policy; never raises for a network problem."""
+        first = await self._attempt(body)
+        if not first[1] or self.retry.max_attempts <= 1 or self.aborted:
+            return _result(first[0], 1)
+
+        policy = self.retry
+        pending = [first]
+        attempts = 0
+
+        def wait(state: RetryCallState) -> float:
+            outcome = state.outcome.result()[0] if state.outcome else first[0]
+            return policy.wait_for(state.attempt_number, outcome, self.rng)
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(policy.max_attempts),
+            wait=wait,
+            retry=retry_if_result(lambda r: r[1] and not self.aborted),
+            sleep=self.sleep,
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else first,
+        )
+        last = first
+        async for attempt in retrying:
+            with attempt:
+                # The first attempt already happened outside tenacity (the fast path): replay
+                # its outcome so the policy counts it, then make real attempts.
+                last = pending.pop() if pending else await self._attempt(body)
+                attempts += 1
+            if attempt.retry_state.outcome is None or not attempt.retry_state.outcome.failed:
+                attempt.retry_state.set_result(last)
+        return _result(last[0], attempts)
+
+
+def _result(outcome: Outcome, attempts: int) -> RowResult:
+    if isinstance(outcome, Response):
+        code = int(outcome.errcode)
+        status = Status.OK if code == ErrCode.OK else Status.FAILED
+        return RowResult(status, code, outcome.errmsg, attempts, outcome.latency_ms)
+    message = outcome.message
+    if attempts > 1:
+        message = f"{message} (after {attempts} attempts)"
+    return RowResult(Status.FAILED, None, message, attempts, outcome.latency_ms)

@@ -1,0 +1,173 @@
+"""The sender's retry policy and abort rules, against the real sandbox, with a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+
+from importer.client import TransportFailure, TransportKind
+from importer.protocol import DEFAULT_PROFILE, Headers, Profile, user_body
+from importer.sandbox import Faults, Sandbox
+from importer.sender import RetryPolicy, RowResult, RowSource, Sender, Status, parse_retry_after
+from importer.transport import StreamTransport
+
+
+class ListSource(RowSource):
+    def __init__(self, bodies: list[bytes]) -> None:
+        self.items = list(enumerate(bodies))
+
+    async def next_row(self) -> tuple[Any, bytes, tuple[str, ...]] | None:
+        if not self.items:
+            return None
+        i, body = self.items.pop(0)
+        return i, body, (f"k{i}",)
+
+
+class FakeClock:
+    """Records every wait the sender asks for, without waiting."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await asyncio.sleep(0)
+
+
+def deliver_all(
+    sb: Sandbox, n: int, *, profile: Profile = DEFAULT_PROFILE, concurrency: int = 4,
+    retry: RetryPolicy | None = None, clock: FakeClock | None = None,
+) -> tuple[Sender, dict[int, RowResult]]:  # fmt: skip
+    bodies = [user_body({"phone": f"0100{i:07d}"}) for i in range(n)]
+    results: dict[int, RowResult] = {}
+
+    async def main() -> Sender:
+        transport = StreamTransport(sb.url, timeout=5)
+        sender = Sender(
+            transport,
+            secret=sb.secret,
+            path=profile.path("user", False),
+            profile=profile,
+            concurrency=concurrency,
+            retry=retry or RetryPolicy(),
+            sleep=(clock or FakeClock()).sleep,
+            rng=random.Random(1),
+        )
+        await sender.run(ListSource(bodies), lambda tok, res: results.__setitem__(tok, res))
+        await transport.aclose()
+        return sender
+
+    return asyncio.run(main()), results
+
+
+def test_parse_retry_after_forms() -> None:
+    now = datetime(2026, 11, 29, 2, 0, 0, tzinfo=UTC)
+    later = format_datetime(now + timedelta(seconds=90), usegmt=True)
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after(later, now=now.timestamp()) == pytest.approx(90.0)
+    assert parse_retry_after(format_datetime(now - timedelta(hours=1), usegmt=True), now=now.timestamp()) == 0.0  # fmt: skip
+    for garbage in ("soon", "", "-5", "nan", "inf", None):
+        assert parse_retry_after(garbage) is None
+
+
+def test_wait_honours_retry_after_caps_it_and_falls_back_on_garbage() -> None:
+    policy = RetryPolicy(initial_backoff_s=0.5, max_backoff_s=8, retry_after_cap_s=120)
+    rng = random.Random(0)
+
+    def failure(retry_after: str | None) -> TransportFailure:
+        return TransportFailure(TransportKind.HTTP_STATUS, "HTTP 429", 429, retry_after)
+
+    assert policy.wait_for(1, failure("3"), rng) == 3.0
+    assert policy.wait_for(1, failure("86400"), rng) == 120.0  # absurd: capped
+    for n in range(1, 12):
+        w = policy.wait_for(n, failure("garbage"), rng)
+        assert 0.0 <= w <= min(8.0, 0.5 * 2 ** (n - 1))
+    stale = TransportFailure(TransportKind.CONNECTION, "stale", stale=True)
+    assert policy.wait_for(3, stale, rng) == 0.0
+
+
+def test_429_with_retry_after_is_retried_with_those_waits_until_the_budget_ends(
+    fresh_sandbox: Callable[..., Sandbox],
+) -> None:
+    sb = fresh_sandbox(faults=Faults(http_429=1.0, retry_after="3"))
+    clock = FakeClock()
+    sender, results = deliver_all(sb, 5, retry=RetryPolicy(max_attempts=4), clock=clock)
+    assert clock.waits == [3.0] * 15  # 3 waits per row, each the server's Retry-After
+    for r in results.values():
+        assert (r.status, r.attempts, r.errcode) == (Status.FAILED, 4, None)
+        assert r.errmsg == "HTTP 429 (after 4 attempts)"
+    assert sb.stats()["requests"] == 20 == sender.requests
+    assert not sender.aborted
+
+
+def test_503_backoff_stays_within_policy_bounds(fresh_sandbox: Callable[..., Sandbox]) -> None:
+    sb = fresh_sandbox(faults=Faults(http_503=1.0))
+    clock = FakeClock()
+    policy = RetryPolicy(max_attempts=6, initial_backoff_s=0.25, max_backoff_s=2.0)
+    _, results = deliver_all(sb, 8, retry=policy, clock=clock, concurrency=1)
+    assert len(clock.waits) == 8 * 5
+    for row in range(8):
+        for n, w in enumerate(clock.waits[row * 5 : row * 5 + 5], start=1):
+            assert 0.0 <= w <= min(2.0, 0.25 * 2 ** (n - 1))
+    assert all(r.attempts == 6 for r in results.values())
+
+
+def test_errcode_10000_is_retried_and_then_succeeds(fresh_sandbox: Callable[..., Sandbox]) -> None:
+    sb = fresh_sandbox(faults=Faults(seed=5, errcode_10000=0.5))
+    _, results = deliver_all(sb, 60, retry=RetryPolicy(max_attempts=12))
+    assert all(r.status is Status.OK for r in results.values())
+    assert sum(r.attempts for r in results.values()) == sb.stats()["requests"] > 60
+    assert len(sb.customers()) == 60
+
+
+def test_row_errors_are_never_retried(fresh_sandbox: Callable[..., Sandbox]) -> None:
+    sb = fresh_sandbox()
+    results: dict[int, RowResult] = {}
+
+    async def main() -> None:
+        t = StreamTransport(sb.url)
+        s = Sender(t, secret=sb.secret, path="/v1/user?debug=false", profile=DEFAULT_PROFILE)
+        results[0] = await s.deliver(user_body({"name": "no key"}))
+        await t.aclose()
+
+    asyncio.run(main())
+    assert (results[0].status, results[0].errcode, results[0].attempts) == (Status.FAILED, 20001, 1)
+    assert sb.stats()["requests"] == 1
+
+
+def test_signature_storm_aborts_after_a_bounded_number_of_requests(
+    fresh_sandbox: Callable[..., Sandbox],
+) -> None:
+    sb = fresh_sandbox()
+    # Sending the signature under a header name the server does not read: every call 20004.
+    wrong = Profile(headers=Headers(signature="X-Not-The-Signature"))
+    sender, results = deliver_all(sb, 500, profile=wrong, concurrency=4)
+    assert sender.aborted
+    assert sender.abort_reason is not None
+    assert sender.abort_reason.startswith("20004 Signature checking failed 5 times in a row")
+    assert sb.stats()["requests"] <= 5 + 4
+    assert len(results) < 20  # the other rows were never taken
+
+
+def test_wrong_secret_aborts_at_once(fresh_sandbox: Callable[..., Sandbox]) -> None:
+    sb = fresh_sandbox()
+    bodies = [user_body({"phone": f"0100{i:07d}"}) for i in range(100)]
+
+    async def main() -> Sender:
+        t = StreamTransport(sb.url)
+        s = Sender(t, secret="wrong", path="/v1/user?debug=false", profile=DEFAULT_PROFILE,
+                   concurrency=2, sleep=FakeClock().sleep)  # fmt: skip
+        await s.run(ListSource(bodies), lambda tok, res: None)
+        await t.aclose()
+        return s
+
+    sender = asyncio.run(main())
+    assert sender.abort_errcode == 20000
+    assert sb.stats()["requests"] <= 2
