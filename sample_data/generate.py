@@ -79,7 +79,7 @@ def _csv_line(values: list[str]) -> str:
 
 def main() -> None:
     lines = [_csv_line(CUSTOMER_HEADER)] + [_csv_line(r) for r in CUSTOMERS]
-    lines.insert(5, RAGGED)  # a row with one field too many, on physical line 5
+    lines.insert(5, RAGGED)  # a row with one field too many, on physical line 6
     (HERE / "customers.csv").write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
 
     gb = [_csv_line(CUSTOMER_HEADER)] + [_csv_line(r) for r in GB_CUSTOMERS]

@@ -1,0 +1,224 @@
+"""The ``dmimport`` command line: parses arguments, calls the library, picks the exit code.
+
+Exit codes (docs/exit-codes.md):
+  0  every row ok
+  1  some rows rejected, failed or not sent
+  2  usage or config error (nothing was sent)
+  3  run aborted by a fatal response (10003, 20000, repeated 20004, TLS/path errors)
+  4  another run of the same job is in progress
+  5  internal error (a bug: please report it with the output of --verbose)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .errors import ConfigError, DmImportError
+
+EXIT_INTERNAL = 5
+
+log = logging.getLogger("importer")
+
+
+def _add_run_options(p: argparse.ArgumentParser, *, network: bool) -> None:
+    p.add_argument("config", help="job config (YAML)")
+    p.add_argument("files", nargs="+", help="input files, directories or glob patterns")
+    p.add_argument("--report-dir", help="where run reports go (default: report.dir)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    if network:
+        p.add_argument(
+            "--debug",
+            action="store_true",
+            help="server-side debug mode: the platform checks every row and stores nothing",
+        )
+        p.add_argument("--dry-run", action="store_true", help="local checks only; nothing is sent")
+        p.add_argument("--concurrency", type=int, help="requests in flight (send.concurrency)")
+        p.add_argument("--rate-limit", type=float, help="requests per second (send.rate_limit)")
+        p.add_argument("--base-url", help="platform base URL (target.base_url)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dmimport",
+        description="Bulk-import customer and event files into the Dmartech platform.",
+    )
+    parser.add_argument("--version", action="version", version=f"dmimport {__version__}")
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", help="log details; show tracebacks of bugs"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="import files: check every row, send the valid ones, report")
+    _add_run_options(p, network=True)
+
+    p = sub.add_parser("validate", help="dry run: check every row locally, send nothing")
+    _add_run_options(p, network=False)
+
+    p = sub.add_parser("check-config", help="check a job config alone")
+    p.add_argument("config")
+
+    sub.add_parser(
+        "sandbox",
+        help="run the local sandbox server (dmimport sandbox --help for its options)",
+        add_help=False,
+    )
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if getattr(args, "debug", False):
+        out["target.debug"] = True
+    if getattr(args, "concurrency", None) is not None:
+        out["send.concurrency"] = args.concurrency
+    if getattr(args, "rate_limit", None) is not None:
+        out["send.rate_limit"] = args.rate_limit
+    if getattr(args, "base_url", None):
+        out["target.base_url"] = args.base_url
+    return out
+
+
+class _Progress:
+    """A tqdm bar on stderr, only when stderr is a terminal and not --quiet."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar: Any = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(unit="rows", dynamic_ncols=True, file=sys.stderr)
+            self._last = 0
+
+    def __call__(self, counts: dict[str, int]) -> None:
+        if self.bar is None:
+            return
+        rows = counts.get("rows", 0)
+        self.bar.update(rows - self._last)
+        self._last = rows
+        self.bar.set_postfix(
+            rejected=counts.get("rejected", 0), failed=counts.get("failed", 0), refresh=False
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def render_summary(summary: Any) -> str:
+    """The one-screen, aligned end-of-run summary."""
+    d = summary.to_dict()
+    lines = [
+        f"dmimport {d['mode']}: job {d['job']} ({d['kind']}), run {d['run_id']}",
+        f"  rows      {d['rows']:>12,}   in {d['duration_s']:.1f} s"
+        f" ({d['rows_per_s']:,.0f} rows/s)",
+    ]
+    for status, n in d["counts"].items():
+        if n:
+            lines.append(f"  {status:<9} {n:>12,}")
+    if d["requests"]:
+        lines.append(f"  requests  {d['requests']:>12,}")
+    if d["errcodes"]:
+        codes = ", ".join(f"{c}: {n:,}" for c, n in d["errcodes"].items())
+        lines.append(f"  errcodes  {codes}")
+    if d["top_reasons"]:
+        lines.append("  top reasons:")
+        for r in d["top_reasons"]:
+            lines.append(f"    {r['rows']:>8,}  {r['reason']}  (e.g. {r['example']})")
+    if d["aborted"]:
+        lines.append(f"  ABORTED: {d['aborted']}")
+    lines.append(f"  report    {d['report_dir']}")
+    lines.append(f"  exit code {d['exit_code']}")
+    return "\n".join(lines)
+
+
+def _cmd_run(args: argparse.Namespace, *, dry_run: bool) -> int:
+    from .pipeline import run
+
+    progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
+    try:
+        summary = run(
+            args.config,
+            args.files,
+            dry_run=dry_run,
+            overrides=_overrides(args),
+            report_dir=args.report_dir,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    if args.json:
+        print(json.dumps(summary.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(render_summary(summary))
+    return int(summary.exit_code)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    cfg = load_config(args.config)
+    print(
+        f"{args.config}: ok (job {cfg.job_name}, kind {cfg.job.kind}, {len(cfg.columns)} columns)"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "sandbox":
+        from .sandbox.__main__ import main as sandbox_main
+
+        return int(sandbox_main(argv[1:]) or 0)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "run":
+            if args.dry_run and args.debug:
+                parser.error("--dry-run and --debug exclude each other: pick one")
+            return _cmd_run(args, dry_run=args.dry_run)
+        if args.command == "validate":
+            return _cmd_run(args, dry_run=True)
+        if args.command == "check-config":
+            return _cmd_check_config(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except DmImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line unless --verbose
+        text = f"internal error: {type(exc).__name__}: {exc}"
+        secret = os.environ.get("DMART_SECRET")
+        if secret:
+            text = text.replace(secret, "***")
+        print(text, file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        else:
+            print("(run with --verbose for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1476 @@
+"""Read input files into bounded batches of text: the first stage of loader -> mapper -> sender.
+
+``expand_inputs`` turns paths, directories and globs into files; ``open_source`` checks one file
+(format, encoding, header) before anything is sent; ``iter_batches`` streams it as ``Batch``es.
+
+Every record of a file ends up exactly once, in file order, either as a row of a batch's table
+(with its physical line in ``lines``) or as a ``BadRecord`` saying why not. A problem with the
+whole file is a ``LoadError`` naming the file.
+
+Text files (CSV/TSV, JSON Lines) are read through ``_Utf8Stream``, which decodes the file's
+encoding incrementally and hands UTF-8 on: undecodable bytes become U+FFFD there, and a value
+holding U+FFFD becomes a bad record here, so a wrong encoding never reaches the platform as
+garbled text. Valid UTF-8 passes through untouched (Arrow validates it, no Python decoding).
+docs/input-files.md describes the behaviour for users.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import glob
+import gzip
+import io
+import json
+import os
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from .errors import ConfigError, ConfigProblem, LoadError
+
+__all__ = [
+    "BadRecord",
+    "Batch",
+    "InputOptions",
+    "Source",
+    "expand_inputs",
+    "iter_batches",
+    "open_source",
+]
+
+#: extension -> format; text formats may also end in ``.gz``
+EXTENSIONS = {
+    ".csv": "csv",
+    ".txt": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+FORMATS = ("auto", "csv", "tsv", "jsonl", "parquet")
+
+_SAMPLE = 1 << 20  # bytes looked at to choose the encoding and read the header
+_CHUNK = 4 << 20  # bytes read from the file at a time
+_MIN_BLOCK = 4 << 20  # smallest Arrow CSV block
+_READAHEAD = 2  # blocks Arrow may read beyond the batches taken (it would read 32)
+_FFFD = "\ufffd".encode()
+_EOL = (b"\n", b"\r")
+
+# Magic numbers of files people rename to .csv by mistake.
+_MAGIC = (
+    (b"PAR1", "a Parquet file"),
+    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook?)"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel 97-2003 (.xls) workbook"),
+    (b"%PDF-", "a PDF document"),
+    (b"\xfd7zXZ\x00", "an xz-compressed file"),
+    (b"\x28\xb5\x2f\xfd", "a zstd-compressed file"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+)
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+    (b"\x84\x31\x95\x33", "gb18030"),
+)
+
+# Decoding errors are replaced by U+FFFD through this handler, which also counts them (per
+# thread: a stream decodes and reads the count in the same call).
+_ERRORS = "dmimport.replace"
+_local = threading.local()
+
+
+def _count_and_replace(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    _local.count = getattr(_local, "count", 0) + 1
+    return "\ufffd", exc.end
+
+
+codecs.register_error(_ERRORS, _count_and_replace)
+
+
+# --------------------------------------------------------------------------------------------
+# Public types
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """How to read input files (the config's ``input:`` section)."""
+
+    format: str = "auto"
+    encoding: str = "auto"
+    delimiter: str | None = None
+    batch_rows: int = 50_000
+    max_field_bytes: int = 10 * 1024 * 1024
+    max_decompressed_bytes: int = 20 * 1024**3
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.format not in FORMATS:
+            problems.append(
+                ConfigProblem("input.format", f"unknown format '{self.format}'", ", ".join(FORMATS))
+            )
+        if self.encoding != "auto":
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                problems.append(
+                    ConfigProblem(
+                        "input.encoding",
+                        f"unknown encoding '{self.encoding}'",
+                        "e.g. auto, utf-8, gb18030",
+                    )
+                )
+        d = self.delimiter
+        if d is not None and (len(d) != 1 or not d.isascii() or d in '"\r\n'):
+            problems.append(
+                ConfigProblem(
+                    "input.delimiter",
+                    f"delimiter must be one ASCII character other than a quote or newline, "
+                    f"got {d!r}",
+                    r"e.g. ',', ';', '|' or '\t'",
+                )
+            )
+        for name in ("batch_rows", "max_field_bytes", "max_decompressed_bytes"):
+            if getattr(self, name) < 1:
+                problems.append(ConfigProblem(f"input.{name}", "must be at least 1"))
+        if problems:
+            raise ConfigError(problems)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file, checked and ready to read."""
+
+    path: Path
+    format: str  # csv | jsonl | parquet (TSV is csv with delimiter '\t')
+    encoding: str  # the encoding used, e.g. 'utf-8', 'utf-8-sig', 'gb18030'; 'binary' for parquet
+    delimiter: str | None
+    compressed: bool
+    columns: list[str]  # CSV header / Parquet schema; JSONL: keys of the first object
+    has_header_columns: bool  # False for JSONL: a missing key is an empty value
+
+
+@dataclass
+class BadRecord:
+    """A record that cannot be delivered, and why."""
+
+    line: int  # CSV: line where the record starts (header = 1); JSONL: line; Parquet: row
+    reason: str
+    column: str | None
+    raw: str | None  # the record's text, for the rejects file; None when unknowable
+
+
+@dataclass
+class Batch:
+    """Up to ``batch_rows`` good rows of one source, and the bad records among them."""
+
+    source: Source
+    index: int
+    table: pa.Table  # every column pa.string()
+    lines: np.ndarray  # int64, the physical line of each table row
+    raw: list[str] | None  # JSONL only: the original line of each table row
+    bad: list[BadRecord]
+
+
+# --------------------------------------------------------------------------------------------
+# Finding files
+
+
+def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
+    """Files, directories (their input files, not recursive) and glob patterns -> sorted files.
+
+    Raises ``LoadError`` for a path that matches nothing.
+    """
+    found: dict[Path, Path] = {}
+    for item in paths:
+        text = os.path.expanduser(str(item))
+        path = Path(text)
+        if path.is_dir():
+            matches = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file() and not p.name.startswith(".") and _known_extension(p)
+            )
+            if not matches:
+                known = ", ".join(EXTENSIONS)
+                raise LoadError(f"{text}: directory has no input files ({known}, or .gz)")
+        elif path.is_file():
+            matches = [path]
+        elif glob.has_magic(text):
+            matches = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
+            if not matches:
+                raise LoadError(f"{text}: no file matches this pattern")
+        elif path.exists():
+            raise LoadError(f"{text}: not a regular file")
+        else:
+            raise LoadError(f"{text}: no such file or directory")
+        for match in matches:
+            found.setdefault(match.resolve(), match)
+    return sorted(found.values(), key=str)
+
+
+def _known_extension(path: Path) -> bool:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return EXTENSIONS.get(os.path.splitext(name[:-3])[1]) not in (None, "parquet")
+    return os.path.splitext(name)[1] in EXTENSIONS
+
+
+# --------------------------------------------------------------------------------------------
+# Opening a file
+
+
+def open_source(path: Path, options: InputOptions) -> Source:
+    """Check ``path`` and read its header: format, encoding, columns. Reads no data rows.
+
+    Raises ``LoadError`` for a file that cannot be read: missing, empty, not what its name says,
+    an encoding that cannot be told, a truncated gzip file, duplicate column names, nested
+    Parquet columns.
+    """
+    path = Path(path)
+    fmt, delimiter, compressed = _resolve_format(path, options)
+    head = _read_head(path)
+    if compressed:
+        if head[:2] != b"\x1f\x8b":
+            raise LoadError(f"{path}: the name ends in .gz but the file is not gzip-compressed")
+        sample, at_eof = _check_gzip(path, options.max_decompressed_bytes)
+        if not sample:
+            raise LoadError(f"{path}: file is empty (after decompression)")
+    else:
+        if head[:2] == b"\x1f\x8b":
+            raise LoadError(
+                f"{path}: the file is gzip-compressed but its name does not end in .gz; "
+                f"rename it to {path.name}.gz"
+            )
+        sample, at_eof = _read_sample(path)
+
+    if fmt == "parquet":
+        return _open_parquet(path, sample)
+    if sample.startswith(b"PAR1"):
+        raise LoadError(
+            f"{path}: this is a Parquet file, not {fmt.upper()}; "
+            "name it .parquet or set input.format: parquet"
+        )
+    for magic, what in _MAGIC:
+        if sample.startswith(magic):
+            raise LoadError(f"{path}: this is {what}, not a {fmt.upper()} text file")
+    encoding = _resolve_encoding(path, sample, at_eof, options.encoding)
+    text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(sample, final=at_eof)
+    text = text.removeprefix("\ufeff")
+    if fmt == "csv":
+        assert delimiter is not None
+        columns, _ = _parse_header(path, text, delimiter, at_eof, encoding)
+        return Source(path, "csv", encoding, delimiter, compressed, columns, True)
+    return Source(path, "jsonl", encoding, None, compressed, _jsonl_keys(text), False)
+
+
+def _resolve_format(path: Path, options: InputOptions) -> tuple[str, str | None, bool]:
+    name = path.name.lower()
+    compressed = name.endswith(".gz")
+    ext = os.path.splitext(name[:-3] if compressed else name)[1]
+    fmt = options.format
+    if fmt == "auto":
+        found = EXTENSIONS.get(ext)
+        if found is None:
+            raise LoadError(
+                f"{path}: cannot tell the format from the extension '{ext or path.name}'; "
+                "set input.format (csv, tsv, jsonl or parquet)"
+            )
+        fmt = found
+    if fmt == "parquet":
+        if compressed:
+            raise LoadError(
+                f"{path}: gzip-compressed Parquet is not supported (Parquet compresses "
+                "internally); decompress it first"
+            )
+        return "parquet", None, False
+    if fmt == "jsonl":
+        return "jsonl", None, compressed
+    default = "\t" if fmt == "tsv" or ext == ".tsv" else ","
+    return "csv", options.delimiter or default, compressed
+
+
+def _read_head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except FileNotFoundError:
+        raise LoadError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise LoadError(f"{path}: is a directory, not a file") from None
+    except OSError as exc:
+        raise LoadError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not head:
+        raise LoadError(f"{path}: file is empty")
+    return head
+
+
+def _read_sample(path: Path) -> tuple[bytes, bool]:
+    with open(path, "rb") as fh:
+        sample = fh.read(_SAMPLE + 1)
+    return sample[:_SAMPLE], len(sample) <= _SAMPLE
+
+
+def _check_gzip(path: Path, limit: int) -> tuple[bytes, bool]:
+    """Decompress the whole file once, before anything is sent: a truncated or corrupt file,
+    or one that decompresses past ``limit``, is refused now rather than half-way through."""
+    with _RawInput(path, compressed=True, limit=limit) as raw:
+        sample = raw.read(_SAMPLE + 1)
+        at_eof = len(sample) <= _SAMPLE
+        while raw.read(_CHUNK):
+            pass
+    return sample[:_SAMPLE], at_eof
+
+
+def _resolve_encoding(path: Path, sample: bytes, at_eof: bool, requested: str) -> str:
+    if requested != "auto":
+        name = codecs.lookup(requested).name
+        if name == "utf-8" and sample.startswith(codecs.BOM_UTF8):
+            return "utf-8-sig"
+        if _ascii_compatible(name):
+            _refuse_binary(path, sample)
+        return name
+    for bom, name in _BOMS:
+        if sample.startswith(bom):
+            return name
+    _refuse_binary(path, sample)
+    first_error = None
+    for name in ("utf-8", "gb18030"):
+        try:
+            codecs.getincrementaldecoder(name)().decode(sample, final=at_eof)
+        except UnicodeDecodeError as exc:
+            first_error = first_error or exc
+            continue
+        return name
+    assert first_error is not None
+    raise LoadError(
+        f"{path}: cannot tell the encoding: the start of the file is neither UTF-8 nor GB18030 "
+        f"(byte 0x{sample[first_error.start]:02x} at offset {first_error.start}); "
+        "set input.encoding (e.g. big5, shift_jis, latin-1)"
+    )
+
+
+def _refuse_binary(path: Path, sample: bytes) -> None:
+    # A stray NUL is a bad record; a file made of them is not text.
+    if sample.count(0) > max(8, len(sample) // 100):
+        raise LoadError(
+            f"{path}: this is binary data, not a text file "
+            "(for UTF-16 text without a byte-order mark set input.encoding: utf-16-le)"
+        )
+
+
+def _ascii_compatible(encoding: str) -> bool:
+    """True when ASCII bytes mean ASCII characters and never occur inside a multibyte
+    character, so a file can be split on b'\\n' before decoding."""
+    name = codecs.lookup(encoding).name
+    if name.startswith(("utf-16", "utf-32", "utf-7", "hz", "iso2022")):
+        return False
+    probe = bytes(range(1, 128))
+    try:
+        return probe.decode(name) == probe.decode("ascii")
+    except UnicodeDecodeError:
+        return False
+
+
+def _display(encoding: str) -> str:
+    return "utf-8" if encoding == "utf-8-sig" else encoding
+
+
+def _parse_header(
+    path: Path, text: str, delimiter: str, at_eof: bool, encoding: str
+) -> tuple[list[str], int]:
+    """The header's column names and how many physical lines it spans."""
+    consumed = 0
+
+    def lines() -> Iterator[str]:
+        nonlocal consumed
+        for line in io.StringIO(text, newline=""):
+            consumed += len(line)
+            yield line
+
+    reader = csv.reader(lines(), delimiter=delimiter, quotechar='"', doublequote=True)
+    try:
+        names = next(reader)
+    except StopIteration:
+        raise LoadError(f"{path}: no header line") from None
+    except csv.Error as exc:
+        raise LoadError(f"{path}: cannot read the header: {exc}") from None
+    if not at_eof and consumed >= len(text):
+        raise LoadError(f"{path}: the header is longer than {_SAMPLE} bytes (unbalanced quote?)")
+    if not names or names == [""]:
+        raise LoadError(f"{path}: line 1 is empty; the first line must be the header")
+    bad = [n for n in names if "\ufffd" in n or "\x00" in n]
+    if bad:
+        raise LoadError(
+            f"{path}: the header has undecodable bytes (not valid {_display(encoding)}) in "
+            f"{_quoted(bad)}; set input.encoding"
+        )
+    seen: dict[str, list[int]] = {}
+    for i, name in enumerate(names, 1):
+        seen.setdefault(name, []).append(i)
+    dups = {n: cols for n, cols in seen.items() if len(cols) > 1}
+    if dups:
+        detail = "; ".join(f'"{n}" (columns {", ".join(map(str, c))})' for n, c in dups.items())
+        raise LoadError(f"{path}: duplicate column names in the header: {detail}")
+    return names, reader.line_num
+
+
+def _jsonl_keys(text: str) -> list[str]:
+    for line in text.split("\n")[:1000]:
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(obj, dict):
+            return list(obj)
+    return []
+
+
+def _open_parquet(path: Path, head: bytes) -> Source:
+    if not head.startswith(b"PAR1"):
+        raise LoadError(f"{path}: not a Parquet file (it does not start with PAR1)")
+    try:
+        schema = pq.ParquetFile(path).schema_arrow
+    except (pa.ArrowException, OSError) as exc:
+        raise LoadError(f"{path}: not a readable Parquet file: {exc}") from None
+    nested = [f"{f.name} ({f.type})" for f in schema if pa.types.is_nested(_value_type(f.type))]
+    if nested:
+        raise LoadError(
+            f"{path}: nested Parquet columns are not supported: {', '.join(nested)}; "
+            "export flat columns (or drop these)"
+        )
+    other = [f"{f.name} ({f.type})" for f in schema if not _castable(f.type)]
+    if other:
+        raise LoadError(f"{path}: Parquet column types not supported: {', '.join(other)}")
+    names = schema.names
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise LoadError(f"{path}: duplicate column names in the schema: {_quoted(dups)}")
+    return Source(path, "parquet", "binary", None, False, names, True)
+
+
+def _value_type(t: pa.DataType) -> pa.DataType:
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _castable(t: pa.DataType) -> bool:
+    try:
+        _to_text(pa.array([], t), "", 0)
+    except (pa.ArrowException, ValueError):
+        return False
+    return True
+
+
+def _quoted(names: Sequence[str]) -> str:
+    return ", ".join(f'"{n}"' for n in names)
+
+
+# --------------------------------------------------------------------------------------------
+# Byte streams
+
+
+class _RawInput:
+    """The file's bytes, gunzipped if compressed, refusing to decompress past ``limit``."""
+
+    def __init__(self, path: Path, *, compressed: bool, limit: int) -> None:
+        self.path = path
+        self.limit = limit
+        self.total = 0
+        self._fh: Any = gzip.open(path, "rb") if compressed else open(path, "rb")  # noqa: SIM115
+        self.compressed = compressed
+
+    def read(self, n: int) -> bytes:
+        data: bytes = self._call(self._fh.read, n)
+        self._count(len(data))
+        return data
+
+    def readinto(self, view: memoryview) -> int:
+        """Fill ``view`` (short only at the end of the file)."""
+        filled = 0
+        while filled < len(view):
+            got = self._call(self._fh.readinto, view[filled:])
+            if not got:
+                break
+            filled += got
+        self._count(filled)
+        return filled
+
+    def _call(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        try:
+            return fn(arg)
+        except EOFError:
+            raise LoadError(
+                f"{self.path}: truncated gzip file (it ends before the end of the compressed "
+                f"stream, after {self.total} bytes of data)"
+            ) from None
+        except (OSError, zlib.error) as exc:
+            raise LoadError(f"{self.path}: cannot read: {exc}") from None
+
+    def _count(self, n: int) -> None:
+        self.total += n
+        if self.compressed and self.total > self.limit:
+            raise LoadError(
+                f"{self.path}: decompresses to more than {self.limit} bytes "
+                "(input.max_decompressed_bytes); refusing to read further"
+            )
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> _RawInput:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _utf8_cut(data: bytes | bytearray, end: int) -> int:
+    """Where ``data[:end]`` stops, without an incomplete UTF-8 sequence at its end."""
+    for k in range(1, min(4, end) + 1):
+        b = data[end - k]
+        if b < 0x80:
+            return end
+        if b >= 0xC0:
+            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            return end - k if need > k else end
+    return end
+
+
+def _valid_utf8(data: Any, start: int, end: int) -> bool:
+    offsets = pa.py_buffer(np.array([0, end - start], dtype=np.int32))
+    values = pa.py_buffer(data).slice(start, end - start)
+    try:
+        pa.StringArray.from_buffers(1, offsets, values).validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+class _Utf8Stream:
+    """A file-like object giving the file's text as valid UTF-8, for Arrow's CSV reader.
+
+    Undecodable bytes become U+FFFD (``substitutions`` counts them). The flags ``nul`` and
+    ``fffd`` say whether a NUL or a U+FFFD has been handed on so far: a batch parsed from the
+    bytes already read needs no check for either while the flag is down. ``final_newline``
+    appends a newline to a file that does not end with one.
+
+    Memory: Arrow's streaming CSV reader reads up to 32 blocks ahead on a background thread;
+    with ``throttle``, ``read`` holds that thread back to ``_READAHEAD`` blocks beyond the
+    batches the consumer has taken (see ``wanted``). UTF-8 input is read into one reused
+    scratch buffer and copied into blocks that Arrow's allocator owns: handing Arrow large
+    Python ``bytes`` instead makes glibc's heap grow with the file.
+    """
+
+    closed = False
+
+    def __init__(
+        self, raw: _RawInput, encoding: str, *, final_newline: bool, throttle: bool = False
+    ) -> None:
+        self._raw = raw
+        self.encoding = encoding
+        self._passthrough = encoding in ("utf-8", "utf-8-sig")
+        self._decoder = (
+            None if self._passthrough else codecs.getincrementaldecoder(encoding)(errors=_ERRORS)
+        )
+        self._final_newline = final_newline
+        self._scratch = bytearray(_CHUNK + 4) if self._passthrough else bytearray()
+        self._carry = b""  # an incomplete UTF-8 sequence at the end of the last chunk
+        self._first = True
+        self._done = False
+        self._piece: bytes | memoryview = b""  # decoded, not yet handed on
+        self._pos = 0
+        self._last = b""  # the last bytes handed on
+        self.substitutions = 0
+        self.nul = False
+        self.fffd = False
+        self._throttle = throttle
+        self._cond = threading.Condition()
+        self._handed = 0  # blocks handed to Arrow
+        self._taken = 0  # batches the consumer has taken
+        self._wanted = False  # the consumer is waiting for a batch
+        self._wanted_since = 0.0
+
+    # -- the file-like API Arrow uses
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def read(self, n: int | None = -1) -> Any:
+        if self._throttle:
+            with self._cond:
+                while not self._room():
+                    # polls, so an abandoned reader cannot hold the interpreter at exit
+                    self._cond.wait(0.25)
+                    if sys.is_finalizing():
+                        break
+                    if self._wanted and time.monotonic() - self._wanted_since > 1.0:
+                        break  # the batch the consumer waits for needs this block after all
+                self._handed += 1
+        if self.closed:
+            return b""
+        return self._read(n)
+
+    def _room(self) -> bool:
+        # A batch comes from one block, or two when a record straddles a block boundary.
+        ahead = self._handed - self._taken
+        return self.closed or ahead < _READAHEAD or (self._wanted and ahead < _READAHEAD + 2)
+
+    @contextmanager
+    def wanted(self) -> Iterator[None]:
+        """Wrap the consumer's wait for the next batch: Arrow may read what it needs."""
+        with self._cond:
+            self._wanted = True
+            self._wanted_since = time.monotonic()
+            self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._wanted = False
+                self._taken += 1
+                self._cond.notify_all()
+
+    def _read(self, n: int | None) -> Any:
+        if n is None or n < 0:
+            parts = []
+            while chunk := self._read(_CHUNK):
+                parts.append(bytes(chunk))
+            return b"".join(parts)
+        out: Any = None
+        view: memoryview | None = None
+        filled = 0
+        while filled < n:
+            avail = len(self._piece) - self._pos
+            if avail == 0:
+                if not self._fill():
+                    break
+                continue
+            take = min(avail, n - filled)
+            if view is None:
+                out = pa.allocate_buffer(n, resizable=True)
+                view = memoryview(out).cast("B")
+            view[filled : filled + take] = self._piece[self._pos : self._pos + take]
+            self._pos += take
+            filled += take
+        if view is None:
+            return b""
+        view.release()
+        if filled < n:
+            out.resize(filled)
+        return out
+
+    def peek(self, n: int) -> bytes:
+        """Up to ``n`` bytes ahead, not consumed."""
+        ahead = bytes(self._read(n))
+        self._piece = ahead + bytes(self._piece[self._pos :])
+        self._pos = 0
+        return ahead
+
+    @property
+    def last_bytes(self) -> bytes:
+        return self._last
+
+    # -- decoding
+    def _fill(self) -> bool:
+        """Make the next decoded piece current; False at the end of the file."""
+        while not self._done:
+            piece = self._produce()
+            if len(piece):
+                self._piece, self._pos = piece, 0
+                tail = bytes(piece[-8:])
+                self._last = (self._last + tail)[-8:] if len(tail) < 8 else tail
+                return True
+        return False
+
+    def _produce(self) -> bytes | memoryview:
+        before = getattr(_local, "count", 0)
+        if self._passthrough:
+            piece, final = self._produce_utf8()
+        else:
+            assert self._decoder is not None
+            raw = self._raw.read(_CHUNK)
+            final = not raw
+            text = self._decoder.decode(raw, final=final)
+            if self._first and text.startswith("\ufeff"):
+                text = text[1:]
+            piece = text.encode()
+            if not self.nul and b"\x00" in piece:
+                self.nul = True
+            if not self.fffd and piece.rfind(_FFFD) >= 0:
+                self.fffd = True
+        self.substitutions += getattr(_local, "count", 0) - before
+        if len(piece):
+            self._first = False
+        if final:
+            self._done = True
+            end = bytes(piece[-1:]) or self._last[-1:]
+            if self._final_newline and end and end not in _EOL:
+                piece = bytes(piece) + b"\n"
+        return piece
+
+    def _produce_utf8(self) -> tuple[bytes | memoryview, bool]:
+        scratch = self._scratch
+        k = len(self._carry)
+        scratch[:k] = self._carry
+        view = memoryview(scratch)
+        got = self._raw.readinto(view[k : k + _CHUNK])
+        end = k + got
+        final = got == 0
+        cut = end if final else _utf8_cut(scratch, end)
+        self._carry = bytes(scratch[cut:end])
+        start = 3 if self._first and scratch.startswith(codecs.BOM_UTF8, 0, cut) else 0
+        if start >= cut:
+            return b"", final
+        # rfind: much faster than find for this pattern on CJK text
+        if not self.fffd and scratch.rfind(_FFFD, start, cut) >= 0:
+            self.fffd = True
+        if not _valid_utf8(scratch, start, cut):
+            piece = bytes(view[start:cut]).decode("utf-8", _ERRORS).encode()
+            self.fffd = True
+        else:
+            piece = view[start:cut]
+        if not self.nul and scratch.find(b"\x00", start, cut) >= 0:
+            self.nul = True
+        return piece, final
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+
+
+def iter_batches(
+    source: Source, options: InputOptions, columns: Sequence[str] | None = None
+) -> Iterator[Batch]:
+    """Stream ``source`` as batches of at most ``options.batch_rows`` rows.
+
+    ``columns`` are the source columns the job needs. JSONL builds only these (all keys of the
+    first object when None); CSV and Parquet keep every column, because a rejected row is
+    written back whole.
+    """
+    if source.format == "csv":
+        return _iter_csv(source, options)
+    if source.format == "jsonl":
+        names = list(columns) if columns is not None else list(source.columns)
+        return _iter_jsonl(source, options, names)
+    if source.format == "parquet":
+        return _iter_parquet(source, options)
+    raise LoadError(f"{source.path}: unknown format '{source.format}'")
+
+
+class _Assembler:
+    """Collects good rows and bad records in file order; cuts batches of at most ``limit``
+    records, each bad record in the batch whose stretch of the file holds it. It always keeps
+    the last record back until ``finish``, so the end of the file can still be inspected."""
+
+    def __init__(self, source: Source, limit: int, names: Sequence[str]) -> None:
+        self.source = source
+        self.limit = limit
+        self.schema = pa.schema([(n, pa.string()) for n in names])
+        self.tables: list[pa.Table] = []
+        self.lines: list[np.ndarray] = []
+        self.bad: list[BadRecord] = []
+        self.rows = 0
+        self.index = 0
+
+    def add(self, table: pa.Table, lines: np.ndarray, bad: list[BadRecord]) -> None:
+        if len(lines):
+            self.tables.append(table)
+            self.lines.append(lines)
+            self.rows += len(lines)
+        self.bad.extend(bad)
+
+    def ready(self) -> Iterator[Batch]:
+        while self.rows + len(self.bad) > self.limit:
+            yield self._emit()
+
+    def finish(self) -> Iterator[Batch]:
+        while self.rows + len(self.bad) > 0:
+            yield self._emit()
+
+    def last_row(self) -> tuple[dict[str, Any], int] | None:
+        """The last pending row and its line, when it is the last record."""
+        if not self.lines:
+            return None
+        line = int(self.lines[-1][-1])
+        if self.bad and self.bad[-1].line > line:
+            return None
+        table = self.tables[-1]
+        return table.slice(table.num_rows - 1).to_pylist()[0], line
+
+    def drop_last_row(self) -> None:
+        table, lines = self.tables[-1], self.lines[-1]
+        if len(lines) == 1:
+            self.tables.pop()
+            self.lines.pop()
+        else:
+            self.tables[-1] = table.slice(0, table.num_rows - 1)
+            self.lines[-1] = lines[:-1]
+        self.rows -= 1
+
+    def _emit(self) -> Batch:
+        lines = (np.concatenate(self.lines) if len(self.lines) != 1 else self.lines[0]).astype(
+            np.int64, copy=False
+        )
+        total = self.rows + len(self.bad)
+        r, b = self.rows, len(self.bad)
+        if total > self.limit:
+            if self.bad:
+                bad_lines = np.fromiter((x.line for x in self.bad), np.int64, len(self.bad))
+                cutoff = np.sort(np.concatenate([lines, bad_lines]))[self.limit]
+                r = int(np.searchsorted(lines, cutoff))
+                b = int(np.searchsorted(bad_lines, cutoff))
+            else:
+                r = self.limit
+        if self.tables:
+            table = self.tables[0] if len(self.tables) == 1 else pa.concat_tables(self.tables)
+        else:
+            table = self.schema.empty_table()
+        out, rest = table.slice(0, r), table.slice(r)
+        self.tables = [rest] if rest.num_rows else []
+        self.lines = [lines[r:]] if r < len(lines) else []
+        bad, self.bad = self.bad[:b], self.bad[b:]
+        self.rows -= r
+        batch = Batch(self.source, self.index, out, lines[:r], None, bad)
+        self.index += 1
+        return batch
+
+
+# -- CSV ------------------------------------------------------------------------------------
+
+
+def _iter_csv(source: Source, options: InputOptions) -> Iterator[Batch]:
+    path = source.path
+    delimiter = source.delimiter or ","
+    raw = _RawInput(path, compressed=source.compressed, limit=options.max_decompressed_bytes)
+    stream = _Utf8Stream(raw, source.encoding, final_newline=True, throttle=True)
+    try:
+        head = stream.peek(_SAMPLE + 1)
+        text = head[:_SAMPLE].decode("utf-8", "replace")
+        names, header_lines = _parse_header(
+            path, text, delimiter, len(head) <= _SAMPLE, source.encoding
+        )
+        if names != source.columns:
+            raise LoadError(f"{path}: the header changed since the file was opened")
+        # Arrow fails on a record longer than a block; a block holds at least two maximal
+        # fields, so a too-long field is a bad record, and a runaway quote a clear error.
+        block = max(_MIN_BLOCK, 2 * options.max_field_bytes + (1 << 20))
+        invalid: list[tuple[int, str, int]] = []
+
+        def on_invalid(row: Any) -> str:
+            invalid.append((row.number, row.text, row.actual_columns))
+            return "skip"
+
+        try:
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(use_threads=False, block_size=block),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=delimiter,
+                    quote_char='"',
+                    double_quote=True,
+                    escape_char=False,
+                    newlines_in_values=True,
+                    ignore_empty_lines=False,
+                    invalid_row_handler=on_invalid,
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={n: pa.string() for n in names},
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                    check_utf8=False,  # the stream hands on valid UTF-8 only
+                ),
+            )
+        except pa.ArrowInvalid as exc:
+            raise LoadError(f"{path}: cannot read CSV: {exc}") from None
+        if reader.schema.names != names:
+            raise LoadError(f"{path}: cannot read the header as CSV")
+        yield from _csv_records(source, options, stream, reader, invalid, header_lines)
+    finally:
+        stream.close()
+        raw.close()
+
+
+def _csv_records(
+    source: Source,
+    options: InputOptions,
+    stream: _Utf8Stream,
+    reader: Any,
+    invalid: list[tuple[int, str, int]],
+    header_lines: int,
+) -> Iterator[Batch]:
+    names = source.columns
+    width = len(names)
+    delimiter = source.delimiter or ","
+    asm = _Assembler(source, options.batch_rows, names)
+    raw_sub = _raw_substitute(source.encoding)
+    record = 2  # logical record number of the next record (Arrow's numbering: header = 1)
+    line = header_lines + 1  # physical line where the next record starts
+    last_kind = None  # 'row', 'bad' or 'empty': what the last record was
+    failure: LoadError | None = None
+    while True:
+        try:
+            with stream.wanted():
+                rb = reader.read_next_batch()
+        except StopIteration:
+            break
+        except LoadError as exc:
+            failure = exc
+            break
+        except (pa.ArrowException, OSError) as exc:
+            failure = _csv_failure(source.path, line, exc)
+            break
+        m = rb.num_rows
+        if m == 0:
+            continue
+        # Invalid records that come before this batch's last row belong to its stretch: the
+        # next one, numbered n, has n - record - c good rows before it; fewer than m -> here.
+        c = 0
+        while c < len(invalid) and invalid[c][0] < record + m + c:
+            c += 1
+        here, invalid[:c] = invalid[:c], []
+        seg = m + c
+        newlines = np.zeros(seg, dtype=np.int64)
+        counts = _newline_counts(rb)
+        if c:
+            at = np.array([n - record for n, _, _ in here], dtype=np.int64)
+            is_bad = np.zeros(seg, dtype=bool)
+            is_bad[at] = True
+            if counts is not None:
+                newlines[~is_bad] = counts
+            newlines[at] = [t.count("\n") for _, t, _ in here]
+        elif counts is not None:
+            newlines[:] = counts
+        starts = line + np.arange(seg, dtype=np.int64) + np.cumsum(newlines) - newlines
+        row_lines = starts[~is_bad] if c else starts
+        record += seg
+        line += seg + int(newlines.sum())
+        bad = (
+            [
+                BadRecord(int(starts[i]), f"expected {width} fields, found {n}", None, text)
+                for i, (_, text, n) in zip(at.tolist(), here, strict=True)
+            ]
+            if c
+            else []
+        )
+        table, row_lines, row_bad, last_empty = _screen(
+            rb, row_lines, names, delimiter, stream, options.max_field_bytes, raw_sub
+        )
+        if row_bad:
+            bad = sorted(bad + row_bad, key=lambda b: b.line)
+        last_kind = "bad" if c and at[-1] == seg - 1 else "empty" if last_empty else "row"
+        if raw_sub != "\ufffd":
+            for b in bad:
+                b.raw = b.raw and b.raw.replace("\ufffd", raw_sub)
+        asm.add(table, row_lines, bad)
+        yield from asm.ready()
+
+    if failure is None:
+        # invalid records after the last good row
+        trailing = []
+        for _, text, n in invalid:
+            nl = text.count("\n")
+            trailing.append(BadRecord(line, f"expected {width} fields, found {n}", None, text))
+            line += 1 + nl
+        if trailing:
+            last_kind = "bad"
+            asm.add(asm.schema.empty_table(), np.zeros(0, dtype=np.int64), trailing)
+        _check_end(asm, last_kind, stream, delimiter)
+    yield from asm.finish()
+    if failure is not None:
+        raise failure
+
+
+def _csv_failure(path: Path, line: int, exc: Exception) -> LoadError:
+    text = str(exc)
+    if "straddl" in text:
+        return LoadError(
+            f"{path}: line {line}: a record is too long to read (an unbalanced quote?); "
+            f"nothing from line {line} on was read"
+        )
+    return LoadError(
+        f"{path}: line {line}: cannot read CSV ({text}); nothing from here on was read"
+    )
+
+
+def _check_end(asm: _Assembler, last_kind: str | None, stream: _Utf8Stream, delim: str) -> None:
+    """A quote opened in the last record and never closed swallows the rest of the file into
+    one value, which Arrow accepts: find that case and make the record a bad one."""
+    if last_kind == "bad":
+        bad = asm.bad[-1]
+        if bad.raw is not None and bad.raw.count('"') % 2:
+            bad.reason = f"unterminated quoted field at the end of the file ({bad.reason})"
+        return
+    if last_kind != "row":
+        return
+    found = asm.last_row()
+    if found is None:
+        return
+    row, line = found
+    values = list(row.values())
+    last = values[-1]
+    if not last.endswith(("\n", "\r")):
+        return  # an unterminated value runs to the end of the file, newline included
+    tail = stream.last_bytes
+    for eol in (b"\r\n", b"\n", b"\r"):
+        if tail.endswith(eol):
+            tail = tail[: -len(eol)]
+            break
+    if tail.endswith((b'\n"', b'\r"')):
+        return  # closed after its final newline
+    asm.drop_last_row()
+    raw = _csv_text(values[:-1], delim) + delim if len(values) > 1 else ""
+    raw += '"' + last.removesuffix("\n").replace('"', '""')
+    asm.bad.append(
+        BadRecord(
+            line,
+            "unterminated quoted field: the file ends inside quotes",
+            asm.schema.names[-1],
+            raw,
+        )
+    )
+
+
+def _newline_counts(rb: pa.RecordBatch) -> np.ndarray | None:
+    """Newlines inside each row's values (quoted newlines), or None if there are none."""
+    total = None
+    for col in rb.columns:
+        data = col.buffers()[2]
+        if data is None or data.to_pybytes().find(b"\n") < 0:
+            continue
+        counts = pc.count_substring(col, "\n").to_numpy(zero_copy_only=False)
+        total = counts.astype(np.int64) if total is None else total + counts
+    return total
+
+
+def _screen(
+    rb: pa.RecordBatch,
+    lines: np.ndarray,
+    names: list[str],
+    delimiter: str,
+    stream: _Utf8Stream,
+    max_bytes: int,
+    raw_sub: str,
+) -> tuple[pa.Table, np.ndarray, list[BadRecord], bool]:
+    """Drop empty records (blank lines) and take out rows with bad values."""
+    n = rb.num_rows
+    keep = None
+    empty = _empty_rows(rb)
+    if empty is not None:
+        keep = ~empty
+    last_empty = bool(empty is not None and empty[-1])
+    problems = _value_problems(rb.columns, names, stream, max_bytes)
+    bad: list[BadRecord] = []
+    if problems:
+        if keep is None:
+            keep = np.ones(n, dtype=bool)
+        rows = sorted(problems)
+        keep[rows] = False
+        picked = rb.take(pa.array(rows, pa.int64())).to_pylist()
+        for i, values in zip(rows, picked, strict=True):
+            reason, column = problems[i]
+            text = _csv_text(list(values.values()), delimiter).replace("\ufffd", raw_sub)
+            bad.append(BadRecord(int(lines[i]), reason, column, text))
+    table = pa.Table.from_batches([rb])
+    if keep is not None and not keep.all():
+        table = table.filter(pa.array(keep))
+        lines = lines[keep]
+    return table, lines, bad, last_empty
+
+
+def _lengths(arr: pa.Array) -> np.ndarray:
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[
+        arr.offset : arr.offset + len(arr) + 1
+    ]
+    return np.diff(offsets)
+
+
+def _empty_rows(rb: pa.RecordBatch) -> np.ndarray | None:
+    """Rows whose every value is empty (blank lines, or only delimiters), or None."""
+    empty = None
+    for col in rb.columns:
+        zero = _lengths(col) == 0
+        empty = zero if empty is None else empty & zero
+        if not empty.any():
+            return None
+    return empty
+
+
+def _value_problems(
+    arrays: Sequence[pa.Array], names: Sequence[str], stream: _Utf8Stream | None, max_bytes: int
+) -> dict[int, tuple[str, str]]:
+    """row -> (reason, column) for values that must not be sent: too long, holding a NUL, or
+    holding U+FFFD (undecodable bytes). The first column with a problem names it."""
+    found: dict[int, tuple[str, str]] = {}
+    check_nul = stream is None or stream.nul
+    check_fffd = stream is not None and stream.fffd
+    for name, arr in zip(names, arrays, strict=True):
+        data = arr.buffers()[2]
+        if data is None or data.size == 0:
+            continue
+        checks: list[tuple[np.ndarray, str]] = []
+        if data.size > max_bytes:
+            lengths = pc.binary_length(arr).to_numpy(zero_copy_only=False)
+            lengths = np.nan_to_num(lengths.astype(np.float64))
+            over = np.flatnonzero(lengths > max_bytes)
+            for i in over.tolist():
+                found.setdefault(
+                    i,
+                    (
+                        f'value in column "{name}" is {int(lengths[i])} bytes, over the '
+                        f"{max_bytes}-byte limit (input.max_field_bytes)",
+                        name,
+                    ),
+                )
+        if check_nul or check_fffd:
+            blob = data.to_pybytes()
+            if check_nul and b"\x00" in blob:
+                checks.append((_matches(arr, "\x00"), f'NUL byte in column "{name}"'))
+            if check_fffd and _FFFD in blob:
+                checks.append((_matches(arr, "\ufffd"), _fffd_reason(stream, name)))
+        for rows, reason in checks:
+            for i in rows.tolist():
+                found.setdefault(i, (reason, name))
+    return found
+
+
+def _matches(arr: pa.Array, pattern: str) -> np.ndarray:
+    hit = pc.fill_null(pc.match_substring(arr, pattern), False)
+    return np.flatnonzero(hit.to_numpy(zero_copy_only=False))
+
+
+def _fffd_reason(stream: _Utf8Stream | None, column: str | None) -> str:
+    where = f' in column "{column}"' if column else ""
+    if stream is None or stream.substitutions:
+        enc = _display(stream.encoding) if stream else "utf-8"
+        return f"undecodable bytes (not valid {enc}){where}"
+    return f"replacement character U+FFFD{where} (the text was garbled before export)"
+
+
+def _csv_text(values: Sequence[str | None], delimiter: str) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, delimiter=delimiter, lineterminator="\n").writerow(values)
+    return buf.getvalue()[:-1]
+
+
+def _raw_substitute(encoding: str) -> str:
+    """What stands for undecodable bytes in a raw text: U+FFFD if the rejects file (written
+    in the source's encoding) can hold it, '?' otherwise."""
+    try:
+        "\ufffd".encode(encoding)
+    except UnicodeEncodeError:
+        return "?"
+    return "\ufffd"
+
+
+# -- JSON Lines -----------------------------------------------------------------------------
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+class _Constant(ValueError):
+    pass
+
+
+class _Nested(ValueError):
+    pass
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def _constant(name: str) -> Any:
+    raise _Constant(name)
+
+
+def _json_text(value: Any) -> str | None:
+    # Numbers arrive as their text (parse_int/parse_float=str): exactly as written.
+    if value is None or type(value) is str:
+        return value
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    raise _Nested
+
+
+def _split_lines(read: Callable[[int], bytes], max_line: int) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes without the newline) for each line; None for a line longer than
+    ``max_line``, which is skipped without holding it in memory."""
+    carry = b""
+    number = 0
+    skipping = False
+    while chunk := read(_CHUNK):
+        if skipping:
+            i = chunk.find(b"\n")
+            if i < 0:
+                continue
+            number += 1
+            yield number, None
+            chunk, skipping = chunk[i + 1 :], False
+        parts = (carry + chunk if carry else chunk).split(b"\n")
+        carry = parts.pop()
+        for part in parts:
+            number += 1
+            yield number, part if len(part) <= max_line else None
+        if len(carry) > max_line:
+            carry, skipping = b"", True
+    if skipping:
+        yield number + 1, None
+    elif carry:
+        yield number + 1, carry
+
+
+def _iter_jsonl(source: Source, options: InputOptions, names: list[str]) -> Iterator[Batch]:
+    path = source.path
+    encoding = source.encoding
+    max_bytes = options.max_field_bytes
+    max_line = 2 * max_bytes + (1 << 20)
+    raw_sub = _raw_substitute(encoding)
+    raw = _RawInput(path, compressed=source.compressed, limit=options.max_decompressed_bytes)
+    stream: _Utf8Stream | None = None
+    if _ascii_compatible(encoding):
+        read = raw.read  # split on b"\n", then decode each line: exact per-line errors
+        codec = "utf-8" if encoding == "utf-8-sig" else encoding
+    else:
+        stream = _Utf8Stream(raw, encoding, final_newline=False)
+        read, codec = stream.read, "utf-8"
+    if not names:
+        raw.close()
+        raise LoadError(
+            f"{path}: no JSON object in the first lines to take column names from; "
+            "name the columns in the config"
+        )
+    enc_name = _display(encoding)
+    index = 0
+    values: dict[str, list[str | None]] = {n: [] for n in names}
+    lines: list[int] = []
+    raws: list[str] = []
+    bad: list[BadRecord] = []
+
+    def batch() -> Batch:
+        nonlocal values, lines, raws, bad, index
+        table = pa.table({n: pa.array(values[n], pa.string()) for n in names})
+        out = Batch(source, index, table, np.array(lines, dtype=np.int64), raws, bad)
+        index += 1
+        values, lines, raws, bad = {n: [] for n in names}, [], [], []
+        return out
+
+    try:
+        for number, data in _split_lines(read, max_line):
+            if data is None:
+                bad.append(BadRecord(number, f"line longer than {max_line} bytes", None, None))
+            elif record := _jsonl_record(
+                number, data, codec, enc_name, stream, names, max_bytes, raw_sub
+            ):
+                if isinstance(record, BadRecord):
+                    bad.append(record)
+                else:
+                    text, row = record
+                    for name, value in zip(names, row, strict=True):
+                        values[name].append(value)
+                    lines.append(number)
+                    raws.append(text)
+            if len(lines) + len(bad) >= options.batch_rows:
+                yield batch()
+        if lines or bad:
+            yield batch()
+    finally:
+        raw.close()
+
+
+def _jsonl_record(
+    number: int,
+    data: bytes,
+    codec: str,
+    enc_name: str,
+    stream: _Utf8Stream | None,
+    names: list[str],
+    max_bytes: int,
+    raw_sub: str,
+) -> BadRecord | tuple[str, list[str | None]] | None:
+    """One line: None for a blank line, a BadRecord, or (original text, values)."""
+    if data.endswith(b"\r"):
+        data = data[:-1]
+    undecodable = False
+    try:
+        text = data.decode(codec)
+    except UnicodeDecodeError:
+        text = data.decode(codec, "replace")
+        undecodable = True
+    if number == 1:
+        text = text.removeprefix("\ufeff")
+    if not text.strip(" \t"):
+        return None
+    raw = text.replace("\ufffd", raw_sub) if raw_sub != "\ufffd" else text
+
+    def bad(reason: str, column: str | None = None) -> BadRecord:
+        return BadRecord(number, reason, column, raw)
+
+    try:
+        obj = json.loads(
+            text,
+            object_pairs_hook=_pairs,
+            parse_constant=_constant,
+            parse_int=str,
+            parse_float=str,
+        )
+    except _DuplicateKey as exc:
+        return bad(f'duplicate key "{exc.args[0]}"', exc.args[0])
+    except _Constant as exc:
+        return bad(f"invalid JSON: {exc.args[0]} is not a JSON value")
+    except json.JSONDecodeError as exc:
+        if undecodable:
+            return bad(f"undecodable bytes (not valid {enc_name})")
+        return bad(f"invalid JSON: {exc.msg} at column {exc.colno}")
+    except RecursionError:
+        return bad("invalid JSON: nested too deeply")
+    if not isinstance(obj, dict):
+        return bad("line is not a JSON object")
+    if undecodable or "\ufffd" in text:
+        column = next(
+            (n for n in names if isinstance(obj.get(n), str) and "\ufffd" in obj[n]), None
+        )
+        if undecodable:
+            where = f' in column "{column}"' if column else ""
+            return bad(f"undecodable bytes (not valid {enc_name}){where}", column)
+        return bad(_fffd_reason(stream, column), column)
+    row: list[str | None] = []
+    for name in names:
+        try:
+            value = _json_text(obj.get(name))
+        except _Nested:
+            return bad(f'nested value in column "{name}" is not supported', name)
+        if value is not None:
+            if "\x00" in value:
+                return bad(f'NUL byte in column "{name}"', name)
+            if len(value) * 4 > max_bytes and len(value.encode()) > max_bytes:
+                size = len(value.encode())
+                return bad(
+                    f'value in column "{name}" is {size} bytes, over the {max_bytes}-byte '
+                    "limit (input.max_field_bytes)",
+                    name,
+                )
+        row.append(value)
+    return text, row
+
+
+# -- Parquet --------------------------------------------------------------------------------
+
+
+def _iter_parquet(source: Source, options: InputOptions) -> Iterator[Batch]:
+    path = source.path
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise LoadError(f"{path}: not a readable Parquet file: {exc}") from None
+    names = source.columns
+    if pf.schema_arrow.names != names:
+        raise LoadError(f"{path}: the schema changed since the file was opened")
+    row = 0
+    index = 0
+    try:
+        for rb in pf.iter_batches(batch_size=options.batch_rows, use_threads=False):
+            n = rb.num_rows
+            lines = np.arange(row + 1, row + n + 1, dtype=np.int64)
+            row += n
+            arrays: list[pa.Array] = []
+            problems: dict[int, tuple[str, str]] = {}
+            for name, col in zip(names, rb.columns, strict=True):
+                text, undecodable = _to_text(col, name, n)
+                arrays.append(text)
+                for i in undecodable:
+                    problems.setdefault(
+                        i, (f'undecodable bytes (not valid utf-8) in column "{name}"', name)
+                    )
+            for i, found in _value_problems(arrays, names, None, options.max_field_bytes).items():
+                problems.setdefault(i, found)
+            table = pa.Table.from_arrays(arrays, names=names)
+            bad = [BadRecord(int(lines[i]), r, c, None) for i, (r, c) in sorted(problems.items())]
+            if problems:
+                keep = np.ones(n, dtype=bool)
+                keep[sorted(problems)] = False
+                table, lines = table.filter(pa.array(keep)), lines[keep]
+            yield Batch(source, index, table, lines, None, bad)
+            index += 1
+    except (pa.ArrowException, OSError) as exc:
+        raise LoadError(
+            f"{path}: cannot read Parquet after row {row}: {exc}; nothing after row {row} was read"
+        ) from None
+
+
+def _to_text(arr: pa.Array, name: str, n: int) -> tuple[pa.Array, list[int]]:
+    """A Parquet column as strings, and the rows whose bytes are not UTF-8."""
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        return _to_text(arr.dictionary_decode(), name, n)
+    if pa.types.is_string(t):
+        return arr, []
+    if pa.types.is_null(t):
+        return pa.nulls(len(arr), pa.string()), []
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        try:
+            return pc.cast(arr, pa.string()), []
+        except pa.ArrowInvalid:
+            out: list[str | None] = []
+            bad: list[int] = []
+            for i, v in enumerate(arr.to_pylist()):
+                try:
+                    out.append(None if v is None else v.decode("utf-8"))
+                except UnicodeDecodeError:
+                    out.append(None)
+                    bad.append(i)
+            return pa.array(out, pa.string()), bad
+    if pa.types.is_floating(t):
+        # NaN is pandas' missing value: null, like a missing cell
+        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, t), arr)
+    if pa.types.is_timestamp(t):
+        return _timestamp_text(arr), []
+    return pc.cast(arr, pa.string()), []
+
+
+def _timestamp_text(arr: pa.Array) -> pa.Array:
+    """'YYYY-MM-DD HH:MM:SS' (+ '+0800' when zoned), fractions only when there are some."""
+    t = arr.type
+    fmt = "%Y-%m-%d %H:%M:%S" + ("%z" if t.tz else "")
+    seconds = pc.cast(arr, pa.timestamp("s", t.tz), safe=False)
+    whole = pc.strftime(seconds, format=fmt)
+    if t.unit == "s":
+        return whole
+    exact = pc.equal(pc.cast(seconds, t), arr)
+    return pc.if_else(pc.fill_null(exact, True), whole, pc.strftime(arr, format=fmt))

@@ -1,0 +1,600 @@
+"""Wires loader -> mapper -> sender -> report into one run: ``importer.run(config, files)``.
+
+Threads and queues: a producer thread reads and maps batches (pyarrow releases the GIL for
+most of that work) and hands them to the asyncio loop through a queue bounded to a few
+batches, so memory stays flat however large the files. The loop owns the sender and the
+report writers. Every input row ends in exactly one report line: malformed records and locally
+rejected rows as ``rejected``, delivered rows as ``ok``, rows the server refused as ``failed``,
+and rows left behind by an aborted run as ``not_sent``.
+
+Before anything is sent, every input file is opened and its header checked against the
+config, and the SECRET is looked up: a mistake there refuses the whole run (``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Config, check_columns, load_config
+from .errors import ConfigError, ConfigProblem, DmImportError, LoadError
+from .loader import Batch, InputOptions, Source, expand_inputs, iter_batches, open_source
+from .mapper import Mapped, Mapper
+from .protocol import Profile
+from .report import (
+    RejectRows,
+    RejectsWriter,
+    ResultRows,
+    ResultsWriter,
+    file_fingerprint,
+    write_json_atomic,
+)
+from .sender import RetryPolicy, RowResult, RowSource, Sender, Status
+from .transport import StreamTransport, Transport
+
+EXIT_OK = 0
+EXIT_ROWS_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_ABORTED = 3
+
+#: statuses whose original rows go to the rejects file
+_UNDELIVERED = np.array(
+    [int(Status.REJECTED), int(Status.FAILED), int(Status.NOT_SENT)], dtype=np.int8
+)
+
+ProgressFn = Callable[[dict[str, int]], None]
+
+
+@dataclass
+class RunSummary:
+    """What a run did. ``exit_code`` follows the documented convention (docs/exit-codes)."""
+
+    run_id: str
+    job: str
+    kind: str
+    mode: str  # send | debug | dry-run
+    report_dir: Path | None
+    started: str
+    finished: str
+    duration_s: float
+    rows: int
+    counts: dict[str, int]
+    errcodes: dict[str, int]
+    top_reasons: list[dict[str, Any]]
+    requests: int
+    aborted: str | None
+    exit_code: int
+    files: list[dict[str, Any]] = field(default_factory=list)
+    config_sha256: str = ""
+    results_path: Path | None = None
+    rejects_paths: list[Path] = field(default_factory=list)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.duration_s if self.duration_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": 1,
+            "run_id": self.run_id,
+            "job": self.job,
+            "kind": self.kind,
+            "mode": self.mode,
+            "started": self.started,
+            "finished": self.finished,
+            "duration_s": round(self.duration_s, 3),
+            "rows": self.rows,
+            "rows_per_s": round(self.rows_per_s, 1),
+            "counts": self.counts,
+            "errcodes": self.errcodes,
+            "top_reasons": self.top_reasons,
+            "requests": self.requests,
+            "aborted": self.aborted,
+            "exit_code": self.exit_code,
+            "config_sha256": self.config_sha256,
+            "files": self.files,
+            "report_dir": str(self.report_dir) if self.report_dir else None,
+            "results": str(self.results_path) if self.results_path else None,
+            "rejects": [str(p) for p in self.rejects_paths],
+        }
+
+
+class _BatchState:
+    """A mapped batch on its way through the sender, and its per-row outcomes."""
+
+    __slots__ = (
+        "attempts",
+        "batch",
+        "dispatched",
+        "errcode",
+        "errmsg",
+        "latency",
+        "mapped",
+        "remaining",
+        "status",
+        "valid",
+    )
+
+    def __init__(self, batch: Batch, mapped: Mapped, valid_status: Status) -> None:
+        self.batch = batch
+        self.mapped = mapped
+        n = mapped.n
+        ok = mapped.errcode == 0
+        self.valid = np.flatnonzero(ok)
+        self.status = np.where(ok, int(valid_status), int(Status.REJECTED)).astype(np.int8)
+        self.errcode: list[int | None] = [None if c == 0 else int(c) for c in mapped.errcode]
+        self.errmsg: list[str | None] = list(mapped.reason)
+        self.attempts = np.zeros(n, dtype=np.int32)
+        self.latency: list[float | None] = [None] * n
+        self.remaining = len(self.valid)
+        self.dispatched = False
+
+
+class Run:
+    """One run of a job over some files. Use ``importer.run()`` unless you need the parts."""
+
+    def __init__(
+        self,
+        config: Config,
+        files: Sequence[str | Path],
+        *,
+        dry_run: bool = False,
+        report_dir: str | Path | None = None,
+        progress: ProgressFn | None = None,
+        transport_factory: Callable[[Config], Transport] | None = None,
+        config_path: str | Path | None = None,
+    ) -> None:
+        self.config = config
+        self.dry_run = dry_run
+        self.progress = progress
+        self.transport_factory = transport_factory or _default_transport
+        self.report_root = Path(report_dir) if report_dir else Path(config.report.dir)
+        self.config_path = Path(config_path) if config_path else None
+        self.input = _input_options(config)
+        self.paths = expand_inputs(files)
+        self.mapper = Mapper(config)
+        self.sources: list[Source] = []
+        self.counts: Counter[str] = Counter()
+        self.errcodes: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.reason_example: dict[str, str] = {}
+        self.rows = 0
+        self._stop = threading.Event()
+
+    # -- preflight ---------------------------------------------------------------------------
+    def preflight(self) -> str | None:
+        """Open every file, check headers against the config, find the SECRET. Sends nothing."""
+        problems: list[ConfigProblem] = []
+        for path in self.paths:
+            source = open_source(path, self.input)
+            self.sources.append(source)
+            if source.has_header_columns:
+                try:
+                    check_columns(self.config, str(path), source.columns)
+                except ConfigError as exc:
+                    problems.extend(exc.problems)
+        secret = None
+        if not self.dry_run:
+            name = self.config.target.secret_env
+            secret = os.environ.get(name, "")
+            if not secret.strip():
+                problems.append(
+                    ConfigProblem(
+                        "target.secret_env",
+                        f"environment variable {name} is not set (it must hold the SECRET)",
+                        hint=f"export {name}=<your SECRET> before running",
+                    )
+                )
+        if problems:
+            raise ConfigError(problems, source=str(self.config_path or ""))
+        return secret
+
+    # -- producer ------------------------------------------------------------------------------
+    def _produce(self, build_bodies: bool) -> Iterator[tuple[Batch, Mapped]]:
+        columns = self.config.source_columns()
+        for source in self.sources:
+            try:
+                for batch in iter_batches(source, self.input, columns):
+                    bodies = build_bodies and not self._stop.is_set()
+                    yield batch, self.mapper.map(batch, build_bodies=bodies)
+            except LoadError as exc:
+                # The file broke mid-way (e.g. truncated gzip): what was read is reported;
+                # the failure itself becomes a report line so it cannot go unnoticed.
+                yield (
+                    _load_failure_batch(source, str(exc)),
+                    self.mapper.map_table(
+                        _empty_table(), np.zeros(0, dtype=np.int64), build_bodies=False
+                    ),
+                )
+
+    # -- running -------------------------------------------------------------------------------
+    def execute(self) -> RunSummary:
+        started = datetime.now(UTC)
+        t0 = time.perf_counter()
+        secret = self.preflight()
+        job = self.config.job_name
+        run_id = started.strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
+        run_dir = self.report_root / f"{job}-{run_id}"
+        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fmt = self.config.report.format
+        self.results = ResultsWriter(run_dir, fmt, mask_pii=self.config.report.mask_pii)
+        self.rejects: dict[Path, RejectsWriter] = {}
+        self.run_dir = run_dir
+        mode = "dry-run" if self.dry_run else ("debug" if self.config.target.debug else "send")
+        aborted: str | None = None
+        requests = 0
+        try:
+            if self.dry_run or secret is None:
+                for batch, mapped in self._produce(build_bodies=False):
+                    state = _BatchState(batch, mapped, Status.VALID)
+                    self._finish(state)
+            else:
+                aborted, requests = asyncio.run(self._send(secret))
+        except BaseException:
+            self.results.abandon()
+            for w in self.rejects.values():
+                w.abandon()
+            raise
+        results_path = self.results.close()
+        rejects_paths = [p for w in self.rejects.values() if (p := w.close()) is not None]
+        duration = time.perf_counter() - t0
+        if aborted:
+            exit_code = EXIT_ABORTED
+        elif any(self.counts.get(s, 0) for s in ("rejected", "failed", "not_sent")):
+            exit_code = EXIT_ROWS_FAILED
+        else:
+            exit_code = EXIT_OK
+        summary = RunSummary(
+            run_id=run_id,
+            job=job,
+            kind=self.config.job.kind,
+            mode=mode,
+            report_dir=run_dir,
+            started=started.isoformat(timespec="seconds"),
+            finished=datetime.now(UTC).isoformat(timespec="seconds"),
+            duration_s=duration,
+            rows=self.rows,
+            counts={s.label: self.counts.get(s.label, 0) for s in Status},
+            errcodes=dict(sorted(self.errcodes.items())),
+            top_reasons=[
+                {"reason": r, "rows": n, "example": self.reason_example.get(r, "")}
+                for r, n in self.reasons.most_common(5)
+            ],
+            requests=requests,
+            aborted=aborted,
+            exit_code=exit_code,
+            files=[file_fingerprint(s.path) for s in self.sources],
+            config_sha256=_config_hash(self.config, self.config_path),
+            results_path=results_path,
+            rejects_paths=rejects_paths,
+        )
+        write_json_atomic(run_dir / "summary.json", summary.to_dict())
+        return summary
+
+    async def _send(self, secret: str) -> tuple[str | None, int]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[Batch, Mapped] | None] = asyncio.Queue(maxsize=3)
+        error: list[BaseException] = []
+
+        def producer() -> None:
+            try:
+                for item in self._produce(build_bodies=True):
+                    asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+            except BaseException as exc:  # handed to the loop, re-raised there
+                error.append(exc)
+            finally:
+                asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+
+        thread = threading.Thread(target=producer, name="dmimport-producer", daemon=True)
+        cfg = self.config
+        transport = self.transport_factory(cfg)
+        sender = Sender(
+            transport,
+            secret=secret,
+            path=_profile(cfg).path(cfg.job.kind, cfg.target.debug),
+            profile=_profile(cfg),
+            concurrency=cfg.send.concurrency,
+            retry=RetryPolicy(
+                max_attempts=cfg.send.retry.max_attempts,
+                initial_backoff_s=cfg.send.retry.initial_backoff_s,
+                max_backoff_s=cfg.send.retry.max_backoff_s,
+                retry_after_cap_s=cfg.send.retry.retry_after_cap_s,
+            ),
+            rate_limit=cfg.send.rate_limit,
+            ordered=cfg.job.kind != "event",
+            abort_after_signature_failures=cfg.send.abort_after_signature_failures,
+        )
+        source = _QueueSource(queue, self, sender)
+        ticker = asyncio.create_task(self._tick()) if self.progress else None
+        thread.start()
+        try:
+            await sender.run(source, source.on_result)
+            if sender.aborted:
+                self._stop.set()
+            await source.drain()
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+            await transport.aclose()
+            self._stop.set()
+        thread.join()
+        if error:
+            raise error[0]
+        self._report_progress()
+        return sender.abort_reason, sender.requests
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            self._report_progress()
+
+    def _report_progress(self) -> None:
+        if self.progress is not None:
+            self.progress({"rows": self.rows, **self.counts})
+
+    # -- accounting ------------------------------------------------------------------------------
+    def _finish(self, state: _BatchState) -> None:
+        """Every row of a batch has its outcome: write its report lines and rejects."""
+        batch, mapped = state.batch, state.mapped
+        labels = [Status(s).label for s in range(len(Status))]
+        status = [labels[s] for s in state.status]
+        lines = [int(x) for x in mapped.lines]
+        identity = list(mapped.identity)
+        errcode = state.errcode
+        errmsg = state.errmsg
+        column = list(mapped.column)
+        attempts = [int(a) for a in state.attempts]
+        latency = state.latency
+        for i, s in enumerate(status):
+            if s == "not_sent" and errmsg[i] is None:
+                errmsg[i] = "not sent: the run was aborted"
+        for bad in batch.bad:
+            lines.append(bad.line)
+            identity.append("")
+            status.append("rejected")
+            errcode.append(None)
+            errmsg.append(bad.reason)
+            column.append(bad.column)
+            attempts.append(0)
+            latency.append(None)
+        order = np.argsort(np.asarray(lines, dtype=np.int64), kind="stable")
+        pick = order.tolist()
+        rows = ResultRows(
+            file=str(batch.source.path),
+            kind=self.config.job.kind,
+            line=[lines[i] for i in pick],
+            identity=[identity[i] for i in pick],
+            status=[status[i] for i in pick],
+            errcode=[errcode[i] for i in pick],
+            errmsg=[errmsg[i] for i in pick],
+            column=[column[i] for i in pick],
+            attempts=[attempts[i] for i in pick],
+            latency_ms=[latency[i] for i in pick],
+        )
+        self.results.write(rows)
+        self.rows += len(rows)
+        self.counts.update(rows.status)
+        for code, s, msg, ln in zip(rows.errcode, rows.status, rows.errmsg, rows.line, strict=True):
+            if s in ("ok", "unchanged", "valid"):
+                continue
+            if code is not None:
+                self.errcodes[str(code)] += 1
+            if msg:
+                key = _reason_key(msg)
+                self.reasons[key] += 1
+                self.reason_example.setdefault(key, f"{batch.source.path.name}:{ln}")
+        self._write_rejects(state)
+
+    def _write_rejects(self, state: _BatchState) -> None:
+        batch = state.batch
+        failed = np.flatnonzero(np.isin(state.status, _UNDELIVERED))
+        if len(failed) == 0 and not batch.bad:
+            return
+        writer = self._rejects_writer(batch.source)
+        lines = state.mapped.lines
+        raw: list[tuple[int, str]] = [(b.line, b.raw) for b in batch.bad if b.raw is not None]
+        table = None
+        table_lines: list[int] = []
+        if batch.raw is not None:
+            raw.extend((int(lines[i]), batch.raw[i]) for i in failed)
+        elif len(failed):
+            table = batch.table.take(failed)
+            table_lines = [int(lines[i]) for i in failed]
+        writer.write(RejectRows([], table, table_lines, raw))
+
+    def _rejects_writer(self, source: Source) -> RejectsWriter:
+        writer = self.rejects.get(source.path)
+        if writer is None:
+            ext = {"csv": "tsv" if source.delimiter == "\t" else "csv"}.get(
+                source.format, source.format
+            )
+            if len(self.sources) == 1:
+                name = f"rejects.{ext}"
+            else:
+                stem = source.path.name.split(".")[0]
+                name = f"rejects-{stem}.{ext}"
+            writer = RejectsWriter(self.run_dir / name, source)
+            self.rejects[source.path] = writer
+        return writer
+
+
+class _QueueSource(RowSource):
+    """Hands the sender one valid row at a time from the batches the producer queued."""
+
+    def __init__(self, queue: asyncio.Queue[Any], run: Run, sender: Sender) -> None:
+        self.queue = queue
+        self.run = run
+        self.sender = sender
+        self._state: _BatchState | None = None
+        self._iter: Iterator[int] = iter(())
+        self._eof = False
+        self._lock = asyncio.Lock()
+
+    async def next_row(self) -> tuple[Any, bytes, tuple[str, ...]] | None:
+        while True:
+            if self.sender.aborted:
+                return None
+            state = self._state
+            if state is not None:
+                i = next(self._iter, None)
+                if i is not None:
+                    bodies = state.mapped.bodies
+                    assert bodies is not None
+                    body = bodies[i]
+                    assert body is not None
+                    return (state, i), body, state.mapped.keys[i]
+                state.dispatched = True
+                self._state = None
+                if state.remaining == 0:
+                    self.run._finish(state)
+            if self._eof or self.sender.aborted:
+                return None
+            async with self._lock:
+                if self._state is not None or self._eof:
+                    continue
+                item = await self.queue.get()
+                if item is None:
+                    self._eof = True
+                    continue
+                self._take(item)
+
+    def _take(self, item: tuple[Batch, Mapped]) -> None:
+        state = _BatchState(item[0], item[1], Status.NOT_SENT)
+        self._state = state
+        self._iter = iter(state.valid.tolist())
+
+    def on_result(self, token: tuple[_BatchState, int], result: RowResult) -> None:
+        state, i = token
+        state.status[i] = int(result.status)
+        state.errcode[i] = result.errcode if result.status != Status.OK else None
+        state.errmsg[i] = None if result.status == Status.OK else result.errmsg
+        state.attempts[i] = result.attempts
+        state.latency[i] = round(result.latency_ms, 2)
+        state.remaining -= 1
+        if state.remaining == 0 and state.dispatched:
+            self.run._finish(state)
+
+    async def drain(self) -> None:
+        """After the sender stopped (done or aborted): account for every row left behind."""
+        if self._state is not None:
+            self._state.dispatched = True
+            self._state.remaining -= sum(1 for _ in self._iter)
+            if self._state.remaining <= 0:
+                self.run._finish(self._state)
+            self._state = None
+        while not self._eof:
+            item = await self.queue.get()
+            if item is None:
+                self._eof = True
+                break
+            state = _BatchState(item[0], item[1], Status.NOT_SENT)
+            state.dispatched = True
+            state.remaining = 0
+            self.run._finish(state)
+
+
+def _reason_key(msg: str) -> str:
+    """Group reasons without their row-specific values (quoted text)."""
+    out = []
+    quoted = False
+    for ch in msg:
+        if ch == "'":
+            quoted = not quoted
+            out.append("'…'" if quoted else "")
+            continue
+        if not quoted:
+            out.append(ch)
+    return "".join(out)[:200]
+
+
+def _empty_table() -> Any:
+    import pyarrow as pa
+
+    return pa.table({})
+
+
+def _load_failure_batch(source: Source, message: str) -> Batch:
+    from .loader import BadRecord
+
+    return Batch(
+        source=source,
+        index=-1,
+        table=_empty_table(),
+        lines=np.zeros(0, dtype=np.int64),
+        raw=None,
+        bad=[BadRecord(line=0, reason=message, column=None, raw=None)],
+    )
+
+
+def _input_options(config: Config) -> InputOptions:
+    i = config.input
+    return InputOptions(
+        format=i.format, encoding=i.encoding, delimiter=i.delimiter, batch_rows=i.batch_rows
+    )
+
+
+def _profile(config: Config) -> Profile:
+    return config.target.profile()
+
+
+def _default_transport(config: Config) -> Transport:
+    t = config.target
+    return StreamTransport(t.base_url, timeout=t.timeout_s, verify=t.tls_verify, ca_file=t.ca_file)
+
+
+def _config_hash(config: Config, path: Path | None) -> str:
+    if path is not None and path.exists():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+
+
+def run(
+    config: Config | str | Path,
+    files: Sequence[str | Path],
+    *,
+    dry_run: bool = False,
+    overrides: dict[str, Any] | None = None,
+    report_dir: str | Path | None = None,
+    progress: ProgressFn | None = None,
+) -> RunSummary:
+    """Import ``files`` with ``config`` (a Config or a YAML path). Returns the run's summary.
+
+    Raises ConfigError (nothing sent) for a bad config, missing columns or a missing SECRET,
+    and LoadError for an input file that cannot be read at all.
+    """
+    config_path: Path | None = None
+    if not isinstance(config, Config):
+        config_path = Path(config)
+        config = load_config(config_path, overrides=overrides)
+    elif overrides:
+        raise DmImportError("overrides apply only when the config is given as a path")
+    return Run(
+        config,
+        files,
+        dry_run=dry_run,
+        report_dir=report_dir,
+        progress=progress,
+        config_path=config_path,
+    ).execute()
+
+
+def validate(
+    config: Config | str | Path,
+    files: Sequence[str | Path],
+    *,
+    report_dir: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RunSummary:
+    """The dry run: local checks only, nothing sent."""
+    return run(config, files, dry_run=True, report_dir=report_dir, overrides=overrides)

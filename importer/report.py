@@ -1,0 +1,300 @@
+"""The per-run report: one line per input row, the rejected rows ready to re-import, a summary.
+
+A run writes, in its own directory under the report dir::
+
+    results.csv | results.jsonl   file, line, kind, identity, status, errcode, errmsg, column,
+                                  attempts, latency_ms -- exactly one line per input row
+    rejects.<ext>                 the original rows that did not get through (rejected, failed,
+                                  not_sent), in the input's own format, encoding and header;
+                                  one file per input file when there are several
+                                  (rejects-<name>)
+    summary.json                  counts by status and errcode, rate, duration, fingerprints
+
+Every file is written under a temporary name in the same folder and renamed into place when
+complete (after an fsync), so a reader never sees half a report.
+
+Spreadsheet safety: in ``results.csv`` a text cell that starts with ``=``, ``+``, ``-``, ``@``,
+tab or carriage return gets a leading apostrophe (OWASP's advice against formula injection);
+``results.jsonl`` and the rejects files keep values byte for byte, so a phone like
+``+8613800138000`` can still be re-imported from them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+RESULT_COLUMNS = (
+    "file",
+    "line",
+    "kind",
+    "identity",
+    "status",
+    "errcode",
+    "errmsg",
+    "column",
+    "attempts",
+    "latency_ms",
+)
+
+_FORMULA_START = r"^[=+\-@\t\r]"
+
+
+def neutralize(values: pa.Array) -> pa.Array:
+    """Prefix spreadsheet-formula-looking text with an apostrophe (vectorized)."""
+    if len(values) == 0:
+        return values
+    risky = pc.match_substring_regex(values, _FORMULA_START)
+    if not pc.any(risky).as_py():
+        return values
+    return pc.if_else(risky, pc.binary_join_element_wise("'", values, ""), values)
+
+
+def mask_value(text: str) -> str:
+    """Mask a phone (``183****6527``) or an email (``ti****@qdum.com``) the way the seed does."""
+    if "@" in text:
+        local, _, domain = text.partition("@")
+        keep = local[:2]
+        return f"{keep}****@{domain}"
+    if len(text) >= 7:
+        return f"{text[:3]}****{text[-4:]}"
+    return "****"
+
+
+_IDENTITY_PART = re.compile(r"(?P<key>[^=;]+)=(?P<value>[^;]*)")
+
+
+def mask_identity(identity: str, keys: Iterable[str] = ("phone", "email", "mobile")) -> str:
+    wanted = set(keys)
+
+    def repl(m: re.Match[str]) -> str:
+        key = m.group("key")
+        if key in wanted or "phone" in key.lower() or "mail" in key.lower():
+            return f"{key}={mask_value(m.group('value'))}"
+        return m.group(0)
+
+    return _IDENTITY_PART.sub(repl, identity)
+
+
+def _atomic_target(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def finish_atomic(tmp: Path, final: Path) -> None:
+    """fsync the finished temporary file, rename it into place, fsync the folder."""
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = _atomic_target(path)
+    with open(tmp, "w", encoding="utf-8", opener=_private_opener) as fh:
+        json.dump(data, fh, ensure_ascii=False, indent=2, sort_keys=False)
+        fh.write("\n")
+    finish_atomic(tmp, path)
+
+
+def _private_opener(path: str, flags: int) -> int:
+    """Report files hold customer data: readable by their owner only."""
+    return os.open(path, flags, 0o600)
+
+
+@dataclass
+class ResultRows:
+    """One batch of report lines, column-wise."""
+
+    file: str
+    kind: str
+    line: list[int]
+    identity: list[str]
+    status: list[str]
+    errcode: list[int | None]
+    errmsg: list[str | None]
+    column: list[str | None]
+    attempts: list[int]
+    latency_ms: list[float | None]
+
+    def __len__(self) -> int:
+        return len(self.line)
+
+    def to_table(self) -> pa.Table:
+        n = len(self.line)
+        return pa.table(
+            {
+                "file": pa.array([self.file] * n, pa.string()),
+                "line": pa.array(self.line, pa.int64()),
+                "kind": pa.array([self.kind] * n, pa.string()),
+                "identity": pa.array(self.identity, pa.string()),
+                "status": pa.array(self.status, pa.string()),
+                "errcode": pa.array(self.errcode, pa.int32()),
+                "errmsg": pa.array(self.errmsg, pa.string()),
+                "column": pa.array(self.column, pa.string()),
+                "attempts": pa.array(self.attempts, pa.int32()),
+                "latency_ms": pa.array(self.latency_ms, pa.float64()),
+            }
+        )
+
+
+class ResultsWriter:
+    """Streams result lines to ``results.<fmt>`` (temporary name until ``close``)."""
+
+    def __init__(self, run_dir: Path, fmt: str = "csv", *, mask_pii: bool = False) -> None:
+        self.fmt = fmt
+        self.mask_pii = mask_pii
+        self.path = run_dir / f"results.{fmt}"
+        self._tmp = _atomic_target(self.path)
+        self._fh: IO[bytes] = open(self._tmp, "wb", opener=_private_opener)  # noqa: SIM115
+        self._csv: pacsv.CSVWriter | None = None
+        self.rows = 0
+
+    def write(self, rows: ResultRows) -> None:
+        if len(rows) == 0:
+            return
+        if self.mask_pii:
+            rows.identity = [mask_identity(i) for i in rows.identity]
+        self.rows += len(rows)
+        table = rows.to_table()
+        if self.fmt == "jsonl":
+            buf = io.StringIO()
+            for rec in table.to_pylist():
+                buf.write(json.dumps(rec, ensure_ascii=False))
+                buf.write("\n")
+            self._fh.write(buf.getvalue().encode())
+            return
+        for name in ("identity", "errmsg", "column", "file"):
+            idx = table.schema.get_field_index(name)
+            table = table.set_column(idx, name, neutralize(table.column(name).combine_chunks()))
+        if self._csv is None:
+            self._csv = pacsv.CSVWriter(
+                self._fh,
+                table.schema,
+                write_options=pacsv.WriteOptions(quoting_style="needed"),
+            )
+        self._csv.write_table(table)
+
+    def close(self) -> Path:
+        if self._csv is not None:
+            self._csv.close()
+        elif self.fmt == "csv":
+            self._fh.write((",".join(f'"{c}"' for c in RESULT_COLUMNS) + "\n").encode())
+        self._fh.close()
+        finish_atomic(self._tmp, self.path)
+        return self.path
+
+    def abandon(self) -> None:
+        try:
+            self._fh.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class RejectRows:
+    """Original rows of one source that did not get through, ordered by line."""
+
+    lines: list[int]
+    table: pa.Table | None  # whole original rows (CSV/Parquet), aligned with table_lines
+    table_lines: list[int]
+    raw: list[tuple[int, str]] = field(default_factory=list)  # (line, original text)
+
+
+class RejectsWriter:
+    """``rejects.<ext>`` for one source, in that source's format, delimiter, encoding, header."""
+
+    def __init__(self, path: Path, source: Any) -> None:
+        self.path = path
+        self.source = source
+        self.fmt = source.format
+        self._tmp = _atomic_target(path)
+        self.rows = 0
+        self._pq: pq.ParquetWriter | None = None
+        self._text: IO[str] | None = None
+        self._csv: Any = None
+        if self.fmt in ("csv", "jsonl"):
+            encoding = source.encoding if source.encoding not in ("auto", "binary") else "utf-8"
+            self._text = open(  # noqa: SIM115
+                self._tmp, "w", encoding=encoding, newline="", opener=_private_opener
+            )
+            if self.fmt == "csv":
+                self._csv = csv.writer(
+                    self._text, delimiter=source.delimiter or ",", lineterminator="\n"
+                )
+                self._csv.writerow(source.columns)
+
+    def write(self, rows: RejectRows) -> None:
+        if self.fmt == "parquet":
+            if rows.table is not None and rows.table.num_rows:
+                if self._pq is None:
+                    self._pq = pq.ParquetWriter(self._tmp, rows.table.schema)
+                self._pq.write_table(rows.table)
+                self.rows += rows.table.num_rows
+            return
+        assert self._text is not None
+        items: list[tuple[int, int, Any]] = []
+        if rows.table is not None and rows.table.num_rows:
+            names = rows.table.column_names
+            cols = [rows.table.column(c).to_pylist() for c in names]
+            for j, line in enumerate(rows.table_lines):
+                items.append((line, 0, [c[j] for c in cols]))
+        items.extend((line, 1, text) for line, text in rows.raw)
+        items.sort(key=lambda t: t[0])
+        for _, is_raw, value in items:
+            if is_raw:
+                self._text.write(value if value.endswith("\n") else value + "\n")
+            elif self.fmt == "csv":
+                self._csv.writerow(["" if v is None else v for v in value])
+            self.rows += 1
+
+    def close(self) -> Path | None:
+        if self._pq is not None:
+            self._pq.close()
+        if self._text is not None:
+            self._text.close()
+        if self.rows == 0:
+            self._tmp.unlink(missing_ok=True)
+            return None
+        finish_atomic(self._tmp, self.path)
+        return self.path
+
+    def abandon(self) -> None:
+        if self._pq is not None:
+            self._pq.close()
+        if self._text is not None:
+            self._text.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def file_fingerprint(path: Path, sample: int = 1 << 20) -> dict[str, Any]:
+    """A cheap, stable fingerprint: size, mtime and a SHA-256 of the first and last MiB."""
+    st = path.stat()
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        h.update(fh.read(sample))
+        if st.st_size > 2 * sample:
+            fh.seek(-sample, os.SEEK_END)
+            h.update(fh.read(sample))
+    return {
+        "path": str(path),
+        "size": st.st_size,
+        "mtime": st.st_mtime,
+        "sha256_head_tail": h.hexdigest(),
+    }

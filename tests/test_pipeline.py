@@ -1,0 +1,330 @@
+"""End to end through the library: real files, the real sandbox over loopback, real reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from importer.errors import ConfigError
+from importer.pipeline import RunSummary, run, validate
+from importer.sandbox import Faults, Sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+
+USER_CONFIG = """
+job: {{kind: {kind}, primary_keys: [phone, email]}}
+columns:
+  phone: {{from: phone, transform: [strip]}}
+  email: {{from: email, transform: [strip, lower]}}
+  username: {{from: name}}
+  age: {{from: age, type: integer}}
+send:
+  concurrency: {concurrency}
+  retry: {{max_attempts: 6, initial_backoff_s: 0.01, max_backoff_s: 0.05}}
+"""
+
+EVENT_CONFIG = """
+job: {kind: event, event_name: order_detail, primary_keys: [phone, email]}
+columns:
+  phone: phone
+  email: email
+  orderId: order_id
+  amount: {from: amount, type: number}
+  event_id: order_id
+  create_time: {from: created}
+send: {concurrency: 8}
+"""
+
+
+def write_config(tmp_path: Path, text: str, name: str = "job.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_csv(
+    path: Path, header: list[str], rows: list[list[str]], encoding: str = "utf-8"
+) -> Path:
+    with open(path, "w", encoding=encoding, newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def read_results(summary: RunSummary) -> list[dict[str, str]]:
+    assert summary.results_path is not None
+    with open(summary.results_path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def send(
+    sb: Sandbox, config: Path, files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    **overrides: Any,
+) -> RunSummary:  # fmt: skip
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    ov = {"target.base_url": sb.url, **overrides}
+    return run(config, files, overrides=ov, report_dir=tmp_path / "reports")
+
+
+def customers_rows(n: int, prefix: str) -> list[list[str]]:
+    return [
+        [f"{prefix}{i:06d}", f"U{i}@Example.cn", f"用户{i}", str(20 + i % 50)] for i in range(n)
+    ]
+
+
+def test_user_csv_end_to_end_stores_exactly_the_accepted_rows(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox()
+    rows = customers_rows(200, "0139")
+    rows[10][3] = "12a"  # 10002: local reject, line 12
+    rows[20][0] = rows[20][1] = ""  # 20001: no primary key, line 22
+    rows[30][0], rows[30][1] = "   ", ""  # 20002: whitespace-only phone is stripped -> 20001
+    data = write_csv(tmp_path / "c.csv", ["phone", "email", "name", "age"], rows)
+    cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=16))
+
+    summary = send(sb, cfg, [data], tmp_path, monkeypatch)
+
+    results = read_results(summary)
+    assert len(results) == 200
+    assert [int(r["line"]) for r in results] == list(range(2, 202))
+    by_line = {int(r["line"]): r for r in results}
+    assert (by_line[12]["status"], by_line[12]["errcode"], by_line[12]["column"]) == (
+        "rejected",
+        "10002",
+        "age",
+    )
+    assert (by_line[22]["status"], by_line[22]["errcode"]) == ("rejected", "20001")
+    assert (by_line[32]["status"], by_line[32]["errcode"]) == ("rejected", "20001")
+    assert summary.counts["ok"] == 197 and summary.counts["rejected"] == 3
+    assert summary.exit_code == 1
+    assert summary.requests == 197
+
+    stored = {c["properties"]["phone"]: c["properties"] for c in sb.customers()}
+    expected = {
+        r[0]: {"phone": r[0], "email": r[1].lower(), "username": r[2], "age": int(r[3])}
+        for i, r in enumerate(rows)
+        if i not in (10, 20, 30)
+    }
+    assert stored == expected
+
+
+def test_rejects_file_holds_original_rows_in_input_format(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox()
+    rows = customers_rows(5, "0137")
+    rows[1][3] = "old"
+    rows[3][0] = "+8613800138000"
+    rows[3][3] = "=1+1"
+    data = write_csv(tmp_path / "c.csv", ["phone", "email", "name", "age"], rows)
+    cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=4))
+    summary = send(sb, cfg, [data], tmp_path, monkeypatch)
+    assert len(summary.rejects_paths) == 1
+    text = summary.rejects_paths[0].read_text(encoding="utf-8").splitlines()
+    assert text[0] == "phone,email,name,age"
+    assert text[1:] == [",".join(rows[1]), ",".join(rows[3])]
+    summary_json = json.loads((summary.report_dir / "summary.json").read_text())  # type: ignore[operator]
+    assert summary_json["counts"]["rejected"] == 2
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"], ids=["csv", "jsonl", "parquet"])
+def test_events_each_format_end_to_end(
+    fmt: str, fresh_sandbox: Callable[..., Sandbox], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    sb = fresh_sandbox()
+    header = ["phone", "email", "order_id", "amount", "created"]
+    rows = [
+        [f"0138{i:07d}", f"e{i}@x.cn", f"2018080808080{i:04d}", f"{i}.5", "2018-08-08 08:08:08"]
+        for i in range(50)
+    ]
+    rows[7][4] = "yesterday"  # 20003 create_time
+    path = tmp_path / f"orders.{fmt}"
+    if fmt == "csv":
+        write_csv(path, header, rows)
+    elif fmt == "jsonl":
+        with open(path, "w", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps(dict(zip(header, r, strict=True))) + "\n")
+    else:
+        pq.write_table(pa.table({h: [r[i] for r in rows] for i, h in enumerate(header)}), path)
+    cfg = write_config(tmp_path, EVENT_CONFIG)
+
+    summary = send(sb, cfg, [path], tmp_path, monkeypatch)
+
+    results = read_results(summary)
+    assert len(results) == 50
+    bad = [r for r in results if r["status"] != "ok"]
+    assert [(r["line"], r["errcode"]) for r in bad] == [("9" if fmt == "csv" else "8", "20003")]
+    events = sb.events()
+    assert len(events) == 49
+    stored = {e["event_id"]: e["properties"] for e in events}
+    assert stored["20180808080800001"] == {
+        "phone": "01380000001",
+        "email": "e1@x.cn",
+        "orderId": "20180808080800001",
+        "amount": 1.5,
+        "event_id": "20180808080800001",
+        "create_time": "2018-08-08 08:08:08",
+    }
+
+    # A re-run sends everything again, and the platform de-duplicates: still 49 events.
+    again = send(sb, cfg, [path], tmp_path, monkeypatch)
+    assert again.counts["ok"] == 49
+    assert len(sb.events()) == 49
+
+
+def test_retries_through_503_and_429_store_every_valid_row_once(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox(faults=Faults(seed=7, http_503=0.15, http_429=0.1, retry_after="0"))
+    header = ["phone", "email", "order_id", "amount", "created"]
+    rows = [[f"0136{i:07d}", "", f"E{i:06d}", "1", "2024-01-01 00:00:00"] for i in range(400)]
+    data = write_csv(tmp_path / "o.csv", header, rows)
+    cfg = write_config(tmp_path, EVENT_CONFIG.replace("send: {concurrency: 8}", (
+        "send: {concurrency: 16, retry: {max_attempts: 8, initial_backoff_s: 0.01,"
+        " max_backoff_s: 0.05}}"
+    )))  # fmt: skip
+    summary = send(sb, cfg, [data], tmp_path, monkeypatch)
+    results = read_results(summary)
+    assert summary.exit_code == 0, summary.to_dict()
+    assert {r["status"] for r in results} == {"ok"}
+    attempts = sum(int(r["attempts"]) for r in results)
+    assert attempts == summary.requests > 400  # retries happened and were counted per row
+    assert sorted(e["event_id"] for e in sb.events()) == sorted(r[2] for r in rows)
+    faults = sb.stats()["by_fault"]
+    assert attempts == 400 + sum(faults.values())
+
+
+def test_same_customer_updates_keep_file_order(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Random 0-15 ms latency per request would reorder concurrent updates; per-customer
+    # ordering must make the file's last value win for every customer.
+    sb = fresh_sandbox(faults=Faults(seed=3, latency_ms="0-15"))
+    rows = []
+    for version in range(6):
+        for c in range(40):
+            rows.append([f"0135{c:07d}", "", f"v{version}", str(version)])
+    data = write_csv(tmp_path / "u.csv", ["phone", "email", "name", "age"], rows)
+    cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=64))
+    summary = send(sb, cfg, [data], tmp_path, monkeypatch)
+    assert summary.exit_code == 0
+    stored = {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}
+    assert stored == {f"0135{c:07d}": "v5" for c in range(40)}
+
+
+def test_user_then_delete_ends_deleted(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox()
+    rows = customers_rows(30, "0134")
+    users = write_csv(tmp_path / "u.csv", ["phone", "email", "name", "age"], rows)
+    deletes = write_csv(tmp_path / "d.csv", ["phone", "email", "name", "age"], rows[:10])
+    cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=8), "u.yaml")
+    dcfg = write_config(tmp_path, """
+job: {kind: user_delete, primary_keys: [phone, email]}
+columns: {phone: phone, email: {from: email, transform: [lower]}}
+""", "d.yaml")  # fmt: skip
+    assert send(sb, cfg, [users], tmp_path, monkeypatch).exit_code == 0
+    assert send(sb, dcfg, [deletes], tmp_path, monkeypatch).exit_code == 0
+    assert sorted(c["properties"]["phone"] for c in sb.customers()) == [r[0] for r in rows[10:]]
+
+
+def test_fatal_auth_error_aborts_and_marks_the_rest_not_sent(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox()
+    data = write_csv(
+        tmp_path / "c.csv", ["phone", "email", "name", "age"], customers_rows(3000, "0133")
+    )
+    cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=8))
+    monkeypatch.setenv("DMART_SECRET", "not-the-right-secret")
+    summary = run(
+        cfg, [data], overrides={"target.base_url": sb.url}, report_dir=tmp_path / "reports"
+    )
+    assert summary.exit_code == 3
+    assert summary.aborted is not None and summary.aborted.startswith("20000 Authentication failed")
+    assert summary.requests <= 8  # at most one request per worker got out
+    results = read_results(summary)
+    assert len(results) == 3000
+    assert summary.counts["not_sent"] >= 3000 - 8
+    assert summary.counts["not_sent"] + summary.counts["failed"] == 3000
+    assert "not-the-right-secret" not in summary.results_path.read_text()  # type: ignore[union-attr]
+    assert sb.customers() == []
+
+
+def test_debug_mode_checks_on_the_server_and_stores_nothing(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox()
+    data = write_csv(
+        tmp_path / "c.csv", ["phone", "email", "name", "age"], customers_rows(20, "0132")
+    )
+    cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=4))
+    summary = send(sb, cfg, [data], tmp_path, monkeypatch, **{"target.debug": True})
+    assert summary.mode == "debug"
+    assert summary.counts["ok"] == 20
+    assert sb.customers() == []
+
+
+def test_dry_run_sends_nothing_and_needs_no_secret(tmp_path: Path) -> None:
+    rows = customers_rows(10, "0131")
+    rows[4][3] = "x"
+    data = write_csv(tmp_path / "c.csv", ["phone", "email", "name", "age"], rows)
+    cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=4))
+    summary = validate(cfg, [data], report_dir=tmp_path / "r")
+    assert summary.mode == "dry-run"
+    assert (summary.counts["valid"], summary.counts["rejected"]) == (9, 1)
+    assert summary.requests == 0
+    assert summary.exit_code == 1
+
+
+def test_missing_column_refuses_the_run_before_sending(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox()
+    data = write_csv(tmp_path / "c.csv", ["phone", "Email", "name", "age"], customers_rows(3, "1"))
+    cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=4))
+    with pytest.raises(ConfigError) as info:
+        send(sb, cfg, [data], tmp_path, monkeypatch)
+    text = str(info.value)
+    assert "columns.email.from: column 'email' is not in" in text
+    assert "c.csv" in text and "did you mean 'Email'?" in text
+    assert sb.stats()["requests"] == 0
+
+
+def test_missing_secret_is_a_config_error(tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "c.csv", ["phone", "email", "name", "age"], customers_rows(3, "1"))
+    cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=4))
+    with pytest.raises(ConfigError) as info:
+        run(cfg, [data], report_dir=tmp_path / "r")
+    assert "target.secret_env: environment variable DMART_SECRET is not set" in str(info.value)
+
+
+def test_sample_data_imports_as_documented(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox()
+    summary = send(
+        sb,
+        ROOT / "configs/customers.yaml",
+        [ROOT / "sample_data/customers.csv", ROOT / "sample_data/customers_gb18030.csv"],
+        tmp_path,
+        monkeypatch,
+    )
+    results = read_results(summary)
+    assert len(results) == 19  # 14 records in customers.csv (one ragged) + 5 GB18030 rows
+    names = {c["properties"].get("username") for c in sb.customers()}
+    assert {"张三", "蒋一", "杨四·𠀀", '周"八"', "吴九\n(备注: 两行)"} <= names
+    ragged = [r for r in results if r["line"] == "6" and r["file"].endswith("customers.csv")]
+    assert ragged[0]["status"] == "rejected" and "fields" in ragged[0]["errmsg"]
