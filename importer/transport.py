@@ -132,6 +132,7 @@ class StreamTransport:
         # Absolute-form request targets go to a plain-HTTP proxy; HTTPS goes through CONNECT.
         self._absolute = self._proxy is not None and self.endpoint.scheme == "http"
         self._idle: deque[_Conn] = deque()
+        self._parsed: dict[bytes, tuple[ErrCode | int, str]] = {}
         self._fixed_headers = (
             f"Host: {self.endpoint.host_header}\r\n"
             f"User-Agent: {user_agent}\r\n"
@@ -226,12 +227,19 @@ class StreamTransport:
         else:
             conn.close()
         if status == 200:
-            try:
-                code, msg = parse_response(payload)
-            except ProtocolError as exc:
-                return TransportFailure(TransportKind.PROTOCOL, str(exc), status, None, latency)
-            member = ErrCode.lookup(code)
-            return Response(member if member is not None else code, msg, status, latency)
+            parsed = self._parsed.get(payload)
+            if parsed is None:
+                try:
+                    code, msg = parse_response(payload)
+                except ProtocolError as exc:
+                    return TransportFailure(TransportKind.PROTOCOL, str(exc), status, None, latency)
+                member = ErrCode.lookup(code)
+                parsed = (member if member is not None else code, msg)
+                if len(payload) <= 512 and len(self._parsed) < 256:
+                    # A server answers the same few bodies over and over ({"errcode":0,...}):
+                    # remembering their parse saves a JSON decode per request.
+                    self._parsed[payload] = parsed
+            return Response(parsed[0], parsed[1], status, latency)
         return TransportFailure(
             TransportKind.HTTP_STATUS,
             f"HTTP {status}",
