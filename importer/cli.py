@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "sandbox":
         from .sandbox.__main__ import main as sandbox_main
 
-        return int(sandbox_main(argv[1:]) or 0)
+        return int(sandbox_main(argv[1:], prog="dmimport sandbox") or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

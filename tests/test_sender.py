@@ -14,7 +14,15 @@ import pytest
 from importer.client import TransportFailure, TransportKind
 from importer.protocol import DEFAULT_PROFILE, Headers, Profile, user_body
 from importer.sandbox import Faults, Sandbox
-from importer.sender import RetryPolicy, RowResult, RowSource, Sender, Status, parse_retry_after
+from importer.sender import (
+    RateLimiter,
+    RetryPolicy,
+    RowResult,
+    RowSource,
+    Sender,
+    Status,
+    parse_retry_after,
+)
 from importer.transport import StreamTransport
 
 
@@ -172,3 +180,28 @@ def test_wrong_secret_aborts_at_once(fresh_sandbox: Callable[..., Sandbox]) -> N
     sender = asyncio.run(main())
     assert sender.abort_errcode == 20000
     assert sb.stats()["requests"] <= 2
+
+
+def test_rate_limiter_spaces_request_starts_across_workers() -> None:
+    now = [100.0]
+    starts: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    limiter = RateLimiter(50.0, clock=lambda: now[0], sleep=fake_sleep)
+
+    async def worker() -> None:
+        for _ in range(10):
+            await limiter.acquire()
+            starts.append(now[0])
+
+    async def main() -> None:
+        await asyncio.gather(*(worker() for _ in range(4)))
+
+    asyncio.run(main())
+    starts.sort()
+    assert len(starts) == 40
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= 0.02 - 1e-9  # never faster than 50/s, whatever the worker count
+    assert starts[-1] - starts[0] == pytest.approx(39 * 0.02)

@@ -1,0 +1,132 @@
+"""The command line as a user runs it: a subprocess, its exit code, stdout and stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from importer.sandbox import Sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def dmimport(
+    *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "importer.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or ROOT,
+        timeout=120,
+    )
+
+
+def test_version_and_help() -> None:
+    out = dmimport("--version")
+    assert out.returncode == 0 and out.stdout.startswith("dmimport ")
+    helptext = dmimport("--help").stdout
+    for command in ("run", "validate", "check-config", "sandbox"):
+        assert command in helptext
+
+
+def test_check_config_ok_and_bad(tmp_path: Path) -> None:
+    ok = dmimport("check-config", "configs/customers.yaml")
+    assert ok.returncode == 0
+    assert ok.stdout.strip() == ("configs/customers.yaml: ok (job customers, kind user, 9 columns)")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "job: {kind: user, primary_keys: [phone]}\ncolumns: {phone: p}\nsend: {concurency: 4}\n"
+    )
+    out = dmimport("check-config", bad)
+    assert out.returncode == 2
+    assert "send.concurency" in out.stderr and "did you mean 'concurrency'?" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_run_sample_against_sandbox_exit_code_and_summary(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sb = fresh_sandbox()
+    out = dmimport(
+        "run", "configs/customers.yaml", "sample_data/customers.csv",
+        "--base-url", sb.url, "--report-dir", tmp_path, "--quiet",
+        env={"DMART_SECRET": sb.secret},
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert "rejected" in out.stdout and "exit code 1" in out.stdout
+    assert "Traceback" not in out.stderr
+    assert len(sb.customers()) == 9
+
+
+def test_run_json_summary(fresh_sandbox: Callable[..., Sandbox], tmp_path: Path) -> None:
+    sb = fresh_sandbox()
+    out = dmimport(
+        "run", "configs/delete_customers.yaml", "sample_data/delete_customers.csv",
+        "--base-url", sb.url, "--report-dir", tmp_path, "--json", "--concurrency", "2",
+        env={"DMART_SECRET": sb.secret},
+    )  # fmt: skip
+    summary = json.loads(out.stdout)
+    assert summary["counts"]["ok"] == 3
+    assert summary["requests"] == 3
+    assert summary["exit_code"] == out.returncode
+
+
+def test_validate_sends_nothing_and_needs_no_secret(tmp_path: Path) -> None:
+    out = dmimport(
+        "validate", "configs/customers.yaml", "sample_data/customers_gb18030.csv",
+        "--report-dir", tmp_path, "--json",
+    )  # fmt: skip
+    summary = json.loads(out.stdout)
+    assert summary["mode"] == "dry-run"
+    assert (summary["counts"]["valid"], summary["counts"]["rejected"]) == (4, 1)
+    assert out.returncode == 1
+
+
+def test_conflicting_flags_are_refused_before_any_work() -> None:
+    out = dmimport(
+        "run", "configs/customers.yaml", "sample_data/customers.csv", "--dry-run", "--debug"
+    )
+    assert out.returncode == 2
+    assert "--dry-run and --debug exclude each other" in out.stderr
+
+
+def test_missing_input_file_is_a_clear_error(tmp_path: Path) -> None:
+    out = dmimport("validate", "configs/customers.yaml", tmp_path / "nope.csv")
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: ")
+    assert "nope.csv" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_secret_refuses_the_run(tmp_path: Path) -> None:
+    out = dmimport("run", "configs/customers.yaml", "sample_data/customers.csv")
+    assert out.returncode == 2
+    assert "environment variable DMART_SECRET is not set" in out.stderr
+
+
+def test_fatal_secret_aborts_with_exit_code_3(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sb = fresh_sandbox()
+    out = dmimport(
+        "run", "configs/customers.yaml", "sample_data/customers.csv",
+        "--base-url", sb.url, "--report-dir", tmp_path,
+        env={"DMART_SECRET": "wrong-secret"},
+    )  # fmt: skip
+    assert out.returncode == 3
+    assert "ABORTED: 20000 Authentication failed" in out.stdout
+    assert "wrong-secret" not in out.stdout + out.stderr
+
+
+def test_sandbox_subcommand_help() -> None:
+    out = dmimport("sandbox", "serve", "--help")
+    assert out.returncode == 0
+    assert "--fault-seed" in out.stdout
