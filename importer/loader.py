@@ -67,7 +67,8 @@ FORMATS = ("auto", "csv", "tsv", "jsonl", "parquet")
 _SAMPLE = 1 << 20  # bytes looked at to choose the encoding and read the header
 _CHUNK = 4 << 20  # bytes read from the file at a time
 _MIN_BLOCK = 4 << 20  # smallest Arrow CSV block
-_READAHEAD = 2  # blocks Arrow may read beyond the batches taken (it would read 32)
+_BLOCK_SLACK = 1 << 20  # block room beyond two maximal fields
+_READAHEAD = 3  # blocks Arrow may read beyond the batches taken (it would read 32)
 _FFFD = "\ufffd".encode()
 _EOL = (b"\n", b"\r")
 
@@ -834,9 +835,12 @@ class _Assembler:
         self.rows -= 1
 
     def _emit(self) -> Batch:
-        lines = (np.concatenate(self.lines) if len(self.lines) != 1 else self.lines[0]).astype(
-            np.int64, copy=False
-        )
+        if len(self.lines) == 1:
+            lines = self.lines[0]
+        elif self.lines:
+            lines = np.concatenate(self.lines)
+        else:
+            lines = np.zeros(0, dtype=np.int64)
         total = self.rows + len(self.bad)
         r, b = self.rows, len(self.bad)
         if total > self.limit:
@@ -879,7 +883,7 @@ def _iter_csv(source: Source, options: InputOptions) -> Iterator[Batch]:
             raise LoadError(f"{path}: the header changed since the file was opened")
         # Arrow fails on a record longer than a block; a block holds at least two maximal
         # fields, so a too-long field is a bad record, and a runaway quote a clear error.
-        block = max(_MIN_BLOCK, 2 * options.max_field_bytes + (1 << 20))
+        block = max(_MIN_BLOCK, 2 * options.max_field_bytes + _BLOCK_SLACK)
         invalid: list[tuple[int, str, int]] = []
 
         def on_invalid(row: Any) -> str:
@@ -974,6 +978,7 @@ def _csv_records(
             [
                 BadRecord(int(starts[i]), f"expected {width} fields, found {n}", None, text)
                 for i, (_, text, n) in zip(at.tolist(), here, strict=True)
+                if not _blank_text(text, delimiter)
             ]
             if c
             else []
@@ -983,7 +988,10 @@ def _csv_records(
         )
         if row_bad:
             bad = sorted(bad + row_bad, key=lambda b: b.line)
-        last_kind = "bad" if c and at[-1] == seg - 1 else "empty" if last_empty else "row"
+        if c and at[-1] == seg - 1:
+            last_kind = "empty" if _blank_text(here[-1][1], delimiter) else "bad"
+        else:
+            last_kind = "empty" if last_empty else "row"
         if raw_sub != "\ufffd":
             for b in bad:
                 b.raw = b.raw and b.raw.replace("\ufffd", raw_sub)
@@ -994,16 +1002,22 @@ def _csv_records(
         # invalid records after the last good row
         trailing = []
         for _, text, n in invalid:
-            nl = text.count("\n")
-            trailing.append(BadRecord(line, f"expected {width} fields, found {n}", None, text))
-            line += 1 + nl
-        if trailing:
-            last_kind = "bad"
-            asm.add(asm.schema.empty_table(), np.zeros(0, dtype=np.int64), trailing)
+            if _blank_text(text, delimiter):
+                last_kind = "empty"
+            else:
+                last_kind = "bad"
+                trailing.append(BadRecord(line, f"expected {width} fields, found {n}", None, text))
+            line += 1 + text.count("\n")
+        asm.add(asm.schema.empty_table(), np.zeros(0, dtype=np.int64), trailing)
         _check_end(asm, last_kind, stream, delimiter)
     yield from asm.finish()
     if failure is not None:
         raise failure
+
+
+def _blank_text(text: str, delimiter: str) -> bool:
+    """A record of nothing but delimiters (and empty quotes): no data, not a record."""
+    return not text.strip(delimiter + '"\r\n')
 
 
 def _csv_failure(path: Path, line: int, exc: Exception) -> LoadError:
