@@ -44,6 +44,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, network: bool) -> None:
         p.add_argument("--concurrency", type=int, help="requests in flight (send.concurrency)")
         p.add_argument("--rate-limit", type=float, help="requests per second (send.rate_limit)")
         p.add_argument("--base-url", help="platform base URL (target.base_url)")
+        p.add_argument(
+            "--workers", type=int, help="sender processes, each owning a share of the customers"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +85,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["send.concurrency"] = args.concurrency
     if getattr(args, "rate_limit", None) is not None:
         out["send.rate_limit"] = args.rate_limit
+    if getattr(args, "workers", None) is not None:
+        out["send.workers"] = args.workers
     if getattr(args, "base_url", None):
         out["target.base_url"] = args.base_url
     return out

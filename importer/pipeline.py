@@ -42,6 +42,7 @@ from .report import (
 )
 from .sender import RetryPolicy, RowResult, RowSource, Sender, Status
 from .transport import StreamTransport, Transport
+from .workers import MultiProcessSender, WorkerSpec
 
 EXIT_OK = 0
 EXIT_ROWS_FAILED = 1
@@ -298,23 +299,45 @@ class Run:
 
         thread = threading.Thread(target=producer, name="dmimport-producer", daemon=True)
         cfg = self.config
-        transport = self.transport_factory(cfg)
-        sender = Sender(
-            transport,
-            secret=secret,
-            path=_profile(cfg).path(cfg.job.kind, cfg.target.debug),
-            profile=_profile(cfg),
-            concurrency=cfg.send.concurrency,
-            retry=RetryPolicy(
-                max_attempts=cfg.send.retry.max_attempts,
-                initial_backoff_s=cfg.send.retry.initial_backoff_s,
-                max_backoff_s=cfg.send.retry.max_backoff_s,
-                retry_after_cap_s=cfg.send.retry.retry_after_cap_s,
-            ),
-            rate_limit=cfg.send.rate_limit,
-            ordered=cfg.job.kind != "event",
-            abort_after_signature_failures=cfg.send.abort_after_signature_failures,
+        profile = _profile(cfg)
+        retry = RetryPolicy(
+            max_attempts=cfg.send.retry.max_attempts,
+            initial_backoff_s=cfg.send.retry.initial_backoff_s,
+            max_backoff_s=cfg.send.retry.max_backoff_s,
+            retry_after_cap_s=cfg.send.retry.retry_after_cap_s,
         )
+        transport: Transport | None = None
+        sender: Sender | MultiProcessSender
+        if cfg.send.workers > 1:
+            t = cfg.target
+            spec = WorkerSpec(
+                base_url=t.base_url,
+                timeout=t.timeout_s,
+                verify=t.tls_verify,
+                ca_file=t.ca_file,
+                secret=secret,
+                path=profile.path(cfg.job.kind, t.debug),
+                profile=profile,
+                concurrency=cfg.send.concurrency,
+                retry=retry,
+                rate_limit=cfg.send.rate_limit / cfg.send.workers if cfg.send.rate_limit else None,
+                ordered=cfg.job.kind != "event",
+                abort_after_signature_failures=cfg.send.abort_after_signature_failures,
+            )
+            sender = MultiProcessSender(spec, cfg.send.workers)
+        else:
+            transport = self.transport_factory(cfg)
+            sender = Sender(
+                transport,
+                secret=secret,
+                path=profile.path(cfg.job.kind, cfg.target.debug),
+                profile=profile,
+                concurrency=cfg.send.concurrency,
+                retry=retry,
+                rate_limit=cfg.send.rate_limit,
+                ordered=cfg.job.kind != "event",
+                abort_after_signature_failures=cfg.send.abort_after_signature_failures,
+            )
         source = _QueueSource(queue, self, sender)
         ticker = asyncio.create_task(self._tick()) if self.progress else None
         thread.start()
@@ -326,7 +349,8 @@ class Run:
         finally:
             if ticker is not None:
                 ticker.cancel()
-            await transport.aclose()
+            if transport is not None:
+                await transport.aclose()
             self._stop.set()
         thread.join()
         if error:
@@ -432,7 +456,9 @@ class Run:
 class _QueueSource(RowSource):
     """Hands the sender one valid row at a time from the batches the producer queued."""
 
-    def __init__(self, queue: asyncio.Queue[Any], run: Run, sender: Sender) -> None:
+    def __init__(
+        self, queue: asyncio.Queue[Any], run: Run, sender: Sender | MultiProcessSender
+    ) -> None:
         self.queue = queue
         self.run = run
         self.sender = sender

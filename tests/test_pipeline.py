@@ -328,3 +328,41 @@ def test_sample_data_imports_as_documented(
     assert {"张三", "蒋一", "杨四·𠀀", '周"八"', "吴九\n(备注: 两行)"} <= names
     ragged = [r for r in results if r["line"] == "6" and r["file"].endswith("customers.csv")]
     assert ragged[0]["status"] == "rejected" and "fields" in ragged[0]["errmsg"]
+
+
+def test_two_sender_processes_deliver_everything_in_customer_order(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox(faults=Faults(seed=4, latency_ms="0-10"))
+    rows = [[f"0129{c:07d}", "", f"v{v}", str(v)] for v in range(4) for c in range(300)]
+    rows[5][3] = "bad"
+    data = write_csv(tmp_path / "u.csv", ["phone", "email", "name", "age"], rows)
+    cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=16))
+    summary = send(sb, cfg, [data], tmp_path, monkeypatch, **{"send.workers": 2})
+    assert (summary.counts["ok"], summary.counts["rejected"]) == (1199, 1)
+    assert summary.requests == 1199
+    assert len(read_results(summary)) == 1200
+    stored = {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}
+    assert stored == {f"0129{c:07d}": "v3" for c in range(300)}
+
+
+def test_two_sender_processes_abort_together_on_a_fatal_answer(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox()
+    data = write_csv(
+        tmp_path / "c.csv", ["phone", "email", "name", "age"], customers_rows(5000, "0128")
+    )
+    cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=4))
+    monkeypatch.setenv("DMART_SECRET", "wrong")
+    summary = run(
+        cfg,
+        [data],
+        overrides={"target.base_url": sb.url, "send.workers": 2},
+        report_dir=tmp_path / "r",
+    )
+    assert summary.exit_code == 3
+    assert summary.aborted is not None and summary.aborted.startswith("20000")
+    assert summary.counts["not_sent"] + summary.counts["failed"] == 5000
+    assert summary.requests <= 2 * 4 + 2 * 256  # bounded: at most the rows already shipped
+    assert len(read_results(summary)) == 5000
