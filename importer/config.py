@@ -342,10 +342,14 @@ def _re2_problem(pattern: str) -> str | None:
 
 
 class InputOptions(_Model):
-    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
     encoding: str = "auto"
     delimiter: str | None = None
     batch_rows: int = Field(default=50_000, ge=1, le=10_000_000)
+    #: a larger field rejects its record (not the file)
+    max_field_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    #: gzip bomb guard: a .gz that inflates past this is refused
+    max_decompressed_bytes: int = Field(default=20 * 1024**3, ge=1024)
 
     @field_validator("encoding")
     @classmethod

@@ -490,22 +490,50 @@ def _quoted(names: Sequence[str]) -> str:
 
 
 class _RawInput:
-    """The file's bytes, gunzipped if compressed, refusing to decompress past ``limit``."""
+    """The file's bytes, gunzipped if compressed, refusing to decompress past ``limit``.
+
+    A gzip stream that breaks (truncated, corrupt) first hands on what it decompressed, then
+    raises ``LoadError`` on the next read: everything before the break is delivered.
+    """
 
     def __init__(self, path: Path, *, compressed: bool, limit: int) -> None:
         self.path = path
         self.limit = limit
         self.total = 0
-        self._fh: Any = gzip.open(path, "rb") if compressed else open(path, "rb")  # noqa: SIM115
         self.compressed = compressed
+        self._fh: Any = gzip.open(path, "rb") if compressed else open(path, "rb")  # noqa: SIM115
+        self._broken: LoadError | None = None
 
     def read(self, n: int) -> bytes:
-        data: bytes = self._call(self._fh.read, n)
+        if self._broken is not None:
+            raise self._broken
+        if not self.compressed:
+            data: bytes = self._call(self._fh.read, n)
+        else:
+            parts = []
+            size = 0
+            while size < n:
+                try:
+                    piece = self._call(self._fh.read1, n - size)
+                except LoadError as exc:
+                    self._broken = exc
+                    break
+                if not piece:
+                    break
+                parts.append(piece)
+                size += len(piece)
+            data = b"".join(parts)
+            if not data and self._broken is not None:
+                raise self._broken
         self._count(len(data))
         return data
 
     def readinto(self, view: memoryview) -> int:
         """Fill ``view`` (short only at the end of the file)."""
+        if self.compressed:
+            data = self.read(len(view))
+            view[: len(data)] = data
+            return len(data)
         filled = 0
         while filled < len(view):
             got = self._call(self._fh.readinto, view[filled:])
@@ -598,6 +626,7 @@ class _Utf8Stream:
         self._first = True
         self._done = False
         self._piece: bytes | memoryview = b""  # decoded, not yet handed on
+        self._held = b""  # handed back by the last read, comes first in the next
         self._pos = 0
         self._last = b""  # the last bytes handed on
         self.substitutions = 0
@@ -609,6 +638,7 @@ class _Utf8Stream:
         self._taken = 0  # batches the consumer has taken
         self._wanted = False  # the consumer is waiting for a batch
         self._wanted_since = 0.0
+        self.error: LoadError | None = None  # the file broke off (truncated gzip, size limit)
 
     # -- the file-like API Arrow uses
     def readable(self) -> bool:
@@ -666,31 +696,46 @@ class _Utf8Stream:
         out: Any = None
         view: memoryview | None = None
         filled = 0
+        piece: bytes | memoryview
         while filled < n:
-            avail = len(self._piece) - self._pos
-            if avail == 0:
-                if not self._fill():
+            if self._held:
+                piece, start, self._held = self._held, 0, b""
+            else:
+                if self._pos >= len(self._piece) and not self._fill():
                     break
-                continue
-            take = min(avail, n - filled)
+                piece, start = self._piece, self._pos
+            take = min(len(piece) - start, n - filled)
             if view is None:
                 out = pa.allocate_buffer(n, resizable=True)
                 view = memoryview(out).cast("B")
-            view[filled : filled + take] = self._piece[self._pos : self._pos + take]
-            self._pos += take
+            view[filled : filled + take] = piece[start : start + take]
             filled += take
+            if piece is self._piece:
+                self._pos += take
+            else:
+                self._held = bytes(piece[take:])
         if view is None:
             return b""
+        if filled > 1 and view[filled - 1] == 0x0D:
+            # Never end a block with CR: Arrow drops a LF that starts the next block, even
+            # inside quotes (apache/arrow#51368), so a quoted CRLF would lose its LF.
+            filled -= 1
+            self._held = b"\r" + self._held
         view.release()
         if filled < n:
-            out.resize(filled)
+            out.resize(filled, shrink_to_fit=True)
         return out
+
+    def read_bytes(self, n: int) -> bytes:
+        """``read`` for Python callers: plain bytes, unthrottled."""
+        return bytes(self._read(n))
 
     def peek(self, n: int) -> bytes:
         """Up to ``n`` bytes ahead, not consumed."""
         ahead = bytes(self._read(n))
-        self._piece = ahead + bytes(self._piece[self._pos :])
+        self._piece = ahead + self._held + bytes(self._piece[self._pos :])
         self._pos = 0
+        self._held = b""
         return ahead
 
     @property
@@ -715,7 +760,7 @@ class _Utf8Stream:
             piece, final = self._produce_utf8()
         else:
             assert self._decoder is not None
-            raw = self._raw.read(_CHUNK)
+            raw = self._raw_read()
             final = not raw
             text = self._decoder.decode(raw, final=final)
             if self._first and text.startswith("\ufeff"):
@@ -735,12 +780,23 @@ class _Utf8Stream:
                 piece = bytes(piece) + b"\n"
         return piece
 
+    def _raw_read(self) -> bytes:
+        # A broken file ends here for Arrow; the consumer raises ``error`` after the batches.
+        try:
+            return self._raw.read(_CHUNK)
+        except LoadError as exc:
+            self.error = exc
+            return b""
+
     def _produce_utf8(self) -> tuple[bytes | memoryview, bool]:
         scratch = self._scratch
         k = len(self._carry)
         scratch[:k] = self._carry
         view = memoryview(scratch)
-        got = self._raw.readinto(view[k : k + _CHUNK])
+        try:
+            got = self._raw.readinto(view[k : k + _CHUNK])
+        except LoadError as exc:
+            self.error, got = exc, 0
         end = k + got
         final = got == 0
         cut = end if final else _utf8_cut(scratch, end)
@@ -751,6 +807,7 @@ class _Utf8Stream:
         # rfind: much faster than find for this pattern on CJK text
         if not self.fffd and scratch.rfind(_FFFD, start, cut) >= 0:
             self.fffd = True
+        piece: bytes | memoryview
         if not _valid_utf8(scratch, start, cut):
             piece = bytes(view[start:cut]).decode("utf-8", _ERRORS).encode()
             self.fffd = True
@@ -943,9 +1000,6 @@ def _csv_records(
                 rb = reader.read_next_batch()
         except StopIteration:
             break
-        except LoadError as exc:
-            failure = exc
-            break
         except (pa.ArrowException, OSError) as exc:
             failure = _csv_failure(source.path, line, exc)
             break
@@ -1009,7 +1063,11 @@ def _csv_records(
                 trailing.append(BadRecord(line, f"expected {width} fields, found {n}", None, text))
             line += 1 + text.count("\n")
         asm.add(asm.schema.empty_table(), np.zeros(0, dtype=np.int64), trailing)
-        _check_end(asm, last_kind, stream, delimiter)
+        if stream.error is not None:
+            _cut_off(asm, last_kind, delimiter)
+            failure = stream.error
+        else:
+            _check_end(asm, last_kind, stream, delimiter)
     yield from asm.finish()
     if failure is not None:
         raise failure
@@ -1028,8 +1086,19 @@ def _csv_failure(path: Path, line: int, exc: Exception) -> LoadError:
             f"nothing from line {line} on was read"
         )
     return LoadError(
-        f"{path}: line {line}: cannot read CSV ({text}); nothing from here on was read"
+        f"{path}: line {line}: cannot read CSV ({text}); nothing from line {line} on was read"
     )
+
+
+def _cut_off(asm: _Assembler, last_kind: str | None, delimiter: str) -> None:
+    """The file broke off: its last record may be cut short, so it is not delivered."""
+    reason = "incomplete record: the file breaks off here"
+    if last_kind == "bad":
+        asm.bad[-1].reason = f"{reason} ({asm.bad[-1].reason})"
+    elif last_kind == "row" and (found := asm.last_row()) is not None:
+        row, line = found
+        asm.drop_last_row()
+        asm.bad.append(BadRecord(line, reason, None, _csv_text(list(row.values()), delimiter)))
 
 
 def _check_end(asm: _Assembler, last_kind: str | None, stream: _Utf8Stream, delim: str) -> None:
@@ -1213,10 +1282,6 @@ class _Constant(ValueError):
     pass
 
 
-class _Nested(ValueError):
-    pass
-
-
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
@@ -1232,15 +1297,13 @@ def _constant(name: str) -> Any:
     raise _Constant(name)
 
 
-def _json_text(value: Any) -> str | None:
-    # Numbers arrive as their text (parse_int/parse_float=str): exactly as written.
-    if value is None or type(value) is str:
-        return value
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    raise _Nested
+# Numbers arrive as their text (parse_int/parse_float=str): exactly as written. One decoder
+# for all lines: json.loads with hooks would build a new one per call.
+_JSON = json.JSONDecoder(
+    object_pairs_hook=_pairs, parse_constant=_constant, parse_int=str, parse_float=str
+)
+_BOOL_TEXT = {True: "true", False: "false"}
+_PLAIN_TYPES = frozenset({str, type(None)})
 
 
 def _split_lines(read: Callable[[int], bytes], max_line: int) -> Iterator[tuple[int, bytes | None]]:
@@ -1273,9 +1336,7 @@ def _split_lines(read: Callable[[int], bytes], max_line: int) -> Iterator[tuple[
 def _iter_jsonl(source: Source, options: InputOptions, names: list[str]) -> Iterator[Batch]:
     path = source.path
     encoding = source.encoding
-    max_bytes = options.max_field_bytes
-    max_line = 2 * max_bytes + (1 << 20)
-    raw_sub = _raw_substitute(encoding)
+    max_line = 2 * options.max_field_bytes + _BLOCK_SLACK
     raw = _RawInput(path, compressed=source.compressed, limit=options.max_decompressed_bytes)
     stream: _Utf8Stream | None = None
     if _ascii_compatible(encoding):
@@ -1283,125 +1344,160 @@ def _iter_jsonl(source: Source, options: InputOptions, names: list[str]) -> Iter
         codec = "utf-8" if encoding == "utf-8-sig" else encoding
     else:
         stream = _Utf8Stream(raw, encoding, final_newline=False)
-        read, codec = stream.read, "utf-8"
+        read, codec = stream.read_bytes, "utf-8"
     if not names:
         raw.close()
         raise LoadError(
             f"{path}: no JSON object in the first lines to take column names from; "
             "name the columns in the config"
         )
-    enc_name = _display(encoding)
+    line_reader = _JsonLines(names, codec, stream, options.max_field_bytes)
     index = 0
-    values: dict[str, list[str | None]] = {n: [] for n in names}
+    rows: list[tuple[str | None, ...]] = []
     lines: list[int] = []
     raws: list[str] = []
     bad: list[BadRecord] = []
 
     def batch() -> Batch:
-        nonlocal values, lines, raws, bad, index
-        table = pa.table({n: pa.array(values[n], pa.string()) for n in names})
+        nonlocal rows, lines, raws, bad, index
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+        table = pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, columns, strict=True)})
         out = Batch(source, index, table, np.array(lines, dtype=np.int64), raws, bad)
         index += 1
-        values, lines, raws, bad = {n: [] for n in names}, [], [], []
+        rows, lines, raws, bad = [], [], [], []
         return out
 
+    lines_in = _split_lines(read, max_line)
     try:
-        for number, data in _split_lines(read, max_line):
+        while True:
+            try:
+                number, data = next(lines_in)
+            except StopIteration:
+                break
+            except LoadError:
+                # deliver what was read before the file broke, then say so
+                if lines or bad:
+                    yield batch()
+                raise
             if data is None:
                 bad.append(BadRecord(number, f"line longer than {max_line} bytes", None, None))
-            elif record := _jsonl_record(
-                number, data, codec, enc_name, stream, names, max_bytes, raw_sub
-            ):
-                if isinstance(record, BadRecord):
+            elif record := line_reader.read(number, data):
+                if type(record) is BadRecord:
                     bad.append(record)
                 else:
-                    text, row = record
-                    for name, value in zip(names, row, strict=True):
-                        values[name].append(value)
+                    text, row = record  # type: ignore[misc]
+                    rows.append(row)
                     lines.append(number)
                     raws.append(text)
             if len(lines) + len(bad) >= options.batch_rows:
                 yield batch()
         if lines or bad:
             yield batch()
+        if stream is not None and stream.error is not None:
+            raise stream.error
     finally:
         raw.close()
 
 
-def _jsonl_record(
-    number: int,
-    data: bytes,
-    codec: str,
-    enc_name: str,
-    stream: _Utf8Stream | None,
-    names: list[str],
-    max_bytes: int,
-    raw_sub: str,
-) -> BadRecord | tuple[str, list[str | None]] | None:
-    """One line: None for a blank line, a BadRecord, or (original text, values)."""
-    if data.endswith(b"\r"):
-        data = data[:-1]
-    undecodable = False
-    try:
-        text = data.decode(codec)
-    except UnicodeDecodeError:
-        text = data.decode(codec, "replace")
-        undecodable = True
-    if number == 1:
-        text = text.removeprefix("\ufeff")
-    if not text.strip(" \t"):
-        return None
-    raw = text.replace("\ufffd", raw_sub) if raw_sub != "\ufffd" else text
+class _JsonLines:
+    """Turns one line of a JSON Lines file into the requested columns' text, or a bad record."""
 
-    def bad(reason: str, column: str | None = None) -> BadRecord:
-        return BadRecord(number, reason, column, raw)
+    def __init__(
+        self, names: list[str], codec: str, stream: _Utf8Stream | None, max_bytes: int
+    ) -> None:
+        self.names = names
+        self.codec = codec
+        self.encoding = _display(stream.encoding if stream else codec)
+        self.stream = stream
+        self.max_bytes = max_bytes
+        self.raw_sub = _raw_substitute(stream.encoding if stream else codec)
 
-    try:
-        obj = json.loads(
-            text,
-            object_pairs_hook=_pairs,
-            parse_constant=_constant,
-            parse_int=str,
-            parse_float=str,
-        )
-    except _DuplicateKey as exc:
-        return bad(f'duplicate key "{exc.args[0]}"', exc.args[0])
-    except _Constant as exc:
-        return bad(f"invalid JSON: {exc.args[0]} is not a JSON value")
-    except json.JSONDecodeError as exc:
-        if undecodable:
-            return bad(f"undecodable bytes (not valid {enc_name})")
-        return bad(f"invalid JSON: {exc.msg} at column {exc.colno}")
-    except RecursionError:
-        return bad("invalid JSON: nested too deeply")
-    if not isinstance(obj, dict):
-        return bad("line is not a JSON object")
-    if undecodable or "\ufffd" in text:
-        column = next(
-            (n for n in names if isinstance(obj.get(n), str) and "\ufffd" in obj[n]), None
-        )
-        if undecodable:
-            where = f' in column "{column}"' if column else ""
-            return bad(f"undecodable bytes (not valid {enc_name}){where}", column)
-        return bad(_fffd_reason(stream, column), column)
-    row: list[str | None] = []
-    for name in names:
+    def read(
+        self, number: int, data: bytes
+    ) -> BadRecord | tuple[str, tuple[str | None, ...]] | None:
+        """None for a blank line, a BadRecord, or (the line's text, the values)."""
+        if data.endswith(b"\r"):
+            data = data[:-1]
+        undecodable = False
         try:
-            value = _json_text(obj.get(name))
-        except _Nested:
-            return bad(f'nested value in column "{name}" is not supported', name)
-        if value is not None:
-            if "\x00" in value:
-                return bad(f'NUL byte in column "{name}"', name)
-            if len(value) * 4 > max_bytes and len(value.encode()) > max_bytes:
-                size = len(value.encode())
-                return bad(
-                    f'value in column "{name}" is {size} bytes, over the {max_bytes}-byte '
-                    "limit (input.max_field_bytes)",
-                    name,
+            text = data.decode(self.codec)
+        except UnicodeDecodeError:
+            text = data.decode(self.codec, "replace")
+            undecodable = True
+        if number == 1:
+            text = text.removeprefix("\ufeff")
+        if not text.strip(" \t"):
+            return None
+        try:
+            obj = _JSON.decode(text)
+        except _DuplicateKey as exc:
+            return self.bad(number, text, f'duplicate key "{exc.args[0]}"', exc.args[0])
+        except _Constant as exc:
+            return self.bad(number, text, f"invalid JSON: {exc.args[0]} is not a JSON value")
+        except json.JSONDecodeError as exc:
+            if undecodable:
+                return self.bad(number, text, f"undecodable bytes (not valid {self.encoding})")
+            where = "column" if exc.msg.endswith(" at") else "at column"
+            return self.bad(number, text, f"invalid JSON: {exc.msg} {where} {exc.colno}")
+        except RecursionError:
+            return self.bad(number, text, "invalid JSON: nested too deeply")
+        if type(obj) is not dict:
+            return self.bad(number, text, "line is not a JSON object")
+        if undecodable or "\ufffd" in text:
+            column = next(
+                (n for n in self.names if isinstance(obj.get(n), str) and "\ufffd" in obj[n]), None
+            )
+            if undecodable:
+                where = f' in column "{column}"' if column else ""
+                reason = f"undecodable bytes (not valid {self.encoding}){where}"
+            else:
+                reason = _fffd_reason(self.stream, column)
+            return self.bad(number, text, reason, column)
+        row = tuple(map(obj.get, self.names))
+        if not _PLAIN_TYPES.issuperset(map(type, row)):
+            return self._convert(number, text, obj)  # booleans, or a nested value
+        if "\\u0000" in text or len(data) > self.max_bytes:
+            for name, value in zip(self.names, row, strict=True):
+                problem = _text_problem(value, name, self.max_bytes)
+                if problem:
+                    return self.bad(number, text, problem, name)
+        return text, row
+
+    def _convert(
+        self, number: int, text: str, obj: dict[str, Any]
+    ) -> BadRecord | tuple[str, tuple[str | None, ...]]:
+        row: list[str | None] = []
+        for name in self.names:
+            value = obj.get(name)
+            if type(value) is bool:
+                value = _BOOL_TEXT[value]
+            elif value is not None and type(value) is not str:
+                return self.bad(
+                    number, text, f'nested value in column "{name}" is not supported', name
                 )
-        row.append(value)
-    return text, row
+            problem = _text_problem(value, name, self.max_bytes)
+            if problem:
+                return self.bad(number, text, problem, name)
+            row.append(value)
+        return text, tuple(row)
+
+    def bad(self, number: int, text: str, reason: str, column: str | None = None) -> BadRecord:
+        if self.raw_sub != "\ufffd":
+            text = text.replace("\ufffd", self.raw_sub)
+        return BadRecord(number, reason, column, text)
+
+
+def _text_problem(value: str | None, name: str, max_bytes: int) -> str | None:
+    if value is None:
+        return None
+    if "\x00" in value:
+        return f'NUL byte in column "{name}"'
+    if len(value) * 4 > max_bytes and (size := len(value.encode())) > max_bytes:
+        return (
+            f'value in column "{name}" is {size} bytes, over the {max_bytes}-byte limit '
+            "(input.max_field_bytes)"
+        )
+    return None
 
 
 # -- Parquet --------------------------------------------------------------------------------

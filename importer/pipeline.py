@@ -566,7 +566,12 @@ def _load_failure_batch(source: Source, message: str) -> Batch:
 def _input_options(config: Config) -> InputOptions:
     i = config.input
     return InputOptions(
-        format=i.format, encoding=i.encoding, delimiter=i.delimiter, batch_rows=i.batch_rows
+        format=i.format,
+        encoding=i.encoding,
+        delimiter=i.delimiter,
+        batch_rows=i.batch_rows,
+        max_field_bytes=i.max_field_bytes,
+        max_decompressed_bytes=i.max_decompressed_bytes,
     )
 
 

@@ -64,7 +64,7 @@ DELETES = [
     ["13800138012", ""],  # delete 卫十四 by phone
     ["", "chu@example.cn"],  # delete 褚十三 by email
     ["13700000000", ""],  # nobody: deleting a missing customer is fine (errcode 0)
-    ["", ""],  # 10004: properties empty
+    ["", ""],  # a delimiter-only line holds no data: skipped, like a blank line
 ]
 
 
