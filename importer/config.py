@@ -391,6 +391,15 @@ class ReportOptions(_Model):
     mask_pii: bool = False
 
 
+class StateOptions(_Model):
+    #: the SQLite ledger; default ``<report.dir>/state.db``
+    path: str | None = None
+    #: full: send every valid row (resuming a killed run); incremental: only changed rows
+    mode: Literal["full", "incremental"] = "full"
+    #: false: no ledger at all (no resume, no changed-only, no retry by run id, no lock)
+    enabled: bool = True
+
+
 class Config(_Model):
     target: Target = Target()
     job: Job
@@ -398,6 +407,7 @@ class Config(_Model):
     input: InputOptions = InputOptions()
     send: SendOptions = SendOptions()
     report: ReportOptions = ReportOptions()
+    state: StateOptions = StateOptions()
 
     @model_validator(mode="before")
     @classmethod

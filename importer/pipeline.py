@@ -14,6 +14,7 @@ config, and the SECRET is looked up: a mistake there refuses the whole run (``Co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import threading
@@ -29,6 +30,7 @@ import numpy as np
 
 from .config import Config, check_columns, load_config
 from .errors import ConfigError, ConfigProblem, DmImportError, LoadError
+from .ledger import Ledger, RunInfo
 from .loader import Batch, InputOptions, Source, expand_inputs, iter_batches, open_source
 from .mapper import Mapped, Mapper
 from .protocol import Profile
@@ -39,6 +41,7 @@ from .report import (
     ResultsWriter,
     file_fingerprint,
     write_json_atomic,
+    write_metrics,
 )
 from .sender import RetryPolicy, RowResult, RowSource, Sender, Status
 from .transport import StreamTransport, Transport
@@ -80,6 +83,8 @@ class RunSummary:
     config_sha256: str = ""
     results_path: Path | None = None
     rejects_paths: list[Path] = field(default_factory=list)
+    reject_rate_exceeded: bool = False
+    resumed_from: str | None = None
 
     @property
     def rows_per_s(self) -> float:
@@ -102,6 +107,8 @@ class RunSummary:
             "top_reasons": self.top_reasons,
             "requests": self.requests,
             "aborted": self.aborted,
+            "reject_rate_exceeded": self.reject_rate_exceeded,
+            "resumed_from": self.resumed_from,
             "exit_code": self.exit_code,
             "config_sha256": self.config_sha256,
             "files": self.files,
@@ -120,6 +127,7 @@ class _BatchState:
         "dispatched",
         "errcode",
         "errmsg",
+        "file_index",
         "latency",
         "mapped",
         "remaining",
@@ -127,13 +135,26 @@ class _BatchState:
         "valid",
     )
 
-    def __init__(self, batch: Batch, mapped: Mapped, valid_status: Status) -> None:
+    def __init__(
+        self,
+        batch: Batch,
+        mapped: Mapped,
+        valid_status: Status,
+        verdict: np.ndarray | None = None,
+        file_index: int = 0,
+    ) -> None:
         self.batch = batch
         self.mapped = mapped
+        self.file_index = file_index
         n = mapped.n
         ok = mapped.errcode == 0
-        self.valid = np.flatnonzero(ok)
         self.status = np.where(ok, int(valid_status), int(Status.REJECTED)).astype(np.int8)
+        if verdict is not None:
+            # the ledger's verdict: 1 = the resumed run has it, 2 = unchanged since last sent
+            self.status[ok & (verdict == 1)] = int(Status.SKIPPED)
+            self.status[ok & (verdict == 2)] = int(Status.UNCHANGED)
+            ok = ok & (verdict == 0)
+        self.valid = np.flatnonzero(ok)
         self.errcode: list[int | None] = [None if c == 0 else int(c) for c in mapped.errcode]
         self.errmsg: list[str | None] = list(mapped.reason)
         self.attempts = np.zeros(n, dtype=np.int32)
@@ -155,15 +176,33 @@ class Run:
         progress: ProgressFn | None = None,
         transport_factory: Callable[[Config], Transport] | None = None,
         config_path: str | Path | None = None,
+        changed_only: bool | None = None,
+        full: bool = False,
+        only: dict[Path, set[int]] | None = None,
+        max_reject_rate: float | None = None,
+        metrics_file: str | Path | None = None,
     ) -> None:
         self.config = config
         self.dry_run = dry_run
+        self.changed_only = (
+            (config.state.mode == "incremental") if changed_only is None else changed_only
+        )
+        if full:
+            self.changed_only = False
+        self.full = full
+        self.only = only
+        self.max_reject_rate = max_reject_rate
+        self.metrics_file = Path(metrics_file) if metrics_file else None
+        self.ledger: Ledger | None = None
+        self.run_info: RunInfo | None = None
+        self._ledger_buf: list[tuple[str, int, str, str]] = []
+        self._failed_buf: list[tuple[str, int, str, str]] = []
         self.progress = progress
         self.transport_factory = transport_factory or _default_transport
         self.report_root = Path(report_dir) if report_dir else Path(config.report.dir)
         self.config_path = Path(config_path) if config_path else None
         self.input = _input_options(config)
-        self.paths = expand_inputs(files)
+        self.paths = sorted(only) if only is not None else expand_inputs(files)
         self.mapper = Mapper(config)
         self.sources: list[Source] = []
         self.counts: Counter[str] = Counter()
@@ -202,22 +241,68 @@ class Run:
         return secret
 
     # -- producer ------------------------------------------------------------------------------
-    def _produce(self, build_bodies: bool) -> Iterator[tuple[Batch, Mapped]]:
+    def _produce(self, build_bodies: bool) -> Iterator[_BatchState]:
         columns = self.config.source_columns()
-        for source in self.sources:
-            try:
-                for batch in iter_batches(source, self.input, columns):
-                    bodies = build_bodies and not self._stop.is_set()
-                    yield batch, self.mapper.map(batch, build_bodies=bodies)
-            except LoadError as exc:
-                # The file broke mid-way (e.g. truncated gzip): what was read is reported;
-                # the failure itself becomes a report line so it cannot go unnoticed.
-                yield (
-                    _load_failure_batch(source, str(exc)),
-                    self.mapper.map_table(
+        valid_status = Status.VALID if self.dry_run else Status.NOT_SENT
+        reader: Ledger | None = None
+        if (
+            self.ledger is not None
+            and self.run_info is not None
+            and (bool(self.run_info.resume_chain) or self.changed_only)
+        ):
+            # a connection of this thread's own: the loop thread writes on the other one
+            reader = Ledger(self.ledger.path)
+        try:
+            for index, source in enumerate(self.sources):
+                wanted = self.only.get(source.path) if self.only is not None else None
+                try:
+                    for batch in iter_batches(source, self.input, columns):
+                        if wanted is not None:
+                            batch = _filter_batch(batch, wanted)
+                        bodies = build_bodies and not self._stop.is_set()
+                        mapped = self.mapper.map(batch, build_bodies=bodies)
+                        verdict = None
+                        if reader is not None and bodies:
+                            verdict = self._classify(reader, mapped, index)
+                        yield _BatchState(batch, mapped, valid_status, verdict, index)
+                except LoadError as exc:
+                    # The file broke mid-way (e.g. truncated gzip): what was read is
+                    # reported; the failure itself becomes a report line too.
+                    mapped = self.mapper.map_table(
                         _empty_table(), np.zeros(0, dtype=np.int64), build_bodies=False
-                    ),
-                )
+                    )
+                    failure = _load_failure_batch(source, str(exc))
+                    yield _BatchState(failure, mapped, valid_status, None, index)
+        finally:
+            if reader is not None:
+                reader.close()
+
+    def _classify(self, reader: Ledger, mapped: Mapped, file_index: int) -> np.ndarray:
+        assert self.run_info is not None
+        verdict = np.zeros(mapped.n, dtype=np.int8)
+        valid = np.flatnonzero(mapped.errcode == 0)
+        if len(valid) == 0:
+            return verdict
+        identities = [self._identity(mapped, int(i)) for i in valid]
+        positions = (np.int64(file_index) << np.int64(40)) + mapped.lines[valid]
+        verdict[valid] = reader.classify(
+            self.config.job_name,
+            self.run_info,
+            identities,
+            positions.tolist(),
+            _Picked(mapped.properties_hash, valid),  # type: ignore[arg-type]
+            changed_only=self.changed_only,
+        )
+        return verdict
+
+    def _identity(self, mapped: Mapped, i: int) -> str:
+        """A row's stable identity: its primary-key values (plus the event for events)."""
+        if self.config.job.kind != "event":
+            return mapped.identity[i]
+        name = self.config.job.event_name
+        if name is None and mapped.event_names is not None:
+            name = mapped.event_names[i]
+        return f"{name}|{mapped.identity[i]}"
 
     # -- running -------------------------------------------------------------------------------
     def execute(self) -> RunSummary:
@@ -228,17 +313,44 @@ class Run:
         run_id = started.strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
         run_dir = self.report_root / f"{job}-{run_id}"
         run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fmt = self.config.report.format
-        self.results = ResultsWriter(run_dir, fmt, mask_pii=self.config.report.mask_pii)
-        self.rejects: dict[Path, RejectsWriter] = {}
         self.run_dir = run_dir
         mode = "dry-run" if self.dry_run else ("debug" if self.config.target.debug else "send")
+        files = [file_fingerprint(s.path) for s in self.sources]
+        config_sha = _config_hash(self.config, self.config_path)
+        use_ledger = not self.dry_run and self.config.state.enabled and not self.config.target.debug
+        lock: Any = contextlib.nullcontext()
+        if use_ledger:
+            self.ledger = Ledger(self.ledger_path())
+            lock = self.ledger.lock(job)
+        with lock:
+            return self._run_locked(
+                secret, job, run_id, run_dir, t0, started, mode, files, config_sha
+            )
+
+    def _run_locked(
+        self,
+        secret: str | None,
+        job: str,
+        run_id: str,
+        run_dir: Path,
+        t0: float,
+        started: datetime,
+        mode: str,
+        files: list[dict[str, Any]],
+        config_sha: str,
+    ) -> RunSummary:
+        fmt = self.config.report.format
         aborted: str | None = None
         requests = 0
+        if self.ledger is not None:
+            self.run_info = self.ledger.begin_run(
+                job, run_id, config_sha, files, resume=not self.full and self.only is None
+            )
+        self.results = ResultsWriter(run_dir, fmt, mask_pii=self.config.report.mask_pii)
+        self.rejects: dict[Path, RejectsWriter] = {}
         try:
             if self.dry_run or secret is None:
-                for batch, mapped in self._produce(build_bodies=False):
-                    state = _BatchState(batch, mapped, Status.VALID)
+                for state in self._produce(build_bodies=False):
                     self._finish(state)
             else:
                 aborted, requests = asyncio.run(self._send(secret))
@@ -246,13 +358,28 @@ class Run:
             self.results.abandon()
             for w in self.rejects.values():
                 w.abandon()
+            if self.ledger is not None:
+                self._flush_ledger()
+                self.ledger.end_run(
+                    run_id, status="interrupted", counts=dict(self.counts), exit_code=1
+                )
+                self.ledger.close()
             raise
         results_path = self.results.close()
         rejects_paths = [p for w in self.rejects.values() if (p := w.close()) is not None]
         duration = time.perf_counter() - t0
+        rejected = self.counts.get("rejected", 0)
+        over_rate = (
+            self.max_reject_rate is not None
+            and self.rows > 0
+            and rejected / self.rows > self.max_reject_rate
+        )
+        tolerated = self.max_reject_rate is not None and not over_rate
         if aborted:
             exit_code = EXIT_ABORTED
-        elif any(self.counts.get(s, 0) for s in ("rejected", "failed", "not_sent")):
+        elif any(self.counts.get(s, 0) for s in ("failed", "not_sent")) or (
+            rejected and not tolerated
+        ):
             exit_code = EXIT_ROWS_FAILED
         else:
             exit_code = EXIT_OK
@@ -275,17 +402,44 @@ class Run:
             requests=requests,
             aborted=aborted,
             exit_code=exit_code,
-            files=[file_fingerprint(s.path) for s in self.sources],
-            config_sha256=_config_hash(self.config, self.config_path),
+            files=files,
+            config_sha256=config_sha,
             results_path=results_path,
             rejects_paths=rejects_paths,
         )
+        summary.reject_rate_exceeded = bool(over_rate)
+        summary.resumed_from = self.run_info.resumed_from if self.run_info else None
+        if self.ledger is not None:
+            self._flush_ledger()
+            self.ledger.end_run(
+                run_id,
+                status="aborted" if aborted else "done",
+                counts=summary.counts,
+                exit_code=exit_code,
+            )
+            self.ledger.close()
         write_json_atomic(run_dir / "summary.json", summary.to_dict())
+        if self.metrics_file is not None:
+            write_metrics(self.metrics_file, summary)
         return summary
+
+    def ledger_path(self) -> Path:
+        p = self.config.state.path
+        return Path(p) if p else self.report_root / "state.db"
+
+    def _flush_ledger(self) -> None:
+        if self.ledger is None or self.run_info is None:
+            return
+        if self._ledger_buf:
+            self.ledger.record(self.config.job_name, self.run_info.run_id, self._ledger_buf)
+            self._ledger_buf = []
+        if self._failed_buf:
+            self.ledger.record_failed(self.run_info.run_id, self._failed_buf)
+            self._failed_buf = []
 
     async def _send(self, secret: str) -> tuple[str | None, int]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[Batch, Mapped] | None] = asyncio.Queue(maxsize=3)
+        queue: asyncio.Queue[_BatchState | None] = asyncio.Queue(maxsize=3)
         error: list[BaseException] = []
 
         def producer() -> None:
@@ -339,7 +493,7 @@ class Run:
                 abort_after_signature_failures=cfg.send.abort_after_signature_failures,
             )
         source = _QueueSource(queue, self, sender)
-        ticker = asyncio.create_task(self._tick()) if self.progress else None
+        ticker = asyncio.create_task(self._tick())
         thread.start()
         try:
             await sender.run(source, source.on_result)
@@ -347,8 +501,7 @@ class Run:
                 self._stop.set()
             await source.drain()
         finally:
-            if ticker is not None:
-                ticker.cancel()
+            ticker.cancel()
             if transport is not None:
                 await transport.aclose()
             self._stop.set()
@@ -359,9 +512,26 @@ class Run:
         return sender.abort_reason, sender.requests
 
     async def _tick(self) -> None:
+        """Every 100 ms: outcomes to the ledger (a killed run forgets at most that much), and
+        the progress display."""
+        n = 0
         while True:
-            await asyncio.sleep(0.25)
-            self._report_progress()
+            await asyncio.sleep(0.1)
+            self._flush_ledger()
+            n += 1
+            if n % 3 == 0:
+                self._report_progress()
+
+    def record_outcome(self, state: _BatchState, i: int, status: Status) -> None:
+        """A row has its final outcome: into the ledger's buffer (flushed every 200 rows)."""
+        if self.ledger is None:
+            return
+        mapped = state.mapped
+        pos = (state.file_index << 40) + int(mapped.lines[i])
+        digest = mapped.properties_hash[i] if mapped.properties_hash is not None else ""
+        self._ledger_buf.append((self._identity(mapped, i), pos, status.label, digest or ""))
+        if len(self._ledger_buf) >= 200:
+            self._flush_ledger()
 
     def _report_progress(self) -> None:
         if self.progress is not None:
@@ -419,6 +589,19 @@ class Run:
                 self.reasons[key] += 1
                 self.reason_example.setdefault(key, f"{batch.source.path.name}:{ln}")
         self._write_rejects(state)
+        if self.ledger is not None:
+            path = str(batch.source.path)
+            self._failed_buf.extend(
+                (
+                    path,
+                    int(mapped.lines[i]),
+                    self._identity(mapped, int(i)),
+                    labels[state.status[i]],
+                )
+                for i in np.flatnonzero(
+                    (state.status == int(Status.FAILED)) | (state.status == int(Status.NOT_SENT))
+                )
+            )
 
     def _write_rejects(self, state: _BatchState) -> None:
         batch = state.batch
@@ -495,8 +678,7 @@ class _QueueSource(RowSource):
                     continue
                 self._take(item)
 
-    def _take(self, item: tuple[Batch, Mapped]) -> None:
-        state = _BatchState(item[0], item[1], Status.NOT_SENT)
+    def _take(self, state: _BatchState) -> None:
         self._state = state
         self._iter = iter(state.valid.tolist())
 
@@ -507,6 +689,8 @@ class _QueueSource(RowSource):
         state.errmsg[i] = None if result.status == Status.OK else result.errmsg
         state.attempts[i] = result.attempts
         state.latency[i] = round(result.latency_ms, 2)
+        if result.status is not Status.NOT_SENT:
+            self.run.record_outcome(state, i, result.status)
         state.remaining -= 1
         if state.remaining == 0 and state.dispatched:
             self.run._finish(state)
@@ -520,14 +704,40 @@ class _QueueSource(RowSource):
                 self.run._finish(self._state)
             self._state = None
         while not self._eof:
-            item = await self.queue.get()
-            if item is None:
+            state = await self.queue.get()
+            if state is None:
                 self._eof = True
                 break
-            state = _BatchState(item[0], item[1], Status.NOT_SENT)
             state.dispatched = True
             state.remaining = 0
             self.run._finish(state)
+
+
+class _Picked:
+    """``values[rows[j]]`` on access: the ledger reads a row's hash only when it needs it."""
+
+    def __init__(self, values: Any, rows: np.ndarray) -> None:
+        self.values = values
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, j: int) -> Any:
+        return self.values[int(self.rows[j])]
+
+
+def _filter_batch(batch: Batch, lines: set[int]) -> Batch:
+    """Only the rows on ``lines`` (for ``dmimport retry``)."""
+    keep = np.flatnonzero(np.isin(batch.lines, np.fromiter(lines, dtype=np.int64)))
+    return Batch(
+        source=batch.source,
+        index=batch.index,
+        table=batch.table.take(keep),
+        lines=batch.lines[keep],
+        raw=[batch.raw[i] for i in keep] if batch.raw is not None else None,
+        bad=[b for b in batch.bad if b.line in lines],
+    )
 
 
 def _reason_key(msg: str) -> str:

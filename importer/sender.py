@@ -48,6 +48,8 @@ class Status(IntEnum):
     UNCHANGED = 4
     #: dry run: passed every local check, would be sent
     VALID = 5
+    #: resumed run: the killed run it continues already has this row's outcome
+    SKIPPED = 6
 
     @property
     def label(self) -> str:
