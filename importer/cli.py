@@ -47,6 +47,23 @@ def _add_run_options(p: argparse.ArgumentParser, *, network: bool) -> None:
         p.add_argument(
             "--workers", type=int, help="sender processes, each owning a share of the customers"
         )
+        p.add_argument(
+            "--changed-only",
+            action="store_true",
+            help="send only rows whose values changed since they were last delivered",
+        )
+        p.add_argument(
+            "--full", action="store_true", help="send every row again (no resume, no skipping)"
+        )
+        p.add_argument(
+            "--max-reject-rate",
+            type=float,
+            metavar="R",
+            help="tolerate rejected rows up to this share (0..1); above it the run exits 1",
+        )
+        p.add_argument(
+            "--metrics-file", help="write Prometheus metrics here (node_exporter textfile format)"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="check a job config alone")
     p.add_argument("config")
 
+    p = sub.add_parser("runs", help="list past runs from the ledger")
+    p.add_argument("config", help="job config (YAML): its ledger and job name")
+    p.add_argument("--all-jobs", action="store_true", help="every job in the ledger")
+    p.add_argument("-n", type=int, default=20, help="how many runs (default 20)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser(
+        "retry", help="re-send the rows that ended failed or not_sent in a run (or results file)"
+    )
+    p.add_argument("config", help="job config (YAML)")
+    p.add_argument("run", help="a run id from `dmimport runs`, or a results.csv/.jsonl file")
+    p.add_argument("--report-dir", help="where run reports go (default: report.dir)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--base-url", help="platform base URL (target.base_url)")
+
     sub.add_parser(
         "sandbox",
         help="run the local sandbox server (dmimport sandbox --help for its options)",
@@ -87,6 +120,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["send.rate_limit"] = args.rate_limit
     if getattr(args, "workers", None) is not None:
         out["send.workers"] = args.workers
+    if getattr(args, "changed_only", False):
+        out["state.mode"] = "incremental"
     if getattr(args, "base_url", None):
         out["target.base_url"] = args.base_url
     return out
@@ -148,6 +183,11 @@ def render_summary(summary: Any) -> str:
 def _cmd_run(args: argparse.Namespace, *, dry_run: bool) -> int:
     from .pipeline import run
 
+    if getattr(args, "full", False) and getattr(args, "changed_only", False):
+        raise UsageError("--full and --changed-only exclude each other: pick one")
+    rate = getattr(args, "max_reject_rate", None)
+    if rate is not None and not 0.0 <= rate <= 1.0:
+        raise UsageError(f"--max-reject-rate must be between 0 and 1, got {rate}")
     progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
     try:
         summary = run(
@@ -157,14 +197,63 @@ def _cmd_run(args: argparse.Namespace, *, dry_run: bool) -> int:
             overrides=_overrides(args),
             report_dir=args.report_dir,
             progress=progress,
+            full=getattr(args, "full", False),
+            max_reject_rate=rate,
+            metrics_file=getattr(args, "metrics_file", None),
         )
     finally:
         progress.close()
+    return _print_summary(args, summary)
+
+
+def _print_summary(args: argparse.Namespace, summary: Any) -> int:
     if args.json:
         print(json.dumps(summary.to_dict(), ensure_ascii=False, indent=2))
     else:
         print(render_summary(summary))
     return int(summary.exit_code)
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from .pipeline import list_runs
+
+    records = list_runs(args.config, all_jobs=args.all_jobs, limit=args.n)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in records], ensure_ascii=False, indent=2))
+        return 0
+    if not records:
+        print("no runs recorded yet")
+        return 0
+    print(f"{'run id':<24} {'job':<16} {'started':<20} {'duration':>9} {'status':<11} "
+          f"{'exit':>4}  counts")  # fmt: skip
+    for r in records:
+        duration = f"{r.duration_s:.1f}s" if r.duration_s is not None else "-"
+        counts = " ".join(f"{k}={v}" for k, v in r.counts.items() if v)
+        exit_code = "-" if r.exit_code is None else str(r.exit_code)
+        print(f"{r.run_id:<24} {r.job:<16} {r.started[:19]:<20} {duration:>9} "
+              f"{r.status:<11} {exit_code:>4}  {counts}")  # fmt: skip
+    return 0
+
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    from .pipeline import retry
+
+    progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
+    try:
+        summary = retry(
+            args.config,
+            args.run,
+            overrides=_overrides(args),
+            report_dir=args.report_dir,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    return _print_summary(args, summary)
+
+
+class UsageError(Exception):
+    """Conflicting or invalid options: exit 2 before any work."""
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -201,6 +290,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args, dry_run=True)
         if args.command == "check-config":
             return _cmd_check_config(args)
+        if args.command == "runs":
+            return _cmd_runs(args)
+        if args.command == "retry":
+            return _cmd_retry(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

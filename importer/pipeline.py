@@ -800,6 +800,16 @@ def _config_hash(config: Config, path: Path | None) -> str:
     return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
 
 
+def _load(
+    config: Config | str | Path, overrides: dict[str, Any] | None
+) -> tuple[Config, Path | None]:
+    if isinstance(config, Config):
+        if overrides:
+            raise DmImportError("overrides apply only when the config is given as a path")
+        return config, None
+    return load_config(Path(config), overrides=overrides), Path(config)
+
+
 def run(
     config: Config | str | Path,
     files: Sequence[str | Path],
@@ -808,25 +818,102 @@ def run(
     overrides: dict[str, Any] | None = None,
     report_dir: str | Path | None = None,
     progress: ProgressFn | None = None,
+    full: bool = False,
+    changed_only: bool | None = None,
+    max_reject_rate: float | None = None,
+    metrics_file: str | Path | None = None,
 ) -> RunSummary:
     """Import ``files`` with ``config`` (a Config or a YAML path). Returns the run's summary.
 
     Raises ConfigError (nothing sent) for a bad config, missing columns or a missing SECRET,
     and LoadError for an input file that cannot be read at all.
     """
-    config_path: Path | None = None
-    if not isinstance(config, Config):
-        config_path = Path(config)
-        config = load_config(config_path, overrides=overrides)
-    elif overrides:
-        raise DmImportError("overrides apply only when the config is given as a path")
+    cfg, config_path = _load(config, overrides)
     return Run(
-        config,
+        cfg,
         files,
         dry_run=dry_run,
         report_dir=report_dir,
         progress=progress,
         config_path=config_path,
+        full=full,
+        changed_only=changed_only,
+        max_reject_rate=max_reject_rate,
+        metrics_file=metrics_file,
+    ).execute()
+
+
+def _ledger_for(cfg: Config, report_dir: str | Path | None) -> Ledger:
+    if cfg.state.path:
+        path = Path(cfg.state.path)
+    else:
+        path = Path(report_dir or cfg.report.dir) / "state.db"
+    if not path.exists():
+        raise DmImportError(f"no ledger at {path}: no run of this job has been recorded yet")
+    return Ledger(path)
+
+
+def list_runs(
+    config: Config | str | Path,
+    *,
+    all_jobs: bool = False,
+    limit: int = 20,
+    report_dir: str | Path | None = None,
+) -> list[Any]:
+    """Past runs from the ledger, newest first (``RunRecord``s)."""
+    cfg, _ = _load(config, None)
+    ledger = _ledger_for(cfg, report_dir)
+    try:
+        return ledger.runs(None if all_jobs else cfg.job_name, limit=limit)
+    finally:
+        ledger.close()
+
+
+def retry(
+    config: Config | str | Path,
+    run_or_results: str | Path,
+    *,
+    overrides: dict[str, Any] | None = None,
+    report_dir: str | Path | None = None,
+    progress: ProgressFn | None = None,
+) -> RunSummary:
+    """Re-send only the rows that ended ``failed`` or ``not_sent`` in a run, read back from
+    their source files. ``run_or_results`` is a run id from the ledger or a results file."""
+    cfg, config_path = _load(config, overrides)
+    wanted: dict[Path, set[int]] = {}
+    candidate = Path(run_or_results)
+    if candidate.suffix in (".csv", ".jsonl") and candidate.exists():
+        import csv as _csv
+        import json as _json
+
+        with open(candidate, encoding="utf-8", newline="") as fh:
+            if candidate.suffix == ".csv":
+                records: Iterator[dict[str, Any]] = _csv.DictReader(fh)
+            else:
+                records = (_json.loads(line) for line in fh if line.strip())
+            for rec in records:
+                if rec["status"] in ("failed", "not_sent"):
+                    wanted.setdefault(Path(str(rec["file"]).lstrip("'")), set()).add(
+                        int(rec["line"])
+                    )
+    else:
+        ledger = _ledger_for(cfg, report_dir)
+        try:
+            rows = ledger.failed_rows(str(run_or_results))
+        finally:
+            ledger.close()
+        for file, line, _identity, status in rows:
+            if status in ("failed", "not_sent"):
+                wanted.setdefault(Path(file), set()).add(int(line))
+    if not wanted:
+        raise DmImportError(f"nothing to retry: {run_or_results} has no failed or not_sent rows")
+    return Run(
+        cfg,
+        [],
+        report_dir=report_dir,
+        progress=progress,
+        config_path=config_path,
+        only=wanted,
     ).execute()
 
 

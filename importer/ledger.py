@@ -1,0 +1,1001 @@
+"""The durable per-row ledger of nightly runs: resume a killed run, skip unchanged rows.
+
+One SQLite file (``state.path``, default ``<report dir>/state.db``) in WAL mode, shared by all
+jobs. It remembers, per job and row identity, the last outcome and the hash of the last body
+the platform accepted, plus the runs themselves and the rows each run could not deliver::
+
+    meta              application = 'dmimport-ledger', schema_version = 1
+    runs              one row per run: job, times, status, config hash, file fingerprints,
+                      counts, exit code, the run it resumed, pid and host
+    rows              (job, identity) -> last status, last hash, last ok hash, run, position
+    run_rows          the outcomes a run recorded and that are not yet in ``rows`` (below)
+    run_rows_failed   (run, file, line, identity, status) of rows that ended failed,
+                      rejected or not_sent: what ``dmimport retry RUN_ID`` re-reads
+
+A row's ``pos`` is its place in its run: ``file_index * 2**40 + line``. Within one run, rows
+of one identity are delivered in that order, so "the resumed run got this far for identity X"
+is ``rows.last_pos >= pos``, even when X appears several times in a file.
+
+Every ``record`` is one committed transaction: a process killed between two calls loses
+nothing it recorded (WAL, ``synchronous=NORMAL``; a power loss may lose the last commits, whose
+rows are then sent again -- harmless, sends are idempotent). A file that is not our ledger is
+refused with a ``LedgerError`` and never modified.
+
+Why a journal: a run records its outcomes in arrival order, which is random with respect to
+``rows``' key order; upserting them one by one dirties a page per row (about 20,000 rows/s on
+a million-row ledger). ``record`` appends to ``run_rows`` instead (about 250,000 rows/s in
+batches of 200), and the journal is folded into ``rows`` in key order when the run ends
+(``end_run``, about 5 s per million rows), or, for a run that died, by the job's next
+``begin_run``. ``classify`` only needs the outcomes of earlier runs, so it reads ``rows`` alone.
+
+``classify`` looks identities up with ``IN (...)`` queries (about 150,000 rows/s on a
+million-row ledger) until the run has classified a twentieth as many rows as the job has in
+``rows``; from then on it uses an in-memory snapshot of the job's rows (24 bytes a row, about
+1.3 s per million rows to load, then well over 1,000,000 rows/s). Identities are keyed there by
+Python's 64-bit ``hash``: a wrong skip needs two identities with one key, about
+``rows_in_run * rows_in_ledger / 2**64`` (5e-8 for a million each).
+
+A ``Ledger`` is meant for one thread (the asyncio loop's). The connection is opened with
+``check_same_thread=False`` so it may be handed over, but calls must never overlap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import json
+import os
+import socket
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import quote
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import LedgerError, LockedError
+
+APPLICATION = "dmimport-ledger"
+SCHEMA_VERSION = 1
+
+#: ``classify`` verdicts
+SEND = 0
+DONE = 1  # the resumed run already has a final outcome for this row
+UNCHANGED = 2  # changed-only: the platform already holds exactly this body
+
+ROW_STATUSES = frozenset({"ok", "failed", "rejected", "not_sent"})
+#: statuses ``end_run`` accepts; ``interrupted`` (Ctrl-C, SIGTERM) is resumable like a kill
+END_STATUSES = frozenset({"done", "aborted", "interrupted"})
+
+BUSY_TIMEOUT_MS = 10_000
+#: at most this many identities per ``IN (...)`` lookup (and SQLite's parameter limit)
+_CHUNK = 32_000
+#: switch ``classify`` to a snapshot once the run classified this share of the job's rows:
+#: a lookup costs about as much as loading five rows into the snapshot, and a run that is
+#: not small next to the ledger (a nightly re-import) gains from loading it early
+_SNAPSHOT_AFTER = 0.05
+#: journal rows folded per transaction, so that other jobs never wait long for the write lock
+_FOLD_CHUNK = 100_000
+#: a process that started this long after a run began cannot be that run: its pid was reused
+_PID_REUSE_SLACK_S = 5.0
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    started TEXT NOT NULL,
+    finished TEXT,
+    status TEXT NOT NULL,
+    config_sha256 TEXT NOT NULL,
+    files_json TEXT NOT NULL,
+    counts_json TEXT,
+    exit_code INTEGER,
+    resumed_from TEXT,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL
+);
+CREATE INDEX runs_job ON runs (job);
+CREATE TABLE rows (
+    job TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    last_status TEXT NOT NULL,
+    last_hash TEXT,
+    last_ok_hash TEXT,
+    last_run_id TEXT NOT NULL,
+    last_pos INTEGER NOT NULL,
+    updated TEXT NOT NULL,
+    PRIMARY KEY (job, identity)
+) WITHOUT ROWID;
+CREATE TABLE run_rows (
+    run_id TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    pos INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    hash TEXT
+);
+CREATE INDEX run_rows_run ON run_rows (run_id);
+CREATE TABLE run_rows_failed (
+    run_id TEXT NOT NULL,
+    file TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    identity TEXT NOT NULL,
+    status TEXT NOT NULL
+);
+CREATE INDEX run_rows_failed_run ON run_rows_failed (run_id);
+"""
+
+# Folds rows ?4..?5 of ``temp.fold`` (run ?2's journal in key order) into ``rows``. Rows of
+# one identity come in position order, so its last row in the file wins even when unordered
+# event sends finished out of order; runs are folded oldest first, so a later run wins. A
+# failed outcome keeps the last ok hash: the platform still holds that body.
+_FOLD = """
+INSERT INTO rows (job, identity, last_status, last_hash, last_ok_hash, last_run_id, last_pos,
+                  updated)
+SELECT ?1, identity, status, hash, CASE WHEN status = 'ok' THEN hash END, ?2, pos, ?3
+FROM temp.fold WHERE rowid BETWEEN ?4 AND ?5
+ORDER BY rowid
+ON CONFLICT (job, identity) DO UPDATE SET
+    last_status = excluded.last_status,
+    last_hash = excluded.last_hash,
+    last_ok_hash = coalesce(excluded.last_ok_hash, rows.last_ok_hash),
+    last_run_id = excluded.last_run_id,
+    last_pos = excluded.last_pos,
+    updated = excluded.updated
+"""
+
+_RUN_COLUMNS = (
+    "run_id, job, started, finished, status, config_sha256, files_json, counts_json, "
+    "exit_code, resumed_from, pid, host"
+)
+
+
+@dataclass
+class RunInfo:
+    """The run ``begin_run`` opened. Pass it to ``classify``.
+
+    ``resume_chain`` is the run it resumed, then the run that one resumed, and so on (empty
+    when it resumed nothing).
+    """
+
+    run_id: str
+    resumed_from: str | None
+    resume_chain: tuple[str, ...]
+    _state: _ClassifyState = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._state = _ClassifyState()
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run as ``runs()`` lists it."""
+
+    run_id: str
+    job: str
+    started: str
+    finished: str | None
+    duration_s: float | None
+    counts: dict[str, int]
+    exit_code: int | None
+    status: str  # running | done | aborted | interrupted | killed
+    resumed_from: str | None
+    config_sha256: str
+    files: list[dict[str, Any]]
+    pid: int
+    host: str
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _guarded(
+    method: Callable[Concatenate[Ledger, P], R],
+) -> Callable[Concatenate[Ledger, P], R]:
+    """SQLite's errors leave the ledger as ``LedgerError`` naming the file."""
+
+    @functools.wraps(method)
+    def wrapper(self: Ledger, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    return wrapper
+
+
+class Ledger:
+    """The ledger file at ``path``, opened (or created, mode 0600) and validated."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._host = socket.gethostname()
+        self._held: set[str] = set()
+        self._run_jobs: dict[str, str] = {}
+        self._conn = self._open()
+        # Larger IN lists are faster (SQLite sorts them, then walks the index in order).
+        limit = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        self._chunk = max(100, min(_CHUNK, limit - 1))
+
+    # -- opening -------------------------------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        path = self.path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Created here, not by SQLite, so that it is private from the first byte; SQLite
+            # gives the -wal and -shm files the same mode.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise LedgerError(f"cannot create ledger {path}: {exc.strerror}") from exc
+        if not path.is_file():
+            raise LedgerError(f"ledger {path} is not a regular file; set state.path to a file")
+        try:
+            conn = sqlite3.connect(
+                path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # Validate with reads only: nothing is written to a file that is not ours.
+            if not _schema_names(conn, path):
+                _create(conn)
+            _validate(conn, path)
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise LedgerError(
+                    f"ledger {path} cannot use SQLite's WAL mode (got {mode!r}); "
+                    "put state.path on a local disk"
+                )
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._error(exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _error(self, exc: sqlite3.Error) -> LedgerError:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return LedgerError(
+                f"ledger {self.path} stayed locked by another process for "
+                f"{BUSY_TIMEOUT_MS // 1000} s ({exc}); try again when it is done"
+            )
+        if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+            return _not_a_ledger(self.path, exc)
+        return LedgerError(f"ledger {self.path}: {exc}")
+
+    def close(self) -> None:
+        """Close the file. Idempotent. Locks taken with ``lock()`` stay with their ``with``."""
+        self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- runs ----------------------------------------------------------------------------------
+    @_guarded
+    def begin_run(
+        self,
+        job: str,
+        run_id: str,
+        config_sha256: str,
+        files: list[dict[str, Any]],
+        *,
+        resume: bool = True,
+    ) -> RunInfo:
+        """Open run ``run_id`` of ``job``; resume the job's last run if it never finished.
+
+        Runs left ``running`` by a process that is gone are marked ``killed`` first, and what
+        they recorded is folded into ``rows`` (a few seconds per million rows); LockedError
+        if that process is still alive. Then the job's latest run is resumed when it is
+        ``killed`` or ``interrupted``, ``resume`` is true, and it had the same config hash
+        and the same file fingerprints, in the same order.
+        """
+        files_json = _canonical(files)
+        conn = self._conn
+        with self._transaction():
+            unfinished = conn.execute(
+                "SELECT run_id, pid, host, started FROM runs WHERE job = ? AND status = 'running'",
+                (job,),
+            ).fetchall()
+            for rid, pid, host, started in unfinished:
+                self._refuse_if_alive(job, rid, pid, host, started)
+            conn.execute(
+                "UPDATE runs SET status = 'killed' WHERE job = ? AND status = 'running'", (job,)
+            )
+        self._fold_job(job)
+        with self._transaction():
+            latest = conn.execute(
+                "SELECT run_id, status, config_sha256, files_json FROM runs WHERE job = ? "
+                "ORDER BY rowid DESC LIMIT 1",
+                (job,),
+            ).fetchone()
+            resumed_from: str | None = None
+            if (
+                resume
+                and latest is not None
+                and latest[1] in ("killed", "interrupted")
+                and latest[2] == config_sha256
+                and latest[3] == files_json
+            ):
+                resumed_from = latest[0]
+            try:
+                conn.execute(
+                    f"INSERT INTO runs ({_RUN_COLUMNS}) "
+                    "VALUES (?, ?, ?, NULL, 'running', ?, ?, NULL, NULL, ?, ?, ?)",
+                    (
+                        run_id,
+                        job,
+                        _now(),
+                        config_sha256,
+                        files_json,
+                        resumed_from,
+                        os.getpid(),
+                        self._host,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise LedgerError(
+                    f"run id {run_id} is already in ledger {self.path}; use a new run id"
+                ) from None
+            chain = (resumed_from, *self._chain(resumed_from)) if resumed_from else ()
+        self._run_jobs[run_id] = job
+        return RunInfo(run_id=run_id, resumed_from=resumed_from, resume_chain=chain)
+
+    def _refuse_if_alive(self, job: str, run_id: str, pid: int, host: str, started: str) -> None:
+        """LockedError unless the process of unfinished run ``run_id`` is certainly gone."""
+        holding = job in self._held
+        if host != self._host:
+            # Another host cannot be probed. The job lock (flock on the ledger's local disk)
+            # already keeps a second run out, so a run without the lock is dead.
+            if holding:
+                return
+            raise LockedError(
+                f"job '{job}' has an unfinished run {run_id} (pid {pid} on host {host}, "
+                f"started {started}) that this host cannot check; run it under the job lock "
+                "(Ledger.lock) to resume it"
+            )
+        if pid == os.getpid() and holding:
+            return  # this process holds the lock, so its earlier run of the job is over
+        if _process_alive(pid, started):
+            raise LockedError(
+                f"job '{job}' is already running (pid {pid}, started {started}); "
+                "wait for it to finish, or stop that process, then run again"
+            )
+
+    def _chain(self, run_id: str) -> tuple[str, ...]:
+        """The runs ``run_id`` resumed, nearest first."""
+        chain: list[str] = []
+        seen = {run_id}
+        current: str | None = run_id
+        while current is not None:
+            row = self._conn.execute(
+                "SELECT resumed_from FROM runs WHERE run_id = ?", (current,)
+            ).fetchone()
+            current = row[0] if row else None
+            if current is None or current in seen:
+                break
+            seen.add(current)
+            chain.append(current)
+        return tuple(chain)
+
+    def _fold_job(self, job: str) -> None:
+        """Fold the journals of the job's runs that are over, oldest run first."""
+        pending = self._conn.execute(
+            "SELECT run_id FROM runs WHERE job = ? AND status <> 'running' "
+            "AND EXISTS (SELECT 1 FROM run_rows WHERE run_rows.run_id = runs.run_id) "
+            "ORDER BY rowid",
+            (job,),
+        ).fetchall()
+        for (run_id,) in pending:
+            self._fold(job, run_id)
+
+    def _fold(self, job: str, run_id: str) -> None:
+        """Move ``run_id``'s journal into ``rows``.
+
+        The journal is first copied in key order to a temporary table (no write lock on the
+        ledger while sorting), then folded a chunk of keys per transaction, so that each page
+        of ``rows`` is written once and other jobs never wait long for the write lock.
+        Folding a run again is harmless (same run, same positions: same result), so a crash
+        in the middle leaves the rest to the next ``begin_run``; the journal is deleted last.
+        """
+        conn = self._conn
+        counts = dict(
+            conn.execute(
+                "SELECT status, count(*) FROM run_rows WHERE run_id = ? GROUP BY status",
+                (run_id,),
+            ).fetchall()
+        )
+        if not counts:
+            return
+        conn.execute("DROP TABLE IF EXISTS temp.fold")
+        conn.execute(
+            "CREATE TEMP TABLE fold AS SELECT identity, pos, status, hash FROM run_rows "
+            "WHERE run_id = ? ORDER BY identity, pos, rowid",
+            (run_id,),
+        )
+        try:
+            total = sum(counts.values())
+            now = _now()
+            for start in range(1, total + 1, _FOLD_CHUNK):
+                with self._transaction():
+                    conn.execute(_FOLD, (job, run_id, now, start, start + _FOLD_CHUNK - 1))
+        finally:
+            conn.execute("DROP TABLE temp.fold")
+        with self._transaction():
+            # A killed run never reported its counts: they are what it recorded.
+            conn.execute(
+                "UPDATE runs SET counts_json = ? WHERE run_id = ? AND counts_json IS NULL",
+                (json.dumps(counts, sort_keys=True), run_id),
+            )
+            conn.execute("DELETE FROM run_rows WHERE run_id = ?", (run_id,))
+
+    @_guarded
+    def end_run(self, run_id: str, *, status: str, counts: dict[str, int], exit_code: int) -> None:
+        """Close a run: ``done``, ``aborted`` (fatal errcode) or ``interrupted`` (resumable),
+        then fold what it recorded into ``rows`` (a few seconds per million rows)."""
+        if status not in END_STATUSES:
+            raise ValueError(f"end_run status must be one of {sorted(END_STATUSES)}: {status!r}")
+        conn = self._conn
+        with self._transaction():
+            found = conn.execute("SELECT job FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if found is None:
+                raise LedgerError(f"run {run_id} is not in ledger {self.path}")
+            conn.execute(
+                "UPDATE runs SET finished = ?, status = ?, counts_json = ?, exit_code = ? "
+                "WHERE run_id = ?",
+                (_now(), status, json.dumps(counts, sort_keys=True), exit_code, run_id),
+            )
+        self._fold(found[0], run_id)
+
+    @_guarded
+    def runs(self, job: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """The latest runs (of ``job``, or of every job), newest first."""
+        where, params = ("WHERE job = ?", (job, limit)) if job is not None else ("", (limit,))
+        found = self._conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY rowid DESC LIMIT ?", params
+        ).fetchall()
+        records = []
+        for (
+            rid,
+            job_,
+            started,
+            finished,
+            status,
+            config,
+            files_json,
+            counts_json,
+            exit_code,
+            resumed_from,
+            pid,
+            host,
+        ) in found:
+            duration = None
+            if finished is not None:
+                delta = datetime.fromisoformat(finished) - datetime.fromisoformat(started)
+                duration = delta.total_seconds()
+            records.append(
+                RunRecord(
+                    run_id=rid,
+                    job=job_,
+                    started=started,
+                    finished=finished,
+                    duration_s=duration,
+                    counts=json.loads(counts_json) if counts_json else {},
+                    exit_code=exit_code,
+                    status=status,
+                    resumed_from=resumed_from,
+                    config_sha256=config,
+                    files=json.loads(files_json),
+                    pid=pid,
+                    host=host,
+                )
+            )
+        return records
+
+    # -- rows ----------------------------------------------------------------------------------
+    @_guarded
+    def classify(
+        self,
+        job: str,
+        run: RunInfo,
+        identities: Sequence[str],
+        positions: Sequence[int],
+        hashes: Sequence[str | None],
+        *,
+        changed_only: bool,
+    ) -> np.ndarray:
+        """One verdict per row, int8: SEND (0), DONE (1: the resumed run has it), UNCHANGED
+        (2: only with ``changed_only``; the platform holds this very body).
+
+        Call it for the rows of a run in file order, batch after batch. ``hashes[i]`` is read
+        only when needed (a ``HashList`` computes it on access). An empty identity is SEND.
+        Once a row of an identity is SEND, every later row of it in the run is SEND too:
+        skipping one as unchanged would leave the platform with the earlier row's values.
+        """
+        n = len(identities)
+        verdict = np.zeros(n, dtype=np.int8)
+        if n == 0 or not (run.resume_chain or changed_only):
+            return verdict
+        state = run._state
+        if state.ledger_rows is None:
+            state.ledger_rows = self._conn.execute(
+                "SELECT count(*) FROM rows WHERE job = ?", (job,)
+            ).fetchone()[0]
+        state.classified += n
+        snapshot = state.snapshot
+        if (snapshot is None or (changed_only and not snapshot.with_ok)) and (
+            state.classified >= _SNAPSHOT_AFTER * state.ledger_rows
+        ):
+            snapshot = state.snapshot = _Snapshot.load(
+                self._conn, job, run.resume_chain, changed_only
+            )
+        keys = np.fromiter(map(hash, identities), dtype=np.int64, count=n)
+        pos = np.asarray(positions, dtype=np.int64)
+        if snapshot is not None and (snapshot.with_ok or not changed_only):
+            done, ok_key = snapshot.find(keys)
+        else:
+            done, ok_key = self._lookup(job, run.resume_chain, identities, changed_only)
+        if "" in identities:
+            blank = np.fromiter((not s for s in identities), dtype=bool, count=n)
+            done[blank] = _FLOOR
+            ok_key[blank] = _NO_HASH
+        is_done = done >= pos
+        verdict[is_done] = DONE
+        if not changed_only:
+            return verdict
+        candidates = np.flatnonzero(~is_done & (ok_key != _NO_HASH) & ~state.sent.contains(keys))
+        if len(candidates):
+            row_keys = _hash_keys([hashes[i] for i in candidates.tolist()])
+            verdict[candidates[row_keys == ok_key[candidates]]] = UNCHANGED
+        _send_after_send(verdict, keys)
+        state.sent.add(keys[verdict == SEND])
+        return verdict
+
+    def _lookup(
+        self, job: str, chain: tuple[str, ...], identities: Sequence[str], with_ok: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: the position the resumed runs reached for its identity (``_FLOOR`` when
+        none), and the key of its last ok hash (``_NO_HASH`` when none), from ``rows``."""
+        unique = list(dict.fromkeys(identities))
+        columns, params = _columns(chain, with_ok)
+        known: dict[str, tuple[int, str | None]] = {}
+        size = max(1, self._chunk - len(params))
+        for start in range(0, len(unique), size):
+            chunk = unique[start : start + size]
+            query = (
+                f"SELECT identity, {columns} FROM rows "
+                f"WHERE job = ? AND identity IN ({','.join('?' * len(chunk))})"
+            )
+            for identity, reached, ok in self._conn.execute(query, (*params, job, *chunk)):
+                known[identity] = (reached, ok)
+        found = [known.get(s, _MISSING) for s in identities]
+        done = np.fromiter((f[0] for f in found), dtype=np.int64, count=len(found))
+        return done, _hash_keys([f[1] for f in found])
+
+    @_guarded
+    def record(self, job: str, run_id: str, items: Sequence[tuple[str, int, str, str]]) -> None:
+        """Record final outcomes ``(identity, pos, status, hash)``; one committed transaction.
+
+        ``status`` is ok, failed, rejected or not_sent; an ok outcome also becomes the row's
+        last ok hash (what changed-only compares with) when the run's journal is folded.
+        Items with an empty identity are skipped.
+        """
+        statuses = {item[2] for item in items}
+        if not statuses <= ROW_STATUSES:
+            raise ValueError(f"unknown row status {sorted(statuses - ROW_STATUSES)}")
+        self._check_run(job, run_id)
+        params = [(run_id, ident, pos, st, h) for ident, pos, st, h in items if ident]
+        if not params:
+            return
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO run_rows (run_id, identity, pos, status, hash) VALUES (?, ?, ?, ?, ?)",
+                params,
+            )
+
+    def _check_run(self, job: str, run_id: str) -> None:
+        known = self._run_jobs.get(run_id)
+        if known is None:
+            row = self._conn.execute("SELECT job FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise LedgerError(f"run {run_id} is not in ledger {self.path}; call begin_run")
+            known = self._run_jobs[run_id] = row[0]
+        if known != job:
+            raise LedgerError(f"run {run_id} belongs to job '{known}', not '{job}'")
+
+    @_guarded
+    def record_failed(self, run_id: str, items: Sequence[tuple[str, int, str, str]]) -> None:
+        """Remember rows of ``run_id`` that did not get through: ``(file, line, identity,
+        status)`` with status failed, rejected or not_sent."""
+        if not items:
+            return
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO run_rows_failed (run_id, file, line, identity, status) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(run_id, file, line, identity, status) for file, line, identity, status in items],
+            )
+
+    @_guarded
+    def failed_rows(self, run_id: str) -> list[tuple[str, int, str, str]]:
+        """The rows to retry for ``run_id``: ``(file, line, identity, status)``, by file, line.
+
+        A resumed run skipped what the runs it resumed had recorded, so their failed and
+        rejected rows are included (their not_sent rows were sent again by the resumed run).
+        The newest run's entry wins for a (file, line) listed twice.
+        """
+        picked: dict[tuple[str, int], tuple[str, int, str, str]] = {}
+        for depth, rid in enumerate((run_id, *self._chain(run_id))):
+            for file, line, identity, status in self._conn.execute(
+                "SELECT file, line, identity, status FROM run_rows_failed WHERE run_id = ? "
+                "ORDER BY rowid",
+                (rid,),
+            ):
+                if depth > 0 and status == "not_sent":
+                    continue
+                picked.setdefault((file, line), (file, line, identity, status))
+        return [picked[k] for k in sorted(picked)]
+
+    # -- locks ---------------------------------------------------------------------------------
+    def lock_path(self, job: str) -> Path:
+        """The sidecar file ``<ledger>.<job>.lock`` that ``lock(job)`` flocks."""
+        return self.path.with_name(f"{self.path.name}.{quote(job, safe='')}.lock")
+
+    def lock(self, job: str) -> contextlib.AbstractContextManager[None]:
+        """Hold ``job``'s lock for the ``with`` block; LockedError if another run holds it.
+
+        An exclusive ``flock`` on a sidecar file: the kernel releases it when the holder dies,
+        however it dies, so a killed run never leaves a stale lock. The file is never deleted
+        (deleting it would let two processes lock two different files).
+        """
+        return self._lock(job)
+
+    @contextlib.contextmanager
+    def _lock(self, job: str) -> Iterator[None]:
+        path = self.lock_path(job)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise LedgerError(f"cannot open lock file {path}: {exc.strerror}") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockedError(self._locked_message(job, fd)) from None
+            holder = {"pid": os.getpid(), "host": self._host, "started": _now()}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+            self._held.add(job)
+            try:
+                yield
+            finally:
+                self._held.discard(job)
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _locked_message(self, job: str, fd: int) -> str:
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0))
+            who = f"pid {holder['pid']}"
+            if holder.get("host") != self._host:
+                who += f" on {holder.get('host')}"
+            who += f", started {holder['started']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            who = "pid unknown"  # the holder has not written its name yet
+        return (
+            f"job '{job}' is already running ({who}); wait for it to finish, or stop that "
+            f"process, then run again (lock file {self.lock_path(job)})"
+        )
+
+
+# -- classification helpers ----------------------------------------------------------------------
+#: "the resumed runs did not reach this identity" (positions are >= 0)
+_FLOOR = -1
+#: the key of "no ok hash"; a real hash mapping to it is merely never taken as unchanged
+_NO_HASH = 0
+_MISSING = (_FLOOR, None)
+
+_HEX = np.full(256, 255, dtype=np.uint8)
+_HEX[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16)
+_HEX[np.frombuffer(b"ABCDEF", dtype=np.uint8)] = np.arange(10, 16)
+
+
+def _columns(chain: tuple[str, ...], with_ok: bool) -> tuple[str, tuple[str, ...]]:
+    """SQL for (position reached by the resumed runs, last ok hash) of a ``rows`` row."""
+    reached = str(_FLOOR)
+    if chain:
+        reached = (
+            f"CASE WHEN last_run_id IN ({','.join('?' * len(chain))}) "
+            f"AND last_status <> 'not_sent' THEN last_pos ELSE {_FLOOR} END"
+        )
+    return f"{reached}, {'last_ok_hash' if with_ok else 'NULL'}", chain
+
+
+def _hash_key(value: str | None) -> int:
+    """A 64-bit key for a properties hash: exact for 16 hex digits (blake2b's), else
+    Python's ``hash`` (so valid in this process only)."""
+    if value is None:
+        return _NO_HASH
+    if len(value) == 16:
+        with contextlib.suppress(ValueError):
+            return int(value, 16) - (1 << 63)
+    return hash(value)
+
+
+def _hash_keys(values: Sequence[str | None]) -> np.ndarray:
+    """``_hash_key`` of each value, vectorized when they are all 16 hex digits (or None)."""
+    n = len(values)
+    arr = pa.array(values, type=pa.string())
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int32, count=n + 1)
+    if data_buf is None or not (np.diff(offsets)[valid] == 16).all():
+        return np.fromiter(map(_hash_key, values), dtype=np.int64, count=n)
+    nibbles = _HEX[np.frombuffer(data_buf, dtype=np.uint8, count=int(offsets[-1]))]
+    if (nibbles == 255).any():
+        return np.fromiter(map(_hash_key, values), dtype=np.int64, count=n)
+    nibbles = nibbles.reshape(-1, 16)
+    packed = np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2])
+    unsigned = packed.view(">u8").ravel().astype(np.uint64)
+    keys = np.full(n, _NO_HASH, dtype=np.int64)
+    keys[valid] = (unsigned ^ np.uint64(1 << 63)).view(np.int64)
+    return keys
+
+
+def _search(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """Where each needle is or would be in the sorted, non-empty ``haystack`` (clipped to
+    its last index). Sorting the needles first makes the search three times faster."""
+    order = np.argsort(needles)
+    at = np.empty(len(needles), dtype=np.intp)
+    at[order] = np.searchsorted(haystack, needles[order])
+    return at.clip(max=len(haystack) - 1)
+
+
+class _HashSet:
+    """A growing set of int64 keys: a sorted array, 8 bytes a key."""
+
+    def __init__(self) -> None:
+        self._keys = np.zeros(0, dtype=np.int64)
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        if len(self._keys) == 0:
+            return np.zeros(len(keys), dtype=bool)
+        return self._keys[_search(self._keys, keys)] == keys
+
+    def add(self, keys: np.ndarray) -> None:
+        new = np.unique(keys)
+        new = new[~self.contains(new)]
+        if len(new):
+            self._keys = np.insert(self._keys, np.searchsorted(self._keys, new), new)
+
+
+@dataclass
+class _Snapshot:
+    """The job's rows in memory, by identity key (Python's ``hash``, so this process only)."""
+
+    keys: np.ndarray  # sorted int64
+    done: np.ndarray  # int64: position the resumed runs reached, or _FLOOR
+    ok_key: np.ndarray  # int64: ``_hash_key`` of the last ok hash
+    with_ok: bool  # whether ok_key was loaded (changed-only)
+
+    @classmethod
+    def load(
+        cls, conn: sqlite3.Connection, job: str, chain: tuple[str, ...], with_ok: bool
+    ) -> _Snapshot:
+        columns, params = _columns(chain, with_ok)
+        where = "job = ?"
+        if not with_ok:  # resuming only: the other rows cannot be DONE
+            where += f" AND last_run_id IN ({','.join('?' * len(chain))})"
+            params = (*params, job, *chain)
+        else:
+            params = (*params, job)
+        cursor = conn.execute(f"SELECT identity, {columns} FROM rows WHERE {where}", params)
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        while batch := cursor.fetchmany(8192):
+            m = len(batch)
+            parts.append(
+                (
+                    np.fromiter((hash(r[0]) for r in batch), dtype=np.int64, count=m),
+                    np.fromiter((r[1] for r in batch), dtype=np.int64, count=m),
+                    _hash_keys([r[2] for r in batch]) if with_ok else np.zeros(m, np.int64),
+                )
+            )
+        if not parts:
+            empty = np.zeros(0, dtype=np.int64)
+            return cls(empty, empty, empty, with_ok)
+        keys, done, ok_key = (np.concatenate(p) for p in zip(*parts, strict=True))
+        order = np.argsort(keys, kind="stable")
+        keys, done, ok_key = keys[order], done[order], ok_key[order]
+        # Two identities with one key (about 1 in 10**7 for a million rows): forget both,
+        # so that their rows are simply sent.
+        clash = np.zeros(len(keys), dtype=bool)
+        same = keys[1:] == keys[:-1]
+        clash[1:] |= same
+        clash[:-1] |= same
+        done[clash] = _FLOOR
+        ok_key[clash] = _NO_HASH
+        return cls(keys, done, ok_key, with_ok)
+
+    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per key: (position reached by the resumed runs, ok-hash key), as ``_lookup``."""
+        n = len(keys)
+        if len(self.keys) == 0:
+            return np.full(n, _FLOOR, dtype=np.int64), np.full(n, _NO_HASH, dtype=np.int64)
+        at = _search(self.keys, keys)
+        hit = self.keys[at] == keys
+        done = np.where(hit, self.done[at], _FLOOR)
+        ok_key = np.where(hit, self.ok_key[at], _NO_HASH)
+        return done, ok_key
+
+
+@dataclass
+class _ClassifyState:
+    """What ``classify`` keeps for one run."""
+
+    #: identities classified SEND so far (see ``_send_after_send``)
+    sent: _HashSet = field(default_factory=_HashSet)
+    classified: int = 0
+    ledger_rows: int | None = None
+    snapshot: _Snapshot | None = None
+
+
+def _send_after_send(verdict: np.ndarray, keys: np.ndarray) -> None:
+    """Within one batch, an UNCHANGED row after a SEND row of its identity becomes SEND.
+
+    (Rows sent in earlier batches are ruled out before: they are in the run's ``sent`` set.)
+    """
+    send = np.flatnonzero(verdict == SEND)
+    unchanged = np.flatnonzero(verdict == UNCHANGED)
+    if len(send) == 0 or len(unchanged) == 0:
+        return
+    first_keys, first = np.unique(keys[send], return_index=True)
+    first_at = send[first]
+    at = np.searchsorted(first_keys, keys[unchanged]).clip(max=len(first_keys) - 1)
+    later = (first_keys[at] == keys[unchanged]) & (first_at[at] < unchanged)
+    verdict[unchanged[later]] = SEND
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _canonical(files: list[dict[str, Any]]) -> str:
+    return json.dumps(files, sort_keys=True, separators=(",", ":"))
+
+
+def _not_a_ledger(path: Path, exc: BaseException) -> LedgerError:
+    return LedgerError(
+        f"ledger {path} is not a usable SQLite database ({exc}); it was left untouched. "
+        f"Move it aside (mv {path} {path}.bad) to start a new ledger, or set state.path "
+        "to another file"
+    )
+
+
+def _schema_names(conn: sqlite3.Connection, path: Path) -> set[str]:
+    try:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError as exc:  # 'file is not a database', 'malformed'
+        raise _not_a_ledger(path, exc) from exc
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    """Lay out a new ledger in an empty file (an empty SQLite file holds nothing to lose)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have created it while this one waited for the write lock.
+        if not {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [
+                    ("application", APPLICATION),
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("created", _now()),
+                ],
+            )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _validate(conn: sqlite3.Connection, path: Path) -> None:
+    names = _schema_names(conn, path)
+    meta: dict[str, str] = {}
+    if "meta" in names:
+        with contextlib.suppress(sqlite3.DatabaseError):
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    if meta.get("application") != APPLICATION:
+        raise LedgerError(
+            f"ledger {path} is an SQLite database that dmimport did not create (no "
+            f"'{APPLICATION}' meta); it was left untouched. Set state.path to another file"
+        )
+    version = meta.get("schema_version", "")
+    if not version.isdigit():
+        raise LedgerError(
+            f"ledger {path} has no valid schema_version ({version!r}); it was left untouched. "
+            f"Move it aside (mv {path} {path}.bad) to start a new ledger"
+        )
+    if int(version) > SCHEMA_VERSION:
+        raise LedgerError(
+            f"ledger {path} has schema_version {version}, newer than this dmimport supports "
+            f"({SCHEMA_VERSION}); upgrade dmimport, or set state.path to another file"
+        )
+    missing = {"runs", "rows", "run_rows_failed"} - names
+    if missing:
+        raise LedgerError(
+            f"ledger {path} lacks table(s) {', '.join(sorted(missing))}; it was left "
+            f"untouched. Move it aside (mv {path} {path}.bad) to start a new ledger"
+        )
+
+
+def _process_alive(pid: int, started: str) -> bool:
+    """Whether ``pid`` on this host may still be the process that began a run at ``started``."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    except OSError:
+        return False
+    proc = _proc_start(pid)
+    if proc is None:
+        return True  # no /proc (macOS): a live pid is taken as the run
+    state, start = proc
+    if state in ("Z", "X"):
+        return False
+    try:
+        run_start = datetime.fromisoformat(started).timestamp()
+    except ValueError:
+        return True
+    # After a reboot or a long pause the pid may belong to a process started since.
+    return start <= run_start + _PID_REUSE_SLACK_S
+
+
+def _proc_start(pid: int) -> tuple[str, float] | None:
+    """(state, start time as a Unix timestamp) of ``pid`` from Linux's /proc, if there."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        with open("/proc/stat") as fh:
+            btime = next(float(line.split()[1]) for line in fh if line.startswith("btime "))
+        return fields[0], btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None

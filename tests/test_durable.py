@@ -1,0 +1,245 @@
+"""Durable nightly runs: resume after SIGKILL, changed-only, retry, the job lock, thresholds."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from importer.errors import LockedError
+from importer.ledger import Ledger
+from importer.pipeline import list_runs, retry, run
+from importer.sandbox import Faults, Sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+
+USERS = """
+job: {{name: users, kind: user, primary_keys: [phone, email]}}
+columns:
+  phone: phone
+  email: email
+  username: name
+  age: {{from: age, type: integer}}
+send:
+  concurrency: {concurrency}
+  retry: {{max_attempts: {attempts}, initial_backoff_s: 0.01, max_backoff_s: 0.02}}
+report: {{dir: {reports}}}
+state: {{path: {state}}}
+"""
+
+EVENTS = """
+job: {{name: orders, kind: event, event_name: order_detail, primary_keys: [phone]}}
+columns:
+  phone: phone
+  orderId: order_id
+  event_id: order_id
+  create_time: created
+send: {{concurrency: 16}}
+report: {{dir: {reports}}}
+state: {{path: {state}}}
+"""
+
+
+def make_config(tmp_path: Path, template: str, concurrency: int = 8, attempts: int = 4) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        template.format(
+            concurrency=concurrency,
+            attempts=attempts,
+            reports=tmp_path / "reports",
+            state=tmp_path / "state.db",
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+def users_file(path: Path, n: int, *, version: str = "v1", dup_every: int = 0) -> list[list[str]]:
+    rows = [[f"0150{i:07d}", f"u{i}@x.cn", f"{version}-{i}", str(i % 90)] for i in range(n)]
+    if dup_every:
+        # the same customer again later in the file, with newer values: the last one must win
+        rows += [
+            [r[0], r[1], f"{version}-again-{j}", r[3]] for j, r in enumerate(rows[::dup_every])
+        ]
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["phone", "email", "name", "age"])
+        w.writerows(rows)
+    return rows
+
+
+def test_changed_only_sends_zero_then_exactly_the_changed_rows(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    cfg = make_config(tmp_path, USERS)
+    data = tmp_path / "u.csv"
+    rows = users_file(data, 2000)
+    ov = {"target.base_url": sb.url}
+    first = run(cfg, [data], overrides=ov)
+    assert first.counts["ok"] == 2000 and first.requests == 2000
+
+    second = run(cfg, [data], overrides=ov, changed_only=True)
+    assert second.requests == 0
+    assert second.counts["unchanged"] == 2000
+    assert second.exit_code == 0
+
+    changed = {7, 300, 1999}
+    for i in changed:
+        rows[i][2] = f"changed-{i}"
+    with open(data, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["phone", "email", "name", "age"])
+        w.writerows(rows)
+    third = run(cfg, [data], overrides=ov, changed_only=True)
+    assert third.requests == 3
+    assert (third.counts["ok"], third.counts["unchanged"]) == (3, 1997)
+    stored = {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}
+    assert all(stored[rows[i][0]] == f"changed-{i}" for i in changed)
+
+    full = run(cfg, [data], overrides=ov, changed_only=True, full=True)
+    assert full.requests == 2000  # --full wins: everything again
+
+
+def test_retry_resends_only_failed_rows_by_run_id_and_by_results_file(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox(faults=Faults(seed=11, http_503=0.5))
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    cfg = make_config(tmp_path, USERS, attempts=1)
+    data = tmp_path / "u.csv"
+    users_file(data, 300)
+    ov = {"target.base_url": sb.url}
+    first = run(cfg, [data], overrides=ov)
+    failed = first.counts["failed"]
+    assert 0 < failed < 300 and first.exit_code == 1
+
+    sb.set_faults(Faults())
+    again = retry(cfg, first.run_id, overrides=ov)
+    assert again.rows == failed and again.requests == failed
+    assert again.counts["ok"] == failed and again.exit_code == 0
+    assert len(sb.customers()) == 300
+
+    # the same through a results file: nothing failed in `again`, so nothing to retry
+    with pytest.raises(Exception, match="nothing to retry"):
+        retry(cfg, again.results_path, overrides=ov)  # type: ignore[arg-type]
+    runs = list_runs(cfg)
+    assert [r.run_id for r in runs[:2]] == [again.run_id, first.run_id]
+    assert runs[1].counts["failed"] == failed
+
+
+def test_a_second_run_of_the_same_job_is_refused_while_one_holds_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DMART_SECRET", "x")
+    cfg = make_config(tmp_path, USERS)
+    data = tmp_path / "u.csv"
+    users_file(data, 5)
+    holder = Ledger(tmp_path / "state.db")
+    with holder.lock("users"):
+        with pytest.raises(LockedError, match="job 'users' is already running"):
+            run(cfg, [data])
+        out = subprocess.run(
+            [sys.executable, "-m", "importer.cli", "run", str(cfg), str(data)],
+            capture_output=True, text=True, env={**os.environ, "DMART_SECRET": "x"},
+        )  # fmt: skip
+        assert out.returncode == 4
+        assert "already running" in out.stderr
+    holder.close()
+
+
+def test_max_reject_rate_and_metrics_file(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    cfg = make_config(tmp_path, USERS)
+    data = tmp_path / "u.csv"
+    rows = users_file(data, 100)
+    rows[3][3] = "bad"
+    with open(data, "w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([["phone", "email", "name", "age"], *rows])
+    metrics = tmp_path / "m.prom"
+    ov = {"target.base_url": sb.url}
+    tolerated = run(cfg, [data], overrides=ov, max_reject_rate=0.05, metrics_file=metrics)
+    assert tolerated.exit_code == 0 and not tolerated.reject_rate_exceeded
+    text = metrics.read_text()
+    assert 'dmimport_rows{job="users",status="ok"} 99' in text
+    assert 'dmimport_rows{job="users",status="rejected"} 1' in text
+    assert 'dmimport_exit_code{job="users"} 0' in text
+    success_line = next(x for x in text.splitlines() if x.startswith("dmimport_last_success"))
+
+    strict = run(cfg, [data], overrides=ov, max_reject_rate=0.001, metrics_file=metrics)
+    assert strict.exit_code == 1 and strict.reject_rate_exceeded
+    text = metrics.read_text()
+    assert 'dmimport_exit_code{job="users"} 1' in text
+    assert success_line in text.splitlines()  # the last success time survives a failed run
+
+
+def _kill_and_resume(cfg: Path, data: Path, sb: Sandbox, kills: int, seed: int) -> list[str]:
+    """Start `dmimport run`, SIGKILL it at random moments, then let one run finish."""
+    env = {**os.environ, "DMART_SECRET": sb.secret}
+    cmd = [sys.executable, "-m", "importer.cli", "run", str(cfg), str(data)]
+    cmd += ["--base-url", sb.url, "--quiet", "--json"]
+    rng = random.Random(seed)
+    outputs = []
+    for _ in range(kills):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(1.0, 2.5))  # interpreter start-up is about 0.7 s
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    outputs.append(final.stdout)
+    assert final.returncode == 0, final.stderr
+    return outputs
+
+
+def test_sigkill_at_random_points_then_resume_loses_nothing_and_duplicates_nothing(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    import json
+
+    sb = fresh_sandbox(process=True, faults=Faults(latency_ms="1-4"))
+    cfg = make_config(tmp_path, USERS, concurrency=16)
+    data = tmp_path / "u.csv"
+    rows = users_file(data, 20_000, dup_every=50)  # 20,000 customers + 400 later updates
+    out = _kill_and_resume(cfg, data, sb, kills=3, seed=1)
+    summary = json.loads(out[-1])
+    assert summary["resumed_from"] is not None
+    assert summary["requests"] < len(rows)  # the killed runs' outcomes were not sent again
+    assert summary["counts"]["ok"] + summary["counts"]["skipped"] == len(rows)
+
+    expected: dict[str, dict[str, object]] = {}
+    for phone, email, name, age in rows:  # file order: the last row of a customer wins
+        expected[phone] = {"phone": phone, "email": email, "username": name, "age": int(age)}
+    stored = {c["properties"]["phone"]: c["properties"] for c in sb.customers()}
+    assert stored == expected
+
+    runs = list_runs(cfg)
+    assert [r.status for r in runs[:4]] == ["done", "killed", "killed", "killed"]
+
+
+def test_sigkill_during_an_event_import_stores_each_event_exactly_once(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sb = fresh_sandbox(process=True, faults=Faults(latency_ms="1-4"))
+    cfg = make_config(tmp_path, EVENTS)
+    data = tmp_path / "e.csv"
+    with open(data, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["phone", "order_id", "created"])
+        for i in range(20_000):
+            w.writerow([f"0151{i % 3000:07d}", f"O{i:08d}", "2026-11-28 23:59:59"])
+    _kill_and_resume(cfg, data, sb, kills=3, seed=2)
+    ids = [e["event_id"] for e in sb.events()]
+    assert len(ids) == len(set(ids)) == 20_000
+    assert set(ids) == {f"O{i:08d}" for i in range(20_000)}
