@@ -18,6 +18,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -85,6 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="check a job config alone")
     p.add_argument("config")
+
+    p = sub.add_parser("init", help="propose a config for a file (header and a sample of rows)")
+    p.add_argument("file", help="an exported file")
+    p.add_argument("--kind", required=True, choices=["user", "user_delete", "event"])
+    p.add_argument("--out", help="where to write the config (default: <file stem>.yaml)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing config")
+    p.add_argument("--event-name", help="the event name, for --kind event")
+    p.add_argument("--sample-rows", type=int, default=1000, help="rows to look at (1000)")
+
+    p = sub.add_parser("preview", help="show the exact bodies and local verdicts; send nothing")
+    p.add_argument("config", help="job config (YAML)")
+    p.add_argument("file", help="one input file")
+    p.add_argument("-n", type=int, default=20, help="rows to show (default 20)")
+    p.add_argument(
+        "--quick", action="store_true", help="plan from the shown rows only, not the whole file"
+    )
 
     p = sub.add_parser("runs", help="list past runs from the ledger")
     p.add_argument("config", help="job config (YAML): its ledger and job name")
@@ -214,6 +231,25 @@ def _print_summary(args: argparse.Namespace, summary: Any) -> int:
     return int(summary.exit_code)
 
 
+def _cmd_init(args: argparse.Namespace) -> int:
+    from .scaffold import default_out, propose, render_proposal, write_config
+
+    proposal = propose(
+        args.file, args.kind, event_name=args.event_name, sample_rows=args.sample_rows
+    )
+    out = Path(args.out) if args.out else default_out(args.file)
+    write_config(proposal.text, out, force=args.force)
+    print(render_proposal(proposal, out))
+    return 0
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from .preview import preview, render_preview
+
+    print(render_preview(preview(args.config, args.file, n=args.n, scan_all=not args.quick)))
+    return 0
+
+
 def _cmd_runs(args: argparse.Namespace) -> int:
     from .pipeline import list_runs
 
@@ -290,6 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args, dry_run=True)
         if args.command == "check-config":
             return _cmd_check_config(args)
+        if args.command == "init":
+            return _cmd_init(args)
+        if args.command == "preview":
+            return _cmd_preview(args)
         if args.command == "runs":
             return _cmd_runs(args)
         if args.command == "retry":

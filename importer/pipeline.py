@@ -43,6 +43,7 @@ from .report import (
     write_json_atomic,
     write_metrics,
 )
+from .scaffold import EVENT_NAME_PLACEHOLDER
 from .sender import RetryPolicy, RowResult, RowSource, Sender, Status
 from .transport import StreamTransport, Transport
 from .workers import MultiProcessSender, WorkerSpec
@@ -224,6 +225,19 @@ class Run:
                     check_columns(self.config, str(path), source.columns)
                 except ConfigError as exc:
                     problems.extend(exc.problems)
+        if (
+            not self.dry_run
+            and not self.config.target.debug
+            and self.config.job.event_name == EVENT_NAME_PLACEHOLDER
+        ):
+            problems.append(
+                ConfigProblem(
+                    "job.event_name",
+                    f"still the placeholder '{EVENT_NAME_PLACEHOLDER}' that `dmimport init` wrote",
+                    hint="set the platform's event name (e.g. order_detail); "
+                    "--debug and validate accept it",
+                )
+            )
         secret = None
         if not self.dry_run:
             name = self.config.target.secret_env

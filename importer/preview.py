@@ -1,0 +1,163 @@
+"""Show what a run would send, without sending (``dmimport preview CONFIG FILE``).
+
+``preview`` reads the first ``n`` records of a file through the same loader and mapper a run
+uses and returns, for each, the local verdict and the exact JSON body a run would send (the
+mapper's bytes, decoded). It then scans the whole file with the mapper's fast path (no bodies)
+for the plan: how many rows would be sent, and how many would be rejected locally, by errcode.
+
+Nothing here touches the network or reads the SECRET, so it runs before any credentials exist.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config, check_columns, load_config
+from .errcodes import ErrCode
+from .loader import BadRecord, Batch, InputOptions, iter_batches, open_source
+from .mapper import Mapper
+
+__all__ = ["Plan", "Preview", "PreviewRow", "preview", "render_preview"]
+
+
+@dataclass
+class PreviewRow:
+    """One record of the file: its local verdict and the body a run would send."""
+
+    line: int
+    verdict: str  # 'ok' (passes the local checks, would be sent) or 'rejected'
+    errcode: int | None  # the errcode the platform would answer; None for a malformed record
+    reason: str | None
+    body: str | None  # the exact JSON body, for 'ok' rows
+
+
+@dataclass
+class Plan:
+    """What a run over the file would do, by local checks alone."""
+
+    rows: int
+    valid: int
+    rejected_by_errcode: dict[str, int]
+    malformed: int  # records the loader could not read (wrong field count, bad JSON, ...)
+    #: new / changed / unchanged against the job's ledger, when it is known
+    ledger: dict[str, int] | None = None
+    #: False when only the previewed rows were looked at (``scan_all=False``)
+    scanned_all: bool = True
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejected_by_errcode.values())
+
+
+@dataclass
+class Preview:
+    rows: list[PreviewRow]
+    plan: Plan
+    source: str
+    job: str = ""
+    kind: str = ""
+
+
+def preview(
+    config: Config | str | Path, file: str | Path, *, n: int = 20, scan_all: bool = True
+) -> Preview:
+    """The first ``n`` records of ``file`` as exact bodies and verdicts, and the plan.
+
+    Raises ``ConfigError`` for a bad config or a file lacking a column the config reads, and
+    ``LoadError`` for a file that cannot be read. Sends nothing; needs no SECRET.
+    """
+    cfg = config if isinstance(config, Config) else load_config(config)
+    path = Path(file)
+    options = InputOptions(**cfg.input.model_dump())  # the same keys, checked by the config
+    source = open_source(path, options)
+    if source.has_header_columns:
+        check_columns(cfg, str(path), source.columns)
+    mapper = Mapper(cfg)
+    shown: list[PreviewRow] = []
+    valid = malformed = 0
+    rejected: Counter[str] = Counter()
+    for batch in iter_batches(source, options, cfg.source_columns()):
+        if len(shown) < n:
+            shown += _first_rows(mapper, batch, n - len(shown))
+        if not scan_all:
+            if len(shown) >= n:
+                break
+            continue
+        mapped = mapper.map(batch, build_bodies=False)
+        valid += int(mapped.ok.sum())
+        rejected.update(str(int(c)) for c in mapped.errcode if c)
+        malformed += len(batch.bad)
+    if not scan_all:
+        valid = sum(1 for r in shown if r.verdict == "ok")
+        rejected = Counter(str(r.errcode) for r in shown if r.errcode is not None)
+        malformed = sum(1 for r in shown if r.verdict == "rejected" and r.errcode is None)
+    total = valid + sum(rejected.values()) + malformed
+    plan = Plan(total, valid, dict(sorted(rejected.items())), malformed, scanned_all=scan_all)
+    return Preview(shown, plan, str(path), cfg.job_name, cfg.job.kind)
+
+
+def _first_rows(mapper: Mapper, batch: Batch, k: int) -> list[PreviewRow]:
+    """The first ``k`` records of ``batch`` in file order, good rows mapped with bodies."""
+    records: list[tuple[int, int, BadRecord | None]] = [
+        (int(line), i, None) for i, line in enumerate(batch.lines.tolist())
+    ]
+    records += [(bad.line, -1, bad) for bad in batch.bad]
+    records.sort(key=lambda r: r[0])
+    records = records[:k]
+    good = sum(1 for _, _, bad in records if bad is None)  # a prefix of the table, in order
+    mapped = mapper.map_table(batch.table.slice(0, good), batch.lines[:good], build_bodies=True)
+    assert mapped.bodies is not None
+    out: list[PreviewRow] = []
+    for line, i, bad in records:
+        if bad is not None:
+            out.append(PreviewRow(line, "rejected", None, bad.reason, None))
+            continue
+        code = int(mapped.errcode[i])
+        if code == 0:
+            body = mapped.bodies[i]
+            assert body is not None
+            out.append(PreviewRow(line, "ok", None, None, body.decode("utf-8")))
+        else:
+            out.append(PreviewRow(line, "rejected", code, mapped.reason[i], None))
+    return out
+
+
+def render_preview(p: Preview) -> str:
+    """Human text: one line per previewed record, then the plan as an aligned table."""
+    who = f"job {p.job} ({p.kind}), " if p.job else ""
+    out = [f"dmimport preview: {who}{p.source} -- nothing is sent", ""]
+    width = max((len(f"line {r.line}") for r in p.rows), default=0)
+    for r in p.rows:
+        if r.verdict == "ok":
+            detail = r.body or ""
+        else:
+            detail = f"{r.errcode} {r.reason}" if r.errcode is not None else f"{r.reason}"
+        out.append(f"{f'line {r.line}':<{width}}  {r.verdict:<8}  {detail}")
+    if not p.rows:
+        out.append("(no records)")
+    out.append("")
+    out.extend(_plan_lines(p.plan))
+    return "\n".join(out)
+
+
+def _plan_lines(plan: Plan) -> Iterator[str]:
+    scope = "the whole file" if plan.scanned_all else f"the first {plan.rows} records only"
+    yield f"plan for {scope} (local checks; the platform may still refuse rows):"
+    table: list[tuple[str, int]] = [
+        ("rows", plan.rows),
+        ("valid (would be sent)", plan.valid),
+        ("rejected locally", plan.rejected),
+    ]
+    for code, count in plan.rejected_by_errcode.items():
+        member = ErrCode.lookup(int(code))
+        table.append((f"  {code} {member.description if member else ''}".rstrip(), count))
+    table.append(("malformed records", plan.malformed))
+    for key, count in (plan.ledger or {}).items():
+        table.append((key, count))
+    width = max(len(label) for label, _ in table)
+    digits = max(len(f"{count:,}") for _, count in table)
+    for label, count in table:
+        yield f"  {label:<{width}}  {count:>{digits},}"
