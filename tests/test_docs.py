@@ -1,0 +1,40 @@
+"""Docs that cannot rot: every command and option of the CLI is in docs/cli.md, every doc the
+README links exists."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from importer.cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI_DOC = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+@pytest.mark.parametrize("command", sorted(_subcommands()))
+def test_every_command_and_option_is_documented(command: str) -> None:
+    assert f"`dmimport {command}" in CLI_DOC, f"docs/cli.md lacks a section for {command}"
+    for action in _subcommands()[command]._actions:
+        for flag in action.option_strings:
+            if flag.startswith("--") and flag != "--help":
+                assert f"`{flag}" in CLI_DOC, f"docs/cli.md does not mention {command} {flag}"
+
+
+def test_readme_links_resolve() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\((docs/[^)]+)\)", readme)
+    assert links
+    for link in links:
+        assert (ROOT / link).exists(), link
