@@ -1,0 +1,499 @@
+"""The ledger on real SQLite files: validation, resume, changed-only, locks, durability."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from importer import ledger as ledger_module
+from importer.errors import LedgerError, LockedError
+from importer.ledger import DONE, SEND, UNCHANGED, Ledger, RunInfo
+
+JOB = "customers"
+FILES = [{"path": "/data/customers.csv", "size": 120, "mtime": 1.5, "sha256_head_tail": "ab"}]
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "reports" / "state.db"
+
+
+@pytest.fixture
+def ledger(path: Path) -> Iterator[Ledger]:
+    with Ledger(path) as led:
+        yield led
+
+
+@pytest.fixture(params=["lookups", "snapshot"])
+def lookup_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """classify has two ways to read the ledger; both must give the same verdicts."""
+    after = math.inf if request.param == "lookups" else 0.0
+    monkeypatch.setattr(ledger_module, "_SNAPSHOT_AFTER", after)
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def h(text: str) -> str:
+    """A properties hash as the mapper makes them: 16 hex digits."""
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def die(path: Path, run_id: str, pid: int) -> None:
+    """What a SIGKILL leaves behind: the run still 'running', its pid gone."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE runs SET pid = ? WHERE run_id = ?", (pid, run_id))
+    conn.close()
+
+
+def db(path: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def verdicts(
+    led: Ledger, run: RunInfo, rows: list[tuple[str, int, str]], *, changed_only: bool
+) -> list[int]:
+    """classify's verdicts for (identity, pos, hash) rows, as a list."""
+    ids, pos, hashes = zip(*rows, strict=True)
+    result = led.classify(JOB, run, list(ids), list(pos), list(hashes), changed_only=changed_only)
+    assert isinstance(result, np.ndarray) and result.dtype == np.int8
+    return result.tolist()
+
+
+# -- opening -----------------------------------------------------------------------------------
+def test_create_and_reopen(path: Path) -> None:
+    with Ledger(path) as led:
+        run = led.begin_run(JOB, "r1", "cfg", FILES)
+        led.end_run(run.run_id, status="done", counts={"ok": 3}, exit_code=0)
+        for private in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            assert private.stat().st_mode & 0o777 == 0o600, private
+    assert db(path, "SELECT key, value FROM meta WHERE key <> 'created' ORDER BY key") == [
+        ("application", "dmimport-ledger"),
+        ("schema_version", "1"),
+    ]
+    assert db(path, "PRAGMA journal_mode") == [("wal",)]
+    with Ledger(path) as led:
+        [record] = led.runs(JOB)
+    assert (record.run_id, record.status, record.counts, record.files) == (
+        "r1",
+        "done",
+        {"ok": 3},
+        FILES,
+    )
+
+
+def test_empty_file_becomes_a_ledger(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.touch()
+    Ledger(path).close()
+    assert db(path, "SELECT value FROM meta WHERE key = 'application'") == [("dmimport-ledger",)]
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "CREATE TABLE customers (id INTEGER)",
+        "CREATE TABLE meta (key TEXT, value TEXT); INSERT INTO meta VALUES ('application', 'x')",
+    ],
+    ids=["other-tables", "other-meta"],
+)
+def test_foreign_sqlite_file_is_refused_untouched(path: Path, setup: str) -> None:
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path)
+    conn.executescript(setup)
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(LedgerError) as exc:
+        Ledger(path)
+    assert str(exc.value) == (
+        f"ledger {path} is an SQLite database that dmimport did not create (no "
+        "'dmimport-ledger' meta); it was left untouched. Set state.path to another file"
+    )
+    assert path.read_bytes() == before
+    assert not Path(f"{path}-wal").exists()
+
+
+def test_garbage_file_is_refused_untouched(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"phone,email\n13800138000,a@b.cn\n" * 200)
+    before = path.read_bytes()
+    with pytest.raises(LedgerError) as exc:
+        Ledger(path)
+    assert str(exc.value) == (
+        f"ledger {path} is not a usable SQLite database (file is not a database); it was left "
+        f"untouched. Move it aside (mv {path} {path}.bad) to start a new ledger, or set "
+        "state.path to another file"
+    )
+    assert exc.value.exit_code == 2
+    assert path.read_bytes() == before
+
+
+def test_newer_schema_is_refused(path: Path) -> None:
+    Ledger(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.close()
+    with pytest.raises(LedgerError) as exc:
+        Ledger(path)
+    assert str(exc.value) == (
+        f"ledger {path} has schema_version 2, newer than this dmimport supports (1); "
+        "upgrade dmimport, or set state.path to another file"
+    )
+
+
+# -- runs and resume ---------------------------------------------------------------------------
+def test_first_run_of_a_job_resumes_nothing(ledger: Ledger) -> None:
+    run = ledger.begin_run(JOB, "r1", "cfg", FILES)
+    assert (run.run_id, run.resumed_from, run.resume_chain) == ("r1", None, ())
+    with pytest.raises(LedgerError, match="run id r1 is already in ledger"):
+        ledger.begin_run("orders", "r1", "cfg", FILES)
+
+
+def test_a_killed_run_is_resumed(ledger: Ledger, path: Path, dead_pid: int) -> None:
+    ledger.begin_run(JOB, "r1", "cfg", FILES)
+    ledger.record(JOB, "r1", [("phone=1", 10, "ok", h("a")), ("phone=2", 11, "failed", h("b"))])
+    die(path, "r1", dead_pid)
+    run = ledger.begin_run(JOB, "r2", "cfg", FILES)
+    assert (run.resumed_from, run.resume_chain) == ("r1", ("r1",))
+    killed, resumed = ledger.runs(JOB)[::-1]
+    assert (killed.status, killed.finished, killed.counts) == (
+        "killed",
+        None,
+        {"ok": 1, "failed": 1},
+    )
+    assert (resumed.status, resumed.resumed_from) == ("running", "r1")
+    # and again: the chain grows, nearest first
+    die(path, "r2", dead_pid)
+    assert ledger.begin_run(JOB, "r3", "cfg", FILES).resume_chain == ("r2", "r1")
+
+
+@pytest.mark.parametrize(
+    ("config", "files", "resume"),
+    [
+        ("other-cfg", FILES, True),
+        ("cfg", [{**FILES[0], "size": 121}], True),
+        ("cfg", FILES, False),
+    ],
+    ids=["config-changed", "file-changed", "resume-off"],
+)
+def test_a_killed_run_is_not_resumed_when_anything_changed(
+    ledger: Ledger, path: Path, dead_pid: int, config: str, files: list[dict], resume: bool
+) -> None:
+    ledger.begin_run(JOB, "r1", "cfg", FILES)
+    die(path, "r1", dead_pid)
+    run = ledger.begin_run(JOB, "r2", config, files, resume=resume)
+    assert (run.resumed_from, run.resume_chain) == (None, ())
+    assert [r.status for r in ledger.runs(JOB)] == ["running", "killed"]
+
+
+def test_interrupted_is_resumed_done_is_not(ledger: Ledger) -> None:
+    ledger.begin_run(JOB, "r1", "cfg", FILES)
+    ledger.end_run("r1", status="interrupted", counts={}, exit_code=130)
+    assert ledger.begin_run(JOB, "r2", "cfg", FILES).resumed_from == "r1"
+    ledger.end_run("r2", status="done", counts={}, exit_code=0)
+    assert ledger.begin_run(JOB, "r3", "cfg", FILES).resumed_from is None
+
+
+def test_a_live_unfinished_run_is_a_concurrent_run(ledger: Ledger, path: Path) -> None:
+    ledger.begin_run(JOB, "r1", "cfg", FILES)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        die(path, "r1", sleeper.pid)  # not dead at all: its pid is alive
+        with pytest.raises(
+            LockedError, match=f"job 'customers' is already running \\(pid {sleeper.pid}"
+        ):
+            ledger.begin_run(JOB, "r2", "cfg", FILES)
+        assert [r.status for r in ledger.runs(JOB)] == ["running"]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_reused_pid_does_not_keep_a_dead_run_alive(ledger: Ledger, path: Path) -> None:
+    ledger.begin_run(JOB, "r1", "cfg", FILES)
+    # the run began an hour ago; the process now holding its pid started just now
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE runs SET pid = ?, started = '2000-01-01T00:00:00.000+00:00'", (os.getpid(),)
+        )
+    conn.close()
+    assert ledger.begin_run(JOB, "r2", "cfg", FILES).resumed_from == "r1"
+
+
+# -- classify ----------------------------------------------------------------------------------
+def test_resume_skips_what_the_dead_run_recorded(
+    ledger: Ledger, path: Path, dead_pid: int, lookup_mode: str
+) -> None:
+    ledger.begin_run(JOB, "r1", "cfg", FILES)
+    # X appears at pos 10 and 20; the run died after recording only pos 10
+    ledger.record(JOB, "r1", [("X", 10, "ok", h("x1")), ("Y", 11, "failed", h("y"))])
+    ledger.record(JOB, "r1", [("Z", 12, "not_sent", h("z"))])
+    die(path, "r1", dead_pid)
+    run = ledger.begin_run(JOB, "r2", "cfg", FILES)
+    rows = [
+        ("X", 10, h("x1")),
+        ("Y", 11, h("y")),  # failed is a final outcome: retry it with `dmimport retry r1`
+        ("Z", 12, h("z")),  # not_sent is not: sent again
+        ("X", 20, h("x2")),
+        ("W", 21, h("w")),  # never seen
+        ("", 22, h("blank")),
+    ]
+    assert verdicts(ledger, run, rows, changed_only=False) == [DONE, DONE, SEND, SEND, SEND, SEND]
+
+
+def test_changed_only_skips_unchanged_rows(ledger: Ledger, lookup_mode: str) -> None:
+    ledger.begin_run(JOB, "r1", "cfg", FILES)
+    ledger.record(JOB, "r1", [("A", 1, "ok", h("a")), ("B", 2, "ok", h("b"))])
+    ledger.record(JOB, "r1", [("C", 3, "rejected", h("c"))])
+    ledger.end_run("r1", status="done", counts={}, exit_code=0)
+    run = ledger.begin_run(JOB, "r2", "cfg", FILES)
+    rows = [("A", 1, h("a")), ("B", 2, h("b-changed")), ("C", 3, h("c")), ("D", 4, h("d"))]
+    assert verdicts(ledger, run, rows, changed_only=True) == [UNCHANGED, SEND, SEND, SEND]
+    assert verdicts(ledger, run, rows, changed_only=False) == [SEND] * 4
+
+
+def test_a_failed_outcome_keeps_the_last_ok_hash(
+    ledger: Ledger, path: Path, lookup_mode: str
+) -> None:
+    ledger.begin_run(JOB, "r1", "cfg", FILES)
+    ledger.record(JOB, "r1", [("A", 1, "ok", h("v1"))])
+    ledger.end_run("r1", status="done", counts={}, exit_code=0)
+    ledger.begin_run(JOB, "r2", "cfg", FILES)
+    ledger.record(JOB, "r2", [("A", 1, "failed", h("v2"))])
+    ledger.end_run("r2", status="done", counts={}, exit_code=1)
+    assert db(path, "SELECT last_status, last_hash, last_ok_hash, last_run_id FROM rows") == [
+        ("failed", h("v2"), h("v1"), "r2")
+    ]
+    run = ledger.begin_run(JOB, "r3", "cfg", FILES)
+    # the platform still holds v1: v1 is unchanged, v2 must be sent again
+    assert verdicts(ledger, run, [("A", 1, h("v1"))], changed_only=True) == [UNCHANGED]
+    run = RunInfo("r3", None, ())
+    assert verdicts(ledger, run, [("A", 1, h("v2"))], changed_only=True) == [SEND]
+
+
+def test_changed_only_sends_every_row_after_a_sent_row_of_the_identity(
+    ledger: Ledger, lookup_mode: str
+) -> None:
+    # last night X's final row was v2; tonight the file has X=v1 then X=v2 again
+    ledger.begin_run(JOB, "r1", "cfg", FILES)
+    ledger.record(JOB, "r1", [("X", 1, "ok", h("v1")), ("X", 2, "ok", h("v2"))])
+    ledger.end_run("r1", status="done", counts={}, exit_code=0)
+    run = ledger.begin_run(JOB, "r2", "cfg", FILES)
+    same_batch = [("X", 1, h("v1")), ("X", 2, h("v2")), ("X", 3, h("v2"))]
+    assert verdicts(ledger, run, same_batch, changed_only=True) == [SEND, SEND, SEND]
+    run = RunInfo("r2", None, ())
+    assert verdicts(ledger, run, [("X", 1, h("v1"))], changed_only=True) == [SEND]
+    assert verdicts(ledger, run, [("X", 2, h("v2"))], changed_only=True) == [SEND]
+
+
+def test_end_run_folds_the_journal_in_file_order(
+    ledger: Ledger, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_module, "_FOLD_CHUNK", 2)
+    ledger.begin_run(JOB, "r1", "cfg", FILES)
+    # unordered event sends may finish out of order: the file's last row of E still wins
+    ledger.record(JOB, "r1", [("E", 20, "ok", h("late")), ("E", 10, "failed", h("early"))])
+    ledger.record(JOB, "r1", [("A", 1, "ok", h("a")), ("B", 2, "rejected", h("b"))])
+    ledger.record(JOB, "r1", [("", 3, "rejected", h("no identity"))])
+    ledger.end_run("r1", status="done", counts={"ok": 2}, exit_code=1)
+    assert db(path, "SELECT identity, last_pos, last_status, last_ok_hash FROM rows") == [
+        ("A", 1, "ok", h("a")),
+        ("B", 2, "rejected", None),
+        ("E", 20, "ok", h("late")),
+    ]
+    assert db(path, "SELECT count(*) FROM run_rows") == [(0,)]
+    assert ledger.runs(JOB)[0].counts == {"ok": 2}  # what end_run was told, not the journal
+
+
+def test_non_hex_hashes_work_too(ledger: Ledger, lookup_mode: str) -> None:
+    ledger.begin_run(JOB, "r1", "cfg", FILES)
+    ledger.record(JOB, "r1", [("A", 1, "ok", "sha:abc"), ("B", 2, "ok", "0123456789abcdeg")])
+    ledger.end_run("r1", status="done", counts={}, exit_code=0)
+    run = ledger.begin_run(JOB, "r2", "cfg", FILES)
+    rows = [("A", 1, "sha:abc"), ("B", 2, "0123456789abcdeg"), ("A", 3, "sha:abd")]
+    assert verdicts(ledger, run, rows, changed_only=True) == [UNCHANGED, UNCHANGED, SEND]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [h("a"), None, h("b").upper(), "8000000000000000"],
+        [h("a"), None, "sha:abc", "0123456789abcdeg", ""],
+        [None, None],
+    ],
+    ids=["hex", "mixed", "none"],
+)
+def test_hash_keys_vectorized_equals_one_by_one(values: list[str | None]) -> None:
+    expected = [ledger_module._hash_key(v) for v in values]
+    assert ledger_module._hash_keys(values).tolist() == expected
+
+
+def test_classify_switches_to_the_snapshot_with_the_same_verdicts(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_module, "_SNAPSHOT_AFTER", 0.5)
+    ledger.begin_run(JOB, "r1", "cfg", FILES)
+    ledger.record(JOB, "r1", [(f"id{i}", i, "ok", h(str(i))) for i in range(100)])
+    ledger.end_run("r1", status="done", counts={}, exit_code=0)
+    run = ledger.begin_run(JOB, "r2", "cfg", FILES)
+    got = []
+    for start in range(0, 100, 20):
+        rows = [(f"id{i}", i, h(str(i) if i % 3 else "new")) for i in range(start, start + 20)]
+        got += verdicts(ledger, run, rows, changed_only=True)
+    assert run._state.snapshot is not None
+    assert got == [SEND if i % 3 == 0 else UNCHANGED for i in range(100)]
+
+
+def test_record_refuses_what_it_cannot_store(ledger: Ledger) -> None:
+    ledger.begin_run(JOB, "r1", "cfg", FILES)
+    with pytest.raises(ValueError, match="unknown row status \\['sent'\\]"):
+        ledger.record(JOB, "r1", [("A", 1, "sent", h("a"))])
+    with pytest.raises(LedgerError, match="run nope is not in ledger"):
+        ledger.record(JOB, "nope", [("A", 1, "ok", h("a"))])
+    with pytest.raises(LedgerError, match="run r1 belongs to job 'customers', not 'orders'"):
+        ledger.record("orders", "r1", [("A", 1, "ok", h("a"))])
+
+
+# -- listing -----------------------------------------------------------------------------------
+def test_runs_newest_first_with_counts(ledger: Ledger) -> None:
+    for i, job in enumerate([JOB, "orders", JOB]):
+        ledger.begin_run(job, f"r{i}", "cfg", FILES)
+        ledger.end_run(f"r{i}", status="done", counts={"ok": i, "failed": 1}, exit_code=1)
+    assert [r.run_id for r in ledger.runs()] == ["r2", "r1", "r0"]
+    assert [r.run_id for r in ledger.runs(JOB)] == ["r2", "r0"]
+    assert [r.run_id for r in ledger.runs(limit=1)] == ["r2"]
+    newest = ledger.runs(JOB)[0]
+    assert (newest.counts, newest.exit_code, newest.status) == ({"failed": 1, "ok": 2}, 1, "done")
+    assert newest.duration_s is not None and 0 <= newest.duration_s < 60
+
+
+def test_failed_rows_round_trip_and_cover_the_resumed_runs(
+    ledger: Ledger, path: Path, dead_pid: int
+) -> None:
+    ledger.begin_run(JOB, "r1", "cfg", FILES)
+    ledger.record_failed(
+        "r1", [("b.csv", 7, "phone=7", "failed"), ("a.csv", 9, "phone=9", "not_sent")]
+    )
+    die(path, "r1", dead_pid)
+    ledger.begin_run(JOB, "r2", "cfg", FILES)
+    ledger.record_failed(
+        "r2", [("a.csv", 9, "phone=9", "failed"), ("a.csv", 3, "phone=3", "rejected")]
+    )
+    assert ledger.failed_rows("r1") == [
+        ("a.csv", 9, "phone=9", "not_sent"),
+        ("b.csv", 7, "phone=7", "failed"),
+    ]
+    # r2 skipped r1's failed row (it had a final outcome) and re-sent its not_sent row
+    assert ledger.failed_rows("r2") == [
+        ("a.csv", 3, "phone=3", "rejected"),
+        ("a.csv", 9, "phone=9", "failed"),
+        ("b.csv", 7, "phone=7", "failed"),
+    ]
+    assert ledger.failed_rows("unknown") == []
+
+
+# -- locks -------------------------------------------------------------------------------------
+HOLD_LOCK = """
+import sys, time
+from importer.ledger import Ledger
+with Ledger(sys.argv[1]).lock(sys.argv[2]):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_lock_excludes_another_process_until_it_dies(ledger: Ledger, path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(path), JOB], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(LockedError) as exc, ledger.lock(JOB):
+            pass
+        message = str(exc.value)
+        assert message.startswith(f"job 'customers' is already running (pid {holder.pid}, started ")
+        assert message.endswith(f"then run again (lock file {path}.customers.lock)")
+        assert exc.value.exit_code == 4
+        with ledger.lock("orders"):  # other jobs are not affected
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # and within one process a second holder is refused too
+    with (
+        ledger.lock(JOB),
+        pytest.raises(LockedError, match=f"pid {os.getpid()}"),
+        ledger.lock(JOB),
+    ):
+        pass
+    assert ledger.lock_path("a/b") == path.with_name("state.db.a%2Fb.lock")
+
+
+def test_the_lock_holder_resumes_its_own_abandoned_run(ledger: Ledger) -> None:
+    # e.g. a library caller whose first run raised before end_run
+    with ledger.lock(JOB):
+        ledger.begin_run(JOB, "r1", "cfg", FILES)
+        assert ledger.begin_run(JOB, "r2", "cfg", FILES).resumed_from == "r1"
+    with pytest.raises(LockedError, match="already running"):
+        ledger.begin_run(JOB, "r3", "cfg", FILES)  # without the lock: r2 may be running
+
+
+# -- durability --------------------------------------------------------------------------------
+RECORD_FOREVER = """
+import sys
+from importer.ledger import Ledger
+led = Ledger(sys.argv[1])
+led.begin_run("customers", "r1", "cfg", [])
+batch = 0
+while True:
+    rows = [(f"id{batch}-{i}", batch * 200 + i, "ok", f"{batch:016x}") for i in range(200)]
+    led.record("customers", "r1", rows)
+    print(batch, flush=True)
+    batch += 1
+"""
+
+
+def test_sigkill_loses_nothing_that_was_committed(path: Path) -> None:
+    Ledger(path).close()
+    child = subprocess.Popen(
+        [sys.executable, "-c", RECORD_FOREVER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    committed: list[int] = []
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline or len(committed) < 20:
+        committed.append(int(child.stdout.readline()))
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    committed += [int(line) for line in child.stdout.read().split()]
+    child.stdout.close()
+    assert db(path, "PRAGMA integrity_check") == [("ok",)]
+    with Ledger(path) as led:
+        run = led.begin_run("customers", "r2", "cfg", [])
+        assert run.resumed_from == "r1"
+        last = committed[-1]
+        rows = [
+            (f"id{b}-{i}", b * 200 + i, f"{b:016x}") for b in range(last + 1) for i in range(200)
+        ]
+        assert verdicts(led, run, rows, changed_only=False) == [DONE] * len(rows)
