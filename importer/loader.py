@@ -190,6 +190,8 @@ class Batch:
     lines: np.ndarray  # int64, the physical line of each table row
     raw: list[str] | None  # JSONL only: the original line of each table row
     bad: list[BadRecord]
+    #: Parquet only: the rows as read, original types, good and bad; row i is line first+i
+    original: pa.RecordBatch | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -1536,7 +1538,7 @@ def _iter_parquet(source: Source, options: InputOptions) -> Iterator[Batch]:
                 keep = np.ones(n, dtype=bool)
                 keep[sorted(problems)] = False
                 table, lines = table.filter(pa.array(keep)), lines[keep]
-            yield Batch(source, index, table, lines, None, bad)
+            yield Batch(source, index, table, lines, None, bad, original=rb)
             index += 1
     except (pa.ArrowException, OSError) as exc:
         raise LoadError(

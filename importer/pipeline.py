@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from .config import Config, check_columns, load_config
 from .errors import ConfigError, ConfigProblem, DmImportError, LoadError
@@ -44,7 +45,7 @@ from .report import (
     write_metrics,
 )
 from .scaffold import EVENT_NAME_PLACEHOLDER
-from .sender import RetryPolicy, RowResult, RowSource, Sender, Status
+from .sender import NOT_SENT_MESSAGE, RetryPolicy, RowResult, RowSource, Sender, Status
 from .transport import StreamTransport, Transport
 from .workers import MultiProcessSender, WorkerSpec
 
@@ -242,7 +243,17 @@ class Run:
         if not self.dry_run:
             name = self.config.target.secret_env
             secret = os.environ.get(name, "")
-            if not secret.strip():
+            if secret.strip() and any(ord(c) < 0x20 or ord(c) == 0x7F for c in secret):
+                # never echo the value: it is the SECRET
+                problems.append(
+                    ConfigProblem(
+                        "target.secret_env",
+                        f"environment variable {name} contains a control character "
+                        "(a line break or tab, often from a Windows env file)",
+                        hint="remove it; a SECRET is a UUID-like string",
+                    )
+                )
+            elif not secret.strip():
                 problems.append(
                     ConfigProblem(
                         "target.secret_env",
@@ -326,7 +337,19 @@ class Run:
         job = self.config.job_name
         run_id = started.strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
         run_dir = self.report_root / f"{job}-{run_id}"
-        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        "report.dir",
+                        f"cannot create the report folder {run_dir}: {exc.strerror or exc}",
+                        hint="give a writable folder with --report-dir or report.dir",
+                    )
+                ],
+                source=str(self.config_path or ""),
+            ) from None
         self.run_dir = run_dir
         mode = "dry-run" if self.dry_run else ("debug" if self.config.target.debug else "send")
         files = [file_fingerprint(s.path) for s in self.sources]
@@ -565,8 +588,8 @@ class Run:
         attempts = [int(a) for a in state.attempts]
         latency = state.latency
         for i, s in enumerate(status):
-            if s == "not_sent" and errmsg[i] is None:
-                errmsg[i] = "not sent: the run was aborted"
+            if s == "not_sent" and (errmsg[i] is None or errmsg[i] == NOT_SENT_MESSAGE):
+                errmsg[i] = NOT_SENT_MESSAGE
         for bad in batch.bad:
             lines.append(bad.line)
             identity.append("")
@@ -624,6 +647,13 @@ class Run:
             return
         writer = self._rejects_writer(batch.source)
         lines = state.mapped.lines
+        if batch.original is not None:
+            # Parquet: the original rows, original types, bad records included
+            wanted = sorted({int(lines[i]) for i in failed} | {b.line for b in batch.bad})
+            base = _first_line(batch)
+            rows = batch.original.take(pa.array([ln - base for ln in wanted], pa.int64()))
+            writer.write(RejectRows([], pa.Table.from_batches([rows]), wanted, []))
+            return
         raw: list[tuple[int, str]] = [(b.line, b.raw) for b in batch.bad if b.raw is not None]
         table = None
         table_lines: list[int] = []
@@ -725,6 +755,13 @@ class _QueueSource(RowSource):
             state.dispatched = True
             state.remaining = 0
             self.run._finish(state)
+
+
+def _first_line(batch: Batch) -> int:
+    """The line (1-based row number) of the first row of a Parquet batch's original rows."""
+    candidates = [int(x) for x in batch.lines[:1]] + [b.line for b in batch.bad]
+    # rows are numbered consecutively and every row is either good or bad: the smallest wins
+    return min(candidates)
 
 
 class _Picked:

@@ -75,6 +75,21 @@ def mask_value(text: str) -> str:
     return "****"
 
 
+_QUOTED = re.compile(r"'([^']*)'")
+_PII_LIKE = re.compile(r"\d{7,}|@")
+
+
+def mask_quoted(message: str) -> str:
+    """Mask values quoted in a reason (``'13800138000' is not ...``) that look like a phone
+    or an email: a local rejection quotes the offending cell."""
+
+    def repl(m: re.Match[str]) -> str:
+        value = m.group(1)
+        return f"'{mask_value(value)}'" if _PII_LIKE.search(value) else m.group(0)
+
+    return _QUOTED.sub(repl, message)
+
+
 _IDENTITY_PART = re.compile(r"(?P<key>[^=;]+)=(?P<value>[^;]*)")
 
 
@@ -172,6 +187,7 @@ class ResultsWriter:
             return
         if self.mask_pii:
             rows.identity = [mask_identity(i) for i in rows.identity]
+            rows.errmsg = [mask_quoted(m) if m else m for m in rows.errmsg]
         self.rows += len(rows)
         table = rows.to_table()
         if self.fmt == "jsonl":
@@ -245,7 +261,8 @@ class RejectsWriter:
         if self.fmt == "parquet":
             if rows.table is not None and rows.table.num_rows:
                 if self._pq is None:
-                    self._pq = pq.ParquetWriter(self._tmp, rows.table.schema)
+                    self._pq_file = open(self._tmp, "wb", opener=_private_opener)  # noqa: SIM115
+                    self._pq = pq.ParquetWriter(self._pq_file, rows.table.schema)
                 self._pq.write_table(rows.table)
                 self.rows += rows.table.num_rows
             return
@@ -268,6 +285,7 @@ class RejectsWriter:
     def close(self) -> Path | None:
         if self._pq is not None:
             self._pq.close()
+            self._pq_file.close()
         if self._text is not None:
             self._text.close()
         if self.rows == 0:
@@ -279,6 +297,7 @@ class RejectsWriter:
     def abandon(self) -> None:
         if self._pq is not None:
             self._pq.close()
+            self._pq_file.close()
         if self._text is not None:
             self._text.close()
         self._tmp.unlink(missing_ok=True)

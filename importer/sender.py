@@ -56,6 +56,11 @@ class Status(IntEnum):
         return self.name.lower()
 
 
+#: the reason given for every row an aborted run left behind (the abort's own reason is in
+#: the summary)
+NOT_SENT_MESSAGE = "not sent: the run was aborted"
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 5
@@ -229,7 +234,7 @@ class Sender:
                     if not f.done():
                         await f
                 if self.aborted:
-                    on_result(token, RowResult(Status.NOT_SENT, None, "run aborted", 0, 0.0))
+                    on_result(token, RowResult(Status.NOT_SENT, None, NOT_SENT_MESSAGE, 0, 0.0))
                     continue
                 on_result(token, await self.deliver(body))
             finally:

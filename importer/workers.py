@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .protocol import Profile
-from .sender import RetryPolicy, RowResult, RowSource, Sender, Status
+from .sender import NOT_SENT_MESSAGE, RetryPolicy, RowResult, RowSource, Sender, Status
 from .transport import StreamTransport
 
 CHUNK_ROWS = 256
@@ -131,7 +131,7 @@ async def _child(conn: Connection, spec: WorkerSpec) -> None:
     while not source.queue.empty():
         item = source.queue.get_nowait()
         if item is not None:
-            out.append((item[0], int(Status.NOT_SENT), None, "run aborted", 0, 0.0))
+            out.append((item[0], int(Status.NOT_SENT), None, NOT_SENT_MESSAGE, 0, 0.0))
     if not inbox_done.is_set():
         loop.remove_reader(conn.fileno())
     flush()
@@ -145,7 +145,7 @@ async def _child(conn: Connection, spec: WorkerSpec) -> None:
         if kind == "rows":
             conn.send_bytes(
                 pickle.dumps(
-                    ("results", [(t, int(Status.NOT_SENT), None, "run aborted", 0, 0.0)
+                    ("results", [(t, int(Status.NOT_SENT), None, NOT_SENT_MESSAGE, 0, 0.0)
                                  for t, _, _ in payload])
                 )
             )  # fmt: skip
@@ -225,7 +225,7 @@ class MultiProcessSender:
             if done[i].is_set():  # the child stopped: its share is not sent
                 for tid, _, _ in buffers[i]:
                     on_result(
-                        tokens.pop(tid), RowResult(Status.NOT_SENT, None, "run aborted", 0, 0.0)
+                        tokens.pop(tid), RowResult(Status.NOT_SENT, None, NOT_SENT_MESSAGE, 0, 0.0)
                     )
             else:
                 conns[i].send_bytes(pickle.dumps(("rows", buffers[i])))
@@ -269,4 +269,4 @@ class MultiProcessSender:
 
 
 def _not_sent() -> RowResult:
-    return RowResult(Status.NOT_SENT, None, "run aborted", 0, 0.0)
+    return RowResult(Status.NOT_SENT, None, NOT_SENT_MESSAGE, 0, 0.0)

@@ -23,6 +23,7 @@ FAULT_KINDS = (
     "truncated",
     "non_json",
     "stall",
+    "errcode_20004",
 )
 
 #: Short names accepted by ``--fault NAME=FRACTION`` besides the field names.
@@ -31,6 +32,7 @@ ALIASES = {
     "500": "http_500",
     "429": "http_429",
     "10000": "errcode_10000",
+    "20004": "errcode_20004",
     "non-json": "non_json",
 }
 
@@ -81,6 +83,9 @@ class Faults:
     non_json: float = 0.0
     #: nothing stored; answered HTTP 503 after ``stall_s`` seconds
     stall: float = 0.0
+    #: HTTP 200 ``{"errcode": 20004}`` (a signature refused now and then: clock jitter, a
+    #: proxy); nothing stored
+    errcode_20004: float = 0.0
     retry_after: str = "1"
     stall_s: float = 60.0
 

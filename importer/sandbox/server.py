@@ -567,6 +567,9 @@ class _Connection(asyncio.Protocol):
             self._reply(429, _json({"error": "too many requests (injected)"}), close, extra=extra)
         elif fault == "errcode_10000":
             self._reply(200, response_body(ErrCode.SYSTEM_ERROR, "system error (injected)"), close)
+        elif fault == "errcode_20004":
+            msg = "Signature checking failed: (injected)"
+            self._reply(200, response_body(ErrCode.SIGNATURE_FAILED, msg), close)
         elif fault == "non_json":
             self._reply(200, _NON_JSON_BODY, close, content_type=HTML_TYPE)
         elif fault == "stall":

