@@ -846,9 +846,11 @@ def _default_transport(config: Config) -> Transport:
 
 
 def _config_hash(config: Config, path: Path | None) -> str:
-    if path is not None and path.exists():
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+    """What decides the bodies and where they go: the effective config (overrides included)
+    without `send` and `report`, so a resume with another --concurrency still resumes."""
+    del path
+    relevant = config.model_dump_json(exclude={"send", "report"})
+    return hashlib.sha256(relevant.encode()).hexdigest()
 
 
 def _load(

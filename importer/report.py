@@ -313,7 +313,7 @@ def file_fingerprint(path: Path, sample: int = 1 << 20) -> dict[str, Any]:
             fh.seek(-sample, os.SEEK_END)
             h.update(fh.read(sample))
     return {
-        "path": str(path),
+        "path": str(path.resolve()),
         "size": st.st_size,
         "mtime": st.st_mtime,
         "sha256_head_tail": h.hexdigest(),

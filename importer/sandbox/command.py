@@ -58,7 +58,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=FRACTION",
         help="inject a fault into a fraction of requests; repeatable. NAME: 503, 500, 429, "
-        "10000, reset, truncated, non_json, stall (or http_503, errcode_10000, ...)",
+        "10000, 20004, reset, truncated, non_json, stall (or http_503, errcode_10000, ...)",
     )
     serve.add_argument("--retry-after", default="1", help="Retry-After value sent with 429")
     serve.add_argument(
