@@ -228,6 +228,22 @@ class HashList(Sequence[str | None]):
     def __iter__(self) -> Iterator[str | None]:
         return (body_hash(b) for b in self._bodies)
 
+    def take(self, rows: Sequence[int] | np.ndarray) -> list[str | None]:
+        """The hashes of ``rows`` at once: the same values as ``self[i]``, several times
+        faster for a whole batch (one loop, no per-row method calls)."""
+        bodies = self._bodies
+        ok = bodies._ok
+        props = bodies._properties
+        head = bodies._head
+        blake = hashlib.blake2b
+        if head is None or bodies._heads is not None:
+            return [self[int(i)] for i in rows]
+        tail = b"}}"
+        return [
+            blake(b"".join((head, props[i], tail)), digest_size=8).hexdigest() if ok[i] else None
+            for i in (rows.tolist() if isinstance(rows, np.ndarray) else rows)
+        ]
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Sequence):
             return list(self) == list(other)

@@ -315,7 +315,11 @@ class Run:
             self.run_info,
             identities,
             positions.tolist(),
-            _Picked(mapped.properties_hash, valid),  # type: ignore[arg-type]
+            # changed-only compares every hash: compute them in one go; a resume alone reads
+            # few or none, so those stay lazy
+            mapped.properties_hash.take(valid)  # type: ignore[union-attr]
+            if self.changed_only and hasattr(mapped.properties_hash, "take")
+            else _Picked(mapped.properties_hash, valid),  # type: ignore[arg-type]
             changed_only=self.changed_only,
         )
         return verdict
