@@ -71,11 +71,8 @@ class ErrCode(IntEnum):
     @classmethod
     def lookup(cls, code: int) -> ErrCode | None:
         """The member for ``code``, or None for a number the seed does not define."""
-        try:
-            member: ErrCode = cls(code)
-        except ValueError:
-            return None
-        return member
+        member = cls._value2member_map_.get(code)
+        return member if isinstance(member, ErrCode) else None
 
 
 #: The seed's own messages for the two codes whose text it shows.

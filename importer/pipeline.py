@@ -503,36 +503,29 @@ class Run:
         )
         transport: Transport | None = None
         sender: Sender | MultiProcessSender
-        if cfg.send.workers > 1:
-            t = cfg.target
-            spec = WorkerSpec(
-                base_url=t.base_url,
-                timeout=t.timeout_s,
-                verify=t.tls_verify,
-                ca_file=t.ca_file,
-                secret=secret,
-                path=profile.path(cfg.job.kind, t.debug),
-                profile=profile,
-                concurrency=cfg.send.concurrency,
-                retry=retry,
-                rate_limit=cfg.send.rate_limit / cfg.send.workers if cfg.send.rate_limit else None,
-                ordered=cfg.job.kind != "event",
-                abort_after_signature_failures=cfg.send.abort_after_signature_failures,
-            )
-            sender = MultiProcessSender(spec, cfg.send.workers)
+        t = cfg.target
+        workers = cfg.send.workers
+        rate = cfg.send.rate_limit
+        spec = WorkerSpec(
+            base_url=t.base_url,
+            timeout=t.timeout_s,
+            verify=t.tls_verify,
+            ca_file=t.ca_file,
+            secret=secret,
+            path=profile.path(cfg.job.kind, t.debug),
+            profile=profile,
+            concurrency=cfg.send.concurrency,
+            retry=retry,
+            # each process paces its share, so together they keep to rate_limit
+            rate_limit=rate / workers if rate else None,
+            ordered=cfg.job.kind != "event",
+            abort_after_signature_failures=cfg.send.abort_after_signature_failures,
+        )
+        if workers > 1:
+            sender = MultiProcessSender(spec, workers)
         else:
             transport = self.transport_factory(cfg)
-            sender = Sender(
-                transport,
-                secret=secret,
-                path=profile.path(cfg.job.kind, cfg.target.debug),
-                profile=profile,
-                concurrency=cfg.send.concurrency,
-                retry=retry,
-                rate_limit=cfg.send.rate_limit,
-                ordered=cfg.job.kind != "event",
-                abort_after_signature_failures=cfg.send.abort_after_signature_failures,
-            )
+            sender = spec.build_sender(transport)
         source = _QueueSource(queue, self, sender)
         ticker = asyncio.create_task(self._tick())
         thread.start()

@@ -25,7 +25,7 @@ from typing import Any
 
 from .protocol import Profile
 from .sender import NOT_SENT_MESSAGE, RetryPolicy, RowResult, RowSource, Sender, Status
-from .transport import StreamTransport
+from .transport import StreamTransport, Transport
 
 CHUNK_ROWS = 256
 WINDOW_CHUNKS = 8
@@ -51,6 +51,20 @@ class WorkerSpec:
 
     def __repr__(self) -> str:  # never show the secret
         return f"WorkerSpec(base_url={self.base_url!r}, path={self.path!r})"
+
+    def build_sender(self, transport: Transport, rate_limit: float | None = None) -> Sender:
+        """The sender this spec describes (the single-process path uses it too)."""
+        return Sender(
+            transport,
+            secret=self.secret,
+            path=self.path,
+            profile=self.profile,
+            concurrency=self.concurrency,
+            retry=self.retry,
+            rate_limit=self.rate_limit if rate_limit is None else rate_limit,
+            ordered=self.ordered,
+            abort_after_signature_failures=self.abort_after_signature_failures,
+        )
 
 
 def route(keys: tuple[str, ...], workers: int) -> int:
@@ -78,17 +92,7 @@ async def _child(conn: Connection, spec: WorkerSpec) -> None:
     transport = StreamTransport(
         spec.base_url, timeout=spec.timeout, verify=spec.verify, ca_file=spec.ca_file
     )
-    sender = Sender(
-        transport,
-        secret=spec.secret,
-        path=spec.path,
-        profile=spec.profile,
-        concurrency=spec.concurrency,
-        retry=spec.retry,
-        rate_limit=spec.rate_limit,
-        ordered=spec.ordered,
-        abort_after_signature_failures=spec.abort_after_signature_failures,
-    )
+    sender = spec.build_sender(transport)
     source = _PipeSource()
     out: list[tuple[Any, int, int | None, str, int, float]] = []
     pending = 0
