@@ -288,6 +288,28 @@ def _cmd_retry(args: argparse.Namespace) -> int:
     return _print_summary(args, summary)
 
 
+def config_excerpt(exc: ConfigError, limit: int = 5) -> str:
+    """The offending YAML lines with a pointer under the key, for the problems that have one."""
+    if not exc.source:
+        return ""
+    try:
+        lines = Path(exc.source).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    out: list[str] = []
+    for problem in exc.problems[:limit]:
+        if problem.line is None or not 1 <= problem.line <= len(lines):
+            continue
+        text = lines[problem.line - 1]
+        key = problem.path.rsplit(".", 1)[-1]
+        col = text.find(key) if key else -1
+        col = col if col >= 0 else len(text) - len(text.lstrip())
+        gutter = f"{problem.line:>5} | "
+        out.append(f"{gutter}{text}")
+        out.append(" " * (len(gutter) - 2) + "| " + " " * col + "^ " + problem.message)
+    return "\n".join(out)
+
+
 class UsageError(Exception):
     """Conflicting or invalid options: exit 2 before any work."""
 
@@ -339,6 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        excerpt = config_excerpt(exc)
+        if excerpt:
+            print(excerpt, file=sys.stderr)
         return exc.exit_code
     except DmImportError as exc:
         print(f"error: {exc}", file=sys.stderr)

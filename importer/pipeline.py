@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -48,6 +49,8 @@ from .scaffold import EVENT_NAME_PLACEHOLDER
 from .sender import NOT_SENT_MESSAGE, RetryPolicy, RowResult, RowSource, Sender, Status
 from .transport import StreamTransport, Transport
 from .workers import MultiProcessSender, WorkerSpec
+
+log = logging.getLogger("importer")
 
 EXIT_OK = 0
 EXIT_ROWS_FAILED = 1
@@ -335,6 +338,11 @@ class Run:
 
     # -- running -------------------------------------------------------------------------------
     def execute(self) -> RunSummary:
+        if not self.dry_run and not self.config.target.tls_verify:
+            log.warning(
+                "TLS certificate verification is OFF (target.tls_verify: false): anyone on the "
+                "network path can read the SECRET and the data. Use target.ca_file instead."
+            )
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         secret = self.preflight()

@@ -130,3 +130,29 @@ def test_sandbox_subcommand_help() -> None:
     out = dmimport("sandbox", "serve", "--help")
     assert out.returncode == 0
     assert "--fault-seed" in out.stdout
+
+
+def test_config_error_shows_the_yaml_line_with_a_pointer(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "job: {kind: user, primary_keys: [phone]}\ncolumns:\n  phone: p\n"
+        "  age: {from: a, type: int}\nsend: {concurency: 4}\n"
+    )
+    out = dmimport("check-config", bad)
+    assert out.returncode == 2
+    lines = out.stderr.splitlines()
+    assert "    4 |   age: {from: a, type: int}" in lines
+    pointer = lines[lines.index("    4 |   age: {from: a, type: int}") + 1]
+    assert pointer == (
+        "      |                  ^ expected one of string, integer, number, boolean, datetime,"
+        " got 'int'"
+    )
+    assert "    5 | send: {concurency: 4}" in lines
+
+
+def test_turning_tls_verification_off_is_loudly_warned(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    text = (ROOT / "configs/customers.yaml").read_text(encoding="utf-8")
+    cfg.write_text(text.replace("  debug: false\n", "  debug: false\n  tls_verify: false\n"))
+    out = dmimport("run", cfg, "sample_data/customers.csv", "--report-dir", tmp_path)
+    assert "TLS certificate verification is OFF" in out.stderr
