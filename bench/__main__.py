@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import Dataset
+from .durable import fig_changed, fig_ledger
 from .figures import (
     FIGURES,
     NOISY_SHARE,
@@ -27,6 +28,9 @@ from .figures import (
     files_needed,
 )
 from .proc import machine_busy_s
+
+# the durable-runs figures (issue 5) live in their own module
+FIGURES.update({"ledger": fig_ledger, "changed": fig_changed})
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 

@@ -734,4 +734,8 @@ def files_needed(names: list[str], s: Sizes) -> list[tuple[int, str]]:
             need.add((_capacity_file_rows(s), "csv"))
         elif name == "workers":
             need.add((s.workers_rows, "csv"))
+        elif name == "ledger":
+            need.add((s.send_rows, "csv"))
+        elif name == "changed":
+            need.add((s.local_rows, "csv"))
     return sorted(need, reverse=True)
