@@ -524,7 +524,10 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path, case: str) -> None:
     (tmp_path / "bad.yaml").write_text(text, encoding="utf-8")
     proc = dmimport("check-config", "bad.yaml", cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.splitlines() == ["error: invalid config bad.yaml:", expected]
+    lines = proc.stderr.splitlines()
+    assert lines[:2] == ["error: invalid config bad.yaml:", expected]
+    # then the offending YAML line with a pointer: "    4 | send: ..." and "      |   ^ ..."
+    assert all(" | " in line for line in lines[2:]), lines
     assert proc.stdout == ""
 
 
@@ -533,10 +536,12 @@ def test_missing_column_exits_2_naming_the_key_and_the_file(tmp_path: Path) -> N
     config = CONFIG.replace("email: 邮箱", "email: email")
     out = validate(tmp_path, "c.csv", config=config)
     assert out.code == 2
-    assert out.stderr.splitlines() == [
+    lines = out.stderr.splitlines()
+    assert lines[:2] == [
         "error: invalid config job.yaml:",
         "  columns.email.from: column 'email' is not in c.csv -- did you mean 'Email'?",
     ]
+    assert all(" | " in line for line in lines[2:]), lines
 
 
 def test_missing_secret_env_var_exits_2_before_sending(

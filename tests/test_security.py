@@ -457,12 +457,14 @@ def test_yaml_python_tags_are_refused_not_executed(tmp_path: Path, tag: str) -> 
         code, _, err = dmimport(*command, cwd=tmp_path)
         assert code == 2
         assert not marker.exists()
-        assert err.splitlines() == [
+        lines = err.splitlines()
+        assert lines[:2] == [
             "error: invalid config evil.yaml:",
             "  config (line 4): YAML syntax error: could not determine a constructor for the tag "
             f"'tag:yaml.org,2002:{tag[2:]}' -- check indentation, colons and quotes around this "
             "line",
         ]
+        assert all(" | " in line for line in lines[2:]), lines  # the line, with a pointer
 
 
 # -- compressed input is bounded ----------------------------------------------------------------
