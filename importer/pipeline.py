@@ -473,8 +473,7 @@ class Run:
         return summary
 
     def ledger_path(self) -> Path:
-        p = self.config.state.path
-        return Path(p) if p else self.report_root / "state.db"
+        return ledger_path(self.config, self.report_root)
 
     def _flush_ledger(self) -> None:
         if self.ledger is None or self.run_info is None:
@@ -901,11 +900,15 @@ def run(
     ).execute()
 
 
-def _ledger_for(cfg: Config, report_dir: str | Path | None) -> Ledger:
+def ledger_path(cfg: Config, report_dir: str | Path | None = None) -> Path:
+    """Where a job's ledger lives: ``state.path``, else ``<report dir>/state.db``."""
     if cfg.state.path:
-        path = Path(cfg.state.path)
-    else:
-        path = Path(report_dir or cfg.report.dir) / "state.db"
+        return Path(cfg.state.path)
+    return Path(report_dir or cfg.report.dir) / "state.db"
+
+
+def _ledger_for(cfg: Config, report_dir: str | Path | None) -> Ledger:
+    path = ledger_path(cfg, report_dir)
     if not path.exists():
         raise DmImportError(f"no ledger at {path}: no run of this job has been recorded yet")
     return Ledger(path)

@@ -229,7 +229,6 @@ def test_a_live_unfinished_run_is_a_concurrent_run(ledger: Ledger, path: Path) -
         sleeper.wait()
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_a_reused_pid_does_not_keep_a_dead_run_alive(ledger: Ledger, path: Path) -> None:
     ledger.begin_run(JOB, "r1", "cfg", FILES)
     # the run began an hour ago; the process now holding its pid started just now

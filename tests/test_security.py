@@ -541,24 +541,6 @@ def test_nul_gzip_bomb_through_the_cli_is_refused_without_a_traceback(tmp_path: 
 # -- TLS is verified by default -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:  # pragma: no cover - Debian images ship it
-        pytest.fail("openssl is needed to make a test certificate")
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 def test_self_signed_https_aborts_the_run_with_a_certificate_message(
     platform: Callable[..., Platform], self_signed: tuple[Path, Path], tmp_path: Path
 ) -> None:

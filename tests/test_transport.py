@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-
-import pytest
 
 from importer.client import Response, TransportFailure, TransportKind
 from importer.errcodes import ErrCode
@@ -195,24 +191,6 @@ def test_stalled_server_times_out() -> None:
         await t.aclose()
 
     run(with_server(handler, scenario))
-
-
-@pytest.fixture(scope="module")
-def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:  # pragma: no cover - Debian images ship it
-        pytest.fail("openssl is needed to make a test certificate")
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 def _tls_server_ctx(cert: Path, key: Path) -> ssl.SSLContext:
