@@ -64,22 +64,24 @@ def fig_ledger(ctx: Context) -> Figure:
 
 
 def _populate(config: Path, data: Path, state: Path) -> int:
-    """A previous night that delivered every row: the ledger as the pipeline would leave it,
-    recorded through the library (no 1,000,000 requests needed)."""
+    """A previous changed-only night that delivered every row: the ledger as the pipeline
+    would leave it, recorded through the library (no 1,000,000 requests needed)."""
     from importer.config import load_config
     from importer.ledger import Ledger
     from importer.loader import iter_batches, open_source
     from importer.pipeline import Run
 
     cfg = load_config(config)
-    run = Run(cfg, [data])
+    run = Run(cfg, [data], changed_only=True)
     source = open_source(run.paths[0], run.input)
     ledger = Ledger(state)
-    ledger.begin_run(cfg.job_name, "seed-run", "seed", [], resume=False)
+    run.ledger = ledger
+    run.run_info = ledger.begin_run(cfg.job_name, "seed-run", "seed", [], resume=False)
     total = 0
     for batch in iter_batches(source, run.input, cfg.source_columns()):
         mapped = run.mapper.map(batch)
-        valid = np.flatnonzero(mapped.errcode == 0)
+        sent = np.flatnonzero(run._classify(ledger, mapped, 0) == 0)
+        valid = np.flatnonzero(mapped.errcode == 0)[sent]
         hashes = mapped.properties_hash.take(valid)  # type: ignore[union-attr]
         items = [
             (mapped.identity[int(i)], int(mapped.lines[int(i)]), "ok", h or "")

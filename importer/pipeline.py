@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .config import Config, check_columns, load_config
 from .errors import ConfigError, ConfigProblem, DmImportError, LoadError
@@ -45,6 +46,7 @@ from .report import (
     write_json_atomic,
     write_metrics,
 )
+from .rowhash import keys64
 from .scaffold import EVENT_NAME_PLACEHOLDER
 from .sender import NOT_SENT_MESSAGE, RetryPolicy, RowResult, RowSource, Sender, Status
 from .transport import StreamTransport, Transport
@@ -216,6 +218,9 @@ class Run:
         self.reason_example: dict[str, str] = {}
         self.rows = 0
         self._stop = threading.Event()
+        # _finish runs on the loop thread, or on the producer's for a batch with nothing to
+        # send; one at a time, and never while the ledger buffer of failures is taken
+        self._finish_lock = threading.Lock()
 
     # -- preflight ---------------------------------------------------------------------------
     def preflight(self) -> str | None:
@@ -311,21 +316,40 @@ class Run:
         valid = np.flatnonzero(mapped.errcode == 0)
         if len(valid) == 0:
             return verdict
-        identities = [self._identity(mapped, int(i)) for i in valid]
+        identities, keys = self._identities(mapped, valid)
         positions = (np.int64(file_index) << np.int64(40)) + mapped.lines[valid]
+        hashes: Any = mapped.properties_hash
+        # changed-only compares every hash: all at once; a resume alone reads few or none
+        if self.changed_only and hashes is not None:
+            hashes = hashes.keys(valid)
+        else:
+            hashes = _Picked(hashes, valid)
         verdict[valid] = reader.classify(
             self.config.job_name,
             self.run_info,
             identities,
             positions.tolist(),
-            # changed-only compares every hash: compute them in one go; a resume alone reads
-            # few or none, so those stay lazy
-            mapped.properties_hash.take(valid)  # type: ignore[union-attr]
-            if self.changed_only and hasattr(mapped.properties_hash, "take")
-            else _Picked(mapped.properties_hash, valid),  # type: ignore[arg-type]
+            hashes,
             changed_only=self.changed_only,
+            identity_keys=keys,
         )
         return verdict
+
+    def _identities(self, mapped: Mapped, rows: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """The ledger identities of ``rows`` (as ``_identity``) and their ``keys64``."""
+        text = mapped.identity_text
+        assert text is not None
+        every = len(rows) == len(text)
+        if self.config.job.kind != "event":
+            if every:
+                return mapped.identity, keys64(text)
+            return [mapped.identity[i] for i in rows.tolist()], keys64(text.take(rows))
+        name = self.config.job.event_name
+        names: Any = name if name is not None else pa.array(mapped.event_names, pa.string())
+        text = pc.binary_join_element_wise(names, text, "|")
+        if not every:
+            text = text.take(rows)
+        return text.to_pylist(), keys64(text)
 
     def _identity(self, mapped: Mapped, i: int) -> str:
         """A row's stable identity: its primary-key values (plus the event for events)."""
@@ -481,9 +505,10 @@ class Run:
         if self._ledger_buf:
             self.ledger.record(self.config.job_name, self.run_info.run_id, self._ledger_buf)
             self._ledger_buf = []
-        if self._failed_buf:
-            self.ledger.record_failed(self.run_info.run_id, self._failed_buf)
-            self._failed_buf = []
+        with self._finish_lock:
+            failed, self._failed_buf = self._failed_buf, []
+        if failed:
+            self.ledger.record_failed(self.run_info.run_id, failed)
 
     async def _send(self, secret: str) -> tuple[str | None, int]:
         loop = asyncio.get_running_loop()
@@ -493,6 +518,11 @@ class Run:
         def producer() -> None:
             try:
                 for item in self._produce(build_bodies=True):
+                    if len(item.valid) == 0:
+                        # nothing to send (all unchanged, done or rejected): report it here,
+                        # leaving the loop thread free
+                        self._finish(item)
+                        continue
                     asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
             except BaseException as exc:  # handed to the loop, re-raised there
                 error.append(exc)
@@ -581,6 +611,10 @@ class Run:
     # -- accounting ------------------------------------------------------------------------------
     def _finish(self, state: _BatchState) -> None:
         """Every row of a batch has its outcome: write its report lines and rejects."""
+        with self._finish_lock:
+            self._finish_locked(state)
+
+    def _finish_locked(self, state: _BatchState) -> None:
         batch, mapped = state.batch, state.mapped
         labels = [Status(s).label for s in range(len(Status))]
         status = [labels[s] for s in state.status]

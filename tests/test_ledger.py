@@ -89,7 +89,7 @@ def test_create_and_reopen(path: Path) -> None:
             assert private.stat().st_mode & 0o777 == 0o600, private
     assert db(path, "SELECT key, value FROM meta WHERE key <> 'created' ORDER BY key") == [
         ("application", "dmimport-ledger"),
-        ("schema_version", "1"),
+        ("schema_version", "2"),
     ]
     assert db(path, "PRAGMA journal_mode") == [("wal",)]
     with Ledger(path) as led:
@@ -151,12 +151,12 @@ def test_garbage_file_is_refused_untouched(path: Path) -> None:
 def test_newer_schema_is_refused(path: Path) -> None:
     Ledger(path).close()
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     conn.close()
     with pytest.raises(LedgerError) as exc:
         Ledger(path)
     assert str(exc.value) == (
-        f"ledger {path} has schema_version 2, newer than this dmimport supports (1); "
+        f"ledger {path} has schema_version 3, newer than this dmimport supports (2); "
         "upgrade dmimport, or set state.path to another file"
     )
 
@@ -496,3 +496,85 @@ def test_sigkill_loses_nothing_that_was_committed(path: Path) -> None:
             (f"id{b}-{i}", b * 200 + i, f"{b:016x}") for b in range(last + 1) for i in range(200)
         ]
         assert verdicts(led, run, rows, changed_only=False) == [DONE] * len(rows)
+
+
+# -- the packed index changed-only runs read -----------------------------------------------
+def index_arrays(path: Path) -> tuple[list[int], list[int], int, int]:
+    """The stored index of JOB (keys, ok keys), its fold number and the job's fold count."""
+    [(keys, ok, folds)] = db(path, "SELECT keys, ok_keys, folds FROM job_index WHERE job = ?", JOB)
+    [(count,)] = db(path, "SELECT folds FROM job_folds WHERE job = ?", JOB)
+    as_list = lambda blob: np.frombuffer(blob, dtype="<i8").tolist()  # noqa: E731
+    return as_list(keys), as_list(ok), int(folds), int(count)  # type: ignore[arg-type]
+
+
+def rebuilt(ledger: Ledger) -> tuple[list[int], list[int]]:
+    snapshot, _ = ledger._build_index(JOB)
+    return snapshot.keys.tolist(), snapshot.ok_key.tolist()
+
+
+def test_every_fold_keeps_the_index_up_to_date(
+    ledger: Ledger, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_module, "_SNAPSHOT_AFTER", 0.0)
+    run = ledger.begin_run(JOB, "r1", "cfg", FILES)
+    first = [("A", 1, h("a")), ("B", 2, h("b")), ("C", 3, h("c"))]
+    assert verdicts(ledger, run, first, changed_only=True) == [SEND] * 3
+    ledger.record(JOB, "r1", [("A", 1, "ok", h("a")), ("B", 2, "ok", h("b"))])
+    ledger.record(JOB, "r1", [("C", 3, "failed", h("c"))])
+    ledger.end_run("r1", status="done", counts={}, exit_code=1)
+    keys, ok, folds, count = index_arrays(path)
+    assert folds == count == 1
+    assert (keys, ok) == rebuilt(ledger) and len(keys) == 3
+
+    run = ledger.begin_run(JOB, "r2", "cfg", FILES)
+    second = [("A", 1, h("a")), ("B", 2, h("b2")), ("C", 3, h("c")), ("D", 4, h("d"))]
+    assert verdicts(ledger, run, second, changed_only=True) == [UNCHANGED, SEND, SEND, SEND]
+    assert run._state.snapshot is not None and run._state.index_tried  # read, not rebuilt
+    ledger.record(JOB, "r2", [("B", 2, "ok", h("b2")), ("C", 3, "ok", h("c"))])
+    ledger.record(JOB, "r2", [("D", 4, "rejected", h("d"))])
+    ledger.end_run("r2", status="done", counts={}, exit_code=0)
+    keys, ok, folds, count = index_arrays(path)
+    assert folds == count == 2
+    assert (keys, ok) == rebuilt(ledger) and len(keys) == 4
+
+    run = ledger.begin_run(JOB, "r3", "cfg", FILES)
+    assert verdicts(ledger, run, second, changed_only=True) == [UNCHANGED] * 3 + [SEND]
+
+
+def test_an_index_behind_the_rows_is_rebuilt_not_trusted(
+    ledger: Ledger, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_module, "_SNAPSHOT_AFTER", 0.0)
+    run = ledger.begin_run(JOB, "r1", "cfg", FILES)
+    verdicts(ledger, run, [("A", 1, h("a"))], changed_only=True)
+    ledger.record(JOB, "r1", [("A", 1, "ok", h("a"))])
+    ledger.end_run("r1", status="done", counts={}, exit_code=0)
+    # rows changed by a fold the index did not see (a crash between the fold's transactions)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE rows SET last_ok_hash = ? WHERE identity = 'A'", (h("a2"),))
+        conn.execute("UPDATE job_folds SET folds = folds + 1")
+    conn.close()
+    run = ledger.begin_run(JOB, "r2", "cfg", FILES)
+    assert ledger._read_index(JOB) is None
+    assert verdicts(ledger, run, [("A", 2, h("a2"))], changed_only=True) == [UNCHANGED]
+    keys, ok, folds, count = index_arrays(path)
+    assert folds == count == 2 and (keys, ok) == rebuilt(ledger)
+
+
+def test_a_schema_1_ledger_is_upgraded_in_place(path: Path) -> None:
+    with Ledger(path) as led:
+        led.begin_run(JOB, "r1", "cfg", FILES)
+        led.record(JOB, "r1", [("A", 1, "ok", h("a"))])
+        led.end_run("r1", status="done", counts={"ok": 1}, exit_code=0)
+    with sqlite3.connect(path) as conn:  # what dmimport 0.1 left
+        conn.execute("DROP TABLE job_index")
+        conn.execute("DROP TABLE job_folds")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.close()
+    with Ledger(path) as led:
+        run = led.begin_run(JOB, "r2", "cfg", FILES)
+        assert verdicts(led, run, [("A", 1, h("a"))], changed_only=True) == [UNCHANGED]
+    assert db(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+    assert db(path, "SELECT identity, last_ok_hash FROM rows") == [("A", h("a"))]
+    with Ledger(path) as led:
+        assert [r.run_id for r in led.runs(JOB)] == ["r2", "r1"]
