@@ -345,7 +345,7 @@ class InputOptions(_Model):
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
     encoding: str = "auto"
     delimiter: str | None = None
-    batch_rows: int = Field(default=50_000, ge=1, le=10_000_000)
+    batch_rows: int = Field(default=10_000, ge=1, le=10_000_000)
     #: a larger field rejects its record (not the file)
     max_field_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     #: gzip bomb guard: a .gz that inflates past this is refused

@@ -512,7 +512,7 @@ class Run:
 
     async def _send(self, secret: str) -> tuple[str | None, int]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[_BatchState | None] = asyncio.Queue(maxsize=3)
+        queue: asyncio.Queue[_BatchState | None] = asyncio.Queue(maxsize=1)
         error: list[BaseException] = []
 
         def producer() -> None:

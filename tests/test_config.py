@@ -94,7 +94,7 @@ def test_defaults_and_shorthand(tmp_path: Path) -> None:
     assert config.target.base_url == "http://127.0.0.1:8080"
     assert config.send.concurrency == 32
     assert config.send.retry.max_attempts == 5
-    assert config.input.batch_rows == 50_000
+    assert config.input.batch_rows == 10_000
     assert config.report.format == "csv"
     assert config.columns["phone"].source == "手机号"
     assert config.columns["age"].type == "integer"
