@@ -95,6 +95,17 @@ def _populate(config: Path, data: Path, state: Path) -> int:
     return total
 
 
+def _drop_index(state: Path) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(state)
+    try:
+        with conn:
+            conn.execute("DELETE FROM job_index")
+    finally:
+        conn.close()
+
+
 def fig_changed(ctx: Context) -> Figure:
     fig = Figure("changed")
     n = ctx.sizes.local_rows
@@ -114,6 +125,10 @@ def fig_changed(ctx: Context) -> Figure:
                     ctx.dmimport("run", [data], n, sb, ("--changed-only",))
                     for _ in range(ctx.sizes.repeats)
                 ]
+                # the first changed-only run of a job that only ever ran in full has no
+                # packed index yet and builds it from the rows table: shown, not a target
+                _drop_index(state)
+                cold = ctx.dmimport("run", [data], n, sb, ("--changed-only",))
                 arrived = int(sb.stats().get("requests", 0))
         finally:
             ctx.config = previous
@@ -129,7 +144,8 @@ def fig_changed(ctx: Context) -> Figure:
     t_rerun, t_dry = float(summary["duration_s"]), float(dry.summary["duration_s"])
     ratio = t_rerun / t_dry if t_dry else 0.0
     sent_nothing = arrived == 0 and summary.get("requests") == 0 and unchanged == n
-    fig.raw |= {"rows": n, "dry": dry.as_dict(), "rerun": rerun.as_dict(), "arrived": arrived}
+    fig.raw |= {"rows": n, "dry": dry.as_dict(), "rerun": rerun.as_dict(), "arrived": arrived,
+                "cold_rerun": cold.as_dict()}  # fmt: skip
     fig.checks.append(
         Check(
             f"changed: {label}",
@@ -141,6 +157,8 @@ def fig_changed(ctx: Context) -> Figure:
             join_notes(
                 f"{arrived} requests reached the sandbox; {unchanged:,} rows unchanged",
                 f"wall-clock {rerun.measured.wall_s:.2f} s vs {dry.measured.wall_s:.2f} s",
+                f"without the ledger's packed index (a job's first changed-only run) "
+                f"{float((cold.summary or {}).get('duration_s', 0.0)):.2f} s",
             ),
         )
     )

@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 from .config import CREATE_TIME, EVENT_ID, ColumnSpec, Config
 from .errcodes import ErrCode
 from .errors import ConfigError, ConfigProblem
-from .rowhash import hash64, hex16
+from .rowhash import ABSENT, combine, hash64, hex16
 
 __all__ = [
     "BodyList",
@@ -121,27 +121,51 @@ class BodyList(Sequence[bytes | None]):
 
     Reads like ``list[bytes | None]`` (index, slice, iterate, ``len``, ``==``), with ``None``
     for rows rejected locally. A body is ``head + properties + "}}"``; ``head`` is shared
-    (``{"properties":{``) unless the event name comes from a column.
+    (``{"properties":{``) unless the event name comes from a column. Given a function instead
+    of the arrays, the arrays are built on first use (``build``): a changed-only run that
+    finds nothing changed never builds them.
     """
 
-    def __init__(self, head: bytes | pa.Array, properties: pa.Array, ok: np.ndarray):
+    def __init__(
+        self,
+        head: bytes | pa.Array | None,
+        properties: pa.Array | Callable[[], tuple[bytes | pa.Array, pa.Array]],
+        ok: np.ndarray,
+    ):
+        self._ok = ok
+        self._make: Callable[[], tuple[bytes | pa.Array, pa.Array]] | None = None
+        if callable(properties):
+            self._make = properties
+        else:
+            assert head is not None
+            self._set(head, properties)
+
+    def _set(self, head: bytes | pa.Array, properties: pa.Array) -> None:
         self._head = head if isinstance(head, bytes) else None
         self._heads = _Texts(head) if not isinstance(head, bytes) else None
         self._properties = _Texts(properties)
-        self._ok = ok
         self._arrays = (head, properties)  # keeps the buffers alive
+
+    def build(self) -> None:
+        """Build the bodies now (they are otherwise built on first access)."""
+        if self._make is not None:
+            make, self._make = self._make, None
+            self._set(*make())
 
     def __len__(self) -> int:
         return len(self._ok)
 
     def arrow(self) -> pa.Array:
         """Every row's body as one binary array (rows without a body included)."""
+        self.build()
         head, properties = self._arrays
         if isinstance(head, bytes):
             head = head.decode()
         return pc.binary_join_element_wise(head, properties, "}}", "").cast(pa.binary())
 
     def _body(self, i: int) -> bytes:
+        if self._make is not None:
+            self.build()
         head = self._head if self._heads is None else self._heads[i]
         assert head is not None
         return b"".join((head, self._properties[i], b"}}"))
@@ -161,6 +185,7 @@ class BodyList(Sequence[bytes | None]):
         return self._body(i) if self._ok[i] else None
 
     def __iter__(self) -> Iterator[bytes | None]:
+        self.build()
         for i, ok in enumerate(self._ok.tolist()):
             yield self._body(i) if ok else None
 
@@ -215,26 +240,23 @@ class LazyList(Sequence[T]):
 
 
 class HashList(Sequence[str | None]):
-    """``properties_hash``: 16 hex digits of a 64-bit hash of each body (``rowhash``), None
-    for rows rejected locally. The whole table is hashed at once on first use (about 0.1
-    microseconds a row), so reading one hash or a million costs the same pass."""
+    """``properties_hash``: 16 hex digits of a 64-bit hash of each row's mapped properties
+    (``Mapper.properties_hash``), None for rows rejected locally. Computed for the whole
+    table at once on first use: reading one hash or a million costs the same pass."""
 
-    def __init__(self, bodies: BodyList):
-        self._bodies = bodies
+    def __init__(self, compute: Callable[[], np.ndarray], ok: np.ndarray):
+        self._compute: Callable[[], np.ndarray] | None = compute
+        self._ok = ok
         self._values: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self._bodies)
+        return len(self._ok)
 
     def values(self) -> np.ndarray:
-        """The uint64 hash of every row's body (meaningless where the row has no body)."""
+        """The uint64 hash of every row (0 where the row has no body)."""
         if self._values is None:
-            ok = self._bodies._ok
-            if ok.all():
-                self._values = hash64(self._bodies.arrow())
-            else:  # a rejected row may hold a huge value: not hashed for nothing
-                self._values = np.zeros(len(ok), dtype=np.uint64)
-                self._values[ok] = hash64(self._bodies.arrow().filter(pa.array(ok)))
+            assert self._compute is not None
+            self._values, self._compute = self._compute(), None
         return self._values
 
     @overload
@@ -244,7 +266,7 @@ class HashList(Sequence[str | None]):
     def __getitem__(self, i: int | slice) -> str | list[str | None] | None:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        ok = self._bodies._ok
+        ok = self._ok
         if i < 0:
             i += len(ok)
         if not 0 <= i < len(ok):
@@ -252,7 +274,7 @@ class HashList(Sequence[str | None]):
         return hex16(self.values()[i]) if ok[i] else None
 
     def __iter__(self) -> Iterator[str | None]:
-        pairs = zip(self.values().tolist(), self._bodies._ok.tolist(), strict=True)
+        pairs = zip(self.values().tolist(), self._ok.tolist(), strict=True)
         return (hex16(v) if ok else None for v, ok in pairs)
 
     def take(self, rows: Sequence[int] | np.ndarray) -> list[str | None]:
@@ -270,12 +292,6 @@ class HashList(Sequence[str | None]):
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
-
-
-def body_hash(body: bytes | None) -> str | None:
-    """The stable short hash of one body (what the ledger compares between runs); the same
-    value ``HashList`` gives for that body."""
-    return None if body is None else hex16(hash64([body])[0])
 
 
 @dataclass
@@ -754,6 +770,8 @@ class Mapper:
         if self.is_event and job.event_name is not None:
             name = json.dumps(job.event_name, ensure_ascii=False)
             self._head = '{"eventName":' + name + ',"properties":{'
+        layout = [self._head, [(p.name, p.spec.type, p.constant) for p in self.props]]
+        self._layout_hash = hash64([json.dumps(layout, ensure_ascii=False)])[0]
 
     def map(self, batch: _BatchLike, *, build_bodies: bool = True) -> Mapped:
         """Map a loader ``Batch`` (its ``table`` and ``lines``)."""
@@ -871,7 +889,10 @@ class Mapper:
         identity = identity_text.to_pylist()
         pk_texts = {k: values[k].text for k in self.primary_keys}
         keys = LazyList(n, lambda: self._keys(pk_texts, usable))
-        bodies = self._bodies(values, names, ok, n) if build_bodies else None
+        bodies = hashes = None
+        if build_bodies:
+            bodies = BodyList(None, lambda: self._bodies(values, names, n), ok)
+            hashes = HashList(lambda: self._properties_hash(values, names, ok), ok)
         return Mapped(
             n=n,
             lines=np.asarray(lines, dtype=np.int64),
@@ -882,7 +903,7 @@ class Mapper:
             identity=identity,
             keys=keys,
             event_names=names.to_pylist() if names is not None else None,
-            properties_hash=HashList(bodies) if bodies is not None else None,
+            properties_hash=hashes,
             identity_text=identity_text,
         )
 
@@ -973,8 +994,9 @@ class Mapper:
         return keys
 
     def _bodies(
-        self, values: dict[str, _Values], names: pa.Array | None, ok: np.ndarray, n: int
-    ) -> BodyList:
+        self, values: dict[str, _Values], names: pa.Array | None, n: int
+    ) -> tuple[bytes | pa.Array, pa.Array]:
+        """(head, properties) arrays of every row's body."""
         fragments: list[pa.Array | str] = []
         for prop in self.props:
             v = values[prop.name]
@@ -989,10 +1011,39 @@ class Mapper:
                 fragments.append(pc.binary_join_element_wise(prop.prefix, v.json, ""))
         properties = _join(fragments, ",", n)
         if names is None:
-            return BodyList(self._head.encode(), properties, ok)
+            return self._head.encode(), properties
         heads = _string_literals(pc.fill_null(names, ""), '{"eventName":')
         heads = pc.binary_join_element_wise(heads, ',"properties":{', "")
-        return BodyList(heads, properties, ok)
+        return heads, properties
+
+    def _properties_hash(
+        self, values: dict[str, _Values], names: pa.Array | None, ok: np.ndarray
+    ) -> np.ndarray:
+        """Per row with a body (0 elsewhere): ``rowhash.combine`` of the job's layout (event
+        name, property names, types and constants) and of each property's JSON value (or
+        "absent"), plus the row's event name when it comes from a column. The same values
+        make the same body, and the other way round, so this tells a changed body from an
+        unchanged one without building bodies."""
+        rows = np.flatnonzero(ok)
+        every = len(rows) == len(ok)
+        picked = pa.array(rows)
+        arrays: list[pa.Array] = [
+            a for p in self.props if p.constant is None and (a := values[p.name].json) is not None
+        ]
+        if names is not None:
+            arrays.append(names)
+        if not every:
+            arrays = [a.take(picked) for a in arrays]
+        columns = [np.full(len(rows), self._layout_hash, dtype=np.uint64)]
+        if arrays:  # one pass over every column's values: fewer, larger numpy operations
+            flat = pa.concat_arrays([a.cast(pa.string()) for a in arrays])
+            h = hash64(flat)
+            if flat.null_count:
+                h[~_np(pc.is_valid(flat))] = ABSENT
+            columns.extend(h.reshape(len(arrays), len(rows)))
+        out = np.zeros(len(ok), dtype=np.uint64)
+        out[rows] = combine(columns)
+        return out
 
 
 def _blank(text: pa.Array) -> np.ndarray:

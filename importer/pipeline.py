@@ -162,7 +162,7 @@ class _BatchState:
             self.status[ok & (verdict == 2)] = int(Status.UNCHANGED)
             ok = ok & (verdict == 0)
         self.valid = np.flatnonzero(ok)
-        self.errcode: list[int | None] = [None if c == 0 else int(c) for c in mapped.errcode]
+        self.errcode: list[int | None] = [c or None for c in mapped.errcode.tolist()]
         self.errmsg: list[str | None] = list(mapped.reason)
         self.attempts = np.zeros(n, dtype=np.int32)
         self.latency: list[float | None] = [None] * n
@@ -297,7 +297,10 @@ class Run:
                         verdict = None
                         if reader is not None and bodies:
                             verdict = self._classify(reader, mapped, index)
-                        yield _BatchState(batch, mapped, valid_status, verdict, index)
+                        state = _BatchState(batch, mapped, valid_status, verdict, index)
+                        if len(state.valid) and mapped.bodies is not None:
+                            mapped.bodies.build()  # here, not on the loop thread
+                        yield state
                 except LoadError as exc:
                     # The file broke mid-way (e.g. truncated gzip): what was read is
                     # reported; the failure itself becomes a report line too.
@@ -617,13 +620,13 @@ class Run:
     def _finish_locked(self, state: _BatchState) -> None:
         batch, mapped = state.batch, state.mapped
         labels = [Status(s).label for s in range(len(Status))]
-        status = [labels[s] for s in state.status]
-        lines = [int(x) for x in mapped.lines]
+        status = [labels[s] for s in state.status.tolist()]
+        lines: list[int] = mapped.lines.tolist()
         identity = list(mapped.identity)
         errcode = state.errcode
         errmsg = state.errmsg
         column = list(mapped.column)
-        attempts = [int(a) for a in state.attempts]
+        attempts: list[int] = state.attempts.tolist()
         latency = state.latency
         for i, s in enumerate(status):
             if s == "not_sent" and (errmsg[i] is None or errmsg[i] == NOT_SENT_MESSAGE):

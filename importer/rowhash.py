@@ -1,12 +1,13 @@
-"""Stable 64-bit hashes of many byte strings at once: row identities and request bodies.
+"""Stable 64-bit hashes of many byte strings at once: row identities and property values.
 
 The ledger keeps them between runs, so they must not change between processes (Python's own
 ``hash`` is salted per process), and they must be cheap for a million rows: ``hashlib`` costs
 about 0.5 microseconds a row in a Python loop, more than reading and checking the row.
 
-``hash64`` works on a whole Arrow array with numpy, a column of 8-byte words at a time, and
-costs about 0.1 microseconds a row for 100-byte bodies. The function (``dmh64``) is defined
-here and nowhere else, byte for byte:
+``hash64`` works on a whole Arrow array with numpy, word ``j`` of every value at once (read
+straight from the Arrow buffer at each value's offset), about 0.2 microseconds for a
+100-byte value and less for short ones. ``combine`` hashes rows of such hashes (a row's
+properties). The function (``dmh64``) is defined here and nowhere else, byte for byte:
 
 - the value's bytes (UTF-8 for text), length ``L``, zero-padded to a multiple of 8 and read as
   little-endian 64-bit words ``w[0] .. w[ceil(L/8) - 1]``;
@@ -14,15 +15,16 @@ here and nowhere else, byte for byte:
   (xxHash64's round and merge steps; all arithmetic modulo 2**64);
 - the result is ``h`` after xxHash64's final avalanche;
 - except for values longer than 4,096 bytes (rare: a body past a few kilobytes), where it is
-  BLAKE2b with an 8-byte digest, read as a little-endian integer: numpy works a word column at
-  a time, so one long value would cost a pass per word, where ``hashlib`` costs a
+  BLAKE2b with an 8-byte digest, read as a little-endian integer: numpy works a word position
+  at a time, so one long value would cost a pass per word, where ``hashlib`` costs a
   microsecond per kilobyte.
 
 Because the length goes in first, the zero padding cannot make two values collide. It is not a
-cryptographic hash and need not be: it tells whether a row changed since the last night, and
-a changed body keeps its old hash with odds of about 2**-64. Tests pin known values, so that a
-change to this file that changed them fails loudly instead of making one night re-send every
-row.
+cryptographic hash and need not be: it tells whether a row changed since the last night. Each
+step is a bijection of ``h`` for a given word, so values that differ in one word never collide;
+otherwise a changed value keeps its old hash with odds of about 2**-64. Tests pin known
+values, so that a change to this file that changed them fails loudly instead of making one
+night re-send every row.
 """
 
 from __future__ import annotations
@@ -33,9 +35,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-__all__ = ["ALGORITHM", "hash64", "hex16", "keys64"]
+__all__ = ["ABSENT", "ALGORITHM", "combine", "hash64", "hex16", "keys64"]
 
 #: What the ledger's hashes are (``dmh64`` above).
 ALGORITHM = "dmh64"
@@ -47,29 +48,59 @@ _P4 = np.uint64(0x85EBCA77C2B2AE63)
 _P5 = np.uint64(0x27D4EB2F165667C5)
 _SEED = np.uint64(0x646D696D706F7274)  # "dmimport"
 _FLIP = np.uint64(1 << 63)
+#: what ``combine`` callers put for a value that is absent (null): no value hashes to it in
+#: practice (odds 2**-64)
+ABSENT = np.uint64(0)
 #: values longer than this many 8-byte words are hashed with BLAKE2b
 _LONG_WORDS = 512
 
 
-def _rotl(x: np.ndarray, r: int) -> np.ndarray:
-    return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
+def _words_hash(words: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``dmh64`` of rows of equal word count, given as an (n, k) uint64 matrix of words."""
+    h = _start(lengths)
+    scratch = (np.empty(len(h), dtype=np.uint64), np.empty(len(h), dtype=np.uint64))
+    for j in range(words.shape[1]):
+        _round(h, words[:, j], *scratch)
+    return _finish(h)
 
 
-def _words_hash(words: np.ndarray, counts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """``dmh64`` of rows given as an (n, k) uint64 matrix of words, ``counts`` words each."""
+def _start(lengths: np.ndarray) -> np.ndarray:
+    h = lengths.astype(np.uint64)
     with np.errstate(over="ignore"):
-        h = _SEED ^ (lengths.astype(np.uint64) * _P5)
-        all_rows = bool(len(counts)) and int(counts.min()) >= words.shape[1]
-        for k in range(words.shape[1]):
-            w = words[:, k] * _P2
-            step = _rotl(h ^ (_rotl(w, 31) * _P1), 27) * _P1 + _P4
-            h = step if all_rows else np.where(counts > k, step, h)
-        h ^= h >> np.uint64(33)
-        h *= _P2
-        h ^= h >> np.uint64(29)
-        h *= _P3
-        h ^= h >> np.uint64(32)
+        np.multiply(h, _P5, out=h)
+    np.bitwise_xor(h, _SEED, out=h)
     return h
+
+
+def _round(h: np.ndarray, w: np.ndarray, t: np.ndarray, u: np.ndarray) -> None:
+    """``h = rotl(h ^ rotl(w * P2, 31) * P1, 27) * P1 + P4``, in place (t, u: scratch)."""
+    with np.errstate(over="ignore"):
+        np.multiply(w, _P2, out=t)
+        np.right_shift(t, _R33, out=u)
+        np.left_shift(t, _R31, out=t)
+        np.bitwise_or(t, u, out=t)
+        np.multiply(t, _P1, out=t)
+        np.bitwise_xor(h, t, out=h)
+        np.right_shift(h, _R37, out=u)
+        np.left_shift(h, _R27, out=h)
+        np.bitwise_or(h, u, out=h)
+        np.multiply(h, _P1, out=h)
+        np.add(h, _P4, out=h)
+
+
+def _finish(h: np.ndarray) -> np.ndarray:
+    u = np.empty_like(h)
+    with np.errstate(over="ignore"):
+        for shift, prime in ((_R33, _P2), (_R29, _P3)):
+            np.right_shift(h, shift, out=u)
+            np.bitwise_xor(h, u, out=h)
+            np.multiply(h, prime, out=h)
+    np.right_shift(h, _R32, out=u)
+    np.bitwise_xor(h, u, out=h)
+    return h
+
+
+_R27, _R29, _R31, _R32, _R33, _R37 = (np.uint64(r) for r in (27, 29, 31, 32, 33, 37))
 
 
 def _as_binary(values: pa.Array | pa.ChunkedArray | Sequence[bytes | str]) -> pa.Array:
@@ -92,43 +123,62 @@ def hash64(values: pa.Array | pa.ChunkedArray | Sequence[bytes | str]) -> np.nda
     n = len(arr)
     if n == 0:
         return np.zeros(0, dtype=np.uint64)
-    lengths = pc.binary_length(arr).to_numpy(zero_copy_only=False).astype(np.int64)
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int32, count=n + 1, offset=arr.offset * 4)
+    starts = offsets[:-1].astype(np.int64)
+    lengths = np.diff(offsets).astype(np.int64)
     counts = (lengths + 7) // 8
-    most = int(counts.max())
-    # Rows are hashed in groups of similar length, so that one long value does not pad a
-    # whole batch to its size: most rows in one pass, longer ones in doubling groups.
-    bound = max(4, 2 * int(np.median(counts)))
-    if most <= min(bound, _LONG_WORDS):
-        return _hash_group(arr, lengths, counts)
-    out = np.zeros(n, dtype=np.uint64)
-    for i in np.flatnonzero(lengths > 8 * _LONG_WORDS).tolist():
+    long_rows = np.flatnonzero(counts > _LONG_WORDS)
+    if len(long_rows):
+        counts[long_rows] = 0  # hashed below
+    # The values' bytes plus 8 zero bytes, read as 8-byte words at any byte offset: word j of
+    # value i is at starts[i] + 8 * j, its bytes past the value's end masked off.
+    first, last = int(offsets[0]), int(offsets[-1])
+    data = np.zeros(last - first + 8, dtype=np.uint8)
+    if data_buf is not None and last > first:
+        data[: last - first] = np.frombuffer(data_buf, dtype=np.uint8)[first:last]
+    starts -= first
+    h = _start(lengths)
+    scratch = (np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint64))
+    low = int(counts.min())
+    for j in range(int(counts.max())):
+        if j < low:  # every value has this word
+            w = _gather(data, starts + 8 * j)
+            if j == low - 1:  # the last word of some: keep only their bytes
+                w &= _MASKS[np.minimum(lengths - 8 * j, 8)]
+            _round(h, w, *scratch)
+            continue
+        rows = np.flatnonzero(counts > j)
+        w = _gather(data, starts[rows] + 8 * j)
+        w &= _MASKS[np.minimum(lengths[rows] - 8 * j, 8)]
+        sub = h[rows]
+        m = len(rows)
+        _round(sub, w, scratch[0][:m], scratch[1][:m])
+        h[rows] = sub
+    h = _finish(h)
+    for i in long_rows.tolist():
         digest = hashlib.blake2b(arr[i].as_buffer() or b"", digest_size=8).digest()
-        out[i] = int.from_bytes(digest, "little")
-    most = min(most, _LONG_WORDS)
-    low = 0
-    while low <= most:
-        rows = np.flatnonzero((counts >= low) & (counts <= min(bound, _LONG_WORDS)))
-        if len(rows):
-            out[rows] = _hash_group(arr.take(pa.array(rows)), lengths[rows], counts[rows])
-        low, bound = bound + 1, 2 * bound
-    return out
+        h[i] = int.from_bytes(digest, "little")
+    return h
 
 
-def _hash_group(arr: pa.Array, lengths: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    n = len(arr)
-    width = int(counts.max())
-    if width == 0:
-        return _words_hash(np.zeros((n, 0), np.uint64), counts, lengths)
-    # every value padded with zero bytes to ``width`` words: one contiguous (n, width) matrix
-    pad = pc.binary_repeat(b"\0", pa.array(8 * width - lengths))
-    joined = pc.binary_join_element_wise(arr, pad, b"")
-    _, offsets, data_buf = joined.buffers()
-    first = int(np.frombuffer(offsets, dtype=np.int32, count=1, offset=joined.offset * 4)[0])
-    data = np.frombuffer(data_buf, dtype=np.uint8)[first : first + 8 * width * n]
-    words = data.view("<u8").reshape(n, width)
-    if sys.byteorder != "little":
-        words = words.astype(np.uint64)
-    return _words_hash(words, counts, lengths)
+def _gather(data: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The little-endian 8-byte words of ``data`` at byte offsets ``at``."""
+    view = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
+    w = view[at]
+    return w if sys.byteorder == "little" else w.astype(np.uint64)
+
+
+#: ``_MASKS[r]`` keeps the first r bytes of a little-endian word (r <= 8)
+_MASKS = np.array([(1 << (8 * r)) - 1 for r in range(9)], dtype=np.uint64)
+
+
+def combine(columns: Sequence[np.ndarray]) -> np.ndarray:
+    """Per row, ``dmh64`` of the row's uint64 values in ``columns`` as 8-byte little-endian
+    words: one hash of several (a row's hash from its columns' hashes)."""
+    words = np.column_stack([np.asarray(c, dtype=np.uint64) for c in columns])
+    n, k = words.shape
+    return _words_hash(words, np.full(n, 8 * k, dtype=np.int64))
 
 
 def keys64(values: pa.Array | pa.ChunkedArray | Sequence[bytes | str]) -> np.ndarray:

@@ -578,3 +578,22 @@ def test_a_schema_1_ledger_is_upgraded_in_place(path: Path) -> None:
     assert db(path, "SELECT identity, last_ok_hash FROM rows") == [("A", h("a"))]
     with Ledger(path) as led:
         assert [r.run_id for r in led.runs(JOB)] == ["r2", "r1"]
+
+
+def test_the_snapshot_directory_finds_what_a_binary_search_finds() -> None:
+    rng = np.random.default_rng(3)
+    keys = np.unique(rng.integers(-(2**63), 2**63 - 1, 50_000, dtype=np.int64))
+    keys = np.sort(np.concatenate([keys, keys[:10]]))  # clashing identities stay in twice
+    edge = np.array([np.iinfo(np.int64).min, np.iinfo(np.int64).max, -1, 0], dtype=np.int64)
+    snap = ledger_module._Snapshot(keys, np.arange(len(keys)), keys ^ 7, True)
+    needles = np.concatenate(
+        [rng.choice(keys, 5000), rng.integers(-(2**63), 2**63 - 1, 5000), edge, keys[[0, -1]]]
+    )
+    at = snap._locate(needles)
+    expected = ledger_module._search(keys, needles)
+    assert (keys[at] == needles).tolist() == (keys[expected] == needles).tolist()
+    assert (keys[at] == needles).sum() > 5000
+    done, ok = snap.find(needles)
+    hit = np.isin(needles, keys)
+    assert (ok[hit] == needles[hit] ^ 7).all() and (ok[~hit] == 0).all()
+    assert (keys[done[hit]] == needles[hit]).all() and (done[~hit] == -1).all()

@@ -720,3 +720,75 @@ def test_event_names_are_escaped_exactly(name: str) -> None:
         assert m.bodies[0] == event_body(name.strip(), expected)
     else:
         assert int(m.errcode[0]) == ErrCode.DATA_CHECK_FAILED
+
+
+# -- the properties hash the ledger compares -------------------------------------------------
+
+
+def hashes(cfg: Config, rows: Rows) -> list[str | None]:
+    m = run(cfg, rows)
+    assert m.properties_hash is not None
+    return list(m.properties_hash)
+
+
+def test_same_body_same_hash_and_different_body_different_hash() -> None:
+    rows = users(
+        ("138", "a@b.cn", "张三", "30"),
+        (" 138 ", "A@B.CN", "张三", "30.0"),  # transforms and types make the same body
+        ("138", "a@b.cn", "张三", "31"),
+        ("138", "a@b.cn", "张三", None),  # age absent
+        ("138", "a@b.cn", "张三", ""),  # empty is absent too: the same body
+        ("138", "a@b.cn", "", "30"),  # username absent
+        ("138", "a@b.cn", '张"三', "30"),
+        ("", "", "", "x"),  # rejected: no hash
+    )
+    m = run(USERS, rows)
+    got = hashes(USERS, rows)
+    assert m.bodies is not None
+    for i in range(len(got)):
+        for j in range(len(got)):
+            same_body = m.bodies[i] == m.bodies[j]
+            assert (got[i] == got[j]) == same_body, (i, j, m.bodies[i], m.bodies[j])
+    assert got[7] is None and got[0] == got[1] and got[3] == got[4]
+
+
+def test_the_config_layout_is_part_of_the_hash() -> None:
+    row = users(("138", "a@b.cn", "张三", "30"))
+    base = hashes(USERS, row)[0]
+    columns: dict[str, Any] = {
+        "phone": {"from": "手机号", "transform": ["strip", "digits"]},
+        "email": {"from": "邮箱", "transform": ["strip", "lower"]},
+        "username": "姓名",
+        "age": {"from": "年龄", "type": "integer"},
+    }
+    assert hashes(config(columns), row)[0] == base
+    as_string = config({**columns, "age": {"from": "年龄"}})
+    with_constant = config({**columns, "source": {"value": "crm"}})
+    other_constant = config({**columns, "source": {"value": "shop"}})
+    found = {hashes(c, row)[0] for c in (as_string, with_constant, other_constant)}
+    assert len(found | {base}) == 4  # "age":"30" is not "age":30, constants count
+
+
+def test_event_name_from_a_column_is_part_of_the_hash() -> None:
+    cfg = config(
+        {"phone": "手机号", "event_id": "订单号", "create_time": "下单时间"},
+        kind="event",
+        event_name_from="事件",
+    )
+    rows = {
+        "手机号": ["138", "138"],
+        "订单号": ["E1", "E1"],
+        "下单时间": ["2024-01-31 08:00:00"] * 2,
+        "事件": ["order", "refund"],
+    }
+    got = hashes(cfg, rows)
+    assert None not in got and got[0] != got[1]
+
+
+def test_bodies_are_built_only_when_read() -> None:
+    m = run(USERS, users(("138", "", "", "")))
+    assert m.bodies is not None and m.properties_hash is not None
+    assert m.properties_hash[0] is not None  # hashing needs no body
+    assert m.bodies._make is not None
+    assert m.bodies[0] == b'{"properties":{"phone":"138"}}'
+    assert m.bodies._make is None
