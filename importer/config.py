@@ -381,6 +381,8 @@ class SendOptions(_Model):
     rate_limit: float | None = Field(default=None, gt=0)
     retry: RetryOptions = RetryOptions()
     abort_after_signature_failures: int = Field(default=5, ge=1)
+    #: stop the run when this many rows in a row failed after every attempt (0: never)
+    abort_after_failed_rows: int = Field(default=200, ge=0)
     #: sender processes; each owns a share of the customers (see docs/benchmarks.md)
     workers: int = Field(default=1, ge=1, le=64)
 

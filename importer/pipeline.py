@@ -560,6 +560,7 @@ class Run:
             rate_limit=rate / workers if rate else None,
             ordered=cfg.job.kind != "event",
             abort_after_signature_failures=cfg.send.abort_after_signature_failures,
+            abort_after_failed_rows=cfg.send.abort_after_failed_rows,
         )
         if workers > 1:
             sender = MultiProcessSender(spec, workers)

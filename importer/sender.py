@@ -171,6 +171,7 @@ class Sender:
         rate_limit: float | None = None,
         ordered: bool = True,
         abort_after_signature_failures: int = 5,
+        abort_after_failed_rows: int = 0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
@@ -183,6 +184,8 @@ class Sender:
         self.limiter = RateLimiter(rate_limit) if rate_limit else None
         self.ordered = ordered
         self.abort_after_signature_failures = abort_after_signature_failures
+        self.abort_after_failed_rows = abort_after_failed_rows
+        self._failed_rows = 0  # rows in a row that used every attempt on a retryable failure
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.abort_reason: str | None = None
@@ -282,9 +285,36 @@ class Sender:
 
     async def deliver(self, body: bytes) -> RowResult:
         """Send one body with the retry policy; never raises for a network problem."""
+        outcome, retryable, attempts = await self._deliver(body)
+        self._count_failed_row(outcome, retryable)
+        return _result(outcome, attempts)
+
+    def _count_failed_row(self, outcome: Outcome, retryable: bool) -> None:
+        """Rows that end on a retryable failure, every attempt used, one after another: the
+        platform is down (or unreachable). Stop after ``abort_after_failed_rows`` of them
+        rather than spend the night failing every row in turn; the rest stay ``not_sent``,
+        for the next run to resume. Any answer that is not a retryable failure resets it."""
+        if not retryable or self.aborted:
+            self._failed_rows = 0
+            return
+        self._failed_rows += 1
+        limit = self.abort_after_failed_rows
+        if limit and self._failed_rows >= limit:
+            if isinstance(outcome, Response):
+                last = f"{int(outcome.errcode)} {outcome.errmsg}"
+            else:
+                last = outcome.message
+            self.abort(
+                f"the platform failed {self._failed_rows} rows in a row after "
+                f"{self.retry.max_attempts} attempts each (last: {last}); stopped so that "
+                "the rest can be sent when it is back: run the same command again"
+            )
+
+    async def _deliver(self, body: bytes) -> tuple[Outcome, bool, int]:
+        """(last outcome, whether the policy would still retry it, attempts)."""
         first = await self._attempt(body)
         if not first[1] or self.retry.max_attempts <= 1 or self.aborted:
-            return _result(first[0], 1)
+            return first[0], first[1], 1
 
         policy = self.retry
         pending = [first]
@@ -310,7 +340,7 @@ class Sender:
                 attempts += 1
             if attempt.retry_state.outcome is None or not attempt.retry_state.outcome.failed:
                 attempt.retry_state.set_result(last)
-        return _result(last[0], attempts)
+        return last[0], last[1], attempts
 
 
 def _result(outcome: Outcome, attempts: int) -> RowResult:

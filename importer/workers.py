@@ -48,6 +48,7 @@ class WorkerSpec:
     rate_limit: float | None
     ordered: bool
     abort_after_signature_failures: int
+    abort_after_failed_rows: int = 0
 
     def __repr__(self) -> str:  # never show the secret
         return f"WorkerSpec(base_url={self.base_url!r}, path={self.path!r})"
@@ -64,6 +65,7 @@ class WorkerSpec:
             rate_limit=self.rate_limit if rate_limit is None else rate_limit,
             ordered=self.ordered,
             abort_after_signature_failures=self.abort_after_signature_failures,
+            abort_after_failed_rows=self.abort_after_failed_rows,
         )
 
 

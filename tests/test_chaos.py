@@ -414,3 +414,54 @@ def test_rows_left_behind_by_an_abort_all_say_why_in_the_same_words(
     reasons = {r["errmsg"] for r in not_sent}
     assert len(reasons) == 1, reasons
     assert reasons.pop().startswith("not sent: the run was aborted")
+
+
+# -- 4. a platform that is down stops the run, not the night -----------------------------------
+
+
+def test_a_platform_that_stays_down_stops_the_run_after_a_bounded_number_of_rows(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox(faults=Faults(http_503=1.0))
+    n, concurrency, limit = 2000, 8, 30
+    rows = [[f"0135{i:07d}", f"d{i}@x.cn", f"d{i}"] for i in range(n)]
+    data = write_csv(tmp_path / "c.csv", USER_HEADER[:3], rows)
+    summary = send(
+        sb, SMALL_CONFIG, data, tmp_path, monkeypatch,
+        **{"send.concurrency": concurrency, "send.abort_after_failed_rows": limit,
+           "send.retry.max_attempts": 2, "send.retry.initial_backoff_s": 0.001,
+           "send.retry.max_backoff_s": 0.002},
+    )  # fmt: skip
+    assert summary.exit_code == 3
+    assert summary.aborted == (
+        f"the platform failed {limit} rows in a row after 2 attempts each (last: HTTP 503); "
+        "stopped so that the rest can be sent when it is back: run the same command again"
+    )
+    results = read_results(summary)
+    assert_one_line_per_row(results, n)
+    attempts_match_server(results, summary, sb, "/v1/user")
+    failed = [r for r in results if r["status"] == "failed"]
+    assert limit <= len(failed) <= limit + concurrency
+    # rows in flight when it stopped are not retried: they end after 1 attempt
+    assert sum(r["attempts"] == "2" for r in failed) >= limit
+    assert {r["attempts"] for r in failed} <= {"1", "2"}
+    assert summary.counts["not_sent"] == n - len(failed)
+    assert summary.requests <= 2 * (limit + concurrency)
+
+
+def test_one_good_answer_between_failures_keeps_the_run_going(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a third of the requests fail: rows fail now and then, never 30 in a row
+    sb = fresh_sandbox(faults=Faults(seed=3, http_503=0.33))
+    n = 600
+    rows = [[f"0136{i:07d}", f"e{i}@x.cn", f"e{i}"] for i in range(n)]
+    data = write_csv(tmp_path / "c.csv", USER_HEADER[:3], rows)
+    summary = send(
+        sb, SMALL_CONFIG, data, tmp_path, monkeypatch,
+        **{"send.concurrency": 8, "send.abort_after_failed_rows": 30,
+           "send.retry.max_attempts": 1},
+    )  # fmt: skip
+    assert summary.aborted is None
+    assert summary.counts["failed"] > 100 and summary.counts["not_sent"] == 0
+    assert summary.counts["ok"] + summary.counts["failed"] == n
