@@ -678,7 +678,7 @@ def test_batches_are_bounded_and_lose_nothing(tmp_path: Path) -> None:
 @pytest.fixture
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Arrow blocks of 4 KiB, so a small file crosses many block boundaries."""
-    monkeypatch.setattr(loader, "_MIN_BLOCK", 4096)
+    monkeypatch.setattr(loader, "_BLOCK", 4096)
     monkeypatch.setattr(loader, "_BLOCK_SLACK", 0)
 
 
