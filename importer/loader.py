@@ -121,7 +121,7 @@ class InputOptions:
     format: str = "auto"
     encoding: str = "auto"
     delimiter: str | None = None
-    batch_rows: int = 50_000
+    batch_rows: int = 10_000
     max_field_bytes: int = 10 * 1024 * 1024
     max_decompressed_bytes: int = 20 * 1024**3
 
