@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import datetime
 import gzip
-import io
 import json
 import os
 import random
@@ -17,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from csv_reference import reference
 
 from importer import loader
 from importer.errors import ConfigError, LoadError
@@ -705,18 +704,7 @@ def _random_csv(rng: random.Random, n: int) -> tuple[str, list[tuple[int, list[s
         else:
             out.append(",".join(field() for _ in range(3)))
     text = "\n".join(out) + rng.choice(["\n", ""])
-    good: list[tuple[int, list[str]]] = []
-    bad: list[int] = []
-    reader = csv.reader(io.StringIO(text, newline=""))
-    next(reader)
-    line = reader.line_num + 1
-    for record in reader:
-        if record and any(record):
-            if len(record) == 3:
-                good.append((line, record))
-            else:
-                bad.append(line)
-        line = reader.line_num + 1
+    good, bad = reference(text, 3)
     return text, good, bad
 
 

@@ -4,15 +4,14 @@ every record still arrives exactly once with its physical line."""
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
 import json
 import random
 from pathlib import Path
 from typing import Any
 
 import pytest
+from csv_reference import reference
 
 from importer import loader
 from importer.errors import LoadError
@@ -34,23 +33,6 @@ def load(path: Path, **options: Any) -> tuple[list[tuple[int, list[str]]], list[
         rows.extend(zip(map(int, batch.lines), map(list, values), strict=True))
         bad.extend(batch.bad)
     return rows, bad
-
-
-def reference(text: str, width: int) -> tuple[list[tuple[int, list[str]]], list[int]]:
-    """What a straightforward reader finds: good (line, values), and the lines of bad ones."""
-    good: list[tuple[int, list[str]]] = []
-    bad: list[int] = []
-    reader = csv.reader(io.StringIO(text, newline=""))
-    next(reader)
-    line = reader.line_num + 1
-    for record in reader:
-        if record and any(record):
-            if len(record) == width:
-                good.append((line, record))
-            else:
-                bad.append(line)
-        line = reader.line_num + 1
-    return good, bad
 
 
 @pytest.fixture
