@@ -243,3 +243,40 @@ def test_sigkill_during_an_event_import_stores_each_event_exactly_once(
     ids = [e["event_id"] for e in sb.events()]
     assert len(ids) == len(set(ids)) == 20_000
     assert set(ids) == {f"O{i:08d}" for i in range(20_000)}
+
+
+def test_changed_only_runs_killed_at_random_points_send_only_the_changed_rows(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Last night delivered everything (to a fast sandbox). Tonight 10% changed; the
+    # changed-only job is killed twice while sending (to a slow sandbox, so that the kills land
+    # mid-send), then completes. Only changed rows may go out, each at most once per attempt,
+    # and the next night sends nothing.
+    last_night = fresh_sandbox(process=True)
+    tonight = fresh_sandbox(process=True, faults=Faults(latency_ms="30-50"))
+    monkeypatch.setenv("DMART_SECRET", last_night.secret)
+    cfg = make_config(tmp_path, USERS, concurrency=16)
+    data = tmp_path / "u.csv"
+    rows = users_file(data, 20_000)
+    first = run(cfg, [data], overrides={"target.base_url": last_night.url})
+    assert first.counts["ok"] == 20_000
+    changed = set(random.Random(5).sample(range(20_000), 2_000))
+    for i in changed:
+        rows[i][2] = f"tonight-{i}"
+    with open(data, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["phone", "email", "name", "age"])
+        w.writerows(rows)
+    nightly = cfg.with_name("nightly.yaml")  # the same job, in changed-only mode
+    text = cfg.read_text(encoding="utf-8")
+    nightly.write_text(text.replace("state: {path:", "state: {mode: incremental, path:"))
+
+    _kill_and_resume(nightly, data, tonight, kills=2, seed=3)
+    assert [r.status for r in list_runs(nightly)[:3]] == ["done", "killed", "killed"]
+    sent = int(tonight.stats()["requests"])
+    assert len(changed) <= sent <= 3 * len(changed)
+    stored = {c["properties"]["phone"]: c["properties"]["username"] for c in tonight.customers()}
+    assert stored == {rows[i][0]: f"tonight-{i}" for i in changed}
+
+    again = run(nightly, [data], overrides={"target.base_url": tonight.url})
+    assert again.requests == 0 and again.counts["unchanged"] == 20_000
