@@ -30,7 +30,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +170,22 @@ class Source:
     compressed: bool
     columns: list[str]  # CSV header / Parquet schema; JSONL: keys of the first object
     has_header_columns: bool  # False for JSONL: a missing key is an empty value
+    #: Parquet columns that cannot be read as text (nested, or of another unsupported type),
+    #: as "name (type)" by name: fine while the job does not read them
+    unsupported: dict[str, str] = field(default_factory=dict)
+
+    def refuse_unsupported(self, columns: Sequence[str]) -> None:
+        """LoadError when the job reads a column this file cannot give as text."""
+        read = [self.unsupported[c] for c in columns if c in self.unsupported]
+        if not read:
+            return
+        nested = [c for c in read if "<" in c]
+        what = "nested Parquet columns are" if nested else "Parquet column types"
+        raise LoadError(
+            f"{self.path}: {what} not supported: {', '.join(read)}; the config reads "
+            + ("them" if len(read) > 1 else "it")
+            + ": export flat columns of text, numbers, booleans or dates"
+        )
 
 
 @dataclass
@@ -457,20 +473,16 @@ def _open_parquet(path: Path, head: bytes) -> Source:
         schema = pq.ParquetFile(path).schema_arrow
     except (pa.ArrowException, OSError) as exc:
         raise LoadError(f"{path}: not a readable Parquet file: {exc}") from None
-    nested = [f"{f.name} ({f.type})" for f in schema if pa.types.is_nested(_value_type(f.type))]
-    if nested:
-        raise LoadError(
-            f"{path}: nested Parquet columns are not supported: {', '.join(nested)}; "
-            "export flat columns (or drop these)"
-        )
-    other = [f"{f.name} ({f.type})" for f in schema if not _castable(f.type)]
-    if other:
-        raise LoadError(f"{path}: Parquet column types not supported: {', '.join(other)}")
+    unsupported = {
+        f.name: f"{f.name} ({f.type})"
+        for f in schema
+        if pa.types.is_nested(_value_type(f.type)) or not _castable(f.type)
+    }
     names = schema.names
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
         raise LoadError(f"{path}: duplicate column names in the schema: {_quoted(dups)}")
-    return Source(path, "parquet", "binary", None, False, names, True)
+    return Source(path, "parquet", "binary", None, False, names, True, unsupported)
 
 
 def _value_type(t: pa.DataType) -> pa.DataType:
@@ -841,6 +853,7 @@ def iter_batches(
         names = list(columns) if columns is not None else list(source.columns)
         return _iter_jsonl(source, options, names)
     if source.format == "parquet":
+        source.refuse_unsupported(columns if columns is not None else source.columns)
         return _iter_parquet(source, options)
     raise LoadError(f"{source.path}: unknown format '{source.format}'")
 
@@ -1994,15 +2007,18 @@ def _iter_parquet(source: Source, options: InputOptions) -> Iterator[Batch]:
             arrays: list[pa.Array] = []
             problems: dict[int, tuple[str, str]] = {}
             for name, col in zip(names, rb.columns, strict=True):
+                if name in source.unsupported:  # not read by the job: kept in ``original``
+                    continue
                 text, undecodable = _to_text(col, name, n)
                 arrays.append(text)
                 for i in undecodable:
                     problems.setdefault(
                         i, (f'undecodable bytes (not valid utf-8) in column "{name}"', name)
                     )
-            for i, found in _value_problems(arrays, names, None, options.max_field_bytes).items():
+            kept = [c for c in names if c not in source.unsupported]
+            for i, found in _value_problems(arrays, kept, None, options.max_field_bytes).items():
                 problems.setdefault(i, found)
-            table = pa.Table.from_arrays(arrays, names=names)
+            table = pa.Table.from_arrays(arrays, names=kept)
             bad = [BadRecord(int(lines[i]), r, c, None) for i, (r, c) in sorted(problems.items())]
             if problems:
                 keep = np.ones(n, dtype=bool)

@@ -232,6 +232,7 @@ class Run:
         problems: list[ConfigProblem] = []
         for path in self.paths:
             source = open_source(path, self.input)
+            source.refuse_unsupported(self.config.source_columns())
             self.sources.append(source)
             if source.has_header_columns:
                 try:

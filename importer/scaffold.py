@@ -500,7 +500,7 @@ def _read_sample(path: Path, options: loader.InputOptions, rows: int) -> _Sample
             options = replace(options, delimiter=best)
             source = loader.open_source(path, options)
             guessed = True
-    columns = list(source.columns)
+    columns = [c for c in source.columns if c not in source.unsupported]  # nested: left out
     batch = _first_batch(source, options, columns)
     if source.format == "jsonl" and batch is not None and batch.raw is not None:
         # JSON Lines objects may have keys the first one lacks: take them from the sample.

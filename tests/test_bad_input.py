@@ -388,16 +388,18 @@ BAD_FILES: dict[str, tuple[str, Callable[[], bytes], str]] = {
         "nested.parquet",
         lambda: _parquet_bytes(
             pa.table(
-                {"手机号": ["1"], "邮箱": ["a"], "姓名": ["x"], "年龄": ["1"], "tags": [["v"]]}
+                {"手机号": [["1"]], "邮箱": ["a"], "姓名": ["x"], "年龄": ["1"], "tags": [["v"]]}
             )
         ),
-        "nested.parquet: nested Parquet columns are not supported: tags (list<element: string>);"
-        " export flat columns (or drop these)",
+        "nested.parquet: nested Parquet columns are not supported: 手机号 (list<element: string>);"
+        " the config reads it: export flat columns of text, numbers, booleans or dates",
     ),
     "struct-parquet": (
         "struct.parquet",
-        lambda: _parquet_bytes(pa.table({"手机号": ["1"], "addr": [{"city": "x"}]})),
-        "struct.parquet: nested Parquet columns are not supported: addr (struct<city: string>)",
+        lambda: _parquet_bytes(
+            pa.table({"手机号": ["1"], "邮箱": ["a"], "姓名": [{"family": "x"}], "年龄": ["1"]})
+        ),
+        "struct.parquet: nested Parquet columns are not supported: 姓名 (struct<family: string>)",
     ),
 }
 
@@ -584,3 +586,25 @@ def test_report_dir_that_cannot_be_created_is_a_usage_error_not_a_bug(tmp_path: 
     assert "internal error" not in proc.stderr, proc.stderr
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "taken/rep" in proc.stderr
+
+
+def test_a_nested_parquet_column_the_job_does_not_read_is_kept_not_refused(
+    tmp_path: Path,
+) -> None:
+    table = pa.table(
+        {
+            "手机号": ["13800000001", "13800000002"],
+            "邮箱": ["a@b.cn", "c@d.cn"],
+            "姓名": ["x", "y"],
+            "年龄": ["1", "old"],
+            "tags": [["vip"], []],
+        }
+    )
+    write(tmp_path, "nested.parquet", _parquet_bytes(table))
+    out = validate(tmp_path, "nested.parquet")
+    assert out.code == 1  # one bad age, reported as a row; the file itself is fine
+    summary = out.summary
+    assert summary["counts"]["valid"] == 1 and summary["counts"]["rejected"] == 1
+    rejects = pq.read_table(tmp_path / summary["rejects"][0])
+    assert rejects.column_names == ["手机号", "邮箱", "姓名", "年龄", "tags"]
+    assert rejects.column("tags").to_pylist() == [[]]  # the rejected row, nested value intact
