@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from csvfiles import write_csv
 
 from importer.pipeline import RunSummary, run
 from importer.sandbox import Faults, Sandbox
@@ -80,14 +81,6 @@ send:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 def send(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 import signal
@@ -13,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from csvfiles import write_csv
 
 from importer.errors import LockedError
 from importer.ledger import Ledger
@@ -20,6 +20,7 @@ from importer.pipeline import list_runs, retry, run
 from importer.sandbox import Faults, Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
+USER_COLUMNS = ["phone", "email", "name", "age"]
 
 USERS = """
 job: {{name: users, kind: user, primary_keys: [phone, email]}}
@@ -69,10 +70,7 @@ def users_file(path: Path, n: int, *, version: str = "v1", dup_every: int = 0) -
         rows += [
             [r[0], r[1], f"{version}-again-{j}", r[3]] for j, r in enumerate(rows[::dup_every])
         ]
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["phone", "email", "name", "age"])
-        w.writerows(rows)
+    write_csv(path, USER_COLUMNS, rows)
     return rows
 
 
@@ -96,10 +94,7 @@ def test_changed_only_sends_zero_then_exactly_the_changed_rows(
     changed = {7, 300, 1999}
     for i in changed:
         rows[i][2] = f"changed-{i}"
-    with open(data, "w", encoding="utf-8", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["phone", "email", "name", "age"])
-        w.writerows(rows)
+    write_csv(data, USER_COLUMNS, rows)
     third = run(cfg, [data], overrides=ov, changed_only=True)
     assert third.requests == 3
     assert (third.counts["ok"], third.counts["unchanged"]) == (3, 1997)
@@ -166,8 +161,7 @@ def test_max_reject_rate_and_metrics_file(
     data = tmp_path / "u.csv"
     rows = users_file(data, 100)
     rows[3][3] = "bad"
-    with open(data, "w", encoding="utf-8", newline="") as fh:
-        csv.writer(fh).writerows([["phone", "email", "name", "age"], *rows])
+    write_csv(data, USER_COLUMNS, rows)
     metrics = tmp_path / "m.prom"
     ov = {"target.base_url": sb.url}
     tolerated = run(cfg, [data], overrides=ov, max_reject_rate=0.05, metrics_file=metrics)
@@ -234,11 +228,8 @@ def test_sigkill_during_an_event_import_stores_each_event_exactly_once(
     sb = fresh_sandbox(process=True, faults=Faults(latency_ms="1-4"))
     cfg = make_config(tmp_path, EVENTS)
     data = tmp_path / "e.csv"
-    with open(data, "w", encoding="utf-8", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["phone", "order_id", "created"])
-        for i in range(20_000):
-            w.writerow([f"0151{i % 3000:07d}", f"O{i:08d}", "2026-11-28 23:59:59"])
+    orders = [[f"0151{i % 3000:07d}", f"O{i:08d}", "2026-11-28 23:59:59"] for i in range(20_000)]
+    write_csv(data, ["phone", "order_id", "created"], orders)
     _kill_and_resume(cfg, data, sb, kills=3, seed=2)
     ids = [e["event_id"] for e in sb.events()]
     assert len(ids) == len(set(ids)) == 20_000
@@ -263,10 +254,7 @@ def test_changed_only_runs_killed_at_random_points_send_only_the_changed_rows(
     changed = set(random.Random(5).sample(range(20_000), 2_000))
     for i in changed:
         rows[i][2] = f"tonight-{i}"
-    with open(data, "w", encoding="utf-8", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["phone", "email", "name", "age"])
-        w.writerows(rows)
+    write_csv(data, USER_COLUMNS, rows)
     nightly = cfg.with_name("nightly.yaml")  # the same job, in changed-only mode
     text = cfg.read_text(encoding="utf-8")
     nightly.write_text(text.replace("state: {path:", "state: {mode: incremental, path:"))

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from csv_reference import reference
+from csvfiles import reference
 
 from importer import loader
 from importer.errors import ConfigError, LoadError

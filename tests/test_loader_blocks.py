@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from csv_reference import reference
+from csvfiles import reference
 
 from importer import loader
 from importer.errors import LoadError

@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from csvfiles import write_csv
 
 from importer.errors import ConfigError
 from importer.pipeline import RunSummary, run, validate
@@ -46,16 +47,6 @@ send: {concurrency: 8}
 def write_config(tmp_path: Path, text: str, name: str = "job.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
-    return path
-
-
-def write_csv(
-    path: Path, header: list[str], rows: list[list[str]], encoding: str = "utf-8"
-) -> Path:
-    with open(path, "w", encoding=encoding, newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
     return path
 
 

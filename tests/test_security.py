@@ -31,6 +31,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from csvfiles import write_csv
 
 from importer.errors import LoadError
 from importer.loader import InputOptions, iter_batches, open_source
@@ -91,14 +92,6 @@ def dmimport(*args: str | Path, cwd: Path, secret: str | None = CANARY,
     reader.join(timeout=10)
     os.close(master)
     return p.returncode, out, b"".join(chunks).decode("utf-8", "replace")
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 def rows(n: int, prefix: str = "0139") -> list[list[str]]:

@@ -1,10 +1,11 @@
-"""The records a straightforward CSV reader (Python's ``csv``) finds: what the loader's
-tests compare it with."""
+"""CSV files for the tests: writing one, and the records a straightforward reader (Python's
+``csv``) finds in one (what the loader's tests compare it with)."""
 
 from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 
 def reference(text: str, width: int) -> tuple[list[tuple[int, list[str]]], list[int]]:
@@ -22,3 +23,14 @@ def reference(text: str, width: int) -> tuple[list[tuple[int, list[str]]], list[
                 bad.append(line)
         line = reader.line_num + 1
     return good, bad
+
+
+def write_csv(
+    path: Path, header: list[str], rows: list[list[str]], encoding: str = "utf-8"
+) -> Path:
+    """A CSV file of ``header`` and ``rows`` (quoted where needed, LF line ends)."""
+    with open(path, "w", encoding=encoding, newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+    return path
