@@ -61,7 +61,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import LedgerError, LockedError
-from .rowhash import keys64
+from .rowhash import as_keys, keys64
 
 APPLICATION = "dmimport-ledger"
 SCHEMA_VERSION = 2
@@ -867,14 +867,11 @@ def _columns(chain: tuple[str, ...], with_ok: bool) -> tuple[str, tuple[str, ...
 def _hash_key(value: str | None) -> int:
     """A 64-bit key for a properties hash, the same in every process: exact for 16 hex
     digits (what the mapper makes), else ``rowhash.keys64`` of the text."""
-    if value is None:
-        return _NO_HASH
-    if len(value) == 16 and _HEX_DIGITS.issuperset(value):
-        return int(value, 16) - (1 << 63)
-    return int(keys64([value])[0])
+    return int(_hash_keys_one_by_one([value])[0])
 
 
 def _hash_keys_one_by_one(values: Sequence[str | None]) -> np.ndarray:
+    """``_hash_key`` of each value; the ones that are not 16 hex digits hashed together."""
     keys = np.full(len(values), _NO_HASH, dtype=np.int64)
     other: list[int] = []
     for i, value in enumerate(values):
@@ -905,7 +902,7 @@ def _hash_keys(values: Sequence[str | None]) -> np.ndarray:
     packed = np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2])
     unsigned = packed.view(">u8").ravel().astype(np.uint64)
     keys = np.full(n, _NO_HASH, dtype=np.int64)
-    keys[valid] = (unsigned ^ np.uint64(1 << 63)).view(np.int64)
+    keys[valid] = as_keys(unsigned)
     return keys
 
 

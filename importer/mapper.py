@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 from .config import CREATE_TIME, EVENT_ID, ColumnSpec, Config
 from .errcodes import ErrCode
 from .errors import ConfigError, ConfigProblem
-from .rowhash import ABSENT, combine, hash64, hex16
+from .rowhash import ABSENT, as_keys, combine, hash64, hex16
 
 __all__ = [
     "BodyList",
@@ -154,14 +154,6 @@ class BodyList(Sequence[bytes | None]):
 
     def __len__(self) -> int:
         return len(self._ok)
-
-    def arrow(self) -> pa.Array:
-        """Every row's body as one binary array (rows without a body included)."""
-        self.build()
-        head, properties = self._arrays
-        if isinstance(head, bytes):
-            head = head.decode()
-        return pc.binary_join_element_wise(head, properties, "}}", "").cast(pa.binary())
 
     def _body(self, i: int) -> bytes:
         if self._make is not None:
@@ -284,7 +276,7 @@ class HashList(Sequence[str | None]):
     def keys(self, rows: np.ndarray) -> np.ndarray:
         """int64 keys of the hashes of ``rows`` (all with bodies): ``int(hex, 16) - 2**63``,
         what the ledger compares."""
-        return (self.values()[rows] ^ np.uint64(1 << 63)).view(np.int64)
+        return as_keys(self.values()[rows])
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Sequence):

@@ -324,7 +324,7 @@ class Run:
         valid = np.flatnonzero(mapped.errcode == 0)
         if len(valid) == 0:
             return verdict
-        identities, keys = self._identities(mapped, valid)
+        identities, text = self._identities(mapped, valid)
         positions = (np.int64(file_index) << np.int64(40)) + mapped.lines[valid]
         hashes: Any = mapped.properties_hash
         # changed-only compares every hash: all at once; a resume alone reads few or none
@@ -339,34 +339,27 @@ class Run:
             positions.tolist(),
             hashes,
             changed_only=self.changed_only,
-            identity_keys=keys,
+            identity_keys=keys64(text),
         )
         return verdict
 
-    def _identities(self, mapped: Mapped, rows: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """The ledger identities of ``rows`` (as ``_identity``) and their ``keys64``."""
+    def _identities(self, mapped: Mapped, rows: np.ndarray) -> tuple[list[str], pa.Array]:
+        """The ledger identities of ``rows``, as a list and as an Arrow array (for
+        ``keys64``): a row's primary-key values, after its event name for events
+        (``order_detail|phone=138...;event_id=E1``)."""
         text = mapped.identity_text
         assert text is not None
         every = len(rows) == len(text)
         if self.config.job.kind != "event":
             if every:
-                return mapped.identity, keys64(text)
-            return [mapped.identity[i] for i in rows.tolist()], keys64(text.take(rows))
+                return mapped.identity, text
+            return [mapped.identity[i] for i in rows.tolist()], text.take(rows)
         name = self.config.job.event_name
         names: Any = name if name is not None else pa.array(mapped.event_names, pa.string())
         text = pc.binary_join_element_wise(names, text, "|")
         if not every:
             text = text.take(rows)
-        return text.to_pylist(), keys64(text)
-
-    def _identity(self, mapped: Mapped, i: int) -> str:
-        """A row's stable identity: its primary-key values (plus the event for events)."""
-        if self.config.job.kind != "event":
-            return mapped.identity[i]
-        name = self.config.job.event_name
-        if name is None and mapped.event_names is not None:
-            name = mapped.event_names[i]
-        return f"{name}|{mapped.identity[i]}"
+        return text.to_pylist(), text
 
     # -- running -------------------------------------------------------------------------------
     def execute(self) -> RunSummary:
@@ -690,17 +683,20 @@ class Run:
         self._write_rejects(state)
         if self.ledger is not None:
             path = str(batch.source.path)
-            self._failed_buf.extend(
-                (
-                    path,
-                    int(mapped.lines[i]),
-                    self._identity(mapped, int(i)),
-                    labels[state.status[i]],
-                )
-                for i in np.flatnonzero(
-                    (state.status == int(Status.FAILED)) | (state.status == int(Status.NOT_SENT))
-                )
+            undelivered = np.flatnonzero(
+                (state.status == int(Status.FAILED)) | (state.status == int(Status.NOT_SENT))
             )
+            if len(undelivered):
+                identities = self._identities(mapped, undelivered)[0]
+                self._failed_buf.extend(
+                    (path, line, identity, labels[status])
+                    for line, identity, status in zip(
+                        mapped.lines[undelivered].tolist(),
+                        identities,
+                        state.status[undelivered].tolist(),
+                        strict=True,
+                    )
+                )
 
     def _write_rejects(self, state: _BatchState) -> None:
         batch = state.batch

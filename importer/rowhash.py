@@ -36,10 +36,8 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["ABSENT", "ALGORITHM", "combine", "hash64", "hex16", "keys64"]
+__all__ = ["ABSENT", "as_keys", "combine", "hash64", "hex16", "keys64"]
 
-#: What the ledger's hashes are (``dmh64`` above).
-ALGORITHM = "dmh64"
 
 _P1 = np.uint64(0x9E3779B185EBCA87)
 _P2 = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -182,8 +180,14 @@ def combine(columns: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def keys64(values: pa.Array | pa.ChunkedArray | Sequence[bytes | str]) -> np.ndarray:
-    """``hash64`` as int64 sort keys: ``int(hex16(h), 16) - 2**63`` for each hash ``h``."""
-    return (hash64(values) ^ _FLIP).view(np.int64)
+    """``hash64`` as int64 sort keys (``as_keys``)."""
+    return as_keys(hash64(values))
+
+
+def as_keys(hashes: np.ndarray) -> np.ndarray:
+    """uint64 hashes as int64 sort keys: ``int(hex16(h), 16) - 2**63`` for each hash ``h``
+    (unsigned order is kept)."""
+    return (np.asarray(hashes, dtype=np.uint64) ^ _FLIP).view(np.int64)
 
 
 def hex16(h: int | np.integer) -> str:
