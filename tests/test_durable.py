@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -268,3 +269,31 @@ def test_changed_only_runs_killed_at_random_points_send_only_the_changed_rows(
 
     again = run(nightly, [data], overrides={"target.base_url": tonight.url})
     assert again.requests == 0 and again.counts["unchanged"] == 20_000
+
+
+def test_a_kill_while_summary_json_is_written_leaves_the_previous_file_whole(
+    tmp_path: Path,
+) -> None:
+    # A process rewriting summary.json (1 MB each time) is SIGKILLed at random moments: the
+    # file is always one complete version, never a torn mix, and never missing.
+    target = tmp_path / "summary.json"
+    code = (
+        "import sys; from pathlib import Path; from importer.report import write_json_atomic\n"
+        "p = Path(sys.argv[1]); n = 0\n"
+        "while True:\n"
+        "    n += 1; write_json_atomic(p, {'version': n, 'rows': ['x' * 100] * 10000})\n"
+    )
+    rng = random.Random(7)
+    seen = set()
+    for _ in range(5):
+        proc = subprocess.Popen([sys.executable, "-c", code, str(target)], cwd=ROOT)
+        deadline = time.monotonic() + 30
+        while not target.exists() and time.monotonic() < deadline:  # past start-up
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.05, 0.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        data = json.loads(target.read_text(encoding="utf-8"))
+        assert data["rows"] == ["x" * 100] * 10000
+        seen.add(data["version"])
+    assert len(seen) >= 2  # the writer got on between kills
