@@ -44,6 +44,7 @@ from .report import (
     ResultRows,
     ResultsWriter,
     file_fingerprint,
+    rejects_names,
     write_json_atomic,
     write_metrics,
 )
@@ -422,7 +423,8 @@ class Run:
             )
             self._writer = _LedgerWriter(self.ledger, job, run_id)
         self.results = ResultsWriter(run_dir, fmt, mask_pii=self.config.report.mask_pii)
-        self.rejects: dict[Path, RejectsWriter] = {}
+        self.rejects: dict[int, RejectsWriter] = {}
+        self._rejects_names: list[str] = []
         try:
             if self.dry_run or secret is None:
                 for state in self._produce(build_bodies=False):
@@ -703,7 +705,7 @@ class Run:
         failed = np.flatnonzero(np.isin(state.status, _UNDELIVERED))
         if len(failed) == 0 and not batch.bad:
             return
-        writer = self._rejects_writer(batch.source)
+        writer = self._rejects_writer(state.file_index)
         lines = state.mapped.lines
         if batch.original is not None:
             # Parquet: the original rows, original types, bad records included
@@ -722,19 +724,14 @@ class Run:
             table_lines = [int(lines[i]) for i in failed]
         writer.write(RejectRows([], table, table_lines, raw))
 
-    def _rejects_writer(self, source: Source) -> RejectsWriter:
-        writer = self.rejects.get(source.path)
+    def _rejects_writer(self, index: int) -> RejectsWriter:
+        writer = self.rejects.get(index)
         if writer is None:
-            ext = {"csv": "tsv" if source.delimiter == "\t" else "csv"}.get(
-                source.format, source.format
-            )
-            if len(self.sources) == 1:
-                name = f"rejects.{ext}"
-            else:
-                stem = source.path.name.split(".")[0]
-                name = f"rejects-{stem}.{ext}"
-            writer = RejectsWriter(self.run_dir / name, source)
-            self.rejects[source.path] = writer
+            if not self._rejects_names:
+                self._rejects_names = rejects_names(self.sources)
+            source = self.sources[index]
+            writer = RejectsWriter(self.run_dir / self._rejects_names[index], source)
+            self.rejects[index] = writer
         return writer
 
 

@@ -7,7 +7,7 @@ A run writes, in its own directory under the report dir::
     rejects.<ext>                 the original rows that did not get through (rejected, failed,
                                   not_sent), in the input's own format, encoding and header;
                                   one file per input file when there are several
-                                  (rejects-<name>)
+                                  (rejects-<name>, unique: ``rejects_names``)
     summary.json                  counts by status and errcode, rate, duration, fingerprints
 
 Every file is written under a temporary name in the same folder and renamed into place when
@@ -28,7 +28,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -301,6 +301,47 @@ class RejectsWriter:
         if self._text is not None:
             self._text.close()
         self._tmp.unlink(missing_ok=True)
+
+
+#: input name endings left out of a rejects file's name (its own extension replaces them)
+_INPUT_SUFFIXES = (".gz", ".csv", ".txt", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
+#: bytes of an input's name kept in its rejects file's name (a file name holds 255)
+_NAME_BYTES = 120
+
+
+def rejects_names(sources: Sequence[Any]) -> list[str]:
+    """The rejects file name of each source, in order: ``rejects.<ext>`` for a single input,
+    else ``rejects-<input name>.<ext>``, unique within the run whatever the inputs are called.
+
+    The input's name loses its format and ``.gz`` endings and every character but letters,
+    digits, ``.``, ``-`` and ``_`` (made ``_``); names that then meet, compared without case
+    (a case-insensitive file system), get ``-2``, ``-3`` ... in input order.
+    """
+    exts = [_rejects_ext(s) for s in sources]
+    if len(sources) == 1:
+        return [f"rejects.{exts[0]}"]
+    names: list[str] = []
+    taken: set[str] = set()
+    for source, ext in zip(sources, exts, strict=True):
+        stem = source.path.name
+        while stem.lower().endswith(_INPUT_SUFFIXES):
+            stem = stem[: stem.rindex(".")]
+        stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem)
+        stem = stem.encode()[:_NAME_BYTES].decode(errors="ignore") or "input"
+        name = f"rejects-{stem}.{ext}"
+        n = 1
+        while name.casefold() in taken:
+            n += 1
+            name = f"rejects-{stem}-{n}.{ext}"
+        taken.add(name.casefold())
+        names.append(name)
+    return names
+
+
+def _rejects_ext(source: Any) -> str:
+    if source.format == "csv":
+        return "tsv" if source.delimiter == "\t" else "csv"
+    return str(source.format)
 
 
 def file_fingerprint(path: Path, sample: int = 1 << 20) -> dict[str, Any]:
