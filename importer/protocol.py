@@ -89,19 +89,48 @@ class ProtocolError(ValueError):
     """A response body that is not the contract's ``{"errcode": N, "errmsg": "..."}``."""
 
 
+#: errcodes are stored and reported as 32-bit integers; a number outside is not the contract's
+ERRCODE_MIN, ERRCODE_MAX = -(2**31), 2**31 - 1
+
+
 def parse_response(body: bytes) -> tuple[int, str]:
-    """``(errcode, errmsg)`` from a response body, or ProtocolError."""
+    """``(errcode, errmsg)`` from a response body, or ProtocolError.
+
+    Whatever the server sends, the only exception is ProtocolError: a body nested too deeply
+    for the decoder or an errcode outside 32 bits is not the contract's JSON. An unpaired
+    surrogate in errmsg becomes ``?`` (a UTF-8 report cannot hold it).
+    """
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"response is not JSON ({len(body)} bytes)") from exc
+    except RecursionError:
+        raise ProtocolError(f"response JSON is nested too deeply ({len(body)} bytes)") from None
     if not isinstance(obj, dict):
         raise ProtocolError("response JSON is not an object")
     code = obj.get("errcode")
     if not isinstance(code, int) or isinstance(code, bool):
         raise ProtocolError("response has no integer errcode")
-    msg = obj.get("errmsg", "")
-    return code, msg if isinstance(msg, str) else str(msg)
+    if not ERRCODE_MIN <= code <= ERRCODE_MAX:
+        shown = str(code)
+        if len(shown) > 24:
+            shown = shown[:20] + "..."
+        raise ProtocolError(f"response errcode {shown} is out of range (32-bit integer)")
+    msg = obj.get("errmsg")
+    if msg is None:
+        msg = ""
+    elif not isinstance(msg, str):
+        try:
+            msg = str(msg)
+        except RecursionError:
+            raise ProtocolError("response errmsg is nested too deeply") from None
+    try:
+        msg.encode()
+    except UnicodeEncodeError:
+        # a lone surrogate (``"\\ud800"``) cannot be written to a UTF-8 report; the errcode
+        # still says what happened, so only the text is mended
+        msg = msg.encode("utf-8", "replace").decode()
+    return code, msg
 
 
 def response_body(code: ErrCode | int, message: str | None = None) -> bytes:

@@ -1,0 +1,226 @@
+"""A platform that answers in hostile or unusual but exact byte sequences.
+
+Every test runs ``dmimport run`` as a user runs it (a subprocess) against ``RawServer``: a plain
+socket server on a free loopback port that writes, for each request, exactly the bytes a test
+scripts, segment by segment. Nothing in the HTTP layer is mocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from csvfiles import write_csv
+
+DMIMPORT = Path(sys.executable).with_name("dmimport")
+SECRET = "test-secret-0b7c"
+
+HEADER = ["手机号", "姓名"]
+CONFIG = """
+job: {kind: user, primary_keys: [phone]}
+columns:
+  phone: 手机号
+  username: 姓名
+send:
+  concurrency: 1
+  retry: {max_attempts: 2, initial_backoff_s: 0.001, max_backoff_s: 0.002}
+"""
+
+#: what a script returns for one request: the segments to write (each one ``sendall``, with a
+#: short pause before the next), and whether to close the connection afterwards
+Answer = tuple[list[bytes], bool]
+Script = Callable[[bytes], Answer]
+
+
+def http(body: bytes, status: bytes = b"200 OK", extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 %s\r\nContent-Length: %d\r\n%s\r\n" % (status, len(body), extra) + body
+
+
+def contract(code: int, msg: str = "") -> bytes:
+    return json.dumps({"errcode": code, "errmsg": msg}).encode()
+
+
+class RawServer:
+    """Reads each request (head + Content-Length body) and writes what ``script`` says."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.requests: list[bytes] = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._conns: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(buf) < length:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                body, buf = buf[:length], buf[length:]
+                self.requests.append(body)
+                segments, close = self.script(body)
+                for i, segment in enumerate(segments):
+                    if i:
+                        time.sleep(0.05)
+                    conn.sendall(segment)
+                if close:
+                    return
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._sock.close()
+        for conn in self._conns:
+            with contextlib.suppress(OSError):  # the peer may be gone already
+                conn.shutdown(socket.SHUT_RDWR)
+        for t in [self._accepting, *self._threads]:
+            t.join(10)
+
+
+@pytest.fixture
+def raw_server() -> Callable[[Script], RawServer]:
+    started: list[RawServer] = []
+
+    def make(script: Script) -> RawServer:
+        server = RawServer(script)
+        started.append(server)
+        return server
+
+    yield make  # type: ignore[misc]
+    for server in started:
+        server.stop()
+
+
+def phones(n: int) -> list[list[str]]:
+    return [[f"1380000{i:04d}", f"用户{i}"] for i in range(n)]
+
+
+def run(tmp_path: Path, url: str, n: int, *, secret: str = SECRET,
+        config: str = CONFIG) -> tuple[int, str, str, dict[str, dict[str, str]]]:  # fmt: skip
+    """``dmimport run`` on ``n`` customers; the exit code, stdout, stderr and results by phone."""
+    write_csv(tmp_path / "c.csv", HEADER, phones(n))
+    (tmp_path / "job.yaml").write_text(config, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
+    env["DMART_SECRET"] = secret
+    cmd = [str(DMIMPORT), "run", "job.yaml", "c.csv", "--base-url", url, "--report-dir", "rep"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    results: dict[str, dict[str, str]] = {}
+    for path in (tmp_path / "rep").glob("*/results.csv"):
+        with open(path, newline="", encoding="utf-8") as fh:
+            results = {r["identity"].removeprefix("phone="): r for r in csv.DictReader(fh)}
+    return proc.returncode, proc.stdout, proc.stderr, results
+
+
+def summary(tmp_path: Path) -> dict[str, object]:
+    (path,) = (tmp_path / "rep").glob("*/summary.json")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def outcome(results: dict[str, dict[str, str]]) -> dict[str, tuple[str, str]]:
+    return {phone: (r["status"], r["errcode"]) for phone, r in results.items()}
+
+
+# -- issue 11 #9: an answer that is not the contract's JSON is a failed attempt, never a crash --
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+HOSTILE_BODIES = {
+    "13800000000": b'{"errcode":1099511627776,"errmsg":"x"}',
+    "13800000001": b'{"errcode":-99999999999,"errmsg":"x"}',
+    "13800000002": DEEP,
+    "13800000003": b'{"errcode":0,"errmsg":' + DEEP + b"}",
+    "13800000004": b'{"errcode":20003,"errmsg":"bad \\ud800 value"}',
+}
+
+
+def test_hostile_answers_are_failed_attempts_not_a_crash(
+    raw_server: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    # Each used to end the run after sending: exit 5, "internal error", no report at all.
+    def script(body: bytes) -> Answer:
+        for phone, answer in HOSTILE_BODIES.items():
+            if phone.encode() in body:
+                return [http(answer)], False
+        return [http(contract(0, "ok"))], False
+
+    server = raw_server(script)
+    code, out, err, results = run(tmp_path, server.url, 7)
+    assert code == 1, (out, err)
+    assert "internal error" not in out + err
+    got = {
+        phone: (r["status"], r["errcode"], r["errmsg"], r["attempts"])
+        for phone, r in results.items()
+    }
+    assert got == {
+        "13800000000": (
+            "failed",
+            "",
+            "response errcode 1099511627776 is out of range (32-bit integer) (after 2 attempts)",
+            "2",
+        ),
+        "13800000001": (
+            "failed",
+            "",
+            "response errcode -99999999999 is out of range (32-bit integer) (after 2 attempts)",
+            "2",
+        ),
+        "13800000002": (
+            "failed",
+            "",
+            "response JSON is nested too deeply (200000 bytes) (after 2 attempts)",
+            "2",
+        ),
+        "13800000003": (
+            "failed",
+            "",
+            "response JSON is nested too deeply (200023 bytes) (after 2 attempts)",
+            "2",
+        ),
+        # the errcode is the contract's; only the unwritable text is mended
+        "13800000004": ("failed", "20003", "bad ? value", "1"),
+        "13800000005": ("ok", "", "", "1"),
+        "13800000006": ("ok", "", "", "1"),
+    }
+    assert len(server.requests) == 11  # every hostile answer was retried once, per policy
+    s = summary(tmp_path)
+    assert s["counts"]["ok"] == 2 and s["counts"]["failed"] == 5  # type: ignore[index]
+    assert s["errcodes"] == {"20003": 1}
