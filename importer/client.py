@@ -175,9 +175,10 @@ class Client:
     ) -> None:
         if not isinstance(secret, str):
             raise TypeError("secret must be a str")
-        if secret and (not secret.isascii() or not secret.isprintable()):
+        problem = protocol.header_problem(secret)
+        if problem is not None:
             # http.client would refuse it later, quoting it in the error: refuse it here
-            raise ValueError("the secret contains characters that cannot go in an HTTP header")
+            raise ValueError(f"the secret contains {problem}")
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"base_url must be an http:// or https:// URL, got {base_url!r}")

@@ -37,7 +37,7 @@ from .errors import ConfigError, ConfigProblem, DmImportError, LoadError
 from .ledger import Ledger, RunInfo
 from .loader import Batch, InputOptions, Source, expand_inputs, iter_batches, open_source
 from .mapper import Mapped, Mapper
-from .protocol import Profile
+from .protocol import Profile, header_problem
 from .report import (
     RejectRows,
     RejectsWriter,
@@ -265,6 +265,17 @@ class Run:
                         f"environment variable {name} contains a control character "
                         "(a line break or tab, often from a Windows env file)",
                         hint="remove it; a SECRET is a UUID-like string",
+                    )
+                )
+            elif secret.strip() and (problem := header_problem(secret)) is not None:
+                # sent anyway, it failed every row with UnicodeEncodeError, and the run ended
+                # as "the platform failed 200 rows in a row"
+                problems.append(
+                    ConfigProblem(
+                        "target.secret_env",
+                        f"environment variable {name} contains {problem}",
+                        hint="a SECRET is plain ASCII; a dash or quote pasted from a document "
+                        "or a chat is often a look-alike (an em dash for '-'): retype it",
                     )
                 )
             elif not secret.strip():

@@ -73,6 +73,22 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return hmac.new(secret.encode(), timestamp.encode() + b"\n" + body, hashlib.sha256).hexdigest()
 
 
+def header_problem(value: str) -> str | None:
+    """Why ``value`` cannot be sent as an HTTP header value, or None.
+
+    Only printable ASCII goes in a header as sent (``latin-1`` on the wire, HMAC over UTF-8 would
+    disagree for anything else). The answer names the first offending character by code point
+    and 1-based position, never the value: it is the SECRET.
+    """
+    for position, char in enumerate(value, 1):
+        if not " " <= char <= "~":
+            return (
+                "a character that cannot be sent in an HTTP header "
+                f"(U+{ord(char):04X} at position {position})"
+            )
+    return None
+
+
 def auth_headers(
     secret: str, body: bytes, *, profile: Profile = DEFAULT_PROFILE, timestamp: str | None = None
 ) -> dict[str, str]:

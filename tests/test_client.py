@@ -248,3 +248,12 @@ def test_sdk_aliases(
     assert sdk.userDelete({"phone": phone}, seen.append).ok  # type: ignore[union-attr]
     assert seen == [{"errcode": 0, "errmsg": "请求成功"}]
     assert not any(c["properties"].get("phone") == phone for c in sandbox.customers())
+
+
+def test_secret_with_an_em_dash_names_the_character_and_its_position() -> None:
+    with pytest.raises(ValueError) as info:
+        Client("a1b2c3d4\u2014e5f6", DEFAULT_BASE_URL)
+    assert str(info.value) == (
+        "the secret contains a character that cannot be sent in an HTTP header "
+        "(U+2014 at position 9)"
+    )

@@ -224,3 +224,26 @@ def test_hostile_answers_are_failed_attempts_not_a_crash(
     s = summary(tmp_path)
     assert s["counts"]["ok"] == 2 and s["counts"]["failed"] == 5  # type: ignore[index]
     assert s["errcodes"] == {"20003": 1}
+
+
+# -- issue 11 #18: a SECRET that cannot go in a header is refused before anything is sent -------
+
+
+def test_a_secret_with_an_em_dash_is_refused_in_preflight(
+    raw_server: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    # It used to fail every row with UnicodeEncodeError, then stop as "the platform failed
+    # 200 rows in a row", blaming the platform.
+    server = raw_server(lambda body: ([http(contract(0, "ok"))], False))
+    secret = "a1b2c3d4\u2014e5f6-secret"
+    code, out, err, results = run(tmp_path, server.url, 3, secret=secret)
+    assert code == 2, (out, err)
+    assert (
+        "  target.secret_env: environment variable DMART_SECRET contains a character that "
+        "cannot be sent in an HTTP header (U+2014 at position 9) -- a SECRET is plain ASCII; "
+        "a dash or quote pasted from a document or a chat is often a look-alike (an em dash "
+        "for '-'): retype it\n"
+    ) in err
+    assert "a1b2c3d4" not in out + err and "e5f6-secret" not in out + err
+    assert server.requests == []
+    assert results == {}
