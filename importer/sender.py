@@ -5,11 +5,13 @@ Design, and why:
 - ``concurrency`` worker coroutines pull rows from one shared cursor, so at most
   ``concurrency`` requests are in flight and nothing is queued per row: memory is bounded by
   the batches the pipeline has handed over (a bounded queue), not by the file.
-- Per-customer order: for ``user`` and ``user_delete`` a row waits until every earlier row that
-  shares one of its primary-key values has finished. Rows are registered in file order at the
-  moment they are taken, so a ``userDelete`` never overtakes the ``user`` before it for the same
-  phone, while different customers go in parallel. Events carry no such order: the platform
-  de-duplicates them on ``(eventName, event_id)``.
+- Per-customer order: for ``user`` and ``user_delete`` a row waits until every earlier row of
+  the same customer has finished. Rows are registered in file order at the moment they are
+  taken, so a ``userDelete`` never overtakes the ``user`` before it for the same phone, while
+  different customers go in parallel. "The same customer" is transitive, as on the platform,
+  which merges the customers a record matches: once a row names phone P and e-mail E together,
+  a later row with P alone and one with E alone are ordered too (``KeyLinks``). Events carry no
+  such order: the platform de-duplicates them on ``(eventName, event_id)``.
 - Retries use tenacity, built from the config (``RetryPolicy``): exponential backoff with full
   jitter, ``Retry-After`` honoured up to a cap, only outcomes the contract marks retryable. The
   first attempt runs outside tenacity so the common, successful path costs nothing extra.
@@ -145,6 +147,57 @@ class RateLimiter:
             await self.sleep(slot - now)
 
 
+class KeyLinks:
+    """Which primary-key values belong to one customer in this run: a union-find over them.
+
+    ``tokens(keys)`` is called once per row, in file order, and returns what the row is
+    ordered on: one token per customer (component) its values belonged to before this row,
+    the first of them being the customer's token from now on. A row that links two customers
+    so carries both tokens and waits for the earlier rows of each; every later row of the
+    merged customer carries the first and waits for it. A value seen alone, or always with the
+    same partners, costs no memory; each link costs one dict entry (about 130 bytes), so a
+    run holds one entry per customer known by several values.
+
+    Tokens are the values' ``hash()`` (process-local, so they never leave the process that
+    computed them except as opaque tokens): two values with the same hash are ordered as one
+    customer, which costs a little parallelism and never reorders anything.
+    """
+
+    def __init__(self) -> None:
+        self._parent: dict[int, int] = {}
+
+    def _find(self, x: int) -> int:
+        parent = self._parent
+        root = x
+        while (p := parent.get(root)) is not None:
+            root = p
+        while (p := parent.get(x)) is not None and p != root:
+            parent[x] = root  # path compression
+            x = p
+        return root
+
+    def tokens(self, keys: tuple[str, ...]) -> tuple[int, ...]:
+        if not self._parent:  # nothing linked yet: the values are their own customers
+            if len(keys) == 1:
+                return (hash(keys[0]),)
+            first = hash(keys[0])
+            roots = [first]
+            for k in keys[1:]:
+                h = hash(k)
+                if h not in roots:
+                    roots.append(h)
+        else:
+            roots = []
+            for k in keys:
+                r = self._find(hash(k))
+                if r not in roots:
+                    roots.append(r)
+        first = roots[0]
+        for r in roots[1:]:
+            self._parent[r] = first
+        return tuple(roots)
+
+
 class RowSource:
     """What the sender pulls rows from. ``next_row`` returns ``(token, body, keys)`` or None.
 
@@ -174,6 +227,7 @@ class Sender:
         abort_after_failed_rows: int = 0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        link_keys: bool = True,
     ) -> None:
         self.transport = transport
         self._secret = secret
@@ -191,7 +245,10 @@ class Sender:
         self.abort_reason: str | None = None
         self.abort_errcode: int | None = None
         self._signature_failures = 0
-        self._last: dict[str, asyncio.Future[None]] = {}
+        self._last: dict[Any, asyncio.Future[None]] = {}
+        #: None: the keys a row comes with are already tokens (a ``--workers`` child: the
+        #: parent linked them)
+        self.links = KeyLinks() if link_keys else None
         self.requests = 0
 
     def __repr__(self) -> str:
@@ -226,8 +283,10 @@ class Sender:
             if not self.ordered or not keys:
                 on_result(token, await self.deliver(body))
                 continue
-            # Register in file order before any await, then wait for earlier rows that share
-            # a primary-key value with this one.
+            if self.links is not None:
+                keys = self.links.tokens(keys)
+            # Register in file order before any await, then wait for earlier rows of the same
+            # customer.
             waits = [f for k in keys if (f := self._last.get(k)) is not None]
             done: asyncio.Future[None] = loop.create_future()
             for k in keys:

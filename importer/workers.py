@@ -1,15 +1,25 @@
-"""``--workers N``: spread the sending over N processes, each owning a share of the customers.
+"""``--workers N``: spread the sending over N processes, each sending a share of the rows.
 
 One process (the parent) reads, maps and reports, as in a single-process run; it routes every
-valid row to child ``hash(first primary-key value) % N`` and the children only send. A child is
-a plain ``Sender`` in its own event loop, so it has its own core for the HTTP client, which is
-where a run spends its CPU. Rows of one customer always go to the same child, whose sender
-keeps their file order (for customers identified by several keys, the first non-empty one in
-``job.primary_keys`` order decides the child).
+valid row to a child and the children only send. A child is a plain ``Sender`` in its own
+event loop, so it has its own core for the HTTP client, which is where a run spends its CPU.
+
+Per-customer order. The parent turns each row's primary-key values into customer tokens
+(``KeyLinks``: values named together in one row belong to one customer, transitively, as on the
+platform), and a child's sender keeps file order among the rows it holds that share a token
+(it chains them). Across children the parent keeps the rule that makes this enough: **two rows
+of one customer are never unanswered in two children at the same time**. It counts, per token,
+the rows shipped and not yet answered and which child holds them (``_Owners``: bounded by the
+rows in flight, not by the file). A row goes to the child that holds its customer; a row whose
+customer no child holds goes to ``crc32(first value) % N`` (the common case: one dict lookup).
+A row that links two customers held by two children (a phone seen in one, an e-mail in the
+other) waits until the other child has answered them, then goes to the first: every earlier
+row of its customer has then been answered or sits before it in the same child. The parent
+routes rows one at a time in file order, so while such a row waits, later rows wait behind it.
 
 Rows travel in chunks over pipes; each child has a bounded window of chunks in flight, so
-memory stays flat. A fatal outcome in any child stops all of them; rows they had not sent come
-back ``not_sent``.
+memory stays flat, and answers come back at least every few milliseconds. A fatal outcome in
+any child stops all of them; rows they had not sent come back ``not_sent``.
 """
 
 from __future__ import annotations
@@ -24,11 +34,22 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .protocol import Profile
-from .sender import NOT_SENT_MESSAGE, RetryPolicy, RowResult, RowSource, Sender, Status
+from .sender import (
+    NOT_SENT_MESSAGE,
+    KeyLinks,
+    RetryPolicy,
+    RowResult,
+    RowSource,
+    Sender,
+    Status,
+)
 from .transport import StreamTransport, Transport
 
 CHUNK_ROWS = 256
 WINDOW_CHUNKS = 8
+#: a child sends its answers back at least this often (seconds), so that a row waiting for
+#: another child's answers (see ``_Owners``) does not wait for a whole chunk
+FLUSH_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -53,8 +74,11 @@ class WorkerSpec:
     def __repr__(self) -> str:  # never show the secret
         return f"WorkerSpec(base_url={self.base_url!r}, path={self.path!r})"
 
-    def build_sender(self, transport: Transport, rate_limit: float | None = None) -> Sender:
-        """The sender this spec describes (the single-process path uses it too)."""
+    def build_sender(
+        self, transport: Transport, rate_limit: float | None = None, *, link_keys: bool = True
+    ) -> Sender:
+        """The sender this spec describes (the single-process path uses it too). A child
+        gets rows whose keys the parent already turned into ``KeyLinks`` tokens."""
         return Sender(
             transport,
             secret=self.secret,
@@ -66,14 +90,45 @@ class WorkerSpec:
             ordered=self.ordered,
             abort_after_signature_failures=self.abort_after_signature_failures,
             abort_after_failed_rows=self.abort_after_failed_rows,
+            link_keys=link_keys,
         )
 
 
 def route(keys: tuple[str, ...], workers: int) -> int:
-    """The child that owns a row: stable across runs and processes (crc32, not hash())."""
+    """The child for a row no other child holds: stable across runs and processes (crc32,
+    not hash())."""
     if not keys:
         return 0
     return zlib.crc32(keys[0].encode()) % workers
+
+
+class _Owners:
+    """Which child holds unanswered rows with a given primary-key value, and how many."""
+
+    def __init__(self) -> None:
+        self._held: dict[int, list[int]] = {}  # token -> [child, unanswered rows]
+
+    def holders(self, keys: tuple[int, ...]) -> set[int]:
+        held = self._held
+        return {o[0] for k in keys if (o := held.get(k)) is not None}
+
+    def claim(self, child: int, keys: tuple[int, ...]) -> None:
+        held = self._held
+        for k in keys:
+            o = held.get(k)
+            if o is None:
+                held[k] = [child, 1]
+            else:
+                assert o[0] == child, "a key value held by two children"
+                o[1] += 1
+
+    def release(self, keys: tuple[int, ...]) -> None:
+        held = self._held
+        for k in keys:
+            o = held[k]
+            o[1] -= 1
+            if o[1] == 0:
+                del held[k]
 
 
 class _PipeSource(RowSource):
@@ -94,23 +149,31 @@ async def _child(conn: Connection, spec: WorkerSpec) -> None:
     transport = StreamTransport(
         spec.base_url, timeout=spec.timeout, verify=spec.verify, ca_file=spec.ca_file
     )
-    sender = spec.build_sender(transport)
+    sender = spec.build_sender(transport, link_keys=False)
     source = _PipeSource()
     out: list[tuple[Any, int, int | None, str, int, float]] = []
     pending = 0
     inbox_done = asyncio.Event()
 
+    timer: asyncio.TimerHandle | None = None
+
     def flush() -> None:
+        nonlocal timer
+        if timer is not None:
+            timer.cancel()
+            timer = None
         if out:
             conn.send_bytes(pickle.dumps(("results", out[:])))
             out.clear()
 
     def on_result(token: Any, r: RowResult) -> None:
-        nonlocal pending
+        nonlocal pending, timer
         out.append((token, int(r.status), r.errcode, r.errmsg, r.attempts, r.latency_ms))
         pending -= 1
         if len(out) >= CHUNK_ROWS or pending == 0:
             flush()
+        elif timer is None:
+            timer = loop.call_later(FLUSH_S, flush)
 
     def on_readable() -> None:
         nonlocal pending
@@ -190,8 +253,18 @@ class MultiProcessSender:
         outstanding = [0] * self.workers  # rows sent, not yet answered
         window = [asyncio.Event() for _ in range(self.workers)]
         done = [asyncio.Event() for _ in range(self.workers)]
-        tokens: dict[int, Any] = {}
+        answered = asyncio.Event()  # some child answered some rows
+        tokens: dict[int, tuple[Any, tuple[int, ...]]] = {}
+        owners = _Owners()
+        links = KeyLinks()
+        ordered = self.spec.ordered
         next_id = 0
+
+        def answer(tid: int, result: RowResult) -> None:
+            token, keys = tokens.pop(tid)
+            if ordered and keys:
+                owners.release(keys)
+            on_result(token, result)
 
         def reader(i: int) -> None:
             try:
@@ -202,15 +275,15 @@ class MultiProcessSender:
                     self.abort_reason = self.abort_reason or f"sender process {i} died"
                     done[i].set()
                 window[i].set()
+                answered.set()
                 return
             if kind == "results":
                 for tid, status, code, msg, attempts, latency in payload:
-                    on_result(
-                        tokens.pop(tid), RowResult(Status(status), code, msg, attempts, latency)
-                    )
+                    answer(tid, RowResult(Status(status), code, msg, attempts, latency))
                 outstanding[i] -= len(payload)
                 in_flight[i] = -(-outstanding[i] // CHUNK_ROWS)
                 window[i].set()
+                answered.set()
             elif kind == "done":
                 reason, requests = payload
                 self.requests += requests
@@ -218,26 +291,39 @@ class MultiProcessSender:
                     self.abort_reason = reason
                 done[i].set()
                 window[i].set()
+                answered.set()
 
         for i, c in enumerate(conns):
             loop.add_reader(c.fileno(), reader, i)
 
-        buffers: list[list[tuple[int, bytes, tuple[str, ...]]]] = [[] for _ in conns]
+        buffers: list[list[tuple[int, bytes, tuple[Any, ...]]]] = [[] for _ in conns]
 
         async def ship(i: int) -> None:
             while in_flight[i] >= WINDOW_CHUNKS and not done[i].is_set():
                 window[i].clear()
                 await window[i].wait()
+            rows, buffers[i] = buffers[i], []
             if done[i].is_set():  # the child stopped: its share is not sent
-                for tid, _, _ in buffers[i]:
-                    on_result(
-                        tokens.pop(tid), RowResult(Status.NOT_SENT, None, NOT_SENT_MESSAGE, 0, 0.0)
-                    )
+                for tid, _, _ in rows:
+                    answer(tid, _not_sent())
             else:
-                conns[i].send_bytes(pickle.dumps(("rows", buffers[i])))
+                conns[i].send_bytes(pickle.dumps(("rows", rows)))
                 in_flight[i] += 1
-                outstanding[i] += len(buffers[i])
-            buffers[i] = []
+                outstanding[i] += len(rows)
+
+        async def settle(keys: tuple[int, ...], held: set[int]) -> int:
+            """Wait until one child at most holds unanswered rows sharing ``keys``."""
+            target = min(held)
+            while len(held) > 1 and not self.aborted:
+                for i in held - {target}:
+                    if buffers[i]:
+                        await ship(i)
+                answered.clear()
+                held = owners.holders(keys)
+                if len(held) > 1:
+                    await answered.wait()
+                    held = owners.holders(keys)
+            return held.pop() if held else target
 
         try:
             while not self.aborted:
@@ -247,9 +333,21 @@ class MultiProcessSender:
                 token, body, keys = item
                 tid = next_id
                 next_id += 1
-                tokens[tid] = token
-                i = route(keys, self.workers)
-                buffers[i].append((tid, body, keys))
+                ordering: tuple[Any, ...] = keys
+                if ordered and keys:
+                    ordering = links.tokens(keys)
+                    held = owners.holders(ordering)
+                    if not held:
+                        i = route(keys, self.workers)
+                    elif len(held) == 1:
+                        i = held.pop()
+                    else:
+                        i = await settle(ordering, held)
+                    owners.claim(i, ordering)
+                else:
+                    i = route(keys, self.workers)
+                tokens[tid] = (token, ordering)
+                buffers[i].append((tid, body, ordering))
                 if len(buffers[i]) >= CHUNK_ROWS:
                     await ship(i)
             for i in range(self.workers):
@@ -271,7 +369,7 @@ class MultiProcessSender:
                 if p.is_alive():
                     p.kill()
             for tid in list(tokens):
-                on_result(tokens.pop(tid), _not_sent())
+                answer(tid, _not_sent())
 
 
 def _not_sent() -> RowResult:
