@@ -68,7 +68,7 @@ SCHEMA_VERSION = 2
 
 #: ``classify`` verdicts
 SEND = 0
-DONE = 1  # the resumed run already has a final outcome for this row
+DONE = 1  # the resumed runs delivered this row, or a later row of its identity
 UNCHANGED = 2  # changed-only: the platform already holds exactly this body
 
 ROW_STATUSES = frozenset({"ok", "failed", "rejected", "not_sent"})
@@ -578,7 +578,8 @@ class Ledger:
         changed_only: bool,
         identity_keys: np.ndarray | None = None,
     ) -> np.ndarray:
-        """One verdict per row, int8: SEND (0), DONE (1: the resumed run has it), UNCHANGED
+        """One verdict per row, int8: SEND (0), DONE (1: the resumed runs delivered it, ok, or
+        a later row of its identity; a row they left failed or not_sent is SEND), UNCHANGED
         (2: only with ``changed_only``; the platform holds this very body).
 
         Call it for the rows of a run in file order, batch after batch. ``hashes`` are the
@@ -768,20 +769,17 @@ class Ledger:
     def failed_rows(self, run_id: str) -> list[tuple[str, int, str, str]]:
         """The rows to retry for ``run_id``: ``(file, line, identity, status)``, by file, line.
 
-        A resumed run skipped what the runs it resumed had recorded, so their failed and
-        rejected rows are included (their not_sent rows were sent again by the resumed run).
-        The newest run's entry wins for a (file, line) listed twice.
+        Only the run's own: a resumed run sends again every row the runs it resumed did not
+        deliver, so their failures are its own report's (and its retry list's), or were
+        delivered by it. The last entry wins for a (file, line) listed twice.
         """
         picked: dict[tuple[str, int], tuple[str, int, str, str]] = {}
-        for depth, rid in enumerate((run_id, *self._chain(run_id))):
-            for file, line, identity, status in self._conn.execute(
-                "SELECT file, line, identity, status FROM run_rows_failed WHERE run_id = ? "
-                "ORDER BY rowid",
-                (rid,),
-            ):
-                if depth > 0 and status == "not_sent":
-                    continue
-                picked.setdefault((file, line), (file, line, identity, status))
+        for file, line, identity, status in self._conn.execute(
+            "SELECT file, line, identity, status FROM run_rows_failed WHERE run_id = ? "
+            "ORDER BY rowid",
+            (run_id,),
+        ):
+            picked[(file, line)] = (file, line, identity, status)
         return [picked[k] for k in sorted(picked)]
 
     # -- locks ---------------------------------------------------------------------------------
@@ -859,7 +857,7 @@ def _columns(chain: tuple[str, ...], with_ok: bool) -> tuple[str, tuple[str, ...
     if chain:
         reached = (
             f"CASE WHEN last_run_id IN ({','.join('?' * len(chain))}) "
-            f"AND last_status <> 'not_sent' THEN last_pos ELSE {_FLOOR} END"
+            f"AND last_status = 'ok' THEN last_pos ELSE {_FLOOR} END"
         )
     return f"{reached}, {'last_ok_hash' if with_ok else 'NULL'}", chain
 

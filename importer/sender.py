@@ -50,7 +50,7 @@ class Status(IntEnum):
     UNCHANGED = 4
     #: dry run: passed every local check, would be sent
     VALID = 5
-    #: resumed run: the killed run it continues already has this row's outcome
+    #: resumed run: the run it continues delivered this row (or a later row of its identity)
     SKIPPED = 6
 
     @property

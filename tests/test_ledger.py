@@ -247,18 +247,24 @@ def test_resume_skips_what_the_dead_run_recorded(
     ledger.begin_run(JOB, "r1", "cfg", FILES)
     # X appears at pos 10 and 20; the run died after recording only pos 10
     ledger.record(JOB, "r1", [("X", 10, "ok", h("x1")), ("Y", 11, "failed", h("y"))])
-    ledger.record(JOB, "r1", [("Z", 12, "not_sent", h("z"))])
+    ledger.record(JOB, "r1", [("Z", 12, "not_sent", h("z")), ("V", 13, "rejected", h("v"))])
+    ledger.record(JOB, "r1", [("U", 14, "failed", h("u1")), ("U", 15, "ok", h("u2"))])
     die(path, "r1", dead_pid)
     run = ledger.begin_run(JOB, "r2", "cfg", FILES)
     rows = [
         ("X", 10, h("x1")),
-        ("Y", 11, h("y")),  # failed is a final outcome: retry it with `dmimport retry r1`
-        ("Z", 12, h("z")),  # not_sent is not: sent again
+        ("Y", 11, h("y")),  # failed: not delivered, so sent again (issue 11 #2)
+        ("Z", 12, h("z")),  # not_sent: sent again
+        ("V", 13, h("v")),  # rejected: not delivered either
+        ("U", 14, h("u1")),  # failed, but a later row of U was delivered: done
+        ("U", 15, h("u2")),
         ("X", 20, h("x2")),
         ("W", 21, h("w")),  # never seen
         ("", 22, h("blank")),
     ]
-    assert verdicts(ledger, run, rows, changed_only=False) == [DONE, DONE, SEND, SEND, SEND, SEND]
+    assert verdicts(ledger, run, rows, changed_only=False) == [
+        DONE, SEND, SEND, SEND, DONE, DONE, SEND, SEND, SEND
+    ]  # fmt: skip
 
 
 def test_changed_only_skips_unchanged_rows(ledger: Ledger, lookup_mode: str) -> None:
@@ -387,7 +393,7 @@ def test_runs_newest_first_with_counts(ledger: Ledger) -> None:
     assert newest.duration_s is not None and 0 <= newest.duration_s < 60
 
 
-def test_failed_rows_round_trip_and_cover_the_resumed_runs(
+def test_failed_rows_are_the_runs_own_a_resumed_run_sends_the_earlier_ones_again(
     ledger: Ledger, path: Path, dead_pid: int
 ) -> None:
     ledger.begin_run(JOB, "r1", "cfg", FILES)
@@ -403,11 +409,10 @@ def test_failed_rows_round_trip_and_cover_the_resumed_runs(
         ("a.csv", 9, "phone=9", "not_sent"),
         ("b.csv", 7, "phone=7", "failed"),
     ]
-    # r2 skipped r1's failed row (it had a final outcome) and re-sent its not_sent row
+    # r2 sent r1's undelivered rows again: what still failed is in r2's own list (issue 11 #2)
     assert ledger.failed_rows("r2") == [
         ("a.csv", 3, "phone=3", "rejected"),
         ("a.csv", 9, "phone=9", "failed"),
-        ("b.csv", 7, "phone=7", "failed"),
     ]
     assert ledger.failed_rows("unknown") == []
 
