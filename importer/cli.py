@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -300,14 +301,54 @@ def config_excerpt(exc: ConfigError, limit: int = 5) -> str:
     for problem in exc.problems[:limit]:
         if problem.line is None or not 1 <= problem.line <= len(lines):
             continue
-        text = lines[problem.line - 1]
+        text = _safe_line(lines[problem.line - 1], problem.path, exc.secrets)
         key = problem.path.rsplit(".", 1)[-1]
         col = text.find(key) if key else -1
-        col = col if col >= 0 else len(text) - len(text.lstrip())
+        col = min(col if col >= 0 else len(text) - len(text.lstrip()), len(text))
         gutter = f"{problem.line:>5} | "
         out.append(f"{gutter}{text}")
         out.append(" " * (len(gutter) - 2) + "| " + " " * col + "^ " + problem.message)
     return "\n".join(out)
+
+
+#: ``key:`` in a YAML line, block or flow style, and where its value starts
+_YAML_KEY = re.compile(r"""(?P<key>[A-Za-z0-9_.-]+)["']?[ \t]*:(?:[ \t]+|$)""")
+_EXCERPT_WIDTH = 160
+
+
+def _safe_line(text: str, path: str, secrets: tuple[str, ...]) -> str:
+    """A config line fit to print: values of credential-named keys, anything that looks like
+    the SECRET, and the SECRET itself replaced by ``****``; cut to a screen's width."""
+    from .config import env_secrets, is_secret_key, redact_secrets
+
+    if any(is_secret_key(part) for part in path.split(".")[:-1]):
+        # inside a credential's value (a list item, a nested mapping): only its indentation
+        text = re.sub(r"^(\s*(?:-\s+)?(?:[^:#'\"]+:\s+)?).*$", r"\1****", text)
+    out, pos = [], 0
+    for m in _YAML_KEY.finditer(text):
+        if m.start() < pos or not is_secret_key(m.group("key")):
+            continue
+        start = m.end()
+        flow = text[:start].count("{") + text[:start].count("[") > text[:start].count("}") + text[
+            :start
+        ].count("]")
+        end = len(text)
+        if text[start : start + 1] in ("'", '"'):
+            close = text.find(text[start], start + 1)
+            end = close + 1 if close > 0 else end
+        elif flow:
+            stop = re.search(r"[,}\]]", text[start:])
+            end = start + stop.start() if stop else end
+        else:
+            comment = re.search(r"\s#", text[start:])
+            end = start + comment.start() if comment else end
+        if end > start:
+            out += [text[pos:start], "****"]
+            pos = end
+    text = redact_secrets("".join(out) + text[pos:], (*secrets, *env_secrets()))
+    if len(text) > _EXCERPT_WIDTH:
+        text = text[:_EXCERPT_WIDTH] + " ..."
+    return text
 
 
 class UsageError(Exception):

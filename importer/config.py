@@ -22,7 +22,10 @@ The models are frozen; the mapper, loader and sender read them, never change the
 from __future__ import annotations
 
 import codecs
+import contextlib
+import dataclasses
 import difflib
+import os
 import re
 from collections.abc import Iterator, Mapping
 from datetime import date, datetime
@@ -54,9 +57,30 @@ EVENT_ID = "event_id"
 CREATE_TIME = "create_time"
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_UUID_LIKE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-")
 _JOB_NAME = re.compile(r"^\w[\w.-]*$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+_SECRET_WORDS = frozenset(
+    ("secret", "secrets", "token", "password", "passwd", "pwd", "key", "apikey", "credentials")
+)
+#: a UUID (the platform's SECRETs are UUIDs) or 16+ letters and digits mixed, as API keys are
+_SECRET_LIKE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-|(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{16}"
+)
+
+
+def looks_like_secret(value: str) -> bool:
+    """A value no config should hold and no message may print: a UUID or an API-key-like run
+    (``sk_live_abc123def456ghi789``); environment variable names (``DMART_SECRET``) do not."""
+    return _SECRET_LIKE.search(value) is not None
+
+
+def is_secret_key(name: str) -> bool:
+    """A key whose value may be a credential (``secret_env``, ``api_key``, ``accessKeySecret``,
+    ``password``): its value is never printed in a config excerpt."""
+    words = re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+", name)
+    return any(w.lower() in _SECRET_WORDS for w in words)
 
 
 def _problem(message: str, hint: str | None = None) -> PydanticCustomError:
@@ -132,14 +156,19 @@ class Target(_Model):
     @field_validator("secret_env")
     @classmethod
     def _env_name(cls, v: str) -> str:
-        if _UUID_LIKE.match(v):
+        # neither message quotes the value: it may be the SECRET pasted in the wrong place
+        if looks_like_secret(v):
             raise _problem(
                 "secret_env looks like the SECRET itself; it must be the NAME of an environment "
                 "variable",
                 "put the SECRET in an environment variable (e.g. DMART_SECRET) and name it here",
             )
         if not _ENV_NAME.match(v):
-            raise _problem(f"'{v}' is not an environment variable name", "e.g. DMART_SECRET")
+            raise _problem(
+                "secret_env is not an environment variable name (letters, digits and '_', "
+                "not starting with a digit)",
+                "e.g. DMART_SECRET",
+            )
         return v
 
     @model_validator(mode="after")
@@ -466,14 +495,32 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     path = Path(path)
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with open(path, "rb") as fh:
+            # read one byte past the bound: /dev/zero or a wrong multi-GB file stops here
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        "",
+                        f"the file is larger than {MAX_CONFIG_BYTES // 1024**2} MiB; "
+                        "a config is a few KB",
+                        "is this the right file?",
+                    )
+                ],
+                source=source,
+            )
+        text = raw.decode("utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {source}", source=source) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file: {exc}", source=source) from None
     try:
-        data = yaml.safe_load(text)
-        lines, duplicates = _key_lines(yaml.compose(text))
+        data, node = _load_yaml(text)
+        lines, duplicates = _key_lines(node)
+    except _YamlBomb as exc:
+        problem = ConfigProblem("", exc.problem, exc.hint, exc.line)
+        raise ConfigError([problem], source=source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         what = getattr(exc, "problem", None) or str(exc)
@@ -489,6 +536,90 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
             source=source,
         ) from None
     return _validate(data, source, overrides, lines, duplicates, default_name=path.stem)
+
+
+#: a config is a few KB; a larger file is refused before YAML reads it
+MAX_CONFIG_BYTES = 1024**2
+#: mappings and lists inside one another; a config needs four or five levels
+MAX_YAML_DEPTH = 100
+#: nodes (keys, values, items) of the document once every alias is expanded
+MAX_YAML_NODES = 100_000
+
+
+class _YamlBomb(Exception):
+    """A YAML document too deep or too large (after aliases) to be a config."""
+
+    def __init__(self, problem: str, hint: str, mark: Any) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.hint = hint
+        self.line = mark.line + 1 if mark is not None else None
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with bounds on nesting depth and on the expanded size.
+
+    The composer recurses once per level (a 50,000-deep ``[[[...]]]`` is a RecursionError)
+    and an alias is a reference that every later walk expands (``_key_lines``, the deep copy,
+    pydantic): nine levels of nine aliases ("billion laughs") are 9**9 nodes. Both are
+    refused while composing, before anything walks the document.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0  # expanded nodes composed so far
+        self._size: dict[int, int] = {}  # id(node) -> its expanded size, once complete
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node = super().compose_node(parent, index)
+            size = self._size.get(id(node))
+            if size is None:
+                raise _YamlBomb(
+                    f"alias *{event.anchor} is used inside its own anchor (a structure that "
+                    "contains itself)",
+                    "write the values out instead of the alias",
+                    event.start_mark,
+                )
+            self._count(size, f"alias *{event.anchor}", event.start_mark)
+            return node
+        mark = self.peek_event().start_mark
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise _YamlBomb(
+                f"nesting deeper than {MAX_YAML_DEPTH} levels",
+                "a config needs a few levels; is this the right file?",
+                mark,
+            )
+        before = self._nodes
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        self._count(1, "this value", mark)
+        self._size[id(node)] = self._nodes - before
+        return node
+
+    def _count(self, size: int, what: str, mark: Any) -> None:
+        self._nodes += size
+        if self._nodes > MAX_YAML_NODES:
+            raise _YamlBomb(
+                f"{what} expands the document past {MAX_YAML_NODES:,} values "
+                "(aliases repeating aliases)",
+                "a config needs a few hundred; use fewer aliases (*name)",
+                mark,
+            )
+
+
+def _load_yaml(text: str) -> tuple[Any, yaml.Node | None]:
+    """(the data, the node tree) of one YAML document, within the bounds above."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return data, node
 
 
 def parse_config(
@@ -545,6 +676,9 @@ def _validate(
             message, hint = _explain(err, loc, data)
             # Line of the key itself; a missing key points at its parent.
             problems.append(ConfigProblem(".".join(loc), message, hint, line_of(loc)))
+    for path, message, hint in _text_problems(data):
+        shown = tuple(_escaped(p) for p in path)
+        problems.append(ConfigProblem(".".join(shown), message, hint, line_of(path)))
     for path, message, hint in _cross_problems(data):
         problems.append(ConfigProblem(".".join(path), message, hint, line_of(path)))
     for path, message, hint in _constant_problems(_with_event_defaults(data)):
@@ -552,9 +686,104 @@ def _validate(
     if problems:
         unique = list(dict.fromkeys(problems))
         unique.sort(key=lambda p: (p.line is None, p.line or 0))
-        raise ConfigError(unique, source=source)
+        secrets = _secret_values(data)
+        unique = [_redact(p, secrets) for p in unique]
+        raise ConfigError(unique, source=source, secrets=secrets)
     assert config is not None
     return config
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escaped(text: str) -> str:
+    """``text`` printable and encodable: a lone surrogate becomes ``\\udfaa``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _text_problems(data: Any) -> list[tuple[tuple[str, ...], str, str | None]]:
+    """Every key and string value that is not valid Unicode text: a lone surrogate (YAML's
+    ``"\\uDFAA"``, or a command-line override of undecodable bytes) can be neither a column
+    name in a file nor sent, so it is refused here rather than fail the run later."""
+    out: list[tuple[tuple[str, ...], str, str | None]] = []
+
+    def problem(path: tuple[str, ...], text: str) -> None:
+        bad = _escaped(_SURROGATE.findall(text)[0])
+        out.append(
+            (
+                path,
+                f"not valid Unicode text: holds a lone surrogate ({bad})",
+                "a \\uD800-\\uDFFF escape is half of a pair; write the character itself",
+            )
+        )
+
+    def walk(value: Any, path: tuple[str, ...]) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                here = (*path, str(k))
+                if isinstance(k, str) and _SURROGATE.search(k):
+                    problem(here, k)
+                walk(v, here)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, (*path, str(i)))
+        elif isinstance(value, str) and _SURROGATE.search(value):
+            problem(path, value)
+
+    walk(data, ())
+    return out
+
+
+def _secret_values(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """Text no message may repeat: values under keys named like a credential (``secret_env``,
+    ``password``, ...) unless they are plain names, anything that looks like a SECRET, and the
+    SECRET the environment holds now. Longest first, so a longer one is replaced whole."""
+    found: set[str] = set()
+
+    def walk(value: Any, secret_key: bool) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(k, False)
+                walk(v, secret_key or (isinstance(k, str) and is_secret_key(k)))
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, secret_key)
+        elif value is not None and not isinstance(value, bool):
+            text = str(value)
+            plain_name = _ENV_NAME.match(text) or _HEADER_NAME.match(text)
+            if looks_like_secret(text) or (secret_key and not plain_name and len(text) >= 4):
+                found.add(text)
+
+    walk(data, False)
+    target = data.get("target")
+    env = target.get("secret_env") if isinstance(target, Mapping) else None
+    found.update(env_secrets(env if isinstance(env, str) else None))
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def env_secrets(secret_env: str | None = None) -> tuple[str, ...]:
+    """The SECRETs this process holds now: ``$DMART_SECRET`` and ``$<secret_env>``."""
+    found = []
+    for name in ("DMART_SECRET", secret_env):
+        with contextlib.suppress(ValueError):  # a name no environment can hold
+            value = os.environ.get(name or "", "")
+            if len(value.strip()) >= 4:
+                found.append(value)
+    return tuple(found)
+
+
+def redact_secrets(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every one of ``secrets`` replaced by ``****``."""
+    for secret in secrets:
+        text = text.replace(secret, "****")
+    return text
+
+
+def _redact(problem: ConfigProblem, secrets: tuple[str, ...]) -> ConfigProblem:
+    if not secrets:
+        return problem
+    hint = redact_secrets(problem.hint, secrets) if problem.hint else problem.hint
+    return dataclasses.replace(problem, message=redact_secrets(problem.message, secrets), hint=hint)
 
 
 def _deep_copy(value: Any) -> Any:

@@ -54,11 +54,19 @@ class ConfigError(DmImportError):
 
     exit_code = 2
 
-    def __init__(self, problems: list[ConfigProblem] | str, *, source: str | None = None):
+    def __init__(
+        self,
+        problems: list[ConfigProblem] | str,
+        *,
+        source: str | None = None,
+        secrets: tuple[str, ...] = (),
+    ):
         if isinstance(problems, str):
             problems = [ConfigProblem("", problems)]
         self.problems = problems
         self.source = source
+        #: values of the config that look like credentials: never shown from the file
+        self.secrets = secrets
         head = f"invalid config {source}" if source else "invalid config"
         body = "\n".join(f"  {p}" for p in problems)
         super().__init__(f"{head}:\n{body}")

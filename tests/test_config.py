@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from importer.config import ColumnSpec, Config, check_columns, load_config, pars
 from importer.errors import ConfigError, ConfigProblem
 from importer.protocol import Profile
 
+DMIMPORT = Path(sys.executable).with_name("dmimport")
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 USER = """\
@@ -304,6 +307,47 @@ def test_secret_in_secret_env_is_refused(tmp_path: Path) -> None:
     assert problem.path == "target.secret_env"
     assert "looks like the SECRET itself" in problem.message
     assert "daccb41a" not in str(ConfigError([problem]))  # the value is never echoed
+
+
+def test_lone_surrogate_is_refused_by_check_config_preview_and_run(tmp_path: Path) -> None:
+    # YAML's "\uDFAA" is half of a UTF-16 pair: no file can hold such a column name, and a
+    # JSONL file's "\udfaa" key once got past check-config to crash preview and run (exit 5).
+    write(
+        tmp_path, 'job: {kind: user, primary_keys: [phone]}\ncolumns:\n  phone: {from: "\\uDFAA"}\n'
+    )
+    (tmp_path / "c.jsonl").write_text('{"\\udfaa": "13800000000"}\n', encoding="utf-8")
+    problem = (
+        "columns.phone.from (line 3): not valid Unicode text: holds a lone surrogate (\\udfaa) "
+        "-- a \\uD800-\\uDFFF escape is half of a pair; write the character itself"
+    )
+    refusal = (
+        f"error: invalid config job.yaml:\n  {problem}\n"
+        '    3 |   phone: {from: "\\uDFAA"}\n'
+        "      |           ^ not valid Unicode text: holds a lone surrogate (\\udfaa)\n"
+    )
+    for command in (
+        ["check-config", "job.yaml"],
+        ["preview", "job.yaml", "c.jsonl"],
+        ["run", "job.yaml", "c.jsonl", "--dry-run"],
+        ["run", "job.yaml", "c.jsonl"],
+    ):
+        proc = subprocess.run(
+            [str(DMIMPORT), *command], capture_output=True, text=True, cwd=tmp_path, timeout=60
+        )
+        assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", refusal), command
+    assert str(only(problems_of(tmp_path, (tmp_path / "job.yaml").read_text()))) == problem
+
+
+def test_lone_surrogate_in_a_key_or_an_override_is_named(tmp_path: Path) -> None:
+    text = 'job: {kind: user, primary_keys: [phone]}\ncolumns:\n  phone: a\n  "x\\ud800": b\n'
+    assert [str(p) for p in problems_of(tmp_path, text)] == [
+        "columns.x\\ud800 (line 4): not valid Unicode text: holds a lone surrogate (\\ud800) -- "
+        "a \\uD800-\\uDFFF escape is half of a pair; write the character itself"
+    ]
+    # undecodable bytes on the command line arrive as surrogates (surrogateescape)
+    problem = only(problems_of(tmp_path, USER, overrides={"columns.age.from": "年\udcff"}))
+    assert (problem.path, problem.line) == ("columns.age.from", None)
+    assert problem.message == "not valid Unicode text: holds a lone surrogate (\\udcff)"
 
 
 def test_ca_file_with_tls_verify_off(tmp_path: Path) -> None:

