@@ -423,7 +423,7 @@ class ReportOptions(_Model):
 
 
 class StateOptions(_Model):
-    #: the SQLite ledger; default ``<report.dir>/state.db``
+    #: the SQLite ledger; default ``<report.dir>/state.db`` (never ``--report-dir``)
     path: str | None = None
     #: full: send every valid row (resuming a killed run); incremental: only changed rows
     mode: Literal["full", "incremental"] = "full"

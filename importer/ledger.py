@@ -1,6 +1,6 @@
 """The durable per-row ledger of nightly runs: resume a killed run, skip unchanged rows.
 
-One SQLite file (``state.path``, default ``<report dir>/state.db``) in WAL mode, shared by all
+One SQLite file (``state.path``, default ``<report.dir>/state.db``) in WAL mode, shared by all
 jobs. It remembers, per job and row identity, the last outcome and the hash of the last body
 the platform accepted, plus the runs themselves and the rows each run could not deliver::
 
@@ -785,7 +785,7 @@ class Ledger:
     # -- locks ---------------------------------------------------------------------------------
     def lock_path(self, job: str) -> Path:
         """The sidecar file ``<ledger>.<job>.lock`` that ``lock(job)`` flocks."""
-        return self.path.with_name(f"{self.path.name}.{quote(job, safe='')}.lock")
+        return lock_path(self.path, job)
 
     def lock(self, job: str) -> contextlib.AbstractContextManager[None]:
         """Hold ``job``'s lock for the ``with`` block; LockedError if another run holds it.
@@ -834,6 +834,11 @@ class Ledger:
             f"job '{job}' is already running ({who}); wait for it to finish, or stop that "
             f"process, then run again (lock file {self.lock_path(job)})"
         )
+
+
+def lock_path(ledger: Path, job: str) -> Path:
+    """The sidecar file ``<ledger>.<job>.lock`` that ``Ledger.lock(job)`` flocks."""
+    return ledger.with_name(f"{ledger.name}.{quote(job, safe='')}.lock")
 
 
 # -- classification helpers ----------------------------------------------------------------------

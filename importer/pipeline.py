@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import hashlib
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 from collections import Counter
@@ -33,8 +36,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .config import Config, check_columns, load_config
-from .errors import ConfigError, ConfigProblem, DmImportError, LoadError
-from .ledger import Ledger, RunInfo
+from .errors import (
+    ConfigError,
+    ConfigProblem,
+    DmImportError,
+    LedgerError,
+    LoadError,
+    LockedError,
+)
+from .ledger import Ledger, RunInfo, lock_path
 from .loader import Batch, InputOptions, Source, expand_inputs, iter_batches, open_source
 from .mapper import Mapped, Mapper
 from .protocol import Profile, header_problem
@@ -44,6 +54,7 @@ from .report import (
     ResultRows,
     ResultsWriter,
     file_fingerprint,
+    finish_atomic,
     rejects_names,
     write_json_atomic,
     write_metrics,
@@ -406,6 +417,7 @@ class Run:
         use_ledger = not self.dry_run and self.config.state.enabled and not self.config.target.debug
         lock: Any = contextlib.nullcontext()
         if use_ledger:
+            adopt_old_ledger(self.config, self.report_root)
             self.ledger = Ledger(self.ledger_path())
             lock = self.ledger.lock(job)
         with lock:
@@ -515,7 +527,7 @@ class Run:
         return summary
 
     def ledger_path(self) -> Path:
-        return ledger_path(self.config, self.report_root)
+        return ledger_path(self.config)
 
     def _flush_ledger(self) -> None:
         if self.ledger is None or self.run_info is None:
@@ -1007,15 +1019,91 @@ def run(
     ).execute()
 
 
-def ledger_path(cfg: Config, report_dir: str | Path | None = None) -> Path:
-    """Where a job's ledger lives: ``state.path``, else ``<report dir>/state.db``."""
+def ledger_path(cfg: Config) -> Path:
+    """Where a job's ledger (and its lock) lives: ``state.path``, else ``<report.dir>/state.db``
+    with the config's ``report.dir``. ``--report-dir`` moves a run's reports, never the job's
+    ledger: two runs of the job with different report folders share one lock and one memory."""
     if cfg.state.path:
         return Path(cfg.state.path)
-    return Path(report_dir or cfg.report.dir) / "state.db"
+    return Path(cfg.report.dir) / "state.db"
+
+
+def adopt_old_ledger(cfg: Config, report_dir: str | Path | None) -> Path | None:
+    """Move a ledger that dmimport up to 0.1 kept in ``--report-dir`` to the job's place.
+
+    Done when ``state.path`` is not set, the job's ledger does not exist yet and
+    ``<report_dir>/state.db`` does, under the job's lock at the new place and at the old
+    one (a run of the job holding either is left alone: its own lock says it is running).
+    The file moves with its ``-wal`` (committed outcomes a killed run left there), so the job
+    keeps its memory. Returns the old path when it moved it.
+    """
+    if cfg.state.path or report_dir is None:
+        return None
+    new = ledger_path(cfg)
+    old = Path(report_dir) / "state.db"
+    if os.path.lexists(new) or not old.is_file():
+        return None
+    new.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    job = cfg.job_name
+    fds: list[int] = []
+    try:
+        new_lock = lock_path(new, job)
+        for path in (new_lock, lock_path(old, job)):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fds.append(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if path == new_lock:
+                    return None  # a run of the job is going: its lock refuses this one next
+                raise LockedError(
+                    f"job '{job}' is already running with the ledger {old} (lock file "
+                    f"{path}); wait for it to finish, then run again"
+                ) from None
+        if os.path.lexists(new) or not old.is_file():
+            return None  # another run moved it while this one waited
+        # the -wal first, the database last: the new name never shows a database without
+        # the outcomes its -wal holds; the -shm is only an index, rebuilt from the -wal
+        for suffix in ("-wal", ""):
+            src = old.with_name(old.name + suffix)
+            if src.exists():
+                _move(src, new.with_name(new.name + suffix))
+        old.with_name(old.name + "-shm").unlink(missing_ok=True)
+    except OSError as exc:
+        raise LedgerError(
+            f"cannot move the ledger {old} to {new} ({exc.strerror or exc}); move it (with "
+            f"its -wal file) by hand, or set state.path: {old}"
+        ) from exc
+    finally:
+        for fd in fds:
+            os.close(fd)
+    log.warning(
+        "moved the ledger %s to %s: a job's ledger and lock now live with the job (state.path, "
+        "else report.dir), no longer in --report-dir",
+        old,
+        new,
+    )
+    return old
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``; across file systems, a copy fsynced under a temporary name."""
+    try:
+        os.rename(src, dst)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.chmod(tmp, 0o600)
+    finish_atomic(tmp, dst)
+    src.unlink()
 
 
 def _ledger_for(cfg: Config, report_dir: str | Path | None) -> Ledger:
-    path = ledger_path(cfg, report_dir)
+    adopt_old_ledger(cfg, report_dir)
+    path = ledger_path(cfg)
     if not path.exists():
         raise DmImportError(f"no ledger at {path}: no run of this job has been recorded yet")
     return Ledger(path)

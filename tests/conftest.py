@@ -5,7 +5,8 @@
 - ``fresh_sandbox``: a factory for private servers (own db, schema, faults, process mode),
   stopped at the end of the test.
 - ``client``: a ``Client`` for the shared sandbox.
-- autouse: no ``DMART_*`` variable of the developer's shell leaks into a test.
+- autouse: no ``DMART_*`` variable of the developer's shell leaks into a test, and each test
+  runs in its own ``tmp_path`` (where a default ``reports/`` and its ledger go).
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ _counter = itertools.count(1)
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.startswith("DMART_"):
             monkeypatch.delenv(name)
+    # a job's default ledger is <report.dir>/state.db, relative to the current folder whatever
+    # --report-dir says: each test runs in its own folder, never in the repository's reports/
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(scope="session")

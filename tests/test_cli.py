@@ -19,12 +19,19 @@ def dmimport(
 ) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
     full_env.update(env or {})
+    if cwd is None:
+        # the test's own folder (see conftest), where the repository's configs/ and
+        # sample_data/ are linked: a default reports/ and its ledger stay in that folder
+        cwd = Path.cwd()
+        for name in ("configs", "sample_data"):
+            if not (cwd / name).exists():
+                (cwd / name).symlink_to(ROOT / name)
     return subprocess.run(
         [sys.executable, "-m", "importer.cli", *map(str, args)],
         capture_output=True,
         text=True,
         env=full_env,
-        cwd=cwd or ROOT,
+        cwd=cwd,
         timeout=120,
     )
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from csvfiles import write_csv
 
-from importer.pipeline import RunSummary, run, validate
-from importer.sandbox import Sandbox
+from importer.pipeline import RunSummary, list_runs, run, validate
+from importer.sandbox import Faults, Sandbox
 
 COLUMNS = ["phone", "email", "name", "age"]
 
@@ -110,3 +114,126 @@ def test_inputs_with_meeting_names_get_one_rejects_file_each_in_run(
     assert summary.exit_code == 1
     assert summary.counts["ok"] == 4 * len(inputs)
     _check_rejects(summary, inputs)
+
+
+# -- issue 11 #14: the ledger and the lock belong to the job, not to --report-dir ------------
+
+JOB = """
+job: {{name: nightly, kind: user, primary_keys: [phone]}}
+columns:
+  phone: phone
+  username: name
+send: {{concurrency: {concurrency}}}
+report: {{dir: {reports}}}
+"""
+
+
+def _job(tmp_path: Path, concurrency: int = 4) -> Path:
+    path = tmp_path / "nightly.yaml"
+    path.write_text(
+        JOB.format(reports=tmp_path / "reports", concurrency=concurrency), encoding="utf-8"
+    )
+    return path
+
+
+def _people(path: Path, n: int, version: str = "v1") -> Path:
+    return write_csv(
+        path, ["phone", "name"], [[f"0177{i:07d}", f"{version}-{i}"] for i in range(n)]
+    )
+
+
+def _cli(*args: str | Path, secret: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
+    env["DMART_SECRET"] = secret
+    return subprocess.Popen(
+        [sys.executable, "-m", "importer.cli", *map(str, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+def test_two_runs_of_a_job_with_different_report_dirs_share_one_lock(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox(faults=Faults(latency_ms=100))
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    cfg = _job(tmp_path, concurrency=1)
+    data = _people(tmp_path / "people.csv", 400)
+    lock = tmp_path / "reports" / "state.db.nightly.lock"
+    first = _cli("run", cfg, data, "--base-url", sb.url, "--report-dir", tmp_path / "r1", "-q",
+                 secret=sb.secret)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        # the first run holds the job's lock once it wrote its name into the lock file
+        while not (lock.exists() and lock.read_text()) and first.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert first.poll() is None
+        holder = json.loads(lock.read_text())["pid"]
+        second = _cli("run", cfg, data, "--base-url", sb.url, "--report-dir", tmp_path / "r2",
+                      "-q", secret=sb.secret)  # fmt: skip
+        _out, err = second.communicate(timeout=120)
+        assert second.returncode == 4, err
+        assert err == (
+            f"error: job 'nightly' is already running (pid {holder}, started "
+            f"{json.loads(lock.read_text())['started']}); wait for it to finish, or stop that "
+            f"process, then run again (lock file {lock})\n"
+        )
+        assert not (tmp_path / "r2" / "state.db").exists()
+        assert not (tmp_path / "r1" / "state.db").exists()
+    finally:
+        first.kill()
+        first.communicate()
+    # the next night's run, with a new dated report dir, resumes the killed one
+    killed = list_runs(cfg)[0]
+    assert killed.status == "running"
+    night2 = run(
+        cfg, [data], overrides={"target.base_url": sb.url, "send.concurrency": 16},
+        report_dir=tmp_path / "r3",
+    )  # fmt: skip
+    assert night2.resumed_from == killed.run_id
+    assert night2.counts["skipped"] > 0 and night2.exit_code == 0
+    assert len(sb.customers()) == 400
+
+
+def test_a_new_dated_report_dir_each_night_keeps_the_jobs_memory(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    cfg = _job(tmp_path)
+    data = _people(tmp_path / "people.csv", 50)
+    ov = {"target.base_url": sb.url}
+    night1 = run(cfg, [data], overrides=ov, report_dir=tmp_path / "2024-12-01", changed_only=True)
+    assert (night1.exit_code, night1.counts["ok"], night1.requests) == (0, 50, 50)
+    night2 = run(cfg, [data], overrides=ov, report_dir=tmp_path / "2024-12-02", changed_only=True)
+    assert (night2.exit_code, night2.counts["unchanged"], night2.requests) == (0, 50, 0)
+    assert (tmp_path / "reports" / "state.db").is_file()
+    assert not list(tmp_path.glob("2024-12-0*/state.db*"))
+
+
+def test_a_ledger_left_in_report_dir_by_dmimport_0_1_moves_to_the_job(
+    fresh_sandbox: Callable[..., Sandbox],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    cfg = _job(tmp_path)
+    data = _people(tmp_path / "people.csv", 30)
+    old = tmp_path / "fixed-reports" / "state.db"
+    # where dmimport 0.1 put the ledger of `run --report-dir fixed-reports`
+    ov: dict[str, object] = {"target.base_url": sb.url, "state.path": str(old)}
+    first = run(cfg, [data], overrides=ov, report_dir=old.parent, changed_only=True)
+    assert (first.counts["ok"], first.requests) == (30, 30)
+
+    ov = {"target.base_url": sb.url}
+    second = run(cfg, [data], overrides=ov, report_dir=old.parent, changed_only=True)
+    new = tmp_path / "reports" / "state.db"
+    assert (second.counts["unchanged"], second.requests) == (30, 0)
+    assert new.is_file() and not old.exists()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"moved the ledger {old} to {new}: a job's ledger and lock now live with the job "
+        "(state.path, else report.dir), no longer in --report-dir"
+    ]
+    assert oct(new.stat().st_mode & 0o777) == "0o600"
