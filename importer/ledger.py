@@ -503,22 +503,34 @@ class Ledger:
             conn.execute("DELETE FROM run_rows WHERE run_id = ? AND rowid <= ?", (run_id, upto))
 
     @_guarded
+    def fold_run(self, run_id: str) -> None:
+        """Fold what run ``run_id`` recorded so far into ``rows`` (a few seconds per million
+        rows), leaving its status as it is. ``end_run`` does it too; a caller with more to do
+        before the run counts as over (write its report) folds first, then ends it."""
+        self._fold(self._job_of(run_id), run_id)
+
+    @_guarded
     def end_run(self, run_id: str, *, status: str, counts: dict[str, int], exit_code: int) -> None:
-        """Close a run: ``done``, ``aborted`` (fatal errcode) or ``interrupted`` (resumable),
-        then fold what it recorded into ``rows`` (a few seconds per million rows)."""
+        """Close a run: ``done``, ``aborted`` (fatal errcode) or ``interrupted`` (resumable).
+
+        What it recorded is folded into ``rows`` first (a few seconds per million rows), and
+        the status written last: a process killed in the fold leaves the run ``running``, so
+        the job's next run finds it ``killed``, folds the rest and resumes it."""
         if status not in END_STATUSES:
             raise ValueError(f"end_run status must be one of {sorted(END_STATUSES)}: {status!r}")
-        conn = self._conn
-        with self._transaction():
-            found = conn.execute("SELECT job FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            if found is None:
-                raise LedgerError(f"run {run_id} is not in ledger {self.path}")
+        self._fold(self._job_of(run_id), run_id)
+        with self._transaction() as conn:
             conn.execute(
                 "UPDATE runs SET finished = ?, status = ?, counts_json = ?, exit_code = ? "
                 "WHERE run_id = ?",
                 (_now(), status, json.dumps(counts, sort_keys=True), exit_code, run_id),
             )
-        self._fold(found[0], run_id)
+
+    def _job_of(self, run_id: str) -> str:
+        found = self._conn.execute("SELECT job FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if found is None:
+            raise LedgerError(f"run {run_id} is not in ledger {self.path}")
+        return str(found[0])
 
     @_guarded
     def runs(self, job: str | None = None, limit: int = 20) -> list[RunRecord]:

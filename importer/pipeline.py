@@ -511,9 +511,17 @@ class Run:
         )
         summary.reject_rate_exceeded = bool(over_rate)
         summary.resumed_from = self.run_info.resumed_from if self.run_info else None
+        # The run is marked over last: a kill before that (in the fold, say) leaves it
+        # `running`, which the next run finds `killed` and resumes, never `done` without its
+        # summary.json (issue 11 #15).
         if self.ledger is not None:
             self._flush_ledger()
             self._writer.close()
+            self.ledger.fold_run(run_id)
+        write_json_atomic(run_dir / "summary.json", summary.to_dict())
+        if self.metrics_file is not None:
+            write_metrics(self.metrics_file, summary)
+        if self.ledger is not None:
             self.ledger.end_run(
                 run_id,
                 status="aborted" if aborted else "done",
@@ -521,9 +529,6 @@ class Run:
                 exit_code=exit_code,
             )
             self.ledger.close()
-        write_json_atomic(run_dir / "summary.json", summary.to_dict())
-        if self.metrics_file is not None:
-            write_metrics(self.metrics_file, summary)
         return summary
 
     def ledger_path(self) -> Path:

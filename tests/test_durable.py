@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -392,3 +393,60 @@ def test_a_resumed_run_sends_and_reports_what_the_run_it_resumes_did_not_deliver
         phone: {"phone": phone, "email": email, "username": name, "age": int(age)}
         for phone, email, name, age in rows
     }
+
+
+def test_a_kill_in_the_end_of_run_fold_leaves_a_run_the_next_one_resumes(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # issue 11 #15: SIGKILL the moment the end-of-run fold begins (the job's fold count moves,
+    # or the run stops being `running`): the ledger must not say `done` without summary.json,
+    # and the same command again resumes the killed run, sending nothing it delivered.
+    import sqlite3
+
+    sb = fresh_sandbox(process=True)
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    cfg = make_config(tmp_path, USERS, concurrency=16)
+    data = tmp_path / "u.csv"
+    rows = users_file(data, 20_000)
+    env = {**os.environ, "DMART_SECRET": sb.secret}
+    cmd = _cli_run(cfg, data, sb)
+    state = tmp_path / "state.db"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while not state.exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
+        conn = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
+        try:
+            while True:
+                assert time.monotonic() < deadline and proc.poll() is None, "never reached the fold"
+                with contextlib.suppress(sqlite3.OperationalError):  # tables not made yet
+                    status = conn.execute("SELECT status FROM runs").fetchone()
+                    folds = conn.execute("SELECT count(*) FROM job_folds").fetchone()[0]
+                    if folds or (status and status[0] != "running"):
+                        break
+                time.sleep(0.001)
+            proc.kill()
+        finally:
+            conn.close()
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    (killed,) = list_runs(cfg)
+    report = tmp_path / "reports" / f"users-{killed.run_id}"
+    assert killed.status != "done" or (report / "summary.json").exists()
+
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    runs = list_runs(cfg)
+    if killed.status == "done":  # killed after the very end: nothing to resume
+        assert runs[1].status == "done" and summary["resumed_from"] is None
+    else:
+        assert [r.status for r in runs] == ["done", "killed"]
+        assert summary["resumed_from"] == killed.run_id
+        assert (summary["counts"]["skipped"], summary["requests"]) == (len(rows), 0)
+    assert len(sb.customers()) == len(rows)
