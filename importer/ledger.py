@@ -44,9 +44,11 @@ file may classify in another thread (the producer's) while the first records.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -62,6 +64,8 @@ import pyarrow as pa
 
 from .errors import LedgerError, LockedError
 from .rowhash import as_keys, keys64
+
+log = logging.getLogger("importer")
 
 APPLICATION = "dmimport-ledger"
 SCHEMA_VERSION = 2
@@ -260,9 +264,16 @@ class Ledger:
         except FileExistsError:
             pass
         except OSError as exc:
-            raise LedgerError(f"cannot create ledger {path}: {exc.strerror}") from exc
+            raise LedgerError(
+                f"cannot create ledger {path}: {exc.strerror}; {_fix_hint(exc.errno)}"
+            ) from exc
         if not path.is_file():
             raise LedgerError(f"ledger {path} is not a regular file; set state.path to a file")
+        _refuse_foreign_or_unwritable(path)
+        if path.stat().st_size == 0:
+            # an empty file holds nothing to lose: it becomes the ledger, private before
+            # SQLite creates its -wal and -shm files with the same mode
+            _make_private(path)
         try:
             conn = sqlite3.connect(
                 path,
@@ -286,6 +297,8 @@ class Ledger:
                     "put state.path on a local disk"
                 )
             conn.execute("PRAGMA synchronous = NORMAL")
+            # ours now (validated): private, whatever mode the files had
+            _make_private(path)
         except sqlite3.Error as exc:
             conn.close()
             raise self._error(exc) from exc
@@ -303,6 +316,15 @@ class Ledger:
             )
         if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
             return _not_a_ledger(self.path, exc)
+        if code in (
+            sqlite3.SQLITE_CANTOPEN,
+            sqlite3.SQLITE_READONLY,
+            sqlite3.SQLITE_PERM,
+            sqlite3.SQLITE_IOERR,
+        ):
+            problem = _access_problem(self.path)
+            if problem is not None:
+                return problem
         return LedgerError(f"ledger {self.path}: {exc}")
 
     def close(self) -> None:
@@ -1107,19 +1129,110 @@ def _canonical(files: list[dict[str, Any]]) -> str:
     return json.dumps(files, sort_keys=True, separators=(",", ":"))
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+#: a ledger's meta table is among its first pages: a damaged file holding this early on is one
+_LEDGER_MARK = APPLICATION.encode()
+_MARK_SCAN = 1 << 20
+
+
 def _not_a_ledger(path: Path, exc: BaseException) -> LedgerError:
+    """An SQLite file that cannot be read: a damaged ledger may be moved aside; anything
+    else is somebody else's file, which dmimport never advises to move."""
+    try:
+        with open(path, "rb") as fh:
+            ours = _LEDGER_MARK in fh.read(_MARK_SCAN)
+    except OSError:
+        ours = False
+    if ours:
+        return LedgerError(
+            f"ledger {path} is a damaged dmimport ledger ({exc}); it was left untouched. "
+            f"Move it aside with its -wal and -shm files (mv {path} {path}.bad) to start a new "
+            "ledger, or set state.path to another file"
+        )
     return LedgerError(
-        f"ledger {path} is not a usable SQLite database ({exc}); it was left untouched. "
-        f"Move it aside (mv {path} {path}.bad) to start a new ledger, or set state.path "
-        "to another file"
+        f"{path} is not a dmimport ledger (an SQLite database that cannot be read: {exc}); "
+        "it was left untouched. Set state.path to another file"
     )
+
+
+def _refuse_foreign_or_unwritable(path: Path) -> None:
+    """Before SQLite opens ``path``: refuse a file that is not an SQLite database (never ours
+    to touch), then one this process cannot write (named with the actual cause)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_SQLITE_HEADER))
+    except OSError:
+        head = b""  # unreadable: the access check says why
+    if head and head != _SQLITE_HEADER:
+        raise LedgerError(
+            f"{path} is not a dmimport ledger (not an SQLite database); it was left untouched. "
+            "Set state.path to another file (a new one is created there)"
+        )
+    problem = _access_problem(path)
+    if problem is not None:
+        raise problem
+
+
+def _access_problem(path: Path) -> LedgerError | None:
+    """Why the ledger at ``path`` (or SQLite's -wal and -shm files next to it) cannot be
+    written by this process, if it cannot: a read-only file system, or permissions."""
+    try:
+        readonly = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        readonly = False
+    if readonly:
+        return LedgerError(
+            f"ledger {path} is on a read-only file system; it was left untouched. "
+            f"{_fix_hint(errno.EROFS)}"
+        )
+    user = f"this user (uid {os.geteuid()})"
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists() and not os.access(file, os.R_OK | os.W_OK):
+            return LedgerError(
+                f"ledger {path}: {file} cannot be read and written by {user}: permission "
+                f"denied; it was left untouched. {_fix_hint(errno.EACCES)}"
+            )
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return LedgerError(
+            f"ledger {path}: its folder {path.parent} cannot be written by {user} (SQLite "
+            f"keeps the -wal and -shm files there): permission denied; it was left untouched. "
+            f"{_fix_hint(errno.EACCES)}"
+        )
+    return None
+
+
+def _fix_hint(code: int | None) -> str:
+    if code == errno.EROFS:
+        return "Remount it read-write, or set state.path to a file on a writable disk"
+    if code in (errno.EACCES, errno.EPERM):
+        return (
+            "Let the user running dmimport read and write the ledger, its -wal and -shm files "
+            "and its folder (chown/chmod), or set state.path to a place it can write"
+        )
+    return "Set state.path to a writable place"
+
+
+def _make_private(path: Path) -> None:
+    """The ledger and its -wal and -shm files: readable by their owner only (they hold
+    customer identities), whatever mode they had."""
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if file.stat().st_mode & 0o077:
+                os.chmod(file, 0o600)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # not its owner: say so, the run can still go on
+            log.warning("cannot make %s private (mode 600): %s", file, exc.strerror)
 
 
 def _schema_names(conn: sqlite3.Connection, path: Path) -> set[str]:
     try:
         return {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     except sqlite3.DatabaseError as exc:  # 'file is not a database', 'malformed'
-        raise _not_a_ledger(path, exc) from exc
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+            raise _not_a_ledger(path, exc) from exc
+        raise
 
 
 def _create(conn: sqlite3.Connection) -> None:

@@ -94,3 +94,31 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         capture_output=True,
     )  # fmt: skip
     return cert, key
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """A factory: ``tmpfs("name", "64k")`` -> a real tmpfs of that size mounted at
+    ``tmp_path/name`` (a real full disk, a real read-only file system with
+    ``remount_ro``); every mount is undone after the test. Needs root (the tests run as root:
+    chmod does not stop root, a read-only mount does)."""
+    mounted: list[Path] = []
+
+    def mount(name: str, size: str = "1m") -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(point)],
+            check=True,
+            capture_output=True,
+        )
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in reversed(mounted):
+        subprocess.run(["umount", "-l", str(point)], check=True, capture_output=True)
+
+
+def remount_ro(point: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(point)], check=True, capture_output=True)

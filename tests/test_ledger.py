@@ -140,9 +140,8 @@ def test_garbage_file_is_refused_untouched(path: Path) -> None:
     with pytest.raises(LedgerError) as exc:
         Ledger(path)
     assert str(exc.value) == (
-        f"ledger {path} is not a usable SQLite database (file is not a database); it was left "
-        f"untouched. Move it aside (mv {path} {path}.bad) to start a new ledger, or set "
-        "state.path to another file"
+        f"{path} is not a dmimport ledger (not an SQLite database); it was left untouched. "
+        "Set state.path to another file (a new one is created there)"
     )
     assert exc.value.exit_code == 2
     assert path.read_bytes() == before
