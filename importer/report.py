@@ -344,20 +344,20 @@ def _rejects_ext(source: Any) -> str:
     return str(source.format)
 
 
-def file_fingerprint(path: Path, sample: int = 1 << 20) -> dict[str, Any]:
-    """A cheap, stable fingerprint: size, mtime and a SHA-256 of the first and last MiB."""
+def file_fingerprint(path: Path) -> dict[str, Any]:
+    """What decides whether a killed run may be resumed on this file: its size, mtime and the
+    SHA-256 of all of it. A sample (say the first and last MiB) would let a file edited in the
+    middle with its mtime put back pass as the same, and its edited rows be skipped as done;
+    hashing it all costs about 0.8 s per GB from the page cache, small next to reading,
+    checking and sending it (and it leaves the file in the cache for that)."""
     st = path.stat()
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        h.update(fh.read(sample))
-        if st.st_size > 2 * sample:
-            fh.seek(-sample, os.SEEK_END)
-            h.update(fh.read(sample))
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
     return {
         "path": str(path.resolve()),
         "size": st.st_size,
         "mtime": st.st_mtime,
-        "sha256_head_tail": h.hexdigest(),
+        "sha256": digest,
     }
 
 

@@ -450,3 +450,37 @@ def test_a_kill_in_the_end_of_run_fold_leaves_a_run_the_next_one_resumes(
         assert summary["resumed_from"] == killed.run_id
         assert (summary["counts"]["skipped"], summary["requests"]) == (len(rows), 0)
     assert len(sb.customers()) == len(rows)
+
+
+def test_rows_edited_mid_file_with_the_mtime_put_back_are_not_skipped_on_resume(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # issue 11 #16: the run is killed after it delivered the middle of a 3 MB file; rows
+    # there are edited in place (same size) and the mtime is put back. The next run must not
+    # take it for the same file: it starts afresh and the platform ends with the new values.
+    sb = fresh_sandbox(process=True, faults=Faults(latency_ms="1-3"))
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    cfg = make_config(tmp_path, USERS, concurrency=4)
+    data = tmp_path / "u.csv"
+    pad = "x" * 1000  # ~1 KB rows: the middle third is beyond the first and last MiB
+    rows = [[f"0150{i:07d}", f"u{i}@x.cn", f"v1-{i:04d}-{pad}", str(i % 90)] for i in range(3000)]
+    write_csv(data, USER_COLUMNS, rows)
+    env = {**os.environ, "DMART_SECRET": sb.secret}
+    cmd = _cli_run(cfg, data, sb)
+    _stop_mid_way(cmd, env, sb, signal.SIGKILL, after=2500)
+    before = data.stat()
+    edited = range(1200, 1800)
+    for i in edited:
+        rows[i][2] = f"v2-{i:04d}-{pad}"
+    write_csv(data, USER_COLUMNS, rows)
+    os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (data.stat().st_size, data.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["resumed_from"] is None  # another file: nothing of the killed run is trusted
+    assert (summary["counts"]["ok"], summary["counts"]["skipped"]) == (3000, 0)
+    stored = {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}
+    assert stored == {r[0]: r[2] for r in rows}
+    assert [r.status for r in list_runs(cfg)] == ["done", "killed"]

@@ -21,7 +21,7 @@ from importer.errors import LedgerError, LockedError
 from importer.ledger import DONE, SEND, UNCHANGED, Ledger, RunInfo
 
 JOB = "customers"
-FILES = [{"path": "/data/customers.csv", "size": 120, "mtime": 1.5, "sha256_head_tail": "ab"}]
+FILES = [{"path": "/data/customers.csv", "size": 120, "mtime": 1.5, "sha256": "ab"}]
 
 
 @pytest.fixture
