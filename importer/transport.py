@@ -9,8 +9,15 @@ difference between 2,650 and 3,200 rows/s; see ``docs/benchmarks.md``. The singl
 What it handles, because real deployments need it: TLS with certificate verification (on by
 default; a failed verification is reported as non-retryable), HTTP proxies (absolute-form for
 ``http://`` targets, ``CONNECT`` tunnels for ``https://``), responses framed by
-``Content-Length``, ``Transfer-Encoding: chunked`` or connection close, ``Connection: close``
-from the server, and stale keep-alive connections.
+``Content-Length``, ``Transfer-Encoding: chunked`` or connection close (RFC 9112 section 6.3),
+interim ``1xx`` responses (skipped), ``Connection: close`` from the server, and stale keep-alive
+connections.
+
+One request, one response, on one connection at a time (no pipelining). So any byte that
+arrives on a connection outside a response it asked for (a second response to one request, or
+data while the connection sat idle) is unsolicited: the connection is closed, never reused, so
+an answer can never be attributed to the wrong request. Anything that is not HTTP/1.x framing
+is a ``protocol`` failure (retryable), never an exception.
 
 It never retries: every outcome, including every failure, goes back to the sender, which owns
 the retry policy. A failure is a ``TransportFailure`` value, never an exception.
@@ -20,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import select
 import ssl
 import time
 import urllib.request
@@ -34,6 +43,10 @@ from .protocol import ProtocolError, parse_response
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 1024 * 1024
+#: interim (1xx) responses skipped before one request's final response; more is a broken server
+MAX_INTERIM_RESPONSES = 16
+
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class Transport(Protocol):
@@ -94,13 +107,38 @@ class _Closed(Exception):
         self.got_bytes = got_bytes
 
 
+class _Malformed(Exception):
+    """The peer's bytes are not an HTTP/1.x response that can be framed."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+
 class _Conn:
-    __slots__ = ("reader", "uses", "writer")
+    __slots__ = ("_poll", "reader", "uses", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.reader = reader
         self.writer = writer
         self.uses = 0
+        sock = writer.get_extra_info("socket")
+        self._poll = select.poll()
+        self._poll.register(sock.fileno(), select.POLLIN)
+
+    def buffered(self) -> bool:
+        """Bytes, or the end of the stream, already read and not consumed by a response.
+
+        Right after a complete response, that is an unsolicited second response or a close.
+        StreamReader offers no public view of its buffer; ``_buffer`` and ``_eof`` have been
+        its state since 3.4.
+        """
+        reader = self.reader
+        return bool(reader._buffer or reader._eof)  # type: ignore[attr-defined]
+
+    def has_unread(self) -> bool:
+        """Before an idle connection is reused: anything arrived since its last response,
+        read by the event loop already or still in the socket (one ``poll``, no wait)."""
+        return self.buffered() or bool(self._poll.poll(0))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing an already broken socket
@@ -174,8 +212,8 @@ class StreamTransport:
         reused = False
         try:
             async with asyncio.timeout(self.timeout):
-                if self._idle:
-                    conn = self._idle.pop()
+                conn = self._take_idle()
+                if conn is not None:
                     reused = True
                 else:
                     conn = await self._open()
@@ -186,6 +224,10 @@ class StreamTransport:
                 )
                 conn.writer.write(head.encode("latin-1") + body)
                 status, resp_headers, payload, keep = await self._read_response(conn.reader)
+        except _Malformed as exc:
+            if conn is not None:
+                conn.close()
+            return _failure(TransportKind.PROTOCOL, f"malformed HTTP response: {exc.what}", start)
         except TimeoutError:
             if conn is not None:
                 conn.close()
@@ -222,6 +264,9 @@ class StreamTransport:
             return _failure(TransportKind.CONNECTION, _describe(exc), start)
 
         latency = (time.perf_counter() - start) * 1000.0
+        if keep and conn.buffered():
+            # more than the one response asked for: never let a later request read it
+            keep = False
         if keep:
             conn.uses += 1
             self._idle.append(conn)
@@ -249,36 +294,57 @@ class StreamTransport:
             latency,
         )
 
+    def _take_idle(self) -> _Conn | None:
+        """An idle connection with nothing unread on it; the others are closed."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.has_unread():
+                return conn
+            conn.close()
+        return None
+
     async def _read_response(
         self, reader: asyncio.StreamReader
     ) -> tuple[int, dict[str, str], bytes, bool]:
+        """One final response: ``(status, headers, body, keep the connection)``."""
+        for interim in range(MAX_INTERIM_RESPONSES + 1):
+            try:
+                version, status, headers = await _read_head(reader)
+            except _Closed:
+                if interim:  # an interim response came, then the connection closed
+                    raise _Closed(True) from None
+                raise
+            if status >= 200:
+                break
+            if status == 101:
+                raise _Malformed("101 Switching Protocols, though no upgrade was asked for")
+            # 100 Continue, 102, 103 Early Hints: no body; the final response follows
+        else:
+            raise _Malformed(f"more than {MAX_INTERIM_RESPONSES} interim (1xx) responses")
+        keep = version == 1
+        if keep and "connection" in headers:
+            keep = "close" not in {t.strip() for t in headers["connection"].lower().split(",")}
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            raise _Closed(bool(exc.partial)) from None
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-            raise _Closed(True)
-        status = int(parts[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if line:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-        keep = headers.get("connection", "").lower() != "close" and parts[0] == "HTTP/1.1"
-        try:
-            if "chunked" in headers.get("transfer-encoding", "").lower():
-                payload = await _read_chunked(reader)
-            elif "content-length" in headers:
-                length = int(headers["content-length"])
-                if length > MAX_BODY_BYTES:
-                    raise ValueError(f"response body too large ({length} bytes)")
-                payload = await reader.readexactly(length)
-            elif status in (204, 304):
+            if status in (204, 304):
                 payload = b""
+            elif "transfer-encoding" in headers:
+                codings = [c.strip() for c in headers["transfer-encoding"].lower().split(",")]
+                if codings[-1] == "chunked":
+                    payload = await _read_chunked(reader)
+                else:
+                    payload = await _read_to_eof(reader)
+                    keep = False
+                if "content-length" in headers:
+                    # RFC 9112 6.3: Transfer-Encoding wins, and the connection is not reused
+                    keep = False
+            elif "content-length" in headers:
+                length = _content_length(headers["content-length"])
+                if length > MAX_BODY_BYTES:
+                    raise _Malformed(f"response body too large ({length} bytes)")
+                payload = await reader.readexactly(length)
             else:
-                payload = await reader.read(MAX_BODY_BYTES)
+                # no framing: the body is everything up to the close, whatever the segments
+                payload = await _read_to_eof(reader)
                 keep = False
         except asyncio.IncompleteReadError:
             raise _Closed(True) from None
@@ -292,12 +358,69 @@ class StreamTransport:
                 await conn.writer.wait_closed()
 
 
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, int, dict[str, str]]:
+    """Status line and header fields: ``(minor version, status, headers by lower-case name)``."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        raise _Closed(bool(exc.partial)) from None
+    lines = head[:-4].decode("latin-1").split("\r\n")
+    status_line = lines[0]
+    # HTTP/1.x SP 3DIGIT [SP reason]
+    code = status_line[9:12]
+    if (
+        status_line[:7] != "HTTP/1."
+        or status_line[7:9] not in ("1 ", "0 ")
+        or not (code.isascii() and code.isdigit())
+        or status_line[12:13] not in ("", " ")
+    ):
+        raise _Malformed("bad status line")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        name = name.strip().lower()
+        if not colon or not name or line[0] in " \t":
+            raise _Malformed("bad header line")
+        value = value.strip()
+        if name in headers and name in ("content-length", "transfer-encoding"):
+            value = f"{headers[name]}, {value}"  # repeated: judged as one list below
+        headers[name] = value
+    return int(status_line[7]), int(code), headers
+
+
+def _content_length(value: str) -> int:
+    """Digits only; a repeated header must repeat the same number (RFC 9112 6.3)."""
+    if value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)
+    values = {v.strip() for v in value.split(",")}
+    if len(values) != 1:
+        raise _Malformed("conflicting Content-Length headers")
+    (text,) = values
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise _Malformed("bad Content-Length")
+    return int(text)
+
+
+async def _read_to_eof(reader: asyncio.StreamReader) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while data := await reader.read(65536):
+        total += len(data)
+        if total > MAX_BODY_BYTES:
+            raise _Malformed("response body too large")
+        chunks.append(data)
+    return b"".join(chunks)
+
+
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while True:
         size_line = await reader.readuntil(b"\r\n")
-        size = int(size_line.split(b";", 1)[0].strip(), 16)
+        digits = size_line[:-2].split(b";", 1)[0].strip(b" \t")
+        if _CHUNK_SIZE.fullmatch(digits) is None:
+            raise _Malformed("bad chunk size")
+        size = int(digits, 16)
         if size == 0:
             # trailers, up to the blank line
             while await reader.readuntil(b"\r\n") != b"\r\n":
@@ -305,9 +428,10 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
             return b"".join(chunks)
         total += size
         if total > MAX_BODY_BYTES:
-            raise ValueError("response body too large")
+            raise _Malformed("response body too large")
         chunks.append(await reader.readexactly(size))
-        await reader.readexactly(2)
+        if await reader.readexactly(2) != b"\r\n":
+            raise _Malformed("chunk data not followed by CRLF")
 
 
 def _failure(kind: TransportKind, message: str, start: float) -> TransportFailure:

@@ -247,3 +247,68 @@ def test_a_secret_with_an_em_dash_is_refused_in_preflight(
     assert "a1b2c3d4" not in out + err and "e5f6-secret" not in out + err
     assert server.requests == []
     assert results == {}
+
+
+# -- issue 11 #10: HTTP framing; an answer is never given to the wrong request -------------------
+
+REFUSED = {"13800000001", "13800000003"}
+EXPECTED = {
+    f"1380000{i:04d}": ("failed", "20003") if f"1380000{i:04d}" in REFUSED else ("ok", "")
+    for i in range(6)
+}
+
+
+def answer_for(body: bytes) -> bytes:
+    if any(phone.encode() in body for phone in REFUSED):
+        return contract(20003, "refused")
+    return contract(0, "ok")
+
+
+def test_interim_100_continue_is_skipped(
+    raw_server: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    # Used to fail every row: the 100 was taken for the answer, the 200 for its body.
+    server = raw_server(lambda body: ([b"HTTP/1.1 100 Continue\r\n\r\n", http(answer_for(body))],
+                                      False))  # fmt: skip
+    code, out, err, results = run(tmp_path, server.url, 6)
+    assert code == 1, (out, err)
+    assert outcome(results) == EXPECTED
+    assert {r["errmsg"] for r in results.values()} == {"", "refused"}
+    assert len(server.requests) == 6
+
+
+def test_close_delimited_body_in_two_segments(
+    raw_server: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    # No Content-Length, no chunked: the body ends at the close. Used to fail every row: only
+    # the first segment was read.
+    def script(body: bytes) -> Answer:
+        payload = answer_for(body)
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+        return [head + payload[:9], payload[9:]], True
+
+    server = raw_server(script)
+    code, out, err, results = run(tmp_path, server.url, 6)
+    assert code == 1, (out, err)
+    assert outcome(results) == EXPECTED
+    assert len(server.requests) == 6
+
+
+def test_a_stray_extra_response_is_never_read_as_the_next_answer(
+    raw_server: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    # A refused row's answer comes with a second, unsolicited "ok" on the keep-alive
+    # connection. It used to be read as the next row's answer, shifting every later answer by
+    # one: row 3, refused, showed ok.
+    def script(body: bytes) -> Answer:
+        payload = answer_for(body)
+        if payload != contract(0, "ok"):
+            return [http(payload) + http(contract(0, "ok"))], False
+        return [http(payload)], False
+
+    server = raw_server(script)
+    code, out, err, results = run(tmp_path, server.url, 6)
+    assert code == 1, (out, err)
+    assert outcome(results) == EXPECTED
+    assert [r["attempts"] for r in results.values()] == ["1"] * 6
+    assert len(server.requests) == 6

@@ -7,6 +7,8 @@ import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
 from importer.client import Response, TransportFailure, TransportKind
 from importer.errcodes import ErrCode
 from importer.transport import StreamTransport
@@ -256,3 +258,109 @@ def test_http_proxy_gets_absolute_form_target() -> None:
 
     run(with_server(proxy, scenario))
     assert seen == [b"POST http://platform.example:8080/v1/user?debug=false HTTP/1.1"]
+
+
+# -- framing per RFC 9112: anything else is a protocol failure, never a misread (issue 11 #10) --
+
+CHUNKED_OK = b"%x\r\n%s\r\n0\r\n\r\n" % (len(OK_BODY), OK_BODY)
+FRAMING_CASES: dict[str, tuple[bytes, str | None]] = {
+    "103 Early Hints, then 200": (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(OK_BODY), OK_BODY),
+        None,
+    ),
+    "chunked wins over Content-Length": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n" + CHUNKED_OK,
+        None,
+    ),
+    "same Content-Length twice": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(OK_BODY), len(OK_BODY), OK_BODY),
+        None,
+    ),
+    "conflicting Content-Length": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n" + OK_BODY,
+        "malformed HTTP response: conflicting Content-Length headers",
+    ),
+    "signed Content-Length": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n" + OK_BODY,
+        "malformed HTTP response: bad Content-Length",
+    ),
+    "0x chunk size": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nabcde\r\n0\r\n\r\n",
+        "malformed HTTP response: bad chunk size",
+    ),
+    "chunk without CRLF": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcdeXY0\r\n\r\n",
+        "malformed HTTP response: chunk data not followed by CRLF",
+    ),
+    "101 unasked": (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
+        "malformed HTTP response: 101 Switching Protocols, though no upgrade was asked for",
+    ),
+    "endless 100 Continue": (
+        b"HTTP/1.1 100 Continue\r\n\r\n" * 20,
+        "malformed HTTP response: more than 16 interim (1xx) responses",
+    ),
+    "not HTTP": (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "malformed HTTP response: bad status line"),
+    "folded header": (
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\n  continued\r\nContent-Length: 0\r\n\r\n",
+        "malformed HTTP response: bad header line",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FRAMING_CASES))
+def test_response_framing(case: str) -> None:
+    raw, failure = FRAMING_CASES[case]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(raw)
+        await writer.drain()
+        writer.close()
+
+    async def scenario(url: str) -> None:
+        t = StreamTransport(url)
+        out = await t.post("/v1/user", b"{}", {})
+        if failure is None:
+            assert isinstance(out, Response) and out.ok, out
+        else:
+            assert isinstance(out, TransportFailure), out
+            assert (out.kind, out.message, out.retryable) == (TransportKind.PROTOCOL, failure, True)
+        await t.aclose()
+
+    run(with_server(handler, scenario))
+
+
+def test_bytes_arriving_on_an_idle_connection_retire_it() -> None:
+    # The server answers, then (while the connection is idle in the pool) sends a second,
+    # unsolicited answer: the next request must not read it; it goes on a new connection.
+    connections = 0
+    sent = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(OK_BODY), OK_BODY))
+        if connections == 1:
+            await asyncio.sleep(0.05)
+            stray = b'{"errcode":20003,"errmsg":"stray"}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(stray), stray))
+            sent.set()
+        await writer.drain()
+        await reader.read()  # until the client closes
+        writer.close()
+
+    async def scenario(url: str) -> None:
+        t = StreamTransport(url)
+        assert (await t.post("/v1/user", b"{}", {})).ok
+        await sent.wait()
+        await asyncio.sleep(0.05)  # the stray bytes are in this process's socket now
+        out = await t.post("/v1/user", b"{}", {})
+        assert isinstance(out, Response) and out.ok, out
+        await t.aclose()
+
+    run(with_server(handler, scenario))
+    assert connections == 2
