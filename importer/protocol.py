@@ -107,6 +107,9 @@ class ProtocolError(ValueError):
 
 #: errcodes are stored and reported as 32-bit integers; a number outside is not the contract's
 ERRCODE_MIN, ERRCODE_MAX = -(2**31), 2**31 - 1
+#: an errmsg is a short sentence; a longer one is cut, so a hostile server cannot make every
+#: failed row carry a megabyte into the ledger and the reports
+ERRMSG_MAX_CHARS = 1000
 
 
 def parse_response(body: bytes) -> tuple[int, str]:
@@ -114,7 +117,8 @@ def parse_response(body: bytes) -> tuple[int, str]:
 
     Whatever the server sends, the only exception is ProtocolError: a body nested too deeply
     for the decoder or an errcode outside 32 bits is not the contract's JSON. An unpaired
-    surrogate in errmsg becomes ``?`` (a UTF-8 report cannot hold it).
+    surrogate in errmsg becomes ``?`` (a UTF-8 report cannot hold it); an errmsg longer than
+    ``ERRMSG_MAX_CHARS`` is cut.
     """
     try:
         obj = json.loads(body)
@@ -146,6 +150,8 @@ def parse_response(body: bytes) -> tuple[int, str]:
         # a lone surrogate (``"\\ud800"``) cannot be written to a UTF-8 report; the errcode
         # still says what happened, so only the text is mended
         msg = msg.encode("utf-8", "replace").decode()
+    if len(msg) > ERRMSG_MAX_CHARS:
+        msg = f"{msg[:ERRMSG_MAX_CHARS]}... ({len(msg)} characters)"
     return code, msg
 
 

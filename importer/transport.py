@@ -121,9 +121,10 @@ class _Conn:
         self.reader = reader
         self.writer = writer
         self.uses = 0
-        sock = writer.get_extra_info("socket")
         self._poll = select.poll()
-        self._poll.register(sock.fileno(), select.POLLIN)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:  # a transport without a socket relies on the buffer check alone
+            self._poll.register(sock.fileno(), select.POLLIN)
 
     def buffered(self) -> bool:
         """Bytes, or the end of the stream, already read and not consumed by a response.

@@ -364,3 +364,36 @@ def test_bytes_arriving_on_an_idle_connection_retire_it() -> None:
 
     run(with_server(handler, scenario))
     assert connections == 2
+
+
+def test_tls_keep_alive_reuses_one_connection(self_signed: tuple[Path, Path]) -> None:
+    # TLS 1.3 session tickets and other records after the handshake are not "unsolicited
+    # bytes": the connection stays in use
+    cert, _ = self_signed
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                await read_request(reader)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(OK_BODY), OK_BODY)
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def scenario(url: str) -> None:
+        t = StreamTransport(url, ca_file=str(cert))
+        for _ in range(5):
+            out = await t.post("/v1/user", b"{}", {})
+            assert isinstance(out, Response) and out.ok, out
+            await asyncio.sleep(0.01)
+        await t.aclose()
+
+    run(with_server(handler, scenario, _tls_server_ctx(*self_signed)))
+    assert connections == 1
