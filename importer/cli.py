@@ -179,6 +179,9 @@ def render_summary(summary: Any) -> str:
         f"  rows      {d['rows']:>12,}   in {d['duration_s']:.1f} s"
         f" ({d['rows_per_s']:,.0f} rows/s)",
     ]
+    lines += _encoding_lines(d["files"])
+    for skipped in d["skipped_inputs"]:
+        lines.append(f"  skipped   {skipped['path']}: {skipped['reason']}")
     for status, n in d["counts"].items():
         if n:
             lines.append(f"  {status:<9} {n:>12,}")
@@ -196,6 +199,22 @@ def render_summary(summary: Any) -> str:
     lines.append(f"  report    {d['report_dir']}")
     lines.append(f"  exit code {d['exit_code']}")
     return "\n".join(lines)
+
+
+def _encoding_lines(files: list[dict[str, Any]]) -> list[str]:
+    """The encoding the text files were read with and why: one line when they agree."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for f in files:
+        if f.get("encoding_reason"):  # not Parquet
+            groups.setdefault((f["encoding"], f["encoding_reason"]), []).append(f["path"])
+    lines = [
+        f"  encoding  {encoding} ({why}): "
+        + (Path(paths[0]).name if len(paths) == 1 else f"{len(paths)} files")
+        for (encoding, why), paths in groups.items()
+    ]
+    if len(lines) > 10:
+        lines[9:] = [f"  encoding  ... {len(lines) - 9} more in summary.json"]
+    return lines
 
 
 def _cmd_run(args: argparse.Namespace, *, dry_run: bool) -> int:

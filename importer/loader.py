@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import codecs
 import csv
+import errno
+import functools
 import glob
 import gzip
 import io
 import json
 import os
 import re
+import stat
 import sys
 import threading
 import time
@@ -173,6 +176,8 @@ class Source:
     #: Parquet columns that cannot be read as text (nested, or of another unsupported type),
     #: as "name (type)" by name: fine while the job does not read them
     unsupported: dict[str, str] = field(default_factory=dict)
+    #: why this encoding: 'declared (input.encoding)', 'detected: valid UTF-8', ...
+    encoding_reason: str = ""
 
     def refuse_unsupported(self, columns: Sequence[str]) -> None:
         """LoadError when the job reads a column this file cannot give as text."""
@@ -216,37 +221,95 @@ class Batch:
 # Finding files
 
 
-def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
+def expand_inputs(
+    paths: Sequence[str | Path], skipped: list[tuple[Path, str]] | None = None
+) -> list[Path]:
     """Files, directories (their input files, not recursive) and glob patterns -> sorted files.
 
-    Raises ``LoadError`` for a path that matches nothing.
+    An entry of a directory, or a match of a pattern, that is not a regular file (a named pipe,
+    a device, a symbolic link loop or to nothing, a folder named like an input file) is never
+    opened: it is appended to ``skipped`` with the reason. Raises ``LoadError`` for a path
+    that matches nothing.
     """
     found: dict[Path, Path] = {}
     for item in paths:
         text = os.path.expanduser(str(item))
         path = Path(text)
+        passed: list[tuple[Path, str]] = []
         if path.is_dir():
-            matches = sorted(
-                p
-                for p in path.iterdir()
-                if p.is_file() and not p.name.startswith(".") and _known_extension(p)
+            entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+            matches = _regular_files(
+                sorted(p for p in entries if _known_extension(p)), passed, subfolders=True
             )
             if not matches:
                 known = ", ".join(EXTENSIONS)
-                raise LoadError(f"{text}: directory has no input files ({known}, or .gz)")
+                raise LoadError(
+                    f"{text}: directory has no input files ({known}, or .gz)"
+                    + "".join(f"; skipped {p.name}: {why}" for p, why in passed)
+                )
         elif path.is_file():
             matches = [path]
         elif glob.has_magic(text):
-            matches = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
+            matches = _regular_files(sorted(Path(p) for p in glob.glob(text)), passed)
             if not matches:
-                raise LoadError(f"{text}: no file matches this pattern")
-        elif path.exists():
-            raise LoadError(f"{text}: not a regular file")
+                raise LoadError(
+                    f"{text}: no file matches this pattern"
+                    + "".join(f"; skipped {p}: {why}" for p, why in passed)
+                )
+        elif path.exists() or path.is_symlink():
+            raise LoadError(f"{text}: {_not_regular(path)}")
         else:
             raise LoadError(f"{text}: no such file or directory")
+        if skipped is not None:
+            skipped += passed
         for match in matches:
             found.setdefault(match.resolve(), match)
     return sorted(found.values(), key=str)
+
+
+def _regular_files(
+    candidates: list[Path], skipped: list[tuple[Path, str]], subfolders: bool = False
+) -> list[Path]:
+    """The regular files among ``candidates`` (symbolic links followed); the rest go to
+    ``skipped`` with the reason. Only ``stat`` is used: a named pipe is never opened, since
+    opening one waits for a writer."""
+    files = []
+    for p in candidates:
+        if p.is_file():
+            files.append(p)
+        elif not (p.is_dir() and not subfolders):  # a pattern may name folders on its way
+            skipped.append((p, _not_regular(p)))
+    return files
+
+
+def _not_regular(path: Path) -> str:
+    """Why ``path``, which exists (or is a symbolic link), is not a file dmimport reads."""
+    link = ""
+    if path.is_symlink():
+        try:
+            link = f"a symbolic link to {os.readlink(path)}, "
+            mode = path.stat().st_mode
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "a symbolic link loop"
+            if exc.errno == errno.ENOENT:
+                return f"{link}which does not exist"
+            return f"{link}which cannot be inspected ({exc.strerror or exc})"
+    else:
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            return f"cannot be inspected ({exc.strerror or exc})"
+    if stat.S_ISDIR(mode):
+        return f"{link}a folder (subfolders are not read)"
+    kinds = (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return f"{link}{kind}, not a regular file"
 
 
 def _known_extension(path: Path) -> bool:
@@ -294,14 +357,18 @@ def open_source(path: Path, options: InputOptions) -> Source:
     for magic, what in _MAGIC:
         if sample.startswith(magic):
             raise LoadError(f"{path}: this is {what}, not a {fmt.upper()} text file")
-    encoding = _resolve_encoding(path, sample, at_eof, options.encoding)
+    encoding, why = _resolve_encoding(path, sample, at_eof, options.encoding)
     text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(sample, final=at_eof)
     text = text.removeprefix("\ufeff")
     if fmt == "csv":
         assert delimiter is not None
         columns, _ = _parse_header(path, text, delimiter, at_eof, encoding)
-        return Source(path, "csv", encoding, delimiter, compressed, columns, True)
-    return Source(path, "jsonl", encoding, None, compressed, _jsonl_keys(text), False)
+        return Source(
+            path, "csv", encoding, delimiter, compressed, columns, True, encoding_reason=why
+        )
+    return Source(
+        path, "jsonl", encoding, None, compressed, _jsonl_keys(text), False, encoding_reason=why
+    )
 
 
 def _resolve_format(path: Path, options: InputOptions) -> tuple[str, str | None, bool]:
@@ -362,32 +429,115 @@ def _check_gzip(path: Path, limit: int) -> tuple[bytes, bool]:
     return sample[:_SAMPLE], at_eof
 
 
-def _resolve_encoding(path: Path, sample: bytes, at_eof: bool, requested: str) -> str:
+def _resolve_encoding(path: Path, sample: bytes, at_eof: bool, requested: str) -> tuple[str, str]:
+    """The encoding to read ``path`` with, and why (for the summary)."""
     if requested != "auto":
         name = codecs.lookup(requested).name
-        if name == "utf-8" and sample.startswith(codecs.BOM_UTF8):
-            return "utf-8-sig"
         if _ascii_compatible(name):
             _refuse_binary(path, sample)
-        return name
+        if name == "utf-8" and sample.startswith(codecs.BOM_UTF8):
+            return "utf-8-sig", "declared (input.encoding), with a byte-order mark"
+        return name, "declared (input.encoding)"
     for bom, name in _BOMS:
         if sample.startswith(bom):
-            return name
+            return name, "detected: byte-order mark"
     _refuse_binary(path, sample)
-    first_error = None
-    for name in ("utf-8", "gb18030"):
-        try:
-            codecs.getincrementaldecoder(name)().decode(sample, final=at_eof)
-        except UnicodeDecodeError as exc:
-            first_error = first_error or exc
+    return _detect_encoding(path, sample, at_eof)
+
+
+# GB18030 needs strong evidence: at least this share of the non-ASCII characters a GB18030
+# reading gives must be common Chinese (the GB2312 set). Latin-1 text read as GB18030 gives
+# rare characters ('Õakman' -> '誥kman', 誥 is outside GB2312), and UTF-8 Chinese read as
+# GB18030 gives mostly rare ones ('张三' -> '寮犱笁').
+_GB_COMMON_SHARE = 0.9
+# A short line of GB18030 Chinese is valid UTF-8 by chance about once in 150: such lines are
+# not held against GB18030 while they are under 1 in 20 of the lines that are not UTF-8.
+_GB_CHANCE_UTF8 = 20
+
+
+def _detect_encoding(path: Path, sample: bytes, at_eof: bool) -> tuple[str, str]:
+    """UTF-8 or GB18030, judged line by line over the first MiB; refuse when neither holds.
+
+    UTF-8 when the lines holding non-ASCII bytes are mostly valid UTF-8 (the others become
+    bad records when read); GB18030 only when no line reads as UTF-8 text and the text is
+    common Chinese. Anything else could only be read by guessing, which would garble it.
+    """
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=at_eof)
+    except UnicodeDecodeError:
+        pass
+    else:
+        return "utf-8", "detected: valid UTF-8"
+    lines = sample.split(b"\n")
+    if not at_eof and len(lines) > 1:
+        lines.pop()  # cut short by the end of the sample
+    utf8 = ambiguous = other = chars = common = 0
+    first_bad: tuple[int, int, int] | None = None  # byte, offset, line
+    offset = 0
+    for number, line in enumerate(lines, 1):
+        start, offset = offset, offset + len(line) + 1
+        if line.isascii():
             continue
-        return name
-    assert first_error is not None
+        try:
+            whole = at_eof or start + len(line) < len(sample)  # a line break follows
+            codecs.getincrementaldecoder("utf-8")().decode(line, final=whole)
+        except UnicodeDecodeError as exc:
+            other += 1
+            if first_bad is None:
+                first_bad = (line[exc.start], start + exc.start, number)
+            n, c = _gb_common(line)
+            chars, common = chars + n, common + c
+            continue
+        n, c = _gb_common(line)
+        if n and c == n:
+            ambiguous += 1  # valid both ways: no evidence for either
+            chars, common = chars + n, common + c
+        else:
+            utf8 += 1
+    if first_bad is None:  # the sample ends inside a character: valid as far as it goes
+        return "utf-8", "detected: valid UTF-8"
+    if utf8 == 0 and ambiguous * _GB_CHANCE_UTF8 <= other and common >= _GB_COMMON_SHARE * chars:
+        share = 100 * common // chars
+        return "gb18030", f"detected: GB18030 (no UTF-8 text; {share}% common Chinese characters)"
+    if utf8 + ambiguous > other:
+        return "utf-8", (
+            f"detected: mostly UTF-8 ({other} of {utf8 + ambiguous + other} lines with non-ASCII "
+            "bytes in the first MiB are not UTF-8: they are bad records)"
+        )
+    byte, where, number = first_bad
     raise LoadError(
-        f"{path}: cannot tell the encoding: the start of the file is neither UTF-8 nor GB18030 "
-        f"(byte 0x{sample[first_error.start]:02x} at offset {first_error.start}); "
-        "set input.encoding (e.g. big5, shift_jis, latin-1)"
+        f"{path}: cannot tell the encoding: byte 0x{byte:02x} on line {number} (offset {where}) "
+        "is not UTF-8, and the file is not GB18030 Chinese either; set input.encoding to the "
+        "encoding it was written in (e.g. input.encoding: latin-1 for Western European text, "
+        "or gb18030, big5, shift_jis), or input.encoding: utf-8 to reject the lines that are "
+        "not UTF-8"
     )
+
+
+def _gb_common(line: bytes) -> tuple[int, int]:
+    """How many non-ASCII characters ``line`` holds read as GB18030, and how many of them are
+    common Chinese: in the GB2312 area of GBK (the 6,763 everyday hanzi, CJK punctuation,
+    fullwidth forms). Undecodable bytes count as characters that are not common."""
+    text = line.decode("gb18030", errors="replace")
+    wide = _ASCII_RUNS.sub("", text)
+    return len(wide), len(wide) - len(wide.translate(_common_chinese()))
+
+
+@functools.cache
+def _common_chinese() -> dict[int, None]:
+    """``str.translate`` table deleting the characters GBK encodes in its GB2312 area (lead
+    byte A1-A9 or B0-F7, trail A1-FE), as GB18030 decodes them (A1A4 is U+00B7 '·', as in
+    Uyghur names, where Python's gb2312 codec has U+30FB)."""
+    table: dict[int, None] = {}
+    for lead in (*range(0xA1, 0xAA), *range(0xB0, 0xF8)):
+        for trail in range(0xA1, 0xFF):
+            char = bytes((lead, trail)).decode("gb18030", errors="replace")
+            if not "\ue000" <= char <= "\uf8ff" and char != "\ufffd":  # unassigned cells
+                table[ord(char)] = None
+    return table
+
+
+_ASCII_RUNS = re.compile(r"[\x00-\x7f]+")
 
 
 def _refuse_binary(path: Path, sample: bytes) -> None:

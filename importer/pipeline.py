@@ -105,6 +105,8 @@ class RunSummary:
     rejects_paths: list[Path] = field(default_factory=list)
     reject_rate_exceeded: bool = False
     resumed_from: str | None = None
+    #: directory or glob entries that were not read, and why: [{"path": ..., "reason": ...}]
+    skipped_inputs: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def rows_per_s(self) -> float:
@@ -132,6 +134,7 @@ class RunSummary:
             "exit_code": self.exit_code,
             "config_sha256": self.config_sha256,
             "files": self.files,
+            "skipped_inputs": self.skipped_inputs,
             "report_dir": str(self.report_dir) if self.report_dir else None,
             "results": str(self.results_path) if self.results_path else None,
             "rejects": [str(p) for p in self.rejects_paths],
@@ -225,7 +228,10 @@ class Run:
         self.report_root = Path(report_dir) if report_dir else Path(config.report.dir)
         self.config_path = Path(config_path) if config_path else None
         self.input = _input_options(config)
-        self.paths = sorted(only) if only is not None else expand_inputs(files)
+        self.skipped_inputs: list[tuple[Path, str]] = []
+        self.paths = sorted(only) if only is not None else expand_inputs(files, self.skipped_inputs)
+        for path, reason in self.skipped_inputs:
+            log.warning("%s: skipped: %s", path, reason)
         self.mapper = Mapper(config)
         self.sources: list[Source] = []
         self.counts: Counter[str] = Counter()
@@ -504,13 +510,18 @@ class Run:
             requests=requests,
             aborted=aborted,
             exit_code=exit_code,
-            files=files,
+            # the fingerprints (as the ledger has them) and the encoding each file was read with
+            files=[
+                {**f, "encoding": s.encoding, "encoding_reason": s.encoding_reason}
+                for f, s in zip(files, self.sources, strict=True)
+            ],
             config_sha256=config_sha,
             results_path=results_path,
             rejects_paths=rejects_paths,
         )
         summary.reject_rate_exceeded = bool(over_rate)
         summary.resumed_from = self.run_info.resumed_from if self.run_info else None
+        summary.skipped_inputs = [{"path": str(p), "reason": r} for p, r in self.skipped_inputs]
         # The run is marked over last: a kill before that (in the fold, say) leaves it
         # `running`, which the next run finds `killed` and resumes, never `done` without its
         # summary.json (issue 11 #15).

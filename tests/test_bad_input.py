@@ -208,16 +208,31 @@ def test_invalid_utf8_with_a_declared_encoding_rejects_the_row(tmp_path: Path) -
     )
 
 
-def test_invalid_utf8_at_the_start_stops_autodetection_with_its_offset(tmp_path: Path) -> None:
+def test_invalid_utf8_near_the_start_of_a_utf8_file_rejects_the_row(tmp_path: Path) -> None:
+    # the other lines are UTF-8: the file is UTF-8, the line that is not is a bad record
     data = (HEADER + GOOD1).encode() + b"13800000002,b@b.cn,\xff\xfe,32\n" + GOOD3.encode()
     name = write(tmp_path, "mixed.csv", data)
     out = validate(tmp_path, name)
+    assert out.code == 1
+    assert out.verdict(3) == (
+        "rejected", "", 'undecodable bytes (not valid utf-8) in column "姓名"', "姓名",
+    )  # fmt: skip
+    assert out.statuses() == {2: "valid", 3: "rejected", 4: "valid"}
+
+
+def test_text_that_is_neither_utf8_nor_chinese_stops_autodetection_naming_the_byte(
+    tmp_path: Path,
+) -> None:
+    data = b"phone,email,name,age\n13800000001,a@b.cn,M\xfcller,31\n"
+    name = write(tmp_path, "latin.csv", data)
+    out = validate(tmp_path, name, config=CONFIG.replace("手机号", "phone").replace(
+        "邮箱", "email").replace("姓名", "name").replace("年龄", "age"))  # fmt: skip
     assert out.code == 2
-    offset = len((HEADER + GOOD1).encode()) + len(b"13800000002,b@b.cn,")
     assert out.stderr == (
-        "error: mixed.csv: cannot tell the encoding: the start of the file is neither UTF-8 nor "
-        f"GB18030 (byte 0xff at offset {offset}); set input.encoding (e.g. big5, shift_jis, "
-        "latin-1)\n"
+        "error: latin.csv: cannot tell the encoding: byte 0xfc on line 2 (offset 41) is not "
+        "UTF-8, and the file is not GB18030 Chinese either; set input.encoding to the encoding "
+        "it was written in (e.g. input.encoding: latin-1 for Western European text, or gb18030, "
+        "big5, shift_jis), or input.encoding: utf-8 to reject the lines that are not UTF-8\n"
     )
 
 
