@@ -114,6 +114,15 @@ class PathsConfig(_Model):
     def _absolute(cls, v: str) -> str:
         if not v.startswith("/"):
             raise _problem(f"a path must start with '/', got '{v}'", f"write '/{v}'")
+        for position, char in enumerate(v, 1):
+            # it goes in the request line as is: a space, a line break or a non-ASCII
+            # character would fail (or split) every request
+            if not "!" <= char <= "~":
+                raise _problem(
+                    f"the path contains a character that cannot be sent in a request line "
+                    f"(U+{ord(char):04X} at position {position})",
+                    "percent-encode it (a space is %20, 用 is %E7%94%A8)",
+                )
         return v
 
 

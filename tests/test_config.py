@@ -174,6 +174,20 @@ def test_profile_carries_paths_headers_and_signing() -> None:
     assert profile.sign is False
 
 
+@pytest.mark.parametrize(
+    ("path", "char"), [("/v1/用户", "U+7528 at position 5"), ("/v1/user x", "U+0020 at position 9")]
+)
+def test_a_path_that_cannot_go_in_a_request_line_is_refused(path: str, char: str) -> None:
+    # It used to fail every row (UnicodeEncodeError), or split the request line at the space.
+    data = base()
+    data["target"] = {"paths": {"user": path}}
+    problem = only(parse_problems(data))
+    assert str(problem) == (
+        "target.paths.user: the path contains a character that cannot be sent in a request "
+        f"line ({char}) -- percent-encode it (a space is %20, 用 is %E7%94%A8)"
+    )
+
+
 def test_config_is_frozen() -> None:
     config = parse_config(base())
     with pytest.raises(pydantic.ValidationError):
