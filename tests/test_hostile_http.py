@@ -109,6 +109,8 @@ class RawServer:
             conn.close()
 
     def stop(self) -> None:
+        with contextlib.suppress(OSError):  # wakes the blocked accept(); close() alone does not
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         for conn in self._conns:
             with contextlib.suppress(OSError):  # the peer may be gone already
@@ -314,3 +316,36 @@ def test_a_stray_extra_response_is_never_read_as_the_next_answer(
     assert outcome(results) == EXPECTED
     assert [r["attempts"] for r in results.values()] == ["1"] * 6
     assert len(server.requests) == 6
+
+
+SCENARIOS: dict[str, Script] = {
+    "100 Continue": lambda body: (
+        [b"HTTP/1.1 100 Continue\r\n\r\n", http(answer_for(body))],
+        False,
+    ),
+    "close-delimited in two segments": lambda body: (
+        [b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + answer_for(body)[:9],
+         answer_for(body)[9:]],
+        True,
+    ),
+    "stray extra response": lambda body: (
+        [http(answer_for(body)) + (http(contract(0, "ok")) if b"13800000001" in body else b"")],
+        False,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_the_sdk_client_gives_each_call_its_own_answer(
+    raw_server: Callable[[Script], RawServer], scenario: str
+) -> None:
+    # the requests-based SDK is the project's other HTTP layer: the same byte sequences
+    from importer.client import Client
+
+    server = raw_server(SCENARIOS[scenario])
+    with Client(SECRET, server.url, timeout=5.0) as client:
+        got = {}
+        for phone, _ in phones(6):
+            out = client.user({"phone": phone})
+            got[phone] = ("ok", "") if out.ok else ("failed", str(out.as_dict()["errcode"]))
+    assert got == EXPECTED
