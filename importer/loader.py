@@ -1757,7 +1757,10 @@ class _JsonBatches:
 
 
 _NAN_WORDS = (b"NaN", b"Infinity")  # Arrow reads them as numbers; Python's decoder refuses them
-_NESTING = 64  # brackets on a line beyond which Python's decoder might reach its recursion limit
+# '{' and '[' on a line beyond which it never goes to Arrow: Arrow's reader crashes the process
+# (a C stack overflow) some thousands of levels deep, and Python's decoder refuses a line
+# deeper than its recursion limit, which Arrow would accept
+_NESTING = 64
 _ARROW_TRIES = 8  # Arrow reads of a block that may fail before its rest goes line by line
 _ARROW_BACKOFF = 16  # most blocks read line by line after blocks Arrow could not read
 _ROW_RE = re.compile(r" in row (\d+)")
@@ -1780,9 +1783,13 @@ class _JsonBlocks:
       (a fraction, whose text Arrow does not keep, a nested value) sends the run line by line;
     - the other keys are read with inferred types, so Arrow checks every key at any depth: a
       duplicate key is an error, and that line goes line by line (where it is a bad record);
-    - what Arrow accepts and Python's decoder does not (NaN, Infinity; nesting deep enough for
-      the recursion limit) goes line by line, and so does what needs a closer look: undecodable
-      bytes, U+FFFD, a NUL in a requested value, a line longer than ``max_bytes``.
+    - a line with more than ``_NESTING`` '{' and '[' goes line by line before Arrow sees it:
+      Arrow crashes the process on deep enough nesting (a count of the block's brackets
+      decides whether a line can hold that many), and Python's decoder refuses it where Arrow
+      might not;
+    - what Arrow accepts and Python's decoder does not (NaN, Infinity) goes line by line, and
+      so does what needs a closer look: undecodable bytes, U+FFFD, a NUL in a requested value,
+      a line longer than ``max_bytes``.
 
     Arrow's error names the row (the object) it stopped at: that line goes line by line and the
     lines around it are read again, at most ``_ARROW_TRIES`` times per block. After a block
@@ -1842,12 +1849,17 @@ class _JsonBlocks:
 
     def _runs(self, view: np.ndarray, newlines: np.ndarray, n: int) -> list[_Run]:
         block = self.block
+        # A line's depth is at most its count of '{' and '[', and every line Arrow reads
+        # starts with '{': when the block holds fewer than ``_NESTING`` more of them than it
+        # has such lines, no line can hold more than ``_NESTING``.
+        openings = int(np.count_nonzero(view == 0x7B)) + int(np.count_nonzero(view == 0x5B))
         if (
             block.startswith(b"{")
             and block.endswith(b"}")
             and (view[newlines - 1] == 0x7D).all()
             and (view[newlines + 1] == 0x7B).all()
             and len(block) <= self.max_bytes
+            and openings - n < _NESTING
         ):
             return self._read(0, n)
         lengths = self.ends - self.starts
@@ -1857,6 +1869,10 @@ class _JsonBlocks:
             view[self.ends[nonempty] - 1] == 0x7D
         )
         plain &= lengths <= self.max_bytes
+        if openings - int(np.count_nonzero(plain)) >= _NESTING:  # then count them line by line
+            counts = np.cumsum((view == 0x7B) | (view == 0x5B), dtype=np.int64)
+            counts = np.concatenate(([0], counts))
+            plain &= counts[self.ends] - counts[self.starts] <= _NESTING
         out: list[_Run] = []
         start = 0
         for i in np.flatnonzero(~plain).tolist():
@@ -1973,15 +1989,8 @@ class _JsonBlocks:
         """Add the rows of a run Arrow read that must go line by line after all."""
         if "\ufffd" in text:
             odd.update(i for i, t in enumerate(texts) if "\ufffd" in t)
-        kinds = _nested_kinds(table.schema)
-        if "float" in kinds and any(word in data for word in _NAN_WORDS):
+        if _has_float(table.schema) and any(word in data for word in _NAN_WORDS):
             odd.update(i for i, t in enumerate(texts) if "NaN" in t or "Infinity" in t)
-        if "nested" in kinds:
-            view = np.frombuffer(data, dtype=np.uint8)
-            brackets = np.cumsum((view == 0x7B) | (view == 0x5B), dtype=np.int32)
-            ends = np.append(np.flatnonzero(view == 10), len(view))
-            per_line = np.diff(np.concatenate(([0], brackets[ends - 1])))
-            odd.update(np.flatnonzero(per_line > _NESTING).tolist())
         for column in columns:
             for chunk in column.chunks:
                 buf = chunk.buffers()[2]
@@ -1995,21 +2004,18 @@ class _JsonBlocks:
         return [*self._read(start, at), (at, at + 1, None, None), *self._read(at + 1, end)]
 
 
-def _nested_kinds(schema: pa.Schema) -> set[str]:
-    """'float' and 'nested' if the schema has such types, at any depth."""
-    kinds: set[str] = set()
+def _has_float(schema: pa.Schema) -> bool:
+    """True if the schema has a floating-point type, at any depth."""
     todo = [f.type for f in schema]
     while todo:
         t = todo.pop()
         if pa.types.is_floating(t):
-            kinds.add("float")
-        elif pa.types.is_struct(t):
-            kinds.add("nested")
+            return True
+        if pa.types.is_struct(t):
             todo.extend(t.field(i).type for i in range(t.num_fields))
         elif pa.types.is_list(t) or pa.types.is_large_list(t):
-            kinds.add("nested")
             todo.append(t.value_type)
-    return kinds
+    return False
 
 
 class _JsonLines:

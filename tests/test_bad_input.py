@@ -193,6 +193,41 @@ def test_deeply_nested_json(tmp_path: Path) -> None:
     assert out.statuses() == {1: "valid", 2: "rejected", 3: "rejected", 4: "valid", 5: "valid"}
 
 
+def _deep_jsonl(depth: int, key: str) -> str:
+    """Many good lines (so Arrow reads the block), one of them nested ``depth`` levels deep in
+    ``key``: arrays, then objects."""
+    arrays = f'{{"phone": "13800000050", "{key}": ' + "[" * depth + "]" * depth + "}"
+    objects = f'{{"phone": "13800000060", "{key}": ' + '{"a":' * depth + "1" + "}" * depth + "}"
+    lines: list[Any] = [user(i) for i in range(100)]
+    lines[50], lines[60] = arrays, objects
+    return jsonl(*lines)
+
+
+@pytest.mark.parametrize("key", ["extra", "name"])  # a key the config does not read, one it does
+def test_jsonl_nesting_deep_enough_to_crash_arrow_is_a_bad_record(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, key: str
+) -> None:
+    # Arrow's JSON reader overflows the C stack some thousands of levels deep: a segfault
+    # (exit 139) with the run left 'running'. Such a line never reaches Arrow.
+    sb = fresh_sandbox()
+    name = write(tmp_path, "deep.jsonl", _deep_jsonl(30_000, key))
+    (tmp_path / "job.yaml").write_text(JSONL_CONFIG, encoding="utf-8")
+    base = ["job.yaml", name, "--report-dir", "rep", "--json"]
+    send = ["--base-url", sb.url]
+    env = {"DMART_SECRET": sb.secret}
+    for command in ["validate"] * 3 + ["run"] * 3:
+        proc = dmimport(command, *base, *(send if command == "run" else []), cwd=tmp_path, env=env)
+        assert proc.returncode == 1, (command, proc.returncode, proc.stderr[-2000:])
+        out = Outcome(proc, tmp_path)
+        for line in (51, 61):
+            assert out.verdict(line) == ("rejected", "", "invalid JSON: nested too deeply", "")
+        good = "ok" if command == "run" else "valid"
+        assert out.statuses() == {i: "rejected" if i in (51, 61) else good for i in range(1, 101)}
+    assert sb.stats()["by_path"]["/v1/user"] == 3 * 98
+    runs = json.loads(dmimport("runs", "job.yaml", "--json", cwd=tmp_path).stdout)
+    assert [r["status"] for r in runs] == ["done"] * 3  # none left 'running'
+
+
 def test_invalid_utf8_with_a_declared_encoding_rejects_the_row(tmp_path: Path) -> None:
     data = (HEADER + GOOD1).encode() + b"13800000002,b@b.cn,\xff\xfe\xc3(,32\n" + GOOD3.encode()
     name = write(tmp_path, "latin.csv", data)
