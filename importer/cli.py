@@ -7,6 +7,7 @@ Exit codes (docs/exit-codes.md):
   3  run aborted by a fatal response (10003, 20000, repeated 20004, TLS/path errors)
   4  another run of the same job is in progress
   5  internal error (a bug: please report it with the output of --verbose)
+  6  no space left on device (ledger or report): the run stopped, run it again to resume
 """
 
 from __future__ import annotations

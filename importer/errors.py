@@ -9,7 +9,9 @@
     ├── RunAborted                a fatal errcode (10003, 20000, repeated 20004) stopped a run
     │                             (exit code 3); rows not yet sent are reported ``not_sent``
     ├── LockedError               another run of the same job holds the lock (exit code 4)
-    └── LedgerError               the state file is corrupt or belongs to another tool
+    ├── LedgerError               the state file is corrupt or belongs to another tool
+    └── DiskFullError             no space left on the disk of the ledger or the report: the
+                                  run stopped, what was sent is recorded (exit code 6)
 
 Problems with a single row are not exceptions: they are data (``RowProblem``) that flows to the
 report, and the run goes on. Transport failures are not exceptions either: the client returns a
@@ -21,7 +23,9 @@ counts, never from request headers.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class DmImportError(Exception):
@@ -94,3 +98,17 @@ class LedgerError(DmImportError):
     """The ledger file cannot be used (corrupt, foreign, or from a different job)."""
 
     exit_code = 2
+
+
+#: the errnos of a write that found no room: the disk, or the user's quota, is full
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class DiskFullError(DmImportError):
+    """No space left on the device holding ``path`` (the ledger, or a report file)."""
+
+    exit_code = 6
+
+    def __init__(self, path: str | Path, message: str | None = None) -> None:
+        self.path = Path(path)
+        super().__init__(message or f"no space left on device writing {path}")

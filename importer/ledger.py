@@ -62,7 +62,7 @@ from urllib.parse import quote
 import numpy as np
 import pyarrow as pa
 
-from .errors import LedgerError, LockedError
+from .errors import DiskFullError, LedgerError, LockedError
 from .rowhash import as_keys, keys64
 
 log = logging.getLogger("importer")
@@ -228,7 +228,8 @@ R = TypeVar("R")
 def _guarded(
     method: Callable[Concatenate[Ledger, P], R],
 ) -> Callable[Concatenate[Ledger, P], R]:
-    """SQLite's errors leave the ledger as ``LedgerError`` naming the file."""
+    """SQLite's errors leave the ledger as ``LedgerError`` naming the file (``DiskFullError``
+    when its disk is full)."""
 
     @functools.wraps(method)
     def wrapper(self: Ledger, /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -307,8 +308,12 @@ class Ledger:
             raise
         return conn
 
-    def _error(self, exc: sqlite3.Error) -> LedgerError:
+    def _error(self, exc: sqlite3.Error) -> LedgerError | DiskFullError:
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code == sqlite3.SQLITE_FULL:
+            return DiskFullError(
+                self.path, f"no space left on device writing the ledger {self.path}"
+            )
         if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             return LedgerError(
                 f"ledger {self.path} stayed locked by another process for "

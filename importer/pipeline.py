@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import shutil
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +40,7 @@ from .config import Config, check_columns, load_config
 from .errors import (
     ConfigError,
     ConfigProblem,
+    DiskFullError,
     DmImportError,
     LedgerError,
     LoadError,
@@ -71,6 +73,8 @@ EXIT_OK = 0
 EXIT_ROWS_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_ABORTED = 3
+#: a disk (the ledger's or the report's) is full: the run stopped, what was sent is recorded
+EXIT_DISK_FULL = 6
 
 #: statuses whose original rows go to the rejects file
 _UNDELIVERED = np.array(
@@ -240,6 +244,13 @@ class Run:
         self.reason_example: dict[str, str] = {}
         self.rows = 0
         self._stop = threading.Event()
+        #: the first full disk met while sending: the report's, the ledger's
+        self._report_full: DiskFullError | None = None
+        self._ledger_full: DiskFullError | None = None
+        self._sender: Sender | MultiProcessSender | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: rows the platform answered (ok or failed), for the message of a lost report
+        self.answered: Counter[str] = Counter()
         # _finish runs on the loop thread, or on the producer's for a batch with nothing to
         # send; one at a time, and never while the ledger buffer of failures is taken
         self._finish_lock = threading.Lock()
@@ -458,6 +469,8 @@ class Run:
             if self.dry_run or secret is None:
                 for state in self._produce(build_bodies=False):
                     self._finish(state)
+                    if self._report_full is not None:
+                        break
             else:
                 aborted, requests = asyncio.run(self._send(secret))
         except BaseException:
@@ -468,13 +481,21 @@ class Run:
                 with contextlib.suppress(Exception):  # the error being raised matters more
                     self._flush_ledger()
                     self._writer.close()
-                self.ledger.end_run(
-                    run_id, status="interrupted", counts=dict(self.counts), exit_code=1
-                )
+                with contextlib.suppress(DiskFullError):  # then the run stays 'running'
+                    self.ledger.end_run(
+                        run_id, status="interrupted", counts=dict(self.counts), exit_code=1
+                    )
                 self.ledger.close()
             raise
-        results_path = self.results.close()
-        rejects_paths = [p for w in self.rejects.values() if (p := w.close()) is not None]
+        if self._report_full is None:
+            try:
+                results_path = self.results.close()
+                rejects_paths = [p for w in self.rejects.values() if (p := w.close()) is not None]
+            except DiskFullError as exc:
+                self._report_full = exc
+        if self._report_full is not None:
+            self._lose_report(run_id, self._report_full)
+        self._close_ledger_writer()
         duration = time.perf_counter() - t0
         rejected = self.counts.get("rejected", 0)
         over_rate = (
@@ -483,7 +504,10 @@ class Run:
             and rejected / self.rows > self.max_reject_rate
         )
         tolerated = self.max_reject_rate is not None and not over_rate
-        if aborted:
+        if self._ledger_full is not None:
+            aborted = self._ledger_full_reason(self._ledger_full)
+            exit_code = EXIT_DISK_FULL
+        elif aborted:
             exit_code = EXIT_ABORTED
         elif any(self.counts.get(s, 0) for s in ("failed", "not_sent")) or (
             rejected and not tolerated
@@ -525,22 +549,100 @@ class Run:
         # The run is marked over last: a kill before that (in the fold, say) leaves it
         # `running`, which the next run finds `killed` and resumes, never `done` without its
         # summary.json (issue 11 #15).
-        if self.ledger is not None:
-            self._flush_ledger()
-            self._writer.close()
-            self.ledger.fold_run(run_id)
-        write_json_atomic(run_dir / "summary.json", summary.to_dict())
+        if self.ledger is not None and self._ledger_full is None:
+            try:
+                self.ledger.fold_run(run_id)
+            except DiskFullError as exc:
+                self._ledger_full = exc
+                summary.aborted = self._ledger_full_reason(exc)
+                summary.exit_code = EXIT_DISK_FULL
         if self.metrics_file is not None:
-            write_metrics(self.metrics_file, summary)
+            try:
+                write_metrics(self.metrics_file, summary)
+            except DiskFullError as exc:
+                summary.aborted = f"{exc}: the metrics were not updated"
+                summary.exit_code = EXIT_DISK_FULL
+        try:
+            write_json_atomic(run_dir / "summary.json", summary.to_dict())
+        except DiskFullError as exc:
+            self._lose_report(run_id, exc)
         if self.ledger is not None:
-            self.ledger.end_run(
-                run_id,
-                status="aborted" if aborted else "done",
-                counts=summary.counts,
-                exit_code=exit_code,
-            )
-            self.ledger.close()
+            if self._ledger_full is None:
+                try:
+                    self.ledger.end_run(
+                        run_id,
+                        status="aborted" if aborted else "done",
+                        counts=summary.counts,
+                        exit_code=summary.exit_code,
+                    )
+                except DiskFullError as exc:
+                    # the report is whole; the run stays 'running' and is resumed next time
+                    log.warning("%s: the run could not be marked over", exc)
+            with contextlib.suppress(sqlite3.Error):
+                self.ledger.close()
         return summary
+
+    def _close_ledger_writer(self) -> None:
+        """Hand the last outcomes to the ledger and wait until they are committed (a full
+        disk is remembered, not raised: the report still tells what happened)."""
+        if self.ledger is None:
+            return
+        self._flush_ledger()
+        try:
+            self._writer.close()
+        except DiskFullError as exc:
+            self._ledger_full = self._ledger_full or exc
+
+    @staticmethod
+    def _ledger_full_reason(exc: DiskFullError) -> str:
+        return (
+            f"{exc}: the run stopped; free space, then run the same command again (it "
+            "resumes; rows whose outcome the ledger could not record are sent again)"
+        )
+
+    def _lose_report(self, run_id: str, exc: DiskFullError) -> NoReturn:
+        """The report's disk is full: drop its unfinished files (freeing what they took),
+        mark the run resumable in the ledger, and raise one line saying what happened."""
+        self.results.abandon()
+        for w in self.rejects.values():
+            w.abandon()
+        if self.dry_run:
+            raise DiskFullError(
+                exc.path, f"{exc}: validate stopped; free space, then run it again"
+            ) from None
+        ok, failed = self.answered.get("ok", 0), self.answered.get("failed", 0)
+        text = (
+            f"{exc}: the run stopped after the platform answered {ok + failed} rows ({ok} ok, "
+            f"{failed} failed), and its report is incomplete. "
+        )
+        if self.ledger is not None:
+            self._close_ledger_writer()
+            if self._ledger_full is None:
+                try:
+                    self.ledger.end_run(
+                        run_id,
+                        status="interrupted",
+                        counts=dict(self.counts),
+                        exit_code=EXIT_DISK_FULL,
+                    )
+                except DiskFullError as full:
+                    self._ledger_full = full
+            with contextlib.suppress(sqlite3.Error):
+                self.ledger.close()
+            if self._ledger_full is None:
+                text += (
+                    f"The ledger {self.ledger.path} has their outcomes: free space, then run "
+                    "the same command again (it resumes)"
+                )
+            else:
+                text += (
+                    f"The ledger {self.ledger.path} is full too: free space, then run the same "
+                    "command again (it resumes; rows whose outcome the ledger could not record "
+                    "are sent again)"
+                )
+        else:
+            text += "Free space, then run the same command again (every row is sent again)"
+        raise DiskFullError(exc.path, text) from None
 
     def ledger_path(self) -> Path:
         return ledger_path(self.config)
@@ -551,8 +653,48 @@ class Run:
         rows, self._ledger_buf = self._ledger_buf, []
         with self._finish_lock:
             failed, self._failed_buf = self._failed_buf, []
-        if rows or failed:
-            self._writer.submit(rows, failed)
+        if (rows or failed) and self._ledger_full is None:
+            try:
+                self._writer.submit(rows, failed)
+            except DiskFullError as exc:
+                self._ledger_full = exc
+                self._stop_sending(exc)
+
+    def _report(self, write: Callable[[Any], None], what: Any) -> None:
+        """Write to the report, unless its disk was found full: then sending stops."""
+        if self._report_full is not None:
+            return
+        try:
+            write(what)
+        except DiskFullError as exc:
+            self._report_full = exc
+            self._stop_sending(exc)
+
+    def _stop_sending(self, exc: DiskFullError) -> None:
+        """A disk is full: no new row is sent, and the rows not sent yet end ``not_sent``,
+        as when a fatal answer aborts a run. Called on any thread."""
+        self._stop.set()
+        sender, loop = self._sender, self._loop
+        if sender is None or loop is None:
+            return  # not sending (validate): the caller sees _report_full
+
+        def stop() -> None:
+            if sender.aborted:
+                return
+            if isinstance(sender, Sender):
+                sender.abort(str(exc))
+            else:
+                sender.abort_reason = str(exc)
+
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            stop()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is over: nothing to stop
+                loop.call_soon_threadsafe(stop)
 
     async def _send(self, secret: str) -> tuple[str | None, int]:
         loop = asyncio.get_running_loop()
@@ -609,6 +751,7 @@ class Run:
             transport = self.transport_factory(cfg)
             sender = spec.build_sender(transport)
         source = _QueueSource(queue, self, sender)
+        self._sender, self._loop = sender, loop
         ticker = asyncio.create_task(self._tick())
         thread.start()
         try:
@@ -640,7 +783,8 @@ class Run:
 
     def record_outcome(self, state: _BatchState, i: int, status: Status) -> None:
         """A row has its final outcome: into the ledger's buffer (flushed every 200 rows)."""
-        if self.ledger is None:
+        self.answered[status.label] += 1
+        if self.ledger is None or self._ledger_full is not None:
             return
         if state.ledger_fields is None:
             # the batch's fields at once: a few microseconds a row less on the loop thread
@@ -709,7 +853,7 @@ class Run:
             attempts=[attempts[i] for i in pick],
             latency_ms=[latency[i] for i in pick],
         )
-        self.results.write(rows)
+        self._report(self.results.write, rows)
         self.rows += len(rows)
         self.counts.update(rows.status)
         for code, s, msg, ln in zip(rows.errcode, rows.status, rows.errmsg, rows.line, strict=True):
@@ -721,7 +865,7 @@ class Run:
                 key = _reason_key(msg)
                 self.reasons[key] += 1
                 self.reason_example.setdefault(key, f"{batch.source.path.name}:{ln}")
-        self._write_rejects(state)
+        self._report(self._write_rejects, state)
         if self.ledger is not None:
             path = str(batch.source.path)
             undelivered = np.flatnonzero(

@@ -28,7 +28,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -37,6 +37,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from .errors import NO_SPACE, DiskFullError
 
 RESULT_COLUMNS = (
     "file",
@@ -105,6 +107,17 @@ def mask_identity(identity: str, keys: Iterable[str] = ("phone", "email", "mobil
     return _IDENTITY_PART.sub(repl, identity)
 
 
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """A write to ``path`` that finds its disk full raises ``DiskFullError`` naming it."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise DiskFullError(path) from None
+        raise
+
+
 def _atomic_target(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
@@ -123,10 +136,15 @@ def finish_atomic(tmp: Path, final: Path) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = _atomic_target(path)
-    with open(tmp, "w", encoding="utf-8", opener=_private_opener) as fh:
-        json.dump(data, fh, ensure_ascii=False, indent=2, sort_keys=False)
-        fh.write("\n")
-    finish_atomic(tmp, path)
+    try:
+        with writing(path):
+            with open(tmp, "w", encoding="utf-8", opener=_private_opener) as fh:
+                json.dump(data, fh, ensure_ascii=False, indent=2, sort_keys=False)
+                fh.write("\n")
+            finish_atomic(tmp, path)
+    except DiskFullError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _private_opener(path: str, flags: int) -> int:
@@ -178,11 +196,17 @@ class ResultsWriter:
         self.mask_pii = mask_pii
         self.path = run_dir / f"results.{fmt}"
         self._tmp = _atomic_target(self.path)
-        self._fh: IO[bytes] = open(self._tmp, "wb", opener=_private_opener)  # noqa: SIM115
+        with writing(self.path):
+            self._fh: IO[bytes] = open(self._tmp, "wb", opener=_private_opener)  # noqa: SIM115
         self._csv: pacsv.CSVWriter | None = None
         self.rows = 0
 
     def write(self, rows: ResultRows) -> None:
+        """Append ``rows``; DiskFullError when the disk is full."""
+        with writing(self.path):
+            self._write(rows)
+
+    def _write(self, rows: ResultRows) -> None:
         if len(rows) == 0:
             return
         if self.mask_pii:
@@ -209,19 +233,20 @@ class ResultsWriter:
         self._csv.write_table(table)
 
     def close(self) -> Path:
-        if self._csv is not None:
-            self._csv.close()
-        elif self.fmt == "csv":
-            self._fh.write((",".join(f'"{c}"' for c in RESULT_COLUMNS) + "\n").encode())
-        self._fh.close()
-        finish_atomic(self._tmp, self.path)
+        with writing(self.path):
+            if self._csv is not None:
+                self._csv.close()
+            elif self.fmt == "csv":
+                self._fh.write((",".join(f'"{c}"' for c in RESULT_COLUMNS) + "\n").encode())
+            self._fh.close()
+            finish_atomic(self._tmp, self.path)
         return self.path
 
     def abandon(self) -> None:
-        try:
+        """Drop the unfinished file (also after a full disk made writing it fail)."""
+        with contextlib.suppress(OSError):  # what is still buffered cannot matter now
             self._fh.close()
-        finally:
-            self._tmp.unlink(missing_ok=True)
+        self._tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -248,16 +273,22 @@ class RejectsWriter:
         self._csv: Any = None
         if self.fmt in ("csv", "jsonl"):
             encoding = source.encoding if source.encoding not in ("auto", "binary") else "utf-8"
-            self._text = open(  # noqa: SIM115
-                self._tmp, "w", encoding=encoding, newline="", opener=_private_opener
-            )
-            if self.fmt == "csv":
-                self._csv = csv.writer(
-                    self._text, delimiter=source.delimiter or ",", lineterminator="\n"
+            with writing(path):
+                self._text = open(  # noqa: SIM115
+                    self._tmp, "w", encoding=encoding, newline="", opener=_private_opener
                 )
-                self._csv.writerow(source.columns)
+                if self.fmt == "csv":
+                    self._csv = csv.writer(
+                        self._text, delimiter=source.delimiter or ",", lineterminator="\n"
+                    )
+                    self._csv.writerow(source.columns)
 
     def write(self, rows: RejectRows) -> None:
+        """Append ``rows``; DiskFullError when the disk is full."""
+        with writing(self.path):
+            self._write(rows)
+
+    def _write(self, rows: RejectRows) -> None:
         if self.fmt == "parquet":
             if rows.table is not None and rows.table.num_rows:
                 if self._pq is None:
@@ -283,23 +314,28 @@ class RejectsWriter:
             self.rows += 1
 
     def close(self) -> Path | None:
-        if self._pq is not None:
-            self._pq.close()
-            self._pq_file.close()
-        if self._text is not None:
-            self._text.close()
-        if self.rows == 0:
-            self._tmp.unlink(missing_ok=True)
-            return None
-        finish_atomic(self._tmp, self.path)
+        with writing(self.path):
+            if self._pq is not None:
+                self._pq.close()
+                self._pq_file.close()
+            if self._text is not None:
+                self._text.close()
+            if self.rows == 0:
+                self._tmp.unlink(missing_ok=True)
+                return None
+            finish_atomic(self._tmp, self.path)
         return self.path
 
     def abandon(self) -> None:
-        if self._pq is not None:
-            self._pq.close()
-            self._pq_file.close()
-        if self._text is not None:
-            self._text.close()
+        """Drop the unfinished file (also after a full disk made writing it fail)."""
+        with contextlib.suppress(OSError):  # what is still buffered cannot matter now
+            if self._pq is not None:
+                self._pq.close()
+        with contextlib.suppress(OSError):
+            if self._pq is not None:
+                self._pq_file.close()
+            if self._text is not None:
+                self._text.close()
         self._tmp.unlink(missing_ok=True)
 
 
@@ -409,6 +445,11 @@ def write_metrics(path: Path, summary: Any) -> None:
         ]
     tmp = _atomic_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
-    finish_atomic(tmp, path)
+    try:
+        with writing(path):
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write("\n".join(lines) + "\n")
+            finish_atomic(tmp, path)
+    except DiskFullError:
+        tmp.unlink(missing_ok=True)
+        raise

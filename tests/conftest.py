@@ -100,7 +100,7 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     """A factory: ``tmpfs("name", "64k")`` -> a real tmpfs of that size mounted at
     ``tmp_path/name`` (a real full disk, a real read-only file system with
-    ``remount_ro``); every mount is undone after the test. Needs root (the tests run as root:
+    ``remount``); every mount is undone after the test. Needs root (the tests run as root:
     chmod does not stop root, a read-only mount does)."""
     mounted: list[Path] = []
 
@@ -120,5 +120,8 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         subprocess.run(["umount", "-l", str(point)], check=True, capture_output=True)
 
 
-def remount_ro(point: Path) -> None:
-    subprocess.run(["mount", "-o", "remount,ro", str(point)], check=True, capture_output=True)
+def remount(point: Path, options: str) -> None:
+    """``remount(point, "ro")``, ``remount(point, "size=64m")`` (room again on a full disk)."""
+    subprocess.run(
+        ["mount", "-o", f"remount,{options}", str(point)], check=True, capture_output=True
+    )

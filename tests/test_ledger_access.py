@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import remount_ro
+from conftest import remount
 
 from importer.errors import LedgerError
 from importer.ledger import Ledger
@@ -29,7 +29,7 @@ def test_a_ledger_on_a_read_only_file_system_is_diagnosed_as_such(
     with Ledger(path) as ledger:
         ledger.begin_run("customers", "r1", "c", [])
     before = path.read_bytes()
-    remount_ro(disk)
+    remount(disk, "ro")
     with pytest.raises(LedgerError) as exc:
         Ledger(path)
     assert str(exc.value) == (
@@ -44,7 +44,7 @@ def test_a_new_ledger_on_a_read_only_file_system_names_the_cause(
     tmpfs: Callable[..., Path],
 ) -> None:
     disk = tmpfs("state")
-    remount_ro(disk)
+    remount(disk, "ro")
     with pytest.raises(LedgerError) as exc:
         Ledger(disk / "state.db")
     assert str(exc.value) == (

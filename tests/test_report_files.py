@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import remount
 from csvfiles import write_csv
 
 from importer.pipeline import RunSummary, list_runs, run, validate
@@ -237,3 +238,118 @@ def test_a_ledger_left_in_report_dir_by_dmimport_0_1_moves_to_the_job(
         "(state.path, else report.dir), no longer in --report-dir"
     ]
     assert oct(new.stat().st_mode & 0o777) == "0o600"
+
+
+# -- issue 11 #12: a full disk stops the run with exit 6, one line, and it resumes -----------
+
+FULL = """
+job: {{name: full, kind: user, primary_keys: [phone]}}
+input: {{batch_rows: 200}}
+columns:
+  phone: phone
+  username: name
+send: {{concurrency: 8}}
+report: {{dir: {reports}}}
+state: {{path: {state}}}
+"""
+
+
+def _full_job(tmp_path: Path, reports: Path, state: Path) -> Path:
+    path = tmp_path / "full.yaml"
+    path.write_text(FULL.format(reports=reports, state=state), encoding="utf-8")
+    return path
+
+
+def _run_cli(*args: str | Path, secret: str) -> subprocess.CompletedProcess[str]:
+    proc = _cli(*args, secret=secret)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _stored(sb: Sandbox) -> dict[str, str]:
+    return {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}
+
+
+def test_a_full_ledger_disk_stops_the_run_with_exit_6_and_it_resumes(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, tmpfs: Callable[..., Path]
+) -> None:
+    sb = fresh_sandbox()
+    disk = tmpfs("state", "256k")
+    state = disk / "state.db"
+    cfg = _full_job(tmp_path, tmp_path / "reports", state)
+    n = 6000
+    data = _people(tmp_path / "people.csv", n)
+    out = _run_cli("run", cfg, data, "--base-url", sb.url, "-q", "--json", secret=sb.secret)
+    assert out.returncode == 6, out.stderr
+    assert "Traceback" not in out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["exit_code"] == 6
+    assert summary["aborted"] == (
+        f"no space left on device writing the ledger {state}: the run stopped; free space, "
+        "then run the same command again (it resumes; rows whose outcome the ledger could not "
+        "record are sent again)"
+    )
+    # what was sent is known: the report is whole, and says exactly what the platform holds
+    with open(summary["results"], newline="", encoding="utf-8") as fh:
+        results = list(csv.DictReader(fh))
+    assert len(results) == n
+    ok = {r["identity"].removeprefix("phone=") for r in results if r["status"] == "ok"}
+    assert 0 < len(ok) < n
+    assert {r["status"] for r in results} == {"ok", "not_sent"}
+    assert set(_stored(sb)) == ok
+
+    remount(disk, "size=64m")  # room again
+    again = _run_cli("run", cfg, data, "--base-url", sb.url, "-q", "--json", secret=sb.secret)
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads(again.stdout)
+    assert resumed["resumed_from"] == summary["run_id"]
+    assert resumed["counts"]["ok"] + resumed["counts"]["skipped"] == n
+    assert _stored(sb) == {f"0177{i:07d}": f"v1-{i}" for i in range(n)}
+
+
+def test_a_full_report_disk_stops_the_run_with_exit_6_and_it_resumes(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, tmpfs: Callable[..., Path]
+) -> None:
+    sb = fresh_sandbox()
+    disk = tmpfs("reports", "96k")
+    state = tmp_path / "state.db"
+    cfg = _full_job(tmp_path, disk, state)
+    n = 6000
+    data = _people(tmp_path / "people.csv", n)
+    out = _run_cli("run", cfg, data, "--base-url", sb.url, "-q", secret=sb.secret)
+    assert out.returncode == 6, out.stderr
+    run_dir = next(disk.iterdir())
+    sent = len(_stored(sb))
+    assert 0 < sent < n
+    assert out.stderr == (
+        f"error: no space left on device writing {run_dir / 'results.csv'}: the run stopped "
+        f"after the platform answered {sent} rows ({sent} ok, 0 failed), and its report is "
+        f"incomplete. The ledger {state} has their outcomes: free space, then run the same "
+        "command again (it resumes)\n"
+    )
+    assert list(run_dir.iterdir()) == []  # no half report, and its room is free again
+    [record] = list_runs(cfg)
+    assert (record.status, record.exit_code) == ("interrupted", 6)
+
+    remount(disk, "size=64m")
+    again = _run_cli("run", cfg, data, "--base-url", sb.url, "-q", "--json", secret=sb.secret)
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads(again.stdout)
+    assert resumed["resumed_from"] == record.run_id
+    assert (resumed["counts"]["skipped"], resumed["counts"]["ok"]) == (sent, n - sent)
+    assert _stored(sb) == {f"0177{i:07d}": f"v1-{i}" for i in range(n)}
+
+
+def test_validate_on_a_full_report_disk_exits_6_in_one_line(
+    tmp_path: Path, tmpfs: Callable[..., Path]
+) -> None:
+    disk = tmpfs("reports", "64k")
+    cfg = _full_job(tmp_path, disk, tmp_path / "state.db")
+    data = _people(tmp_path / "people.csv", 6000)
+    out = _run_cli("validate", cfg, data, "-q", secret="")
+    run_dir = next(disk.iterdir())
+    assert out.returncode == 6
+    assert out.stderr == (
+        f"error: no space left on device writing {run_dir / 'results.csv'}: validate stopped; "
+        "free space, then run it again\n"
+    )
