@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 
 from .config import Config, check_columns, load_config
 from .errors import (
+    NO_SPACE,
     ConfigError,
     ConfigProblem,
     DiskFullError,
@@ -417,6 +418,12 @@ class Run:
         try:
             run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise DiskFullError(
+                    run_dir,
+                    f"no space left on device writing {run_dir}: nothing was sent; free space, "
+                    "then run the same command again",
+                ) from None
             raise ConfigError(
                 [
                     ConfigProblem(

@@ -104,11 +104,12 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     chmod does not stop root, a read-only mount does)."""
     mounted: list[Path] = []
 
-    def mount(name: str, size: str = "1m") -> Path:
+    def mount(name: str, size: str = "1m", options: str = "") -> Path:
         point = tmp_path / name
         point.mkdir()
+        opts = f"size={size},mode=0700" + (f",{options}" if options else "")
         subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(point)],
+            ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(point)],
             check=True,
             capture_output=True,
         )

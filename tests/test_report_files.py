@@ -353,3 +353,16 @@ def test_validate_on_a_full_report_disk_exits_6_in_one_line(
         f"error: no space left on device writing {run_dir / 'results.csv'}: validate stopped; "
         "free space, then run it again\n"
     )
+
+
+def test_no_room_for_the_report_folder_exits_6_before_anything_is_sent(
+    tmp_path: Path, tmpfs: Callable[..., Path]
+) -> None:
+    disk = tmpfs("reports", "1m", "nr_inodes=1")  # no inode left: mkdir finds no space
+    cfg = _full_job(tmp_path, disk, tmp_path / "state.db")
+    data = _people(tmp_path / "people.csv", 10)
+    out = _run_cli("run", cfg, data, "--base-url", "http://127.0.0.1:9", "-q", secret="x")
+    assert out.returncode == 6
+    assert out.stderr.startswith(f"error: no space left on device writing {disk}/full-")
+    assert out.stderr.endswith(": nothing was sent; free space, then run the same command again\n")
+    assert out.stderr.count("\n") == 1
