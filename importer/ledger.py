@@ -74,6 +74,11 @@ SCHEMA_VERSION = 2
 SEND = 0
 DONE = 1  # the resumed runs delivered this row, or a later row of its identity
 UNCHANGED = 2  # changed-only: the platform already holds exactly this body
+#: changed-only, ``judge_by_last``: the identity's last row in the run decides; see
+#: ``resolve_held`` at the end of the run
+HELD = 3
+#: ``resolve_held``: an earlier row of an identity whose last row is UNCHANGED
+SUPERSEDED = 4
 
 ROW_STATUSES = frozenset({"ok", "failed", "rejected", "not_sent"})
 #: statuses ``end_run`` accepts; ``interrupted`` (Ctrl-C, SIGTERM) is resumable like a kill
@@ -511,12 +516,14 @@ class Ledger:
             if index is not None:
                 # the index as of the fold before, plus what this fold changed
                 changed = conn.execute(
-                    "SELECT identity, last_ok_hash FROM rows WHERE job = ? "
+                    "SELECT identity, last_ok_hash, last_pos FROM rows WHERE job = ? "
                     "AND identity IN (SELECT identity FROM temp.fold)",
                     (job,),
                 ).fetchall()
                 snapshot = index[0].updated(
-                    keys64([r[0] for r in changed]), _hash_keys([r[1] for r in changed])
+                    keys64([r[0] for r in changed]),
+                    _hash_keys([r[1] for r in changed]),
+                    np.fromiter((r[2] for r in changed), dtype=np.int64, count=len(changed)),
                 )
                 self._write_index(job, snapshot, index[1] + 1)
         finally:
@@ -616,6 +623,7 @@ class Ledger:
         *,
         changed_only: bool,
         identity_keys: np.ndarray | None = None,
+        judge_by_last: bool = False,
     ) -> np.ndarray:
         """One verdict per row, int8: SEND (0), DONE (1: the resumed runs delivered it, ok, or
         a later row of its identity; a row they left failed or not_sent is SEND), UNCHANGED
@@ -627,6 +635,12 @@ class Ledger:
         computed here when not given. An empty identity is SEND. Once a row of an identity
         is SEND, every later row of it in the run is SEND too: skipping one as unchanged would
         leave the platform with the earlier row's values.
+
+        ``judge_by_last`` (changed-only, user rows: a later row of a customer overrides the
+        earlier ones): a changed row of a known identity whose last row in the job's last run
+        came later in the file (so a later row is likely to come in this run too) is HELD, and
+        so is every later row of that identity: ``resolve_held`` decides them all at the end
+        of the run by the identity's last row.
         """
         n = len(identities)
         verdict = np.zeros(n, dtype=np.int8)
@@ -637,9 +651,9 @@ class Ledger:
         snapshot = self._snapshot(job, run, n, changed_only)
         pos = np.asarray(positions, dtype=np.int64)
         if snapshot is not None:
-            done, ok_key = snapshot.find(keys)
+            done, ok_key, last_pos = snapshot.find(keys)
         else:
-            done, ok_key = self._lookup(job, run.resume_chain, identities, changed_only)
+            done, ok_key, last_pos = self._lookup(job, run.resume_chain, identities, changed_only)
         if "" in identities:
             blank = np.fromiter((not s for s in identities), dtype=bool, count=n)
             done[blank] = _FLOOR
@@ -648,16 +662,81 @@ class Ledger:
         verdict[is_done] = DONE
         if not changed_only:
             return verdict
-        candidates = np.flatnonzero(~is_done & (ok_key != _NO_HASH) & ~state.sent.contains(keys))
+        sent = state.sent.contains(keys)
+        held = state.held.contains(keys) if judge_by_last else np.zeros(n, dtype=bool)
+        known = ~is_done & (ok_key != _NO_HASH) & ~sent & ~held
+        candidates = np.flatnonzero(known)
+        row_keys = np.full(n, _NO_HASH, dtype=np.int64)
         if len(candidates):
             if isinstance(hashes, np.ndarray):
-                row_keys = hashes[candidates]
+                row_keys[candidates] = hashes[candidates]
             else:
-                row_keys = _hash_keys([hashes[i] for i in candidates.tolist()])
-            verdict[candidates[row_keys == ok_key[candidates]]] = UNCHANGED
-        _send_after_send(verdict, keys)
+                row_keys[candidates] = _hash_keys([hashes[i] for i in candidates.tolist()])
+            verdict[candidates[row_keys[candidates] == ok_key[candidates]]] = UNCHANGED
+        if judge_by_last:
+            later = known & (verdict == SEND) & (last_pos > pos)
+            verdict[(~is_done & held) | later] = HELD
+        _follow_first(verdict, keys)
         state.sent.add(keys[verdict == SEND])
+        if judge_by_last:
+            self._hold(state, verdict, keys, pos, hashes, row_keys, ok_key)
         return verdict
+
+    def _hold(
+        self,
+        state: _ClassifyState,
+        verdict: np.ndarray,
+        keys: np.ndarray,
+        pos: np.ndarray,
+        hashes: Sequence[str | None] | np.ndarray,
+        row_keys: np.ndarray,
+        ok_key: np.ndarray,
+    ) -> None:
+        """Remember the HELD rows of a batch for ``resolve_held``."""
+        rows = np.flatnonzero(verdict == HELD)
+        if len(rows) == 0:
+            return
+        # rows held as the followers of an earlier one were not compared yet
+        missing = rows[row_keys[rows] == _NO_HASH]
+        if len(missing):
+            if isinstance(hashes, np.ndarray):
+                row_keys[missing] = hashes[missing]
+            else:
+                row_keys[missing] = _hash_keys([hashes[i] for i in missing.tolist()])
+        new = ~state.held.contains(keys[rows])
+        state.held.add(keys[rows])
+        state.held_rows.append((keys[rows], pos[rows], row_keys[rows]))
+        # the ok-hash key an identity had when its first row was held
+        state.held_ok.append((keys[rows][new], ok_key[rows][new]))
+
+    def resolve_held(self, run: RunInfo) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Decide the rows ``classify`` HELD in ``run``, once every row was classified.
+
+        Returns their positions, in order; a verdict for each: UNCHANGED for an identity's
+        last row that equals its last ok body, SUPERSEDED for the earlier rows of such an
+        identity, else SEND (all the identity's rows, in order: the earlier ones may carry
+        values the last one leaves empty); and, for SUPERSEDED, the position of the
+        identity's last row (-1 otherwise)."""
+        state = run._state
+        if not state.held_rows:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty.astype(np.int8), empty
+        keys, pos, row_keys = (np.concatenate(p) for p in zip(*state.held_rows, strict=True))
+        ok_keys, ok_values = (np.concatenate(p) for p in zip(*state.held_ok, strict=True))
+        order = np.lexsort((pos, keys))  # by identity, then file order
+        keys, pos, row_keys = keys[order], pos[order], row_keys[order]
+        is_last = np.ones(len(keys), dtype=bool)
+        is_last[:-1] = keys[1:] != keys[:-1]
+        lasts = np.flatnonzero(is_last)
+        last_of = lasts[np.searchsorted(lasts, np.arange(len(keys)))]  # each row's group's
+        by_ok = np.argsort(ok_keys)
+        ok = ok_values[by_ok[np.searchsorted(ok_keys, keys, sorter=by_ok)]]
+        unchanged = (row_keys == ok)[last_of]
+        verdict = np.where(unchanged, SUPERSEDED, SEND).astype(np.int8)
+        verdict[is_last & unchanged] = UNCHANGED
+        superseded_by = np.where(verdict == SUPERSEDED, pos[last_of], -1)
+        back = np.argsort(pos, kind="stable")
+        return pos[back], verdict[back], superseded_by[back]
 
     def _snapshot(self, job: str, run: RunInfo, n: int, changed_only: bool) -> _Snapshot | None:
         """What ``classify`` looks rows up in: None for ``IN`` queries, else the job's rows in
@@ -693,19 +772,28 @@ class Ledger:
     def _read_index(self, job: str) -> tuple[_Snapshot, int] | None:
         """The job's index and the fold count it reflects, if it is up to date."""
         conn = self._conn
-        conn.execute("BEGIN")  # one read snapshot for both tables
+        conn.execute("BEGIN")  # one read snapshot for the three tables
         try:
             folds = _folds(conn, job)
             row = conn.execute(
                 "SELECT folds, keys, ok_keys FROM job_index WHERE job = ?", (job,)
             ).fetchone()
+            at = None
+            if _has_table(conn, "job_index_pos"):
+                at = conn.execute(
+                    "SELECT folds, positions FROM job_index_pos WHERE job = ?", (job,)
+                ).fetchone()
         finally:
             conn.execute("COMMIT")
-        if row is None or row[0] != folds:
+        if row is None or row[0] != folds or at is None or at[0] != folds:
             return None
         keys = np.frombuffer(row[1], dtype="<i8").astype(np.int64)
         ok_key = np.frombuffer(row[2], dtype="<i8").astype(np.int64)
-        return _Snapshot(keys, np.full(len(keys), _FLOOR, dtype=np.int64), ok_key, True), folds
+        last_pos = np.frombuffer(at[1], dtype="<i8").astype(np.int64)
+        if len(last_pos) != len(keys):
+            return None
+        floor = np.full(len(keys), _FLOOR, dtype=np.int64)
+        return _Snapshot(keys, floor, ok_key, True, last_pos), folds
 
     def _build_index(self, job: str) -> tuple[_Snapshot, int]:
         """The job's index, from ``rows`` (about 1.5 s per million rows)."""
@@ -713,10 +801,18 @@ class Ledger:
         conn.execute("BEGIN")
         try:
             folds = _folds(conn, job)
-            cursor = conn.execute("SELECT identity, last_ok_hash FROM rows WHERE job = ?", (job,))
-            parts: list[tuple[np.ndarray, np.ndarray]] = []
+            cursor = conn.execute(
+                "SELECT identity, last_ok_hash, last_pos FROM rows WHERE job = ?", (job,)
+            )
+            parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
             while batch := cursor.fetchmany(65536):
-                parts.append((keys64([r[0] for r in batch]), _hash_keys([r[1] for r in batch])))
+                parts.append(
+                    (
+                        keys64([r[0] for r in batch]),
+                        _hash_keys([r[1] for r in batch]),
+                        np.fromiter((r[2] for r in batch), dtype=np.int64, count=len(batch)),
+                    )
+                )
         finally:
             conn.execute("COMMIT")
         return _Snapshot.from_keys(parts), folds
@@ -738,15 +834,24 @@ class Ledger:
                     snapshot.ok_key.astype("<i8").tobytes(),
                 ),
             )
+            # Added after schema 2 (an older dmimport leaves it behind, so it is rebuilt).
+            conn.execute(_INDEX_POS)
+            conn.execute(
+                "INSERT INTO job_index_pos (job, folds, positions) VALUES (?, ?, ?) "
+                "ON CONFLICT (job) DO UPDATE SET folds = excluded.folds, "
+                "positions = excluded.positions",
+                (job, folds, snapshot.last_pos.astype("<i8").tobytes()),
+            )
 
     def _lookup(
         self, job: str, chain: tuple[str, ...], identities: Sequence[str], with_ok: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per row: the position the resumed runs reached for its identity (``_FLOOR`` when
-        none), and the key of its last ok hash (``_NO_HASH`` when none), from ``rows``."""
+        none), the key of its last ok hash (``_NO_HASH`` when none) and its last position
+        (``_FLOOR`` when none), from ``rows``."""
         unique = list(dict.fromkeys(identities))
         columns, params = _columns(chain, with_ok)
-        known: dict[str, tuple[int, str | None]] = {}
+        known: dict[str, tuple[int, str | None, int]] = {}
         size = max(1, self._chunk - len(params))
         for start in range(0, len(unique), size):
             chunk = unique[start : start + size]
@@ -754,11 +859,12 @@ class Ledger:
                 f"SELECT identity, {columns} FROM rows "
                 f"WHERE job = ? AND identity IN ({','.join('?' * len(chunk))})"
             )
-            for identity, reached, ok in self._conn.execute(query, (*params, job, *chunk)):
-                known[identity] = (reached, ok)
+            for identity, reached, ok, last in self._conn.execute(query, (*params, job, *chunk)):
+                known[identity] = (reached, ok, last)
         found = [known.get(s, _MISSING) for s in identities]
         done = np.fromiter((f[0] for f in found), dtype=np.int64, count=len(found))
-        return done, _hash_keys([f[1] for f in found])
+        last_pos = np.fromiter((f[2] for f in found), dtype=np.int64, count=len(found))
+        return done, _hash_keys([f[1] for f in found]), last_pos
 
     @_guarded
     def record(self, job: str, run_id: str, items: Sequence[tuple[str, int, str, str]]) -> None:
@@ -885,7 +991,21 @@ def lock_path(ledger: Path, job: str) -> Path:
 _FLOOR = -1
 #: the key of "no ok hash"; a real hash mapping to it is merely never taken as unchanged
 _NO_HASH = 0
-_MISSING = (_FLOOR, None)
+_MISSING = (_FLOOR, None, _FLOOR)
+
+_INDEX_POS = """
+CREATE TABLE IF NOT EXISTS job_index_pos (
+    job TEXT PRIMARY KEY,
+    folds INTEGER NOT NULL,
+    positions BLOB NOT NULL
+)
+"""
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.fetchone() is not None
+
 
 _HEX = np.full(256, 255, dtype=np.uint8)
 _HEX[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16)
@@ -903,7 +1023,7 @@ def _columns(chain: tuple[str, ...], with_ok: bool) -> tuple[str, tuple[str, ...
             f"CASE WHEN last_run_id IN ({','.join('?' * len(chain))}) "
             f"AND last_status = 'ok' THEN last_pos ELSE {_FLOOR} END"
         )
-    return f"{reached}, {'last_ok_hash' if with_ok else 'NULL'}", chain
+    return f"{reached}, {'last_ok_hash' if with_ok else 'NULL'}, last_pos", chain
 
 
 def _hash_key(value: str | None) -> int:
@@ -983,6 +1103,7 @@ class _Snapshot:
     done: np.ndarray  # int64: position the resumed runs reached, or _FLOOR
     ok_key: np.ndarray  # int64: ``_hash_key`` of the last ok hash
     with_ok: bool  # whether ok_key was loaded (changed-only)
+    last_pos: np.ndarray  # int64: the identity's last position (``rows.last_pos``)
     _directory: tuple[int, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -997,7 +1118,7 @@ class _Snapshot:
         else:
             params = (*params, job)
         cursor = conn.execute(f"SELECT identity, {columns} FROM rows WHERE {where}", params)
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        parts: list[tuple[np.ndarray, ...]] = []
         while batch := cursor.fetchmany(65536):
             m = len(batch)
             parts.append(
@@ -1005,25 +1126,26 @@ class _Snapshot:
                     keys64([r[0] for r in batch]),
                     np.fromiter((r[1] for r in batch), dtype=np.int64, count=m),
                     _hash_keys([r[2] for r in batch]) if with_ok else np.zeros(m, np.int64),
+                    np.fromiter((r[3] for r in batch), dtype=np.int64, count=m),
                 )
             )
         return cls._sorted(parts, with_ok)
 
     @classmethod
-    def from_keys(cls, parts: list[tuple[np.ndarray, np.ndarray]]) -> _Snapshot:
-        """A changed-only snapshot from (identity keys, ok-hash keys) pairs."""
-        return cls._sorted([(k, np.full(len(k), _FLOOR, np.int64), ok) for k, ok in parts], True)
+    def from_keys(cls, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> _Snapshot:
+        """A changed-only snapshot from (identity keys, ok-hash keys, last positions)."""
+        return cls._sorted(
+            [(k, np.full(len(k), _FLOOR, np.int64), ok, at) for k, ok, at in parts], True
+        )
 
     @classmethod
-    def _sorted(
-        cls, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], with_ok: bool
-    ) -> _Snapshot:
+    def _sorted(cls, parts: list[tuple[np.ndarray, ...]], with_ok: bool) -> _Snapshot:
         if not parts:
             empty = np.zeros(0, dtype=np.int64)
-            return cls(empty, empty, empty, with_ok)
-        keys, done, ok_key = (np.concatenate(p) for p in zip(*parts, strict=True))
+            return cls(empty, empty, empty, with_ok, empty)
+        keys, done, ok_key, last_pos = (np.concatenate(p) for p in zip(*parts, strict=True))
         order = np.argsort(keys, kind="stable")
-        keys, done, ok_key = keys[order], done[order], ok_key[order]
+        keys, done, ok_key, last_pos = keys[order], done[order], ok_key[order], last_pos[order]
         # Two identities with one key (odds about 3e-8 for a million rows): forget both, so
         # that their rows are simply sent.
         clash = np.zeros(len(keys), dtype=bool)
@@ -1032,10 +1154,12 @@ class _Snapshot:
         clash[:-1] |= same
         done[clash] = _FLOOR
         ok_key[clash] = _NO_HASH
-        return cls(keys, done, ok_key, with_ok)
+        last_pos[clash] = _FLOOR
+        return cls(keys, done, ok_key, with_ok, last_pos)
 
-    def updated(self, keys: np.ndarray, ok_key: np.ndarray) -> _Snapshot:
-        """This changed-only snapshot with the ok-hash keys of ``keys`` replaced or added."""
+    def updated(self, keys: np.ndarray, ok_key: np.ndarray, last_pos: np.ndarray) -> _Snapshot:
+        """This changed-only snapshot with the ok-hash keys and last positions of ``keys``
+        replaced or added."""
         if len(keys) == 0:
             return self
         replaced = np.zeros(len(self.keys), dtype=bool)
@@ -1043,20 +1167,23 @@ class _Snapshot:
             at = _search(self.keys, keys)
             replaced[at[self.keys[at] == keys]] = True
         keep = ~replaced
-        parts = [(self.keys[keep], self.done[keep], self.ok_key[keep])]
-        parts.append((keys, np.full(len(keys), _FLOOR, np.int64), ok_key))
+        parts = [(self.keys[keep], self.done[keep], self.ok_key[keep], self.last_pos[keep])]
+        parts.append((keys, np.full(len(keys), _FLOOR, np.int64), ok_key, last_pos))
         return self._sorted(parts, True)
 
-    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per key: (position reached by the resumed runs, ok-hash key), as ``_lookup``."""
+    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per key: (position reached by the resumed runs, ok-hash key, last position), as
+        ``_lookup``."""
         n = len(keys)
         if len(self.keys) == 0:
-            return np.full(n, _FLOOR, dtype=np.int64), np.full(n, _NO_HASH, dtype=np.int64)
+            floor = np.full(n, _FLOOR, dtype=np.int64)
+            return floor, np.full(n, _NO_HASH, dtype=np.int64), floor.copy()
         at = self._locate(keys)
         hit = self.keys[at] == keys
         done = np.where(hit, self.done[at], _FLOOR)
         ok_key = np.where(hit, self.ok_key[at], _NO_HASH)
-        return done, ok_key
+        last_pos = np.where(hit, self.last_pos[at], _FLOOR)
+        return done, ok_key, last_pos
 
     def _locate(self, needles: np.ndarray) -> np.ndarray:
         """Where each needle is in ``keys`` (or some index where it is not).
@@ -1095,8 +1222,13 @@ _SIGN = np.uint64(1 << 63)
 class _ClassifyState:
     """What ``classify`` keeps for one run."""
 
-    #: identities classified SEND so far (see ``_send_after_send``)
+    #: identities classified SEND so far (see ``_follow_first``)
     sent: _HashSet = field(default_factory=_HashSet)
+    #: identities classified HELD so far, and their held rows: (identity keys, positions,
+    #: row hash keys) and (identity keys, ok-hash keys) per batch, for ``resolve_held``
+    held: _HashSet = field(default_factory=_HashSet)
+    held_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    held_ok: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     classified: int = 0
     ledger_rows: int | None = None
     snapshot: _Snapshot | None = None
@@ -1109,20 +1241,22 @@ def _folds(conn: sqlite3.Connection, job: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _send_after_send(verdict: np.ndarray, keys: np.ndarray) -> None:
-    """Within one batch, an UNCHANGED row after a SEND row of its identity becomes SEND.
+def _follow_first(verdict: np.ndarray, keys: np.ndarray) -> None:
+    """Within one batch, the rows of an identity after its first SEND or HELD row take that
+    verdict (an UNCHANGED row after a SEND row becomes SEND, any row after a HELD row HELD).
 
-    (Rows sent in earlier batches are ruled out before: they are in the run's ``sent`` set.)
+    (Identities sent or held in earlier batches are ruled out before: they are in the run's
+    ``sent`` and ``held`` sets.)
     """
-    send = np.flatnonzero(verdict == SEND)
-    unchanged = np.flatnonzero(verdict == UNCHANGED)
-    if len(send) == 0 or len(unchanged) == 0:
+    lead = np.flatnonzero((verdict == SEND) | (verdict == HELD))
+    rest = np.flatnonzero(verdict != DONE)
+    if len(lead) == 0 or len(rest) == len(lead):
         return
-    first_keys, first = np.unique(keys[send], return_index=True)
-    first_at = send[first]
-    at = np.searchsorted(first_keys, keys[unchanged]).clip(max=len(first_keys) - 1)
-    later = (first_keys[at] == keys[unchanged]) & (first_at[at] < unchanged)
-    verdict[unchanged[later]] = SEND
+    first_keys, first = np.unique(keys[lead], return_index=True)
+    first_at = lead[first]
+    at = np.searchsorted(first_keys, keys[rest]).clip(max=len(first_keys) - 1)
+    later = (first_keys[at] == keys[rest]) & (first_at[at] < rest)
+    verdict[rest[later]] = verdict[first_at[at[later]]]
 
 
 # -- helpers -----------------------------------------------------------------------------------

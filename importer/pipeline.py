@@ -47,7 +47,7 @@ from .errors import (
     LoadError,
     LockedError,
 )
-from .ledger import Ledger, RunInfo, lock_path
+from .ledger import HELD, SEND, SUPERSEDED, UNCHANGED, Ledger, RunInfo, lock_path
 from .loader import Batch, InputOptions, Source, expand_inputs, iter_batches, open_source
 from .mapper import Mapped, Mapper
 from .protocol import Profile, header_problem
@@ -156,6 +156,7 @@ class _BatchState:
         "errcode",
         "errmsg",
         "file_index",
+        "held",
         "latency",
         "ledger_fields",
         "mapped",
@@ -178,10 +179,15 @@ class _BatchState:
         n = mapped.n
         ok = mapped.errcode == 0
         self.status = np.where(ok, int(valid_status), int(Status.REJECTED)).astype(np.int8)
+        #: rows whose outcome the end of the run decides (``Ledger.resolve_held``): not
+        #: sent with this batch, and reported later
+        self.held = np.zeros(0, dtype=np.int64)
         if verdict is not None:
             # the ledger's verdict: 1 = the resumed run has it, 2 = unchanged since last sent
             self.status[ok & (verdict == 1)] = int(Status.SKIPPED)
             self.status[ok & (verdict == 2)] = int(Status.UNCHANGED)
+            self.held = np.flatnonzero(ok & (verdict == HELD))
+            self.status[self.held] = int(Status.SKIPPED)
             ok = ok & (verdict == 0)
         self.valid = np.flatnonzero(ok)
         self.errcode: list[int | None] = [c or None for c in mapped.errcode.tolist()]
@@ -255,6 +261,8 @@ class Run:
         # _finish runs on the loop thread, or on the producer's for a batch with nothing to
         # send; one at a time, and never while the ledger buffer of failures is taken
         self._finish_lock = threading.Lock()
+        #: changed-only user runs: the identity of each HELD row, by position
+        self._held_identity: dict[int, str] = {}
 
     # -- preflight ---------------------------------------------------------------------------
     def preflight(self) -> str | None:
@@ -355,9 +363,87 @@ class Run:
                     )
                     failure = _load_failure_batch(source, str(exc))
                     yield _BatchState(failure, mapped, valid_status, None, index)
+            if reader is not None and self._held_identity:
+                yield from self._produce_held(reader, build_bodies, columns, valid_status)
         finally:
             if reader is not None:
                 reader.close()
+
+    def _produce_held(
+        self, reader: Ledger, build_bodies: bool, columns: Any, valid_status: Status
+    ) -> Iterator[_BatchState]:
+        """The end of a changed-only user run: decide the rows held for a customer's last
+        row. Those superseded by an unchanged last row are reported ``skipped`` (the last
+        one ``unchanged``); the customers whose last row changed have their held rows read
+        again and sent, in file order (the earlier rows may hold values the last leaves
+        empty)."""
+        assert self.run_info is not None
+        positions, verdicts, superseded_by = reader.resolve_held(self.run_info)
+        self._report_held(positions, verdicts, superseded_by)
+        resend: dict[int, set[int]] = {}
+        for at in positions[verdicts == SEND].tolist():
+            resend.setdefault(at >> 40, set()).add(at & ((1 << 40) - 1))
+        for index in sorted(resend):
+            source = self.sources[index]
+            with contextlib.suppress(LoadError):  # reported by the first pass
+                for batch in iter_batches(source, self.input, columns):
+                    batch = _filter_batch(batch, resend[index])
+                    if len(batch.lines) == 0:
+                        continue
+                    bodies = build_bodies and not self._stop.is_set()
+                    mapped = self.mapper.map(batch, build_bodies=bodies)
+                    state = _BatchState(batch, mapped, valid_status, None, index)
+                    if len(state.valid) and mapped.bodies is not None:
+                        mapped.bodies.build()
+                    yield state
+
+    def _report_held(
+        self, positions: np.ndarray, verdicts: np.ndarray, superseded_by: np.ndarray
+    ) -> None:
+        """Report lines for the held rows that need no send, a file at a time."""
+        quiet = np.flatnonzero(verdicts != SEND)
+        if len(quiet) == 0:
+            return
+        files = positions[quiet] >> 40
+        for index in np.unique(files).tolist():
+            rows = quiet[files == index]
+            path = self.sources[index].path
+            status: list[str] = []
+            reason: list[str | None] = []
+            for at, verdict, by in zip(
+                positions[rows].tolist(),
+                verdicts[rows].tolist(),
+                superseded_by[rows].tolist(),
+                strict=True,
+            ):
+                if verdict == UNCHANGED:
+                    status.append(Status.UNCHANGED.label)
+                    reason.append(None)
+                    continue
+                assert verdict == SUPERSEDED
+                status.append(Status.SKIPPED.label)
+                where = f"line {by & ((1 << 40) - 1)}"
+                if by >> 40 != at >> 40:
+                    where = f"{self.sources[by >> 40].path.name} {where}"
+                reason.append(f"superseded by {where}, this customer's last row, unchanged")
+            n = len(rows)
+            lines = (positions[rows] & ((1 << 40) - 1)).tolist()
+            result = ResultRows(
+                file=str(path),
+                kind=self.config.job.kind,
+                line=lines,
+                identity=[self._held_identity[int(at)] for at in positions[rows].tolist()],
+                status=status,
+                errcode=[None] * n,
+                errmsg=reason,
+                column=[None] * n,
+                attempts=[0] * n,
+                latency_ms=[None] * n,
+            )
+            with self._finish_lock:
+                self.results.write(result)
+                self.rows += n
+                self.counts.update(status)
 
     def _classify(self, reader: Ledger, mapped: Mapped, file_index: int) -> np.ndarray:
         assert self.run_info is not None
@@ -368,6 +454,8 @@ class Run:
         identities, text = self._identities(mapped, valid)
         positions = (np.int64(file_index) << np.int64(40)) + mapped.lines[valid]
         hashes: Any = mapped.properties_hash
+        # a later row of a customer overrides the earlier ones: the last one decides
+        judge_by_last = self.changed_only and self.config.job.kind == "user"
         # changed-only compares every hash: all at once; a resume alone reads few or none
         if self.changed_only and hashes is not None:
             hashes = hashes.keys(valid)
@@ -381,7 +469,11 @@ class Run:
             hashes,
             changed_only=self.changed_only,
             identity_keys=keys64(text),
+            judge_by_last=judge_by_last,
         )
+        if judge_by_last:
+            for j in np.flatnonzero(verdict[valid] == HELD).tolist():
+                self._held_identity[int(positions[j])] = identities[j]
         return verdict
 
     def _identities(self, mapped: Mapped, rows: np.ndarray) -> tuple[list[str], pa.Array]:
@@ -847,6 +939,10 @@ class Run:
             attempts.append(0)
             latency.append(None)
         order = np.argsort(np.asarray(lines, dtype=np.int64), kind="stable")
+        if len(state.held):  # reported at the end of the run
+            keep = np.ones(len(lines), dtype=bool)
+            keep[state.held] = False
+            order = order[keep[order]]
         pick = order.tolist()
         rows = ResultRows(
             file=str(batch.source.path),

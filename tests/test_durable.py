@@ -18,7 +18,7 @@ from csvfiles import write_csv
 
 from importer.errors import LockedError
 from importer.ledger import Ledger
-from importer.pipeline import list_runs, retry, run
+from importer.pipeline import RunSummary, list_runs, retry, run
 from importer.sandbox import Faults, Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -484,3 +484,66 @@ def test_rows_edited_mid_file_with_the_mtime_put_back_are_not_skipped_on_resume(
     stored = {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}
     assert stored == {r[0]: r[2] for r in rows}
     assert [r.status for r in list_runs(cfg)] == ["done", "killed"]
+
+
+def test_changed_only_judges_a_repeated_customer_by_its_last_row(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # issue 11 #5: 1,000 customers, 500 of them again later in the file with newer values,
+    # in batches of 128 rows (so a customer's rows are in different batches). Night 1 sends
+    # 1,500 rows; an unchanged file then sends nothing, night after night; a real change
+    # sends exactly the changed customers' rows.
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    cfg = make_config(tmp_path, USERS)
+    cfg.write_text(cfg.read_text() + "input: {batch_rows: 128}\n")
+    data = tmp_path / "u.csv"
+    rows = users_file(data, 1000, dup_every=2)  # line 2 + i; customer 2j again on line 1002 + j
+    ov = {"target.base_url": sb.url}
+
+    def night() -> tuple[RunSummary, int]:
+        before = sb.stats()["requests"]
+        summary = run(cfg, [data], overrides=ov, changed_only=True)
+        return summary, sb.stats()["requests"] - before
+
+    first, sent = night()
+    assert (first.counts["ok"], sent, first.exit_code) == (1500, 1500, 0)
+    for _ in range(2):
+        again, sent = night()
+        assert sent == again.requests == 0
+        assert (again.counts["unchanged"], again.counts["skipped"], again.exit_code) == (
+            1000,
+            500,
+            0,
+        )
+        lines = {int(r["line"]): r for r in _results(again.to_dict())}
+        assert sorted(lines) == list(range(2, 1502))
+        assert lines[2]["status"] == "skipped"  # customer 0, again on line 1002
+        assert lines[2]["errmsg"] == "superseded by line 1002, this customer's last row, unchanged"
+        assert lines[1002]["status"] == "unchanged" and lines[3]["status"] == "unchanged"
+
+    rows[1][2] = "changed-1"  # a customer with one row
+    rows[1000 + 2][2] = "changed-4-last"  # customer 4's last row (its first is line 6)
+    rows[8][2] = "changed-8-first"  # customer 8's first row only: its last row decides
+    write_csv(data, USER_COLUMNS, rows)
+    changed, sent = night()
+    assert sent == changed.requests == 3  # customer 1's row; customer 4's two rows, in order
+    lines = {int(r["line"]): r for r in _results(changed.to_dict())}
+    assert [ln for ln, r in sorted(lines.items()) if r["status"] == "ok"] == [3, 6, 1004]
+    assert lines[10]["status"] == "skipped" and lines[1006]["status"] == "unchanged"
+    stored = {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}
+    assert (stored[rows[1][0]], stored[rows[4][0]]) == ("changed-1", "changed-4-last")
+    assert stored[rows[8][0]] == "v1-again-4"
+    last, sent = night()
+    assert sent == 0 and last.counts["unchanged"] == 1000
+
+    # customer 10's later row (line 1007) is gone: its first row, held for it, is its last now
+    assert rows.pop(1000 + 5)[2] == "v1-again-5"
+    write_csv(data, USER_COLUMNS, rows)
+    gone, sent = night()
+    assert sent == gone.requests == 1
+    lines = {int(r["line"]): r for r in _results(gone.to_dict())}
+    assert sorted(lines) == list(range(2, 1501)) and lines[12]["status"] == "ok"
+    assert {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}[
+        rows[10][0]
+    ] == "v1-10"

@@ -18,7 +18,7 @@ import pytest
 
 from importer import ledger as ledger_module
 from importer.errors import LedgerError, LockedError
-from importer.ledger import DONE, SEND, UNCHANGED, Ledger, RunInfo
+from importer.ledger import DONE, HELD, SEND, SUPERSEDED, UNCHANGED, Ledger, RunInfo
 
 JOB = "customers"
 FILES = [{"path": "/data/customers.csv", "size": 120, "mtime": 1.5, "sha256": "ab"}]
@@ -311,6 +311,36 @@ def test_changed_only_sends_every_row_after_a_sent_row_of_the_identity(
     assert verdicts(ledger, run, [("X", 2, h("v2"))], changed_only=True) == [SEND]
 
 
+def test_judge_by_last_holds_a_repeated_identity_until_its_last_row_decides(
+    ledger: Ledger, lookup_mode: str
+) -> None:
+    # issue 11 #5: last run X and Z had two rows each; tonight X's rows are the same, Z's last
+    # row changed, W is new
+    ledger.begin_run(JOB, "r1", "cfg", FILES)
+    ledger.record(JOB, "r1", [("X", 1, "ok", h("x-old")), ("Y", 2, "ok", h("y"))])
+    ledger.record(JOB, "r1", [("X", 3, "ok", h("x")), ("Z", 4, "ok", h("z1"))])
+    ledger.record(JOB, "r1", [("Z", 6, "ok", h("z2"))])
+    ledger.end_run("r1", status="done", counts={}, exit_code=0)
+    run = ledger.begin_run(JOB, "r2", "cfg", FILES)
+
+    def classify(rows: list[tuple[str, int, str]]) -> list[int]:
+        ids, pos, hashes = zip(*rows, strict=True)
+        return ledger.classify(
+            JOB, run, list(ids), list(pos), list(hashes), changed_only=True, judge_by_last=True
+        ).tolist()
+
+    assert classify([("X", 1, h("x-old")), ("Y", 2, h("y")), ("Z", 4, h("z1"))]) == [
+        HELD, UNCHANGED, HELD
+    ]  # fmt: skip
+    assert classify([("X", 3, h("x")), ("Z", 6, h("z2-changed")), ("W", 7, h("w"))]) == [
+        HELD, HELD, SEND
+    ]  # fmt: skip
+    positions, verdict, superseded_by = ledger.resolve_held(run)
+    assert positions.tolist() == [1, 3, 4, 6]
+    assert verdict.tolist() == [SUPERSEDED, UNCHANGED, SEND, SEND]  # Z: both rows, in order
+    assert superseded_by.tolist() == [3, -1, -1, -1]
+
+
 def test_end_run_folds_the_journal_in_file_order(
     ledger: Ledger, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -589,7 +619,7 @@ def test_the_snapshot_directory_finds_what_a_binary_search_finds() -> None:
     keys = np.unique(rng.integers(-(2**63), 2**63 - 1, 50_000, dtype=np.int64))
     keys = np.sort(np.concatenate([keys, keys[:10]]))  # clashing identities stay in twice
     edge = np.array([np.iinfo(np.int64).min, np.iinfo(np.int64).max, -1, 0], dtype=np.int64)
-    snap = ledger_module._Snapshot(keys, np.arange(len(keys)), keys ^ 7, True)
+    snap = ledger_module._Snapshot(keys, np.arange(len(keys)), keys ^ 7, True, keys ^ 3)
     needles = np.concatenate(
         [rng.choice(keys, 5000), rng.integers(-(2**63), 2**63 - 1, 5000), edge, keys[[0, -1]]]
     )
@@ -597,7 +627,8 @@ def test_the_snapshot_directory_finds_what_a_binary_search_finds() -> None:
     expected = ledger_module._search(keys, needles)
     assert (keys[at] == needles).tolist() == (keys[expected] == needles).tolist()
     assert (keys[at] == needles).sum() > 5000
-    done, ok = snap.find(needles)
+    done, ok, last = snap.find(needles)
     hit = np.isin(needles, keys)
     assert (ok[hit] == needles[hit] ^ 7).all() and (ok[~hit] == 0).all()
+    assert (last[hit] == needles[hit] ^ 3).all() and (last[~hit] == -1).all()
     assert (keys[done[hit]] == needles[hit]).all() and (done[~hit] == -1).all()
