@@ -421,6 +421,9 @@ class SendOptions(_Model):
     abort_after_signature_failures: int = Field(default=5, ge=1)
     #: stop the run when this many rows in a row failed after every attempt (0: never)
     abort_after_failed_rows: int = Field(default=200, ge=0)
+    #: stop the run when this many requests in a row failed (429, 5xx, no answer), over at
+    #: least retry.max_backoff_s (0: never)
+    abort_after_failed_requests: int = Field(default=100, ge=0)
     #: sender processes; each owns a share of the customers (see docs/benchmarks.md)
     workers: int = Field(default=1, ge=1, le=64)
 

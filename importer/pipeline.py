@@ -843,6 +843,7 @@ class Run:
             ordered=cfg.job.kind != "event",
             abort_after_signature_failures=cfg.send.abort_after_signature_failures,
             abort_after_failed_rows=cfg.send.abort_after_failed_rows,
+            abort_after_failed_requests=cfg.send.abort_after_failed_requests,
         )
         if workers > 1:
             sender = MultiProcessSender(spec, workers)

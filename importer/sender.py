@@ -23,6 +23,7 @@ Design, and why:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import random
 import time
@@ -198,6 +199,58 @@ class KeyLinks:
         return tuple(roots)
 
 
+class FailureStreaks:
+    """Failures in a row, for the whole run: rows that used every attempt, and requests.
+
+    One process: plain numbers. ``--workers``: a shared ``multiprocessing`` array, so the
+    children count together and the bounds hold per run, not per process. A success resets a
+    count; with the array, it takes the lock only when there is something to reset.
+    """
+
+    ROWS, REQUESTS, SINCE = 0, 1, 2
+
+    def __init__(self, shared: Any = None) -> None:
+        # reads and resets-to-zero checks go to the raw array, without the lock
+        self._v: Any = shared.get_obj() if shared is not None else [0.0, 0.0, 0.0]
+        self._lock: Any = shared.get_lock() if shared is not None else contextlib.nullcontext()
+
+    def peek(self) -> tuple[int, int, float]:
+        """(rows failed in a row, requests failed in a row, when the requests' run began)."""
+        v = self._v
+        return int(v[self.ROWS]), int(v[self.REQUESTS]), v[self.SINCE]
+
+    @staticmethod
+    def shared(ctx: Any) -> Any:
+        """The array to hand to child processes (as a ``Process`` argument)."""
+        return ctx.Array("d", 3)
+
+    def row(self, failed: bool) -> int:
+        """Count a row's final outcome; the rows failed in a row so far."""
+        v = self._v
+        if not failed:
+            if v[self.ROWS]:
+                with self._lock:
+                    v[self.ROWS] = 0
+            return 0
+        with self._lock:
+            v[self.ROWS] += 1
+            return int(v[self.ROWS])
+
+    def request(self, failed: bool, now: float) -> tuple[int, float]:
+        """Count one attempt; the requests failed in a row so far and since when (seconds)."""
+        v = self._v
+        if not failed:
+            if v[self.REQUESTS]:
+                with self._lock:
+                    v[self.REQUESTS] = 0
+            return 0, 0.0
+        with self._lock:
+            if not v[self.REQUESTS]:
+                v[self.SINCE] = now
+            v[self.REQUESTS] += 1
+            return int(v[self.REQUESTS]), now - v[self.SINCE]
+
+
 class RowSource:
     """What the sender pulls rows from. ``next_row`` returns ``(token, body, keys)`` or None.
 
@@ -225,9 +278,12 @@ class Sender:
         ordered: bool = True,
         abort_after_signature_failures: int = 5,
         abort_after_failed_rows: int = 0,
+        abort_after_failed_requests: int = 0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         link_keys: bool = True,
+        streaks: FailureStreaks | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.transport = transport
         self._secret = secret
@@ -239,8 +295,14 @@ class Sender:
         self.ordered = ordered
         self.abort_after_signature_failures = abort_after_signature_failures
         self.abort_after_failed_rows = abort_after_failed_rows
-        self._failed_rows = 0  # rows in a row that used every attempt on a retryable failure
+        self.abort_after_failed_requests = abort_after_failed_requests
+        self.streaks = streaks or FailureStreaks()
+        self.clock = clock
         self.sleep = sleep
+        #: set when the run stops (an abort, or ``stop()``): cuts retry waits short
+        self._stopping: asyncio.Event | None = None
+        self._on_stop: list[Callable[[], None]] = []
+        self.stop_reason: str | None = None
         self.rng = rng or random.Random()
         self.abort_reason: str | None = None
         self.abort_errcode: int | None = None
@@ -258,12 +320,55 @@ class Sender:
     def aborted(self) -> bool:
         return self.abort_reason is not None
 
+    @property
+    def stopping(self) -> bool:
+        """Aborted, or told to stop: no new row is taken, no new attempt is made."""
+        return self.abort_reason is not None or self.stop_reason is not None
+
     def abort(self, reason: str, errcode: int | None = None) -> None:
         if self.abort_reason is None:
             self.abort_reason = reason
             self.abort_errcode = errcode
+        self._wake()
+
+    def stop(self, reason: str) -> None:
+        """Stop without it being the platform's fault (a signal): requests in flight end, rows
+        waiting for a retry keep the outcome they have, the rest stay ``not_sent``. Call it on
+        the sender's event loop."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._wake()
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once) when the sender stops or aborts: a source whose
+        ``next_row`` can wait a long time wakes its waiters with it."""
+        self._on_stop.append(callback)
+
+    def _wake(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+        callbacks, self._on_stop = self._on_stop, []
+        for callback in callbacks:
+            callback()
+
+    async def _pause(self, seconds: float) -> None:
+        """``sleep(seconds)``, cut short when the run stops."""
+        if self.stopping:
+            return
+        if self._stopping is None:
+            self._stopping = asyncio.Event()
+        sleeper = asyncio.ensure_future(self.sleep(seconds))
+        waker = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
 
     async def run(self, source: RowSource, on_result: Callable[[Any, RowResult], None]) -> None:
+        self._stopping = asyncio.Event()
+        if self.stopping:
+            self._stopping.set()
         workers = [
             asyncio.create_task(self._worker(source, on_result)) for _ in range(self.concurrency)
         ]
@@ -275,12 +380,15 @@ class Sender:
 
     async def _worker(self, source: RowSource, on_result: Callable[[Any, RowResult], None]) -> None:
         loop = asyncio.get_running_loop()
-        while not self.aborted:
+        while not self.stopping:
             item = await source.next_row()
             if item is None:
                 return
             token, body, keys = item
             if not self.ordered or not keys:
+                if self._bound_reached():
+                    on_result(token, RowResult(Status.NOT_SENT, None, NOT_SENT_MESSAGE, 0, 0.0))
+                    continue
                 on_result(token, await self.deliver(body))
                 continue
             if self.links is not None:
@@ -295,7 +403,7 @@ class Sender:
                 for f in waits:
                     if not f.done():
                         await f
-                if self.aborted:
+                if self._bound_reached():
                     on_result(token, RowResult(Status.NOT_SENT, None, NOT_SENT_MESSAGE, 0, 0.0))
                     continue
                 on_result(token, await self.deliver(body))
@@ -312,7 +420,45 @@ class Sender:
         headers = auth_headers(self._secret, body, profile=self.profile)
         self.requests += 1
         outcome = await self.transport.post(self.path, body, headers)
-        return outcome, self._observe(outcome)
+        retryable = self._observe(outcome)
+        if not (isinstance(outcome, TransportFailure) and outcome.stale):
+            self._count_failed_request(outcome, retryable)
+        return outcome, retryable
+
+    def _count_failed_request(self, outcome: Outcome, retryable: bool) -> None:
+        """Requests that failed one after another (429, 5xx, 10000, no answer), all
+        processes together: the platform is down, or turns every request away. Rows wait
+        between attempts (a ``Retry-After`` up to ``retry_after_cap_s``), so with long waits
+        ``abort_after_failed_rows`` takes hours to be reached; this bound stops the run after
+        ``abort_after_failed_requests`` such requests in a row, once they span at least
+        ``max_backoff_s`` (an outage shorter than the longest backoff is what retries are
+        for). A stale keep-alive connection counts neither way."""
+        count, span = self.streaks.request(retryable, self.clock())
+        limit = self.abort_after_failed_requests
+        if not limit or count < limit or span < self.retry.max_backoff_s or self.aborted:
+            return
+        self.abort(
+            f"the platform failed the last {count} requests in a row "
+            f"(last: {_describe(outcome)}); stopped so that the rest can be sent when it is "
+            "back: run the same command again"
+        )
+
+    def _bound_reached(self) -> bool:
+        """True (and stop) when another process's failures reached a bound of the run: that
+        process aborts with the reason; this one only stops taking rows and making attempts."""
+        if self.stopping:
+            return True
+        rows, requests, since = self.streaks.peek()
+        rows_limit = self.abort_after_failed_rows
+        requests_limit = self.abort_after_failed_requests
+        if (rows_limit and rows >= rows_limit) or (
+            requests_limit
+            and requests >= requests_limit
+            and self.clock() - since >= self.retry.max_backoff_s
+        ):
+            self.stop("another sender process reached a failure bound")
+            return True
+        return False
 
     def _observe(self, outcome: Outcome) -> bool:
         """Classify one attempt (called exactly once per attempt); a fatal outcome aborts."""
@@ -353,26 +499,22 @@ class Sender:
         platform is down (or unreachable). Stop after ``abort_after_failed_rows`` of them
         rather than spend the night failing every row in turn; the rest stay ``not_sent``,
         for the next run to resume. Any answer that is not a retryable failure resets it."""
-        if not retryable or self.aborted:
-            self._failed_rows = 0
+        if self.aborted:
             return
-        self._failed_rows += 1
+        failed = self.streaks.row(retryable)
         limit = self.abort_after_failed_rows
-        if limit and self._failed_rows >= limit:
-            if isinstance(outcome, Response):
-                last = f"{int(outcome.errcode)} {outcome.errmsg}"
-            else:
-                last = outcome.message
+        if limit and failed >= limit:
             self.abort(
-                f"the platform failed {self._failed_rows} rows in a row after "
-                f"{self.retry.max_attempts} attempts each (last: {last}); stopped so that "
-                "the rest can be sent when it is back: run the same command again"
+                f"the platform failed {failed} rows in a row after "
+                f"{self.retry.max_attempts} attempts each (last: {_describe(outcome)}); "
+                "stopped so that the rest can be sent when it is back: run the same command "
+                "again"
             )
 
     async def _deliver(self, body: bytes) -> tuple[Outcome, bool, int]:
         """(last outcome, whether the policy would still retry it, attempts)."""
         first = await self._attempt(body)
-        if not first[1] or self.retry.max_attempts <= 1 or self.aborted:
+        if not first[1] or self.retry.max_attempts <= 1 or self.stopping:
             return first[0], first[1], 1
 
         policy = self.retry
@@ -386,8 +528,8 @@ class Sender:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(policy.max_attempts),
             wait=wait,
-            retry=retry_if_result(lambda r: r[1] and not self.aborted),
-            sleep=self.sleep,
+            retry=retry_if_result(lambda r: r[1] and not self.stopping),
+            sleep=self._pause,
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else first,
         )
         last = first
@@ -395,11 +537,21 @@ class Sender:
             with attempt:
                 # The first attempt already happened outside tenacity (the fast path): replay
                 # its outcome so the policy counts it, then make real attempts.
-                last = pending.pop() if pending else await self._attempt(body)
-                attempts += 1
+                if pending:
+                    last = pending.pop()
+                    attempts += 1
+                elif not self._bound_reached():  # a wait cut short by a stop: no attempt
+                    last = await self._attempt(body)
+                    attempts += 1
             if attempt.retry_state.outcome is None or not attempt.retry_state.outcome.failed:
                 attempt.retry_state.set_result(last)
         return last[0], last[1], attempts
+
+
+def _describe(outcome: Outcome) -> str:
+    if isinstance(outcome, Response):
+        return f"{int(outcome.errcode)} {outcome.errmsg}"
+    return outcome.message
 
 
 def _result(outcome: Outcome, attempts: int) -> RowResult:

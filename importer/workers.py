@@ -26,16 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import os
 import pickle
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NoReturn
 
 from .protocol import Profile
 from .sender import (
     NOT_SENT_MESSAGE,
+    FailureStreaks,
     KeyLinks,
     RetryPolicy,
     RowResult,
@@ -70,12 +72,18 @@ class WorkerSpec:
     ordered: bool
     abort_after_signature_failures: int
     abort_after_failed_rows: int = 0
+    abort_after_failed_requests: int = 0
 
     def __repr__(self) -> str:  # never show the secret
         return f"WorkerSpec(base_url={self.base_url!r}, path={self.path!r})"
 
     def build_sender(
-        self, transport: Transport, rate_limit: float | None = None, *, link_keys: bool = True
+        self,
+        transport: Transport,
+        rate_limit: float | None = None,
+        *,
+        link_keys: bool = True,
+        streaks: FailureStreaks | None = None,
     ) -> Sender:
         """The sender this spec describes (the single-process path uses it too). A child
         gets rows whose keys the parent already turned into ``KeyLinks`` tokens."""
@@ -90,7 +98,9 @@ class WorkerSpec:
             ordered=self.ordered,
             abort_after_signature_failures=self.abort_after_signature_failures,
             abort_after_failed_rows=self.abort_after_failed_rows,
+            abort_after_failed_requests=self.abort_after_failed_requests,
             link_keys=link_keys,
+            streaks=streaks,
         )
 
 
@@ -139,18 +149,30 @@ class _PipeSource(RowSource):
         return await self.queue.get()
 
 
-def _child_main(conn: Connection) -> None:
+def _orphaned() -> NoReturn:
+    """The parent is gone (its end of the pipe closed without a word): stop at once. Nothing
+    sent from now on could be reported or recorded, and the job's lock died with the parent."""
+    os._exit(0)
+
+
+def _child_main(conn: Connection, streaks: Any) -> None:
     spec: WorkerSpec = pickle.loads(conn.recv_bytes())
-    asyncio.run(_child(conn, spec))
+    asyncio.run(_child(conn, spec, FailureStreaks(streaks)))
 
 
-async def _child(conn: Connection, spec: WorkerSpec) -> None:
+async def _child(conn: Connection, spec: WorkerSpec, streaks: FailureStreaks) -> None:
     loop = asyncio.get_running_loop()
     transport = StreamTransport(
         spec.base_url, timeout=spec.timeout, verify=spec.verify, ca_file=spec.ca_file
     )
-    sender = spec.build_sender(transport, link_keys=False)
+    sender = spec.build_sender(transport, link_keys=False, streaks=streaks)
     source = _PipeSource()
+
+    def wake() -> None:  # the sender stopped: workers waiting for rows take None and end
+        for _ in range(spec.concurrency):
+            source.queue.put_nowait(None)
+
+    sender.on_stop(wake)
     out: list[tuple[Any, int, int | None, str, int, float]] = []
     pending = 0
     inbox_done = asyncio.Event()
@@ -179,14 +201,16 @@ async def _child(conn: Connection, spec: WorkerSpec) -> None:
         nonlocal pending
         try:
             kind, payload = pickle.loads(conn.recv_bytes())
-        except EOFError:
-            kind, payload = "end", None
+        except (EOFError, OSError):
+            _orphaned()
         if kind == "rows":
             pending += len(payload)
             for item in payload:
                 source.queue.put_nowait(item)
-        else:  # "end" or "stop"
+        else:  # "end": send what came; "stop": the run stops, what waits is not sent
             loop.remove_reader(conn.fileno())
+            if kind == "stop":
+                sender.stop("the parent stopped the run")
             for _ in range(spec.concurrency):
                 source.queue.put_nowait(None)
             inbox_done.set()
@@ -241,9 +265,11 @@ class MultiProcessSender:
         ctx = mp.get_context("spawn")
         conns: list[Connection] = []
         procs = []
+        # failures in a row are counted for the run, all children together
+        streaks = FailureStreaks.shared(ctx)
         for _ in range(self.workers):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=_child_main, args=(child,), daemon=True)
+            p = ctx.Process(target=_child_main, args=(child, streaks), daemon=True)
             p.start()
             child.close()
             parent.send_bytes(pickle.dumps(self.spec))

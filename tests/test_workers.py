@@ -88,3 +88,90 @@ def test_customers_known_by_several_keys_keep_file_order_across_processes(
     assert len(sb.customers()) == 500  # each merged customer is one customer
     wrong = {p: (stored.get(p), want) for p, want in expected.items() if stored.get(p) != want}
     assert wrong == {}
+
+
+# -- a platform that turns every request away (issue 11 #20) ----------------------------------
+
+
+def failing_platform_run(
+    fresh_sandbox: Callable[..., Sandbox],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    n: int,
+    **overrides: Any,
+) -> tuple[Sandbox, RunSummary]:
+    # 429 on every request with a Retry-After of an hour: retry_after_cap_s caps each wait at
+    # 10 ms (by default 120 s, which made the run last about 50 minutes)
+    sb = fresh_sandbox(faults=Faults(http_429=1.0, retry_after="3600"))
+    rows = [[f"0162{i:07d}", f"f{i}@x.cn", f"f{i}"] for i in range(n)]
+    data = write_csv(tmp_path / "u.csv", COLUMNS, rows)
+    ov = {
+        "send.retry.max_attempts": 5,
+        "send.retry.retry_after_cap_s": 0.01,
+        "send.retry.max_backoff_s": 0,
+        **overrides,
+    }
+    summary = send(sb, make_config(tmp_path), data, monkeypatch, **ov)
+    return sb, summary
+
+
+def test_a_platform_answering_429_forever_stops_the_run_after_a_bounded_number_of_requests(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb, summary = failing_platform_run(
+        fresh_sandbox, tmp_path, monkeypatch, 1000,
+        **{"send.concurrency": 1, "send.abort_after_failed_requests": 30},
+    )  # fmt: skip
+    assert summary.exit_code == 3
+    assert summary.aborted == (
+        "the platform failed the last 30 requests in a row (last: HTTP 429); stopped so that "
+        "the rest can be sent when it is back: run the same command again"
+    )
+    # one request at a time: exactly the bound, six rows of five attempts
+    assert summary.requests == sb.stats()["by_path"]["/v1/user"] == 30
+    results = read_results(summary)
+    assert [r["attempts"] for r in results if r["status"] == "failed"] == ["5"] * 6
+    assert (summary.counts["failed"], summary.counts["not_sent"]) == (6, 994)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_request_bound_holds_for_the_run_whatever_the_concurrency_and_workers(
+    fresh_sandbox: Callable[..., Sandbox],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: int,
+) -> None:
+    concurrency, limit = 4, 40
+    sb, summary = failing_platform_run(
+        fresh_sandbox, tmp_path, monkeypatch, 3000,
+        **{"send.concurrency": concurrency, "send.workers": workers,
+           "send.abort_after_failed_requests": limit},
+    )  # fmt: skip
+    assert summary.exit_code == 3
+    assert summary.aborted is not None
+    assert summary.aborted.startswith("the platform failed the last 40 requests in a row")
+    # the requests in flight when the bound was reached end; none is started after it
+    in_flight = workers * concurrency
+    assert limit <= summary.requests == sb.stats()["by_path"]["/v1/user"] <= limit + in_flight
+    assert summary.counts["failed"] + summary.counts["not_sent"] == 3000
+
+
+def test_failed_rows_are_counted_for_the_run_not_per_sender_process(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # each process used to count its own rows: with 2 workers about twice the bound failed
+    concurrency, limit = 4, 40
+    sb, summary = failing_platform_run(
+        fresh_sandbox, tmp_path, monkeypatch, 3000,
+        **{"send.concurrency": concurrency, "send.workers": 2,
+           "send.retry.max_attempts": 2, "send.abort_after_failed_rows": limit,
+           "send.abort_after_failed_requests": 0},
+    )  # fmt: skip
+    assert summary.exit_code == 3
+    assert summary.aborted == (
+        f"the platform failed {limit} rows in a row after 2 attempts each (last: HTTP 429); "
+        "stopped so that the rest can be sent when it is back: run the same command again"
+    )
+    assert limit <= summary.counts["failed"] <= limit + 2 * concurrency
+    assert summary.counts["failed"] + summary.counts["not_sent"] == 3000
+    assert summary.requests == sb.stats()["by_path"]["/v1/user"]
