@@ -189,10 +189,19 @@ def _kill_and_resume(cfg: Path, data: Path, sb: Sandbox, kills: int, seed: int) 
     rng = random.Random(seed)
     outputs = []
     for _ in range(kills):
+        # A random point of the send: once this run's first request has reached the sandbox
+        # (so the run is registered in the ledger, however slow start-up is on a loaded
+        # machine), then a random further moment.
+        before = sb.stats()["requests"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(1.0, 2.5))  # interpreter start-up is about 0.7 s
+        deadline = time.monotonic() + 120
+        while sb.stats()["requests"] <= before and proc.poll() is None:
+            assert time.monotonic() < deadline, "the run never got going"
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(rng.uniform(0.0, 1.5))
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.communicate()
     final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     outputs.append(final.stdout)
     assert final.returncode == 0, final.stderr
@@ -286,7 +295,9 @@ def test_a_kill_while_summary_json_is_written_leaves_the_previous_file_whole(
     )
     rng = random.Random(7)
     seen = set()
-    for _ in range(5):
+    kills = 0
+    while kills < 5 or (len(seen) < 2 and kills < 30):  # until the writer got on between kills
+        kills += 1
         proc = subprocess.Popen([sys.executable, "-c", code, str(target)], cwd=ROOT)
         deadline = time.monotonic() + 30
         while not target.exists() and time.monotonic() < deadline:  # past start-up
