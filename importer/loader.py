@@ -1003,8 +1003,9 @@ def iter_batches(
         names = list(columns) if columns is not None else list(source.columns)
         return _iter_jsonl(source, options, names)
     if source.format == "parquet":
-        source.refuse_unsupported(columns if columns is not None else source.columns)
-        return _iter_parquet(source, options)
+        read = list(columns) if columns is not None else list(source.columns)
+        source.refuse_unsupported(read)
+        return _iter_parquet(source, options, read)
     raise LoadError(f"{source.path}: unknown format '{source.format}'")
 
 
@@ -2144,7 +2145,10 @@ def _text_problem(value: str | None, name: str, max_bytes: int) -> str | None:
 # -- Parquet --------------------------------------------------------------------------------
 
 
-def _iter_parquet(source: Source, options: InputOptions) -> Iterator[Batch]:
+def _iter_parquet(source: Source, options: InputOptions, read: list[str]) -> Iterator[Batch]:
+    """Batches whose table holds the columns in ``read`` as text, checked. The other columns
+    are neither converted nor checked, so they decide nothing; a batch's ``original`` keeps
+    every column for the rejects file."""
     path = source.path
     try:
         pf = pq.ParquetFile(path)
@@ -2153,6 +2157,8 @@ def _iter_parquet(source: Source, options: InputOptions) -> Iterator[Batch]:
     names = source.columns
     if pf.schema_arrow.names != names:
         raise LoadError(f"{path}: the schema changed since the file was opened")
+    wanted = set(read)
+    kept = [c for c in names if c in wanted]
     row = 0
     index = 0
     try:
@@ -2163,7 +2169,7 @@ def _iter_parquet(source: Source, options: InputOptions) -> Iterator[Batch]:
             arrays: list[pa.Array] = []
             problems: dict[int, tuple[str, str]] = {}
             for name, col in zip(names, rb.columns, strict=True):
-                if name in source.unsupported:  # not read by the job: kept in ``original``
+                if name not in wanted:  # not read by the job: kept in ``original``
                     continue
                 text, undecodable = _to_text(col, name, n)
                 arrays.append(text)
@@ -2171,7 +2177,6 @@ def _iter_parquet(source: Source, options: InputOptions) -> Iterator[Batch]:
                     problems.setdefault(
                         i, (f'undecodable bytes (not valid utf-8) in column "{name}"', name)
                     )
-            kept = [c for c in names if c not in source.unsupported]
             for i, found in _value_problems(arrays, kept, None, options.max_field_bytes).items():
                 problems.setdefault(i, found)
             table = pa.Table.from_arrays(arrays, names=kept)

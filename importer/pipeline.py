@@ -997,8 +997,7 @@ class Run:
         if batch.original is not None:
             # Parquet: the original rows, original types, bad records included
             wanted = sorted({int(lines[i]) for i in failed} | {b.line for b in batch.bad})
-            base = _first_line(batch)
-            rows = batch.original.take(pa.array([ln - base for ln in wanted], pa.int64()))
+            rows = batch.original.take(pa.array(_original_rows(batch, wanted), pa.int64()))
             writer.write(RejectRows([], pa.Table.from_batches([rows]), wanted, []))
             return
         raw: list[tuple[int, str]] = [(b.line, b.raw) for b in batch.bad if b.raw is not None]
@@ -1144,11 +1143,12 @@ class _QueueSource(RowSource):
             self.run._finish(state)
 
 
-def _first_line(batch: Batch) -> int:
-    """The line (1-based row number) of the first row of a Parquet batch's original rows."""
-    candidates = [int(x) for x in batch.lines[:1]] + [b.line for b in batch.bad]
-    # rows are numbered consecutively and every row is either good or bad: the smallest wins
-    return min(candidates)
+def _original_rows(batch: Batch, lines: Sequence[int]) -> np.ndarray:
+    """Where the rows on ``lines`` are in a Parquet batch's original rows: they hold every row
+    of the batch, good and bad, in line order."""
+    bad = np.array([b.line for b in batch.bad], dtype=np.int64)
+    every = np.sort(np.concatenate((batch.lines, bad)))
+    return np.searchsorted(every, np.asarray(lines, dtype=np.int64))
 
 
 class _Picked:
@@ -1168,13 +1168,19 @@ class _Picked:
 def _filter_batch(batch: Batch, lines: set[int]) -> Batch:
     """Only the rows on ``lines`` (for ``dmimport retry``)."""
     keep = np.flatnonzero(np.isin(batch.lines, np.fromiter(lines, dtype=np.int64)))
+    bad = [b for b in batch.bad if b.line in lines]
+    original = None
+    if batch.original is not None:  # Parquet: the columns the job does not read are only here
+        kept = sorted([*batch.lines[keep].tolist(), *(b.line for b in bad)])
+        original = batch.original.take(pa.array(_original_rows(batch, kept), pa.int64()))
     return Batch(
         source=batch.source,
         index=batch.index,
         table=batch.table.take(keep),
         lines=batch.lines[keep],
         raw=[batch.raw[i] for i in keep] if batch.raw is not None else None,
-        bad=[b for b in batch.bad if b.line in lines],
+        bad=bad,
+        original=original,
     )
 
 

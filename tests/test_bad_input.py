@@ -15,6 +15,8 @@ import csv
 import gzip
 import json
 import os
+import random
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -380,6 +382,71 @@ def test_parquet_binary_column_undecodable_row_is_rejected_and_kept(tmp_path: Pa
     back = pq.read_table(tmp_path / rejects)
     assert back.num_rows == 1
     assert back.column("phone").to_pylist() == ["13800000002"]
+
+
+def _wkb_points(n: int) -> list[bytes]:
+    """Well-known-binary points, as GIS exports store a geometry: arbitrary bytes (NULs, and
+    most of them not UTF-8)."""
+    rng = random.Random(22)
+    return [struct.pack("<BIdd", 1, 1, rng.uniform(70, 140), rng.uniform(10, 50)) for _ in range(n)]
+
+
+GEO_CONFIG = """
+job: {kind: user, primary_keys: [phone]}
+columns:
+  phone: phone
+  username: name
+"""
+
+
+def test_a_binary_parquet_column_the_job_does_not_read_decides_nothing(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    # It used to reject 164 of 196 rows: every column was decoded and checked as text.
+    n = 196
+    geometry = _wkb_points(n)
+    phones = [f"138{i:08d}" for i in range(n)]
+    phones[7] = ""  # rejected for its own reason: its row is kept whole in rejects.parquet
+    table = pa.table({
+        "phone": phones,
+        "name": [f"n{i}" for i in range(n)],
+        "geometry": pa.array(geometry, pa.binary()),
+    })  # fmt: skip
+    write(tmp_path, "geo.parquet", _parquet_bytes(table))
+    out = validate(tmp_path, "geo.parquet", config=GEO_CONFIG)
+    assert out.code == 1
+    assert out.statuses() == {i: "rejected" if i == 8 else "valid" for i in range(1, n + 1)}
+    assert out.verdict(8) == (
+        "rejected", "20001", "no primary-key property has a value (phone)", "",
+    )  # fmt: skip
+
+    sb = fresh_sandbox()
+    proc = dmimport(
+        "run", "job.yaml", "geo.parquet", "--base-url", sb.url, "--report-dir", "rep", "--json",
+        cwd=tmp_path, env={"DMART_SECRET": sb.secret},
+    )  # fmt: skip
+    out = Outcome(proc, tmp_path)
+    assert out.code == 1
+    assert out.summary["counts"]["ok"] == n - 1
+    stored = {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}
+    assert stored == {p: f"n{i}" for i, p in enumerate(phones) if p}
+    rejects = pq.read_table(tmp_path / out.summary["rejects"][0])
+    assert rejects.column_names == ["phone", "name", "geometry"]
+    assert rejects.column("geometry").to_pylist() == [geometry[7]]  # intact, byte for byte
+
+    # Mapped, the same column is checked: a value that is not UTF-8 text cannot be sent.
+    mapped = GEO_CONFIG + "  shape: geometry\n"
+    out = validate(tmp_path, "geo.parquet", config=mapped)
+    assert out.code == 1
+    for i, value in enumerate(geometry, start=1):
+        try:
+            text = value.decode()
+        except UnicodeDecodeError:
+            reason = 'undecodable bytes (not valid utf-8) in column "geometry"'
+            assert out.verdict(i) == ("rejected", "", reason, "geometry")
+        else:
+            assert "\x00" in text  # a WKB point holds zero bytes
+            assert out.verdict(i) == ("rejected", "", 'NUL byte in column "geometry"', "geometry")
 
 
 # -- bad files: refused whole, before anything is sent ------------------------------------------

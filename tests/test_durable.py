@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import random
@@ -13,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from csvfiles import write_csv
 
@@ -560,3 +563,34 @@ def test_changed_only_judges_a_repeated_customer_by_its_last_row(
     assert {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}[
         rows[10][0]
     ] == "v1-10"
+
+
+def test_retry_of_a_parquet_file_keeps_the_columns_the_job_does_not_read_in_its_rejects(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox(faults=Faults(seed=5, http_503=0.5))
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    cfg = make_config(tmp_path, USERS, attempts=1)
+    n = 200
+    blobs = [bytes([i % 256, 0, 255 - i % 256]) * (1 + i % 5) for i in range(n)]
+    table = pa.table({
+        "phone": [f"138{i:08d}" for i in range(n)],
+        "email": [f"u{i}@b.cn" for i in range(n)],
+        "name": [f"n{i}" for i in range(n)],
+        "age": [str(20 + i % 50) if i != 3 else "old" for i in range(n)],
+        "blob": pa.array(blobs, pa.binary()),  # not read by the job, not UTF-8
+    })  # fmt: skip
+    data = tmp_path / "u.parquet"
+    pq.write_table(table, data, row_group_size=64)
+    ov = {"target.base_url": sb.url, "input.batch_rows": 50}
+    first = run(cfg, [data], overrides=ov)
+    assert first.counts["rejected"] == 1 and 0 < first.counts["failed"] < n
+    again = retry(cfg, first.run_id, overrides=ov)  # the platform still fails about half
+    assert 0 < again.counts["failed"] < first.counts["failed"]
+    (rejects,) = again.rejects_paths
+    back = pq.read_table(rejects)
+    assert back.column_names == table.column_names
+    with open(str(again.results_path), encoding="utf-8", newline="") as fh:
+        results = list(csv.DictReader(fh))
+    failed = sorted(int(r["line"]) for r in results if r["status"] == "failed")
+    assert back.to_pylist() == table.take([line - 1 for line in failed]).to_pylist()
