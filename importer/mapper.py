@@ -961,12 +961,17 @@ class Mapper:
                 _bad_values(prop, v.text, f"does not match pattern {spec.pattern!r}"),
             )
 
-    def _identity(self, values: dict[str, _Values], n: int) -> pa.Array:
+    @property
+    def identity_keys(self) -> list[str]:
+        """The names in a row's identity, in order: the primary keys, and ``event_id``."""
         shown = list(self.primary_keys)
         if self.is_event and EVENT_ID not in shown:
             shown.append(EVENT_ID)
+        return shown
+
+    def _identity(self, values: dict[str, _Values], n: int) -> pa.Array:
         parts: list[pa.Array | str] = [
-            pc.binary_join_element_wise(f"{k}=", values[k].text, "") for k in shown
+            pc.binary_join_element_wise(f"{k}=", values[k].text, "") for k in self.identity_keys
         ]
         return _join(parts, ";", n)
 

@@ -52,6 +52,7 @@ from .loader import Batch, InputOptions, Source, expand_inputs, iter_batches, op
 from .mapper import Mapped, Mapper
 from .protocol import Profile, header_problem
 from .report import (
+    PiiMask,
     RejectRows,
     RejectsWriter,
     ResultRows,
@@ -244,6 +245,11 @@ class Run:
         for path, reason in self.skipped_inputs:
             log.warning("%s: skipped: %s", path, reason)
         self.mapper = Mapper(config)
+        self.mask = (
+            PiiMask(self.mapper.identity_keys, config.job.primary_keys)
+            if config.report.mask_pii
+            else None
+        )
         self.sources: list[Source] = []
         self.counts: Counter[str] = Counter()
         self.errcodes: Counter[str] = Counter()
@@ -561,7 +567,7 @@ class Run:
                 job, run_id, config_sha, files, resume=not self.full and self.only is None
             )
             self._writer = _LedgerWriter(self.ledger, job, run_id)
-        self.results = ResultsWriter(run_dir, fmt, mask_pii=self.config.report.mask_pii)
+        self.results = ResultsWriter(run_dir, fmt, mask=self.mask)
         self.rejects: dict[int, RejectsWriter] = {}
         self._rejects_names: list[str] = []
         try:
@@ -572,6 +578,8 @@ class Run:
                         break
             else:
                 aborted, requests = asyncio.run(self._send(secret))
+                if aborted and self.mask is not None:
+                    aborted = self.mask.text(aborted)  # it may quote the platform's errmsg
         except BaseException:
             self.results.abandon()
             for w in self.rejects.values():

@@ -92,19 +92,91 @@ def mask_quoted(message: str) -> str:
     return _QUOTED.sub(repl, message)
 
 
-_IDENTITY_PART = re.compile(r"(?P<key>[^=;]+)=(?P<value>[^;]*)")
+#: an e-mail address, or a phone-like run of 7+ digits (``+``, single spaces or dashes between)
+_PII_TOKEN = re.compile(
+    r"(?P<email>[\w.+-]+@[\w-]+(?:\.[\w-]+)+)|(?<![\d+])(?P<phone>\+?\d(?:[ -]?\d){6,})(?!\d)"
+)
+#: a date (``2024-12-01``, ``2024-12-01 10``) is not a phone, though its digits run as long
+_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?: \d{1,2})?")
+_ASCII_WORD = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 
 
-def mask_identity(identity: str, keys: Iterable[str] = ("phone", "email", "mobile")) -> str:
-    wanted = set(keys)
+def mask_pii_text(text: str, values: Iterable[str] = ()) -> str:
+    """``text`` with the given values (a row's own key values: a platform's message may name
+    the customer), every e-mail- and phone-like token, and quoted phones and e-mails masked
+    the way ``mask_value`` does (``138****5678``, ``al****@corp.cn``)."""
+    for value in values:
+        if len(value) >= 3 and value in text:
+            text = _replace_word(text, value, mask_value(value))
+    text = mask_quoted(text)
 
     def repl(m: re.Match[str]) -> str:
-        key = m.group("key")
-        if key in wanted or "phone" in key.lower() or "mail" in key.lower():
-            return f"{key}={mask_value(m.group('value'))}"
-        return m.group(0)
+        token = m.group(0)
+        if m.group("phone") is not None and _DATE.fullmatch(token):
+            return token
+        return mask_value(token)
 
-    return _IDENTITY_PART.sub(repl, identity)
+    return _PII_TOKEN.sub(repl, text)
+
+
+def _replace_word(text: str, value: str, masked: str) -> str:
+    """Every occurrence of ``value`` in ``text`` that is not part of a longer ASCII word or
+    number (``C1024`` in ``customer C1024 is ...``, not in ``C10245``)."""
+    out: list[str] = []
+    pos = 0
+    start = text.find(value)
+    while start >= 0:
+        end = start + len(value)
+        inside = (start > 0 and text[start - 1] in _ASCII_WORD) or (
+            end < len(text) and text[end] in _ASCII_WORD
+        )
+        if not inside:
+            out += [text[pos:start], masked]
+            pos = end
+        start = text.find(value, end if not inside else start + 1)
+    return "".join(out) + text[pos:]
+
+
+class PiiMask:
+    """``report.mask_pii``: what a report may show of a row's personal data.
+
+    ``identity_keys`` are the names in a row's identity, in order (``phone=...;email=...``,
+    events add ``event_id``); ``customer_keys`` those that identify a customer (the primary
+    keys): their values are masked wherever they appear, in the identity and in any message;
+    so are e-mail- and phone-like tokens in every message."""
+
+    def __init__(self, identity_keys: Iterable[str], customer_keys: Iterable[str]) -> None:
+        keys = list(identity_keys)
+        self.customer_keys = frozenset(customer_keys)
+        # split on the known keys, so a value holding ';' or '=' stays whole
+        self._split = re.compile("(?:^|;)(" + "|".join(re.escape(k) for k in keys) + ")=")
+
+    def identity(self, identity: str) -> tuple[str, list[str]]:
+        """(the masked identity, the customer-key values it held)."""
+        parts = self._split.split(identity)
+        if len(parts) < 3 or parts[0]:
+            return mask_pii_text(identity), []
+        shown: list[str] = []
+        values: list[str] = []
+        for key, value in zip(parts[1::2], parts[2::2], strict=True):
+            if key in self.customer_keys and value:
+                values.append(value)
+                shown.append(f"{key}={mask_value(value)}")
+            else:
+                shown.append(f"{key}={mask_pii_text(value)}")
+        return ";".join(shown), values
+
+    def rows(self, rows: ResultRows) -> None:
+        """Mask a batch of report lines in place (identity and errmsg)."""
+        for i, (identity, errmsg) in enumerate(zip(rows.identity, rows.errmsg, strict=True)):
+            masked, values = self.identity(identity) if identity else ("", [])
+            rows.identity[i] = masked
+            if errmsg:
+                rows.errmsg[i] = mask_pii_text(errmsg, values)
+
+    def text(self, text: str) -> str:
+        """A message with no row behind it (an abort's reason)."""
+        return mask_pii_text(text)
 
 
 @contextlib.contextmanager
@@ -191,9 +263,9 @@ class ResultRows:
 class ResultsWriter:
     """Streams result lines to ``results.<fmt>`` (temporary name until ``close``)."""
 
-    def __init__(self, run_dir: Path, fmt: str = "csv", *, mask_pii: bool = False) -> None:
+    def __init__(self, run_dir: Path, fmt: str = "csv", *, mask: PiiMask | None = None) -> None:
         self.fmt = fmt
-        self.mask_pii = mask_pii
+        self.mask = mask
         self.path = run_dir / f"results.{fmt}"
         self._tmp = _atomic_target(self.path)
         with writing(self.path):
@@ -209,9 +281,9 @@ class ResultsWriter:
     def _write(self, rows: ResultRows) -> None:
         if len(rows) == 0:
             return
-        if self.mask_pii:
-            rows.identity = [mask_identity(i) for i in rows.identity]
-            rows.errmsg = [mask_quoted(m) if m else m for m in rows.errmsg]
+        if self.mask is not None:
+            # in place: the run's summary counts its reasons from these lines afterwards
+            self.mask.rows(rows)
         self.rows += len(rows)
         table = rows.to_table()
         if self.fmt == "jsonl":

@@ -428,6 +428,21 @@ def test_faults_are_deterministic_through_the_server(fresh_sandbox: Factory) -> 
     assert {"errcode 0", "errcode 10000", "http_status", "protocol", "connection"} <= set(first)
 
 
+def test_blacklisted_fault_names_the_customer_and_stores_nothing(fresh_sandbox: Factory) -> None:
+    sb = fresh_sandbox(faults=Faults(blacklisted=1.0))
+    c = Client(sb.secret, sb.url)
+    o = c.user({"phone": "13812345678", "email": "alice.wang@corp.cn", "username": "x"})
+    assert isinstance(o, Response)
+    assert (int(o.errcode), o.errmsg) == (
+        20003,
+        'Data checking failed: customer 13812345678 / "alice.wang@corp.cn" is blacklisted',
+    )
+    o = c.user({"email": "bob@corp.cn"})
+    assert o.errmsg == "Data checking failed: customer bob@corp.cn is blacklisted"
+    assert sb.customers() == []
+    assert sb.stats()["by_fault"] == {"blacklisted": 2}
+
+
 def test_fault_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="sum"):
         Faults(http_503=0.6, reset=0.5)

@@ -462,6 +462,78 @@ def test_mask_pii_masks_phones_and_emails_everywhere_in_the_results(
         assert email not in text, email
 
 
+BLACKLISTED = [
+    # phone, e-mail, member id: the platform's refusal names all three
+    ["13812345678", "alice.wang@corp.cn", "M-0042"],
+    ["+86 139-8765-4321", "bob@corp.cn", "M-0043"],
+]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_mask_pii_masks_the_customer_a_platform_message_names_in_every_output(
+    fresh_sandbox: Callable[..., Sandbox], sandbox_schema: Schema, tmp_path: Path, fmt: str
+) -> None:
+    # The platform refuses each customer with a message that names it, in double quotes and
+    # bare: 'customer 13812345678 / "alice.wang@corp.cn" / "M-0042" is blacklisted'.
+    schema = dataclasses.replace(sandbox_schema, primary_keys=("phone", "email", "member_id"))
+    sb = fresh_sandbox(schema=schema, faults=Faults(blacklisted=1.0))
+    write_csv(tmp_path / "c.csv", ["手机号", "邮箱", "会员号"], BLACKLISTED)
+    (tmp_path / "job.yaml").write_text(
+        "job: {kind: user, primary_keys: [phone, member_id]}\n"
+        "columns: {phone: 手机号, email: 邮箱, member_id: 会员号}\n"
+        f"report: {{mask_pii: true, format: {fmt}}}\n",
+        encoding="utf-8",
+    )
+    outputs = []
+    for extra in ([], ["--json"]):
+        args = ["--verbose", "run", "job.yaml", "c.csv", "--base-url", sb.url, *extra]
+        code, out, err = dmimport(*args, "--report-dir", "rep", cwd=tmp_path, secret=sb.secret)
+        assert code == 1, err
+        outputs += [out, err]
+    summary = json.loads(outputs[2])
+    assert summary["counts"]["failed"] == 2
+    assert [r["reason"] for r in summary["top_reasons"]] == [
+        'Data checking failed: customer 138****5678 / "al****@corp.cn" / "****" is blacklisted',
+        'Data checking failed: customer +86****4321 / "bo****@corp.cn" / "****" is blacklisted',
+    ]
+    results = tmp_path / summary["results"]
+    if fmt == "csv":
+        with open(results, newline="", encoding="utf-8") as fh:
+            got = [(r["identity"], r["errmsg"]) for r in csv.DictReader(fh)]
+    else:
+        lines = results.read_text(encoding="utf-8").splitlines()
+        got = [(r["identity"], r["errmsg"]) for r in map(json.loads, lines)]
+    assert got == [
+        (
+            "phone=138****5678;member_id=****",
+            'Data checking failed: customer 138****5678 / "al****@corp.cn" / "****" is blacklisted',
+        ),
+        (
+            "phone=+86****4321;member_id=****",
+            'Data checking failed: customer +86****4321 / "bo****@corp.cn" / "****" is blacklisted',
+        ),
+    ]
+    assert "  top reasons:" in outputs[0]
+    # Every stream and every file but the two that hold values by design: the rejects file
+    # (for re-import) and the ledger (a row's identity is its primary-key values; it holds
+    # no message, so never the e-mail the message named).
+    ledger = b""
+    for path in files_under(tmp_path):
+        data = path.read_bytes()
+        if path.name.startswith("state.db"):
+            ledger += data
+        elif not (path.name.startswith("rejects") or path.name in ("c.csv", "job.yaml")):
+            outputs.append(data.decode("utf-8"))
+    assert ledger and b"blacklisted" not in ledger
+    text = "\n".join(outputs)
+    assert len(outputs) >= 7  # results, summary.json, twice; and the four streams
+    for values in BLACKLISTED:
+        for value in values:
+            assert value not in text, value
+            assert value.replace(" ", "").replace("-", "") not in text, value
+        assert values[1].encode() not in ledger
+
+
 def test_report_files_are_private(tmp_path: Path) -> None:
     # rejects in every input format, so every writer is covered
     write_csv(tmp_path / "c.csv", HEADER, [["13800000001", "a@b.cn", "x", "bad"]])

@@ -24,6 +24,7 @@ FAULT_KINDS = (
     "non_json",
     "stall",
     "errcode_20004",
+    "blacklisted",
 )
 
 #: Short names accepted by ``--fault NAME=FRACTION`` besides the field names.
@@ -86,6 +87,9 @@ class Faults:
     #: HTTP 200 ``{"errcode": 20004}`` (a signature refused now and then: clock jitter, a
     #: proxy); nothing stored
     errcode_20004: float = 0.0
+    #: HTTP 200 ``{"errcode": 20003}`` whose errmsg names the customer, as a platform's
+    #: blacklist does (``customer 13812345678 / "a@b.cn" is blacklisted``); nothing stored
+    blacklisted: float = 0.0
     retry_after: str = "1"
     stall_s: float = 60.0
 

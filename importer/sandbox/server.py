@@ -570,6 +570,10 @@ class _Connection(asyncio.Protocol):
         elif fault == "errcode_20004":
             msg = "Signature checking failed: (injected)"
             self._reply(200, response_body(ErrCode.SIGNATURE_FAILED, msg), close)
+        elif fault == "blacklisted":
+            customer = _named_customer(req.body, srv.schema)
+            msg = f"Data checking failed: customer {customer} is blacklisted"
+            self._reply(200, response_body(ErrCode.DATA_CHECK_FAILED, msg), close)
         elif fault == "non_json":
             self._reply(200, _NON_JSON_BODY, close, content_type=HTML_TYPE)
         elif fault == "stall":
@@ -624,6 +628,19 @@ class _Connection(asyncio.Protocol):
                 close,
                 extra=b"Allow: " + allow + b"\r\n",
             )
+
+
+def _named_customer(body: bytes, schema: Schema) -> str:
+    """The request's primary-key values as a platform's message names a customer:
+    ``13812345678 / "alice.wang@corp.cn"`` (the first bare, the others in double quotes)."""
+    try:
+        properties = json.loads(body).get("properties")
+        values = [str(properties[k]) for k in schema.primary_keys if properties.get(k)]
+    except (ValueError, AttributeError, TypeError):
+        values = []
+    if not values:
+        return "(unknown)"
+    return " / ".join([values[0], *(f'"{v}"' for v in values[1:])])
 
 
 def _debug_flag(query: str) -> bool | None:
