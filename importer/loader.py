@@ -80,6 +80,7 @@ _EOL = (b"\n", b"\r")
 # Magic numbers of files people rename to .csv by mistake.
 _MAGIC = (
     (b"PAR1", "a Parquet file"),
+    (b"PARE", "an encrypted Parquet file"),
     (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook?)"),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel 97-2003 (.xls) workbook"),
     (b"%PDF-", "a PDF document"),
@@ -616,13 +617,35 @@ def _jsonl_keys(text: str) -> list[str]:
     return []
 
 
+#: what follows the footer of an encrypted file whose footer is plaintext: its signature, an
+#: AES-GCM nonce (12 bytes) and tag (16)
+_SIGNATURE_BYTES = 28
+_ENCRYPTED = (
+    "this is an encrypted Parquet file (Parquet modular encryption), which is not supported: "
+    "export it unencrypted"
+)
+
+
 def _open_parquet(path: Path, head: bytes) -> Source:
+    if head.startswith(b"PARE"):  # the footer is encrypted too: not even the schema is readable
+        raise LoadError(f"{path}: {_ENCRYPTED}")
     if not head.startswith(b"PAR1"):
         raise LoadError(f"{path}: not a Parquet file (it does not start with PAR1)")
     try:
-        schema = pq.ParquetFile(path).schema_arrow
+        pf = pq.ParquetFile(path)
+        schema = pf.schema_arrow
+        signed = _footer_length(path) - pf.metadata.serialized_size == _SIGNATURE_BYTES
     except (pa.ArrowException, OSError) as exc:
         raise LoadError(f"{path}: not a readable Parquet file: {exc}") from None
+    if signed:
+        # An encrypted file with a plaintext footer: the schema reads, and its encrypted
+        # columns fail only when read. Read the first rows now, before anything is sent.
+        try:
+            next(pf.iter_batches(batch_size=1, use_threads=False), None)
+        except (pa.ArrowException, OSError) as exc:
+            if "crypt" in str(exc):
+                raise LoadError(f"{path}: {_ENCRYPTED}") from None
+            # any other fault is reported where the rows are read, after the rows before it
     unsupported = {
         f.name: f"{f.name} ({f.type})"
         for f in schema
@@ -633,6 +656,13 @@ def _open_parquet(path: Path, head: bytes) -> Source:
     if dups:
         raise LoadError(f"{path}: duplicate column names in the schema: {_quoted(dups)}")
     return Source(path, "parquet", "binary", None, False, names, True, unsupported)
+
+
+def _footer_length(path: Path) -> int:
+    """The footer length a Parquet file states in its last 8 bytes."""
+    with open(path, "rb") as fh:
+        fh.seek(-8, os.SEEK_END)
+        return int.from_bytes(fh.read(4), "little")
 
 
 def _value_type(t: pa.DataType) -> pa.DataType:
@@ -2218,13 +2248,33 @@ def _to_text(arr: pa.Array, name: str, n: int) -> tuple[pa.Array, list[int]]:
     if pa.types.is_floating(t):
         # NaN is pandas' missing value: null, like a missing cell
         arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, t), arr)
+        if pa.types.is_float16(t):
+            return _float16_text(arr), []
     if pa.types.is_timestamp(t):
         return _timestamp_text(arr), []
     return pc.cast(arr, pa.string()), []
 
 
+@functools.cache
+def _float16_texts() -> pa.Array:
+    """The text of each of the 65,536 float16 values, by bit pattern: the shortest decimal that
+    reads back as the same float16 (10.3, where its exact value is 10.296875), written as a
+    float64 of that value is (``1e-7``, ``65500``)."""
+    values = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    shortest = [float(np.format_float_scientific(v, unique=True)) for v in values]
+    return pc.cast(pa.array(shortest, pa.float64()), pa.string())
+
+
+def _float16_text(arr: pa.Array) -> pa.Array:
+    """A float16 column in shortest form: Arrow writes a float16 as the float32 it widens to
+    (``10.296875`` for 10.3)."""
+    bits = pc.cast(arr.view(pa.uint16()), pa.int32())  # nulls stay null
+    return _float16_texts().take(bits)
+
+
 def _timestamp_text(arr: pa.Array) -> pa.Array:
-    """'YYYY-MM-DD HH:MM:SS' (+ '+0800' when zoned), fractions only when there are some."""
+    """'YYYY-MM-DD HH:MM:SS' (+ '+0800' when zoned), fractions only when there are some, and
+    without trailing zeros (``.005`` whether the unit is ms, us or ns)."""
     t = arr.type
     fmt = "%Y-%m-%d %H:%M:%S" + ("%z" if t.tz else "")
     seconds = pc.cast(arr, pa.timestamp("s", t.tz), safe=False)
@@ -2232,4 +2282,7 @@ def _timestamp_text(arr: pa.Array) -> pa.Array:
     if t.unit == "s":
         return whole
     exact = pc.equal(pc.cast(seconds, t), arr)
-    return pc.if_else(pc.fill_null(exact, True), whole, pc.strftime(arr, format=fmt))
+    fraction = pc.replace_substring_regex(
+        pc.strftime(arr, format=fmt), pattern=r"(\.\d*[1-9])0+([+-]\d{4})?$", replacement=r"\1\2"
+    )
+    return pc.if_else(pc.fill_null(exact, True), whole, fraction)

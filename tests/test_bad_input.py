@@ -11,6 +11,7 @@ Two kinds of outcome, and each test checks which one applies:
 
 from __future__ import annotations
 
+import base64
 import csv
 import gzip
 import json
@@ -25,6 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pyarrow.parquet.encryption as pqe
 import pytest
 
 from importer.sandbox import Sandbox
@@ -463,7 +465,58 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+class _InMemoryKms(pqe.KmsClient):
+    """A KMS that "wraps" a key by encoding it: enough to write an encrypted file."""
+
+    def __init__(self, _config: pqe.KmsConnectionConfig) -> None:
+        super().__init__()
+
+    def wrap_key(self, key_bytes: bytes, master_key_identifier: str) -> bytes:
+        return base64.b64encode(key_bytes)
+
+    def unwrap_key(self, wrapped_key: bytes, master_key_identifier: str) -> bytes:
+        return base64.b64decode(wrapped_key)
+
+
+def _encrypted_parquet(*, plaintext_footer: bool) -> bytes:
+    """A Parquet file with modular encryption, as pyarrow writes it: the footer encrypted too
+    (the file starts and ends with PARE), or left readable (PAR1, the phone column encrypted)."""
+    table = pa.table({"手机号": ["13800000001"], "邮箱": ["a@b.cn"], "姓名": ["x"], "年龄": ["1"]})
+    config = pqe.EncryptionConfiguration(
+        footer_key="footer", column_keys={"column": ["手机号"]},
+        plaintext_footer=plaintext_footer, double_wrapping=False,
+    )  # fmt: skip
+    factory = pqe.CryptoFactory(_InMemoryKms)
+    properties = factory.file_encryption_properties(pqe.KmsConnectionConfig(), config)
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, table.schema, encryption_properties=properties) as writer:
+        writer.write_table(table)
+    data = sink.getvalue().to_pybytes()
+    assert data[:4] == data[-4:] == (b"PAR1" if plaintext_footer else b"PARE")
+    return data
+
+
+ENCRYPTED = (
+    "this is an encrypted Parquet file (Parquet modular encryption), which is not supported: "
+    "export it unencrypted"
+)
+
 BAD_FILES: dict[str, tuple[str, Callable[[], bytes], str]] = {
+    "encrypted-parquet": (
+        "enc.parquet",
+        lambda: _encrypted_parquet(plaintext_footer=False),
+        f"enc.parquet: {ENCRYPTED}",
+    ),
+    "encrypted-parquet-plaintext-footer": (
+        "enc.parquet",
+        lambda: _encrypted_parquet(plaintext_footer=True),
+        f"enc.parquet: {ENCRYPTED}",
+    ),
+    "encrypted-parquet-named-csv": (
+        "enc.csv",
+        lambda: _encrypted_parquet(plaintext_footer=False),
+        "enc.csv: this is an encrypted Parquet file, not a CSV text file",
+    ),
     "empty": ("empty.csv", lambda: b"", "empty.csv: file is empty"),
     "duplicate-header": (
         "dup.csv",

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from csvfiles import write_csv
@@ -359,3 +362,71 @@ def test_two_sender_processes_abort_together_on_a_fatal_answer(
     assert summary.counts["not_sent"] + summary.counts["failed"] == 5000
     assert summary.requests <= 2 * 4 + 2 * 256  # bounded: at most the rows already shipped
     assert len(read_results(summary)) == 5000
+
+
+def _send_parquet(
+    sb: Sandbox, table: pa.Table, columns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[dict[str, Any]]:
+    """Send ``table`` with phone and ``columns`` mapped; the stored properties, in row order."""
+    pq.write_table(table, tmp_path / "t.parquet")
+    job = "job: {kind: user, primary_keys: [phone]}\ncolumns:\n  phone: phone\n" + columns
+    summary = send(sb, write_config(tmp_path, job), [tmp_path / "t.parquet"], tmp_path, monkeypatch)
+    assert summary.exit_code == 0 and summary.counts["ok"] == table.num_rows
+    stored = {c["properties"]["phone"]: c["properties"] for c in sb.customers()}
+    return [stored[p] for p in table.column("phone").to_pylist()]
+
+
+def test_parquet_float16_is_sent_in_shortest_form(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It was sent as the float32 Arrow widens it to: 10.3 as 10.296875.
+    half = np.array([10.3, 0.1, 65504, -1.5, 1e-7, 998], dtype=np.float16)
+    table = pa.table({"phone": [f"1380000000{i}" for i in range(6)], "half": pa.array(half)})
+    columns = "  score: {from: half, type: number}\n  half_text: half\n"
+    got = _send_parquet(fresh_sandbox(), table, columns, tmp_path, monkeypatch)
+    # the shortest decimal that reads back as the same float16 (65500 is 65504 in float16)
+    assert [p["half_text"] for p in got] == ["10.3", "0.1", "65500", "-1.5", "1e-7", "998"]
+    assert [p["score"] for p in got] == [10.3, 0.1, 65500, -1.5, 1e-7, 998]
+    assert all(np.float16(p["score"]) == h for p, h in zip(got, half, strict=True))
+
+
+def test_parquet_fractional_seconds_have_no_trailing_zeros_whatever_the_unit(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # They kept the unit's width: .005000000 in ns, .005000 in us.
+    instants = [
+        datetime.datetime(2024, 3, 1, 9, 15, 0, 5000),
+        datetime.datetime(2024, 3, 1, 9, 15, 0, 100000),
+        datetime.datetime(2024, 3, 1, 9, 15, 0, 123456),
+        datetime.datetime(2024, 3, 1, 9, 15),
+        datetime.datetime(1969, 12, 31, 23, 59, 58, 500000),
+        datetime.datetime(2024, 3, 1, 9, 15, 0, 120000),
+    ]
+    us = pa.array(instants, pa.timestamp("us"))
+    ns = pc.add(us.cast(pa.timestamp("ns")), pa.array([0, 0, 789, 0, 0, 0], pa.duration("ns")))
+    table = pa.table({
+        "phone": [f"1380000000{i}" for i in range(6)],
+        "ms": us.cast(pa.timestamp("ms"), safe=False),
+        "us": us,
+        "ns": ns,
+        "zoned": ns.cast(pa.timestamp("ns", "Asia/Shanghai")),
+    })  # fmt: skip
+    columns = "  t_ms: ms\n  t_us: us\n  t_ns: ns\n  t_zoned: zoned\n"
+    got = _send_parquet(fresh_sandbox(), table, columns, tmp_path, monkeypatch)
+    assert [p["t_ms"] for p in got] == [
+        "2024-03-01 09:15:00.005", "2024-03-01 09:15:00.1", "2024-03-01 09:15:00.123",
+        "2024-03-01 09:15:00", "1969-12-31 23:59:58.5", "2024-03-01 09:15:00.12",
+    ]  # fmt: skip
+    assert [p["t_us"] for p in got] == [
+        "2024-03-01 09:15:00.005", "2024-03-01 09:15:00.1", "2024-03-01 09:15:00.123456",
+        "2024-03-01 09:15:00", "1969-12-31 23:59:58.5", "2024-03-01 09:15:00.12",
+    ]  # fmt: skip
+    assert [p["t_ns"] for p in got] == [
+        "2024-03-01 09:15:00.005", "2024-03-01 09:15:00.1", "2024-03-01 09:15:00.123456789",
+        "2024-03-01 09:15:00", "1969-12-31 23:59:58.5", "2024-03-01 09:15:00.12",
+    ]  # fmt: skip
+    assert [p["t_zoned"] for p in got] == [
+        "2024-03-01 17:15:00.005+0800", "2024-03-01 17:15:00.1+0800",
+        "2024-03-01 17:15:00.123456789+0800", "2024-03-01 17:15:00+0800",
+        "1970-01-01 07:59:58.5+0800", "2024-03-01 17:15:00.12+0800",
+    ]  # fmt: skip
