@@ -60,6 +60,7 @@ from .report import (
     file_fingerprint,
     finish_atomic,
     rejects_names,
+    without_row_values,
     write_json_atomic,
     write_metrics,
 )
@@ -1193,10 +1194,11 @@ def _filter_batch(batch: Batch, lines: set[int]) -> Batch:
 
 
 def _reason_key(msg: str) -> str:
-    """Group reasons without their row-specific values (quoted text)."""
+    """Group reasons without their row-specific values (quoted text; e-mails, phones and
+    values ``mask_pii`` masked, wherever they are: a platform's message may name the row)."""
     out = []
     quoted = False
-    for ch in msg:
+    for ch in without_row_values(msg):
         if ch == "'":
             quoted = not quoted
             out.append("'…'" if quoted else "")
