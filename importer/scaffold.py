@@ -22,6 +22,7 @@ import os
 import re
 import shlex
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -30,6 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import yaml
 
 from . import loader
@@ -486,6 +488,8 @@ class _Sample:
     rows: int
     malformed: int
     delimiter_guessed: bool
+    #: Parquet binary columns that hold no text (a WKB geometry, say): not proposed
+    not_text: list[str] = field(default_factory=list)
 
 
 def _read_sample(path: Path, options: loader.InputOptions, rows: int) -> _Sample:
@@ -508,11 +512,30 @@ def _read_sample(path: Path, options: loader.InputOptions, rows: int) -> _Sample
         if more:
             columns += more
             batch = _first_batch(source, options, columns)
+    not_text: list[str] = []
+    if source.format == "parquet" and batch is not None and batch.bad:
+        # A binary column of bytes that are not text makes most rows bad: proposed, it would
+        # reject them, and they would be missing from the sample. Leave it out.
+        sampled = batch.table.num_rows + len(batch.bad)
+        bad = Counter(b.column for b in batch.bad if b.column is not None)
+        schema = pq.read_schema(path)
+        not_text = [
+            c for c in columns
+            if 2 * bad[c] > sampled and _is_binary(schema.field(c).type)
+        ]  # fmt: skip
+        if not_text:
+            columns = [c for c in columns if c not in not_text]
+            batch = _first_batch(source, options, columns)
     if batch is None:
-        return _Sample(source, options, columns, {c: [] for c in columns}, 0, 0, guessed)
+        return _Sample(source, options, columns, {c: [] for c in columns}, 0, 0, guessed, not_text)
     table = batch.table
     values = {c: (table.column(c).to_pylist() if c in table.column_names else []) for c in columns}
-    return _Sample(source, options, columns, values, table.num_rows, len(batch.bad), guessed)
+    rows, malformed = table.num_rows, len(batch.bad)
+    return _Sample(source, options, columns, values, rows, malformed, guessed, not_text)
+
+
+def _is_binary(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
 
 
 def _first_batch(
@@ -891,6 +914,12 @@ def _render(path: Path, kind: str, sample: _Sample, plan: _Plan) -> str:
         out += _wrap(
             f"{sample.malformed} of the sampled records could not be read at all; "
             "`dmimport preview` shows which and why.",
+            "",
+        )
+    if sample.not_text:
+        out += _wrap(
+            f"Left out: {', '.join(sample.not_text)} (binary, and most sampled values are not "
+            "text: they cannot be sent as properties).",
             "",
         )
     out += [

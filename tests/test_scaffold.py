@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import random
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -377,3 +380,33 @@ def test_a_proposal_never_rejects_a_sample_value_for_its_type(
     _, cfg = proposed(data, "user")
     summary = validate(cfg, [data], report_dir=tmp / "r")
     assert summary.errcodes == {}, summary.top_reasons
+
+
+def test_a_binary_parquet_column_that_is_not_text_is_left_out_of_the_proposal(
+    tmp_path: Path,
+) -> None:
+    # A WKB geometry made every sampled row bad: the proposal mapped it, found no phone in 0
+    # sample rows, and the run it proposed rejected the rows.
+    n = 50
+    points = [struct.pack("<BIdd", 1, 1, 100 + i / 7, 30 + i / 11) for i in range(n)]
+    table = pa.table({
+        "phone": [f"138{i:08d}" for i in range(n)],
+        "name": [f"n{i}" for i in range(n)],
+        "geometry": pa.array(points, pa.binary()),
+        "label": pa.array([f"l{i}".encode() for i in range(n)], pa.binary()),  # binary text
+    })  # fmt: skip
+    path = tmp_path / "geo.parquet"
+    pq.write_table(table, path)
+    proposal = propose(path, "user")
+    cfg = parse_config(yaml.safe_load(proposal.text))
+    assert proposal.sample_rows == n
+    assert cfg.job.primary_keys == ["phone"]
+    assert {s.source for s in cfg.columns.values()} == {"phone", "name", "label"}
+    assert (
+        "# Left out: geometry (binary, and most sampled values are not text: they cannot be sent "
+        "as\n# properties)."
+    ) in proposal.text
+    config = tmp_path / "geo.yaml"
+    config.write_text(proposal.text, encoding="utf-8")
+    summary = validate(config, [path], report_dir=tmp_path / "rep")
+    assert summary.exit_code == 0 and summary.counts["valid"] == n
