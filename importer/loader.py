@@ -2252,6 +2252,9 @@ def _to_text(arr: pa.Array, name: str, n: int) -> tuple[pa.Array, list[int]]:
             return _float16_text(arr), []
     if pa.types.is_timestamp(t):
         return _timestamp_text(arr), []
+    if pa.types.is_time(t):  # '09:15:00.005000' in us: as a timestamp's time of day
+        text = pc.replace_substring_regex(pc.cast(arr, pa.string()), r"\.0+$", "")
+        return pc.replace_substring_regex(text, r"(\.\d*[1-9])0+$", r"\1"), []
     return pc.cast(arr, pa.string()), []
 
 

@@ -410,8 +410,9 @@ def test_parquet_fractional_seconds_have_no_trailing_zeros_whatever_the_unit(
         "us": us,
         "ns": ns,
         "zoned": ns.cast(pa.timestamp("ns", "Asia/Shanghai")),
+        "time": pa.array([i.time() for i in instants], pa.time64("us")).cast(pa.time64("ns")),
     })  # fmt: skip
-    columns = "  t_ms: ms\n  t_us: us\n  t_ns: ns\n  t_zoned: zoned\n"
+    columns = "  t_ms: ms\n  t_us: us\n  t_ns: ns\n  t_zoned: zoned\n  t_time: time\n"
     got = _send_parquet(fresh_sandbox(), table, columns, tmp_path, monkeypatch)
     assert [p["t_ms"] for p in got] == [
         "2024-03-01 09:15:00.005", "2024-03-01 09:15:00.1", "2024-03-01 09:15:00.123",
@@ -429,4 +430,7 @@ def test_parquet_fractional_seconds_have_no_trailing_zeros_whatever_the_unit(
         "2024-03-01 17:15:00.005+0800", "2024-03-01 17:15:00.1+0800",
         "2024-03-01 17:15:00.123456789+0800", "2024-03-01 17:15:00+0800",
         "1970-01-01 07:59:58.5+0800", "2024-03-01 17:15:00.12+0800",
+    ]  # fmt: skip
+    assert [p["t_time"] for p in got] == [
+        "09:15:00.005", "09:15:00.1", "09:15:00.123456", "09:15:00", "23:59:58.5", "09:15:00.12",
     ]  # fmt: skip
