@@ -8,6 +8,8 @@ Exit codes (docs/exit-codes.md):
   4  another run of the same job is in progress
   5  internal error (a bug: please report it with the output of --verbose)
   6  no space left on device (ledger or report): the run stopped, run it again to resume
+  130, 143  stopped by SIGINT (Ctrl-C) or SIGTERM: 128 + the signal number; run it again to
+            resume
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -197,6 +201,11 @@ def render_summary(summary: Any) -> str:
             lines.append(f"    {r['rows']:>8,}  {r['reason']}  (e.g. {r['example']})")
     if d["aborted"]:
         lines.append(f"  ABORTED: {d['aborted']}")
+    if d.get("interrupted"):
+        lines.append(
+            f"  INTERRUPTED by {d['interrupted']}: the rows not sent are not_sent; "
+            "run the same command again to resume"
+        )
     lines.append(f"  report    {d['report_dir']}")
     lines.append(f"  exit code {d['exit_code']}")
     return "\n".join(lines)
@@ -238,6 +247,7 @@ def _cmd_run(args: argparse.Namespace, *, dry_run: bool) -> int:
             full=getattr(args, "full", False),
             max_reject_rate=rate,
             metrics_file=getattr(args, "metrics_file", None),
+            handle_signals=True,
         )
     finally:
         progress.close()
@@ -303,6 +313,7 @@ def _cmd_retry(args: argparse.Namespace) -> int:
             overrides=_overrides(args),
             report_dir=args.report_dir,
             progress=progress,
+            handle_signals=True,
         )
     finally:
         progress.close()
@@ -371,6 +382,12 @@ def _safe_line(text: str, path: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    from .pipeline import Interrupted
+
+    raise Interrupted(signum)
+
+
 class UsageError(Exception):
     """Conflicting or invalid options: exit 2 before any work."""
 
@@ -386,6 +403,19 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    # SIGTERM (systemd, docker stop, kill) stops dmimport as Ctrl-C does; a run replaces this
+    # with its own handlers while it holds the job's lock (importer.pipeline.Run)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "sandbox":
         from .sandbox.__main__ import main as sandbox_main
@@ -429,9 +459,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DmImportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM: no traceback
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
     except Exception as exc:  # a bug: one line unless --verbose
         text = f"internal error: {type(exc).__name__}: {exc}"
         secret = os.environ.get("DMART_SECRET")

@@ -14,6 +14,7 @@ config, and the SECRET is looked up: a mistake there refuses the whole run (``Co
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import fcntl
@@ -22,6 +23,7 @@ import logging
 import os
 import queue
 import shutil
+import signal
 import sqlite3
 import threading
 import time
@@ -86,6 +88,20 @@ _UNDELIVERED = np.array(
 
 ProgressFn = Callable[[dict[str, int]], None]
 
+#: the signals that stop a run cleanly (``handle_signals``)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: the reason of every row an interrupted run did not send
+INTERRUPTED_MESSAGE = "not sent: the run was interrupted"
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the process before its report could be written (before the
+    sending started, or a second signal). ``signum`` says which; the exit code is 128 + it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
 
 @dataclass
 class RunSummary:
@@ -114,6 +130,8 @@ class RunSummary:
     resumed_from: str | None = None
     #: directory or glob entries that were not read, and why: [{"path": ..., "reason": ...}]
     skipped_inputs: list[dict[str, str]] = field(default_factory=list)
+    #: the signal that stopped the run (``SIGINT``, ``SIGTERM``), if one did
+    interrupted: str | None = None
 
     @property
     def rows_per_s(self) -> float:
@@ -136,6 +154,7 @@ class RunSummary:
             "top_reasons": self.top_reasons,
             "requests": self.requests,
             "aborted": self.aborted,
+            "interrupted": self.interrupted,
             "reject_rate_exceeded": self.reject_rate_exceeded,
             "resumed_from": self.resumed_from,
             "exit_code": self.exit_code,
@@ -220,8 +239,18 @@ class Run:
         only: dict[Path, set[int]] | None = None,
         max_reject_rate: float | None = None,
         metrics_file: str | Path | None = None,
+        handle_signals: bool = False,
     ) -> None:
         self.config = config
+        #: SIGINT and SIGTERM stop the run cleanly (the CLI; a library caller keeps its own
+        #: KeyboardInterrupt)
+        self.handle_signals = handle_signals
+        #: what a signal does now: "prepare" raises Interrupted, "send" stops the sending,
+        #: "finish" (every row has its outcome, the report is being written) waits for it
+        self._phase = "prepare"
+        self._signals = 0
+        #: the signal number that stopped the sending
+        self._interrupted: int | None = None
         self.dry_run = dry_run
         self.changed_only = (
             (config.state.mode == "incremental") if changed_only is None else changed_only
@@ -543,7 +572,7 @@ class Run:
             adopt_old_ledger(self.config, self.report_root)
             self.ledger = Ledger(self.ledger_path())
             lock = self.ledger.lock(job)
-        with lock:
+        with lock, self._signal_handlers():
             return self._run_locked(
                 secret, job, run_id, run_dir, t0, started, mode, files, config_sha
             )
@@ -581,7 +610,8 @@ class Run:
                 aborted, requests = asyncio.run(self._send(secret))
                 if aborted and self.mask is not None:
                     aborted = self.mask.text(aborted)  # it may quote the platform's errmsg
-        except BaseException:
+            self._phase = "finish"
+        except BaseException as exc:
             self.results.abandon()
             for w in self.rejects.values():
                 w.abandon()
@@ -591,7 +621,10 @@ class Run:
                     self._writer.close()
                 with contextlib.suppress(DiskFullError):  # then the run stays 'running'
                     self.ledger.end_run(
-                        run_id, status="interrupted", counts=dict(self.counts), exit_code=1
+                        run_id,
+                        status="interrupted",
+                        counts=dict(self.counts),
+                        exit_code=128 + exc.signum if isinstance(exc, Interrupted) else 1,
                     )
                 self.ledger.close()
             raise
@@ -615,6 +648,8 @@ class Run:
         if self._ledger_full is not None:
             aborted = self._ledger_full_reason(self._ledger_full)
             exit_code = EXIT_DISK_FULL
+        elif self._interrupted is not None:
+            exit_code = 128 + self._interrupted
         elif aborted:
             exit_code = EXIT_ABORTED
         elif any(self.counts.get(s, 0) for s in ("failed", "not_sent")) or (
@@ -654,6 +689,8 @@ class Run:
         summary.reject_rate_exceeded = bool(over_rate)
         summary.resumed_from = self.run_info.resumed_from if self.run_info else None
         summary.skipped_inputs = [{"path": str(p), "reason": r} for p, r in self.skipped_inputs]
+        if self._interrupted is not None:
+            summary.interrupted = signal.Signals(self._interrupted).name
         # The run is marked over last: a kill before that (in the fold, say) leaves it
         # `running`, which the next run finds `killed` and resumes, never `done` without its
         # summary.json (issue 11 #15).
@@ -679,7 +716,11 @@ class Run:
                 try:
                     self.ledger.end_run(
                         run_id,
-                        status="aborted" if aborted else "done",
+                        status="interrupted"
+                        if self._interrupted is not None
+                        else "aborted"
+                        if aborted
+                        else "done",
                         counts=summary.counts,
                         exit_code=summary.exit_code,
                     )
@@ -804,10 +845,66 @@ class Run:
             with contextlib.suppress(RuntimeError):  # the loop is over: nothing to stop
                 loop.call_soon_threadsafe(stop)
 
+    @contextlib.contextmanager
+    def _signal_handlers(self) -> Iterator[None]:
+        """SIGINT and SIGTERM while this run holds its lock (``handle_signals``, main thread
+        only). The first one while sending stops the sending: requests in flight end, retry
+        waits are cut short, every row not sent is ``not_sent``, the report is written and the
+        run is ``interrupted`` in the ledger (resumed by the next run); exit code 128 + the
+        signal number. Before sending, it raises ``Interrupted``; after, the report being
+        written is finished. A second signal raises ``Interrupted`` at once."""
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self._on_signal) for s in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signals += 1
+        if self._signals == 1 and self._phase == "send":
+            self._interrupted = signum
+            loop = self._loop
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is over: nothing to stop
+                    loop.call_soon_threadsafe(self._interrupt, signum)
+            return
+        if self._signals == 1 and self._phase == "finish":
+            return
+        raise Interrupted(signum)
+
+    def _interrupt(self, signum: int) -> None:
+        """On the loop: stop the sending (see ``_signal_handlers``)."""
+        self._interrupted = signum
+        self._stop.set()
+        sender = self._sender
+        if sender is not None and not sender.stopping:
+            sender.stop(f"interrupted by {signal.Signals(signum).name}")
+
     async def _send(self, secret: str) -> tuple[str | None, int]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[_BatchState | None] = asyncio.Queue(maxsize=1)
         error: list[BaseException] = []
+
+        def hand(item: _BatchState | None) -> bool:
+            """Queue ``item`` for the loop; False when the loop is gone (a second Ctrl-C
+            ended it): then there is nobody to hand anything to, and nothing to say."""
+            try:
+                future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+            except RuntimeError:  # the loop is closed
+                return False
+            while True:
+                try:
+                    future.result(timeout=0.5)
+                    return True
+                except TimeoutError:
+                    if loop.is_closed():
+                        return False
+                except (concurrent.futures.CancelledError, RuntimeError):
+                    return False
 
         def producer() -> None:
             try:
@@ -817,11 +914,12 @@ class Run:
                         # leaving the loop thread free
                         self._finish(item)
                         continue
-                    asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+                    if not hand(item):
+                        return
             except BaseException as exc:  # handed to the loop, re-raised there
                 error.append(exc)
             finally:
-                asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+                hand(None)
 
         thread = threading.Thread(target=producer, name="dmimport-producer", daemon=True)
         cfg = self.config
@@ -861,11 +959,12 @@ class Run:
             sender = spec.build_sender(transport)
         source = _QueueSource(queue, self, sender)
         self._sender, self._loop = sender, loop
+        self._phase = "send"
         ticker = asyncio.create_task(self._tick())
         thread.start()
         try:
             await sender.run(source, source.on_result)
-            if sender.aborted:
+            if sender.stopping:
                 self._stop.set()
             await source.drain()
         finally:
@@ -938,7 +1037,7 @@ class Run:
         latency = state.latency
         for i, s in enumerate(status):
             if s == "not_sent" and (errmsg[i] is None or errmsg[i] == NOT_SENT_MESSAGE):
-                errmsg[i] = NOT_SENT_MESSAGE
+                errmsg[i] = NOT_SENT_MESSAGE if self._interrupted is None else INTERRUPTED_MESSAGE
         for bad in batch.bad:
             lines.append(bad.line)
             identity.append("")
@@ -1091,7 +1190,7 @@ class _QueueSource(RowSource):
 
     async def next_row(self) -> tuple[Any, bytes, tuple[str, ...]] | None:
         while True:
-            if self.sender.aborted:
+            if self.sender.stopping:
                 return None
             state = self._state
             if state is not None:
@@ -1106,7 +1205,7 @@ class _QueueSource(RowSource):
                 self._state = None
                 if state.remaining == 0:
                     self.run._finish(state)
-            if self._eof or self.sender.aborted:
+            if self._eof or self.sender.stopping:
                 return None
             async with self._lock:
                 if self._state is not None or self._eof:
@@ -1278,11 +1377,13 @@ def run(
     changed_only: bool | None = None,
     max_reject_rate: float | None = None,
     metrics_file: str | Path | None = None,
+    handle_signals: bool = False,
 ) -> RunSummary:
     """Import ``files`` with ``config`` (a Config or a YAML path). Returns the run's summary.
 
     Raises ConfigError (nothing sent) for a bad config, missing columns or a missing SECRET,
-    and LoadError for an input file that cannot be read at all.
+    and LoadError for an input file that cannot be read at all. ``handle_signals`` (the CLI):
+    SIGINT and SIGTERM stop the run cleanly, see ``Run._signal_handlers``.
     """
     cfg, config_path = _load(config, overrides)
     return Run(
@@ -1296,6 +1397,7 @@ def run(
         changed_only=changed_only,
         max_reject_rate=max_reject_rate,
         metrics_file=metrics_file,
+        handle_signals=handle_signals,
     ).execute()
 
 
@@ -1412,6 +1514,7 @@ def retry(
     overrides: dict[str, Any] | None = None,
     report_dir: str | Path | None = None,
     progress: ProgressFn | None = None,
+    handle_signals: bool = False,
 ) -> RunSummary:
     """Re-send only the rows that ended ``failed`` or ``not_sent`` in a run, read back from
     their source files. ``run_or_results`` is a run id from the ledger or a results file."""
@@ -1450,6 +1553,7 @@ def retry(
         progress=progress,
         config_path=config_path,
         only=wanted,
+        handle_signals=handle_signals,
     ).execute()
 
 

@@ -25,9 +25,13 @@ any child stops all of them; rows they had not sent come back ``not_sent``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import multiprocessing as mp
 import os
 import pickle
+import signal
+import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +50,10 @@ from .sender import (
     Status,
 )
 from .transport import StreamTransport, Transport
+
+#: prctl option: the signal this process gets when its parent dies (linux/prctl.h)
+_PR_SET_PDEATHSIG = 1
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 CHUNK_ROWS = 256
 WINDOW_CHUNKS = 8
@@ -155,9 +163,37 @@ def _orphaned() -> NoReturn:
     os._exit(0)
 
 
-def _child_main(conn: Connection, streaks: Any) -> None:
-    spec: WorkerSpec = pickle.loads(conn.recv_bytes())
-    asyncio.run(_child(conn, spec, FailureStreaks(streaks)))
+def _tell_parent(conn: Connection, message: Any) -> None:
+    try:
+        conn.send_bytes(pickle.dumps(message))
+    except OSError:  # BrokenPipeError: the parent is gone
+        _orphaned()
+
+
+def _child_main(conn: Connection, streaks: Any, parent_pid: int) -> None:
+    # Ctrl-C reaches the whole process group and systemd sends SIGTERM to the whole cgroup:
+    # the parent decides, and tells the children ("stop")
+    for s in _STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    _die_with_parent(parent_pid)
+    try:
+        spec: WorkerSpec = pickle.loads(conn.recv_bytes())
+        asyncio.run(_child(conn, spec, FailureStreaks(streaks)))
+    except (EOFError, OSError):  # the pipe broke: the parent is gone
+        _orphaned()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """On Linux the kernel SIGKILLs this process when the parent dies, however it dies (a
+    SIGKILL, the OOM killer); elsewhere the closed pipe tells (``_orphaned``). A parent that
+    died before this call is caught by its pid."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        _orphaned()
 
 
 async def _child(conn: Connection, spec: WorkerSpec, streaks: FailureStreaks) -> None:
@@ -185,7 +221,7 @@ async def _child(conn: Connection, spec: WorkerSpec, streaks: FailureStreaks) ->
             timer.cancel()
             timer = None
         if out:
-            conn.send_bytes(pickle.dumps(("results", out[:])))
+            _tell_parent(conn, ("results", out[:]))
             out.clear()
 
     def on_result(token: Any, r: RowResult) -> None:
@@ -207,14 +243,19 @@ async def _child(conn: Connection, spec: WorkerSpec, streaks: FailureStreaks) ->
             pending += len(payload)
             for item in payload:
                 source.queue.put_nowait(item)
-        else:  # "end": send what came; "stop": the run stops, what waits is not sent
+            return
+        # "end": send what came (and keep listening: a "stop" may follow); "stop": the run
+        # stops, what waits is not sent
+        if kind == "stop":
             loop.remove_reader(conn.fileno())
-            if kind == "stop":
-                sender.stop("the parent stopped the run")
+            reading[0] = False
+            sender.stop("the parent stopped the run")
+        if not inbox_done.is_set():
             for _ in range(spec.concurrency):
                 source.queue.put_nowait(None)
             inbox_done.set()
 
+    reading = [True]
     loop.add_reader(conn.fileno(), on_readable)
     try:
         await sender.run(source, on_result)
@@ -225,22 +266,21 @@ async def _child(conn: Connection, spec: WorkerSpec, streaks: FailureStreaks) ->
         item = source.queue.get_nowait()
         if item is not None:
             out.append((item[0], int(Status.NOT_SENT), None, NOT_SENT_MESSAGE, 0, 0.0))
-    if not inbox_done.is_set():
+    if reading[0]:
         loop.remove_reader(conn.fileno())
     flush()
-    conn.send_bytes(pickle.dumps(("done", (sender.abort_reason, sender.requests))))
+    _tell_parent(conn, ("done", (sender.abort_reason, sender.requests)))
     # drain whatever the parent still sends until it says "end", answering not_sent
     while not inbox_done.is_set():
         try:
             kind, payload = pickle.loads(conn.recv_bytes())
-        except EOFError:
+        except (EOFError, OSError):
             break
         if kind == "rows":
-            conn.send_bytes(
-                pickle.dumps(
-                    ("results", [(t, int(Status.NOT_SENT), None, NOT_SENT_MESSAGE, 0, 0.0)
-                                 for t, _, _ in payload])
-                )
+            _tell_parent(
+                conn,
+                ("results", [(t, int(Status.NOT_SENT), None, NOT_SENT_MESSAGE, 0, 0.0)
+                             for t, _, _ in payload]),
             )  # fmt: skip
         else:
             break
@@ -254,11 +294,24 @@ class MultiProcessSender:
         self.spec = spec
         self.workers = workers
         self.abort_reason: str | None = None
+        self.stop_reason: str | None = None
         self.requests = 0
+        self._on_stop: Callable[[], None] | None = None
 
     @property
     def aborted(self) -> bool:
         return self.abort_reason is not None
+
+    @property
+    def stopping(self) -> bool:
+        return self.abort_reason is not None or self.stop_reason is not None
+
+    def stop(self, reason: str) -> None:
+        """Like ``Sender.stop``, for every child: call it on the loop running ``run``."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            if self._on_stop is not None:
+                self._on_stop()
 
     async def run(self, source: RowSource, on_result: Callable[[Any, RowResult], None]) -> None:
         loop = asyncio.get_running_loop()
@@ -267,14 +320,22 @@ class MultiProcessSender:
         procs = []
         # failures in a row are counted for the run, all children together
         streaks = FailureStreaks.shared(ctx)
-        for _ in range(self.workers):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_child_main, args=(child, streaks), daemon=True)
-            p.start()
-            child.close()
+        # SIGINT and SIGTERM are blocked while the children start (the mask is inherited):
+        # a child ignores them (the parent decides) before it unblocks them, and a signal
+        # meant for the parent waits for the parent's mask to come back
+        masked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            for _ in range(self.workers):
+                parent, child = ctx.Pipe()
+                p = ctx.Process(target=_child_main, args=(child, streaks, os.getpid()), daemon=True)
+                p.start()
+                child.close()
+                conns.append(parent)
+                procs.append(p)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, masked)
+        for parent in conns:
             parent.send_bytes(pickle.dumps(self.spec))
-            conns.append(parent)
-            procs.append(p)
         in_flight = [0] * self.workers  # chunks sent, not yet answered in full
         outstanding = [0] * self.workers  # rows sent, not yet answered
         window = [asyncio.Event() for _ in range(self.workers)]
@@ -321,15 +382,29 @@ class MultiProcessSender:
 
         for i, c in enumerate(conns):
             loop.add_reader(c.fileno(), reader, i)
+        told = [""] * self.workers  # "end" (then maybe "stop"), or "stop"
+
+        def tell(i: int, kind: str) -> None:
+            if told[i] != "stop" and told[i] != kind and not done[i].is_set():
+                told[i] = kind
+                conns[i].send_bytes(pickle.dumps((kind, None)))
+
+        def on_stop() -> None:  # stop(): every child stops now, every wait ends
+            for i in range(self.workers):
+                tell(i, "stop")
+                window[i].set()
+            answered.set()
+
+        self._on_stop = on_stop
 
         buffers: list[list[tuple[int, bytes, tuple[Any, ...]]]] = [[] for _ in conns]
 
         async def ship(i: int) -> None:
-            while in_flight[i] >= WINDOW_CHUNKS and not done[i].is_set():
+            while in_flight[i] >= WINDOW_CHUNKS and not done[i].is_set() and not self.stopping:
                 window[i].clear()
                 await window[i].wait()
             rows, buffers[i] = buffers[i], []
-            if done[i].is_set():  # the child stopped: its share is not sent
+            if done[i].is_set() or self.stopping:  # the child stopped: its share is not sent
                 for tid, _, _ in rows:
                     answer(tid, _not_sent())
             else:
@@ -340,7 +415,7 @@ class MultiProcessSender:
         async def settle(keys: tuple[int, ...], held: set[int]) -> int:
             """Wait until one child at most holds unanswered rows sharing ``keys``."""
             target = min(held)
-            while len(held) > 1 and not self.aborted:
+            while len(held) > 1 and not self.stopping:
                 for i in held - {target}:
                     if buffers[i]:
                         await ship(i)
@@ -352,7 +427,7 @@ class MultiProcessSender:
             return held.pop() if held else target
 
         try:
-            while not self.aborted:
+            while not self.stopping:
                 item = await source.next_row()
                 if item is None:
                     break
@@ -379,14 +454,14 @@ class MultiProcessSender:
             for i in range(self.workers):
                 if buffers[i]:
                     await ship(i)
-                if not done[i].is_set():
-                    conns[i].send_bytes(pickle.dumps(("stop" if self.aborted else "end", None)))
+                tell(i, "stop" if self.stopping else "end")
             for i in range(self.workers):
                 await done[i].wait()
             # results that arrive after "done" (rows the child answered not_sent while draining)
             while tokens and any(p.is_alive() for p in procs):
                 await asyncio.sleep(0.01)
         finally:
+            self._on_stop = None
             for c in conns:
                 loop.remove_reader(c.fileno())
                 c.close()

@@ -1,11 +1,18 @@
 """``--workers N``: several sender processes, against the real sandbox over loopback.
 
-Per-customer order across processes (issue 11 #3).
+Per-customer order across processes (issue 11 #3), failure bounds counted per run (#20), and
+signals: SIGINT and SIGTERM stop a run cleanly, children die with their parent (#17).
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -175,3 +182,142 @@ def test_failed_rows_are_counted_for_the_run_not_per_sender_process(
     assert limit <= summary.counts["failed"] <= limit + 2 * concurrency
     assert summary.counts["failed"] + summary.counts["not_sent"] == 3000
     assert summary.requests == sb.stats()["by_path"]["/v1/user"]
+
+
+# -- signals (issue 11 #17) ---------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_run(sb: Sandbox, cfg: Path, data: Path, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "DMART_SECRET": sb.secret}
+    cmd = [sys.executable, "-m", "importer.cli", "run", str(cfg), str(data)]
+    cmd += ["--base-url", sb.url, "--quiet", "--json", *extra]
+    return subprocess.Popen(
+        cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # a process group of its own, as a terminal gives it
+    )  # fmt: skip
+
+
+def sent(sb: Sandbox) -> int:
+    return int(sb.stats()["by_path"].get("/v1/user", 0))
+
+
+def wait_for_requests(sb: Sandbox, proc: subprocess.Popen[str], n: int) -> None:
+    """Until the platform has seen ``n`` rows of the run (the run is mid-send)."""
+    deadline = time.monotonic() + 60
+    while sent(sb) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run did not start sending"
+        time.sleep(0.01)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped yet is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize(
+    ("sig", "workers"),
+    [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2), (signal.SIGTERM, 2)],
+)
+def test_sigint_and_sigterm_stop_the_run_cleanly_and_it_resumes(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, sig: int, workers: int
+) -> None:
+    sb = fresh_sandbox(faults=Faults(latency_ms=20))
+    n = 3000
+    rows = [[f"0163{i:07d}", f"s{i}@x.cn", f"s{i}"] for i in range(n)]
+    data = write_csv(tmp_path / "u.csv", COLUMNS, rows)
+    cfg = make_config(tmp_path, concurrency=4)
+    proc = start_run(sb, cfg, data, "--workers", str(workers))
+    wait_for_requests(sb, proc, 100)
+    if sig == signal.SIGINT:  # Ctrl-C: the terminal signals the whole process group
+        os.killpg(proc.pid, sig)
+    else:  # kill, or systemd's KillMode=mixed: the main process only
+        proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    name = signal.Signals(sig).name
+
+    assert proc.returncode == 128 + sig, err
+    assert err == ""  # no traceback, from any thread or process
+    summary = json.loads(out)
+    assert (summary["interrupted"], summary["exit_code"], summary["aborted"]) == (
+        name,
+        128 + sig,
+        None,
+    )
+    counts = summary["counts"]
+    assert counts["ok"] >= 100 and counts["not_sent"] > 0
+    assert counts["ok"] + counts["not_sent"] == n
+    assert summary["requests"] == sent(sb) == counts["ok"]
+    with open(summary["results"], newline="", encoding="utf-8") as fh:
+        results = list(csv.DictReader(fh))
+    assert len(results) == n
+    assert {r["errmsg"] for r in results if r["status"] == "not_sent"} == {
+        "not sent: the run was interrupted"
+    }
+    assert list(tmp_path.rglob("*.tmp")) == []
+    listed = subprocess.run(
+        [sys.executable, "-m", "importer.cli", "runs", str(cfg), "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    last = json.loads(listed.stdout)[0]
+    assert (last["run_id"], last["status"], last["exit_code"]) == (
+        summary["run_id"], "interrupted", 128 + sig
+    )  # fmt: skip
+
+    sb.set_faults(Faults())
+    again = subprocess.run(
+        [sys.executable, "-m", "importer.cli", "run", str(cfg), str(data), "--base-url", sb.url,
+         "--quiet", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "DMART_SECRET": sb.secret},
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads(again.stdout)
+    assert resumed["resumed_from"] == summary["run_id"]
+    assert resumed["counts"]["ok"] == counts["not_sent"]
+    assert len(sb.customers()) == n
+
+
+def test_sender_processes_stop_sending_when_their_parent_is_killed(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sb = fresh_sandbox(faults=Faults(latency_ms=10))
+    concurrency = 8
+    rows = [[f"0164{i:07d}", f"k{i}@x.cn", f"k{i}"] for i in range(20_000)]
+    data = write_csv(tmp_path / "u.csv", COLUMNS, rows)
+    cfg = make_config(tmp_path, concurrency=concurrency)
+    proc = start_run(sb, cfg, data, "--workers", "2")
+    wait_for_requests(sb, proc, 200)
+    children = children_of(proc.pid)
+    assert len(children) >= 2  # the sender processes
+    proc.kill()
+    proc.wait()  # not communicate(): the children hold its stdout and stderr open
+    at_kill = sent(sb)
+    deadline = time.monotonic() + 30
+    while any(alive(c) for c in children):
+        assert time.monotonic() < deadline, "the sender processes outlived their parent"
+        time.sleep(0.01)
+    after = sent(sb)
+    # what was in flight when the parent died, at most; then nothing more, ever
+    assert after - at_kill <= 2 * concurrency
+    time.sleep(0.5)
+    assert sent(sb) == after
+    assert "Traceback" not in proc.communicate()[1]
