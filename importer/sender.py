@@ -438,7 +438,7 @@ class Sender:
         if not limit or count < limit or span < self.retry.max_backoff_s or self.aborted:
             return
         self.abort(
-            f"the platform failed the last {count} requests in a row "
+            f"the platform failed the last {limit} requests in a row "
             f"(last: {_describe(outcome)}); stopped so that the rest can be sent when it is "
             "back: run the same command again"
         )
@@ -505,7 +505,7 @@ class Sender:
         limit = self.abort_after_failed_rows
         if limit and failed >= limit:
             self.abort(
-                f"the platform failed {failed} rows in a row after "
+                f"the platform failed {limit} rows in a row after "
                 f"{self.retry.max_attempts} attempts each (last: {_describe(outcome)}); "
                 "stopped so that the rest can be sent when it is back: run the same command "
                 "again"
