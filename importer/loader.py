@@ -24,12 +24,14 @@ import glob
 import gzip
 import io
 import json
+import logging
 import os
 import re
 import stat
 import sys
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -74,6 +76,7 @@ _CHUNK = 4 << 20  # bytes read from the file at a time
 _BLOCK = 2 << 20  # Arrow CSV block; a record that does not fit is read again with a larger one
 _BLOCK_SLACK = 1 << 20  # room beyond two maximal fields in the larger block
 _READAHEAD = 3  # blocks Arrow may read beyond the batches taken (it would read 32)
+_RELEASE_WAIT = 30.0  # seconds to wait for Arrow's reader thread to stop (it takes ms)
 _FFFD = "\ufffd".encode()
 _EOL = (b"\n", b"\r")
 
@@ -97,6 +100,8 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16"),
     (b"\x84\x31\x95\x33", "gb18030"),
 )
+
+log = logging.getLogger("importer")
 
 # Decoding errors are replaced by U+FFFD through this handler, which also counts them (per
 # thread: a stream decodes and reads the count in the same call).
@@ -835,6 +840,7 @@ class _Utf8Stream:
         self._wanted = False  # the consumer is waiting for a batch
         self._wanted_since = 0.0
         self.error: LoadError | None = None  # the file broke off (truncated gzip, size limit)
+        self._lent = 0  # objects Arrow holds: the file object and the blocks it read
 
     # -- the file-like API Arrow uses
     def readable(self) -> bool:
@@ -862,6 +868,24 @@ class _Utf8Stream:
         if self.closed:
             return b""
         return self._read(n)
+
+    def lend(self, obj: Any) -> Any:
+        """Count ``obj`` among what Arrow holds until it is dropped. Arrow may drop it on its
+        own thread, which then needs the interpreter: ``wait_returned`` waits for that."""
+        with self._cond:
+            self._lent += 1
+        weakref.finalize(obj, self._returned)
+        return obj
+
+    def _returned(self) -> None:
+        with self._cond:
+            self._lent -= 1
+            self._cond.notify_all()
+
+    def wait_returned(self, timeout: float) -> bool:
+        """Wait until Arrow holds nothing of this stream any more; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._lent == 0, timeout)
 
     def _room(self) -> bool:
         # A batch comes from one block, or two when a record straddles a block boundary.
@@ -912,15 +936,20 @@ class _Utf8Stream:
                 self._held = bytes(piece[take:])
         if view is None:
             return b""
-        if filled > 1 and view[filled - 1] == 0x0D:
+        if filled > 1 and view[filled - 1] == 0x0D and self._more():
             # Never end a block with CR: Arrow drops a LF that starts the next block, even
-            # inside quotes (apache/arrow#51368), so a quoted CRLF would lose its LF.
+            # inside quotes (apache/arrow#51368), so a quoted CRLF would lose its LF. (At the
+            # end of the file a CR stays: a block of a lone CR is an empty CSV to Arrow.)
             filled -= 1
             self._held = b"\r" + self._held
         view.release()
         if filled < n:
             out.resize(filled, shrink_to_fit=True)
         return out
+
+    def _more(self) -> bool:
+        """Whether bytes remain to be read."""
+        return bool(self._held) or self._pos < len(self._piece) or self._fill()
 
     def read_bytes(self, n: int) -> bytes:
         """``read`` for Python callers: plain bytes, unthrottled."""
@@ -1186,7 +1215,7 @@ class _CsvInput:
             # Arrow reads its first blocks now, as many as the first record needs
             with stream.wanted():
                 self.reader = pacsv.open_csv(
-                    stream,
+                    _ArrowFile(stream),
                     read_options=pacsv.ReadOptions(use_threads=False, block_size=block),
                     parse_options=pacsv.ParseOptions(
                         delimiter=delimiter,
@@ -1208,7 +1237,7 @@ class _CsvInput:
             if self.can_grow(exc):
                 self.open(self.large)
                 return
-            raise LoadError(f"{path}: cannot read CSV: {exc}") from None
+            raise _csv_failure(path, self.header_lines + 1, exc) from None
         if self.reader.schema.names != names:
             raise LoadError(f"{path}: cannot read the header as CSV")
 
@@ -1256,10 +1285,51 @@ class _CsvInput:
             return rest
 
     def close(self) -> None:
+        """Stop Arrow's reader and wait until its background thread has let go of the stream.
+
+        Arrow's streaming reader reads ahead on a thread of its own, which calls the stream's
+        ``read`` and holds a reference to it. Left running (the file failed, or the caller
+        stopped early, as ``preview`` does), that thread may call into Python, or drop its
+        reference, while the interpreter is shutting down: the process then aborts
+        ("PyGILState_Release") or hangs at exit. So the stream is closed (every ``read``
+        returns at once with the end of the file), the reader dropped, and this waits until
+        Arrow has released the stream and every block it read (see ``_Utf8Stream.lend``).
+        """
+        reader, self.reader = self.reader, None
         if self.stream is not None:
             self.stream.close()
+            if reader is not None:
+                reader.close()
+                del reader
+            if not self.stream.wait_returned(_RELEASE_WAIT):
+                log.warning("%s: Arrow's CSV reader did not stop in time", self.source.path)
         if self.raw is not None:
             self.raw.close()
+
+
+class _ArrowFile:
+    """The file object Arrow's CSV reader gets: the stream's reading side, in an object only
+    Arrow holds, counted by the stream among what Arrow holds (``_Utf8Stream.lend``)."""
+
+    def __init__(self, stream: _Utf8Stream) -> None:
+        self._stream = stream
+        stream.lend(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._stream.closed
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def read(self, n: int | None = -1) -> Any:
+        return self._stream.lend(memoryview(self._stream.read(n)))
+
+    def close(self) -> None:
+        self._stream.close()
 
 
 def _csv_records(source: Source, options: InputOptions, csv_in: _CsvInput) -> Iterator[Batch]:

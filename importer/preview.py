@@ -79,17 +79,24 @@ def preview(
     shown: list[PreviewRow] = []
     valid = malformed = 0
     rejected: Counter[str] = Counter()
-    for batch in iter_batches(source, options, cfg.source_columns()):
-        if len(shown) < n:
-            shown += _first_rows(mapper, batch, n - len(shown))
-        if not scan_all:
-            if len(shown) >= n:
-                break
-            continue
-        mapped = mapper.map(batch, build_bodies=False)
-        valid += int(mapped.ok.sum())
-        rejected.update(str(int(c)) for c in mapped.errcode if c)
-        malformed += len(batch.bad)
+    batches = iter_batches(source, options, cfg.source_columns())
+    try:
+        for batch in batches:
+            if len(shown) < n:
+                shown += _first_rows(mapper, batch, n - len(shown))
+            if not scan_all:
+                if len(shown) >= n:
+                    break
+                continue
+            mapped = mapper.map(batch, build_bodies=False)
+            valid += int(mapped.ok.sum())
+            rejected.update(str(int(c)) for c in mapped.errcode if c)
+            malformed += len(batch.bad)
+    finally:
+        # the reader stops (and its threads with it) here, also when this stopped early
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
     if not scan_all:
         valid = sum(1 for r in shown if r.verdict == "ok")
         rejected = Counter(str(r.errcode) for r in shown if r.errcode is not None)
