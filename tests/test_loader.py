@@ -197,7 +197,7 @@ def test_delimiters(
 
 
 def test_header_only_file_has_no_rows(tmp_path: Path) -> None:
-    for i, data in enumerate(["a,b\n", "a,b", "a,b\r\n\r\n"]):
+    for i, data in enumerate(["a,b\n", "a,b", "a,b\r\n\r\n", "a,b\r\n", "a,b\r"]):
         got = load(write(tmp_path, f"h{i}.csv", data))
         assert got.source.columns == ["a", "b"]
         assert got.rows == [] and got.bad == []
