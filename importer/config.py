@@ -383,6 +383,8 @@ class InputOptions(_Model):
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
     encoding: str = "auto"
     delimiter: str | None = None
+    #: CSV: a character that makes the next one literal, e.g. "\\" for MySQL/PHP exports
+    escape_char: str | None = None
     batch_rows: int = Field(default=10_000, ge=1, le=10_000_000)
     #: a larger field rejects its record (not the file)
     max_field_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
@@ -404,6 +406,16 @@ class InputOptions(_Model):
     def _delimiter(cls, v: str | None) -> str | None:
         if v is not None and len(v) != 1:
             raise _problem(f"delimiter must be one character, got '{v}'", r"e.g. ',' or '\t'")
+        return v
+
+    @field_validator("escape_char")
+    @classmethod
+    def _escape_char(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) != 1 or v in '"\r\n'):
+            raise _problem(
+                f"escape_char must be one character other than a quote or a newline, got {v!r}",
+                r"e.g. '\\' (a backslash)",
+            )
         return v
 
 

@@ -130,6 +130,9 @@ class InputOptions:
     format: str = "auto"
     encoding: str = "auto"
     delimiter: str | None = None
+    #: CSV: a character that makes the next one literal (``\\`` for ``\\"`` in MySQL or PHP
+    #: exports); None: quotes are escaped only by doubling them (RFC 4180)
+    escape_char: str | None = None
     batch_rows: int = 10_000
     max_field_bytes: int = 10 * 1024 * 1024
     max_decompressed_bytes: int = 20 * 1024**3
@@ -161,6 +164,16 @@ class InputOptions:
                     r"e.g. ',', ';', '|' or '\t'",
                 )
             )
+        e = self.escape_char
+        if e is not None and (len(e) != 1 or not e.isascii() or e in '"\r\n' or e == d):
+            problems.append(
+                ConfigProblem(
+                    "input.escape_char",
+                    f"escape_char must be one ASCII character other than a quote, a newline or "
+                    f"the delimiter, got {e!r}",
+                    r"e.g. '\\' (a backslash)",
+                )
+            )
         for name in ("batch_rows", "max_field_bytes", "max_decompressed_bytes"):
             if getattr(self, name) < 1:
                 problems.append(ConfigProblem(f"input.{name}", "must be at least 1"))
@@ -184,6 +197,7 @@ class Source:
     unsupported: dict[str, str] = field(default_factory=dict)
     #: why this encoding: 'declared (input.encoding)', 'detected: valid UTF-8', ...
     encoding_reason: str = ""
+    escape_char: str | None = None  # CSV: ``input.escape_char``
 
     def refuse_unsupported(self, columns: Sequence[str]) -> None:
         """LoadError when the job reads a column this file cannot give as text."""
@@ -368,9 +382,18 @@ def open_source(path: Path, options: InputOptions) -> Source:
     text = text.removeprefix("\ufeff")
     if fmt == "csv":
         assert delimiter is not None
-        columns, _ = _parse_header(path, text, delimiter, at_eof, encoding)
+        escape = options.escape_char
+        columns, _ = _parse_header(path, text, delimiter, at_eof, encoding, escape)
         return Source(
-            path, "csv", encoding, delimiter, compressed, columns, True, encoding_reason=why
+            path,
+            "csv",
+            encoding,
+            delimiter,
+            compressed,
+            columns,
+            True,
+            encoding_reason=why,
+            escape_char=escape,
         )
     return Source(
         path, "jsonl", encoding, None, compressed, _jsonl_keys(text), False, encoding_reason=why
@@ -573,9 +596,10 @@ def _display(encoding: str) -> str:
 
 
 def _parse_header(
-    path: Path, text: str, delimiter: str, at_eof: bool, encoding: str
+    path: Path, text: str, delimiter: str, at_eof: bool, encoding: str, escape: str | None
 ) -> tuple[list[str], int]:
     """The header's column names and how many physical lines it spans."""
+    _check_header_quotes(path, text, delimiter, escape, at_eof)
     consumed = 0
 
     def lines() -> Iterator[str]:
@@ -584,7 +608,7 @@ def _parse_header(
             consumed += len(line)
             yield line
 
-    reader = csv.reader(lines(), delimiter=delimiter, quotechar='"', doublequote=True)
+    reader = csv.reader(lines(), **_csv_dialect(delimiter, escape))
     try:
         names = next(reader)
     except StopIteration:
@@ -609,6 +633,44 @@ def _parse_header(
         detail = "; ".join(f'"{n}" (columns {", ".join(map(str, c))})' for n, c in dups.items())
         raise LoadError(f"{path}: duplicate column names in the header: {detail}")
     return names, reader.line_num
+
+
+def _check_header_quotes(
+    path: Path, text: str, delimiter: str, escape: str | None, at_eof: bool
+) -> None:
+    """LoadError for a header whose quoting is broken (read as Arrow and ``_Quotes`` read it):
+    a quote that never closes, or text after a closing quote."""
+    esc = re.escape(escape) if escape else ""
+    inner = rf'(?:[^"{esc}]|{esc}.|"")*+' if escape else r'(?:[^"]|"")*+'
+    quoted = re.compile(rf'"{inner}"', re.DOTALL)
+    unquoted = re.compile(rf"(?:[^{re.escape(delimiter)}\r\n{esc}]|{esc}.)*+" if escape
+                          else rf"[^{re.escape(delimiter)}\r\n]*+", re.DOTALL)  # fmt: skip
+    pos = 0
+    column = 1
+    while pos < len(text):
+        if text[pos] == '"':
+            found = quoted.match(text, pos)
+            line = text.count("\n", 0, pos) + 1
+            if found is None:
+                where = "" if at_eof else f" within the first {_SAMPLE} bytes"
+                raise LoadError(
+                    f"{path}: line {line}: the header has an unterminated quote: the quote "
+                    f"that opens column {column} is never closed{where}"
+                )
+            pos = found.end()
+            if pos < len(text) and text[pos] not in (delimiter, "\r", "\n"):
+                raise LoadError(
+                    f"{path}: line {line}: malformed quoting in the header: text after the "
+                    f"closing quote of column {column}"
+                )
+        else:
+            found = unquoted.match(text, pos)
+            assert found is not None
+            pos = found.end()
+        if pos >= len(text) or text[pos] != delimiter:
+            return
+        pos += 1
+        column += 1
 
 
 def _jsonl_keys(text: str) -> list[str]:
@@ -795,6 +857,140 @@ def _valid_utf8(data: Any, start: int, end: int) -> bool:
     return True
 
 
+class _Quotes:
+    """Finds malformed quoting in a CSV byte stream, and marks it for Arrow's reader.
+
+    Arrow, like most CSV readers, repairs a value with text after its closing quote:
+    ``a,"b"c,d`` gives ``bc``, and ``"Bret \\"Hit Man\\" Hart"`` (a backslash-escaped quote
+    without ``input.escape_char``) something else again. Such a record must be a bad record,
+    never sent altered. This follows the quoting state of the whole stream, vectorized over
+    the quote characters of each piece (a piece without a quote costs one ``find``), exactly
+    as Arrow reads it: a quote opens a quoted value only at the start of a field (elsewhere it
+    is a literal character), inside quotes ``""`` is a quote, and with an escape character an
+    escaped quote is a literal character. Where a closing quote is followed by anything but a
+    delimiter or a line end, ``MARK`` (a delimiter, a token no file holds, and ``width`` more
+    delimiters) is inserted after it: the record then has too many fields, so Arrow hands it
+    to the invalid-row handler, which finds the token, takes it out again and reports the
+    record as malformed (``malformed_reason``).
+    """
+
+    def __init__(self, delimiter: str, escape: str | None, width: int) -> None:
+        self.delim = ord(delimiter)
+        self.esc = ord(escape) if escape else None
+        self.token = f"\x1admimport-malformed-quote-{os.urandom(8).hex()}\x1a"
+        self.mark = (delimiter + self.token + delimiter * width).encode()
+        self.inside = False  # inside quotes at the end of what was handed on
+        self.prev = -1  # the last byte handed on; -1 at the start of the file (a field start)
+        self.prev_escaped = False
+        self._hold = b""  # trailing quotes (and escapes) kept back: what follows decides
+        self._special = b'"' + (escape.encode() if escape else b"")
+
+    def feed(self, piece: bytes | memoryview, final: bool) -> bytes | memoryview:
+        """``piece`` as Arrow must get it: marked where the quoting is malformed."""
+        if self._hold:
+            piece, self._hold = self._hold + bytes(piece), b""
+        n = len(piece)
+        if not n:
+            return piece
+        if not final:
+            keep = n
+            while keep and piece[keep - 1] in self._special:
+                keep -= 1
+            if keep < n:
+                self._hold = bytes(piece[keep:])
+                piece, n = piece[:keep], keep
+                if not n:
+                    return piece
+        v = np.frombuffer(piece, dtype=np.uint8)
+        escaped = None
+        if self.esc is not None:
+            escaped = self._escaped(v)
+            quote = v == 0x22
+            quote &= ~escaped
+            q = np.flatnonzero(quote).astype(np.int32)
+        else:
+            q = np.flatnonzero(v == 0x22).astype(np.int32)
+        if not len(q):
+            self._advance(v, escaped)
+            return piece
+        # runs of consecutive quotes: where each starts (rs), its length, where it ends (re)
+        first = np.flatnonzero(np.diff(q, prepend=-2) != 1)
+        rs = q[first]
+        odd = (np.diff(first, append=len(q)) & 1).astype(bool)
+        re_ = q[np.append(first[1:], len(q)) - 1] + 1
+        before = v[rs - 1]  # rs[0] - 1 may be -1: fixed below
+        d = self.delim
+        start = (before == d) | (before == 0x0A) | (before == 0x0D)
+        if escaped is not None:
+            start &= ~escaped[rs - 1]
+        if rs[0] == 0:
+            start[0] = (self.prev in (d, 0x0A, 0x0D, -1)) and not self.prev_escaped
+        # Per run, outside quotes: an odd run at a field start opens a value (a toggle), an
+        # odd run elsewhere is literal (the state stays 'outside'); inside quotes an odd run
+        # closes the value: after an odd run not at a field start the state is 'outside'
+        # whatever it was (a reset); an even run leaves it as it was.
+        toggles = np.cumsum(odd & start, dtype=np.int32)
+        base = np.where(odd & ~start, toggles, np.int32(-int(self.inside)))
+        np.maximum.accumulate(base, out=base)  # toggles at the last reset (never decreases)
+        state = ((toggles - base) & 1).astype(bool)
+        was = np.empty_like(state)
+        was[0] = self.inside
+        was[1:] = state[:-1]
+        closes = np.where(was, odd, start & ~odd)
+        follows = v[np.minimum(re_, n - 1)]
+        ends = (follows == d) | (follows == 0x0A) | (follows == 0x0D)
+        ends[-1] |= re_[-1] >= n
+        bad = np.flatnonzero(closes & ~ends)
+        self.inside = bool(state[-1])
+        self._advance(v, escaped)
+        if not len(bad):
+            return piece
+        parts = []
+        at = 0
+        for pos in re_[bad].tolist():
+            parts.append(piece[at:pos])
+            parts.append(self.mark)
+            at = pos
+        parts.append(piece[at:])
+        return b"".join(parts)
+
+    def _escaped(self, v: np.ndarray) -> np.ndarray:
+        """Which bytes an escape character makes literal (the one after an odd run)."""
+        n = len(v)
+        escaped = np.zeros(n, dtype=bool)
+        e = np.flatnonzero(v == self.esc)
+        if len(e):
+            first = np.flatnonzero(np.diff(e, prepend=-2) != 1)
+            lengths = np.diff(first, append=len(e))
+            after = e[first] + lengths
+            escaped[after[(lengths & 1).astype(bool) & (after < n)]] = True
+        return escaped
+
+    def _advance(self, v: np.ndarray, escaped: np.ndarray | None) -> None:
+        self.prev = int(v[-1])
+        self.prev_escaped = bool(escaped[-1]) if escaped is not None else False
+
+    def malformed_reason(
+        self, text: str, names: Sequence[str], delimiter: str, escape: str | None
+    ) -> tuple[str, str, str | None] | None:
+        """For a record Arrow found invalid: (its text without the marks, the reason, the
+        column) if it was marked here, else None."""
+        at = text.find(self.token)
+        if at < 0:
+            return None
+        original = text.replace(self.mark.decode(), "")
+        head = text[: at - 1]  # the record up to the closing quote
+        fields = next(csv.reader(io.StringIO(head, newline=""), **_csv_dialect(delimiter, escape)))
+        column = names[len(fields) - 1] if 0 < len(fields) <= len(names) else None
+        where = f'column "{column}"' if column is not None else f"column {len(fields)}"
+        return original, f"malformed quoting: text after the closing quote in {where}", column
+
+
+def _csv_dialect(delimiter: str, escape: str | None) -> dict[str, Any]:
+    """Python's ``csv`` options that read as Arrow does with these options."""
+    return {"delimiter": delimiter, "quotechar": '"', "doublequote": True, "escapechar": escape}
+
+
 class _Utf8Stream:
     """A file-like object giving the file's text as valid UTF-8, for Arrow's CSV reader.
 
@@ -813,9 +1009,16 @@ class _Utf8Stream:
     closed = False
 
     def __init__(
-        self, raw: _RawInput, encoding: str, *, final_newline: bool, throttle: bool = False
+        self,
+        raw: _RawInput,
+        encoding: str,
+        *,
+        final_newline: bool,
+        throttle: bool = False,
+        quotes: _Quotes | None = None,
     ) -> None:
         self._raw = raw
+        self.quotes = quotes
         self.encoding = encoding
         self._passthrough = encoding in ("utf-8", "utf-8-sig")
         self._decoder = (
@@ -998,6 +1201,8 @@ class _Utf8Stream:
         self.substitutions += getattr(_local, "count", 0) - before
         if len(piece):
             self._first = False
+        if self.quotes is not None:
+            piece = self.quotes.feed(piece, final)
         if final:
             self._done = True
             end = bytes(piece[-1:]) or self._last[-1:]
@@ -1182,7 +1387,9 @@ class _CsvInput:
         self.raw: _RawInput | None = None
         self.stream: _Utf8Stream | None = None
         self.reader: Any = None
-        self.invalid: list[tuple[int, str, int]] = []  # Arrow's rows with the wrong width
+        #: Arrow's invalid rows (wrong width, or marked by ``_Quotes``): record, text, reason,
+        #: column
+        self.invalid: list[tuple[int, str, str, str | None]] = []
         self.header_lines = 0
 
     def open(self, block: int) -> None:
@@ -1195,20 +1402,28 @@ class _CsvInput:
         self.raw = _RawInput(
             path, compressed=source.compressed, limit=self.options.max_decompressed_bytes
         )
+        quotes = _Quotes(delimiter, source.escape_char, len(source.columns))
         self.stream = stream = _Utf8Stream(
-            self.raw, source.encoding, final_newline=True, throttle=True
+            self.raw, source.encoding, final_newline=True, throttle=True, quotes=quotes
         )
         head = stream.peek(_SAMPLE + 1)
         text = head[:_SAMPLE].decode("utf-8", "replace")
         names, self.header_lines = _parse_header(
-            path, text, delimiter, len(head) <= _SAMPLE, source.encoding
+            path, text, delimiter, len(head) <= _SAMPLE, source.encoding, source.escape_char
         )
         if names != source.columns:
             raise LoadError(f"{path}: the header changed since the file was opened")
         self.invalid = invalid = []
+        width = len(names)
 
         def on_invalid(row: Any) -> str:
-            invalid.append((row.number, row.text, row.actual_columns))
+            text = row.text
+            marked = quotes.malformed_reason(text, names, delimiter, source.escape_char)
+            if marked is not None:
+                invalid.append((row.number, *marked))
+            else:
+                invalid.append((row.number, text, f"expected {width} fields, found "
+                                f"{row.actual_columns}", None))  # fmt: skip
             return "skip"
 
         try:
@@ -1221,7 +1436,7 @@ class _CsvInput:
                         delimiter=delimiter,
                         quote_char='"',
                         double_quote=True,
-                        escape_char=False,
+                        escape_char=source.escape_char or False,
                         newlines_in_values=True,
                         ignore_empty_lines=False,
                         invalid_row_handler=on_invalid,
@@ -1279,7 +1494,7 @@ class _CsvInput:
                 del invalid[:c]
                 at += m + c
                 continue
-            before = sum(1 for n, _, _ in invalid[:c] if n < record)
+            before = sum(1 for n, _, _, _ in invalid[:c] if n < record)
             del invalid[:before]
             rest: pa.RecordBatch = rb.slice(record - at - before)
             return rest
@@ -1334,7 +1549,6 @@ class _ArrowFile:
 
 def _csv_records(source: Source, options: InputOptions, csv_in: _CsvInput) -> Iterator[Batch]:
     names = source.columns
-    width = len(names)
     delimiter = source.delimiter or ","
     asm = _Assembler(source, options.batch_rows, names)
     raw_sub = _raw_substitute(source.encoding)
@@ -1372,12 +1586,12 @@ def _csv_records(source: Source, options: InputOptions, csv_in: _CsvInput) -> It
         newlines = np.zeros(seg, dtype=np.int64)
         counts = _newline_counts(rb)
         if c:
-            at = np.array([n - record for n, _, _ in here], dtype=np.int64)
+            at = np.array([n - record for n, _, _, _ in here], dtype=np.int64)
             is_bad = np.zeros(seg, dtype=bool)
             is_bad[at] = True
             if counts is not None:
                 newlines[~is_bad] = counts
-            newlines[at] = [t.count("\n") for _, t, _ in here]
+            newlines[at] = [t.count("\n") for _, t, _, _ in here]
         elif counts is not None:
             newlines[:] = counts
         starts = line + np.arange(seg, dtype=np.int64) + np.cumsum(newlines) - newlines
@@ -1386,15 +1600,22 @@ def _csv_records(source: Source, options: InputOptions, csv_in: _CsvInput) -> It
         line += seg + int(newlines.sum())
         bad = (
             [
-                BadRecord(int(starts[i]), f"expected {width} fields, found {n}", None, text)
-                for i, (_, text, n) in zip(at.tolist(), here, strict=True)
+                BadRecord(int(starts[i]), reason, column, text)
+                for i, (_, text, reason, column) in zip(at.tolist(), here, strict=True)
                 if not _blank_text(text, delimiter)
             ]
             if c
             else []
         )
         table, row_lines, row_bad, last_empty = _screen(
-            rb, row_lines, names, delimiter, stream, options.max_field_bytes, raw_sub
+            rb,
+            row_lines,
+            names,
+            delimiter,
+            stream,
+            options.max_field_bytes,
+            raw_sub,
+            source.escape_char,
         )
         if row_bad:
             bad = sorted(bad + row_bad, key=lambda b: b.line)
@@ -1413,12 +1634,12 @@ def _csv_records(source: Source, options: InputOptions, csv_in: _CsvInput) -> It
     if failure is None:
         # invalid records after the last good row
         trailing = []
-        for _, text, n in csv_in.invalid:
+        for _, text, reason, column in csv_in.invalid:
             if _blank_text(text, delimiter):
                 last_kind = "empty"
             else:
                 last_kind = "bad"
-                trailing.append(BadRecord(line, f"expected {width} fields, found {n}", None, text))
+                trailing.append(BadRecord(line, reason, column, text))
             line += 1 + text.count("\n")
         asm.add(asm.schema.empty_table(), np.zeros(0, dtype=np.int64), trailing)
         if stream.error is not None:
@@ -1456,7 +1677,8 @@ def _cut_off(asm: _Assembler, last_kind: str | None, delimiter: str) -> None:
     elif last_kind == "row" and (found := asm.last_row()) is not None:
         row, line = found
         asm.drop_last_row()
-        asm.bad.append(BadRecord(line, reason, None, _csv_text(list(row.values()), delimiter)))
+        text = _csv_text(list(row.values()), delimiter, asm.source.escape_char)
+        asm.bad.append(BadRecord(line, reason, None, text))
 
 
 def _check_end(asm: _Assembler, last_kind: str | None, stream: _Utf8Stream, delim: str) -> None:
@@ -1464,7 +1686,7 @@ def _check_end(asm: _Assembler, last_kind: str | None, stream: _Utf8Stream, deli
     one value, which Arrow accepts: find that case and make the record a bad one."""
     if last_kind == "bad":
         bad = asm.bad[-1]
-        if bad.raw is not None and bad.raw.count('"') % 2:
+        if stream.quotes is not None and stream.quotes.inside:  # the file ends inside quotes
             bad.reason = f"unterminated quoted field at the end of the file ({bad.reason})"
         return
     if last_kind != "row":
@@ -1485,7 +1707,8 @@ def _check_end(asm: _Assembler, last_kind: str | None, stream: _Utf8Stream, deli
     if tail.endswith((b'\n"', b'\r"')):
         return  # closed after its final newline
     asm.drop_last_row()
-    raw = _csv_text(values[:-1], delim) + delim if len(values) > 1 else ""
+    escape = asm.source.escape_char
+    raw = _csv_text(values[:-1], delim, escape) + delim if len(values) > 1 else ""
     raw += '"' + last.removesuffix("\n").replace('"', '""')
     asm.bad.append(
         BadRecord(
@@ -1517,6 +1740,7 @@ def _screen(
     stream: _Utf8Stream,
     max_bytes: int,
     raw_sub: str,
+    escape: str | None = None,
 ) -> tuple[pa.Table, np.ndarray, list[BadRecord], bool]:
     """Drop empty records (blank lines) and take out rows with bad values."""
     n = rb.num_rows
@@ -1535,7 +1759,7 @@ def _screen(
         picked = rb.take(pa.array(rows, pa.int64())).to_pylist()
         for i, values in zip(rows, picked, strict=True):
             reason, column = problems[i]
-            text = _csv_text(list(values.values()), delimiter).replace("\ufffd", raw_sub)
+            text = _csv_text(list(values.values()), delimiter, escape).replace("\ufffd", raw_sub)
             bad.append(BadRecord(int(lines[i]), reason, column, text))
     table = pa.Table.from_batches([rb])
     if keep is not None and not keep.all():
@@ -1613,9 +1837,9 @@ def _fffd_reason(stream: _Utf8Stream | None, column: str | None) -> str:
     return f"replacement character U+FFFD{where} (the text was garbled before export)"
 
 
-def _csv_text(values: Sequence[str | None], delimiter: str) -> str:
+def _csv_text(values: Sequence[str | None], delimiter: str, escape: str | None = None) -> str:
     buf = io.StringIO()
-    csv.writer(buf, delimiter=delimiter, lineterminator="\n").writerow(values)
+    csv.writer(buf, delimiter=delimiter, escapechar=escape, lineterminator="\n").writerow(values)
     return buf.getvalue()[:-1]
 
 

@@ -1332,6 +1332,7 @@ def _input_options(config: Config) -> InputOptions:
         format=i.format,
         encoding=i.encoding,
         delimiter=i.delimiter,
+        escape_char=i.escape_char,
         batch_rows=i.batch_rows,
         max_field_bytes=i.max_field_bytes,
         max_decompressed_bytes=i.max_decompressed_bytes,

@@ -366,7 +366,10 @@ class RejectsWriter:
                 )
                 if self.fmt == "csv":
                     self._csv = csv.writer(
-                        self._text, delimiter=source.delimiter or ",", lineterminator="\n"
+                        self._text,
+                        delimiter=source.delimiter or ",",
+                        escapechar=getattr(source, "escape_char", None),
+                        lineterminator="\n",
                     )
                     self._csv.writerow(source.columns)
 

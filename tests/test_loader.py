@@ -178,6 +178,111 @@ def test_closed_quote_ending_in_a_newline_is_fine(tmp_path: Path) -> None:
     assert got.bad == []
 
 
+def test_malformed_quoting_is_a_bad_record_never_repaired(tmp_path: Path) -> None:
+    # issue 11 #21: Arrow (and most readers) would send 'bc', 'x' and 'ab\ncdtail'
+    data = (
+        'a,b,c\n1,"b"c,d\n2,"ok, fine",5\'10"\n3,""x,y\n'
+        '4,"ab\ncd"tail,z\n5,"""q""",w\n6,"a"  ,\n7,8,"9"x\n'
+    )
+    got = load(write(tmp_path, "m.csv", data))
+    assert got.rows == [
+        {"a": "2", "b": "ok, fine", "c": "5'10\""},  # a quote inside a value is a character
+        {"a": "5", "b": '"q"', "c": "w"},
+    ]
+    assert got.lines == [3, 7]
+    assert [(b.line, b.reason, b.column, b.raw) for b in got.bad] == [
+        (2, 'malformed quoting: text after the closing quote in column "b"', "b", '1,"b"c,d'),
+        (4, 'malformed quoting: text after the closing quote in column "b"', "b", '3,""x,y'),
+        (5, 'malformed quoting: text after the closing quote in column "b"', "b",
+         '4,"ab\ncd"tail,z'),
+        (8, 'malformed quoting: text after the closing quote in column "b"', "b", '6,"a"  ,'),
+        (9, 'malformed quoting: text after the closing quote in column "c"', "c", '7,8,"9"x'),
+    ]  # fmt: skip
+
+
+def test_backslash_escaped_quotes_need_escape_char(tmp_path: Path) -> None:
+    data = 'id,name\n1,"Bret \\"Hit Man\\" Hart"\n2,"C:\\\\temp"\n3,"say ""hi"""\n4,a\\,b\n'
+    path = write(tmp_path, "e.csv", data)
+    got = load(path)
+    assert [(b.line, b.reason) for b in got.bad] == [
+        (2, 'malformed quoting: text after the closing quote in column "name"'),
+        (5, "expected 2 fields, found 3"),
+    ]
+    assert got.bad[0].raw == '1,"Bret \\"Hit Man\\" Hart"'
+    got = load(path, escape_char="\\")
+    assert got.source.escape_char == "\\"
+    assert got.rows == [
+        {"id": "1", "name": 'Bret "Hit Man" Hart'},
+        {"id": "2", "name": "C:\\temp"},
+        {"id": "3", "name": 'say "hi"'},
+        {"id": "4", "name": "a,b"},
+    ]
+    assert got.bad == []
+    with pytest.raises(ConfigError) as info:
+        InputOptions(escape_char='"')
+    assert [p.path for p in info.value.problems] == ["input.escape_char"]
+
+
+@pytest.mark.parametrize("escape", [None, "\\"])
+def test_malformed_quoting_is_found_across_pieces_and_blocks(
+    tmp_path: Path, small_blocks: None, monkeypatch: pytest.MonkeyPatch, escape: str | None
+) -> None:
+    monkeypatch.setattr(loader, "_CHUNK", 61)  # the stream reads 61 bytes at a time
+    rng = random.Random(11)
+    good_fields = [('"a,b"', "a,b"), ('"x""y"', 'x"y'), ('""', ""), ('"l1\nl2"', "l1\nl2"),
+                   ('""""', '"'), ("plain", "plain"), ('ab"c', 'ab"c'), ("", "")]  # fmt: skip
+    if escape:
+        good_fields += [('"p\\"q"', 'p"q'), ("r\\,s", "r,s"), ('"t\\\\"', "t\\")]
+    bad_fields = ['"b"c', '""x', '"a""b"c', '"m\nn"o', '"q" ']
+    lines = ["h1,h2,h3"]
+    good: list[tuple[int, list[str]]] = []
+    bad: list[int] = []
+    line = 2
+    for _ in range(1500):
+        fields = [rng.choice(good_fields) for _ in range(3)]
+        text = ",".join(f for f, _ in fields)
+        if rng.random() < 0.1:
+            k = rng.randrange(3)
+            texts = [f for f, _ in fields]
+            texts[k] = rng.choice(bad_fields)
+            text = ",".join(texts)
+            bad.append(line)
+        elif any(v for _, v in fields):  # else a record of empty values: no record
+            good.append((line, [v for _, v in fields]))
+        lines.append(text)
+        line += 1 + text.count("\n")
+    got = load(write(tmp_path, "r.csv", "\n".join(lines) + "\n"), escape_char=escape,
+               max_field_bytes=100)  # fmt: skip
+    assert [b.line for b in got.bad] == bad
+    assert [b for b in got.bad if not b.reason.startswith("malformed quoting: text after")] == []
+    assert [(ln, list(r.values())) for ln, r in zip(got.lines, got.rows, strict=True)] == good
+
+
+UNTERMINATED = "line 1: the header has an unterminated quote: the quote that opens"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ('"a,b\n1,2\n', f"{UNTERMINATED} column 1 is never closed"),
+        ('a,"b\n1,2', f"{UNTERMINATED} column 2 is never closed"),
+        ('a,"b"x\n1,2\n',
+         "line 1: malformed quoting in the header: text after the closing quote of column 2"),
+    ],
+)  # fmt: skip
+def test_broken_quoting_in_the_header_is_named(tmp_path: Path, data: str, message: str) -> None:
+    path = write(tmp_path, "h.csv", data)
+    assert load_error(path) == f"{path}: {message}"
+
+
+def test_unterminated_quote_in_a_long_header(tmp_path: Path) -> None:
+    path = write(tmp_path, "h.csv", 'a,"b\n' + "1,2\n" * 400_000)
+    assert load_error(path) == (
+        f"{path}: line 1: the header has an unterminated quote: the quote that opens column 2 "
+        "is never closed within the first 1048576 bytes"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "data", "options", "expected"),
     [
