@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import select
 import signal
 import sys
 import threading
@@ -255,11 +256,45 @@ def _cmd_run(args: argparse.Namespace, *, dry_run: bool) -> int:
 
 
 def _print_summary(args: argparse.Namespace, summary: Any) -> int:
-    if args.json:
-        print(json.dumps(summary.to_dict(), ensure_ascii=False, indent=2))
-    else:
-        print(render_summary(summary))
+    try:
+        if args.json:
+            print(json.dumps(summary.to_dict(), ensure_ascii=False, indent=2))
+        else:
+            print(render_summary(summary))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `dmimport run ... | head`: the run is over and reported
+        _stdout_closed()
     return int(summary.exit_code)
+
+
+def _stdout_closed() -> None:
+    """Whoever read stdout has gone (``dmimport ... | head``): like other Unix tools, stop
+    writing, quietly. Python would otherwise fail again when it flushes stdout at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (captured)
+        pass
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe nobody reads any more (not some other pipe that broke)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poll.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _flushed(code: int) -> int:
+    """``code``, once stdout is flushed: a reader that has gone ends the command quietly."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_closed()
+    return code
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -405,12 +440,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit code."""
     if threading.current_thread() is not threading.main_thread():
-        return _main(argv)
+        return _flushed(_main(argv))
     # SIGTERM (systemd, docker stop, kill) stops dmimport as Ctrl-C does; a run replaces this
     # with its own handlers while it holds the job's lock (importer.pipeline.Run)
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        return _main(argv)
+        return _flushed(_main(argv))
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -464,6 +499,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
         print(f"interrupted ({signal.Signals(signum).name})", file=sys.stderr)
         return 128 + signum
     except Exception as exc:  # a bug: one line unless --verbose
+        if isinstance(exc, BrokenPipeError) and _stdout_gone():
+            # stdout's reader has gone (`dmimport preview ... | head`): the work is done
+            _stdout_closed()
+            return 0
         text = f"internal error: {type(exc).__name__}: {exc}"
         secret = os.environ.get("DMART_SECRET")
         if secret:

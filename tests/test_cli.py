@@ -163,3 +163,62 @@ def test_turning_tls_verification_off_is_loudly_warned(tmp_path: Path) -> None:
     cfg.write_text(text.replace("  debug: false\n", "  debug: false\n  tls_verify: false\n"))
     out = dmimport("run", cfg, "sample_data/customers.csv", "--report-dir", tmp_path)
     assert "TLS certificate verification is OFF" in out.stderr
+
+
+def _into_a_closed_pipe(
+    *args: str | Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``dmimport ARGS | reader`` where the reader has already exited (as ``head`` does once
+    it has its lines): every write to stdout fails with EPIPE."""
+    read_end, write_end = os.pipe()
+    reader = subprocess.Popen([sys.executable, "-c", "pass"], stdin=read_end)
+    os.close(read_end)
+    assert reader.wait(timeout=60) == 0
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
+    full_env.update(env or {})
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "importer.cli", *map(str, args)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full_env,
+            cwd=cwd,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+
+
+def test_a_closed_stdout_pipe_ends_quietly(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    # issue 11 #23: `dmimport validate ... | head` ended with "internal error: BrokenPipeError"
+    (tmp_path / "job.yaml").write_text(
+        "job: {kind: user, primary_keys: [phone]}\ncolumns:\n  phone: phone\n  username: name\n",
+        encoding="utf-8",
+    )
+    rows = "".join(f"1380000{i:04d},name {i}\n" for i in range(600))
+    (tmp_path / "c.csv").write_text("phone,name\n" + rows + "x,y,z\n", encoding="utf-8")
+    for json_flag in ([], ["--json"]):
+        out = _into_a_closed_pipe("validate", "job.yaml", "c.csv", *json_flag, cwd=tmp_path)
+        assert (out.returncode, out.stderr) == (1, "")  # the run's own exit code, no message
+    summaries = sorted(tmp_path.glob("reports/*/summary.json"))
+    assert len(summaries) == 2
+    for path in summaries:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        assert (summary["rows"], summary["counts"]["valid"]) == (601, 600)
+    out = _into_a_closed_pipe("preview", "job.yaml", "c.csv", "-n", "500", cwd=tmp_path)
+    assert (out.returncode, out.stderr) == (0, "")
+    # a real run: sent, reported and recorded as finished all the same
+    sb = fresh_sandbox()
+    out = _into_a_closed_pipe(
+        "run", "job.yaml", "c.csv", "--base-url", sb.url, cwd=tmp_path,
+        env={"DMART_SECRET": sb.secret},
+    )  # fmt: skip
+    assert (out.returncode, out.stderr) == (1, "")
+    assert len(sb.customers()) == 600
+    runs = dmimport("runs", "job.yaml", "--json", cwd=tmp_path)
+    assert [(r["status"], r["exit_code"], r["counts"]["ok"]) for r in json.loads(runs.stdout)] == [
+        ("done", 1, 600)
+    ]
