@@ -913,6 +913,10 @@ class _Quotes:
         if not len(q):
             self._advance(v, escaped)
             return piece
+        if escaped is None and self._alternating(v, q):
+            self.inside ^= bool(len(q) % 2)
+            self._advance(v, escaped)
+            return piece
         # runs of consecutive quotes: where each starts (rs), its length, where it ends (re)
         first = np.flatnonzero(np.diff(q, prepend=-2) != 1)
         rs = q[first]
@@ -953,6 +957,26 @@ class _Quotes:
             at = pos
         parts.append(piece[at:])
         return b"".join(parts)
+
+    def _alternating(self, v: np.ndarray, q: np.ndarray) -> bool:
+        """The common case, checked in a few passes: single quotes that open a value at a
+        field start and close it before a delimiter or line end, in turn. True means the
+        piece is well quoted; False that the exact state machine must decide."""
+        if len(q) > 1 and np.diff(q).min() < 2:
+            return False  # a doubled quote
+        d = self.delim
+        opening = q[int(self.inside) :: 2]
+        if len(opening):
+            before = v[opening - 1]
+            if opening[0] == 0:
+                before[0] = self.prev if self.prev >= 0 else d
+            if not ((before == d) | (before == 0x0A) | (before == 0x0D)).all():
+                return False
+        closing = q[1 - int(self.inside) :: 2]
+        if len(closing) and closing[-1] == len(v) - 1:
+            closing = closing[:-1]  # the end of the file (pieces keep a last quote back)
+        after = v[closing + 1]
+        return bool(((after == d) | (after == 0x0A) | (after == 0x0D)).all())
 
     def _escaped(self, v: np.ndarray) -> np.ndarray:
         """Which bytes an escape character makes literal (the one after an odd run)."""

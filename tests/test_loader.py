@@ -200,6 +200,20 @@ def test_malformed_quoting_is_a_bad_record_never_repaired(tmp_path: Path) -> Non
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("record", "column"),
+    [('"2","b"c,"d"', "b"), ('"2","a,"b,"d"', "b"), ('"2","b","d" ', "c"), ('"2",""x,"d"', "b")],
+)
+def test_malformed_quoting_in_a_fully_quoted_file(tmp_path: Path, record: str, column: str) -> None:
+    rows = [f'"{i}","x{i}","y, {i}"' for i in range(1, 1000)]
+    rows[500] = record
+    got = load(write(tmp_path, "q.csv", '"a","b","c"\n' + "\n".join(rows) + "\n"))
+    assert [(b.line, b.reason, b.raw) for b in got.bad] == [
+        (502, f'malformed quoting: text after the closing quote in column "{column}"', record)
+    ]
+    assert len(got.rows) == 998 and got.rows[0] == {"a": "1", "b": "x1", "c": "y, 1"}
+
+
 def test_backslash_escaped_quotes_need_escape_char(tmp_path: Path) -> None:
     data = 'id,name\n1,"Bret \\"Hit Man\\" Hart"\n2,"C:\\\\temp"\n3,"say ""hi"""\n4,a\\,b\n'
     path = write(tmp_path, "e.csv", data)
