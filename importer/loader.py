@@ -877,8 +877,14 @@ class _Quotes:
     def __init__(self, delimiter: str, escape: str | None, width: int) -> None:
         self.delim = ord(delimiter)
         self.esc = ord(escape) if escape else None
-        self.token = f"\x1admimport-malformed-quote-{os.urandom(8).hex()}\x1a"
+        nonce = os.urandom(8).hex()
+        self.token = f"\x1admimport-malformed-quote-{nonce}\x1a"
         self.mark = (delimiter + self.token + delimiter * width).encode()
+        # an unknown escape (\N with escape_char \): the same, before the escape character;
+        # inside quotes the mark closes the quotes before it and opens them again after it
+        self.escape_token = f"\x1admimport-unknown-escape-{nonce}\x1a"
+        self.escape_mark = (delimiter + self.escape_token + delimiter * width).encode()
+        self._escapable = np.array([0x22, self.esc or 0x22, self.delim, 0x0A, 0x0D], np.uint8)
         self.inside = False  # inside quotes at the end of what was handed on
         self.prev = -1  # the last byte handed on; -1 at the start of the file (a field start)
         self.prev_escaped = False
@@ -903,8 +909,12 @@ class _Quotes:
                     return piece
         v = np.frombuffer(piece, dtype=np.uint8)
         escaped = None
+        unknown = np.zeros(0, dtype=np.int64)  # escape characters that escape nothing known
+        carry = self.inside
         if self.esc is not None:
-            escaped = self._escaped(v)
+            escaped, after = self._escaped(v)
+            known = np.isin(v[after], self._escapable)
+            unknown = after[~known] - 1
             quote = v == 0x22
             quote &= ~escaped
             q = np.flatnonzero(quote).astype(np.int32)
@@ -912,7 +922,8 @@ class _Quotes:
             q = np.flatnonzero(v == 0x22).astype(np.int32)
         if not len(q):
             self._advance(v, escaped)
-            return piece
+            marks = [(int(p), self._escape_mark(carry)) for p in unknown.tolist()]
+            return self._marked(piece, marks)
         if escaped is None and self._alternating(v, q):
             self.inside ^= bool(len(q) % 2)
             self._advance(v, escaped)
@@ -947,13 +958,28 @@ class _Quotes:
         bad = np.flatnonzero(closes & ~ends)
         self.inside = bool(state[-1])
         self._advance(v, escaped)
-        if not len(bad):
+        marks = [(pos, self.mark) for pos in re_[bad].tolist()]
+        if len(unknown):
+            run = np.searchsorted(re_, unknown, side="right") - 1
+            within = np.where(run >= 0, state[np.maximum(run, 0)], carry)
+            marks += [
+                (int(p), self._escape_mark(bool(w)))
+                for p, w in zip(unknown.tolist(), within.tolist(), strict=True)
+            ]
+        return self._marked(piece, sorted(marks, key=lambda m: m[0]))
+
+    def _escape_mark(self, inside: bool) -> bytes:
+        return b'"' + self.escape_mark + b'"' if inside else self.escape_mark
+
+    @staticmethod
+    def _marked(piece: bytes | memoryview, marks: list[tuple[int, bytes]]) -> bytes | memoryview:
+        if not marks:
             return piece
         parts = []
         at = 0
-        for pos in re_[bad].tolist():
+        for pos, mark in marks:
             parts.append(piece[at:pos])
-            parts.append(self.mark)
+            parts.append(mark)
             at = pos
         parts.append(piece[at:])
         return b"".join(parts)
@@ -978,17 +1004,20 @@ class _Quotes:
         after = v[closing + 1]
         return bool(((after == d) | (after == 0x0A) | (after == 0x0D)).all())
 
-    def _escaped(self, v: np.ndarray) -> np.ndarray:
-        """Which bytes an escape character makes literal (the one after an odd run)."""
+    def _escaped(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which bytes an escape character makes literal (the one after an odd run), as a
+        mask and as positions."""
         n = len(v)
         escaped = np.zeros(n, dtype=bool)
+        after = np.zeros(0, dtype=np.int64)
         e = np.flatnonzero(v == self.esc)
         if len(e):
             first = np.flatnonzero(np.diff(e, prepend=-2) != 1)
             lengths = np.diff(first, append=len(e))
             after = e[first] + lengths
-            escaped[after[(lengths & 1).astype(bool) & (after < n)]] = True
-        return escaped
+            after = after[(lengths & 1).astype(bool) & (after < n)]
+            escaped[after] = True
+        return escaped, after
 
     def _advance(self, v: np.ndarray, escaped: np.ndarray | None) -> None:
         self.prev = int(v[-1])
@@ -999,15 +1028,31 @@ class _Quotes:
     ) -> tuple[str, str, str | None] | None:
         """For a record Arrow found invalid: (its text without the marks, the reason, the
         column) if it was marked here, else None."""
-        at = text.find(self.token)
-        if at < 0:
+        at_quote = text.find(self.token)
+        at_escape = text.find(self.escape_token)
+        if at_quote < 0 and at_escape < 0:
             return None
-        original = text.replace(self.mark.decode(), "")
-        head = text[: at - 1]  # the record up to the closing quote
+        escape_mark = self.escape_mark.decode()
+        original = text.replace(f'"{escape_mark}"', "").replace(escape_mark, "")
+        original = original.replace(self.mark.decode(), "")
+        if at_escape < 0 or 0 <= at_quote < at_escape:
+            head = text[: at_quote - 1]  # the record up to the closing quote
+            what = "malformed quoting: text after the closing quote in {}"
+        else:
+            start = at_escape - 1
+            end = start + len(escape_mark)
+            if text.startswith(f'"{escape_mark}"', start - 1):
+                start, end = start - 1, end + 1
+            head = text[:start]  # the record up to the escape character
+            sequence = text[end : end + 2].replace('"', '\\"')
+            what = (
+                f'unknown escape sequence "{sequence}" in {{}} (input.escape_char escapes only '
+                "quotes, delimiters, line ends and itself)"
+            )
         fields = next(csv.reader(io.StringIO(head, newline=""), **_csv_dialect(delimiter, escape)))
         column = names[len(fields) - 1] if 0 < len(fields) <= len(names) else None
         where = f'column "{column}"' if column is not None else f"column {len(fields)}"
-        return original, f"malformed quoting: text after the closing quote in {where}", column
+        return original, what.format(where), column
 
 
 def _csv_dialect(delimiter: str, escape: str | None) -> dict[str, Any]:

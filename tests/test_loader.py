@@ -216,6 +216,7 @@ def test_malformed_quoting_in_a_fully_quoted_file(tmp_path: Path, record: str, c
 
 def test_backslash_escaped_quotes_need_escape_char(tmp_path: Path) -> None:
     data = 'id,name\n1,"Bret \\"Hit Man\\" Hart"\n2,"C:\\\\temp"\n3,"say ""hi"""\n4,a\\,b\n'
+    data += '5,\\N\n6,"C:\\temp"\n'  # MySQL's NULL, and a backslash that escapes nothing
     path = write(tmp_path, "e.csv", data)
     got = load(path)
     assert [(b.line, b.reason) for b in got.bad] == [
@@ -231,7 +232,11 @@ def test_backslash_escaped_quotes_need_escape_char(tmp_path: Path) -> None:
         {"id": "3", "name": 'say "hi"'},
         {"id": "4", "name": "a,b"},
     ]
-    assert got.bad == []
+    unknown = "(input.escape_char escapes only quotes, delimiters, line ends and itself)"
+    assert [(b.line, b.reason, b.column, b.raw) for b in got.bad] == [
+        (6, f'unknown escape sequence "\\N" in column "name" {unknown}', "name", "5,\\N"),
+        (7, f'unknown escape sequence "\\t" in column "name" {unknown}', "name", '6,"C:\\temp"'),
+    ]
     with pytest.raises(ConfigError) as info:
         InputOptions(escape_char='"')
     assert [p.path for p in info.value.problems] == ["input.escape_char"]
