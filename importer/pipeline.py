@@ -972,7 +972,9 @@ class Run:
             if transport is not None:
                 await transport.aclose()
             self._stop.set()
-        thread.join()
+        # not thread.join() on the loop: the producer's last hand-off (the None) completes
+        # only when the loop runs the put's done-callback, after drain() has taken the None
+        await asyncio.to_thread(thread.join)
         if error:
             raise error[0]
         self._report_progress()

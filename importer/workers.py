@@ -353,16 +353,27 @@ class MultiProcessSender:
                 owners.release(keys)
             on_result(token, result)
 
+        def died(i: int) -> None:
+            """Child ``i`` is gone without a word (killed, out of memory): the run stops;
+            what it held comes back ``not_sent`` at the end."""
+            loop.remove_reader(conns[i].fileno())
+            if not done[i].is_set():
+                self.abort_reason = self.abort_reason or f"sender process {i} died"
+                done[i].set()
+            window[i].set()
+            answered.set()
+
+        def send(i: int, message: Any) -> None:
+            try:
+                conns[i].send_bytes(pickle.dumps(message))
+            except OSError:  # BrokenPipeError, ConnectionResetError
+                died(i)
+
         def reader(i: int) -> None:
             try:
                 kind, payload = pickle.loads(conns[i].recv_bytes())
-            except EOFError:
-                loop.remove_reader(conns[i].fileno())
-                if not done[i].is_set():
-                    self.abort_reason = self.abort_reason or f"sender process {i} died"
-                    done[i].set()
-                window[i].set()
-                answered.set()
+            except (EOFError, OSError):
+                died(i)
                 return
             if kind == "results":
                 for tid, status, code, msg, attempts, latency in payload:
@@ -387,7 +398,7 @@ class MultiProcessSender:
         def tell(i: int, kind: str) -> None:
             if told[i] != "stop" and told[i] != kind and not done[i].is_set():
                 told[i] = kind
-                conns[i].send_bytes(pickle.dumps((kind, None)))
+                send(i, (kind, None))
 
         def on_stop() -> None:  # stop(): every child stops now, every wait ends
             for i in range(self.workers):
@@ -408,9 +419,9 @@ class MultiProcessSender:
                 for tid, _, _ in rows:
                     answer(tid, _not_sent())
             else:
-                conns[i].send_bytes(pickle.dumps(("rows", rows)))
                 in_flight[i] += 1
                 outstanding[i] += len(rows)
+                send(i, ("rows", rows))
 
         async def settle(keys: tuple[int, ...], held: set[int]) -> int:
             """Wait until one child at most holds unanswered rows sharing ``keys``."""

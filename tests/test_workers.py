@@ -199,6 +199,16 @@ def start_run(sb: Sandbox, cfg: Path, data: Path, *extra: str) -> subprocess.Pop
     )  # fmt: skip
 
 
+def finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """Its stdout and stderr once it exits; killed if it hangs (then the test fails)."""
+    try:
+        return proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+
+
 def sent(sb: Sandbox) -> int:
     return int(sb.stats()["by_path"].get("/v1/user", 0))
 
@@ -251,7 +261,7 @@ def test_sigint_and_sigterm_stop_the_run_cleanly_and_it_resumes(
         os.killpg(proc.pid, sig)
     else:  # kill, or systemd's KillMode=mixed: the main process only
         proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
+    out, err = finish(proc)
     name = signal.Signals(sig).name
 
     assert proc.returncode == 128 + sig, err
@@ -321,3 +331,30 @@ def test_sender_processes_stop_sending_when_their_parent_is_killed(
     time.sleep(0.5)
     assert sent(sb) == after
     assert "Traceback" not in proc.communicate()[1]
+
+
+def test_a_sender_process_that_dies_stops_the_run_with_a_report(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    # the OOM killer takes one sender process: the run stops (exit 3) and says so, every row
+    # has its line, and no traceback reaches the user
+    sb = fresh_sandbox(faults=Faults(latency_ms=10))
+    n = 20_000
+    rows = [[f"0166{i:07d}", f"o{i}@x.cn", f"o{i}"] for i in range(n)]
+    data = write_csv(tmp_path / "u.csv", COLUMNS, rows)
+    proc = start_run(sb, make_config(tmp_path, concurrency=8), data, "--workers", "2")
+    wait_for_requests(sb, proc, 200)
+    senders = [
+        c for c in children_of(proc.pid)
+        if b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()
+    ]  # fmt: skip
+    os.kill(senders[0], signal.SIGKILL)
+    out, err = finish(proc)
+    assert proc.returncode == 3, err
+    assert "Traceback" not in err
+    summary = json.loads(out)
+    assert summary["aborted"] in {"sender process 0 died", "sender process 1 died"}
+    assert summary["counts"]["ok"] + summary["counts"]["not_sent"] == n
+    # rows the dead process sent but whose answer it never passed on are not_sent (the next
+    # run sends them again): never ok without the platform's answer
+    assert summary["counts"]["ok"] <= sent(sb)
