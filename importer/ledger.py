@@ -1167,7 +1167,9 @@ class _Snapshot:
             at = _search(self.keys, keys)
             replaced[at[self.keys[at] == keys]] = True
         keep = ~replaced
-        parts = [(self.keys[keep], self.done[keep], self.ok_key[keep], self.last_pos[keep])]
+        parts: list[tuple[np.ndarray, ...]] = [
+            (self.keys[keep], self.done[keep], self.ok_key[keep], self.last_pos[keep])
+        ]
         parts.append((keys, np.full(len(keys), _FLOOR, np.int64), ok_key, last_pos))
         return self._sorted(parts, True)
 

@@ -27,7 +27,7 @@ import contextlib
 import email.utils
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -391,13 +391,14 @@ class Sender:
                     continue
                 on_result(token, await self.deliver(body))
                 continue
+            order: tuple[Hashable, ...] = keys
             if self.links is not None:
-                keys = self.links.tokens(keys)
+                order = self.links.tokens(keys)
             # Register in file order before any await, then wait for earlier rows of the same
             # customer.
-            waits = [f for k in keys if (f := self._last.get(k)) is not None]
+            waits = [f for k in order if (f := self._last.get(k)) is not None]
             done: asyncio.Future[None] = loop.create_future()
-            for k in keys:
+            for k in order:
                 self._last[k] = done
             try:
                 for f in waits:
@@ -409,7 +410,7 @@ class Sender:
                 on_result(token, await self.deliver(body))
             finally:
                 done.set_result(None)
-                for k in keys:
+                for k in order:
                     if self._last.get(k) is done:
                         del self._last[k]
 
