@@ -1284,7 +1284,9 @@ class _Utf8Stream:
         try:
             return self._raw.read(_CHUNK)
         except LoadError as exc:
-            self.error = exc
+            # kept without its traceback: the frames would hold Arrow's file object (and the
+            # block being read) alive, and ``_CsvInput.close`` waits for Arrow to let go of them
+            self.error = exc.with_traceback(None)
             return b""
 
     def _produce_utf8(self) -> tuple[bytes | memoryview, bool]:
@@ -1295,7 +1297,7 @@ class _Utf8Stream:
         try:
             got = self._raw.readinto(view[k : k + _CHUNK])
         except LoadError as exc:
-            self.error, got = exc, 0
+            self.error, got = exc.with_traceback(None), 0  # no frames kept (see _raw_read)
         end = k + got
         final = got == 0
         cut = end if final else _utf8_cut(scratch, end)
