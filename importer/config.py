@@ -595,7 +595,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._nodes = 0  # expanded nodes composed so far
         self._size: dict[int, int] = {}  # id(node) -> its expanded size, once complete
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             node = super().compose_node(parent, index)
