@@ -38,3 +38,15 @@ def test_readme_links_resolve() -> None:
     assert links
     for link in links:
         assert (ROOT / link).exists(), link
+
+
+def test_every_test_docs_reliability_cites_exists() -> None:
+    # docs/reliability.md says which test proves each claim: a renamed or deleted test must
+    # not leave the page citing a proof that no longer runs
+    text = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    cited = set(re.findall(r"(?<![\w/])(test_[a-z0-9_]+)(?![\w.])", text))
+    assert len(cited) > 50
+    defined: set[str] = set()
+    for path in (ROOT / "tests").glob("test_*.py"):
+        defined |= set(re.findall(r"^def (test_\w+)", path.read_text(encoding="utf-8"), re.M))
+    assert sorted(cited - defined) == []
