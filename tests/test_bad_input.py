@@ -15,11 +15,9 @@ import base64
 import csv
 import gzip
 import json
-import os
 import random
 import struct
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,10 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pqe
 import pytest
+from clirun import dmimport
 
 from importer.sandbox import Sandbox
-
-DMIMPORT = Path(sys.executable).with_name("dmimport")
 
 HEADER = "手机号,邮箱,姓名,年龄\n"
 GOOD1 = "13800000001,a@b.cn,张三,31\n"
@@ -54,19 +51,6 @@ columns:
   username: name
   age: {from: age, type: integer}
 """
-
-
-def dmimport(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> Any:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [str(DMIMPORT), *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-        timeout=120,
-    )
 
 
 class Outcome:

@@ -10,19 +10,16 @@ import csv
 import json
 import os
 import random
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import dmimport
 
 from importer.loader import InputOptions, iter_batches, open_source
 from importer.pipeline import run
 from importer.sandbox import Sandbox
-
-DMIMPORT = Path(sys.executable).with_name("dmimport")
 
 CONFIG = """
 job: {kind: user, primary_keys: [phone]}
@@ -42,19 +39,6 @@ GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英�
 
 def names(n: int) -> list[str]:
     return [SURNAMES[i % len(SURNAMES)] + GIVEN[(i * 7) % len(GIVEN)] for i in range(n)]
-
-
-def dmimport(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> Any:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [str(DMIMPORT), *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-        timeout=120,
-    )
 
 
 def results(summary: Any) -> dict[int, dict[str, str]]:
