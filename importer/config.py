@@ -84,8 +84,12 @@ def is_secret_key(name: str) -> bool:
 
 
 def _problem(message: str, hint: str | None = None) -> PydanticCustomError:
-    """A validator error that keeps its own message and hint through pydantic."""
-    return PydanticCustomError("dmimport", "{message}", {"message": message, "hint": hint})
+    """A validator error that keeps its own message and hint through pydantic. A value quoted
+    in them has its lone surrogates escaped: pydantic cannot render them (UnicodeEncodeError)."""
+    hint = None if hint is None else _escaped(hint)
+    return PydanticCustomError(
+        "dmimport", "{message}", {"message": _escaped(message), "hint": hint}
+    )
 
 
 def _did_you_mean(word: str, choices: Iterator[str] | list[str] | set[str]) -> str | None:
@@ -964,6 +968,8 @@ def _constant_problems(data: Mapping[str, Any]) -> list[tuple[tuple[str, ...], s
         return []
     specs: dict[str, ColumnSpec] = {}
     for name, raw in columns.items():
+        if _text_problems(raw):
+            continue  # a lone surrogate is reported already; the converters cannot take it
         try:
             specs[str(name)] = ColumnSpec.model_validate(raw)
         except ValidationError:

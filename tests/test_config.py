@@ -352,6 +352,49 @@ def test_lone_surrogate_is_refused_by_check_config_preview_and_run(tmp_path: Pat
     assert str(only(problems_of(tmp_path, (tmp_path / "job.yaml").read_text()))) == problem
 
 
+@pytest.mark.parametrize(
+    ("line", "path", "extra"),
+    [
+        # a validator quoting the value in its message: pydantic could not render it
+        (
+            'job: {name: "q\\uDFAA", kind: user, primary_keys: [phone]}',
+            "job.name",
+            "job.name (line 1): job name 'q\\udfaa' is not usable as a directory name -- "
+            "use letters, digits, '.', '_' or '-'",
+        ),
+        # a constant run through the mapper's converters, which Arrow could not take
+        ("  name: {value: '\\uD83D'}", "columns.name.value", None),
+        ("  name: {from: n, default: 'x\\uD83D'}", "columns.name.default", None),
+    ],
+    ids=["job.name", "value", "default"],
+)
+def test_lone_surrogate_in_job_name_value_or_default_is_refused_not_a_crash(
+    tmp_path: Path, line: str, path: str, extra: str | None
+) -> None:
+    # Found next to issue 11 #23: only `from:` was covered; these exited 5 with
+    # "internal error: UnicodeEncodeError" from check-config, preview and run.
+    text = "job: {kind: user, primary_keys: [phone]}\ncolumns:\n  phone: {from: phone}\n"
+    if line.startswith("job:"):
+        text = text.replace(text.splitlines()[0], line)
+    else:
+        text += line.replace("'", '"') + "\n"
+    char = "\\udfaa" if "DFAA" in line else "\\ud83d"
+    number = 1 if line.startswith("job:") else 4
+    surrogate = (
+        f"{path} (line {number}): not valid Unicode text: holds a lone surrogate ({char}) -- "
+        "a \\uD800-\\uDFFF escape is half of a pair; write the character itself"
+    )
+    assert [str(p) for p in problems_of(tmp_path, text)] == [*filter(None, [extra]), surrogate]
+    (tmp_path / "c.csv").write_text("phone,n\n13800000000,a\n", encoding="utf-8")
+    for command in (["check-config", "job.yaml"], ["preview", "job.yaml", "c.csv"]):
+        proc = subprocess.run(
+            [str(DMIMPORT), *command], capture_output=True, text=True, cwd=tmp_path, timeout=60
+        )
+        assert proc.returncode == 2, (command, proc.stderr)
+        assert proc.stderr.startswith(f"error: invalid config job.yaml:\n  {extra or surrogate}\n")
+        assert "internal error" not in proc.stderr
+
+
 def test_lone_surrogate_in_a_key_or_an_override_is_named(tmp_path: Path) -> None:
     text = 'job: {kind: user, primary_keys: [phone]}\ncolumns:\n  phone: a\n  "x\\ud800": b\n'
     assert [str(p) for p in problems_of(tmp_path, text)] == [
