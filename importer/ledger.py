@@ -927,6 +927,34 @@ class Ledger:
             picked[(file, line)] = (file, line, identity, status)
         return [picked[k] for k in sorted(picked)]
 
+    def delivered_positions(
+        self, job: str, run_id: str, identities: Sequence[str]
+    ) -> dict[str, int]:
+        """For each of ``identities`` that ``run_id`` delivered (the platform answered ok),
+        the position of the last row of it the run delivered, as far as the ledger knows:
+        the run's journal if it was not folded yet, else ``rows`` while the run is still the
+        identity's last. ``dmimport retry`` uses it not to send again a row a later row of its
+        customer overrode."""
+        unique = list(dict.fromkeys(i for i in identities if i))
+        found: dict[str, int] = {}
+        size = max(1, self._chunk - 2)
+        for start in range(0, len(unique), size):
+            chunk = unique[start : start + size]
+            marks = ",".join("?" * len(chunk))
+            for identity, pos in self._conn.execute(
+                "SELECT identity, MAX(pos) FROM run_rows WHERE run_id = ? AND status = 'ok' "
+                f"AND identity IN ({marks}) GROUP BY identity",
+                (run_id, *chunk),
+            ):
+                found[identity] = max(pos, found.get(identity, pos))
+            for identity, pos in self._conn.execute(
+                "SELECT identity, last_pos FROM rows WHERE job = ? AND last_run_id = ? "
+                f"AND last_status = 'ok' AND identity IN ({marks})",
+                (job, run_id, *chunk),
+            ):
+                found[identity] = max(pos, found.get(identity, pos))
+        return found
+
     # -- locks ---------------------------------------------------------------------------------
     def lock_path(self, job: str) -> Path:
         """The sidecar file ``<ledger>.<job>.lock`` that ``lock(job)`` flocks."""

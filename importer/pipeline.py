@@ -1522,7 +1522,11 @@ def retry(
     """Re-send only the rows that ended ``failed`` or ``not_sent`` in a run, read back from
     their source files. ``run_or_results`` is a run id from the ledger or a results file."""
     cfg, config_path = _load(config, overrides)
-    wanted: dict[Path, set[int]] = {}
+    # (file, line, identity) of the rows to send again, and per identity the place of the
+    # last row of it the run delivered: a failed row that a later row of its customer
+    # overrode on the platform is not sent again (it would put the older values back)
+    todo: list[tuple[str, int, str]] = []
+    delivered: dict[str, tuple[int, str, int]] = {}
     candidate = Path(run_or_results)
     if candidate.suffix in (".csv", ".jsonl") and candidate.exists():
         import csv as _csv
@@ -1533,21 +1537,71 @@ def retry(
                 records: Iterator[dict[str, Any]] = _csv.DictReader(fh)
             else:
                 records = (_json.loads(line) for line in fh if line.strip())
+            seen: list[tuple[str, int, str, str]] = []
             for rec in records:
-                if rec["status"] in ("failed", "not_sent"):
-                    wanted.setdefault(Path(str(rec["file"]).lstrip("'")), set()).add(
-                        int(rec["line"])
-                    )
+                file = str(rec["file"])
+                if candidate.suffix == ".csv":
+                    file = file.removeprefix("'")
+                seen.append((file, int(rec["line"]), str(rec.get("identity") or ""), rec["status"]))
+        # a run reads its files in the order of their paths (``expand_inputs``)
+        order = {f: i for i, f in enumerate(sorted({str(Path(f)) for f, *_ in seen}))}
+        for file, line, identity, status in seen:
+            if status in ("failed", "not_sent"):
+                todo.append((file, line, identity))
+            elif status in ("ok", "skipped", "unchanged") and identity:
+                at = ((order[str(Path(file))] << 40) + line, file, line)
+                if at > delivered.get(identity, (-1, "", 0)):
+                    delivered[identity] = at
+        position = {f: i << 40 for f, i in order.items()}
     else:
         ledger = _ledger_for(cfg, report_dir)
         try:
             rows = ledger.failed_rows(str(run_or_results))
+            todo = [(f, ln, ident) for f, ln, ident, st in rows if st in ("failed", "not_sent")]
+            record = next(
+                (r for r in ledger.runs(None, limit=-1) if r.run_id == run_or_results), None
+            )
+            position = {}
+            if record is not None and cfg.kind == "user":
+                places = {Path(f["path"]).resolve(): i for i, f in enumerate(record.files)}
+                names = {i: str(f["path"]) for i, f in enumerate(record.files)}
+                for file in {f for f, _, _ in todo}:
+                    if Path(file).resolve() in places:
+                        position[str(Path(file))] = places[Path(file).resolve()] << 40
+                        names[places[Path(file).resolve()]] = file
+                found = ledger.delivered_positions(
+                    record.job, record.run_id, [i for _, _, i in todo]
+                )
+                delivered = {
+                    i: (pos, names.get(pos >> 40, ""), pos & ((1 << 40) - 1))
+                    for i, pos in found.items()
+                }
         finally:
             ledger.close()
-        for file, line, _identity, status in rows:
-            if status in ("failed", "not_sent"):
-                wanted.setdefault(Path(file), set()).add(int(line))
+    wanted: dict[Path, set[int]] = {}
+    superseded: list[str] = []
+    for file, line, identity in todo:
+        base = position.get(str(Path(file))) if cfg.kind == "user" else None
+        later = delivered.get(identity) if base is not None else None
+        if later is not None and base is not None and later[0] > base + line:
+            where = f"{later[1]}:{later[2]}" if later[1] else f"line {later[2]}"
+            superseded.append(f"{file}:{line} (by {where})")
+            continue
+        wanted.setdefault(Path(file), set()).add(line)
+    if superseded:
+        log.warning(
+            "not sent again: %d row(s) of %s whose customer's later row was delivered "
+            "(sending it would put the older values back): %s",
+            len(superseded),
+            run_or_results,
+            ", ".join(superseded[:5]) + (", ..." if len(superseded) > 5 else ""),
+        )
     if not wanted:
+        if superseded:
+            raise DmImportError(
+                f"nothing to retry: every failed or not_sent row of {run_or_results} was "
+                "overridden by a later row of its customer that was delivered"
+            )
         raise DmImportError(f"nothing to retry: {run_or_results} has no failed or not_sent rows")
     return Run(
         cfg,

@@ -137,6 +137,53 @@ def test_retry_resends_only_failed_rows_by_run_id_and_by_results_file(
     assert runs[1].counts["failed"] == failed
 
 
+@pytest.mark.parametrize("by", ["run_id", "results"])
+def test_retry_never_sends_a_row_a_later_delivered_row_of_its_customer_overrode(
+    fresh_sandbox: Callable[..., Sandbox],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    by: str,
+) -> None:
+    # 400 customers, every second one again further down with newer values; 40% 503s and
+    # one attempt: some customers' first row failed while their later row got through.
+    # Re-sending the failed first row would put the older values back on the platform.
+    sb = fresh_sandbox(faults=Faults(seed=5, http_503=0.4))
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    cfg = make_config(tmp_path, USERS, attempts=1)
+    data = tmp_path / "u.csv"
+    rows = users_file(data, 400, dup_every=2)
+    ov = {"target.base_url": sb.url}
+    first = run(cfg, [data], overrides=ov)
+    with open(str(first.results_path), encoding="utf-8", newline="") as fh:
+        by_line = {int(r["line"]): r for r in csv.DictReader(fh)}
+    overridden = [
+        f"{data}:{2 + i}"
+        for i in range(0, 400, 2)
+        if by_line[2 + i]["status"] == "failed" and by_line[402 + i // 2]["status"] == "ok"
+    ]
+    assert overridden and first.exit_code == 1
+
+    sb.set_faults(Faults())
+    target = first.run_id if by == "run_id" else first.results_path
+    with caplog.at_level("WARNING", logger="importer"):
+        again = retry(cfg, target, overrides=ov)  # type: ignore[arg-type]
+    assert again.rows == first.counts["failed"] - len(overridden)
+    assert again.counts["ok"] == again.rows and again.exit_code == 0
+    warned = [r.getMessage() for r in caplog.records if "not sent again" in r.getMessage()]
+    assert len(warned) == 1
+    assert warned[0].startswith(
+        f"not sent again: {len(overridden)} row(s) of {target} whose customer's later row was "
+        "delivered (sending it would put the older values back): "
+        f"{overridden[0]} (by {data}:{402 + (int(overridden[0].rsplit(':', 1)[1]) - 2) // 2})"
+    )
+    last: dict[str, str] = {}
+    for r in rows:
+        last[r[0]] = r[2]
+    stored = {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}
+    assert stored == last
+
+
 def test_a_second_run_of_the_same_job_is_refused_while_one_holds_the_lock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
