@@ -501,6 +501,7 @@ def _detect_encoding(path: Path, sample: bytes, at_eof: bool) -> tuple[str, str]
     if not at_eof and len(lines) > 1:
         lines.pop()  # cut short by the end of the sample
     utf8 = ambiguous = other = chars = common = 0
+    seen: set[str] = set()  # the distinct characters a GB18030 reading gives
     first_bad: tuple[int, int, int] | None = None  # byte, offset, line
     offset = 0
     for number, line in enumerate(lines, 1):
@@ -514,19 +515,30 @@ def _detect_encoding(path: Path, sample: bytes, at_eof: bool) -> tuple[str, str]
             other += 1
             if first_bad is None:
                 first_bad = (line[exc.start], start + exc.start, number)
-            n, c = _gb_common(line)
+            n, c = _gb_common(line, seen)
             chars, common = chars + n, common + c
             continue
-        n, c = _gb_common(line)
+        found: set[str] = set()
+        n, c = _gb_common(line, found)
         if n and c == n:
             ambiguous += 1  # valid both ways: no evidence for either
             chars, common = chars + n, common + c
+            seen |= found
         else:
             utf8 += 1
     if first_bad is None:  # the sample ends inside a character: valid as far as it goes
         return "utf-8", "detected: valid UTF-8"
     if utf8 == 0 and ambiguous * _GB_CHANCE_UTF8 <= other and common >= _GB_COMMON_SHARE * chars:
         share = 100 * common // chars
+        if _looks_korean(seen):
+            byte, where, number = first_bad
+            raise LoadError(
+                f"{path}: cannot tell the encoding: byte 0x{byte:02x} on line {number} (offset "
+                f"{where}) is not UTF-8, and read as GB18030 every Chinese character would "
+                "fall in the rows where EUC-KR puts Korean Hangul: this looks like Korean "
+                "text; set input.encoding to the encoding it was written in (cp949 or euc-kr "
+                "for Korean, gb18030 if it really is Chinese)"
+            )
         return "gb18030", f"detected: GB18030 (no UTF-8 text; {share}% common Chinese characters)"
     if utf8 + ambiguous > other:
         return "utf-8", (
@@ -543,22 +555,40 @@ def _detect_encoding(path: Path, sample: bytes, at_eof: bool) -> tuple[str, str]
     )
 
 
-def _gb_common(line: bytes) -> tuple[int, int]:
+def _gb_common(line: bytes, seen: set[str]) -> tuple[int, int]:
     """How many non-ASCII characters ``line`` holds read as GB18030, and how many of them are
     common Chinese: in the GB2312 area of GBK (the 6,763 everyday hanzi, CJK punctuation,
-    fullwidth forms). Undecodable bytes count as characters that are not common."""
+    fullwidth forms; not its Japanese kana, which EUC-JP and EUC-KR text give). Undecodable
+    bytes count as characters that are not common. The characters are added to ``seen``."""
     text = line.decode("gb18030", errors="replace")
     wide = _ASCII_RUNS.sub("", text)
+    seen.update(wide)
     return len(wide), len(wide) - len(wide.translate(_common_chinese()))
+
+
+# EUC-KR (and CP949, Korean Excel's encoding) puts the 2,350 Hangul syllables at lead bytes
+# B0-C8, where GB2312 has its hanzi of pinyin a to r: Korean read as GB18030 is all common
+# Chinese ('김민준' -> '辫刮霖'). Chinese text of this many distinct hanzi has some from rows
+# C9-F7 (pinyin s to z, and the second level: 是, 王, 张, 中 ...): about 2 in 5 of the hanzi
+# of Chinese names are there, so 20 distinct hanzi all below C9 is about 1 file in 25,000.
+_KOREAN_DISTINCT = 20
+
+
+def _looks_korean(chars: set[str]) -> bool:
+    """True if the hanzi of a GB18030 reading are many and all in EUC-KR's Hangul rows."""
+    common = _common_chinese()
+    leads = [c.encode("gb18030")[0] for c in chars if ord(c) in common]
+    hanzi = [lead for lead in leads if lead >= 0xB0]
+    return len(hanzi) >= _KOREAN_DISTINCT and max(hanzi) <= 0xC8
 
 
 @functools.cache
 def _common_chinese() -> dict[int, None]:
     """``str.translate`` table deleting the characters GBK encodes in its GB2312 area (lead
-    byte A1-A9 or B0-F7, trail A1-FE), as GB18030 decodes them (A1A4 is U+00B7 '·', as in
-    Uyghur names, where Python's gb2312 codec has U+30FB)."""
+    byte A1-A9 but the kana rows A4 and A5, or B0-F7, trail A1-FE), as GB18030 decodes them
+    (A1A4 is U+00B7 '·', as in Uyghur names, where Python's gb2312 codec has U+30FB)."""
     table: dict[int, None] = {}
-    for lead in (*range(0xA1, 0xAA), *range(0xB0, 0xF8)):
+    for lead in (0xA1, 0xA2, 0xA3, *range(0xA6, 0xAA), *range(0xB0, 0xF8)):  # A4, A5: kana
         for trail in range(0xA1, 0xFF):
             char = bytes((lead, trail)).decode("gb18030", errors="replace")
             if not "\ue000" <= char <= "\uf8ff" and char != "\ufffd":  # unassigned cells

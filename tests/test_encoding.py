@@ -119,6 +119,71 @@ def test_a_gb18030_excel_export_is_still_gb18030(tmp_path: Path) -> None:
     assert got == [{"手机号": p, "姓名": n, "地址": a} for p, n, a in rows]
 
 
+# Korean (EUC-KR, and CP949 as Korean Excel saves it) puts Hangul where GB2312 has hanzi:
+# read as GB18030 it is 100% common Chinese ('김민준' -> '辫刮霖'). Japanese in EUC-JP gives
+# GB2312's kana rows as they are and its kanji as other hanzi ('山田' -> '怀拍').
+KOREAN = ["김민준", "이서연", "박지훈", "최수아", "정우진", "강하은", "조현우", "윤지민", "장서준"]
+JAPANESE = ["山田太郎", "さとう はなこ", "たなか", "鈴木一郎", "やまもと", "カタカナ", "東京都"]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "people", "reason"),
+    [
+        (
+            "euc-kr",
+            KOREAN,
+            "and read as GB18030 every Chinese character would fall in the rows where EUC-KR "
+            "puts Korean Hangul: this looks like Korean text; set input.encoding to the "
+            "encoding it was written in (cp949 or euc-kr for Korean, gb18030 if it really is "
+            "Chinese)",
+        ),
+        (
+            "euc-jp",
+            JAPANESE,
+            "and the file is not GB18030 Chinese either; set input.encoding to the encoding it "
+            "was written in (e.g. input.encoding: latin-1 for Western European text, or "
+            "gb18030, big5, shift_jis), or input.encoding: utf-8 to reject the lines that are "
+            "not UTF-8",
+        ),
+    ],
+)
+def test_korean_or_japanese_text_is_refused_not_read_as_gb18030(
+    tmp_path: Path, encoding: str, people: list[str], reason: str
+) -> None:
+    # Found next to issue 11 #1: both were read as GB18030, every name stored as Chinese
+    # mojibake ('辫刮霖' for '김민준'), all rows valid, exit 0.
+    text = "phone,name\n" + "".join(
+        f"1360000{i:04d},{people[i % len(people)]}\n" for i in range(50)
+    )
+    (tmp_path / "c.csv").write_bytes(text.encode(encoding))
+    (tmp_path / "job.yaml").write_text(CONFIG, encoding="utf-8")
+    proc = dmimport("validate", "job.yaml", "c.csv", "--report-dir", "rep", cwd=tmp_path)
+    byte = people[0].encode(encoding)[0]
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == (
+        f"error: c.csv: cannot tell the encoding: byte 0x{byte:02x} on line 2 (offset 23) is "
+        f"not UTF-8, {reason}\n"
+    )
+    # declared, the names are read as written
+    declared = CONFIG + f"input: {{encoding: {encoding}}}\n"
+    source = open_source(tmp_path / "c.csv", InputOptions(encoding=encoding))
+    got = [
+        r["name"] for b in iter_batches(source, InputOptions(), None) for r in b.table.to_pylist()
+    ]
+    assert got == [people[i % len(people)] for i in range(50)]
+    (tmp_path / "job.yaml").write_text(declared, encoding="utf-8")
+    proc = dmimport("validate", "job.yaml", "c.csv", "--report-dir", "rep", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_chinese_names_of_many_distinct_hanzi_are_still_gb18030(tmp_path: Path) -> None:
+    # the Korean check needs 20 distinct hanzi all in rows B0-C8; Chinese names have some above
+    text = "手机号,姓名\r\n" + "".join(f"1390000{i:04d},{n}\r\n" for i, n in enumerate(names(40)))
+    path = tmp_path / "export.csv"
+    path.write_bytes(text.encode("gb18030"))
+    assert open_source(path, InputOptions()).encoding == "gb18030"
+
+
 LATIN1 = "id,name\n" + "".join(f"{i},Smith{i}\n" for i in range(1, 50))
 LATIN1 += "50,Õakman\n" + "".join(f"{i},Jones{i}\n" for i in range(51, 101))
 
