@@ -568,14 +568,25 @@ class Run:
         config_sha = _config_hash(self.config, self.config_path)
         use_ledger = not self.dry_run and self.config.state.enabled and not self.config.target.debug
         lock: Any = contextlib.nullcontext()
-        if use_ledger:
-            adopt_old_ledger(self.config, self.report_root)
-            self.ledger = Ledger(self.ledger_path())
-            lock = self.ledger.lock(job)
-        with lock, self._signal_handlers():
-            return self._run_locked(
-                secret, job, run_id, run_dir, t0, started, mode, files, config_sha
-            )
+        try:
+            if use_ledger:
+                adopt_old_ledger(self.config, self.report_root)
+                self.ledger = Ledger(self.ledger_path())
+                lock = self.ledger.lock(job)
+            with lock, self._signal_handlers():
+                return self._run_locked(
+                    secret, job, run_id, run_dir, t0, started, mode, files, config_sha
+                )
+        except DiskFullError as exc:
+            if not use_ledger or self.run_info is not None:
+                raise
+            # the ledger could not be created or the run not recorded: nothing was sent
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+            raise DiskFullError(
+                exc.path,
+                f"{exc}: nothing was sent; free space, then run the same command again",
+            ) from None
 
     def _run_locked(
         self,

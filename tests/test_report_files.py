@@ -3,6 +3,7 @@ input whatever the inputs are called (issue 11 #4)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -338,6 +339,27 @@ def test_a_full_report_disk_stops_the_run_with_exit_6_and_it_resumes(
     assert resumed["resumed_from"] == record.run_id
     assert (resumed["counts"]["skipped"], resumed["counts"]["ok"]) == (sent, n - sent)
     assert _stored(sb) == {f"0177{i:07d}": f"v1-{i}" for i in range(n)}
+
+
+def test_no_room_for_a_new_ledger_exits_6_saying_nothing_was_sent(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, tmpfs: Callable[..., Path]
+) -> None:
+    sb = fresh_sandbox()
+    disk = tmpfs("state", "64k")
+    with open(disk / "filler", "wb", buffering=0) as fh, contextlib.suppress(OSError):
+        while True:  # the disk fills up, the ledger's file can still be created (empty)
+            fh.write(b"\0" * 4096)
+    state = disk / "state.db"
+    reports = tmp_path / "reports"
+    cfg = _full_job(tmp_path, reports, state)
+    data = _people(tmp_path / "people.csv", 10)
+    out = _run_cli("run", cfg, data, "--base-url", sb.url, "-q", secret=sb.secret)
+    assert out.returncode == 6
+    assert out.stderr == (
+        f"error: no space left on device writing the ledger {state}: nothing was sent; "
+        "free space, then run the same command again\n"
+    )
+    assert sb.customers() == [] and list(reports.iterdir()) == []  # no empty run folder
 
 
 def test_validate_on_a_full_report_disk_exits_6_in_one_line(
