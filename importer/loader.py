@@ -356,7 +356,9 @@ def open_source(path: Path, options: InputOptions) -> Source:
     if compressed:
         if head[:2] != b"\x1f\x8b":
             raise LoadError(f"{path}: the name ends in .gz but the file is not gzip-compressed")
-        sample, at_eof = _check_gzip(path, options.max_decompressed_bytes)
+        sample, at_eof, later = _check_gzip(
+            path, options.max_decompressed_bytes, options.encoding == "auto"
+        )
         if not sample:
             raise LoadError(f"{path}: file is empty (after decompression)")
     else:
@@ -366,6 +368,7 @@ def open_source(path: Path, options: InputOptions) -> Source:
                 f"rename it to {path.name}.gz"
             )
         sample, at_eof = _read_sample(path)
+        later = None
 
     if fmt == "parquet":
         return _open_parquet(path, sample)
@@ -377,7 +380,12 @@ def open_source(path: Path, options: InputOptions) -> Source:
     for magic, what in _MAGIC:
         if sample.startswith(magic):
             raise LoadError(f"{path}: this is {what}, not a {fmt.upper()} text file")
-    encoding, why = _resolve_encoding(path, sample, at_eof, options.encoding)
+    # a first MiB of ASCII is no evidence: look on to the first bytes that are not ASCII
+    ascii_so_far = not (compressed or at_eof) and sample.isascii()
+    if ascii_so_far and options.encoding == "auto":
+        with _RawInput(path, compressed=False, limit=0) as raw:
+            later = _non_ascii_sample(raw)
+    encoding, why = _resolve_encoding(path, sample, at_eof, options.encoding, later)
     text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(sample, final=at_eof)
     text = text.removeprefix("\ufeff")
     if fmt == "csv":
@@ -447,19 +455,54 @@ def _read_sample(path: Path) -> tuple[bytes, bool]:
     return sample[:_SAMPLE], len(sample) <= _SAMPLE
 
 
-def _check_gzip(path: Path, limit: int) -> tuple[bytes, bool]:
+def _check_gzip(
+    path: Path, limit: int, detect: bool
+) -> tuple[bytes, bool, tuple[bytes, bool, int, int] | None]:
     """Decompress the whole file once, before anything is sent: a truncated or corrupt file,
-    or one that decompresses past ``limit``, is refused now rather than half-way through."""
+    or one that decompresses past ``limit``, is refused now rather than half-way through.
+    With ``detect``, a first MiB of ASCII is followed by ``_non_ascii_sample``'s answer."""
+    later = None
     with _RawInput(path, compressed=True, limit=limit) as raw:
         sample = raw.read(_SAMPLE + 1)
         at_eof = len(sample) <= _SAMPLE
+        if detect and not at_eof and sample.isascii():
+            later = _non_ascii_sample(raw, sample)
         while raw.read(_CHUNK):
             pass
-    return sample[:_SAMPLE], at_eof
+    return sample[:_SAMPLE], at_eof, later
 
 
-def _resolve_encoding(path: Path, sample: bytes, at_eof: bool, requested: str) -> tuple[str, str]:
-    """The encoding to read ``path`` with, and why (for the summary)."""
+def _non_ascii_sample(raw: _RawInput, data: bytes = b"") -> tuple[bytes, bool, int, int] | None:
+    """For a file whose first MiB is ASCII: from the start of the line holding its first
+    non-ASCII byte, up to ``_SAMPLE`` bytes, whether they reach the end of the file, and that
+    line's number and offset. None if the whole file is ASCII. ``data``: what was read of
+    ``raw`` so far, from its start."""
+    line, offset, carry = 1, 0, b""  # carry: the start of the line the chunk continues
+    while data or (data := raw.read(_CHUNK)):
+        data, chunk = carry + data, b""
+        if data.isascii():
+            cut = data.rfind(b"\n") + 1
+            line, offset, carry = line + data.count(b"\n"), offset + cut, data[cut:]
+            carry, data = carry[-_SAMPLE:], chunk  # a line longer than that is cut short
+            continue
+        first = len(data) - len(data.lstrip(bytes(range(0x80))))
+        start = data.rfind(b"\n", 0, first) + 1
+        line, offset, data = line + data.count(b"\n", 0, start), offset + start, data[start:]
+        while len(data) <= _SAMPLE and (more := raw.read(_CHUNK)):
+            data += more
+        return data[:_SAMPLE], len(data) <= _SAMPLE, line, offset
+    return None
+
+
+def _resolve_encoding(
+    path: Path,
+    sample: bytes,
+    at_eof: bool,
+    requested: str,
+    later: tuple[bytes, bool, int, int] | None = None,
+) -> tuple[str, str]:
+    """The encoding to read ``path`` with, and why (for the summary). ``later``: for a file
+    whose ``sample`` is ASCII, the bytes from its first non-ASCII line (``_non_ascii_sample``)."""
     if requested != "auto":
         name = codecs.lookup(requested).name
         if _ascii_compatible(name):
@@ -471,6 +514,8 @@ def _resolve_encoding(path: Path, sample: bytes, at_eof: bool, requested: str) -
         if sample.startswith(bom):
             return name, "detected: byte-order mark"
     _refuse_binary(path, sample)
+    if later is not None:
+        return _detect_encoding(path, *later)
     return _detect_encoding(path, sample, at_eof)
 
 
@@ -484,8 +529,11 @@ _GB_COMMON_SHARE = 0.9
 _GB_CHANCE_UTF8 = 20
 
 
-def _detect_encoding(path: Path, sample: bytes, at_eof: bool) -> tuple[str, str]:
-    """UTF-8 or GB18030, judged line by line over the first MiB; refuse when neither holds.
+def _detect_encoding(
+    path: Path, sample: bytes, at_eof: bool, first_line: int = 1, first_offset: int = 0
+) -> tuple[str, str]:
+    """UTF-8 or GB18030, judged line by line over ``sample`` (the first MiB, or a MiB from the
+    first line that is not ASCII, its number and offset given); refuse when neither holds.
 
     UTF-8 when the lines holding non-ASCII bytes are mostly valid UTF-8 (the others become
     bad records when read); GB18030 only when no line reads as UTF-8 text and the text is
@@ -504,7 +552,7 @@ def _detect_encoding(path: Path, sample: bytes, at_eof: bool) -> tuple[str, str]
     seen: set[str] = set()  # the distinct characters a GB18030 reading gives
     first_bad: tuple[int, int, int] | None = None  # byte, offset, line
     offset = 0
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(lines, first_line):
         start, offset = offset, offset + len(line) + 1
         if line.isascii():
             continue
@@ -514,7 +562,7 @@ def _detect_encoding(path: Path, sample: bytes, at_eof: bool) -> tuple[str, str]
         except UnicodeDecodeError as exc:
             other += 1
             if first_bad is None:
-                first_bad = (line[exc.start], start + exc.start, number)
+                first_bad = (line[exc.start], first_offset + start + exc.start, number)
             n, c = _gb_common(line, seen)
             chars, common = chars + n, common + c
             continue

@@ -7,6 +7,7 @@ Also: what a directory input skips (named pipes, devices, symbolic link loops) i
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import os
 import random
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from clirun import dmimport
 
+from importer.errors import LoadError
 from importer.loader import InputOptions, iter_batches, open_source
 from importer.pipeline import run
 from importer.sandbox import Sandbox
@@ -182,6 +184,55 @@ def test_chinese_names_of_many_distinct_hanzi_are_still_gb18030(tmp_path: Path) 
     path = tmp_path / "export.csv"
     path.write_bytes(text.encode("gb18030"))
     assert open_source(path, InputOptions()).encoding == "gb18030"
+
+
+def ascii_mib(header: str) -> tuple[str, int]:
+    """A header and over 1 MiB of ASCII rows (the part detection used to look at), and the
+    number of the next line."""
+    rows = [f"1{i:010d},Pinyin Name {i}\n" for i in range(40_000)]
+    return header + "".join(rows), len(rows) + 2
+
+
+def test_chinese_after_a_first_mib_of_ascii_is_read_as_gb18030(tmp_path: Path) -> None:
+    # Found next to issue 11 #1: the first MiB was ASCII, so "valid UTF-8"; every Chinese row
+    # after it was rejected, except those whose GBK bytes are valid UTF-8 by chance, which
+    # were stored as mojibake ('郑十' -> '֣ʮ').
+    head, first = ascii_mib("phone,name\r\n")
+    chinese = [*names(300), "郑十"]
+    text = head + "".join(f"1390000{i:04d},{n}\r\n" for i, n in enumerate(chinese))
+    path = tmp_path / "export.csv"
+    path.write_bytes(text.encode("gb18030"))
+    source = open_source(path, InputOptions())
+    assert (source.encoding, source.encoding_reason) == (
+        "gb18030",
+        "detected: GB18030 (no UTF-8 text; 100% common Chinese characters)",
+    )
+    got = [
+        r["name"] for b in iter_batches(source, InputOptions(), None) for r in b.table.to_pylist()
+    ]
+    assert got[first - 2 :] == chinese
+    # the same after gzip, and a file of ASCII alone is still plain UTF-8
+    (tmp_path / "export.csv.gz").write_bytes(gzip.compress(path.read_bytes()))
+    assert open_source(tmp_path / "export.csv.gz", InputOptions()).encoding == "gb18030"
+    (tmp_path / "ascii.csv").write_text(head, encoding="ascii")
+    assert open_source(tmp_path / "ascii.csv", InputOptions()).encoding_reason == (
+        "detected: valid UTF-8"
+    )
+
+
+def test_latin1_after_a_first_mib_of_ascii_is_refused_naming_its_line(tmp_path: Path) -> None:
+    head, first = ascii_mib("phone,name\n")
+    path = tmp_path / "c.csv"
+    path.write_bytes((head + "19999999999,Õakman\n").encode("latin-1"))
+    with pytest.raises(LoadError) as info:
+        open_source(path, InputOptions())
+    assert str(info.value) == (
+        f"{path}: cannot tell the encoding: byte 0xd5 on line {first} (offset {len(head) + 12}) "
+        "is not UTF-8, and the file is not GB18030 Chinese either; set input.encoding to the "
+        "encoding it was written in (e.g. input.encoding: latin-1 for Western European text, "
+        "or gb18030, big5, shift_jis), or input.encoding: utf-8 to reject the lines that are "
+        "not UTF-8"
+    )
 
 
 LATIN1 = "id,name\n" + "".join(f"{i},Smith{i}\n" for i in range(1, 50))
