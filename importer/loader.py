@@ -297,7 +297,8 @@ def _regular_files(
     for p in candidates:
         if p.is_file():
             files.append(p)
-        elif not (p.is_dir() and not subfolders):  # a pattern may name folders on its way
+        elif subfolders or not p.is_dir() or _known_extension(p):
+            # a pattern may name folders on its way (data/*), but data/*.csv names x.csv/
             skipped.append((p, _not_regular(p)))
     return files
 

@@ -19,7 +19,7 @@ import pytest
 from clirun import dmimport
 
 from importer.errors import LoadError
-from importer.loader import InputOptions, iter_batches, open_source
+from importer.loader import InputOptions, expand_inputs, iter_batches, open_source
 from importer.pipeline import run
 from importer.sandbox import Sandbox
 
@@ -375,6 +375,25 @@ def test_a_directory_input_says_what_it_skipped_and_why(tmp_path: Path) -> None:
     ]
     assert [Path(f["path"]).name for f in summary["files"]] == ["a.csv"]
     assert summary["counts"]["valid"] == 1
+
+
+def test_a_pattern_says_it_skipped_a_folder_named_like_an_input_file(tmp_path: Path) -> None:
+    # Found verifying issue 11 #19: `dmimport validate job.yaml 'in/*.csv'` left a folder
+    # in/old.csv out without a word (a directory input said it); a folder a pattern names on
+    # its way (in/*) is still passed over quietly.
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.csv").write_text("phone,name\n13800000001,王伟\n", encoding="utf-8")
+    (d / "old.csv").mkdir()
+    (d / "archive").mkdir()
+    os.mkfifo(d / "pipe.csv")
+    for pattern in (f"{d}/*.csv", f"{d}/*"):
+        skipped: list[tuple[Path, str]] = []
+        assert expand_inputs([pattern], skipped) == [d / "a.csv"]
+        assert skipped == [
+            (d / "old.csv", "a folder (subfolders are not read)"),
+            (d / "pipe.csv", "a named pipe (FIFO), not a regular file"),
+        ]
 
 
 def test_a_directory_of_nothing_but_special_files_is_refused_saying_why(tmp_path: Path) -> None:
