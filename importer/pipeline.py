@@ -1570,10 +1570,22 @@ def retry(
             rows = ledger.failed_rows(str(run_or_results))
             todo = [(f, ln, ident) for f, ln, ident, st in rows if st in ("failed", "not_sent")]
             record = next(
-                (r for r in ledger.runs(None, limit=-1) if r.run_id == run_or_results), None
+                (r for r in ledger.runs(None, limit=-1) if r.run_id == str(run_or_results)), None
             )
+            if record is None:
+                if candidate.suffix in (".csv", ".jsonl") or len(candidate.parts) > 1:
+                    raise LoadError(f"{run_or_results}: no such file or directory")
+                raise LedgerError(
+                    f"run {run_or_results} is not in the ledger {ledger.path}; "
+                    "`dmimport runs CONFIG` lists the job's runs"
+                )
+            if record.job != cfg.job_name:
+                raise LedgerError(
+                    f"run {run_or_results} is a run of job '{record.job}', not of this "
+                    f"config's job '{cfg.job_name}': retry it with that job's config"
+                )
             position = {}
-            if record is not None and cfg.kind == "user":
+            if cfg.kind == "user":
                 places = {Path(f["path"]).resolve(): i for i, f in enumerate(record.files)}
                 names = {i: str(f["path"]) for i, f in enumerate(record.files)}
                 for file in {f for f, _, _ in todo}:

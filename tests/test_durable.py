@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from csvfiles import write_csv
 
-from importer.errors import LockedError
+from importer.errors import LedgerError, LoadError, LockedError
 from importer.ledger import Ledger
 from importer.pipeline import RunSummary, list_runs, retry, run
 from importer.sandbox import Faults, Sandbox
@@ -182,6 +182,41 @@ def test_retry_never_sends_a_row_a_later_delivered_row_of_its_customer_overrode(
         last[r[0]] = r[2]
     stored = {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}
     assert stored == last
+
+
+def test_retry_of_a_run_the_ledger_does_not_hold_or_of_another_job_is_refused(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox(faults=Faults(seed=11, http_503=0.5))
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    cfg = make_config(tmp_path, USERS, attempts=1)
+    data = tmp_path / "u.csv"
+    users_file(data, 50)
+    ov = {"target.base_url": sb.url}
+    first = run(cfg, [data], overrides=ov)
+    assert first.counts["failed"] > 0
+    state = tmp_path / "state.db"
+    # a typo in the run id (was: "nothing to retry: ... has no failed or not_sent rows", exit 1)
+    with pytest.raises(LedgerError) as typo:
+        retry(cfg, "20261201T020000-abcdef", overrides=ov)
+    assert str(typo.value) == (
+        f"run 20261201T020000-abcdef is not in the ledger {state}; "
+        "`dmimport runs CONFIG` lists the job's runs"
+    )
+    assert typo.value.exit_code == 2
+    with pytest.raises(LoadError) as missing:
+        retry(cfg, "reports/x/results.csv", overrides=ov)
+    assert str(missing.value) == "reports/x/results.csv: no such file or directory"
+    # another job sharing the ledger (was: its rows re-read with this config and sent)
+    other = tmp_path / "other.yaml"
+    other.write_text(cfg.read_text().replace("name: users", "name: others"), encoding="utf-8")
+    with pytest.raises(LedgerError) as wrong:
+        retry(other, first.run_id, overrides=ov)
+    assert str(wrong.value) == (
+        f"run {first.run_id} is a run of job 'users', not of this config's job 'others': "
+        "retry it with that job's config"
+    )
+    assert sb.stats()["requests"] == first.requests  # nothing sent by the refused retries
 
 
 def test_a_second_run_of_the_same_job_is_refused_while_one_holds_the_lock(
