@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing config")
     p.add_argument("--event-name", help="the event name, for --kind event")
     p.add_argument("--sample-rows", type=int, default=1000, help="rows to look at (1000)")
+    p.add_argument(
+        "--encoding",
+        default="auto",
+        help="the file's encoding when it cannot be told (latin-1, cp949, ...); default auto",
+    )
 
     p = sub.add_parser("preview", help="show the exact bodies and local verdicts; send nothing")
     p.add_argument("config", help="job config (YAML)")
@@ -298,11 +303,29 @@ def _flushed(code: int) -> int:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
+    import codecs
+
+    from .errors import LoadError
+    from .loader import InputOptions
     from .scaffold import default_out, propose, render_proposal, write_config
 
-    proposal = propose(
-        args.file, args.kind, event_name=args.event_name, sample_rows=args.sample_rows
-    )
+    try:
+        codecs.lookup(args.encoding)
+    except LookupError:
+        if args.encoding != "auto":
+            raise UsageError(f"--encoding: unknown encoding '{args.encoding}'") from None
+    try:
+        proposal = propose(
+            args.file,
+            args.kind,
+            event_name=args.event_name,
+            sample_rows=args.sample_rows,
+            input_options=InputOptions(encoding=args.encoding),
+        )
+    except LoadError as exc:
+        if "set input.encoding" in str(exc):  # there is no config yet: say how to give it
+            raise LoadError(f"{exc} (to dmimport init: --encoding NAME)") from None
+        raise
     out = Path(args.out) if args.out else default_out(args.file)
     write_config(proposal.text, out, force=args.force)
     print(render_proposal(proposal, out))

@@ -410,3 +410,28 @@ def test_a_binary_parquet_column_that_is_not_text_is_left_out_of_the_proposal(
     config.write_text(proposal.text, encoding="utf-8")
     summary = validate(config, [path], report_dir=tmp_path / "rep")
     assert summary.exit_code == 0 and summary.counts["valid"] == n
+
+
+def test_init_takes_the_encoding_the_refusal_asks_for(tmp_path: Path) -> None:
+    # Found verifying issue 11 #1: init on a Latin-1 export said "set input.encoding", but a
+    # new user has no config yet and init had no way to take it: a dead end.
+    from clirun import dmimport
+
+    names = ["Õakman", "Müller", "Groß", "José"]
+    text = "phone,name\n" + "".join(f"1390000{i:04d},{n}\n" for i, n in enumerate(names * 5))
+    (tmp_path / "latin.csv").write_bytes(text.encode("latin-1"))
+    proc = dmimport("init", "latin.csv", "--kind", "user", cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.endswith(
+        "or input.encoding: utf-8 to reject the lines that are not UTF-8 "
+        "(to dmimport init: --encoding NAME)\n"
+    )
+    assert not (tmp_path / "latin.yaml").exists()
+    proc = dmimport("init", "latin.csv", "--kind", "user", "--encoding", "nope", cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (2, "error: --encoding: unknown encoding 'nope'\n")
+    proc = dmimport("init", "latin.csv", "--kind", "user", "--encoding", "latin-1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    config = load_config(tmp_path / "latin.yaml")
+    assert config.input.encoding == "latin-1"
+    summary = validate(tmp_path / "latin.yaml", [tmp_path / "latin.csv"], report_dir=tmp_path)
+    assert summary.counts["valid"] == 20
