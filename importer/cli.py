@@ -214,7 +214,17 @@ def render_summary(summary: Any) -> str:
         )
     lines.append(f"  report    {d['report_dir']}")
     lines.append(f"  exit code {d['exit_code']}")
-    return "\n".join(lines)
+    return "\n".join(_CONTROL.sub(_escaped, line) for line in lines)
+
+
+#: C0 and C1 control characters and DEL: a platform's message (or a file name) holding them
+#: would move the cursor, clear the screen or retitle the terminal the summary is printed on
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char, f"\\x{ord(char):02x}")
 
 
 def _encoding_lines(files: list[dict[str, Any]]) -> list[str]:

@@ -86,6 +86,11 @@ def header_problem(value: str) -> str | None:
                 "a character that cannot be sent in an HTTP header "
                 f"(U+{ord(char):04X} at position {position})"
             )
+    if value != value.strip(" "):
+        # a header value's leading and trailing spaces are not part of it (RFC 9110 5.5): the
+        # platform would check the signature with another SECRET than the one that made it
+        where = "start" if value.startswith(" ") else "end"
+        return f"a space at its {where}, which an HTTP header drops"
     return None
 
 
@@ -112,6 +117,19 @@ ERRCODE_MIN, ERRCODE_MAX = -(2**31), 2**31 - 1
 ERRMSG_MAX_CHARS = 1000
 
 
+class _Ambiguous(Exception):
+    """An object names errcode or errmsg twice (a decoder keeps either one)."""
+
+
+def _contract_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        for key in ("errcode", "errmsg"):
+            if sum(1 for k, _ in pairs if k == key) > 1:
+                raise _Ambiguous(key)
+    return obj
+
+
 def parse_response(body: bytes) -> tuple[int, str]:
     """``(errcode, errmsg)`` from a response body, or ProtocolError.
 
@@ -121,7 +139,9 @@ def parse_response(body: bytes) -> tuple[int, str]:
     ``ERRMSG_MAX_CHARS`` is cut.
     """
     try:
-        obj = json.loads(body)
+        obj = json.loads(body, object_pairs_hook=_contract_object)
+    except _Ambiguous as exc:
+        raise ProtocolError(f"response JSON has {exc.args[0]} twice") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"response is not JSON ({len(body)} bytes)") from exc
     except RecursionError:

@@ -28,7 +28,7 @@ import email.utils
 import random
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
@@ -421,6 +421,10 @@ class Sender:
         headers = auth_headers(self._secret, body, profile=self.profile)
         self.requests += 1
         outcome = await self.transport.post(self.path, body, headers)
+        if isinstance(outcome, Response) and self._secret and self._secret in outcome.errmsg:
+            # a platform (or a gateway before it) that echoes the request's headers in its
+            # message would otherwise put the SECRET in the results, the summary, the screen
+            outcome = replace(outcome, errmsg=outcome.errmsg.replace(self._secret, "****"))
         retryable = self._observe(outcome)
         if not (isinstance(outcome, TransportFailure) and outcome.stale):
             self._count_failed_request(outcome, retryable)

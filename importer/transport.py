@@ -365,6 +365,8 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, int, dict[str, 
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as exc:
         raise _Closed(bool(exc.partial)) from None
+    except asyncio.LimitOverrunError:
+        raise _Malformed(f"header section larger than {MAX_HEADER_BYTES} bytes") from None
     lines = head[:-4].decode("latin-1").split("\r\n")
     status_line = lines[0]
     # HTTP/1.x SP 3DIGIT [SP reason]
@@ -417,7 +419,10 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while True:
-        size_line = await reader.readuntil(b"\r\n")
+        try:
+            size_line = await reader.readuntil(b"\r\n")
+        except asyncio.LimitOverrunError:
+            raise _Malformed("chunk size line too long") from None
         digits = size_line[:-2].split(b";", 1)[0].strip(b" \t")
         if _CHUNK_SIZE.fullmatch(digits) is None:
             raise _Malformed("bad chunk size")

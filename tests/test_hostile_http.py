@@ -349,3 +349,71 @@ def test_the_sdk_client_gives_each_call_its_own_answer(
             out = client.user({"phone": phone})
             got[phone] = ("ok", "") if out.ok else ("failed", str(out.as_dict()["errcode"]))
     assert got == EXPECTED
+
+
+# -- issue 11 #9, #10, #18 (second pass): more hostile answers ---------------------------------
+
+SECOND_PASS_BODIES = {
+    # a gateway that echoes the request's headers in its message
+    "13800000000": contract(20003, f"rejected request: X-Secret: {SECRET}"),
+    # which errcode is meant? a decoder keeps the last one: the row would show ok
+    "13800000001": b'{"errcode":20003,"errmsg":"refused","errcode":0}',
+    # clears the screen, retitles the terminal, overwrites the summary's line
+    "13800000002": contract(20003, "bad\x1b[2J\x1b]0;pwned\x07\r   100  ok\nline 2"),
+}
+
+
+def test_more_hostile_answers_second_pass(
+    raw_server: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    def script(body: bytes) -> Answer:
+        for phone, answer in SECOND_PASS_BODIES.items():
+            if phone.encode() in body:
+                return [http(answer)], False
+        if b"13800000003" in body:  # a header section past the 64 KiB bound
+            big = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 100_000 + b"\r\n"
+            return [big + b"Content-Length: 27\r\n\r\n" + contract(0, "ok")[:27]], False
+        return [http(contract(0, "ok"))], False
+
+    server = raw_server(script)
+    code, out, err, results = run(tmp_path, server.url, 5)
+    assert code == 1, (out, err)
+    got = {phone: (r["status"], r["errcode"], r["errmsg"]) for phone, r in results.items()}
+    assert got == {
+        # the SECRET never reaches a report, whoever sends it back
+        "13800000000": ("failed", "20003", "rejected request: X-Secret: ****"),
+        "13800000001": (
+            "failed",
+            "",
+            "response JSON has errcode twice (after 2 attempts)",
+        ),
+        "13800000002": ("failed", "20003", "bad\x1b[2J\x1b]0;pwned\x07\r   100  ok\nline 2"),
+        "13800000003": (
+            "failed",
+            "",
+            "malformed HTTP response: header section larger than 65536 bytes (after 2 attempts)",
+        ),
+        "13800000004": ("ok", "", ""),
+    }
+    # on screen, the platform's control characters are shown, not obeyed
+    assert "bad\\x1b[2J\\x1b]0;pwned\\x07\\r   100  ok\\nline 2  (e.g. c.csv:4)\n" in out
+    assert "\x1b" not in out and "\r" not in out
+    everything = out + err + "".join(p.read_text("utf-8") for p in (tmp_path / "rep").rglob("*.*"))
+    assert SECRET not in everything
+
+
+def test_a_secret_with_a_space_at_either_end_is_refused_in_preflight(
+    raw_server: Callable[[Script], RawServer], tmp_path: Path
+) -> None:
+    # The header carried the SECRET without the space, the signature was made with it: every
+    # request answered 20004 until the run stopped, "check the SECRET and this machine's clock".
+    server = raw_server(lambda body: ([http(contract(0, "ok"))], False))
+    for secret, where in ((f" {SECRET}", "start"), (f"{SECRET} ", "end")):
+        code, out, err, _results = run(tmp_path, server.url, 3, secret=secret)
+        assert code == 2, (out, err)
+        assert (
+            "  target.secret_env: environment variable DMART_SECRET contains a space at its "
+            f"{where}, which an HTTP header drops -- "
+        ) in err
+        assert SECRET not in out + err
+    assert server.requests == []
