@@ -37,7 +37,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_
 
 from .client import Outcome, Response, TransportFailure
 from .errcodes import Category, ErrCode
-from .protocol import Profile, auth_headers
+from .protocol import ERRMSG_MAX_CHARS, Profile, auth_headers
 from .transport import Transport
 
 
@@ -421,10 +421,12 @@ class Sender:
         headers = auth_headers(self._secret, body, profile=self.profile)
         self.requests += 1
         outcome = await self.transport.post(self.path, body, headers)
-        if isinstance(outcome, Response) and self._secret and self._secret in outcome.errmsg:
+        if isinstance(outcome, Response) and self._secret:
             # a platform (or a gateway before it) that echoes the request's headers in its
             # message would otherwise put the SECRET in the results, the summary, the screen
-            outcome = replace(outcome, errmsg=outcome.errmsg.replace(self._secret, "****"))
+            errmsg = _without_secret(outcome.errmsg, self._secret)
+            if errmsg is not outcome.errmsg:
+                outcome = replace(outcome, errmsg=errmsg)
         retryable = self._observe(outcome)
         if not (isinstance(outcome, TransportFailure) and outcome.stale):
             self._count_failed_request(outcome, retryable)
@@ -551,6 +553,20 @@ class Sender:
             if attempt.retry_state.outcome is None or not attempt.retry_state.outcome.failed:
                 attempt.retry_state.set_result(last)
         return last[0], last[1], attempts
+
+
+def _without_secret(errmsg: str, secret: str) -> str:
+    """``errmsg`` with ``secret`` replaced by ``****``, also the start of it that a long message
+    was cut after (``ERRMSG_MAX_CHARS``); ``errmsg`` itself when it holds no part of it."""
+    head, tail = errmsg[:ERRMSG_MAX_CHARS], errmsg[ERRMSG_MAX_CHARS:]
+    if tail.startswith("... ("):
+        for k in range(len(secret) - 1, 3, -1):
+            if head.endswith(secret[:k]):
+                errmsg = f"{head[:-k]}****{tail}"
+                break
+    if secret in errmsg:
+        errmsg = errmsg.replace(secret, "****")
+    return errmsg
 
 
 def _describe(outcome: Outcome) -> str:

@@ -360,6 +360,8 @@ SECOND_PASS_BODIES = {
     "13800000001": b'{"errcode":20003,"errmsg":"refused","errcode":0}',
     # clears the screen, retitles the terminal, overwrites the summary's line
     "13800000002": contract(20003, "bad\x1b[2J\x1b]0;pwned\x07\r   100  ok\nline 2"),
+    # the SECRET across the cut at 1,000 characters: the start of it is masked too
+    "13800000004": contract(20003, "h" * 990 + SECRET + "tail" * 100),
 }
 
 
@@ -376,7 +378,7 @@ def test_more_hostile_answers_second_pass(
         return [http(contract(0, "ok"))], False
 
     server = raw_server(script)
-    code, out, err, results = run(tmp_path, server.url, 5)
+    code, out, err, results = run(tmp_path, server.url, 6)
     assert code == 1, (out, err)
     got = {phone: (r["status"], r["errcode"], r["errmsg"]) for phone, r in results.items()}
     assert got == {
@@ -393,13 +395,14 @@ def test_more_hostile_answers_second_pass(
             "",
             "malformed HTTP response: header section larger than 65536 bytes (after 2 attempts)",
         ),
-        "13800000004": ("ok", "", ""),
+        "13800000004": ("failed", "20003", "h" * 990 + "****... (1406 characters)"),
+        "13800000005": ("ok", "", ""),
     }
     # on screen, the platform's control characters are shown, not obeyed
     assert "bad\\x1b[2J\\x1b]0;pwned\\x07\\r   100  ok\\nline 2  (e.g. c.csv:4)\n" in out
     assert "\x1b" not in out and "\r" not in out
     everything = out + err + "".join(p.read_text("utf-8") for p in (tmp_path / "rep").rglob("*.*"))
-    assert SECRET not in everything
+    assert SECRET not in everything and SECRET[:10] not in everything
 
 
 def test_a_secret_with_a_space_at_either_end_is_refused_in_preflight(
