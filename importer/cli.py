@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import ConfigError, DmImportError
+from .errors import ConfigError, DmImportError, Interrupted
 
 EXIT_INTERNAL = 5
 
@@ -451,8 +451,6 @@ def _safe_line(text: str, path: str, secrets: tuple[str, ...]) -> str:
 
 
 def _terminated(signum: int, frame: Any) -> None:
-    from .pipeline import Interrupted
-
     raise Interrupted(signum)
 
 

@@ -24,6 +24,7 @@ counts, never from request headers.
 from __future__ import annotations
 
 import errno
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,3 +113,16 @@ class DiskFullError(DmImportError):
     def __init__(self, path: str | Path, message: str | None = None) -> None:
         self.path = Path(path)
         super().__init__(message or f"no space left on device writing {path}")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the process before its report could be written (before the
+    sending started, or a second signal). ``signum`` says which; the exit code is 128 + it.
+
+    Here, not in ``pipeline``: the CLI's SIGTERM handler raises it, and a SIGTERM may come
+    while ``pipeline`` is still being imported (importing it from there then failed, exit 5,
+    or the ImportError was swallowed by an optional import and the run went on to exit 0)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

@@ -45,6 +45,7 @@ from .errors import (
     ConfigProblem,
     DiskFullError,
     DmImportError,
+    Interrupted,
     LedgerError,
     LoadError,
     LockedError,
@@ -92,15 +93,6 @@ ProgressFn = Callable[[dict[str, int]], None]
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: the reason of every row an interrupted run did not send
 INTERRUPTED_MESSAGE = "not sent: the run was interrupted"
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM stopped the process before its report could be written (before the
-    sending started, or a second signal). ``signum`` says which; the exit code is 128 + it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 @dataclass

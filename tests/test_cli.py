@@ -222,3 +222,40 @@ def test_a_closed_stdout_pipe_ends_quietly(
     assert [(r["status"], r["exit_code"], r["counts"]["ok"]) for r in json.loads(runs.stdout)] == [
         ("done", 1, 600)
     ]
+
+
+# SIGTERM sent to this process while `importer.pipeline` is being imported (the signal is
+# delivered at the import of `importer.ledger`, which only the pipeline imports)
+_SIGTERM_DURING_IMPORT = """
+import importlib.abc, os, signal, sys
+
+class SigtermOnImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "importer.ledger" and "importer.pipeline" in sys.modules:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+sys.meta_path.insert(0, SigtermOnImport())
+from importer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_while_the_pipeline_is_imported_exits_143_in_one_line(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    # was: "internal error: ImportError: cannot import name 'Interrupted' from partially
+    # initialized module 'importer.pipeline'", exit 5; or, when a library's optional import
+    # swallowed that ImportError, the signal was lost and the run went on to exit 0
+    sb = fresh_sandbox()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
+    env["DMART_SECRET"] = sb.secret
+    out = subprocess.run(
+        [sys.executable, "-c", _SIGTERM_DURING_IMPORT, "run", ROOT / "configs/customers.yaml",
+         ROOT / "sample_data/customers.csv", "--base-url", sb.url, "--report-dir", tmp_path,
+         "--quiet"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert (out.returncode, out.stderr, out.stdout) == (143, "interrupted (SIGTERM)\n", "")
+    assert sb.stats()["requests"] == 0
