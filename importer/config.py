@@ -549,6 +549,23 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     except _YamlBomb as exc:
         problem = ConfigProblem("", exc.problem, exc.hint, exc.line)
         raise ConfigError([problem], source=source) from None
+    except yaml.reader.ReaderError as exc:
+        # a character YAML refuses anywhere (NUL, most control characters): PyYAML's message
+        # names an offset into "<unicode string>" over two lines
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "",
+                    f"character U+{exc.character:04X} at column {column} cannot be in YAML "
+                    "(special characters are not allowed)",
+                    "remove it; a config is plain text",
+                    line,
+                )
+            ],
+            source=source,
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         what = getattr(exc, "problem", None) or str(exc)

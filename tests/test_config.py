@@ -519,6 +519,17 @@ def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
     assert problem.line == 4
 
 
+def test_a_character_yaml_refuses_is_named_with_its_line_and_column(tmp_path: Path) -> None:
+    # was: 'YAML syntax error: unacceptable character #x0000: special characters are not
+    # allowed\n  in "<unicode string>", position 24', with no line (issue 11 #11, odd YAML)
+    problem = only(problems_of(tmp_path, "job:\n  kind: user\n  name: cu\x00st\n"))
+    assert (problem.path, problem.line) == ("", 3)
+    assert problem.message == (
+        "character U+0000 at column 11 cannot be in YAML (special characters are not allowed)"
+    )
+    assert problem.hint == "remove it; a config is plain text"
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "nope.yaml")
