@@ -538,7 +538,10 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
                 ],
                 source=source,
             )
-        text = raw.decode("utf-8-sig")
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(_not_utf8(raw, exc), source=source) from None
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {source}", source=source) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -581,6 +584,22 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
             source=source,
         ) from None
     return _validate(data, source, overrides, lines, duplicates, default_name=path.stem)
+
+
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> list[ConfigProblem]:
+    """Why a config's bytes are not UTF-8, with the line of the first bad byte."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return [ConfigProblem("", "the file is UTF-16 text (Windows Notepad's 'Unicode')",
+                              "save it as UTF-8")]  # fmt: skip
+    line = raw.count(b"\n", 0, exc.start) + 1
+    return [
+        ConfigProblem(
+            "",
+            f"byte 0x{raw[exc.start]:02x} is not UTF-8",
+            "a config is UTF-8 text: save it as UTF-8",
+            line,
+        )
+    ]
 
 
 #: a config is a few KB; a larger file is refused before YAML reads it

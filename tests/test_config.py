@@ -530,6 +530,30 @@ def test_a_character_yaml_refuses_is_named_with_its_line_and_column(tmp_path: Pa
     assert problem.hint == "remove it; a config is plain text"
 
 
+def test_a_config_that_is_not_utf8_says_so_with_its_line(tmp_path: Path) -> None:
+    # was: "cannot read config file: 'utf-8' codec can't decode byte 0xff in position 0:
+    # invalid start byte" (issue 11 #11, odd YAML)
+    path = tmp_path / "job.yaml"
+    path.write_text(USER, encoding="utf-16")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    problem = only(info.value.problems)
+    assert (problem.line, problem.message, problem.hint) == (
+        None,
+        "the file is UTF-16 text (Windows Notepad's 'Unicode')",
+        "save it as UTF-8",
+    )
+    path.write_bytes(b"job:\n  kind: user\n  name: caf\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    problem = only(info.value.problems)
+    assert (problem.line, problem.message, problem.hint) == (
+        3,
+        "byte 0xe9 is not UTF-8",
+        "a config is UTF-8 text: save it as UTF-8",
+    )
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "nope.yaml")
