@@ -429,8 +429,11 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
         size = int(digits, 16)
         if size == 0:
             # trailers, up to the blank line
-            while await reader.readuntil(b"\r\n") != b"\r\n":
-                pass
+            try:
+                while await reader.readuntil(b"\r\n") != b"\r\n":
+                    pass
+            except asyncio.LimitOverrunError:
+                raise _Malformed("trailer line too long") from None
             return b"".join(chunks)
         total += size
         if total > MAX_BODY_BYTES:

@@ -307,6 +307,21 @@ FRAMING_CASES: dict[str, tuple[bytes, str | None]] = {
         b"HTTP/1.1 200 OK\r\nX-A: 1\r\n  continued\r\nContent-Length: 0\r\n\r\n",
         "malformed HTTP response: bad header line",
     ),
+    # each was 'LimitOverrunError', a connection failure (second pass of issue 11 #10)
+    "header section past 64 KiB": (
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n",
+        "malformed HTTP response: header section larger than 65536 bytes",
+    ),
+    "chunk size line past 64 KiB": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"0" * 70_000 + b"5\r\n",
+        "malformed HTTP response: chunk size line too long",
+    ),
+    "trailer past 64 KiB": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: "
+        + b"a" * 70_000
+        + b"\r\n\r\n",
+        "malformed HTTP response: trailer line too long",
+    ),
 }
 
 
