@@ -110,16 +110,31 @@ def test_changed_only_sends_zero_then_exactly_the_changed_rows(
     assert full.requests == 2000  # --full wins: everything again
 
 
-def test_retry_resends_only_failed_rows_by_run_id_and_by_results_file(
-    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sb = fresh_sandbox(faults=Faults(seed=11, http_503=0.5))
+def _first_run_with_failures(
+    fresh_sandbox: Callable[..., Sandbox],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    faults: Faults,
+    n: int,
+    dup_every: int = 0,
+) -> tuple[Sandbox, Path, Path, list[list[str]], dict[str, str], RunSummary]:
+    """A users job with one attempt per row run once against a sandbox failing some requests:
+    (sandbox, config, data, rows, overrides, summary)."""
+    sb = fresh_sandbox(faults=faults)
     monkeypatch.setenv("DMART_SECRET", sb.secret)
     cfg = make_config(tmp_path, USERS, attempts=1)
     data = tmp_path / "u.csv"
-    users_file(data, 300)
+    rows = users_file(data, n, dup_every=dup_every)
     ov = {"target.base_url": sb.url}
-    first = run(cfg, [data], overrides=ov)
+    return sb, cfg, data, rows, ov, run(cfg, [data], overrides=ov)
+
+
+def test_retry_resends_only_failed_rows_by_run_id_and_by_results_file(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb, cfg, _, _, ov, first = _first_run_with_failures(
+        fresh_sandbox, tmp_path, monkeypatch, Faults(seed=11, http_503=0.5), 300
+    )
     failed = first.counts["failed"]
     assert 0 < failed < 300 and first.exit_code == 1
 
@@ -148,13 +163,9 @@ def test_retry_never_sends_a_row_a_later_delivered_row_of_its_customer_overrode(
     # 400 customers, every second one again further down with newer values; 40% 503s and
     # one attempt: some customers' first row failed while their later row got through.
     # Re-sending the failed first row would put the older values back on the platform.
-    sb = fresh_sandbox(faults=Faults(seed=5, http_503=0.4))
-    monkeypatch.setenv("DMART_SECRET", sb.secret)
-    cfg = make_config(tmp_path, USERS, attempts=1)
-    data = tmp_path / "u.csv"
-    rows = users_file(data, 400, dup_every=2)
-    ov = {"target.base_url": sb.url}
-    first = run(cfg, [data], overrides=ov)
+    sb, cfg, data, rows, ov, first = _first_run_with_failures(
+        fresh_sandbox, tmp_path, monkeypatch, Faults(seed=5, http_503=0.4), 400, dup_every=2
+    )
     with open(str(first.results_path), encoding="utf-8", newline="") as fh:
         by_line = {int(r["line"]): r for r in csv.DictReader(fh)}
     overridden = [
@@ -187,13 +198,9 @@ def test_retry_never_sends_a_row_a_later_delivered_row_of_its_customer_overrode(
 def test_retry_of_a_run_the_ledger_does_not_hold_or_of_another_job_is_refused(
     fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sb = fresh_sandbox(faults=Faults(seed=11, http_503=0.5))
-    monkeypatch.setenv("DMART_SECRET", sb.secret)
-    cfg = make_config(tmp_path, USERS, attempts=1)
-    data = tmp_path / "u.csv"
-    users_file(data, 50)
-    ov = {"target.base_url": sb.url}
-    first = run(cfg, [data], overrides=ov)
+    sb, cfg, _, _, ov, first = _first_run_with_failures(
+        fresh_sandbox, tmp_path, monkeypatch, Faults(seed=11, http_503=0.5), 50
+    )
     assert first.counts["failed"] > 0
     state = tmp_path / "state.db"
     # a typo in the run id (was: "nothing to retry: ... has no failed or not_sent rows", exit 1)
