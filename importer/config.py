@@ -544,7 +544,7 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
             raise ConfigError(_not_utf8(raw, exc), source=source) from None
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {source}", source=source) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc}", source=source) from None
     try:
         data, node = _load_yaml(text)
