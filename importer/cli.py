@@ -428,9 +428,8 @@ def _safe_line(text: str, path: str, secrets: tuple[str, ...]) -> str:
         if m.start() < pos or not is_secret_key(m.group("key")):
             continue
         start = m.end()
-        flow = text[:start].count("{") + text[:start].count("[") > text[:start].count("}") + text[
-            :start
-        ].count("]")
+        before = text[:start]
+        flow = before.count("{") + before.count("[") > before.count("}") + before.count("]")
         end = len(text)
         if text[start : start + 1] in ("'", '"'):
             close = text.find(text[start], start + 1)
