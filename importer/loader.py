@@ -480,12 +480,16 @@ def _non_ascii_sample(raw: _RawInput, data: bytes = b"") -> tuple[bytes, bool, i
     ``raw`` so far, from its start."""
     line, offset, carry = 1, 0, b""  # carry: the start of the line the chunk continues
     while data or (data := raw.read(_CHUNK)):
-        data, chunk = carry + data, b""
-        if data.isascii():
+        if data.isascii():  # the chunk alone, not copied after carry (ASCII, no line end)
             cut = data.rfind(b"\n") + 1
-            line, offset, carry = line + data.count(b"\n"), offset + cut, data[cut:]
-            carry, data = carry[-_SAMPLE:], chunk  # a line longer than that is cut short
+            line += data.count(b"\n")
+            if cut:
+                offset, carry = offset + len(carry) + cut, data[cut:]
+            else:
+                carry += data
+            carry, data = carry[-_SAMPLE:], b""  # a line longer than that is cut short
             continue
+        data = carry + data
         first = len(data) - len(data.lstrip(bytes(range(0x80))))
         start = data.rfind(b"\n", 0, first) + 1
         line, offset, data = line + data.count(b"\n", 0, start), offset + start, data[start:]
