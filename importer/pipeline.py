@@ -831,12 +831,8 @@ class Run:
             return  # not sending (validate): the caller sees _report_full
 
         def stop() -> None:
-            if sender.aborted:
-                return
-            if isinstance(sender, Sender):
+            if not sender.aborted:
                 sender.abort(str(exc))
-            else:
-                sender.abort_reason = str(exc)
 
         try:
             on_loop = asyncio.get_running_loop() is loop

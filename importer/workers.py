@@ -306,6 +306,12 @@ class MultiProcessSender:
     def stopping(self) -> bool:
         return self.abort_reason is not None or self.stop_reason is not None
 
+    def abort(self, reason: str) -> None:
+        """The run stops (a full disk): the first reason stays. The children see it at the
+        next row taken or wait ended, as after a child's own abort."""
+        if self.abort_reason is None:
+            self.abort_reason = reason
+
     def stop(self, reason: str) -> None:
         """Like ``Sender.stop``, for every child: call it on the loop running ``run``."""
         if self.stop_reason is None:
