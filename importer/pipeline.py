@@ -80,7 +80,7 @@ EXIT_ROWS_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_ABORTED = 3
 #: a disk (the ledger's or the report's) is full: the run stopped, what was sent is recorded
-EXIT_DISK_FULL = 6
+EXIT_DISK_FULL = DiskFullError.exit_code
 
 #: statuses whose original rows go to the rejects file
 _UNDELIVERED = np.array(
@@ -88,6 +88,9 @@ _UNDELIVERED = np.array(
 )
 
 ProgressFn = Callable[[dict[str, int]], None]
+
+#: a row's position is ``(file index << 40) + line``: the line is its low 40 bits
+_LINE_MASK = (1 << 40) - 1
 
 #: the signals that stop a run cleanly (``handle_signals``)
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -410,7 +413,7 @@ class Run:
         self._report_held(positions, verdicts, superseded_by)
         resend: dict[int, set[int]] = {}
         for at in positions[verdicts == SEND].tolist():
-            resend.setdefault(at >> 40, set()).add(at & ((1 << 40) - 1))
+            resend.setdefault(at >> 40, set()).add(at & _LINE_MASK)
         for index in sorted(resend):
             source = self.sources[index]
             with contextlib.suppress(LoadError):  # reported by the first pass
@@ -450,12 +453,12 @@ class Run:
                     continue
                 assert verdict == SUPERSEDED
                 status.append(Status.SKIPPED.label)
-                where = f"line {by & ((1 << 40) - 1)}"
+                where = f"line {by & _LINE_MASK}"
                 if by >> 40 != at >> 40:
                     where = f"{self.sources[by >> 40].path.name} {where}"
                 reason.append(f"superseded by {where}, this customer's last row, unchanged")
             n = len(rows)
-            lines = (positions[rows] & ((1 << 40) - 1)).tolist()
+            lines = (positions[rows] & _LINE_MASK).tolist()
             result = ResultRows(
                 file=str(path),
                 kind=self.config.job.kind,
@@ -1584,8 +1587,7 @@ def retry(
                     record.job, record.run_id, [i for _, _, i in todo]
                 )
                 delivered = {
-                    i: (pos, names.get(pos >> 40, ""), pos & ((1 << 40) - 1))
-                    for i, pos in found.items()
+                    i: (pos, names.get(pos >> 40, ""), pos & _LINE_MASK) for i, pos in found.items()
                 }
         finally:
             ledger.close()
