@@ -997,7 +997,7 @@ def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
 def _constant_problems(data: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str, str | None]]:
     """``value`` and ``default`` run through the mapper's converters, for every column that is
     otherwise valid (so they are reported alongside any other problem)."""
-    from .mapper import constant_problems  # the mapper owns conversion; imported late
+    from .map import constant_problems  # the mapper owns conversion; imported late
 
     columns = data.get("columns")
     if not isinstance(columns, Mapping):

@@ -52,7 +52,7 @@ from .errors import (
 )
 from .ledger import HELD, SEND, SUPERSEDED, UNCHANGED, Ledger, RunInfo, lock_path
 from .loader import Batch, InputOptions, Source, expand_inputs, iter_batches, open_source
-from .mapper import Mapped, Mapper
+from .map import Mapped, Mapper
 from .protocol import Profile, header_problem
 from .report import (
     PiiMask,

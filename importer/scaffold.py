@@ -37,7 +37,7 @@ import yaml
 from . import loader
 from .config import CREATE_TIME, EVENT_ID, ColumnSpec, parse_config
 from .errors import DmImportError
-from .mapper import FALSE_WORDS, TRUE_WORDS, convert_values
+from .map import FALSE_WORDS, TRUE_WORDS, convert_values
 
 __all__ = [
     "EVENT_NAME_PLACEHOLDER",

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from importer.config import Config, parse_config
 from importer.errcodes import ErrCode
-from importer.mapper import Mapped, Mapper
+from importer.map import Mapped, Mapper
 from importer.protocol import event_body, user_body
 
 Rows = dict[str, list[Any]]

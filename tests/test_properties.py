@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from importer.config import Config, parse_config
 from importer.loader import InputOptions, iter_batches, open_source
-from importer.mapper import Mapper
+from importer.map import Mapper
 
 COLUMNS = ["id", "phone", "email", "name", "age", "amount", "vip", "when", "code"]
 #: columns a test may overwrite; ``id`` always holds a value, so no record is ever blank
