@@ -50,7 +50,7 @@ from .errors import (
     LoadError,
     LockedError,
 )
-from .ledger import HELD, SEND, SUPERSEDED, UNCHANGED, Ledger, RunInfo, lock_path
+from .ledger import HELD, SEND, SUPERSEDED, UNCHANGED, Ledger, RunInfo, keys64, lock_path
 from .loader import Batch, InputOptions, Source, expand_inputs, iter_batches, open_source
 from .map import Mapped, Mapper
 from .protocol import Profile, header_problem
@@ -67,7 +67,6 @@ from .report import (
     write_json_atomic,
     write_metrics,
 )
-from .rowhash import keys64
 from .scaffold import EVENT_NAME_PLACEHOLDER
 from .sender import NOT_SENT_MESSAGE, RetryPolicy, RowResult, RowSource, Sender, Status
 from .transport import StreamTransport, Transport

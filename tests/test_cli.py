@@ -225,7 +225,7 @@ def test_a_closed_stdout_pipe_ends_quietly(
 
 
 # SIGTERM sent to this process while `importer.pipeline` is being imported (the signal is
-# delivered at the import of `importer.ledger`, which only the pipeline imports)
+# delivered at the import of `importer.ledger`, which happens while the pipeline is imported)
 _SIGTERM_DURING_IMPORT = """
 import importlib.abc, os, signal, sys
 

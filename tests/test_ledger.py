@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from importer import ledger as ledger_module
 from importer.errors import LedgerError, LockedError
 from importer.ledger import DONE, HELD, SEND, SUPERSEDED, UNCHANGED, Ledger, RunInfo
+from importer.ledger import store as ledger_module
 
 JOB = "customers"
 FILES = [{"path": "/data/customers.csv", "size": 120, "mtime": 1.5, "sha256": "ab"}]

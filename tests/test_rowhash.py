@@ -9,7 +9,7 @@ import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from importer.rowhash import combine, hash64, hex16, keys64
+from importer.ledger import combine, hash64, hex16, keys64
 
 # Ledgers on disk hold these values: if this test fails, every stored hash changed and the
 # next changed-only night would send every row again. Do not "fix" the expected values.

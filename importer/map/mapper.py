@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 from ..config import CREATE_TIME, EVENT_ID, ColumnSpec, Config
 from ..errcodes import ErrCode
 from ..errors import ConfigError, ConfigProblem
-from ..rowhash import ABSENT, as_keys, combine, hash64, hex16
+from ..ledger import ABSENT, as_keys, combine, hash64, hex16
 
 __all__ = [
     "BodyList",

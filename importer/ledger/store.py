@@ -62,7 +62,7 @@ from urllib.parse import quote
 import numpy as np
 import pyarrow as pa
 
-from .errors import DiskFullError, LedgerError, LockedError
+from ..errors import DiskFullError, LedgerError, LockedError
 from .rowhash import as_keys, keys64
 
 log = logging.getLogger("importer")
