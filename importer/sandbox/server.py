@@ -1,7 +1,7 @@
-"""The sandbox's HTTP/1.1 server: asyncio.Protocol, hand-written parsing, group commit.
+"""The sandbox's HTTP/1.1 server: asyncio.Protocol, hand-written framing, group commit.
 
-No framework: the server parses requests itself (Content-Length or chunked bodies, keep-alive,
-pipelining) so that a single core answers thousands of requests a second.
+No framework: requests are parsed by ``http.py`` (Content-Length or chunked bodies,
+keep-alive, pipelining) so that a single core answers thousands of requests a second.
 
 Group commit: a request's SQL runs as soon as the request is parsed, inside one open
 transaction; the first write of an event-loop iteration schedules a single ``COMMIT`` with
@@ -31,57 +31,24 @@ from ..errcodes import ErrCode
 from ..protocol import Headers, response_body
 from . import rules
 from .faults import FaultPlan, Faults
+from .http import (
+    HTML_TYPE,
+    JSON_TYPE,
+    BadRequest,
+    Incomplete,
+    Request,
+    http_response,
+    parse_request,
+)
 from .schema import Schema
 from .store import Store
-
-MAX_HEADER_BYTES = 64 * 1024
-MAX_BODY_BYTES = 8 * 1024 * 1024
 
 STATS_PATH = "/_sandbox/stats"
 HEALTH_PATH = "/_sandbox/health"
 FAULTS_PATH = "/_sandbox/faults"
 
-JSON_TYPE = b"application/json; charset=utf-8"
-HTML_TYPE = b"text/html; charset=utf-8"
-
-_REASONS = {
-    200: b"OK",
-    400: b"Bad Request",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    413: b"Payload Too Large",
-    429: b"Too Many Requests",
-    431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error",
-    501: b"Not Implemented",
-    503: b"Service Unavailable",
-}
-
 # what happens to the connection after a queued piece of output
 _KEEP, _CLOSE, _RESET = 0, 1, 2
-
-
-def http_response(
-    status: int,
-    body: bytes,
-    *,
-    content_type: bytes = JSON_TYPE,
-    close: bool = False,
-    extra: bytes = b"",
-    content_length: int | None = None,
-) -> bytes:
-    """One complete HTTP/1.1 response (``extra``: more header lines, each ending CRLF)."""
-    length = len(body) if content_length is None else content_length
-    return b"".join(
-        (
-            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown")),
-            b"Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type, length),
-            b"Connection: close\r\n" if close else b"",
-            extra,
-            b"\r\n",
-            body,
-        )
-    )
 
 
 def _json(obj: Any) -> bytes:
@@ -117,32 +84,6 @@ class Stats:
             "customers": customers,
             "events": events,
         }
-
-
-class _Request:
-    __slots__ = ("body", "headers", "keep_alive", "method", "path", "query")
-
-    def __init__(
-        self,
-        method: str,
-        path: str,
-        query: str,
-        headers: dict[str, str],
-        body: bytes,
-        keep_alive: bool,
-    ) -> None:
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.body = body
-        self.keep_alive = keep_alive
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class SandboxServer:
@@ -265,6 +206,27 @@ class SandboxServer:
         customers, events = self.store.counts()
         return _json(self.stats.snapshot(customers, events, len(self._conns)))
 
+    def admin(self, req: Request) -> tuple[int, bytes, bytes]:
+        """Answer a ``/_sandbox/`` call: ``(status, body, extra header lines)``."""
+        if req.path == HEALTH_PATH and req.method == "GET":
+            return 200, _json({"status": "ok"}), b""
+        if req.path == STATS_PATH and req.method == "GET":
+            return 200, self.stats_body(), b""
+        if req.path == FAULTS_PATH and req.method == "GET":
+            return 200, _json(self.faults.to_dict()), b""
+        if req.path == FAULTS_PATH and req.method == "POST":
+            try:
+                data = json.loads(req.body or b"{}")
+                if not isinstance(data, dict):
+                    raise ValueError("faults must be a JSON object")
+                faults = Faults.from_dict(data)
+            except (ValueError, TypeError) as exc:
+                return 400, _json({"error": str(exc)}), b""
+            self.set_faults(faults)
+            return 200, _json(faults.to_dict()), b""
+        allow = b"GET, POST" if req.path == FAULTS_PATH else b"GET"
+        return 405, _json({"error": "method not allowed"}), b"Allow: " + allow + b"\r\n"
+
     def _note(self, message: str) -> None:
         if self._log is not None:
             self._log(message)
@@ -382,7 +344,7 @@ class _Connection(asyncio.Protocol):
         while not self.busy and not self.closed and self.buf:
             try:
                 req = self._parse()
-            except _BadRequest as exc:
+            except BadRequest as exc:
                 self.buf.clear()
                 self._error(exc.status, str(exc))
                 return
@@ -394,103 +356,20 @@ class _Connection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
 
-    def _parse(self) -> _Request | None:
-        buf = self.buf
-        while buf[:2] == b"\r\n":  # stray CRLFs between requests are allowed
-            del buf[:2]
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) > MAX_HEADER_BYTES:
-                raise _BadRequest(431, "request header too large")
+    def _parse(self) -> Request | None:
+        parsed = parse_request(self.buf)
+        if isinstance(parsed, Incomplete):
+            if parsed.expects_continue and not self.continued:
+                self.continued = True
+                if self.transport is not None and not self.outbox:
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return None
-        if end > MAX_HEADER_BYTES:
-            raise _BadRequest(431, "request header too large")
-        lines = buf[:end].decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            raise _BadRequest(400, "malformed request line")
-        method, target, version = parts
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name[-1] in " \t":
-                raise _BadRequest(400, "malformed header line")
-            name = name.lower()
-            value = value.strip()
-            if name == "content-length" and name in headers and headers[name] != value:
-                raise _BadRequest(400, "conflicting Content-Length headers")
-            headers[name] = value
-        start = end + 4
-        te = headers.get("transfer-encoding")
-        if te is not None:
-            if te.lower() != "chunked":
-                raise _BadRequest(501, f"unsupported Transfer-Encoding {te!r}")
-            parsed = self._chunked(start)
-            if parsed is None:
-                self._maybe_continue(headers)
-                return None
-            body, consumed = parsed
-        else:
-            cl = headers.get("content-length", "0")
-            if not cl.isascii() or not cl.isdigit():
-                raise _BadRequest(400, "bad Content-Length")
-            length = int(cl)
-            if length > MAX_BODY_BYTES:
-                raise _BadRequest(413, f"body larger than {MAX_BODY_BYTES} bytes")
-            consumed = start + length
-            if len(buf) < consumed:
-                self._maybe_continue(headers)
-                return None
-            body = bytes(buf[start:consumed])
-        del buf[:consumed]
         self.continued = False
-        conn = headers.get("connection", "").lower()
-        keep_alive = "keep-alive" in conn if version == "HTTP/1.0" else "close" not in conn
-        path, _, query = target.partition("?")
-        return _Request(method, path, query, headers, body, keep_alive)
-
-    def _maybe_continue(self, headers: dict[str, str]) -> None:
-        if not self.continued and headers.get("expect", "").lower() == "100-continue":
-            self.continued = True
-            if self.transport is not None and not self.outbox:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def _chunked(self, pos: int) -> tuple[bytes, int] | None:
-        buf = self.buf
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                return None
-            size_text = buf[pos:eol].split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise _BadRequest(400, "bad chunk size") from None
-            if size < 0:
-                raise _BadRequest(400, "bad chunk size")
-            pos = eol + 2
-            if size == 0:
-                if buf[pos : pos + 2] == b"\r\n":
-                    return b"".join(parts), pos + 2
-                trailer_end = buf.find(b"\r\n\r\n", pos)
-                if trailer_end < 0:
-                    return None
-                return b"".join(parts), trailer_end + 4
-            total += size
-            if total > MAX_BODY_BYTES:
-                raise _BadRequest(413, f"body larger than {MAX_BODY_BYTES} bytes")
-            if len(buf) < pos + size + 2:
-                return None
-            if buf[pos + size : pos + size + 2] != b"\r\n":
-                raise _BadRequest(400, "chunk not followed by CRLF")
-            parts.append(bytes(buf[pos : pos + size]))
-            pos += size + 2
+        return parsed
 
     # -- dispatch -----------------------------------------------------------------------
 
-    def _dispatch(self, req: _Request) -> None:
+    def _dispatch(self, req: Request) -> None:
         srv = self.srv
         stats = srv.stats
         path = req.path
@@ -534,7 +413,7 @@ class _Connection(asyncio.Protocol):
             return
         self._execute(req, kind, debug, fault, after)
 
-    def _delayed(self, req: _Request, kind: str, debug: bool, fault: str | None) -> None:
+    def _delayed(self, req: Request, kind: str, debug: bool, fault: str | None) -> None:
         self.timer = None
         self.busy = False
         if self.closed:
@@ -542,9 +421,7 @@ class _Connection(asyncio.Protocol):
         self._execute(req, kind, debug, fault, _KEEP if req.keep_alive else _CLOSE)
         self.process()
 
-    def _execute(
-        self, req: _Request, kind: str, debug: bool, fault: str | None, after: int
-    ) -> None:
+    def _execute(self, req: Request, kind: str, debug: bool, fault: str | None, after: int) -> None:
         close = after == _CLOSE
         srv = self.srv
         if srv._log is not None:
@@ -601,33 +478,9 @@ class _Connection(asyncio.Protocol):
         data = http_response(status, body, content_type=content_type, close=close, extra=extra)
         self.queue(data, _CLOSE if close else _KEEP)
 
-    def _admin(self, req: _Request, close: bool) -> None:
-        srv = self.srv
-        if req.path == HEALTH_PATH and req.method == "GET":
-            self._reply(200, _json({"status": "ok"}), close)
-        elif req.path == STATS_PATH and req.method == "GET":
-            self._reply(200, srv.stats_body(), close)
-        elif req.path == FAULTS_PATH and req.method == "GET":
-            self._reply(200, _json(srv.faults.to_dict()), close)
-        elif req.path == FAULTS_PATH and req.method == "POST":
-            try:
-                data = json.loads(req.body or b"{}")
-                if not isinstance(data, dict):
-                    raise ValueError("faults must be a JSON object")
-                faults = Faults.from_dict(data)
-            except (ValueError, TypeError) as exc:
-                self._reply(400, _json({"error": str(exc)}), close)
-                return
-            srv.set_faults(faults)
-            self._reply(200, _json(faults.to_dict()), close)
-        else:
-            allow = b"GET, POST" if req.path == FAULTS_PATH else b"GET"
-            self._reply(
-                405,
-                _json({"error": "method not allowed"}),
-                close,
-                extra=b"Allow: " + allow + b"\r\n",
-            )
+    def _admin(self, req: Request, close: bool) -> None:
+        status, body, extra = self.srv.admin(req)
+        self._reply(status, body, close, extra=extra)
 
 
 def _named_customer(body: bytes, schema: Schema) -> str:
