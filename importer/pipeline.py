@@ -29,7 +29,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -60,6 +59,7 @@ from .report import (
     RejectsWriter,
     ResultRows,
     ResultsWriter,
+    RunSummary,
     file_fingerprint,
     finish_atomic,
     rejects_names,
@@ -95,70 +95,6 @@ _LINE_MASK = (1 << 40) - 1
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: the reason of every row an interrupted run did not send
 INTERRUPTED_MESSAGE = "not sent: the run was interrupted"
-
-
-@dataclass
-class RunSummary:
-    """What a run did. ``exit_code`` follows the documented convention (docs/exit-codes)."""
-
-    run_id: str
-    job: str
-    kind: str
-    mode: str  # send | debug | dry-run
-    report_dir: Path | None
-    started: str
-    finished: str
-    duration_s: float
-    rows: int
-    counts: dict[str, int]
-    errcodes: dict[str, int]
-    top_reasons: list[dict[str, Any]]
-    requests: int
-    aborted: str | None
-    exit_code: int
-    files: list[dict[str, Any]] = field(default_factory=list)
-    config_sha256: str = ""
-    results_path: Path | None = None
-    rejects_paths: list[Path] = field(default_factory=list)
-    reject_rate_exceeded: bool = False
-    resumed_from: str | None = None
-    #: directory or glob entries that were not read, and why: [{"path": ..., "reason": ...}]
-    skipped_inputs: list[dict[str, str]] = field(default_factory=list)
-    #: the signal that stopped the run (``SIGINT``, ``SIGTERM``), if one did
-    interrupted: str | None = None
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.rows / self.duration_s if self.duration_s > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": 1,
-            "run_id": self.run_id,
-            "job": self.job,
-            "kind": self.kind,
-            "mode": self.mode,
-            "started": self.started,
-            "finished": self.finished,
-            "duration_s": round(self.duration_s, 3),
-            "rows": self.rows,
-            "rows_per_s": round(self.rows_per_s, 1),
-            "counts": self.counts,
-            "errcodes": self.errcodes,
-            "top_reasons": self.top_reasons,
-            "requests": self.requests,
-            "aborted": self.aborted,
-            "interrupted": self.interrupted,
-            "reject_rate_exceeded": self.reject_rate_exceeded,
-            "resumed_from": self.resumed_from,
-            "exit_code": self.exit_code,
-            "config_sha256": self.config_sha256,
-            "files": self.files,
-            "skipped_inputs": self.skipped_inputs,
-            "report_dir": str(self.report_dir) if self.report_dir else None,
-            "results": str(self.results_path) if self.results_path else None,
-            "rejects": [str(p) for p in self.rejects_paths],
-        }
 
 
 class _BatchState:

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from csvfiles import write_csv
 
-from importer.pipeline import RunSummary, run
+from importer.pipeline import run
+from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox
 
 #: 18% of all attempts fail, in seven different ways.

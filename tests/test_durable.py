@@ -21,7 +21,8 @@ from csvfiles import write_csv
 
 from importer.errors import LedgerError, LoadError, LockedError
 from importer.ledger import Ledger
-from importer.pipeline import RunSummary, list_runs, retry, run
+from importer.pipeline import list_runs, retry, run
+from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,8 @@ import pytest
 from csvfiles import write_csv
 
 from importer.errors import ConfigError
-from importer.pipeline import RunSummary, run, validate
+from importer.pipeline import run, validate
+from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent

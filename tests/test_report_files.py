@@ -17,7 +17,8 @@ import pytest
 from conftest import remount
 from csvfiles import write_csv
 
-from importer.pipeline import RunSummary, list_runs, run, validate
+from importer.pipeline import list_runs, run, validate
+from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox
 
 COLUMNS = ["phone", "email", "name", "age"]

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from csvfiles import write_csv
 
-from importer.pipeline import RunSummary, run
+from importer.pipeline import run
+from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox
 
 COLUMNS = ["phone", "email", "name"]

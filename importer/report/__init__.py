@@ -1,0 +1,40 @@
+"""The per-run report: one line per input row, the rejected rows ready to re-import, a summary.
+
+A run writes, in its own directory under the report dir::
+
+    results.csv | results.jsonl   file, line, kind, identity, status, errcode, errmsg, column,
+                                  attempts, latency_ms -- exactly one line per input row
+                                  (``results``)
+    rejects.<ext>                 the original rows that did not get through (rejected, failed,
+                                  not_sent), in the input's own format, encoding and header;
+                                  one file per input file when there are several
+                                  (rejects-<name>, unique: ``rejects``)
+    summary.json                  counts by status and errcode, rate, duration, fingerprints
+                                  (``summary``)
+
+and, when asked, a Prometheus metrics file (``metrics``). Every file is written atomically
+(``files``); what a report may show of personal data is ``masking``'s.
+"""
+
+from .files import file_fingerprint, finish_atomic, write_json_atomic
+from .masking import PiiMask, without_row_values
+from .metrics import write_metrics
+from .rejects import RejectRows, RejectsWriter, rejects_names
+from .results import RESULT_COLUMNS, ResultRows, ResultsWriter
+from .summary import RunSummary
+
+__all__ = [
+    "RESULT_COLUMNS",
+    "PiiMask",
+    "RejectRows",
+    "RejectsWriter",
+    "ResultRows",
+    "ResultsWriter",
+    "RunSummary",
+    "file_fingerprint",
+    "finish_atomic",
+    "rejects_names",
+    "without_row_values",
+    "write_json_atomic",
+    "write_metrics",
+]

@@ -1,0 +1,155 @@
+"""``rejects.<ext>``: the original rows that did not get through (rejected, failed, not_sent),
+in their input's own format, delimiter, encoding and header, ready to re-import as they are.
+
+One file per input file when a run reads several (``rejects-<name>.<ext>``, unique within the
+run: ``rejects_names``). Values are kept byte for byte (no formula protection), so a phone like
+``+8613800138000`` can be re-imported from them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .files import finish_atomic, private_opener, temp_path, writing
+
+
+@dataclass
+class RejectRows:
+    """Original rows of one source that did not get through, ordered by line."""
+
+    lines: list[int]
+    table: pa.Table | None  # whole original rows (CSV/Parquet), aligned with table_lines
+    table_lines: list[int]
+    raw: list[tuple[int, str]] = field(default_factory=list)  # (line, original text)
+
+
+class RejectsWriter:
+    """``rejects.<ext>`` for one source, in that source's format, delimiter, encoding, header."""
+
+    def __init__(self, path: Path, source: Any) -> None:
+        self.path = path
+        self.source = source
+        self.fmt = source.format
+        self._tmp = temp_path(path)
+        self.rows = 0
+        self._pq: pq.ParquetWriter | None = None
+        self._text: IO[str] | None = None
+        self._csv: Any = None
+        if self.fmt in ("csv", "jsonl"):
+            encoding = source.encoding if source.encoding not in ("auto", "binary") else "utf-8"
+            with writing(path):
+                self._text = open(  # noqa: SIM115
+                    self._tmp, "w", encoding=encoding, newline="", opener=private_opener
+                )
+                if self.fmt == "csv":
+                    self._csv = csv.writer(
+                        self._text,
+                        delimiter=source.delimiter or ",",
+                        escapechar=getattr(source, "escape_char", None),
+                        lineterminator="\n",
+                    )
+                    self._csv.writerow(source.columns)
+
+    def write(self, rows: RejectRows) -> None:
+        """Append ``rows``; DiskFullError when the disk is full."""
+        with writing(self.path):
+            self._write(rows)
+
+    def _write(self, rows: RejectRows) -> None:
+        if self.fmt == "parquet":
+            if rows.table is not None and rows.table.num_rows:
+                if self._pq is None:
+                    self._pq_file = open(self._tmp, "wb", opener=private_opener)  # noqa: SIM115
+                    self._pq = pq.ParquetWriter(self._pq_file, rows.table.schema)
+                self._pq.write_table(rows.table)
+                self.rows += rows.table.num_rows
+            return
+        assert self._text is not None
+        items: list[tuple[int, int, Any]] = []
+        if rows.table is not None and rows.table.num_rows:
+            names = rows.table.column_names
+            cols = [rows.table.column(c).to_pylist() for c in names]
+            for j, line in enumerate(rows.table_lines):
+                items.append((line, 0, [c[j] for c in cols]))
+        items.extend((line, 1, text) for line, text in rows.raw)
+        items.sort(key=lambda t: t[0])
+        for _, is_raw, value in items:
+            if is_raw:
+                self._text.write(value if value.endswith("\n") else value + "\n")
+            elif self.fmt == "csv":
+                self._csv.writerow(["" if v is None else v for v in value])
+            self.rows += 1
+
+    def close(self) -> Path | None:
+        with writing(self.path):
+            if self._pq is not None:
+                self._pq.close()
+                self._pq_file.close()
+            if self._text is not None:
+                self._text.close()
+            if self.rows == 0:
+                self._tmp.unlink(missing_ok=True)
+                return None
+            finish_atomic(self._tmp, self.path)
+        return self.path
+
+    def abandon(self) -> None:
+        """Drop the unfinished file (also after a full disk made writing it fail)."""
+        with contextlib.suppress(OSError):  # what is still buffered cannot matter now
+            if self._pq is not None:
+                self._pq.close()
+        with contextlib.suppress(OSError):
+            if self._pq is not None:
+                self._pq_file.close()
+            if self._text is not None:
+                self._text.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+#: input name endings left out of a rejects file's name (its own extension replaces them)
+_INPUT_SUFFIXES = (".gz", ".csv", ".txt", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
+#: bytes of an input's name kept in its rejects file's name (a file name holds 255)
+_NAME_BYTES = 120
+
+
+def rejects_names(sources: Sequence[Any]) -> list[str]:
+    """The rejects file name of each source, in order: ``rejects.<ext>`` for a single input,
+    else ``rejects-<input name>.<ext>``, unique within the run whatever the inputs are called.
+
+    The input's name loses its format and ``.gz`` endings and every character but letters,
+    digits, ``.``, ``-`` and ``_`` (made ``_``); names that then meet, compared without case
+    (a case-insensitive file system), get ``-2``, ``-3`` ... in input order.
+    """
+    exts = [_rejects_ext(s) for s in sources]
+    if len(sources) == 1:
+        return [f"rejects.{exts[0]}"]
+    names: list[str] = []
+    taken: set[str] = set()
+    for source, ext in zip(sources, exts, strict=True):
+        stem = source.path.name
+        while stem.lower().endswith(_INPUT_SUFFIXES):
+            stem = stem[: stem.rindex(".")]
+        stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem)
+        stem = stem.encode()[:_NAME_BYTES].decode(errors="ignore") or "input"
+        name = f"rejects-{stem}.{ext}"
+        n = 1
+        while name.casefold() in taken:
+            n += 1
+            name = f"rejects-{stem}-{n}.{ext}"
+        taken.add(name.casefold())
+        names.append(name)
+    return names
+
+
+def _rejects_ext(source: Any) -> str:
+    if source.format == "csv":
+        return "tsv" if source.delimiter == "\t" else "csv"
+    return str(source.format)
