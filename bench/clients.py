@@ -229,7 +229,7 @@ def send_aiohttp(sandbox: BenchSandbox, bodies: list[bytes], concurrency: int) -
 
 
 def send_stream_transport(sandbox: BenchSandbox, bodies: list[bytes], concurrency: int) -> SendRate:
-    from importer.transport import StreamTransport
+    from importer.send import StreamTransport
 
     secret = sandbox.secret
 

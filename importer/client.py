@@ -19,8 +19,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,7 +27,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
 from . import protocol
-from .errcodes import Category, ErrCode
+from .errcodes import ErrCode
+from .outcomes import Outcome, Response, TransportFailure, TransportKind
 from .protocol import DEFAULT_PROFILE, KINDS, Profile
 
 #: The sandbox's default address (``python -m importer.sandbox``).
@@ -39,106 +38,6 @@ BASE_URL_ENV = "DMART_BASE_URL"
 
 CONTENT_TYPE = "application/json; charset=utf-8"
 
-#: HTTP statuses worth retrying: overload, server faults, and a server-side request timeout.
-RETRYABLE_STATUSES = frozenset({408, 429})
-#: HTTP statuses that say the configuration (URL, path, proxy credentials) is wrong.
-FATAL_STATUSES = frozenset({401, 403, 404, 405, 407})
-
-
-class TransportKind(StrEnum):
-    """Why a call got no contract response."""
-
-    TIMEOUT = "timeout"
-    CONNECTION = "connection"
-    HTTP_STATUS = "http_status"
-    PROTOCOL = "protocol"
-    TLS = "tls"
-
-
-@dataclass(frozen=True)
-class Response:
-    """The server's ``{"errcode": N, "errmsg": "..."}`` for one call."""
-
-    errcode: ErrCode | int
-    errmsg: str
-    http_status: int = 200
-    latency_ms: float = 0.0
-
-    @property
-    def category(self) -> Category | None:
-        """The errcode's category, None for a number the seed does not define."""
-        return self.errcode.category if isinstance(self.errcode, ErrCode) else None
-
-    @property
-    def ok(self) -> bool:
-        return self.errcode == 0
-
-    @property
-    def retryable(self) -> bool:
-        """10000, and 20004 (re-signed; fatal when it repeats). Unknown codes: not retryable."""
-        return isinstance(self.errcode, ErrCode) and self.errcode.retryable
-
-    @property
-    def fatal(self) -> bool:
-        """10003 and 20000: the run's configuration is wrong."""
-        return isinstance(self.errcode, ErrCode) and self.errcode.fatal
-
-    def as_dict(self) -> dict[str, Any]:
-        """What the JS SDK hands its callback: ``{"errcode": N, "errmsg": "..."}``."""
-        return {"errcode": int(self.errcode), "errmsg": self.errmsg}
-
-
-@dataclass(frozen=True)
-class TransportFailure:
-    """A call that got no contract response. ``message`` never contains the SECRET."""
-
-    kind: TransportKind
-    message: str
-    http_status: int | None = None
-    #: the raw ``Retry-After`` header of a 429/503, if any
-    retry_after: str | None = None
-    latency_ms: float = 0.0
-    #: a reused keep-alive connection the server had already closed: the request never reached
-    #: the server, so it may be retried at once, without backoff (set by ``importer.transport``)
-    stale: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return False
-
-    @property
-    def retryable(self) -> bool:
-        if self.kind is TransportKind.TLS:
-            return False
-        if self.kind is TransportKind.HTTP_STATUS:
-            status = self.http_status or 0
-            return status >= 500 or status in RETRYABLE_STATUSES
-        return True
-
-    @property
-    def fatal(self) -> bool:
-        """Every request would fail the same way: TLS verification failed, or a redirect, 401,
-        403, 404 or 405 (wrong URL, path or credentials). Other non-retryable statuses (400,
-        413, ...) concern the one request."""
-        if self.kind is TransportKind.TLS:
-            return True
-        status = self.http_status or 0
-        return self.kind is TransportKind.HTTP_STATUS and (
-            300 <= status < 400 or status in FATAL_STATUSES
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        """Callback form; ``errcode`` is None so ported ``resp.errcode == 0`` checks fail."""
-        return {
-            "errcode": None,
-            "errmsg": self.message,
-            "kind": self.kind.value,
-            "http_status": self.http_status,
-            "retry_after": self.retry_after,
-        }
-
-
-Outcome = Response | TransportFailure
 Callback = Callable[[dict[str, Any]], Any]
 
 

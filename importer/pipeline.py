@@ -52,6 +52,7 @@ from .errors import (
 from .ledger import HELD, SEND, SUPERSEDED, UNCHANGED, Ledger, RunInfo, keys64, lock_path
 from .loader import Batch, InputOptions, Source, expand_inputs, iter_batches, open_source
 from .map import Mapped, Mapper
+from .outcomes import NOT_SENT_MESSAGE, RowResult, Status
 from .protocol import Profile, header_problem
 from .report import (
     PiiMask,
@@ -68,9 +69,15 @@ from .report import (
     write_metrics,
 )
 from .scaffold import EVENT_NAME_PLACEHOLDER
-from .sender import NOT_SENT_MESSAGE, RetryPolicy, RowResult, RowSource, Sender, Status
-from .transport import StreamTransport, Transport
-from .workers import MultiProcessSender, WorkerSpec
+from .send import (
+    MultiProcessSender,
+    RetryPolicy,
+    RowSource,
+    Sender,
+    StreamTransport,
+    Transport,
+    WorkerSpec,
+)
 
 log = logging.getLogger("importer")
 

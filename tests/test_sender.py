@@ -12,19 +12,12 @@ from typing import Any
 
 import pytest
 
-from importer.client import TransportFailure, TransportKind
+from importer.outcomes import RowResult, Status, TransportFailure, TransportKind
 from importer.protocol import DEFAULT_PROFILE, Headers, Profile, user_body
 from importer.sandbox import Faults, Sandbox
-from importer.sender import (
-    RateLimiter,
-    RetryPolicy,
-    RowResult,
-    RowSource,
-    Sender,
-    Status,
-    parse_retry_after,
-)
-from importer.transport import StreamTransport
+from importer.send import RetryPolicy, RowSource, Sender, StreamTransport
+from importer.send.ratelimit import RateLimiter
+from importer.send.retry import parse_retry_after
 
 
 class ListSource(RowSource):

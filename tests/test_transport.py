@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from importer.client import Response, TransportFailure, TransportKind
 from importer.errcodes import ErrCode
-from importer.transport import StreamTransport
+from importer.outcomes import Response, TransportFailure, TransportKind
+from importer.send import StreamTransport
 
 OK_BODY = b'{"errcode":0,"errmsg":"\xe8\xaf\xb7\xe6\xb1\x82\xe6\x88\x90\xe5\x8a\x9f"}'
 

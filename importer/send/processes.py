@@ -38,17 +38,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
-from .protocol import Profile
-from .sender import (
-    NOT_SENT_MESSAGE,
-    FailureStreaks,
-    KeyLinks,
-    RetryPolicy,
-    RowResult,
-    RowSource,
-    Sender,
-    Status,
-)
+from ..outcomes import NOT_SENT_MESSAGE, RowResult, Status, not_sent
+from ..protocol import Profile
+from .keylinks import KeyLinks
+from .retry import RetryPolicy
+from .sender import RowSource, Sender
+from .streaks import FailureStreaks
 from .transport import StreamTransport, Transport
 
 #: prctl option: the signal this process gets when its parent dies (linux/prctl.h)
@@ -423,7 +418,7 @@ class MultiProcessSender:
             rows, buffers[i] = buffers[i], []
             if done[i].is_set() or self.stopping:  # the child stopped: its share is not sent
                 for tid, _, _ in rows:
-                    answer(tid, _not_sent())
+                    answer(tid, not_sent())
             else:
                 in_flight[i] += 1
                 outstanding[i] += len(rows)
@@ -487,8 +482,4 @@ class MultiProcessSender:
                 if p.is_alive():
                     p.kill()
             for tid in list(tokens):
-                answer(tid, _not_sent())
-
-
-def _not_sent() -> RowResult:
-    return RowResult(Status.NOT_SENT, None, NOT_SENT_MESSAGE, 0, 0.0)
+                answer(tid, not_sent())

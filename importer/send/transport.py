@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from .client import Outcome, Response, TransportFailure, TransportKind
-from .errcodes import ErrCode
-from .protocol import ProtocolError, parse_response
+from ..errcodes import ErrCode
+from ..outcomes import Outcome, Response, TransportFailure, TransportKind
+from ..protocol import ProtocolError, parse_response
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 1024 * 1024

@@ -23,232 +23,29 @@ Design, and why:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import email.utils
 import random
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from enum import IntEnum
+from dataclasses import replace
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 
-from .client import Outcome, Response, TransportFailure
-from .errcodes import Category, ErrCode
-from .protocol import ERRMSG_MAX_CHARS, Profile, auth_headers
+from ..errcodes import Category, ErrCode
+from ..outcomes import (
+    Outcome,
+    Response,
+    RowResult,
+    Status,
+    TransportFailure,
+    not_sent,
+)
+from ..protocol import ERRMSG_MAX_CHARS, Profile, auth_headers
+from .keylinks import KeyLinks
+from .ratelimit import RateLimiter
+from .retry import RetryPolicy
+from .streaks import FailureStreaks
 from .transport import Transport
-
-
-class Status(IntEnum):
-    """A row's final status. The integer values index arrays; the names go in reports."""
-
-    OK = 0
-    REJECTED = 1
-    FAILED = 2
-    NOT_SENT = 3
-    UNCHANGED = 4
-    #: dry run: passed every local check, would be sent
-    VALID = 5
-    #: resumed run: the run it continues delivered this row (or a later row of its identity)
-    SKIPPED = 6
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-
-#: the reason given for every row an aborted run left behind (the abort's own reason is in
-#: the summary)
-NOT_SENT_MESSAGE = "not sent: the run was aborted"
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 5
-    initial_backoff_s: float = 0.5
-    max_backoff_s: float = 30.0
-    retry_after_cap_s: float = 120.0
-
-    def backoff(self, retry_number: int, rng: random.Random) -> float:
-        """Full jitter: uniform in [0, min(max, initial * 2**(n-1))] for the n-th retry."""
-        ceiling = min(self.max_backoff_s, self.initial_backoff_s * (2 ** (retry_number - 1)))
-        return rng.uniform(0.0, ceiling)
-
-    def wait_for(self, retry_number: int, outcome: Outcome, rng: random.Random) -> float:
-        """How long to wait before the ``retry_number``-th retry after ``outcome``.
-
-        A usable ``Retry-After`` wins (capped at ``retry_after_cap_s``); a garbage one falls
-        back to the normal backoff. A stale keep-alive connection is retried at once.
-        """
-        if isinstance(outcome, TransportFailure):
-            if outcome.stale:
-                return 0.0
-            hinted = parse_retry_after(outcome.retry_after)
-            if hinted is not None:
-                return min(hinted, self.retry_after_cap_s)
-        return self.backoff(retry_number, rng)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP date), else None."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        current = datetime.now(UTC).timestamp() if now is None else now
-        return max(0.0, when.timestamp() - current)
-    if seconds != seconds or seconds < 0 or seconds == float("inf"):
-        return None
-    return seconds
-
-
-@dataclass
-class RowResult:
-    status: Status
-    errcode: int | None
-    errmsg: str
-    attempts: int
-    latency_ms: float
-
-
-class RateLimiter:
-    """A shared pacing limiter: at most ``rate`` request starts per second across workers."""
-
-    def __init__(
-        self,
-        rate: float,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.interval = 1.0 / rate
-        self.clock = clock
-        self.sleep = sleep
-        self._next = 0.0
-
-    async def acquire(self) -> None:
-        """Reserve the next free slot (first come, first served), then wait for it."""
-        now = self.clock()
-        slot = max(now, self._next)
-        self._next = slot + self.interval
-        if slot > now:
-            await self.sleep(slot - now)
-
-
-class KeyLinks:
-    """Which primary-key values belong to one customer in this run: a union-find over them.
-
-    ``tokens(keys)`` is called once per row, in file order, and returns what the row is
-    ordered on: one token per customer (component) its values belonged to before this row,
-    the first of them being the customer's token from now on. A row that links two customers
-    so carries both tokens and waits for the earlier rows of each; every later row of the
-    merged customer carries the first and waits for it. A value seen alone, or always with the
-    same partners, costs no memory; each link costs one dict entry (about 130 bytes), so a
-    run holds one entry per customer known by several values.
-
-    Tokens are the values' ``hash()`` (process-local, so they never leave the process that
-    computed them except as opaque tokens): two values with the same hash are ordered as one
-    customer, which costs a little parallelism and never reorders anything.
-    """
-
-    def __init__(self) -> None:
-        self._parent: dict[int, int] = {}
-
-    def _find(self, x: int) -> int:
-        parent = self._parent
-        root = x
-        while (p := parent.get(root)) is not None:
-            root = p
-        while (p := parent.get(x)) is not None and p != root:
-            parent[x] = root  # path compression
-            x = p
-        return root
-
-    def tokens(self, keys: tuple[str, ...]) -> tuple[int, ...]:
-        if not self._parent:  # nothing linked yet: the values are their own customers
-            if len(keys) == 1:
-                return (hash(keys[0]),)
-            first = hash(keys[0])
-            roots = [first]
-            for k in keys[1:]:
-                h = hash(k)
-                if h not in roots:
-                    roots.append(h)
-        else:
-            roots = []
-            for k in keys:
-                r = self._find(hash(k))
-                if r not in roots:
-                    roots.append(r)
-        first = roots[0]
-        for r in roots[1:]:
-            self._parent[r] = first
-        return tuple(roots)
-
-
-class FailureStreaks:
-    """Failures in a row, for the whole run: rows that used every attempt, and requests.
-
-    One process: plain numbers. ``--workers``: a shared ``multiprocessing`` array, so the
-    children count together and the bounds hold per run, not per process. A success resets a
-    count; with the array, it takes the lock only when there is something to reset.
-    """
-
-    ROWS, REQUESTS, SINCE = 0, 1, 2
-
-    def __init__(self, shared: Any = None) -> None:
-        # reads and resets-to-zero checks go to the raw array, without the lock
-        self._v: Any = shared.get_obj() if shared is not None else [0.0, 0.0, 0.0]
-        self._lock: Any = shared.get_lock() if shared is not None else contextlib.nullcontext()
-
-    def peek(self) -> tuple[int, int, float]:
-        """(rows failed in a row, requests failed in a row, when the requests' run began)."""
-        v = self._v
-        return int(v[self.ROWS]), int(v[self.REQUESTS]), v[self.SINCE]
-
-    @staticmethod
-    def shared(ctx: Any) -> Any:
-        """The array to hand to child processes (as a ``Process`` argument)."""
-        return ctx.Array("d", 3)
-
-    def row(self, failed: bool) -> int:
-        """Count a row's final outcome; the rows failed in a row so far."""
-        v = self._v
-        if not failed:
-            if v[self.ROWS]:
-                with self._lock:
-                    v[self.ROWS] = 0
-            return 0
-        with self._lock:
-            v[self.ROWS] += 1
-            return int(v[self.ROWS])
-
-    def request(self, failed: bool, now: float) -> tuple[int, float]:
-        """Count one attempt; the requests failed in a row so far and since when (seconds)."""
-        v = self._v
-        if not failed:
-            if v[self.REQUESTS]:
-                with self._lock:
-                    v[self.REQUESTS] = 0
-            return 0, 0.0
-        with self._lock:
-            if not v[self.REQUESTS]:
-                v[self.SINCE] = now
-            v[self.REQUESTS] += 1
-            return int(v[self.REQUESTS]), now - v[self.SINCE]
 
 
 class RowSource:
@@ -387,7 +184,7 @@ class Sender:
             token, body, keys = item
             if not self.ordered or not keys:
                 if self._bound_reached():
-                    on_result(token, RowResult(Status.NOT_SENT, None, NOT_SENT_MESSAGE, 0, 0.0))
+                    on_result(token, not_sent())
                     continue
                 on_result(token, await self.deliver(body))
                 continue
@@ -405,7 +202,7 @@ class Sender:
                     if not f.done():
                         await f
                 if self._bound_reached():
-                    on_result(token, RowResult(Status.NOT_SENT, None, NOT_SENT_MESSAGE, 0, 0.0))
+                    on_result(token, not_sent())
                     continue
                 on_result(token, await self.deliver(body))
             finally:
