@@ -1518,7 +1518,7 @@ def retry(
                     f"config's job '{cfg.job_name}': retry it with that job's config"
                 )
             position = {}
-            if cfg.kind == "user":
+            if cfg.job.kind == "user":
                 places = {Path(f["path"]).resolve(): i for i, f in enumerate(record.files)}
                 names = {i: str(f["path"]) for i, f in enumerate(record.files)}
                 for file in {f for f, _, _ in todo}:
@@ -1536,7 +1536,7 @@ def retry(
     wanted: dict[Path, set[int]] = {}
     superseded: list[str] = []
     for file, line, identity in todo:
-        base = position.get(str(Path(file))) if cfg.kind == "user" else None
+        base = position.get(str(Path(file))) if cfg.job.kind == "user" else None
         later = delivered.get(identity) if base is not None else None
         if later is not None and base is not None and later[0] > base + line:
             where = f"{later[1]}:{later[2]}" if later[1] else f"line {later[2]}"

@@ -1,0 +1,38 @@
+"""The job config: one YAML file that says where to send, what kind of rows, and how columns map.
+
+``load_config(path)`` reads and validates it; ``parse_config(data)`` validates a dict already in
+memory. Both collect **every** problem and raise one ``ConfigError`` whose ``problems`` each
+carry the dotted key path (``columns.age.type``), a plain message, a hint when there is a likely
+fix ("did you mean 'concurrency'?") and the YAML line when the file is known.
+
+Validation happens in three layers, and all three always run so nothing hides behind an
+earlier problem:
+
+1. pydantic checks each key's type and range (``extra="forbid"`` everywhere, so a typo is an
+   error, never silently ignored);
+2. cross-field rules that span sections (primary keys must be columns, events need
+   ``event_id`` and ``create_time``, ...) run on the raw dict, defensively, so they are
+   reported next to the type errors;
+3. constants (``value``) and ``default`` values are run through the mapper's own converters,
+   so a default that the mapper would reject is a config error, not a million row errors.
+
+The models are frozen; the mapper, loader and sender read them, never change them.
+"""
+
+from .columns import CREATE_TIME, EVENT_ID, ColumnSpec
+from .model import Config, check_columns
+from .redact import env_secrets, is_secret_key, redact_secrets
+from .validate import load_config, parse_config
+
+__all__ = [
+    "CREATE_TIME",
+    "EVENT_ID",
+    "ColumnSpec",
+    "Config",
+    "check_columns",
+    "env_secrets",
+    "is_secret_key",
+    "load_config",
+    "parse_config",
+    "redact_secrets",
+]

@@ -1,0 +1,170 @@
+"""The ``columns:`` section: how each property is filled (``ColumnSpec``)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import (
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from .base import StrictModel, did_you_mean, rule_error
+
+PropertyType = Literal["string", "integer", "number", "boolean", "datetime"]
+Transform = Literal["strip", "lower", "upper", "digits", "collapse_spaces", "nfkc"]
+
+#: Properties every ``event`` call needs (seed: "event_id" and "create_time").
+EVENT_ID = "event_id"
+CREATE_TIME = "create_time"
+
+
+def _scalar_to_text(v: Any) -> Any:
+    """YAML scalars -> the text a cell would hold (``true`` -> 'true', ``12`` -> '12')."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, datetime):
+        return v.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(v, date):
+        return v.isoformat()
+    return v
+
+
+def strptime_format_problem(fmt: str) -> str | None:
+    """Why ``fmt`` is not a usable ``datetime.strptime`` format, or None when it is."""
+    if "%" not in fmt:
+        return f"format '{fmt}' has no %-directives"
+    try:
+        datetime.strptime("", fmt)
+    except ValueError as exc:
+        text = str(exc)
+        # An empty string never matches a real format: that error means the format compiled.
+        return None if text.startswith("time data") else text
+    return None
+
+
+class ColumnSpec(StrictModel):
+    """How one property is filled: from a source column (``from``) or a constant (``value``)."""
+
+    source: str | None = Field(default=None, alias="from")
+    value: str | None = None
+    type: PropertyType = "string"
+    format: str | None = None
+    timezone: str | None = None
+    default: str | None = None
+    transform: list[Transform] = Field(default_factory=list)
+    pattern: str | None = None
+    required: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str | int | float) and not isinstance(data, bool):
+            return {"from": _scalar_to_text(data)}
+        if isinstance(data, dict):
+            data = dict(data)
+            for key in ("value", "default"):
+                if key in data:
+                    data[key] = _scalar_to_text(data[key])
+            if isinstance(data.get("from"), int | float) and not isinstance(data["from"], bool):
+                data["from"] = _scalar_to_text(data["from"])
+        return data
+
+    @field_validator("source", "value", "default", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        if isinstance(v, list | dict):
+            raise rule_error("expected a single value, got a " + type(v).__name__)
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str | None) -> str | None:
+        if v is not None and v == "":
+            raise rule_error("column name must not be empty")
+        return v
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, v: str | None) -> str | None:
+        if v is not None:
+            why = strptime_format_problem(v)
+            if why:
+                raise rule_error(
+                    f"invalid datetime format: {why}", "see Python's strptime directives"
+                )
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise rule_error(
+                f"unknown time zone '{v}'",
+                did_you_mean(v, available_timezones()) or "use an IANA name like Asia/Shanghai",
+            ) from None
+        return v
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise rule_error(f"invalid regular expression: {exc}") from None
+        why = _re2_problem(v)
+        if why:
+            raise rule_error(
+                f"regular expression not supported: {why}",
+                "patterns use RE2 syntax: no look-around or back-references",
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _combination(self) -> ColumnSpec:
+        if (self.source is None) == (self.value is None):
+            raise rule_error(
+                "set exactly one of 'from' (a source column) or 'value' (a constant)",
+                None if self.source else "e.g. {from: 手机号} or {value: crm}",
+            )
+        if self.value is not None:
+            used = [k for k in ("default", "pattern") if getattr(self, k) is not None]
+            used += ["transform"] if self.transform else []
+            used += ["required"] if self.required else []
+            if used:
+                raise rule_error(
+                    f"'{used[0]}' only applies to a column read from the file ('from'), "
+                    "not to a constant 'value'"
+                )
+        if self.type != "datetime":
+            for key in ("format", "timezone"):
+                if getattr(self, key) is not None:
+                    raise rule_error(
+                        f"'{key}' only applies to type datetime, this column is {self.type}",
+                        "add type: datetime",
+                    )
+        return self
+
+
+def _re2_problem(pattern: str) -> str | None:
+    """The mapper matches with pyarrow (RE2); a Python-only regex must fail here, not later."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        pc.match_substring_regex(pa.array([""]), f"^(?:{pattern})$")
+    except pa.ArrowInvalid as exc:
+        return str(exc).removeprefix("Invalid regular expression: ")
+    return None

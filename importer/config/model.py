@@ -1,0 +1,133 @@
+"""The whole config (``Config``) and the ``send:``, ``report:`` and ``state:`` sections."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    model_validator,
+)
+
+from ..errors import ConfigError, ConfigProblem
+from ..protocol import Profile
+from .base import StrictModel, did_you_mean
+from .columns import CREATE_TIME, ColumnSpec
+from .input import InputOptions
+from .job import Job
+from .target import Target
+
+
+class RetryOptions(StrictModel):
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    initial_backoff_s: float = Field(default=0.5, ge=0)
+    max_backoff_s: float = Field(default=30.0, ge=0)
+    retry_after_cap_s: float = Field(default=120.0, ge=0)
+
+
+class SendOptions(StrictModel):
+    concurrency: int = Field(default=32, ge=1, le=1024)
+    rate_limit: float | None = Field(default=None, gt=0)
+    retry: RetryOptions = RetryOptions()
+    abort_after_signature_failures: int = Field(default=5, ge=1)
+    #: stop the run when this many rows in a row failed after every attempt (0: never)
+    abort_after_failed_rows: int = Field(default=200, ge=0)
+    #: stop the run when this many requests in a row failed (429, 5xx, no answer), over at
+    #: least retry.max_backoff_s (0: never)
+    abort_after_failed_requests: int = Field(default=100, ge=0)
+    #: sender processes; each owns a share of the customers (see docs/benchmarks.md)
+    workers: int = Field(default=1, ge=1, le=64)
+
+
+class ReportOptions(StrictModel):
+    dir: str = "reports"
+    format: Literal["csv", "jsonl"] = "csv"
+    mask_pii: bool = False
+
+
+class StateOptions(StrictModel):
+    #: the SQLite ledger; default ``<report.dir>/state.db`` (never ``--report-dir``)
+    path: str | None = None
+    #: full: send every valid row (resuming a killed run); incremental: only changed rows
+    mode: Literal["full", "incremental"] = "full"
+    #: false: no ledger at all (no resume, no changed-only, no retry by run id, no lock)
+    enabled: bool = True
+
+
+class Config(StrictModel):
+    target: Target = Target()
+    job: Job
+    columns: dict[str, ColumnSpec] = Field(min_length=1)
+    input: InputOptions = InputOptions()
+    send: SendOptions = SendOptions()
+    report: ReportOptions = ReportOptions()
+    state: StateOptions = StateOptions()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _event_defaults(cls, data: Any) -> Any:
+        return with_event_defaults(data)
+
+    @property
+    def job_name(self) -> str:
+        return self.job.name or "job"
+
+    def source_columns(self) -> list[str]:
+        """Distinct source columns the job reads, in config order (``event_name_from`` last)."""
+        out: list[str] = []
+        for spec in self.columns.values():
+            if spec.source is not None and spec.source not in out:
+                out.append(spec.source)
+        if self.job.event_name_from and self.job.event_name_from not in out:
+            out.append(self.job.event_name_from)
+        return out
+
+    def profile(self) -> Profile:
+        return self.target.profile()
+
+
+def with_event_defaults(data: Any) -> Any:
+    """``create_time`` of an event is a datetime unless the config says otherwise."""
+    if not isinstance(data, dict):
+        return data
+    job, columns = data.get("job"), data.get("columns")
+    if not (isinstance(job, dict) and job.get("kind") == "event"):
+        return data
+    if not (isinstance(columns, dict) and CREATE_TIME in columns):
+        return data
+    spec = columns[CREATE_TIME]
+    if isinstance(spec, str):
+        spec = {"from": spec, "type": "datetime"}
+    elif isinstance(spec, dict) and "type" not in spec:
+        spec = {**spec, "type": "datetime"}
+    else:
+        return data
+    return {**data, "columns": {**columns, CREATE_TIME: spec}}
+
+
+def check_columns(config: Config, source_path: str, header: list[str]) -> None:
+    """Refuse a file whose header lacks a column the config reads; name the closest ones."""
+    present = set(header)
+    problems: list[ConfigProblem] = []
+    for column in config.source_columns():
+        if column in present:
+            continue
+        stripped = [h for h in header if h.strip() == column.strip()]
+        if stripped:
+            hint: str | None = f"did you mean '{stripped[0]}'? (spaces differ)"
+        else:
+            hint = did_you_mean(column, header)
+        if hint is None:
+            shown = ", ".join(header[:20]) + (", ..." if len(header) > 20 else "")
+            hint = f"the file's columns are: {shown}" if header else "the file has no header"
+        for path in _paths_reading(config, column):
+            problems.append(ConfigProblem(path, f"column '{column}' is not in {source_path}", hint))
+    if problems:
+        raise ConfigError(problems)
+
+
+def _paths_reading(config: Config, column: str) -> list[str]:
+    paths = [f"columns.{name}.from" for name, s in config.columns.items() if s.source == column]
+    if config.job.event_name_from == column:
+        paths.append("job.event_name_from")
+    return paths[:1]

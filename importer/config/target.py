@@ -1,0 +1,110 @@
+"""The ``target:`` section: where to send (URL, paths, header names, TLS, the SECRET's
+variable)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic import (
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from ..protocol import DEFAULT_PATHS, Headers, Profile
+from .base import ENV_NAME, HEADER_NAME, StrictModel, rule_error
+from .redact import looks_like_secret
+
+
+class PathsConfig(StrictModel):
+    user: str = DEFAULT_PATHS["user"]
+    user_delete: str = DEFAULT_PATHS["user_delete"]
+    event: str = DEFAULT_PATHS["event"]
+
+    @field_validator("user", "user_delete", "event")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise rule_error(f"a path must start with '/', got '{v}'", f"write '/{v}'")
+        for position, char in enumerate(v, 1):
+            # it goes in the request line as is: a space, a line break or a non-ASCII
+            # character would fail (or split) every request
+            if not "!" <= char <= "~":
+                raise rule_error(
+                    f"the path contains a character that cannot be sent in a request line "
+                    f"(U+{ord(char):04X} at position {position})",
+                    "percent-encode it (a space is %20, 用 is %E7%94%A8)",
+                )
+        return v
+
+
+class HeaderNames(StrictModel):
+    secret: str = "X-Secret"
+    timestamp: str = "X-Timestamp"
+    signature: str = "X-Signature"
+
+    @field_validator("secret", "timestamp", "signature")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        if not HEADER_NAME.match(v):
+            raise rule_error(f"'{v}' is not a valid HTTP header name")
+        return v
+
+
+class Target(StrictModel):
+    base_url: str = "http://127.0.0.1:8080"
+    secret_env: str = "DMART_SECRET"
+    debug: bool = False
+    timeout_s: float = Field(default=10.0, gt=0)
+    paths: PathsConfig = PathsConfig()
+    headers: HeaderNames = HeaderNames()
+    sign: bool = True
+    tls_verify: bool = True
+    ca_file: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise rule_error(
+                f"expected an http:// or https:// URL, got '{v}'", "e.g. https://api.example.com"
+            )
+        if parts.query or parts.fragment:
+            raise rule_error("base_url must not carry a query string or fragment")
+        return v.rstrip("/")
+
+    @field_validator("secret_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        # neither message quotes the value: it may be the SECRET pasted in the wrong place
+        if looks_like_secret(v):
+            raise rule_error(
+                "secret_env looks like the SECRET itself; it must be the NAME of an environment "
+                "variable",
+                "put the SECRET in an environment variable (e.g. DMART_SECRET) and name it here",
+            )
+        if not ENV_NAME.match(v):
+            raise rule_error(
+                "secret_env is not an environment variable name (letters, digits and '_', "
+                "not starting with a digit)",
+                "e.g. DMART_SECRET",
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _tls(self) -> Target:
+        if self.ca_file is not None and not self.tls_verify:
+            raise rule_error(
+                "ca_file is set but tls_verify is false, so it would be ignored",
+                "remove one of the two",
+            )
+        return self
+
+    def profile(self) -> Profile:
+        """The wire-format profile (paths, header names, signing) for protocol functions."""
+        return Profile(
+            paths=self.paths.model_dump(),
+            headers=Headers(**self.headers.model_dump()),
+            sign=self.sign,
+        )
