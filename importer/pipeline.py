@@ -55,15 +55,16 @@ from .map import Mapped, Mapper
 from .outcomes import NOT_SENT_MESSAGE, RowResult, Status
 from .protocol import Profile, header_problem
 from .report import (
+    RESULT_SUFFIXES,
     PiiMask,
+    RejectFiles,
     RejectRows,
-    RejectsWriter,
     ResultRows,
     ResultsWriter,
     RunSummary,
     file_fingerprint,
     finish_atomic,
-    rejects_names,
+    read_results,
     without_row_values,
     write_json_atomic,
     write_metrics,
@@ -546,8 +547,7 @@ class Run:
             )
             self._writer = _LedgerWriter(self.ledger, job, run_id)
         self.results = ResultsWriter(run_dir, fmt, mask=self.mask)
-        self.rejects: dict[int, RejectsWriter] = {}
-        self._rejects_names: list[str] = []
+        self.rejects = RejectFiles(run_dir, self.sources)
         try:
             if self.dry_run or secret is None:
                 for state in self._produce(build_bodies=False):
@@ -561,8 +561,7 @@ class Run:
             self._phase = "finish"
         except BaseException as exc:
             self.results.abandon()
-            for w in self.rejects.values():
-                w.abandon()
+            self.rejects.abandon()
             if self.ledger is not None:
                 with contextlib.suppress(Exception):  # the error being raised matters more
                     self._flush_ledger()
@@ -579,7 +578,7 @@ class Run:
         if self._report_full is None:
             try:
                 results_path = self.results.close()
-                rejects_paths = [p for w in self.rejects.values() if (p := w.close()) is not None]
+                rejects_paths = self.rejects.close()
             except DiskFullError as exc:
                 self._report_full = exc
         if self._report_full is not None:
@@ -701,8 +700,7 @@ class Run:
         """The report's disk is full: drop its unfinished files (freeing what they took),
         mark the run resumable in the ledger, and raise one line saying what happened."""
         self.results.abandon()
-        for w in self.rejects.values():
-            w.abandon()
+        self.rejects.abandon()
         if self.dry_run:
             raise DiskFullError(
                 exc.path, f"{exc}: validate stopped; free space, then run it again"
@@ -1046,13 +1044,14 @@ class Run:
         failed = np.flatnonzero(np.isin(state.status, _UNDELIVERED))
         if len(failed) == 0 and not batch.bad:
             return
-        writer = self._rejects_writer(state.file_index)
         lines = state.mapped.lines
         if batch.original is not None:
             # Parquet: the original rows, original types, bad records included
             wanted = sorted({int(lines[i]) for i in failed} | {b.line for b in batch.bad})
             rows = batch.original.take(pa.array(_original_rows(batch, wanted), pa.int64()))
-            writer.write(RejectRows([], pa.Table.from_batches([rows]), wanted, []))
+            self.rejects.write(
+                state.file_index, RejectRows(pa.Table.from_batches([rows]), wanted, [])
+            )
             return
         raw: list[tuple[int, str]] = [(b.line, b.raw) for b in batch.bad if b.raw is not None]
         table = None
@@ -1062,17 +1061,7 @@ class Run:
         elif len(failed):
             table = batch.table.take(failed)
             table_lines = [int(lines[i]) for i in failed]
-        writer.write(RejectRows([], table, table_lines, raw))
-
-    def _rejects_writer(self, index: int) -> RejectsWriter:
-        writer = self.rejects.get(index)
-        if writer is None:
-            if not self._rejects_names:
-                self._rejects_names = rejects_names(self.sources)
-            source = self.sources[index]
-            writer = RejectsWriter(self.run_dir / self._rejects_names[index], source)
-            self.rejects[index] = writer
-        return writer
+        self.rejects.write(state.file_index, RejectRows(table, table_lines, raw))
 
 
 class _LedgerWriter:
@@ -1472,21 +1461,8 @@ def retry(
     todo: list[tuple[str, int, str]] = []
     delivered: dict[str, tuple[int, str, int]] = {}
     candidate = Path(run_or_results)
-    if candidate.suffix in (".csv", ".jsonl") and candidate.exists():
-        import csv as _csv
-        import json as _json
-
-        with open(candidate, encoding="utf-8", newline="") as fh:
-            if candidate.suffix == ".csv":
-                records: Iterator[dict[str, Any]] = _csv.DictReader(fh)
-            else:
-                records = (_json.loads(line) for line in fh if line.strip())
-            seen: list[tuple[str, int, str, str]] = []
-            for rec in records:
-                file = str(rec["file"])
-                if candidate.suffix == ".csv":
-                    file = file.removeprefix("'")
-                seen.append((file, int(rec["line"]), str(rec.get("identity") or ""), rec["status"]))
+    if candidate.suffix in RESULT_SUFFIXES and candidate.exists():
+        seen = [(r.file, r.line, r.identity, r.status) for r in read_results(candidate)]
         # a run reads its files in the order of their paths (``expand_inputs``)
         order = {f: i for i, f in enumerate(sorted({str(Path(f)) for f, *_ in seen}))}
         for file, line, identity, status in seen:
@@ -1506,7 +1482,7 @@ def retry(
                 (r for r in ledger.runs(None, limit=-1) if r.run_id == str(run_or_results)), None
             )
             if record is None:
-                if candidate.suffix in (".csv", ".jsonl") or len(candidate.parts) > 1:
+                if candidate.suffix in RESULT_SUFFIXES or len(candidate.parts) > 1:
                     raise LoadError(f"{run_or_results}: no such file or directory")
                 raise LedgerError(
                     f"run {run_or_results} is not in the ledger {ledger.path}; "

@@ -19,20 +19,31 @@ and, when asked, a Prometheus metrics file (``metrics``). Every file is written 
 from .files import file_fingerprint, finish_atomic, write_json_atomic
 from .masking import PiiMask, without_row_values
 from .metrics import write_metrics
-from .rejects import RejectRows, RejectsWriter, rejects_names
-from .results import RESULT_COLUMNS, ResultRows, ResultsWriter
+from .rejects import RejectFiles, RejectRows, RejectsWriter, rejects_names
+from .results import (
+    RESULT_COLUMNS,
+    RESULT_SUFFIXES,
+    ResultLine,
+    ResultRows,
+    ResultsWriter,
+    read_results,
+)
 from .summary import RunSummary
 
 __all__ = [
     "RESULT_COLUMNS",
+    "RESULT_SUFFIXES",
     "PiiMask",
+    "RejectFiles",
     "RejectRows",
     "RejectsWriter",
+    "ResultLine",
     "ResultRows",
     "ResultsWriter",
     "RunSummary",
     "file_fingerprint",
     "finish_atomic",
+    "read_results",
     "rejects_names",
     "without_row_values",
     "write_json_atomic",

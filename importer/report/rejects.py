@@ -25,7 +25,6 @@ from .files import finish_atomic, private_opener, temp_path, writing
 class RejectRows:
     """Original rows of one source that did not get through, ordered by line."""
 
-    lines: list[int]
     table: pa.Table | None  # whole original rows (CSV/Parquet), aligned with table_lines
     table_lines: list[int]
     raw: list[tuple[int, str]] = field(default_factory=list)  # (line, original text)
@@ -153,3 +152,33 @@ def _rejects_ext(source: Any) -> str:
     if source.format == "csv":
         return "tsv" if source.delimiter == "\t" else "csv"
     return str(source.format)
+
+
+class RejectFiles:
+    """The rejects files of one run: one ``RejectsWriter`` per input, opened on its first row
+    and named by ``rejects_names``."""
+
+    def __init__(self, run_dir: Path, sources: Sequence[Any]) -> None:
+        self.run_dir = run_dir
+        self.sources = sources
+        self._names: list[str] = []
+        self._writers: dict[int, RejectsWriter] = {}
+
+    def write(self, index: int, rows: RejectRows) -> None:
+        """Append ``rows`` of the input ``sources[index]``; DiskFullError when the disk is full."""
+        writer = self._writers.get(index)
+        if writer is None:
+            if not self._names:
+                self._names = rejects_names(self.sources)
+            writer = RejectsWriter(self.run_dir / self._names[index], self.sources[index])
+            self._writers[index] = writer
+        writer.write(rows)
+
+    def close(self) -> list[Path]:
+        """Finish every file; the paths of those that hold rows."""
+        return [p for w in self._writers.values() if (p := w.close()) is not None]
+
+    def abandon(self) -> None:
+        """Drop every unfinished file."""
+        for w in self._writers.values():
+            w.abandon()

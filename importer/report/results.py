@@ -10,8 +10,11 @@ tab or carriage return gets a leading apostrophe (OWASP's advice against formula
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -144,3 +147,48 @@ class ResultsWriter:
         with contextlib.suppress(OSError):  # what is still buffered cannot matter now
             self._fh.close()
         self._tmp.unlink(missing_ok=True)
+
+
+#: the endings of a results file (``report.format``)
+RESULT_SUFFIXES = (".csv", ".jsonl")
+
+
+@dataclass(frozen=True)
+class ResultLine:
+    """One line of a results file as written, read back (what ``retry`` needs of it)."""
+
+    file: str
+    line: int
+    identity: str
+    status: str
+
+
+def unprotect(text: str) -> str:
+    """A ``results.csv`` cell as it was before formula protection (``neutralize``)."""
+    if text[:1] == "'" and re.match(_FORMULA_START, text[1:2]):
+        return text[1:]
+    return text
+
+
+def read_results(path: Path) -> Iterator[ResultLine]:
+    """The lines of a results file (``results.csv`` or ``results.jsonl``), in order, with the
+    apostrophe that formula protection put before a text cell of ``results.csv`` taken off."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        if path.suffix == ".csv":
+            for rec in csv.DictReader(fh):
+                yield ResultLine(
+                    unprotect(rec["file"]),
+                    int(rec["line"]),
+                    unprotect(rec.get("identity") or ""),
+                    rec["status"],
+                )
+        else:
+            for text in fh:
+                if text.strip():
+                    obj = json.loads(text)
+                    yield ResultLine(
+                        str(obj["file"]),
+                        int(obj["line"]),
+                        str(obj.get("identity") or ""),
+                        str(obj["status"]),
+                    )
