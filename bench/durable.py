@@ -68,7 +68,7 @@ def _populate(config: Path, data: Path, state: Path) -> int:
     would leave it, recorded through the library (no 1,000,000 requests needed)."""
     from importer.config import load_config
     from importer.ledger import Ledger
-    from importer.loader import iter_batches, open_source
+    from importer.load import iter_batches, open_source
     from importer.pipeline import Run
 
     cfg = load_config(config)

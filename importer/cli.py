@@ -316,7 +316,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     import codecs
 
     from .errors import LoadError
-    from .loader import InputOptions
+    from .load import InputOptions
     from .scaffold import default_out, propose, render_proposal, write_config
 
     try:

@@ -50,7 +50,7 @@ from .errors import (
     LockedError,
 )
 from .ledger import HELD, SEND, SUPERSEDED, UNCHANGED, Ledger, RunInfo, keys64, lock_path
-from .loader import Batch, InputOptions, Source, expand_inputs, iter_batches, open_source
+from .load import Batch, InputOptions, Source, expand_inputs, iter_batches, open_source
 from .map import Mapped, Mapper
 from .outcomes import NOT_SENT_MESSAGE, RowResult, Status
 from .protocol import Profile, header_problem
@@ -1249,7 +1249,7 @@ def _empty_table() -> Any:
 
 
 def _load_failure_batch(source: Source, message: str) -> Batch:
-    from .loader import BadRecord
+    from .load import BadRecord
 
     return Batch(
         source=source,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .config import Config, check_columns, load_config
 from .errcodes import ErrCode
-from .loader import BadRecord, Batch, InputOptions, iter_batches, open_source
+from .load import BadRecord, Batch, InputOptions, iter_batches, open_source
 from .map import Mapper
 
 __all__ = ["Plan", "Preview", "PreviewRow", "preview", "render_preview"]

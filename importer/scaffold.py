@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from . import loader
+from . import load as loader
 from .config import CREATE_TIME, EVENT_ID, ColumnSpec, parse_config
 from .errors import DmImportError
 from .map import FALSE_WORDS, TRUE_WORDS, convert_values

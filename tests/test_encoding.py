@@ -19,7 +19,7 @@ import pytest
 from clirun import dmimport
 
 from importer.errors import LoadError
-from importer.loader import InputOptions, expand_inputs, iter_batches, open_source
+from importer.load import InputOptions, expand_inputs, iter_batches, open_source
 from importer.pipeline import run
 from importer.sandbox import Sandbox
 

@@ -17,9 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from csvfiles import reference
 
-from importer import loader
 from importer.errors import ConfigError, LoadError
-from importer.loader import (
+from importer.load import (
     BadRecord,
     Batch,
     InputOptions,
@@ -27,7 +26,9 @@ from importer.loader import (
     expand_inputs,
     iter_batches,
     open_source,
+    textstream,
 )
+from importer.load import csv as load_csv
 
 
 @dataclass
@@ -246,7 +247,7 @@ def test_backslash_escaped_quotes_need_escape_char(tmp_path: Path) -> None:
 def test_malformed_quoting_is_found_across_pieces_and_blocks(
     tmp_path: Path, small_blocks: None, monkeypatch: pytest.MonkeyPatch, escape: str | None
 ) -> None:
-    monkeypatch.setattr(loader, "_CHUNK", 61)  # the stream reads 61 bytes at a time
+    monkeypatch.setattr(textstream, "_CHUNK", 61)  # the stream reads 61 bytes at a time
     rng = random.Random(11)
     good_fields = [('"a,b"', "a,b"), ('"x""y"', 'x"y'), ('""', ""), ('"l1\nl2"', "l1\nl2"),
                    ('""""', '"'), ("plain", "plain"), ('ab"c', 'ab"c'), ("", "")]  # fmt: skip
@@ -812,8 +813,8 @@ def test_batches_are_bounded_and_lose_nothing(tmp_path: Path) -> None:
 @pytest.fixture
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Arrow blocks of 4 KiB, so a small file crosses many block boundaries."""
-    monkeypatch.setattr(loader, "_BLOCK", 4096)
-    monkeypatch.setattr(loader, "_BLOCK_SLACK", 0)
+    monkeypatch.setattr(load_csv, "_BLOCK", 4096)
+    monkeypatch.setattr(load_csv, "_BLOCK_SLACK", 0)
 
 
 def _random_csv(rng: random.Random, n: int) -> tuple[str, list[tuple[int, list[str]]], list[int]]:

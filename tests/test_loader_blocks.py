@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from csvfiles import reference
 
-from importer import loader
 from importer.errors import LoadError
-from importer.loader import BadRecord, InputOptions, iter_batches, open_source
+from importer.load import BadRecord, InputOptions, iter_batches, open_source
+from importer.load import csv as load_csv
+from importer.load import jsonl as jsonl_mod
 
 MIB = 1 << 20
 
@@ -39,13 +40,13 @@ def load(path: Path, **options: Any) -> tuple[list[tuple[int, list[str]]], list[
 def restarts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The records from which the file was read again with the larger block."""
     calls: list[int] = []
-    restart = loader._CsvInput.restart
+    restart = load_csv._CsvInput.restart
 
-    def spy(self: loader._CsvInput, record: int) -> Any:
+    def spy(self: load_csv._CsvInput, record: int) -> Any:
         calls.append(record)
         return restart(self, record)
 
-    monkeypatch.setattr(loader._CsvInput, "restart", spy)
+    monkeypatch.setattr(load_csv._CsvInput, "restart", spy)
     return calls
 
 
@@ -53,15 +54,15 @@ def test_the_block_does_not_grow_with_the_field_limit(tmp_path: Path) -> None:
     path = tmp_path / "small.csv"
     path.write_text("a,b\n1,2\n")
     options = InputOptions()
-    csv_in = loader._CsvInput(open_source(path, options), options)
-    assert loader._BLOCK <= 4 * MIB
+    csv_in = load_csv._CsvInput(open_source(path, options), options)
+    assert load_csv._BLOCK <= 4 * MIB
     assert csv_in.large >= 2 * options.max_field_bytes
 
 
 def test_a_field_longer_than_the_block_loads(tmp_path: Path, restarts: list[int]) -> None:
     # text with quoted newlines, after enough rows for batches to be delivered first; longer
     # than two blocks, which Arrow can never read as one record
-    size = 2 * loader._BLOCK + MIB
+    size = 2 * load_csv._BLOCK + MIB
     assert size < InputOptions().max_field_bytes
     big = "\n".join(["长" * 1000] * 1000) + "x" * (size - 3_000_999)
     before = "".join(f"{i},a\n" for i in range(60_000))
@@ -84,7 +85,7 @@ def test_a_field_longer_than_the_block_loads(tmp_path: Path, restarts: list[int]
 def test_a_field_over_the_limit_rejects_only_its_record(
     tmp_path: Path, compressed: bool, restarts: list[int]
 ) -> None:
-    limit = 2 * loader._BLOCK + MIB  # the record needs the larger block to be read
+    limit = 2 * load_csv._BLOCK + MIB  # the record needs the larger block to be read
     huge = "y\n" * (limit // 2) + "zz"  # limit + 2 bytes, spanning limit / 2 lines
     before = "".join(f"{i},a,\n" for i in range(30_000))
     after = "".join(f"{i},b,\n" for i in range(30_000))
@@ -121,7 +122,7 @@ def test_a_field_over_the_limit_rejects_only_its_record(
 
 def test_a_long_first_record_loads(tmp_path: Path) -> None:
     # the record does not fit the first block Arrow reads with the header
-    big = "q" * (2 * loader._BLOCK + 1000)
+    big = "q" * (2 * load_csv._BLOCK + 1000)
     path = tmp_path / "first.csv"
     path.write_text(f"a,b\n1,{big}\n2,x\n")
     rows, bad = load(path)
@@ -130,7 +131,7 @@ def test_a_long_first_record_loads(tmp_path: Path) -> None:
 
 
 def test_a_long_field_in_another_encoding(tmp_path: Path, restarts: list[int]) -> None:
-    big = "张" * (loader._BLOCK + 10)  # 2 bytes each in GB18030, 3 in UTF-8 (what Arrow reads)
+    big = "张" * (load_csv._BLOCK + 10)  # 2 bytes each in GB18030, 3 in UTF-8 (what Arrow reads)
     text = "a,b\n" + "".join(f"{i},李\n" for i in range(5000)) + f"x,{big}\n" + "y,王\n"
     path = tmp_path / "gb.csv"
     path.write_bytes(text.encode("gb18030"))
@@ -144,8 +145,8 @@ def test_a_long_field_in_another_encoding(tmp_path: Path, restarts: list[int]) -
 @pytest.fixture
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Arrow blocks of 4 KiB, and larger ones of 2 x max_field_bytes."""
-    monkeypatch.setattr(loader, "_BLOCK", 4096)
-    monkeypatch.setattr(loader, "_BLOCK_SLACK", 0)
+    monkeypatch.setattr(load_csv, "_BLOCK", 4096)
+    monkeypatch.setattr(load_csv, "_BLOCK_SLACK", 0)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -227,15 +228,15 @@ def load_jsonl(path: Path, columns: list[str] | None, **options: Any) -> list[An
 def arrow_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many lines Arrow read: [by Arrow, one at a time]."""
     counts = [0, 0]
-    runs = loader._JsonBlocks.runs
+    runs = jsonl_mod._JsonBlocks.runs
 
-    def spy(self: loader._JsonBlocks, block: bytes) -> Any:
+    def spy(self: jsonl_mod._JsonBlocks, block: bytes) -> Any:
         found = runs(self, block)
         for start, end, table, _ in found:
             counts[table is None] += end - start
         return found
 
-    monkeypatch.setattr(loader._JsonBlocks, "runs", spy)
+    monkeypatch.setattr(jsonl_mod._JsonBlocks, "runs", spy)
     return counts
 
 
@@ -244,7 +245,7 @@ def same_as_line_by_line(
 ) -> list[Any]:
     fast = load_jsonl(path, columns, **options)
     with monkeypatch.context() as m:
-        m.setattr(loader._JsonBlocks, "use_arrow", False)
+        m.setattr(jsonl_mod._JsonBlocks, "use_arrow", False)
         slow = load_jsonl(path, columns, **options)
     assert fast == slow
     return fast
@@ -336,7 +337,7 @@ def test_jsonl_runs_read_by_arrow_match_reading_each_line(
         data = data[:at] + b"\xff" + data[at:]  # undecodable bytes
     path = tmp_path / "f.jsonl"
     path.write_bytes(data)
-    monkeypatch.setattr(loader, "_CHUNK", rng.choice([200, 5000, 4 << 20]))  # lines per block
+    monkeypatch.setattr(jsonl_mod, "_CHUNK", rng.choice([200, 5000, 4 << 20]))  # lines per block
     options: dict[str, Any] = {"batch_rows": rng.choice([1, 7, 100])}
     if encoding != "utf-8":
         options["encoding"] = encoding

@@ -11,7 +11,7 @@ import yaml
 
 from importer.config import load_config, parse_config
 from importer.errors import ConfigError
-from importer.loader import InputOptions, iter_batches, open_source
+from importer.load import InputOptions, iter_batches, open_source
 from importer.map import Mapper
 from importer.pipeline import validate
 from importer.preview import Plan, PreviewRow, preview, render_preview

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from importer.config import Config, parse_config
-from importer.loader import InputOptions, iter_batches, open_source
+from importer.load import InputOptions, iter_batches, open_source
 from importer.map import Mapper
 
 COLUMNS = ["id", "phone", "email", "name", "age", "amount", "vip", "when", "code"]

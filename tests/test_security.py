@@ -34,7 +34,7 @@ import pytest
 from csvfiles import write_csv
 
 from importer.errors import LoadError
-from importer.loader import InputOptions, iter_batches, open_source
+from importer.load import InputOptions, iter_batches, open_source
 from importer.sandbox import Faults, Sandbox
 from importer.sandbox.schema import Schema
 

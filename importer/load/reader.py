@@ -1,0 +1,33 @@
+"""Streaming a checked ``Source`` as ``Batch``es, by format."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from ..errors import LoadError
+from .batch import Batch, Source
+from .csv import _iter_csv
+from .jsonl import _iter_jsonl
+from .options import InputOptions
+from .parquet import _iter_parquet
+
+
+def iter_batches(
+    source: Source, options: InputOptions, columns: Sequence[str] | None = None
+) -> Iterator[Batch]:
+    """Stream ``source`` as batches of at most ``options.batch_rows`` rows.
+
+    ``columns`` are the source columns the job needs. JSONL builds only these (all keys of the
+    first object when None); CSV and Parquet keep every column, because a rejected row is
+    written back whole.
+    """
+    if source.format == "csv":
+        return _iter_csv(source, options)
+    if source.format == "jsonl":
+        names = list(columns) if columns is not None else list(source.columns)
+        return _iter_jsonl(source, options, names)
+    if source.format == "parquet":
+        read = list(columns) if columns is not None else list(source.columns)
+        source.refuse_unsupported(read)
+        return _iter_parquet(source, options, read)
+    raise LoadError(f"{source.path}: unknown format '{source.format}'")
