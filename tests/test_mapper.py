@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,10 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import importer.protocol
 from importer.config import Config, parse_config
 from importer.errcodes import ErrCode
 from importer.map import Mapped, Mapper
-from importer.protocol import event_body, user_body
+from importer.protocol import DATETIME_FORMAT, event_body, is_datetime, user_body
 
 Rows = dict[str, list[Any]]
 
@@ -507,6 +509,23 @@ def test_datetime_fast_and_general_paths_agree() -> None:
     general = run(cfg, {"P": ["1"] * 5, "E": [""] * 5, "T": [*cells, "2024-01-05"]})
     assert verdicts(fast) == verdicts(general)[:4]
     assert list(fast.bodies or []) == list(general.bodies or [])[:4]
+
+
+def test_every_sent_datetime_is_the_wire_format() -> None:
+    """What the mapper sends for a datetime is what the platform (protocol.is_datetime, the
+    sandbox's rule) takes, whichever path converted it."""
+    cfg = config({"phone": "P", "email": "E", "t": {"from": "T", "type": "datetime"}})
+    cells = ["2024-01-05 08:00:00", "2024/1/5 8:00", "1700000000", "2024-01-05T08:00:00Z"]
+    m = run(cfg, {"P": ["1"] * 4, "E": [""] * 4, "T": cells})
+    assert all(is_datetime(props(m, i)["t"]) for i in range(4))
+
+
+def test_the_wire_datetime_format_is_written_once() -> None:
+    """The map stage and the sandbox take the wire datetime format from importer.protocol."""
+    root = Path(importer.protocol.__file__).parent
+    for folder in ("map", "sandbox"):
+        for path in sorted((root / folder).rglob("*.py")):
+            assert DATETIME_FORMAT not in path.read_text(encoding="utf-8"), path
 
 
 # -- bodies --------------------------------------------------------------------------------------

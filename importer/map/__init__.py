@@ -1,16 +1,41 @@
-"""The map stage: a table of source text in, per-row local verdicts and exact request bodies out."""
+"""The map stage: a table of source text in, per-row local verdicts and exact request bodies out.
 
-from .mapper import (
-    FALSE_WORDS,
-    TRUE_WORDS,
-    BodyList,
-    HashList,
-    LazyList,
-    Mapped,
-    Mapper,
-    constant_problems,
-    convert_values,
-)
+Work is column-at-a-time with ``pyarrow.compute``; fast paths are picked from byte scans of a
+whole column (``arrays``). Python touches single values only for rare cases: reasons of
+rejected rows, odd control characters, numbers Python prints in exponent form, integers past
+18 digits, datetimes a configured ``format`` cannot parse vectorised. Every path yields the
+same bytes for the same value, so one odd cell never changes another row's output.
+
+Per property, in config order (``mapper``, ``values``):
+
+1. cell text -> ``transform`` steps -> for typed columns, surrounding whitespace dropped;
+2. empty (null or "") -> omitted, then ``default`` (if any) fills it;
+3. typed conversion to the JSON text the body will carry.
+
+Local checks then mirror the server, first failure wins (``checks``; ``ErrCode`` values):
+
+1. event name empty (``event_name_from``)                   DATA_CHECK_FAILED   20003
+2. no property has a value                                  PROPERTIES_EMPTY    10004
+3. no primary-key property; event without ``event_id``      PRIMARY_KEY_MISSING 20001
+4. primary keys all whitespace; ``event_id`` whitespace     PRIMARY_KEY_EMPTY   20002
+5. a value does not convert to its type (config order)      INVALID_TYPE        10002
+6. ``create_time`` missing or invalid; event name longer    DATA_CHECK_FAILED   20003
+   than ``max_value_length``; then per property in config
+   order: ``required`` empty, string longer than
+   ``max_value_length``, ``pattern`` mismatch
+
+Bodies (``bodies``) are joined per row from ``"key":value`` fragments and are byte-identical
+to ``protocol.user_body`` / ``protocol.event_body`` of the same dict. They stay in Arrow
+arrays: ``Mapped.bodies`` (``sequences.BodyList``) hands out ``bytes`` per row on access, so a
+million-row table never becomes a million Python objects before the sender needs them.
+``Mapped.properties_hash`` (``hashes``) is the change hash a changed-only run compares.
+"""
+
+from .checks import constant_problems
+from .hashes import HashList
+from .mapper import Mapped, Mapper
+from .sequences import BodyList, LazyList
+from .values import FALSE_WORDS, TRUE_WORDS, convert_values
 
 __all__ = [
     "FALSE_WORDS",

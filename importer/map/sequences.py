@@ -1,0 +1,130 @@
+"""The lazy sequences ``Mapped`` hands out: they read like lists, but cost nothing until used."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar, overload
+
+import numpy as np
+import pyarrow as pa
+
+from .arrays import buffers
+
+T = TypeVar("T")
+
+
+class Texts:
+    """Zero-copy view of an Arrow string array's values as bytes."""
+
+    def __init__(self, values: pa.Array):
+        offsets, data = buffers(values)
+        self.offsets = offsets.tolist()
+        self.data = data.data  # a memoryview over the Arrow buffer
+
+    def __getitem__(self, i: int) -> memoryview:
+        return self.data[self.offsets[i] : self.offsets[i + 1]]
+
+
+class BodyList(Sequence[bytes | None]):
+    """Request bodies of one table, kept in Arrow buffers; ``bytes`` are made on access.
+
+    Reads like ``list[bytes | None]`` (index, slice, iterate, ``len``, ``==``), with ``None``
+    for rows rejected locally. ``make`` gives ``(head, properties)`` (``bodies.body_parts``):
+    a body is ``head + properties + "}}"``, ``head`` shared (``{"properties":{``) unless the
+    event name comes from a column. It is called on first use (or ``build``): a changed-only
+    run that finds nothing changed never builds the bodies.
+    """
+
+    def __init__(self, make: Callable[[], tuple[bytes | pa.Array, pa.Array]], ok: np.ndarray):
+        self._ok = ok
+        self._make: Callable[[], tuple[bytes | pa.Array, pa.Array]] | None = make
+
+    def _set(self, head: bytes | pa.Array, properties: pa.Array) -> None:
+        self._head = head if isinstance(head, bytes) else None
+        self._heads = Texts(head) if not isinstance(head, bytes) else None
+        self._properties = Texts(properties)
+        self._arrays = (head, properties)  # keeps the buffers alive
+
+    def build(self) -> None:
+        """Build the bodies now (they are otherwise built on first access)."""
+        if self._make is not None:
+            make, self._make = self._make, None
+            self._set(*make())
+
+    def __len__(self) -> int:
+        return len(self._ok)
+
+    def _body(self, i: int) -> bytes:
+        if self._make is not None:
+            self.build()
+        head = self._head if self._heads is None else self._heads[i]
+        assert head is not None
+        return b"".join((head, self._properties[i], b"}}"))
+
+    @overload
+    def __getitem__(self, i: int) -> bytes | None: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[bytes | None]: ...
+    def __getitem__(self, i: int | slice) -> bytes | list[bytes | None] | None:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("body index out of range")
+        return self._body(i) if self._ok[i] else None
+
+    def __iter__(self) -> Iterator[bytes | None]:
+        self.build()
+        for i, ok in enumerate(self._ok.tolist()):
+            yield self._body(i) if ok else None
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"BodyList({len(self)} rows, {int(self._ok.sum())} bodies)"
+
+
+class LazyList(Sequence[T]):
+    """A list built on first use: reading the mapper's ``keys`` costs nothing until the sender
+    asks (events and validate-only runs never do)."""
+
+    def __init__(self, n: int, build: Callable[[], list[T]]):
+        self._n = n
+        self._build: Callable[[], list[T]] | None = build
+        self._items: list[T] | None = None
+
+    def _list(self) -> list[T]:
+        if self._items is None:
+            assert self._build is not None
+            self._items, self._build = self._build(), None
+        return self._items
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> T: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[T]: ...
+    def __getitem__(self, i: int | slice) -> T | list[T]:
+        return self._list()[i]
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._list())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return self._list() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"LazyList({self._list()!r})"
