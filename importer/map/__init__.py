@@ -32,17 +32,12 @@ million-row table never becomes a million Python objects before the sender needs
 """
 
 from .checks import constant_problems
-from .hashes import HashList
 from .mapper import Mapped, Mapper
-from .sequences import BodyList, LazyList
 from .values import FALSE_WORDS, TRUE_WORDS, convert_values
 
 __all__ = [
     "FALSE_WORDS",
     "TRUE_WORDS",
-    "BodyList",
-    "HashList",
-    "LazyList",
     "Mapped",
     "Mapper",
     "constant_problems",

@@ -60,9 +60,10 @@ def properties_hash(
 
 
 class HashList(Sequence[str | None]):
-    """``properties_hash``: 16 hex digits of a 64-bit hash of each row's mapped properties
-    (``Mapper.properties_hash``), None for rows rejected locally. Computed for the whole
-    table at once on first use: reading one hash or a million costs the same pass."""
+    """``Mapped.properties_hash``: the change hash of each row (``properties_hash``), as 16 hex
+    digits, None for rows rejected locally; ``values()`` gives them all as uint64 and
+    ``keys(rows)`` as int64. Computed for the whole table at once on first use: reading one
+    hash or a million costs the same pass."""
 
     def __init__(self, compute: Callable[[], np.ndarray], ok: np.ndarray):
         self._compute: Callable[[], np.ndarray] | None = compute

@@ -92,8 +92,8 @@ class BodyList(Sequence[bytes | None]):
 
 
 class LazyList(Sequence[T]):
-    """A list built on first use: reading the mapper's ``keys`` costs nothing until the sender
-    asks (events and validate-only runs never do)."""
+    """A list built on first use: the mapper's ``keys`` cost nothing until the sender asks for
+    a row's (a run that sends nothing never does)."""
 
     def __init__(self, n: int, build: Callable[[], list[T]]):
         self._n = n
