@@ -1,15 +1,7 @@
 """The ``dmimport`` command line: parses arguments, calls the library, picks the exit code.
 
-Exit codes (docs/exit-codes.md):
-  0  every row ok
-  1  some rows rejected, failed or not sent
-  2  usage or config error (nothing was sent)
-  3  run aborted by a fatal response (10003, 20000, repeated 20004, TLS/path errors)
-  4  another run of the same job is in progress
-  5  internal error (a bug: please report it with the output of --verbose)
-  6  no space left on device (ledger or report): the run stopped, run it again to resume
-  130, 143  stopped by SIGINT (Ctrl-C) or SIGTERM: 128 + the signal number; run it again to
-            resume
+The exit codes are decided by ``importer.exitcodes`` (see docs/exit-codes.md): a run's from its
+outcome (``exitcodes.for_run``), an error's from its type (``exitcodes.for_exception``).
 """
 
 from __future__ import annotations
@@ -28,10 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import ConfigError, DmImportError, Interrupted
-
-EXIT_INTERNAL = 5
+from . import __version__, exitcodes
+from .errors import ConfigError, DmImportError, Interrupted, NothingToRetry, UsageError
 
 log = logging.getLogger("importer")
 
@@ -339,14 +329,14 @@ def _cmd_init(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out(args.file)
     write_config(proposal.text, out, force=args.force)
     print(render_proposal(proposal, out))
-    return 0
+    return exitcodes.OK
 
 
 def _cmd_preview(args: argparse.Namespace) -> int:
     from .preview import preview, render_preview
 
     print(render_preview(preview(args.config, args.file, n=args.n, scan_all=not args.quick)))
-    return 0
+    return exitcodes.OK
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
@@ -355,10 +345,10 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     records = list_runs(args.config, all_jobs=args.all_jobs, limit=args.n)
     if args.json:
         print(json.dumps([r.__dict__ for r in records], ensure_ascii=False, indent=2))
-        return 0
+        return exitcodes.OK
     if not records:
         print("no runs recorded yet")
-        return 0
+        return exitcodes.OK
     print(f"{'run id':<24} {'job':<16} {'started':<20} {'duration':>9} {'status':<11} "
           f"{'exit':>4}  counts")  # fmt: skip
     for r in records:
@@ -367,7 +357,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         exit_code = "-" if r.exit_code is None else str(r.exit_code)
         print(f"{r.run_id:<24} {r.job:<16} {r.started[:19]:<20} {duration:>9} "
               f"{r.status:<11} {exit_code:>4}  {counts}")  # fmt: skip
-    return 0
+    return exitcodes.OK
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
@@ -453,10 +443,6 @@ def _terminated(signum: int, frame: Any) -> None:
     raise Interrupted(signum)
 
 
-class UsageError(Exception):
-    """Conflicting or invalid options: exit 2 before any work."""
-
-
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from .config import load_config
 
@@ -464,7 +450,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     print(
         f"{args.config}: ok (job {cfg.job_name}, kind {cfg.job.kind}, {len(cfg.columns)} columns)"
     )
-    return 0
+    return exitcodes.OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -494,7 +480,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command is None:
         parser.print_help()
-        return 2
+        return exitcodes.USAGE
     try:
         if args.command == "run":
             if args.dry_run and args.debug:
@@ -512,27 +498,27 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return _cmd_runs(args)
         if args.command == "retry":
             return _cmd_retry(args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except NothingToRetry as exc:  # not a failure: say so, and exit 0
+        print(exc)
+        return exitcodes.for_exception(exc)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         excerpt = config_excerpt(exc)
         if excerpt:
             print(excerpt, file=sys.stderr)
-        return exc.exit_code
+        return exitcodes.for_exception(exc)
     except DmImportError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return exitcodes.for_exception(exc)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM: no traceback
         signum = getattr(exc, "signum", signal.SIGINT)
         print(f"interrupted ({signal.Signals(signum).name})", file=sys.stderr)
-        return 128 + signum
+        return exitcodes.for_signal(signum)
     except Exception as exc:  # a bug: one line unless --verbose
         if isinstance(exc, BrokenPipeError) and _stdout_gone():
             # stdout's reader has gone (`dmimport preview ... | head`): the work is done
             _stdout_closed()
-            return 0
+            return exitcodes.OK
         text = f"internal error: {type(exc).__name__}: {exc}"
         secret = os.environ.get("DMART_SECRET")
         if secret:
@@ -542,9 +528,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         else:
             print("(run with --verbose for the traceback)", file=sys.stderr)
-        return EXIT_INTERNAL
+        return exitcodes.INTERNAL
     parser.error(f"unknown command {args.command}")
-    return 2
+    return exitcodes.USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover

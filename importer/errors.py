@@ -2,20 +2,29 @@
 
 ::
 
-    DmImportError                 base of everything the library raises on purpose
+    DmImportError                 base of everything the library raises on purpose (exit code 2
+    │                             unless a subclass says otherwise)
+    ├── UsageError                the command cannot run as asked (conflicting options, no
+    │                             ledger yet): exit code 2
+    ├── NothingToRetry            ``retry`` found no row to send again: exit code 0
     ├── ConfigError               refuse the run before any data is sent (exit code 2)
     │                             carries every problem found, each with its key path
     ├── LoadError                 a whole input file cannot be read (missing, not a CSV, ...)
+    │                             (exit code 2)
     ├── RunAborted                a fatal errcode (10003, 20000, repeated 20004) stopped a run
     │                             (exit code 3); rows not yet sent are reported ``not_sent``
     ├── LockedError               another run of the same job holds the lock (exit code 4)
-    ├── LedgerError               the state file is corrupt or belongs to another tool
+    ├── LedgerError               the state file is corrupt or belongs to another tool (exit
+    │                             code 2)
     └── DiskFullError             no space left on the disk of the ledger or the report: the
                                   run stopped, what was sent is recorded (exit code 6)
 
 Problems with a single row are not exceptions: they are data (``RowProblem``) that flows to the
 report, and the run goes on. Transport failures are not exceptions either: the client returns a
 ``TransportFailure`` the sender can retry on.
+
+The exit codes are ``importer.exitcodes``'s constants (docs/exit-codes.md); exit code 1 is only
+ever a run's (rows rejected, failed or not sent), never an exception's.
 
 No message in this tree ever contains the SECRET: messages are built from names, paths and
 counts, never from request headers.
@@ -28,11 +37,27 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import exitcodes
+
 
 class DmImportError(Exception):
     """Base class of the library's own errors."""
 
-    exit_code = 1
+    exit_code = exitcodes.USAGE
+
+
+class UsageError(DmImportError):
+    """The command cannot run as asked: conflicting or invalid options, or a command that
+    needs the job's ledger before any run of the job has made one. Nothing was done."""
+
+    exit_code = exitcodes.USAGE
+
+
+class NothingToRetry(DmImportError):
+    """``retry`` found no row to send again (the run had no failed or not_sent rows, or a later
+    delivered row of each one's customer overrode it). Not a failure: exit code 0."""
+
+    exit_code = exitcodes.OK
 
 
 @dataclass(frozen=True)
@@ -57,7 +82,7 @@ class ConfigProblem:
 class ConfigError(DmImportError):
     """The config (or the files' headers against it) is wrong; nothing was sent."""
 
-    exit_code = 2
+    exit_code = exitcodes.USAGE
 
     def __init__(
         self,
@@ -80,25 +105,25 @@ class ConfigError(DmImportError):
 class LoadError(DmImportError):
     """An input file cannot be read at all."""
 
-    exit_code = 2
+    exit_code = exitcodes.USAGE
 
 
 class RunAborted(DmImportError):
     """A fatal response stopped the run."""
 
-    exit_code = 3
+    exit_code = exitcodes.ABORTED
 
 
 class LockedError(DmImportError):
     """Another run of the same job is in progress."""
 
-    exit_code = 4
+    exit_code = exitcodes.LOCKED
 
 
 class LedgerError(DmImportError):
     """The ledger file cannot be used (corrupt, foreign, or from a different job)."""
 
-    exit_code = 2
+    exit_code = exitcodes.USAGE
 
 
 #: the errnos of a write that found no room: the disk, or the user's quota, is full
@@ -108,7 +133,7 @@ NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 class DiskFullError(DmImportError):
     """No space left on the device holding ``path`` (the ledger, or a report file)."""
 
-    exit_code = 6
+    exit_code = exitcodes.DISK_FULL
 
     def __init__(self, path: str | Path, message: str | None = None) -> None:
         self.path = Path(path)
@@ -117,7 +142,8 @@ class DiskFullError(DmImportError):
 
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped the process before its report could be written (before the
-    sending started, or a second signal). ``signum`` says which; the exit code is 128 + it.
+    sending started, or a second signal). ``signum`` says which; the exit code is 128 + it
+    (``exitcodes.for_signal``).
 
     Here, not in ``pipeline``: the CLI's SIGTERM handler raises it, and a SIGTERM may come
     while ``pipeline`` is still being imported (importing it from there then failed, exit 5,

@@ -37,17 +37,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import exitcodes
 from .config import Config, check_columns, load_config
 from .errors import (
     NO_SPACE,
     ConfigError,
     ConfigProblem,
     DiskFullError,
-    DmImportError,
     Interrupted,
     LedgerError,
     LoadError,
     LockedError,
+    NothingToRetry,
+    UsageError,
 )
 from .ledger import HELD, SEND, SUPERSEDED, UNCHANGED, Ledger, RunInfo, keys64, lock_path
 from .load import Batch, InputOptions, Source, expand_inputs, iter_batches, open_source
@@ -81,13 +83,6 @@ from .send import (
 )
 
 log = logging.getLogger("importer")
-
-EXIT_OK = 0
-EXIT_ROWS_FAILED = 1
-EXIT_CONFIG = 2
-EXIT_ABORTED = 3
-#: a disk (the ledger's or the report's) is full: the run stopped, what was sent is recorded
-EXIT_DISK_FULL = DiskFullError.exit_code
 
 #: statuses whose original rows go to the rejects file
 _UNDELIVERED = np.array(
@@ -571,7 +566,7 @@ class Run:
                         run_id,
                         status="interrupted",
                         counts=dict(self.counts),
-                        exit_code=128 + exc.signum if isinstance(exc, Interrupted) else 1,
+                        exit_code=exitcodes.for_exception(exc),
                     )
                 self.ledger.close()
             raise
@@ -585,26 +580,16 @@ class Run:
             self._lose_report(run_id, self._report_full)
         self._close_ledger_writer()
         duration = time.perf_counter() - t0
-        rejected = self.counts.get("rejected", 0)
-        over_rate = (
-            self.max_reject_rate is not None
-            and self.rows > 0
-            and rejected / self.rows > self.max_reject_rate
-        )
-        tolerated = self.max_reject_rate is not None and not over_rate
         if self._ledger_full is not None:
             aborted = self._ledger_full_reason(self._ledger_full)
-            exit_code = EXIT_DISK_FULL
-        elif self._interrupted is not None:
-            exit_code = 128 + self._interrupted
-        elif aborted:
-            exit_code = EXIT_ABORTED
-        elif any(self.counts.get(s, 0) for s in ("failed", "not_sent")) or (
-            rejected and not tolerated
-        ):
-            exit_code = EXIT_ROWS_FAILED
-        else:
-            exit_code = EXIT_OK
+        exit_code = exitcodes.for_run(
+            self.counts,
+            self.rows,
+            max_reject_rate=self.max_reject_rate,
+            aborted=bool(aborted),
+            signum=self._interrupted,
+            disk_full=self._ledger_full is not None,
+        )
         summary = RunSummary(
             run_id=run_id,
             job=job,
@@ -633,7 +618,9 @@ class Run:
             results_path=results_path,
             rejects_paths=rejects_paths,
         )
-        summary.reject_rate_exceeded = bool(over_rate)
+        summary.reject_rate_exceeded = exitcodes.reject_rate_exceeded(
+            self.counts, self.rows, self.max_reject_rate
+        )
         summary.resumed_from = self.run_info.resumed_from if self.run_info else None
         summary.skipped_inputs = [{"path": str(p), "reason": r} for p, r in self.skipped_inputs]
         if self._interrupted is not None:
@@ -647,13 +634,13 @@ class Run:
             except DiskFullError as exc:
                 self._ledger_full = exc
                 summary.aborted = self._ledger_full_reason(exc)
-                summary.exit_code = EXIT_DISK_FULL
+                summary.exit_code = exitcodes.DISK_FULL
         if self.metrics_file is not None:
             try:
                 write_metrics(self.metrics_file, summary)
             except DiskFullError as exc:
                 summary.aborted = f"{exc}: the metrics were not updated"
-                summary.exit_code = EXIT_DISK_FULL
+                summary.exit_code = exitcodes.DISK_FULL
         try:
             write_json_atomic(run_dir / "summary.json", summary.to_dict())
         except DiskFullError as exc:
@@ -718,7 +705,7 @@ class Run:
                         run_id,
                         status="interrupted",
                         counts=dict(self.counts),
-                        exit_code=EXIT_DISK_FULL,
+                        exit_code=exitcodes.DISK_FULL,
                     )
                 except DiskFullError as full:
                     self._ledger_full = full
@@ -1296,7 +1283,7 @@ def _load(
 ) -> tuple[Config, Path | None]:
     if isinstance(config, Config):
         if overrides:
-            raise DmImportError("overrides apply only when the config is given as a path")
+            raise UsageError("overrides apply only when the config is given as a path")
         return config, None
     return load_config(Path(config), overrides=overrides), Path(config)
 
@@ -1423,7 +1410,10 @@ def _ledger_for(cfg: Config, report_dir: str | Path | None) -> Ledger:
     adopt_old_ledger(cfg, report_dir)
     path = ledger_path(cfg)
     if not path.exists():
-        raise DmImportError(f"no ledger at {path}: no run of this job has been recorded yet")
+        raise UsageError(
+            f"no ledger at {path}: no run of this job has been recorded yet; "
+            "`dmimport run CONFIG FILES` records one (or set state.path to the job's ledger)"
+        )
     return Ledger(path)
 
 
@@ -1453,7 +1443,10 @@ def retry(
     handle_signals: bool = False,
 ) -> RunSummary:
     """Re-send only the rows that ended ``failed`` or ``not_sent`` in a run, read back from
-    their source files. ``run_or_results`` is a run id from the ledger or a results file."""
+    their source files. ``run_or_results`` is a run id from the ledger or a results file.
+
+    Raises ``NothingToRetry`` (exit code 0) when no row is to be sent again, and
+    ``UsageError`` (exit code 2) when a run id is given and the job has no ledger yet."""
     cfg, config_path = _load(config, overrides)
     # (file, line, identity) of the rows to send again, and per identity the place of the
     # last row of it the run delivered: a failed row that a later row of its customer
@@ -1529,11 +1522,11 @@ def retry(
         )
     if not wanted:
         if superseded:
-            raise DmImportError(
+            raise NothingToRetry(
                 f"nothing to retry: every failed or not_sent row of {run_or_results} was "
                 "overridden by a later row of its customer that was delivered"
             )
-        raise DmImportError(f"nothing to retry: {run_or_results} has no failed or not_sent rows")
+        raise NothingToRetry(f"nothing to retry: {run_or_results} has no failed or not_sent rows")
     return Run(
         cfg,
         [],

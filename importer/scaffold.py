@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from . import exitcodes
 from . import load as loader
 from .config import CREATE_TIME, EVENT_ID, ColumnSpec, parse_config
 from .errors import DmImportError
@@ -65,7 +66,7 @@ _MOSTLY = 0.8
 class ScaffoldError(DmImportError):
     """``dmimport init`` cannot do what was asked (existing output file, unknown kind)."""
 
-    exit_code = 2
+    exit_code = exitcodes.USAGE
 
 
 # --------------------------------------------------------------------------------------------

@@ -259,3 +259,34 @@ def test_sigterm_while_the_pipeline_is_imported_exits_143_in_one_line(
     )  # fmt: skip
     assert (out.returncode, out.stderr, out.stdout) == (143, "interrupted (SIGTERM)\n", "")
     assert sb.stats()["requests"] == 0
+
+
+def test_exit_1_means_rows_only_nothing_to_retry_exits_0_with_a_message(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sb = fresh_sandbox()
+    env = {"DMART_SECRET": sb.secret}
+    first = dmimport(
+        "run", "configs/delete_customers.yaml", "sample_data/delete_customers.csv",
+        "--base-url", sb.url, "--report-dir", tmp_path, "--json", env=env,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    results = json.loads(first.stdout)["results"]
+    out = dmimport("retry", "configs/delete_customers.yaml", results, "--base-url", sb.url, env=env)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert out.stdout == f"nothing to retry: {results} has no failed or not_sent rows\n"
+
+
+def test_a_command_that_needs_a_ledger_before_the_first_run_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    config = ROOT / "configs" / "customers.yaml"
+    ledger = Path("reports") / "state.db"  # the config's report.dir, in the working folder
+    advice = (
+        f"error: no ledger at {ledger}: no run of this job has been recorded yet; "
+        "`dmimport run CONFIG FILES` records one (or set state.path to the job's ledger)\n"
+    )
+    runs = dmimport("runs", config, cwd=tmp_path)
+    assert (runs.returncode, runs.stdout, runs.stderr) == (2, "", advice)
+    retry = dmimport("retry", config, "20261201T020000-abcdef", cwd=tmp_path)
+    assert (retry.returncode, retry.stdout, retry.stderr) == (2, "", advice)

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from csvfiles import write_csv
 
-from importer.errors import LedgerError, LoadError, LockedError
+from importer.errors import LedgerError, LoadError, LockedError, NothingToRetry
 from importer.ledger import Ledger
 from importer.pipeline import list_runs, retry, run
 from importer.report import RunSummary
@@ -146,8 +146,9 @@ def test_retry_resends_only_failed_rows_by_run_id_and_by_results_file(
     assert len(sb.customers()) == 300
 
     # the same through a results file: nothing failed in `again`, so nothing to retry
-    with pytest.raises(Exception, match="nothing to retry"):
+    with pytest.raises(NothingToRetry, match="nothing to retry") as nothing:
         retry(cfg, again.results_path, overrides=ov)  # type: ignore[arg-type]
+    assert nothing.value.exit_code == 0  # not a failure: cron must not read it as one
     runs = list_runs(cfg)
     assert [r.run_id for r in runs[:2]] == [again.run_id, first.run_id]
     assert runs[1].counts["failed"] == failed
