@@ -66,12 +66,12 @@ def fig_ledger(ctx: Context) -> Figure:
 def _populate(config: Path, data: Path, state: Path) -> int:
     """A previous changed-only night that delivered every row: the ledger as the pipeline
     would leave it, recorded through the library (no 1,000,000 requests needed)."""
-    from importer.config import load_config
+    from importer.job import load_job
     from importer.ledger import Ledger
     from importer.load import iter_batches, open_source
     from importer.pipeline import Run
 
-    cfg = load_config(config)
+    cfg = load_job(config)
     run = Run(cfg, [data], changed_only=True)
     source = open_source(run.paths[0], run.input)
     ledger = Ledger(state)

@@ -444,9 +444,9 @@ def _terminated(signum: int, frame: Any) -> None:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from .job import load_job
 
-    cfg = load_config(args.config)
+    cfg = load_job(args.config)
     print(
         f"{args.config}: ok (job {cfg.job_name}, kind {cfg.job.kind}, {len(cfg.columns)} columns)"
     )

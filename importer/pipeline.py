@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import exitcodes
-from .config import Config, check_columns, load_config
+from .config import EVENT_NAME_PLACEHOLDER, Config, check_columns
 from .errors import (
     NO_SPACE,
     ConfigError,
@@ -51,6 +51,7 @@ from .errors import (
     NothingToRetry,
     UsageError,
 )
+from .job import load_job
 from .ledger import HELD, SEND, SUPERSEDED, UNCHANGED, Ledger, RunInfo, keys64, lock_path
 from .load import Batch, InputOptions, Source, expand_inputs, iter_batches, open_source
 from .map import Mapped, Mapper
@@ -71,7 +72,6 @@ from .report import (
     write_json_atomic,
     write_metrics,
 )
-from .scaffold import EVENT_NAME_PLACEHOLDER
 from .send import (
     MultiProcessSender,
     RetryPolicy,
@@ -1285,7 +1285,7 @@ def _load(
         if overrides:
             raise UsageError("overrides apply only when the config is given as a path")
         return config, None
-    return load_config(Path(config), overrides=overrides), Path(config)
+    return load_job(Path(config), overrides=overrides), Path(config)
 
 
 def run(

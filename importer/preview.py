@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config, check_columns, load_config
+from .config import Config, check_columns
 from .errcodes import ErrCode
+from .job import load_job
 from .load import BadRecord, Batch, InputOptions, iter_batches, open_source
 from .map import Mapper
 
@@ -69,7 +70,7 @@ def preview(
     Raises ``ConfigError`` for a bad config or a file lacking a column the config reads, and
     ``LoadError`` for a file that cannot be read. Sends nothing; needs no SECRET.
     """
-    cfg = config if isinstance(config, Config) else load_config(config)
+    cfg = config if isinstance(config, Config) else load_job(config)
     path = Path(file)
     options = InputOptions(**cfg.input.model_dump())  # the same keys, checked by the config
     source = open_source(path, options)

@@ -12,7 +12,7 @@ missing one:
 - a type is kept only when the mapper itself converts every sample value with it, so the
   proposal never rejects a sample row the file's own values did not already doom.
 
-The result always passes ``parse_config``; ``propose`` checks that before returning.
+The result always passes ``parse_job``; ``propose`` checks that before returning.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ import yaml
 
 from . import exitcodes
 from . import load as loader
-from .config import CREATE_TIME, EVENT_ID, ColumnSpec, parse_config
+from .config import CREATE_TIME, EVENT_ID, EVENT_NAME_PLACEHOLDER, ColumnSpec
 from .errors import DmImportError
+from .job import parse_job
 from .map import FALSE_WORDS, TRUE_WORDS, convert_values
 
 __all__ = [
@@ -54,9 +55,6 @@ __all__ = [
 
 KINDS = ("user", "user_delete", "event")
 
-#: What ``event_name`` is set to when no ``--event-name`` is given: valid, and obviously not
-#: a real event name, so a preview or a run shows it until it is replaced.
-EVENT_NAME_PLACEHOLDER = "CHANGE_ME"
 
 #: A share of sample values at least this large makes a column "look like" phones or e-mails,
 #: and is worth a comment when a type almost fits.
@@ -628,7 +626,7 @@ def propose(
     guesses = _guess_columns(sample)
     plan = _plan(kind, guesses, event_name)
     text = _render(path, kind, sample, plan)
-    parse_config(yaml.safe_load(text), source=str(path))  # a proposal that fails is a bug
+    parse_job(yaml.safe_load(text), source=str(path))  # a proposal that fails is a bug
     return Proposal(
         text,
         kind,

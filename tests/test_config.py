@@ -11,8 +11,9 @@ from typing import Any
 import pydantic
 import pytest
 
-from importer.config import ColumnSpec, Config, check_columns, load_config, parse_config
+from importer.config import ColumnSpec, Config, check_columns
 from importer.errors import ConfigError, ConfigProblem
+from importer.job import load_job, parse_job
 from importer.protocol import Profile
 
 DMIMPORT = Path(sys.executable).with_name("dmimport")
@@ -48,7 +49,7 @@ def write(tmp_path: Path, text: str, name: str = "job.yaml") -> Path:
 
 def problems_of(tmp_path: Path, text: str, **kwargs: Any) -> list[ConfigProblem]:
     with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, text), **kwargs)
+        load_job(write(tmp_path, text), **kwargs)
     return info.value.problems
 
 
@@ -67,7 +68,7 @@ def base(**job: Any) -> dict[str, Any]:
 
 def parse_problems(data: dict[str, Any]) -> list[ConfigProblem]:
     with pytest.raises(ConfigError) as info:
-        parse_config(data)
+        parse_job(data)
     return info.value.problems
 
 
@@ -76,14 +77,14 @@ def parse_problems(data: dict[str, Any]) -> list[ConfigProblem]:
 
 @pytest.mark.parametrize("name", ["customers", "order_events", "delete_customers"], ids=lambda n: n)
 def test_bundled_configs_validate(name: str) -> None:
-    config = load_config(CONFIGS / f"{name}.yaml")
+    config = load_job(CONFIGS / f"{name}.yaml")
     assert config.job_name == name
     assert config.target.secret_env == "DMART_SECRET"
     assert config.target.base_url == "http://127.0.0.1:8080"
 
 
 def test_bundled_event_config_defaults_create_time_to_datetime() -> None:
-    config = load_config(CONFIGS / "order_events.yaml")
+    config = load_job(CONFIGS / "order_events.yaml")
     assert config.job.kind == "event"
     assert config.columns["create_time"].type == "datetime"
 
@@ -92,7 +93,7 @@ def test_bundled_event_config_defaults_create_time_to_datetime() -> None:
 
 
 def test_defaults_and_shorthand(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, USER, "customers.yaml"))
+    config = load_job(write(tmp_path, USER, "customers.yaml"))
     assert config.job_name == "customers"  # default = file stem
     assert config.target.base_url == "http://127.0.0.1:8080"
     assert config.send.concurrency == 32
@@ -105,14 +106,14 @@ def test_defaults_and_shorthand(tmp_path: Path) -> None:
 
 
 def test_bare_string_is_from(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, EVENT))
+    config = load_job(write(tmp_path, EVENT))
     assert config.columns["phone"].source == "手机号"
     assert config.columns["create_time"].type == "datetime"
     assert config.columns["event_id"].type == "string"
 
 
 def test_source_columns_are_distinct_and_in_order() -> None:
-    config = parse_config(
+    config = parse_job(
         {
             "job": {"kind": "event", "event_name_from": "事件", "primary_keys": ["phone"]},
             "columns": {
@@ -125,23 +126,23 @@ def test_source_columns_are_distinct_and_in_order() -> None:
         }
     )
     assert config.source_columns() == ["手机号", "订单号", "时间", "事件"]
-    assert config.job_name == "job"  # parse_config without a file
+    assert config.job_name == "job"  # parse_job without a file
 
 
 def test_parse_config_name_from_source() -> None:
-    assert parse_config(base(), source="configs/vip.yaml").job_name == "vip"
-    assert parse_config(base(), source="configs/my job (2).yaml").job_name == "my_job_2"
+    assert parse_job(base(), source="configs/vip.yaml").job_name == "vip"
+    assert parse_job(base(), source="configs/my job (2).yaml").job_name == "my_job_2"
 
 
 def test_constant_values_from_yaml_scalars(tmp_path: Path) -> None:
     text = USER + "  level: {value: 3, type: integer}\n  vip: {value: true, type: boolean}\n"
-    config = load_config(write(tmp_path, text))
+    config = load_job(write(tmp_path, text))
     assert config.columns["level"].value == "3"
     assert config.columns["vip"].value == "true"
 
 
 def test_overrides_apply_before_validation(tmp_path: Path) -> None:
-    config = load_config(
+    config = load_job(
         write(tmp_path, USER),
         overrides={
             "send.concurrency": "8",
@@ -166,7 +167,7 @@ def test_bad_override_has_no_line(tmp_path: Path) -> None:
 def test_profile_carries_paths_headers_and_signing() -> None:
     data = base()
     data["target"] = {"paths": {"user": "/api/user"}, "headers": {"secret": "X-Key"}, "sign": False}
-    profile = parse_config(data).profile()
+    profile = parse_job(data).profile()
     assert isinstance(profile, Profile)
     assert profile.path("user", debug=True) == "/api/user?debug=true"
     assert profile.paths["event"] == "/v1/event"
@@ -189,7 +190,7 @@ def test_a_path_that_cannot_go_in_a_request_line_is_refused(path: str, char: str
 
 
 def test_config_is_frozen() -> None:
-    config = parse_config(base())
+    config = parse_job(base())
     with pytest.raises(pydantic.ValidationError):
         config.send = config.send  # type: ignore[misc]
 
@@ -313,6 +314,20 @@ def test_bad_constant_is_a_config_error(tmp_path: Path) -> None:
     problem = only(problems_of(tmp_path, USER + "  n: {value: yes please, type: boolean}\n"))
     assert problem.path == "columns.n.value"
     assert problem.message.startswith("'yes please' is not a boolean")
+
+
+def test_schema_and_constant_problems_come_in_one_error_in_line_order(tmp_path: Path) -> None:
+    text = USER + "  n: {value: maybe, type: boolean}\nsend: {concurrency: 0}\n"
+    problems = problems_of(tmp_path, text)
+    assert [(p.path, p.line) for p in problems] == [("columns.n.value", 8), ("send.concurrency", 9)]
+
+
+def test_the_config_package_imports_neither_the_mapper_nor_the_init_wizard() -> None:
+    # constants are the mapper's question, asked one level up (importer.job): no cycle
+    code = "import sys, importer.config; print(' '.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    stages = ("importer.map", "importer.init", "importer.pipeline", "importer.send")
+    assert [m for m in out.stdout.split() if m.startswith(stages)] == []
 
 
 def test_secret_in_secret_env_is_refused(tmp_path: Path) -> None:
@@ -536,7 +551,7 @@ def test_a_config_that_is_not_utf8_says_so_with_its_line(tmp_path: Path) -> None
     path = tmp_path / "job.yaml"
     path.write_text(USER, encoding="utf-16")
     with pytest.raises(ConfigError) as info:
-        load_config(path)
+        load_job(path)
     problem = only(info.value.problems)
     assert (problem.line, problem.message, problem.hint) == (
         None,
@@ -545,7 +560,7 @@ def test_a_config_that_is_not_utf8_says_so_with_its_line(tmp_path: Path) -> None
     )
     path.write_bytes(b"job:\n  kind: user\n  name: caf\xe9\n")
     with pytest.raises(ConfigError) as info:
-        load_config(path)
+        load_job(path)
     problem = only(info.value.problems)
     assert (problem.line, problem.message, problem.hint) == (
         3,
@@ -556,7 +571,7 @@ def test_a_config_that_is_not_utf8_says_so_with_its_line(tmp_path: Path) -> None
 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(tmp_path / "nope.yaml")
+        load_job(tmp_path / "nope.yaml")
     assert only(info.value.problems).message == f"config file not found: {tmp_path / 'nope.yaml'}"
 
 
@@ -594,7 +609,7 @@ def test_several_problems_reported_at_once(tmp_path: Path) -> None:
 
 
 def test_check_columns_names_each_missing_column(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, USER))
+    config = load_job(write(tmp_path, USER))
     with pytest.raises(ConfigError) as info:
         check_columns(config, "data/customers.csv", ["手机号", "email", "年龄 "])
     assert info.value.problems == [
@@ -612,14 +627,14 @@ def test_check_columns_names_each_missing_column(tmp_path: Path) -> None:
 
 
 def test_check_columns_lists_header_when_nothing_is_close(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, USER))
+    config = load_job(write(tmp_path, USER))
     with pytest.raises(ConfigError) as info:
         check_columns(config, "x.csv", ["手机号", "Email", "a"])
     assert only(info.value.problems).hint == "the file's columns are: 手机号, Email, a"
 
 
 def test_check_columns_passes(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, USER))
+    config = load_job(write(tmp_path, USER))
     check_columns(config, "x.csv", ["年龄", "Email", "手机号", "other"])
 
 

@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import importer.protocol
-from importer.config import Config, parse_config
+from importer.config import Config
 from importer.errcodes import ErrCode
+from importer.job import parse_job
 from importer.map import Mapped, Mapper
 from importer.protocol import DATETIME_FORMAT, event_body, is_datetime, user_body
 
@@ -26,7 +27,7 @@ def config(columns: dict[str, Any], kind: str = "user", **job: Any) -> Config:
     job.setdefault("primary_keys", ["phone", "email"] if kind != "event" else ["phone"])
     if kind == "event" and "event_name_from" not in job:
         job.setdefault("event_name", "order_detail")
-    return parse_config({"job": {"kind": kind, **job}, "columns": columns})
+    return parse_job({"job": {"kind": kind, **job}, "columns": columns})
 
 
 def table(rows: Rows) -> pa.Table:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from importer.config import load_config, parse_config
 from importer.errors import ConfigError
+from importer.job import load_job, parse_job
 from importer.load import InputOptions, iter_batches, open_source
 from importer.map import Mapper
 from importer.pipeline import validate
@@ -42,7 +42,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def mapper_bodies(config: Path, data: Path) -> dict[int, str]:
     """line -> body, built by the loader and mapper directly (what a run sends)."""
-    cfg = load_config(config)
+    cfg = load_job(config)
     options = InputOptions()
     source = open_source(data, options)
     mapper = Mapper(cfg)
@@ -98,7 +98,7 @@ def test_scan_all_false_plans_only_the_previewed_rows() -> None:
 
 
 def test_rows_across_batch_boundaries_are_the_same(tmp_path: Path) -> None:
-    small = load_config(CONFIG, overrides={"input.batch_rows": 2})
+    small = load_job(CONFIG, overrides={"input.batch_rows": 2})
     assert preview(small, DATA) == preview(CONFIG, DATA)
 
 
@@ -139,7 +139,7 @@ def test_events_and_malformed_json_lines() -> None:
 
 
 def test_a_proposed_config_previews_its_own_file() -> None:
-    cfg = parse_config(yaml.safe_load(propose_config(DATA, "user")))
+    cfg = parse_job(yaml.safe_load(propose_config(DATA, "user")))
     p = preview(cfg, DATA, n=1)
     assert p.rows[0].body == (
         '{"properties":{"phone":"13800138000","email":"zhangsan@example.cn","name":"张三",'

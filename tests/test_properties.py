@@ -23,7 +23,8 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from importer.config import Config, parse_config
+from importer.config import Config
+from importer.job import parse_job
 from importer.load import InputOptions, iter_batches, open_source
 from importer.map import Mapper
 
@@ -31,7 +32,7 @@ COLUMNS = ["id", "phone", "email", "name", "age", "amount", "vip", "when", "code
 #: columns a test may overwrite; ``id`` always holds a value, so no record is ever blank
 WRITABLE = COLUMNS[1:]
 
-CONFIG: Config = parse_config(
+CONFIG: Config = parse_job(
     {
         "job": {"kind": "user", "primary_keys": ["phone", "email"], "max_value_length": 64},
         "columns": {

@@ -16,7 +16,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from importer.config import Config, load_config, parse_config
+from importer.config import Config
+from importer.job import load_job, parse_job
 from importer.pipeline import validate
 from importer.scaffold import (
     EVENT_NAME_PLACEHOLDER,
@@ -36,7 +37,7 @@ SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 def proposed(path: Path, kind: str, **kwargs: Any) -> tuple[str, Config]:
     text = propose_config(path, kind, **kwargs)
-    return text, parse_config(yaml.safe_load(text))
+    return text, parse_job(yaml.safe_load(text))
 
 
 def comment_above(text: str, prop: str) -> str:
@@ -74,7 +75,7 @@ def test_proposal_validates_and_imports_its_file(
     assert (summary.counts["valid"], summary.counts["rejected"]) == (valid, rejected)
     # the same text, written and read back as a file, is the same config
     out = write_config(text, tmp_path / "job.yaml")
-    assert load_config(out).columns == cfg.columns
+    assert load_job(out).columns == cfg.columns
 
 
 def test_customers_guesses_keys_and_keeps_phone_as_text() -> None:
@@ -114,7 +115,7 @@ def test_gb18030_detects_datetime_format_and_encoding() -> None:
 
 def test_events_get_event_id_create_time_and_a_placeholder_name() -> None:
     proposal = propose(DATA / "order_events.jsonl", "event")
-    cfg = parse_config(yaml.safe_load(proposal.text))
+    cfg = parse_job(yaml.safe_load(proposal.text))
     assert cfg.job.event_name == EVENT_NAME_PLACEHOLDER
     assert any("CHANGE_ME" in note for note in proposal.notes)
     assert cfg.columns["event_id"].source == "订单号"
@@ -124,7 +125,7 @@ def test_events_get_event_id_create_time_and_a_placeholder_name() -> None:
     assert "unique in the sample" in comment_above(proposal.text, "event_id")
 
     named = propose(DATA / "orders.parquet", "event", event_name="order_detail")
-    cfg = parse_config(yaml.safe_load(named.text))
+    cfg = parse_job(yaml.safe_load(named.text))
     assert cfg.job.event_name == "order_detail"
     assert not any("CHANGE_ME" in note for note in named.notes)
     assert cfg.columns["create_time"].format == "%Y-%m-%d %H:%M:%S"
@@ -189,7 +190,7 @@ def wide_csv(path: Path, rows: int = 300) -> Path:
 def test_wide_export_gets_sensible_types(tmp_path: Path) -> None:
     data = wide_csv(tmp_path / "shop.csv")
     proposal = propose(data, "user")
-    cfg = parse_config(yaml.safe_load(proposal.text))
+    cfg = parse_job(yaml.safe_load(proposal.text))
     assert len(cfg.columns) == 40
     assert all(SNAKE.match(name) for name in cfg.columns)
     types = {spec.source: (spec.type, spec.format) for spec in cfg.columns.values()}
@@ -281,7 +282,7 @@ def test_no_key_column_gives_a_placeholder_key_and_a_note(tmp_path: Path) -> Non
     data = tmp_path / "k.csv"
     data.write_text("城市,积分\n北京,3\n上海,4\n", encoding="utf-8")
     proposal = propose(data, "user")
-    cfg = parse_config(yaml.safe_load(proposal.text))
+    cfg = parse_job(yaml.safe_load(proposal.text))
     assert cfg.job.primary_keys == ["city"]
     assert "CHANGE ME" in proposal.text
     assert any("primary keys" in note for note in proposal.notes)
@@ -398,7 +399,7 @@ def test_a_binary_parquet_column_that_is_not_text_is_left_out_of_the_proposal(
     path = tmp_path / "geo.parquet"
     pq.write_table(table, path)
     proposal = propose(path, "user")
-    cfg = parse_config(yaml.safe_load(proposal.text))
+    cfg = parse_job(yaml.safe_load(proposal.text))
     assert proposal.sample_rows == n
     assert cfg.job.primary_keys == ["phone"]
     assert {s.source for s in cfg.columns.values()} == {"phone", "name", "label"}
@@ -431,7 +432,7 @@ def test_init_takes_the_encoding_the_refusal_asks_for(tmp_path: Path) -> None:
     assert (proc.returncode, proc.stderr) == (2, "error: --encoding: unknown encoding 'nope'\n")
     proc = dmimport("init", "latin.csv", "--kind", "user", "--encoding", "latin-1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    config = load_config(tmp_path / "latin.yaml")
+    config = load_job(tmp_path / "latin.yaml")
     assert config.input.encoding == "latin-1"
     summary = validate(tmp_path / "latin.yaml", [tmp_path / "latin.csv"], report_dir=tmp_path)
     assert summary.counts["valid"] == 20

@@ -5,21 +5,28 @@ memory. Both collect **every** problem and raise one ``ConfigError`` whose ``pro
 carry the dotted key path (``columns.age.type``), a plain message, a hint when there is a likely
 fix ("did you mean 'concurrency'?") and the YAML line when the file is known.
 
-Validation happens in three layers, and all three always run so nothing hides behind an
-earlier problem:
+Validation happens in layers, and all of them always run so nothing hides behind an earlier
+problem:
 
 1. pydantic checks each key's type and range (``extra="forbid"`` everywhere, so a typo is an
    error, never silently ignored);
 2. cross-field rules that span sections (primary keys must be columns, events need
    ``event_id`` and ``create_time``, ...) run on the raw dict, defensively, so they are
    reported next to the type errors;
-3. constants (``value``) and ``default`` values are run through the mapper's own converters,
-   so a default that the mapper would reject is a config error, not a million row errors.
+3. a ``column_check`` the caller passes runs on every otherwise valid column. This package
+   knows the schema only and imports no stage; ``importer.job.load_job`` passes the mapper's
+   ``constant_problems``, so a ``value`` or ``default`` the mapper would reject is a config
+   error, not a million row errors.
+
+One module per section: ``target``, ``job``, ``columns``, ``input``, ``model`` (the whole
+``Config``, with ``send``, ``report`` and ``state``); ``yamlfile`` reads the file, ``validate``
+turns every failure into ConfigProblems, ``redact`` keeps secrets out of them.
 
 The models are frozen; the mapper, loader and sender read them, never change them.
 """
 
 from .columns import CREATE_TIME, EVENT_ID, ColumnSpec
+from .job import EVENT_NAME_PLACEHOLDER
 from .model import Config, check_columns
 from .redact import env_secrets, is_secret_key, redact_secrets
 from .validate import load_config, parse_config
@@ -27,6 +34,7 @@ from .validate import load_config, parse_config
 __all__ = [
     "CREATE_TIME",
     "EVENT_ID",
+    "EVENT_NAME_PLACEHOLDER",
     "ColumnSpec",
     "Config",
     "check_columns",

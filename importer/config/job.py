@@ -6,16 +6,16 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import (
-    Field,
-    field_validator,
-)
+from pydantic import Field, field_validator
 
 from .base import StrictModel, did_you_mean, rule_error, show
 from .columns import CREATE_TIME, EVENT_ID
 
 Kind = Literal["user", "user_delete", "event"]
 
+#: What ``dmimport init`` sets ``event_name`` to when no ``--event-name`` is given: valid, and
+#: obviously not a real event name, so a preview shows it and a run refuses it until replaced.
+EVENT_NAME_PLACEHOLDER = "CHANGE_ME"
 
 _JOB_NAME = re.compile(r"^\w[\w.-]*$")
 

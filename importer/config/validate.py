@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +20,39 @@ from .model import Config, with_event_defaults
 from .redact import redact_problem, secret_values
 from .yamlfile import read_yaml
 
+#: A check the caller adds to the schema's (``importer.job`` adds the mapper's conversion of
+#: ``value`` and ``default``): given the columns that are otherwise valid and
+#: ``job.max_value_length``, ``(key path, message, hint)`` for each problem it finds.
+ColumnCheck = Callable[
+    [Mapping[str, ColumnSpec], int], list[tuple[tuple[str, ...], str, str | None]]
+]
 
-def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Read, validate and return the config at ``path``; ConfigError lists every problem."""
+
+def load_config(
+    path: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    column_check: ColumnCheck | None = None,
+) -> Config:
+    """Read, validate and return the config at ``path``; ConfigError lists every problem.
+
+    This checks the schema only; ``importer.job.load_job`` also checks that every ``value``
+    and ``default`` converts, which is what a run needs."""
     path = Path(path)
     data, lines, duplicates = read_yaml(path)
-    return _validate(data, str(path), overrides, lines, duplicates, default_name=path.stem)
+    return _validate(data, str(path), overrides, lines, duplicates, path.stem, column_check)
 
 
 def parse_config(
-    data: Mapping[str, Any], source: str = "<config>", overrides: Mapping[str, Any] | None = None
+    data: Mapping[str, Any],
+    source: str = "<config>",
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    column_check: ColumnCheck | None = None,
 ) -> Config:
-    """Validate an in-memory config dict (the parsed YAML)."""
+    """Validate an in-memory config dict (the parsed YAML), as ``load_config`` does a file."""
     stem = None if source.startswith("<") else Path(source).stem
-    return _validate(data, source, overrides, {}, [], default_name=stem)
+    return _validate(data, source, overrides, {}, [], stem, column_check)
 
 
 def _validate(
@@ -43,6 +62,7 @@ def _validate(
     lines: dict[tuple[str, ...], int],
     duplicates: list[ConfigProblem],
     default_name: str | None,
+    column_check: ColumnCheck | None,
 ) -> Config:
     if data is None:
         data = {}
@@ -87,8 +107,9 @@ def _validate(
         problems.append(ConfigProblem(".".join(shown), message, hint, line_of(path)))
     for path, message, hint in cross_problems(data):
         problems.append(ConfigProblem(".".join(path), message, hint, line_of(path)))
-    for path, message, hint in _constant_problems(with_event_defaults(data)):
-        problems.append(ConfigProblem(".".join(path), message, hint, line_of(path)))
+    if column_check is not None:
+        for path, message, hint in _column_problems(with_event_defaults(data), column_check):
+            problems.append(ConfigProblem(".".join(path), message, hint, line_of(path)))
     if problems:
         unique = list(dict.fromkeys(problems))
         unique.sort(key=lambda p: (p.line is None, p.line or 0))
@@ -195,22 +216,22 @@ def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
-def _constant_problems(data: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str, str | None]]:
-    """``value`` and ``default`` run through the mapper's converters, for every column that is
-    otherwise valid (so they are reported alongside any other problem)."""
-    from ..map import constant_problems  # the mapper owns conversion; imported late
-
+def _column_problems(
+    data: Mapping[str, Any], check: ColumnCheck
+) -> list[tuple[tuple[str, ...], str, str | None]]:
+    """``check`` run on every column that is otherwise valid (so what it finds is reported
+    alongside any other problem), with ``job.max_value_length`` (1024 when it is not valid)."""
     columns = data.get("columns")
     if not isinstance(columns, Mapping):
         return []
     specs: dict[str, ColumnSpec] = {}
     for name, raw in columns.items():
         if text_problems(raw):
-            continue  # a lone surrogate is reported already; the converters cannot take it
+            continue  # a lone surrogate is reported already; a check cannot take it
         try:
             specs[str(name)] = ColumnSpec.model_validate(raw)
         except ValidationError:
             continue
     job = data.get("job")
     limit = job.get("max_value_length") if isinstance(job, Mapping) else None
-    return constant_problems(specs, limit if isinstance(limit, int) and limit > 0 else 1024)
+    return check(specs, limit if isinstance(limit, int) and limit > 0 else 1024)
