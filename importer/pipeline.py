@@ -498,7 +498,7 @@ class Run:
         self.run_dir = run_dir
         mode = "dry-run" if self.dry_run else ("debug" if self.config.target.debug else "send")
         files = [file_fingerprint(s.path) for s in self.sources]
-        config_sha = _config_hash(self.config, self.config_path)
+        config_sha = _config_hash(self.config)
         use_ledger = not self.dry_run and self.config.state.enabled and not self.config.target.debug
         lock: Any = contextlib.nullcontext()
         try:
@@ -1270,10 +1270,9 @@ def _default_transport(config: Config) -> Transport:
     return StreamTransport(t.base_url, timeout=t.timeout_s, verify=t.tls_verify, ca_file=t.ca_file)
 
 
-def _config_hash(config: Config, path: Path | None) -> str:
+def _config_hash(config: Config) -> str:
     """What decides the bodies and where they go: the effective config (overrides included)
     without `send` and `report`, so a resume with another --concurrency still resumes."""
-    del path
     relevant = config.model_dump_json(exclude={"send", "report"})
     return hashlib.sha256(relevant.encode()).hexdigest()
 
