@@ -53,7 +53,7 @@ from .errors import (
 )
 from .job import load_job
 from .ledger import HELD, SEND, SUPERSEDED, UNCHANGED, Ledger, RunInfo, keys64, lock_path
-from .load import Batch, InputOptions, Source, expand_inputs, iter_batches, open_source
+from .load import Batch, Source, expand_inputs, iter_batches, open_source
 from .map import Mapped, Mapper
 from .outcomes import NOT_SENT_MESSAGE, RowResult, Status
 from .protocol import Profile, header_problem
@@ -202,7 +202,7 @@ class Run:
         self.transport_factory = transport_factory or _default_transport
         self.report_root = Path(report_dir) if report_dir else Path(config.report.dir)
         self.config_path = Path(config_path) if config_path else None
-        self.input = _input_options(config)
+        self.input = config.input
         self.skipped_inputs: list[tuple[Path, str]] = []
         self.paths = sorted(only) if only is not None else expand_inputs(files, self.skipped_inputs)
         for path, reason in self.skipped_inputs:
@@ -1245,19 +1245,6 @@ def _load_failure_batch(source: Source, message: str) -> Batch:
         lines=np.zeros(0, dtype=np.int64),
         raw=None,
         bad=[BadRecord(line=0, reason=message, column=None, raw=None)],
-    )
-
-
-def _input_options(config: Config) -> InputOptions:
-    i = config.input
-    return InputOptions(
-        format=i.format,
-        encoding=i.encoding,
-        delimiter=i.delimiter,
-        escape_char=i.escape_char,
-        batch_rows=i.batch_rows,
-        max_field_bytes=i.max_field_bytes,
-        max_decompressed_bytes=i.max_decompressed_bytes,
     )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from .config import Config, check_columns
 from .errcodes import ErrCode
 from .job import load_job
-from .load import BadRecord, Batch, InputOptions, iter_batches, open_source
+from .load import BadRecord, Batch, iter_batches, open_source
 from .map import Mapper
 
 __all__ = ["Plan", "Preview", "PreviewRow", "preview", "render_preview"]
@@ -72,7 +72,7 @@ def preview(
     """
     cfg = config if isinstance(config, Config) else load_job(config)
     path = Path(file)
-    options = InputOptions(**cfg.input.model_dump())  # the same keys, checked by the config
+    options = cfg.input
     source = open_source(path, options)
     if source.has_header_columns:
         check_columns(cfg, str(path), source.columns)

@@ -492,7 +492,7 @@ class _Sample:
 
 
 def _read_sample(path: Path, options: loader.InputOptions, rows: int) -> _Sample:
-    options = replace(options, batch_rows=rows)
+    options = options.replace(batch_rows=rows)
     source = loader.open_source(path, options)
     guessed = False
     if source.format == "csv" and options.delimiter is None and len(source.columns) == 1:
@@ -500,7 +500,7 @@ def _read_sample(path: Path, options: loader.InputOptions, rows: int) -> _Sample
         counts = {d: source.columns[0].count(d) for d in ";|\t,"}
         best = max(counts, key=lambda d: counts[d])
         if counts[best]:
-            options = replace(options, delimiter=best)
+            options = options.replace(delimiter=best)
             source = loader.open_source(path, options)
             guessed = True
     columns = [c for c in source.columns if c not in source.unsupported]  # nested: left out

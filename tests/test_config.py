@@ -654,3 +654,60 @@ def test_every_key_is_documented() -> None:
         k for k in keys(Config) + keys(ColumnSpec) if f"`{k}" not in docs and f".{k}`" not in docs
     ]
     assert missing == []
+
+
+# -- input: one InputOptions, the loader's ------------------------------------------------------
+
+
+def test_input_section_is_the_loaders_options_with_their_rules() -> None:
+    from importer.load import InputOptions
+
+    config = parse_job({**base(), "input": {"delimiter": ";", "escape_char": "\\"}})
+    assert type(config.input) is InputOptions  # no twin model, no conversion
+    data = {
+        **base(),
+        "input": {
+            "format": "xml",
+            "delimiter": '"',
+            "escape_char": "\n",
+            "batch_rows": 0,
+            "max_field_bytes": 100,
+        },
+    }
+    got = {(p.path, p.message) for p in parse_problems(data)}
+    assert got == {
+        ("input.format", "expected one of auto, csv, tsv, jsonl, parquet, got 'xml'"),
+        (
+            "input.delimiter",
+            "delimiter must be one ASCII character other than a quote or a newline, got '\"'",
+        ),
+        (
+            "input.escape_char",
+            "escape_char must be one ASCII character other than a quote, a newline or the "
+            "delimiter, got '\\n'",
+        ),
+        ("input.batch_rows", "must be >= 1, got 0"),
+        ("input.max_field_bytes", "must be >= 1024, got 100"),
+    }
+    same = {(p.path, p.message) for p in parse_problems({**base(), "input": {"delimiter": "é"}})}
+    assert same == {
+        (
+            "input.delimiter",
+            "delimiter must be one ASCII character other than a quote or a newline, got 'é'",
+        )
+    }
+    with pytest.raises(ConfigError) as info:
+        InputOptions(delimiter="|", escape_char="|")
+    assert [p.path for p in info.value.problems] == ["input.escape_char"]
+
+
+def test_one_input_options_model() -> None:
+    import importer
+
+    root = Path(importer.__file__).parent
+    defined = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if "class InputOptions" in p.read_text(encoding="utf-8")
+    ]
+    assert defined == ["load/options.py"]

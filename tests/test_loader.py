@@ -272,7 +272,7 @@ def test_malformed_quoting_is_found_across_pieces_and_blocks(
         lines.append(text)
         line += 1 + text.count("\n")
     got = load(write(tmp_path, "r.csv", "\n".join(lines) + "\n"), escape_char=escape,
-               max_field_bytes=100)  # fmt: skip
+               max_field_bytes=1024)  # fmt: skip
     assert [b.line for b in got.bad] == bad
     assert [b for b in got.bad if not b.reason.startswith("malformed quoting: text after")] == []
     assert [(ln, list(r.values())) for ln, r in zip(got.lines, got.rows, strict=True)] == good
@@ -354,9 +354,10 @@ def test_field_over_the_limit_rejects_the_record_not_the_file(tmp_path: Path) ->
 
 
 def test_field_limit_is_configurable(tmp_path: Path) -> None:
-    got = load(write(tmp_path, "f.csv", "a,b\n1,12345\n2,123456\n"), max_field_bytes=5)
+    data = f"a,b\n1,{'1' * 1024}\n2,{'1' * 1025}\n"
+    got = load(write(tmp_path, "f.csv", data), max_field_bytes=1024)
     assert got.lines == [2]
-    assert bad_of(got) == [(3, 'value in column "b" is 6 bytes, over the 5-byte limit '
+    assert bad_of(got) == [(3, 'value in column "b" is 1025 bytes, over the 1024-byte limit '
                                "(input.max_field_bytes)")]  # fmt: skip
 
 
@@ -640,20 +641,20 @@ def test_jsonl_utf16(tmp_path: Path) -> None:
 def test_jsonl_overlong_line_is_skipped_not_held(tmp_path: Path) -> None:
     long = '{"a": "' + "x" * 3_000_000 + '"}'
     got = load(write(tmp_path, "l.jsonl", f'{{"a": 1}}\n{long}\n{{"a": 2}}\n'), columns=["a"],
-               max_field_bytes=10)  # fmt: skip
+               max_field_bytes=1024)  # fmt: skip
     assert got.rows == [{"a": "1"}, {"a": "2"}]
     assert [(b.line, b.reason, b.raw) for b in got.bad] == [
-        (2, "line longer than 1048596 bytes", None)
+        (2, "line longer than 1050624 bytes", None)
     ]
 
 
 def test_jsonl_nul_and_field_limit(tmp_path: Path) -> None:
-    data = '{"a": "x\\u0000y"}\n{"a": "123456"}\n{"a": "12"}\n'
-    got = load(write(tmp_path, "n.jsonl", data), columns=["a"], max_field_bytes=5)
+    data = f'{{"a": "x\\u0000y"}}\n{{"a": "{"1" * 1025}"}}\n{{"a": "{"1" * 1024}"}}\n'
+    got = load(write(tmp_path, "n.jsonl", data), columns=["a"], max_field_bytes=1024)
     assert got.lines == [3]
     assert [b.reason for b in got.bad] == [
         'NUL byte in column "a"',
-        'value in column "a" is 6 bytes, over the 5-byte limit (input.max_field_bytes)',
+        'value in column "a" is 1025 bytes, over the 1024-byte limit (input.max_field_bytes)',
     ]
 
 
@@ -853,7 +854,7 @@ def test_matches_a_reference_reader_across_blocks(
 ) -> None:
     rng = random.Random(seed)
     text, good, bad = _random_csv(rng, rng.randrange(1000, 3000))
-    options: dict[str, Any] = {"batch_rows": batch_rows, "max_field_bytes": 100}
+    options: dict[str, Any] = {"batch_rows": batch_rows, "max_field_bytes": 1024}
     data = text.encode()
     if crlf_semicolon_gb:  # the generated fields hold no ';'
         text = text.replace(",", ";").replace("\n", "\r\n")
@@ -871,7 +872,7 @@ def test_quoted_crlf_across_a_block_boundary(tmp_path: Path, small_blocks: None)
     pad = 4095 - len(head) - len('1,"ab')
     data = head + "0," + "y" * (pad - 4) + '\r\n1,"ab\r\ncd"\r\n2,z\r\n'
     assert data.index("ab\r\ncd") + 2 == 4095
-    got = load(write(tmp_path, "crlf.csv", data), max_field_bytes=100)
+    got = load(write(tmp_path, "crlf.csv", data), max_field_bytes=1024)
     assert got.rows[-2:] == [{"a": "1", "b": "ab\r\ncd"}, {"a": "2", "b": "z"}]
     assert got.lines[-2:] == [803, 805]
 
@@ -888,7 +889,7 @@ def test_a_record_longer_than_a_block_stops_with_its_line(
 ) -> None:
     rows = "".join(f"{i},x\n" for i in range(2000))
     data = "a,b\n" + rows + '1,"' + "y" * 20_000 + '"\n2,z\n'
-    opts = InputOptions(max_field_bytes=100, batch_rows=500)
+    opts = InputOptions(max_field_bytes=1024, batch_rows=500)
     source = open_source(write(tmp_path, "long.csv", data), opts)
     delivered = 0
     with pytest.raises(LoadError, match=r"line 2002: a record is too long to read"):
@@ -913,7 +914,7 @@ def test_sample_files_load(tmp_path: Path) -> None:
 def test_stopping_early_releases_the_reader(tmp_path: Path, small_blocks: None) -> None:
     # Arrow's reader thread waits for the consumer; closing the generator must free it.
     path = write(tmp_path, "many.csv", "a,b\n" + "".join(f"{i},x\n" for i in range(200_000)))
-    opts = InputOptions(batch_rows=100, max_field_bytes=100)
+    opts = InputOptions(batch_rows=100, max_field_bytes=1024)
     source = open_source(path, opts)
     for _ in range(3):
         batches = iter_batches(source, opts)

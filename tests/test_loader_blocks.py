@@ -192,7 +192,7 @@ def test_a_record_longer_than_the_larger_block_stops_with_its_line(
 ) -> None:
     rows = "".join(f"{i},x\n" for i in range(3000))
     data = "a,b\n" + rows + "bad\n" + '1,"' + "y" * 30_000 + '"\n2,z\n'
-    opts = InputOptions(max_field_bytes=100, batch_rows=500)
+    opts = InputOptions(max_field_bytes=1024, batch_rows=500)
     path = tmp_path / "long.csv"
     path.write_text(data)
     source = open_source(path, opts)
@@ -309,7 +309,8 @@ def _jsonl_text(rng: random.Random, n: int, odd: float, kinds: dict[str, str]) -
             return rng.choice(['{"x": 1}', "[1, 2]", "[]", "{}"])
         if kind == "date":
             return rng.choice(['"2020-01-01 00:00:00"', '"2021-02-03"'])
-        return json.dumps(rng.choice(["x", "", "张三", 'q"q', "a\\b", "u1@example.com"]))
+        texts = ["x", "", "张三", 'q"q', "a\\b", "u1@example.com", "l" * 1027]  # 1027: see limits
+        return json.dumps(rng.choice(texts))
 
     lines = []
     for _ in range(n):
@@ -342,7 +343,7 @@ def test_jsonl_runs_read_by_arrow_match_reading_each_line(
     if encoding != "utf-8":
         options["encoding"] = encoding
     if rng.random() < 0.3:
-        options["max_field_bytes"] = rng.choice([5, 30])
+        options["max_field_bytes"] = rng.choice([1024, 1030])
     columns = rng.choice([None, ["a"], ["a", "b", "名"], ["b", "missing"]])
     same_as_line_by_line(monkeypatch, path, columns, **options)
 

@@ -10,10 +10,10 @@ from pydantic import (
 )
 
 from ..errors import ConfigError, ConfigProblem
+from ..load import InputOptions
 from ..protocol import Profile
 from .base import StrictModel, did_you_mean
 from .columns import CREATE_TIME, ColumnSpec
-from .input import InputOptions
 from .job import Job
 from .target import Target
 

@@ -1,68 +1,112 @@
-"""How to read input files: ``InputOptions`` (the config's ``input:`` section)."""
+"""How to read input files: ``InputOptions``, the config's ``input:`` section as is.
+
+The config validates its ``input:`` section with this model (a problem is reported with its key
+path, ``input.delimiter``, and the config's line); built directly (``InputOptions(...)``), a bad
+value raises ``ConfigError`` with the same paths and messages.
+"""
 
 from __future__ import annotations
 
 import codecs
-from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from ..errors import ConfigError, ConfigProblem
 
 FORMATS = ("auto", "csv", "tsv", "jsonl", "parquet")
 
+Format = Literal["auto", "csv", "tsv", "jsonl", "parquet"]
 
-@dataclass(frozen=True)
-class InputOptions:
-    """How to read input files (the config's ``input:`` section)."""
 
-    format: str = "auto"
+def _rule_error(message: str, hint: str | None = None) -> PydanticCustomError:
+    """A validator error that keeps its message and hint: the config reports errors of type
+    ``dmimport`` with them as they are (see ``importer.config``'s ``rule_error``). A quoted
+    value has its lone surrogates escaped: pydantic cannot render them."""
+
+    def escaped(text: str) -> str:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    hint = None if hint is None else escaped(hint)
+    return PydanticCustomError("dmimport", "{message}", {"message": escaped(message), "hint": hint})
+
+
+class InputOptions(BaseModel):
+    """How to read input files (the config's ``input:`` section); frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    format: Format = "auto"
+    #: ``auto`` (detected: UTF-8, or GB18030 Chinese) or any name Python's codecs know
     encoding: str = "auto"
+    #: CSV: one ASCII character other than a quote or a line end; None: ',' ('\t' for TSV)
     delimiter: str | None = None
     #: CSV: a character that makes the next one literal (``\\`` for ``\\"`` in MySQL or PHP
     #: exports); None: quotes are escaped only by doubling them (RFC 4180)
     escape_char: str | None = None
-    batch_rows: int = 10_000
-    max_field_bytes: int = 10 * 1024 * 1024
-    max_decompressed_bytes: int = 20 * 1024**3
+    batch_rows: int = Field(default=10_000, ge=1, le=10_000_000)
+    #: a larger field rejects its record (not the file)
+    max_field_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    #: gzip bomb guard: a .gz that inflates past this is refused
+    max_decompressed_bytes: int = Field(default=20 * 1024**3, ge=1024)
 
-    def __post_init__(self) -> None:
-        problems = []
-        if self.format not in FORMATS:
-            problems.append(
-                ConfigProblem("input.format", f"unknown format '{self.format}'", ", ".join(FORMATS))
-            )
-        if self.encoding != "auto":
+    def __init__(self, **data: Any) -> None:
+        """Raises ``ConfigError`` (paths ``input.<key>``) for a bad value. The config does not
+        come through here: it validates its ``input:`` section with the model directly."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError([_config_problem(err) for err in exc.errors()]) from None
+
+    def replace(self, **changes: Any) -> InputOptions:
+        """A copy with ``changes``, validated as ``InputOptions(...)`` is."""
+        return InputOptions(**{**self.model_dump(), **changes})
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v: str) -> str:
+        if v != "auto":
             try:
-                codecs.lookup(self.encoding)
+                codecs.lookup(v)
             except LookupError:
-                problems.append(
-                    ConfigProblem(
-                        "input.encoding",
-                        f"unknown encoding '{self.encoding}'",
-                        "e.g. auto, utf-8, gb18030",
-                    )
-                )
-        d = self.delimiter
-        if d is not None and (len(d) != 1 or not d.isascii() or d in '"\r\n'):
-            problems.append(
-                ConfigProblem(
-                    "input.delimiter",
-                    f"delimiter must be one ASCII character other than a quote or newline, "
-                    f"got {d!r}",
-                    r"e.g. ',', ';', '|' or '\t'",
-                )
+                raise _rule_error(f"unknown encoding '{v}'", "e.g. utf-8, gb18030, auto") from None
+        return v
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) != 1 or not v.isascii() or v in '"\r\n'):
+            raise _rule_error(
+                f"delimiter must be one ASCII character other than a quote or a newline, got {v!r}",
+                r"e.g. ',', ';', '|' or '\t'",
             )
-        e = self.escape_char
-        if e is not None and (len(e) != 1 or not e.isascii() or e in '"\r\n' or e == d):
-            problems.append(
-                ConfigProblem(
-                    "input.escape_char",
-                    f"escape_char must be one ASCII character other than a quote, a newline or "
-                    f"the delimiter, got {e!r}",
-                    r"e.g. '\\' (a backslash)",
-                )
+        return v
+
+    @field_validator("escape_char")
+    @classmethod
+    def _escape_char(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and (
+            len(v) != 1 or not v.isascii() or v in '"\r\n' or v == info.data.get("delimiter")
+        ):
+            raise _rule_error(
+                f"escape_char must be one ASCII character other than a quote, a newline or the "
+                f"delimiter, got {v!r}",
+                r"e.g. '\\' (a backslash)",
             )
-        for name in ("batch_rows", "max_field_bytes", "max_decompressed_bytes"):
-            if getattr(self, name) < 1:
-                problems.append(ConfigProblem(f"input.{name}", "must be at least 1"))
-        if problems:
-            raise ConfigError(problems)
+        return v
+
+
+def _config_problem(err: Any) -> ConfigProblem:
+    """One pydantic error of a directly built ``InputOptions`` as the config words it."""
+    path = ".".join(("input", *map(str, err["loc"])))
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "dmimport":
+        return ConfigProblem(path, ctx["message"], ctx.get("hint"))
+    if kind == "literal_error":
+        return ConfigProblem(path, f"expected one of {', '.join(FORMATS)}, got {err['input']!r}")
+    if kind in ("greater_than_equal", "less_than_equal"):
+        op = ">=" if kind == "greater_than_equal" else "<="
+        return ConfigProblem(path, f"must be {op} {next(iter(ctx.values()))}, got {err['input']}")
+    return ConfigProblem(path, err["msg"])

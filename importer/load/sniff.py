@@ -117,7 +117,7 @@ def _resolve_format(path: Path, options: InputOptions) -> tuple[str, str | None,
     name = path.name.lower()
     compressed = name.endswith(".gz")
     ext = os.path.splitext(name[:-3] if compressed else name)[1]
-    fmt = options.format
+    fmt: str = options.format
     if fmt == "auto":
         found = EXTENSIONS.get(ext)
         if found is None:
