@@ -22,6 +22,7 @@ from typing import Any
 
 from . import __version__, exitcodes
 from .errors import ConfigError, DmImportError, Interrupted, NothingToRetry, UsageError
+from .protocol import KINDS
 
 log = logging.getLogger("importer")
 
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("init", help="propose a config for a file (header and a sample of rows)")
     p.add_argument("file", help="an exported file")
-    p.add_argument("--kind", required=True, choices=["user", "user_delete", "event"])
+    p.add_argument("--kind", required=True, choices=list(KINDS))
     p.add_argument("--out", help="where to write the config (default: <file stem>.yaml)")
     p.add_argument("--force", action="store_true", help="overwrite an existing config")
     p.add_argument("--event-name", help="the event name, for --kind event")

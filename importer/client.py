@@ -29,10 +29,8 @@ from urllib3.exceptions import ReadTimeoutError
 from . import protocol
 from .errcodes import ErrCode
 from .outcomes import Outcome, Response, TransportFailure, TransportKind
-from .protocol import DEFAULT_PROFILE, KINDS, Profile
+from .protocol import DEFAULT_BASE_URL, DEFAULT_PROFILE, KINDS, Profile
 
-#: The sandbox's default address (``python -m importer.sandbox``).
-DEFAULT_BASE_URL = "http://127.0.0.1:8080"
 #: Environment variable that overrides the SDK's default base URL.
 BASE_URL_ENV = "DMART_BASE_URL"
 

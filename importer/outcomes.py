@@ -153,3 +153,10 @@ class TransportFailure:
 
 
 Outcome = Response | TransportFailure
+
+
+def describe(outcome: Outcome) -> str:
+    """One line for a message: ``errcode errmsg`` of an answer, else the failure's message."""
+    if isinstance(outcome, Response):
+        return f"{int(outcome.errcode)} {outcome.errmsg}"
+    return outcome.message

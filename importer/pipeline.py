@@ -74,8 +74,8 @@ from .report import (
 )
 from .send import (
     MultiProcessSender,
-    RetryPolicy,
-    RowSource,
+    Request,
+    RequestSource,
     Sender,
     StreamTransport,
     Transport,
@@ -853,12 +853,6 @@ class Run:
         thread = threading.Thread(target=producer, name="dmimport-producer", daemon=True)
         cfg = self.config
         profile = _profile(cfg)
-        retry = RetryPolicy(
-            max_attempts=cfg.send.retry.max_attempts,
-            initial_backoff_s=cfg.send.retry.initial_backoff_s,
-            max_backoff_s=cfg.send.retry.max_backoff_s,
-            retry_after_cap_s=cfg.send.retry.retry_after_cap_s,
-        )
         transport: Transport | None = None
         sender: Sender | MultiProcessSender
         t = cfg.target
@@ -873,7 +867,7 @@ class Run:
             path=profile.path(cfg.job.kind, t.debug),
             profile=profile,
             concurrency=cfg.send.concurrency,
-            retry=retry,
+            retry=cfg.send.retry,
             # each process paces its share, so together they keep to rate_limit
             rate_limit=rate / workers if rate else None,
             ordered=cfg.job.kind != "event",
@@ -1096,7 +1090,7 @@ class _LedgerWriter:
             raise self._error
 
 
-class _QueueSource(RowSource):
+class _QueueSource(RequestSource):
     """Hands the sender one valid row at a time from the batches the producer queued."""
 
     def __init__(
@@ -1110,7 +1104,7 @@ class _QueueSource(RowSource):
         self._eof = False
         self._lock = asyncio.Lock()
 
-    async def next_row(self) -> tuple[Any, bytes, tuple[str, ...]] | None:
+    async def next_request(self) -> Request | None:
         while True:
             if self.sender.stopping:
                 return None
@@ -1122,7 +1116,7 @@ class _QueueSource(RowSource):
                     assert bodies is not None
                     body = bodies[i]
                     assert body is not None
-                    return (state, i), body, state.mapped.keys[i]
+                    return Request(((state, i),), body, state.mapped.keys[i])
                 state.dispatched = True
                 self._state = None
                 if state.remaining == 0:

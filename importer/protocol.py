@@ -2,7 +2,12 @@
 
 The SDK client, the bulk sender and the sandbox server all build, sign and parse requests with
 these functions, so the three cannot drift apart. Everything the contract leaves open (paths,
-header names, signing on/off) is a field of ``Profile``.
+header names, signing on/off) is a field of ``Profile``, the one object the config chooses
+(``Target.profile()``); the sender asks it for the auth headers of a request and for what an
+answer's errcode means.
+
+Defined here once, and imported by everything else: the kinds of call (``Kind``, ``KINDS``),
+the header names (``Headers``), the default base URL, the wire datetime format.
 """
 
 from __future__ import annotations
@@ -14,12 +19,18 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
-from .errcodes import ErrCode
+from .errcodes import Category, ErrCode
 
-#: SDK-call name -> Python name, as the contract's table gives them.
-KINDS = ("user", "user_delete", "event")
+#: The calls of the contract, by their Python names (the JS SDK spells ``user_delete``
+#: ``userDelete``).
+Kind = Literal["user", "user_delete", "event"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
+
+#: The sandbox's default address (``python -m importer.sandbox``): where a config, the SDK and
+#: the ``init`` wizard point unless told otherwise.
+DEFAULT_BASE_URL = "http://127.0.0.1:8080"
 
 DEFAULT_PATHS: dict[str, str] = {
     "user": "/v1/user",
@@ -30,22 +41,44 @@ DEFAULT_PATHS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Headers:
+    """The names of the auth headers (``target.headers`` in the config)."""
+
     secret: str = "X-Secret"
     timestamp: str = "X-Timestamp"
     signature: str = "X-Signature"
 
 
+DEFAULT_HEADERS = Headers()
+
+
 @dataclass(frozen=True)
 class Profile:
-    """What a deployment may change about the wire format."""
+    """What a deployment may change about the wire format: where each kind of call goes, how
+    a request is authenticated, how a record is encoded, what an answer's errcode means."""
 
     paths: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PATHS))
-    headers: Headers = field(default_factory=Headers)
+    headers: Headers = DEFAULT_HEADERS
     sign: bool = True
 
     def path(self, kind: str, debug: bool) -> str:
         """Path with the contract's ``debug`` query string."""
         return f"{self.paths[kind]}?debug={'true' if debug else 'false'}"
+
+    def auth_headers(self, secret: str, body: bytes) -> dict[str, str]:
+        """The auth headers of one attempt (a fresh timestamp each call)."""
+        return auth_headers(secret, body, profile=self)
+
+    def body(self, kind: str, properties: dict[str, Any], event_name: str | None = None) -> bytes:
+        """One record's request body (the mapper builds the same bytes, vectorised)."""
+        if kind == "event":
+            if event_name is None:
+                raise ValueError("an event needs its event name")
+            return event_body(event_name, properties)
+        return user_body(properties)
+
+    def category(self, code: ErrCode) -> Category:
+        """What ``code`` means for a run under this profile: retry it, stop, or report it."""
+        return code.category
 
 
 DEFAULT_PROFILE = Profile()

@@ -40,6 +40,7 @@ from .config import CREATE_TIME, EVENT_ID, EVENT_NAME_PLACEHOLDER, ColumnSpec
 from .errors import DmImportError
 from .job import parse_job
 from .map import FALSE_WORDS, TRUE_WORDS, convert_values
+from .protocol import DEFAULT_BASE_URL, KINDS
 
 __all__ = [
     "EVENT_NAME_PLACEHOLDER",
@@ -52,8 +53,6 @@ __all__ = [
     "render_proposal",
     "write_config",
 ]
-
-KINDS = ("user", "user_delete", "event")
 
 
 #: A share of sample values at least this large makes a column "look like" phones or e-mails,
@@ -923,7 +922,7 @@ def _render(path: Path, kind: str, sample: _Sample, plan: _Plan) -> str:
         )
     out += [
         "target:",
-        "  base_url: http://127.0.0.1:8080   # the platform's API; this one is `dmimport sandbox`",
+        f"  base_url: {DEFAULT_BASE_URL}   # the platform's API; this one is `dmimport sandbox`",
         "  secret_env: DMART_SECRET          # NAME of the environment variable holding the SECRET",
         "  debug: false",
         "job:",

@@ -8,27 +8,26 @@ import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any
 
 import pytest
 
 from importer.outcomes import RowResult, Status, TransportFailure, TransportKind
 from importer.protocol import DEFAULT_PROFILE, Headers, Profile, user_body
 from importer.sandbox import Faults, Sandbox
-from importer.send import RetryPolicy, RowSource, Sender, StreamTransport
+from importer.send import Request, RequestSource, RetryOptions, Sender, StreamTransport
 from importer.send.ratelimit import RateLimiter
 from importer.send.retry import parse_retry_after
 
 
-class ListSource(RowSource):
+class ListSource(RequestSource):
     def __init__(self, bodies: list[bytes]) -> None:
         self.items = list(enumerate(bodies))
 
-    async def next_row(self) -> tuple[Any, bytes, tuple[str, ...]] | None:
+    async def next_request(self) -> Request | None:
         if not self.items:
             return None
         i, body = self.items.pop(0)
-        return i, body, (f"k{i}",)
+        return Request((i,), body, (f"k{i}",))
 
 
 class FakeClock:
@@ -44,7 +43,7 @@ class FakeClock:
 
 def deliver_all(
     sb: Sandbox, n: int, *, profile: Profile = DEFAULT_PROFILE, concurrency: int = 4,
-    retry: RetryPolicy | None = None, clock: FakeClock | None = None,
+    retry: RetryOptions | None = None, clock: FakeClock | None = None,
 ) -> tuple[Sender, dict[int, RowResult]]:  # fmt: skip
     bodies = [user_body({"phone": f"0100{i:07d}"}) for i in range(n)]
     results: dict[int, RowResult] = {}
@@ -57,7 +56,7 @@ def deliver_all(
             path=profile.path("user", False),
             profile=profile,
             concurrency=concurrency,
-            retry=retry or RetryPolicy(),
+            retry=retry or RetryOptions(),
             sleep=(clock or FakeClock()).sleep,
             rng=random.Random(1),
         )
@@ -81,7 +80,7 @@ def test_parse_retry_after_forms() -> None:
 
 
 def test_wait_honours_retry_after_caps_it_and_falls_back_on_garbage() -> None:
-    policy = RetryPolicy(initial_backoff_s=0.5, max_backoff_s=8, retry_after_cap_s=120)
+    policy = RetryOptions(initial_backoff_s=0.5, max_backoff_s=8, retry_after_cap_s=120)
     rng = random.Random(0)
 
     def failure(retry_after: str | None) -> TransportFailure:
@@ -101,7 +100,7 @@ def test_429_with_retry_after_is_retried_with_those_waits_until_the_budget_ends(
 ) -> None:
     sb = fresh_sandbox(faults=Faults(http_429=1.0, retry_after="3"))
     clock = FakeClock()
-    sender, results = deliver_all(sb, 5, retry=RetryPolicy(max_attempts=4), clock=clock)
+    sender, results = deliver_all(sb, 5, retry=RetryOptions(max_attempts=4), clock=clock)
     assert clock.waits == [3.0] * 15  # 3 waits per row, each the server's Retry-After
     for r in results.values():
         assert (r.status, r.attempts, r.errcode) == (Status.FAILED, 4, None)
@@ -113,7 +112,7 @@ def test_429_with_retry_after_is_retried_with_those_waits_until_the_budget_ends(
 def test_503_backoff_stays_within_policy_bounds(fresh_sandbox: Callable[..., Sandbox]) -> None:
     sb = fresh_sandbox(faults=Faults(http_503=1.0))
     clock = FakeClock()
-    policy = RetryPolicy(max_attempts=6, initial_backoff_s=0.25, max_backoff_s=2.0)
+    policy = RetryOptions(max_attempts=6, initial_backoff_s=0.25, max_backoff_s=2.0)
     _, results = deliver_all(sb, 8, retry=policy, clock=clock, concurrency=1)
     assert len(clock.waits) == 8 * 5
     for row in range(8):
@@ -127,7 +126,7 @@ def test_errcode_10000_is_retried_and_then_succeeds(fresh_sandbox: Callable[...,
     # The seeded draw follows arrival order, which concurrency varies: each attempt is a coin
     # flip. 12 attempts left a row failing every time in about 1 run in 70 (60 * 2**-12);
     # 40 make it 5e-11. The clock is fake, so attempts cost no waiting.
-    _, results = deliver_all(sb, 60, retry=RetryPolicy(max_attempts=40))
+    _, results = deliver_all(sb, 60, retry=RetryOptions(max_attempts=40))
     assert all(r.status is Status.OK for r in results.values())
     assert sum(r.attempts for r in results.values()) == sb.stats()["requests"] > 60
     assert len(sb.customers()) == 60

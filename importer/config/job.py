@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator
 
+from ..protocol import Kind
 from .base import StrictModel, did_you_mean, rule_error, show
 from .columns import CREATE_TIME, EVENT_ID
-
-Kind = Literal["user", "user_delete", "event"]
 
 #: What ``dmimport init`` sets ``event_name`` to when no ``--event-name`` is given: valid, and
 #: obviously not a real event name, so a preview shows it and a run refuses it until replaced.

@@ -12,17 +12,11 @@ from pydantic import (
 from ..errors import ConfigError, ConfigProblem
 from ..load import InputOptions
 from ..protocol import Profile
+from ..send.retry import RetryOptions
 from .base import StrictModel, did_you_mean
 from .columns import CREATE_TIME, ColumnSpec
 from .job import Job
 from .target import Target
-
-
-class RetryOptions(StrictModel):
-    max_attempts: int = Field(default=5, ge=1, le=100)
-    initial_backoff_s: float = Field(default=0.5, ge=0)
-    max_backoff_s: float = Field(default=30.0, ge=0)
-    retry_after_cap_s: float = Field(default=120.0, ge=0)
 
 
 class SendOptions(StrictModel):

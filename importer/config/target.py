@@ -11,7 +11,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..protocol import DEFAULT_PATHS, Headers, Profile
+from ..protocol import DEFAULT_BASE_URL, DEFAULT_HEADERS, DEFAULT_PATHS, Headers, Profile
 from .base import ENV_NAME, HEADER_NAME, StrictModel, rule_error
 from .redact import looks_like_secret
 
@@ -39,9 +39,11 @@ class PathsConfig(StrictModel):
 
 
 class HeaderNames(StrictModel):
-    secret: str = "X-Secret"
-    timestamp: str = "X-Timestamp"
-    signature: str = "X-Signature"
+    """``protocol.Headers`` as the config spells and checks it."""
+
+    secret: str = DEFAULT_HEADERS.secret
+    timestamp: str = DEFAULT_HEADERS.timestamp
+    signature: str = DEFAULT_HEADERS.signature
 
     @field_validator("secret", "timestamp", "signature")
     @classmethod
@@ -52,7 +54,7 @@ class HeaderNames(StrictModel):
 
 
 class Target(StrictModel):
-    base_url: str = "http://127.0.0.1:8080"
+    base_url: str = DEFAULT_BASE_URL
     secret_env: str = "DMART_SECRET"
     debug: bool = False
     timeout_s: float = Field(default=10.0, gt=0)

@@ -41,8 +41,8 @@ from typing import Any, NoReturn
 from ..outcomes import NOT_SENT_MESSAGE, RowResult, Status, not_sent
 from ..protocol import Profile
 from .keylinks import KeyLinks
-from .retry import RetryPolicy
-from .sender import RowSource, Sender
+from .retry import RetryOptions
+from .sender import Request, RequestSource, Sender
 from .streaks import FailureStreaks
 from .transport import StreamTransport, Transport
 
@@ -70,7 +70,7 @@ class WorkerSpec:
     path: str
     profile: Profile
     concurrency: int
-    retry: RetryPolicy
+    retry: RetryOptions
     rate_limit: float | None
     ordered: bool
     abort_after_signature_failures: int
@@ -144,12 +144,15 @@ class _Owners:
                 del held[k]
 
 
-class _PipeSource(RowSource):
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[Any, bytes, tuple[str, ...]] | None] = asyncio.Queue()
+class _PipeSource(RequestSource):
+    """A child's requests, as the parent shipped them: ``(request id, body, key tokens)``."""
 
-    async def next_row(self) -> tuple[Any, bytes, tuple[str, ...]] | None:
-        return await self.queue.get()
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[int, bytes, tuple[Any, ...]] | None] = asyncio.Queue()
+
+    async def next_request(self) -> Request | None:
+        item = await self.queue.get()
+        return None if item is None else Request((item[0],), item[1], item[2])
 
 
 def _orphaned() -> NoReturn:
@@ -314,7 +317,7 @@ class MultiProcessSender:
             if self._on_stop is not None:
                 self._on_stop()
 
-    async def run(self, source: RowSource, on_result: Callable[[Any, RowResult], None]) -> None:
+    async def run(self, source: RequestSource, on_result: Callable[[Any, RowResult], None]) -> None:
         loop = asyncio.get_running_loop()
         ctx = mp.get_context("spawn")
         conns: list[Connection] = []
@@ -342,17 +345,19 @@ class MultiProcessSender:
         window = [asyncio.Event() for _ in range(self.workers)]
         done = [asyncio.Event() for _ in range(self.workers)]
         answered = asyncio.Event()  # some child answered some rows
-        tokens: dict[int, tuple[Any, tuple[int, ...]]] = {}
+        #: request id -> (its rows' tokens, its key tokens)
+        tokens: dict[int, tuple[tuple[Any, ...], tuple[int, ...]]] = {}
         owners = _Owners()
         links = KeyLinks()
         ordered = self.spec.ordered
         next_id = 0
 
         def answer(tid: int, result: RowResult) -> None:
-            token, keys = tokens.pop(tid)
+            rows, keys = tokens.pop(tid)
             if ordered and keys:
                 owners.release(keys)
-            on_result(token, result)
+            for token in rows:
+                on_result(token, result)
 
         def died(i: int) -> None:
             """Child ``i`` is gone without a word (killed, out of memory): the run stops;
@@ -440,10 +445,10 @@ class MultiProcessSender:
 
         try:
             while not self.stopping:
-                item = await source.next_row()
-                if item is None:
+                request = await source.next_request()
+                if request is None:
                     break
-                token, body, keys = item
+                keys = request.keys
                 tid = next_id
                 next_id += 1
                 ordering: tuple[Any, ...] = keys
@@ -459,8 +464,8 @@ class MultiProcessSender:
                     owners.claim(i, ordering)
                 else:
                     i = route(keys, self.workers)
-                tokens[tid] = (token, ordering)
-                buffers[i].append((tid, body, ordering))
+                tokens[tid] = (request.rows, ordering)
+                buffers[i].append((tid, request.body, ordering))
                 if len(buffers[i]) >= CHUNK_ROWS:
                     await ship(i)
             for i in range(self.workers):

@@ -1,21 +1,34 @@
-"""The retry policy: how many attempts a row gets and how long to wait between them."""
+"""The retry settings (``send.retry`` in the config) and the waits they give.
+
+``RetryOptions`` is the config section itself: the config validates it, the pipeline hands it
+to the sender as is, and ``--workers`` children receive it pickled. The sender's loop
+(``Sender.attempts``) asks it how long to wait before each retry.
+"""
 
 from __future__ import annotations
 
 import email.utils
 import random
-from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..outcomes import Outcome, TransportFailure
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 5
-    initial_backoff_s: float = 0.5
-    max_backoff_s: float = 30.0
-    retry_after_cap_s: float = 120.0
+class RetryOptions(BaseModel):
+    """How many attempts a row gets for a retryable outcome, and the waits between them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: attempts per row, the first included (1: never retry)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    #: the first backoff; doubles per retry, with full jitter
+    initial_backoff_s: float = Field(default=0.5, ge=0)
+    #: cap on one backoff
+    max_backoff_s: float = Field(default=30.0, ge=0)
+    #: cap on a server's ``Retry-After``
+    retry_after_cap_s: float = Field(default=120.0, ge=0)
 
     def backoff(self, retry_number: int, rng: random.Random) -> float:
         """Full jitter: uniform in [0, min(max, initial * 2**(n-1))] for the n-th retry."""

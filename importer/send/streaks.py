@@ -1,9 +1,14 @@
-"""Failures in a row, counted for the whole run (all sender processes together)."""
+"""Failures in a row, counted for the whole run (all sender processes together), and the
+bounds on them that stop a run when the platform is down."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
+
+from ..outcomes import Outcome, describe
+from .retry import RetryOptions
 
 
 class FailureStreaks:
@@ -56,3 +61,65 @@ class FailureStreaks:
                 v[self.SINCE] = now
             v[self.REQUESTS] += 1
             return int(v[self.REQUESTS]), now - v[self.SINCE]
+
+
+class FailureBounds:
+    """The run-wide bounds on failures in a row (``send.abort_after_failed_rows`` and
+    ``send.abort_after_failed_requests``; 0: no bound), counted in ``streaks``.
+
+    ``row`` and ``request`` count one outcome and return the reason to abort when this
+    process's count reached a bound; ``reached`` says whether any process's did.
+    """
+
+    def __init__(
+        self,
+        rows: int,
+        requests: int,
+        retry: RetryOptions,
+        streaks: FailureStreaks,
+        clock: Callable[[], float],
+    ) -> None:
+        self.rows = rows
+        self.requests = requests
+        self.retry = retry
+        self.streaks = streaks
+        self.clock = clock
+
+    def row(self, failed: bool, outcome: Outcome) -> str | None:
+        """Rows that end on a retryable failure, every attempt used, one after another: the
+        platform is down (or unreachable). Stop after ``rows`` of them rather than spend the
+        night failing every row in turn; the rest stay ``not_sent``, for the next run to
+        resume. Any answer that is not a retryable failure resets the count."""
+        count = self.streaks.row(failed)
+        if not self.rows or count < self.rows:
+            return None
+        return (
+            f"the platform failed {self.rows} rows in a row after "
+            f"{self.retry.max_attempts} attempts each (last: {describe(outcome)}); "
+            "stopped so that the rest can be sent when it is back: run the same command again"
+        )
+
+    def request(self, failed: bool, outcome: Outcome) -> str | None:
+        """Requests that failed one after another (429, 5xx, 10000, no answer): the platform
+        is down, or turns every request away. Rows wait between attempts (a ``Retry-After``
+        up to ``retry_after_cap_s``), so with long waits the row bound takes hours to be
+        reached; this one stops the run after ``requests`` such requests in a row, once they
+        span at least ``max_backoff_s`` (an outage shorter than the longest backoff is what
+        retries are for)."""
+        count, span = self.streaks.request(failed, self.clock())
+        if not self.requests or count < self.requests or span < self.retry.max_backoff_s:
+            return None
+        return (
+            f"the platform failed the last {self.requests} requests in a row "
+            f"(last: {describe(outcome)}); stopped so that the rest can be sent when it is "
+            "back: run the same command again"
+        )
+
+    def reached(self) -> bool:
+        """Whether the failures of any process of the run reached a bound."""
+        rows, requests, since = self.streaks.peek()
+        return bool(self.rows and rows >= self.rows) or bool(
+            self.requests
+            and requests >= self.requests
+            and self.clock() - since >= self.retry.max_backoff_s
+        )
