@@ -7,7 +7,7 @@ import gzip
 import json
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,14 @@ from importer.load import (
     Batch,
     InputOptions,
     Source,
+    Tuning,
     expand_inputs,
     iter_batches,
     open_source,
-    textstream,
 )
-from importer.load import csv as load_csv
+
+#: Arrow blocks of 4 KiB, so a small file crosses many block boundaries
+SMALL_BLOCKS = Tuning(block=4096, block_slack=0)
 
 
 @dataclass
@@ -47,10 +49,12 @@ def write(tmp_path: Path, name: str, data: bytes | str, encoding: str = "utf-8")
     return path
 
 
-def load(path: Path, columns: list[str] | None = None, **options: Any) -> Loaded:
+def load(
+    path: Path, columns: list[str] | None = None, tuning: Tuning | None = None, **options: Any
+) -> Loaded:
     opts = InputOptions(**options)
     source = open_source(path, opts)
-    batches = list(iter_batches(source, opts, columns))
+    batches = list(iter_batches(source, opts, columns, tuning=tuning))
     out = Loaded(source, batches, [], [], [], [])
     for b in batches:
         assert b.table.num_rows == len(b.lines)
@@ -245,9 +249,9 @@ def test_backslash_escaped_quotes_need_escape_char(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("escape", [None, "\\"])
 def test_malformed_quoting_is_found_across_pieces_and_blocks(
-    tmp_path: Path, small_blocks: None, monkeypatch: pytest.MonkeyPatch, escape: str | None
+    tmp_path: Path, escape: str | None
 ) -> None:
-    monkeypatch.setattr(textstream, "_CHUNK", 61)  # the stream reads 61 bytes at a time
+    tuning = replace(SMALL_BLOCKS, chunk=61)  # the stream reads 61 bytes at a time
     rng = random.Random(11)
     good_fields = [('"a,b"', "a,b"), ('"x""y"', 'x"y'), ('""', ""), ('"l1\nl2"', "l1\nl2"),
                    ('""""', '"'), ("plain", "plain"), ('ab"c', 'ab"c'), ("", "")]  # fmt: skip
@@ -272,7 +276,7 @@ def test_malformed_quoting_is_found_across_pieces_and_blocks(
         lines.append(text)
         line += 1 + text.count("\n")
     got = load(write(tmp_path, "r.csv", "\n".join(lines) + "\n"), escape_char=escape,
-               max_field_bytes=1024)  # fmt: skip
+               max_field_bytes=1024, tuning=tuning)  # fmt: skip
     assert [b.line for b in got.bad] == bad
     assert [b for b in got.bad if not b.reason.startswith("malformed quoting: text after")] == []
     assert [(ln, list(r.values())) for ln, r in zip(got.lines, got.rows, strict=True)] == good
@@ -811,13 +815,6 @@ def test_batches_are_bounded_and_lose_nothing(tmp_path: Path) -> None:
     assert got.lines[-1] == total + 1 + len(range(1, total, 5000))
 
 
-@pytest.fixture
-def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Arrow blocks of 4 KiB, so a small file crosses many block boundaries."""
-    monkeypatch.setattr(load_csv, "_BLOCK", 4096)
-    monkeypatch.setattr(load_csv, "_BLOCK_SLACK", 0)
-
-
 def _random_csv(rng: random.Random, n: int) -> tuple[str, list[tuple[int, list[str]]], list[int]]:
     """A CSV with quoted delimiters, quotes and newlines, ragged rows and blank lines, and the
     records a straightforward reader finds in it: good (line, values) and bad lines."""
@@ -850,7 +847,7 @@ def _random_csv(rng: random.Random, n: int) -> tuple[str, list[tuple[int, list[s
     [(0, 7, False), (1, 1000, False), (2, 50_000, False), (41, 3, True), (81, 1000, True)],
 )
 def test_matches_a_reference_reader_across_blocks(
-    tmp_path: Path, small_blocks: None, seed: int, batch_rows: int, crlf_semicolon_gb: bool
+    tmp_path: Path, seed: int, batch_rows: int, crlf_semicolon_gb: bool
 ) -> None:
     rng = random.Random(seed)
     text, good, bad = _random_csv(rng, rng.randrange(1000, 3000))
@@ -860,19 +857,19 @@ def test_matches_a_reference_reader_across_blocks(
         text = text.replace(",", ";").replace("\n", "\r\n")
         good = [(ln, [v.replace(",", ";").replace("\n", "\r\n") for v in r]) for ln, r in good]
         data, options["delimiter"] = text.encode("gb18030"), ";"
-    got = load(write(tmp_path, "r.csv", data), **options)
+    got = load(write(tmp_path, "r.csv", data), tuning=SMALL_BLOCKS, **options)
     assert [(ln, list(r.values())) for ln, r in zip(got.lines, got.rows, strict=True)] == good
     assert [b.line for b in got.bad] == bad
 
 
-def test_quoted_crlf_across_a_block_boundary(tmp_path: Path, small_blocks: None) -> None:
+def test_quoted_crlf_across_a_block_boundary(tmp_path: Path) -> None:
     # Arrow drops the LF of a CR|LF split between blocks, even inside quotes
     # (apache/arrow#51368): the stream never ends a block with CR.
     head = "a,b\r\n" + "0,x\r\n" * 800
     pad = 4095 - len(head) - len('1,"ab')
     data = head + "0," + "y" * (pad - 4) + '\r\n1,"ab\r\ncd"\r\n2,z\r\n'
     assert data.index("ab\r\ncd") + 2 == 4095
-    got = load(write(tmp_path, "crlf.csv", data), max_field_bytes=1024)
+    got = load(write(tmp_path, "crlf.csv", data), max_field_bytes=1024, tuning=SMALL_BLOCKS)
     assert got.rows[-2:] == [{"a": "1", "b": "ab\r\ncd"}, {"a": "2", "b": "z"}]
     assert got.lines[-2:] == [803, 805]
 
@@ -884,16 +881,14 @@ def test_a_batch_may_hold_only_bad_records(tmp_path: Path) -> None:
     assert got.lines == [12]
 
 
-def test_a_record_longer_than_a_block_stops_with_its_line(
-    tmp_path: Path, small_blocks: None
-) -> None:
+def test_a_record_longer_than_a_block_stops_with_its_line(tmp_path: Path) -> None:
     rows = "".join(f"{i},x\n" for i in range(2000))
     data = "a,b\n" + rows + '1,"' + "y" * 20_000 + '"\n2,z\n'
     opts = InputOptions(max_field_bytes=1024, batch_rows=500)
     source = open_source(write(tmp_path, "long.csv", data), opts)
     delivered = 0
     with pytest.raises(LoadError, match=r"line 2002: a record is too long to read"):
-        for batch in iter_batches(source, opts):
+        for batch in iter_batches(source, opts, tuning=SMALL_BLOCKS):
             delivered += batch.table.num_rows
     assert 0 < delivered <= 2000
 
@@ -911,13 +906,13 @@ def test_sample_files_load(tmp_path: Path) -> None:
             assert json.loads(batches[0].raw[0])["订单号"] == "20180808080800001"  # type: ignore[index]
 
 
-def test_stopping_early_releases_the_reader(tmp_path: Path, small_blocks: None) -> None:
+def test_stopping_early_releases_the_reader(tmp_path: Path) -> None:
     # Arrow's reader thread waits for the consumer; closing the generator must free it.
     path = write(tmp_path, "many.csv", "a,b\n" + "".join(f"{i},x\n" for i in range(200_000)))
     opts = InputOptions(batch_rows=100, max_field_bytes=1024)
     source = open_source(path, opts)
     for _ in range(3):
-        batches = iter_batches(source, opts)
+        batches = iter_batches(source, opts, tuning=SMALL_BLOCKS)
         first = next(batches)
         batches.close()  # type: ignore[attr-defined]
         assert list(first.lines) == list(range(2, 102))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +15,23 @@ import pytest
 from csvfiles import reference
 
 from importer.errors import LoadError
-from importer.load import BadRecord, InputOptions, iter_batches, open_source
-from importer.load import csv as load_csv
-from importer.load import jsonl as jsonl_mod
+from importer.load import BadRecord, InputOptions, ReadStats, Tuning, iter_batches, open_source
 
 MIB = 1 << 20
+BLOCK = Tuning().block  # the Arrow CSV block runs use
+#: Arrow blocks of 4 KiB, and larger ones of 2 x max_field_bytes
+SMALL_BLOCKS = Tuning(block=4096, block_slack=0)
 
 
-def load(path: Path, **options: Any) -> tuple[list[tuple[int, list[str]]], list[BadRecord]]:
+def load(
+    path: Path, tuning: Tuning | None = None, stats: ReadStats | None = None, **options: Any
+) -> tuple[list[tuple[int, list[str]]], list[BadRecord]]:
     """(line, values) of every good row and the bad records, checking each batch's shape."""
     opts = InputOptions(**options)
     source = open_source(path, opts)
     rows: list[tuple[int, list[str]]] = []
     bad: list[BadRecord] = []
-    for batch in iter_batches(source, opts):
+    for batch in iter_batches(source, opts, tuning=tuning, stats=stats):
         assert batch.table.num_rows == len(batch.lines)
         assert batch.table.num_rows + len(batch.bad) <= opts.batch_rows
         values = zip(*(c.to_pylist() for c in batch.table.columns), strict=True)
@@ -36,33 +40,21 @@ def load(path: Path, **options: Any) -> tuple[list[tuple[int, list[str]]], list[
     return rows, bad
 
 
-@pytest.fixture
-def restarts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The records from which the file was read again with the larger block."""
-    calls: list[int] = []
-    restart = load_csv._CsvInput.restart
-
-    def spy(self: load_csv._CsvInput, record: int) -> Any:
-        calls.append(record)
-        return restart(self, record)
-
-    monkeypatch.setattr(load_csv._CsvInput, "restart", spy)
-    return calls
-
-
 def test_the_block_does_not_grow_with_the_field_limit(tmp_path: Path) -> None:
     path = tmp_path / "small.csv"
     path.write_text("a,b\n1,2\n")
     options = InputOptions()
-    csv_in = load_csv._CsvInput(open_source(path, options), options)
-    assert load_csv._BLOCK <= 4 * MIB
-    assert csv_in.large >= 2 * options.max_field_bytes
+    stats = ReadStats()
+    assert load(path, stats=stats) == ([(2, ["1", "2"])], [])
+    assert stats.block == BLOCK <= 4 * MIB  # what the file was read with
+    assert stats.restarts == []
+    assert Tuning().large_block(options.max_field_bytes) >= 2 * options.max_field_bytes
 
 
-def test_a_field_longer_than_the_block_loads(tmp_path: Path, restarts: list[int]) -> None:
+def test_a_field_longer_than_the_block_loads(tmp_path: Path) -> None:
     # text with quoted newlines, after enough rows for batches to be delivered first; longer
     # than two blocks, which Arrow can never read as one record
-    size = 2 * load_csv._BLOCK + MIB
+    size = 2 * BLOCK + MIB
     assert size < InputOptions().max_field_bytes
     big = "\n".join(["长" * 1000] * 1000) + "x" * (size - 3_000_999)
     before = "".join(f"{i},a\n" for i in range(60_000))
@@ -70,7 +62,8 @@ def test_a_field_longer_than_the_block_loads(tmp_path: Path, restarts: list[int]
     data = "a,b\n" + before + f'big,"{big}"\n' + "1\n" + after
     path = tmp_path / "long.csv"
     path.write_text(data, encoding="utf-8")
-    rows, bad = load(path, batch_rows=10_000)
+    stats = ReadStats()
+    rows, bad = load(path, stats=stats, batch_rows=10_000)
     assert len(big.encode()) == size
     assert len(rows) == 120_001
     assert rows[:60_000] == [(i + 2, [str(i), "a"]) for i in range(60_000)]
@@ -78,14 +71,12 @@ def test_a_field_longer_than_the_block_loads(tmp_path: Path, restarts: list[int]
     # the big record spans 1,000 lines; one bad record, then the rest
     assert [(b.line, b.reason) for b in bad] == [(61_002, "expected 2 fields, found 1")]
     assert rows[60_001:] == [(61_003 + i, [str(i), "b"]) for i in range(60_000)]
-    assert restarts == [60_002]  # Arrow's record number: the header is 1
+    assert stats.restarts == [60_002]  # Arrow's record number: the header is 1
 
 
 @pytest.mark.parametrize("compressed", [False, True])
-def test_a_field_over_the_limit_rejects_only_its_record(
-    tmp_path: Path, compressed: bool, restarts: list[int]
-) -> None:
-    limit = 2 * load_csv._BLOCK + MIB  # the record needs the larger block to be read
+def test_a_field_over_the_limit_rejects_only_its_record(tmp_path: Path, compressed: bool) -> None:
+    limit = 2 * BLOCK + MIB  # the record needs the larger block to be read
     huge = "y\n" * (limit // 2) + "zz"  # limit + 2 bytes, spanning limit / 2 lines
     before = "".join(f"{i},a,\n" for i in range(30_000))
     after = "".join(f"{i},b,\n" for i in range(30_000))
@@ -101,7 +92,8 @@ def test_a_field_over_the_limit_rejects_only_its_record(
     path = tmp_path / ("over.csv.gz" if compressed else "over.csv")
     raw = data.encode()
     path.write_bytes(gzip.compress(raw, 1) if compressed else raw)
-    rows, bad = load(path, max_field_bytes=limit, batch_rows=7_000)
+    stats = ReadStats()
+    rows, bad = load(path, stats=stats, max_field_bytes=limit, batch_rows=7_000)
     huge_line = 30_002 + 2
     after_line = huge_line + limit // 2 + 1
     assert [(b.line, b.reason, b.column) for b in bad] == [
@@ -117,12 +109,12 @@ def test_a_field_over_the_limit_rejects_only_its_record(
     assert bad[1].raw is not None and bad[1].raw.startswith('huge,"y\ny\n')
     assert rows[:30_000] == [(i + 2, [str(i), "a", ""]) for i in range(30_000)]
     assert rows[30_000:] == [(after_line + 1 + i, [str(i), "b", ""]) for i in range(30_000)]
-    assert len(restarts) == 1
+    assert len(stats.restarts) == 1
 
 
 def test_a_long_first_record_loads(tmp_path: Path) -> None:
     # the record does not fit the first block Arrow reads with the header
-    big = "q" * (2 * load_csv._BLOCK + 1000)
+    big = "q" * (2 * BLOCK + 1000)
     path = tmp_path / "first.csv"
     path.write_text(f"a,b\n1,{big}\n2,x\n")
     rows, bad = load(path)
@@ -130,29 +122,21 @@ def test_a_long_first_record_loads(tmp_path: Path) -> None:
     assert bad == []
 
 
-def test_a_long_field_in_another_encoding(tmp_path: Path, restarts: list[int]) -> None:
-    big = "张" * (load_csv._BLOCK + 10)  # 2 bytes each in GB18030, 3 in UTF-8 (what Arrow reads)
+def test_a_long_field_in_another_encoding(tmp_path: Path) -> None:
+    big = "张" * (BLOCK + 10)  # 2 bytes each in GB18030, 3 in UTF-8 (what Arrow reads)
     text = "a,b\n" + "".join(f"{i},李\n" for i in range(5000)) + f"x,{big}\n" + "y,王\n"
     path = tmp_path / "gb.csv"
     path.write_bytes(text.encode("gb18030"))
-    rows, bad = load(path, encoding="gb18030", batch_rows=1000)
+    stats = ReadStats()
+    rows, bad = load(path, stats=stats, encoding="gb18030", batch_rows=1000)
     assert bad == []
     assert rows[-2:] == [(5002, ["x", big]), (5003, ["y", "王"])]
     assert len(rows) == 5002
-    assert restarts == [5002]
-
-
-@pytest.fixture
-def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Arrow blocks of 4 KiB, and larger ones of 2 x max_field_bytes."""
-    monkeypatch.setattr(load_csv, "_BLOCK", 4096)
-    monkeypatch.setattr(load_csv, "_BLOCK_SLACK", 0)
+    assert stats.restarts == [5002]
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_long_fields_match_a_reference_reader(
-    tmp_path: Path, small_blocks: None, restarts: list[int], seed: int
-) -> None:
+def test_long_fields_match_a_reference_reader(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
     limit = 6000  # larger block: 12,000 bytes
 
@@ -179,17 +163,17 @@ def test_long_fields_match_a_reference_reader(
     good, bad_lines = reference(text, 3)
     path = tmp_path / "r.csv"
     path.write_text(text)
-    rows, bad = load(path, max_field_bytes=limit, batch_rows=rng.choice([5, 100, 1000]))
+    stats = ReadStats()
+    batch_rows = rng.choice([5, 100, 1000])
+    rows, bad = load(path, SMALL_BLOCKS, stats, max_field_bytes=limit, batch_rows=batch_rows)
     too_long = {ln for ln, values in good if max(map(len, values)) > limit}
     assert rows == [(ln, values) for ln, values in good if ln not in too_long]
     assert sorted(b.line for b in bad) == sorted(bad_lines + list(too_long))
     assert [b.line for b in bad] == sorted(b.line for b in bad)
-    assert len(restarts) == 1
+    assert len(stats.restarts) == 1
 
 
-def test_a_record_longer_than_the_larger_block_stops_with_its_line(
-    tmp_path: Path, small_blocks: None
-) -> None:
+def test_a_record_longer_than_the_larger_block_stops_with_its_line(tmp_path: Path) -> None:
     rows = "".join(f"{i},x\n" for i in range(3000))
     data = "a,b\n" + rows + "bad\n" + '1,"' + "y" * 30_000 + '"\n2,z\n'
     opts = InputOptions(max_field_bytes=1024, batch_rows=500)
@@ -199,7 +183,7 @@ def test_a_record_longer_than_the_larger_block_stops_with_its_line(
     delivered: list[int] = []
     bad: list[int] = []
     with pytest.raises(LoadError, match=r"line 3002: a record is too long to read"):
-        for batch in iter_batches(source, opts):
+        for batch in iter_batches(source, opts, tuning=SMALL_BLOCKS):
             delivered.extend(map(int, batch.lines))
             bad.extend(b.line for b in batch.bad)
     assert delivered == list(range(2, 3002))
@@ -210,13 +194,19 @@ def test_a_record_longer_than_the_larger_block_stops_with_its_line(
 # JSON Lines: runs of lines read by Arrow give what reading each line gives
 
 
-def load_jsonl(path: Path, columns: list[str] | None, **options: Any) -> list[Any]:
+def load_jsonl(
+    path: Path,
+    columns: list[str] | None,
+    tuning: Tuning | None = None,
+    stats: ReadStats | None = None,
+    **options: Any,
+) -> list[Any]:
     """Everything the loader hands on, batch by batch (or the error it stops with)."""
     opts = InputOptions(**options)
     out: list[Any] = []
     try:
         source = open_source(path, opts)
-        for b in iter_batches(source, opts, columns):
+        for b in iter_batches(source, opts, columns, tuning=tuning, stats=stats):
             bad = [(x.line, x.reason, x.column, x.raw) for x in b.bad]
             out.append((b.table.to_pylist(), b.lines.tolist(), b.raw, bad))
     except LoadError as exc:
@@ -224,30 +214,16 @@ def load_jsonl(path: Path, columns: list[str] | None, **options: Any) -> list[An
     return out
 
 
-@pytest.fixture
-def arrow_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many lines Arrow read: [by Arrow, one at a time]."""
-    counts = [0, 0]
-    runs = jsonl_mod._JsonBlocks.runs
-
-    def spy(self: jsonl_mod._JsonBlocks, block: bytes) -> Any:
-        found = runs(self, block)
-        for start, end, table, _ in found:
-            counts[table is None] += end - start
-        return found
-
-    monkeypatch.setattr(jsonl_mod._JsonBlocks, "runs", spy)
-    return counts
-
-
 def same_as_line_by_line(
-    monkeypatch: pytest.MonkeyPatch, path: Path, columns: list[str] | None, **options: Any
+    path: Path, columns: list[str] | None, tuning: Tuning | None = None, **options: Any
 ) -> list[Any]:
-    fast = load_jsonl(path, columns, **options)
-    with monkeypatch.context() as m:
-        m.setattr(jsonl_mod._JsonBlocks, "use_arrow", False)
-        slow = load_jsonl(path, columns, **options)
+    """What the default engine hands on, checked against reading every line one at a time."""
+    tuning = tuning or Tuning()
+    fast = load_jsonl(path, columns, tuning, **options)
+    stats = ReadStats()
+    slow = load_jsonl(path, columns, replace(tuning, jsonl_engine="lines"), stats, **options)
     assert fast == slow
+    assert stats.arrow_lines == 0
     return fast
 
 
@@ -324,9 +300,7 @@ def _jsonl_text(rng: random.Random, n: int, odd: float, kinds: dict[str, str]) -
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_jsonl_runs_read_by_arrow_match_reading_each_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
-) -> None:
+def test_jsonl_runs_read_by_arrow_match_reading_each_line(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
     kinds = {k: rng.choice(["str", "str", "int", "bool", "float", "mixed", "nested", "date"])
              for k in ("a", "b", "z", "名")}  # fmt: skip
@@ -338,21 +312,22 @@ def test_jsonl_runs_read_by_arrow_match_reading_each_line(
         data = data[:at] + b"\xff" + data[at:]  # undecodable bytes
     path = tmp_path / "f.jsonl"
     path.write_bytes(data)
-    monkeypatch.setattr(jsonl_mod, "_CHUNK", rng.choice([200, 5000, 4 << 20]))  # lines per block
+    tuning = Tuning(chunk=rng.choice([200, 5000, 4 << 20]))  # lines per block
     options: dict[str, Any] = {"batch_rows": rng.choice([1, 7, 100])}
     if encoding != "utf-8":
         options["encoding"] = encoding
     if rng.random() < 0.3:
         options["max_field_bytes"] = rng.choice([1024, 1030])
     columns = rng.choice([None, ["a"], ["a", "b", "名"], ["b", "missing"]])
-    same_as_line_by_line(monkeypatch, path, columns, **options)
+    same_as_line_by_line(path, columns, tuning, **options)
 
 
-def test_jsonl_plain_lines_are_read_by_arrow(tmp_path: Path, arrow_rows: list[int]) -> None:
+def test_jsonl_plain_lines_are_read_by_arrow(tmp_path: Path) -> None:
     lines = [json.dumps({"a": f"v{i}", "b": i, "c": i % 2 == 0, "d": None}) for i in range(5000)]
     path = tmp_path / "plain.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    got = load_jsonl(path, ["a", "b", "c", "d"], batch_rows=1000)
+    stats = ReadStats()
+    got = load_jsonl(path, ["a", "b", "c", "d"], stats=stats, batch_rows=1000)
     rows = [row for batch in got for row in batch[0]]
     assert rows[:3] == [
         {"a": "v0", "b": "0", "c": "true", "d": None},
@@ -361,7 +336,7 @@ def test_jsonl_plain_lines_are_read_by_arrow(tmp_path: Path, arrow_rows: list[in
     ]
     assert [line for batch in got for line in batch[1]] == list(range(1, 5001))
     assert [raw for batch in got for raw in batch[2]] == lines
-    assert arrow_rows[0] >= 4990  # zeros (maybe written -0) go one at a time
+    assert stats.arrow_lines >= 4990  # zeros (maybe written -0) go one at a time
 
 
 @pytest.mark.parametrize(
@@ -381,34 +356,34 @@ def test_jsonl_plain_lines_are_read_by_arrow(tmp_path: Path, arrow_rows: list[in
     ],
 )
 def test_jsonl_a_bad_line_among_plain_ones(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str, reason: str, column: str | None
+    tmp_path: Path, line: str, reason: str, column: str | None
 ) -> None:
     plain = [json.dumps({"a": f"v{i}", "z": i}) for i in range(300)]
     path = tmp_path / "one.jsonl"
     path.write_text("\n".join([*plain[:150], line, *plain[150:]]) + "\n")
-    got = same_as_line_by_line(monkeypatch, path, ["a"])
+    got = same_as_line_by_line(path, ["a"])
     [(rows, lines, _, bad)] = got
     assert [(b[0], b[1], b[2]) for b in bad] == [(151, reason, column)]
     assert lines == [*range(1, 151), *range(152, 302)]
     assert rows[150] == {"a": "v150"}
 
 
-def test_jsonl_numbers_keep_their_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_jsonl_numbers_keep_their_text(tmp_path: Path) -> None:
     values = ["1.50", "-0", "0", "12345678901234567890123", "1e5", "-7", "true"]
     lines = [f'{{"n": {v}, "i": {i}}}' for i, v in enumerate(values * 50)]
     path = tmp_path / "n.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    got = same_as_line_by_line(monkeypatch, path, ["n", "i"])
+    got = same_as_line_by_line(path, ["n", "i"])
     rows = [row for batch in got for row in batch[0]]
     assert [r["n"] for r in rows] == values * 50
     assert [r["i"] for r in rows] == [str(i) for i in range(len(lines))]
 
 
-def test_a_first_record_of_many_blocks(tmp_path: Path, small_blocks: None) -> None:
+def test_a_first_record_of_many_blocks(tmp_path: Path) -> None:
     # Arrow reads every block of it while the file is being opened
     big = "q" * 40_000
     path = tmp_path / "first.csv"
     path.write_text(f"a,b\n1,{big}\n2,x\n")
-    rows, bad = load(path, max_field_bytes=30_000)
+    rows, bad = load(path, SMALL_BLOCKS, max_field_bytes=30_000)
     assert rows == [(3, ["2", "x"])]
     assert [(b.line, b.column) for b in bad] == [(2, "b")]

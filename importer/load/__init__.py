@@ -7,16 +7,18 @@ Every record of a file ends up exactly once, in file order, either as a row of a
 (with its physical line in ``lines``) or as a ``BadRecord`` saying why not. A problem with the
 whole file is a ``LoadError`` naming the file.
 
-Modules: ``options`` (``InputOptions``), ``discover`` (finding files), ``sniff`` (format,
-encoding, header), ``textstream`` (the transcoding stream and its throttle), ``quotes``
-(malformed CSV quoting), ``csv``, ``jsonl``, ``parquet`` (one reader per format), ``values``
-(checks all formats share), ``batch`` (the types handed on), ``reader`` (``iter_batches``).
-docs/input-files.md describes the behaviour for users.
+``Tuning`` sets block sizes and the JSON Lines engine; ``ReadStats`` counts how a file was read.
+
+Modules: ``options`` (``InputOptions``, ``Tuning``, ``ReadStats``), ``discover`` (finding
+files), ``sniff`` (format, encoding, header), ``textstream`` (the transcoding stream and its
+throttle), ``quotes`` (malformed CSV quoting), ``csv``, ``jsonl``, ``parquet`` (one reader per
+format), ``values`` (checks all formats share), ``batch`` (the types handed on), ``reader``
+(``iter_batches``). docs/input-files.md describes the behaviour for users.
 """
 
 from .batch import BadRecord, Batch, Source
 from .discover import EXTENSIONS, expand_inputs
-from .options import FORMATS, InputOptions
+from .options import FORMATS, InputOptions, ReadStats, Tuning
 from .reader import iter_batches
 from .sniff import open_source
 
@@ -26,7 +28,9 @@ __all__ = [
     "BadRecord",
     "Batch",
     "InputOptions",
+    "ReadStats",
     "Source",
+    "Tuning",
     "expand_inputs",
     "iter_batches",
     "open_source",

@@ -20,15 +20,11 @@ import pyarrow.csv as pacsv
 
 from ..errors import LoadError
 from .batch import BadRecord, Batch, Source
-from .options import InputOptions
+from .options import InputOptions, ReadStats, Tuning
 from .quotes import _Quotes
 from .sniff import _SAMPLE, _parse_header
 from .textstream import _RawInput, _Utf8Stream
 from .values import _raw_substitute, _value_problems
-
-_BLOCK = 2 << 20  # Arrow CSV block; a record that does not fit is read again with a larger one
-_BLOCK_SLACK = 1 << 20  # room beyond two maximal fields in the larger block
-
 
 _RELEASE_WAIT = 30.0  # seconds to wait for Arrow's reader thread to stop (it takes ms)
 
@@ -117,10 +113,12 @@ class _Assembler:
         return batch
 
 
-def _iter_csv(source: Source, options: InputOptions) -> Iterator[Batch]:
-    csv_in = _CsvInput(source, options)
+def _iter_csv(
+    source: Source, options: InputOptions, tuning: Tuning, stats: ReadStats
+) -> Iterator[Batch]:
+    csv_in = _CsvInput(source, options, tuning, stats)
     try:
-        csv_in.open(_BLOCK)
+        csv_in.open(tuning.block)
         yield from _csv_records(source, options, csv_in)
     finally:
         csv_in.close()
@@ -131,18 +129,21 @@ class _CsvInput:
 
     Arrow fails on a record that does not fit in a block, and it holds a few blocks at a time
     (read ahead, decoded, parsed), so the block size sets the memory used. Reading starts with
-    blocks of ``_BLOCK``. A record too long for them makes ``restart`` read the file again from
-    the start with ``large`` blocks, which hold two maximal fields: a too-long field is then a
+    blocks of ``tuning.block``. A record too long for them makes ``restart`` read the file again
+    from the start with ``large`` blocks, which hold two maximal fields: a too-long field is a
     bad record of its own, and a runaway quote a clear error. The file's rest is read with the
     larger blocks (a file with one huge field tends to have more), so it is read again at most
     once.
     """
 
-    def __init__(self, source: Source, options: InputOptions) -> None:
+    def __init__(
+        self, source: Source, options: InputOptions, tuning: Tuning, stats: ReadStats
+    ) -> None:
         self.source = source
         self.options = options
-        # a record read with blocks of B is at most 2 B long: it always fits the larger block
-        self.large = max(2 * _BLOCK, 2 * options.max_field_bytes + _BLOCK_SLACK)
+        self.tuning = tuning
+        self.stats = stats
+        self.large = tuning.large_block(options.max_field_bytes)
         self.block = 0
         self.raw: _RawInput | None = None
         self.stream: _Utf8Stream | None = None
@@ -158,13 +159,18 @@ class _CsvInput:
         source = self.source
         path = source.path
         delimiter = source.delimiter or ","
-        self.block = block
+        self.block = self.stats.block = block
         self.raw = _RawInput(
             path, compressed=source.compressed, limit=self.options.max_decompressed_bytes
         )
         quotes = _Quotes(delimiter, source.escape_char, len(source.columns))
         self.stream = stream = _Utf8Stream(
-            self.raw, source.encoding, final_newline=True, throttle=True, quotes=quotes
+            self.raw,
+            source.encoding,
+            final_newline=True,
+            throttle=True,
+            quotes=quotes,
+            chunk=self.tuning.chunk,
         )
         head = stream.peek(_SAMPLE + 1)
         text = head[:_SAMPLE].decode("utf-8", "replace")
@@ -232,6 +238,7 @@ class _CsvInput:
         first good row from ``record`` on; ``invalid`` holds the bad ones from ``record`` on.
         Raises what reading from ``record`` on raises (StopIteration at the end).
         """
+        self.stats.restarts.append(record)
         self.open(self.large)
         at = 2
         while True:

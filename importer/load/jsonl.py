@@ -16,9 +16,8 @@ import pyarrow.json as pajson
 
 from ..errors import LoadError
 from .batch import BadRecord, Batch, Source
-from .csv import _BLOCK_SLACK
-from .options import InputOptions
-from .textstream import _CHUNK, _ascii_compatible, _display, _RawInput, _Utf8Stream
+from .options import InputOptions, ReadStats, Tuning
+from .textstream import _ascii_compatible, _display, _RawInput, _Utf8Stream
 from .values import _fffd_reason, _matches, _raw_substitute
 
 
@@ -61,23 +60,23 @@ _FLAT_TYPES = frozenset({str, type(None), bool})
 
 
 def _split_blocks(
-    read: Callable[[int], bytes], max_line: int
+    read: Callable[[int], bytes], max_line: int, chunk: int
 ) -> Iterator[tuple[int, bytes | None]]:
-    """(number of the first line, lines) for the whole lines of each piece read: their bytes
-    joined by newlines, without the last newline; or None for a line longer than ``max_line``,
-    which is skipped without holding it in memory."""
+    """(number of the first line, lines) for the whole lines of each piece of ``chunk`` bytes
+    read: their bytes joined by newlines, without the last newline; or None for a line longer
+    than ``max_line``, which is skipped without holding it in memory."""
     carry = b""
     number = 0  # lines handed on so far
     skipping = False
-    while chunk := read(_CHUNK):
+    while piece := read(chunk):
         if skipping:
-            i = chunk.find(b"\n")
+            i = piece.find(b"\n")
             if i < 0:
                 continue
             number += 1
             yield number, None
-            chunk, skipping = chunk[i + 1 :], False
-        data = carry + chunk if carry else chunk
+            piece, skipping = piece[i + 1 :], False
+        data = carry + piece if carry else piece
         cut = data.rfind(b"\n")
         if cut >= 0:
             block, carry = data[:cut], data[cut + 1 :]
@@ -110,17 +109,19 @@ def _split_blocks(
         yield number + 1, carry
 
 
-def _iter_jsonl(source: Source, options: InputOptions, names: list[str]) -> Iterator[Batch]:
+def _iter_jsonl(
+    source: Source, options: InputOptions, names: list[str], tuning: Tuning, stats: ReadStats
+) -> Iterator[Batch]:
     path = source.path
     encoding = source.encoding
-    max_line = 2 * options.max_field_bytes + _BLOCK_SLACK
+    max_line = tuning.max_line(options.max_field_bytes)
     raw = _RawInput(path, compressed=source.compressed, limit=options.max_decompressed_bytes)
     stream: _Utf8Stream | None = None
     if _ascii_compatible(encoding):
         read = raw.read  # split on b"\n", then decode each line: exact per-line errors
         codec = "utf-8" if encoding == "utf-8-sig" else encoding
     else:
-        stream = _Utf8Stream(raw, encoding, final_newline=False)
+        stream = _Utf8Stream(raw, encoding, final_newline=False, chunk=tuning.chunk)
         read, codec = stream.read_bytes, "utf-8"
     if not names:
         raw.close()
@@ -129,9 +130,9 @@ def _iter_jsonl(source: Source, options: InputOptions, names: list[str]) -> Iter
             "name the columns in the config"
         )
     line_reader = _JsonLines(names, codec, stream, options.max_field_bytes)
-    fast = _JsonBlocks(names, codec, options.max_field_bytes)
+    fast = _JsonBlocks(names, codec, options.max_field_bytes, tuning.jsonl_engine == "auto")
     out = _JsonBatches(source, names, options.batch_rows)
-    blocks = _split_blocks(read, max_line)
+    blocks = _split_blocks(read, max_line, tuning.chunk)
     try:
         while True:
             try:
@@ -152,8 +153,10 @@ def _iter_jsonl(source: Source, options: InputOptions, names: list[str]) -> Iter
             for start, end, table, texts in fast.runs(block):
                 if table is not None:
                     assert texts is not None
+                    stats.arrow_lines += end - start
                     yield from out.add_table(table, first + start, texts)
                     continue
+                stats.single_lines += end - start
                 if parts is None:
                     parts = block.split(b"\n")
                 for i in range(start, end):
@@ -288,13 +291,13 @@ class _JsonBlocks:
     block): Arrow's attempts cost little then.
     """
 
-    use_arrow = True  # False: every line one at a time (tests compare the two)
-
-    def __init__(self, names: list[str], codec: str, max_bytes: int) -> None:
+    def __init__(self, names: list[str], codec: str, max_bytes: int, arrow: bool = True) -> None:
         self.names = names
         self.codec = codec
         self.max_bytes = max_bytes
-        self.enabled = self.use_arrow and len(set(names)) == len(names)
+        #: False (``Tuning.jsonl_engine="lines"``, or a column requested twice): every line
+        #: one at a time
+        self.enabled = arrow and len(set(names)) == len(names)
         self.typed: set[str] = set()  # requested columns found to hold other than strings
         self.parse_options = self._options()
         self.tries = 0

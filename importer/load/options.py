@@ -1,4 +1,5 @@
-"""How to read input files: ``InputOptions``, the config's ``input:`` section as is.
+"""How to read input files: ``InputOptions``, the config's ``input:`` section as is; ``Tuning``
+(block sizes and the JSON Lines engine, not in the config) and ``ReadStats`` (read counters).
 
 The config validates its ``input:`` section with this model (a problem is reported with its key
 path, ``input.delimiter``, and the config's line); built directly (``InputOptions(...)``), a bad
@@ -8,6 +9,7 @@ value raises ``ConfigError`` with the same paths and messages.
 from __future__ import annotations
 
 import codecs
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -110,3 +112,45 @@ def _config_problem(err: Any) -> ConfigProblem:
         op = ">=" if kind == "greater_than_equal" else "<="
         return ConfigProblem(path, f"must be {op} {next(iter(ctx.values()))}, got {err['input']}")
     return ConfigProblem(path, err["msg"])
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How the loader reads, below what the config says: sizes and the JSON Lines engine.
+
+    Not part of the config: the defaults are what runs use. Tests pass small sizes to cross
+    many block boundaries with small files, and ``jsonl_engine="lines"`` to compare the engines.
+    """
+
+    #: Arrow CSV block (bytes); a record that does not fit is read again with ``large_block``
+    block: int = 2 << 20
+    #: room beyond two maximal fields in the larger block, and in a JSON Lines line
+    block_slack: int = 1 << 20
+    #: bytes read from the file at a time (CSV and JSON Lines after opening)
+    chunk: int = 4 << 20
+    #: JSON Lines: ``auto`` reads runs of lines with Arrow where that gives what reading each
+    #: line gives; ``lines`` reads every line one at a time (the reference)
+    jsonl_engine: Literal["auto", "lines"] = "auto"
+
+    def large_block(self, max_field_bytes: int) -> int:
+        """The CSV block a file is read again with after a record too long for ``block``: it
+        holds two maximal fields (and any record read with ``block``, at most twice as long)."""
+        return max(2 * self.block, 2 * max_field_bytes + self.block_slack)
+
+    def max_line(self, max_field_bytes: int) -> int:
+        """The longest JSON Lines line read; a longer one is a bad record, never held."""
+        return 2 * max_field_bytes + self.block_slack
+
+
+@dataclass
+class ReadStats:
+    """How a file was read, counted while ``iter_batches`` runs (pass one in to see them)."""
+
+    #: CSV: the records (Arrow's numbering, the header is 1) from which the file was read
+    #: again with the larger block
+    restarts: list[int] = field(default_factory=list)
+    #: CSV: the block size of the last (re)opening
+    block: int = 0
+    #: JSON Lines: lines taken from runs Arrow read, and lines read one at a time
+    arrow_lines: int = 0
+    single_lines: int = 0

@@ -24,9 +24,10 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import LoadError
+from .options import Tuning
 from .quotes import _Quotes
 
-_CHUNK = 4 << 20  # bytes read from the file at a time
+_CHUNK = Tuning.chunk  # bytes read from the file at a time, unless tuned
 
 
 _READAHEAD = 3  # blocks Arrow may read beyond the batches taken (it would read 32)
@@ -197,8 +198,10 @@ class _Utf8Stream:
         final_newline: bool,
         throttle: bool = False,
         quotes: _Quotes | None = None,
+        chunk: int = _CHUNK,
     ) -> None:
         self._raw = raw
+        self._chunk = chunk
         self.quotes = quotes
         self.encoding = encoding
         self._passthrough = encoding in ("utf-8", "utf-8-sig")
@@ -206,7 +209,7 @@ class _Utf8Stream:
             None if self._passthrough else codecs.getincrementaldecoder(encoding)(errors=_ERRORS)
         )
         self._final_newline = final_newline
-        self._scratch = bytearray(_CHUNK + 4) if self._passthrough else bytearray()
+        self._scratch = bytearray(chunk + 4) if self._passthrough else bytearray()
         self._carry = b""  # an incomplete UTF-8 sequence at the end of the last chunk
         self._first = True
         self._done = False
@@ -294,7 +297,7 @@ class _Utf8Stream:
     def _read(self, n: int | None) -> Any:
         if n is None or n < 0:
             parts = []
-            while chunk := self._read(_CHUNK):
+            while chunk := self._read(self._chunk):
                 parts.append(bytes(chunk))
             return b"".join(parts)
         out: Any = None
@@ -394,7 +397,7 @@ class _Utf8Stream:
     def _raw_read(self) -> bytes:
         # A broken file ends here for Arrow; the consumer raises ``error`` after the batches.
         try:
-            return self._raw.read(_CHUNK)
+            return self._raw.read(self._chunk)
         except LoadError as exc:
             # kept without its traceback: the frames would hold Arrow's file object (and the
             # block being read) alive, and ``_CsvInput.close`` waits for Arrow to let go of them
@@ -407,7 +410,7 @@ class _Utf8Stream:
         scratch[:k] = self._carry
         view = memoryview(scratch)
         try:
-            got = self._raw.readinto(view[k : k + _CHUNK])
+            got = self._raw.readinto(view[k : k + self._chunk])
         except LoadError as exc:
             self.error, got = exc.with_traceback(None), 0  # no frames kept (see _raw_read)
         end = k + got
