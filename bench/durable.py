@@ -67,7 +67,7 @@ def _populate(config: Path, data: Path, state: Path) -> int:
     """A previous changed-only night that delivered every row: the ledger as the pipeline
     would leave it, recorded through the library (no 1,000,000 requests needed)."""
     from importer.job import load_job
-    from importer.ledger import Ledger
+    from importer.ledger import BatchClassifier, BatchOutcomes, Identities, Ledger
     from importer.load import iter_batches, open_source
     from importer.pipeline import Run
 
@@ -75,21 +75,21 @@ def _populate(config: Path, data: Path, state: Path) -> int:
     run = Run(cfg, [data], changed_only=True)
     source = open_source(run.paths[0], run.input)
     ledger = Ledger(state)
-    run.ledger = ledger
-    run.run_info = ledger.begin_run(cfg.job_name, "seed-run", "seed", [], resume=False)
+    info = ledger.begin_run(cfg.job_name, "seed-run", "seed", [], resume=False)
+    identities = Identities(cfg.job.kind, cfg.job.event_name)
+    classifier = BatchClassifier(
+        ledger, cfg.job_name, info, identities, kind=cfg.job.kind, changed_only=True
+    )
     total = 0
     for batch in iter_batches(source, run.input, cfg.source_columns()):
         mapped = run.mapper.map(batch)
-        sent = np.flatnonzero(run._classify(ledger, mapped, 0) == 0)
-        valid = np.flatnonzero(mapped.errcode == 0)[sent]
-        hashes = mapped.properties_hash.take(valid)  # type: ignore[union-attr]
-        items = [
-            (mapped.identity[int(i)], int(mapped.lines[int(i)]), "ok", h or "")
-            for i, h in zip(valid, hashes, strict=True)
-        ]
+        sent = np.flatnonzero(classifier.classify(mapped, 0).send & (mapped.errcode == 0))
+        outcomes = BatchOutcomes(mapped, 0, sent, identities)
+        items = [outcomes.item(i, "ok") for i in sent.tolist()]
         for k in range(0, len(items), 5000):
             ledger.record(cfg.job_name, "seed-run", items[k : k + 5000])
         total += len(items)
+    classifier.close()
     ledger.end_run("seed-run", status="done", counts={"ok": total}, exit_code=0)
     ledger.close()
     return total

@@ -35,7 +35,6 @@ from typing import Any, NoReturn
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from . import exitcodes
 from .config import EVENT_NAME_PLACEHOLDER, Config, check_columns
@@ -52,7 +51,18 @@ from .errors import (
     UsageError,
 )
 from .job import load_job
-from .ledger import HELD, SEND, SUPERSEDED, UNCHANGED, Ledger, RunInfo, keys64, lock_path
+from .ledger import (
+    BatchClassifier,
+    BatchOutcomes,
+    Held,
+    Identities,
+    Ledger,
+    RunInfo,
+    Verdicts,
+    lock_path,
+    place,
+    position,
+)
 from .load import Batch, Source, expand_inputs, iter_batches, open_source
 from .map import Mapped, Mapper
 from .outcomes import NOT_SENT_MESSAGE, RowResult, Status
@@ -91,8 +101,6 @@ _UNDELIVERED = np.array(
 
 ProgressFn = Callable[[dict[str, int]], None]
 
-#: a row's position is ``(file index << 40) + line``: the line is its low 40 bits
-_LINE_MASK = (1 << 40) - 1
 
 #: the signals that stop a run cleanly (``handle_signals``)
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -124,7 +132,7 @@ class _BatchState:
         batch: Batch,
         mapped: Mapped,
         valid_status: Status,
-        verdict: np.ndarray | None = None,
+        verdict: Verdicts | None = None,
         file_index: int = 0,
     ) -> None:
         self.batch = batch
@@ -133,16 +141,15 @@ class _BatchState:
         n = mapped.n
         ok = mapped.errcode == 0
         self.status = np.where(ok, int(valid_status), int(Status.REJECTED)).astype(np.int8)
-        #: rows whose outcome the end of the run decides (``Ledger.resolve_held``): not
+        #: rows whose outcome the end of the run decides (``BatchClassifier.held``): not
         #: sent with this batch, and reported later
         self.held = np.zeros(0, dtype=np.int64)
         if verdict is not None:
-            # the ledger's verdict: 1 = the resumed run has it, 2 = unchanged since last sent
-            self.status[ok & (verdict == 1)] = int(Status.SKIPPED)
-            self.status[ok & (verdict == 2)] = int(Status.UNCHANGED)
-            self.held = np.flatnonzero(ok & (verdict == HELD))
+            self.status[ok & verdict.done] = int(Status.SKIPPED)
+            self.status[ok & verdict.unchanged] = int(Status.UNCHANGED)
+            self.held = np.flatnonzero(ok & verdict.held)
             self.status[self.held] = int(Status.SKIPPED)
-            ok = ok & (verdict == 0)
+            ok = ok & verdict.send
         self.valid = np.flatnonzero(ok)
         self.errcode: list[int | None] = [c or None for c in mapped.errcode.tolist()]
         self.errmsg: list[str | None] = list(mapped.reason)
@@ -150,8 +157,8 @@ class _BatchState:
         self.latency: list[float | None] = [None] * n
         self.remaining = len(self.valid)
         self.dispatched = False
-        #: per row (identity, position, hash) for the ledger, made on the first outcome
-        self.ledger_fields: tuple[list[str], list[int], list[str]] | None = None
+        #: what the ledger records of each row, made on the first outcome
+        self.ledger_fields: BatchOutcomes | None = None
 
 
 class Run:
@@ -196,7 +203,7 @@ class Run:
         self.metrics_file = Path(metrics_file) if metrics_file else None
         self.ledger: Ledger | None = None
         self.run_info: RunInfo | None = None
-        self._ledger_buf: list[tuple[str, int, str, str]] = []
+        self._ledger_buf: list[tuple[str, int, str, int | None]] = []
         self._failed_buf: list[tuple[str, int, str, str]] = []
         self.progress = progress
         self.transport_factory = transport_factory or _default_transport
@@ -230,8 +237,8 @@ class Run:
         # _finish runs on the loop thread, or on the producer's for a batch with nothing to
         # send; one at a time, and never while the ledger buffer of failures is taken
         self._finish_lock = threading.Lock()
-        #: changed-only user runs: the identity of each HELD row, by position
-        self._held_identity: dict[int, str] = {}
+        #: the ledger identity of a row
+        self._identities = Identities(config.job.kind, config.job.event_name)
 
     # -- preflight ---------------------------------------------------------------------------
     def preflight(self) -> str | None:
@@ -300,14 +307,21 @@ class Run:
     def _produce(self, build_bodies: bool) -> Iterator[_BatchState]:
         columns = self.config.source_columns()
         valid_status = Status.VALID if self.dry_run else Status.NOT_SENT
-        reader: Ledger | None = None
+        reader: BatchClassifier | None = None
         if (
             self.ledger is not None
             and self.run_info is not None
             and (bool(self.run_info.resume_chain) or self.changed_only)
         ):
-            # a connection of this thread's own: the loop thread writes on the other one
-            reader = Ledger(self.ledger.path)
+            # a connection of this thread's own: the ledger writer thread records on the other
+            reader = BatchClassifier(
+                self.ledger,
+                self.config.job_name,
+                self.run_info,
+                self._identities,
+                kind=self.config.job.kind,
+                changed_only=self.changed_only,
+            )
         try:
             for index, source in enumerate(self.sources):
                 wanted = self.only.get(source.path) if self.only is not None else None
@@ -319,7 +333,7 @@ class Run:
                         mapped = self.mapper.map(batch, build_bodies=bodies)
                         verdict = None
                         if reader is not None and bodies:
-                            verdict = self._classify(reader, mapped, index)
+                            verdict = reader.classify(mapped, index)
                         state = _BatchState(batch, mapped, valid_status, verdict, index)
                         if len(state.valid) and mapped.bodies is not None:
                             mapped.bodies.build()  # here, not on the loop thread
@@ -332,26 +346,23 @@ class Run:
                     )
                     failure = _load_failure_batch(source, str(exc))
                     yield _BatchState(failure, mapped, valid_status, None, index)
-            if reader is not None and self._held_identity:
+            if reader is not None and reader.holds_rows:
                 yield from self._produce_held(reader, build_bodies, columns, valid_status)
         finally:
             if reader is not None:
                 reader.close()
 
     def _produce_held(
-        self, reader: Ledger, build_bodies: bool, columns: Any, valid_status: Status
+        self, reader: BatchClassifier, build_bodies: bool, columns: Any, valid_status: Status
     ) -> Iterator[_BatchState]:
         """The end of a changed-only user run: decide the rows held for a customer's last
         row. Those superseded by an unchanged last row are reported ``skipped`` (the last
         one ``unchanged``); the customers whose last row changed have their held rows read
         again and sent, in file order (the earlier rows may hold values the last leaves
         empty)."""
-        assert self.run_info is not None
-        positions, verdicts, superseded_by = reader.resolve_held(self.run_info)
-        self._report_held(positions, verdicts, superseded_by)
-        resend: dict[int, set[int]] = {}
-        for at in positions[verdicts == SEND].tolist():
-            resend.setdefault(at >> 40, set()).add(at & _LINE_MASK)
+        held = reader.held()
+        self._report_held(held)
+        resend = held.resend
         for index in sorted(resend):
             source = self.sources[index]
             with contextlib.suppress(LoadError):  # reported by the first pass
@@ -366,42 +377,29 @@ class Run:
                         mapped.bodies.build()
                     yield state
 
-    def _report_held(
-        self, positions: np.ndarray, verdicts: np.ndarray, superseded_by: np.ndarray
-    ) -> None:
+    def _report_held(self, held: Held) -> None:
         """Report lines for the held rows that need no send, a file at a time."""
-        quiet = np.flatnonzero(verdicts != SEND)
-        if len(quiet) == 0:
-            return
-        files = positions[quiet] >> 40
-        for index in np.unique(files).tolist():
-            rows = quiet[files == index]
-            path = self.sources[index].path
+        for rows in held.quiet:
+            path = self.sources[rows.file_index].path
             status: list[str] = []
             reason: list[str | None] = []
-            for at, verdict, by in zip(
-                positions[rows].tolist(),
-                verdicts[rows].tolist(),
-                superseded_by[rows].tolist(),
-                strict=True,
-            ):
-                if verdict == UNCHANGED:
+            for unchanged, by in zip(rows.unchanged, rows.superseded_by, strict=True):
+                if unchanged:
                     status.append(Status.UNCHANGED.label)
                     reason.append(None)
                     continue
-                assert verdict == SUPERSEDED
+                assert by is not None
                 status.append(Status.SKIPPED.label)
-                where = f"line {by & _LINE_MASK}"
-                if by >> 40 != at >> 40:
-                    where = f"{self.sources[by >> 40].path.name} {where}"
+                where = f"line {by[1]}"
+                if by[0] != rows.file_index:
+                    where = f"{self.sources[by[0]].path.name} {where}"
                 reason.append(f"superseded by {where}, this customer's last row, unchanged")
-            n = len(rows)
-            lines = (positions[rows] & _LINE_MASK).tolist()
+            n = len(rows.lines)
             result = ResultRows(
                 file=str(path),
                 kind=self.config.job.kind,
-                line=lines,
-                identity=[self._held_identity[int(at)] for at in positions[rows].tolist()],
+                line=rows.lines,
+                identity=rows.identities,
                 status=status,
                 errcode=[None] * n,
                 errmsg=reason,
@@ -413,55 +411,6 @@ class Run:
                 self.results.write(result)
                 self.rows += n
                 self.counts.update(status)
-
-    def _classify(self, reader: Ledger, mapped: Mapped, file_index: int) -> np.ndarray:
-        assert self.run_info is not None
-        verdict = np.zeros(mapped.n, dtype=np.int8)
-        valid = np.flatnonzero(mapped.errcode == 0)
-        if len(valid) == 0:
-            return verdict
-        identities, text = self._identities(mapped, valid)
-        positions = (np.int64(file_index) << np.int64(40)) + mapped.lines[valid]
-        hashes: Any = mapped.properties_hash
-        # a later row of a customer overrides the earlier ones: the last one decides
-        judge_by_last = self.changed_only and self.config.job.kind == "user"
-        # changed-only compares every hash: all at once; a resume alone reads few or none
-        if self.changed_only and hashes is not None:
-            hashes = hashes.keys(valid)
-        else:
-            hashes = _Picked(hashes, valid)
-        verdict[valid] = reader.classify(
-            self.config.job_name,
-            self.run_info,
-            identities,
-            positions.tolist(),
-            hashes,
-            changed_only=self.changed_only,
-            identity_keys=keys64(text),
-            judge_by_last=judge_by_last,
-        )
-        if judge_by_last:
-            for j in np.flatnonzero(verdict[valid] == HELD).tolist():
-                self._held_identity[int(positions[j])] = identities[j]
-        return verdict
-
-    def _identities(self, mapped: Mapped, rows: np.ndarray) -> tuple[list[str], pa.Array]:
-        """The ledger identities of ``rows``, as a list and as an Arrow array (for
-        ``keys64``): a row's primary-key values, after its event name for events
-        (``order_detail|phone=138...;event_id=E1``)."""
-        text = mapped.identity_text
-        assert text is not None
-        every = len(rows) == len(text)
-        if self.config.job.kind != "event":
-            if every:
-                return mapped.identity, text
-            return [mapped.identity[i] for i in rows.tolist()], text.take(rows)
-        name = self.config.job.event_name
-        names: Any = name if name is not None else pa.array(mapped.event_names, pa.string())
-        text = pc.binary_join_element_wise(names, text, "|")
-        if not every:
-            text = text.take(rows)
-        return text.to_pylist(), text
 
     # -- running -------------------------------------------------------------------------------
     def execute(self) -> RunSummary:
@@ -921,21 +870,10 @@ class Run:
             return
         if state.ledger_fields is None:
             # the batch's fields at once: a few microseconds a row less on the loop thread
-            mapped = state.mapped
-            rows = state.valid
-            identities = self._identities(mapped, rows)[0] if len(rows) else []
-            ident = [""] * mapped.n
-            for j, text in zip(rows.tolist(), identities, strict=True):
-                ident[j] = text
-            positions = ((state.file_index << 40) + mapped.lines).tolist()
-            hashes = [""] * mapped.n
-            if mapped.properties_hash is not None and len(rows):
-                values = mapped.properties_hash.values()[rows].tolist()
-                for j, h in zip(rows.tolist(), values, strict=True):
-                    hashes[j] = f"{h:016x}"
-            state.ledger_fields = (ident, positions, hashes)
-        ident, positions, hashes = state.ledger_fields
-        self._ledger_buf.append((ident[i], positions[i], status.label, hashes[i]))
+            state.ledger_fields = BatchOutcomes(
+                state.mapped, state.file_index, state.valid, self._identities
+            )
+        self._ledger_buf.append(state.ledger_fields.item(i, status.label))
         if len(self._ledger_buf) >= 200:
             self._flush_ledger()
 
@@ -1064,7 +1002,7 @@ class _LedgerWriter:
         self._thread = threading.Thread(target=self._work, name="dmimport-ledger", daemon=True)
         self._thread.start()
 
-    def submit(self, rows: list[tuple[str, int, str, str]], failed: list[Any]) -> None:
+    def submit(self, rows: list[tuple[str, int, str, int | None]], failed: list[Any]) -> None:
         if self._error is not None:
             raise self._error
         self._queue.put((rows, failed))
@@ -1173,20 +1111,6 @@ def _original_rows(batch: Batch, lines: Sequence[int]) -> np.ndarray:
     bad = np.array([b.line for b in batch.bad], dtype=np.int64)
     every = np.sort(np.concatenate((batch.lines, bad)))
     return np.searchsorted(every, np.asarray(lines, dtype=np.int64))
-
-
-class _Picked:
-    """``values[rows[j]]`` on access: the ledger reads a row's hash only when it needs it."""
-
-    def __init__(self, values: Any, rows: np.ndarray) -> None:
-        self.values = values
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, j: int) -> Any:
-        return self.values[int(self.rows[j])]
 
 
 def _filter_batch(batch: Batch, lines: set[int]) -> Batch:
@@ -1442,10 +1366,10 @@ def retry(
             if status in ("failed", "not_sent"):
                 todo.append((file, line, identity))
             elif status in ("ok", "skipped", "unchanged") and identity:
-                at = ((order[str(Path(file))] << 40) + line, file, line)
+                at = (position(order[str(Path(file))], line), file, line)
                 if at > delivered.get(identity, (-1, "", 0)):
                     delivered[identity] = at
-        position = {f: i << 40 for f, i in order.items()}
+        file_index = dict(order)
     else:
         ledger = _ledger_for(cfg, report_dir)
         try:
@@ -1466,28 +1390,28 @@ def retry(
                     f"run {run_or_results} is a run of job '{record.job}', not of this "
                     f"config's job '{cfg.job_name}': retry it with that job's config"
                 )
-            position = {}
+            file_index = {}
             if cfg.job.kind == "user":
                 places = {Path(f["path"]).resolve(): i for i, f in enumerate(record.files)}
                 names = {i: str(f["path"]) for i, f in enumerate(record.files)}
                 for file in {f for f, _, _ in todo}:
                     if Path(file).resolve() in places:
-                        position[str(Path(file))] = places[Path(file).resolve()] << 40
+                        file_index[str(Path(file))] = places[Path(file).resolve()]
                         names[places[Path(file).resolve()]] = file
                 found = ledger.delivered_positions(
                     record.job, record.run_id, [i for _, _, i in todo]
                 )
-                delivered = {
-                    i: (pos, names.get(pos >> 40, ""), pos & _LINE_MASK) for i, pos in found.items()
-                }
+                for i, pos in found.items():
+                    at_file, at_line = place(pos)
+                    delivered[i] = (pos, names.get(at_file, ""), at_line)
         finally:
             ledger.close()
     wanted: dict[Path, set[int]] = {}
     superseded: list[str] = []
     for file, line, identity in todo:
-        base = position.get(str(Path(file))) if cfg.job.kind == "user" else None
-        later = delivered.get(identity) if base is not None else None
-        if later is not None and base is not None and later[0] > base + line:
+        index = file_index.get(str(Path(file))) if cfg.job.kind == "user" else None
+        later = delivered.get(identity) if index is not None else None
+        if later is not None and index is not None and later[0] > position(index, line):
             where = f"{later[1]}:{later[2]}" if later[1] else f"line {later[2]}"
             superseded.append(f"{file}:{line} (by {where})")
             continue

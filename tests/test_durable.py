@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from csvfiles import write_csv
+from oldledger import downgrade
 
 from importer.errors import LedgerError, LoadError, LockedError, NothingToRetry
 from importer.ledger import Ledger
@@ -109,6 +111,37 @@ def test_changed_only_sends_zero_then_exactly_the_changed_rows(
 
     full = run(cfg, [data], overrides=ov, changed_only=True, full=True)
     assert full.requests == 2000  # --full wins: everything again
+
+
+def test_a_ledger_upgraded_from_hex_hashes_still_skips_every_unchanged_row(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    cfg = make_config(tmp_path, USERS)
+    data = tmp_path / "u.csv"
+    rows = users_file(data, 1500, dup_every=100)
+    ov = {"target.base_url": sb.url}
+    first = run(cfg, [data], overrides=ov)
+    assert first.counts["ok"] == 1515
+    state = tmp_path / "state.db"
+    downgrade(state)  # as dmimport before INTEGER hashes left it: schema 2, hex TEXT hashes
+    second = run(cfg, [data], overrides=ov, changed_only=True)  # upgrades it, then classifies
+    assert second.requests == 0
+    assert (second.counts["unchanged"], second.counts["skipped"]) == (1500, 15)
+    conn = sqlite3.connect(state)
+    try:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            "3",
+        )
+        kinds = conn.execute("SELECT DISTINCT typeof(last_ok_hash) FROM rows").fetchall()
+        assert kinds == [("integer",)]
+    finally:
+        conn.close()
+    rows[42][2] = "changed-42"
+    write_csv(data, USER_COLUMNS, rows)
+    third = run(cfg, [data], overrides=ov, changed_only=True)
+    assert third.requests == 1 and third.counts["ok"] == 1
 
 
 def _first_run_with_failures(

@@ -15,10 +15,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from oldledger import SCHEMA_2, hex16
 
 from importer.errors import LedgerError, LockedError
-from importer.ledger import DONE, HELD, SEND, SUPERSEDED, UNCHANGED, Ledger, RunInfo
-from importer.ledger import store as ledger_module
+from importer.ledger import (
+    DONE,
+    HELD,
+    SCHEMA_VERSION,
+    SEND,
+    SUPERSEDED,
+    UNCHANGED,
+    Ledger,
+    RunInfo,
+    keys64,
+)
+from importer.ledger.index import Snapshot, search
 
 JOB = "customers"
 FILES = [{"path": "/data/customers.csv", "size": 120, "mtime": 1.5, "sha256": "ab"}]
@@ -30,16 +41,19 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ledger(path: Path) -> Iterator[Ledger]:
-    with Ledger(path) as led:
+def ledger(path: Path, request: pytest.FixtureRequest) -> Iterator[Ledger]:
+    """The ledger at ``path``; in a test that also takes ``lookup_mode``, in that mode."""
+    options = {}
+    if "lookup_mode" in request.fixturenames:
+        mode = request.getfixturevalue("lookup_mode")
+        options["snapshot_after"] = math.inf if mode == "lookups" else 0.0
+    with Ledger(path, **options) as led:
         yield led
 
 
 @pytest.fixture(params=["lookups", "snapshot"])
-def lookup_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def lookup_mode(request: pytest.FixtureRequest) -> str:
     """classify has two ways to read the ledger; both must give the same verdicts."""
-    after = math.inf if request.param == "lookups" else 0.0
-    monkeypatch.setattr(ledger_module, "_SNAPSHOT_AFTER", after)
     return str(request.param)
 
 
@@ -50,9 +64,9 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def h(text: str) -> str:
-    """A properties hash as the mapper makes them: 16 hex digits."""
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+def h(text: str) -> int:
+    """A properties hash as the ledger takes them: a 64-bit hash's int64 key."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest()) - (1 << 63)
 
 
 def die(path: Path, run_id: str, pid: int) -> None:
@@ -71,7 +85,7 @@ def db(path: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
 
 
 def verdicts(
-    led: Ledger, run: RunInfo, rows: list[tuple[str, int, str]], *, changed_only: bool
+    led: Ledger, run: RunInfo, rows: list[tuple[str, int, int]], *, changed_only: bool
 ) -> list[int]:
     """classify's verdicts for (identity, pos, hash) rows, as a list."""
     ids, pos, hashes = zip(*rows, strict=True)
@@ -89,7 +103,7 @@ def test_create_and_reopen(path: Path) -> None:
             assert private.stat().st_mode & 0o777 == 0o600, private
     assert db(path, "SELECT key, value FROM meta WHERE key <> 'created' ORDER BY key") == [
         ("application", "dmimport-ledger"),
-        ("schema_version", "2"),
+        ("schema_version", "3"),
     ]
     assert db(path, "PRAGMA journal_mode") == [("wal",)]
     with Ledger(path) as led:
@@ -150,12 +164,12 @@ def test_garbage_file_is_refused_untouched(path: Path) -> None:
 def test_newer_schema_is_refused(path: Path) -> None:
     Ledger(path).close()
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     conn.close()
     with pytest.raises(LedgerError) as exc:
         Ledger(path)
     assert str(exc.value) == (
-        f"ledger {path} has schema_version 3, newer than this dmimport supports (2); "
+        f"ledger {path} has schema_version 4, newer than this dmimport supports (3); "
         "upgrade dmimport, or set state.path to another file"
     )
 
@@ -341,10 +355,8 @@ def test_judge_by_last_holds_a_repeated_identity_until_its_last_row_decides(
     assert superseded_by.tolist() == [3, -1, -1, -1]
 
 
-def test_end_run_folds_the_journal_in_file_order(
-    ledger: Ledger, path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(ledger_module, "_FOLD_CHUNK", 2)
+def test_end_run_folds_the_journal_in_file_order(path: Path) -> None:
+    ledger = Ledger(path, fold_chunk=2)
     ledger.begin_run(JOB, "r1", "cfg", FILES)
     # unordered event sends may finish out of order: the file's last row of E still wins
     ledger.record(JOB, "r1", [("E", 20, "ok", h("late")), ("E", 10, "failed", h("early"))])
@@ -358,45 +370,25 @@ def test_end_run_folds_the_journal_in_file_order(
     ]
     assert db(path, "SELECT count(*) FROM run_rows") == [(0,)]
     assert ledger.runs(JOB)[0].counts == {"ok": 2}  # what end_run was told, not the journal
+    ledger.close()
 
 
-def test_non_hex_hashes_work_too(ledger: Ledger, lookup_mode: str) -> None:
-    ledger.begin_run(JOB, "r1", "cfg", FILES)
-    ledger.record(JOB, "r1", [("A", 1, "ok", "sha:abc"), ("B", 2, "ok", "0123456789abcdeg")])
-    ledger.end_run("r1", status="done", counts={}, exit_code=0)
-    run = ledger.begin_run(JOB, "r2", "cfg", FILES)
-    rows = [("A", 1, "sha:abc"), ("B", 2, "0123456789abcdeg"), ("A", 3, "sha:abd")]
-    assert verdicts(ledger, run, rows, changed_only=True) == [UNCHANGED, UNCHANGED, SEND]
-
-
-@pytest.mark.parametrize(
-    "values",
-    [
-        [h("a"), None, h("b").upper(), "8000000000000000"],
-        [h("a"), None, "sha:abc", "0123456789abcdeg", ""],
-        [None, None],
-    ],
-    ids=["hex", "mixed", "none"],
-)
-def test_hash_keys_vectorized_equals_one_by_one(values: list[str | None]) -> None:
-    expected = [ledger_module._hash_key(v) for v in values]
-    assert ledger_module._hash_keys(values).tolist() == expected
-
-
-def test_classify_switches_to_the_snapshot_with_the_same_verdicts(
-    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(ledger_module, "_SNAPSHOT_AFTER", 0.5)
+def test_classify_switches_to_the_snapshot_with_the_same_verdicts(path: Path) -> None:
+    ledger = Ledger(path, snapshot_after=0.5)
     ledger.begin_run(JOB, "r1", "cfg", FILES)
     ledger.record(JOB, "r1", [(f"id{i}", i, "ok", h(str(i))) for i in range(100)])
     ledger.end_run("r1", status="done", counts={}, exit_code=0)
     run = ledger.begin_run(JOB, "r2", "cfg", FILES)
     got = []
+    sources = []
     for start in range(0, 100, 20):
         rows = [(f"id{i}", i, h(str(i) if i % 3 else "new")) for i in range(start, start + 20)]
         got += verdicts(ledger, run, rows, changed_only=True)
-    assert run._state.snapshot is not None
+        sources.append(run.lookups)
+    # queries until half the job's 100 rows were classified, then the index built from rows
+    assert sources == ["queries", "queries", "built", "built", "built"]
     assert got == [SEND if i % 3 == 0 else UNCHANGED for i in range(100)]
+    ledger.close()
 
 
 def test_record_refuses_what_it_cannot_store(ledger: Ledger) -> None:
@@ -500,7 +492,7 @@ led = Ledger(sys.argv[1])
 led.begin_run("customers", "r1", "cfg", [])
 batch = 0
 while True:
-    rows = [(f"id{batch}-{i}", batch * 200 + i, "ok", f"{batch:016x}") for i in range(200)]
+    rows = [(f"id{batch}-{i}", batch * 200 + i, "ok", batch) for i in range(200)]
     led.record("customers", "r1", rows)
     print(batch, flush=True)
     batch += 1
@@ -526,9 +518,7 @@ def test_sigkill_loses_nothing_that_was_committed(path: Path) -> None:
         run = led.begin_run("customers", "r2", "cfg", [])
         assert run.resumed_from == "r1"
         last = committed[-1]
-        rows = [
-            (f"id{b}-{i}", b * 200 + i, f"{b:016x}") for b in range(last + 1) for i in range(200)
-        ]
+        rows = [(f"id{b}-{i}", b * 200 + i, b) for b in range(last + 1) for i in range(200)]
         assert verdicts(led, run, rows, changed_only=False) == [DONE] * len(rows)
 
 
@@ -542,14 +532,12 @@ def index_arrays(path: Path) -> tuple[list[int], list[int], int, int]:
 
 
 def rebuilt(ledger: Ledger) -> tuple[list[int], list[int]]:
-    snapshot, _ = ledger._build_index(JOB)
+    snapshot = ledger.build_index(JOB)
     return snapshot.keys.tolist(), snapshot.ok_key.tolist()
 
 
-def test_every_fold_keeps_the_index_up_to_date(
-    ledger: Ledger, path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(ledger_module, "_SNAPSHOT_AFTER", 0.0)
+def test_every_fold_keeps_the_index_up_to_date(path: Path) -> None:
+    ledger = Ledger(path, snapshot_after=0.0)
     run = ledger.begin_run(JOB, "r1", "cfg", FILES)
     first = [("A", 1, h("a")), ("B", 2, h("b")), ("C", 3, h("c"))]
     assert verdicts(ledger, run, first, changed_only=True) == [SEND] * 3
@@ -563,7 +551,7 @@ def test_every_fold_keeps_the_index_up_to_date(
     run = ledger.begin_run(JOB, "r2", "cfg", FILES)
     second = [("A", 1, h("a")), ("B", 2, h("b2")), ("C", 3, h("c")), ("D", 4, h("d"))]
     assert verdicts(ledger, run, second, changed_only=True) == [UNCHANGED, SEND, SEND, SEND]
-    assert run._state.snapshot is not None and run._state.index_tried  # read, not rebuilt
+    assert run.lookups == "index"  # read, not rebuilt
     ledger.record(JOB, "r2", [("B", 2, "ok", h("b2")), ("C", 3, "ok", h("c"))])
     ledger.record(JOB, "r2", [("D", 4, "rejected", h("d"))])
     ledger.end_run("r2", status="done", counts={}, exit_code=0)
@@ -573,12 +561,11 @@ def test_every_fold_keeps_the_index_up_to_date(
 
     run = ledger.begin_run(JOB, "r3", "cfg", FILES)
     assert verdicts(ledger, run, second, changed_only=True) == [UNCHANGED] * 3 + [SEND]
+    ledger.close()
 
 
-def test_an_index_behind_the_rows_is_rebuilt_not_trusted(
-    ledger: Ledger, path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(ledger_module, "_SNAPSHOT_AFTER", 0.0)
+def test_an_index_behind_the_rows_is_rebuilt_not_trusted(path: Path) -> None:
+    ledger = Ledger(path, snapshot_after=0.0)
     run = ledger.begin_run(JOB, "r1", "cfg", FILES)
     verdicts(ledger, run, [("A", 1, h("a"))], changed_only=True)
     ledger.record(JOB, "r1", [("A", 1, "ok", h("a"))])
@@ -589,29 +576,89 @@ def test_an_index_behind_the_rows_is_rebuilt_not_trusted(
         conn.execute("UPDATE job_folds SET folds = folds + 1")
     conn.close()
     run = ledger.begin_run(JOB, "r2", "cfg", FILES)
-    assert ledger._read_index(JOB) is None
+    assert ledger.read_index(JOB) is None
     assert verdicts(ledger, run, [("A", 2, h("a2"))], changed_only=True) == [UNCHANGED]
+    assert run.lookups == "built"
     keys, ok, folds, count = index_arrays(path)
     assert folds == count == 2 and (keys, ok) == rebuilt(ledger)
+    read = ledger.read_index(JOB)
+    assert read is not None and read.keys.tolist() == keys
+    ledger.close()
 
 
-def test_a_schema_1_ledger_is_upgraded_in_place(path: Path) -> None:
-    with Ledger(path) as led:
-        led.begin_run(JOB, "r1", "cfg", FILES)
-        led.record(JOB, "r1", [("A", 1, "ok", h("a"))])
-        led.end_run("r1", status="done", counts={"ok": 1}, exit_code=0)
-    with sqlite3.connect(path) as conn:  # what dmimport 0.1 left
-        conn.execute("DROP TABLE job_index")
-        conn.execute("DROP TABLE job_folds")
-        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+# -- older ledgers, upgraded in place ------------------------------------------------------------
+def old_ledger(path: Path, version: int) -> None:
+    """A ledger as dmimport left it at schema ``version`` (1 or 2): job JOB's run r1 (done)
+    delivered A and B and failed C; run r2 (killed) recorded D in its journal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA_2)
+    if version == 1:
+        conn.executescript("DROP TABLE job_folds; DROP TABLE job_index; DROP TABLE job_index_pos;")
+    conn.executemany(
+        "INSERT INTO meta VALUES (?, ?)",
+        [("application", "dmimport-ledger"), ("schema_version", str(version)), ("created", "x")],
+    )
+    run = "INSERT INTO runs VALUES (?, ?, '2026-12-01T00:00:00+00:00', NULL, ?, 'cfg', '[]', "
+    run += "NULL, NULL, NULL, ?, 'gone-host')"
+    conn.execute(run, ("r1", JOB, "done", 1))
+    conn.execute(run, ("r2", JOB, "killed", 1))
+    conn.executemany(
+        "INSERT INTO rows VALUES (?, ?, ?, ?, ?, 'r1', ?, 'x')",
+        [
+            (JOB, "A", "ok", hex16(h("a")), hex16(h("a")), 1),
+            (JOB, "B", "ok", hex16(h("b")).upper(), hex16(h("b")).upper(), 2),
+            (JOB, "C", "failed", hex16(h("c2")), hex16(h("c1")), 3),
+            (JOB, "E", "ok", "", "", 5),  # a row sent without a body hash
+            (JOB, "F", "ok", "sha:f", "sha:f", 6),  # not hex: was compared by keys64
+        ],
+    )
+    conn.execute("INSERT INTO run_rows VALUES ('r2', 'D', 4, 'ok', ?)", (hex16(h("d")),))
+    conn.commit()
     conn.close()
-    with Ledger(path) as led:
-        run = led.begin_run(JOB, "r2", "cfg", FILES)
-        assert verdicts(led, run, [("A", 1, h("a"))], changed_only=True) == [UNCHANGED]
-    assert db(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
-    assert db(path, "SELECT identity, last_ok_hash FROM rows") == [("A", h("a"))]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_old_ledger_is_upgraded_in_place(path: Path, version: int) -> None:
+    old_ledger(path, version)
     with Ledger(path) as led:
         assert [r.run_id for r in led.runs(JOB)] == ["r2", "r1"]
+    assert db(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(SCHEMA_VERSION),)
+    ]
+    assert SCHEMA_VERSION == 3
+    assert db(path, "SELECT identity, last_hash, last_ok_hash FROM rows ORDER BY identity") == [
+        ("A", h("a"), h("a")),
+        ("B", h("b"), h("b")),
+        ("C", h("c2"), h("c1")),
+        ("E", None, None),
+        ("F", keys64(["sha:f"])[0], keys64(["sha:f"])[0]),
+    ]
+    assert db(path, "SELECT typeof(last_ok_hash) FROM rows WHERE identity = 'A'") == [("integer",)]
+    assert db(path, "SELECT run_id, identity, pos, hash FROM run_rows") == [("r2", "D", 4, h("d"))]
+    assert db(path, "PRAGMA integrity_check") == [("ok",)]
+    with Ledger(path) as led:  # opened again: nothing left to upgrade
+        run = led.begin_run(JOB, "r3", "cfg", [], resume=False)  # folds r2's journal
+        assert run.resumed_from is None
+        rows = [("A", 1, h("a")), ("B", 2, h("b")), ("C", 3, h("c1")), ("D", 4, h("d"))]
+        rows += [("E", 5, h("e")), ("F", 6, int(keys64(["sha:f"])[0]))]
+        got = verdicts(led, run, rows, changed_only=True)
+        assert got == [UNCHANGED, UNCHANGED, UNCHANGED, UNCHANGED, SEND, UNCHANGED]
+
+
+def test_a_failed_upgrade_leaves_the_old_ledger_as_it_was(path: Path) -> None:
+    old_ledger(path, 2)
+    # a table in the way of the conversion: the upgrade fails after it converted ``rows``
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE run_rows_v3 (x)")
+    conn.close()
+    before = db(path, "SELECT * FROM rows ORDER BY identity")
+    with pytest.raises(LedgerError):
+        Ledger(path)
+    assert db(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+    assert db(path, "SELECT * FROM rows ORDER BY identity") == before
+    assert db(path, "SELECT typeof(last_ok_hash) FROM rows WHERE identity = 'A'") == [("text",)]
+    assert "rows_v3" not in {n for (n,) in db(path, "SELECT name FROM sqlite_master")}
 
 
 def test_the_snapshot_directory_finds_what_a_binary_search_finds() -> None:
@@ -619,12 +666,12 @@ def test_the_snapshot_directory_finds_what_a_binary_search_finds() -> None:
     keys = np.unique(rng.integers(-(2**63), 2**63 - 1, 50_000, dtype=np.int64))
     keys = np.sort(np.concatenate([keys, keys[:10]]))  # clashing identities stay in twice
     edge = np.array([np.iinfo(np.int64).min, np.iinfo(np.int64).max, -1, 0], dtype=np.int64)
-    snap = ledger_module._Snapshot(keys, np.arange(len(keys)), keys ^ 7, True, keys ^ 3)
+    snap = Snapshot(keys, np.arange(len(keys)), keys ^ 7, True, keys ^ 3)
     needles = np.concatenate(
         [rng.choice(keys, 5000), rng.integers(-(2**63), 2**63 - 1, 5000), edge, keys[[0, -1]]]
     )
-    at = snap._locate(needles)
-    expected = ledger_module._search(keys, needles)
+    at = snap.locate(needles)
+    expected = search(keys, needles)
     assert (keys[at] == needles).tolist() == (keys[expected] == needles).tolist()
     assert (keys[at] == needles).sum() > 5000
     done, ok, last = snap.find(needles)

@@ -27,7 +27,11 @@ NO_HASH = 0
 
 def hash_keys(values: Sequence[int | None]) -> np.ndarray:
     """Stored hash keys as int64, ``NO_HASH`` for NULL."""
-    return pa.array(values, type=pa.int64()).fill_null(NO_HASH).to_numpy()
+    return (
+        pa.array(values, type=pa.int64())
+        .fill_null(NO_HASH)
+        .to_numpy(zero_copy_only=False, writable=True)
+    )
 
 
 def row_columns(chain: tuple[str, ...], with_ok: bool) -> tuple[str, tuple[str, ...]]:
@@ -153,14 +157,14 @@ class Snapshot:
         if len(self.keys) == 0:
             floor = np.full(n, FLOOR, dtype=np.int64)
             return floor, np.full(n, NO_HASH, dtype=np.int64), floor.copy()
-        at = self._locate(keys)
+        at = self.locate(keys)
         hit = self.keys[at] == keys
         done = np.where(hit, self.done[at], FLOOR)
         ok_key = np.where(hit, self.ok_key[at], NO_HASH)
         last_pos = np.where(hit, self.last_pos[at], FLOOR)
         return done, ok_key, last_pos
 
-    def _locate(self, needles: np.ndarray) -> np.ndarray:
+    def locate(self, needles: np.ndarray) -> np.ndarray:
         """Where each needle is in ``keys`` (or some index where it is not).
 
         The keys are hashes, so spread evenly over the int64 range: a directory of their top
