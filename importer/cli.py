@@ -23,6 +23,7 @@ from typing import Any
 from . import __version__, exitcodes
 from .errors import ConfigError, DmImportError, Interrupted, NothingToRetry, UsageError
 from .protocol import KINDS
+from .secrets import is_secret_key, redact
 
 log = logging.getLogger("importer")
 
@@ -409,8 +410,6 @@ _EXCERPT_WIDTH = 160
 def _safe_line(text: str, path: str, secrets: tuple[str, ...]) -> str:
     """A config line fit to print: values of credential-named keys, anything that looks like
     the SECRET, and the SECRET itself replaced by ``****``; cut to a screen's width."""
-    from .config import env_secrets, is_secret_key, redact_secrets
-
     if any(is_secret_key(part) for part in path.split(".")[:-1]):
         # inside a credential's value (a list item, a nested mapping): only its indentation
         text = re.sub(r"^(\s*(?:-\s+)?(?:[^:#'\"]+:\s+)?).*$", r"\1****", text)
@@ -434,10 +433,21 @@ def _safe_line(text: str, path: str, secrets: tuple[str, ...]) -> str:
         if end > start:
             out += [text[pos:start], "****"]
             pos = end
-    text = redact_secrets("".join(out) + text[pos:], (*secrets, *env_secrets()))
+    text = redact("".join(out) + text[pos:], secrets)
     if len(text) > _EXCERPT_WIDTH:
         text = text[:_EXCERPT_WIDTH] + " ..."
     return text
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Log lines (and the tracebacks they carry) without the SECRET (``importer.secrets``)."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))
 
 
 def _terminated(signum: int, frame: Any) -> None:
@@ -479,6 +489,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_RedactingFormatter(handler.formatter))
     if args.command is None:
         parser.print_help()
         return exitcodes.USAGE
@@ -500,16 +512,16 @@ def _main(argv: Sequence[str] | None = None) -> int:
         if args.command == "retry":
             return _cmd_retry(args)
     except NothingToRetry as exc:  # not a failure: say so, and exit 0
-        print(exc)
+        print(redact(str(exc)))
         return exitcodes.for_exception(exc)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(redact(f"error: {exc}"), file=sys.stderr)
         excerpt = config_excerpt(exc)
         if excerpt:
             print(excerpt, file=sys.stderr)
         return exitcodes.for_exception(exc)
     except DmImportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(redact(f"error: {exc}"), file=sys.stderr)
         return exitcodes.for_exception(exc)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM: no traceback
         signum = getattr(exc, "signum", signal.SIGINT)
@@ -520,13 +532,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
             # stdout's reader has gone (`dmimport preview ... | head`): the work is done
             _stdout_closed()
             return exitcodes.OK
-        text = f"internal error: {type(exc).__name__}: {exc}"
-        secret = os.environ.get("DMART_SECRET")
-        if secret:
-            text = text.replace(secret, "***")
-        print(text, file=sys.stderr)
+        # the SECRET of whatever variable the config named, in any form (issue 12)
+        print(redact(f"internal error: {type(exc).__name__}: {exc}"), file=sys.stderr)
         if args.verbose:
-            traceback.print_exc()
+            print(redact("".join(traceback.format_exception(exc))), end="", file=sys.stderr)
         else:
             print("(run with --verbose for the traceback)", file=sys.stderr)
         return exitcodes.INTERNAL

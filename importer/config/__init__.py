@@ -28,7 +28,6 @@ The models are frozen; the mapper, loader and sender read them, never change the
 from .columns import CREATE_TIME, EVENT_ID, ColumnSpec
 from .job import EVENT_NAME_PLACEHOLDER
 from .model import Config, check_columns
-from .redact import env_secrets, is_secret_key, redact_secrets
 from .validate import load_config, parse_config
 
 __all__ = [
@@ -38,9 +37,6 @@ __all__ = [
     "ColumnSpec",
     "Config",
     "check_columns",
-    "env_secrets",
-    "is_secret_key",
     "load_config",
     "parse_config",
-    "redact_secrets",
 ]

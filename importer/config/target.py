@@ -12,8 +12,8 @@ from pydantic import (
 )
 
 from ..protocol import DEFAULT_BASE_URL, DEFAULT_HEADERS, DEFAULT_PATHS, Headers, Profile
+from ..secrets import looks_like_secret, watch_env
 from .base import ENV_NAME, HEADER_NAME, StrictModel, rule_error
-from .redact import looks_like_secret
 
 
 class PathsConfig(StrictModel):
@@ -92,6 +92,7 @@ class Target(StrictModel):
                 "not starting with a digit)",
                 "e.g. DMART_SECRET",
             )
+        watch_env(v)  # every redaction in this process now covers its value
         return v
 
     @model_validator(mode="after")

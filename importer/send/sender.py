@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 from ..errcodes import Category, ErrCode
 from ..outcomes import Outcome, Response, RowResult, Status, TransportFailure, not_sent
 from ..protocol import ERRMSG_MAX_CHARS, Profile
+from ..secrets import Redactor
 from .keylinks import KeyLinks
 from .ratelimit import RateLimiter
 from .retry import RetryOptions
@@ -90,6 +91,7 @@ class Sender:
     ) -> None:
         self.transport = transport
         self._secret = secret
+        self._redact = Redactor((secret,))
         self.path = path
         self.profile = profile
         self.concurrency = concurrency
@@ -228,12 +230,16 @@ class Sender:
         headers = self.profile.auth_headers(self._secret, body)
         self.requests += 1
         outcome = await self.transport.post(self.path, body, headers)
-        if isinstance(outcome, Response) and self._secret:
-            # a platform (or a gateway before it) that echoes the request's headers in its
-            # message would otherwise put the SECRET in the results, the summary, the screen
-            errmsg = _without_secret(outcome.errmsg, self._secret)
-            if errmsg is not outcome.errmsg:
-                outcome = replace(outcome, errmsg=errmsg)
+        if self._secret:
+            # a platform (or a gateway before it) that echoes the request's headers or URL in
+            # its message would otherwise put the SECRET in the results, the summary, the
+            # screen; so would a transport error that quotes the URL
+            if isinstance(outcome, Response):
+                errmsg = self._redact(outcome.errmsg, cut_at=ERRMSG_MAX_CHARS)
+                if errmsg != outcome.errmsg:
+                    outcome = replace(outcome, errmsg=errmsg)
+            elif (message := self._redact(outcome.message)) != outcome.message:
+                outcome = replace(outcome, message=message)
         retryable = self._observe(outcome)
         if not (isinstance(outcome, TransportFailure) and outcome.stale):
             # a stale keep-alive connection counts neither way
@@ -305,20 +311,6 @@ class Sender:
             await self._pause(policy.wait_for(attempts, outcome, self.rng))
             if self._bound_reached():
                 return outcome, retryable, attempts
-
-
-def _without_secret(errmsg: str, secret: str) -> str:
-    """``errmsg`` with ``secret`` replaced by ``****``, also the start of it that a long message
-    was cut after (``ERRMSG_MAX_CHARS``); ``errmsg`` itself when it holds no part of it."""
-    head, tail = errmsg[:ERRMSG_MAX_CHARS], errmsg[ERRMSG_MAX_CHARS:]
-    if tail.startswith("... ("):
-        for k in range(len(secret) - 1, 3, -1):
-            if head.endswith(secret[:k]):
-                errmsg = f"{head[:-k]}****{tail}"
-                break
-    if secret in errmsg:
-        errmsg = errmsg.replace(secret, "****")
-    return errmsg
 
 
 def _result(outcome: Outcome, attempts: int) -> RowResult:
