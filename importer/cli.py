@@ -308,8 +308,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
     import codecs
 
     from .errors import LoadError
+    from .init import default_out, propose, render_proposal, write_config
     from .load import InputOptions
-    from .scaffold import default_out, propose, render_proposal, write_config
 
     try:
         codecs.lookup(args.encoding)

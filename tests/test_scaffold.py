@@ -6,6 +6,8 @@ import csv
 import random
 import re
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from importer.config import Config
-from importer.job import load_job, parse_job
-from importer.pipeline import validate
-from importer.scaffold import (
-    EVENT_NAME_PLACEHOLDER,
+from importer.config import EVENT_NAME_PLACEHOLDER, Config
+from importer.init import (
     ScaffoldError,
     default_out,
     property_name,
@@ -29,6 +28,8 @@ from importer.scaffold import (
     render_proposal,
     write_config,
 )
+from importer.job import load_job, parse_job
+from importer.pipeline import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "sample_data"
@@ -436,3 +437,9 @@ def test_init_takes_the_encoding_the_refusal_asks_for(tmp_path: Path) -> None:
     assert config.input.encoding == "latin-1"
     summary = validate(tmp_path / "latin.yaml", [tmp_path / "latin.csv"], report_dir=tmp_path)
     assert summary.counts["valid"] == 20
+
+
+def test_the_run_path_does_not_import_the_init_wizard() -> None:
+    code = "import sys, importer.pipeline, importer.preview; print(' '.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert [m for m in out.stdout.split() if m.startswith("importer.init")] == []

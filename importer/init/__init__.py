@@ -1,0 +1,25 @@
+"""``dmimport init``: propose a job config for a file, header and a sample in, commented YAML out.
+
+One module per step: ``sample`` reads the header and the first rows, ``names`` turns headers
+into property names, ``infer`` guesses each column's type from its values, ``plan`` chooses the
+properties, primary keys and event fields, ``render`` writes the commented YAML, ``propose``
+runs them in order (and checks the result with ``importer.job.parse_job``), ``write`` puts the
+text on disk. Nothing on the run path imports this package.
+"""
+
+from .infer import ColumnGuess
+from .names import property_name
+from .propose import Proposal, ScaffoldError, propose, propose_config
+from .write import default_out, render_proposal, write_config
+
+__all__ = [
+    "ColumnGuess",
+    "Proposal",
+    "ScaffoldError",
+    "default_out",
+    "property_name",
+    "propose",
+    "propose_config",
+    "render_proposal",
+    "write_config",
+]

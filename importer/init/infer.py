@@ -1,0 +1,311 @@
+"""What type (and format, transform) a column's sample values support, with the evidence."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..config import ColumnSpec
+from ..map import FALSE_WORDS, TRUE_WORDS, convert_values
+
+#: A share of sample values at least this large makes a column "look like" phones or e-mails,
+#: and is worth a comment when a type almost fits.
+_MOSTLY = 0.8
+
+
+#: Words in a header or property name that say the column holds a time, or an id.
+_TIME_WORDS = ("时间", "日期", "生日", "time", "date", "_at")
+_ID_WORDS = ("号", "编号", "编码", "id", "code", "no")
+
+_PHONE_CHARS = re.compile(r"^\+?[\d\s\-().]+$", re.ASCII)
+_PHONE = re.compile(r"^(?:\+?86)?1[3-9]\d{9}$|^0\d{9,11}$", re.ASCII)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", re.ASCII)
+_INT = re.compile(r"^[+-]?\d+$", re.ASCII)
+_LEADING_ZERO = re.compile(r"^[+-]?0\d", re.ASCII)
+_DECIMAL = re.compile(r"^[+-]?(?:\d+\.\d*|\.\d+|\d+)$", re.ASCII)
+_EXCEL_EXPONENT = re.compile(r"^[+-]?\d(?:\.\d+)?[eE]\+\d+$", re.ASCII)
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$", re.ASCII)
+_DATE_START = re.compile(r"^\d{1,4}[-/.年]\d{1,2}", re.ASCII)
+_BOOL_WORDS = frozenset(TRUE_WORDS + FALSE_WORDS)
+
+#: strptime formats tried, most specific first; the first one every sample value fits wins.
+DATETIME_FORMATS = (
+    "%Y-%m-%d %H:%M:%S",
+    "%Y/%m/%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M:%S%z",
+    "%Y-%m-%d %H:%M:%S%z",
+    "%Y-%m-%d %H:%M",
+    "%Y/%m/%d %H:%M",
+    "%Y-%m-%d",
+    "%Y/%m/%d",
+    "%Y.%m.%d %H:%M:%S",
+    "%Y.%m.%d",
+    "%Y年%m月%d日 %H:%M:%S",
+    "%Y年%m月%d日 %H:%M",
+    "%Y年%m月%d日",
+    "%d/%m/%Y %H:%M:%S",
+    "%d/%m/%Y %H:%M",
+    "%d/%m/%Y",
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M",
+    "%m/%d/%Y",
+)
+#: Digit-only formats: tried only for columns whose header says they hold a time.
+_DIGIT_FORMATS = ("%Y%m%d%H%M%S", "%Y%m%d")
+
+
+@dataclass
+class ColumnGuess:
+    """What ``init`` concluded about one source column."""
+
+    header: str
+    position: int  # 1-based
+    name: str  # property name
+    type: str = "string"
+    format: str | None = None
+    transform: list[str] = field(default_factory=list)
+    why: str = ""
+    looks_like: str | None = None  # phone | email | None
+    filled: int = 0  # non-empty sample values
+    unique: bool = False  # the non-empty sample values are all different
+    warning: str | None = None
+
+    def spec(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"from": self.header}
+        if self.type != "string":
+            out["type"] = self.type
+        if self.format:
+            out["format"] = self.format
+        if self.transform:
+            out["transform"] = list(self.transform)
+        return out
+
+
+def _share(k: int, n: int) -> str:
+    return f"all {n}" if k == n and n > 1 else f"{k}/{n}"
+
+
+def _spec(type_: str, fmt: str | None = None) -> ColumnSpec:
+    return ColumnSpec.model_validate({"from": "sample", "type": type_, "format": fmt})
+
+
+def _fits(values: Sequence[str], spec: ColumnSpec) -> int:
+    """How many values the mapper converts under ``spec``."""
+    _, invalid = convert_values(spec, pa.array(list(values), pa.string()))
+    return len(values) - int(invalid.sum())
+
+
+def _datetime_format(values: Sequence[str], timeish: bool) -> tuple[str | None, int, str | None]:
+    """(format every value fits, or None; most values one format fits; that format)."""
+    formats = DATETIME_FORMATS + (_DIGIT_FORMATS if timeish else ())
+    best, best_fmt = 0, None
+    fitting: list[str] = []
+    for fmt in formats:
+        try:
+            datetime.strptime(values[0], fmt)
+        except ValueError:
+            continue
+        fit = _fits(values, _spec("datetime", fmt))
+        if fit == len(values):
+            fitting.append(fmt)
+        elif fit > best:
+            best, best_fmt = fit, fmt
+    day_first = [f for f in fitting if f.startswith("%d/")]
+    month_first = [f for f in fitting if f.startswith("%m/")]
+    if day_first and month_first and len(fitting) == len(day_first) + len(month_first):
+        return None, 0, "ambiguous"  # 03/04/2024: March or April? The user must say.
+    if fitting:
+        return fitting[0], len(values), None
+    return None, best, best_fmt
+
+
+def infer(header: str, name: str, values: Sequence[str | None], sampled: int) -> ColumnGuess:
+    """Guess the type and transforms of one column from its sample ``values``."""
+    guess = ColumnGuess(header, 0, name)
+    present = [v.strip() for v in values if v is not None and v.strip()]
+    n = guess.filled = len(present)
+    guess.unique = n > 0 and len(set(present)) == n
+    if n == 0:
+        guess.transform = ["strip"]
+        guess.why = f"empty in all {sampled} sample rows -> text"
+        return guess
+    lowered = name.casefold() + " " + header.casefold()
+    timeish = any(w in lowered for w in _TIME_WORDS)
+    idish = name.endswith("_id") or name == "id" or any(w in lowered for w in _ID_WORDS)
+    empties = f" ({sampled - n} empty)" if sampled > n else ""
+
+    folded = [unicodedata.normalize("NFKC", v) for v in present]
+    phones = sum(1 for v in folded if _PHONE_CHARS.match(v) and _PHONE.match(_digits(v)))
+    if phones >= _MOSTLY * n:
+        guess.looks_like = "phone"
+        guess.transform = ["strip", "digits"]
+        guess.why = (
+            f"{_share(phones, n)} sample values look like phone numbers{empties} -> kept as "
+            "text, digits drops spaces and dashes"
+        )
+        if folded != present:  # full-width digits: digits alone would keep none of them
+            guess.transform.insert(0, "nfkc")
+            guess.why += ", nfkc makes full-width digits plain"
+        return guess
+    emails = sum(1 for v in present if _EMAIL.match(v))
+    if emails >= _MOSTLY * n:
+        guess.looks_like = "email"
+        guess.transform = ["strip", "lower"]
+        guess.why = f"{_share(emails, n)} sample values look like e-mail addresses{empties} -> text"
+        return guess
+    guess.transform = ["strip"]
+
+    exponent = [v for v in present if _EXCEL_EXPONENT.match(v)]
+    if exponent:
+        guess.warning = (
+            f"values like {exponent[0]!r} are long numbers a spreadsheet turned into scientific "
+            "notation: their digits are lost; re-export the column as text (docs/faq.md)"
+        )
+        guess.why = "kept as text, see the WARNING"
+        return guess
+
+    ints = [v for v in present if _INT.match(v)]
+    if len(ints) == n:
+        lengths = {len(v.lstrip("+-")) for v in ints}
+        if timeish and lengths <= {8, 10, 13, 14}:
+            dated = _as_datetime(replace(guess), present, timeish, empties)
+            if dated.type == "datetime":
+                return dated
+        zeros = [v for v in ints if _LEADING_ZERO.match(v)]
+        if zeros:
+            guess.why = f"leading zeros ({zeros[0]!r}) would be lost as a number -> text"
+        elif max(lengths) >= 16:
+            guess.why = f"{max(lengths)}-digit values are ids, not quantities -> text"
+        elif idish:
+            guess.why = "digits, but named like an id -> text"
+        elif set(ints) <= {"0", "1"}:
+            guess.why = (
+                "only 0 and 1: a flag (type: boolean) or a count (type: integer)? -> text "
+                "until you say"
+            )
+        else:
+            guess.type = "integer"
+            guess.transform = []
+            guess.why = f"{_share(n, n)} sample values are plain integers{empties}"
+        return guess
+
+    def decimal(v: str) -> bool:
+        return bool(_DECIMAL.match(v)) and not _LEADING_ZERO.match(v)
+
+    decimals = [v for v in present if decimal(v)]
+    if len(decimals) == n:
+        guess.type = "number"
+        guess.transform = []
+        guess.why = f"{_share(n, n)} sample values are decimal numbers{empties}"
+        return guess
+
+    booleans = sum(1 for v in present if v.casefold() in _BOOL_WORDS)
+    if booleans == n:
+        guess.type = "boolean"
+        guess.transform = []
+        shown = "/".join(sorted({v.casefold() for v in present}))
+        guess.why = f"{_share(n, n)} sample values are yes/no words ({shown}){empties}"
+        return guess
+
+    if _DATE_START.match(present[0]) or timeish:
+        dated = _as_datetime(replace(guess), present, timeish, empties)
+        if dated.type == "datetime" or dated.why:
+            return dated
+
+    # Nothing fits every value: say what almost did, so the user can decide.
+    for label, type_, k, example_ok in (
+        ("integers", "integer", len(ints), _INT.match),
+        ("decimal numbers", "number", len(decimals), decimal),
+        ("yes/no words", "boolean", booleans, lambda v: v.casefold() in _BOOL_WORDS),
+    ):
+        if k >= _MOSTLY * n:
+            odd = next(v for v in present if not example_ok(v))
+            guess.why = (
+                f"{k}/{n} sample values are {label}, but not {odd!r} -> text "
+                f"(type: {type_} would reject such rows with 10002)"
+            )
+            return guess
+    thousands = sum(1 for v in present if _THOUSANDS.match(v))
+    if thousands and thousands + len(decimals) == n:
+        guess.why = "numbers with thousands separators (1,234.50) are not numbers to the platform"
+        guess.why += " -> text"
+        return guess
+    guess.why = "text"
+    if guess.unique and n > 1 and idish:
+        guess.why = "text, unique in the sample"
+    return guess
+
+
+def _as_datetime(
+    guess: ColumnGuess, present: list[str], timeish: bool, empties: str
+) -> ColumnGuess:
+    n = len(present)
+    fmt, best, best_fmt = _datetime_format(present, timeish)
+    if best_fmt == "ambiguous":
+        guess.why = "dates like 03/04/2024 fit day/month and month/day order -> text; set format"
+        return guess
+    auto = _fits(present, _spec("datetime"))
+    if fmt is not None and auto == n and not _vectorized(present, fmt):
+        # The mapper parses a configured format in bulk only for zero-padded values
+        # (2024/03/01 09:05); 2024/3/1 9:05 would take it to Python strptime, row by row,
+        # several times slower. Its built-in recognition reads them in bulk, with the same result.
+        guess.type, guess.transform = "datetime", []
+        guess.why = (
+            f"{_share(n, n)} sample values are datetimes like {present[0]!r}{empties}; "
+            f"recognised without a format (format {fmt!r} would work too, but slower)"
+        )
+        return guess
+    if fmt is not None:
+        guess.type, guess.format, guess.transform = "datetime", fmt, []
+        guess.why = f"{_share(n, n)} sample values are datetimes in this format{empties}"
+        return guess
+    if auto == n:
+        guess.type, guess.transform = "datetime", []
+        guess.why = (
+            f"{_share(n, n)} sample values are datetimes, in mixed formats dmimport recognises"
+            f"{empties}; offsets and epoch numbers: consider timezone: Asia/Shanghai"
+        )
+        return guess
+    k = max(best, auto)
+    if k >= _MOSTLY * n:
+        shown = f" (format {best_fmt!r})" if best >= auto and best_fmt else ""
+        odd = _first_unfit(present, best_fmt if best >= auto else None)
+        guess.why = (
+            f"{k}/{n} sample values are datetimes{shown}, but not {odd!r} -> text "
+            "(type: datetime would reject such rows with 10002)"
+        )
+    return guess
+
+
+def _vectorized(values: list[str], fmt: str) -> bool:
+    """True when every value survives a bulk strptime/strftime round trip under ``fmt``."""
+    if "%z" in fmt or "%Z" in fmt:
+        return False
+    arr = pa.array(values, pa.string())
+    try:
+        ts = pc.strptime(arr, format=fmt, unit="s", error_is_null=True)
+        same = pc.equal(pc.strftime(ts, format=fmt), arr)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return bool(pc.all(pc.fill_null(same, False)).as_py())
+
+
+def _first_unfit(values: list[str], fmt: str | None) -> str:
+    spec = _spec("datetime", fmt)
+    _, invalid = convert_values(spec, pa.array(values, pa.string()))
+    return next(v for v, bad in zip(values, invalid.tolist(), strict=True) if bad)
+
+
+def _digits(value: str) -> str:
+    kept = re.sub(r"\D", "", value)
+    return "+" + kept if value.startswith("+") else kept

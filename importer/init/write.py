@@ -1,0 +1,55 @@
+"""Where ``dmimport init`` writes its proposal, writing it without clobbering a file, and what
+it prints once written."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+from .propose import Proposal, ScaffoldError
+
+
+def default_out(path: str | Path) -> Path:
+    """``<file stem>.yaml`` in the current directory: ``exports/shop.csv.gz`` -> ``shop.yaml``."""
+    name = Path(path).name
+    for suffix in (".gz",):
+        name = name.removesuffix(suffix)
+    stem = os.path.splitext(name)[0] or "job"
+    return Path(f"{stem}.yaml")
+
+
+def write_config(text: str, out: str | Path, *, force: bool = False) -> Path:
+    """Write ``text`` to ``out``; an existing file is replaced only with ``force``."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise ScaffoldError(f"{out} exists; use --force to overwrite")
+    if out.parent != Path(""):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(out, "w" if force else "x", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+    except FileExistsError:  # created between the check and the open
+        raise ScaffoldError(f"{out} exists; use --force to overwrite") from None
+    except OSError as exc:
+        raise ScaffoldError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def render_proposal(proposal: Proposal, out: str | Path) -> str:
+    """What ``dmimport init`` prints after writing the config to ``out``."""
+    source = proposal.source
+    lines = [
+        f"wrote {out}: kind {proposal.kind}, {len(proposal.properties)} properties, "
+        f"primary keys {', '.join(proposal.primary_keys)} "
+        f"(guessed from {source.path}'s header and first {proposal.sample_rows} rows)",
+    ]
+    if proposal.notes:
+        lines.append("check before the first run:")
+        lines += [f"  - {note}" for note in proposal.notes]
+    lines += [
+        "next: read the comments in the config and fix what is wrong, then",
+        f"  dmimport check-config {shlex.quote(str(out))}",
+        f"  dmimport preview {shlex.quote(str(out))} {shlex.quote(str(source.path))}",
+    ]
+    return "\n".join(lines)
