@@ -18,9 +18,10 @@ problem:
    ``constant_problems``, so a ``value`` or ``default`` the mapper would reject is a config
    error, not a million row errors.
 
-One module per section: ``target``, ``job``, ``columns``, ``input``, ``model`` (the whole
-``Config``, with ``send``, ``report`` and ``state``); ``yamlfile`` reads the file, ``validate``
-turns every failure into ConfigProblems, ``redact`` keeps secrets out of them.
+One module per section: ``target``, ``job``, ``columns``, ``model`` (the whole ``Config``, with
+``send``, ``report`` and ``state``; the ``input:`` section is the loader's own
+``importer.load.InputOptions``); ``yamlfile`` reads the file, ``validate`` turns every failure
+into ConfigProblems, ``redact`` keeps secrets out of them.
 
 The models are frozen; the mapper, loader and sender read them, never change them.
 """
