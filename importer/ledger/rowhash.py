@@ -1,8 +1,9 @@
 """Stable 64-bit hashes of many byte strings at once: row identities and property values.
 
-The ledger keeps them between runs, so they must not change between processes (Python's own
-``hash`` is salted per process), and they must be cheap for a million rows: ``hashlib`` costs
-about 0.5 microseconds a row in a Python loop, more than reading and checking the row.
+The ledger keeps them between runs (as ``as_keys``), so they must not change between
+processes (Python's own ``hash`` is salted per process), and they must be cheap for a million
+rows: ``hashlib`` costs about 0.5 microseconds a row in a Python loop, more than reading and
+checking the row.
 
 ``hash64`` works on a whole Arrow array with numpy, word ``j`` of every value at once (read
 straight from the Arrow buffer at each value's offset), about 0.2 microseconds for a
@@ -185,11 +186,12 @@ def keys64(values: pa.Array | pa.ChunkedArray | Sequence[bytes | str]) -> np.nda
 
 
 def as_keys(hashes: np.ndarray) -> np.ndarray:
-    """uint64 hashes as int64 sort keys: ``int(hex16(h), 16) - 2**63`` for each hash ``h``
-    (unsigned order is kept)."""
+    """uint64 hashes as int64 sort keys: ``h - 2**63`` for each hash ``h`` (unsigned order is
+    kept). The ledger stores hashes this way, as SQLite's signed 64-bit INTEGER."""
     return (np.asarray(hashes, dtype=np.uint64) ^ _FLIP).view(np.int64)
 
 
 def hex16(h: int | np.integer) -> str:
-    """A hash as the 16 hex digits the ledger stores."""
+    """A hash as 16 hex digits (how a row's properties hash is shown; the ledger stores
+    ``as_keys`` of it, an integer)."""
     return f"{int(h):016x}"
