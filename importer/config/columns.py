@@ -13,6 +13,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..protocol import DATETIME_FORMAT
 from .base import StrictModel, did_you_mean, rule_error
 
 PropertyType = Literal["string", "integer", "number", "boolean", "datetime"]
@@ -30,13 +31,13 @@ def _scalar_to_text(v: Any) -> Any:
     if isinstance(v, int | float):
         return repr(v)
     if isinstance(v, datetime):
-        return v.strftime("%Y-%m-%d %H:%M:%S")
+        return v.strftime(DATETIME_FORMAT)
     if isinstance(v, date):
         return v.isoformat()
     return v
 
 
-def strptime_format_problem(fmt: str) -> str | None:
+def _strptime_problem(fmt: str) -> str | None:
     """Why ``fmt`` is not a usable ``datetime.strptime`` format, or None when it is."""
     if "%" not in fmt:
         return f"format '{fmt}' has no %-directives"
@@ -94,7 +95,7 @@ class ColumnSpec(StrictModel):
     @classmethod
     def _format(cls, v: str | None) -> str | None:
         if v is not None:
-            why = strptime_format_problem(v)
+            why = _strptime_problem(v)
             if why:
                 raise rule_error(
                     f"invalid datetime format: {why}", "see Python's strptime directives"
