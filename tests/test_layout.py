@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import get_args
 
 import importer
-from importer.config import Config
+from importer.config import Config, RetryOptions
 from importer.protocol import DEFAULT_BASE_URL, DEFAULT_HEADERS, KINDS, Kind
-from importer.send import RetryOptions
 
 
 def test_the_run_path_does_not_import_requests() -> None:
@@ -60,7 +59,7 @@ def test_the_retry_settings_are_one_model() -> None:
     assert send.model_fields["retry"].annotation is RetryOptions
     twins = [
         f"{rel}:{node.lineno}"
-        for rel, node in _constants_outside("send/retry.py")
+        for rel, node in _constants_outside("config/model.py")
         if isinstance(node, ast.AnnAssign)
         and isinstance(node.target, ast.Name)
         and node.target.id in ("initial_backoff_s", "retry_after_cap_s")

@@ -11,12 +11,13 @@ from email.utils import format_datetime
 
 import pytest
 
+from importer.config import RetryOptions
 from importer.outcomes import RowResult, Status, TransportFailure, TransportKind
 from importer.protocol import DEFAULT_PROFILE, Headers, Profile, user_body
 from importer.sandbox import Faults, Sandbox
-from importer.send import Request, RequestSource, RetryOptions, Sender, StreamTransport
+from importer.send import Request, RequestSource, Sender, StreamTransport
 from importer.send.ratelimit import RateLimiter
-from importer.send.retry import parse_retry_after
+from importer.send.retry import parse_retry_after, wait_for
 
 
 class ListSource(RequestSource):
@@ -86,13 +87,13 @@ def test_wait_honours_retry_after_caps_it_and_falls_back_on_garbage() -> None:
     def failure(retry_after: str | None) -> TransportFailure:
         return TransportFailure(TransportKind.HTTP_STATUS, "HTTP 429", 429, retry_after)
 
-    assert policy.wait_for(1, failure("3"), rng) == 3.0
-    assert policy.wait_for(1, failure("86400"), rng) == 120.0  # absurd: capped
+    assert wait_for(policy, 1, failure("3"), rng) == 3.0
+    assert wait_for(policy, 1, failure("86400"), rng) == 120.0  # absurd: capped
     for n in range(1, 12):
-        w = policy.wait_for(n, failure("garbage"), rng)
+        w = wait_for(policy, n, failure("garbage"), rng)
         assert 0.0 <= w <= min(8.0, 0.5 * 2 ** (n - 1))
     stale = TransportFailure(TransportKind.CONNECTION, "stale", stale=True)
-    assert policy.wait_for(3, stale, rng) == 0.0
+    assert wait_for(policy, 3, stale, rng) == 0.0
 
 
 def test_429_with_retry_after_is_retried_with_those_waits_until_the_budget_ends(

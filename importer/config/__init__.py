@@ -28,7 +28,7 @@ The models are frozen; the mapper, loader and sender read them, never change the
 
 from .columns import CREATE_TIME, EVENT_ID, ColumnSpec
 from .job import EVENT_NAME_PLACEHOLDER
-from .model import Config, check_columns
+from .model import Config, RetryOptions, check_columns
 from .validate import load_config, parse_config
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "EVENT_NAME_PLACEHOLDER",
     "ColumnSpec",
     "Config",
+    "RetryOptions",
     "check_columns",
     "load_config",
     "parse_config",

@@ -12,11 +12,25 @@ from pydantic import (
 from ..errors import ConfigError, ConfigProblem
 from ..load import InputOptions
 from ..protocol import Profile
-from ..send.retry import RetryOptions
 from .base import StrictModel, did_you_mean
 from .columns import CREATE_TIME, ColumnSpec
 from .job import Job
 from .target import Target
+
+
+class RetryOptions(StrictModel):
+    """``send.retry``: how many attempts a row gets for a retryable outcome, and the waits
+    between them. The sender and its ``--workers`` processes use this model as is (see
+    ``importer.send.retry``)."""
+
+    #: attempts per row, the first included (1: never retry)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    #: the first backoff; doubles per retry, with full jitter
+    initial_backoff_s: float = Field(default=0.5, ge=0)
+    #: cap on one backoff
+    max_backoff_s: float = Field(default=30.0, ge=0)
+    #: cap on a server's ``Retry-After``
+    retry_after_cap_s: float = Field(default=120.0, ge=0)
 
 
 class SendOptions(StrictModel):

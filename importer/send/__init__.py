@@ -3,12 +3,11 @@
 ``Sender`` (one process) and ``MultiProcessSender`` (``--workers N``) share one interface;
 ``StreamTransport`` is the HTTP/1.1 client they send through. They pull ``Request`` objects
 (the rows a request carries, its body, its ordering keys) from a ``RequestSource`` and answer
-each row through ``on_result``; ``RetryOptions`` (the config's ``send.retry``) is the one retry
-settings model, used as is by the sender and its worker processes.
+each row through ``on_result``. The retry settings are the config's ``send.retry``
+(``importer.config.RetryOptions``), used as is by the sender and its worker processes.
 """
 
 from .processes import MultiProcessSender, WorkerSpec
-from .retry import RetryOptions
 from .sender import Request, RequestSource, Sender
 from .transport import StreamTransport, Transport
 
@@ -16,7 +15,6 @@ __all__ = [
     "MultiProcessSender",
     "Request",
     "RequestSource",
-    "RetryOptions",
     "Sender",
     "StreamTransport",
     "Transport",

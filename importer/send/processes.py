@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
+from ..config import RetryOptions
 from ..outcomes import NOT_SENT_MESSAGE, RowResult, Status, not_sent
 from ..protocol import Profile
 from .keylinks import KeyLinks
-from .retry import RetryOptions
 from .sender import Request, RequestSource, Sender
 from .streaks import FailureStreaks
 from .transport import StreamTransport, Transport

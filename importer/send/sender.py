@@ -33,13 +33,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, NamedTuple
 
+from ..config import RetryOptions
 from ..errcodes import Category, ErrCode
 from ..outcomes import Outcome, Response, RowResult, Status, TransportFailure, not_sent
 from ..protocol import ERRMSG_MAX_CHARS, Profile
 from ..secrets import Redactor
 from .keylinks import KeyLinks
 from .ratelimit import RateLimiter
-from .retry import RetryOptions
+from .retry import wait_for
 from .streaks import FailureBounds, FailureStreaks
 from .transport import Transport
 
@@ -299,7 +300,7 @@ class Sender:
     async def attempts(self, body: bytes) -> tuple[Outcome, bool, int]:
         """Attempt ``body`` until an outcome is not retryable, the attempts run out, or the
         run stops: (last outcome, whether the policy would still retry it, attempts made).
-        Before the n-th retry it waits ``retry.wait_for(n, last outcome)``, cut short by a
+        Before the n-th retry it waits ``wait_for(retry, n, last outcome)``, cut short by a
         stop; a wait cut short, or a bound reached meanwhile, makes no further attempt."""
         policy = self.retry
         attempts = 0
@@ -308,7 +309,7 @@ class Sender:
             attempts += 1
             if not retryable or attempts >= policy.max_attempts or self.stopping:
                 return outcome, retryable, attempts
-            await self._pause(policy.wait_for(attempts, outcome, self.rng))
+            await self._pause(wait_for(policy, attempts, outcome, self.rng))
             if self._bound_reached():
                 return outcome, retryable, attempts
 

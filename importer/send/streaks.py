@@ -7,8 +7,8 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from ..config import RetryOptions
 from ..outcomes import Outcome, describe
-from .retry import RetryOptions
 
 
 class FailureStreaks:
