@@ -4,8 +4,8 @@ line gives, every other line read one at a time with Python's decoder.
 
 from __future__ import annotations
 
+import itertools
 import json
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -255,9 +255,12 @@ _NAN_WORDS = (b"NaN", b"Infinity")  # Arrow reads them as numbers; Python's deco
 # (a C stack overflow) some thousands of levels deep, and Python's decoder refuses a line
 # deeper than its recursion limit, which Arrow would accept
 _NESTING = 64
-_ARROW_TRIES = 8  # Arrow reads of a block that may fail before its rest goes line by line
+#: Arrow may read up to this many times a block's bytes in reads that fail (or are of no use)
+#: before the runs that fail go line by line: a failed run is cut in ``_PIECES``, so a bad
+#: line among n is found in about log4(n) rounds, reading about n * 4/3 bytes in vain
+_ARROW_RETRIES = 2
+_PIECES = 4
 _ARROW_BACKOFF = 16  # most blocks read line by line after blocks Arrow could not read
-_ROW_RE = re.compile(r" in row (\d+)")
 _Run = tuple[int, int, "pa.Table | None", "list[str] | None"]
 
 
@@ -285,10 +288,14 @@ class _JsonBlocks:
       so does what needs a closer look: undecodable bytes, U+FFFD, a NUL in a requested value,
       a line longer than ``max_bytes``.
 
-    Arrow's error names the row (the object) it stopped at: that line goes line by line and the
-    lines around it are read again, at most ``_ARROW_TRIES`` times per block. After a block
-    Arrow could read nothing of, the next few blocks go line by line (more after each such
-    block): Arrow's attempts cost little then.
+    Arrow's error messages are not read (their wording changes between Arrow versions): a run
+    Arrow cannot read is first read again with every type inferred, which shows the requested
+    columns holding other than strings (from then on read with their inferred types); failing
+    that, it is cut in ``_PIECES`` and each piece read again, down to single lines, which go
+    line by line, while the failed reads of the block stay under ``_ARROW_RETRIES`` times its
+    size. After a block Arrow could read nothing
+    of, the next few blocks go line by line (more after each such block): Arrow's attempts
+    cost little then.
     """
 
     def __init__(self, names: list[str], codec: str, max_bytes: int, arrow: bool = True) -> None:
@@ -300,7 +307,7 @@ class _JsonBlocks:
         self.enabled = arrow and len(set(names)) == len(names)
         self.typed: set[str] = set()  # requested columns found to hold other than strings
         self.parse_options = self._options()
-        self.tries = 0
+        self.budget = 0  # bytes Arrow may still read in vain in this block
         self.skip = 0  # blocks to read line by line before trying Arrow again
         self.backoff = 0
         self.block = b""
@@ -329,7 +336,7 @@ class _JsonBlocks:
         self.block = block
         self.starts = np.concatenate(([0], newlines + 1))
         self.ends = np.append(newlines, len(block))
-        self.tries = _ARROW_TRIES
+        self.budget = _ARROW_RETRIES * len(block)
         try:
             runs = self._runs(view, newlines, n)
         finally:
@@ -377,9 +384,10 @@ class _JsonBlocks:
         return out
 
     def _read(self, start: int, end: int) -> list[_Run]:
+        """Lines ``start`` to ``end`` as runs."""
         if start >= end:
             return []
-        if self.tries <= 0:
+        if self.budget <= 0:
             return [(start, end, None, None)]
         first, last = int(self.starts[start]), int(self.ends[end - 1])
         whole = first == 0 and last == len(self.block)
@@ -395,21 +403,16 @@ class _JsonBlocks:
                 read_options=pajson.ReadOptions(use_threads=False, block_size=len(utf8) + 1),
                 parse_options=self.parse_options,
             )
-        except pa.ArrowInvalid as exc:
-            message = str(exc)
-            for name in self.names:
-                if name not in self.typed and f"Column(/{name}) changed from string to" in message:
-                    self.typed.add(name)  # read it with its inferred type from now on
-                    self.parse_options = self._options()
-                    return self._read(start, end)
-            found = _ROW_RE.search(message)
-            row = int(found.group(1)) if found else end - start
-            if row >= end - start:
-                self.tries -= 1
+        except pa.ArrowInvalid:
+            if self._learn_types(utf8):
+                return self._read(start, end)
+            self.budget -= len(utf8)
+            if end - start == 1:
                 return [(start, end, None, None)]
-            return self._split(start, end, start + row)
+            cuts = np.linspace(start, end, min(_PIECES, end - start) + 1).astype(int).tolist()
+            return [r for a, b in itertools.pairwise(cuts) for r in self._read(a, b)]
         if table.num_rows != end - start:
-            self.tries -= 1
+            self.budget -= len(utf8)
             return [(start, end, None, None)]
         if text is None:
             text = self._decode(data)
@@ -419,7 +422,7 @@ class _JsonBlocks:
         odd: set[int] = set()
         columns = self._columns(table, odd)
         if columns is None:
-            self.tries -= 1
+            self.budget -= len(utf8)
             return [(start, end, None, None)]
         self._odd_rows(table, columns, data, text, texts, odd)
         table = pa.Table.from_arrays(columns, names=self.names)
@@ -435,6 +438,34 @@ class _JsonBlocks:
         if at < end - start:
             out.append((start + at, end, table.slice(at), texts[at:]))
         return out
+
+    def _learn_types(self, utf8: bytes) -> bool:
+        """After Arrow failed on lines ``utf8``: read the first of them again with every type
+        inferred (a column of numbers has one in its first line; a rarer one is found when the
+        run is cut down to its line). The requested columns that hold numbers, booleans or
+        nested values there are read with their inferred types from now on: True. False when
+        that shows nothing new (the line holds something else Arrow refuses, such as a
+        duplicate key, or the failure is further on)."""
+        pending = [n for n in self.names if n not in self.typed]
+        if not pending:
+            return False
+        eol = utf8.find(b"\n")
+        line = utf8 if eol < 0 else utf8[:eol]
+        try:
+            table = pajson.read_json(
+                pa.BufferReader(line),
+                read_options=pajson.ReadOptions(use_threads=False, block_size=len(line) + 1),
+                parse_options=pajson.ParseOptions(unexpected_field_behavior="infer"),
+            )
+        except pa.ArrowInvalid:
+            return False
+        schema = table.schema
+        found = {n for n in pending if n in schema.names and not _text_like(schema.field(n).type)}
+        if not found:
+            return False
+        self.typed |= found
+        self.parse_options = self._options()
+        return True
 
     def _columns(self, table: pa.Table, odd: set[int]) -> list[pa.ChunkedArray] | None:
         """The requested columns as text, or None if one cannot be: adds to ``odd`` the rows
@@ -494,8 +525,14 @@ class _JsonBlocks:
 
     def _split(self, start: int, end: int, at: int) -> list[_Run]:
         """Line ``at`` one at a time, the lines around it with Arrow again."""
-        self.tries -= 1
+        self.budget -= int(self.ends[end - 1] - self.starts[start])
         return [*self._read(start, at), (at, at + 1, None, None), *self._read(at + 1, end)]
+
+
+def _text_like(t: pa.DataType) -> bool:
+    """A type Arrow infers for JSON strings (timestamps from strings that look like them) or
+    for nulls alone."""
+    return pa.types.is_string(t) or pa.types.is_timestamp(t) or pa.types.is_null(t)
 
 
 def _has_float(schema: pa.Schema) -> bool:
