@@ -5,15 +5,16 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Any
 
+from .. import exitcodes
 from ..errors import DiskFullError
 from .files import finish_atomic, temp_path, writing
+from .summary import RunSummary
 
 _METRIC_LAST_SUCCESS = "dmimport_last_success_timestamp_seconds"
 
 
-def write_metrics(path: Path, summary: Any) -> None:
+def write_metrics(path: Path, summary: RunSummary) -> None:
     """Prometheus text format for node_exporter's textfile collector, written atomically.
 
     The last success time survives a failed run: it is carried over from the previous file.
@@ -27,7 +28,7 @@ def write_metrics(path: Path, summary: Any) -> None:
                 with contextlib.suppress(ValueError):
                     last_success = float(line.rsplit(" ", 1)[1])
     now = time.time()
-    if summary.exit_code == 0:
+    if summary.exit_code == exitcodes.OK:
         last_success = now
     lines = [
         "# HELP dmimport_rows Rows of the last run by final status.",

@@ -9,7 +9,8 @@ from typing import Any
 
 @dataclass
 class RunSummary:
-    """What a run did. ``exit_code`` follows the documented convention (docs/exit-codes)."""
+    """What a run did. ``exit_code`` is ``importer.exitcodes.for_run``'s verdict on it
+    (docs/exit-codes.md); ``to_dict`` is ``summary.json``."""
 
     run_id: str
     job: str
