@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -396,18 +398,37 @@ def test_latency_and_stall_do_not_block_other_connections(fresh_sandbox: Factory
 # -- faults ------------------------------------------------------------------------------------
 
 
-def test_fault_plan_is_deterministic() -> None:
+def test_fault_plan_is_deterministic_whatever_the_arrival_order() -> None:
     f = Faults(seed=42, http_503=0.1, http_429=0.1, reset=0.05, non_json=0.05, stall=0.02)
-    plan1, plan2 = FaultPlan(f), FaultPlan(f)
-    other = FaultPlan(Faults(**{**f.to_dict(), "seed": 7}))
-    seq1 = [plan1.draw() for _ in range(200)]
-    assert seq1 == [plan2.draw() for _ in range(200)]
-    assert seq1 != [other.draw() for _ in range(200)]
-    # latency draws come from another generator: they do not shift the fault sequence
+    bodies = [b'{"properties": {"phone": "%d"}}' % i for i in range(200)]
+
+    def fates(plan: FaultPlan, order: list[int], attempts: int = 3) -> dict[tuple[int, int], str]:
+        """(body, attempt) -> fault, the bodies sent in ``order``, ``attempts`` rounds."""
+        out = {}
+        for attempt in range(1, attempts + 1):
+            for i in order:
+                out[i, attempt] = plan.draw("/v1/user", bodies[i]) or "none"
+        return out
+
+    forward = fates(FaultPlan(f), list(range(200)))
+    shuffled = list(range(200))
+    random.Random(1).shuffle(shuffled)
+    assert forward == fates(FaultPlan(f), shuffled)  # each attempt's fate is the same
+    # the attempt number counts: a body's retries are not all alike
+    assert any(forward[i, 1] != forward[i, 2] for i in range(200))
+    assert forward != fates(FaultPlan(Faults(**{**f.to_dict(), "seed": 7})), shuffled)
+    # so is the path: the same body on another call is another request
+    plan = FaultPlan(f)
+    assert [plan.draw("/v1/event", b) or "none" for b in bodies] != [
+        forward[i, 1] for i in range(200)
+    ]
+    # latency draws come from another generator: they do not change the faults
     with_latency = FaultPlan(Faults(**{**f.to_dict(), "latency_ms": "1-5"}))
-    assert seq1 == [(with_latency.latency_s(), with_latency.draw())[1] for _ in range(200)]
-    counts = {k: seq1.count(k) for k in set(seq1)}
-    assert 5 < counts["http_503"] < 40 and counts[None] > 100
+    assert all(0.001 <= with_latency.latency_s() <= 0.005 for _ in range(20))
+    assert forward == fates(with_latency, list(range(200)))
+    counts = Counter(forward.values())
+    assert 30 < counts["http_503"] < 90 and counts["none"] > 350
+    assert FaultPlan(Faults()).draw("/v1/user", bodies[0]) is None
 
 
 def outcome_kinds(sb: Sandbox, n: int) -> list[str]:

@@ -14,7 +14,7 @@ import pytest
 from importer.config import RetryOptions
 from importer.outcomes import RowResult, Status, TransportFailure, TransportKind
 from importer.protocol import DEFAULT_PROFILE, Headers, Profile, user_body
-from importer.sandbox import Faults, Sandbox
+from importer.sandbox import FaultPlan, Faults, Sandbox
 from importer.send import Request, RequestSource, Sender, StreamTransport
 from importer.send.ratelimit import RateLimiter
 from importer.send.retry import parse_retry_after, wait_for
@@ -123,14 +123,21 @@ def test_503_backoff_stays_within_policy_bounds(fresh_sandbox: Callable[..., San
 
 
 def test_errcode_10000_is_retried_and_then_succeeds(fresh_sandbox: Callable[..., Sandbox]) -> None:
-    sb = fresh_sandbox(faults=Faults(seed=5, errcode_10000=0.5))
-    # The seeded draw follows arrival order, which concurrency varies: each attempt is a coin
-    # flip. 12 attempts left a row failing every time in about 1 run in 70 (60 * 2**-12);
-    # 40 make it 5e-11. The clock is fake, so attempts cost no waiting.
-    _, results = deliver_all(sb, 60, retry=RetryOptions(max_attempts=40))
+    faults = Faults(seed=5, errcode_10000=0.5)
+    sb = fresh_sandbox(faults=faults)
+    _, results = deliver_all(sb, 60, retry=RetryOptions(max_attempts=12))
     assert all(r.status is Status.OK for r in results.values())
     assert sum(r.attempts for r in results.values()) == sb.stats()["requests"] > 60
     assert len(sb.customers()) == 60
+    # The draw depends on the row and the attempt, not on the arrival order: each row took
+    # exactly the attempts a plan of the same seed predicts (9 at most), on every run.
+    plan = FaultPlan(faults)
+    for i, r in results.items():
+        body = user_body({"phone": f"0100{i:07d}"})
+        needed = 1
+        while plan.draw("/v1/user", body) is not None:
+            needed += 1
+        assert r.attempts == needed, i
 
 
 def test_row_errors_are_never_retried(fresh_sandbox: Callable[..., Sandbox]) -> None:

@@ -1,14 +1,18 @@
 """Injected faults: what a flaky platform does to a request, drawn deterministically.
 
-Each fault is a fraction of the API requests. For every API request (a POST to a call's path,
-in arrival order) ``FaultPlan.draw`` takes one uniform number from ``random.Random(seed)`` and
-walks the cumulative fractions in the order of ``FAULT_KINDS``; so the same seed gives the same
-sequence of faults whatever the timing. ``latency_ms`` applies to every request and, when it
-is a range, is drawn from a second generator so it does not shift the fault sequence.
+Each fault is a fraction of the API requests. For every API request (a POST to a call's path)
+``FaultPlan.draw`` turns a keyed hash of (seed, path and body, attempt) into one uniform number
+and walks the cumulative fractions in the order of ``FAULT_KINDS``. The attempt is how many
+times the plan has seen that path and body (1 for the first request, 2 for its first retry...).
+So the fate of each attempt of each row depends on the seed, the row and the attempt number
+only: the same seed gives the same faults whatever the arrival order, the concurrency or the
+timing. ``latency_ms`` applies to every request and, when it is a range, is drawn (in arrival
+order) from a generator of its own: timing only, it never changes which request fails.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import asdict, dataclass, fields
 from typing import Any, cast
@@ -116,11 +120,6 @@ class Faults:
         """``latency_ms`` as the (low, high) pair it is normalized to."""
         return cast(tuple[float, float], self.latency_ms)
 
-    @property
-    def active(self) -> bool:
-        """True when any fault or latency is configured."""
-        return any(getattr(self, n) for n in FAULT_KINDS) or self.latency_ms != (0.0, 0.0)
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping (``Faults.from_dict`` reads it back)."""
         out = asdict(self)
@@ -169,11 +168,16 @@ def parse_fault_specs(specs: list[str]) -> dict[str, float]:
 
 
 class FaultPlan:
-    """The deterministic draw: one ``draw()`` per API request, in arrival order."""
+    """The deterministic draw: one ``draw(path, body)`` per API request.
+
+    Keeps a count per request digest (path and body) while any fault is configured, so that
+    the draw knows which attempt of that request it is looking at; ``set_faults`` on the server
+    makes a new plan, which starts every count afresh.
+    """
 
     def __init__(self, faults: Faults) -> None:
         self.faults = faults
-        self._rng = random.Random(faults.seed)
+        self._key = hashlib.blake2b(str(faults.seed).encode(), digest_size=32).digest()
         self._latency_rng = random.Random(f"latency:{faults.seed}")
         cumulative = 0.0
         self._walk: list[tuple[float, str]] = []
@@ -182,11 +186,22 @@ class FaultPlan:
             if frac:
                 cumulative += frac
                 self._walk.append((cumulative, name))
+        self._seen: dict[bytes, int] = {}
         self._latency = faults.latency_range
 
-    def draw(self) -> str | None:
-        """The fault for the next request, or None. Always consumes one number."""
-        u = self._rng.random()
+    def draw(self, path: str, body: bytes) -> str | None:
+        """The fault for this attempt of the request ``path`` + ``body``, or None."""
+        if not self._walk:
+            return None
+        h = hashlib.blake2b(path.encode(), digest_size=16)
+        h.update(b"\0")
+        h.update(body)
+        digest = h.digest()
+        attempt = self._seen.get(digest, 0) + 1
+        self._seen[digest] = attempt
+        draw = hashlib.blake2b(digest, digest_size=8, key=self._key)
+        draw.update(attempt.to_bytes(8, "little"))
+        u = int.from_bytes(draw.digest(), "little") / 2.0**64
         for bound, name in self._walk:
             if u < bound:
                 return name

@@ -112,7 +112,7 @@ class SandboxServer:
         self.port = 0
 
     def set_faults(self, faults: Faults) -> None:
-        """Replace the faults; the draw restarts from the new seed."""
+        """Replace the faults; the draw restarts from the new seed (attempt counts from 1)."""
         self.faults = faults
         self.plan = FaultPlan(faults)
 
@@ -399,7 +399,7 @@ class _Connection(asyncio.Protocol):
         if debug is None:
             self._reply(400, _json({"error": "debug must be true or false"}), close)
             return
-        fault = srv.plan.draw()
+        fault = srv.plan.draw(path, req.body)
         delay = srv.plan.latency_s()
         if fault is not None:
             stats.by_fault[fault] += 1
