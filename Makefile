@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo lint typecheck bench clean
+.PHONY: install test test-fast demo lint typecheck bench clean
 
 install: $(STAMP)
 
@@ -16,12 +16,17 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/pytest -q
 
+# The quick loop while editing: the unit tests, without those marked slow (subprocesses,
+# kills, large end-to-end runs); under a minute. `make test` runs everything.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
+
 demo: $(STAMP)
-	$(BIN)/python -m importer.demo
+	$(BIN)/python demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check importer tests bench
-	$(BIN)/ruff format --check importer tests bench
+	$(BIN)/ruff check importer tests bench demo.py
+	$(BIN)/ruff format --check importer tests bench demo.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy importer
@@ -29,5 +34,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# Never reports/: a job's ledger (state.db, the resume and changed-only state) lives there by
+# default. The demo writes its reports under build/ and keeps its ledger in a temporary folder.
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache reports
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -12,7 +12,6 @@ Two kinds of outcome, and each test checks which one applies:
 from __future__ import annotations
 
 import base64
-import csv
 import gzip
 import json
 import random
@@ -26,9 +25,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pqe
 import pytest
-from clirun import dmimport
+from helpers import dmimport, read_results, write_file
 
 from importer.sandbox import Sandbox
+
+pytestmark = pytest.mark.slow  # the command in a subprocess
 
 HEADER = "手机号,邮箱,姓名,年龄\n"
 GOOD1 = "13800000001,a@b.cn,张三,31\n"
@@ -64,8 +65,7 @@ class Outcome:
         self.summary: dict[str, Any] = json.loads(proc.stdout) if self.code in (0, 1, 3) else {}
         self.results: list[dict[str, str]] = []
         if self.summary:
-            with open(cwd / self.summary["results"], newline="", encoding="utf-8") as fh:
-                self.results = list(csv.DictReader(fh))
+            self.results = read_results(self.summary, cwd=cwd)
         self.cwd = cwd
 
     def line(self, n: int) -> dict[str, str]:
@@ -85,19 +85,12 @@ class Outcome:
         return (self.cwd / path).read_bytes()
 
 
-def validate(tmp_path: Path, name: str, *, config: str = CONFIG, **kw: Any) -> Outcome:
+def validate(tmp_path: Path, data: str | Path, *, config: str = CONFIG, **kw: Any) -> Outcome:
+    """``dmimport validate`` of the input ``data``, a file in ``tmp_path``, given by name."""
     (tmp_path / "job.yaml").write_text(config, encoding="utf-8")
+    name = Path(data).name
     proc = dmimport("validate", "job.yaml", name, "--report-dir", "rep", "--json", cwd=tmp_path)
     return Outcome(proc, tmp_path)
-
-
-def write(tmp_path: Path, name: str, data: str | bytes) -> str:
-    path = tmp_path / name
-    if isinstance(data, str):
-        path.write_text(data, encoding="utf-8")
-    else:
-        path.write_bytes(data)
-    return name
 
 
 def jsonl(*objects: Any) -> str:
@@ -113,7 +106,7 @@ def user(i: int, **extra: Any) -> dict[str, Any]:
 
 
 def test_jsonl_duplicate_keys_reject_that_line_only(tmp_path: Path) -> None:
-    name = write(tmp_path, "dup.jsonl", jsonl(
+    name = write_file(tmp_path / "dup.jsonl", jsonl(
         user(1),
         '{"phone": "13800000002", "email": "u2@b.cn", "phone": "13900000002"}',
         user(3, age=33),
@@ -128,7 +121,7 @@ def test_jsonl_duplicate_keys_reject_that_line_only(tmp_path: Path) -> None:
 
 
 def test_jsonl_nan_and_infinity_are_not_json(tmp_path: Path) -> None:
-    name = write(tmp_path, "nan.jsonl", jsonl(
+    name = write_file(tmp_path / "nan.jsonl", jsonl(
         user(1),
         '{"phone": "13800000002", "age": NaN}',
         '{"phone": "13800000004", "age": Infinity}',
@@ -149,8 +142,8 @@ def test_jsonl_nan_and_infinity_are_not_json(tmp_path: Path) -> None:
 
 
 def test_jsonl_lines_that_are_not_objects(tmp_path: Path) -> None:
-    name = write(tmp_path, "arr.jsonl", jsonl(user(1), "[1, 2]", '"text"', "42", "null", "true",
-                                              "{broken", user(3)))  # fmt: skip
+    name = write_file(tmp_path / "arr.jsonl", jsonl(user(1), "[1, 2]", '"text"', "42", "null",
+                                                    "true", "{broken", user(3)))  # fmt: skip
     out = validate(tmp_path, name, config=JSONL_CONFIG)
     assert out.code == 1
     for line in (2, 3, 4, 5, 6):
@@ -165,7 +158,7 @@ def test_jsonl_lines_that_are_not_objects(tmp_path: Path) -> None:
 
 def test_deeply_nested_json(tmp_path: Path) -> None:
     deep = '{"phone": "13800000002", "name": ' + "[" * 100_000 + "]" * 100_000 + "}"
-    name = write(tmp_path, "deep.jsonl", jsonl(
+    name = write_file(tmp_path / "deep.jsonl", jsonl(
         user(1),
         deep,
         {"phone": "13800000004", "name": {"first": {"given": "x"}}},
@@ -198,9 +191,9 @@ def test_jsonl_nesting_deep_enough_to_crash_arrow_is_a_bad_record(
     # Arrow's JSON reader overflows the C stack some thousands of levels deep: a segfault
     # (exit 139) with the run left 'running'. Such a line never reaches Arrow.
     sb = fresh_sandbox()
-    name = write(tmp_path, "deep.jsonl", _deep_jsonl(30_000, key))
+    name = write_file(tmp_path / "deep.jsonl", _deep_jsonl(30_000, key))
     (tmp_path / "job.yaml").write_text(JSONL_CONFIG, encoding="utf-8")
-    base = ["job.yaml", name, "--report-dir", "rep", "--json"]
+    base = ["job.yaml", name.name, "--report-dir", "rep", "--json"]
     send = ["--base-url", sb.url]
     env = {"DMART_SECRET": sb.secret}
     for command in ["validate"] * 3 + ["run"] * 3:
@@ -218,7 +211,7 @@ def test_jsonl_nesting_deep_enough_to_crash_arrow_is_a_bad_record(
 
 def test_invalid_utf8_with_a_declared_encoding_rejects_the_row(tmp_path: Path) -> None:
     data = (HEADER + GOOD1).encode() + b"13800000002,b@b.cn,\xff\xfe\xc3(,32\n" + GOOD3.encode()
-    name = write(tmp_path, "latin.csv", data)
+    name = write_file(tmp_path / "latin.csv", data)
     out = validate(tmp_path, name, config=CONFIG + "input: {encoding: utf-8}\n")
     assert out.code == 1
     assert out.verdict(3) == (
@@ -234,7 +227,7 @@ def test_invalid_utf8_with_a_declared_encoding_rejects_the_row(tmp_path: Path) -
 def test_invalid_utf8_near_the_start_of_a_utf8_file_rejects_the_row(tmp_path: Path) -> None:
     # the other lines are UTF-8: the file is UTF-8, the line that is not is a bad record
     data = (HEADER + GOOD1).encode() + b"13800000002,b@b.cn,\xff\xfe,32\n" + GOOD3.encode()
-    name = write(tmp_path, "mixed.csv", data)
+    name = write_file(tmp_path / "mixed.csv", data)
     out = validate(tmp_path, name)
     assert out.code == 1
     assert out.verdict(3) == (
@@ -247,7 +240,7 @@ def test_text_that_is_neither_utf8_nor_chinese_stops_autodetection_naming_the_by
     tmp_path: Path,
 ) -> None:
     data = b"phone,email,name,age\n13800000001,a@b.cn,M\xfcller,31\n"
-    name = write(tmp_path, "latin.csv", data)
+    name = write_file(tmp_path / "latin.csv", data)
     out = validate(tmp_path, name, config=CONFIG.replace("手机号", "phone").replace(
         "邮箱", "email").replace("姓名", "name").replace("年龄", "age"))  # fmt: skip
     assert out.code == 2
@@ -264,7 +257,7 @@ def test_invalid_utf8_deep_in_an_autodetected_file_rejects_the_row(tmp_path: Pat
     rows = [f"139{i:08d},e{i}@b.cn,名字{i},{20 + i % 50}\n" for i in range(30_000)]
     data = (HEADER + "".join(rows)).encode() + b"13700000000,x@b.cn,\xff\xfe,32\n" + GOOD3.encode()
     assert len(data) > 1 << 20
-    name = write(tmp_path, "big.csv", data)
+    name = write_file(tmp_path / "big.csv", data)
     out = validate(tmp_path, name)
     assert out.code == 1
     bad_line = 30_002
@@ -277,7 +270,7 @@ def test_invalid_utf8_deep_in_an_autodetected_file_rejects_the_row(tmp_path: Pat
 
 def test_nul_byte_rejects_the_row(tmp_path: Path) -> None:
     data = (HEADER + GOOD1 + "13800000002,b@b.cn,a\x00b,32\n" + GOOD3).encode()
-    name = write(tmp_path, "nul.csv", data)
+    name = write_file(tmp_path / "nul.csv", data)
     out = validate(tmp_path, name)
     assert out.code == 1
     assert out.verdict(3) == ("rejected", "", 'NUL byte in column "姓名"', "姓名")
@@ -287,7 +280,7 @@ def test_nul_byte_rejects_the_row(tmp_path: Path) -> None:
 def test_ragged_rows_are_rejected_and_kept_raw(tmp_path: Path) -> None:
     short = "13800000002,b@b.cn,李四\n"
     long = "13800000004,d@b.cn,赵六,34,extra\n"
-    name = write(tmp_path, "ragged.csv", HEADER + GOOD1 + short + long + GOOD3)
+    name = write_file(tmp_path / "ragged.csv", HEADER + GOOD1 + short + long + GOOD3)
     out = validate(tmp_path, name)
     assert out.code == 1
     assert out.verdict(3) == ("rejected", "", "expected 4 fields, found 3", "")
@@ -300,12 +293,12 @@ def test_ragged_rows_are_rejected_and_kept_raw(tmp_path: Path) -> None:
 def test_a_10_mb_field_is_rejected_by_the_field_limit(tmp_path: Path, fmt: str) -> None:
     huge = "x" * (10 * 1024 * 1024 + 1)
     if fmt == "csv":
-        name = write(tmp_path, "huge.csv", HEADER + GOOD1 + f"13800000002,b@b.cn,{huge},32\n"
-                     + GOOD3)  # fmt: skip
+        text = HEADER + GOOD1 + f"13800000002,b@b.cn,{huge},32\n" + GOOD3
+        name = write_file(tmp_path / "huge.csv", text)
         out = validate(tmp_path, name)
         column, first, bad = "姓名", 2, 3
     else:
-        name = write(tmp_path, "huge.jsonl", jsonl(user(1), user(2, name=huge), user(3)))
+        name = write_file(tmp_path / "huge.jsonl", jsonl(user(1), user(2, name=huge), user(3)))
         out = validate(tmp_path, name, config=JSONL_CONFIG)
         column, first, bad = "name", 1, 2
     assert out.code == 1
@@ -320,7 +313,9 @@ def test_a_10_mb_field_is_rejected_by_the_field_limit(tmp_path: Path, fmt: str) 
 
 
 def test_unterminated_quote_at_end_of_file(tmp_path: Path) -> None:
-    name = write(tmp_path, "open.csv", HEADER + GOOD1 + GOOD3 + '13800000002,b@b.cn,李四,"32\n')
+    name = write_file(
+        tmp_path / "open.csv", HEADER + GOOD1 + GOOD3 + '13800000002,b@b.cn,李四,"32\n'
+    )
     out = validate(tmp_path, name)
     assert out.code == 1
     assert out.verdict(4) == (
@@ -328,7 +323,9 @@ def test_unterminated_quote_at_end_of_file(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.statuses() == {2: "valid", 3: "valid", 4: "rejected"}
     # quote opened in an earlier field: it swallows the rest of the record
-    name = write(tmp_path, "open2.csv", HEADER + GOOD1 + GOOD3 + '13800000002,b@b.cn,"李四,32\n')
+    name = write_file(
+        tmp_path / "open2.csv", HEADER + GOOD1 + GOOD3 + '13800000002,b@b.cn,"李四,32\n'
+    )
     out = validate(tmp_path, name)
     assert out.code == 1
     assert out.verdict(4) == (
@@ -341,7 +338,7 @@ def test_unterminated_quote_at_end_of_file(tmp_path: Path) -> None:
 
 
 def test_header_only_file_is_an_empty_successful_run(tmp_path: Path) -> None:
-    name = write(tmp_path, "header.csv", HEADER)
+    name = write_file(tmp_path / "header.csv", HEADER)
     out = validate(tmp_path, name)
     assert out.code == 0
     assert out.summary["rows"] == 0 and out.results == []
@@ -398,7 +395,7 @@ def test_a_binary_parquet_column_the_job_does_not_read_decides_nothing(
         "name": [f"n{i}" for i in range(n)],
         "geometry": pa.array(geometry, pa.binary()),
     })  # fmt: skip
-    write(tmp_path, "geo.parquet", _parquet_bytes(table))
+    write_file(tmp_path / "geo.parquet", _parquet_bytes(table))
     out = validate(tmp_path, "geo.parquet", config=GEO_CONFIG)
     assert out.code == 1
     assert out.statuses() == {i: "rejected" if i == 8 else "valid" for i in range(1, n + 1)}
@@ -561,7 +558,7 @@ BAD_FILES: dict[str, tuple[str, Callable[[], bytes], str]] = {
 @pytest.mark.parametrize("case", list(BAD_FILES), ids=list(BAD_FILES))
 def test_unreadable_file_is_refused_whole_with_its_reason(tmp_path: Path, case: str) -> None:
     name, make, message = BAD_FILES[case]
-    write(tmp_path, name, make())
+    write_file(tmp_path / name, make())
     out = validate(tmp_path, name)
     assert out.code == 2
     assert out.stderr.startswith(f"error: {message}"), out.stderr
@@ -573,8 +570,8 @@ def test_a_bad_file_among_good_ones_stops_the_run_before_sending(
     fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
     sb = fresh_sandbox()
-    write(tmp_path, "good.csv", HEADER + GOOD1 + GOOD3)
-    write(tmp_path, "cut.csv.gz", _gzip_truncated())
+    write_file(tmp_path / "good.csv", HEADER + GOOD1 + GOOD3)
+    write_file(tmp_path / "cut.csv.gz", _gzip_truncated())
     (tmp_path / "job.yaml").write_text(CONFIG, encoding="utf-8")
     proc = dmimport(
         "run",
@@ -611,7 +608,7 @@ def test_every_kind_of_bad_jsonl_line_sent_for_real_loses_no_valid_row(
         "",  # a blank line is not a record
         user(4),
     ]
-    write(tmp_path, "mix.jsonl", jsonl(*lines))
+    write_file(tmp_path / "mix.jsonl", jsonl(*lines))
     (tmp_path / "job.yaml").write_text(JSONL_CONFIG + "send: {concurrency: 4}\n", encoding="utf-8")
     proc = dmimport(
         "run",
@@ -688,7 +685,7 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path, case: str) -> None:
 
 
 def test_missing_column_exits_2_naming_the_key_and_the_file(tmp_path: Path) -> None:
-    write(tmp_path, "c.csv", "手机号,Email,姓名,年龄\n" + GOOD1)
+    write_file(tmp_path / "c.csv", "手机号,Email,姓名,年龄\n" + GOOD1)
     config = CONFIG.replace("email: 邮箱", "email: email")
     out = validate(tmp_path, "c.csv", config=config)
     assert out.code == 2
@@ -704,7 +701,7 @@ def test_missing_secret_env_var_exits_2_before_sending(
     fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
     sb = fresh_sandbox()
-    write(tmp_path, "c.csv", HEADER + GOOD1)
+    write_file(tmp_path / "c.csv", HEADER + GOOD1)
     (tmp_path / "job.yaml").write_text(
         CONFIG + "target: {secret_env: ACME_DM_SECRET}\n", encoding="utf-8"
     )
@@ -732,8 +729,8 @@ def test_missing_secret_env_var_exits_2_before_sending(
 def test_report_dir_that_cannot_be_created_is_a_usage_error_not_a_bug(tmp_path: Path) -> None:
     # Exit code 5 and "internal error" tell the user to report a bug; a --report-dir under a
     # regular file is their mistake, to be named like any other unusable path (exit 2).
-    write(tmp_path, "c.csv", HEADER + GOOD1)
-    write(tmp_path, "taken", "a file, not a directory")
+    write_file(tmp_path / "c.csv", HEADER + GOOD1)
+    write_file(tmp_path / "taken", "a file, not a directory")
     (tmp_path / "job.yaml").write_text(CONFIG, encoding="utf-8")
     proc = dmimport("validate", "job.yaml", "c.csv", "--report-dir", "taken/rep", cwd=tmp_path)
     assert "Traceback" not in proc.stderr
@@ -754,7 +751,7 @@ def test_a_nested_parquet_column_the_job_does_not_read_is_kept_not_refused(
             "tags": [["vip"], []],
         }
     )
-    write(tmp_path, "nested.parquet", _parquet_bytes(table))
+    write_file(tmp_path / "nested.parquet", _parquet_bytes(table))
     out = validate(tmp_path, "nested.parquet")
     assert out.code == 1  # one bad age, reported as a row; the file itself is fine
     summary = out.summary

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from csvfiles import write_csv
+from helpers import read_results, write_csv
 
 from importer.pipeline import run
 from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox
+
+pytestmark = pytest.mark.slow  # 20,000-row runs under injected faults
 
 #: 18% of all attempts fail, in seven different ways.
 MIXED_FAULTS = {
@@ -97,12 +99,6 @@ def send(
         overrides={"target.base_url": sb.url, **overrides},
         report_dir=tmp_path / "reports",
     )
-
-
-def read_results(summary: RunSummary) -> list[dict[str, str]]:
-    assert summary.results_path is not None
-    with open(summary.results_path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def assert_one_line_per_row(results: list[dict[str, str]], n_rows: int) -> None:

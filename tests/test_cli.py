@@ -9,31 +9,20 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+from helpers import ROOT, cli_env, dmimport
+
 from importer.sandbox import Sandbox
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # the command in a subprocess
 
 
-def dmimport(
-    *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
-    full_env.update(env or {})
-    if cwd is None:
-        # the test's own folder (see conftest), where the repository's configs/ and
-        # sample_data/ are linked: a default reports/ and its ledger stay in that folder
-        cwd = Path.cwd()
-        for name in ("configs", "sample_data"):
-            if not (cwd / name).exists():
-                (cwd / name).symlink_to(ROOT / name)
-    return subprocess.run(
-        [sys.executable, "-m", "importer.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-        timeout=120,
-    )
+@pytest.fixture(autouse=True)
+def _checkout_files(tmp_path: Path) -> None:
+    """The repository's configs/ and sample_data/ linked into the test's own folder (its
+    current folder, see conftest), so that a default reports/ and its ledger stay there."""
+    for name in ("configs", "sample_data"):
+        (tmp_path / name).symlink_to(ROOT / name)
 
 
 def test_version_and_help() -> None:
@@ -174,18 +163,8 @@ def _into_a_closed_pipe(
     reader = subprocess.Popen([sys.executable, "-c", "pass"], stdin=read_end)
     os.close(read_end)
     assert reader.wait(timeout=60) == 0
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
-    full_env.update(env or {})
     try:
-        return subprocess.run(
-            [sys.executable, "-m", "importer.cli", *map(str, args)],
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=full_env,
-            cwd=cwd,
-            timeout=120,
-        )
+        return dmimport(*args, stdout=write_end, stderr=subprocess.PIPE, cwd=cwd, env=env)
     finally:
         os.close(write_end)
 
@@ -249,8 +228,7 @@ def test_sigterm_while_the_pipeline_is_imported_exits_143_in_one_line(
     # initialized module 'importer.pipeline'", exit 5; or, when a library's optional import
     # swallowed that ImportError, the signal was lost and the run went on to exit 0
     sb = fresh_sandbox()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
-    env["DMART_SECRET"] = sb.secret
+    env = cli_env(sb.secret)
     out = subprocess.run(
         [sys.executable, "-c", _SIGTERM_DURING_IMPORT, "run", ROOT / "configs/customers.yaml",
          ROOT / "sample_data/customers.csv", "--base-url", sb.url, "--report-dir", tmp_path,

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pydantic
 import pytest
+from helpers import dmimport, write_file
 
 from importer.config import ColumnSpec, Config, check_columns
 from importer.errors import ConfigError, ConfigProblem
 from importer.job import load_job, parse_job
 from importer.protocol import Profile
 
-DMIMPORT = Path(sys.executable).with_name("dmimport")
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 USER = """\
@@ -41,15 +40,9 @@ columns:
 """
 
 
-def write(tmp_path: Path, text: str, name: str = "job.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
-
-
 def problems_of(tmp_path: Path, text: str, **kwargs: Any) -> list[ConfigProblem]:
     with pytest.raises(ConfigError) as info:
-        load_job(write(tmp_path, text), **kwargs)
+        load_job(write_file(tmp_path / "job.yaml", text, dedent=True), **kwargs)
     return info.value.problems
 
 
@@ -93,7 +86,7 @@ def test_bundled_event_config_defaults_create_time_to_datetime() -> None:
 
 
 def test_defaults_and_shorthand(tmp_path: Path) -> None:
-    config = load_job(write(tmp_path, USER, "customers.yaml"))
+    config = load_job(write_file(tmp_path / "customers.yaml", USER, dedent=True))
     assert config.job_name == "customers"  # default = file stem
     assert config.target.base_url == "http://127.0.0.1:8080"
     assert config.send.concurrency == 32
@@ -106,7 +99,7 @@ def test_defaults_and_shorthand(tmp_path: Path) -> None:
 
 
 def test_bare_string_is_from(tmp_path: Path) -> None:
-    config = load_job(write(tmp_path, EVENT))
+    config = load_job(write_file(tmp_path / "job.yaml", EVENT, dedent=True))
     assert config.columns["phone"].source == "手机号"
     assert config.columns["create_time"].type == "datetime"
     assert config.columns["event_id"].type == "string"
@@ -136,14 +129,14 @@ def test_parse_config_name_from_source() -> None:
 
 def test_constant_values_from_yaml_scalars(tmp_path: Path) -> None:
     text = USER + "  level: {value: 3, type: integer}\n  vip: {value: true, type: boolean}\n"
-    config = load_job(write(tmp_path, text))
+    config = load_job(write_file(tmp_path / "job.yaml", text, dedent=True))
     assert config.columns["level"].value == "3"
     assert config.columns["vip"].value == "true"
 
 
 def test_overrides_apply_before_validation(tmp_path: Path) -> None:
     config = load_job(
-        write(tmp_path, USER),
+        write_file(tmp_path / "job.yaml", USER, dedent=True),
         overrides={
             "send.concurrency": "8",
             "target.base_url": "https://api.example.com/",
@@ -341,8 +334,9 @@ def test_secret_in_secret_env_is_refused(tmp_path: Path) -> None:
 def test_lone_surrogate_is_refused_by_check_config_preview_and_run(tmp_path: Path) -> None:
     # YAML's "\uDFAA" is half of a UTF-16 pair: no file can hold such a column name, and a
     # JSONL file's "\udfaa" key once got past check-config to crash preview and run (exit 5).
-    write(
-        tmp_path, 'job: {kind: user, primary_keys: [phone]}\ncolumns:\n  phone: {from: "\\uDFAA"}\n'
+    write_file(
+        tmp_path / "job.yaml",
+        'job: {kind: user, primary_keys: [phone]}\ncolumns:\n  phone: {from: "\\uDFAA"}\n',
     )
     (tmp_path / "c.jsonl").write_text('{"\\udfaa": "13800000000"}\n', encoding="utf-8")
     problem = (
@@ -360,9 +354,7 @@ def test_lone_surrogate_is_refused_by_check_config_preview_and_run(tmp_path: Pat
         ["run", "job.yaml", "c.jsonl", "--dry-run"],
         ["run", "job.yaml", "c.jsonl"],
     ):
-        proc = subprocess.run(
-            [str(DMIMPORT), *command], capture_output=True, text=True, cwd=tmp_path, timeout=60
-        )
+        proc = dmimport(*command, cwd=tmp_path, timeout=60)
         assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", refusal), command
     assert str(only(problems_of(tmp_path, (tmp_path / "job.yaml").read_text()))) == problem
 
@@ -402,9 +394,7 @@ def test_lone_surrogate_in_job_name_value_or_default_is_refused_not_a_crash(
     assert [str(p) for p in problems_of(tmp_path, text)] == [*filter(None, [extra]), surrogate]
     (tmp_path / "c.csv").write_text("phone,n\n13800000000,a\n", encoding="utf-8")
     for command in (["check-config", "job.yaml"], ["preview", "job.yaml", "c.csv"]):
-        proc = subprocess.run(
-            [str(DMIMPORT), *command], capture_output=True, text=True, cwd=tmp_path, timeout=60
-        )
+        proc = dmimport(*command, cwd=tmp_path, timeout=60)
         assert proc.returncode == 2, (command, proc.stderr)
         assert proc.stderr.startswith(f"error: invalid config job.yaml:\n  {extra or surrogate}\n")
         assert "internal error" not in proc.stderr
@@ -609,7 +599,7 @@ def test_several_problems_reported_at_once(tmp_path: Path) -> None:
 
 
 def test_check_columns_names_each_missing_column(tmp_path: Path) -> None:
-    config = load_job(write(tmp_path, USER))
+    config = load_job(write_file(tmp_path / "job.yaml", USER, dedent=True))
     with pytest.raises(ConfigError) as info:
         check_columns(config, "data/customers.csv", ["手机号", "email", "年龄 "])
     assert info.value.problems == [
@@ -627,14 +617,14 @@ def test_check_columns_names_each_missing_column(tmp_path: Path) -> None:
 
 
 def test_check_columns_lists_header_when_nothing_is_close(tmp_path: Path) -> None:
-    config = load_job(write(tmp_path, USER))
+    config = load_job(write_file(tmp_path / "job.yaml", USER, dedent=True))
     with pytest.raises(ConfigError) as info:
         check_columns(config, "x.csv", ["手机号", "Email", "a"])
     assert only(info.value.problems).hint == "the file's columns are: 手机号, Email, a"
 
 
 def test_check_columns_passes(tmp_path: Path) -> None:
-    config = load_job(write(tmp_path, USER))
+    config = load_job(write_file(tmp_path / "job.yaml", USER, dedent=True))
     check_columns(config, "x.csv", ["年龄", "Email", "手机号", "other"])
 
 

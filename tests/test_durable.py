@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import random
@@ -18,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from csvfiles import write_csv
+from helpers import dmimport, read_results, start_dmimport, write_csv
 from oldledger import downgrade
 
 from importer.errors import LedgerError, LoadError, LockedError, NothingToRetry
@@ -26,6 +25,8 @@ from importer.ledger import Ledger
 from importer.pipeline import list_runs, retry, run
 from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox
+
+pytestmark = pytest.mark.slow  # subprocesses, SIGKILL and resume, 20,000-row runs
 
 ROOT = Path(__file__).resolve().parent.parent
 USER_COLUMNS = ["phone", "email", "name", "age"]
@@ -201,8 +202,7 @@ def test_retry_never_sends_a_row_a_later_delivered_row_of_its_customer_overrode(
     sb, cfg, data, rows, ov, first = _first_run_with_failures(
         fresh_sandbox, tmp_path, monkeypatch, Faults(seed=5, http_503=0.4), 400, dup_every=2
     )
-    with open(str(first.results_path), encoding="utf-8", newline="") as fh:
-        by_line = {int(r["line"]): r for r in csv.DictReader(fh)}
+    by_line = {int(r["line"]): r for r in read_results(first)}
     overridden = [
         f"{data}:{2 + i}"
         for i in range(0, 400, 2)
@@ -272,10 +272,7 @@ def test_a_second_run_of_the_same_job_is_refused_while_one_holds_the_lock(
     with holder.lock("users"):
         with pytest.raises(LockedError, match="job 'users' is already running"):
             run(cfg, [data])
-        out = subprocess.run(
-            [sys.executable, "-m", "importer.cli", "run", str(cfg), str(data)],
-            capture_output=True, text=True, env={**os.environ, "DMART_SECRET": "x"},
-        )  # fmt: skip
+        out = dmimport("run", cfg, data, secret="x")
         assert out.returncode == 4
         assert "already running" in out.stderr
     holder.close()
@@ -308,28 +305,19 @@ def test_max_reject_rate_and_metrics_file(
     assert success_line in text.splitlines()  # the last success time survives a failed run
 
 
-def _kill_and_resume(cfg: Path, data: Path, sb: Sandbox, kills: int, seed: int) -> list[str]:
-    """Start `dmimport run`, SIGKILL it at random moments, then let one run finish."""
-    env = {**os.environ, "DMART_SECRET": sb.secret}
-    cmd = [sys.executable, "-m", "importer.cli", "run", str(cfg), str(data)]
-    cmd += ["--base-url", sb.url, "--quiet", "--json"]
+def _kill_and_resume(
+    cfg: Path, data: Path, sb: Sandbox, kills: int, seed: int, spread: int
+) -> list[str]:
+    """Start `dmimport run` and SIGKILL it at a random point of its send, ``kills`` times, then
+    let one run finish. The point is an event, not a moment: the sandbox has answered a random
+    number (1 to ``spread``) of that run's requests, however fast or slow the machine is."""
+    cmd = _cli_run(cfg, data, sb)
     rng = random.Random(seed)
     outputs = []
     for _ in range(kills):
-        # A random point of the send: once this run's first request has reached the sandbox
-        # (so the run is registered in the ledger, however slow start-up is on a loaded
-        # machine), then a random further moment.
         before = sb.stats()["requests"]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while sb.stats()["requests"] <= before and proc.poll() is None:
-            assert time.monotonic() < deadline, "the run never got going"
-            time.sleep(0.01)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(rng.uniform(0.0, 1.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-    final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        _stop_mid_way(cmd, sb, signal.SIGKILL, after=before + rng.randint(1, spread))
+    final = dmimport(*cmd, secret=sb.secret)
     outputs.append(final.stdout)
     assert final.returncode == 0, final.stderr
     return outputs
@@ -343,8 +331,8 @@ def test_sigkill_at_random_points_then_resume_loses_nothing_and_duplicates_nothi
     sb = fresh_sandbox(process=True, faults=Faults(latency_ms="1-4"))
     cfg = make_config(tmp_path, USERS, concurrency=16)
     data = tmp_path / "u.csv"
-    rows = users_file(data, 20_000, dup_every=50)  # 20,000 customers + 400 later updates
-    out = _kill_and_resume(cfg, data, sb, kills=3, seed=1)
+    rows = users_file(data, 10_000, dup_every=50)  # 10,000 customers + 200 later updates
+    out = _kill_and_resume(cfg, data, sb, kills=3, seed=1, spread=2500)
     summary = json.loads(out[-1])
     assert summary["resumed_from"] is not None
     assert summary["requests"] < len(rows)  # the killed runs' outcomes were not sent again
@@ -366,30 +354,29 @@ def test_sigkill_during_an_event_import_stores_each_event_exactly_once(
     sb = fresh_sandbox(process=True, faults=Faults(latency_ms="1-4"))
     cfg = make_config(tmp_path, EVENTS)
     data = tmp_path / "e.csv"
-    orders = [[f"0151{i % 3000:07d}", f"O{i:08d}", "2026-11-28 23:59:59"] for i in range(20_000)]
+    orders = [[f"0151{i % 3000:07d}", f"O{i:08d}", "2026-11-28 23:59:59"] for i in range(10_000)]
     write_csv(data, ["phone", "order_id", "created"], orders)
-    _kill_and_resume(cfg, data, sb, kills=3, seed=2)
+    _kill_and_resume(cfg, data, sb, kills=3, seed=2, spread=2500)
     ids = [e["event_id"] for e in sb.events()]
-    assert len(ids) == len(set(ids)) == 20_000
-    assert set(ids) == {f"O{i:08d}" for i in range(20_000)}
+    assert len(ids) == len(set(ids)) == 10_000
+    assert set(ids) == {f"O{i:08d}" for i in range(10_000)}
 
 
 def test_changed_only_runs_killed_at_random_points_send_only_the_changed_rows(
     fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Last night delivered everything (to a fast sandbox). Tonight 10% changed; the
-    # changed-only job is killed twice while sending (to a slow sandbox, so that the kills land
-    # mid-send), then completes. Only changed rows may go out, each at most once per attempt,
-    # and the next night sends nothing.
+    # Last night delivered everything. Tonight 10% changed; the changed-only job is killed
+    # twice while sending, then completes. Only changed rows may go out, each at most once per
+    # attempt, and the next night sends nothing.
     last_night = fresh_sandbox(process=True)
-    tonight = fresh_sandbox(process=True, faults=Faults(latency_ms="30-50"))
+    tonight = fresh_sandbox(process=True, faults=Faults(latency_ms="1-4"))
     monkeypatch.setenv("DMART_SECRET", last_night.secret)
     cfg = make_config(tmp_path, USERS, concurrency=16)
     data = tmp_path / "u.csv"
-    rows = users_file(data, 20_000)
+    rows = users_file(data, 10_000)
     first = run(cfg, [data], overrides={"target.base_url": last_night.url})
-    assert first.counts["ok"] == 20_000
-    changed = set(random.Random(5).sample(range(20_000), 2_000))
+    assert first.counts["ok"] == 10_000
+    changed = set(random.Random(5).sample(range(10_000), 1_000))
     for i in changed:
         rows[i][2] = f"tonight-{i}"
     write_csv(data, USER_COLUMNS, rows)
@@ -397,7 +384,7 @@ def test_changed_only_runs_killed_at_random_points_send_only_the_changed_rows(
     text = cfg.read_text(encoding="utf-8")
     nightly.write_text(text.replace("state: {path:", "state: {mode: incremental, path:"))
 
-    _kill_and_resume(nightly, data, tonight, kills=2, seed=3)
+    _kill_and_resume(nightly, data, tonight, kills=2, seed=3, spread=400)
     assert [r.status for r in list_runs(nightly)[:3]] == ["done", "killed", "killed"]
     sent = int(tonight.stats()["requests"])
     assert len(changed) <= sent <= 3 * len(changed)
@@ -405,14 +392,17 @@ def test_changed_only_runs_killed_at_random_points_send_only_the_changed_rows(
     assert stored == {rows[i][0]: f"tonight-{i}" for i in changed}
 
     again = run(nightly, [data], overrides={"target.base_url": tonight.url})
-    assert again.requests == 0 and again.counts["unchanged"] == 20_000
+    assert again.requests == 0 and again.counts["unchanged"] == 10_000
 
 
 def test_a_kill_while_summary_json_is_written_leaves_the_previous_file_whole(
     tmp_path: Path,
 ) -> None:
-    # A process rewriting summary.json (1 MB each time) is SIGKILLed at random moments: the
-    # file is always one complete version, never a torn mix, and never missing.
+    # A process rewriting summary.json (1 MB each time) is SIGKILLed at random points: the
+    # file is always one complete version, never a torn mix, and never missing. A point is an
+    # event seen in the folder: the process has replaced the file a random number of times,
+    # and then (mostly) the next version's temporary file (any other file in the folder)
+    # holds a random number of bytes.
     target = tmp_path / "summary.json"
     code = (
         "import sys; from pathlib import Path; from importer.report import write_json_atomic\n"
@@ -420,16 +410,38 @@ def test_a_kill_while_summary_json_is_written_leaves_the_previous_file_whole(
         "while True:\n"
         "    n += 1; write_json_atomic(p, {'version': n, 'rows': ['x' * 100] * 10000})\n"
     )
+
+    def version_on_disk() -> tuple[int, int] | None:
+        with contextlib.suppress(FileNotFoundError):
+            st = target.stat()
+            return st.st_ino, st.st_mtime_ns
+        return None
+
+    def being_written() -> int:
+        """The size of the version being written (0: none is)."""
+        for p in tmp_path.iterdir():
+            if p != target:
+                with contextlib.suppress(FileNotFoundError):  # renamed meanwhile
+                    return p.stat().st_size
+        return 0
+
     rng = random.Random(7)
     seen = set()
     kills = 0
     while kills < 5 or (len(seen) < 2 and kills < 30):  # until the writer got on between kills
         kills += 1
-        proc = subprocess.Popen([sys.executable, "-c", code, str(target)], cwd=ROOT)
-        deadline = time.monotonic() + 30
-        while not target.exists() and time.monotonic() < deadline:  # past start-up
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.05, 0.5))
+        replaced = rng.randint(1, 4)  # at least one: the first kill needs a file to keep
+        mid_write = rng.random() < 0.7
+        at = rng.randint(1, 1_000_000)  # of about 1.07 MB
+        proc = subprocess.Popen([sys.executable, "-c", code, str(target)], cwd=tmp_path)
+        deadline = time.monotonic() + 60
+        last = version_on_disk()
+        while replaced or (mid_write and being_written() < at):
+            assert proc.poll() is None and time.monotonic() < deadline, "the writer stopped"
+            now = version_on_disk()
+            if now != last:
+                replaced, last = max(0, replaced - 1), now
+            time.sleep(0.0005)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         data = json.loads(target.read_text(encoding="utf-8"))
@@ -438,16 +450,15 @@ def test_a_kill_while_summary_json_is_written_leaves_the_previous_file_whole(
     assert len(seen) >= 2  # the writer got on between kills
 
 
-def _cli_run(cfg: Path, data: Path, sb: Sandbox) -> list[str]:
-    return [
-        sys.executable, "-m", "importer.cli", "run", str(cfg), str(data),
-        "--base-url", sb.url, "--quiet", "--json",
-    ]  # fmt: skip
+def _cli_run(cfg: Path, data: Path, sb: Sandbox) -> list[str | Path]:
+    """The arguments of ``dmimport run`` of this job against ``sb``, the summary on stdout."""
+    return ["run", cfg, data, "--base-url", sb.url, "--quiet", "--json"]
 
 
-def _stop_mid_way(cmd: list[str], env: dict[str, str], sb: Sandbox, sig: int, after: int) -> None:
-    """Start ``cmd`` and send it ``sig`` once the sandbox has answered ``after`` requests."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _stop_mid_way(cmd: list[str | Path], sb: Sandbox, sig: int, after: int) -> None:
+    """Start ``dmimport CMD`` and send it ``sig`` once the sandbox has answered ``after``
+    requests (its counter, which counts every run's requests)."""
+    proc = start_dmimport(*cmd, secret=sb.secret, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while sb.stats()["requests"] < after and proc.poll() is None:
@@ -475,13 +486,6 @@ def _recorded_ok(state: Path, run_id: str) -> int:
         conn.close()
 
 
-def _results(summary: dict[str, object]) -> list[dict[str, str]]:
-    import csv
-
-    with open(str(summary["results"]), encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
 def test_a_resumed_run_sends_and_reports_what_the_run_it_resumes_did_not_deliver(
     fresh_sandbox: Callable[..., Sandbox],
@@ -497,9 +501,8 @@ def test_a_resumed_run_sends_and_reports_what_the_run_it_resumes_did_not_deliver
     cfg = make_config(tmp_path, USERS, concurrency=4, attempts=1)
     data = tmp_path / "u.csv"
     rows = users_file(data, 3000)
-    env = {**os.environ, "DMART_SECRET": sb.secret}
     cmd = _cli_run(cfg, data, sb)
-    _stop_mid_way(cmd, env, sb, sig, after=1000)
+    _stop_mid_way(cmd, sb, sig, after=1000)
     stopped = list_runs(cfg)[0]
     assert stopped.status == ("killed" if sig == signal.SIGKILL else "interrupted") or (
         sig == signal.SIGKILL and stopped.status == "running"
@@ -508,13 +511,13 @@ def test_a_resumed_run_sends_and_reports_what_the_run_it_resumes_did_not_deliver
     recovered = sig == signal.SIGKILL
     if recovered:
         sb.set_faults(Faults())
-    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    resumed = dmimport(*cmd, secret=sb.secret, timeout=300)
     summary = json.loads(resumed.stdout)
     assert summary["resumed_from"] == stopped.run_id
     counts = summary["counts"]
     assert counts["skipped"] == delivered_before < 3000
     assert counts["ok"] + counts["failed"] == 3000 - delivered_before == summary["requests"]
-    lines = _results(summary)
+    lines = read_results(summary)
     assert sorted(int(r["line"]) for r in lines) == list(range(2, 3002))  # every row, once
     failed = {int(r["line"]) for r in lines if r["status"] == "failed"}
     assert len(failed) == counts["failed"]
@@ -546,10 +549,9 @@ def test_a_kill_in_the_end_of_run_fold_leaves_a_run_the_next_one_resumes(
     cfg = make_config(tmp_path, USERS, concurrency=16)
     data = tmp_path / "u.csv"
     rows = users_file(data, 20_000)
-    env = {**os.environ, "DMART_SECRET": sb.secret}
     cmd = _cli_run(cfg, data, sb)
     state = tmp_path / "state.db"
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = start_dmimport(*cmd, secret=sb.secret, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180
         while not state.exists():
@@ -579,7 +581,7 @@ def test_a_kill_in_the_end_of_run_fold_leaves_a_run_the_next_one_resumes(
     report = tmp_path / "reports" / f"users-{killed.run_id}"
     assert killed.status != "done" or (report / "summary.json").exists()
 
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    again = dmimport(*cmd, secret=sb.secret, timeout=300)
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout)
     runs = list_runs(cfg)
@@ -605,9 +607,8 @@ def test_rows_edited_mid_file_with_the_mtime_put_back_are_not_skipped_on_resume(
     pad = "x" * 1000  # ~1 KB rows: the middle third is beyond the first and last MiB
     rows = [[f"0150{i:07d}", f"u{i}@x.cn", f"v1-{i:04d}-{pad}", str(i % 90)] for i in range(3000)]
     write_csv(data, USER_COLUMNS, rows)
-    env = {**os.environ, "DMART_SECRET": sb.secret}
     cmd = _cli_run(cfg, data, sb)
-    _stop_mid_way(cmd, env, sb, signal.SIGKILL, after=2500)
+    _stop_mid_way(cmd, sb, signal.SIGKILL, after=2500)
     before = data.stat()
     edited = range(1200, 1800)
     for i in edited:
@@ -616,7 +617,7 @@ def test_rows_edited_mid_file_with_the_mtime_put_back_are_not_skipped_on_resume(
     os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert (data.stat().st_size, data.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
 
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    again = dmimport(*cmd, secret=sb.secret, timeout=300)
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout)
     assert summary["resumed_from"] is None  # another file: nothing of the killed run is trusted
@@ -656,7 +657,7 @@ def test_changed_only_judges_a_repeated_customer_by_its_last_row(
             500,
             0,
         )
-        lines = {int(r["line"]): r for r in _results(again.to_dict())}
+        lines = {int(r["line"]): r for r in read_results(again)}
         assert sorted(lines) == list(range(2, 1502))
         assert lines[2]["status"] == "skipped"  # customer 0, again on line 1002
         assert lines[2]["errmsg"] == "superseded by line 1002, this customer's last row, unchanged"
@@ -668,7 +669,7 @@ def test_changed_only_judges_a_repeated_customer_by_its_last_row(
     write_csv(data, USER_COLUMNS, rows)
     changed, sent = night()
     assert sent == changed.requests == 3  # customer 1's row; customer 4's two rows, in order
-    lines = {int(r["line"]): r for r in _results(changed.to_dict())}
+    lines = {int(r["line"]): r for r in read_results(changed)}
     assert [ln for ln, r in sorted(lines.items()) if r["status"] == "ok"] == [3, 6, 1004]
     assert lines[10]["status"] == "skipped" and lines[1006]["status"] == "unchanged"
     stored = {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}
@@ -682,7 +683,7 @@ def test_changed_only_judges_a_repeated_customer_by_its_last_row(
     write_csv(data, USER_COLUMNS, rows)
     gone, sent = night()
     assert sent == gone.requests == 1
-    lines = {int(r["line"]): r for r in _results(gone.to_dict())}
+    lines = {int(r["line"]): r for r in read_results(gone)}
     assert sorted(lines) == list(range(2, 1501)) and lines[12]["status"] == "ok"
     assert {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}[
         rows[10][0]
@@ -714,7 +715,6 @@ def test_retry_of_a_parquet_file_keeps_the_columns_the_job_does_not_read_in_its_
     (rejects,) = again.rejects_paths
     back = pq.read_table(rejects)
     assert back.column_names == table.column_names
-    with open(str(again.results_path), encoding="utf-8", newline="") as fh:
-        results = list(csv.DictReader(fh))
+    results = read_results(again)
     failed = sorted(int(r["line"]) for r in results if r["status"] == "failed")
     assert back.to_pylist() == table.take([line - 1 for line in failed]).to_pylist()

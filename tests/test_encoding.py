@@ -6,7 +6,6 @@ Also: what a directory input skips (named pipes, devices, symbolic link loops) i
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 import os
@@ -16,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clirun import dmimport
+from helpers import dmimport, read_results
 
 from importer.errors import LoadError
 from importer.load import InputOptions, expand_inputs, iter_batches, open_source
 from importer.pipeline import run
 from importer.sandbox import Sandbox
+
+pytestmark = pytest.mark.slow  # the command in a subprocess, byte fuzzing
 
 CONFIG = """
 job: {kind: user, primary_keys: [phone]}
@@ -44,8 +45,7 @@ def names(n: int) -> list[str]:
 
 
 def results(summary: Any) -> dict[int, dict[str, str]]:
-    with open(summary.results_path, newline="", encoding="utf-8") as fh:
-        return {int(r["line"]): r for r in csv.DictReader(fh)}
+    return {int(r["line"]): r for r in read_results(summary)}
 
 
 # -- issue 11 #1: one GBK line in a UTF-8 file ----------------------------------------------
@@ -267,8 +267,7 @@ def test_a_latin1_file_is_refused_naming_the_byte_before_anything_is_sent(
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["files"][0]["encoding_reason"] == "declared (input.encoding)"
-    with open(tmp_path / summary["results"], newline="", encoding="utf-8") as fh:
-        assert [r["status"] for r in csv.DictReader(fh)] == ["valid"] * 100
+    assert [r["status"] for r in read_results(summary, cwd=tmp_path)] == ["valid"] * 100
 
 
 def test_a_jsonl_line_with_one_stray_byte_is_a_bad_record_for_that_line_only(
@@ -284,8 +283,7 @@ def test_a_jsonl_line_with_one_stray_byte_is_a_bad_record_for_that_line_only(
     assert proc.returncode == 1, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["files"][0]["encoding"] == "utf-8"
-    with open(tmp_path / summary["results"], newline="", encoding="utf-8") as fh:
-        got = {int(r["line"]): r for r in csv.DictReader(fh)}
+    got = {int(r["line"]): r for r in read_results(summary, cwd=tmp_path)}
     assert (got[10]["status"], got[10]["errmsg"], got[10]["column"]) == (
         "rejected",
         'undecodable bytes (not valid utf-8) in column "name"',

@@ -8,21 +8,18 @@ scripts, segment by segment. Nothing in the HTTP layer is mocked.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from csvfiles import write_csv
+from helpers import dmimport, read_results, write_csv
 
-DMIMPORT = Path(sys.executable).with_name("dmimport")
+pytestmark = pytest.mark.slow  # the command in a subprocess against hostile servers
+
 SECRET = "test-secret-0b7c"
 
 HEADER = ["手机号", "姓名"]
@@ -142,14 +139,13 @@ def run(tmp_path: Path, url: str, n: int, *, secret: str = SECRET,
     """``dmimport run`` on ``n`` customers; the exit code, stdout, stderr and results by phone."""
     write_csv(tmp_path / "c.csv", HEADER, phones(n))
     (tmp_path / "job.yaml").write_text(config, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
-    env["DMART_SECRET"] = secret
-    cmd = [str(DMIMPORT), "run", "job.yaml", "c.csv", "--base-url", url, "--report-dir", "rep"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    proc = dmimport(
+        "run", "job.yaml", "c.csv", "--base-url", url, "--report-dir", "rep",
+        cwd=tmp_path, secret=secret,
+    )  # fmt: skip
     results: dict[str, dict[str, str]] = {}
     for path in (tmp_path / "rep").glob("*/results.csv"):
-        with open(path, newline="", encoding="utf-8") as fh:
-            results = {r["identity"].removeprefix("phone="): r for r in csv.DictReader(fh)}
+        results = {r["identity"].removeprefix("phone="): r for r in read_results(path)}
     return proc.returncode, proc.stdout, proc.stderr, results
 
 

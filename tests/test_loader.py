@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from csvfiles import reference
+from helpers import reference, write_file
 
 from importer.errors import ConfigError, LoadError
 from importer.load import (
@@ -41,12 +41,6 @@ class Loaded:
     lines: list[int]
     bad: list[BadRecord]
     raw: list[str]
-
-
-def write(tmp_path: Path, name: str, data: bytes | str, encoding: str = "utf-8") -> Path:
-    path = tmp_path / name
-    path.write_bytes(data.encode(encoding) if isinstance(data, str) else data)
-    return path
 
 
 def load(
@@ -89,7 +83,7 @@ def test_csv_values_arrive_exactly_as_written(tmp_path: Path) -> None:
         '013800138000,20180808080800001,1.50, 张三 ,"a, ""quoted"" note"\n'
         '0086138,00001,1e5,,"two\nlines"\n'
     )
-    got = load(write(tmp_path, "a.csv", data))
+    got = load(write_file(tmp_path / "a.csv", data))
     assert got.rows == [
         {
             "phone": "013800138000",
@@ -131,7 +125,7 @@ LINES_CSV = (
 
 @pytest.mark.parametrize("eol", ["\n", "\r\n"], ids=["lf", "crlf"])
 def test_physical_line_numbers(tmp_path: Path, eol: str) -> None:
-    got = load(write(tmp_path, "lines.csv", LINES_CSV.replace("\n", eol)))
+    got = load(write_file(tmp_path / "lines.csv", LINES_CSV.replace("\n", eol)))
     assert [r["a"] for r in got.rows] == ["1", "5", f"7{eol}{eol}", "10"]
     assert got.lines == [2, 6, 7, 12]
     assert bad_of(got) == [(4, "expected 2 fields, found 3"), (10, "expected 2 fields, found 1")]
@@ -139,13 +133,13 @@ def test_physical_line_numbers(tmp_path: Path, eol: str) -> None:
 
 
 def test_multiline_header_shifts_line_numbers(tmp_path: Path) -> None:
-    got = load(write(tmp_path, "h.csv", 'a,"b\nc"\n1,2\n3,4\n'))
+    got = load(write_file(tmp_path / "h.csv", 'a,"b\nc"\n1,2\n3,4\n'))
     assert got.source.columns == ["a", "b\nc"]
     assert got.lines == [3, 4]
 
 
 def test_ragged_row_is_explained_and_the_run_goes_on(tmp_path: Path) -> None:
-    got = load(write(tmp_path, "r.csv", "a,b,c\n1,2,3\n4,5\n6,7,8,9\n10,11,12\n"))
+    got = load(write_file(tmp_path / "r.csv", "a,b,c\n1,2,3\n4,5\n6,7,8,9\n10,11,12\n"))
     assert [r["a"] for r in got.rows] == ["1", "10"]
     assert got.lines == [2, 5]
     assert [(b.line, b.reason, b.raw, b.column) for b in got.bad] == [
@@ -160,7 +154,7 @@ def test_ragged_row_is_explained_and_the_run_goes_on(tmp_path: Path) -> None:
     ids=["newline-at-end", "no-newline-at-end", "escaped-quote-inside"],
 )
 def test_unterminated_quote_at_end_of_file(tmp_path: Path, tail: str) -> None:
-    got = load(write(tmp_path, "u.csv", "a,b\n1,2\n" + tail))
+    got = load(write_file(tmp_path / "u.csv", "a,b\n1,2\n" + tail))
     assert got.rows == [{"a": "1", "b": "2"}]
     [bad] = got.bad
     assert bad.line == 3
@@ -170,7 +164,7 @@ def test_unterminated_quote_at_end_of_file(tmp_path: Path, tail: str) -> None:
 
 
 def test_unterminated_quote_in_a_short_last_record(tmp_path: Path) -> None:
-    got = load(write(tmp_path, "u.csv", 'a,b\n1,2\n"5,6'))
+    got = load(write_file(tmp_path / "u.csv", 'a,b\n1,2\n"5,6'))
     assert got.rows == [{"a": "1", "b": "2"}]
     assert bad_of(got) == [
         (3, "unterminated quoted field at the end of the file (expected 2 fields, found 1)")
@@ -178,7 +172,7 @@ def test_unterminated_quote_in_a_short_last_record(tmp_path: Path) -> None:
 
 
 def test_closed_quote_ending_in_a_newline_is_fine(tmp_path: Path) -> None:
-    got = load(write(tmp_path, "q.csv", 'a,b\n1,"x\n"\n'))
+    got = load(write_file(tmp_path / "q.csv", 'a,b\n1,"x\n"\n'))
     assert got.rows == [{"a": "1", "b": "x\n"}]
     assert got.bad == []
 
@@ -189,7 +183,7 @@ def test_malformed_quoting_is_a_bad_record_never_repaired(tmp_path: Path) -> Non
         'a,b,c\n1,"b"c,d\n2,"ok, fine",5\'10"\n3,""x,y\n'
         '4,"ab\ncd"tail,z\n5,"""q""",w\n6,"a"  ,\n7,8,"9"x\n'
     )
-    got = load(write(tmp_path, "m.csv", data))
+    got = load(write_file(tmp_path / "m.csv", data))
     assert got.rows == [
         {"a": "2", "b": "ok, fine", "c": "5'10\""},  # a quote inside a value is a character
         {"a": "5", "b": '"q"', "c": "w"},
@@ -212,7 +206,7 @@ def test_malformed_quoting_is_a_bad_record_never_repaired(tmp_path: Path) -> Non
 def test_malformed_quoting_in_a_fully_quoted_file(tmp_path: Path, record: str, column: str) -> None:
     rows = [f'"{i}","x{i}","y, {i}"' for i in range(1, 1000)]
     rows[500] = record
-    got = load(write(tmp_path, "q.csv", '"a","b","c"\n' + "\n".join(rows) + "\n"))
+    got = load(write_file(tmp_path / "q.csv", '"a","b","c"\n' + "\n".join(rows) + "\n"))
     assert [(b.line, b.reason, b.raw) for b in got.bad] == [
         (502, f'malformed quoting: text after the closing quote in column "{column}"', record)
     ]
@@ -222,7 +216,7 @@ def test_malformed_quoting_in_a_fully_quoted_file(tmp_path: Path, record: str, c
 def test_backslash_escaped_quotes_need_escape_char(tmp_path: Path) -> None:
     data = 'id,name\n1,"Bret \\"Hit Man\\" Hart"\n2,"C:\\\\temp"\n3,"say ""hi"""\n4,a\\,b\n'
     data += '5,\\N\n6,"C:\\temp"\n'  # MySQL's NULL, and a backslash that escapes nothing
-    path = write(tmp_path, "e.csv", data)
+    path = write_file(tmp_path / "e.csv", data)
     got = load(path)
     assert [(b.line, b.reason) for b in got.bad] == [
         (2, 'malformed quoting: text after the closing quote in column "name"'),
@@ -275,7 +269,7 @@ def test_malformed_quoting_is_found_across_pieces_and_blocks(
             good.append((line, [v for _, v in fields]))
         lines.append(text)
         line += 1 + text.count("\n")
-    got = load(write(tmp_path, "r.csv", "\n".join(lines) + "\n"), escape_char=escape,
+    got = load(write_file(tmp_path / "r.csv", "\n".join(lines) + "\n"), escape_char=escape,
                max_field_bytes=1024, tuning=tuning)  # fmt: skip
     assert [b.line for b in got.bad] == bad
     assert [b for b in got.bad if not b.reason.startswith("malformed quoting: text after")] == []
@@ -295,12 +289,12 @@ UNTERMINATED = "line 1: the header has an unterminated quote: the quote that ope
     ],
 )  # fmt: skip
 def test_broken_quoting_in_the_header_is_named(tmp_path: Path, data: str, message: str) -> None:
-    path = write(tmp_path, "h.csv", data)
+    path = write_file(tmp_path / "h.csv", data)
     assert load_error(path) == f"{path}: {message}"
 
 
 def test_unterminated_quote_in_a_long_header(tmp_path: Path) -> None:
-    path = write(tmp_path, "h.csv", 'a,"b\n' + "1,2\n" * 400_000)
+    path = write_file(tmp_path / "h.csv", 'a,"b\n' + "1,2\n" * 400_000)
     assert load_error(path) == (
         f"{path}: line 1: the header has an unterminated quote: the quote that opens column 2 "
         "is never closed within the first 1048576 bytes"
@@ -320,33 +314,33 @@ def test_unterminated_quote_in_a_long_header(tmp_path: Path) -> None:
 def test_delimiters(
     tmp_path: Path, name: str, data: str, options: dict[str, Any], expected: dict[str, str]
 ) -> None:
-    got = load(write(tmp_path, name, data), **options)
+    got = load(write_file(tmp_path / name, data), **options)
     assert got.rows == [expected]
     assert got.source.delimiter == (options.get("delimiter") or ("\t" if "t" in name[-3:] else ","))
 
 
 def test_header_only_file_has_no_rows(tmp_path: Path) -> None:
     for i, data in enumerate(["a,b\n", "a,b", "a,b\r\n\r\n", "a,b\r\n", "a,b\r"]):
-        got = load(write(tmp_path, f"h{i}.csv", data))
+        got = load(write_file(tmp_path / f"h{i}.csv", data))
         assert got.source.columns == ["a", "b"]
         assert got.rows == [] and got.bad == []
 
 
 def test_blank_lines_are_not_records(tmp_path: Path) -> None:
-    got = load(write(tmp_path, "b.csv", "a\n\n1\n\n\n2\n\n"))
+    got = load(write_file(tmp_path / "b.csv", "a\n\n1\n\n\n2\n\n"))
     assert got.rows == [{"a": "1"}, {"a": "2"}]
     assert got.lines == [3, 6]
 
 
 def test_nul_byte_is_a_bad_record(tmp_path: Path) -> None:
-    got = load(write(tmp_path, "n.csv", b"a,b\n1,x\x00y\n2,z\n"))
+    got = load(write_file(tmp_path / "n.csv", b"a,b\n1,x\x00y\n2,z\n"))
     assert got.rows == [{"a": "2", "b": "z"}]
     assert [(b.line, b.reason, b.column) for b in got.bad] == [(2, 'NUL byte in column "b"', "b")]
 
 
 def test_field_over_the_limit_rejects_the_record_not_the_file(tmp_path: Path) -> None:
     big = "x" * (10 * 1024 * 1024 + 1)
-    got = load(write(tmp_path, "big.csv", f"a,b\n1,ok\n2,{big}\n3,ok\n"))
+    got = load(write_file(tmp_path / "big.csv", f"a,b\n1,ok\n2,{big}\n3,ok\n"))
     assert [r["a"] for r in got.rows] == ["1", "3"]
     assert got.lines == [2, 4]
     [bad] = got.bad
@@ -359,7 +353,7 @@ def test_field_over_the_limit_rejects_the_record_not_the_file(tmp_path: Path) ->
 
 def test_field_limit_is_configurable(tmp_path: Path) -> None:
     data = f"a,b\n1,{'1' * 1024}\n2,{'1' * 1025}\n"
-    got = load(write(tmp_path, "f.csv", data), max_field_bytes=1024)
+    got = load(write_file(tmp_path / "f.csv", data), max_field_bytes=1024)
     assert got.lines == [2]
     assert bad_of(got) == [(3, 'value in column "b" is 1025 bytes, over the 1024-byte limit '
                                "(input.max_field_bytes)")]  # fmt: skip
@@ -370,7 +364,7 @@ def test_field_limit_is_configurable(tmp_path: Path) -> None:
 
 
 def test_utf8_bom_is_stripped(tmp_path: Path) -> None:
-    got = load(write(tmp_path, "bom.csv", "\ufeffphone,name\n013800138000,张三\n"))
+    got = load(write_file(tmp_path / "bom.csv", "\ufeffphone,name\n013800138000,张三\n"))
     assert got.source.encoding == "utf-8-sig"
     assert got.source.columns == ["phone", "name"]
     assert got.rows == [{"phone": "013800138000", "name": "张三"}]
@@ -378,7 +372,7 @@ def test_utf8_bom_is_stripped(tmp_path: Path) -> None:
 
 def test_gb18030_round_trips_chinese(tmp_path: Path) -> None:
     text = "手机号,姓名,城市\n13800138000,张三,北京\n13800138001,李四𠀀,上海\n"
-    got = load(write(tmp_path, "gb.csv", text, "gb18030"))
+    got = load(write_file(tmp_path / "gb.csv", text, encoding="gb18030"))
     assert got.source.encoding == "gb18030"
     assert got.source.columns == ["手机号", "姓名", "城市"]
     assert got.rows == [
@@ -392,23 +386,25 @@ def test_gb18030_round_trips_chinese(tmp_path: Path) -> None:
     [("utf-8", "utf-8"), ("gb18030", "gb18030"), ("gbk", "gb18030"), ("utf-16", "utf-16")],
 )
 def test_auto_detects_the_encoding(tmp_path: Path, encoding: str, detected: str) -> None:
-    got = load(write(tmp_path, "x.csv", "姓名,城市\n张三,北京\n", encoding))
+    got = load(write_file(tmp_path / "x.csv", "姓名,城市\n张三,北京\n", encoding=encoding))
     assert got.source.encoding == detected
     assert got.rows == [{"姓名": "张三", "城市": "北京"}]
 
 
 def test_pure_ascii_is_utf8(tmp_path: Path) -> None:
-    assert load(write(tmp_path, "a.csv", "a\n1\n")).source.encoding == "utf-8"
+    assert load(write_file(tmp_path / "a.csv", "a\n1\n")).source.encoding == "utf-8"
 
 
 def test_explicit_encoding_wins(tmp_path: Path) -> None:
-    got = load(write(tmp_path, "l.csv", "name\ncafé\n", "latin-1"), encoding="latin-1")
+    got = load(
+        write_file(tmp_path / "l.csv", "name\ncafé\n", encoding="latin-1"), encoding="latin-1"
+    )
     assert got.source.encoding == "iso8859-1"
     assert got.rows == [{"name": "café"}]
 
 
 def test_undecodable_start_is_refused_with_advice(tmp_path: Path) -> None:
-    message = load_error(write(tmp_path, "x.csv", b"name\n\x80\xff\x80\n"))
+    message = load_error(write_file(tmp_path / "x.csv", b"name\n\x80\xff\x80\n"))
     assert "cannot tell the encoding" in message and "input.encoding" in message
 
 
@@ -421,7 +417,7 @@ def test_wrong_encoding_later_in_the_file_is_a_bad_record_not_garbled(tmp_path: 
     head = "id,name,city\n" + _utf8_rows(30_000)
     assert len(head.encode()) > 1 << 20
     data = head.encode() + "30000,王五,上海\n".encode("gb18030") + b"30001,ok,ok\n"
-    got = load(write(tmp_path, "mixed.csv", data))
+    got = load(write_file(tmp_path / "mixed.csv", data))
     assert got.source.encoding == "utf-8"
     assert len(got.rows) == 30_001
     assert got.rows[-1] == {"id": "30001", "name": "ok", "city": "ok"}
@@ -434,13 +430,13 @@ def test_wrong_encoding_later_in_the_file_is_a_bad_record_not_garbled(tmp_path: 
 
 def test_undecodable_gb18030_record(tmp_path: Path) -> None:
     data = "a,b\n1,张三\n".encode("gb18030") + b"2,\x80x\n" + "3,李四\n".encode("gb18030")
-    got = load(write(tmp_path, "g.csv", data), encoding="gb18030")
+    got = load(write_file(tmp_path / "g.csv", data), encoding="gb18030")
     assert got.rows == [{"a": "1", "b": "张三"}, {"a": "3", "b": "李四"}]
     assert bad_of(got) == [(3, 'undecodable bytes (not valid gb18030) in column "b"')]
 
 
 def test_literal_replacement_character_is_refused(tmp_path: Path) -> None:
-    got = load(write(tmp_path, "r.csv", "a,b\n1,ok\n2,bad\ufffd\n"))
+    got = load(write_file(tmp_path / "r.csv", "a,b\n1,ok\n2,bad\ufffd\n"))
     assert got.lines == [2]
     assert bad_of(got) == [
         (3, 'replacement character U+FFFD in column "b" (the text was garbled before export)')
@@ -448,7 +444,10 @@ def test_literal_replacement_character_is_refused(tmp_path: Path) -> None:
 
 
 def test_utf16_excel_unicode_text(tmp_path: Path) -> None:
-    got = load(write(tmp_path, "excel.txt", "姓名\t城市\r\n张三\t北京\r\n", "utf-16"), format="tsv")
+    got = load(
+        write_file(tmp_path / "excel.txt", "姓名\t城市\r\n张三\t北京\r\n", encoding="utf-16"),
+        format="tsv",
+    )
     assert got.source.encoding == "utf-16"
     assert got.rows == [{"姓名": "张三", "城市": "北京"}]
 
@@ -458,7 +457,7 @@ def test_utf16_excel_unicode_text(tmp_path: Path) -> None:
 
 
 def test_empty_file(tmp_path: Path) -> None:
-    assert load_error(write(tmp_path, "e.csv", b"")).endswith("file is empty")
+    assert load_error(write_file(tmp_path / "e.csv", b"")).endswith("file is empty")
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -466,7 +465,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_duplicate_header_names(tmp_path: Path) -> None:
-    message = load_error(write(tmp_path, "d.csv", "phone,name,phone,x,x\n1,2,3,4,5\n"))
+    message = load_error(write_file(tmp_path / "d.csv", "phone,name,phone,x,x\n1,2,3,4,5\n"))
     assert 'duplicate column names in the header: "phone" (columns 1, 3); "x" (columns 4, 5)' in (
         message
     )
@@ -479,24 +478,24 @@ def test_parquet_named_csv(tmp_path: Path) -> None:
 
 
 def test_gzip_named_csv(tmp_path: Path) -> None:
-    message = load_error(write(tmp_path, "g.csv", gzip.compress(b"a\n1\n")))
+    message = load_error(write_file(tmp_path / "g.csv", gzip.compress(b"a\n1\n")))
     assert "gzip-compressed but its name does not end in .gz; rename it to g.csv.gz" in message
 
 
 def test_binary_garbage_named_csv(tmp_path: Path) -> None:
     data = random.Random(1).randbytes(4096)
-    message = load_error(write(tmp_path, "b.csv", data))
+    message = load_error(write_file(tmp_path / "b.csv", data))
     assert "binary data" in message or "cannot tell the encoding" in message
 
 
 def test_xlsx_named_csv(tmp_path: Path) -> None:
-    message = load_error(write(tmp_path, "x.csv", b"PK\x03\x04" + b"\x00" * 100))
+    message = load_error(write_file(tmp_path / "x.csv", b"PK\x03\x04" + b"\x00" * 100))
     assert "a ZIP archive (an Excel .xlsx workbook?)" in message
 
 
 def test_unknown_extension(tmp_path: Path) -> None:
-    assert "set input.format" in load_error(write(tmp_path, "x.dat", "a\n1\n"))
-    assert load(write(tmp_path, "y.dat", "a\n1\n"), format="csv").rows == [{"a": "1"}]
+    assert "set input.format" in load_error(write_file(tmp_path / "x.dat", "a\n1\n"))
+    assert load(write_file(tmp_path / "y.dat", "a\n1\n"), format="csv").rows == [{"a": "1"}]
 
 
 def test_options_are_validated() -> None:
@@ -511,20 +510,20 @@ def test_options_are_validated() -> None:
 
 
 def test_gzip_csv_and_jsonl(tmp_path: Path) -> None:
-    got = load(write(tmp_path, "a.csv.gz", gzip.compress("a,b\n1,张三\n".encode())))
+    got = load(write_file(tmp_path / "a.csv.gz", gzip.compress("a,b\n1,张三\n".encode())))
     assert got.source.compressed and got.rows == [{"a": "1", "b": "张三"}]
-    got = load(write(tmp_path, "a.jsonl.gz", gzip.compress(b'{"a": 1}\n')))
+    got = load(write_file(tmp_path / "a.jsonl.gz", gzip.compress(b'{"a": 1}\n')))
     assert got.source.format == "jsonl" and got.rows == [{"a": "1"}]
 
 
 def test_truncated_gzip_is_refused_before_reading(tmp_path: Path) -> None:
     data = gzip.compress(("a,b\n" + "1,2\n" * 10_000).encode())
-    message = load_error(write(tmp_path, "t.csv.gz", data[: len(data) // 2]))
+    message = load_error(write_file(tmp_path / "t.csv.gz", data[: len(data) // 2]))
     assert "truncated gzip file" in message
 
 
 def test_gzip_bomb_guard(tmp_path: Path) -> None:
-    path = write(tmp_path, "bomb.csv.gz", gzip.compress(b"a\n" + b"1\n" * 100_000))
+    path = write_file(tmp_path / "bomb.csv.gz", gzip.compress(b"a\n" + b"1\n" * 100_000))
     assert "max_decompressed_bytes" in load_error(path, max_decompressed_bytes=10_000)
 
 
@@ -536,7 +535,7 @@ def test_gzip_truncated_after_opening_delivers_what_was_read(
     rows = "".join(f'{{"a": "{i}"}}\n' if "jsonl" in name else f"{i}\n" for i in range(300_000))
     text = ("" if "jsonl" in name else "a\n") + rows
     data = gzip.compress(text.encode(), mtime=0)
-    path = write(tmp_path, name, data)
+    path = write_file(tmp_path / name, data)
     opts = InputOptions(batch_rows=10_000)
     source = open_source(path, opts)
     path.write_bytes(data[: len(data) * 3 // 4])
@@ -559,7 +558,7 @@ def test_gzip_truncated_after_opening_delivers_what_was_read(
 
 
 def test_gz_that_is_not_gzip(tmp_path: Path) -> None:
-    assert "not gzip-compressed" in load_error(write(tmp_path, "n.csv.gz", "a\n1\n"))
+    assert "not gzip-compressed" in load_error(write_file(tmp_path / "n.csv.gz", "a\n1\n"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -587,7 +586,7 @@ JSONL = (
 
 def test_jsonl_records_and_reasons(tmp_path: Path) -> None:
     cols = ["phone", "n", "f", "g", "ok", "no", "z", "missing"]
-    got = load(write(tmp_path, "a.jsonl", JSONL), columns=cols)
+    got = load(write_file(tmp_path / "a.jsonl", JSONL), columns=cols)
     assert got.source.format == "jsonl" and got.source.has_header_columns is False
     assert got.source.columns == ["phone", "n", "f", "g", "ok", "no", "z"]
     assert got.rows[0] == {
@@ -620,22 +619,26 @@ def test_jsonl_records_and_reasons(tmp_path: Path) -> None:
 
 def test_jsonl_deep_nesting_is_a_bad_record(tmp_path: Path) -> None:
     deep = "[" * 100_000 + "]" * 100_000
-    got = load(write(tmp_path, "d.jsonl", '{"a": 1}\n' + deep + '\n{"a": 2}\n'), columns=["a"])
+    got = load(
+        write_file(tmp_path / "d.jsonl", '{"a": 1}\n' + deep + '\n{"a": 2}\n'), columns=["a"]
+    )
     assert got.lines == [1, 3]
     assert bad_of(got) == [(2, "invalid JSON: nested too deeply")]
 
 
 def test_jsonl_encodings(tmp_path: Path) -> None:
-    got = load(write(tmp_path, "bom.jsonl", '\ufeff{"名": "张三"}\n'), columns=["名"])
+    got = load(write_file(tmp_path / "bom.jsonl", '\ufeff{"名": "张三"}\n'), columns=["名"])
     assert got.rows == [{"名": "张三"}]
     data = '{"a": "张三"}\n'.encode("gb18030") + b'{"a": "\x80"}\n{"b": 1}\n'
-    got = load(write(tmp_path, "gb.jsonl", data), columns=["a"], encoding="gb18030")
+    got = load(write_file(tmp_path / "gb.jsonl", data), columns=["a"], encoding="gb18030")
     assert got.rows == [{"a": "张三"}, {"a": None}]
     assert bad_of(got) == [(2, 'undecodable bytes (not valid gb18030) in column "a"')]
 
 
 def test_jsonl_utf16(tmp_path: Path) -> None:
-    path = write(tmp_path, "u.jsonl", '{"名": "张三"}\r\n\r\n{"名": 1}\r\n', "utf-16")
+    path = write_file(
+        tmp_path / "u.jsonl", '{"名": "张三"}\r\n\r\n{"名": 1}\r\n', encoding="utf-16"
+    )
     got = load(path, columns=["名"])
     assert got.source.encoding == "utf-16"
     assert got.rows == [{"名": "张三"}, {"名": "1"}]
@@ -644,7 +647,7 @@ def test_jsonl_utf16(tmp_path: Path) -> None:
 
 def test_jsonl_overlong_line_is_skipped_not_held(tmp_path: Path) -> None:
     long = '{"a": "' + "x" * 3_000_000 + '"}'
-    got = load(write(tmp_path, "l.jsonl", f'{{"a": 1}}\n{long}\n{{"a": 2}}\n'), columns=["a"],
+    got = load(write_file(tmp_path / "l.jsonl", f'{{"a": 1}}\n{long}\n{{"a": 2}}\n'), columns=["a"],
                max_field_bytes=1024)  # fmt: skip
     assert got.rows == [{"a": "1"}, {"a": "2"}]
     assert [(b.line, b.reason, b.raw) for b in got.bad] == [
@@ -654,7 +657,7 @@ def test_jsonl_overlong_line_is_skipped_not_held(tmp_path: Path) -> None:
 
 def test_jsonl_nul_and_field_limit(tmp_path: Path) -> None:
     data = f'{{"a": "x\\u0000y"}}\n{{"a": "{"1" * 1025}"}}\n{{"a": "{"1" * 1024}"}}\n'
-    got = load(write(tmp_path, "n.jsonl", data), columns=["a"], max_field_bytes=1024)
+    got = load(write_file(tmp_path / "n.jsonl", data), columns=["a"], max_field_bytes=1024)
     assert got.lines == [3]
     assert [b.reason for b in got.bad] == [
         'NUL byte in column "a"',
@@ -741,7 +744,7 @@ def test_parquet_batches_and_row_numbers(tmp_path: Path) -> None:
 
 
 def test_not_really_parquet(tmp_path: Path) -> None:
-    assert "not a Parquet file" in load_error(write(tmp_path, "x.parquet", "a,b\n1,2\n"))
+    assert "not a Parquet file" in load_error(write_file(tmp_path / "x.parquet", "a,b\n1,2\n"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -796,7 +799,7 @@ def test_batches_are_bounded_and_lose_nothing(tmp_path: Path) -> None:
             lines.append(f'{i},"two\nlines",x')
         else:
             lines.append(f"{i:011d},name{i},{i}")
-    got = load(write(tmp_path, "big.csv", "\n".join(lines) + "\n"), batch_rows=50_000)
+    got = load(write_file(tmp_path / "big.csv", "\n".join(lines) + "\n"), batch_rows=50_000)
     assert len(got.batches) >= 3
     assert [b.index for b in got.batches] == list(range(len(got.batches)))
     assert all(b.table.num_rows + len(b.bad) <= 50_000 for b in got.batches)
@@ -857,7 +860,7 @@ def test_matches_a_reference_reader_across_blocks(
         text = text.replace(",", ";").replace("\n", "\r\n")
         good = [(ln, [v.replace(",", ";").replace("\n", "\r\n") for v in r]) for ln, r in good]
         data, options["delimiter"] = text.encode("gb18030"), ";"
-    got = load(write(tmp_path, "r.csv", data), tuning=SMALL_BLOCKS, **options)
+    got = load(write_file(tmp_path / "r.csv", data), tuning=SMALL_BLOCKS, **options)
     assert [(ln, list(r.values())) for ln, r in zip(got.lines, got.rows, strict=True)] == good
     assert [b.line for b in got.bad] == bad
 
@@ -869,13 +872,13 @@ def test_quoted_crlf_across_a_block_boundary(tmp_path: Path) -> None:
     pad = 4095 - len(head) - len('1,"ab')
     data = head + "0," + "y" * (pad - 4) + '\r\n1,"ab\r\ncd"\r\n2,z\r\n'
     assert data.index("ab\r\ncd") + 2 == 4095
-    got = load(write(tmp_path, "crlf.csv", data), max_field_bytes=1024, tuning=SMALL_BLOCKS)
+    got = load(write_file(tmp_path / "crlf.csv", data), max_field_bytes=1024, tuning=SMALL_BLOCKS)
     assert got.rows[-2:] == [{"a": "1", "b": "ab\r\ncd"}, {"a": "2", "b": "z"}]
     assert got.lines[-2:] == [803, 805]
 
 
 def test_a_batch_may_hold_only_bad_records(tmp_path: Path) -> None:
-    got = load(write(tmp_path, "bad.csv", "a,b\n" + "x\n" * 10 + "1,2\n"), batch_rows=3)
+    got = load(write_file(tmp_path / "bad.csv", "a,b\n" + "x\n" * 10 + "1,2\n"), batch_rows=3)
     assert [(b.table.num_rows, len(b.bad)) for b in got.batches] == [(0, 3), (0, 3), (0, 3), (1, 1)]
     assert [b.line for b in got.bad] == list(range(2, 12))
     assert got.lines == [12]
@@ -885,7 +888,7 @@ def test_a_record_longer_than_a_block_stops_with_its_line(tmp_path: Path) -> Non
     rows = "".join(f"{i},x\n" for i in range(2000))
     data = "a,b\n" + rows + '1,"' + "y" * 20_000 + '"\n2,z\n'
     opts = InputOptions(max_field_bytes=1024, batch_rows=500)
-    source = open_source(write(tmp_path, "long.csv", data), opts)
+    source = open_source(write_file(tmp_path / "long.csv", data), opts)
     delivered = 0
     with pytest.raises(LoadError, match=r"line 2002: a record is too long to read"):
         for batch in iter_batches(source, opts, tuning=SMALL_BLOCKS):
@@ -908,7 +911,7 @@ def test_sample_files_load(tmp_path: Path) -> None:
 
 def test_stopping_early_releases_the_reader(tmp_path: Path) -> None:
     # Arrow's reader thread waits for the consumer; closing the generator must free it.
-    path = write(tmp_path, "many.csv", "a,b\n" + "".join(f"{i},x\n" for i in range(200_000)))
+    path = write_file(tmp_path / "many.csv", "a,b\n" + "".join(f"{i},x\n" for i in range(200_000)))
     opts = InputOptions(batch_rows=100, max_field_bytes=1024)
     source = open_source(path, opts)
     for _ in range(3):

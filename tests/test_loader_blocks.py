@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.json as pajson
 import pytest
-from csvfiles import reference
+from helpers import reference
 
 from importer.errors import LoadError
 from importer.load import BadRecord, InputOptions, ReadStats, Tuning, iter_batches, open_source

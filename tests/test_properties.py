@@ -12,7 +12,6 @@ or removed.
 
 from __future__ import annotations
 
-import csv
 import json
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from helpers import write_csv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -134,14 +134,6 @@ def tables(draw: Any) -> list[list[str]]:
     return [draw(row_strategy(i)) for i in range(n)]
 
 
-def write(path: Path, rows: list[list[str]]) -> Path:
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        w = csv.writer(fh)  # default dialect: quotes what needs quoting, CRLF line ends
-        w.writerow(COLUMNS)
-        w.writerows(rows)
-    return path
-
-
 def outcomes(path: Path, batch_rows: int) -> list[tuple[int, tuple[Any, ...]]]:
     """(line, outcome) of every record of the file, in file order."""
     options = InputOptions(batch_rows=batch_rows)
@@ -195,8 +187,8 @@ def test_one_cell_never_changes_another_rows_outcome(
     changed = [list(r) for r in rows]
     changed[j][k] = new.draw(cells | cell(where[1]), label="new cell")
     d = tmp_path_factory.mktemp("prop")
-    a = outcomes(write(d / "a.csv", rows), batch_rows)
-    b = outcomes(write(d / "b.csv", changed), batch_rows)
+    a = outcomes(write_csv(d / "a.csv", COLUMNS, rows, lineterminator="\r\n"), batch_rows)
+    b = outcomes(write_csv(d / "b.csv", COLUMNS, changed, lineterminator="\r\n"), batch_rows)
 
     # every record is accounted for, once, at the line where it starts
     assert [line for line, _ in a] == expected_lines(rows)

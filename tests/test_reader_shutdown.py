@@ -12,13 +12,14 @@ message.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-DMIMPORT = Path(sys.executable).with_name("dmimport")
+import pytest
+from helpers import start_dmimport
+
+pytestmark = pytest.mark.slow  # 36 runs of the command
 
 CONFIG = """
 job: {kind: user, primary_keys: [phone]}
@@ -29,15 +30,7 @@ columns:
 
 
 def _run(cwd: Path, *args: str) -> tuple[int | str, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
-    proc = subprocess.Popen(
-        [str(DMIMPORT), *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_dmimport(*args, cwd=cwd)
     try:
         out, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
@@ -47,6 +40,7 @@ def _run(cwd: Path, *args: str) -> tuple[int | str, str, str]:
     return proc.returncode, out, err
 
 
+@pytest.mark.timeout(300)  # 36 runs of the command, two at a time
 def test_preview_never_aborts_or_hangs_when_the_reader_stops(tmp_path: Path) -> None:
     (tmp_path / "job.yaml").write_text(CONFIG, encoding="utf-8")
     (tmp_path / "small.yaml").write_text(

@@ -6,20 +6,20 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import remount
-from csvfiles import write_csv
+from helpers import dmimport, start_dmimport, write_csv
 
 from importer.pipeline import list_runs, run, validate
 from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox
+
+pytestmark = pytest.mark.slow  # full disks, subprocesses
 
 COLUMNS = ["phone", "email", "name", "age"]
 
@@ -146,12 +146,7 @@ def _people(path: Path, n: int, version: str = "v1") -> Path:
 
 
 def _cli(*args: str | Path, secret: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
-    env["DMART_SECRET"] = secret
-    return subprocess.Popen(
-        [sys.executable, "-m", "importer.cli", *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+    return start_dmimport(*args, secret=secret)
 
 
 def test_two_runs_of_a_job_with_different_report_dirs_share_one_lock(
@@ -262,12 +257,6 @@ def _full_job(tmp_path: Path, reports: Path, state: Path) -> Path:
     return path
 
 
-def _run_cli(*args: str | Path, secret: str) -> subprocess.CompletedProcess[str]:
-    proc = _cli(*args, secret=secret)
-    out, err = proc.communicate(timeout=300)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
 def _stored(sb: Sandbox) -> dict[str, str]:
     return {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}
 
@@ -281,7 +270,7 @@ def test_a_full_ledger_disk_stops_the_run_with_exit_6_and_it_resumes(
     cfg = _full_job(tmp_path, tmp_path / "reports", state)
     n = 6000
     data = _people(tmp_path / "people.csv", n)
-    out = _run_cli("run", cfg, data, "--base-url", sb.url, "-q", "--json", secret=sb.secret)
+    out = dmimport("run", cfg, data, "--base-url", sb.url, "-q", "--json", secret=sb.secret)
     assert out.returncode == 6, out.stderr
     assert "Traceback" not in out.stderr
     summary = json.loads(out.stdout)
@@ -301,7 +290,7 @@ def test_a_full_ledger_disk_stops_the_run_with_exit_6_and_it_resumes(
     assert set(_stored(sb)) == ok
 
     remount(disk, "size=64m")  # room again
-    again = _run_cli("run", cfg, data, "--base-url", sb.url, "-q", "--json", secret=sb.secret)
+    again = dmimport("run", cfg, data, "--base-url", sb.url, "-q", "--json", secret=sb.secret)
     assert again.returncode == 0, again.stderr
     resumed = json.loads(again.stdout)
     assert resumed["resumed_from"] == summary["run_id"]
@@ -318,7 +307,7 @@ def test_a_full_report_disk_stops_the_run_with_exit_6_and_it_resumes(
     cfg = _full_job(tmp_path, disk, state)
     n = 6000
     data = _people(tmp_path / "people.csv", n)
-    out = _run_cli("run", cfg, data, "--base-url", sb.url, "-q", secret=sb.secret)
+    out = dmimport("run", cfg, data, "--base-url", sb.url, "-q", secret=sb.secret)
     assert out.returncode == 6, out.stderr
     run_dir = next(disk.iterdir())
     sent = len(_stored(sb))
@@ -334,7 +323,7 @@ def test_a_full_report_disk_stops_the_run_with_exit_6_and_it_resumes(
     assert (record.status, record.exit_code) == ("interrupted", 6)
 
     remount(disk, "size=64m")
-    again = _run_cli("run", cfg, data, "--base-url", sb.url, "-q", "--json", secret=sb.secret)
+    again = dmimport("run", cfg, data, "--base-url", sb.url, "-q", "--json", secret=sb.secret)
     assert again.returncode == 0, again.stderr
     resumed = json.loads(again.stdout)
     assert resumed["resumed_from"] == record.run_id
@@ -354,7 +343,7 @@ def test_no_room_for_a_new_ledger_exits_6_saying_nothing_was_sent(
     reports = tmp_path / "reports"
     cfg = _full_job(tmp_path, reports, state)
     data = _people(tmp_path / "people.csv", 10)
-    out = _run_cli("run", cfg, data, "--base-url", sb.url, "-q", secret=sb.secret)
+    out = dmimport("run", cfg, data, "--base-url", sb.url, "-q", secret=sb.secret)
     assert out.returncode == 6
     assert out.stderr == (
         f"error: no space left on device writing the ledger {state}: nothing was sent; "
@@ -369,7 +358,7 @@ def test_validate_on_a_full_report_disk_exits_6_in_one_line(
     disk = tmpfs("reports", "64k")
     cfg = _full_job(tmp_path, disk, tmp_path / "state.db")
     data = _people(tmp_path / "people.csv", 6000)
-    out = _run_cli("validate", cfg, data, "-q", secret="")
+    out = dmimport("validate", cfg, data, "-q", secret="")
     run_dir = next(disk.iterdir())
     assert out.returncode == 6
     assert out.stderr == (
@@ -384,7 +373,7 @@ def test_no_room_for_the_report_folder_exits_6_before_anything_is_sent(
     disk = tmpfs("reports", "1m", "nr_inodes=1")  # no inode left: mkdir finds no space
     cfg = _full_job(tmp_path, disk, tmp_path / "state.db")
     data = _people(tmp_path / "people.csv", 10)
-    out = _run_cli("run", cfg, data, "--base-url", "http://127.0.0.1:9", "-q", secret="x")
+    out = dmimport("run", cfg, data, "--base-url", "http://127.0.0.1:9", "-q", secret="x")
     assert out.returncode == 6
     assert out.stderr.startswith(f"error: no space left on device writing {disk}/full-")
     assert out.stderr.endswith(": nothing was sent; free space, then run the same command again\n")

@@ -417,7 +417,7 @@ def test_a_binary_parquet_column_that_is_not_text_is_left_out_of_the_proposal(
 def test_init_takes_the_encoding_the_refusal_asks_for(tmp_path: Path) -> None:
     # Found verifying issue 11 #1: init on a Latin-1 export said "set input.encoding", but a
     # new user has no config yet and init had no way to take it: a dead end.
-    from clirun import dmimport
+    from helpers import dmimport
 
     names = ["Õakman", "Müller", "Groß", "José"]
     text = "phone,name\n" + "".join(f"1390000{i:04d},{n}\n" for i, n in enumerate(names * 5))

@@ -31,14 +31,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from csvfiles import write_csv
+from helpers import cli_command, cli_env, write_csv
+from helpers import dmimport as run_dmimport
 
 from importer.errors import LoadError
 from importer.load import InputOptions, iter_batches, open_source
 from importer.sandbox import Faults, Sandbox
 from importer.sandbox.schema import Schema
 
-DMIMPORT = Path(sys.executable).with_name("dmimport")
+pytestmark = pytest.mark.slow  # the command in a subprocess, bombs
+
 CANARY = "SECRET-CANARY-7f3a9c"
 
 HEADER = ["手机号", "邮箱", "姓名", "年龄"]
@@ -61,13 +63,10 @@ send:
 def dmimport(*args: str | Path, cwd: Path, secret: str | None = CANARY,
              tty: bool = False) -> tuple[int, str, str]:  # fmt: skip
     """Run the CLI; with ``tty`` its stderr is a terminal, so the progress bar is drawn."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
-    if secret is not None:
-        env["DMART_SECRET"] = secret
-    cmd = [str(DMIMPORT), *map(str, args)]
     if not tty:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+        proc = run_dmimport(*args, cwd=cwd, secret=secret)
         return proc.returncode, proc.stdout, proc.stderr
+    env, cmd = cli_env(secret), cli_command(*args)
     master, slave = pty.openpty()
     # a 0x0 terminal would make the progress bar zero characters wide
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
@@ -672,9 +671,7 @@ def _dmimport_in_1gb(*args: str, cwd: Path) -> tuple[int, str, str]:
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
-    proc = subprocess.run([str(DMIMPORT), *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=120, preexec_fn=cap)  # fmt: skip
+    proc = run_dmimport(*args, cwd=cwd, preexec_fn=cap)
     return proc.returncode, proc.stdout, proc.stderr
 
 

@@ -6,23 +6,23 @@ signals: SIGINT and SIGTERM stop a run cleanly, children die with their parent (
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from csvfiles import write_csv
+from helpers import dmimport, read_results, start_dmimport, write_csv
 
 from importer.pipeline import run
 from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox
+
+pytestmark = pytest.mark.slow  # sender processes, signals
 
 COLUMNS = ["phone", "email", "name"]
 
@@ -54,12 +54,6 @@ def send(
 ) -> RunSummary:
     monkeypatch.setenv("DMART_SECRET", sb.secret)
     return run(cfg, [data], overrides={"target.base_url": sb.url, **overrides})
-
-
-def read_results(summary: RunSummary) -> list[dict[str, str]]:
-    assert summary.results_path is not None
-    with open(summary.results_path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
@@ -187,15 +181,10 @@ def test_failed_rows_are_counted_for_the_run_not_per_sender_process(
 
 # -- signals (issue 11 #17) ---------------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def start_run(sb: Sandbox, cfg: Path, data: Path, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "DMART_SECRET": sb.secret}
-    cmd = [sys.executable, "-m", "importer.cli", "run", str(cfg), str(data)]
-    cmd += ["--base-url", sb.url, "--quiet", "--json", *extra]
-    return subprocess.Popen(
-        cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    return start_dmimport(
+        "run", cfg, data, "--base-url", sb.url, "--quiet", "--json", *extra, secret=sb.secret,
         start_new_session=True,  # a process group of its own, as a terminal gives it
     )  # fmt: skip
 
@@ -277,29 +266,20 @@ def test_sigint_and_sigterm_stop_the_run_cleanly_and_it_resumes(
     assert counts["ok"] >= 100 and counts["not_sent"] > 0
     assert counts["ok"] + counts["not_sent"] == n
     assert summary["requests"] == sent(sb) == counts["ok"]
-    with open(summary["results"], newline="", encoding="utf-8") as fh:
-        results = list(csv.DictReader(fh))
+    results = read_results(summary)
     assert len(results) == n
     assert {r["errmsg"] for r in results if r["status"] == "not_sent"} == {
         "not sent: the run was interrupted"
     }
     assert list(tmp_path.rglob("*.tmp")) == []
-    listed = subprocess.run(
-        [sys.executable, "-m", "importer.cli", "runs", str(cfg), "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+    listed = dmimport("runs", cfg, "--json", timeout=60, check=True)
     last = json.loads(listed.stdout)[0]
     assert (last["run_id"], last["status"], last["exit_code"]) == (
         summary["run_id"], "interrupted", 128 + sig
     )  # fmt: skip
 
     sb.set_faults(Faults())
-    again = subprocess.run(
-        [sys.executable, "-m", "importer.cli", "run", str(cfg), str(data), "--base-url", sb.url,
-         "--quiet", "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "DMART_SECRET": sb.secret},
-    )  # fmt: skip
+    again = dmimport("run", cfg, data, "--base-url", sb.url, "--quiet", "--json", secret=sb.secret)
     assert again.returncode == 0, again.stderr
     resumed = json.loads(again.stdout)
     assert resumed["resumed_from"] == summary["run_id"]

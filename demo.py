@@ -1,8 +1,11 @@
 """``make demo``: start the bundled sandbox, import ``sample_data/`` with the bundled configs,
 print each run's summary and a few report lines, then stop the sandbox.
 
-The sandbox accepts a fake, public demo SECRET; real SECRETs only ever come from the
-environment.
+A script of the checkout, not part of the installed package: it reads ``configs/`` and
+``sample_data/`` next to it. Its reports go to ``build/demo/`` (``make clean`` removes them);
+its ledger lives and dies with the sandbox's temporary database, since it records deliveries
+to that sandbox only. The sandbox accepts a fake, public demo SECRET; real SECRETs only ever
+come from the environment.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .cli import render_summary
-from .pipeline import run
-from .sandbox import Sandbox
+from importer.cli import render_summary
+from importer.pipeline import run
+from importer.sandbox import Sandbox
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent
 
 JOBS = [
     ("configs/customers.yaml", ["sample_data/customers.csv", "sample_data/customers_gb18030.csv"]),
@@ -27,7 +30,7 @@ JOBS = [
 
 
 def main() -> int:
-    report_dir = ROOT / "reports" / "demo"
+    report_dir = ROOT / "build" / "demo"
     with tempfile.TemporaryDirectory() as tmp, Sandbox(db=Path(tmp) / "sandbox.db") as sandbox:
         os.environ["DMART_SECRET"] = sandbox.secret
         print(f"sandbox running at {sandbox.url}\n")
@@ -36,7 +39,10 @@ def main() -> int:
             summary = run(
                 ROOT / config,
                 [ROOT / f for f in files],
-                overrides={"target.base_url": sandbox.url},
+                overrides={
+                    "target.base_url": sandbox.url,
+                    "state.path": str(Path(tmp) / "state.db"),
+                },
                 report_dir=report_dir,
             )
             print(render_summary(summary))
