@@ -78,7 +78,7 @@ class Snapshot:
 
     keys: np.ndarray  # sorted int64
     done: np.ndarray  # int64: position the resumed runs reached, or FLOOR
-    ok_key: np.ndarray  # int64: ``_hash_key`` of the last ok hash
+    ok_key: np.ndarray  # int64: the key of the last ok hash (as stored), NO_HASH when none
     with_ok: bool  # whether ok_key was loaded (changed-only)
     last_pos: np.ndarray  # int64: the identity's last position (``rows.last_pos``)
     _directory: tuple[int, np.ndarray] | None = field(default=None, repr=False, compare=False)
