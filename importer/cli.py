@@ -539,8 +539,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         else:
             print("(run with --verbose for the traceback)", file=sys.stderr)
         return exitcodes.INTERNAL
-    parser.error(f"unknown command {args.command}")
-    return exitcodes.USAGE
+    parser.error(f"unknown command {args.command}")  # exits with the usage code, 2
 
 
 if __name__ == "__main__":  # pragma: no cover

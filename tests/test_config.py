@@ -331,6 +331,7 @@ def test_secret_in_secret_env_is_refused(tmp_path: Path) -> None:
     assert "daccb41a" not in str(ConfigError([problem]))  # the value is never echoed
 
 
+@pytest.mark.slow
 def test_lone_surrogate_is_refused_by_check_config_preview_and_run(tmp_path: Path) -> None:
     # YAML's "\uDFAA" is half of a UTF-16 pair: no file can hold such a column name, and a
     # JSONL file's "\udfaa" key once got past check-config to crash preview and run (exit 5).
@@ -375,6 +376,7 @@ def test_lone_surrogate_is_refused_by_check_config_preview_and_run(tmp_path: Pat
     ],
     ids=["job.name", "value", "default"],
 )
+@pytest.mark.slow
 def test_lone_surrogate_in_job_name_value_or_default_is_refused_not_a_crash(
     tmp_path: Path, line: str, path: str, extra: str | None
 ) -> None:

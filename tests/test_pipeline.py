@@ -318,6 +318,7 @@ def test_sample_data_imports_as_documented(
     assert ragged[0]["status"] == "rejected" and "fields" in ragged[0]["errmsg"]
 
 
+@pytest.mark.slow
 def test_two_sender_processes_deliver_everything_in_customer_order(
     fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -334,6 +335,7 @@ def test_two_sender_processes_deliver_everything_in_customer_order(
     assert stored == {f"0129{c:07d}": "v3" for c in range(300)}
 
 
+@pytest.mark.slow
 def test_two_sender_processes_abort_together_on_a_fatal_answer(
     fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

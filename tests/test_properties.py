@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from helpers import write_csv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -167,6 +168,7 @@ def expected_lines(rows: list[list[str]]) -> list[int]:
     return lines
 
 
+@pytest.mark.slow
 @settings(
     max_examples=100,
     deadline=None,

@@ -414,6 +414,7 @@ def test_a_binary_parquet_column_that_is_not_text_is_left_out_of_the_proposal(
     assert summary.exit_code == 0 and summary.counts["valid"] == n
 
 
+@pytest.mark.slow
 def test_init_takes_the_encoding_the_refusal_asks_for(tmp_path: Path) -> None:
     # Found verifying issue 11 #1: init on a Latin-1 export said "set input.encoding", but a
     # new user has no config yet and init had no way to take it: a dead end.
