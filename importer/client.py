@@ -130,19 +130,22 @@ class Client:
 
     def user(self, properties: Mapping[str, Any], callback: Callback | None = None) -> Outcome:
         """Upsert one customer."""
-        return self.send("user", protocol.user_body(dict(properties)), callback)
+        return self.send("user", self.profile.body("user", dict(properties)), callback)
 
     def user_delete(
         self, properties: Mapping[str, Any], callback: Callback | None = None
     ) -> Outcome:
         """Delete the customer(s) the primary-key values match."""
-        return self.send("user_delete", protocol.user_body(dict(properties)), callback)
+        return self.send(
+            "user_delete", self.profile.body("user_delete", dict(properties)), callback
+        )
 
     def event(
         self, event_name: str, properties: Mapping[str, Any], callback: Callback | None = None
     ) -> Outcome:
         """Record one event (``properties`` must hold ``event_id`` and ``create_time``)."""
-        return self.send("event", protocol.event_body(event_name, dict(properties)), callback)
+        body = self.profile.body("event", dict(properties), event_name)
+        return self.send("event", body, callback)
 
     def send(self, kind: str, body: bytes, callback: Callback | None = None) -> Outcome:
         """POST an already serialized body to call ``kind``: sign it, send it, classify.
@@ -159,7 +162,7 @@ class Client:
     # -- transport ---------------------------------------------------------------------------
 
     def _post(self, url: str, body: bytes) -> Outcome:
-        headers = protocol.auth_headers(self._secret, body, profile=self.profile)
+        headers = self.profile.auth_headers(self._secret, body)
         headers["Content-Type"] = CONTENT_TYPE
         start = time.perf_counter()
         try:
