@@ -66,7 +66,7 @@ from .ledger import (
 from .load import Batch, Source, expand_inputs, iter_batches, open_source
 from .map import Mapped, Mapper
 from .outcomes import NOT_SENT_MESSAGE, RowResult, Status
-from .protocol import Profile, header_problem
+from .protocol import header_problem
 from .report import (
     RESULT_SUFFIXES,
     PiiMask,
@@ -801,7 +801,7 @@ class Run:
 
         thread = threading.Thread(target=producer, name="dmimport-producer", daemon=True)
         cfg = self.config
-        profile = _profile(cfg)
+        profile = cfg.profile()
         transport: Transport | None = None
         sender: Sender | MultiProcessSender
         t = cfg.target
@@ -1164,10 +1164,6 @@ def _load_failure_batch(source: Source, message: str) -> Batch:
         raw=None,
         bad=[BadRecord(line=0, reason=message, column=None, raw=None)],
     )
-
-
-def _profile(config: Config) -> Profile:
-    return config.target.profile()
 
 
 def _default_transport(config: Config) -> Transport:

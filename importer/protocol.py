@@ -64,9 +64,16 @@ class Profile:
         """Path with the contract's ``debug`` query string."""
         return f"{self.paths[kind]}?debug={'true' if debug else 'false'}"
 
-    def auth_headers(self, secret: str, body: bytes) -> dict[str, str]:
-        """The auth headers of one attempt (a fresh timestamp each call)."""
-        return auth_headers(secret, body, profile=self)
+    def auth_headers(
+        self, secret: str, body: bytes, timestamp: str | None = None
+    ) -> dict[str, str]:
+        """The auth headers of one attempt (a fresh timestamp each call, unless given)."""
+        ts = timestamp if timestamp is not None else now_ms()
+        h = self.headers
+        out = {h.secret: secret, h.timestamp: ts}
+        if self.sign:
+            out[h.signature] = signature(secret, ts, body)
+        return out
 
     def body(self, kind: str, properties: dict[str, Any], event_name: str | None = None) -> bytes:
         """One record's request body (the mapper builds the same bytes, vectorised)."""
@@ -130,13 +137,8 @@ def header_problem(value: str) -> str | None:
 def auth_headers(
     secret: str, body: bytes, *, profile: Profile = DEFAULT_PROFILE, timestamp: str | None = None
 ) -> dict[str, str]:
-    """The three auth headers for one attempt (a fresh timestamp each time it is called)."""
-    ts = timestamp if timestamp is not None else now_ms()
-    h = profile.headers
-    out = {h.secret: secret, h.timestamp: ts}
-    if profile.sign:
-        out[h.signature] = signature(secret, ts, body)
-    return out
+    """The auth headers for one attempt under ``profile`` (``Profile.auth_headers``)."""
+    return profile.auth_headers(secret, body, timestamp)
 
 
 class ProtocolError(ValueError):

@@ -189,40 +189,38 @@ class Sender:
 
     async def _worker(self, source: RequestSource, on_result: OnResult) -> None:
         loop = asyncio.get_running_loop()
+        last = self._last
         while not self.stopping:
             request = await source.next_request()
             if request is None:
                 return
             keys = request.keys
-            if not self.ordered or not keys:
-                await self._send(request, on_result)
-                continue
-            order = keys if self.links is None else self.links.tokens(keys)
-            # Register in file order before any await, then wait for earlier requests of the
-            # same customer.
-            waits = [f for k in order if (f := self._last.get(k)) is not None]
-            done: asyncio.Future[None] = loop.create_future()
-            for k in order:
-                self._last[k] = done
-            try:
-                for f in waits:
-                    if not f.done():
-                        await f
-                await self._send(request, on_result)
-            finally:
-                done.set_result(None)
+            done: asyncio.Future[None] | None = None
+            if self.ordered and keys:
+                order = keys if self.links is None else self.links.tokens(keys)
+                # Register in file order before any await, then wait for earlier requests of
+                # the same customer.
+                waits = [f for k in order if (f := last.get(k)) is not None]
+                done = loop.create_future()
                 for k in order:
-                    if self._last.get(k) is done:
-                        del self._last[k]
-
-    async def _send(self, request: Request, on_result: OnResult) -> None:
-        """Deliver one request and answer each of its rows."""
-        if self.stopping or self._bound_reached():
-            result = not_sent()
-        else:
-            result = await self.deliver(request.body)
-        for token in request.rows:
-            on_result(token, result)
+                    last[k] = done
+            try:
+                if done is not None:
+                    for f in waits:
+                        if not f.done():
+                            await f
+                if self.stopping or self._bound_reached():
+                    result = not_sent()
+                else:
+                    result = await self.deliver(request.body)
+                for token in request.rows:
+                    on_result(token, result)
+            finally:
+                if done is not None:
+                    done.set_result(None)
+                    for k in order:
+                        if last.get(k) is done:
+                            del last[k]
 
     async def _attempt(self, body: bytes) -> tuple[Outcome, bool]:
         """One request; returns the outcome and whether the policy should retry it."""
