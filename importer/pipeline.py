@@ -79,7 +79,6 @@ from .report import (
     finish_atomic,
     read_results,
     without_row_values,
-    write_json_atomic,
     write_metrics,
 )
 from .send import (
@@ -591,7 +590,7 @@ class Run:
                 summary.aborted = f"{exc}: the metrics were not updated"
                 summary.exit_code = exitcodes.DISK_FULL
         try:
-            write_json_atomic(run_dir / "summary.json", summary.to_dict())
+            summary.write(run_dir)
         except DiskFullError as exc:
             self._lose_report(run_id, exc)
         if self.ledger is not None:

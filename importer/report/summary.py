@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .files import write_json_atomic
+
 
 @dataclass
 class RunSummary:
@@ -70,3 +72,9 @@ class RunSummary:
             "results": str(self.results_path) if self.results_path else None,
             "rejects": [str(p) for p in self.rejects_paths],
         }
+
+    def write(self, run_dir: Path) -> Path:
+        """``summary.json`` in ``run_dir``, written atomically; its path."""
+        path = run_dir / "summary.json"
+        write_json_atomic(path, self.to_dict())
+        return path
