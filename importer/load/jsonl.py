@@ -424,7 +424,7 @@ class _JsonBlocks:
         if columns is None:
             self.budget -= len(utf8)
             return [(start, end, None, None)]
-        self._odd_rows(table, columns, data, text, texts, odd)
+        _odd_rows(table, columns, data, text, texts, odd)
         table = pa.Table.from_arrays(columns, names=self.names)
         if not odd:
             return [(start, end, table, texts)]
@@ -502,31 +502,31 @@ class _JsonBlocks:
         except UnicodeDecodeError as exc:
             return data.count(b"\n", 0, exc.start)
 
-    def _odd_rows(
-        self,
-        table: pa.Table,
-        columns: list[pa.ChunkedArray],
-        data: bytes,
-        text: str,
-        texts: list[str],
-        odd: set[int],
-    ) -> None:
-        """Add the rows of a run Arrow read that must go line by line after all."""
-        if "\ufffd" in text:
-            odd.update(i for i, t in enumerate(texts) if "\ufffd" in t)
-        if _has_float(table.schema) and any(word in data for word in _NAN_WORDS):
-            odd.update(i for i, t in enumerate(texts) if "NaN" in t or "Infinity" in t)
-        for column in columns:
-            for chunk in column.chunks:
-                buf = chunk.buffers()[2]
-                if buf is not None and buf.size and not np.frombuffer(buf, np.uint8).all():
-                    odd.update(_matches(column.combine_chunks(), "\x00").tolist())
-                    break
-
     def _split(self, start: int, end: int, at: int) -> list[_Run]:
         """Line ``at`` one at a time, the lines around it with Arrow again."""
         self.budget -= int(self.ends[end - 1] - self.starts[start])
         return [*self._read(start, at), (at, at + 1, None, None), *self._read(at + 1, end)]
+
+
+def _odd_rows(
+    table: pa.Table,
+    columns: list[pa.ChunkedArray],
+    data: bytes,
+    text: str,
+    texts: list[str],
+    odd: set[int],
+) -> None:
+    """Add the rows of a run Arrow read that must go line by line after all."""
+    if "\ufffd" in text:
+        odd.update(i for i, t in enumerate(texts) if "\ufffd" in t)
+    if _has_float(table.schema) and any(word in data for word in _NAN_WORDS):
+        odd.update(i for i, t in enumerate(texts) if "NaN" in t or "Infinity" in t)
+    for column in columns:
+        for chunk in column.chunks:
+            buf = chunk.buffers()[2]
+            if buf is not None and buf.size and not np.frombuffer(buf, np.uint8).all():
+                odd.update(_matches(column.combine_chunks(), "\x00").tolist())
+                break
 
 
 def _text_like(t: pa.DataType) -> bool:
