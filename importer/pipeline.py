@@ -63,7 +63,7 @@ from .ledger import (
     place,
     position,
 )
-from .load import Batch, Source, expand_inputs, iter_batches, open_source
+from .load import BadRecord, Batch, Source, expand_inputs, iter_batches, open_source
 from .map import Mapped, Mapper
 from .outcomes import NOT_SENT_MESSAGE, RowResult, Status
 from .protocol import header_problem
@@ -1153,8 +1153,6 @@ def _empty_table() -> Any:
 
 
 def _load_failure_batch(source: Source, message: str) -> Batch:
-    from .load import BadRecord
-
     return Batch(
         source=source,
         index=-1,

@@ -919,3 +919,18 @@ def test_stopping_early_releases_the_reader(tmp_path: Path) -> None:
         first = next(batches)
         batches.close()  # type: ignore[attr-defined]
         assert list(first.lines) == list(range(2, 102))
+
+
+def test_load_imports_nothing_above_it() -> None:
+    # the first stage: only the bottom modules (errors) and its own package
+    import ast
+
+    import importer.load
+
+    allowed = {"errors"}
+    for path in Path(importer.load.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 2:
+                assert (node.module or "") in allowed, (path.name, node.module)
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert not (node.module or "").startswith("importer"), (path.name, node.module)
