@@ -16,6 +16,7 @@ from importer.outcomes import RowResult, Status, TransportFailure, TransportKind
 from importer.protocol import DEFAULT_PROFILE, Headers, Profile, user_body
 from importer.sandbox import FaultPlan, Faults, Sandbox
 from importer.send import Request, RequestSource, Sender, StreamTransport
+from importer.send.keylinks import KeyLinks
 from importer.send.ratelimit import RateLimiter
 from importer.send.retry import parse_retry_after, wait_for
 
@@ -209,3 +210,35 @@ def test_rate_limiter_spaces_request_starts_across_workers() -> None:
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.02 - 1e-9  # never faster than 50/s, whatever the worker count
     assert starts[-1] - starts[0] == pytest.approx(39 * 0.02)
+
+
+class _DictLinks:
+    """The reference: the same union-find over a dict."""
+
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        while x in self.parent:
+            x = self.parent[x]
+        return x
+
+    def tokens(self, keys: tuple[str, ...]) -> tuple[int, ...]:
+        roots: list[int] = []
+        for k in keys:
+            r = self.find(hash(k))
+            if r not in roots:
+                roots.append(r)
+        for r in roots[1:]:
+            self.parent[r] = roots[0]
+        return tuple(roots)
+
+
+@pytest.mark.parametrize("values", [5, 50, 5000])
+def test_key_links_order_rows_as_a_union_find_does(values: int) -> None:
+    rng = random.Random(values)
+    links, reference = KeyLinks(), _DictLinks()
+    for _ in range(values * 4):  # enough links to grow the table several times
+        keys = tuple(f"v{rng.randrange(values)}" for _ in range(rng.randint(1, 3)))
+        assert links.tokens(keys) == reference.tokens(keys), keys
+    assert len(links) == len(reference.parent)
