@@ -3,7 +3,8 @@
 
 The config validates its ``input:`` section with this model (a problem is reported with its key
 path, ``input.delimiter``, and the config's line); built directly (``InputOptions(...)``), a bad
-value raises ``ConfigError`` with the same paths and messages.
+value raises ``ConfigError`` with the same paths and messages (without the config's
+did-you-mean hints and YAML lines).
 """
 
 from __future__ import annotations

@@ -174,7 +174,8 @@ def _valid_utf8(data: Any, start: int, end: int) -> bool:
 
 
 class _Utf8Stream:
-    """A file-like object giving the file's text as valid UTF-8, for Arrow's CSV reader.
+    """The file's text as valid UTF-8, for Arrow's CSV reader (``read``) and for Python
+    (``read_bytes``).
 
     Undecodable bytes become U+FFFD (``substitutions`` counts them). The flags ``nul`` and
     ``fffd`` say whether a NUL or a U+FFFD has been handed on so far: a batch parsed from the
@@ -229,13 +230,7 @@ class _Utf8Stream:
         self.error: LoadError | None = None  # the file broke off (truncated gzip, size limit)
         self._lent = 0  # objects Arrow holds: the file object and the blocks it read
 
-    # -- the file-like API Arrow uses
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
+    # -- the reading side Arrow gets (through the file object csv.py's ``_ArrowFile`` wraps it in)
     def close(self) -> None:
         with self._cond:
             self.closed = True
