@@ -36,6 +36,8 @@ class Status(IntEnum):
 #: the reason given for every row an aborted run left behind (the abort's own reason is in
 #: the summary)
 NOT_SENT_MESSAGE = "not sent: the run was aborted"
+#: the reason given instead for every row an interrupted run (SIGINT, SIGTERM) did not send
+INTERRUPTED_MESSAGE = "not sent: the run was interrupted"
 
 
 @dataclass

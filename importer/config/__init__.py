@@ -28,7 +28,7 @@ The models are frozen; the mapper, loader and sender read them, never change the
 
 from .columns import CREATE_TIME, EVENT_ID, ColumnSpec
 from .job import EVENT_NAME_PLACEHOLDER
-from .model import Config, RetryOptions, check_columns
+from .model import Config, RetryOptions, check_columns, sending_problems
 from .validate import load_config, parse_config
 
 __all__ = [
@@ -41,4 +41,5 @@ __all__ = [
     "check_columns",
     "load_config",
     "parse_config",
+    "sending_problems",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from pydantic import (
@@ -11,10 +12,10 @@ from pydantic import (
 
 from ..errors import ConfigError, ConfigProblem
 from ..load import InputOptions
-from ..protocol import Profile
+from ..protocol import Profile, header_problem
 from .base import StrictModel, did_you_mean
 from .columns import CREATE_TIME, ColumnSpec
-from .job import Job
+from .job import EVENT_NAME_PLACEHOLDER, Job
 from .target import Target
 
 
@@ -132,6 +133,54 @@ def check_columns(config: Config, source_path: str, header: list[str]) -> None:
             problems.append(ConfigProblem(path, f"column '{column}' is not in {source_path}", hint))
     if problems:
         raise ConfigError(problems)
+
+
+def sending_problems(config: Config) -> tuple[str, list[ConfigProblem]]:
+    """What refuses a run that sends, besides its files' columns: ``job.event_name`` still
+    the placeholder ``init`` wrote (a ``--debug`` run accepts it), and the SECRET missing or
+    malformed in ``$<target.secret_env>``. Returns the SECRET and those problems; a problem
+    never quotes the SECRET."""
+    problems: list[ConfigProblem] = []
+    if not config.target.debug and config.job.event_name == EVENT_NAME_PLACEHOLDER:
+        problems.append(
+            ConfigProblem(
+                "job.event_name",
+                f"still the placeholder '{EVENT_NAME_PLACEHOLDER}' that `dmimport init` wrote",
+                hint="set the platform's event name (e.g. order_detail); "
+                "--debug and validate accept it",
+            )
+        )
+    name = config.target.secret_env
+    secret = os.environ.get(name, "")
+    if secret.strip() and any(ord(c) < 0x20 or ord(c) == 0x7F for c in secret):
+        problems.append(
+            ConfigProblem(
+                "target.secret_env",
+                f"environment variable {name} contains a control character "
+                "(a line break or tab, often from a Windows env file)",
+                hint="remove it; a SECRET is a UUID-like string",
+            )
+        )
+    elif secret.strip() and (problem := header_problem(secret)) is not None:
+        # sent anyway, it failed every row with UnicodeEncodeError, and the run ended
+        # as "the platform failed 200 rows in a row"
+        problems.append(
+            ConfigProblem(
+                "target.secret_env",
+                f"environment variable {name} contains {problem}",
+                hint="a SECRET is plain ASCII; a dash or quote pasted from a document "
+                "or a chat is often a look-alike (an em dash for '-'): retype it",
+            )
+        )
+    elif not secret.strip():
+        problems.append(
+            ConfigProblem(
+                "target.secret_env",
+                f"environment variable {name} is not set (it must hold the SECRET)",
+                hint=f"export {name}=<your SECRET> before running",
+            )
+        )
+    return secret, problems
 
 
 def _paths_reading(config: Config, column: str) -> list[str]:

@@ -66,3 +66,41 @@ class Batch:
     bad: list[BadRecord]
     #: Parquet only: the rows as read, original types, good and bad; row i is line first+i
     original: pa.RecordBatch | None = None
+
+    @classmethod
+    def failure(cls, source: Source, message: str) -> Batch:
+        """A batch holding only ``message``: the file broke mid-way (e.g. a truncated gzip),
+        and the failure becomes one bad record, on line 0, after the rows read."""
+        return cls(
+            source=source,
+            index=-1,
+            table=pa.table({}),
+            lines=np.zeros(0, dtype=np.int64),
+            raw=None,
+            bad=[BadRecord(line=0, reason=message, column=None, raw=None)],
+        )
+
+    def original_rows(self, lines: Sequence[int]) -> np.ndarray:
+        """Where the rows on ``lines`` are in a Parquet batch's ``original`` rows: they hold
+        every row of the batch, good and bad, in line order."""
+        bad = np.array([b.line for b in self.bad], dtype=np.int64)
+        every = np.sort(np.concatenate((self.lines, bad)))
+        return np.searchsorted(every, np.asarray(lines, dtype=np.int64))
+
+    def only(self, lines: set[int]) -> Batch:
+        """The rows on ``lines`` alone, good and bad (``dmimport retry``, held rows)."""
+        keep = np.flatnonzero(np.isin(self.lines, np.fromiter(lines, dtype=np.int64)))
+        bad = [b for b in self.bad if b.line in lines]
+        original = None
+        if self.original is not None:  # Parquet: the columns the job does not read are only here
+            kept = sorted([*self.lines[keep].tolist(), *(b.line for b in bad)])
+            original = self.original.take(pa.array(self.original_rows(kept), pa.int64()))
+        return Batch(
+            source=self.source,
+            index=self.index,
+            table=self.table.take(keep),
+            lines=self.lines[keep],
+            raw=[self.raw[i] for i in keep] if self.raw is not None else None,
+            bad=bad,
+            original=original,
+        )

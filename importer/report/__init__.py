@@ -10,13 +10,13 @@ A run writes, in its own directory under the report dir::
                                   one file per input file when there are several
                                   (rejects-<name>, unique: ``rejects``)
     summary.json                  counts by status and errcode, rate, duration, fingerprints
-                                  (``summary``)
+                                  (``summary``; the counts kept as lines are written: ``tally``)
 
 and, when asked, a Prometheus metrics file (``metrics``). Every file is written atomically
 (``files``); what a report may show of personal data is ``masking``'s.
 """
 
-from .files import file_fingerprint, finish_atomic, write_json_atomic
+from .files import file_fingerprint, finish_atomic, make_run_dir, write_json_atomic
 from .masking import PiiMask, without_row_values
 from .metrics import write_metrics
 from .rejects import RejectFiles, RejectRows, RejectsWriter, rejects_names
@@ -29,6 +29,7 @@ from .results import (
     read_results,
 )
 from .summary import RunSummary
+from .tally import Tally
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -41,8 +42,10 @@ __all__ = [
     "ResultRows",
     "ResultsWriter",
     "RunSummary",
+    "Tally",
     "file_fingerprint",
     "finish_atomic",
+    "make_run_dir",
     "read_results",
     "rejects_names",
     "without_row_values",

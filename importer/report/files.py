@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import NO_SPACE, DiskFullError
+from ..errors import NO_SPACE, ConfigError, ConfigProblem, DiskFullError
 
 
 @contextlib.contextmanager
@@ -27,6 +27,30 @@ def writing(path: Path) -> Iterator[None]:
         if exc.errno in NO_SPACE:
             raise DiskFullError(path) from None
         raise
+
+
+def make_run_dir(run_dir: Path, config_source: str = "") -> None:
+    """Create a run's report folder (owner-only). A full disk: ``DiskFullError`` (nothing was
+    sent); any other failure: ``ConfigError`` on ``report.dir`` of ``config_source``."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise DiskFullError(
+                run_dir,
+                f"no space left on device writing {run_dir}: nothing was sent; free space, "
+                "then run the same command again",
+            ) from None
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "report.dir",
+                    f"cannot create the report folder {run_dir}: {exc.strerror or exc}",
+                    hint="give a writable folder with --report-dir or report.dir",
+                )
+            ],
+            source=config_source,
+        ) from None
 
 
 def temp_path(path: Path) -> Path:

@@ -13,12 +13,16 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .files import finish_atomic, private_opener, temp_path, writing
+
+if TYPE_CHECKING:
+    from ..load import Batch
 
 
 @dataclass
@@ -173,6 +177,29 @@ class RejectFiles:
             writer = RejectsWriter(self.run_dir / self._names[index], self.sources[index])
             self._writers[index] = writer
         writer.write(rows)
+
+    def write_batch(self, index: int, batch: Batch, rows: np.ndarray) -> None:
+        """Append the original rows of ``batch`` (of ``sources[index]``) at the positions
+        ``rows`` of its table, and its bad records, in line order: whole rows as read for
+        Parquet, the original text for JSON Lines, the columns read for CSV."""
+        if len(rows) == 0 and not batch.bad:
+            return
+        lines = batch.lines
+        if batch.original is not None:
+            # Parquet: the original rows, original types, bad records included
+            wanted = sorted({int(lines[i]) for i in rows} | {b.line for b in batch.bad})
+            kept = batch.original.take(pa.array(batch.original_rows(wanted), pa.int64()))
+            self.write(index, RejectRows(pa.Table.from_batches([kept]), wanted, []))
+            return
+        raw: list[tuple[int, str]] = [(b.line, b.raw) for b in batch.bad if b.raw is not None]
+        table = None
+        table_lines: list[int] = []
+        if batch.raw is not None:
+            raw.extend((int(lines[i]), batch.raw[i]) for i in rows)
+        elif len(rows):
+            table = batch.table.take(rows)
+            table_lines = [int(lines[i]) for i in rows]
+        self.write(index, RejectRows(table, table_lines, raw))
 
     def close(self) -> list[Path]:
         """Finish every file; the paths of those that hold rows."""

@@ -14,10 +14,10 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,6 +25,9 @@ import pyarrow.csv as pacsv
 
 from .files import finish_atomic, private_opener, temp_path, writing
 from .masking import PiiMask
+
+if TYPE_CHECKING:
+    from ..ledger import QuietRows
 
 RESULT_COLUMNS = (
     "file",
@@ -85,6 +88,38 @@ class ResultRows:
                 "attempts": pa.array(self.attempts, pa.int32()),
                 "latency_ms": pa.array(self.latency_ms, pa.float64()),
             }
+        )
+
+    @classmethod
+    def held(cls, rows: QuietRows, paths: Sequence[Path], kind: str) -> ResultRows:
+        """The report lines of held rows that need no send (the end of a changed-only user
+        run), of the file ``paths[rows.file_index]``: ``unchanged`` (a customer's last row),
+        or ``skipped``, superseded by that row (``paths`` name its file)."""
+        status: list[str] = []
+        reason: list[str | None] = []
+        for unchanged, by in zip(rows.unchanged, rows.superseded_by, strict=True):
+            if unchanged:
+                status.append("unchanged")
+                reason.append(None)
+                continue
+            assert by is not None
+            status.append("skipped")
+            where = f"line {by[1]}"
+            if by[0] != rows.file_index:
+                where = f"{paths[by[0]].name} {where}"
+            reason.append(f"superseded by {where}, this customer's last row, unchanged")
+        n = len(rows.lines)
+        return cls(
+            file=str(paths[rows.file_index]),
+            kind=kind,
+            line=rows.lines,
+            identity=rows.identities,
+            status=status,
+            errcode=[None] * n,
+            errmsg=reason,
+            column=[None] * n,
+            attempts=[0] * n,
+            latency_ms=[None] * n,
         )
 
 

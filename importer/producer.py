@@ -1,0 +1,215 @@
+"""The producer thread's work: read each input file's batches, map them, ask the ledger which
+rows to send, and build the bodies of those -- everything a batch needs before the asyncio
+loop sends it (pyarrow releases the GIL for most of it).
+
+A batch travels as a ``BatchState``: the batch as read, its ``Mapped`` rows, and one outcome
+per row, filled in as the sender answers; ``importer.outputs`` writes its report lines once
+every row has one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config
+from .errors import LoadError
+from .ledger import BatchClassifier, BatchOutcomes, Held, Verdicts
+from .load import Batch, InputOptions, Source, iter_batches
+from .map import Mapped, Mapper
+from .outcomes import INTERRUPTED_MESSAGE, NOT_SENT_MESSAGE, Status
+from .report import ResultRows
+
+#: the report label of each status code, by code
+_LABELS = [Status(s).label for s in range(len(Status))]
+
+
+class BatchState:
+    """A mapped batch on its way through the sender, and its per-row outcomes."""
+
+    __slots__ = (
+        "attempts",
+        "batch",
+        "dispatched",
+        "errcode",
+        "errmsg",
+        "file_index",
+        "held",
+        "latency",
+        "ledger_fields",
+        "mapped",
+        "remaining",
+        "status",
+        "valid",
+    )
+
+    def __init__(
+        self,
+        batch: Batch,
+        mapped: Mapped,
+        valid_status: Status,
+        verdict: Verdicts | None = None,
+        file_index: int = 0,
+    ) -> None:
+        self.batch = batch
+        self.mapped = mapped
+        self.file_index = file_index
+        n = mapped.n
+        ok = mapped.errcode == 0
+        self.status = np.where(ok, int(valid_status), int(Status.REJECTED)).astype(np.int8)
+        #: rows whose outcome the end of the run decides (``BatchClassifier.held``): not
+        #: sent with this batch, and reported later
+        self.held = np.zeros(0, dtype=np.int64)
+        if verdict is not None:
+            self.status[ok & verdict.done] = int(Status.SKIPPED)
+            self.status[ok & verdict.unchanged] = int(Status.UNCHANGED)
+            self.held = np.flatnonzero(ok & verdict.held)
+            self.status[self.held] = int(Status.SKIPPED)
+            ok = ok & verdict.send
+        self.valid = np.flatnonzero(ok)
+        self.errcode: list[int | None] = [c or None for c in mapped.errcode.tolist()]
+        self.errmsg: list[str | None] = list(mapped.reason)
+        self.attempts = np.zeros(n, dtype=np.int32)
+        self.latency: list[float | None] = [None] * n
+        self.remaining = len(self.valid)
+        self.dispatched = False
+        #: what the ledger records of each row, made on the first outcome
+        self.ledger_fields: BatchOutcomes | None = None
+
+    def result_rows(self, kind: str, *, interrupted: bool) -> ResultRows:
+        """The batch's report lines, its bad records included, in line order; held rows
+        are left out (reported at the end of the run). ``interrupted``: rows not sent say
+        so."""
+        batch, mapped = self.batch, self.mapped
+        status = [_LABELS[s] for s in self.status.tolist()]
+        lines: list[int] = mapped.lines.tolist()
+        identity = list(mapped.identity)
+        errcode = self.errcode
+        errmsg = self.errmsg
+        column = list(mapped.column)
+        attempts: list[int] = self.attempts.tolist()
+        latency = self.latency
+        not_sent = INTERRUPTED_MESSAGE if interrupted else NOT_SENT_MESSAGE
+        for i, s in enumerate(status):
+            if s == "not_sent" and (errmsg[i] is None or errmsg[i] == NOT_SENT_MESSAGE):
+                errmsg[i] = not_sent
+        for bad in batch.bad:
+            lines.append(bad.line)
+            identity.append("")
+            status.append("rejected")
+            errcode.append(None)
+            errmsg.append(bad.reason)
+            column.append(bad.column)
+            attempts.append(0)
+            latency.append(None)
+        order = np.argsort(np.asarray(lines, dtype=np.int64), kind="stable")
+        if len(self.held):  # reported at the end of the run
+            keep = np.ones(len(lines), dtype=bool)
+            keep[self.held] = False
+            order = order[keep[order]]
+        pick = order.tolist()
+        return ResultRows(
+            file=str(batch.source.path),
+            kind=kind,
+            line=[lines[i] for i in pick],
+            identity=[identity[i] for i in pick],
+            status=[status[i] for i in pick],
+            errcode=[errcode[i] for i in pick],
+            errmsg=[errmsg[i] for i in pick],
+            column=[column[i] for i in pick],
+            attempts=[attempts[i] for i in pick],
+            latency_ms=[latency[i] for i in pick],
+        )
+
+
+class Producer:
+    """Reads, maps and classifies a run's batches, in file order (``batches``)."""
+
+    def __init__(
+        self,
+        config: Config,
+        mapper: Mapper,
+        sources: Sequence[Source],
+        *,
+        valid_status: Status,
+        only: dict[Path, set[int]] | None,
+        stop: threading.Event,
+    ) -> None:
+        self.config = config
+        self.input: InputOptions = config.input
+        self.mapper = mapper
+        self.sources = sources
+        self.valid_status = valid_status
+        self.only = only
+        #: set when nothing more will be sent: the batches still read get no bodies
+        self.stop = stop
+        self.columns = config.source_columns()
+
+    def batches(
+        self,
+        build_bodies: bool,
+        classifier: Callable[[], BatchClassifier] | None = None,
+        report_held: Callable[[Held], None] | None = None,
+    ) -> Iterator[BatchState]:
+        """Every batch of every source. ``classifier`` (resume, changed-only) makes the
+        classifier that gives the ledger's verdicts, called in the thread that iterates (its
+        ledger connection is that thread's own); ``report_held`` receives the held rows it
+        decides at the end."""
+        reader = classifier() if classifier is not None else None
+        try:
+            for index, source in enumerate(self.sources):
+                wanted = self.only.get(source.path) if self.only is not None else None
+                try:
+                    for batch in iter_batches(source, self.input, self.columns):
+                        if wanted is not None:
+                            batch = batch.only(wanted)
+                        yield self._state(batch, index, build_bodies, reader)
+                except LoadError as exc:
+                    # The file broke mid-way (e.g. truncated gzip): what was read is
+                    # reported; the failure itself becomes a report line too.
+                    failure = Batch.failure(source, str(exc))
+                    mapped = self.mapper.map_table(failure.table, failure.lines, build_bodies=False)
+                    yield BatchState(failure, mapped, self.valid_status, None, index)
+            if reader is not None and reader.holds_rows:
+                held = reader.held()
+                if report_held is not None:
+                    report_held(held)
+                yield from self._resend(held, build_bodies)
+        finally:
+            if reader is not None:
+                reader.close()
+
+    def _state(
+        self,
+        batch: Batch,
+        index: int,
+        build_bodies: bool,
+        classifier: BatchClassifier | None = None,
+    ) -> BatchState:
+        bodies = build_bodies and not self.stop.is_set()
+        mapped = self.mapper.map(batch, build_bodies=bodies)
+        verdict = None
+        if classifier is not None and bodies:
+            verdict = classifier.classify(mapped, index)
+        state = BatchState(batch, mapped, self.valid_status, verdict, index)
+        if len(state.valid) and mapped.bodies is not None:
+            mapped.bodies.build()  # here, not on the loop thread
+        return state
+
+    def _resend(self, held: Held, build_bodies: bool) -> Iterator[BatchState]:
+        """The end of a changed-only user run: the customers whose last row changed have
+        their held rows read again and sent, in file order (the earlier rows may hold values
+        the last leaves empty). Those superseded by an unchanged last row were reported
+        ``skipped`` (the last one ``unchanged``) by ``report_held``."""
+        for index in sorted(held.resend):
+            source = self.sources[index]
+            with contextlib.suppress(LoadError):  # reported by the first pass
+                for batch in iter_batches(source, self.input, self.columns):
+                    batch = batch.only(held.resend[index])
+                    if len(batch.lines) == 0:
+                        continue
+                    yield self._state(batch, index, build_bodies)

@@ -1,0 +1,64 @@
+"""What ``summary.json`` counts of the report lines as they are written: rows by status and
+by errcode, and the most frequent reasons (grouped without their row-specific values), each
+with an example ``file:line``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from .masking import without_row_values
+from .results import ResultRows
+
+#: statuses whose reason is not a problem: not counted among the reasons
+_FINE = frozenset(("ok", "unchanged", "valid"))
+
+
+class Tally:
+    """The counts of a run's report lines (``add`` each batch of them)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.counts: Counter[str] = Counter()
+        self.errcodes: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.examples: dict[str, str] = {}
+
+    def add(self, rows: ResultRows, file_name: str, *, reasons: bool = True) -> None:
+        """Count ``rows``, report lines of the file ``file_name``; their errcodes and reasons
+        too unless ``reasons`` is False."""
+        self.rows += len(rows)
+        self.counts.update(rows.status)
+        if not reasons:
+            return
+        for code, s, msg, ln in zip(rows.errcode, rows.status, rows.errmsg, rows.line, strict=True):
+            if s in _FINE:
+                continue
+            if code is not None:
+                self.errcodes[str(code)] += 1
+            if msg:
+                key = reason_key(msg)
+                self.reasons[key] += 1
+                self.examples.setdefault(key, f"{file_name}:{ln}")
+
+    def top_reasons(self, n: int = 5) -> list[dict[str, Any]]:
+        """The ``n`` most frequent reasons, with their row count and an example."""
+        return [
+            {"reason": r, "rows": k, "example": self.examples.get(r, "")}
+            for r, k in self.reasons.most_common(n)
+        ]
+
+
+def reason_key(msg: str) -> str:
+    """Group reasons without their row-specific values (quoted text; e-mails, phones and
+    values ``mask_pii`` masked, wherever they are: a platform's message may name the row)."""
+    out = []
+    quoted = False
+    for ch in without_row_values(msg):
+        if ch == "'":
+            quoted = not quoted
+            out.append("'…'" if quoted else "")
+            continue
+        if not quoted:
+            out.append(ch)
+    return "".join(out)[:200]
