@@ -17,7 +17,7 @@ and, when asked, a Prometheus metrics file (``metrics``). Every file is written 
 """
 
 from .files import file_fingerprint, finish_atomic, make_run_dir, write_json_atomic
-from .masking import PiiMask, without_row_values
+from .masking import PiiMask
 from .metrics import write_metrics
 from .rejects import RejectFiles, RejectRows, RejectsWriter, rejects_names
 from .results import (
@@ -48,7 +48,6 @@ __all__ = [
     "make_run_dir",
     "read_results",
     "rejects_names",
-    "without_row_values",
     "write_json_atomic",
     "write_metrics",
 ]
