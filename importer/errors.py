@@ -37,6 +37,8 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic_core import PydanticCustomError
+
 from . import exitcodes
 
 
@@ -152,3 +154,16 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+def escaped(text: str) -> str:
+    """``text`` printable and encodable: a lone surrogate becomes ``\\udfaa``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def rule_error(message: str, hint: str | None = None) -> PydanticCustomError:
+    """A validator error that keeps its own message and hint through pydantic (the config
+    reports errors of type ``dmimport`` with them as they are). A value quoted in them has its
+    lone surrogates escaped: pydantic cannot render them (UnicodeEncodeError)."""
+    hint = None if hint is None else escaped(hint)
+    return PydanticCustomError("dmimport", "{message}", {"message": escaped(message), "hint": hint})

@@ -12,18 +12,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
 )
-from pydantic_core import PydanticCustomError
+
+from ..errors import escaped
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-
-
-def rule_error(message: str, hint: str | None = None) -> PydanticCustomError:
-    """A validator error that keeps its own message and hint through pydantic. A value quoted
-    in them has its lone surrogates escaped: pydantic cannot render them (UnicodeEncodeError)."""
-    hint = None if hint is None else escaped(hint)
-    return PydanticCustomError("dmimport", "{message}", {"message": escaped(message), "hint": hint})
 
 
 def did_you_mean(word: str, choices: Iterator[str] | list[str] | set[str]) -> str | None:
@@ -43,11 +37,6 @@ class StrictModel(BaseModel):
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def escaped(text: str) -> str:
-    """``text`` printable and encodable: a lone surrogate becomes ``\\udfaa``."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def text_problems(data: Any) -> list[tuple[tuple[str, ...], str, str | None]]:

@@ -13,8 +13,9 @@ from pydantic import (
     model_validator,
 )
 
+from ..errors import rule_error
 from ..protocol import DATETIME_FORMAT
-from .base import StrictModel, did_you_mean, rule_error
+from .base import StrictModel, did_you_mean
 
 PropertyType = Literal["string", "integer", "number", "boolean", "datetime"]
 Transform = Literal["strip", "lower", "upper", "digits", "collapse_spaces", "nfkc"]

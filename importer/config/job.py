@@ -8,8 +8,9 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from ..errors import rule_error
 from ..protocol import Kind
-from .base import StrictModel, did_you_mean, rule_error, show
+from .base import StrictModel, did_you_mean, show
 from .columns import CREATE_TIME, EVENT_ID
 
 #: What ``dmimport init`` sets ``event_name`` to when no ``--event-name`` is given: valid, and

@@ -11,9 +11,10 @@ from pydantic import (
     model_validator,
 )
 
+from ..errors import rule_error
 from ..protocol import DEFAULT_BASE_URL, DEFAULT_HEADERS, DEFAULT_PATHS, Headers, Profile
 from ..secrets import looks_like_secret, watch_env
-from .base import ENV_NAME, HEADER_NAME, StrictModel, rule_error
+from .base import ENV_NAME, HEADER_NAME, StrictModel
 
 
 class PathsConfig(StrictModel):

@@ -12,8 +12,8 @@ from pydantic import (
     ValidationError,
 )
 
-from ..errors import ConfigError, ConfigProblem
-from .base import did_you_mean, escaped, show, text_problems
+from ..errors import ConfigError, ConfigProblem, escaped
+from .base import did_you_mean, show, text_problems
 from .columns import ColumnSpec
 from .job import cross_problems
 from .model import Config, with_event_defaults

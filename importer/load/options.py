@@ -14,25 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
 
-from ..errors import ConfigError, ConfigProblem
+from ..errors import ConfigError, ConfigProblem, rule_error
 
 FORMATS = ("auto", "csv", "tsv", "jsonl", "parquet")
 
 Format = Literal["auto", "csv", "tsv", "jsonl", "parquet"]
-
-
-def _rule_error(message: str, hint: str | None = None) -> PydanticCustomError:
-    """A validator error that keeps its message and hint: the config reports errors of type
-    ``dmimport`` with them as they are (see ``importer.config``'s ``rule_error``). A quoted
-    value has its lone surrogates escaped: pydantic cannot render them."""
-
-    def escaped(text: str) -> str:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-    hint = None if hint is None else escaped(hint)
-    return PydanticCustomError("dmimport", "{message}", {"message": escaped(message), "hint": hint})
 
 
 class InputOptions(BaseModel):
@@ -73,14 +60,14 @@ class InputOptions(BaseModel):
             try:
                 codecs.lookup(v)
             except LookupError:
-                raise _rule_error(f"unknown encoding '{v}'", "e.g. utf-8, gb18030, auto") from None
+                raise rule_error(f"unknown encoding '{v}'", "e.g. utf-8, gb18030, auto") from None
         return v
 
     @field_validator("delimiter")
     @classmethod
     def _delimiter(cls, v: str | None) -> str | None:
         if v is not None and (len(v) != 1 or not v.isascii() or v in '"\r\n'):
-            raise _rule_error(
+            raise rule_error(
                 f"delimiter must be one ASCII character other than a quote or a newline, got {v!r}",
                 r"e.g. ',', ';', '|' or '\t'",
             )
@@ -92,7 +79,7 @@ class InputOptions(BaseModel):
         if v is not None and (
             len(v) != 1 or not v.isascii() or v in '"\r\n' or v == info.data.get("delimiter")
         ):
-            raise _rule_error(
+            raise rule_error(
                 f"escape_char must be one ASCII character other than a quote, a newline or the "
                 f"delimiter, got {v!r}",
                 r"e.g. '\\' (a backslash)",
