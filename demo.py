@@ -16,8 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from importer.api import run
 from importer.cli import render_summary
-from importer.pipeline import run
 from importer.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent

@@ -1,6 +1,94 @@
-"""dmimport: bulk-import customer and event files into the Dmartech customer-data platform."""
+"""dmimport: bulk-import customer and event files into the Dmartech customer-data platform.
 
-from .errcodes import Category, ErrCode
+The Python API (docs/python-api.md)::
 
-__all__ = ["Category", "ErrCode"]
+    import importer
+
+    summary = importer.run("configs/customers.yaml", ["exports/customers.csv"])
+    print(summary.counts, summary.exit_code)
+
+``run``, ``arun``, ``validate``, ``preview``, ``retry``, ``list_runs`` and ``load_config`` are
+``importer.api``'s; ``Client`` and ``SDK`` the single-call SDK (``importer.client``, over
+``requests``); the exceptions ``importer.errors``'s. Each name is imported on first use, so
+``import importer`` loads neither the pipeline nor ``requests``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .api import arun, list_runs, load_config, preview, retry, run, validate
+    from .client import SDK, Client
+    from .config import Config
+    from .errors import (
+        ConfigError,
+        DiskFullError,
+        DmImportError,
+        Interrupted,
+        LedgerError,
+        LoadError,
+        LockedError,
+        NothingToRetry,
+        RunAborted,
+        UsageError,
+    )
+    from .outcomes import Status
+    from .report import RunSummary
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "SDK",
+    "Client",
+    "Config",
+    "ConfigError",
+    "DiskFullError",
+    "DmImportError",
+    "Interrupted",
+    "LedgerError",
+    "LoadError",
+    "LockedError",
+    "NothingToRetry",
+    "RunAborted",
+    "RunSummary",
+    "Status",
+    "UsageError",
+    "arun",
+    "list_runs",
+    "load_config",
+    "preview",
+    "retry",
+    "run",
+    "validate",
+]
+
+#: the module that defines each public name that is not an exception (those are ``.errors``'s)
+_HOMES = {
+    "run": ".api",
+    "arun": ".api",
+    "validate": ".api",
+    "preview": ".api",
+    "retry": ".api",
+    "list_runs": ".api",
+    "load_config": ".api",
+    "Config": ".config",
+    "RunSummary": ".report",
+    "Status": ".outcomes",
+    "Client": ".client",
+    "SDK": ".client",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name, ".errors")
+    if name not in __all__:
+        raise AttributeError(f"module 'importer' has no attribute '{name}'")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

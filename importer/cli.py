@@ -1,4 +1,4 @@
-"""The ``dmimport`` command line: parses arguments, calls the library, picks the exit code.
+"""The ``dmimport`` command line: parses arguments, calls ``importer.api``, renders the result.
 
 The exit codes are decided by ``importer.exitcodes`` (see docs/exit-codes.md): a run's from its
 outcome (``exitcodes.for_run``), an error's from its type (``exitcodes.for_exception``).
@@ -235,8 +235,21 @@ def _encoding_lines(files: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _job_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The command line's overrides, plus its documented default ``report.dir: reports`` (in
+    the working folder) when the config names no ``report.dir``: the library writes nowhere
+    it was not told to (``importer.api``)."""
+    from .api import load_config
+
+    overrides = _overrides(args)
+    config = load_config(args.config, overrides=overrides)
+    if "dir" not in config.report.model_fields_set:
+        overrides["report.dir"] = config.report.dir
+    return overrides
+
+
 def _cmd_run(args: argparse.Namespace, *, dry_run: bool) -> int:
-    from .pipeline import run
+    from .api import run
 
     if getattr(args, "full", False) and getattr(args, "changed_only", False):
         raise UsageError("--full and --changed-only exclude each other: pick one")
@@ -249,7 +262,7 @@ def _cmd_run(args: argparse.Namespace, *, dry_run: bool) -> int:
             args.config,
             args.files,
             dry_run=dry_run,
-            overrides=_overrides(args),
+            overrides=_job_overrides(args),
             report_dir=args.report_dir,
             progress=progress,
             full=getattr(args, "full", False),
@@ -335,16 +348,19 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_preview(args: argparse.Namespace) -> int:
-    from .preview import preview, render_preview
+    from .api import preview
+    from .previewer import render_preview
 
     print(render_preview(preview(args.config, args.file, n=args.n, scan_all=not args.quick)))
     return exitcodes.OK
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from .pipeline import list_runs
+    from .api import list_runs
 
-    records = list_runs(args.config, all_jobs=args.all_jobs, limit=args.n)
+    records = list_runs(
+        args.config, overrides=_job_overrides(args), all_jobs=args.all_jobs, limit=args.n
+    )
     if args.json:
         print(json.dumps([r.__dict__ for r in records], ensure_ascii=False, indent=2))
         return exitcodes.OK
@@ -363,14 +379,14 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
-    from .pipeline import retry
+    from .api import retry
 
     progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
     try:
         summary = retry(
             args.config,
             args.run,
-            overrides=_overrides(args),
+            overrides=_job_overrides(args),
             report_dir=args.report_dir,
             progress=progress,
             handle_signals=True,
@@ -455,9 +471,9 @@ def _terminated(signum: int, frame: Any) -> None:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from .job import load_job
+    from .api import load_config
 
-    cfg = load_job(args.config)
+    cfg = load_config(args.config)
     print(
         f"{args.config}: ok (job {cfg.job_name}, kind {cfg.job.kind}, {len(cfg.columns)} columns)"
     )

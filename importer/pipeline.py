@@ -30,13 +30,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import errno
-import fcntl
 import functools
 import hashlib
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -49,23 +46,16 @@ from .errors import (
     ConfigError,
     ConfigProblem,
     DiskFullError,
-    LedgerError,
-    LoadError,
-    LockedError,
-    NothingToRetry,
-    UsageError,
 )
 from .interrupts import Stopper
-from .job import load_job
 from .ledger import (
     BatchClassifier,
     Identities,
     Ledger,
     OutcomeRecorder,
     RunInfo,
-    lock_path,
-    place,
-    position,
+    adopt_old_ledger,
+    ledger_path,
 )
 from .load import Source, expand_inputs, open_source
 from .map import Mapper
@@ -73,13 +63,10 @@ from .outcomes import RowResult, Status
 from .outputs import RunOutputs, RunStart
 from .producer import BatchState, Producer
 from .report import (
-    RESULT_SUFFIXES,
     PiiMask,
     RunSummary,
     file_fingerprint,
-    finish_atomic,
     make_run_dir,
-    read_results,
 )
 from .send import (
     MultiProcessSender,
@@ -522,274 +509,3 @@ def _config_hash(config: Config) -> str:
     without `send` and `report`, so a resume with another --concurrency still resumes."""
     relevant = config.model_dump_json(exclude={"send", "report"})
     return hashlib.sha256(relevant.encode()).hexdigest()
-
-
-def _load(
-    config: Config | str | Path, overrides: dict[str, Any] | None
-) -> tuple[Config, Path | None]:
-    if isinstance(config, Config):
-        if overrides:
-            raise UsageError("overrides apply only when the config is given as a path")
-        return config, None
-    return load_job(Path(config), overrides=overrides), Path(config)
-
-
-def run(
-    config: Config | str | Path,
-    files: Sequence[str | Path],
-    *,
-    dry_run: bool = False,
-    overrides: dict[str, Any] | None = None,
-    report_dir: str | Path | None = None,
-    progress: ProgressFn | None = None,
-    full: bool = False,
-    changed_only: bool | None = None,
-    max_reject_rate: float | None = None,
-    metrics_file: str | Path | None = None,
-    handle_signals: bool = False,
-) -> RunSummary:
-    """Import ``files`` with ``config`` (a Config or a YAML path). Returns the run's summary.
-
-    Raises ConfigError (nothing sent) for a bad config, missing columns or a missing SECRET,
-    and LoadError for an input file that cannot be read at all. ``handle_signals`` (the CLI):
-    SIGINT and SIGTERM stop the run cleanly, see ``Run._signal_handlers``.
-    """
-    cfg, config_path = _load(config, overrides)
-    return Run(
-        cfg,
-        files,
-        dry_run=dry_run,
-        report_dir=report_dir,
-        progress=progress,
-        config_path=config_path,
-        full=full,
-        changed_only=changed_only,
-        max_reject_rate=max_reject_rate,
-        metrics_file=metrics_file,
-        handle_signals=handle_signals,
-    ).execute()
-
-
-def ledger_path(cfg: Config) -> Path:
-    """Where a job's ledger (and its lock) lives: ``state.path``, else ``<report.dir>/state.db``
-    with the config's ``report.dir``. ``--report-dir`` moves a run's reports, never the job's
-    ledger: two runs of the job with different report folders share one lock and one memory."""
-    if cfg.state.path:
-        return Path(cfg.state.path)
-    return Path(cfg.report.dir) / "state.db"
-
-
-def adopt_old_ledger(cfg: Config, report_dir: str | Path | None) -> Path | None:
-    """Move a ledger that dmimport up to 0.1 kept in ``--report-dir`` to the job's place.
-
-    Done when ``state.path`` is not set, the job's ledger does not exist yet and
-    ``<report_dir>/state.db`` does, under the job's lock at the new place and at the old
-    one (a run of the job holding either is left alone: its own lock says it is running).
-    The file moves with its ``-wal`` (committed outcomes a killed run left there), so the job
-    keeps its memory. Returns the old path when it moved it.
-    """
-    if cfg.state.path or report_dir is None:
-        return None
-    new = ledger_path(cfg)
-    old = Path(report_dir) / "state.db"
-    if os.path.lexists(new) or not old.is_file():
-        return None
-    new.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    job = cfg.job_name
-    fds: list[int] = []
-    try:
-        new_lock = lock_path(new, job)
-        for path in (new_lock, lock_path(old, job)):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            fds.append(fd)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if path == new_lock:
-                    return None  # a run of the job is going: its lock refuses this one next
-                raise LockedError(
-                    f"job '{job}' is already running with the ledger {old} (lock file "
-                    f"{path}); wait for it to finish, then run again"
-                ) from None
-        if os.path.lexists(new) or not old.is_file():
-            return None  # another run moved it while this one waited
-        # the -wal first, the database last: the new name never shows a database without
-        # the outcomes its -wal holds; the -shm is only an index, rebuilt from the -wal
-        for suffix in ("-wal", ""):
-            src = old.with_name(old.name + suffix)
-            if src.exists():
-                _move(src, new.with_name(new.name + suffix))
-        old.with_name(old.name + "-shm").unlink(missing_ok=True)
-    except OSError as exc:
-        raise LedgerError(
-            f"cannot move the ledger {old} to {new} ({exc.strerror or exc}); move it (with "
-            f"its -wal file) by hand, or set state.path: {old}"
-        ) from exc
-    finally:
-        for fd in fds:
-            os.close(fd)
-    log.warning(
-        "moved the ledger %s to %s: a job's ledger and lock now live with the job (state.path, "
-        "else report.dir), no longer in --report-dir",
-        old,
-        new,
-    )
-    return old
-
-
-def _move(src: Path, dst: Path) -> None:
-    """Rename ``src`` to ``dst``; across file systems, a copy fsynced under a temporary name."""
-    try:
-        os.rename(src, dst)
-        return
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.chmod(tmp, 0o600)
-    finish_atomic(tmp, dst)
-    src.unlink()
-
-
-def _ledger_for(cfg: Config, report_dir: str | Path | None) -> Ledger:
-    adopt_old_ledger(cfg, report_dir)
-    path = ledger_path(cfg)
-    if not path.exists():
-        raise UsageError(
-            f"no ledger at {path}: no run of this job has been recorded yet; "
-            "`dmimport run CONFIG FILES` records one (or set state.path to the job's ledger)"
-        )
-    return Ledger(path)
-
-
-def list_runs(
-    config: Config | str | Path,
-    *,
-    all_jobs: bool = False,
-    limit: int = 20,
-    report_dir: str | Path | None = None,
-) -> list[Any]:
-    """Past runs from the ledger, newest first (``RunRecord``s)."""
-    cfg, _ = _load(config, None)
-    ledger = _ledger_for(cfg, report_dir)
-    try:
-        return ledger.runs(None if all_jobs else cfg.job_name, limit=limit)
-    finally:
-        ledger.close()
-
-
-def retry(
-    config: Config | str | Path,
-    run_or_results: str | Path,
-    *,
-    overrides: dict[str, Any] | None = None,
-    report_dir: str | Path | None = None,
-    progress: ProgressFn | None = None,
-    handle_signals: bool = False,
-) -> RunSummary:
-    """Re-send only the rows that ended ``failed`` or ``not_sent`` in a run, read back from
-    their source files. ``run_or_results`` is a run id from the ledger or a results file.
-
-    Raises ``NothingToRetry`` (exit code 0) when no row is to be sent again, and
-    ``UsageError`` (exit code 2) when a run id is given and the job has no ledger yet."""
-    cfg, config_path = _load(config, overrides)
-    # (file, line, identity) of the rows to send again, and per identity the place of the
-    # last row of it the run delivered: a failed row that a later row of its customer
-    # overrode on the platform is not sent again (it would put the older values back)
-    todo: list[tuple[str, int, str]] = []
-    delivered: dict[str, tuple[int, str, int]] = {}
-    candidate = Path(run_or_results)
-    if candidate.suffix in RESULT_SUFFIXES and candidate.exists():
-        seen = [(r.file, r.line, r.identity, r.status) for r in read_results(candidate)]
-        # a run reads its files in the order of their paths (``expand_inputs``)
-        order = {f: i for i, f in enumerate(sorted({str(Path(f)) for f, *_ in seen}))}
-        for file, line, identity, status in seen:
-            if status in ("failed", "not_sent"):
-                todo.append((file, line, identity))
-            elif status in ("ok", "skipped", "unchanged") and identity:
-                at = (position(order[str(Path(file))], line), file, line)
-                if at > delivered.get(identity, (-1, "", 0)):
-                    delivered[identity] = at
-        file_index = dict(order)
-    else:
-        ledger = _ledger_for(cfg, report_dir)
-        try:
-            rows = ledger.failed_rows(str(run_or_results))
-            todo = [(f, ln, ident) for f, ln, ident, st in rows if st in ("failed", "not_sent")]
-            record = next(
-                (r for r in ledger.runs(None, limit=-1) if r.run_id == str(run_or_results)), None
-            )
-            if record is None:
-                if candidate.suffix in RESULT_SUFFIXES or len(candidate.parts) > 1:
-                    raise LoadError(f"{run_or_results}: no such file or directory")
-                raise LedgerError(
-                    f"run {run_or_results} is not in the ledger {ledger.path}; "
-                    "`dmimport runs CONFIG` lists the job's runs"
-                )
-            if record.job != cfg.job_name:
-                raise LedgerError(
-                    f"run {run_or_results} is a run of job '{record.job}', not of this "
-                    f"config's job '{cfg.job_name}': retry it with that job's config"
-                )
-            file_index = {}
-            if cfg.job.kind == "user":
-                places = {Path(f["path"]).resolve(): i for i, f in enumerate(record.files)}
-                names = {i: str(f["path"]) for i, f in enumerate(record.files)}
-                for file in {f for f, _, _ in todo}:
-                    if Path(file).resolve() in places:
-                        file_index[str(Path(file))] = places[Path(file).resolve()]
-                        names[places[Path(file).resolve()]] = file
-                found = ledger.delivered_positions(
-                    record.job, record.run_id, [i for _, _, i in todo]
-                )
-                for i, pos in found.items():
-                    at_file, at_line = place(pos)
-                    delivered[i] = (pos, names.get(at_file, ""), at_line)
-        finally:
-            ledger.close()
-    wanted: dict[Path, set[int]] = {}
-    superseded: list[str] = []
-    for file, line, identity in todo:
-        index = file_index.get(str(Path(file))) if cfg.job.kind == "user" else None
-        later = delivered.get(identity) if index is not None else None
-        if later is not None and index is not None and later[0] > position(index, line):
-            where = f"{later[1]}:{later[2]}" if later[1] else f"line {later[2]}"
-            superseded.append(f"{file}:{line} (by {where})")
-            continue
-        wanted.setdefault(Path(file), set()).add(line)
-    if superseded:
-        log.warning(
-            "not sent again: %d row(s) of %s whose customer's later row was delivered "
-            "(sending it would put the older values back): %s",
-            len(superseded),
-            run_or_results,
-            ", ".join(superseded[:5]) + (", ..." if len(superseded) > 5 else ""),
-        )
-    if not wanted:
-        if superseded:
-            raise NothingToRetry(
-                f"nothing to retry: every failed or not_sent row of {run_or_results} was "
-                "overridden by a later row of its customer that was delivered"
-            )
-        raise NothingToRetry(f"nothing to retry: {run_or_results} has no failed or not_sent rows")
-    return Run(
-        cfg,
-        [],
-        report_dir=report_dir,
-        progress=progress,
-        config_path=config_path,
-        only=wanted,
-        handle_signals=handle_signals,
-    ).execute()
-
-
-def validate(
-    config: Config | str | Path,
-    files: Sequence[str | Path],
-    *,
-    report_dir: str | Path | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> RunSummary:
-    """The dry run: local checks only, nothing sent."""
-    return run(config, files, dry_run=True, report_dir=report_dir, overrides=overrides)

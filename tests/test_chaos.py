@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from helpers import read_results, write_csv
 
-from importer.pipeline import run
+from importer.api import run
 from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox
 
@@ -98,6 +98,7 @@ def send(
         [data],
         overrides={"target.base_url": sb.url, **overrides},
         report_dir=tmp_path / "reports",
+        ledger=tmp_path / "state.db",
     )
 
 

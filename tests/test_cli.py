@@ -203,14 +203,15 @@ def test_a_closed_stdout_pipe_ends_quietly(
     ]
 
 
-# SIGTERM sent to this process while `importer.pipeline` is being imported (the signal is
-# delivered at the import of `importer.ledger`, which happens while the pipeline is imported)
+# SIGTERM sent to this process while the run path (`importer.api`, and the pipeline with it) is
+# being imported (the signal is delivered at the import of `importer.ledger`, which happens
+# while `importer.api` is imported)
 _SIGTERM_DURING_IMPORT = """
 import importlib.abc, os, signal, sys
 
 class SigtermOnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name == "importer.ledger" and "importer.pipeline" in sys.modules:
+        if name == "importer.ledger" and "importer.api" in sys.modules:
             sys.meta_path.remove(self)
             os.kill(os.getpid(), signal.SIGTERM)
         return None

@@ -20,9 +20,9 @@ import pytest
 from helpers import dmimport, read_results, start_dmimport, write_csv
 from oldledger import downgrade
 
+from importer.api import list_runs, retry, run
 from importer.errors import LedgerError, LoadError, LockedError, NothingToRetry
 from importer.ledger import Ledger
-from importer.pipeline import list_runs, retry, run
 from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from helpers import dmimport, read_results
 
+from importer.api import run
 from importer.errors import LoadError
 from importer.load import InputOptions, expand_inputs, iter_batches, open_source
-from importer.pipeline import run
 from importer.sandbox import Sandbox
 
 pytestmark = pytest.mark.slow  # the command in a subprocess, byte fuzzing
@@ -68,6 +68,7 @@ def test_one_gbk_line_in_a_utf8_file_rejects_that_line_and_stores_the_other_999(
         [data],
         overrides={"target.base_url": sb.url},
         report_dir=tmp_path / "rep",
+        ledger=tmp_path / "state.db",
     )
 
     stored = {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}

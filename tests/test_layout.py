@@ -17,7 +17,7 @@ from importer.protocol import DEFAULT_BASE_URL, DEFAULT_HEADERS, KINDS, Kind
 def test_the_run_path_does_not_import_requests() -> None:
     # a fresh interpreter: the test session itself has long imported requests (the SDK tests)
     code = (
-        "import sys, importer.pipeline\n"
+        "import sys, importer.api, importer.pipeline\n"
         "bad = sorted(m for m in sys.modules if m == 'requests' or m == 'importer.client')\n"
         "assert not bad, bad\n"
     )

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import read_results, write_csv
 
+from importer.api import run, validate
 from importer.errors import ConfigError
-from importer.pipeline import run, validate
 from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox
 
@@ -59,7 +59,9 @@ def send(
 ) -> RunSummary:  # fmt: skip
     monkeypatch.setenv("DMART_SECRET", sb.secret)
     ov = {"target.base_url": sb.url, **overrides}
-    return run(config, files, overrides=ov, report_dir=tmp_path / "reports")
+    return run(
+        config, files, overrides=ov, report_dir=tmp_path / "reports", ledger=tmp_path / "state.db"
+    )
 
 
 def customers_rows(n: int, prefix: str) -> list[list[str]]:
@@ -238,7 +240,11 @@ def test_fatal_auth_error_aborts_and_marks_the_rest_not_sent(
     cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=8))
     monkeypatch.setenv("DMART_SECRET", "not-the-right-secret")
     summary = run(
-        cfg, [data], overrides={"target.base_url": sb.url}, report_dir=tmp_path / "reports"
+        cfg,
+        [data],
+        overrides={"target.base_url": sb.url},
+        report_dir=tmp_path / "reports",
+        ledger=tmp_path / "state.db",
     )
     assert summary.exit_code == 3
     assert summary.aborted is not None and summary.aborted.startswith("20000 Authentication failed")
@@ -295,7 +301,7 @@ def test_missing_secret_is_a_config_error(tmp_path: Path) -> None:
     data = write_csv(tmp_path / "c.csv", ["phone", "email", "name", "age"], customers_rows(3, "1"))
     cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=4))
     with pytest.raises(ConfigError) as info:
-        run(cfg, [data], report_dir=tmp_path / "r")
+        run(cfg, [data], report_dir=tmp_path / "r", ledger=tmp_path / "state.db")
     assert "target.secret_env: environment variable DMART_SECRET is not set" in str(info.value)
 
 
@@ -350,6 +356,7 @@ def test_two_sender_processes_abort_together_on_a_fatal_answer(
         [data],
         overrides={"target.base_url": sb.url, "send.workers": 2},
         report_dir=tmp_path / "r",
+        ledger=tmp_path / "state.db",
     )
     assert summary.exit_code == 3
     assert summary.aborted is not None and summary.aborted.startswith("20000")

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 import yaml
 
+from importer.api import validate
 from importer.errors import ConfigError
 from importer.init import propose_config
 from importer.job import load_job, parse_job
 from importer.load import InputOptions, iter_batches, open_source
 from importer.map import Mapper
-from importer.pipeline import validate
-from importer.preview import Plan, PreviewRow, preview, render_preview
+from importer.previewer import Plan, PreviewRow, preview, render_preview
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "customers.yaml"

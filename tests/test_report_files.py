@@ -15,7 +15,7 @@ import pytest
 from conftest import remount
 from helpers import dmimport, start_dmimport, write_csv
 
-from importer.pipeline import list_runs, run, validate
+from importer.api import list_runs, run, validate
 from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox
 

@@ -18,6 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from importer.api import validate
 from importer.config import EVENT_NAME_PLACEHOLDER, Config
 from importer.init import (
     ScaffoldError,
@@ -29,7 +30,6 @@ from importer.init import (
     write_config,
 )
 from importer.job import load_job, parse_job
-from importer.pipeline import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "sample_data"
@@ -441,6 +441,6 @@ def test_init_takes_the_encoding_the_refusal_asks_for(tmp_path: Path) -> None:
 
 
 def test_the_run_path_does_not_import_the_init_wizard() -> None:
-    code = "import sys, importer.pipeline, importer.preview; print(' '.join(sys.modules))"
+    code = "import sys, importer.api; print(' '.join(sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert [m for m in out.stdout.split() if m.startswith("importer.init")] == []

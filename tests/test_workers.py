@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from helpers import dmimport, read_results, start_dmimport, write_csv
 
-from importer.pipeline import run
+from importer.api import run
 from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox
 

@@ -2,7 +2,8 @@
 
 ``store.Ledger`` is the file; ``batch`` is how the pipeline uses it (mapped batches in,
 verdicts and outcomes out); ``recorder`` commits a run's outcomes on a thread of its own and
-ends its record; ``rowhash`` the stable 64-bit hashes of identities and bodies.
+ends its record; ``rowhash`` the stable 64-bit hashes of identities and bodies; ``location``
+where a job's ledger lives; ``retry`` which rows a retry sends again.
 """
 
 from .batch import (
@@ -12,12 +13,12 @@ from .batch import (
     Identities,
     QuietRows,
     Verdicts,
-    place,
-    position,
 )
 from .classify import DONE, HELD, SEND, SUPERSEDED, UNCHANGED, RunInfo
+from .location import JobPlaces, adopt_old_ledger, ledger_path, open_job_ledger
 from .lock import lock_path
 from .recorder import OutcomeRecorder
+from .retry import RetryRows, rows_to_retry, rows_to_retry_from_run
 from .rowhash import ABSENT, as_keys, combine, hash64, hex16, keys64
 from .runs import RunRecord
 from .schema import SCHEMA_VERSION
@@ -35,18 +36,23 @@ __all__ = [
     "BatchOutcomes",
     "Held",
     "Identities",
+    "JobPlaces",
     "Ledger",
     "OutcomeRecorder",
     "QuietRows",
+    "RetryRows",
     "RunInfo",
     "RunRecord",
     "Verdicts",
+    "adopt_old_ledger",
     "as_keys",
     "combine",
     "hash64",
     "hex16",
     "keys64",
+    "ledger_path",
     "lock_path",
-    "place",
-    "position",
+    "open_job_ledger",
+    "rows_to_retry",
+    "rows_to_retry_from_run",
 ]

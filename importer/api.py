@@ -1,0 +1,330 @@
+"""The Python API: what ``import importer`` offers, and what the ``dmimport`` commands call.
+
+Every entry point takes the job's config as a ``Config`` or as the path of its YAML file, with
+optional ``overrides`` (dotted keys, as the command line's options: ``{"send.concurrency": 4}``)
+checked and reported exactly as a file's keys are (``ConfigError``).
+
+Nothing is written into the current folder unless you say so (docs/python-api.md):
+
+- a run's reports go to ``report_dir``, else to the config's ``report.dir`` when the config
+  (its file, its dict or an override) sets it; with neither, the run is refused with a
+  ``ConfigError`` before any file is read or any row is sent. The ``dmimport`` command keeps
+  its documented default (``reports`` in the working folder) by setting ``report.dir``.
+- the job's ledger is ``ledger``, else ``state.path``, else ``<report.dir>/state.db`` when the
+  config sets ``report.dir`` (never in ``report_dir``: runs with different report folders share
+  the job's ledger); with none of them, a run that would use a ledger is refused the same way
+  (or set ``state.enabled: false``).
+
+``run`` may be called from inside a running event loop (Jupyter, an async program): the job then
+runs on a worker thread, and ``run`` returns when it is over. ``arun`` is the same as an
+awaitable, which leaves the loop free meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .config import Config
+from .errors import ConfigError, ConfigProblem, LedgerError, LoadError, NothingToRetry
+from .job import load_job, parse_job
+from .ledger import RunRecord, open_job_ledger, rows_to_retry, rows_to_retry_from_run
+from .pipeline import ProgressFn, Run
+from .previewer import Preview
+from .previewer import preview as _preview
+from .report import RESULT_SUFFIXES, RunSummary, read_results
+
+__all__ = ["arun", "list_runs", "load_config", "preview", "retry", "run", "validate"]
+
+log = logging.getLogger("importer")
+
+ConfigLike = Config | str | Path
+T = TypeVar("T")
+
+
+def load_config(config: ConfigLike, *, overrides: dict[str, Any] | None = None) -> Config:
+    """The job config ``config`` (a ``Config``, or the path of a YAML file) with ``overrides``
+    applied, validated for a run: every problem in one ``ConfigError`` (with the file's line
+    numbers for a path). A ``Config`` without overrides is returned as it is."""
+    cfg, _ = _resolve(config, overrides)
+    return cfg
+
+
+def run(
+    config: ConfigLike,
+    files: Sequence[str | Path],
+    *,
+    overrides: dict[str, Any] | None = None,
+    report_dir: str | Path | None = None,
+    ledger: str | Path | None = None,
+    dry_run: bool = False,
+    changed_only: bool | None = None,
+    full: bool = False,
+    max_reject_rate: float | None = None,
+    metrics_file: str | Path | None = None,
+    progress: ProgressFn | None = None,
+    handle_signals: bool = False,
+) -> RunSummary:
+    """Import ``files`` (files, folders or glob patterns) with the job ``config``; the run's
+    summary (``summary.exit_code`` is what ``dmimport run`` would exit with).
+
+    ``report_dir``: where the run's report folder goes (else ``report.dir``); ``ledger``: the
+    job's ledger (else ``state.path``, else ``<report.dir>/state.db``); see the module's
+    docstring for what happens when neither is said. ``dry_run``: local checks only, nothing
+    sent. ``changed_only``: send only rows whose values changed since they were last delivered
+    (default: ``state.mode``); ``full``: send every row again (no resume, no skipping).
+    ``max_reject_rate``: the share of rejected rows tolerated before the run counts as failed.
+    ``metrics_file``: Prometheus metrics written there. ``progress``: called with running counts.
+    ``handle_signals`` (main thread only, what the command line does): SIGINT and SIGTERM stop
+    the run cleanly, its report written.
+
+    Raises ``ConfigError`` (nothing sent) for a bad config or override, missing columns, a
+    missing SECRET or no place for the reports or the ledger; ``LoadError`` for an input file
+    that cannot be read at all; ``LockedError`` when another run of the job is going.
+    """
+    cfg, config_path = _resolve(config, overrides)
+    cfg = _placed(cfg, config_path, report_dir, ledger, uses_ledger=not dry_run)
+    job = Run(
+        cfg,
+        files,
+        dry_run=dry_run,
+        report_dir=report_dir,
+        progress=progress,
+        config_path=config_path,
+        full=full,
+        changed_only=changed_only,
+        max_reject_rate=max_reject_rate,
+        metrics_file=metrics_file,
+        handle_signals=handle_signals,
+    )
+    return _outside_loop(job.execute)
+
+
+async def arun(
+    config: ConfigLike,
+    files: Sequence[str | Path],
+    *,
+    overrides: dict[str, Any] | None = None,
+    report_dir: str | Path | None = None,
+    ledger: str | Path | None = None,
+    dry_run: bool = False,
+    changed_only: bool | None = None,
+    full: bool = False,
+    max_reject_rate: float | None = None,
+    metrics_file: str | Path | None = None,
+    progress: ProgressFn | None = None,
+) -> RunSummary:
+    """``run`` as an awaitable: the job runs on a worker thread while the event loop goes on.
+    Same arguments and errors as ``run``. Cancelling the await does not stop the job (it ends
+    as ``run`` would); ``progress`` is called from the worker thread."""
+    return await asyncio.to_thread(
+        run,
+        config,
+        files,
+        overrides=overrides,
+        report_dir=report_dir,
+        ledger=ledger,
+        dry_run=dry_run,
+        changed_only=changed_only,
+        full=full,
+        max_reject_rate=max_reject_rate,
+        metrics_file=metrics_file,
+        progress=progress,
+    )
+
+
+def validate(
+    config: ConfigLike,
+    files: Sequence[str | Path],
+    *,
+    overrides: dict[str, Any] | None = None,
+    report_dir: str | Path | None = None,
+    progress: ProgressFn | None = None,
+) -> RunSummary:
+    """The dry run (``dmimport validate``): every row read, mapped and checked locally, the
+    report written; nothing sent, no SECRET needed, no ledger used."""
+    return run(
+        config, files, overrides=overrides, report_dir=report_dir, dry_run=True, progress=progress
+    )
+
+
+def preview(
+    config: ConfigLike,
+    file: str | Path,
+    *,
+    overrides: dict[str, Any] | None = None,
+    n: int = 20,
+    scan_all: bool = True,
+) -> Preview:
+    """The first ``n`` records of ``file`` as the exact bodies a run would send and their local
+    verdicts, and the plan (rows valid and rejected, by errcode) for the whole file (only the
+    shown rows with ``scan_all=False``). Writes nothing, sends nothing, needs no SECRET.
+    ``importer.previewer.render_preview`` renders it as ``dmimport preview`` prints it."""
+    cfg, _ = _resolve(config, overrides)
+    return _preview(cfg, file, n=n, scan_all=scan_all)
+
+
+def list_runs(
+    config: ConfigLike,
+    *,
+    overrides: dict[str, Any] | None = None,
+    all_jobs: bool = False,
+    limit: int = 20,
+    report_dir: str | Path | None = None,
+    ledger: str | Path | None = None,
+) -> list[RunRecord]:
+    """The job's past runs from its ledger, newest first (every job's with ``all_jobs``).
+
+    ``report_dir``: a folder an older dmimport may have left the job's ledger in (it is moved
+    to the job's place). ``UsageError`` when the job has no ledger yet."""
+    cfg, config_path = _resolve(config, overrides)
+    cfg = _placed(cfg, config_path, None, ledger, uses_ledger=True, writes_reports=False)
+    store = open_job_ledger(cfg, report_dir)
+    try:
+        return store.runs(None if all_jobs else cfg.job_name, limit=limit)
+    finally:
+        store.close()
+
+
+def retry(
+    config: ConfigLike,
+    run_or_results: str | Path,
+    *,
+    overrides: dict[str, Any] | None = None,
+    report_dir: str | Path | None = None,
+    ledger: str | Path | None = None,
+    progress: ProgressFn | None = None,
+    handle_signals: bool = False,
+) -> RunSummary:
+    """Send again only the rows that ended ``failed`` or ``not_sent`` in a run, read back from
+    their source files. ``run_or_results`` is a run id from the ledger or a results file
+    (``results.csv`` / ``results.jsonl``). A failed row whose customer's later row was
+    delivered is not sent again (it would put the older values back); a warning names them.
+
+    Raises ``NothingToRetry`` (exit code 0) when no row is to be sent again, ``UsageError``
+    (exit code 2) when a run id is given and the job has no ledger yet, ``LedgerError`` for a
+    run id the ledger does not know or that is another job's."""
+    cfg, config_path = _resolve(config, overrides)
+    cfg = _placed(cfg, config_path, report_dir, ledger, uses_ledger=True)
+    candidate = Path(run_or_results)
+    if candidate.suffix in RESULT_SUFFIXES and candidate.exists():
+        seen = [(r.file, r.line, r.identity, r.status) for r in read_results(candidate)]
+        rows = rows_to_retry(seen, cfg.job.kind)
+    else:
+        store = open_job_ledger(cfg, report_dir)
+        try:
+            found = rows_to_retry_from_run(store, str(run_or_results), cfg.job_name, cfg.job.kind)
+        finally:
+            store.close()
+        if found is None:
+            if candidate.suffix in RESULT_SUFFIXES or len(candidate.parts) > 1:
+                raise LoadError(f"{run_or_results}: no such file or directory")
+            raise LedgerError(
+                f"run {run_or_results} is not in the ledger {store.path}; "
+                "`dmimport runs CONFIG` lists the job's runs"
+            )
+        rows = found
+    if rows.superseded:
+        log.warning(
+            "not sent again: %d row(s) of %s whose customer's later row was delivered "
+            "(sending it would put the older values back): %s",
+            len(rows.superseded),
+            run_or_results,
+            ", ".join(rows.superseded[:5]) + (", ..." if len(rows.superseded) > 5 else ""),
+        )
+    if not rows.wanted:
+        if rows.superseded:
+            raise NothingToRetry(
+                f"nothing to retry: every failed or not_sent row of {run_or_results} was "
+                "overridden by a later row of its customer that was delivered"
+            )
+        raise NothingToRetry(f"nothing to retry: {run_or_results} has no failed or not_sent rows")
+    job = Run(
+        cfg,
+        [],
+        report_dir=report_dir,
+        progress=progress,
+        config_path=config_path,
+        only=rows.wanted,
+        handle_signals=handle_signals,
+    )
+    return _outside_loop(job.execute)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _resolve(config: ConfigLike, overrides: dict[str, Any] | None) -> tuple[Config, Path | None]:
+    """The validated config, and the path of its file when it was given as one."""
+    if isinstance(config, Config):
+        if not overrides:
+            return config, None
+        # the keys the config was given (its fields-set), as a file would hold them: an
+        # override is checked, and its problems worded, as for a file
+        data = config.model_dump(by_alias=True, exclude_unset=True)
+        return parse_job(data, "<config>", overrides), None
+    return load_job(Path(config), overrides=overrides), Path(config)
+
+
+def _sets_report_dir(cfg: Config) -> bool:
+    """Whether the config itself (its file, dict or an override) names ``report.dir``."""
+    return "dir" in cfg.report.model_fields_set
+
+
+def _placed(
+    cfg: Config,
+    config_path: Path | None,
+    report_dir: str | Path | None,
+    ledger: str | Path | None,
+    *,
+    uses_ledger: bool,
+    writes_reports: bool = True,
+) -> Config:
+    """``cfg`` with ``ledger`` as its ``state.path``; a ConfigError (before anything is read
+    or sent) when the reports or the ledger would go to a folder nobody named."""
+    problems: list[ConfigProblem] = []
+    if writes_reports and report_dir is None and not _sets_report_dir(cfg):
+        problems.append(
+            ConfigProblem(
+                "report.dir",
+                "no folder for the run's reports: neither report_dir nor report.dir is set",
+                hint="pass report_dir=... or set report.dir (the command line's default is "
+                "'reports', in the working folder)",
+            )
+        )
+    if ledger is not None:
+        state = cfg.state.model_copy(update={"path": str(ledger)})
+        cfg = cfg.model_copy(update={"state": state})
+    elif (
+        uses_ledger
+        and cfg.state.enabled
+        and not cfg.target.debug
+        and not cfg.state.path
+        and not _sets_report_dir(cfg)
+    ):
+        problems.append(
+            ConfigProblem(
+                "state.path",
+                "no place for the job's ledger: neither ledger, state.path nor report.dir is set",
+                hint="pass ledger=... or set state.path (or report.dir, the ledger then being "
+                "<report.dir>/state.db; or state.enabled: false for no ledger)",
+            )
+        )
+    if problems:
+        raise ConfigError(problems, source=str(config_path) if config_path else None)
+    return cfg
+
+
+def _outside_loop(job: Callable[[], T]) -> T:
+    """``job()``, on a worker thread when this thread runs an event loop (a run drives an
+    event loop of its own, and a thread has only one)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return job()
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dmimport") as pool:
+        return pool.submit(job).result()
