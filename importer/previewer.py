@@ -43,8 +43,6 @@ class Plan:
     valid: int
     rejected_by_errcode: dict[str, int]
     malformed: int  # records the loader could not read (wrong field count, bad JSON, ...)
-    #: new / changed / unchanged against the job's ledger, when it is known
-    ledger: dict[str, int] | None = None
     #: False when only the previewed rows were looked at (``scan_all=False``)
     scanned_all: bool = True
 
@@ -163,8 +161,6 @@ def _plan_lines(plan: Plan) -> Iterator[str]:
         member = ErrCode.lookup(int(code))
         table.append((f"  {code} {member.description if member else ''}".rstrip(), count))
     table.append(("malformed records", plan.malformed))
-    for key, count in (plan.ledger or {}).items():
-        table.append((key, count))
     width = max(len(label) for label, _ in table)
     digits = max(len(f"{count:,}") for _, count in table)
     for label, count in table:

@@ -122,13 +122,6 @@ def test_render_shows_each_row_and_an_aligned_plan() -> None:
     ]
 
 
-def test_ledger_counts_are_rendered_when_known() -> None:
-    p = preview(CONFIG, DATA, n=1)
-    p.plan.ledger = {"new": 7, "unchanged": 2}
-    text = render_preview(p)
-    assert "  new " in text and "  unchanged " in text
-
-
 def test_events_and_malformed_json_lines() -> None:
     p = preview(ROOT / "configs/order_events.yaml", ROOT / "sample_data/order_events.jsonl", n=4)
     assert [r.verdict for r in p.rows] == ["ok", "ok", "ok", "rejected"]
