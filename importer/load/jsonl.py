@@ -420,7 +420,7 @@ class _JsonBlocks:
                 return self._split(start, end, start + text)
         texts = text.split("\n")
         odd: set[int] = set()
-        columns = self._columns(table, odd)
+        columns = _text_columns(table, self.names, self.typed, odd)
         if columns is None:
             self.budget -= len(utf8)
             return [(start, end, None, None)]
@@ -467,34 +467,6 @@ class _JsonBlocks:
         self.parse_options = self._options()
         return True
 
-    def _columns(self, table: pa.Table, odd: set[int]) -> list[pa.ChunkedArray] | None:
-        """The requested columns as text, or None if one cannot be: adds to ``odd`` the rows
-        whose text may differ (a zero that may have been '-0')."""
-        columns = []
-        for name in self.names:
-            if name not in self.typed:
-                columns.append(table.column(name))
-                continue
-            if name not in table.column_names:  # in no line of the run
-                columns.append(pa.chunked_array([pa.nulls(table.num_rows, pa.string())]))
-                continue
-            column = table.column(name)
-            t = column.type
-            if pa.types.is_string(t):
-                pass
-            elif pa.types.is_null(t):
-                column = pa.chunked_array([pa.nulls(table.num_rows, pa.string())])
-            elif pa.types.is_boolean(t):
-                column = pc.if_else(column, "true", "false")
-            elif pa.types.is_int64(t):
-                zero = pc.fill_null(pc.equal(column, 0), False).to_numpy(zero_copy_only=False)
-                odd.update(np.flatnonzero(zero).tolist())
-                column = pc.cast(column, pa.string())
-            else:
-                return None
-            columns.append(column)
-        return columns
-
     def _decode(self, data: bytes) -> str | int:
         """The text, or the line (counted from 0) of the first undecodable bytes."""
         try:
@@ -506,6 +478,38 @@ class _JsonBlocks:
         """Line ``at`` one at a time, the lines around it with Arrow again."""
         self.budget -= int(self.ends[end - 1] - self.starts[start])
         return [*self._read(start, at), (at, at + 1, None, None), *self._read(at + 1, end)]
+
+
+def _text_columns(
+    table: pa.Table, names: list[str], typed: set[str], odd: set[int]
+) -> list[pa.ChunkedArray] | None:
+    """The requested columns ``names`` (``typed``: those read with inferred types) as text,
+    or None if one cannot be: adds to ``odd`` the rows whose text may differ (a zero that may
+    have been '-0')."""
+    columns = []
+    for name in names:
+        if name not in typed:
+            columns.append(table.column(name))
+            continue
+        if name not in table.column_names:  # in no line of the run
+            columns.append(pa.chunked_array([pa.nulls(table.num_rows, pa.string())]))
+            continue
+        column = table.column(name)
+        t = column.type
+        if pa.types.is_string(t):
+            pass
+        elif pa.types.is_null(t):
+            column = pa.chunked_array([pa.nulls(table.num_rows, pa.string())])
+        elif pa.types.is_boolean(t):
+            column = pc.if_else(column, "true", "false")
+        elif pa.types.is_int64(t):
+            zero = pc.fill_null(pc.equal(column, 0), False).to_numpy(zero_copy_only=False)
+            odd.update(np.flatnonzero(zero).tolist())
+            column = pc.cast(column, pa.string())
+        else:
+            return None
+        columns.append(column)
+    return columns
 
 
 def _odd_rows(

@@ -415,15 +415,23 @@ class _Utf8Stream:
         start = 3 if self._first and scratch.startswith(codecs.BOM_UTF8, 0, cut) else 0
         if start >= cut:
             return b"", final
-        # rfind: much faster than find for this pattern on CJK text
-        if not self.fffd and scratch.rfind(_FFFD, start, cut) >= 0:
-            self.fffd = True
-        piece: bytes | memoryview
-        if not _valid_utf8(scratch, start, cut):
-            piece = bytes(view[start:cut]).decode("utf-8", _ERRORS).encode()
-            self.fffd = True
-        else:
-            piece = view[start:cut]
-        if not self.nul and scratch.find(b"\x00", start, cut) >= 0:
-            self.nul = True
+        piece, fffd, nul = _utf8_piece(scratch, view, start, cut, self.fffd, self.nul)
+        self.fffd, self.nul = fffd, nul
         return piece, final
+
+
+def _utf8_piece(
+    scratch: bytearray, view: memoryview, start: int, cut: int, fffd: bool, nul: bool
+) -> tuple[bytes | memoryview, bool, bool]:
+    """``scratch[start:cut]`` as valid UTF-8 (invalid bytes become U+FFFD), and whether text
+    so far holds a U+FFFD and a NUL (``fffd`` and ``nul``: whether it did before)."""
+    # rfind: much faster than find for this pattern on CJK text
+    fffd = fffd or scratch.rfind(_FFFD, start, cut) >= 0
+    piece: bytes | memoryview
+    if not _valid_utf8(scratch, start, cut):
+        piece = bytes(view[start:cut]).decode("utf-8", _ERRORS).encode()
+        fffd = True
+    else:
+        piece = view[start:cut]
+    nul = nul or scratch.find(b"\x00", start, cut) >= 0
+    return piece, fffd, nul
