@@ -7,14 +7,12 @@ A batch's way through a run:
    (``config.sending_problems``). A mistake there refuses the whole run (``ConfigError``)
    before anything is sent.
 2. ``Run.execute`` creates the run's report folder, takes the job's ledger lock and begins the
-   run in the ledger; a ``ledger.OutcomeRecorder`` commits its outcomes on a thread of its own.
+   run in the ledger; an ``ledger.OutcomeRecorder`` commits its outcomes on a thread of its own.
 3. A producer thread (``producer.Producer``) reads each file's batches (``load``), maps them
    (``map``), asks the ledger which rows to send (resume, changed-only) and builds their
    bodies -- pyarrow releases the GIL for most of that -- then hands each batch, as a
    ``BatchState``, to the asyncio loop through a queue bounded to one batch, so memory stays
    flat however large the files. A batch with nothing to send is finished on its thread.
-   Rows a changed-only user run holds for their customer's last row are decided, reported or
-   read again and sent, once every file was read.
 4. On the loop, ``_QueueSource`` gives the sender (``send``) one valid row at a time; each
    answer fills in the row's outcome and goes to the ledger's buffer (flushed every 100 ms).
 5. Once every row of a batch has its outcome, ``outputs.RunOutputs.finish`` writes its report
