@@ -81,6 +81,7 @@ class RunOutputs:
         mask: PiiMask | None,
         recorder: OutcomeRecorder | None,
         dry_run: bool,
+        progress: Callable[[dict[str, int]], None] | None = None,
     ) -> None:
         self.kind = config.job.kind
         self.start = start
@@ -88,6 +89,7 @@ class RunOutputs:
         self.stopper = stopper
         self.recorder = recorder
         self.dry_run = dry_run
+        self._progress = progress
         self.results = ResultsWriter(start.run_dir, config.report.format, mask=mask)
         self.rejects = RejectFiles(start.run_dir, sources)
         self.tally = Tally()
@@ -120,6 +122,11 @@ class RunOutputs:
             with self._lock:
                 self._write(self.results.write, rows)
                 self.tally.add(rows, paths[quiet.file_index].name, reasons=False)
+
+    def show_progress(self) -> None:
+        """Hand the rows reported so far, by status, to the progress display."""
+        if self._progress is not None:
+            self._progress({"rows": self.tally.rows, **self.tally.counts})
 
     def _write(self, write: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> None:
         """Write to the report, unless its disk was found full: then sending stops."""

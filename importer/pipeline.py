@@ -218,6 +218,7 @@ class Run:
             mask=self.mask,
             recorder=recorder,
             dry_run=self.dry_run,
+            progress=self.progress,
         )
         aborted: str | None = None
         requests = 0
@@ -303,7 +304,7 @@ class Run:
                 await transport.aclose()
             stop.set()
         await producer.join()
-        self._report_progress(out)
+        out.show_progress()
         return sender.abort_reason, sender.requests
 
     async def _tick(self, out: RunOutputs) -> None:
@@ -316,11 +317,7 @@ class Run:
                 out.recorder.flush()
             n += 1
             if n % 3 == 0:
-                self._report_progress(out)
-
-    def _report_progress(self, out: RunOutputs) -> None:
-        if self.progress is not None:
-            self.progress({"rows": out.tally.rows, **out.tally.counts})
+                out.show_progress()
 
 
 def _worker_spec(cfg: Config, secret: str) -> WorkerSpec:
