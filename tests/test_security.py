@@ -274,8 +274,7 @@ def test_a_secret_under_a_custom_variable_is_redacted_from_messages_tracebacks_a
     (tmp_path / "job.yaml").write_text(
         CONFIG + "target: {secret_env: MY_IMPORT_TOKEN}\n", encoding="utf-8"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
-    env["MY_IMPORT_TOKEN"] = secret
+    env = cli_env(env={"MY_IMPORT_TOKEN": secret})
     proc = subprocess.run(
         [sys.executable, "-c", _LEAKY_RUN, "--verbose", "run", "job.yaml", small,
          "--base-url", sb.url, "--report-dir", "rep"],
