@@ -485,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is not threading.main_thread():
         return _flushed(_main(argv))
     # SIGTERM (systemd, docker stop, kill) stops dmimport as Ctrl-C does; a run replaces this
-    # with its own handlers while it holds the job's lock (importer.pipeline.Run)
+    # with its own handlers while it holds the job's lock (importer.interrupts.Stopper)
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         return _flushed(_main(argv))
