@@ -36,9 +36,9 @@ in batches of 200), and the journal is folded into ``rows`` in key order when th
 
 Threads: one ``Ledger`` (one SQLite connection) is used by one thread at a time; it is opened
 with ``check_same_thread=False`` so that it may be handed over, but calls must never overlap.
-The pipeline records from a writer thread of its own and classifies in its producer thread on
-a second ``Ledger`` of the same file (``reader``): what ``classify`` remembers about a run lives
-in the run's ``RunInfo``, not in the ``Ledger``.
+The pipeline records from a writer thread of its own (``recorder.OutcomeRecorder``) and
+classifies in its producer thread on a second ``Ledger`` of the same file (``reader``): what
+``classify`` remembers about a run lives in the run's ``RunInfo``, not in the ``Ledger``.
 """
 
 from __future__ import annotations
