@@ -87,7 +87,8 @@ def run(
     that cannot be read at all; ``LockedError`` when another run of the job is going.
     """
     cfg, config_path = _resolve(config, overrides)
-    cfg = _placed(cfg, config_path, report_dir, ledger, uses_ledger=not dry_run)
+    keeps_ledger = not dry_run and cfg.state.enabled and not cfg.target.debug
+    cfg = _placed(cfg, config_path, report_dir, ledger, needs_ledger=keeps_ledger)
     job = Run(
         cfg,
         files,
@@ -182,7 +183,7 @@ def list_runs(
     ``report_dir``: a folder an older dmimport may have left the job's ledger in (it is moved
     to the job's place). ``UsageError`` when the job has no ledger yet."""
     cfg, config_path = _resolve(config, overrides)
-    cfg = _placed(cfg, config_path, None, ledger, uses_ledger=True, writes_reports=False)
+    cfg = _placed(cfg, config_path, None, ledger, needs_ledger=True, writes_reports=False)
     store = open_job_ledger(cfg, report_dir)
     try:
         return store.runs(None if all_jobs else cfg.job_name, limit=limit)
@@ -209,9 +210,14 @@ def retry(
     (exit code 2) when a run id is given and the job has no ledger yet, ``LedgerError`` for a
     run id the ledger does not know or that is another job's."""
     cfg, config_path = _resolve(config, overrides)
-    cfg = _placed(cfg, config_path, report_dir, ledger, uses_ledger=True)
     candidate = Path(run_or_results)
-    if candidate.suffix in RESULT_SUFFIXES and candidate.exists():
+    from_results = candidate.suffix in RESULT_SUFFIXES and candidate.exists()
+    # a run id is looked up in the ledger; the retry itself records in it as a run does
+    keeps_ledger = cfg.state.enabled and not cfg.target.debug
+    cfg = _placed(
+        cfg, config_path, report_dir, ledger, needs_ledger=keeps_ledger or not from_results
+    )
+    if from_results:
         seen = [(r.file, r.line, r.identity, r.status) for r in read_results(candidate)]
         rows = rows_to_retry(seen, cfg.job.kind)
     else:
@@ -281,11 +287,12 @@ def _placed(
     report_dir: str | Path | None,
     ledger: str | Path | None,
     *,
-    uses_ledger: bool,
+    needs_ledger: bool,
     writes_reports: bool = True,
 ) -> Config:
     """``cfg`` with ``ledger`` as its ``state.path``; a ConfigError (before anything is read
-    or sent) when the reports or the ledger would go to a folder nobody named."""
+    or sent) when the reports (``writes_reports``) or the job's ledger (``needs_ledger``)
+    would go to a folder nobody named."""
     problems: list[ConfigProblem] = []
     if writes_reports and report_dir is None and not _sets_report_dir(cfg):
         problems.append(
@@ -299,13 +306,7 @@ def _placed(
     if ledger is not None:
         state = cfg.state.model_copy(update={"path": str(ledger)})
         cfg = cfg.model_copy(update={"state": state})
-    elif (
-        uses_ledger
-        and cfg.state.enabled
-        and not cfg.target.debug
-        and not cfg.state.path
-        and not _sets_report_dir(cfg)
-    ):
+    elif needs_ledger and not cfg.state.path and not _sets_report_dir(cfg):
         problems.append(
             ConfigProblem(
                 "state.path",

@@ -177,6 +177,9 @@ def test_without_a_report_folder_the_run_is_refused_before_anything_is_sent(
     assert [p.path for p in info.value.problems] == ["state.path"]
     with pytest.raises(importer.ConfigError):
         importer.validate(config, [data])
+    with pytest.raises(importer.ConfigError) as info:  # where would the job's runs be?
+        importer.list_runs(config)
+    assert [p.path for p in info.value.problems] == ["state.path"]
     assert sb.stats()["requests"] == 0
     assert list(cwd.iterdir()) == []
     # report.dir in the config says both; a dry run needs no ledger
