@@ -50,3 +50,10 @@ def test_every_test_docs_reliability_cites_exists() -> None:
     for path in (ROOT / "tests").glob("test_*.py"):
         defined |= set(re.findall(r"^def (test_\w+)", path.read_text(encoding="utf-8"), re.M))
     assert sorted(cited - defined) == []
+
+
+def test_the_readme_names_the_results_columns_as_they_are() -> None:
+    from importer.report import RESULT_COLUMNS
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"`{', '.join(RESULT_COLUMNS)}`" in " ".join(readme.split())

@@ -157,6 +157,17 @@ def test_stages_never_import_what_drives_them() -> None:
     assert {m: t for m, t in wrong.items() if t} == {}
 
 
+def test_the_sandbox_speaks_only_the_shared_vocabulary() -> None:
+    # the stand-in platform must not share the importer's checks, or both would err alike
+    graph = _edges()
+    wrong = {
+        m: sorted(t for t in targets if not (_under(t, {"importer.sandbox"}) or t in BOTTOM))
+        for m, targets in graph.items()
+        if _under(m, {"importer.sandbox"})
+    }
+    assert {m: t for m, t in wrong.items() if t} == {}
+
+
 def test_the_stages_are_packages() -> None:
     for stage in STAGES:
         assert (ROOT / Path(*stage.split(".")) / "__init__.py").is_file(), stage
