@@ -503,6 +503,7 @@ def _default_transport(config: Config) -> Transport:
 
 def _config_hash(config: Config) -> str:
     """What decides the bodies and where they go: the effective config (overrides included)
-    without `send` and `report`, so a resume with another --concurrency still resumes."""
-    relevant = config.model_dump_json(exclude={"send", "report"})
+    without `send`, `report` and `state`, so a resume with another --concurrency, report
+    folder or ``ledger=`` path (the API's) still resumes."""
+    relevant = config.model_dump_json(exclude={"send", "report", "state"})
     return hashlib.sha256(relevant.encode()).hexdigest()

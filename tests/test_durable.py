@@ -718,3 +718,26 @@ def test_retry_of_a_parquet_file_keeps_the_columns_the_job_does_not_read_in_its_
     results = read_results(again)
     failed = sorted(int(r["line"]) for r in results if r["status"] == "failed")
     assert back.to_pylist() == table.take([line - 1 for line in failed]).to_pylist()
+
+
+def test_a_run_stopped_from_the_cli_resumes_from_python_with_its_ledger_named(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the API's ``ledger=`` names the place the CLI's run used by default (report.dir): where
+    # the ledger is does not decide the bodies, so the run resumes (it did not, as a changed
+    # config, when ``ledger=`` counted in the config's hash)
+    sb = fresh_sandbox(process=True, faults=Faults(seed=5, latency_ms="1-3"))
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    cfg = make_config(tmp_path, USERS, concurrency=4)
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(text.replace(f"state: {{path: {tmp_path / 'state.db'}}}\n", ""), "utf-8")
+    assert "state:" not in cfg.read_text(encoding="utf-8")
+    data = tmp_path / "u.csv"
+    users_file(data, 3000)
+    _stop_mid_way(_cli_run(cfg, data, sb), sb, signal.SIGINT, after=1000)
+    ledger = tmp_path / "reports" / "state.db"
+    stopped = list_runs(cfg, ledger=ledger)[0]
+    assert stopped.status == "interrupted"
+    summary = run(cfg, [data], ledger=ledger, overrides={"target.base_url": sb.url})
+    assert summary.resumed_from == stopped.run_id
+    assert summary.counts["skipped"] + summary.counts["ok"] == 3000
