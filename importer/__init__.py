@@ -31,7 +31,6 @@ if TYPE_CHECKING:
         LoadError,
         LockedError,
         NothingToRetry,
-        RunAborted,
         UsageError,
     )
     from .outcomes import Status
@@ -51,7 +50,6 @@ __all__ = [
     "LoadError",
     "LockedError",
     "NothingToRetry",
-    "RunAborted",
     "RunSummary",
     "Status",
     "UsageError",

@@ -11,17 +11,17 @@
     │                             carries every problem found, each with its key path
     ├── LoadError                 a whole input file cannot be read (missing, not a CSV, ...)
     │                             (exit code 2)
-    ├── RunAborted                a fatal errcode (10003, 20000, repeated 20004) stopped a run
-    │                             (exit code 3); rows not yet sent are reported ``not_sent``
     ├── LockedError               another run of the same job holds the lock (exit code 4)
     ├── LedgerError               the state file is corrupt or belongs to another tool (exit
     │                             code 2)
     └── DiskFullError             no space left on the disk of the ledger or the report: the
                                   run stopped, what was sent is recorded (exit code 6)
 
-Problems with a single row are not exceptions: they are data (``RowProblem``) that flows to the
-report, and the run goes on. Transport failures are not exceptions either: the client returns a
-``TransportFailure`` the sender can retry on.
+Problems with a single row are not exceptions: they are data (an errcode and a reason in the
+row's report line), and the run goes on. A run that stops early is not one either: a fatal
+answer (10003, 20000, repeated 20004) or an outage ends it with a ``RunSummary`` whose
+``aborted`` says why (exit code 3), the rows not yet sent reported ``not_sent``. Transport
+failures are not exceptions: the client returns a ``TransportFailure`` the sender can retry on.
 
 The exit codes are ``importer.exitcodes``'s constants (docs/exit-codes.md); exit code 1 is only
 ever a run's (rows rejected, failed or not sent), never an exception's.
@@ -108,12 +108,6 @@ class LoadError(DmImportError):
     """An input file cannot be read at all."""
 
     exit_code = exitcodes.USAGE
-
-
-class RunAborted(DmImportError):
-    """A fatal response stopped the run."""
-
-    exit_code = exitcodes.ABORTED
 
 
 class LockedError(DmImportError):

@@ -30,7 +30,7 @@ PUBLIC = {
     "Config", "RunSummary", "Status", "Client", "SDK",
 }  # fmt: skip
 EXCEPTIONS = {
-    "DmImportError", "UsageError", "NothingToRetry", "ConfigError", "LoadError", "RunAborted",
+    "DmImportError", "UsageError", "NothingToRetry", "ConfigError", "LoadError",
     "LockedError", "LedgerError", "DiskFullError", "Interrupted",
 }  # fmt: skip
 
