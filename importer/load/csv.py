@@ -21,10 +21,10 @@ import pyarrow.csv as pacsv
 from ..errors import LoadError
 from .batch import BadRecord, Batch, Source
 from .options import InputOptions, ReadStats, Tuning
-from .quotes import _Quotes
-from .sniff import _SAMPLE, _parse_header
-from .textstream import _RawInput, _Utf8Stream
-from .values import _raw_substitute, _value_problems
+from .quotes import Quotes
+from .sniff import SAMPLE, parse_header
+from .textstream import RawInput, Utf8Stream
+from .values import raw_substitute, value_problems
 
 _RELEASE_WAIT = 30.0  # seconds to wait for Arrow's reader thread to stop (it takes ms)
 
@@ -113,9 +113,10 @@ class _Assembler:
         return batch
 
 
-def _iter_csv(
+def iter_csv(
     source: Source, options: InputOptions, tuning: Tuning, stats: ReadStats
 ) -> Iterator[Batch]:
+    """A CSV or TSV source's batches (``load.iter_batches`` for that format)."""
     csv_in = _CsvInput(source, options, tuning, stats)
     try:
         csv_in.open(tuning.block)
@@ -145,10 +146,10 @@ class _CsvInput:
         self.stats = stats
         self.large = tuning.large_block(options.max_field_bytes)
         self.block = 0
-        self.raw: _RawInput | None = None
-        self.stream: _Utf8Stream | None = None
+        self.raw: RawInput | None = None
+        self.stream: Utf8Stream | None = None
         self.reader: Any = None
-        #: Arrow's invalid rows (wrong width, or marked by ``_Quotes``): record, text, reason,
+        #: Arrow's invalid rows (wrong width, or marked by ``Quotes``): record, text, reason,
         #: column
         self.invalid: list[tuple[int, str, str, str | None]] = []
         self.header_lines = 0
@@ -160,11 +161,11 @@ class _CsvInput:
         path = source.path
         delimiter = source.delimiter or ","
         self.block = self.stats.block = block
-        self.raw = _RawInput(
+        self.raw = RawInput(
             path, compressed=source.compressed, limit=self.options.max_decompressed_bytes
         )
-        quotes = _Quotes(delimiter, source.escape_char, len(source.columns))
-        self.stream = stream = _Utf8Stream(
+        quotes = Quotes(delimiter, source.escape_char, len(source.columns))
+        self.stream = stream = Utf8Stream(
             self.raw,
             source.encoding,
             final_newline=True,
@@ -172,10 +173,10 @@ class _CsvInput:
             quotes=quotes,
             chunk=self.tuning.chunk,
         )
-        head = stream.peek(_SAMPLE + 1)
-        text = head[:_SAMPLE].decode("utf-8", "replace")
-        names, self.header_lines = _parse_header(
-            path, text, delimiter, len(head) <= _SAMPLE, source.encoding, source.escape_char
+        head = stream.peek(SAMPLE + 1)
+        text = head[:SAMPLE].decode("utf-8", "replace")
+        names, self.header_lines = parse_header(
+            path, text, delimiter, len(head) <= SAMPLE, source.encoding, source.escape_char
         )
         if names != source.columns:
             raise LoadError(f"{path}: the header changed since the file was opened")
@@ -275,7 +276,7 @@ class _CsvInput:
         reference, while the interpreter is shutting down: the process then aborts
         ("PyGILState_Release") or hangs at exit. So the stream is closed (every ``read``
         returns at once with the end of the file), the reader dropped, and this waits until
-        Arrow has released the stream and every block it read (see ``_Utf8Stream.lend``).
+        Arrow has released the stream and every block it read (see ``Utf8Stream.lend``).
         """
         reader, self.reader = self.reader, None
         if self.stream is not None:
@@ -291,9 +292,9 @@ class _CsvInput:
 
 class _ArrowFile:
     """The file object Arrow's CSV reader gets: the stream's reading side, in an object only
-    Arrow holds, counted by the stream among what Arrow holds (``_Utf8Stream.lend``)."""
+    Arrow holds, counted by the stream among what Arrow holds (``Utf8Stream.lend``)."""
 
-    def __init__(self, stream: _Utf8Stream) -> None:
+    def __init__(self, stream: Utf8Stream) -> None:
         self._stream = stream
         stream.lend(self)
 
@@ -318,7 +319,7 @@ def _csv_records(source: Source, options: InputOptions, csv_in: _CsvInput) -> It
     names = source.columns
     delimiter = source.delimiter or ","
     asm = _Assembler(source, options.batch_rows, names)
-    raw_sub = _raw_substitute(source.encoding)
+    raw_sub = raw_substitute(source.encoding)
     record = 2  # logical record number of the next record (Arrow's numbering: header = 1)
     line = csv_in.header_lines + 1  # physical line where the next record starts
     last_kind = None  # 'row', 'bad' or 'empty': what the last record was
@@ -448,7 +449,7 @@ def _cut_off(asm: _Assembler, last_kind: str | None, delimiter: str) -> None:
         asm.bad.append(BadRecord(line, reason, None, text))
 
 
-def _check_end(asm: _Assembler, last_kind: str | None, stream: _Utf8Stream, delim: str) -> None:
+def _check_end(asm: _Assembler, last_kind: str | None, stream: Utf8Stream, delim: str) -> None:
     """A quote opened in the last record and never closed swallows the rest of the file into
     one value, which Arrow accepts: find that case and make the record a bad one."""
     if last_kind == "bad":
@@ -504,7 +505,7 @@ def _screen(
     lines: np.ndarray,
     names: list[str],
     delimiter: str,
-    stream: _Utf8Stream,
+    stream: Utf8Stream,
     max_bytes: int,
     raw_sub: str,
     escape: str | None = None,
@@ -516,7 +517,7 @@ def _screen(
     if empty is not None:
         keep = ~empty
     last_empty = bool(empty is not None and empty[-1])
-    problems = _value_problems(rb.columns, names, stream, max_bytes)
+    problems = value_problems(rb.columns, names, stream, max_bytes)
     bad: list[BadRecord] = []
     if problems:
         if keep is None:

@@ -17,8 +17,8 @@ import pyarrow.json as pajson
 from ..errors import LoadError
 from .batch import BadRecord, Batch, Source
 from .options import InputOptions, ReadStats, Tuning
-from .textstream import _ascii_compatible, _display, _RawInput, _Utf8Stream
-from .values import _fffd_reason, _matches, _raw_substitute
+from .textstream import RawInput, Utf8Stream, ascii_compatible, display_encoding
+from .values import fffd_reason, raw_substitute, rows_matching
 
 
 class _DuplicateKey(ValueError):
@@ -109,19 +109,20 @@ def _split_blocks(
         yield number + 1, carry
 
 
-def _iter_jsonl(
+def iter_jsonl(
     source: Source, options: InputOptions, names: list[str], tuning: Tuning, stats: ReadStats
 ) -> Iterator[Batch]:
+    """A JSON Lines source's batches, with the keys ``names`` as the table's columns."""
     path = source.path
     encoding = source.encoding
     max_line = tuning.max_line(options.max_field_bytes)
-    raw = _RawInput(path, compressed=source.compressed, limit=options.max_decompressed_bytes)
-    stream: _Utf8Stream | None = None
-    if _ascii_compatible(encoding):
+    raw = RawInput(path, compressed=source.compressed, limit=options.max_decompressed_bytes)
+    stream: Utf8Stream | None = None
+    if ascii_compatible(encoding):
         read = raw.read  # split on b"\n", then decode each line: exact per-line errors
         codec = "utf-8" if encoding == "utf-8-sig" else encoding
     else:
-        stream = _Utf8Stream(raw, encoding, final_newline=False, chunk=tuning.chunk)
+        stream = Utf8Stream(raw, encoding, final_newline=False, chunk=tuning.chunk)
         read, codec = stream.read_bytes, "utf-8"
     if not names:
         raw.close()
@@ -529,7 +530,7 @@ def _odd_rows(
         for chunk in column.chunks:
             buf = chunk.buffers()[2]
             if buf is not None and buf.size and not np.frombuffer(buf, np.uint8).all():
-                odd.update(_matches(column.combine_chunks(), "\x00").tolist())
+                odd.update(rows_matching(column.combine_chunks(), "\x00").tolist())
                 break
 
 
@@ -557,14 +558,14 @@ class _JsonLines:
     """Turns one line of a JSON Lines file into the requested columns' text, or a bad record."""
 
     def __init__(
-        self, names: list[str], codec: str, stream: _Utf8Stream | None, max_bytes: int
+        self, names: list[str], codec: str, stream: Utf8Stream | None, max_bytes: int
     ) -> None:
         self.names = names
         self.codec = codec
-        self.encoding = _display(stream.encoding if stream else codec)
+        self.encoding = display_encoding(stream.encoding if stream else codec)
         self.stream = stream
         self.max_bytes = max_bytes
-        self.raw_sub = _raw_substitute(stream.encoding if stream else codec)
+        self.raw_sub = raw_substitute(stream.encoding if stream else codec)
 
     def read(
         self, number: int, data: bytes
@@ -605,7 +606,7 @@ class _JsonLines:
                 where = f' in column "{column}"' if column else ""
                 reason = f"undecodable bytes (not valid {self.encoding}){where}"
             else:
-                reason = _fffd_reason(self.stream, column)
+                reason = fffd_reason(self.stream, column)
             return self.bad(number, text, reason, column)
         row = tuple(map(obj.get, self.names))
         if not _PLAIN_TYPES.issuperset(map(type, row)):

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from ..errors import LoadError
 from .batch import BadRecord, Batch, Source
 from .options import InputOptions
-from .values import _quoted, _value_problems
+from .values import quote_names, value_problems
 
 #: what follows the footer of an encrypted file whose footer is plaintext: its signature, an
 #: AES-GCM nonce (12 bytes) and tag (16)
@@ -26,7 +26,10 @@ _ENCRYPTED = (
 )
 
 
-def _open_parquet(path: Path, head: bytes) -> Source:
+def open_parquet(path: Path, head: bytes) -> Source:
+    """The checked ``Source`` of a Parquet file whose first bytes are ``head``; LoadError for
+    a file that is not Parquet or is encrypted, or for duplicate column names. Columns that
+    cannot be read as text are the source's ``unsupported`` ones."""
     if head.startswith(b"PARE"):  # the footer is encrypted too: not even the schema is readable
         raise LoadError(f"{path}: {_ENCRYPTED}")
     if not head.startswith(b"PAR1"):
@@ -54,7 +57,7 @@ def _open_parquet(path: Path, head: bytes) -> Source:
     names = schema.names
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
-        raise LoadError(f"{path}: duplicate column names in the schema: {_quoted(dups)}")
+        raise LoadError(f"{path}: duplicate column names in the schema: {quote_names(dups)}")
     return Source(path, "parquet", "binary", None, False, names, True, unsupported)
 
 
@@ -77,7 +80,7 @@ def _castable(t: pa.DataType) -> bool:
     return True
 
 
-def _iter_parquet(source: Source, options: InputOptions, read: list[str]) -> Iterator[Batch]:
+def iter_parquet(source: Source, options: InputOptions, read: list[str]) -> Iterator[Batch]:
     """Batches whose table holds the columns in ``read`` as text, checked. The other columns
     are neither converted nor checked, so they decide nothing; a batch's ``original`` keeps
     every column for the rejects file."""
@@ -109,7 +112,7 @@ def _iter_parquet(source: Source, options: InputOptions, read: list[str]) -> Ite
                     problems.setdefault(
                         i, (f'undecodable bytes (not valid utf-8) in column "{name}"', name)
                     )
-            for i, found in _value_problems(arrays, kept, None, options.max_field_bytes).items():
+            for i, found in value_problems(arrays, kept, None, options.max_field_bytes).items():
                 problems.setdefault(i, found)
             table = pa.Table.from_arrays(arrays, names=kept)
             bad = [BadRecord(int(lines[i]), r, c, None) for i, (r, c) in sorted(problems.items())]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 
-class _Quotes:
+class Quotes:
     """Finds malformed quoting in a CSV byte stream, and marks it for Arrow's reader.
 
     Arrow, like most CSV readers, repairs a value with text after its closing quote:
@@ -203,12 +203,12 @@ class _Quotes:
                 f'unknown escape sequence "{sequence}" in {{}} (input.escape_char escapes only '
                 "quotes, delimiters, line ends and itself)"
             )
-        fields = next(csv.reader(io.StringIO(head, newline=""), **_csv_dialect(delimiter, escape)))
+        fields = next(csv.reader(io.StringIO(head, newline=""), **csv_dialect(delimiter, escape)))
         column = names[len(fields) - 1] if 0 < len(fields) <= len(names) else None
         where = f'column "{column}"' if column is not None else f"column {len(fields)}"
         return original, what.format(where), column
 
 
-def _csv_dialect(delimiter: str, escape: str | None) -> dict[str, Any]:
+def csv_dialect(delimiter: str, escape: str | None) -> dict[str, Any]:
     """Python's ``csv`` options that read as Arrow does with these options."""
     return {"delimiter": delimiter, "quotechar": '"', "doublequote": True, "escapechar": escape}

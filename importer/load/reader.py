@@ -6,10 +6,10 @@ from collections.abc import Iterator, Sequence
 
 from ..errors import LoadError
 from .batch import Batch, Source
-from .csv import _iter_csv
-from .jsonl import _iter_jsonl
+from .csv import iter_csv
+from .jsonl import iter_jsonl
 from .options import InputOptions, ReadStats, Tuning
-from .parquet import _iter_parquet
+from .parquet import iter_parquet
 
 
 def iter_batches(
@@ -31,12 +31,12 @@ def iter_batches(
     tuning = tuning or Tuning()
     stats = stats if stats is not None else ReadStats()
     if source.format == "csv":
-        return _iter_csv(source, options, tuning, stats)
+        return iter_csv(source, options, tuning, stats)
     if source.format == "jsonl":
         names = list(columns) if columns is not None else list(source.columns)
-        return _iter_jsonl(source, options, names, tuning, stats)
+        return iter_jsonl(source, options, names, tuning, stats)
     if source.format == "parquet":
         read = list(columns) if columns is not None else list(source.columns)
         source.refuse_unsupported(read)
-        return _iter_parquet(source, options, read)
+        return iter_parquet(source, options, read)
     raise LoadError(f"{source.path}: unknown format '{source.format}'")

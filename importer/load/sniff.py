@@ -18,12 +18,12 @@ from ..errors import LoadError
 from .batch import Source
 from .discover import EXTENSIONS
 from .options import InputOptions
-from .parquet import _open_parquet
-from .quotes import _csv_dialect
-from .textstream import _CHUNK, _ascii_compatible, _display, _RawInput
-from .values import _quoted
+from .parquet import open_parquet
+from .quotes import csv_dialect
+from .textstream import CHUNK, RawInput, ascii_compatible, display_encoding
+from .values import quote_names
 
-_SAMPLE = 1 << 20  # bytes looked at to choose the encoding and read the header
+SAMPLE = 1 << 20  # bytes looked at to choose the encoding and read the header
 
 
 # Magic numbers of files people rename to .csv by mistake.
@@ -76,7 +76,7 @@ def open_source(path: Path, options: InputOptions) -> Source:
         later = None
 
     if fmt == "parquet":
-        return _open_parquet(path, sample)
+        return open_parquet(path, sample)
     if sample.startswith(b"PAR1"):
         raise LoadError(
             f"{path}: this is a Parquet file, not {fmt.upper()}; "
@@ -88,7 +88,7 @@ def open_source(path: Path, options: InputOptions) -> Source:
     # a first MiB of ASCII is no evidence: look on to the first bytes that are not ASCII
     ascii_so_far = not (compressed or at_eof) and sample.isascii()
     if ascii_so_far and options.encoding == "auto":
-        with _RawInput(path, compressed=False, limit=0) as raw:
+        with RawInput(path, compressed=False, limit=0) as raw:
             later = _non_ascii_sample(raw)
     encoding, why = _resolve_encoding(path, sample, at_eof, options.encoding, later)
     text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(sample, final=at_eof)
@@ -96,7 +96,7 @@ def open_source(path: Path, options: InputOptions) -> Source:
     if fmt == "csv":
         assert delimiter is not None
         escape = options.escape_char
-        columns, _ = _parse_header(path, text, delimiter, at_eof, encoding, escape)
+        columns, _ = parse_header(path, text, delimiter, at_eof, encoding, escape)
         return Source(
             path,
             "csv",
@@ -156,8 +156,8 @@ def _read_head(path: Path) -> bytes:
 
 def _read_sample(path: Path) -> tuple[bytes, bool]:
     with open(path, "rb") as fh:
-        sample = fh.read(_SAMPLE + 1)
-    return sample[:_SAMPLE], len(sample) <= _SAMPLE
+        sample = fh.read(SAMPLE + 1)
+    return sample[:SAMPLE], len(sample) <= SAMPLE
 
 
 def _check_gzip(
@@ -167,23 +167,23 @@ def _check_gzip(
     or one that decompresses past ``limit``, is refused now rather than half-way through.
     With ``detect``, a first MiB of ASCII is followed by ``_non_ascii_sample``'s answer."""
     later = None
-    with _RawInput(path, compressed=True, limit=limit) as raw:
-        sample = raw.read(_SAMPLE + 1)
-        at_eof = len(sample) <= _SAMPLE
+    with RawInput(path, compressed=True, limit=limit) as raw:
+        sample = raw.read(SAMPLE + 1)
+        at_eof = len(sample) <= SAMPLE
         if detect and not at_eof and sample.isascii():
             later = _non_ascii_sample(raw, sample)
-        while raw.read(_CHUNK):
+        while raw.read(CHUNK):
             pass
-    return sample[:_SAMPLE], at_eof, later
+    return sample[:SAMPLE], at_eof, later
 
 
-def _non_ascii_sample(raw: _RawInput, data: bytes = b"") -> tuple[bytes, bool, int, int] | None:
+def _non_ascii_sample(raw: RawInput, data: bytes = b"") -> tuple[bytes, bool, int, int] | None:
     """For a file whose first MiB is ASCII: from the start of the line holding its first
-    non-ASCII byte, up to ``_SAMPLE`` bytes, whether they reach the end of the file, and that
+    non-ASCII byte, up to ``SAMPLE`` bytes, whether they reach the end of the file, and that
     line's number and offset. None if the whole file is ASCII. ``data``: what was read of
     ``raw`` so far, from its start."""
     line, offset, carry = 1, 0, b""  # carry: the start of the line the chunk continues
-    while data or (data := raw.read(_CHUNK)):
+    while data or (data := raw.read(CHUNK)):
         if data.isascii():  # the chunk alone, not copied after carry (ASCII, no line end)
             cut = data.rfind(b"\n") + 1
             line += data.count(b"\n")
@@ -191,15 +191,15 @@ def _non_ascii_sample(raw: _RawInput, data: bytes = b"") -> tuple[bytes, bool, i
                 offset, carry = offset + len(carry) + cut, data[cut:]
             else:
                 carry += data
-            carry, data = carry[-_SAMPLE:], b""  # a line longer than that is cut short
+            carry, data = carry[-SAMPLE:], b""  # a line longer than that is cut short
             continue
         data = carry + data
         first = len(data) - len(data.lstrip(bytes(range(0x80))))
         start = data.rfind(b"\n", 0, first) + 1
         line, offset, data = line + data.count(b"\n", 0, start), offset + start, data[start:]
-        while len(data) <= _SAMPLE and (more := raw.read(_CHUNK)):
+        while len(data) <= SAMPLE and (more := raw.read(CHUNK)):
             data += more
-        return data[:_SAMPLE], len(data) <= _SAMPLE, line, offset
+        return data[:SAMPLE], len(data) <= SAMPLE, line, offset
     return None
 
 
@@ -214,7 +214,7 @@ def _resolve_encoding(
     whose ``sample`` is ASCII, the bytes from its first non-ASCII line (``_non_ascii_sample``)."""
     if requested != "auto":
         name = codecs.lookup(requested).name
-        if _ascii_compatible(name):
+        if ascii_compatible(name):
             _refuse_binary(path, sample)
         if name == "utf-8" and sample.startswith(codecs.BOM_UTF8):
             return "utf-8-sig", "declared (input.encoding), with a byte-order mark"
@@ -365,7 +365,7 @@ def _refuse_binary(path: Path, sample: bytes) -> None:
         )
 
 
-def _parse_header(
+def parse_header(
     path: Path, text: str, delimiter: str, at_eof: bool, encoding: str, escape: str | None
 ) -> tuple[list[str], int]:
     """The header's column names and how many physical lines it spans."""
@@ -378,7 +378,7 @@ def _parse_header(
             consumed += len(line)
             yield line
 
-    reader = csv.reader(lines(), **_csv_dialect(delimiter, escape))
+    reader = csv.reader(lines(), **csv_dialect(delimiter, escape))
     try:
         names = next(reader)
     except StopIteration:
@@ -386,14 +386,14 @@ def _parse_header(
     except csv.Error as exc:
         raise LoadError(f"{path}: cannot read the header: {exc}") from None
     if not at_eof and consumed >= len(text):
-        raise LoadError(f"{path}: the header is longer than {_SAMPLE} bytes (unbalanced quote?)")
+        raise LoadError(f"{path}: the header is longer than {SAMPLE} bytes (unbalanced quote?)")
     if not names or names == [""]:
         raise LoadError(f"{path}: line 1 is empty; the first line must be the header")
     bad = [n for n in names if "\ufffd" in n or "\x00" in n]
     if bad:
         raise LoadError(
-            f"{path}: the header has undecodable bytes (not valid {_display(encoding)}) in "
-            f"{_quoted(bad)}; set input.encoding"
+            f"{path}: the header has undecodable bytes (not valid {display_encoding(encoding)}) in "
+            f"{quote_names(bad)}; set input.encoding"
         )
     seen: dict[str, list[int]] = {}
     for i, name in enumerate(names, 1):
@@ -408,7 +408,7 @@ def _parse_header(
 def _check_header_quotes(
     path: Path, text: str, delimiter: str, escape: str | None, at_eof: bool
 ) -> None:
-    """LoadError for a header whose quoting is broken (read as Arrow and ``_Quotes`` read it):
+    """LoadError for a header whose quoting is broken (read as Arrow and ``Quotes`` read it):
     a quote that never closes, or text after a closing quote."""
     esc = re.escape(escape) if escape else ""
     inner = rf'(?:[^"{esc}]|{esc}.|"")*+' if escape else r'(?:[^"]|"")*+'
@@ -422,7 +422,7 @@ def _check_header_quotes(
             found = quoted.match(text, pos)
             line = text.count("\n", 0, pos) + 1
             if found is None:
-                where = "" if at_eof else f" within the first {_SAMPLE} bytes"
+                where = "" if at_eof else f" within the first {SAMPLE} bytes"
                 raise LoadError(
                     f"{path}: line {line}: the header has an unterminated quote: the quote "
                     f"that opens column {column} is never closed{where}"

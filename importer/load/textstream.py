@@ -1,4 +1,4 @@
-"""Byte streams: the file's bytes (gunzipped, bounded), and ``_Utf8Stream``, which transcodes
+"""Byte streams: the file's bytes (gunzipped, bounded), and ``Utf8Stream``, which transcodes
 them incrementally to valid UTF-8 for Arrow, with a throttle on Arrow's read-ahead.
 
 Undecodable bytes become U+FFFD there (counted by the ``dmimport.replace`` error handler), and
@@ -25,13 +25,13 @@ import pyarrow as pa
 
 from ..errors import LoadError
 from .options import Tuning
-from .quotes import _Quotes
+from .quotes import Quotes
 
-_CHUNK = Tuning.chunk  # bytes read from the file at a time, unless tuned
+CHUNK = Tuning.chunk  # bytes read from the file at a time, unless tuned
 
 
 _READAHEAD = 3  # blocks Arrow may read beyond the batches taken (it would read 32)
-_FFFD = "\ufffd".encode()
+FFFD_BYTES = "\ufffd".encode()
 _EOL = (b"\n", b"\r")
 
 
@@ -51,7 +51,7 @@ def _count_and_replace(exc: UnicodeError) -> tuple[str, int]:
 codecs.register_error(_ERRORS, _count_and_replace)
 
 
-def _ascii_compatible(encoding: str) -> bool:
+def ascii_compatible(encoding: str) -> bool:
     """True when ASCII bytes mean ASCII characters and never occur inside a multibyte
     character, so a file can be split on b'\\n' before decoding."""
     name = codecs.lookup(encoding).name
@@ -64,11 +64,12 @@ def _ascii_compatible(encoding: str) -> bool:
         return False
 
 
-def _display(encoding: str) -> str:
+def display_encoding(encoding: str) -> str:
+    """The encoding's name as messages give it (``utf-8-sig`` is ``utf-8``)."""
     return "utf-8" if encoding == "utf-8-sig" else encoding
 
 
-class _RawInput:
+class RawInput:
     """The file's bytes, gunzipped if compressed, refusing to decompress past ``limit``.
 
     A gzip stream that breaks (truncated, corrupt) first hands on what it decompressed, then
@@ -144,7 +145,7 @@ class _RawInput:
     def close(self) -> None:
         self._fh.close()
 
-    def __enter__(self) -> _RawInput:
+    def __enter__(self) -> RawInput:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -173,7 +174,7 @@ def _valid_utf8(data: Any, start: int, end: int) -> bool:
     return True
 
 
-class _Utf8Stream:
+class Utf8Stream:
     """The file's text as valid UTF-8, for Arrow's CSV reader (``read``) and for Python
     (``read_bytes``).
 
@@ -193,13 +194,13 @@ class _Utf8Stream:
 
     def __init__(
         self,
-        raw: _RawInput,
+        raw: RawInput,
         encoding: str,
         *,
         final_newline: bool,
         throttle: bool = False,
-        quotes: _Quotes | None = None,
-        chunk: int = _CHUNK,
+        quotes: Quotes | None = None,
+        chunk: int = CHUNK,
     ) -> None:
         self._raw = raw
         self._chunk = chunk
@@ -375,7 +376,7 @@ class _Utf8Stream:
             piece = text.encode()
             if not self.nul and b"\x00" in piece:
                 self.nul = True
-            if not self.fffd and piece.rfind(_FFFD) >= 0:
+            if not self.fffd and piece.rfind(FFFD_BYTES) >= 0:
                 self.fffd = True
         self.substitutions += getattr(_local, "count", 0) - before
         if len(piece):
@@ -426,7 +427,7 @@ def _utf8_piece(
     """``scratch[start:cut]`` as valid UTF-8 (invalid bytes become U+FFFD), and whether text
     so far holds a U+FFFD and a NUL (``fffd`` and ``nul``: whether it did before)."""
     # rfind: much faster than find for this pattern on CJK text
-    fffd = fffd or scratch.rfind(_FFFD, start, cut) >= 0
+    fffd = fffd or scratch.rfind(FFFD_BYTES, start, cut) >= 0
     piece: bytes | memoryview
     if not _valid_utf8(scratch, start, cut):
         piece = bytes(view[start:cut]).decode("utf-8", _ERRORS).encode()

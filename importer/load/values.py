@@ -8,15 +8,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .textstream import _FFFD, _display, _Utf8Stream
+from .textstream import FFFD_BYTES, Utf8Stream, display_encoding
 
 
-def _quoted(names: Sequence[str]) -> str:
+def quote_names(names: Sequence[str]) -> str:
+    """``"a", "b"``: column names as messages quote them."""
     return ", ".join(f'"{n}"' for n in names)
 
 
-def _value_problems(
-    arrays: Sequence[pa.Array], names: Sequence[str], stream: _Utf8Stream | None, max_bytes: int
+def value_problems(
+    arrays: Sequence[pa.Array], names: Sequence[str], stream: Utf8Stream | None, max_bytes: int
 ) -> dict[int, tuple[str, str]]:
     """row -> (reason, column) for values that must not be sent: too long, holding a NUL, or
     holding U+FFFD (undecodable bytes). The first column with a problem names it."""
@@ -44,29 +45,32 @@ def _value_problems(
         if check_nul or check_fffd:
             blob = data.to_pybytes()
             if check_nul and b"\x00" in blob:
-                checks.append((_matches(arr, "\x00"), f'NUL byte in column "{name}"'))
-            if check_fffd and _FFFD in blob:
-                checks.append((_matches(arr, "\ufffd"), _fffd_reason(stream, name)))
+                checks.append((rows_matching(arr, "\x00"), f'NUL byte in column "{name}"'))
+            if check_fffd and FFFD_BYTES in blob:
+                checks.append((rows_matching(arr, "\ufffd"), fffd_reason(stream, name)))
         for rows, reason in checks:
             for i in rows.tolist():
                 found.setdefault(i, (reason, name))
     return found
 
 
-def _matches(arr: pa.Array, pattern: str) -> np.ndarray:
+def rows_matching(arr: pa.Array, pattern: str) -> np.ndarray:
+    """The indices of the values of ``arr`` that contain ``pattern``."""
     hit = pc.fill_null(pc.match_substring(arr, pattern), False)
     return np.flatnonzero(hit.to_numpy(zero_copy_only=False))
 
 
-def _fffd_reason(stream: _Utf8Stream | None, column: str | None) -> str:
+def fffd_reason(stream: Utf8Stream | None, column: str | None) -> str:
+    """Why a value holding U+FFFD is a bad record: undecodable bytes, or a U+FFFD the file
+    itself holds."""
     where = f' in column "{column}"' if column else ""
     if stream is None or stream.substitutions:
-        enc = _display(stream.encoding) if stream else "utf-8"
+        enc = display_encoding(stream.encoding) if stream else "utf-8"
         return f"undecodable bytes (not valid {enc}){where}"
     return f"replacement character U+FFFD{where} (the text was garbled before export)"
 
 
-def _raw_substitute(encoding: str) -> str:
+def raw_substitute(encoding: str) -> str:
     """What stands for undecodable bytes in a raw text: U+FFFD if the rejects file (written
     in the source's encoding) can hold it, '?' otherwise."""
     try:
@@ -74,6 +78,3 @@ def _raw_substitute(encoding: str) -> str:
     except UnicodeEncodeError:
         return "?"
     return "\ufffd"
-
-
-# -- JSON Lines -----------------------------------------------------------------------------
