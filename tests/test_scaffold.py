@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from importer.api import validate
 from importer.config import EVENT_NAME_PLACEHOLDER, Config
 from importer.init import (
-    ScaffoldError,
+    InitError,
     default_out,
     property_name,
     propose,
@@ -321,7 +321,7 @@ def test_write_config_refuses_to_overwrite_without_force(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").mkdir()
     assert write_config("a: 1\n", "configs/x.yaml") == Path("configs/x.yaml")
-    with pytest.raises(ScaffoldError) as info:
+    with pytest.raises(InitError) as info:
         write_config("a: 2\n", "configs/x.yaml")
     assert str(info.value) == "configs/x.yaml exists; use --force to overwrite"
     assert info.value.exit_code == 2
@@ -347,7 +347,7 @@ def test_default_out_is_the_file_stem_here() -> None:
     ids=["unknown-kind", "event-name-for-user", "blank-event-name"],
 )
 def test_bad_requests_are_refused(kind: str, kwargs: dict[str, Any], message: str) -> None:
-    with pytest.raises(ScaffoldError) as info:
+    with pytest.raises(InitError) as info:
         propose(DATA / "customers.csv", kind, **kwargs)
     assert str(info.value) == message
 

@@ -7,15 +7,13 @@ runs them in order (and checks the result with ``importer.job.parse_job``), ``wr
 text on disk. Nothing on the run path imports this package.
 """
 
-from .infer import ColumnGuess
 from .names import property_name
-from .propose import Proposal, ScaffoldError, propose, propose_config
+from .propose import InitError, Proposal, propose, propose_config
 from .write import default_out, render_proposal, write_config
 
 __all__ = [
-    "ColumnGuess",
+    "InitError",
     "Proposal",
-    "ScaffoldError",
     "default_out",
     "property_name",
     "propose",

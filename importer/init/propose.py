@@ -33,7 +33,7 @@ from .render import render_yaml
 from .sample import Sample, read_sample
 
 
-class ScaffoldError(UsageError):
+class InitError(UsageError):
     """``dmimport init`` cannot do what was asked (existing output file, unknown kind)."""
 
 
@@ -77,17 +77,17 @@ def propose(
 ) -> Proposal:
     """Read the header and the first ``sample_rows`` rows of ``path`` and propose a config.
 
-    Raises ``ScaffoldError`` for an unknown kind or an event name given for another kind,
+    Raises ``InitError`` for an unknown kind or an event name given for another kind,
     ``LoadError`` for a file the loader cannot read.
     """
     if kind not in KINDS:
-        raise ScaffoldError(f"unknown kind '{kind}': expected one of {', '.join(KINDS)}")
+        raise InitError(f"unknown kind '{kind}': expected one of {', '.join(KINDS)}")
     if event_name is not None and kind != "event":
-        raise ScaffoldError("an event name only applies to kind event")
+        raise InitError("an event name only applies to kind event")
     if event_name is not None and not event_name.strip():
-        raise ScaffoldError("the event name must not be empty")
+        raise InitError("the event name must not be empty")
     if sample_rows < 1:
-        raise ScaffoldError("sample_rows must be at least 1")
+        raise InitError("sample_rows must be at least 1")
     path = Path(path)
     options = input_options or InputOptions()
     sample = read_sample(path, options, sample_rows)

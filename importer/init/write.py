@@ -7,7 +7,7 @@ import os
 import shlex
 from pathlib import Path
 
-from .propose import Proposal, ScaffoldError
+from .propose import InitError, Proposal
 
 
 def default_out(path: str | Path) -> Path:
@@ -23,16 +23,16 @@ def write_config(text: str, out: str | Path, *, force: bool = False) -> Path:
     """Write ``text`` to ``out``; an existing file is replaced only with ``force``."""
     out = Path(out)
     if out.exists() and not force:
-        raise ScaffoldError(f"{out} exists; use --force to overwrite")
+        raise InitError(f"{out} exists; use --force to overwrite")
     if out.parent != Path(""):
         out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(out, "w" if force else "x", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
     except FileExistsError:  # created between the check and the open
-        raise ScaffoldError(f"{out} exists; use --force to overwrite") from None
+        raise InitError(f"{out} exists; use --force to overwrite") from None
     except OSError as exc:
-        raise ScaffoldError(f"cannot write {out}: {exc.strerror or exc}") from None
+        raise InitError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
 
 

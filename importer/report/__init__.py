@@ -16,10 +16,10 @@ and, when asked, a Prometheus metrics file (``metrics``). Every file is written 
 (``files``); what a report may show of personal data is ``masking``'s.
 """
 
-from .files import file_fingerprint, finish_atomic, make_run_dir, write_json_atomic
+from .files import file_fingerprint, make_run_dir, write_json_atomic
 from .masking import PiiMask
 from .metrics import write_metrics
-from .rejects import RejectFiles, RejectRows, RejectsWriter, rejects_names
+from .rejects import RejectFiles
 from .results import (
     RESULT_COLUMNS,
     RESULT_SUFFIXES,
@@ -36,18 +36,14 @@ __all__ = [
     "RESULT_SUFFIXES",
     "PiiMask",
     "RejectFiles",
-    "RejectRows",
-    "RejectsWriter",
     "ResultLine",
     "ResultRows",
     "ResultsWriter",
     "RunSummary",
     "Tally",
     "file_fingerprint",
-    "finish_atomic",
     "make_run_dir",
     "read_results",
-    "rejects_names",
     "write_json_atomic",
     "write_metrics",
 ]

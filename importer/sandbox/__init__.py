@@ -12,7 +12,7 @@ the details: options, schema file, check order, faults, stats, dump.
 """
 
 from .command import main
-from .faults import FAULT_KINDS, FaultPlan, Faults
+from .faults import FaultPlan, Faults
 from .harness import Sandbox, SandboxError
 from .rules import check, check_auth
 from .schema import Schema, load_schema
@@ -20,7 +20,6 @@ from .server import SandboxServer
 from .store import Store
 
 __all__ = [
-    "FAULT_KINDS",
     "FaultPlan",
     "Faults",
     "Sandbox",
