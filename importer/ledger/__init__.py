@@ -3,7 +3,10 @@
 ``store.Ledger`` is the file; ``batch`` is how the pipeline uses it (mapped batches in,
 verdicts and outcomes out); ``recorder`` commits a run's outcomes on a thread of its own and
 ends its record; ``rowhash`` the stable 64-bit hashes of identities and bodies; ``location``
-where a job's ledger lives; ``retry`` which rows a retry sends again.
+where a job's ledger lives; ``retry`` which rows a retry sends again. Beneath them: ``schema``
+(the tables and their upgrade), ``access`` (opening the file safely), ``lock`` (a job's lock),
+``runs`` (the ``runs`` table), ``classify`` and ``index`` (which rows to send), ``fold`` (the
+journal into ``rows``).
 """
 
 from .batch import (

@@ -1,8 +1,8 @@
 """The ledger as the pipeline uses it: mapped batches in, verdicts and outcomes out.
 
 The pipeline hands over a mapped batch and the index of its file in the run; how a row's
-place is packed into one integer (``position``), how verdicts are coded and how body hashes
-are keyed stays in here.
+place is packed into one integer (``position``, which ``retry`` shares), how verdicts are
+coded and how body hashes are keyed stays in the ledger.
 """
 
 from __future__ import annotations

@@ -396,7 +396,8 @@ class Utf8Stream:
             return self._raw.read(self._chunk)
         except LoadError as exc:
             # kept without its traceback: the frames would hold Arrow's file object (and the
-            # block being read) alive, and ``_CsvInput.close`` waits for Arrow to let go of them
+            # block being read) alive, and csv's ``_CsvInput.close`` waits for Arrow to let go
+            # of them
             self.error = exc.with_traceback(None)
             return b""
 

@@ -32,7 +32,7 @@ def properties_hash(
     names: pa.Array | None,
     ok: np.ndarray,
 ) -> np.ndarray:
-    """Per row with a body (0 elsewhere): ``rowhash.combine`` of the job's layout (event
+    """Per row with a body (0 elsewhere): ``ledger.combine`` of the job's layout (event
     name, property names, types and constants) and of each property's JSON value (or
     "absent"), plus the row's event name when it comes from a column. The same values
     make the same body, and the other way round, so this tells a changed body from an
