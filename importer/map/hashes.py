@@ -98,13 +98,9 @@ class HashList(Sequence[str | None]):
         pairs = zip(self.values().tolist(), self._ok.tolist(), strict=True)
         return (hex16(v) if ok else None for v, ok in pairs)
 
-    def take(self, rows: Sequence[int] | np.ndarray) -> list[str | None]:
-        """The hashes of ``rows``, as ``self[i]`` gives them."""
-        return [self[int(i)] for i in rows]
-
     def keys(self, rows: np.ndarray) -> np.ndarray:
-        """int64 keys of the hashes of ``rows`` (all with bodies): ``int(hex, 16) - 2**63``,
-        what the ledger compares."""
+        """int64 keys of the hashes of ``rows`` (all with bodies): ``ledger.as_keys``, the hash
+        less 2**63, as the ledger stores and compares it."""
         return as_keys(self.values()[rows])
 
     def __eq__(self, other: object) -> bool:
