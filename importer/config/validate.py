@@ -99,7 +99,7 @@ def _validate(
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(str(p) for p in err["loc"])
-            message, hint = _explain(err, loc, data)
+            message, hint = _explain(err, loc)
             # Line of the key itself; a missing key points at its parent.
             problems.append(ConfigProblem(".".join(loc), message, hint, line_of(loc)))
     for path, message, hint in text_problems(data):
@@ -155,7 +155,7 @@ _TYPE_WORDS = {
 }
 
 
-def _explain(err: Any, loc: tuple[str, ...], data: Any) -> tuple[str, str | None]:
+def _explain(err: Any, loc: tuple[str, ...]) -> tuple[str, str | None]:
     """A plain-language message and hint for one pydantic error."""
     kind: str = err["type"]
     ctx = err.get("ctx") or {}
