@@ -17,11 +17,15 @@
     └── DiskFullError             no space left on the disk of the ledger or the report: the
                                   run stopped, what was sent is recorded (exit code 6)
 
+    Interrupted                   a KeyboardInterrupt: SIGINT or SIGTERM stopped the process
+                                  before a report could be written (exit code 128 + signal)
+
 Problems with a single row are not exceptions: they are data (an errcode and a reason in the
 row's report line), and the run goes on. A run that stops early is not one either: a fatal
 answer (10003, 20000, repeated 20004) or an outage ends it with a ``RunSummary`` whose
 ``aborted`` says why (exit code 3), the rows not yet sent reported ``not_sent``. Transport
-failures are not exceptions: the client returns a ``TransportFailure`` the sender can retry on.
+failures are not exceptions: the bulk sender's transport and the SDK return a
+``TransportFailure`` (``importer.outcomes``), which the sender may retry.
 
 The exit codes are ``importer.exitcodes``'s constants (docs/exit-codes.md); exit code 1 is only
 ever a run's (rows rejected, failed or not sent), never an exception's.
