@@ -496,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "sandbox":
-        from .sandbox.__main__ import main as sandbox_main
+        from .sandbox import main as sandbox_main
 
         return int(sandbox_main(argv[1:], prog="dmimport sandbox") or 0)
     parser = build_parser()
