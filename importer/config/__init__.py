@@ -20,8 +20,9 @@ problem:
 
 One module per section: ``target``, ``job``, ``columns``, ``model`` (the whole ``Config``, with
 ``send``, ``report`` and ``state``; the ``input:`` section is the loader's own
-``importer.load.InputOptions``); ``yamlfile`` reads the file, ``validate`` turns every failure
-into ConfigProblems, ``redact`` keeps secrets out of them.
+``importer.load.InputOptions``); ``base`` what the sections share (the strict model base,
+did-you-mean hints); ``yamlfile`` reads the file, ``validate`` turns every failure into
+ConfigProblems, ``redact`` keeps secrets out of them.
 
 The models are frozen; the mapper, loader and sender read them, never change them.
 """
