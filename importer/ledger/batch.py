@@ -34,6 +34,16 @@ def place(pos: int) -> tuple[int, int]:
     return pos >> _LINE_BITS, pos & _LINE_MASK
 
 
+def positions_of(file_index: int, lines: np.ndarray) -> np.ndarray:
+    """``position`` of each of ``lines`` of file number ``file_index``, as int64."""
+    return (np.int64(file_index) << np.int64(_LINE_BITS)) + lines
+
+
+def places_of(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``place`` of each of ``positions``: (file indices, lines)."""
+    return positions >> _LINE_BITS, positions & _LINE_MASK
+
+
 class _Hashes(Protocol):
     def keys(self, rows: np.ndarray) -> np.ndarray: ...
 
@@ -159,7 +169,7 @@ class BatchClassifier:
         if len(valid) == 0:
             return Verdicts(verdict)
         identities, text = self._identities(mapped, valid)
-        positions = (np.int64(file_index) << np.int64(_LINE_BITS)) + mapped.lines[valid]
+        positions = positions_of(file_index, mapped.lines[valid])
         hashes = mapped.properties_hash
         # changed-only compares the hashes: all at once; a resume alone reads none
         keys = hashes.keys(valid) if self._changed_only and hashes is not None else None
@@ -192,14 +202,15 @@ class BatchClassifier:
             resend.setdefault(index, set()).add(line)
         quiet: list[QuietRows] = []
         rows = np.flatnonzero(verdicts != SEND)
-        files = positions[rows] >> _LINE_BITS
+        files, lines = places_of(positions[rows])
         for index in np.unique(files).tolist():
-            mine = rows[files == index]
+            picked = files == index
+            mine = rows[picked]
             at = positions[mine].tolist()
             quiet.append(
                 QuietRows(
                     file_index=index,
-                    lines=(positions[mine] & _LINE_MASK).tolist(),
+                    lines=lines[picked].tolist(),
                     identities=[self._held_identity[p] for p in at],
                     unchanged=(verdicts[mine] == UNCHANGED).tolist(),
                     superseded_by=[
@@ -223,7 +234,7 @@ class BatchOutcomes:
             for j, text in zip(rows.tolist(), identities(mapped, rows)[0], strict=True):
                 ident[j] = text
         self._identity = ident
-        self._position = ((file_index << _LINE_BITS) + mapped.lines).tolist()
+        self._position = positions_of(file_index, mapped.lines).tolist()
         hashes: list[int | None] = [None] * n
         if mapped.properties_hash is not None and len(rows):
             keys = mapped.properties_hash.keys(rows).tolist()
