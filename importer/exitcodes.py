@@ -37,10 +37,9 @@ LOCKED = 4
 INTERNAL = 5
 #: no space left on the device of the ledger or the report
 DISK_FULL = 6
-#: a run stopped by signal N exits 128 + N (the shell's convention)
+#: a run stopped by signal N exits 128 + N (the shell's convention): 130 for SIGINT, 143 for
+#: SIGTERM (``for_signal``)
 SIGNAL_BASE = 128
-INTERRUPTED_SIGINT = SIGNAL_BASE + signal.SIGINT  # 130
-INTERRUPTED_SIGTERM = SIGNAL_BASE + signal.SIGTERM  # 143
 
 #: the statuses that make a run exit ROWS_FAILED whatever ``--max-reject-rate`` says
 _UNDELIVERED = ("failed", "not_sent")
