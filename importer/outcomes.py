@@ -2,8 +2,9 @@
 back (``Outcome``: a ``Response`` or a ``TransportFailure``) and what became of one row
 (``Status``, ``RowResult``).
 
-The bulk sender, its transport, the SDK (``importer.client``), the ledger and the reports all
-speak these; none of them depends on ``requests``.
+The bulk sender, its transport, the SDK (``importer.client``), the ledger's recorder and the
+wiring that turns answers into report lines (``producer``, ``outputs``) all speak these; none
+of them depends on ``requests``.
 """
 
 from __future__ import annotations
