@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +44,8 @@ __all__ = ["arun", "list_runs", "load_config", "preview", "retry", "run", "valid
 log = logging.getLogger("importer")
 
 ConfigLike = Config | str | Path
+#: the input files: one path, or a list of them (files, folders or glob patterns)
+FilesLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 T = TypeVar("T")
 
 
@@ -56,7 +59,7 @@ def load_config(config: ConfigLike, *, overrides: dict[str, Any] | None = None) 
 
 def run(
     config: ConfigLike,
-    files: Sequence[str | Path],
+    files: FilesLike,
     *,
     overrides: dict[str, Any] | None = None,
     report_dir: str | Path | None = None,
@@ -69,8 +72,9 @@ def run(
     progress: ProgressFn | None = None,
     handle_signals: bool = False,
 ) -> RunSummary:
-    """Import ``files`` (files, folders or glob patterns) with the job ``config``; the run's
-    summary (``summary.exit_code`` is what ``dmimport run`` would exit with).
+    """Import ``files`` (a file, folder or glob pattern, or a list of them) with the job
+    ``config`` (a ``Config`` or the path of its YAML file); the run's summary
+    (``summary.exit_code`` is what ``dmimport run`` would exit with).
 
     ``report_dir``: where the run's report folder goes (else ``report.dir``); ``ledger``: the
     job's ledger (else ``state.path``, else ``<report.dir>/state.db``); see the module's
@@ -91,7 +95,7 @@ def run(
     cfg = _placed(cfg, config_path, report_dir, ledger, needs_ledger=keeps_ledger)
     job = Run(
         cfg,
-        files,
+        _file_list(files),
         dry_run=dry_run,
         report_dir=report_dir,
         progress=progress,
@@ -107,7 +111,7 @@ def run(
 
 async def arun(
     config: ConfigLike,
-    files: Sequence[str | Path],
+    files: FilesLike,
     *,
     overrides: dict[str, Any] | None = None,
     report_dir: str | Path | None = None,
@@ -140,7 +144,7 @@ async def arun(
 
 def validate(
     config: ConfigLike,
-    files: Sequence[str | Path],
+    files: FilesLike,
     *,
     overrides: dict[str, Any] | None = None,
     report_dir: str | Path | None = None,
@@ -318,6 +322,14 @@ def _placed(
     if problems:
         raise ConfigError(problems, source=str(config_path) if config_path else None)
     return cfg
+
+
+def _file_list(files: FilesLike) -> list[str | Path]:
+    """``files`` as a list: one path given as is (a ``str`` is a path, not a sequence of
+    one-letter paths)."""
+    if isinstance(files, str | os.PathLike):
+        return [os.fspath(files)]
+    return [os.fspath(f) for f in files]
 
 
 def _outside_loop(job: Callable[[], T]) -> T:

@@ -295,3 +295,13 @@ def test_retry_sends_again_the_rows_a_run_did_not_deliver(
     with pytest.raises(importer.LedgerError, match="is not in the ledger"):
         importer.retry(config, "20240101T000000-abcdef", report_dir=tmp_path / "r3", **places)  # type: ignore[arg-type]
     assert list(cwd.iterdir()) == []
+
+
+def test_one_file_may_be_given_as_a_path_not_a_list(tmp_path: Path, cwd: Path) -> None:
+    # a str is a path here, not a sequence of one-letter paths ('.', '/', ...)
+    config, data = _job(tmp_path, n=3)
+    reports = tmp_path / "reports"
+    for one in (str(data), data):
+        summary = importer.validate(config, one, report_dir=reports)
+        assert summary.counts["valid"] == 3
+    assert list(cwd.iterdir()) == []
