@@ -105,7 +105,8 @@ class Client:
         self.session = session
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.base_url!r}, debug={self.debug}, secret=***)"
+        base_url = self._scrub(_safe_url(self.base_url))
+        return f"{type(self).__name__}(base_url={base_url!r}, debug={self.debug}, secret=***)"
 
     def __enter__(self) -> Client:
         return self
@@ -197,7 +198,9 @@ class Client:
             )
         return TransportFailure(
             TransportKind.HTTP_STATUS,
-            f"HTTP {status} {resp.reason or ''} from POST {_safe_url(url)}".replace("  ", " "),
+            self._scrub(f"HTTP {status} {resp.reason or ''} from POST {_safe_url(url)}").replace(
+                "  ", " "
+            ),
             http_status=status,
             retry_after=resp.headers.get("Retry-After"),
             latency_ms=latency,
@@ -230,13 +233,14 @@ class Client:
         detail = self._scrub(str(exc))
         if len(detail) > 300:
             detail = detail[:297] + "..."
-        message = f"{type(exc).__name__} on POST {_safe_url(url)}"
+        message = self._scrub(f"{type(exc).__name__} on POST {_safe_url(url)}")
         if detail:
             message += f": {detail}"
         return TransportFailure(kind, message, latency_ms=latency)
 
     def _scrub(self, text: str) -> str:
-        """``text`` with the SECRET (should an exception ever quote a header) blanked out."""
+        """``text`` with the SECRET (should an exception quote a header, or the base URL hold
+        it) blanked out."""
         if self._secret:
             text = text.replace(self._secret, "***")
         return text

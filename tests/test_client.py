@@ -218,6 +218,19 @@ def test_secret_is_not_in_repr_or_failure_messages() -> None:
         assert secret not in text and "pw@" not in text
 
 
+def test_secret_written_into_the_base_url_is_not_in_repr_or_failure_messages() -> None:
+    secret = "5ecre7-0000-4000-8000-000000000000"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        for url in (f"http://u:{secret}@127.0.0.1:{port}", f"http://127.0.0.1:{port}/{secret}"):
+            c = Client(secret, url)
+            f = c.user({"phone": "1"})
+            assert isinstance(f, TransportFailure)
+            for text in (repr(c), f.message, repr(f), str(f.as_dict())):
+                assert secret not in text
+
+
 def test_secret_that_cannot_be_a_header_is_refused_without_echoing_it() -> None:
     with pytest.raises(ValueError) as info:
         Client("秘密-secret", DEFAULT_BASE_URL)
