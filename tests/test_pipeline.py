@@ -248,6 +248,7 @@ def test_fatal_auth_error_aborts_and_marks_the_rest_not_sent(
     )
     assert summary.exit_code == 3
     assert summary.aborted is not None and summary.aborted.startswith("20000 Authentication failed")
+    assert summary.aborted.count("Authentication failed") == 1  # not said twice
     assert summary.requests <= 8  # at most one request per worker got out
     results = read_results(summary)
     assert len(results) == 3000

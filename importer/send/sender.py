@@ -268,7 +268,11 @@ class Sender:
                 self._signature_failures = 0
                 return False
             if category is Category.FATAL:
-                self.abort(f"{int(code)} {code.description}: {outcome.errmsg}", int(code))
+                # the platform's message may already start with the code's description
+                said = outcome.errmsg
+                if not said.startswith(code.description):
+                    said = f"{code.description}: {said}"
+                self.abort(f"{int(code)} {said}", int(code))
                 return False
             if category is Category.FATAL_IF_REPEATED:
                 self._signature_failures += 1
