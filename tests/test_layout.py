@@ -28,6 +28,7 @@ MAX_CLASS_LINES = 250
 
 # the shared vocabulary: imports nothing but itself and the standard library
 BOTTOM = {
+    "importer.atomic",
     "importer.errcodes",
     "importer.errors",
     "importer.outcomes",

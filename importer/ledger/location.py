@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Protocol
 
+from ..atomic import finish_atomic, temp_path
 from ..errors import LedgerError, LockedError, UsageError
 from .lock import lock_path
 from .store import Ledger
@@ -127,17 +128,10 @@ def _move(src: Path, dst: Path) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp = temp_path(dst)
     shutil.copyfile(src, tmp)
     os.chmod(tmp, 0o600)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, dst)
-    dir_fd = os.open(dst.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    finish_atomic(tmp, dst)
     src.unlink()
 
 

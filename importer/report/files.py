@@ -1,8 +1,8 @@
 """Report files are written whole or not at all, and readable by their owner only.
 
-Every file is written under a temporary name in the same folder (``temp_path``) and renamed
-into place when complete, after an fsync (``finish_atomic``), so a reader never sees half a
-report; a write that finds its disk full raises ``DiskFullError`` naming the file (``writing``).
+Every file is written whole or not at all (``importer.atomic``: a temporary name, an fsync, a
+rename), so a reader never sees half a report; a write that finds its disk full raises
+``DiskFullError`` naming the file (``writing``).
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..atomic import finish_atomic, private_opener, temp_path
 from ..errors import NO_SPACE, ConfigError, ConfigProblem, DiskFullError
 
 
@@ -53,23 +53,6 @@ def make_run_dir(run_dir: Path, config_source: str = "") -> None:
         ) from None
 
 
-def temp_path(path: Path) -> Path:
-    """The temporary name ``path`` is written under until it is complete."""
-    return path.with_name(f".{path.name}.tmp")
-
-
-def finish_atomic(tmp: Path, final: Path) -> None:
-    """fsync the finished temporary file, rename it into place, fsync the folder."""
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    dir_fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def write_json_atomic(path: Path, data: Any) -> None:
     """``data`` as indented JSON in ``path``, written atomically, owner-readable only."""
     tmp = temp_path(path)
@@ -82,11 +65,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
     except DiskFullError:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def private_opener(path: str, flags: int) -> int:
-    """Report files hold customer data: readable by their owner only."""
-    return os.open(path, flags, 0o600)
 
 
 def file_fingerprint(path: Path) -> dict[str, Any]:

@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 from .. import exitcodes
+from ..atomic import finish_atomic, temp_path
 from ..errors import DiskFullError
-from .files import finish_atomic, temp_path, writing
+from .files import writing
 from .summary import RunSummary
 
 _METRIC_LAST_SUCCESS = "dmimport_last_success_timestamp_seconds"

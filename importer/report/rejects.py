@@ -19,7 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .files import finish_atomic, private_opener, temp_path, writing
+from ..atomic import finish_atomic, private_opener, temp_path
+from .files import writing
 
 if TYPE_CHECKING:
     from ..load import Batch

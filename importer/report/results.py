@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from .files import finish_atomic, private_opener, temp_path, writing
+from ..atomic import finish_atomic, private_opener, temp_path
+from .files import writing
 from .masking import PiiMask
 
 if TYPE_CHECKING:
