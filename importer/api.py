@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .config import Config
-from .errors import ConfigError, ConfigProblem, LedgerError, LoadError, NothingToRetry
+from .errors import (
+    ConfigError,
+    ConfigProblem,
+    LedgerError,
+    LoadError,
+    NothingToRetry,
+    UsageError,
+)
 from .job import load_job, parse_job
 from .ledger import RunRecord, open_job_ledger, rows_to_retry, rows_to_retry_from_run
 from .pipeline import ProgressFn, Run
@@ -88,14 +95,23 @@ def run(
 
     Raises ``ConfigError`` (nothing sent) for a bad config or override, missing columns, a
     missing SECRET or no place for the reports or the ledger; ``LoadError`` for an input file
-    that cannot be read at all; ``LockedError`` when another run of the job is going.
+    that cannot be read at all; ``LockedError`` when another run of the job is going;
+    ``UsageError`` for no files, ``full`` with ``changed_only``, or a ``max_reject_rate``
+    outside 0..1 (as the command line refuses its options).
     """
+    inputs = _file_list(files)
+    if not inputs:
+        raise UsageError("no input files: files is empty")
+    if full and changed_only:
+        raise UsageError("full and changed_only exclude each other: pick one")
+    if max_reject_rate is not None and not 0.0 <= max_reject_rate <= 1.0:
+        raise UsageError(f"max_reject_rate must be between 0 and 1, got {max_reject_rate}")
     cfg, config_path = _resolve(config, overrides)
     keeps_ledger = not dry_run and cfg.state.enabled and not cfg.target.debug
     cfg = _placed(cfg, config_path, report_dir, ledger, needs_ledger=keeps_ledger)
     job = Run(
         cfg,
-        _file_list(files),
+        inputs,
         dry_run=dry_run,
         report_dir=report_dir,
         progress=progress,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import write_csv
@@ -304,4 +305,24 @@ def test_one_file_may_be_given_as_a_path_not_a_list(tmp_path: Path, cwd: Path) -
     for one in (str(data), data):
         summary = importer.validate(config, one, report_dir=reports)
         assert summary.counts["valid"] == 3
+    assert list(cwd.iterdir()) == []
+
+
+def test_arguments_the_command_line_would_refuse_are_usage_errors(
+    tmp_path: Path, cwd: Path
+) -> None:
+    config, data = _job(tmp_path, n=3)
+    reports = tmp_path / "reports"
+    refused = {
+        "no input files: files is empty": dict(files=[]),
+        "full and changed_only exclude each other": dict(full=True, changed_only=True),
+        "max_reject_rate must be between 0 and 1, got 5": dict(max_reject_rate=5),
+        "max_reject_rate must be between 0 and 1, got -0.1": dict(max_reject_rate=-0.1),
+    }
+    for message, kwargs in refused.items():
+        arguments: dict[str, Any] = {"files": [data], "dry_run": True, **kwargs}
+        with pytest.raises(importer.UsageError, match=message) as info:
+            importer.run(config, report_dir=reports, **arguments)
+        assert info.value.exit_code == 2
+    assert not reports.exists()
     assert list(cwd.iterdir()) == []
