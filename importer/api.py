@@ -44,7 +44,7 @@ from .ledger import RunRecord, open_job_ledger, rows_to_retry, rows_to_retry_fro
 from .pipeline import ProgressFn, Run
 from .previewer import Preview
 from .previewer import preview as _preview
-from .report import RESULT_SUFFIXES, RunSummary, read_results
+from .report import RESULT_SUFFIXES, RunSummary, metrics_file_problem, read_results
 
 __all__ = ["arun", "list_runs", "load_config", "preview", "retry", "run", "validate"]
 
@@ -96,8 +96,9 @@ def run(
     Raises ``ConfigError`` (nothing sent) for a bad config or override, missing columns, a
     missing SECRET or no place for the reports or the ledger; ``LoadError`` for an input file
     that cannot be read at all; ``LockedError`` when another run of the job is going;
-    ``UsageError`` for no files, ``full`` with ``changed_only``, or a ``max_reject_rate``
-    outside 0..1 (as the command line refuses its options).
+    ``UsageError`` for no files, ``full`` with ``changed_only``, a ``max_reject_rate``
+    outside 0..1, or a ``metrics_file`` that could not be written (as the command line refuses
+    its options).
     """
     inputs = _file_list(files)
     if not inputs:
@@ -106,6 +107,8 @@ def run(
         raise UsageError("full and changed_only exclude each other: pick one")
     if max_reject_rate is not None and not 0.0 <= max_reject_rate <= 1.0:
         raise UsageError(f"max_reject_rate must be between 0 and 1, got {max_reject_rate}")
+    if metrics_file is not None and (problem := metrics_file_problem(Path(metrics_file))):
+        raise UsageError(f"metrics file {metrics_file} {problem}")
     cfg, config_path = _resolve(config, overrides)
     keeps_ledger = not dry_run and cfg.state.enabled and not cfg.target.debug
     cfg = _placed(cfg, config_path, report_dir, ledger, needs_ledger=keeps_ledger)

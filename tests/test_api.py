@@ -318,6 +318,9 @@ def test_arguments_the_command_line_would_refuse_are_usage_errors(
         "full and changed_only exclude each other": dict(full=True, changed_only=True),
         "max_reject_rate must be between 0 and 1, got 5": dict(max_reject_rate=5),
         "max_reject_rate must be between 0 and 1, got -0.1": dict(max_reject_rate=-0.1),
+        # found at the end of a run, after sending, this was exit 5 and a run left "killed"
+        "is a folder, not a file": dict(metrics_file=tmp_path),
+        f"cannot be created: {data} is not a folder": dict(metrics_file=data / "m.prom"),
     }
     for message, kwargs in refused.items():
         arguments: dict[str, Any] = {"files": [data], "dry_run": True, **kwargs}

@@ -18,7 +18,7 @@ and, when asked, a Prometheus metrics file (``metrics``). Every file is written 
 
 from .files import file_fingerprint, make_run_dir, write_json_atomic
 from .masking import PiiMask
-from .metrics import write_metrics
+from .metrics import metrics_file_problem, write_metrics
 from .rejects import RejectFiles
 from .results import (
     RESULT_COLUMNS,
@@ -43,6 +43,7 @@ __all__ = [
     "Tally",
     "file_fingerprint",
     "make_run_dir",
+    "metrics_file_problem",
     "read_results",
     "write_json_atomic",
     "write_metrics",

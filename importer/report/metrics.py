@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -13,6 +14,22 @@ from .files import writing
 from .summary import RunSummary
 
 _METRIC_LAST_SUCCESS = "dmimport_last_success_timestamp_seconds"
+
+
+def metrics_file_problem(path: Path) -> str | None:
+    """Why ``write_metrics`` could not write ``path`` at the end of a run (a folder, a place
+    under a file, a folder this user cannot write), checked before anything is sent; None
+    when it can. A missing folder is fine: it is created."""
+    if path.is_dir():
+        return "is a folder, not a file"
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"cannot be created: {folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot be created: {folder} is not writable by this user"
+    return None
 
 
 def write_metrics(path: Path, summary: RunSummary) -> None:
