@@ -26,7 +26,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -289,6 +289,15 @@ def retry(
 
 def _resolve(config: ConfigLike, overrides: dict[str, Any] | None) -> tuple[Config, Path | None]:
     """The validated config, and the path of its file when it was given as one."""
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise TypeError(
+            "overrides must be a dict of dotted keys and values, e.g. "
+            f"{{'send.concurrency': 4}}, not a {type(overrides).__name__}"
+        )
+    if not isinstance(config, Config | str | os.PathLike):
+        raise TypeError(
+            f"config must be a Config or the path of a YAML file, not a {type(config).__name__}"
+        )
     if isinstance(config, Config):
         if not overrides:
             return config, None

@@ -329,3 +329,12 @@ def test_arguments_the_command_line_would_refuse_are_usage_errors(
         assert info.value.exit_code == 2
     assert not reports.exists()
     assert list(cwd.iterdir()) == []
+
+
+def test_arguments_of_the_wrong_type_say_what_is_expected(tmp_path: Path, cwd: Path) -> None:
+    config, data = _job(tmp_path, n=3)
+    with pytest.raises(TypeError, match="overrides must be a dict of dotted keys and values"):
+        importer.load_config(config, overrides=[("send.concurrency", 4)])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="config must be a Config or the path of a YAML file"):
+        importer.validate(42, [data], report_dir=tmp_path / "r")  # type: ignore[arg-type]
+    assert list(cwd.iterdir()) == []
