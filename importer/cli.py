@@ -528,7 +528,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
         if args.command == "retry":
             return _cmd_retry(args)
     except NothingToRetry as exc:  # not a failure: say so, and exit 0
-        print(redact(str(exc)))
+        if getattr(args, "json", False):  # what a script piping --json into jq can read
+            said = {"exit_code": exitcodes.for_exception(exc), "nothing_to_retry": str(exc)}
+            print(redact(json.dumps(said, ensure_ascii=False, indent=2)))
+        else:
+            print(redact(str(exc)))
         return exitcodes.for_exception(exc)
     except ConfigError as exc:
         print(redact(f"error: {exc}"), file=sys.stderr)

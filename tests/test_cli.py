@@ -254,6 +254,15 @@ def test_exit_1_means_rows_only_nothing_to_retry_exits_0_with_a_message(
     out = dmimport("retry", "configs/delete_customers.yaml", results, "--base-url", sb.url, env=env)
     assert (out.returncode, out.stderr) == (0, "")
     assert out.stdout == f"nothing to retry: {results} has no failed or not_sent rows\n"
+    # --json stays JSON, for a script reading it
+    out = dmimport(
+        "retry", "configs/delete_customers.yaml", results, "--base-url", sb.url, "--json", env=env
+    )  # fmt: skip
+    assert (out.returncode, out.stderr) == (0, "")
+    assert json.loads(out.stdout) == {
+        "exit_code": 0,
+        "nothing_to_retry": f"nothing to retry: {results} has no failed or not_sent rows",
+    }
 
 
 def test_a_command_that_needs_a_ledger_before_the_first_run_is_a_usage_error(
