@@ -597,6 +597,18 @@ def test_several_problems_reported_at_once(tmp_path: Path) -> None:
     assert "  send.concurency (line 10): unknown key 'concurency' -- did you mean" in message
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "http://u:pw@example.com:80x"])
+def test_a_base_url_with_a_bad_port_is_a_config_error(tmp_path: Path, url: str) -> None:
+    # it was an internal error (exit 5, "ValueError: Port out of range") when the run began
+    text = f"target: {{base_url: '{url}'}}\njob: {{kind: user, primary_keys: [phone]}}\n"
+    text += "columns: {phone: 手机号}\n"
+    problem = only(problems_of(tmp_path, text))
+    assert (problem.path, problem.message) == (
+        "target.base_url",
+        "the port in base_url is not a number from 0 to 65535",
+    )
+
+
 # -- check_columns -------------------------------------------------------------------------------
 
 

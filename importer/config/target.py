@@ -75,6 +75,13 @@ class Target(StrictModel):
             )
         if parts.query or parts.fragment:
             raise rule_error("base_url must not carry a query string or fragment")
+        try:
+            parts.port  # noqa: B018 -- urlsplit checks the port only when asked for it
+        except ValueError:
+            raise rule_error(
+                "the port in base_url is not a number from 0 to 65535",
+                "e.g. https://api.example.com:8443",
+            ) from None
         return v.rstrip("/")
 
     @field_validator("secret_env")
