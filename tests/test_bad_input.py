@@ -509,6 +509,12 @@ BAD_FILES: dict[str, tuple[str, Callable[[], bytes], str]] = {
         lambda: b"PK\x03\x04" + b"\x00" * 200,
         "book.csv: this is a ZIP archive (an Excel .xlsx workbook?), not a CSV text file",
     ),
+    "xlsx-as-is": (
+        "book.xlsx",
+        lambda: b"PK\x03\x04" + b"\x00" * 200,
+        "book.xlsx: a spreadsheet workbook is not read; save it as CSV (in Excel: Save As, "
+        "'CSV UTF-8 (Comma delimited)') and import the .csv",
+    ),
     "parquet-named-csv": (
         "data.csv",
         lambda: _parquet_bytes(pa.table({"a": ["1"]})),

@@ -113,6 +113,10 @@ def open_source(path: Path, options: InputOptions) -> Source:
     )
 
 
+#: workbook extensions: named for what to do, rather than "set input.format"
+_SPREADSHEETS = frozenset((".xlsx", ".xlsm", ".xls", ".xlsb", ".ods", ".numbers"))
+
+
 def _resolve_format(path: Path, options: InputOptions) -> tuple[str, str | None, bool]:
     name = path.name.lower()
     compressed = name.endswith(".gz")
@@ -120,6 +124,11 @@ def _resolve_format(path: Path, options: InputOptions) -> tuple[str, str | None,
     fmt: str = options.format
     if fmt == "auto":
         found = EXTENSIONS.get(ext)
+        if found is None and ext in _SPREADSHEETS:
+            raise LoadError(
+                f"{path}: a spreadsheet workbook is not read; save it as CSV (in Excel: Save As, "
+                "'CSV UTF-8 (Comma delimited)') and import the .csv"
+            )
         if found is None:
             raise LoadError(
                 f"{path}: cannot tell the format from the extension '{ext or path.name}'; "
