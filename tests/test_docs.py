@@ -57,3 +57,14 @@ def test_the_readme_names_the_results_columns_as_they_are() -> None:
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert f"`{', '.join(RESULT_COLUMNS)}`" in " ".join(readme.split())
+
+
+def test_systemd_units_in_the_docs_hold_no_comment_after_a_value() -> None:
+    # systemd reads `Key=value  # note` as the value "value  # note": a unit copied from the
+    # docs would then fail (EnvironmentFile= naming a file that does not exist)
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text(encoding="utf-8")
+        for block in re.findall(r"```ini\n(.*?)```", text, flags=re.S):
+            for line in block.splitlines():
+                if re.match(r"[A-Za-z]+=", line):
+                    assert not re.search(r"\s[#;]", line), f"{doc.name}: {line}"
