@@ -609,6 +609,21 @@ def test_a_base_url_with_a_bad_port_is_a_config_error(tmp_path: Path, url: str) 
     )
 
 
+@pytest.mark.parametrize("name", ["people.csv", "people.jsonl", "people.csv.gz", "p.parquet"])
+def test_an_input_file_given_as_the_config_says_the_config_comes_first(
+    tmp_path: Path, name: str
+) -> None:
+    # `dmimport run people.csv job.yaml`: it was "the config must be a mapping of sections"
+    path = tmp_path / name
+    path.write_text("手机号,邮箱\n13800138000,a@b.cn\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_job(path)
+    (problem,) = info.value.problems
+    assert f"{name} is an input file (." in problem.message
+    assert problem.message.endswith("), not a YAML config")
+    assert problem.hint == "the config comes first: dmimport run CONFIG FILES"
+
+
 # -- check_columns -------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, ConfigProblem
+from ..load import EXTENSIONS
 
 #: a config is a few KB; a larger file is refused before YAML reads it
 MAX_CONFIG_BYTES = 1024**2
@@ -23,6 +24,18 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple[str, ...], int], list[ConfigP
     A file that cannot be read, is too large, is not UTF-8 or is not YAML is a ConfigError.
     """
     source = str(path)
+    suffix = Path(path.name.removesuffix(".gz")).suffix.lower()
+    if suffix not in (".json", ".txt") and suffix in EXTENSIONS:  # a JSON config is YAML too
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "",
+                    f"{path.name} is an input file ({suffix}), not a YAML config",
+                    "the config comes first: dmimport run CONFIG FILES",
+                )
+            ],
+            source=source,
+        )
     try:
         with open(path, "rb") as fh:
             # read one byte past the bound: /dev/zero or a wrong multi-GB file stops here

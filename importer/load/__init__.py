@@ -17,12 +17,13 @@ format), ``values`` (checks all formats share), ``batch`` (the types handed on),
 """
 
 from .batch import BadRecord, Batch, Source
-from .discover import expand_inputs
+from .discover import EXTENSIONS, expand_inputs
 from .options import InputOptions, ReadStats, Tuning
 from .reader import iter_batches
 from .sniff import open_source
 
 __all__ = [
+    "EXTENSIONS",
     "BadRecord",
     "Batch",
     "InputOptions",
