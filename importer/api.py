@@ -96,15 +96,13 @@ def run(
     Raises ``ConfigError`` (nothing sent) for a bad config or override, missing columns, a
     missing SECRET or no place for the reports or the ledger; ``LoadError`` for an input file
     that cannot be read at all; ``LockedError`` when another run of the job is going;
-    ``UsageError`` for no files, ``full`` with ``changed_only``, a ``max_reject_rate``
-    outside 0..1, or a ``metrics_file`` that could not be written (as the command line refuses
-    its options).
+    ``UsageError`` for no files, a ``max_reject_rate`` outside 0..1, or a ``metrics_file``
+    that could not be written (as the command line refuses its options). ``full`` wins over
+    ``changed_only``.
     """
     inputs = _file_list(files)
     if not inputs:
         raise UsageError("no input files: files is empty")
-    if full and changed_only:
-        raise UsageError("full and changed_only exclude each other: pick one")
     if max_reject_rate is not None and not 0.0 <= max_reject_rate <= 1.0:
         raise UsageError(f"max_reject_rate must be between 0 and 1, got {max_reject_rate}")
     if metrics_file is not None and (problem := metrics_file_problem(Path(metrics_file))):

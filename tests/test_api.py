@@ -315,7 +315,6 @@ def test_arguments_the_command_line_would_refuse_are_usage_errors(
     reports = tmp_path / "reports"
     refused = {
         "no input files: files is empty": dict(files=[]),
-        "full and changed_only exclude each other": dict(full=True, changed_only=True),
         "max_reject_rate must be between 0 and 1, got 5": dict(max_reject_rate=5),
         "max_reject_rate must be between 0 and 1, got -0.1": dict(max_reject_rate=-0.1),
         # found at the end of a run, after sending, this was exit 5 and a run left "killed"
