@@ -14,12 +14,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto
 
 # The quick loop while editing: the unit tests, without those marked slow (subprocesses,
 # kills, large end-to-end runs); under a minute. `make test` runs everything.
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -n auto -m "not slow"
 
 demo: $(STAMP)
 	$(BIN)/python demo.py
