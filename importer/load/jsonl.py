@@ -175,6 +175,7 @@ def iter_jsonl(
         if stream is not None and stream.error is not None:
             raise stream.error
     finally:
+        stats.failed_reads += fast.failed_reads
         raw.close()
 
 
@@ -260,6 +261,11 @@ _NESTING = 64
 #: before the runs that fail go line by line: a failed run is cut in ``_PIECES``, so a bad
 #: line among n is found in about log4(n) rounds, reading about n * 4/3 bytes in vain
 _ARROW_RETRIES = 2
+#: and at most this many of a block's reads may fail: a run cut down to a few lines costs a
+#: read per piece, and where bad lines are everywhere (a column holding numbers and strings)
+#: the byte bound alone lets thousands of small reads through, costlier than reading lines
+#: one at a time (about 64 reads find three bad lines among 100,000)
+_ARROW_FAILED_READS = 64
 _PIECES = 4
 _ARROW_BACKOFF = 16  # most blocks read line by line after blocks Arrow could not read
 _Run = tuple[int, int, "pa.Table | None", "list[str] | None"]
@@ -294,7 +300,7 @@ class _JsonBlocks:
     columns holding other than strings (from then on read with their inferred types); failing
     that, it is cut in ``_PIECES`` and each piece read again, down to single lines, which go
     line by line, while the failed reads of the block stay under ``_ARROW_RETRIES`` times its
-    size. After a block Arrow could read nothing
+    size and their count under ``_ARROW_FAILED_READS``. After a block Arrow could read nothing
     of, the next few blocks go line by line (more after each such block): Arrow's attempts
     cost little then.
     """
@@ -309,6 +315,8 @@ class _JsonBlocks:
         self.typed: set[str] = set()  # requested columns found to hold other than strings
         self.parse_options = self._options()
         self.budget = 0  # bytes Arrow may still read in vain in this block
+        self.reads_left = 0  # reads that may still fail in this block
+        self.failed_reads = 0  # reads that failed, over the whole file
         self.skip = 0  # blocks to read line by line before trying Arrow again
         self.backoff = 0
         self.block = b""
@@ -338,6 +346,7 @@ class _JsonBlocks:
         self.starts = np.concatenate(([0], newlines + 1))
         self.ends = np.append(newlines, len(block))
         self.budget = _ARROW_RETRIES * len(block)
+        self.reads_left = _ARROW_FAILED_READS
         try:
             runs = self._runs(view, newlines, n)
         finally:
@@ -388,7 +397,7 @@ class _JsonBlocks:
         """Lines ``start`` to ``end`` as runs."""
         if start >= end:
             return []
-        if self.budget <= 0:
+        if self.budget <= 0 or self.reads_left <= 0:
             return [(start, end, None, None)]
         first, last = int(self.starts[start]), int(self.ends[end - 1])
         whole = first == 0 and last == len(self.block)
@@ -405,9 +414,11 @@ class _JsonBlocks:
                 parse_options=self.parse_options,
             )
         except pa.ArrowInvalid:
+            self.failed_reads += 1
             if self._learn_types(utf8):
                 return self._read(start, end)
             self.budget -= len(utf8)
+            self.reads_left -= 1
             if end - start == 1:
                 return [(start, end, None, None)]
             cuts = np.linspace(start, end, min(_PIECES, end - start) + 1).astype(int).tolist()

@@ -142,3 +142,6 @@ class ReadStats:
     #: JSON Lines: lines taken from runs Arrow read, and lines read one at a time
     arrow_lines: int = 0
     single_lines: int = 0
+    #: JSON Lines: Arrow reads that failed (each sent its lines to be learnt, cut or read one
+    #: at a time)
+    failed_reads: int = 0
