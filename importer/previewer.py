@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .config import Config, check_columns
 from .errcodes import ErrCode
 from .job import load_job
@@ -89,7 +91,8 @@ def preview(
                 continue
             mapped = mapper.map(batch, build_bodies=False)
             valid += int(mapped.ok.sum())
-            rejected.update(str(int(c)) for c in mapped.errcode if c)
+            codes, counts = np.unique(mapped.errcode[mapped.errcode != 0], return_counts=True)
+            rejected.update(dict(zip(map(str, codes.tolist()), counts.tolist(), strict=True)))
             malformed += len(batch.bad)
     finally:
         # the reader stops (and its threads with it) here, also when this stopped early
