@@ -204,6 +204,7 @@ class RunOutputs:
             self.lose(self.report_full)
         if recorder is not None:
             recorder.close()
+            recorder.fold()
         ledger_full = recorder.full if recorder is not None else None
         if ledger_full is not None:
             aborted = ledger_full_reason(ledger_full)
@@ -246,9 +247,6 @@ class RunOutputs:
             skipped_inputs=[{"path": str(p), "reason": r} for p, r in skipped_inputs],
             interrupted=signal.Signals(interrupted).name if interrupted is not None else None,
         )
-        if recorder is not None and (full := recorder.fold()) is not None:
-            summary.aborted = ledger_full_reason(full)
-            summary.exit_code = exitcodes.DISK_FULL
         if metrics_file is not None:
             try:
                 write_metrics(metrics_file, summary)
