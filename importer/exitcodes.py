@@ -40,6 +40,9 @@ DISK_FULL = 6
 #: a run stopped by signal N exits 128 + N (the shell's convention): 130 for SIGINT, 143 for
 #: SIGTERM (``for_signal``)
 SIGNAL_BASE = 128
+#: the signals that stop a run cleanly (``importer.interrupts.signal_handlers``; a
+#: ``--workers`` child ignores them and waits for its parent's word)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 #: the statuses that make a run exit ROWS_FAILED whatever ``--max-reject-rate`` says
 _UNDELIVERED = ("failed", "not_sent")

@@ -16,10 +16,8 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from .errors import DiskFullError, Interrupted
+from .exitcodes import STOP_SIGNALS
 from .send import MultiProcessSender, Sender
-
-#: the signals that stop a run cleanly (``signal_handlers``)
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Stopper:

@@ -39,6 +39,7 @@ from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
 from ..config import RetryOptions
+from ..exitcodes import STOP_SIGNALS
 from ..outcomes import NOT_SENT_MESSAGE, RowResult, Status, not_sent
 from ..protocol import Profile
 from .keylinks import KeyLinks
@@ -48,7 +49,6 @@ from .transport import StreamTransport, Transport
 
 #: prctl option: the signal this process gets when its parent dies (linux/prctl.h)
 _PR_SET_PDEATHSIG = 1
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 CHUNK_ROWS = 256
 WINDOW_CHUNKS = 8
@@ -171,9 +171,9 @@ def _tell_parent(conn: Connection, message: Any) -> None:
 def _child_main(conn: Connection, streaks: Any, parent_pid: int) -> None:
     # Ctrl-C reaches the whole process group and systemd sends SIGTERM to the whole cgroup:
     # the parent decides, and tells the children ("stop")
-    for s in _STOP_SIGNALS:
+    for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _die_with_parent(parent_pid)
     try:
         spec: WorkerSpec = pickle.loads(conn.recv_bytes())
@@ -327,7 +327,7 @@ class MultiProcessSender:
         # SIGINT and SIGTERM are blocked while the children start (the mask is inherited):
         # a child ignores them (the parent decides) before it unblocks them, and a signal
         # meant for the parent waits for the parent's mask to come back
-        masked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        masked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             for _ in range(self.workers):
                 parent, child = ctx.Pipe()
