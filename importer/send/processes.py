@@ -43,7 +43,7 @@ from ..exitcodes import STOP_SIGNALS
 from ..outcomes import NOT_SENT_MESSAGE, RowResult, Status, not_sent
 from ..protocol import Profile
 from .keylinks import KeyLinks
-from .sender import Request, RequestSource, Sender
+from .sender import Request, RequestSource, Sender, _Stops
 from .streaks import FailureStreaks
 from .transport import StreamTransport, Transport
 
@@ -285,7 +285,7 @@ async def _child(conn: Connection, spec: WorkerSpec, streaks: FailureStreaks) ->
     conn.close()
 
 
-class MultiProcessSender:
+class MultiProcessSender(_Stops):
     """Same interface as ``Sender.run`` for the pipeline, over N child processes."""
 
     def __init__(self, spec: WorkerSpec, workers: int) -> None:
@@ -295,14 +295,6 @@ class MultiProcessSender:
         self.stop_reason: str | None = None
         self.requests = 0
         self._on_stop: Callable[[], None] | None = None
-
-    @property
-    def aborted(self) -> bool:
-        return self.abort_reason is not None
-
-    @property
-    def stopping(self) -> bool:
-        return self.abort_reason is not None or self.stop_reason is not None
 
     def abort(self, reason: str) -> None:
         """The run stops (a full disk): the first reason stays. The children see it at the

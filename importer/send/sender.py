@@ -67,7 +67,24 @@ class RequestSource:
         raise NotImplementedError
 
 
-class Sender:
+class _Stops:
+    """The stop state ``Sender`` and ``MultiProcessSender`` share: ``abort_reason`` (the
+    platform's fault, or a full disk) and ``stop_reason`` (a signal), the first of each kept."""
+
+    abort_reason: str | None
+    stop_reason: str | None
+
+    @property
+    def aborted(self) -> bool:
+        return self.abort_reason is not None
+
+    @property
+    def stopping(self) -> bool:
+        """Aborted, or told to stop: no new request is taken, no new attempt is made."""
+        return self.abort_reason is not None or self.stop_reason is not None
+
+
+class Sender(_Stops):
     """Delivers requests; calls ``on_result(token, RowResult)`` once per row it takes."""
 
     def __init__(
@@ -124,15 +141,6 @@ class Sender:
 
     def __repr__(self) -> str:
         return f"Sender(path={self.path!r}, concurrency={self.concurrency})"
-
-    @property
-    def aborted(self) -> bool:
-        return self.abort_reason is not None
-
-    @property
-    def stopping(self) -> bool:
-        """Aborted, or told to stop: no new request is taken, no new attempt is made."""
-        return self.abort_reason is not None or self.stop_reason is not None
 
     def abort(self, reason: str, errcode: int | None = None) -> None:
         if self.abort_reason is None:
