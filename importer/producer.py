@@ -94,8 +94,8 @@ class BatchState:
         attempts: list[int] = self.attempts.tolist()
         latency = self.latency
         not_sent = INTERRUPTED_MESSAGE if interrupted else NOT_SENT_MESSAGE
-        for i, s in enumerate(status):
-            if s == "not_sent" and (errmsg[i] is None or errmsg[i] == NOT_SENT_MESSAGE):
+        for i in np.flatnonzero(self.status == int(Status.NOT_SENT)).tolist():
+            if errmsg[i] is None or errmsg[i] == NOT_SENT_MESSAGE:
                 errmsg[i] = not_sent
         for bad in batch.bad:
             lines.append(bad.line)
