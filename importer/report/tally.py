@@ -31,13 +31,17 @@ class Tally:
         self.counts.update(rows.status)
         if not reasons:
             return
+        # a batch's messages repeat (every row an abort left says the same): grouped once
+        keys: dict[str, str] = {}
         for code, s, msg, ln in zip(rows.errcode, rows.status, rows.errmsg, rows.line, strict=True):
             if s in _FINE:
                 continue
             if code is not None:
                 self.errcodes[str(code)] += 1
             if msg:
-                key = reason_key(msg)
+                key = keys.get(msg)
+                if key is None:
+                    key = keys[msg] = reason_key(msg)
                 self.reasons[key] += 1
                 self.examples.setdefault(key, f"{file_name}:{ln}")
 
