@@ -118,10 +118,19 @@ class TransportFailure:
     #: reached the server, so it may be retried at once, without backoff (set by
     #: ``importer.send.transport``)
     stale: bool = False
+    #: the connection closed while the request body was being sent: like HTTP 413, the
+    #: request was too big for the platform (set by ``importer.send.transport``)
+    while_sending: bool = False
 
     @property
     def ok(self) -> bool:
         return False
+
+    @property
+    def too_big(self) -> bool:
+        """The platform found the request too big (HTTP 413, or it closed the connection while
+        the body was being sent): a smaller batch may pass."""
+        return self.http_status == 413 or self.while_sending
 
     @property
     def retryable(self) -> bool:

@@ -1,10 +1,16 @@
-"""The wire protocol of the default profile (``shared/api-contract.md``), in one place.
+"""The wire protocol (``shared/api-contract.md``, version 2), in one place.
+
+Two profiles: ``import-api`` (the default), the platform's documented endpoint
+``POST {base_url}/api/v1/api/import?secret=SECRET`` with bodies typed by ``type`` (``user``,
+``user_batch``, ``event``, ``event_batch``, ``user_delete``); and ``signed``, version 1 of our
+contract (per-call paths, HMAC headers, one record per request).
 
 The SDK client, the bulk sender and the sandbox server all build, sign and parse requests with
-these functions, so the three cannot drift apart. Everything the contract leaves open (paths,
-header names, signing on/off) is a field of ``Profile``, the one object the config chooses
-(``Target.profile()``); the sender asks it for the auth headers of a request and for what an
-answer's errcode means.
+these functions, so the three cannot drift apart. Everything the contract leaves open (the
+protocol, paths, header names, signing on/off, the debug parameter) is a field of ``Profile``,
+the one object the config chooses (``Target.profile()``); the sender asks it for a request's
+target and auth headers, for the body of some records, and for what an answer's errcode means.
+``answer`` turns any HTTP answer into an ``Outcome`` the same way for the SDK and the sender.
 
 Defined here once, and imported by everything else: the kinds of call (``Kind``, ``KINDS``),
 the header names (``Headers``), the default base URL, the wire datetime format.
@@ -19,29 +25,54 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from collections.abc import Sequence
 from typing import Any, Literal, get_args
+from urllib.parse import quote
 
 from .errcodes import Category, ErrCode
+from .outcomes import FATAL_STATUSES, Outcome, Response, TransportFailure, TransportKind
 
 #: The calls of the contract, by their Python names (the JS SDK spells ``user_delete``
 #: ``userDelete``).
 Kind = Literal["user", "user_delete", "event"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 
-#: The sandbox's default address (``python -m importer.sandbox``): where a config, the SDK and
-#: the ``init`` wizard point unless told otherwise.
-DEFAULT_BASE_URL = "http://127.0.0.1:8080"
+#: The wire profiles (``target.protocol``): the platform's documented import API (the default)
+#: and ``signed``, version 1 of our contract (per-call paths, HMAC headers, one record a request).
+ProtocolName = Literal["import-api", "signed"]
+PROTOCOLS: tuple[ProtocolName, ...] = get_args(ProtocolName)
+DEFAULT_PROTOCOL: ProtocolName = "import-api"
 
-DEFAULT_PATHS: dict[str, str] = {
+#: The documented host of the import API: where a config and the SDK point unless told
+#: otherwise. Plain ``http://`` as documented; prefer ``https://`` where the platform offers it.
+DEFAULT_BASE_URL = "http://data-api.dmartech.cn"
+#: The sandbox's default address (``dmimport sandbox``): what samples, the demo and tests use.
+SANDBOX_URL = "http://127.0.0.1:8080"
+
+#: ``import-api``: the one endpoint of every call.
+IMPORT_PATH = "/api/v1/api/import"
+#: ``import-api``: the query parameter that carries the SECRET.
+SECRET_PARAM = "secret"
+#: the query parameter of debug mode (both profiles; the pages do not say, our decision)
+DEBUG_PARAM = "debug"
+#: ``signed``: one path per call.
+SIGNED_PATHS: dict[str, str] = {
     "user": "/v1/user",
     "user_delete": "/v1/userDelete",
     "event": "/v1/event",
 }
 
+#: ``import-api``: the body ``type`` of each call, one record and many (None: no batch form).
+BODY_TYPES: dict[str, tuple[str, str | None]] = {
+    "user": ("user", "user_batch"),
+    "event": ("event", "event_batch"),
+    "user_delete": ("user_delete", None),
+}
+
 
 @dataclass(frozen=True)
 class Headers:
-    """The names of the auth headers (``target.headers`` in the config)."""
+    """The names of the auth headers of ``signed`` (``target.headers`` in the config)."""
 
     secret: str = "X-Secret"
     timestamp: str = "X-Timestamp"
@@ -53,21 +84,49 @@ DEFAULT_HEADERS = Headers()
 
 @dataclass(frozen=True)
 class Profile:
-    """What a deployment may change about the wire format: where each kind of call goes, how
-    a request is authenticated, how a record is encoded, what an answer's errcode means."""
+    """What a deployment may change about the wire format: which protocol, where each kind of
+    call goes, how a request is authenticated, how records are encoded, what an answer's
+    errcode means.
 
-    paths: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PATHS))
+    Records travel as *items*: one record's properties as a compact JSON object (the mapper
+    builds them, vectorised; ``encode_body(properties)`` gives the same bytes). ``body`` joins
+    items into the request body of this profile.
+    """
+
+    protocol: ProtocolName = DEFAULT_PROTOCOL
+    #: ``import-api``: the endpoint path
+    import_path: str = IMPORT_PATH
+    #: ``signed``: the path of each call
+    paths: dict[str, str] = field(default_factory=lambda: dict(SIGNED_PATHS))
     headers: Headers = DEFAULT_HEADERS
     sign: bool = True
+    debug_param: str = DEBUG_PARAM
 
-    def path(self, kind: str, debug: bool) -> str:
-        """Path with the contract's ``debug`` query string."""
-        return f"{self.paths[kind]}?debug={'true' if debug else 'false'}"
+    @property
+    def signed(self) -> bool:
+        return self.protocol == "signed"
+
+    def target(self, kind: str, debug: bool, secret: str) -> str:
+        """The request target (path and query) of a call. Under ``import-api`` it carries the
+        SECRET: never log it; ``shown_target`` is the form for messages."""
+        if self.signed:
+            return f"{self.paths[kind]}?{self.debug_param}={'true' if debug else 'false'}"
+        query = f"{SECRET_PARAM}={quote(secret, safe='')}"
+        if debug:
+            query += f"&{self.debug_param}=true"
+        return f"{self.import_path}?{query}"
+
+    def shown_target(self, kind: str, debug: bool) -> str:
+        """``target`` with the SECRET replaced by ``***``: safe in a message or a log."""
+        return self.target(kind, debug, "***").replace("%2A%2A%2A", "***")
 
     def auth_headers(
         self, secret: str, body: bytes, timestamp: str | None = None
     ) -> dict[str, str]:
-        """The auth headers of one attempt (a fresh timestamp each call, unless given)."""
+        """The auth headers of one attempt (``signed``: a fresh timestamp each call, unless
+        given; ``import-api`` has none, the SECRET is in the query)."""
+        if not self.signed:
+            return {}
         ts = timestamp if timestamp is not None else now_ms()
         h = self.headers
         out = {h.secret: secret, h.timestamp: ts}
@@ -75,33 +134,88 @@ class Profile:
             out[h.signature] = signature(secret, ts, body)
         return out
 
-    def body(self, kind: str, properties: dict[str, Any], event_name: str | None = None) -> bytes:
-        """One record's request body (the mapper builds the same bytes, vectorised)."""
+    def max_items(self, kind: str) -> int | None:
+        """How many records one request of ``kind`` may carry: 1, or None (no fixed limit:
+        ``send.batch_rows`` decides)."""
+        if self.signed or BODY_TYPES[kind][1] is None:
+            return 1
+        return None
+
+    def body(self, kind: str, items: Sequence[bytes], event: bytes | None = None) -> bytes:
+        """The request body carrying ``items`` (encoded records, at least one); ``event`` is
+        the event name as a JSON string literal (events only). One item gives the single
+        form (``user``), more the batch form (``user_batch``)."""
+        if not items:
+            raise ValueError("a request carries at least one record")
+        if kind == "event" and event is None:
+            raise ValueError("an event needs its event name")
+        if self.signed:
+            if len(items) != 1:
+                raise ValueError("the signed profile sends one record per request")
+            if kind == "event":
+                return b'{"eventName":' + event + b',"properties":' + items[0] + b"}"  # type: ignore[operator]
+            return b'{"properties":' + items[0] + b"}"
+        single, batch = BODY_TYPES[kind]
+        many = len(items) > 1
+        if many and batch is None:
+            raise ValueError(f"{kind} has no batch form: one record per request")
+        head = b'{"type":"' + (batch if many else single).encode() + b'"'  # type: ignore[union-attr]
         if kind == "event":
-            if event_name is None:
-                raise ValueError("an event needs its event name")
-            return event_body(event_name, properties)
-        return user_body(properties)
+            head += b',"event":' + event  # type: ignore[operator]
+        if many:
+            return head + b',"properties":[' + b",".join(items) + b"]}"
+        return head + b',"properties":' + items[0] + b"}"
+
+    def record_body(
+        self, kind: str, properties: dict[str, Any], event_name: str | None = None
+    ) -> bytes:
+        """One record's request body from a dict (the SDK; the mapper builds items itself)."""
+        event = encode_body(event_name) if event_name is not None else None
+        return self.body(kind, [encode_body(properties)], event)
+
+    def batch_body(
+        self,
+        kind: str,
+        records: Sequence[dict[str, Any]],
+        event_name: str | None = None,
+    ) -> bytes:
+        """The request body of several records from dicts (the SDK's ``user_batch``)."""
+        event = encode_body(event_name) if event_name is not None else None
+        return self.body(kind, [encode_body(r) for r in records], event)
+
+    @property
+    def wrong_type(self) -> ErrCode:
+        """The errcode of a property value of the wrong declared type: 20003 (data checking
+        failed) under ``import-api``, 10002 under ``signed``."""
+        return ErrCode.INVALID_TYPE if self.signed else ErrCode.DATA_CHECK_FAILED
 
     def category(self, code: ErrCode) -> Category:
-        """What ``code`` means for a run under this profile: retry it, stop, or report it."""
+        """What ``code`` means for a run under this profile: retry it, stop, or report it.
+        Under ``import-api`` 10002 says the body's ``type`` is not accepted: fatal."""
+        if code is ErrCode.INVALID_TYPE and not self.signed:
+            return Category.FATAL
         return code.category
+
+    def advice(self, code: ErrCode, kind: str) -> str | None:
+        """What to do about a fatal ``code``, for the abort message (None: nothing to add)."""
+        if code is ErrCode.INVALID_TYPE and not self.signed:
+            single, batch = BODY_TYPES[kind]
+            types = f"'{single}'" + (f" or '{batch}'" if batch else "")
+            return (
+                f"the platform does not accept the body type {types} from this account or at "
+                "this endpoint; if it refused batches, set send.batch_rows: 1 (one record per "
+                "request); check target.path and target.protocol"
+            )
+        return None
 
 
 DEFAULT_PROFILE = Profile()
+SIGNED_PROFILE = Profile(protocol="signed")
 
 
 def encode_body(obj: Any) -> bytes:
     """Serialize a body once: compact UTF-8 JSON, non-ASCII kept as is, NaN refused."""
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-
-
-def user_body(properties: dict[str, Any]) -> bytes:
-    return encode_body({"properties": properties})
-
-
-def event_body(event_name: str, properties: dict[str, Any]) -> bytes:
-    return encode_body({"eventName": event_name, "properties": properties})
 
 
 def now_ms() -> str:
@@ -132,13 +246,6 @@ def header_problem(value: str) -> str | None:
         where = "start" if value.startswith(" ") else "end"
         return f"a space at its {where}, which an HTTP header drops"
     return None
-
-
-def auth_headers(
-    secret: str, body: bytes, *, profile: Profile = DEFAULT_PROFILE, timestamp: str | None = None
-) -> dict[str, str]:
-    """The auth headers for one attempt under ``profile`` (``Profile.auth_headers``)."""
-    return profile.auth_headers(secret, body, timestamp)
 
 
 class ProtocolError(ValueError):
@@ -208,6 +315,49 @@ def parse_response(body: bytes) -> tuple[int, str]:
     if len(msg) > ERRMSG_MAX_CHARS:
         msg = f"{msg[:ERRMSG_MAX_CHARS]}... ({len(msg)} characters)"
     return code, msg
+
+
+#: HTTP statuses that never carry an answer for the records: too big, too many
+TOO_LARGE, TOO_MANY = 413, 429
+
+
+def answer(
+    status: int,
+    payload: bytes,
+    retry_after: str | None = None,
+    latency_ms: float = 0.0,
+    parsed: tuple[ErrCode | int, str] | None = None,
+) -> Outcome:
+    """What one HTTP answer means, for the SDK and the sender alike.
+
+    - 413 (the request is too big) and 429 (a rate or quota limit; ``Retry-After`` kept) are
+      judged by their status, whatever the body;
+    - otherwise a body that is the contract's JSON is classified by its errcode, whatever the
+      status: the documented error answers come with HTTP 404;
+    - otherwise HTTP 200 is a ``protocol`` failure (retryable), and any other status an
+      ``http_status`` failure (``TransportFailure.fatal`` for 3xx and 401/403/404/405/407: a
+      wrong URL, path or proxy; retryable for 408, 429 and 5xx).
+
+    ``parsed`` is the ``(errcode, errmsg)`` of ``payload`` when the caller already has it.
+    """
+    if status not in (TOO_LARGE, TOO_MANY):
+        if parsed is None:
+            try:
+                code, msg = parse_response(payload)
+            except ProtocolError as exc:
+                if status == 200:
+                    return TransportFailure(
+                        TransportKind.PROTOCOL, str(exc), status, None, latency_ms
+                    )
+            else:
+                member = ErrCode.lookup(code)
+                parsed = (member if member is not None else code, msg)
+        if parsed is not None:
+            return Response(parsed[0], parsed[1], status, latency_ms)
+    what = f"HTTP {status}"
+    if status in FATAL_STATUSES:
+        what += " without the platform's errcode answer"
+    return TransportFailure(TransportKind.HTTP_STATUS, what, status, retry_after, latency_ms)
 
 
 def response_body(code: ErrCode | int, message: str | None = None) -> bytes:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 from pydantic import (
     Field,
+    field_validator,
     model_validator,
 )
 
-from ..errors import ConfigError, ConfigProblem
+from ..errors import ConfigError, ConfigProblem, rule_error
 from ..load import InputOptions
 from ..protocol import Profile, header_problem
 from .base import StrictModel, did_you_mean
@@ -34,9 +37,23 @@ class RetryOptions(StrictModel):
     retry_after_cap_s: float = Field(default=120.0, ge=0)
 
 
+#: ``send.batch_rows`` and ``send.batch_bytes`` defaults
+DEFAULT_BATCH_ROWS = 500
+DEFAULT_BATCH_BYTES = 1024 * 1024
+
+
 class SendOptions(StrictModel):
     concurrency: int = Field(default=32, ge=1, le=1024)
-    rate_limit: float | None = Field(default=None, gt=0)
+    #: request starts per second, shared by all workers (the platform allows 20; null: no pacing)
+    rate_limit: float | None = Field(default=20.0, gt=0)
+    #: records per request, at most (users and events; deletes go one per request)
+    batch_rows: int = Field(default=DEFAULT_BATCH_ROWS, ge=1, le=100_000)
+    #: bytes of body per request, at most (a single record larger than this goes alone)
+    batch_bytes: int = Field(default=DEFAULT_BATCH_BYTES, ge=256)
+    #: requests per account and day (the platform allows 10,000); 0: no daily budget
+    daily_quota: int = Field(default=10_000, ge=0)
+    #: the time zone whose midnight starts the platform's day
+    quota_timezone: str = "Asia/Shanghai"
     retry: RetryOptions = RetryOptions()
     abort_after_signature_failures: int = Field(default=5, ge=1)
     #: stop the run when this many rows in a row failed after every attempt (0: never)
@@ -46,6 +63,17 @@ class SendOptions(StrictModel):
     abort_after_failed_requests: int = Field(default=100, ge=0)
     #: sender processes; each owns a share of the customers (see docs/benchmarks.md)
     workers: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("quota_timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise rule_error(
+                f"'{v}' is not a time zone name", "e.g. Asia/Shanghai or UTC"
+            ) from None
+        return v
 
 
 class ReportOptions(StrictModel):

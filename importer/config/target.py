@@ -1,5 +1,5 @@
-"""The ``target:`` section: where to send (URL, paths, header names, TLS, the SECRET's
-variable)."""
+"""The ``target:`` section: where to send (protocol, URL, paths, header names, TLS, the
+SECRET's variable)."""
 
 from __future__ import annotations
 
@@ -12,31 +12,50 @@ from pydantic import (
 )
 
 from ..errors import rule_error
-from ..protocol import DEFAULT_BASE_URL, DEFAULT_HEADERS, DEFAULT_PATHS, Headers, Profile
+from ..protocol import (
+    DEBUG_PARAM,
+    DEFAULT_BASE_URL,
+    DEFAULT_HEADERS,
+    DEFAULT_PROTOCOL,
+    IMPORT_PATH,
+    SIGNED_PATHS,
+    Headers,
+    Profile,
+    ProtocolName,
+)
 from ..secrets import looks_like_secret, watch_env
 from .base import ENV_NAME, HEADER_NAME, StrictModel
 
 
+def check_path(v: str) -> str:
+    """A request path as it goes in the request line: absolute, printable ASCII."""
+    if not v.startswith("/"):
+        raise rule_error(f"a path must start with '/', got '{v}'", f"write '/{v}'")
+    for position, char in enumerate(v, 1):
+        # it goes in the request line as is: a space, a line break or a non-ASCII
+        # character would fail (or split) every request
+        if not "!" <= char <= "~":
+            raise rule_error(
+                f"the path contains a character that cannot be sent in a request line "
+                f"(U+{ord(char):04X} at position {position})",
+                "percent-encode it (a space is %20, 用 is %E7%94%A8)",
+            )
+    if "?" in v or "#" in v:
+        raise rule_error("a path must not carry a query string or fragment")
+    return v
+
+
 class PathsConfig(StrictModel):
-    user: str = DEFAULT_PATHS["user"]
-    user_delete: str = DEFAULT_PATHS["user_delete"]
-    event: str = DEFAULT_PATHS["event"]
+    """``target.paths``: the path of each call under the ``signed`` protocol."""
+
+    user: str = SIGNED_PATHS["user"]
+    user_delete: str = SIGNED_PATHS["user_delete"]
+    event: str = SIGNED_PATHS["event"]
 
     @field_validator("user", "user_delete", "event")
     @classmethod
     def _absolute(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise rule_error(f"a path must start with '/', got '{v}'", f"write '/{v}'")
-        for position, char in enumerate(v, 1):
-            # it goes in the request line as is: a space, a line break or a non-ASCII
-            # character would fail (or split) every request
-            if not "!" <= char <= "~":
-                raise rule_error(
-                    f"the path contains a character that cannot be sent in a request line "
-                    f"(U+{ord(char):04X} at position {position})",
-                    "percent-encode it (a space is %20, 用 is %E7%94%A8)",
-                )
-        return v
+        return check_path(v)
 
 
 class HeaderNames(StrictModel):
@@ -55,11 +74,19 @@ class HeaderNames(StrictModel):
 
 
 class Target(StrictModel):
+    #: ``import-api`` (the platform's documented endpoint) or ``signed`` (version 1)
+    protocol: ProtocolName = DEFAULT_PROTOCOL
     base_url: str = DEFAULT_BASE_URL
     secret_env: str = "DMART_SECRET"
     debug: bool = False
+    #: the query parameter that asks for debug mode (``debug=true``)
+    debug_param: str = DEBUG_PARAM
     timeout_s: float = Field(default=10.0, gt=0)
+    #: ``import-api``: the endpoint's path
+    path: str = IMPORT_PATH
+    #: ``signed``: the path of each call
     paths: PathsConfig = PathsConfig()
+    #: ``signed``: the auth headers' names, and whether to sign
     headers: HeaderNames = HeaderNames()
     sign: bool = True
     tls_verify: bool = True
@@ -83,6 +110,18 @@ class Target(StrictModel):
                 "e.g. https://api.example.com:8443",
             ) from None
         return v.rstrip("/")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return check_path(v)
+
+    @field_validator("debug_param")
+    @classmethod
+    def _param(cls, v: str) -> str:
+        if not v or not all(c.isascii() and (c.isalnum() or c in "_-.") for c in v):
+            raise rule_error(f"'{v}' is not a query parameter name", "e.g. debug")
+        return v
 
     @field_validator("secret_env")
     @classmethod
@@ -113,8 +152,11 @@ class Target(StrictModel):
         return self
 
     def profile(self) -> Profile:
-        """The wire-format profile (paths, header names, signing) for protocol functions."""
+        """The wire-format profile (protocol, paths, header names, signing)."""
         return Profile(
+            protocol=self.protocol,
+            import_path=self.path,
+            debug_param=self.debug_param,
             paths=self.paths.model_dump(),
             headers=Headers(**self.headers.model_dump()),
             sign=self.sign,

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, ConfigProblem
-from ..protocol import DEFAULT_PATHS, KINDS
+from ..protocol import SIGNED_PATHS, KINDS
 
 #: The property types the contract knows.
 TYPES = ("string", "integer", "number", "boolean", "datetime")
@@ -54,7 +54,7 @@ class Schema:
     max_value_length: int = 1024
     timestamp_window_s: float = 300.0
     verify_signature: bool = True
-    paths: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PATHS))
+    paths: Mapping[str, str] = field(default_factory=lambda: dict(SIGNED_PATHS))
 
     def __post_init__(self) -> None:
         problems = _problems(self.to_dict())
@@ -123,7 +123,7 @@ class Schema:
             max_value_length=data.get("max_value_length", 1024),
             timestamp_window_s=float(data.get("timestamp_window_s", 300)),
             verify_signature=data.get("verify_signature", True),
-            paths={**DEFAULT_PATHS, **(data.get("paths") or {})},
+            paths={**SIGNED_PATHS, **(data.get("paths") or {})},
         )
 
 
@@ -269,7 +269,7 @@ def _problems(data: dict[str, Any]) -> list[ConfigProblem]:
                         f"paths.{kind}", "/_sandbox/ is reserved for the sandbox's own endpoints"
                     )
                 )
-        merged = {**DEFAULT_PATHS, **{k: v for k, v in paths.items() if isinstance(v, str)}}
+        merged = {**SIGNED_PATHS, **{k: v for k, v in paths.items() if isinstance(v, str)}}
         if len(set(merged.values())) != len(merged):
             add(ConfigProblem("paths", "two calls share one path"))
     return out

@@ -48,15 +48,21 @@ OnResult = Callable[[Any, RowResult], None]
 
 
 class Request(NamedTuple):
-    """One request: the rows it carries, its body, and what orders it.
+    """One request: the records it carries, and what orders it.
 
-    ``rows`` are opaque tokens, each handed back once to ``on_result``; ``keys`` are the
-    primary-key values of its rows (the customers it must not overtake), empty when unordered.
+    ``rows`` are opaque tokens, one per record, each handed back once to ``on_result``;
+    ``items`` the records, encoded (``Profile.body`` joins them into the request body, one
+    item giving the single form, more the batch form); ``keys`` the ordering tokens of all its
+    rows (the customers it must not overtake), empty when unordered (events); ``row_keys`` the
+    ordering tokens of each row (empty when unordered); ``event`` the event name as a JSON
+    string literal (events only: a request carries one event name).
     """
 
     rows: tuple[Any, ...]
-    body: bytes
-    keys: tuple[Any, ...]
+    items: tuple[bytes, ...]
+    keys: tuple[Any, ...] = ()
+    row_keys: tuple[tuple[Any, ...], ...] = ()
+    event: bytes | None = None
 
 
 class RequestSource:
