@@ -435,11 +435,11 @@ class _QueueSource(RequestSource):
             if state is not None:
                 i = next(self._iter, None)
                 if i is not None:
-                    bodies = state.mapped.bodies
-                    assert bodies is not None
-                    body = bodies[i]
-                    assert body is not None
-                    return Request(((state, i),), body, state.mapped.keys[i])
+                    items = state.mapped.items
+                    assert items is not None
+                    item = items[i]
+                    assert item is not None
+                    return Request(((state, i),), (item,), state.mapped.keys[i])
                 state.dispatched = True
                 self._state = None
                 if state.remaining == 0:

@@ -118,7 +118,6 @@ def _first_rows(mapper: Mapper, batch: Batch, k: int) -> list[PreviewRow]:
     records = records[:k]
     good = sum(1 for _, _, bad in records if bad is None)  # a prefix of the table, in order
     mapped = mapper.map_table(batch.table.slice(0, good), batch.lines[:good], build_bodies=True)
-    assert mapped.bodies is not None
     out: list[PreviewRow] = []
     for line, i, bad in records:
         if bad is not None:
@@ -126,7 +125,7 @@ def _first_rows(mapper: Mapper, batch: Batch, k: int) -> list[PreviewRow]:
             continue
         code = int(mapped.errcode[i])
         if code == 0:
-            body = mapped.bodies[i]
+            body = mapper.body(mapped, i)
             assert body is not None
             out.append(PreviewRow(line, "ok", None, None, body.decode("utf-8")))
         else:

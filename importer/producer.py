@@ -196,8 +196,10 @@ class Producer:
         if classifier is not None and bodies:
             verdict = classifier.classify(mapped, index)
         state = BatchState(batch, mapped, self.valid_status, verdict, index)
-        if len(state.valid) and mapped.bodies is not None:
-            mapped.bodies.build()  # here, not on the loop thread
+        if len(state.valid) and mapped.items is not None:
+            mapped.items.build()  # here, not on the loop thread
+            if mapped.events is not None:
+                mapped.events.build()
         return state
 
     def _resend(self, held: Held, build_bodies: bool) -> Iterator[BatchState]:

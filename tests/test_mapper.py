@@ -1,4 +1,4 @@
-"""The mapper: local checks in the server's order, conversions, and byte-exact bodies."""
+"""The mapper: local checks in the server's order, conversions, and byte-exact items."""
 
 from __future__ import annotations
 
@@ -18,7 +18,13 @@ from importer.config import Config
 from importer.errcodes import ErrCode
 from importer.job import parse_job
 from importer.map import Mapped, Mapper
-from importer.protocol import DATETIME_FORMAT, event_body, is_datetime, user_body
+from importer.protocol import (
+    DATETIME_FORMAT,
+    DEFAULT_PROFILE,
+    SIGNED_PROFILE,
+    encode_body,
+    is_datetime,
+)
 
 Rows = dict[str, list[Any]]
 
@@ -40,10 +46,10 @@ def run(cfg: Config, rows: Rows, **kwargs: Any) -> Mapped:
 
 
 def props(mapped: Mapped, i: int = 0) -> dict[str, Any]:
-    assert mapped.bodies is not None
-    body = mapped.bodies[i]
-    assert body is not None, mapped.reason[i]
-    return json.loads(body)["properties"]
+    assert mapped.items is not None
+    item = mapped.items[i]
+    assert item is not None, mapped.reason[i]
+    return json.loads(item)
 
 
 def verdicts(mapped: Mapped) -> list[tuple[int, str | None]]:
@@ -85,7 +91,7 @@ def test_properties_empty_10004() -> None:
         (ErrCode.PROPERTIES_EMPTY, "Properties are empty: every mapped column is empty")
     ]
     assert m.column == [None]
-    assert m.bodies is not None and m.bodies[0] is None
+    assert m.items is not None and m.items[0] is None
     assert m.properties_hash is not None and m.properties_hash[0] is None
 
 
@@ -121,10 +127,10 @@ def test_one_usable_primary_key_is_enough() -> None:
     assert list(m.keys) == [("email:a@b.cn",)]
 
 
-def test_invalid_type_10002_names_column_and_property() -> None:
+def test_wrong_type_20003_names_column_and_property() -> None:
     m = run(USERS, users(("13800138000", "", "", "12a")))
     assert verdicts(m) == [
-        (ErrCode.INVALID_TYPE, "column 年龄 (property age): '12a' is not an integer")
+        (ErrCode.DATA_CHECK_FAILED, "column 年龄 (property age): '12a' is not an integer")
     ]
     assert m.column == ["年龄"]
 
@@ -141,7 +147,7 @@ def test_first_failing_property_in_config_order_wins() -> None:
     m = run(cfg, {"P": ["1"], "E": [""], "B": ["maybe"], "N": ["x"]})
     assert verdicts(m) == [
         (
-            ErrCode.INVALID_TYPE,
+            ErrCode.DATA_CHECK_FAILED,
             "column B (property b): 'maybe' "
             + "is not a boolean (true/false, 1/0, yes/no, y/n, 是/否)",
         )
@@ -193,7 +199,26 @@ def test_type_failure_comes_before_data_checks() -> None:
         }
     )
     m = run(cfg, {"P": ["1"], "E": [""], "N": [""], "I": ["x"]})
-    assert int(m.errcode[0]) == ErrCode.INVALID_TYPE
+    assert verdicts(m) == [
+        (ErrCode.DATA_CHECK_FAILED, "column I (property n): 'x' is not an integer")
+    ]
+
+
+def test_wrong_type_is_the_profiles_errcode() -> None:
+    """import-api (the default) answers a wrong property value type with 20003; signed with
+    10002: the local check gives the same errcode as the platform would."""
+    assert DEFAULT_PROFILE.wrong_type == ErrCode.DATA_CHECK_FAILED
+    signed = USERS.model_copy(
+        update={"target": USERS.target.model_copy(update={"protocol": "signed"})}
+    )
+    assert signed.profile() == SIGNED_PROFILE
+    rows = users(("13800138000", "", "", "12a"))
+    reason = "column 年龄 (property age): '12a' is not an integer"
+    assert verdicts(run(signed, rows)) == [(ErrCode.INVALID_TYPE, reason)]
+    assert verdicts(run(USERS, rows)) == [(ErrCode.DATA_CHECK_FAILED, reason)]
+    ok = run(signed, users(("138", "", "", "")))
+    assert Mapper(signed).body(ok, 0) == b'{"properties":{"phone":"138"}}'
+    assert Mapper(USERS).body(ok, 0) == b'{"type":"user","properties":{"phone":"138"}}'
 
 
 # -- events --------------------------------------------------------------------------------------
@@ -217,8 +242,8 @@ def events(*rows: tuple[str | None, ...]) -> Rows:
 
 def test_event_body_and_identity() -> None:
     m = run(EVENTS, events(("13800138000", "20180808080800001", "998", "2018-08-08 08:08:08")))
-    assert m.bodies is not None
-    body = m.bodies[0]
+    assert m.items is not None
+    body = m.items[0]
     expected = {
         "phone": "13800138000",
         "orderId": "20180808080800001",
@@ -226,9 +251,15 @@ def test_event_body_and_identity() -> None:
         "event_id": "20180808080800001",
         "create_time": "2018-08-08 08:08:08",
     }
-    assert body == event_body("order_detail", expected)
+    assert body == encode_body(expected)
     assert m.identity == ["phone=13800138000;event_id=20180808080800001"]
-    assert m.event_names is None
+    assert m.event_names is None and m.events is None
+    mapper = Mapper(EVENTS)
+    assert mapper.event == b'"order_detail"'
+    assert mapper.body(m, 0) == DEFAULT_PROFILE.record_body("event", expected, "order_detail")
+    assert mapper.body(m, 0) == (
+        b'{"type":"event","event":"order_detail","properties":' + encode_body(expected) + b"}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -251,7 +282,7 @@ def test_event_body_and_identity() -> None:
             "column 下单时间 (property create_time): '2018-02-30 08:08:08' is not a datetime"
             " (e.g. 2024-01-31 08:00:00)",
         ),
-        (("1", "E1", "x", "bad"), 10002, "column 金额 (property amount): 'x' is not a number"),
+        (("1", "E1", "x", "bad"), 20003, "column 金额 (property amount): 'x' is not a number"),
         (
             ("", "E1", "1", "2018-08-08 08:08:08"),
             20001,
@@ -287,10 +318,12 @@ def test_event_name_from_column() -> None:
     assert m.reason[1] == "event name column 事件 is empty"
     assert m.column[1] == "事件"
     assert m.event_names == ['pay "now"', None, None]
-    assert m.bodies is not None
-    assert m.bodies[0] == event_body(
-        'pay "now"', {"phone": "1", "event_id": "a", "create_time": "2024-01-01 00:00:00"}
-    )
+    assert m.items is not None
+    expected = {"phone": "1", "event_id": "a", "create_time": "2024-01-01 00:00:00"}
+    assert m.items[0] == encode_body(expected)
+    assert m.events is not None and list(m.events) == [b'"pay \\"now\\""', None, None]
+    assert Mapper(cfg).event is None
+    assert Mapper(cfg).body(m, 0) == DEFAULT_PROFILE.record_body("event", expected, 'pay "now"')
 
 
 def test_event_name_too_long() -> None:
@@ -337,9 +370,9 @@ def test_empty_cells_are_omitted_never_empty_or_nan() -> None:
             "T": ["", None],
         },
     )
-    assert m.bodies is not None
-    for body in m.bodies:
-        assert body == b'{"properties":{"phone":"1"}}'
+    assert m.items is not None
+    for body in m.items:
+        assert body == b'{"phone":"1"}'
         assert b"NaN" not in (body or b"") and b'""' not in (body or b"")
 
 
@@ -399,7 +432,7 @@ def test_integers(cell: str, sent: int | None) -> None:
     m = run(cfg, {"P": ["1"], "E": [""], "N": [cell]})
     if sent is None:
         assert verdicts(m) == [
-            (ErrCode.INVALID_TYPE, f"column N (property n): {cell!r} is not an integer")
+            (ErrCode.DATA_CHECK_FAILED, f"column N (property n): {cell!r} is not an integer")
         ]
     else:
         assert props(m)["n"] == sent and type(props(m)["n"]) is int
@@ -430,11 +463,11 @@ def test_numbers(cell: str, text: str | None) -> None:
     m = run(cfg, {"P": ["1"], "E": [""], "N": [cell]})
     if text is None:
         assert verdicts(m) == [
-            (ErrCode.INVALID_TYPE, f"column N (property n): {cell!r} is not a number")
+            (ErrCode.DATA_CHECK_FAILED, f"column N (property n): {cell!r} is not a number")
         ]
     else:
-        assert m.bodies is not None
-        assert m.bodies[0] == b'{"properties":{"phone":"1","n":' + text.encode() + b"}}"
+        assert m.items is not None
+        assert m.items[0] == b'{"phone":"1","n":' + text.encode() + b"}"
 
 
 def test_booleans() -> None:
@@ -443,7 +476,7 @@ def test_booleans() -> None:
     m = run(cfg, {"P": ["1"] * 10, "E": [""] * 10, "B": cells})
     expected = [True, False, True, False, True, False, True, True, False]
     assert [props(m, i)["b"] for i in range(9)] == expected
-    assert int(m.errcode[9]) == ErrCode.INVALID_TYPE
+    assert int(m.errcode[9]) == ErrCode.DATA_CHECK_FAILED
 
 
 @pytest.mark.parametrize(
@@ -497,7 +530,7 @@ def test_datetimes(spec: dict[str, str], cell: str, sent: str) -> None:
 def test_bad_datetimes(spec: dict[str, str], cell: str) -> None:
     cfg = config({"phone": "P", "email": "E", "t": {"from": "T", "type": "datetime", **spec}})
     m = run(cfg, {"P": ["1"], "E": [""], "T": [cell]})
-    assert int(m.errcode[0]) == ErrCode.INVALID_TYPE
+    assert int(m.errcode[0]) == ErrCode.DATA_CHECK_FAILED
     assert m.reason[0] is not None and m.reason[0].startswith(
         f"column T (property t): {cell!r} is not a datetime"
     )
@@ -509,7 +542,7 @@ def test_datetime_fast_and_general_paths_agree() -> None:
     fast = run(cfg, {"P": ["1"] * 4, "E": [""] * 4, "T": cells})
     general = run(cfg, {"P": ["1"] * 5, "E": [""] * 5, "T": [*cells, "2024-01-05"]})
     assert verdicts(fast) == verdicts(general)[:4]
-    assert list(fast.bodies or []) == list(general.bodies or [])[:4]
+    assert list(fast.items or []) == list(general.items or [])[:4]
 
 
 def test_every_sent_datetime_is_the_wire_format() -> None:
@@ -550,17 +583,17 @@ def test_body_bytes_identical_to_protocol() -> None:
     cfg = config({"phone": "P", "email": "E", "s": "S", "t": "T2"})
     rows = {"P": ["1"] * len(TRICKY), "E": [""] * len(TRICKY), "S": TRICKY, "T2": TRICKY[::-1]}
     m = run(cfg, rows)
-    assert m.bodies is not None
-    for i, body in enumerate(m.bodies):
+    assert m.items is not None
+    for i, body in enumerate(m.items):
         expected = {"phone": "1", "s": TRICKY[i], "t": TRICKY[::-1][i]}
-        assert body == user_body(expected)
+        assert body == encode_body(expected)
 
 
 def test_body_property_order_follows_config() -> None:
     cfg = config({"z": "Z", "phone": "P", "email": "E", "a": "A"})
     m = run(cfg, {"Z": ["z"], "P": ["1"], "E": ["e"], "A": ["a"]})
-    assert m.bodies is not None
-    assert m.bodies[0] == b'{"properties":{"z":"z","phone":"1","email":"e","a":"a"}}'
+    assert m.items is not None
+    assert m.items[0] == b'{"z":"z","phone":"1","email":"e","a":"a"}'
 
 
 def test_rows_with_nothing_in_the_middle_stay_aligned() -> None:
@@ -570,11 +603,11 @@ def test_rows_with_nothing_in_the_middle_stay_aligned() -> None:
         users(("1", "", "", ""), ("", "", "", ""), ("3", "", "", ""), (None, None, None, None)),
     )
     assert m.errcode.tolist() == [0, ErrCode.PROPERTIES_EMPTY, 0, ErrCode.PROPERTIES_EMPTY]
-    assert m.bodies is not None
-    assert list(m.bodies) == [
-        b'{"properties":{"phone":"1"}}',
+    assert m.items is not None
+    assert list(m.items) == [
+        b'{"phone":"1"}',
         None,
-        b'{"properties":{"phone":"3"}}',
+        b'{"phone":"3"}',
         None,
     ]
     assert m.identity == ["phone=1", "", "phone=3", ""]
@@ -584,21 +617,21 @@ def test_constant_with_empty_rows_stays_aligned() -> None:
     cfg = config({"source": {"value": "crm"}, "phone": "P", "email": "E"})
     m = run(cfg, {"P": ["1", None, "3"], "E": ["", None, ""]})
     assert m.errcode.tolist() == [0, ErrCode.PRIMARY_KEY_MISSING, 0]
-    assert list(m.bodies or []) == [
-        b'{"properties":{"source":"crm","phone":"1"}}',
+    assert list(m.items or []) == [
+        b'{"source":"crm","phone":"1"}',
         None,
-        b'{"properties":{"source":"crm","phone":"3"}}',
+        b'{"source":"crm","phone":"3"}',
     ]
 
 
 def test_body_list_reads_like_a_list() -> None:
     m = run(USERS, users(("1", "", "", ""), ("", "", "", ""), ("3", "", "", "")))
-    bodies = m.bodies
+    bodies = m.items
     assert bodies is not None
     assert len(bodies) == 3
-    assert bodies[-1] == bodies[2] == b'{"properties":{"phone":"3"}}'
-    assert bodies[0:2] == [b'{"properties":{"phone":"1"}}', None]
-    assert bodies == [b'{"properties":{"phone":"1"}}', None, b'{"properties":{"phone":"3"}}']
+    assert bodies[-1] == bodies[2] == b'{"phone":"3"}'
+    assert bodies[0:2] == [b'{"phone":"1"}', None]
+    assert bodies == [b'{"phone":"1"}', None, b'{"phone":"3"}']
     with pytest.raises(IndexError):
         bodies[3]
     hashes = m.properties_hash
@@ -616,8 +649,8 @@ def test_hash_is_stable_across_batches() -> None:
 
 def test_without_bodies() -> None:
     m = run(USERS, users(("1", "", "", "x")), build_bodies=False)
-    assert m.bodies is None and m.properties_hash is None
-    assert int(m.errcode[0]) == ErrCode.INVALID_TYPE
+    assert m.items is None and m.properties_hash is None
+    assert int(m.errcode[0]) == ErrCode.DATA_CHECK_FAILED
 
 
 # -- shapes of input -----------------------------------------------------------------------------
@@ -637,7 +670,7 @@ def test_map_takes_a_batch() -> None:
 def test_empty_table() -> None:
     m = Mapper(USERS).map_table(pa.table({}), np.zeros(0, dtype=np.int64))
     assert m.n == 0 and m.errcode.tolist() == [] and m.identity == [] and list(m.keys) == []
-    assert m.bodies is not None and list(m.bodies) == []
+    assert m.items is not None and list(m.items) == []
 
 
 def test_missing_column_reads_as_empty() -> None:
@@ -652,8 +685,8 @@ def test_chunked_and_sliced_columns() -> None:
     m1 = Mapper(USERS).map_table(whole, np.arange(3))
     m2 = Mapper(USERS).map_table(chunked, np.arange(3))
     m3 = Mapper(USERS).map_table(whole.slice(1, 2), np.arange(2))
-    assert list(m1.bodies or []) == list(m2.bodies or [])
-    assert list(m3.bodies or []) == list(m1.bodies or [])[1:]
+    assert list(m1.items or []) == list(m2.items or [])
+    assert list(m3.items or []) == list(m1.items or [])[1:]
 
 
 def test_keys_are_built_on_demand_and_skip_blank_values() -> None:
@@ -705,13 +738,12 @@ def test_one_odd_cell_never_changes_other_rows(row: int, column: str, text: str 
     after = run(ALL_TYPES, rows)
     others = [i for i in range(5) if i != row]
     assert [verdicts(before)[i] for i in others] == [verdicts(after)[i] for i in others]
-    assert before.bodies is not None and after.bodies is not None
-    assert [before.bodies[i] for i in others] == [after.bodies[i] for i in others]
+    assert before.items is not None and after.items is not None
+    assert [before.items[i] for i in others] == [after.items[i] for i in others]
     assert [before.identity[i] for i in others] == [after.identity[i] for i in others]
-    body = after.bodies[row]
+    body = after.items[row]
     if body is not None:  # whatever the cell, an accepted body is valid, NaN-free JSON
-        parsed = json.loads(body)
-        assert user_body(parsed["properties"]) == body
+        assert encode_body(json.loads(body)) == body
 
 
 @settings(max_examples=200, deadline=None)
@@ -719,10 +751,10 @@ def test_one_odd_cell_never_changes_other_rows(row: int, column: str, text: str 
 def test_any_text_is_escaped_exactly_like_json_dumps(name: str, value: str) -> None:
     cfg = config({"phone": "P", "email": "E", "v": "V"}, kind="user")
     m = run(cfg, {"P": [name], "E": [""], "V": [value]})
-    assert m.bodies is not None
+    assert m.items is not None
     expected = {"phone": name} | ({"v": value} if value else {})
     if int(m.errcode[0]) == 0:
-        assert m.bodies[0] == user_body(expected)
+        assert m.items[0] == encode_body(expected)
     else:  # only a whitespace-only phone can fail here
         assert not name.strip()
 
@@ -735,9 +767,10 @@ def test_event_names_are_escaped_exactly(name: str) -> None:
     )
     m = run(cfg, {"P": ["1"], "I": ["e"], "T": ["2024-01-01 00:00:00"], "N": [name]})
     if name.strip():
-        assert m.bodies is not None
+        assert m.items is not None
         expected = {"phone": "1", "event_id": "e", "create_time": "2024-01-01 00:00:00"}
-        assert m.bodies[0] == event_body(name.strip(), expected)
+        assert m.items[0] == encode_body(expected)
+        assert m.events is not None and m.events[0] == encode_body(name.strip())
     else:
         assert int(m.errcode[0]) == ErrCode.DATA_CHECK_FAILED
 
@@ -764,11 +797,11 @@ def test_same_body_same_hash_and_different_body_different_hash() -> None:
     )
     m = run(USERS, rows)
     got = hashes(USERS, rows)
-    assert m.bodies is not None
+    assert m.items is not None
     for i in range(len(got)):
         for j in range(len(got)):
-            same_body = m.bodies[i] == m.bodies[j]
-            assert (got[i] == got[j]) == same_body, (i, j, m.bodies[i], m.bodies[j])
+            same_body = m.items[i] == m.items[j]
+            assert (got[i] == got[j]) == same_body, (i, j, m.items[i], m.items[j])
     assert got[7] is None and got[0] == got[1] and got[3] == got[4]
 
 
@@ -805,10 +838,9 @@ def test_event_name_from_a_column_is_part_of_the_hash() -> None:
     assert None not in got and got[0] != got[1]
 
 
-def test_bodies_are_built_only_when_read() -> None:
+def test_items_read_as_bytes_and_weigh_their_length() -> None:
     m = run(USERS, users(("138", "", "", "")))
-    assert m.bodies is not None and m.properties_hash is not None
+    assert m.items is not None and m.properties_hash is not None
     assert m.properties_hash[0] is not None  # hashing needs no body
-    assert m.bodies._make is not None
-    assert m.bodies[0] == b'{"properties":{"phone":"138"}}'
-    assert m.bodies._make is None
+    assert m.items[0] == b'{"phone":"138"}'
+    assert m.items.sizes().tolist() == [len(b'{"phone":"138"}')]

@@ -22,7 +22,7 @@ CONFIG = ROOT / "configs" / "customers.yaml"
 DATA = ROOT / "sample_data" / "customers.csv"
 
 FIRST_BODY = (
-    '{"properties":{"phone":"13800138000","email":"zhangsan@example.cn","username":"张三",'
+    '{"type":"user","properties":{"phone":"13800138000","email":"zhangsan@example.cn","username":"张三",'
     '"age":34,"gender":"男","vip":true,"city":"北京","registerTime":"2024-03-01 09:15:00",'
     '"source":"crm"}}'
 )
@@ -49,8 +49,8 @@ def mapper_bodies(config: Path, data: Path) -> dict[int, str]:
     out: dict[int, str] = {}
     for batch in iter_batches(source, options, cfg.source_columns()):
         mapped = mapper.map(batch)
-        assert mapped.bodies is not None
-        for line, body in zip(mapped.lines.tolist(), mapped.bodies, strict=True):
+        for i, line in enumerate(mapped.lines.tolist()):
+            body = mapper.body(mapped, i)
             if body is not None:
                 out[int(line)] = body.decode("utf-8")
     return out
@@ -71,7 +71,7 @@ def test_known_bad_lines_get_their_verdicts() -> None:
     rows = {r.line: r for r in preview(CONFIG, DATA).rows}
     assert rows[6] == PreviewRow(6, "rejected", None, "expected 8 fields, found 9", None)
     assert rows[11] == PreviewRow(
-        11, "rejected", 10002, "column 年龄 (property age): '12a' is not an integer", None
+        11, "rejected", 20003, "column 年龄 (property age): '12a' is not an integer", None
     )
     assert rows[12] == PreviewRow(
         12, "rejected", 20001, "no primary-key property has a value (phone, email)", None
@@ -83,7 +83,7 @@ def test_plan_counts_the_whole_file_like_validate(tmp_path: Path) -> None:
     p = preview(CONFIG, DATA, n=3)
     assert len(p.rows) == 3
     assert p.plan == Plan(
-        rows=14, valid=9, rejected_by_errcode={"10002": 3, "20001": 1}, malformed=1
+        rows=14, valid=9, rejected_by_errcode={"20001": 1, "20003": 3}, malformed=1
     )
     summary = validate(CONFIG, [DATA], report_dir=tmp_path)
     assert summary.counts["valid"] == p.plan.valid
@@ -108,7 +108,7 @@ def test_render_shows_each_row_and_an_aligned_plan() -> None:
     assert lines[0] == (f"dmimport preview: job customers (user), {DATA} -- nothing is sent")
     assert f"line 2   ok        {FIRST_BODY}" in lines
     assert "line 6   rejected  expected 8 fields, found 9" in lines
-    assert "line 11  rejected  10002 column 年龄 (property age): '12a' is not an integer" in lines
+    assert "line 11  rejected  20003 column 年龄 (property age): '12a' is not an integer" in lines
     assert "line 12  rejected  20001 no primary-key property has a value (phone, email)" in lines
     plan = lines[lines.index(next(x for x in lines if x.startswith("plan for"))) :]
     assert plan == [
@@ -116,8 +116,8 @@ def test_render_shows_each_row_and_an_aligned_plan() -> None:
         "  rows                                           14",
         "  valid (would be sent)                           9",
         "  rejected locally                                4",
-        "    10002 invalid type value                      3",
         "    20001 Lack of property which is primary key   1",
+        "    20003 Data checking failed                    3",
         "  malformed records                               1",
     ]
 
@@ -126,7 +126,9 @@ def test_events_and_malformed_json_lines() -> None:
     p = preview(ROOT / "configs/order_events.yaml", ROOT / "sample_data/order_events.jsonl", n=4)
     assert [r.verdict for r in p.rows] == ["ok", "ok", "ok", "rejected"]
     assert p.rows[0].body is not None
-    assert p.rows[0].body.startswith('{"eventName":"order_detail","properties":{"phone":')
+    assert p.rows[0].body.startswith(
+        '{"type":"event","event":"order_detail","properties":{"phone":'
+    )
     assert p.rows[3].line == 4 and p.rows[3].errcode is None
     assert p.rows[3].reason is not None and p.rows[3].reason.startswith("invalid JSON")
 
@@ -135,8 +137,8 @@ def test_a_proposed_config_previews_its_own_file() -> None:
     cfg = parse_job(yaml.safe_load(propose_config(DATA, "user")))
     p = preview(cfg, DATA, n=1)
     assert p.rows[0].body == (
-        '{"properties":{"phone":"13800138000","email":"zhangsan@example.cn","name":"张三",'
-        '"age":"34","gender":"男","is_member":"是","city":"北京",'
+        '{"type":"user","properties":{"phone":"13800138000","email":"zhangsan@example.cn",'
+        '"name":"张三","age":"34","gender":"男","is_member":"是","city":"北京",'
         '"register_time":"2024-03-01 09:15:00"}}'
     )
     assert (p.plan.valid, p.plan.malformed) == (12, 1)

@@ -143,14 +143,14 @@ def outcomes(path: Path, batch_rows: int) -> list[tuple[int, tuple[Any, ...]]]:
     out: list[tuple[int, tuple[Any, ...]]] = []
     for batch in iter_batches(source, options, CONFIG.source_columns()):
         m = mapper.map(batch)
-        assert m.bodies is not None
+        assert m.items is not None
         for i in range(m.n):
             verdict = (
                 "row",
                 int(m.errcode[i]),
                 m.reason[i],
                 m.column[i],
-                m.bodies[i],
+                m.items[i],
                 m.identity[i],
             )
             out.append((int(m.lines[i]), verdict))
@@ -202,7 +202,7 @@ def test_one_cell_never_changes_another_rows_outcome(
     # a row that passes carries its cells exactly as written (the CSV round trip is exact)
     for i, (_, verdict) in enumerate(a):
         if verdict[0] == "row" and verdict[1] == 0:
-            props = json.loads(verdict[4])["properties"]
+            props = json.loads(verdict[4])
             assert props["ref"] == rows[i][0]
             name = rows[i][COLUMNS.index("name")]
             assert props.get("username") == (name or None)
@@ -218,20 +218,20 @@ def test_a_row_maps_the_same_alone_and_in_a_batch(rows: list[list[str]]) -> None
     lines = np.arange(2, 2 + len(clean), dtype=np.int64)
     mapper = Mapper(CONFIG)
     together = mapper.map_table(table, lines)
-    assert together.bodies is not None
+    assert together.items is not None
     for i in range(len(clean)):
         alone = mapper.map_table(table.slice(i, 1), lines[i : i + 1])
-        assert alone.bodies is not None
+        assert alone.items is not None
         assert (
             int(alone.errcode[0]),
             alone.reason[0],
             alone.column[0],
-            alone.bodies[0],
+            alone.items[0],
             alone.identity[0],
         ) == (
             int(together.errcode[i]),
             together.reason[i],
             together.column[i],
-            together.bodies[i],
+            together.items[i],
             together.identity[i],
         ), clean[i]

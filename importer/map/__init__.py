@@ -1,4 +1,4 @@
-"""The map stage: a table of source text in, per-row local verdicts and exact request bodies out.
+"""The map stage: a table of source text in, per-row local verdicts and request items out.
 
 Work is column-at-a-time with ``pyarrow.compute``; fast paths are picked from byte scans of a
 whole column (``arrays``). Python touches single values only for rare cases: reasons of
@@ -18,16 +18,23 @@ Local checks then mirror the server, first failure wins (``checks``; ``ErrCode``
 2. no property has a value                                  PROPERTIES_EMPTY    10004
 3. no primary-key property; event without ``event_id``      PRIMARY_KEY_MISSING 20001
 4. primary keys all whitespace; ``event_id`` whitespace     PRIMARY_KEY_EMPTY   20002
-5. a value does not convert to its type (config order)      INVALID_TYPE        10002
+5. a value does not convert to its type (config order)      the profile's ``wrong_type``:
+                                                            DATA_CHECK_FAILED   20003
+                                                            (import-api), INVALID_TYPE
+                                                            10002 (signed)
 6. ``create_time`` missing or invalid; event name longer    DATA_CHECK_FAILED   20003
    than ``max_value_length``; then per property in config
    order: ``required`` empty, string longer than
    ``max_value_length``, ``pattern`` mismatch
 
-Bodies (``bodies``) are joined per row from ``"key":value`` fragments and are byte-identical
-to ``protocol.user_body`` / ``protocol.event_body`` of the same dict. They stay in Arrow
-arrays: ``Mapped.bodies`` (``sequences.BodyList``) hands out ``bytes`` per row on access, so a
-million-row table never becomes a million Python objects before the sender needs them.
+Items (``bodies``) are joined per row from ``"key":value`` fragments: a row's item is its
+encoded properties object ``{"k":v,...}``, byte-identical to ``protocol.encode_body`` of the
+same dict; ``Profile.body(kind, items, event)`` joins items into a request body (one record,
+or a batch). An event name from a column becomes per row its JSON string literal
+(``Mapped.events``), to group rows by name and to pass as ``event``; a fixed one is
+``Mapper.event``. Both stay in Arrow arrays: ``Mapped.items`` (``sequences.TextList``) hands
+out ``bytes`` per row on access, so a million-row table never becomes a million Python objects
+before the sender needs them.
 ``Mapped.properties_hash`` (``hashes``) is the change hash a changed-only run compares.
 """
 

@@ -1,8 +1,10 @@
-"""Body assembly: per row, ``"key":value`` fragments joined into the exact request body.
+"""Item assembly: per row, ``"key":value`` fragments joined into the row's *item*, the
+encoded properties object ``{"k":v,...}`` that ``Profile.body`` puts into a request body.
 
-Bodies are byte-identical to ``protocol.user_body`` / ``protocol.event_body`` of the same dict.
-They stay in Arrow arrays (``sequences.BodyList`` hands out ``bytes`` per row on access), so a
-million-row table never becomes a million Python objects before the sender needs them.
+Items are byte-identical to ``protocol.encode_body(properties)`` of the same dict, and an
+event name from a column to ``encode_body(name)`` (its JSON string literal). They stay in
+Arrow arrays (``sequences.TextList`` hands out ``bytes`` per row on access), so a million-row
+table never becomes a million Python objects before the sender needs them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ _ODD_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
 
 
 def body_head(event_name: str | None) -> str:
-    """What every body starts with: ``{"properties":{``, after the job's fixed event name."""
+    """What every body of version 1 started with (``{"properties":{``, after the job's fixed
+    event name): kept as part of the change hashes' layout (``hashes.layout_hash``), so a
+    ledger's hashes stay valid whatever profile sends the rows."""
     if event_name is None:
         return '{"properties":{'
     return '{"eventName":' + json.dumps(event_name, ensure_ascii=False) + ',"properties":{'
@@ -68,15 +72,13 @@ def join_rows(fragments: list[pa.Array | str], sep: str, n: int) -> pa.Array:
     return pc.binary_join_element_wise(*fragments, sep, null_handling="skip")
 
 
-def body_parts(
-    head: str,
+def item_array(
     props: Sequence[Prop],
     values: Mapping[str, PropValues],
-    names: pa.Array | None,
     n: int,
-) -> tuple[bytes | pa.Array, pa.Array]:
-    """(head, properties) of every row's body: one shared head, or one per row when the event
-    name comes from a column (``names``); a body is ``head + properties + "}}"``."""
+) -> pa.Array:
+    """Every row's item: ``{`` + its ``"key":value`` fragments in config order + ``}``
+    (rows without any value give ``{}``; the mapper rejects them)."""
     fragments: list[pa.Array | str] = []
     for prop in props:
         v = values[prop.name]
@@ -89,9 +91,10 @@ def body_parts(
             fragments.append(pc.binary_join_element_wise(prop.prefix + '"', v.json, '"', ""))
         else:
             fragments.append(pc.binary_join_element_wise(prop.prefix, v.json, ""))
-    properties = join_rows(fragments, ",", n)
-    if names is None:
-        return head.encode(), properties
-    heads = string_literals(pc.fill_null(names, ""), '{"eventName":')
-    heads = pc.binary_join_element_wise(heads, ',"properties":{', "")
-    return heads, properties
+    return pc.binary_join_element_wise("{", join_rows(fragments, ",", n), "}", "")
+
+
+def event_literals(names: pa.Array) -> pa.Array:
+    """Each row's event name as a JSON string literal (``encode_body(name)``); "" for a row
+    without one (the mapper rejects it)."""
+    return string_literals(pc.fill_null(names, ""))

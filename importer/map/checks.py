@@ -138,8 +138,12 @@ class RowChecks:
         primary_keys: Sequence[str],
         event_name_from: str | None,
         max_value_length: int,
+        wrong_type: ErrCode = ErrCode.DATA_CHECK_FAILED,
     ):
         self.props = list(props)
+        #: the errcode of a value that does not convert to its type: the profile's
+        #: ``wrong_type`` (20003 under import-api, 10002 under signed)
+        self.wrong_type = wrong_type
         self.is_event = is_event
         self.primary_keys = list(primary_keys)
         self.event_name_from = event_name_from
@@ -223,7 +227,7 @@ class RowChecks:
                 continue
             verdict.reject(
                 invalid,
-                ErrCode.INVALID_TYPE,
+                self.wrong_type,
                 prop.spec.source,
                 bad_values(prop, values[prop.name].text, type_problem(prop.spec)),
             )

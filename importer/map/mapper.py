@@ -13,11 +13,12 @@ import pyarrow.compute as pc
 
 from ..config import EVENT_ID, Config
 from ..errors import ConfigError, ConfigProblem
+from ..protocol import encode_body
 from .arrays import bools, byte_lengths, nulls
-from .bodies import body_head, body_parts, join_rows
+from .bodies import body_head, event_literals, item_array, join_rows
 from .checks import RowChecks, constant_problems, scalar_json
 from .hashes import HashList, layout_hash, properties_hash
-from .sequences import BodyList, LazyList
+from .sequences import LazyList, TextList
 from .values import Prop, PropValues, convert_values, label, transform
 
 
@@ -37,8 +38,10 @@ class Mapped:
     #: the source column that failed (None when ok, or when the row as a whole is at fault)
     column: list[str | None]
     reason: list[str | None]
-    #: exact JSON body per row (None for rejected rows); None when build_bodies=False
-    bodies: BodyList | None
+    #: per row its item, the encoded properties object ``{"k":v,...}`` that ``Profile.body``
+    #: puts into a request (byte-identical to ``protocol.encode_body(properties)``); None for
+    #: rejected rows. None when build_bodies=False
+    items: TextList | None
     #: "phone=138...;email=a@b.cn" (+ ";event_id=..." for events), absent values left out
     identity: list[str]
     #: non-blank primary-key values as ("phone:138...", "email:a@b.cn"); built on first use
@@ -50,6 +53,11 @@ class Mapped:
     properties_hash: HashList | None
     #: ``identity`` as one Arrow string array (for hashing many at once)
     identity_text: pa.Array | None = None
+    #: per row the event name as a JSON string literal (``b'"order_detail"'``, what
+    #: ``Profile.body`` takes as ``event``) when the name comes from a column (None for
+    #: rejected rows); None when the job has one fixed name (``Mapper.event``) or
+    #: build_bodies=False
+    events: TextList | None = None
 
     @property
     def ok(self) -> np.ndarray:
@@ -58,7 +66,7 @@ class Mapped:
 
 
 class Mapper:
-    """Turns tables of source text into local verdicts and request bodies for one config."""
+    """Turns tables of source text into local verdicts and request items for one config."""
 
     def __init__(self, config: Config):
         problems = constant_problems(config.columns, config.job.max_value_length)
@@ -67,6 +75,7 @@ class Mapper:
         job = config.job
         is_event = job.kind == "event"
         self._props: list[Prop] = []
+        props = self._props
         for name, spec in config.columns.items():
             constant = scalar_json(spec, spec.value)[0] if spec.value is not None else None
             prefix = json.dumps(name, ensure_ascii=False) + ":"
@@ -77,16 +86,23 @@ class Mapper:
             primary_keys=job.primary_keys,
             event_name_from=job.event_name_from if is_event else None,
             max_value_length=job.max_value_length,
+            wrong_type=config.profile().wrong_type,
         )
-        self._head = body_head(job.event_name if is_event else None)
-        self._layout_hash = layout_hash(self._head, self._props)
+        self._profile = config.profile()
+        self._kind = job.kind
+        fixed = job.event_name if is_event and job.event_name_from is None else None
+        #: the job's fixed event name as a JSON string literal (None: users, deletes, or
+        #: the name comes from a column: ``Mapped.events``)
+        self.event: bytes | None = encode_body(fixed) if fixed is not None else None
+        self._layout_hash = layout_hash(body_head(job.event_name if is_event else None), props)
 
     def map(self, batch: _BatchLike, *, build_bodies: bool = True) -> Mapped:
         """Map a loader ``Batch`` (its ``table`` and ``lines``)."""
         return self.map_table(batch.table, batch.lines, build_bodies=build_bodies)
 
     def map_table(self, table: pa.Table, lines: np.ndarray, *, build_bodies: bool = True) -> Mapped:
-        """Check every row of ``table`` and, unless told not to, build the bodies that pass."""
+        """Check every row of ``table`` and, unless told not to, build the items that pass
+        (lazily: ``Mapped.items`` builds them on first use)."""
         n = table.num_rows
         props = self._props
         values = {p.name: self._values(table, p) for p in props}
@@ -106,10 +122,12 @@ class Mapper:
         identity_text = self._identity(values, n)
         pk_texts = {k: values[k].text for k in self._checks.primary_keys}
         keys = LazyList(n, lambda: self._keys(pk_texts, usable))
-        bodies = hashes = None
+        items = events = hashes = None
         if build_bodies:
-            head = self._head
-            bodies = BodyList(lambda: body_parts(head, props, values, names, n), ok)
+            items = TextList(lambda: item_array(props, values, n), ok)
+            if names is not None:
+                given = names
+                events = TextList(lambda: event_literals(given), ok)
             layout = self._layout_hash
             hashes = HashList(lambda: properties_hash(layout, props, values, names, ok), ok)
         return Mapped(
@@ -118,13 +136,25 @@ class Mapper:
             errcode=verdict.errcode,
             column=verdict.column,
             reason=verdict.reason,
-            bodies=bodies,
+            items=items,
             identity=identity_text.to_pylist(),
             keys=keys,
             event_names=names.to_pylist() if names is not None else None,
             properties_hash=hashes,
             identity_text=identity_text,
+            events=events,
         )
+
+    def body(self, mapped: Mapped, i: int) -> bytes | None:
+        """Row ``i``'s request body as one record alone (``Profile.body`` of its item; what
+        ``preview`` shows); None for a rejected row or without items."""
+        if mapped.items is None:
+            return None
+        item = mapped.items[i]
+        if item is None:
+            return None
+        event = self.event if mapped.events is None else mapped.events[i]
+        return self._profile.body(self._kind, [item], event)
 
     # -- steps ---------------------------------------------------------------------------------
 

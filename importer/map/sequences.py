@@ -25,41 +25,44 @@ class Texts:
         return self.data[self.offsets[i] : self.offsets[i + 1]]
 
 
-class BodyList(Sequence[bytes | None]):
-    """Request bodies of one table, kept in Arrow buffers; ``bytes`` are made on access.
+class TextList(Sequence[bytes | None]):
+    """Per-row bytes of one table (the mapper's items, or event-name literals), kept in an
+    Arrow string array; ``bytes`` are made on access.
 
     Reads like ``list[bytes | None]`` (index, slice, iterate, ``len``, ``==``), with ``None``
-    for rows rejected locally. ``make`` gives ``(head, properties)`` (``bodies.body_parts``):
-    a body is ``head + properties + "}}"``, ``head`` shared (``{"properties":{``) unless the
-    event name comes from a column. It is called on first use (or ``build``): a changed-only
-    run that finds nothing changed never builds the bodies.
+    for rows rejected locally. ``make`` builds the array; it is called on first use (or
+    ``build``): a changed-only run that finds nothing changed never builds the items.
+    ``sizes`` gives every row's byte length at once (what a batch of them weighs).
     """
 
-    def __init__(self, make: Callable[[], tuple[bytes | pa.Array, pa.Array]], ok: np.ndarray):
+    def __init__(self, make: Callable[[], pa.Array], ok: np.ndarray):
         self._ok = ok
-        self._make: Callable[[], tuple[bytes | pa.Array, pa.Array]] | None = make
-
-    def _set(self, head: bytes | pa.Array, properties: pa.Array) -> None:
-        self._head = head if isinstance(head, bytes) else None
-        self._heads = Texts(head) if not isinstance(head, bytes) else None
-        self._properties = Texts(properties)
-        self._arrays = (head, properties)  # keeps the buffers alive
+        self._make: Callable[[], pa.Array] | None = make
+        self._texts: Texts | None = None
+        self._array: pa.Array | None = None
 
     def build(self) -> None:
-        """Build the bodies now (they are otherwise built on first access)."""
+        """Build the values now (they are otherwise built on first access)."""
         if self._make is not None:
             make, self._make = self._make, None
-            self._set(*make())
+            self._array = make()  # keeps the buffers alive
+            self._texts = Texts(self._array)
+
+    def _value(self, i: int) -> bytes:
+        if self._texts is None:
+            self.build()
+        assert self._texts is not None
+        return bytes(self._texts[i])
+
+    def sizes(self) -> np.ndarray:
+        """The byte length of every row's value (int64; 0 for a rejected row)."""
+        self.build()
+        assert self._array is not None
+        offsets, _ = buffers(self._array)
+        return np.where(self._ok, np.diff(offsets.astype(np.int64)), 0)
 
     def __len__(self) -> int:
         return len(self._ok)
-
-    def _body(self, i: int) -> bytes:
-        if self._make is not None:
-            self.build()
-        head = self._head if self._heads is None else self._heads[i]
-        assert head is not None
-        return b"".join((head, self._properties[i], b"}}"))
 
     @overload
     def __getitem__(self, i: int) -> bytes | None: ...
@@ -72,13 +75,13 @@ class BodyList(Sequence[bytes | None]):
         if i < 0:
             i += n
         if not 0 <= i < n:
-            raise IndexError("body index out of range")
-        return self._body(i) if self._ok[i] else None
+            raise IndexError("item index out of range")
+        return self._value(i) if self._ok[i] else None
 
     def __iter__(self) -> Iterator[bytes | None]:
         self.build()
         for i, ok in enumerate(self._ok.tolist()):
-            yield self._body(i) if ok else None
+            yield self._value(i) if ok else None
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Sequence):
@@ -88,7 +91,7 @@ class BodyList(Sequence[bytes | None]):
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"BodyList({len(self)} rows, {int(self._ok.sum())} bodies)"
+        return f"TextList({len(self)} rows, {int(self._ok.sum())} values)"
 
 
 class LazyList(Sequence[T]):
