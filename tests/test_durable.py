@@ -133,7 +133,7 @@ def test_a_ledger_upgraded_from_hex_hashes_still_skips_every_unchanged_row(
     conn = sqlite3.connect(state)
     try:
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-            "3",
+            "4",
         )
         kinds = conn.execute("SELECT DISTINCT typeof(last_ok_hash) FROM rows").fetchall()
         assert kinds == [("integer",)]

@@ -103,7 +103,7 @@ def test_create_and_reopen(path: Path) -> None:
             assert private.stat().st_mode & 0o777 == 0o600, private
     assert db(path, "SELECT key, value FROM meta WHERE key <> 'created' ORDER BY key") == [
         ("application", "dmimport-ledger"),
-        ("schema_version", "3"),
+        ("schema_version", "4"),
     ]
     assert db(path, "PRAGMA journal_mode") == [("wal",)]
     with Ledger(path) as led:
@@ -164,12 +164,12 @@ def test_garbage_file_is_refused_untouched(path: Path) -> None:
 def test_newer_schema_is_refused(path: Path) -> None:
     Ledger(path).close()
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+        conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
     conn.close()
     with pytest.raises(LedgerError) as exc:
         Ledger(path)
     assert str(exc.value) == (
-        f"ledger {path} has schema_version 4, newer than this dmimport supports (3); "
+        f"ledger {path} has schema_version 5, newer than this dmimport supports (4); "
         "upgrade dmimport, or set state.path to another file"
     )
 
@@ -628,7 +628,7 @@ def test_an_old_ledger_is_upgraded_in_place(path: Path, version: int) -> None:
     assert db(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [
         (str(SCHEMA_VERSION),)
     ]
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     assert db(path, "SELECT identity, last_hash, last_ok_hash FROM rows ORDER BY identity") == [
         ("A", h("a"), h("a")),
         ("B", h("b"), h("b")),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,8 +16,10 @@ from .classify import RunInfo
 from .lock import refuse_if_alive
 from .schema import now, transaction
 
-#: statuses ``end_run`` accepts; ``interrupted`` (Ctrl-C, SIGTERM) is resumable like a kill
-END_STATUSES = frozenset({"done", "aborted", "interrupted"})
+#: statuses ``end_run`` accepts; ``interrupted`` (Ctrl-C, SIGTERM) is resumable like a kill;
+#: ``refused``: the run's plan did not fit in the daily quota and it sent nothing (the next run
+#: looks past it for the run to resume)
+END_STATUSES = frozenset({"done", "aborted", "interrupted", "refused"})
 
 _RUN_COLUMNS = (
     "run_id, job, started, finished, status, config_sha256, files_json, counts_json, "
@@ -96,22 +99,9 @@ def start_run(
     """Insert run ``run_id``, resuming the job's latest run when it is ``killed`` or
     ``interrupted``, ``resume`` is true, and it had the same config hash and the same file
     fingerprints, in the same order."""
-    files_json = json.dumps(files, sort_keys=True, separators=(",", ":"))
+    files_json = _files_json(files)
     with transaction(conn):
-        latest = conn.execute(
-            "SELECT run_id, status, config_sha256, files_json FROM runs WHERE job = ? "
-            "ORDER BY rowid DESC LIMIT 1",
-            (job,),
-        ).fetchone()
-        resumed_from: str | None = None
-        if (
-            resume
-            and latest is not None
-            and latest[1] in ("killed", "interrupted")
-            and latest[2] == config_sha256
-            and latest[3] == files_json
-        ):
-            resumed_from = latest[0]
+        resumed_from = _to_resume(conn, job, config_sha256, files_json) if resume else None
         try:
             conn.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) "
@@ -124,6 +114,41 @@ def start_run(
             ) from None
         chain = (resumed_from, *_chain(conn, resumed_from)) if resumed_from else ()
     return RunInfo(run_id=run_id, resumed_from=resumed_from, resume_chain=chain)
+
+
+def _files_json(files: list[dict[str, Any]]) -> str:
+    return json.dumps(files, sort_keys=True, separators=(",", ":"))
+
+
+def _to_resume(
+    conn: sqlite3.Connection, job: str, config_sha256: str, files_json: str
+) -> str | None:
+    """The job's latest run (a ``refused`` one sent nothing: looked past) when it is
+    ``killed`` or ``interrupted`` and had this config hash and these file fingerprints."""
+    latest = conn.execute(
+        "SELECT run_id, status, config_sha256, files_json FROM runs WHERE job = ? "
+        "AND status <> 'refused' ORDER BY rowid DESC LIMIT 1",
+        (job,),
+    ).fetchone()
+    if (
+        latest is not None
+        and latest[1] in ("killed", "interrupted")
+        and latest[2] == config_sha256
+        and latest[3] == files_json
+    ):
+        return str(latest[0])
+    return None
+
+
+def peek_run(
+    conn: sqlite3.Connection, job: str, config_sha256: str, files: list[dict[str, Any]]
+) -> RunInfo:
+    """What ``start_run`` would open, read only (``preview``, ``--dry-run``): a run of no id
+    with the resume chain it would have. A run left ``running`` by a dead process is not
+    resumed here (``begin_run`` marks it ``killed`` first), so the plan is an upper bound."""
+    resumed_from = _to_resume(conn, job, config_sha256, _files_json(files))
+    chain = (resumed_from, *_chain(conn, resumed_from)) if resumed_from else ()
+    return RunInfo(run_id="", resumed_from=resumed_from, resume_chain=chain)
 
 
 def _chain(conn: sqlite3.Connection, run_id: str) -> tuple[str, ...]:
@@ -160,3 +185,29 @@ def list_runs(conn: sqlite3.Connection, job: str | None, limit: int) -> list[Run
         f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY rowid DESC LIMIT ?", params
     ).fetchall()
     return [RunRecord.from_row(row) for row in found]
+
+
+def delivered_positions(
+    conn: sqlite3.Connection, per_query: int, job: str, run_id: str, identities: Sequence[str]
+) -> dict[str, int]:
+    """``Ledger.delivered_positions``: the journal of ``run_id``, then ``rows``, looked up
+    ``per_query`` identities at a time."""
+    unique = list(dict.fromkeys(i for i in identities if i))
+    found: dict[str, int] = {}
+    size = max(1, per_query - 2)
+    for start in range(0, len(unique), size):
+        chunk = unique[start : start + size]
+        marks = ",".join("?" * len(chunk))
+        for identity, pos in conn.execute(
+            "SELECT identity, MAX(pos) FROM run_rows WHERE run_id = ? AND status = 'ok' "
+            f"AND identity IN ({marks}) GROUP BY identity",
+            (run_id, *chunk),
+        ):
+            found[identity] = max(pos, found.get(identity, pos))
+        for identity, pos in conn.execute(
+            "SELECT identity, last_pos FROM rows WHERE job = ? AND last_run_id = ? "
+            f"AND last_status = 'ok' AND identity IN ({marks})",
+            (job, run_id, *chunk),
+        ):
+            found[identity] = max(pos, found.get(identity, pos))
+    return found

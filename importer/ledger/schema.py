@@ -3,8 +3,9 @@ place from older schema versions.
 
 Versions: 1 (dmimport 0.1) had no ``job_folds`` or ``job_index``; 2 added them (and, later,
 ``job_index_pos``) and kept body hashes as 16 hex digits in TEXT columns; 3 keeps them as
-INTEGER (the hash's int64 sort key, ``rowhash.as_keys``). ``upgrade`` brings a version 1 or 2
-ledger to 3 in one transaction: a crash leaves it as it was, and the next open upgrades it.
+INTEGER (the hash's int64 sort key, ``rowhash.as_keys``); 4 adds ``requests`` (the requests
+made per account, quota day and job: the daily quota). ``upgrade`` brings a version 1, 2 or 3
+ledger to 4 in one transaction: a crash leaves it as it was, and the next open upgrades it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..errors import LedgerError
 from .access import APPLICATION, not_a_ledger
 from .rowhash import keys64
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # ``hash`` columns: the int64 key of a body hash (``rowhash.as_keys``), NULL when none.
 _ROWS = """
@@ -65,6 +66,20 @@ CREATE TABLE IF NOT EXISTS job_index_pos (
 );
 """
 
+# ``requests``: the requests runs made, per account (``requests.account_of``: a hash of the
+# base URL and the SECRET, never the SECRET), quota day (``send.quota_timezone``'s date) and
+# job; a run adds to its row as it goes, so a killed run's requests are counted too
+_REQUESTS = """
+CREATE TABLE IF NOT EXISTS requests (
+    account TEXT NOT NULL,
+    day TEXT NOT NULL,
+    job TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    updated TEXT NOT NULL,
+    PRIMARY KEY (account, day, job)
+) WITHOUT ROWID
+"""
+
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE runs (
@@ -94,6 +109,7 @@ CREATE TABLE run_rows_failed (
 );
 CREATE INDEX run_rows_failed_run ON run_rows_failed (run_id);
 {_INDEX}
+{_REQUESTS};
 """
 
 # Schema 2 -> 3: the hash columns become INTEGER. SQLite cannot change a column's type, so
@@ -210,9 +226,11 @@ def upgrade(conn: sqlite3.Connection) -> None:
     conn.create_function("dm_hash_key", 1, hash_key, deterministic=True)
     with transaction(conn):
         version = _schema_version(conn)  # another process may have upgraded it meanwhile
-        if version < SCHEMA_VERSION:
+        if version < 3:
             _script(conn, _INDEX)  # schema 1 -> 2
             _script(conn, _TO_INTEGER_HASHES)  # schema 2 -> 3
+        if version < SCHEMA_VERSION:
+            _script(conn, _REQUESTS)  # schema 3 -> 4
             conn.execute(
                 "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
             )

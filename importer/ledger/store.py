@@ -4,7 +4,7 @@ One SQLite file (``state.path``, default ``<report.dir>/state.db``) in WAL mode,
 jobs. It remembers, per job and row identity, the last outcome and the hash of the last body
 the platform accepted, plus the runs themselves and the rows each run could not deliver::
 
-    meta              application = 'dmimport-ledger', schema_version = 3
+    meta              application = 'dmimport-ledger', schema_version = 4
     runs              one row per run: job, times, status, config hash, file fingerprints,
                       counts, exit code, the run it resumed, pid and host
     rows              (job, identity) -> last status, last hash, last ok hash, run, position
@@ -13,6 +13,8 @@ the platform accepted, plus the runs themselves and the rows each run could not 
                       rejected or not_sent: what ``dmimport retry RUN_ID`` re-reads
     job_folds, job_index, job_index_pos
                       the job's rows packed for changed-only runs (``index``)
+    requests          (account, quota day, job) -> requests made: the daily quota
+                      (``requests``)
 
 Hashes are INTEGER: the int64 key (``rowhash.as_keys``) of the 64-bit ``dmh64`` hash of the
 row's mapped properties (``importer.map``); NULL for a row without one. ``schema`` upgrades
@@ -66,7 +68,17 @@ from .classify import SNAPSHOT_AFTER, Classifier, RunInfo
 from .fold import fold, fold_job
 from .index import Snapshot, build_index, read_index
 from .lock import job_lock, lock_path
-from .runs import END_STATUSES, RunRecord, close_run, list_runs, mark_killed, start_run
+from .requests import add_requests, requests_on
+from .runs import (
+    END_STATUSES,
+    RunRecord,
+    close_run,
+    delivered_positions,
+    list_runs,
+    mark_killed,
+    peek_run,
+    start_run,
+)
 from .schema import create, schema_names, transaction, upgrade, validate
 
 ROW_STATUSES = frozenset({"ok", "failed", "rejected", "not_sent"})
@@ -168,6 +180,11 @@ class Ledger:
         return run
 
     @_guarded
+    def peek_run(self, job: str, config_sha256: str, files: list[dict[str, Any]]) -> RunInfo:
+        """What ``begin_run`` would open, read only (``runs.peek_run``)."""
+        return peek_run(self._conn, job, config_sha256, files)
+
+    @_guarded
     def fold_run(self, run_id: str) -> None:
         """Fold what run ``run_id`` recorded so far into ``rows`` (a few seconds per million
         rows), leaving its status as it is. ``end_run`` does it too; a caller with more to do
@@ -176,7 +193,8 @@ class Ledger:
 
     @_guarded
     def end_run(self, run_id: str, *, status: str, counts: dict[str, int], exit_code: int) -> None:
-        """Close a run: ``done``, ``aborted`` (fatal errcode) or ``interrupted`` (resumable).
+        """Close a run: ``done``, ``aborted`` (fatal errcode), ``interrupted`` (resumable) or
+        ``refused`` (it did not fit in the daily quota and sent nothing).
 
         What it recorded is folded into ``rows`` first (a few seconds per million rows), and
         the status written last: a process killed in the fold leaves the run ``running``, so
@@ -305,25 +323,20 @@ class Ledger:
         the run's journal if it was not folded yet, else ``rows`` while the run is still the
         identity's last. ``dmimport retry`` uses it not to send again a row a later row of its
         customer overrode."""
-        unique = list(dict.fromkeys(i for i in identities if i))
-        found: dict[str, int] = {}
-        size = max(1, self._chunk - 2)
-        for start in range(0, len(unique), size):
-            chunk = unique[start : start + size]
-            marks = ",".join("?" * len(chunk))
-            for identity, pos in self._conn.execute(
-                "SELECT identity, MAX(pos) FROM run_rows WHERE run_id = ? AND status = 'ok' "
-                f"AND identity IN ({marks}) GROUP BY identity",
-                (run_id, *chunk),
-            ):
-                found[identity] = max(pos, found.get(identity, pos))
-            for identity, pos in self._conn.execute(
-                "SELECT identity, last_pos FROM rows WHERE job = ? AND last_run_id = ? "
-                f"AND last_status = 'ok' AND identity IN ({marks})",
-                (job, run_id, *chunk),
-            ):
-                found[identity] = max(pos, found.get(identity, pos))
-        return found
+        return delivered_positions(self._conn, self._chunk, job, run_id, identities)
+
+    # -- the daily quota (``requests``) --------------------------------------------------------
+    @_guarded
+    def add_requests(self, account: str, day: str, job: str, n: int) -> None:
+        """Count ``n`` more requests of ``job`` on ``account`` and quota ``day``."""
+        add_requests(self._conn, account, day, job, n)
+
+    @_guarded
+    def requests(
+        self, day: str, *, account: str | None = None, job: str | None = None
+    ) -> dict[tuple[str, str], int]:
+        """The requests counted on quota ``day`` by (account, job), of one account or job."""
+        return requests_on(self._conn, day, account, job)
 
     # -- locks ---------------------------------------------------------------------------------
     def lock_path(self, job: str) -> Path:
