@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import random
 import re
+import shlex
 import struct
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from helpers import dmimport, read_results
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,6 +32,7 @@ from importer.init import (
     write_config,
 )
 from importer.job import load_job, parse_job
+from importer.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "sample_data"
@@ -144,7 +147,50 @@ def test_render_proposal_says_what_to_check_and_do_next() -> None:
         "next: read the comments in the config and fix what is wrong, then",
         "  dmimport check-config 'my orders.yaml'",
         f"  dmimport preview 'my orders.yaml' {DATA / 'order_events.jsonl'}",
+        "the config sends to the platform's documented host (target.base_url); to try it on the",
+        "local sandbox first, run `dmimport sandbox` in another terminal, then (--debug: the",
+        "sandbox checks every row as the platform would, stores nothing, and no ledger is kept)",
+        "  DMART_SECRET=00000000-0000-4000-8000-000000000000 dmimport run 'my orders.yaml' "
+        f"{DATA / 'order_events.jsonl'} --base-url http://127.0.0.1:8080 --debug",
     ]
+
+
+def test_a_proposal_targets_the_documented_host_and_says_how_to_use_the_sandbox() -> None:
+    text, cfg = proposed(DATA / "customers.csv", "user")
+    assert cfg.target.base_url == "http://data-api.dmartech.cn"
+    assert cfg.target.protocol == "import-api"
+    target = text[text.index("target:\n") : text.index("job:\n")]
+    # the protocol is shown, commented out at its default; the plain-http risk and the way to
+    # the sandbox are said right above base_url
+    assert "  # protocol: import-api\n" in target
+    assert "use https:// where your platform offers it" in target
+    assert "run with --base-url http://127.0.0.1:8080" in " ".join(target.split())
+    assert yaml.safe_load(text)["target"]["base_url"] == "http://data-api.dmartech.cn"
+
+
+def test_the_sandbox_command_init_prints_runs_against_the_sandbox(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # what a new user does in the first minutes: init, then the command init printed, with the
+    # sandbox (`dmimport sandbox`) where the command expects it (here on a free port)
+    data = tmp_path / "customers.csv"
+    data.write_bytes((DATA / "customers.csv").read_bytes())
+    init = dmimport("init", data, "--kind", "user", "--out", tmp_path / "job.yaml")
+    assert init.returncode == 0, init.stderr
+    command = init.stdout.strip().splitlines()[-1].replace("http://127.0.0.1:8080", sandbox.url)
+    assignment, program, *args = shlex.split(command)
+    name, _, secret = assignment.partition("=")
+    assert (name, program) == ("DMART_SECRET", "dmimport")
+    assert secret == sandbox.secret  # the sandbox's own demo SECRET
+    proc = dmimport(*args, "--report-dir", tmp_path / "rep", secret=secret)
+    assert proc.returncode in (0, 1), proc.stderr
+    results = read_results(next((tmp_path / "rep").glob("*/results.csv")))
+    # every row the local checks let through was answered by the sandbox (ok or its errcode):
+    # none failed to reach it, none was refused as unauthenticated
+    sent = [r for r in results if r["status"] in ("ok", "rejected") and r["attempts"] != "0"]
+    assert len(sent) == 12  # line 6 is ragged, line 12 has no key: both never sent
+    assert not [r for r in results if r["status"] in ("failed", "not_sent")]
+    assert not list(tmp_path.rglob("state.db"))  # --debug keeps no ledger
 
 
 def test_delete_maps_only_the_primary_keys(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from ..load import Source
-from ..protocol import DEFAULT_BASE_URL
+from ..protocol import DEFAULT_BASE_URL, DEFAULT_PROTOCOL, SANDBOX_URL
 from .plan import Plan
 from .sample import Sample
 
@@ -86,7 +86,14 @@ def render_yaml(path: Path, kind: str, sample: Sample, plan: Plan) -> str:
         )
     out += [
         "target:",
-        f"  base_url: {DEFAULT_BASE_URL}   # the platform's API; this one is `dmimport sandbox`",
+        "  # import-api: the platform's documented endpoint (one URL, typed bodies, batches);",
+        "  # signed: dmimport's version-1 protocol (per-call paths, HMAC headers); see",
+        "  # docs/protocol.md",
+        f"  # protocol: {DEFAULT_PROTOCOL}",
+        "  # The platform's documented host. It is plain http:// and the SECRET travels in the",
+        "  # URL: use https:// where your platform offers it. To try this config on the local",
+        f"  # sandbox (`dmimport sandbox`), run with --base-url {SANDBOX_URL}",
+        f"  base_url: {DEFAULT_BASE_URL}",
         "  secret_env: DMART_SECRET          # NAME of the environment variable holding the SECRET",
         "  debug: false",
         "job:",

@@ -7,7 +7,11 @@ import os
 import shlex
 from pathlib import Path
 
+from ..protocol import SANDBOX_URL
 from .propose import InitError, Proposal
+
+#: the public demo SECRET that the bundled sandbox's default schema accepts (not a credential)
+SANDBOX_DEMO_SECRET = "00000000-0000-4000-8000-000000000000"
 
 
 def default_out(path: str | Path) -> Path:
@@ -51,5 +55,10 @@ def render_proposal(proposal: Proposal, out: str | Path) -> str:
         "next: read the comments in the config and fix what is wrong, then",
         f"  dmimport check-config {shlex.quote(str(out))}",
         f"  dmimport preview {shlex.quote(str(out))} {shlex.quote(str(source.path))}",
+        "the config sends to the platform's documented host (target.base_url); to try it on the",
+        "local sandbox first, run `dmimport sandbox` in another terminal, then (--debug: the",
+        "sandbox checks every row as the platform would, stores nothing, and no ledger is kept)",
+        f"  DMART_SECRET={SANDBOX_DEMO_SECRET} dmimport run {shlex.quote(str(out))} "
+        f"{shlex.quote(str(source.path))} --base-url {SANDBOX_URL} --debug",
     ]
     return "\n".join(lines)
