@@ -477,6 +477,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     print(
         f"{args.config}: ok (job {cfg.job_name}, kind {cfg.job.kind}, {len(cfg.columns)} columns)"
     )
+    for warning in cfg.target.warnings():  # not errors: the documented host is plain http://
+        print(f"warning: {warning}", file=sys.stderr)
     return exitcodes.OK
 
 

@@ -162,11 +162,9 @@ class Run:
         return secret
 
     def execute(self) -> RunSummary:
-        if not self.dry_run and not self.config.target.tls_verify:
-            log.warning(
-                "TLS certificate verification is OFF (target.tls_verify: false): anyone on the "
-                "network path can read the SECRET and the data. Use target.ca_file instead."
-            )
+        if not self.dry_run:  # said once per run, before anything is sent
+            for warning in self.config.target.warnings():
+                log.warning("%s", warning)
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         secret = self.preflight()

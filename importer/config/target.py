@@ -3,6 +3,7 @@ SECRET's variable)."""
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -150,6 +151,41 @@ class Target(StrictModel):
                 "remove one of the two",
             )
         return self
+
+    def plain_http_host(self) -> str | None:
+        """The host the SECRET would travel to unencrypted: ``base_url`` is ``http://`` and its
+        host is not loopback (``localhost``, 127.0.0.0/8, ``::1``); None otherwise. Under
+        ``import-api`` the SECRET is in every request's URL, under ``signed`` in a header: on
+        plain HTTP anyone on the network path reads it either way."""
+        parts = urlsplit(self.base_url)
+        host = (parts.hostname or "").rstrip(".")
+        if parts.scheme != "http" or host == "localhost" or host.endswith(".localhost"):
+            return None
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                return None
+        except ValueError:  # a name, not an address
+            pass
+        return host
+
+    def warnings(self) -> list[str]:
+        """What a run says loudly, once, before sending (and ``check-config`` prints): the
+        SECRET travelling unencrypted, TLS verification turned off. Never quotes the SECRET."""
+        out = []
+        host = self.plain_http_host()
+        if host is not None:
+            where = "in every request's URL" if self.protocol == "import-api" else "in a header"
+            out.append(
+                f"the SECRET travels UNENCRYPTED to {host} (target.base_url is plain http://, "
+                f"the SECRET is {where}): anyone on the network path can read it and the data. "
+                "Use https:// in target.base_url where the platform offers it."
+            )
+        if not self.tls_verify:
+            out.append(
+                "TLS certificate verification is OFF (target.tls_verify: false): anyone on the "
+                "network path can read the SECRET and the data. Use target.ca_file instead."
+            )
+        return out
 
     def profile(self) -> Profile:
         """The wire-format profile (protocol, paths, header names, signing)."""
