@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from collections.abc import Sequence
 from typing import Any, Literal, get_args
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from .errcodes import Category, ErrCode
 from .outcomes import FATAL_STATUSES, Outcome, Response, TransportFailure, TransportKind
@@ -48,6 +49,26 @@ DEFAULT_PROTOCOL: ProtocolName = "import-api"
 DEFAULT_BASE_URL = "http://data-api.dmartech.cn"
 #: The sandbox's default address (``dmimport sandbox``): what samples, the demo and tests use.
 SANDBOX_URL = "http://127.0.0.1:8080"
+
+
+def plain_http_host(base_url: str) -> str | None:
+    """The host the SECRET would reach unencrypted: ``base_url`` is plain ``http://`` and its
+    host is not loopback (``localhost``, 127.0.0.0/8, ``::1``); None otherwise (``https://``,
+    loopback). Looks nothing up. Under ``import-api`` the SECRET is in every request's URL, under
+    ``signed`` in a header: on plain HTTP anyone on the network path reads it either way."""
+    parts = urlsplit(base_url)
+    if parts.scheme.lower() != "http":
+        return None
+    host = (parts.hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass  # a name, not an address
+    return parts.hostname or ""
+
 
 #: ``import-api``: the one endpoint of every call.
 IMPORT_PATH = "/api/v1/api/import"

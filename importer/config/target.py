@@ -3,7 +3,6 @@ SECRET's variable)."""
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -23,6 +22,7 @@ from ..protocol import (
     Headers,
     Profile,
     ProtocolName,
+    plain_http_host,
 )
 from ..secrets import looks_like_secret, watch_env
 from .base import ENV_NAME, HEADER_NAME, StrictModel
@@ -153,20 +153,8 @@ class Target(StrictModel):
         return self
 
     def plain_http_host(self) -> str | None:
-        """The host the SECRET would travel to unencrypted: ``base_url`` is ``http://`` and its
-        host is not loopback (``localhost``, 127.0.0.0/8, ``::1``); None otherwise. Under
-        ``import-api`` the SECRET is in every request's URL, under ``signed`` in a header: on
-        plain HTTP anyone on the network path reads it either way."""
-        parts = urlsplit(self.base_url)
-        host = (parts.hostname or "").rstrip(".")
-        if parts.scheme != "http" or host == "localhost" or host.endswith(".localhost"):
-            return None
-        try:
-            if ipaddress.ip_address(host).is_loopback:
-                return None
-        except ValueError:  # a name, not an address
-            pass
-        return host
+        """The host the SECRET would travel to unencrypted (``protocol.plain_http_host``)."""
+        return plain_http_host(self.base_url)
 
     def warnings(self) -> list[str]:
         """What a run says loudly, once, before sending (and ``check-config`` prints): the
