@@ -1,42 +1,99 @@
-"""The SDK: the seed's three calls (``user``, ``userDelete``, ``event``) over ``requests``.
+"""The SDK: the seed's three calls (``user``, ``userDelete``, ``event``) and the documented
+batch calls (``user_batch``, ``event_batch``) over ``requests``, in either wire profile.
 
-Every call sends one record and returns an ``Outcome``, never raises for anything the network
-or the server does:
+- ``protocol="import-api"`` (the default): the platform's documented endpoint, every call a
+  ``POST {base_url}/api/v1/api/import?secret=SECRET`` with a body typed by ``type``;
+- ``protocol="signed"``: version 1 of our contract (a path per call, HMAC headers, one record
+  per request: it has no batch call, and ``user_batch``/``event_batch`` raise ``ValueError``
+  before sending anything rather than turning one call into many).
 
-- ``Response``: the server answered the contract's JSON (any errcode, 0 included);
+Every call sends one request and returns an ``Outcome``, never raises for anything the network
+or the server does. ``protocol.answer`` classifies the answer, as it does for the bulk sender:
+
+- ``Response``: the server answered the contract's JSON (any errcode, 0 included), whatever
+  the HTTP status: the platform's documented error answers come with HTTP 404, so a 404 whose
+  body is ``{"errcode": 20001, ...}`` is ``Response(20001, ..., http_status=404)``;
 - ``TransportFailure``: no such answer. ``kind`` says why: ``timeout``, ``connection`` (refused,
-  reset or closed before any answer), ``http_status`` (any status but 200: 408, 429 and 5xx
-  are retryable, the others are not), ``protocol`` (an answer that broke off, or HTTP 200 whose
-  body is not the contract's JSON; retryable) or ``tls`` (certificate verification failed, not
-  retryable).
+  reset or closed before any answer), ``http_status`` (413, 429, or any status but 200 without
+  the contract's JSON, e.g. a 404 from a wrong URL or a proxy: fatal; 408, 429 and 5xx are
+  retryable), ``protocol`` (an answer that broke off, or HTTP 200 whose body is not the
+  contract's JSON; retryable) or ``tls`` (certificate verification failed, not retryable).
 
 The client never retries: retrying is the sender's policy. The body is serialized once, and
-those exact bytes are signed and sent. The SECRET never appears in a repr, a message or a log.
+those exact bytes are (under ``signed``) signed and sent.
+
+The SECRET travels in the URL's query string under ``import-api`` (in a header under
+``signed``). It appears in no repr, message, ``TransportFailure.message`` or log line:
+``Client.url`` shows it as ``***``, failure texts go through ``importer.secrets.Redactor``, and
+importing this module puts a redacting filter on the loggers of ``urllib3`` and ``requests``
+(``urllib3`` logs each request line, URL included, at DEBUG).
+
+Plain ``http://``: when the SECRET would travel unencrypted to a host that is not loopback
+(the documented host is plain ``http://``), constructing the client warns once with a
+``PlainHttpWarning`` naming the host. Nothing is sent to find that out (no DNS lookup either).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
+import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
-from . import protocol
-from .errcodes import ErrCode
 from .outcomes import Outcome, Response, TransportFailure, TransportKind
-from .protocol import DEFAULT_BASE_URL, DEFAULT_PROFILE, KINDS, Profile
+from .protocol import (
+    DEFAULT_BASE_URL,
+    DEFAULT_PROFILE,
+    KINDS,
+    PROTOCOLS,
+    Profile,
+    ProtocolName,
+    answer,
+    header_problem,
+)
+from .secrets import Redactor
 
 #: Environment variable that overrides the SDK's default base URL.
 BASE_URL_ENV = "DMART_BASE_URL"
 
 CONTENT_TYPE = "application/json; charset=utf-8"
 
+#: how the SECRET is shown in ``Client.url`` and in messages naming the URL
+SHOWN_SECRET = "***"
+
 Callback = Callable[[dict[str, Any]], Any]
+
+
+class PlainHttpWarning(UserWarning):
+    """The SECRET would travel unencrypted (``http://``) to a host that is not loopback."""
+
+
+def plain_http_host(base_url: str) -> str | None:
+    """The host the SECRET would reach over plain ``http://``, or None (``https://``, or a
+    loopback host: ``localhost``, 127.0.0.0/8, ``::1``). Looks nothing up."""
+    parts = urlsplit(base_url)
+    if parts.scheme.lower() != "http":
+        return None
+    host = (parts.hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass  # a name, not an address
+    return parts.hostname or ""
 
 
 def _safe_url(url: str) -> str:
@@ -45,12 +102,108 @@ def _safe_url(url: str) -> str:
     if parts.username is None and parts.password is None:
         return url
     host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+class _RedactingFilter(logging.Filter):
+    """Rewrites each record of the ``urllib3``/``requests`` loggers with every SECRET a client
+    of this process holds, and every ``?secret=`` query value, masked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._secrets: set[str] = set()
+        self._redact = Redactor()
+
+    def watch(self, secret: str) -> None:
+        with self._lock:
+            if secret and secret not in self._secrets:
+                self._secrets.add(secret)
+                self._redact = Redactor(self._secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a record that cannot be formatted: keep it out rather than raw
+            return False
+        shown = self._redact(text)
+        if shown != text:
+            record.msg, record.args = shown, None
+        return True
+
+
+_LOG_FILTER = _RedactingFilter()
+
+
+def _install_log_filter() -> None:
+    """Put the filter on every logger of ``urllib3`` and ``requests`` (a logger's filters see
+    only the records made by that logger, so each one gets it)."""
+    names = [
+        n
+        for n in list(logging.Logger.manager.loggerDict)
+        if n.split(".")[0] in ("urllib3", "requests")
+    ]
+    for name in {"urllib3", "urllib3.connectionpool", "urllib3.util.retry", *names}:
+        logger = logging.getLogger(name)
+        if _LOG_FILTER not in logger.filters:
+            logger.addFilter(_LOG_FILTER)
+
+
+_install_log_filter()
+
+
+def _profile_for(
+    protocol_name: str | None,
+    profile: Profile | None,
+    path: str | None,
+    paths: Mapping[str, str] | None,
+) -> Profile:
+    if protocol_name is not None and protocol_name not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol_name!r}")
+    if profile is None:
+        profile = DEFAULT_PROFILE if protocol_name is None else Profile(protocol=protocol_name)
+    elif protocol_name is not None and protocol_name != profile.protocol:
+        raise ValueError(
+            f"protocol={protocol_name!r} contradicts profile.protocol={profile.protocol!r}"
+        )
+    if path is not None:
+        if profile.signed:
+            raise ValueError("path= is the import-api endpoint; under signed use paths=")
+        if not path.startswith("/"):
+            raise ValueError(f"path must start with '/', got {path!r}")
+        profile = dataclasses.replace(profile, import_path=path)
+    if paths:
+        if not profile.signed:
+            raise ValueError(
+                "paths= (a path per call) is for protocol='signed'; import-api has one "
+                "endpoint: use path="
+            )
+        unknown = sorted(set(paths) - set(KINDS))
+        if unknown:
+            raise ValueError(f"unknown call(s) in paths: {', '.join(unknown)}")
+        profile = dataclasses.replace(profile, paths={**profile.paths, **paths})
+    return profile
+
+
+def _records(items: Any, call: str) -> list[dict[str, Any]]:
+    if isinstance(items, Mapping | str | bytes):
+        raise TypeError(f"{call} takes a list of property dicts, one per record")
+    records = [dict(item) for item in items]
+    if not records:
+        raise ValueError(f"{call} needs at least one record")
+    return records
+
+
 class Client:
     """One account's SDK client.
+
+    ``Client(secret, base_url=None, *, protocol="import-api"|"signed", ...)``; ``base_url``
+    defaults to ``$DMART_BASE_URL``, else ``protocol.DEFAULT_BASE_URL`` (the documented host).
+    ``profile=`` gives a whole ``Profile`` instead (``protocol=`` must then agree with it);
+    ``path=`` changes the import-api endpoint path, ``paths=`` the signed per-call paths.
 
     Calls may run from several threads at once: they share the session's connection pool
     (``pool_maxsize`` connections kept alive; the server sets no cookies, so nothing else in the
@@ -60,10 +213,12 @@ class Client:
     def __init__(
         self,
         secret: str,
-        base_url: str,
+        base_url: str | None = None,
         *,
+        protocol: ProtocolName | None = None,
         debug: bool = False,
         timeout: float = 10.0,
+        path: str | None = None,
         paths: Mapping[str, str] | None = None,
         profile: Profile | None = None,
         session: requests.Session | None = None,
@@ -72,29 +227,27 @@ class Client:
     ) -> None:
         if not isinstance(secret, str):
             raise TypeError("secret must be a str")
-        problem = protocol.header_problem(secret)
+        problem = header_problem(secret)
         if problem is not None:
-            # http.client would refuse it later, quoting it in the error: refuse it here
+            # a look-alike character pasted from a document: refuse it, naming it, never the value
             raise ValueError(f"the secret contains {problem}")
+        if base_url is None:
+            base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+        self._secret = secret
+        self._redact = Redactor([secret])
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
+            shown = self._shown_url(base_url)
+            raise ValueError(f"base_url must be an http:// or https:// URL, got {shown!r}")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        profile = profile or DEFAULT_PROFILE
-        if paths:
-            unknown = sorted(set(paths) - set(KINDS))
-            if unknown:
-                raise ValueError(f"unknown call(s) in paths: {', '.join(unknown)}")
-            profile = Profile(
-                paths={**profile.paths, **paths}, headers=profile.headers, sign=profile.sign
-            )
-        self._secret = secret
+        self.profile = _profile_for(protocol, profile, path, paths)
         self.base_url = base_url.rstrip("/")
         self.debug = debug
         self.timeout = timeout
-        self.profile = profile
         self.verify = verify
+        _LOG_FILTER.watch(secret)
+        _install_log_filter()  # and on any urllib3 logger made since the import
         self._own_session = session is None
         if session is None:
             session = requests.Session()
@@ -103,10 +256,27 @@ class Client:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session
+        host = plain_http_host(self.base_url)
+        if host is not None and secret:
+            where = "in the URL's query string" if not self.profile.signed else "in a header"
+            warnings.warn(
+                f"the SECRET will travel unencrypted ({where}, over plain http://) to {host}: "
+                "anyone on the network path can read it; use https:// where the platform "
+                "offers it",
+                PlainHttpWarning,
+                stacklevel=2,  # the caller's line
+            )
+
+    @property
+    def protocol(self) -> ProtocolName:
+        """The wire profile: ``import-api`` or ``signed``."""
+        return self.profile.protocol
 
     def __repr__(self) -> str:
-        base_url = self._scrub(_safe_url(self.base_url))
-        return f"{type(self).__name__}(base_url={base_url!r}, debug={self.debug}, secret=***)"
+        return (
+            f"{type(self).__name__}(base_url={self._shown_url(self.base_url)!r}, "
+            f"protocol={self.protocol!r}, debug={self.debug}, secret={SHOWN_SECRET})"
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -124,45 +294,76 @@ class Client:
         self.debug = bool(flag)
 
     def url(self, kind: str) -> str:
-        """The full URL of a call, with the ``debug`` query string."""
-        return self.base_url + self.profile.path(kind, self.debug)
+        """The URL a call goes to, as it may be shown: the SECRET as ``***``."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown call {kind!r}")
+        return self._shown_url(self.base_url) + self.profile.shown_target(kind, self.debug)
 
-    # -- the three calls ------------------------------------------------------------------
+    # -- the calls --------------------------------------------------------------------------
 
     def user(self, properties: Mapping[str, Any], callback: Callback | None = None) -> Outcome:
         """Upsert one customer."""
-        return self.send("user", self.profile.body("user", dict(properties)), callback)
+        return self.send("user", self.profile.record_body("user", dict(properties)), callback)
 
     def user_delete(
         self, properties: Mapping[str, Any], callback: Callback | None = None
     ) -> Outcome:
         """Delete the customer(s) the primary-key values match."""
-        return self.send(
-            "user_delete", self.profile.body("user_delete", dict(properties)), callback
-        )
+        body = self.profile.record_body("user_delete", dict(properties))
+        return self.send("user_delete", body, callback)
 
     def event(
         self, event_name: str, properties: Mapping[str, Any], callback: Callback | None = None
     ) -> Outcome:
         """Record one event (``properties`` must hold ``event_id`` and ``create_time``)."""
-        body = self.profile.body("event", dict(properties), event_name)
+        body = self.profile.record_body("event", dict(properties), event_name)
         return self.send("event", body, callback)
 
-    def send(self, kind: str, body: bytes, callback: Callback | None = None) -> Outcome:
-        """POST an already serialized body to call ``kind``: sign it, send it, classify.
+    def user_batch(
+        self, items: Sequence[Mapping[str, Any]], callback: Callback | None = None
+    ) -> Outcome:
+        """Upsert many customers in one request (``type: user_batch``; a list of one record goes
+        as ``user``). One outcome for the whole request: on a row-error errcode, which record
+        failed is unknown (the sender bisects; see docs/protocol.md). ``import-api`` only."""
+        records = _records(items, "user_batch")
+        self._batch_allowed("user_batch")
+        return self.send("user", self.profile.batch_body("user", records), callback)
 
-        For senders that serialize once and retry the same bytes; each call signs afresh.
-        """
+    def event_batch(
+        self,
+        event_name: str,
+        items: Sequence[Mapping[str, Any]],
+        callback: Callback | None = None,
+    ) -> Outcome:
+        """Record many events of one event name in one request (``type: event_batch``; a list
+        of one goes as ``event``). ``import-api`` only."""
+        records = _records(items, "event_batch")
+        self._batch_allowed("event_batch")
+        body = self.profile.batch_body("event", records, event_name)
+        return self.send("event", body, callback)
+
+    def _batch_allowed(self, call: str) -> None:
+        if self.profile.signed:
+            raise ValueError(
+                f"{call}: the signed profile has no batch call (one record per request); "
+                "send each record with its single call, or use protocol='import-api'"
+            )
+
+    def send(self, kind: str, body: bytes, callback: Callback | None = None) -> Outcome:
+        """POST an already serialized body to call ``kind``: sign it (``signed``), send it,
+        classify the answer. For senders that serialize once and retry the same bytes; each
+        call signs afresh."""
         if kind not in KINDS:
             raise ValueError(f"unknown call {kind!r}")
-        outcome = self._post(self.url(kind), body)
+        url = self.base_url + self.profile.target(kind, self.debug, self._secret)
+        outcome = self._post(url, body, f"POST {self.url(kind)}")
         if callback is not None:
             callback(outcome.as_dict())
         return outcome
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _post(self, url: str, body: bytes) -> Outcome:
+    def _post(self, url: str, body: bytes, what: str) -> Outcome:
         headers = self.profile.auth_headers(self._secret, body)
         headers["Content-Type"] = CONTENT_TYPE
         start = time.perf_counter()
@@ -173,42 +374,26 @@ class Client:
                 headers=headers,
                 timeout=self.timeout,
                 verify=self.verify,
-                allow_redirects=False,
+                allow_redirects=False,  # a redirect would carry the SECRET elsewhere
             )
-        except requests.RequestException as exc:
-            return self._failure(exc, url, (time.perf_counter() - start) * 1000)
+            payload = resp.content
+        except (requests.RequestException, Urllib3Error) as exc:
+            return self._failure(exc, what, (time.perf_counter() - start) * 1000)
         latency = (time.perf_counter() - start) * 1000
         status = resp.status_code
-        if status == 200:
-            try:
-                code, message = protocol.parse_response(resp.content)
-            except protocol.ProtocolError as exc:
-                return TransportFailure(
-                    TransportKind.PROTOCOL,
-                    f"HTTP {status} from POST {_safe_url(url)}: {exc}",
-                    http_status=status,
-                    latency_ms=latency,
-                )
-            member = ErrCode.lookup(code)
-            return Response(
-                member if member is not None else code,
-                message,
-                http_status=status,
-                latency_ms=latency,
-            )
-        return TransportFailure(
-            TransportKind.HTTP_STATUS,
-            self._scrub(f"HTTP {status} {resp.reason or ''} from POST {_safe_url(url)}").replace(
-                "  ", " "
-            ),
-            http_status=status,
-            retry_after=resp.headers.get("Retry-After"),
-            latency_ms=latency,
-        )
+        outcome = answer(status, payload, resp.headers.get("Retry-After"), latency)
+        if isinstance(outcome, TransportFailure):
+            # name the URL (SECRET shown as ***) and the status, as the sender's abort does
+            reason = self._shown(f" {resp.reason}" if resp.reason else "")
+            detail = self._shown(outcome.message.removeprefix(f"HTTP {status}").strip())
+            text = f"HTTP {status}{reason} from {what}"
+            if detail:
+                text += f": {detail}" if status == 200 else f" ({detail})"
+            return dataclasses.replace(outcome, message=text)
+        shown = self._shown(outcome.errmsg)  # a gateway may echo the request in its message
+        return outcome if shown == outcome.errmsg else dataclasses.replace(outcome, errmsg=shown)
 
-    def _failure(
-        self, exc: requests.RequestException, url: str, latency: float
-    ) -> TransportFailure:
+    def _failure(self, exc: Exception, what: str, latency: float) -> TransportFailure:
         if isinstance(exc, requests.exceptions.SSLError):
             text = str(exc)
             kind = (
@@ -230,32 +415,31 @@ class Client:
         else:
             # refused, reset or closed before any answer, and the rest
             kind = TransportKind.CONNECTION
-        detail = self._scrub(str(exc))
+        # requests and urllib3 quote the URL ("Max retries exceeded with url: ...?secret=...")
+        detail = self._shown(str(exc))
         if len(detail) > 300:
-            detail = detail[:297] + "..."
-        message = self._scrub(f"{type(exc).__name__} on POST {_safe_url(url)}")
+            detail = self._shown(str(exc)[:297]) + "..."
+        message = f"{type(exc).__name__} on {what}"
         if detail:
             message += f": {detail}"
         return TransportFailure(kind, message, latency_ms=latency)
 
-    def _scrub(self, text: str) -> str:
-        """``text`` with the SECRET (should an exception quote a header, or the base URL hold
-        it) blanked out."""
-        if self._secret:
-            text = text.replace(self._secret, "***")
-        return text
+    def _shown(self, text: str) -> str:
+        """``text`` safe to show: no SECRET in any form (as is, percent-encoded, or as the value
+        of a ``?secret=`` parameter)."""
+        return self._redact(text)
+
+    def _shown_url(self, url: str) -> str:
+        """``url`` safe to show: no user:password part, no SECRET."""
+        return self._redact(_safe_url(url))
 
 
 class SDK(Client):
     """The seed's JS-SDK spelling: ``SDK(secret)``, ``setDebug``, ``userDelete``.
 
-    ``base_url`` defaults to ``$DMART_BASE_URL``, else ``DEFAULT_BASE_URL`` (the sandbox).
+    ``base_url`` defaults to ``$DMART_BASE_URL``, else ``DEFAULT_BASE_URL`` (the documented
+    host), as for ``Client``.
     """
-
-    def __init__(self, secret: str, base_url: str | None = None, **options: Any) -> None:
-        if base_url is None:
-            base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-        super().__init__(secret, base_url, **options)
 
     def setDebug(self, flag: bool) -> None:
         self.set_debug(flag)
@@ -274,7 +458,10 @@ __all__ = [
     "Callback",
     "Client",
     "Outcome",
+    "PlainHttpWarning",
+    "Profile",
     "Response",
     "TransportFailure",
     "TransportKind",
+    "plain_http_host",
 ]
