@@ -258,11 +258,11 @@ class Client:
         self.session = session
         host = plain_http_host(self.base_url)
         if host is not None and secret:
-            where = "in the URL's query string" if not self.profile.signed else "in a header"
+            where = "in a header" if self.profile.signed else "in every request's URL"
             warnings.warn(
-                f"the SECRET will travel unencrypted ({where}, over plain http://) to {host}: "
-                "anyone on the network path can read it; use https:// where the platform "
-                "offers it",
+                f"the SECRET travels UNENCRYPTED to {host} (base_url is plain http://, the "
+                f"SECRET is {where}): anyone on the network path can read it and the data. "
+                "Use https:// where the platform offers it.",
                 PlainHttpWarning,
                 stacklevel=2,  # the caller's line
             )

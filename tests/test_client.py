@@ -484,13 +484,13 @@ def test_plain_http_to_a_remote_host_warns_once_at_construction() -> None:
         assert c.url("user") == "http://dmart.invalid:8080/api/v1/api/import?secret=***&debug=true"
     assert [w.category for w in caught] == [PlainHttpWarning]
     assert str(caught[0].message) == (
-        "the SECRET will travel unencrypted (in the URL's query string, over plain http://) to "
-        "dmart.invalid: anyone on the network path can read it; use https:// where the "
-        "platform offers it"
+        "the SECRET travels UNENCRYPTED to dmart.invalid (base_url is plain http://, the SECRET "
+        "is in every request's URL): anyone on the network path can read it and the data. Use "
+        "https:// where the platform offers it."
     )
     assert caught[0].filename == __file__  # it points at the line that made the client
     with pytest.warns(
-        PlainHttpWarning, match=r"\(in a header, over plain http://\) to 10\.1\.2\.3"
+        PlainHttpWarning, match=r"UNENCRYPTED to 10\.1\.2\.3 \(.*the SECRET is in a header\)"
     ):
         Client("s-0000", "http://10.1.2.3", protocol="signed")
 
