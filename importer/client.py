@@ -36,7 +36,6 @@ Plain ``http://``: when the SECRET would travel unencrypted to a host that is no
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import logging
 import os
 import threading
@@ -61,6 +60,7 @@ from .protocol import (
     ProtocolName,
     answer,
     header_problem,
+    plain_http_host,
 )
 from .secrets import Redactor
 
@@ -77,23 +77,6 @@ Callback = Callable[[dict[str, Any]], Any]
 
 class PlainHttpWarning(UserWarning):
     """The SECRET would travel unencrypted (``http://``) to a host that is not loopback."""
-
-
-def plain_http_host(base_url: str) -> str | None:
-    """The host the SECRET would reach over plain ``http://``, or None (``https://``, or a
-    loopback host: ``localhost``, 127.0.0.0/8, ``::1``). Looks nothing up."""
-    parts = urlsplit(base_url)
-    if parts.scheme.lower() != "http":
-        return None
-    host = (parts.hostname or "").rstrip(".").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return None
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return None
-    except ValueError:
-        pass  # a name, not an address
-    return parts.hostname or ""
 
 
 def _safe_url(url: str) -> str:
@@ -463,5 +446,4 @@ __all__ = [
     "Response",
     "TransportFailure",
     "TransportKind",
-    "plain_http_host",
 ]

@@ -24,7 +24,6 @@ from importer.client import (
     Response,
     TransportFailure,
     TransportKind,
-    plain_http_host,
 )
 from importer.errcodes import ErrCode
 from importer.sandbox import Faults, Sandbox
@@ -511,10 +510,3 @@ def test_loopback_and_https_do_not_warn(url: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Client("00000000-0000-4000-8000-000000000000", url)
-
-
-def test_plain_http_host_names_the_host_the_secret_would_reach() -> None:
-    assert plain_http_host(DEFAULT_BASE_URL) == "data-api.dmartech.cn"
-    assert plain_http_host("http://u:p@[2001:db8::1]:80/x") == "2001:db8::1"
-    assert plain_http_host("http://[::1]") is None
-    assert plain_http_host("HTTPS://example.com") is None
