@@ -14,6 +14,10 @@ import pyarrow.compute as pc
 
 from ..config import ColumnSpec
 from ..map import FALSE_WORDS, TRUE_WORDS, convert_values
+from ..protocol import DEFAULT_PROFILE
+
+#: the errcode of a value of the wrong type under the protocol a proposal targets (import-api)
+WRONG_TYPE = int(DEFAULT_PROFILE.wrong_type)
 
 #: A share of sample values at least this large makes a column "look like" phones or e-mails,
 #: and is worth a comment when a type almost fits.
@@ -232,7 +236,7 @@ def infer(header: str, name: str, values: Sequence[str | None], sampled: int) ->
             odd = next(v for v in present if not example_ok(v))
             guess.why = (
                 f"{k}/{n} sample values are {label}, but not {odd!r} -> text "
-                f"(type: {type_} would reject such rows with 10002)"
+                f"(type: {type_} would reject such rows with {WRONG_TYPE})"
             )
             return guess
     thousands = sum(1 for v in present if _THOUSANDS.match(v))
@@ -282,7 +286,7 @@ def _as_datetime(
         odd = _first_unfit(present, best_fmt if best >= auto else None)
         guess.why = (
             f"{k}/{n} sample values are datetimes{shown}, but not {odd!r} -> text "
-            "(type: datetime would reject such rows with 10002)"
+            f"(type: datetime would reject such rows with {WRONG_TYPE})"
         )
     return guess
 
