@@ -43,11 +43,22 @@ INTERRUPTED_MESSAGE = "not sent: the run was interrupted"
 
 @dataclass
 class RowResult:
+    """What became of one row.
+
+    ``attempts`` and ``latency_ms`` are those of the request that decided the row (its
+    retries included); ``request_id`` names that request (unique in the run, across
+    ``--workers`` processes too; None: no request decided it). ``ambiguous``: some attempt of a
+    request that carried the row got no answer after the whole request was sent (a timeout, or
+    the connection closed), so the platform may still apply that request late.
+    """
+
     status: Status
     errcode: int | None
     errmsg: str
     attempts: int
     latency_ms: float
+    request_id: int | None = None
+    ambiguous: bool = False
 
 
 def not_sent() -> RowResult:
@@ -121,6 +132,10 @@ class TransportFailure:
     #: the connection closed while the request body was being sent: like HTTP 413, the
     #: request was too big for the platform (set by ``importer.send.transport``)
     while_sending: bool = False
+    #: the whole request went out and then no answer came (a timeout, the connection closed):
+    #: the platform may have applied it, and may still apply it late (set by
+    #: ``importer.send.transport``)
+    sent: bool = False
 
     @property
     def ok(self) -> bool:

@@ -13,7 +13,7 @@ import pytest
 
 from importer.config import RetryOptions
 from importer.outcomes import RowResult, Status, TransportFailure, TransportKind
-from importer.protocol import DEFAULT_PROFILE, Headers, Profile, user_body
+from importer.protocol import DEFAULT_PROFILE, SIGNED_PROFILE, Headers, Profile
 from importer.sandbox import FaultPlan, Faults, Sandbox
 from importer.send import Request, RequestSource, Sender, StreamTransport
 from importer.send.keylinks import KeyLinks
@@ -21,15 +21,21 @@ from importer.send.ratelimit import RateLimiter
 from importer.send.retry import parse_retry_after, wait_for
 
 
+def phone_item(i: int) -> bytes:
+    return b'{"phone":"0100%07d"}' % i
+
+
 class ListSource(RequestSource):
-    def __init__(self, bodies: list[bytes]) -> None:
-        self.items = list(enumerate(bodies))
+    """One record per request (the signed profile's way), each its own customer."""
+
+    def __init__(self, items: list[bytes]) -> None:
+        self.items = list(enumerate(items))
 
     async def next_request(self) -> Request | None:
         if not self.items:
             return None
-        i, body = self.items.pop(0)
-        return Request((i,), body, (f"k{i}",))
+        i, item = self.items.pop(0)
+        return Request((i,), (item,), (f"k{i}",))
 
 
 class FakeClock:
@@ -44,10 +50,10 @@ class FakeClock:
 
 
 def deliver_all(
-    sb: Sandbox, n: int, *, profile: Profile = DEFAULT_PROFILE, concurrency: int = 4,
+    sb: Sandbox, n: int, *, profile: Profile = SIGNED_PROFILE, concurrency: int = 4,
     retry: RetryOptions | None = None, clock: FakeClock | None = None,
 ) -> tuple[Sender, dict[int, RowResult]]:  # fmt: skip
-    bodies = [user_body({"phone": f"0100{i:07d}"}) for i in range(n)]
+    bodies = [phone_item(i) for i in range(n)]
     results: dict[int, RowResult] = {}
 
     async def main() -> Sender:
@@ -55,7 +61,8 @@ def deliver_all(
         sender = Sender(
             transport,
             secret=sb.secret,
-            path=profile.path("user", False),
+            kind="user",
+            target=profile.target("user", False, sb.secret),
             profile=profile,
             concurrency=concurrency,
             retry=retry or RetryOptions(),
@@ -134,7 +141,7 @@ def test_errcode_10000_is_retried_and_then_succeeds(fresh_sandbox: Callable[...,
     # exactly the attempts a plan of the same seed predicts (9 at most), on every run.
     plan = FaultPlan(faults)
     for i, r in results.items():
-        body = user_body({"phone": f"0100{i:07d}"})
+        body = SIGNED_PROFILE.body("user", [phone_item(i)])
         needed = 1
         while plan.draw("/v1/user", body) is not None:
             needed += 1
@@ -147,8 +154,9 @@ def test_row_errors_are_never_retried(fresh_sandbox: Callable[..., Sandbox]) -> 
 
     async def main() -> None:
         t = StreamTransport(sb.url)
-        s = Sender(t, secret=sb.secret, path="/v1/user?debug=false", profile=DEFAULT_PROFILE)
-        results[0] = await s.deliver(user_body({"name": "no key"}))
+        target = SIGNED_PROFILE.target("user", False, sb.secret)
+        s = Sender(t, secret=sb.secret, kind="user", target=target, profile=SIGNED_PROFILE)
+        (results[0],) = await s.deliver(Request((0,), (b'{"name":"no key"}',)))
         await t.aclose()
 
     asyncio.run(main())
@@ -161,7 +169,7 @@ def test_signature_storm_aborts_after_a_bounded_number_of_requests(
 ) -> None:
     sb = fresh_sandbox()
     # Sending the signature under a header name the server does not read: every call 20004.
-    wrong = Profile(headers=Headers(signature="X-Not-The-Signature"))
+    wrong = Profile(protocol="signed", headers=Headers(signature="X-Not-The-Signature"))
     sender, results = deliver_all(sb, 500, profile=wrong, concurrency=4)
     assert sender.aborted
     assert sender.abort_reason is not None
@@ -172,11 +180,12 @@ def test_signature_storm_aborts_after_a_bounded_number_of_requests(
 
 def test_wrong_secret_aborts_at_once(fresh_sandbox: Callable[..., Sandbox]) -> None:
     sb = fresh_sandbox()
-    bodies = [user_body({"phone": f"0100{i:07d}"}) for i in range(100)]
+    bodies = [phone_item(i) for i in range(100)]
 
     async def main() -> Sender:
         t = StreamTransport(sb.url)
-        s = Sender(t, secret="wrong", path="/v1/user?debug=false", profile=DEFAULT_PROFILE,
+        s = Sender(t, secret="wrong", kind="user", profile=SIGNED_PROFILE,
+                   target=SIGNED_PROFILE.target("user", False, "wrong"),
                    concurrency=2, sleep=FakeClock().sleep)  # fmt: skip
         await s.run(ListSource(bodies), lambda tok, res: None)
         await t.aclose()
@@ -242,3 +251,126 @@ def test_key_links_order_rows_as_a_union_find_does(values: int) -> None:
         keys = tuple(f"v{rng.randrange(values)}" for _ in range(rng.randint(1, 3)))
         assert links.tokens(keys) == reference.tokens(keys), keys
     assert len(links) == len(reference.parent)
+
+
+Answer = Callable[[bytes], tuple[int, bytes]]
+
+
+def send_import_api(
+    answer: Answer, requests: list[Request], *, secret: str = "s3cr&t", kind: str = "user",
+    concurrency: int = 1, **kwargs: object,
+) -> tuple[Sender, dict[int, RowResult], list[bytes]]:  # fmt: skip
+    """Send ``requests`` under ``import-api`` to a loopback server whose every answer is
+    ``answer(body)``: (HTTP status, body)."""
+    results: dict[int, RowResult] = {}
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                body = await reader.readexactly(length)
+                seen.append(body)
+                status, payload = answer(body)
+                writer.write(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s"
+                             % (status, len(payload), payload))  # fmt: skip
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> Sender:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        t = StreamTransport(url, timeout=5)
+        profile = DEFAULT_PROFILE
+        sender = Sender(
+            t, secret=secret, kind=kind, profile=profile, concurrency=concurrency,
+            target=profile.target(kind, False, secret),
+            shown_url=url + profile.shown_target(kind, False),
+            sleep=FakeClock().sleep, **kwargs,  # type: ignore[arg-type]
+        )  # fmt: skip
+        items = list(requests)
+
+        class Source(RequestSource):
+            async def next_request(self) -> Request | None:
+                return items.pop(0) if items else None
+
+        await sender.run(Source(), results.__setitem__)
+        await t.aclose()
+        server.close()
+        await server.wait_closed()
+        return sender
+
+    return asyncio.run(main()), results, seen
+
+
+def one_row_requests(n: int) -> list[Request]:
+    return [Request((i,), (phone_item(i),), (f"k{i}",)) for i in range(n)]
+
+
+def test_an_errcode_answered_with_http_404_is_the_rows_error_not_the_runs() -> None:
+    def answer(body: bytes) -> tuple[int, bytes]:
+        if phone_item(0) in body:
+            return 404, b'{"errcode":20003,"errmsg":"data checking failed"}'
+        return 200, b'{"errcode":0,"errmsg":"success"}'
+
+    sender, results, _ = send_import_api(answer, one_row_requests(3))
+    assert not sender.aborted
+    assert (results[0].status, results[0].errcode, results[0].errmsg) == (
+        Status.FAILED, 20003, "data checking failed",
+    )  # fmt: skip
+    assert [results[i].status for i in (1, 2)] == [Status.OK, Status.OK]
+    assert [results[i].request_id for i in range(3)] == [1, 2, 3]
+
+
+def test_a_404_without_the_platforms_answer_aborts_naming_the_url_with_the_secret_hidden(
+    fresh_sandbox: Callable[..., Sandbox],
+) -> None:
+    sb = fresh_sandbox()
+    secret = "s3cr&t/é"
+    profile = Profile(import_path="/api/v1/wrong")
+    results: dict[int, RowResult] = {}
+
+    async def main() -> Sender:
+        t = StreamTransport(sb.url, timeout=5)
+        s = Sender(t, secret=secret, kind="user", profile=profile, concurrency=1,
+                   target=profile.target("user", False, secret),
+                   shown_url=sb.url + profile.shown_target("user", False))  # fmt: skip
+        items = one_row_requests(5)
+
+        class Source(RequestSource):
+            async def next_request(self) -> Request | None:
+                return items.pop(0) if items else None
+
+        await s.run(Source(), results.__setitem__)
+        await t.aclose()
+        return s
+
+    sender = asyncio.run(main())
+    assert sender.abort_reason == (
+        f"HTTP 404 without the platform's errcode answer from {sb.url}/api/v1/wrong?secret=***: "
+        "check target.base_url and target.path"
+    )
+    assert sender.requests == 1
+    assert (results[0].status, results[0].errcode) == (Status.FAILED, None)
+    assert list(results) == [0]  # the other requests were never taken
+    everything = repr(sender) + sender.abort_reason + "".join(r.errmsg for r in results.values())
+    assert "s3cr" not in everything and "s3cr%26t" not in everything
+
+
+def test_10002_under_import_api_aborts_with_advice() -> None:
+    def answer(body: bytes) -> tuple[int, bytes]:
+        return 404, '{"errcode":10002,"errmsg":"type取值不合法"}'.encode()
+
+    batch = Request((0, 1), (phone_item(0), phone_item(1)), ("k0", "k1"))
+    sender, results, seen = send_import_api(answer, [batch, *one_row_requests(3)[2:]])
+    assert seen == [b'{"type":"user_batch","properties":[%s,%s]}' % (phone_item(0), phone_item(1))]
+    assert sender.abort_errcode == 10002
+    assert sender.abort_reason == (
+        "10002 invalid type value: type取值不合法: the platform does not accept the body type "
+        "'user' or 'user_batch' from this account or at this endpoint; if it refused batches, "
+        "set send.batch_rows: 1 (one record per request); check target.path and "
+        "target.protocol"
+    )
+    assert [(r.status, r.errcode) for r in results.values()] == [(Status.FAILED, 10002)] * 2

@@ -412,3 +412,123 @@ def test_tls_keep_alive_reuses_one_connection(self_signed: tuple[Path, Path]) ->
 
     run(with_server(handler, scenario, _tls_server_ctx(*self_signed)))
     assert connections == 1
+
+
+def test_an_errcode_answer_is_a_response_whatever_the_status_and_a_bare_404_is_fatal() -> None:
+    replies = [
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 44\r\n\r\n"
+        b'{"errcode":20003,"errmsg":"data check fail"}',
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found",
+    ]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for reply in replies:
+                await read_request(reader)
+                writer.write(reply)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def scenario(url: str) -> None:
+        t = StreamTransport(url)
+        first = await t.post("/api/v1/api/import?secret=s", b"{}", {})
+        assert isinstance(first, Response)
+        assert (first.errcode, first.errmsg, first.http_status) == (
+            ErrCode.DATA_CHECK_FAILED,
+            "data check fail",
+            404,
+        )
+        second = await t.post("/api/v1/api/import?secret=s", b"{}", {})
+        assert isinstance(second, TransportFailure)
+        assert (second.kind, second.http_status, second.fatal) == (
+            TransportKind.HTTP_STATUS,
+            404,
+            True,
+        )
+        assert second.message == "HTTP 404 without the platform's errcode answer"
+        await t.aclose()
+
+    run(with_server(handler, scenario))
+
+
+def test_a_connection_reset_while_the_body_is_sent_is_too_big() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.read(1000)  # some of the body, then the platform has had enough
+        writer.transport.abort()
+
+    async def scenario(url: str) -> None:
+        t = StreamTransport(url)
+        out = await t.post("/api/v1/api/import?secret=s", b"x" * (16 << 20), {})
+        assert isinstance(out, TransportFailure)
+        assert out.message == "connection closed while the request was being sent"
+        assert (out.kind, out.while_sending, out.too_big, out.sent) == (
+            TransportKind.CONNECTION,
+            True,
+            True,
+            False,
+        )
+        await t.aclose()
+
+    run(with_server(handler, scenario))
+
+
+@pytest.mark.parametrize("reads_the_body", [True, False])
+def test_a_413_is_too_big_whether_or_not_the_server_reads_the_body(reads_the_body: bool) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if reads_the_body:
+            await read_request(reader)
+        else:
+            await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def scenario(url: str) -> None:
+        t = StreamTransport(url)
+        out = await t.post("/api/v1/api/import?secret=s", b"x" * (16 << 20), {})
+        assert isinstance(out, TransportFailure) and out.too_big
+        if reads_the_body:
+            assert (out.http_status, out.message, out.retryable) == (413, "HTTP 413", False)
+        # else: the reset may discard the answer before it is read (while_sending)
+        await t.aclose()
+
+    run(with_server(handler, scenario))
+
+
+def test_no_answer_after_the_whole_body_was_sent_is_marked_sent() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.transport.abort()
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(5)
+        writer.close()
+
+    async def closed(url: str) -> None:
+        t = StreamTransport(url)
+        out = await t.post("/api/v1/api/import?secret=s", b'{"type":"user"}', {})
+        assert isinstance(out, TransportFailure)
+        assert (out.kind, out.sent, out.while_sending, out.stale) == (
+            TransportKind.CONNECTION,
+            True,
+            False,
+            False,
+        )
+        await t.aclose()
+
+    async def timed_out(url: str) -> None:
+        t = StreamTransport(url, timeout=0.2)
+        out = await t.post("/api/v1/api/import?secret=s", b'{"type":"user"}', {})
+        assert isinstance(out, TransportFailure)
+        assert (out.kind, out.sent, out.message) == (
+            TransportKind.TIMEOUT,
+            True,
+            "no response within 0.2 s",
+        )
+        await t.aclose()
+
+    run(with_server(handler, closed))
+    run(with_server(stall, timed_out))

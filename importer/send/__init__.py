@@ -1,9 +1,11 @@
-"""The send stage: delivers mapped bodies to the platform, concurrently, with retries.
+"""The send stage: delivers mapped records to the platform, concurrently, with retries.
 
 ``Sender`` (one process) and ``MultiProcessSender`` (``--workers N``) share one interface;
 ``StreamTransport`` is the HTTP/1.1 client they send through. They pull ``Request`` objects
-(the rows a request carries, its body, its ordering keys) from a ``RequestSource`` and answer
-each row through ``on_result``. The retry settings are the config's ``send.retry``
+(the rows a request carries, their encoded records, its ordering keys) from a
+``RequestSource`` and answer each row through ``on_result``; a batch the platform finds too
+big is halved, a row error answered for a batch is resolved by bisection
+(``importer.send.delivery``). The retry settings are the config's ``send.retry``
 (``importer.config.RetryOptions``), used as is by the sender and its worker processes.
 """
 

@@ -17,9 +17,13 @@ other) waits until the other child has answered them, then goes to the first: ev
 row of its customer has then been answered or sits before it in the same child. The parent
 routes rows one at a time in file order, so while such a row waits, later rows wait behind it.
 
-Rows travel in chunks over pipes; each child has a bounded window of chunks in flight, so
-memory stays flat, and answers come back at least every few milliseconds. A fatal outcome in
-any child stops all of them; rows they had not sent come back ``not_sent``.
+Requests (their encoded records) travel in chunks over pipes; each child has a bounded window
+of rows and requests in flight, so memory stays flat, and answers come back, one per row
+(runs of rows sharing one result sent once), at least every few milliseconds. A fatal outcome
+in any child stops all of them; rows they had not sent come back ``not_sent``. The run's
+request budget (``RequestBudget``) and its failure streaks live in shared memory, counted by
+all children together; each child numbers its requests apart from the others (child ``i`` of
+``n``: ``i + 1, i + 1 + n, ...``), and its counters are added up when it ends.
 """
 
 from __future__ import annotations
@@ -42,16 +46,24 @@ from ..config import RetryOptions
 from ..exitcodes import STOP_SIGNALS
 from ..outcomes import NOT_SENT_MESSAGE, RowResult, Status, not_sent
 from ..protocol import Profile
+from .budget import RequestBudget
 from .keylinks import KeyLinks
-from .sender import Request, RequestSource, Sender, _Stops
+from .sender import QUOTA_STOP, Budget, Request, RequestSource, Sender, _Stops
 from .streaks import FailureStreaks
 from .transport import StreamTransport, Transport
 
 #: prctl option: the signal this process gets when its parent dies (linux/prctl.h)
 _PR_SET_PDEATHSIG = 1
 
+#: a chunk of requests is shipped to a child once it holds this many rows or requests
 CHUNK_ROWS = 256
-WINDOW_CHUNKS = 8
+#: a child has at most this many rows in flight, unless it has fewer than two requests per
+#: concurrent sender worker (a batch of 500 rows is one request)
+WINDOW_ROWS = 8 * CHUNK_ROWS
+#: a row's token in a child: its request's id shifted left, plus its index in the request
+#: (``send.batch_rows`` is at most 100,000 < 2**17)
+_ROW_BITS = 17
+_ROW_MASK = (1 << _ROW_BITS) - 1
 #: a child sends its answers back at least this often (seconds), so that a row waiting for
 #: another child's answers (see ``_Owners``) does not wait for a whole chunk
 FLUSH_S = 0.005
@@ -67,7 +79,12 @@ class WorkerSpec:
     verify: bool
     ca_file: str | None
     secret: str
-    path: str
+    #: the call (``user``, ``user_delete``, ``event``)
+    kind: str
+    #: ``profile.target(kind, debug, secret)``: carries the SECRET under ``import-api``
+    target: str
+    #: ``base_url`` + ``profile.shown_target(kind, debug)``: the endpoint as messages show it
+    shown_url: str
     profile: Profile
     concurrency: int
     retry: RetryOptions
@@ -77,8 +94,8 @@ class WorkerSpec:
     abort_after_failed_rows: int = 0
     abort_after_failed_requests: int = 0
 
-    def __repr__(self) -> str:  # never show the secret
-        return f"WorkerSpec(base_url={self.base_url!r}, path={self.path!r})"
+    def __repr__(self) -> str:  # never show the secret (the target carries it)
+        return f"WorkerSpec(kind={self.kind!r}, url={self.shown_url!r})"
 
     def build_sender(
         self,
@@ -87,13 +104,17 @@ class WorkerSpec:
         *,
         link_keys: bool = True,
         streaks: FailureStreaks | None = None,
+        budget: Budget | None = None,
+        request_ids: tuple[int, int] = (1, 1),
     ) -> Sender:
         """The sender this spec describes (the single-process path uses it too). A child
         gets rows whose keys the parent already turned into ``KeyLinks`` tokens."""
         return Sender(
             transport,
             secret=self.secret,
-            path=self.path,
+            kind=self.kind,
+            target=self.target,
+            shown_url=self.shown_url,
             profile=self.profile,
             concurrency=self.concurrency,
             retry=self.retry,
@@ -104,6 +125,8 @@ class WorkerSpec:
             abort_after_failed_requests=self.abort_after_failed_requests,
             link_keys=link_keys,
             streaks=streaks,
+            budget=budget,
+            request_ids=request_ids,
         )
 
 
@@ -144,15 +167,36 @@ class _Owners:
                 del held[k]
 
 
+#: a request as it travels to a child: (its id in the parent, items, key tokens, event)
+Shipped = tuple[int, tuple[bytes, ...], tuple[Any, ...], bytes | None]
+#: a run of rows of one request sharing one result, as it travels back: (request id in the
+#: parent, first row, rows, status, errcode, errmsg, attempts, latency, request id, ambiguous)
+Answered = tuple[int, int, int, int, int | None, str, int, float, int | None, bool]
+
+
+def _not_sent_run(item: Shipped) -> Answered:
+    return (item[0], 0, len(item[1]), int(Status.NOT_SENT), None, NOT_SENT_MESSAGE, 0, 0.0,
+            None, False)  # fmt: skip
+
+
 class _PipeSource(RequestSource):
-    """A child's requests, as the parent shipped them: ``(request id, body, key tokens)``."""
+    """A child's requests, as the parent shipped them (``Shipped``); each row's token is
+    its request's id shifted left by ``_ROW_BITS`` plus its index."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[int, bytes, tuple[Any, ...]] | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[Shipped | None] = asyncio.Queue()
 
     async def next_request(self) -> Request | None:
         item = await self.queue.get()
-        return None if item is None else Request((item[0],), item[1], item[2])
+        if item is None:
+            return None
+        tid, items, keys, event = item
+        base = tid << _ROW_BITS
+        return Request(tuple(range(base, base + len(items))), items, keys, (), event)
+
+
+#: what a child tells its parent when it ends, besides its abort reason
+COUNTERS = ("requests", "batch_requests", "bisect_requests", "too_big_splits")
 
 
 def _orphaned() -> NoReturn:
@@ -168,7 +212,7 @@ def _tell_parent(conn: Connection, message: Any) -> None:
         _orphaned()
 
 
-def _child_main(conn: Connection, streaks: Any, parent_pid: int) -> None:
+def _child_main(conn: Connection, streaks: Any, budget: Any, parent_pid: int) -> None:
     # Ctrl-C reaches the whole process group and systemd sends SIGTERM to the whole cgroup:
     # the parent decides, and tells the children ("stop")
     for s in STOP_SIGNALS:
@@ -176,8 +220,9 @@ def _child_main(conn: Connection, streaks: Any, parent_pid: int) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _die_with_parent(parent_pid)
     try:
-        spec: WorkerSpec = pickle.loads(conn.recv_bytes())
-        asyncio.run(_child(conn, spec, FailureStreaks(streaks)))
+        spec, index, workers = pickle.loads(conn.recv_bytes())
+        shared = RequestBudget(shared=budget) if budget is not None else None
+        asyncio.run(_child(conn, spec, FailureStreaks(streaks), shared, (index + 1, workers)))
     except (EOFError, OSError):  # the pipe broke: the parent is gone
         _orphaned()
 
@@ -194,12 +239,20 @@ def _die_with_parent(parent_pid: int) -> None:
         _orphaned()
 
 
-async def _child(conn: Connection, spec: WorkerSpec, streaks: FailureStreaks) -> None:
+async def _child(
+    conn: Connection,
+    spec: WorkerSpec,
+    streaks: FailureStreaks,
+    budget: RequestBudget | None,
+    request_ids: tuple[int, int],
+) -> None:
     loop = asyncio.get_running_loop()
     transport = StreamTransport(
         spec.base_url, timeout=spec.timeout, verify=spec.verify, ca_file=spec.ca_file
     )
-    sender = spec.build_sender(transport, link_keys=False, streaks=streaks)
+    sender = spec.build_sender(
+        transport, link_keys=False, streaks=streaks, budget=budget, request_ids=request_ids
+    )
     source = _PipeSource()
 
     def wake() -> None:  # the sender stopped: workers waiting for rows take None and end
@@ -207,7 +260,8 @@ async def _child(conn: Connection, spec: WorkerSpec, streaks: FailureStreaks) ->
             source.queue.put_nowait(None)
 
     sender.on_stop(wake)
-    out: list[tuple[Any, int, int | None, str, int, float]] = []
+    out: list[Answered] = []
+    last: list[Any] = [None]  # the result of out[-1]: a run grows while rows share it
     pending = 0
     inbox_done = asyncio.Event()
 
@@ -221,11 +275,20 @@ async def _child(conn: Connection, spec: WorkerSpec, streaks: FailureStreaks) ->
         if out:
             _tell_parent(conn, ("results", out[:]))
             out.clear()
+            last[0] = None
 
-    def on_result(token: Any, r: RowResult) -> None:
+    def on_result(token: int, r: RowResult) -> None:
         nonlocal pending, timer
-        out.append((token, int(r.status), r.errcode, r.errmsg, r.attempts, r.latency_ms))
+        tid, j = token >> _ROW_BITS, token & _ROW_MASK
         pending -= 1
+        if last[0] is r and (run := out[-1])[0] == tid and run[1] + run[2] == j:
+            out[-1] = (tid, run[1], run[2] + 1, *run[3:])
+            if pending == 0:
+                flush()
+            return
+        out.append((tid, j, 1, int(r.status), r.errcode, r.errmsg, r.attempts, r.latency_ms,
+                    r.request_id, r.ambiguous))  # fmt: skip
+        last[0] = r
         if len(out) >= CHUNK_ROWS or pending == 0:
             flush()
         elif timer is None:
@@ -238,8 +301,8 @@ async def _child(conn: Connection, spec: WorkerSpec, streaks: FailureStreaks) ->
         except (EOFError, OSError):
             _orphaned()
         if kind == "rows":
-            pending += len(payload)
             for item in payload:
+                pending += len(item[1])
                 source.queue.put_nowait(item)
             return
         # "end": send what came (and keep listening: a "stop" may follow); "stop": the run
@@ -263,11 +326,14 @@ async def _child(conn: Connection, spec: WorkerSpec, streaks: FailureStreaks) ->
     while not source.queue.empty():
         item = source.queue.get_nowait()
         if item is not None:
-            out.append((item[0], int(Status.NOT_SENT), None, NOT_SENT_MESSAGE, 0, 0.0))
+            out.append(_not_sent_run(item))
     if reading[0]:
         loop.remove_reader(conn.fileno())
     flush()
-    _tell_parent(conn, ("done", (sender.abort_reason, sender.requests)))
+    counters = {name: getattr(sender, name) for name in COUNTERS}
+    ended = (sender.abort_reason, counters, sender.batch_limit, sender.quota_exhausted,
+             sender.resume_at)  # fmt: skip
+    _tell_parent(conn, ("done", ended))
     # drain whatever the parent still sends until it says "end", answering not_sent
     while not inbox_done.is_set():
         try:
@@ -275,25 +341,31 @@ async def _child(conn: Connection, spec: WorkerSpec, streaks: FailureStreaks) ->
         except (EOFError, OSError):
             break
         if kind == "rows":
-            _tell_parent(
-                conn,
-                ("results", [(t, int(Status.NOT_SENT), None, NOT_SENT_MESSAGE, 0, 0.0)
-                             for t, _, _ in payload]),
-            )  # fmt: skip
+            _tell_parent(conn, ("results", [_not_sent_run(item) for item in payload]))
         else:
             break
     conn.close()
 
 
 class MultiProcessSender(_Stops):
-    """Same interface as ``Sender.run`` for the pipeline, over N child processes."""
+    """Same interface as ``Sender.run`` for the pipeline, over N child processes; the
+    counters (``requests``, ``batch_requests``, ``bisect_requests``, ``too_big_splits``,
+    ``batch_limit``, ``quota_exhausted``, ``resume_at``) add up the children's once they
+    end. ``budget``: the run's request budget, shared with every child."""
 
-    def __init__(self, spec: WorkerSpec, workers: int) -> None:
+    def __init__(self, spec: WorkerSpec, workers: int, budget: RequestBudget | None = None) -> None:
         self.spec = spec
         self.workers = workers
+        self.budget = budget
         self.abort_reason: str | None = None
         self.stop_reason: str | None = None
         self.requests = 0
+        self.batch_requests = 0
+        self.bisect_requests = 0
+        self.too_big_splits = 0
+        self.batch_limit: int | None = None
+        self.quota_exhausted = False
+        self.resume_at: float | None = None
         self._on_stop: Callable[[], None] | None = None
 
     def abort(self, reason: str) -> None:
@@ -309,13 +381,29 @@ class MultiProcessSender(_Stops):
             if self._on_stop is not None:
                 self._on_stop()
 
+    def _ended(self, ended: tuple[Any, ...]) -> None:
+        """A child's last word: its abort reason and counters."""
+        reason, counters, batch_limit, quota_exhausted, resume_at = ended
+        for name in COUNTERS:
+            setattr(self, name, getattr(self, name) + counters[name])
+        if batch_limit is not None and (self.batch_limit is None or batch_limit < self.batch_limit):
+            self.batch_limit = batch_limit
+        if resume_at is not None:
+            self.resume_at = max(resume_at, self.resume_at or 0.0)
+        if reason and not self.abort_reason:
+            self.abort_reason = reason
+        if quota_exhausted:
+            self.quota_exhausted = True
+            self.stop(QUOTA_STOP)
+
     async def run(self, source: RequestSource, on_result: Callable[[Any, RowResult], None]) -> None:
         loop = asyncio.get_running_loop()
         ctx = mp.get_context("spawn")
         conns: list[Connection] = []
         procs = []
-        # failures in a row are counted for the run, all children together
+        # failures in a row and requests are counted for the run, all children together
         streaks = FailureStreaks.shared(ctx)
+        budget = self.budget.share(ctx) if self.budget is not None else None
         # SIGINT and SIGTERM are blocked while the children start (the mask is inherited):
         # a child ignores them (the parent decides) before it unblocks them, and a signal
         # meant for the parent waits for the parent's mask to come back
@@ -323,33 +411,41 @@ class MultiProcessSender(_Stops):
         try:
             for _ in range(self.workers):
                 parent, child = ctx.Pipe()
-                p = ctx.Process(target=_child_main, args=(child, streaks, os.getpid()), daemon=True)
+                p = ctx.Process(
+                    target=_child_main, args=(child, streaks, budget, os.getpid()), daemon=True
+                )
                 p.start()
                 child.close()
                 conns.append(parent)
                 procs.append(p)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, masked)
-        for parent in conns:
-            parent.send_bytes(pickle.dumps(self.spec))
-        in_flight = [0] * self.workers  # chunks sent, not yet answered in full
-        outstanding = [0] * self.workers  # rows sent, not yet answered
+        for i, parent in enumerate(conns):
+            parent.send_bytes(pickle.dumps((self.spec, i, self.workers)))
+        rows_out = [0] * self.workers  # rows sent, not yet answered
+        requests_out = [0] * self.workers  # requests sent, not yet answered in full
+        busy = 2 * self.spec.concurrency  # requests that keep a child's workers busy
         window = [asyncio.Event() for _ in range(self.workers)]
         done = [asyncio.Event() for _ in range(self.workers)]
         answered = asyncio.Event()  # some child answered some rows
-        #: request id -> (its rows' tokens, its key tokens)
-        tokens: dict[int, tuple[tuple[Any, ...], tuple[int, ...]]] = {}
+        #: request id -> [its rows' tokens, its key tokens, rows unanswered, child]
+        tokens: dict[int, list[Any]] = {}
         owners = _Owners()
         links = KeyLinks()
         ordered = self.spec.ordered
         next_id = 0
 
-        def answer(tid: int, result: RowResult) -> None:
-            rows, keys = tokens.pop(tid)
-            if ordered and keys:
-                owners.release(keys)
-            for token in rows:
-                on_result(token, result)
+        def answer(tid: int, first: int, count: int, result: RowResult) -> None:
+            entry = tokens[tid]
+            rows = entry[0]
+            for j in range(first, first + count):
+                on_result(rows[j], result)
+            entry[2] -= count
+            if entry[2] <= 0:
+                del tokens[tid]
+                if ordered and entry[1]:
+                    owners.release(entry[1])
+                requests_out[entry[3]] -= 1
 
         def died(i: int) -> None:
             """Child ``i`` is gone without a word (killed, out of memory): the run stops;
@@ -374,17 +470,14 @@ class MultiProcessSender(_Stops):
                 died(i)
                 return
             if kind == "results":
-                for tid, status, code, msg, attempts, latency in payload:
-                    answer(tid, RowResult(Status(status), code, msg, attempts, latency))
-                outstanding[i] -= len(payload)
-                in_flight[i] = -(-outstanding[i] // CHUNK_ROWS)
+                for tid, first, count, status, code, msg, attempts, latency, rid, amb in payload:
+                    result = RowResult(Status(status), code, msg, attempts, latency, rid, amb)
+                    answer(tid, first, count, result)
+                    rows_out[i] -= count
                 window[i].set()
                 answered.set()
             elif kind == "done":
-                reason, requests = payload
-                self.requests += requests
-                if reason and not self.abort_reason:
-                    self.abort_reason = reason
+                self._ended(payload)
                 done[i].set()
                 window[i].set()
                 answered.set()
@@ -406,20 +499,25 @@ class MultiProcessSender(_Stops):
 
         self._on_stop = on_stop
 
-        buffers: list[list[tuple[int, bytes, tuple[Any, ...]]]] = [[] for _ in conns]
+        buffers: list[list[Shipped]] = [[] for _ in conns]
+        buffered = [0] * self.workers  # rows in buffers[i]
+
+        def full(i: int) -> bool:
+            return rows_out[i] >= WINDOW_ROWS and requests_out[i] >= busy
 
         async def ship(i: int) -> None:
-            while in_flight[i] >= WINDOW_CHUNKS and not done[i].is_set() and not self.stopping:
+            while full(i) and not done[i].is_set() and not self.stopping:
                 window[i].clear()
                 await window[i].wait()
-            rows, buffers[i] = buffers[i], []
+            chunk, buffers[i] = buffers[i], []
+            rows, buffered[i] = buffered[i], 0
             if done[i].is_set() or self.stopping:  # the child stopped: its share is not sent
-                for tid, _, _ in rows:
-                    answer(tid, not_sent())
+                for item in chunk:
+                    answer(item[0], 0, len(item[1]), not_sent())
             else:
-                in_flight[i] += 1
-                outstanding[i] += len(rows)
-                send(i, ("rows", rows))
+                rows_out[i] += rows
+                requests_out[i] += len(chunk)
+                send(i, ("rows", chunk))
 
         async def settle(keys: tuple[int, ...], held: set[int]) -> int:
             """Wait until one child at most holds unanswered rows sharing ``keys``."""
@@ -456,9 +554,11 @@ class MultiProcessSender(_Stops):
                     owners.claim(i, ordering)
                 else:
                     i = route(keys, self.workers)
-                tokens[tid] = (request.rows, ordering)
-                buffers[i].append((tid, request.body, ordering))
-                if len(buffers[i]) >= CHUNK_ROWS:
+                n = len(request.items)
+                tokens[tid] = [request.rows, ordering, n, i]
+                buffers[i].append((tid, request.items, ordering, request.event))
+                buffered[i] += n
+                if buffered[i] >= CHUNK_ROWS or len(buffers[i]) >= CHUNK_ROWS:
                     await ship(i)
             for i in range(self.workers):
                 if buffers[i]:
@@ -479,4 +579,5 @@ class MultiProcessSender(_Stops):
                 if p.is_alive():
                     p.kill()
             for tid in list(tokens):
-                answer(tid, not_sent())
+                entry = tokens[tid]
+                answer(tid, 0, len(entry[0]), not_sent())

@@ -3,25 +3,34 @@
 Design, and why:
 
 - The unit of work is a ``Request``: the rows it carries (opaque tokens, each answered once
-  through ``on_result``), its body, and the keys that order it. Today every request carries
-  one row; a batch is a request with several.
+  through ``on_result``), their encoded records (``items``), and the keys that order it. One
+  request becomes one HTTP request (``Profile.body`` joins the items: one item the single
+  form, more the batch form), or several when it must be split (``importer.send.delivery``:
+  a batch the platform finds too big is halved, a row error answered for a batch is resolved
+  by bisection).
 - ``concurrency`` worker coroutines pull requests from one shared source, so at most
   ``concurrency`` requests are in flight and nothing is queued per row: memory is bounded by
   the batches the pipeline has handed over (a bounded queue), not by the file.
 - Per-customer order: for ``user`` and ``user_delete`` a request waits until every earlier
-  request of the same customer has finished. Requests are registered in file order at the
-  moment they are taken, so a ``userDelete`` never overtakes the ``user`` before it for the
-  same phone, while different customers go in parallel. "The same customer" is transitive, as
-  on the platform, which merges the customers a record matches: once a row names phone P and
-  e-mail E together, a later row with P alone and one with E alone are ordered too
-  (``KeyLinks``). Events carry no such order: the platform de-duplicates them on
-  ``(eventName, event_id)``.
+  request of the same customer has finished (bisection and retries included). Requests are
+  registered in file order at the moment they are taken, so a ``userDelete`` never overtakes
+  the ``user`` before it for the same phone, while different customers go in parallel. "The
+  same customer" is transitive, as on the platform, which merges the customers a record
+  matches: once a row names phone P and e-mail E together, a later row with P alone and one
+  with E alone are ordered too (``KeyLinks``). Events carry no such order: the platform
+  de-duplicates them on ``(event, event_id)``.
 - Retries follow ``RetryOptions`` (the config's ``send.retry``), in a plain loop where every
   attempt, the first included, goes the same way: exponential backoff with full jitter,
-  ``Retry-After`` honoured up to a cap, only outcomes the profile marks retryable.
-- Fatal outcomes (10003, 20000, a repeated 20004, a TLS or path error that will fail every
-  row) stop the run: workers stop taking requests, in-flight requests finish, the rest stay
-  ``not_sent``. So do the run-wide bounds on failures in a row (``FailureBounds``).
+  ``Retry-After`` honoured up to ``retry_after_cap_s``, only outcomes the profile marks
+  retryable. A ``Retry-After`` longer than the cap (the daily quota is spent) is not waited
+  for: the run aborts, saying when to resume, and the rest stays ``not_sent``.
+- Every attempt first takes one request from the run's ``budget`` (``send.daily_quota``),
+  when there is one; once it refuses, the sender stops (``quota_exhausted``) and the rest
+  stays ``not_sent`` for the next run to resume.
+- Fatal outcomes (10003, 20000, 10002 under ``import-api``, a repeated 20004, a TLS error, a
+  4xx without the platform's answer) stop the run: workers stop taking requests, in-flight
+  requests finish, the rest stay ``not_sent``. So do the run-wide bounds on failures in a row
+  (``FailureBounds``).
 """
 
 from __future__ import annotations
@@ -31,18 +40,21 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, NamedTuple
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple, Protocol
 
 from ..config import RetryOptions
-from ..errcodes import Category, ErrCode
+from ..errcodes import ErrCode
 from ..outcomes import Outcome, Response, RowResult, Status, TransportFailure, not_sent
 from ..protocol import ERRMSG_MAX_CHARS, Profile
 from ..secrets import Redactor
+from .delivery import Delivery
 from .keylinks import KeyLinks
 from .ratelimit import RateLimiter
-from .retry import wait_for
+from .retry import parse_retry_after, wait_for
 from .streaks import FailureBounds, FailureStreaks
 from .transport import Transport
+from .verdicts import Verdicts
 
 OnResult = Callable[[Any, RowResult], None]
 
@@ -73,9 +85,28 @@ class RequestSource:
         raise NotImplementedError
 
 
+class Budget(Protocol):
+    """The run's request budget (``importer.send.budget.RequestBudget``): ``take()`` one
+    request before every attempt; False: the budget is spent, make no request."""
+
+    def take(self) -> bool: ...
+
+
+class Attempts(NamedTuple):
+    """What the attempts at one body came to: the last outcome (None: no answer to report,
+    the row stays ``not_sent``), whether the policy would still retry it, the attempts made,
+    and whether one of them got no answer after the whole body went out (``ambiguous``)."""
+
+    outcome: Outcome | None
+    retryable: bool
+    made: int
+    ambiguous: bool
+
+
 class _Stops:
     """The stop state ``Sender`` and ``MultiProcessSender`` share: ``abort_reason`` (the
-    platform's fault, or a full disk) and ``stop_reason`` (a signal), the first of each kept."""
+    platform's fault, or a full disk) and ``stop_reason`` (a signal, the budget spent), the
+    first of each kept."""
 
     abort_reason: str | None
     stop_reason: str | None
@@ -90,63 +121,23 @@ class _Stops:
         return self.abort_reason is not None or self.stop_reason is not None
 
 
-class Sender(_Stops):
-    """Delivers requests; calls ``on_result(token, RowResult)`` once per row it takes."""
+#: ``stop_reason`` when the run's request budget refused a request
+QUOTA_STOP = "the run's request budget (send.daily_quota) is spent"
 
-    def __init__(
-        self,
-        transport: Transport,
-        *,
-        secret: str,
-        path: str,
-        profile: Profile,
-        concurrency: int = 32,
-        retry: RetryOptions | None = None,
-        rate_limit: float | None = None,
-        ordered: bool = True,
-        abort_after_signature_failures: int = 5,
-        abort_after_failed_rows: int = 0,
-        abort_after_failed_requests: int = 0,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        rng: random.Random | None = None,
-        link_keys: bool = True,
-        streaks: FailureStreaks | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.transport = transport
-        self._secret = secret
-        self._redact = Redactor((secret,))
-        self.path = path
-        self.profile = profile
-        self.concurrency = concurrency
-        self.retry = retry or RetryOptions()
-        self.limiter = RateLimiter(rate_limit) if rate_limit else None
-        self.ordered = ordered
-        self.abort_after_signature_failures = abort_after_signature_failures
-        self.bounds = FailureBounds(
-            abort_after_failed_rows,
-            abort_after_failed_requests,
-            self.retry,
-            streaks or FailureStreaks(),
-            clock,
-        )
-        self.sleep = sleep
+
+class _Stopping(_Stops):
+    """How one sender stops: ``abort`` and ``stop`` keep their first reason, wake whatever
+    waits for them (``on_stop`` callbacks, the retry waits of ``_pause``)."""
+
+    sleep: Callable[[float], Awaitable[None]]
+
+    def __init__(self) -> None:
         #: set when the run stops (an abort, or ``stop()``): cuts retry waits short
         self._stopping: asyncio.Event | None = None
         self._on_stop: list[Callable[[], None]] = []
         self.stop_reason: str | None = None
-        self.rng = rng or random.Random()
         self.abort_reason: str | None = None
         self.abort_errcode: int | None = None
-        self._signature_failures = 0
-        self._last: dict[Any, asyncio.Future[None]] = {}
-        #: None: the keys a request comes with are already tokens (a ``--workers`` child: the
-        #: parent linked them)
-        self.links = KeyLinks() if link_keys else None
-        self.requests = 0
-
-    def __repr__(self) -> str:
-        return f"Sender(path={self.path!r}, concurrency={self.concurrency})"
 
     def abort(self, reason: str, errcode: int | None = None) -> None:
         if self.abort_reason is None:
@@ -188,6 +179,89 @@ class Sender(_Stops):
             sleeper.cancel()
             waker.cancel()
 
+
+class Sender(_Stopping):
+    """Delivers requests; calls ``on_result(token, RowResult)`` once per row it takes.
+
+    ``target`` is ``profile.target(kind, debug, secret)``: it carries the SECRET under
+    ``import-api``, so it is never shown; ``shown_url`` (base URL and
+    ``profile.shown_target``) names the endpoint in messages. ``request_ids``: the first
+    request id and the step between ids (a ``--workers`` child ``i`` of ``n`` numbers its
+    requests ``i + 1, i + 1 + n, ...``: unique in the run).
+
+    Counters, for the summary: ``requests`` (HTTP requests made, retries included),
+    ``batch_requests`` (those carrying more than one record), ``bisect_requests`` (those made
+    to resolve a row error answered for a batch), ``too_big_splits`` (requests halved because
+    the platform found them too big) and ``batch_limit`` (the largest batch that may still be
+    sent after such halving; None if never lowered).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        secret: str,
+        kind: str,
+        target: str,
+        profile: Profile,
+        shown_url: str | None = None,
+        concurrency: int = 32,
+        retry: RetryOptions | None = None,
+        rate_limit: float | None = None,
+        ordered: bool = True,
+        abort_after_signature_failures: int = 5,
+        abort_after_failed_rows: int = 0,
+        abort_after_failed_requests: int = 0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        link_keys: bool = True,
+        streaks: FailureStreaks | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        budget: Budget | None = None,
+        request_ids: tuple[int, int] = (1, 1),
+    ) -> None:
+        self.transport = transport
+        self._secret = secret
+        self._redact = Redactor((secret,))
+        self.kind = kind
+        self._target = target
+        self.shown_url = shown_url if shown_url is not None else self._redact(target)
+        self.profile = profile
+        self.concurrency = concurrency
+        self.retry = retry or RetryOptions()
+        self.limiter = RateLimiter(rate_limit) if rate_limit else None
+        self.ordered = ordered
+        self.verdicts = Verdicts(profile, kind, self.shown_url, abort_after_signature_failures)
+        self.bounds = FailureBounds(
+            abort_after_failed_rows,
+            abort_after_failed_requests,
+            self.retry,
+            streaks or FailureStreaks(),
+            clock,
+        )
+        super().__init__()
+        self.sleep = sleep
+        self.budget = budget
+        self.rng = rng or random.Random()
+        #: the budget refused a request: the run stopped, the rest is ``not_sent``
+        self.quota_exhausted = False
+        #: when the platform said to come back (a ``Retry-After`` past the cap), as a
+        #: ``time.time()`` value; None if it did not
+        self.resume_at: float | None = None
+        self._last: dict[Any, asyncio.Future[None]] = {}
+        #: None: the keys a request comes with are already tokens (a ``--workers`` child: the
+        #: parent linked them)
+        self.links = KeyLinks() if link_keys else None
+        self._next_id, self._id_step = request_ids
+        self.requests = 0
+        self.batch_requests = 0
+        self.bisect_requests = 0
+        self.too_big_splits = 0
+        self.batch_limit: int | None = None
+
+    def __repr__(self) -> str:
+        return f"Sender(kind={self.kind!r}, url={self.shown_url!r})"
+
     async def run(self, source: RequestSource, on_result: OnResult) -> None:
         self._stopping = asyncio.Event()
         if self.stopping:
@@ -224,10 +298,10 @@ class Sender(_Stops):
                         if not f.done():
                             await f
                 if self.stopping or self._bound_reached():
-                    result = not_sent()
+                    results = [not_sent()] * len(request.rows)
                 else:
-                    result = await self.deliver(request.body)
-                for token in request.rows:
+                    results = await self.deliver(request)
+                for token, result in zip(request.rows, results, strict=True):
                     on_result(token, result)
             finally:
                 if done is not None:
@@ -236,13 +310,92 @@ class Sender(_Stops):
                         if last.get(k) is done:
                             del last[k]
 
-    async def _attempt(self, body: bytes) -> tuple[Outcome, bool]:
+    async def deliver(self, request: Request) -> list[RowResult]:
+        """Send one request, split and bisected as needed (``Delivery``), with the retry
+        policy; one result per row, in order. Never raises for a network problem."""
+        return await Delivery(self, request).run()
+
+    def new_request_id(self) -> int:
+        """The id of the next request (one body and its retries): unique in the run."""
+        rid = self._next_id
+        self._next_id += self._id_step
+        return rid
+
+    def lower_limit(self, size: int) -> None:
+        """The platform found a batch too big: no request of more than ``size`` records from
+        now on (``batch_limit``)."""
+        self.too_big_splits += 1
+        if self.batch_limit is None or size < self.batch_limit:
+            self.batch_limit = size
+
+    def settle(self, outcome: Outcome, attempts: Attempts, request_id: int, rows: int) -> RowResult:
+        """The result of the ``rows`` rows whose request (``request_id``) ended on ``outcome``
+        after ``attempts``; counted for the bound on rows failed in a row."""
+        if not self.aborted:
+            reason = self.bounds.row(attempts.retryable, outcome, rows)
+            if reason is not None:
+                self.abort(reason)
+        return _result(outcome, attempts.made, request_id, rows, attempts.ambiguous)
+
+    async def attempts(self, body: bytes, items: int = 1, bisecting: bool = False) -> Attempts:
+        """Attempt ``body`` (carrying ``items`` records) until an outcome is not retryable,
+        the attempts run out, or the run stops. Before the n-th retry it waits
+        ``wait_for(retry, n, last outcome)``, cut short by a stop; a wait cut short, or a
+        bound reached meanwhile, makes no further attempt. A ``Retry-After`` longer than
+        ``retry_after_cap_s`` aborts the run instead (outcome None: the rows are not sent);
+        so does the budget's refusal before the first attempt (it stops the run). A batch
+        the platform finds too big is not retried as is: it is split (``Delivery``)."""
+        policy = self.retry
+        count = 0
+        ambiguous = False
+        outcome: Outcome | None = None
+        retryable = False
+        while True:
+            if self.limiter is not None:
+                await self.limiter.acquire()
+            budget = self.budget
+            if budget is not None and not budget.take():
+                self.quota_exhausted = True
+                self.stop(QUOTA_STOP)
+                return Attempts(outcome, retryable, count, ambiguous)
+            outcome, retryable = await self._attempt(body, items, bisecting)
+            count += 1
+            if isinstance(outcome, TransportFailure):
+                ambiguous = ambiguous or outcome.sent
+                if items > 1 and outcome.too_big:
+                    return Attempts(outcome, False, count, ambiguous)
+            if not retryable or count >= policy.max_attempts or self.stopping:
+                return Attempts(outcome, retryable, count, ambiguous)
+            if isinstance(outcome, TransportFailure) and outcome.retry_after is not None:
+                hinted = parse_retry_after(outcome.retry_after)
+                if hinted is not None and hinted > policy.retry_after_cap_s:
+                    self._come_back_later(outcome, hinted)
+                    return Attempts(None, retryable, count, ambiguous)
+            await self._pause(wait_for(policy, count, outcome, self.rng))
+            if self._bound_reached():
+                return Attempts(outcome, retryable, count, ambiguous)
+
+    def _come_back_later(self, outcome: TransportFailure, seconds: float) -> None:
+        """The platform asks for a wait longer than ``retry_after_cap_s`` (its daily quota is
+        spent): abort, saying when to run again."""
+        self.resume_at = time.time() + seconds
+        when = datetime.now().astimezone() + timedelta(seconds=seconds)
+        self.abort(
+            f"the platform answered {outcome.message} with Retry-After {seconds:.0f} s, longer "
+            f"than send.retry.retry_after_cap_s ({self.retry.retry_after_cap_s:g} s): stopped "
+            "waiting; the rest is not sent: run the same command again after "
+            f"{when:%Y-%m-%d %H:%M:%S %Z}"
+        )
+
+    async def _attempt(self, body: bytes, items: int, bisecting: bool) -> tuple[Outcome, bool]:
         """One request; returns the outcome and whether the policy should retry it."""
-        if self.limiter is not None:
-            await self.limiter.acquire()
         headers = self.profile.auth_headers(self._secret, body)
         self.requests += 1
-        outcome = await self.transport.post(self.path, body, headers)
+        if items > 1:
+            self.batch_requests += 1
+        if bisecting:
+            self.bisect_requests += 1
+        outcome = await self.transport.post(self._target, body, headers)
         if self._secret:
             # a platform (or a gateway before it) that echoes the request's headers or URL in
             # its message would otherwise put the SECRET in the results, the summary, the
@@ -253,7 +406,10 @@ class Sender(_Stops):
                     outcome = replace(outcome, errmsg=errmsg)
             elif (message := self._redact(outcome.message)) != outcome.message:
                 outcome = replace(outcome, message=message)
-        retryable = self._observe(outcome)
+        verdict = self.verdicts.judge(outcome)
+        if verdict.abort is not None:
+            self.abort(verdict.abort, verdict.errcode)
+        retryable = verdict.retry
         if not (isinstance(outcome, TransportFailure) and outcome.stale):
             # a stale keep-alive connection counts neither way
             reason = self.bounds.request(retryable, outcome)
@@ -271,71 +427,21 @@ class Sender(_Stops):
             return True
         return False
 
-    def _observe(self, outcome: Outcome) -> bool:
-        """Classify one attempt (called exactly once per attempt); a fatal outcome aborts."""
-        if isinstance(outcome, Response):
-            code = ErrCode.lookup(int(outcome.errcode))
-            if code is None:
-                return False  # a code the seed does not define: report it, do not guess
-            category = self.profile.category(code)
-            if category is Category.SUCCESS:
-                self._signature_failures = 0
-                return False
-            if category is Category.FATAL:
-                # the platform's message may already start with the code's description
-                said = outcome.errmsg
-                if not said.startswith(code.description):
-                    said = f"{code.description}: {said}"
-                self.abort(f"{int(code)} {said}", int(code))
-                return False
-            if category is Category.FATAL_IF_REPEATED:
-                self._signature_failures += 1
-                if self._signature_failures >= self.abort_after_signature_failures:
-                    self.abort(
-                        f"{int(code)} {code.description} {self._signature_failures} times in a "
-                        "row: check the SECRET and this machine's clock",
-                        int(code),
-                    )
-                    return False
-                return True
-            return category is Category.RETRYABLE
-        if outcome.fatal:
-            self.abort(f"{outcome.message}: every request would fail the same way")
-            return False
-        return outcome.retryable
 
-    async def deliver(self, body: bytes) -> RowResult:
-        """Send one body with the retry policy; never raises for a network problem."""
-        outcome, retryable, attempts = await self.attempts(body)
-        if not self.aborted:
-            reason = self.bounds.row(retryable, outcome)
-            if reason is not None:
-                self.abort(reason)
-        return _result(outcome, attempts)
-
-    async def attempts(self, body: bytes) -> tuple[Outcome, bool, int]:
-        """Attempt ``body`` until an outcome is not retryable, the attempts run out, or the
-        run stops: (last outcome, whether the policy would still retry it, attempts made).
-        Before the n-th retry it waits ``wait_for(retry, n, last outcome)``, cut short by a
-        stop; a wait cut short, or a bound reached meanwhile, makes no further attempt."""
-        policy = self.retry
-        attempts = 0
-        while True:
-            outcome, retryable = await self._attempt(body)
-            attempts += 1
-            if not retryable or attempts >= policy.max_attempts or self.stopping:
-                return outcome, retryable, attempts
-            await self._pause(wait_for(policy, attempts, outcome, self.rng))
-            if self._bound_reached():
-                return outcome, retryable, attempts
-
-
-def _result(outcome: Outcome, attempts: int) -> RowResult:
+def _result(
+    outcome: Outcome, attempts: int, request_id: int, rows: int, ambiguous: bool
+) -> RowResult:
     if isinstance(outcome, Response):
         code = int(outcome.errcode)
         status = Status.OK if code == ErrCode.OK else Status.FAILED
-        return RowResult(status, code, outcome.errmsg, attempts, outcome.latency_ms)
+        return RowResult(
+            status, code, outcome.errmsg, attempts, outcome.latency_ms, request_id, ambiguous
+        )
     message = outcome.message
     if attempts > 1:
         message = f"{message} (after {attempts} attempts)"
-    return RowResult(Status.FAILED, None, message, attempts, outcome.latency_ms)
+    if rows == 1 and outcome.too_big:
+        message = f"{message}: the record is too big for the platform, even alone in a request"
+    return RowResult(
+        Status.FAILED, None, message, attempts, outcome.latency_ms, request_id, ambiguous
+    )

@@ -36,8 +36,9 @@ class FailureStreaks:
         """The array to hand to child processes (as a ``Process`` argument)."""
         return ctx.Array("d", 3)
 
-    def row(self, failed: bool) -> int:
-        """Count a row's final outcome; the rows failed in a row so far."""
+    def row(self, failed: bool, rows: int = 1) -> int:
+        """Count the final outcome of ``rows`` rows (one request's); the rows failed in a row
+        so far."""
         v = self._v
         if not failed:
             if v[self.ROWS]:
@@ -45,7 +46,7 @@ class FailureStreaks:
                     v[self.ROWS] = 0
             return 0
         with self._lock:
-            v[self.ROWS] += 1
+            v[self.ROWS] += rows
             return int(v[self.ROWS])
 
     def request(self, failed: bool, now: float) -> tuple[int, float]:
@@ -85,12 +86,13 @@ class FailureBounds:
         self.streaks = streaks
         self.clock = clock
 
-    def row(self, failed: bool, outcome: Outcome) -> str | None:
+    def row(self, failed: bool, outcome: Outcome, rows: int = 1) -> str | None:
         """Rows that end on a retryable failure, every attempt used, one after another: the
         platform is down (or unreachable). Stop after ``rows`` of them rather than spend the
         night failing every row in turn; the rest stay ``not_sent``, for the next run to
-        resume. Any answer that is not a retryable failure resets the count."""
-        count = self.streaks.row(failed)
+        resume. Any answer that is not a retryable failure resets the count. A batch counts
+        its rows: a request of 500 rows that used every attempt is 500 rows failed."""
+        count = self.streaks.row(failed, rows)
         if not self.rows or count < self.rows:
             return None
         return (

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from ..errcodes import ErrCode
 from ..outcomes import Outcome, Response, TransportFailure, TransportKind
-from ..protocol import ProtocolError, parse_response
+from ..protocol import TOO_LARGE, TOO_MANY, answer
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 1024 * 1024
@@ -47,12 +47,14 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_INTERIM_RESPONSES = 16
 
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+#: statuses ``protocol.answer`` judges by the status alone: no body parse to cache
+_BY_STATUS = (TOO_LARGE, TOO_MANY)
 
 
 class Transport(Protocol):
     """What the sender needs from a transport."""
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> Outcome: ...
+    async def post(self, target: str, body: bytes, headers: dict[str, str]) -> Outcome: ...
 
     async def aclose(self) -> None: ...
 
@@ -107,6 +109,10 @@ class _Closed(Exception):
         self.got_bytes = got_bytes
 
 
+class _ClosedWhileSending(Exception):
+    """The peer closed the connection before the whole request body was sent."""
+
+
 class _Malformed(Exception):
     """The peer's bytes are not an HTTP/1.x response that can be framed."""
 
@@ -121,6 +127,9 @@ class _Conn:
         self.reader = reader
         self.writer = writer
         self.uses = 0
+        # ``drain`` waits until every byte is with the kernel, so a connection the platform
+        # closes while a body is still going out shows there (``while_sending``)
+        writer.transport.set_write_buffer_limits(high=0)
         self._poll = select.poll()
         sock = writer.get_extra_info("socket")
         if sock is not None:  # a transport without a socket relies on the buffer check alone
@@ -207,10 +216,15 @@ class StreamTransport:
             await writer.start_tls(self._ssl, server_hostname=self.endpoint.host)
         return _Conn(reader, writer)
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> Outcome:
+    async def post(self, target: str, body: bytes, headers: dict[str, str]) -> Outcome:
+        """Send one request to ``target`` (path and query) and classify its final answer with
+        ``protocol.answer``. Never raises for a network or server problem: a failure is a
+        ``TransportFailure`` (``while_sending`` when the connection broke while the body was
+        still going out, ``sent`` when it broke, or time ran out, after all of it went)."""
         start = time.perf_counter()
         conn: _Conn | None = None
         reused = False
+        sent = False
         try:
             async with asyncio.timeout(self.timeout):
                 conn = self._take_idle()
@@ -220,11 +234,35 @@ class StreamTransport:
                     conn = await self._open()
                 extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
                 head = (
-                    f"POST {self._prefix}{path} HTTP/1.1\r\n{self._fixed_headers}{extra}"
+                    f"POST {self._prefix}{target} HTTP/1.1\r\n{self._fixed_headers}{extra}"
                     f"Content-Length: {len(body)}\r\n\r\n"
                 )
                 conn.writer.write(head.encode("latin-1") + body)
-                status, resp_headers, payload, keep = await self._read_response(conn.reader)
+                try:
+                    # the write buffer's high-water mark is 0 (``_Conn``): this returns once
+                    # every byte is with the kernel, at once for a body the socket takes whole
+                    await conn.writer.drain()
+                except OSError:
+                    if reused:
+                        raise  # a stale keep-alive connection (below)
+                    # the platform closed the connection while the body was going out: it
+                    # may have said why (413) before it closed
+                    try:
+                        status, resp_headers, payload, keep = await self._read_response(conn.reader)
+                    except (_Closed, _Malformed, OSError, asyncio.IncompleteReadError):
+                        raise _ClosedWhileSending from None
+                else:
+                    sent = True
+                    status, resp_headers, payload, keep = await self._read_response(conn.reader)
+        except _ClosedWhileSending:
+            assert conn is not None
+            conn.close()
+            return TransportFailure(
+                TransportKind.CONNECTION,
+                "connection closed while the request was being sent",
+                latency_ms=(time.perf_counter() - start) * 1000.0,
+                while_sending=True,
+            )
         except _Malformed as exc:
             if conn is not None:
                 conn.close()
@@ -232,7 +270,8 @@ class StreamTransport:
         except TimeoutError:
             if conn is not None:
                 conn.close()
-            return _failure(TransportKind.TIMEOUT, f"no response within {self.timeout:g} s", start)
+            what = f"no response within {self.timeout:g} s"
+            return _failure(TransportKind.TIMEOUT, what, start, sent)
         except ssl.SSLCertVerificationError as exc:
             if conn is not None:
                 conn.close()
@@ -244,25 +283,19 @@ class StreamTransport:
         except _Closed as exc:
             if conn is not None:
                 conn.close()
-            what = "truncated response" if exc.got_bytes else "connection closed before a response"
-            kind = TransportKind.PROTOCOL if exc.got_bytes else TransportKind.CONNECTION
-            failure = _failure(kind, what, start)
             if reused and not exc.got_bytes:
                 # A keep-alive connection the server had already closed: retrying at once is
                 # safe (every call is idempotent) and needs no backoff.
-                failure = TransportFailure(
-                    kind=failure.kind,
-                    message="stale keep-alive connection",
-                    http_status=None,
-                    retry_after=None,
-                    latency_ms=failure.latency_ms,
-                    stale=True,
-                )
-            return failure
+                return _stale(start)
+            what = "truncated response" if exc.got_bytes else "connection closed before a response"
+            kind = TransportKind.PROTOCOL if exc.got_bytes else TransportKind.CONNECTION
+            return _failure(kind, what, start, sent)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             if conn is not None:
                 conn.close()
-            return _failure(TransportKind.CONNECTION, _describe(exc), start)
+            if reused and not sent:
+                return _stale(start)
+            return _failure(TransportKind.CONNECTION, _describe(exc), start, sent)
 
         latency = (time.perf_counter() - start) * 1000.0
         if keep and conn.buffered():
@@ -273,27 +306,19 @@ class StreamTransport:
             self._idle.append(conn)
         else:
             conn.close()
-        if status == 200:
-            parsed = self._parsed.get(payload)
-            if parsed is None:
-                try:
-                    code, msg = parse_response(payload)
-                except ProtocolError as exc:
-                    return TransportFailure(TransportKind.PROTOCOL, str(exc), status, None, latency)
-                member = ErrCode.lookup(code)
-                parsed = (member if member is not None else code, msg)
-                if len(payload) <= 512 and len(self._parsed) < 256:
-                    # A server answers the same few bodies over and over ({"errcode":0,...}):
-                    # remembering their parse saves a JSON decode per request.
-                    self._parsed[payload] = parsed
-            return Response(parsed[0], parsed[1], status, latency)
-        return TransportFailure(
-            TransportKind.HTTP_STATUS,
-            f"HTTP {status}",
-            status,
-            resp_headers.get("retry-after"),
-            latency,
-        )
+        cache = self._parsed
+        parsed = cache.get(payload) if status not in _BY_STATUS else None
+        outcome = answer(status, payload, resp_headers.get("retry-after"), latency, parsed)
+        if (
+            parsed is None
+            and isinstance(outcome, Response)
+            and len(payload) <= 512
+            and len(cache) < 256
+        ):
+            # A server answers the same few bodies over and over ({"errcode":0,...}):
+            # remembering their parse saves a JSON decode per request.
+            cache[payload] = (outcome.errcode, outcome.errmsg)
+        return outcome
 
     def _take_idle(self) -> _Conn | None:
         """An idle connection with nothing unread on it; the others are closed."""
@@ -443,8 +468,19 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
             raise _Malformed("chunk data not followed by CRLF")
 
 
-def _failure(kind: TransportKind, message: str, start: float) -> TransportFailure:
-    return TransportFailure(kind, message, None, None, (time.perf_counter() - start) * 1000.0)
+def _failure(
+    kind: TransportKind, message: str, start: float, sent: bool = False
+) -> TransportFailure:
+    latency = (time.perf_counter() - start) * 1000.0
+    return TransportFailure(kind, message, None, None, latency, sent=sent)
+
+
+def _stale(start: float) -> TransportFailure:
+    """A reused keep-alive connection the server had closed: the request never reached it."""
+    latency = (time.perf_counter() - start) * 1000.0
+    return TransportFailure(
+        TransportKind.CONNECTION, "stale keep-alive connection", latency_ms=latency, stale=True
+    )
 
 
 def _describe(exc: BaseException) -> str:
