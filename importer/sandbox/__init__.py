@@ -7,6 +7,8 @@
         client.user({"phone": "13800000000"})
         sb.customers()                          # [{"id": 1, "properties": {...}}]
 
+    Sandbox(batch_errors="store_valid", max_batch_rows=500)   # account settings (Schema keys)
+
 Command line: ``python -m importer.sandbox [serve|dump] ...`` (``main``). docs/sandbox.md has
 the details: options, schema file, check order, faults, stats, dump.
 """
@@ -14,7 +16,7 @@ the details: options, schema file, check order, faults, stats, dump.
 from .command import main
 from .faults import FaultPlan, Faults
 from .harness import Sandbox, SandboxError
-from .rules import check, check_auth
+from .rules import ImportCheck, check, check_auth, check_import
 from .schema import Schema, load_schema
 from .server import SandboxServer
 from .store import Store
@@ -22,6 +24,7 @@ from .store import Store
 __all__ = [
     "FaultPlan",
     "Faults",
+    "ImportCheck",
     "Sandbox",
     "SandboxError",
     "SandboxServer",
@@ -29,6 +32,7 @@ __all__ = [
     "Store",
     "check",
     "check_auth",
+    "check_import",
     "load_schema",
     "main",
 ]

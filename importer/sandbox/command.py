@@ -24,11 +24,20 @@ from typing import Any
 
 from ..errors import ConfigError
 from .faults import Faults, parse_fault_specs
-from .schema import Schema, load_schema
+from .schema import BATCH_ERRORS, UNKNOWN_PROPERTIES, Schema, load_schema
 from .server import SandboxServer, stderr_log
 from .store import Store, read_customers, read_events
 
 PROG = "python -m importer.sandbox"
+
+#: the ``serve`` options that override the schema's keys of the same names
+ACCOUNT_OPTIONS = (
+    "batch_errors",
+    "max_batch_rows",
+    "max_body_bytes",
+    "unknown_properties",
+    "error_http_status",
+)
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -64,6 +73,31 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     serve.add_argument(
         "--stall-s", type=float, default=60.0, help="how long a stalled request waits (default 60)"
     )
+    account = serve.add_argument_group(
+        "account settings", "override the schema file's keys of the same names"
+    )
+    account.add_argument(
+        "--batch-errors",
+        choices=BATCH_ERRORS,
+        help="what a batch with a bad item stores: nothing (reject_all) or its valid items",
+    )
+    account.add_argument(
+        "--max-batch-rows", type=int, metavar="N", help="most items a batch may carry (0: no limit)"
+    )
+    account.add_argument(
+        "--max-body-bytes", type=int, metavar="N", help="largest request body; past it HTTP 413"
+    )
+    account.add_argument(
+        "--unknown-properties",
+        choices=UNKNOWN_PROPERTIES,
+        help="import-api: an undeclared property is refused (20003) or accepted",
+    )
+    account.add_argument(
+        "--error-http-status",
+        type=int,
+        metavar="STATUS",
+        help="import-api: HTTP status of an errcode answer (default 404; or 200)",
+    )
     serve.add_argument("--quiet", action="store_true", help="no shutdown summary on stderr")
     serve.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
 
@@ -89,6 +123,9 @@ def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
         return _dump(Path(args.db), args.table)
     try:
         schema = load_schema(args.schema)
+        changes = {k: getattr(args, k) for k in ACCOUNT_OPTIONS if getattr(args, k) is not None}
+        if changes:
+            schema = schema.replace(**changes)
         faults = Faults(
             seed=args.fault_seed,
             latency_ms=args.latency_ms,

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .answers import FAULTS_PATH, STATS_PATH
 from .faults import Faults
 from .schema import Schema, load_schema
-from .server import FAULTS_PATH, STATS_PATH, SandboxServer
+from .server import SandboxServer
 from .store import Store, read_customers, read_events, read_raw_properties
 
 _LISTENING = re.compile(r"^sandbox listening on (http://\S+) \(db: (.*)\)$")
@@ -42,7 +43,9 @@ class Sandbox:
     """A running sandbox server; starts on construction, stops on ``stop()`` or ``with`` exit.
 
     ``schema`` is a ``Schema``, a YAML path, or None for the default schema. ``db`` is the
-    SQLite file (None: a temporary one, deleted on stop).
+    SQLite file (None: a temporary one, deleted on stop). The keyword-only account settings
+    (``batch_errors="store_valid"``, ``max_batch_rows=100``...) override the schema's keys of
+    the same names (None: keep the schema's); ``Sandbox.schema`` is the result.
     """
 
     def __init__(
@@ -53,8 +56,23 @@ class Sandbox:
         host: str = "127.0.0.1",
         port: int = 0,
         process: bool = False,
+        *,
+        batch_errors: str | None = None,
+        max_batch_rows: int | None = None,
+        max_body_bytes: int | None = None,
+        unknown_properties: str | None = None,
+        error_http_status: int | None = None,
     ) -> None:
-        self.schema = schema if isinstance(schema, Schema) else load_schema(schema)
+        base = schema if isinstance(schema, Schema) else load_schema(schema)
+        settings = {
+            "batch_errors": batch_errors,
+            "max_batch_rows": max_batch_rows,
+            "max_body_bytes": max_body_bytes,
+            "unknown_properties": unknown_properties,
+            "error_http_status": error_http_status,
+        }
+        changes = {k: v for k, v in settings.items() if v is not None}
+        self.schema = base.replace(**changes) if changes else base
         self.faults = faults or Faults()
         self.process = process
         self.host = host

@@ -9,12 +9,15 @@ skipped; oversized headers (431) and bodies (413) and malformed framing (400, 50
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http import HTTPStatus
 
 MAX_HEADER_BYTES = 64 * 1024
+#: the default largest body (``max_body_bytes`` of the schema)
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 JSON_TYPE = b"application/json; charset=utf-8"
 HTML_TYPE = b"text/html; charset=utf-8"
+TEXT_TYPE = b"text/plain; charset=utf-8"
 
 _REASONS = {
     200: b"OK",
@@ -41,9 +44,15 @@ def http_response(
 ) -> bytes:
     """One complete HTTP/1.1 response (``extra``: more header lines, each ending CRLF)."""
     length = len(body) if content_length is None else content_length
+    reason = _REASONS.get(status)
+    if reason is None:
+        try:
+            reason = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            reason = b"Unknown"
     return b"".join(
         (
-            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown")),
+            b"HTTP/1.1 %d %s\r\n" % (status, reason),
             b"Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type, length),
             b"Connection: close\r\n" if close else b"",
             extra,
@@ -83,6 +92,16 @@ class BadRequest(Exception):
         self.status = status
 
 
+class TooBig(BadRequest):
+    """The body is larger than allowed (413). ``remaining``: the body bytes the client has
+    still to send (None: unknown, a chunked body); ``path``: the request's path."""
+
+    def __init__(self, limit: int, remaining: int | None, path: str) -> None:
+        super().__init__(413, f"body larger than {limit} bytes")
+        self.remaining = remaining
+        self.path = path
+
+
 @dataclass(frozen=True)
 class Incomplete:
     """Not a whole request yet. ``expects_continue``: the headers are in and ask for
@@ -94,9 +113,10 @@ class Incomplete:
 _WAIT = Incomplete()
 
 
-def parse_request(buf: bytearray) -> Request | Incomplete:
+def parse_request(buf: bytearray, max_body: int = MAX_BODY_BYTES) -> Request | Incomplete:
     """Take the first complete request off the front of ``buf`` (which it consumes), or say
-    that more bytes are needed. Raises ``BadRequest`` for framing no server should accept."""
+    that more bytes are needed. Raises ``BadRequest`` for framing no server should accept,
+    ``TooBig`` (consuming the head and what came of the body) for a body over ``max_body``."""
     while buf[:2] == b"\r\n":  # stray CRLFs between requests are allowed
         del buf[:2]
     end = buf.find(b"\r\n\r\n")
@@ -127,7 +147,7 @@ def parse_request(buf: bytearray) -> Request | Incomplete:
     if te is not None:
         if te.lower() != "chunked":
             raise BadRequest(501, f"unsupported Transfer-Encoding {te!r}")
-        parsed = _chunked(buf, start)
+        parsed = _chunked(buf, start, max_body, target)
         if parsed is None:
             return waiting
         body, consumed = parsed
@@ -136,9 +156,11 @@ def parse_request(buf: bytearray) -> Request | Incomplete:
         if not cl.isascii() or not cl.isdigit():
             raise BadRequest(400, "bad Content-Length")
         length = int(cl)
-        if length > MAX_BODY_BYTES:
-            raise BadRequest(413, f"body larger than {MAX_BODY_BYTES} bytes")
         consumed = start + length
+        if length > max_body:
+            remaining = max(0, consumed - len(buf))
+            del buf[:consumed]
+            raise TooBig(max_body, remaining, target.partition("?")[0])
         if len(buf) < consumed:
             return waiting
         body = bytes(buf[start:consumed])
@@ -149,7 +171,7 @@ def parse_request(buf: bytearray) -> Request | Incomplete:
     return Request(method, path, query, headers, body, keep_alive)
 
 
-def _chunked(buf: bytearray, pos: int) -> tuple[bytes, int] | None:
+def _chunked(buf: bytearray, pos: int, max_body: int, target: str) -> tuple[bytes, int] | None:
     """A chunked body starting at ``pos``: ``(body, end position)``, or None if incomplete."""
     parts: list[bytes] = []
     total = 0
@@ -173,8 +195,9 @@ def _chunked(buf: bytearray, pos: int) -> tuple[bytes, int] | None:
                 return None
             return b"".join(parts), trailer_end + 4
         total += size
-        if total > MAX_BODY_BYTES:
-            raise BadRequest(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        if total > max_body:
+            del buf[:]
+            raise TooBig(max_body, None, target.partition("?")[0])
         if len(buf) < pos + size + 2:
             return None
         if buf[pos + size : pos + size + 2] != b"\r\n":

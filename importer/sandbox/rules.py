@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errcodes import ErrCode, default_message
+from ..protocol import BODY_TYPES as PROTOCOL_BODY_TYPES
 from ..protocol import KINDS, Headers, is_datetime, signature
 from .schema import Schema
 
@@ -107,8 +108,91 @@ def _fail(code: ErrCode, detail: str, obj: dict[str, Any] | None) -> Result:
     return code, f"{code.description}: {detail}", obj
 
 
+def _problem(code: ErrCode, detail: str) -> tuple[ErrCode, str]:
+    return code, f"{code.description}: {detail}"
+
+
+#: properties an event always has, declared in the schema or not
+_EVENT_PROPERTIES = frozenset(("event_id", "create_time"))
+
+
+def check_item(
+    props: Any,
+    schema: Schema,
+    *,
+    event: bool,
+    wrong_type: ErrCode = ErrCode.INVALID_TYPE,
+    reject_unknown: bool = False,
+    event_name: str | None = None,
+) -> tuple[ErrCode, str] | None:
+    """The checks of one record's ``properties`` (steps 3 to 7); None when it passes.
+
+    ``wrong_type``: the errcode of a value of the wrong declared type (10002 under ``signed``,
+    20003 under ``import-api``). ``reject_unknown``: a property the schema does not declare
+    is 20003 (``import-api`` with ``unknown_properties: reject``). ``event_name``: an event
+    name to hold to ``max_value_length`` at step 7 (``signed``; ``import-api`` checks its
+    ``event`` once per request).
+    """
+    # 3. properties
+    if not isinstance(props, dict) or not props:
+        what = (
+            "missing" if props is None else "not an object" if not isinstance(props, dict) else "{}"
+        )
+        return _problem(ErrCode.PROPERTIES_EMPTY, f"properties is {what}")
+
+    # 4. primary keys present
+    pks = schema.primary_keys
+    present = [k for k in pks if k in props]
+    if not present:
+        return _problem(ErrCode.PRIMARY_KEY_MISSING, f"no primary-key property ({', '.join(pks)})")
+    if event and "event_id" not in props:
+        return _problem(ErrCode.PRIMARY_KEY_MISSING, "event_id is missing")
+
+    # 5. primary keys non-empty
+    if all(is_empty(props[k]) for k in present):
+        return _problem(
+            ErrCode.PRIMARY_KEY_EMPTY, f"every primary-key value is empty ({', '.join(present)})"
+        )
+    if event and is_empty(props["event_id"]):
+        return _problem(ErrCode.PRIMARY_KEY_EMPTY, "event_id is empty")
+
+    # 6. declared types (and, when asked, declared at all)
+    types = schema.properties
+    for prop, value in props.items():
+        declared = types.get(prop)
+        if declared is None:
+            if reject_unknown and not (event and prop in _EVENT_PROPERTIES):
+                return _problem(
+                    ErrCode.DATA_CHECK_FAILED,
+                    f"property {prop!r} is not defined in the account's metadata",
+                )
+            continue
+        if value is None or (event and prop == "create_time"):
+            continue
+        if not TYPE_CHECKS[declared](value):
+            return _problem(wrong_type, f"property {prop!r} expects {declared}")
+
+    # 7. data checks
+    if event and not is_datetime(props.get("create_time")):
+        detail = (
+            "create_time is missing"
+            if props.get("create_time") is None
+            else "create_time is not YYYY-MM-DD HH:MM:SS"
+        )
+        return _problem(ErrCode.DATA_CHECK_FAILED, detail)
+    limit = schema.max_value_length
+    if event_name is not None and len(event_name) > limit:
+        return _problem(ErrCode.DATA_CHECK_FAILED, f"eventName is longer than {limit} characters")
+    for prop, value in props.items():
+        if isinstance(value, str) and len(value) > limit:
+            return _problem(
+                ErrCode.DATA_CHECK_FAILED, f"property {prop!r} is longer than {limit} characters"
+            )
+    return None
+
+
 def check(kind: str, body: bytes, schema: Schema) -> Result:
-    """``(errcode, errmsg, parsed)`` for one request body of call ``kind``.
+    """``(errcode, errmsg, parsed)`` for one ``signed`` request body of call ``kind``.
 
     ``parsed`` is the decoded body when it is a JSON object (whatever the code), else None.
     """
@@ -128,64 +212,144 @@ def check(kind: str, body: bytes, schema: Schema) -> Result:
     if is_event and (not isinstance(name, str) or not name.strip()):
         return _fail(ErrCode.DATA_CHECK_FAILED, "eventName is missing or empty", obj)
 
-    # 3. properties
-    props = obj.get("properties")
-    if not isinstance(props, dict) or not props:
-        what = (
-            "missing" if props is None else "not an object" if not isinstance(props, dict) else "{}"
-        )
-        return _fail(ErrCode.PROPERTIES_EMPTY, f"properties is {what}", obj)
-
-    # 4. primary keys present
-    pks = schema.primary_keys
-    present = [k for k in pks if k in props]
-    if not present:
-        return _fail(
-            ErrCode.PRIMARY_KEY_MISSING, f"no primary-key property ({', '.join(pks)})", obj
-        )
-    if is_event and "event_id" not in props:
-        return _fail(ErrCode.PRIMARY_KEY_MISSING, "event_id is missing", obj)
-
-    # 5. primary keys non-empty
-    if all(is_empty(props[k]) for k in present):
-        return _fail(
-            ErrCode.PRIMARY_KEY_EMPTY,
-            f"every primary-key value is empty ({', '.join(present)})",
-            obj,
-        )
-    if is_event and is_empty(props["event_id"]):
-        return _fail(ErrCode.PRIMARY_KEY_EMPTY, "event_id is empty", obj)
-
-    # 6. declared types
-    types = schema.properties
-    for prop, value in props.items():
-        if value is None:
-            continue
-        declared = types.get(prop)
-        if declared is None or (is_event and prop == "create_time"):
-            continue
-        if not TYPE_CHECKS[declared](value):
-            return _fail(ErrCode.INVALID_TYPE, f"property {prop!r} expects {declared}", obj)
-
-    # 7. data checks
-    if is_event and not is_datetime(props.get("create_time")):
-        detail = (
-            "create_time is missing"
-            if props.get("create_time") is None
-            else "create_time is not YYYY-MM-DD HH:MM:SS"
-        )
-        return _fail(ErrCode.DATA_CHECK_FAILED, detail, obj)
-    limit = schema.max_value_length
-    if is_event and isinstance(name, str) and len(name) > limit:
-        return _fail(ErrCode.DATA_CHECK_FAILED, f"eventName is longer than {limit} characters", obj)
-    for prop, value in props.items():
-        if isinstance(value, str) and len(value) > limit:
-            return _fail(
-                ErrCode.DATA_CHECK_FAILED,
-                f"property {prop!r} is longer than {limit} characters",
-                obj,
-            )
+    # 3. to 7.
+    failed = check_item(
+        obj.get("properties"),
+        schema,
+        event=is_event,
+        event_name=name if is_event else None,
+    )
+    if failed is not None:
+        return failed[0], failed[1], obj
     return ErrCode.OK, OK_MESSAGE, obj
+
+
+#: ``import-api``: body ``type`` -> (call, batch form?)
+BODY_TYPES: dict[str, tuple[str, bool]] = {
+    **{single: (kind, False) for kind, (single, _) in PROTOCOL_BODY_TYPES.items()},
+    **{batch: (kind, True) for kind, (_, batch) in PROTOCOL_BODY_TYPES.items() if batch},
+}
+_TYPE_LIST = ", ".join(BODY_TYPES)
+
+
+class ImportCheck:
+    """What ``check_import`` found in one ``import-api`` request body.
+
+    ``code``/``message``: the answer (0, or the first failing check; for a batch, its first
+    bad item's). ``body_type``: the valid ``type`` (None when it is missing or invalid).
+    ``kind``: the call (``user``, ``user_delete``, ``event``). ``event``: the event name.
+    ``received``: the items the body carries (0 before its shape is known). ``valid``: the
+    items to store (all of them on success; under ``store_valid`` the valid ones of a failing
+    batch; else none). ``too_many``: more items than ``max_batch_rows`` (nothing was checked).
+    """
+
+    __slots__ = ("body_type", "code", "event", "kind", "message", "received", "too_many", "valid")
+
+    def __init__(self, code: ErrCode, message: str, body_type: str | None = None) -> None:
+        self.code = code
+        self.message = message
+        self.body_type = body_type
+        self.kind: str | None = None
+        self.event: str | None = None
+        self.received = 0
+        self.valid: list[dict[str, Any]] = []
+        self.too_many = False
+
+    def __repr__(self) -> str:
+        return (
+            f"ImportCheck(code={int(self.code)}, message={self.message!r}, "
+            f"body_type={self.body_type!r}, received={self.received}, valid={len(self.valid)})"
+        )
+
+
+def check_import(body: bytes, schema: Schema) -> ImportCheck:
+    """The body checks of one ``import-api`` request, in order (docs/sandbox.md):
+
+    1. not UTF-8 JSON, not an object (the ``signed`` rules) -> 10001
+    2. ``type`` missing or not one of the contract's -> 10002
+    3. ``event`` / ``event_batch``: ``event`` missing, not a string, empty, or longer than
+       ``max_value_length`` -> 20003
+    4. ``properties`` missing or null -> 10004; a batch type without a list, or a single type
+       without an object -> 10002; ``{}`` or ``[]`` -> 10004
+    5. more items than ``max_batch_rows`` -> ``too_many`` (the server answers HTTP 413)
+    6. each item as one ``signed`` record (steps 3 to 7 of ``check``), except that a value of
+       the wrong declared type is 20003, and so is an undeclared property under
+       ``unknown_properties: reject``. The first bad item decides the answer; under
+       ``batch_errors: store_valid`` the valid items are still stored.
+    """
+    try:
+        obj = parse_json(body)
+    except ValueError:
+        return ImportCheck(ErrCode.JSON_FORMAT, JSON_MESSAGE)
+    if not isinstance(obj, dict):
+        return ImportCheck(ErrCode.JSON_FORMAT, JSON_MESSAGE)
+
+    body_type = obj.get("type")
+    form = BODY_TYPES.get(body_type) if isinstance(body_type, str) else None
+    if form is None:
+        bad = ErrCode.INVALID_TYPE
+        detail = "type is missing" if body_type is None else f"type {body_type!r} is not valid"
+        return ImportCheck(bad, f"{bad.description}: {detail} (one of {_TYPE_LIST})")
+    assert isinstance(body_type, str)
+    kind, is_batch = form
+    is_event = kind == "event"
+    name = obj.get("event")
+    if is_event:
+        if not isinstance(name, str) or not name.strip():
+            return _import_fail(body_type, ErrCode.DATA_CHECK_FAILED, "event is missing or empty")
+        if len(name) > schema.max_value_length:
+            detail = f"event is longer than {schema.max_value_length} characters"
+            return _import_fail(body_type, ErrCode.DATA_CHECK_FAILED, detail)
+
+    props = obj.get("properties")
+    if props is None:
+        return _import_fail(body_type, ErrCode.PROPERTIES_EMPTY, "properties is missing")
+    if is_batch and not isinstance(props, list):
+        detail = f"properties of {body_type} must be a list of objects"
+        return _import_fail(body_type, ErrCode.INVALID_TYPE, detail)
+    if not is_batch and not isinstance(props, dict):
+        return _import_fail(
+            body_type, ErrCode.INVALID_TYPE, f"properties of {body_type} must be an object"
+        )
+    if not props:
+        return _import_fail(
+            body_type, ErrCode.PROPERTIES_EMPTY, f"properties is {'[]' if is_batch else '{}'}"
+        )
+    items: list[Any] = props if is_batch else [props]
+    result = ImportCheck(ErrCode.OK, OK_MESSAGE, body_type)
+    result.kind = kind
+    result.event = name if is_event else None
+    result.received = len(items)
+    if schema.max_batch_rows and len(items) > schema.max_batch_rows:
+        result.too_many = True
+        return result
+
+    reject_unknown = schema.unknown_properties == "reject"
+    store_valid = schema.batch_errors == "store_valid"
+    valid = result.valid
+    first: tuple[ErrCode, str] | None = None
+    for item in items:
+        failed = check_item(
+            item,
+            schema,
+            event=is_event,
+            wrong_type=ErrCode.DATA_CHECK_FAILED,
+            reject_unknown=reject_unknown,
+        )
+        if failed is None:
+            valid.append(item)
+        elif first is None:
+            first = failed
+            if not store_valid:
+                valid.clear()
+                break
+    if first is not None:
+        result.code, result.message = first
+    return result
+
+
+def _import_fail(body_type: str, code: ErrCode, detail: str) -> ImportCheck:
+    return ImportCheck(code, f"{code.description}: {detail}", body_type)
 
 
 def check_auth(

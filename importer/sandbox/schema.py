@@ -11,7 +11,7 @@ A bad file raises ``ConfigError`` listing every problem at once, each with its k
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, ConfigProblem
-from ..protocol import SIGNED_PATHS, KINDS
+from ..protocol import IMPORT_PATH, KINDS, SIGNED_PATHS
 
 #: The property types the contract knows.
 TYPES = ("string", "integer", "number", "boolean", "datetime")
@@ -33,6 +33,15 @@ PACKAGED_SCHEMA = Path(__file__).with_name("default_schema.yaml")
 #: The editable copy in a checkout, used when the sandbox starts from the project root.
 CHECKOUT_SCHEMA = Path("configs") / "sandbox-schema.yaml"
 
+#: ``batch_errors``: what a batch with a bad item stores (its answer is the first bad item's
+#: errcode either way): nothing, or its valid items.
+BATCH_ERRORS = ("reject_all", "store_valid")
+#: ``unknown_properties`` (``import-api`` only): a property the schema does not declare is
+#: refused with 20003, or accepted as given. ``signed`` always accepts it, as version 1 did.
+UNKNOWN_PROPERTIES = ("reject", "accept")
+#: The default ``max_body_bytes``: generous (a 500-row batch of wide rows is well under it).
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+
 _KEYS = (
     "secrets",
     "primary_keys",
@@ -40,7 +49,13 @@ _KEYS = (
     "max_value_length",
     "timestamp_window_s",
     "verify_signature",
+    "import_path",
     "paths",
+    "unknown_properties",
+    "batch_errors",
+    "max_batch_rows",
+    "max_body_bytes",
+    "error_http_status",
 )
 
 
@@ -55,6 +70,16 @@ class Schema:
     timestamp_window_s: float = 300.0
     verify_signature: bool = True
     paths: Mapping[str, str] = field(default_factory=lambda: dict(SIGNED_PATHS))
+    #: ``import-api``: the one endpoint of every call
+    import_path: str = IMPORT_PATH
+    unknown_properties: str = "reject"
+    batch_errors: str = "reject_all"
+    #: items a batch may carry; more -> HTTP 413 (0: no limit)
+    max_batch_rows: int = 0
+    #: bytes a request body may have; more -> HTTP 413 (every path)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: the HTTP status of an ``import-api`` answer with a non-zero errcode (documented: 404)
+    error_http_status: int = 404
 
     def __post_init__(self) -> None:
         problems = _problems(self.to_dict())
@@ -67,8 +92,25 @@ class Schema:
             f"Schema(secrets=<{len(self.secrets)} hidden>, primary_keys={self.primary_keys!r}, "
             f"properties={dict(self.properties)!r}, max_value_length={self.max_value_length}, "
             f"timestamp_window_s={self.timestamp_window_s}, "
-            f"verify_signature={self.verify_signature}, paths={dict(self.paths)!r})"
+            f"verify_signature={self.verify_signature}, import_path={self.import_path!r}, "
+            f"paths={dict(self.paths)!r}, unknown_properties={self.unknown_properties!r}, "
+            f"batch_errors={self.batch_errors!r}, max_batch_rows={self.max_batch_rows}, "
+            f"max_body_bytes={self.max_body_bytes}, error_http_status={self.error_http_status})"
         )
+
+    def replace(self, **changes: Any) -> Schema:
+        """A copy with some keys changed (validated like a file: ``ConfigError``). Keys are
+        the YAML file's, e.g. ``schema.replace(batch_errors="store_valid")``."""
+        unknown = sorted(set(changes) - set(_KEYS))
+        if unknown:
+            raise ConfigError(
+                [
+                    ConfigProblem(k, "unknown key", f"known keys: {', '.join(_KEYS)}")
+                    for k in unknown
+                ],
+                source="(sandbox schema)",
+            )
+        return Schema.from_dict({**self.to_dict(), **changes}, env={})
 
     @property
     def secret(self) -> str:
@@ -84,7 +126,13 @@ class Schema:
             "max_value_length": self.max_value_length,
             "timestamp_window_s": self.timestamp_window_s,
             "verify_signature": self.verify_signature,
+            "import_path": self.import_path,
             "paths": dict(self.paths),
+            "unknown_properties": self.unknown_properties,
+            "batch_errors": self.batch_errors,
+            "max_batch_rows": self.max_batch_rows,
+            "max_body_bytes": self.max_body_bytes,
+            "error_http_status": self.error_http_status,
         }
 
     def to_yaml(self) -> str:
@@ -124,6 +172,12 @@ class Schema:
             timestamp_window_s=float(data.get("timestamp_window_s", 300)),
             verify_signature=data.get("verify_signature", True),
             paths={**SIGNED_PATHS, **(data.get("paths") or {})},
+            import_path=data.get("import_path", IMPORT_PATH),
+            unknown_properties=data.get("unknown_properties", "reject"),
+            batch_errors=data.get("batch_errors", "reject_all"),
+            max_batch_rows=data.get("max_batch_rows") or 0,
+            max_body_bytes=data.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+            error_http_status=data.get("error_http_status", 404),
         )
 
 
@@ -272,4 +326,46 @@ def _problems(data: dict[str, Any]) -> list[ConfigProblem]:
         merged = {**SIGNED_PATHS, **{k: v for k, v in paths.items() if isinstance(v, str)}}
         if len(set(merged.values())) != len(merged):
             add(ConfigProblem("paths", "two calls share one path"))
+        if data.get("import_path", IMPORT_PATH) in merged.values():
+            add(ConfigProblem("import_path", "is also the path of a signed call (paths)"))
+    _account_problems(data, add)
     return out
+
+
+def _account_problems(data: dict[str, Any], add: Callable[[ConfigProblem], None]) -> None:
+    """The problems of the import-api and limit keys."""
+    ip = data.get("import_path", IMPORT_PATH)
+    if not isinstance(ip, str) or not ip.startswith("/") or "?" in ip or " " in ip:
+        add(ConfigProblem("import_path", "must be an absolute path like /api/v1/api/import"))
+    elif ip.startswith("/_sandbox/"):
+        add(ConfigProblem("import_path", "/_sandbox/ is reserved for the sandbox's own endpoints"))
+    for key, choices in (
+        ("unknown_properties", UNKNOWN_PROPERTIES),
+        ("batch_errors", BATCH_ERRORS),
+    ):
+        if key in data and data[key] not in choices:
+            add(
+                ConfigProblem(
+                    key, f"unknown value {data[key]!r}", f"use one of: {', '.join(choices)}"
+                )
+            )
+    rows = data.get("max_batch_rows", 0)
+    if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 0):
+        add(ConfigProblem("max_batch_rows", "must be a whole number of items (0: no limit)"))
+    mbb = data.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+    if not isinstance(mbb, int) or isinstance(mbb, bool) or mbb < 1:
+        add(ConfigProblem("max_body_bytes", "must be a positive number of bytes"))
+    status = data.get("error_http_status", 404)
+    if (
+        not isinstance(status, int)
+        or isinstance(status, bool)
+        or not (status == 200 or 400 <= status <= 499)
+        or status in (413, 429)
+    ):
+        add(
+            ConfigProblem(
+                "error_http_status",
+                f"must be 200 or a 4xx status other than 413 and 429, got {status!r}",
+                "the documented platform answers errors with 404",
+            )
+        )

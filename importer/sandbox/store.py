@@ -112,6 +112,37 @@ class Store:
         else:
             raise ValueError(f"unknown call {kind!r}")
 
+    def apply_items(self, kind: str, items: list[dict[str, Any]], event: str | None = None) -> None:
+        """Store the accepted items of one ``import-api`` request, in order (a batch is its
+        items one after another: two items of one customer upsert twice). Same rollback rule
+        as ``apply``."""
+        if not self._in_txn:
+            self._db.execute("BEGIN")
+            self._in_txn = True
+        if kind == "user":
+            for props in items:
+                self._upsert(props)
+        elif kind == "user_delete":
+            for props in items:
+                self._delete(props)
+        elif kind == "event" and event is not None:
+            now = time.time()
+            self._db.executemany(
+                "INSERT OR IGNORE INTO events (event_name, event_id, properties, received) "
+                "VALUES (?, ?, ?, ?)",
+                [
+                    (
+                        event,
+                        key_text(p["event_id"]),
+                        dumps({k: v for k, v in p.items() if v is not None}),
+                        now,
+                    )
+                    for p in items
+                ],
+            )
+        else:
+            raise ValueError(f"unknown call {kind!r}")
+
     def commit(self) -> None:
         if self._in_txn:
             self._in_txn = False
