@@ -14,6 +14,8 @@
     ├── LockedError               another run of the same job holds the lock (exit code 4)
     ├── LedgerError               the state file is corrupt or belongs to another tool (exit
     │                             code 2)
+    ├── QuotaError                the run's plan does not fit in what is left of the daily
+    │                             quota; nothing was sent (exit code 2)
     └── DiskFullError             no space left on the disk of the ledger or the report: the
                                   run stopped, what was sent is recorded (exit code 6)
 
@@ -128,6 +130,13 @@ class LedgerError(DmImportError):
 
 #: the errnos of a write that found no room: the disk, or the user's quota, is full
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class QuotaError(DmImportError):
+    """The run's plan needs more requests than are left of ``send.daily_quota`` today; nothing
+    was sent. The message gives the numbers and the ways out (``importer.quota``)."""
+
+    exit_code = exitcodes.USAGE
 
 
 class DiskFullError(DmImportError):
