@@ -7,10 +7,10 @@ The Python API (docs/python-api.md)::
     summary = importer.run("configs/customers.yaml", ["exports/customers.csv"])
     print(summary.counts, summary.exit_code)
 
-``run``, ``arun``, ``validate``, ``preview``, ``retry``, ``list_runs`` and ``load_config`` are
-``importer.api``'s; ``Client`` and ``SDK`` the single-call SDK (``importer.client``, over
-``requests``); the exceptions ``importer.errors``'s. Each name is imported on first use, so
-``import importer`` loads neither the pipeline nor ``requests``.
+``run``, ``arun``, ``validate``, ``preview``, ``retry``, ``list_runs``, ``quota_today`` and
+``load_config`` are ``importer.api``'s; ``Client`` and ``SDK`` the single-call SDK
+(``importer.client``, over ``requests``); the exceptions ``importer.errors``'s. Each name is
+imported on first use, so ``import importer`` loads neither the pipeline nor ``requests``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .api import arun, list_runs, load_config, preview, retry, run, validate
+    from .api import arun, list_runs, load_config, preview, quota_today, retry, run, validate
     from .client import SDK, Client
     from .config import Config
     from .errors import (
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         LoadError,
         LockedError,
         NothingToRetry,
+        QuotaError,
         UsageError,
     )
     from .outcomes import Status
@@ -50,6 +51,7 @@ __all__ = [
     "LoadError",
     "LockedError",
     "NothingToRetry",
+    "QuotaError",
     "RunSummary",
     "Status",
     "UsageError",
@@ -57,6 +59,7 @@ __all__ = [
     "list_runs",
     "load_config",
     "preview",
+    "quota_today",
     "retry",
     "run",
     "validate",
@@ -70,6 +73,7 @@ _HOMES = {
     "preview": ".api",
     "retry": ".api",
     "list_runs": ".api",
+    "quota_today": ".api",
     "load_config": ".api",
     "Config": ".config",
     "RunSummary": ".report",

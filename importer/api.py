@@ -44,9 +44,19 @@ from .ledger import RunRecord, open_job_ledger, rows_to_retry, rows_to_retry_fro
 from .pipeline import ProgressFn, Run
 from .previewer import Preview
 from .previewer import preview as _preview
+from .quota import QuotaToday, requests_today
 from .report import RESULT_SUFFIXES, RunSummary, metrics_file_problem, read_results
 
-__all__ = ["arun", "list_runs", "load_config", "preview", "retry", "run", "validate"]
+__all__ = [
+    "arun",
+    "list_runs",
+    "load_config",
+    "preview",
+    "quota_today",
+    "retry",
+    "run",
+    "validate",
+]
 
 log = logging.getLogger("importer")
 
@@ -78,6 +88,7 @@ def run(
     metrics_file: str | Path | None = None,
     progress: ProgressFn | None = None,
     handle_signals: bool = False,
+    within_quota: bool = False,
 ) -> RunSummary:
     """Import ``files`` (a file, folder or glob pattern, or a list of them) with the job
     ``config`` (a ``Config`` or the path of its YAML file); the run's summary
@@ -91,14 +102,17 @@ def run(
     ``max_reject_rate``: the share of rejected rows tolerated before the run counts as failed.
     ``metrics_file``: Prometheus metrics written there. ``progress``: called with running counts.
     ``handle_signals`` (main thread only, what the command line does): SIGINT and SIGTERM stop
-    the run cleanly, its report written.
+    the run cleanly, its report written. ``within_quota``: a run whose plan does not fit in
+    what is left of ``send.daily_quota`` today sends what fits and leaves the rest ``not_sent``
+    (exit code 1) for the next run to resume, instead of stopping before it sends (docs/quota.md).
 
     Raises ``ConfigError`` (nothing sent) for a bad config or override, missing columns, a
     missing SECRET or no place for the reports or the ledger; ``LoadError`` for an input file
     that cannot be read at all; ``LockedError`` when another run of the job is going;
     ``UsageError`` for no files, a ``max_reject_rate`` outside 0..1, or a ``metrics_file``
-    that could not be written (as the command line refuses its options). ``full`` wins over
-    ``changed_only``.
+    that could not be written (as the command line refuses its options); ``QuotaError`` (exit
+    code 2, nothing sent) when the run's plan does not fit in the daily quota and not
+    ``within_quota``. ``full`` wins over ``changed_only``.
     """
     inputs = _file_list(files)
     if not inputs:
@@ -122,6 +136,7 @@ def run(
         max_reject_rate=max_reject_rate,
         metrics_file=metrics_file,
         handle_signals=handle_signals,
+        within_quota=within_quota,
     )
     return _outside_loop(job.execute)
 
@@ -139,6 +154,7 @@ async def arun(
     max_reject_rate: float | None = None,
     metrics_file: str | Path | None = None,
     progress: ProgressFn | None = None,
+    within_quota: bool = False,
 ) -> RunSummary:
     """``run`` as an awaitable: the job runs on a worker thread while the event loop goes on.
     Same arguments and errors as ``run``. Cancelling the await does not stop the job (it ends
@@ -156,6 +172,7 @@ async def arun(
         max_reject_rate=max_reject_rate,
         metrics_file=metrics_file,
         progress=progress,
+        within_quota=within_quota,
     )
 
 
@@ -188,6 +205,27 @@ def preview(
     ``importer.previewer.render_preview`` renders it as ``dmimport preview`` prints it."""
     cfg, _ = _resolve(config, overrides)
     return _preview(cfg, file, n=n, scan_all=scan_all)
+
+
+def quota_today(
+    config: ConfigLike,
+    *,
+    overrides: dict[str, Any] | None = None,
+    report_dir: str | Path | None = None,
+    ledger: str | Path | None = None,
+) -> QuotaToday:
+    """Today's requests from the job's ledger: the job's, the account's (every job of it that
+    uses this ledger; the account needs the SECRET in ``$<target.secret_env>``) and what is
+    left of ``send.daily_quota`` (``dmimport runs`` prints it). ``UsageError`` when the job
+    has no ledger yet."""
+    cfg, config_path = _resolve(config, overrides)
+    cfg = _placed(cfg, config_path, None, ledger, needs_ledger=True, writes_reports=False)
+    store = open_job_ledger(cfg, report_dir)
+    try:
+        secret = os.environ.get(cfg.target.secret_env, "").strip() or None
+        return requests_today(store, cfg, secret=secret)
+    finally:
+        store.close()
 
 
 def list_runs(

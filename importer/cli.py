@@ -56,6 +56,12 @@ def _add_run_options(p: argparse.ArgumentParser, *, network: bool) -> None:
             "--full", action="store_true", help="send every row again (no resume, no skipping)"
         )
         p.add_argument(
+            "--within-quota",
+            action="store_true",
+            help="when the plan does not fit in today's send.daily_quota, send what fits and "
+            "leave the rest not_sent for the next run (exit 1) instead of refusing (exit 2)",
+        )
+        p.add_argument(
             "--max-reject-rate",
             type=float,
             metavar="R",
@@ -269,6 +275,7 @@ def _cmd_run(args: argparse.Namespace, *, dry_run: bool) -> int:
             max_reject_rate=rate,
             metrics_file=getattr(args, "metrics_file", None),
             handle_signals=True,
+            within_quota=getattr(args, "within_quota", False),
         )
     finally:
         progress.close()
@@ -356,16 +363,17 @@ def _cmd_preview(args: argparse.Namespace) -> int:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from .api import list_runs
+    from .api import list_runs, quota_today
 
-    records = list_runs(
-        args.config, overrides=_job_overrides(args), all_jobs=args.all_jobs, limit=args.n
-    )
+    overrides = _job_overrides(args)
+    records = list_runs(args.config, overrides=overrides, all_jobs=args.all_jobs, limit=args.n)
+    today = quota_today(args.config, overrides=overrides)
     if args.json:
         print(json.dumps([r.__dict__ for r in records], ensure_ascii=False, indent=2))
         return exitcodes.OK
     if not records:
         print("no runs recorded yet")
+        print("\n".join(today.lines()))
         return exitcodes.OK
     print(f"{'run id':<24} {'job':<16} {'started':<20} {'duration':>9} {'status':<11} "
           f"{'exit':>4}  counts")  # fmt: skip
@@ -375,6 +383,8 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         exit_code = "-" if r.exit_code is None else str(r.exit_code)
         print(f"{r.run_id:<24} {r.job:<16} {r.started[:19]:<20} {duration:>9} "
               f"{r.status:<11} {exit_code:>4}  {counts}")  # fmt: skip
+    print()
+    print("\n".join(today.lines()))
     return exitcodes.OK
 
 

@@ -188,6 +188,8 @@ class RunOutputs:
         resumed_from: str | None,
         skipped_inputs: list[tuple[Path, str]],
         metrics_file: Path | None,
+        quota: dict[str, Any] | None = None,
+        out_of_quota: bool = False,
     ) -> RunSummary:
         """Every row has its outcome: finish the report, the ledger's record and the summary
         (see the module's docstring for the order)."""
@@ -246,6 +248,7 @@ class RunOutputs:
             resumed_from=resumed_from,
             skipped_inputs=[{"path": str(p), "reason": r} for p, r in skipped_inputs],
             interrupted=signal.Signals(interrupted).name if interrupted is not None else None,
+            quota=quota,
         )
         if metrics_file is not None:
             try:
@@ -258,7 +261,12 @@ class RunOutputs:
         except DiskFullError as exc:
             self.lose(exc)
         if recorder is not None:
-            status = "interrupted" if interrupted is not None else "aborted" if aborted else "done"
+            status = (
+                "interrupted" if interrupted is not None
+                # the daily quota ran out: resumable, like an interruption
+                else "quota" if out_of_quota and ledger_full is None
+                else "aborted" if aborted else "done"
+            )  # fmt: skip
             if (full := recorder.end(status, summary.counts, summary.exit_code)) is not None:
                 # the report is whole; the run stays 'running' and is resumed next time
                 log.warning("%s: the run could not be marked over", full)

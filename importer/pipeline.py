@@ -46,7 +46,9 @@ from .errors import (
     ConfigError,
     ConfigProblem,
     DiskFullError,
+    QuotaError,
 )
+from .exitcodes import USAGE
 from .interrupts import Stopper
 from .ledger import (
     BatchClassifier,
@@ -62,6 +64,7 @@ from .map import Mapper
 from .outcomes import RowResult, Status
 from .outputs import RunOutputs, RunStart
 from .producer import BatchState, Producer
+from .quota import RunQuota, count_rows, open_quota
 from .report import (
     PiiMask,
     RunSummary,
@@ -102,8 +105,12 @@ class Run:
         max_reject_rate: float | None = None,
         metrics_file: str | Path | None = None,
         handle_signals: bool = False,
+        within_quota: bool = False,
     ) -> None:
         self.config = config
+        #: a plan that does not fit in the daily quota sends what fits (``importer.quota``)
+        self.within_quota = within_quota
+        self.quota: RunQuota | None = None
         #: SIGINT and SIGTERM stop the run cleanly (the CLI; a library caller keeps its own
         #: KeyboardInterrupt): see ``Stopper.signal_handlers``
         self.handle_signals = handle_signals
@@ -183,7 +190,11 @@ class Run:
                 self.ledger = Ledger(ledger_path(self.config))
                 lock = self.ledger.lock(job)
             with lock, self.stopper.signal_handlers(self.handle_signals):
-                return self._run_locked(secret, start)
+                try:
+                    return self._run_locked(secret, start)
+                finally:
+                    if self.quota is not None:
+                        self.quota.close()
         except DiskFullError as exc:
             if not use_ledger or self.run_info is not None:
                 raise
@@ -208,6 +219,7 @@ class Run:
             recorder = OutcomeRecorder(
                 self.ledger, start.job, start.run_id, self._identities, self.stopper.disk_full
             )
+        self._plan_quota(secret, start)
         self.outputs = out = RunOutputs(
             self.config,
             start,
@@ -230,6 +242,9 @@ class Run:
                 aborted, requests = asyncio.run(self._send(secret, out))
                 if aborted and self.mask is not None:
                     aborted = self.mask.text(aborted)  # it may quote the platform's errmsg
+                if (stopped := self.quota.stopped() if self.quota else None) is not None:
+                    log.warning("%s", stopped)  # with --within-quota: exit 1, not 3
+                    aborted = aborted or (None if self.within_quota else stopped)
             self.stopper.phase = "finish"
         except BaseException as exc:
             out.abandon(exc)
@@ -237,10 +252,60 @@ class Run:
         return out.close(
             aborted=aborted,
             requests=requests,
+            quota=self.quota.summary() if self.quota else None,
+            out_of_quota=bool(self.quota and self.quota.exhausted),
             max_reject_rate=self.max_reject_rate,
             resumed_from=self.run_info.resumed_from if self.run_info else None,
             skipped_inputs=self.skipped_inputs,
             metrics_file=self.metrics_file,
+        )
+
+    def _plan_quota(self, secret: str | None, start: RunStart) -> None:
+        """The daily quota's plan, before anything is sent (``importer.quota``): its counting
+        pre-pass classifies like the run (on a ``RunInfo`` of its own; ``--dry-run`` on what
+        ``begin_run`` would open). A run that does not fit stops here, marked ``refused``."""
+        self.quota = quota = open_quota(
+            self.config, secret=secret, dry_run=self.dry_run, within_quota=self.within_quota
+        )
+        ledger, info = self.ledger, self.run_info
+        if self.dry_run and quota.ledger is not None:
+            ledger = quota.ledger
+            info = ledger.peek_run(start.job, start.config_sha, start.files)
+        if info is not None:
+            info = RunInfo(info.run_id, info.resumed_from, info.resume_chain)
+        classifier = self._classifier(ledger, info)
+        try:
+            quota.check(
+                lambda: count_rows(
+                    self.config, self.sources, mapper=self.mapper, classifier=classifier,
+                    only=self.only, stop=self.stopper.stop,
+                ),
+                changed_only=self.changed_only,
+                refuse=not self.dry_run,
+            )  # fmt: skip
+        except QuotaError:
+            if self.ledger is not None and self.run_info is not None:
+                self.ledger.end_run(
+                    self.run_info.run_id, status="refused", counts={}, exit_code=USAGE
+                )
+            with contextlib.suppress(OSError):
+                start.run_dir.rmdir()
+            raise
+
+    def _classifier(
+        self, ledger: Ledger | None, info: RunInfo | None
+    ) -> Callable[[], BatchClassifier] | None:
+        """What classifies the run's rows (resume, changed-only), if anything does."""
+        if ledger is None or info is None or not (info.resume_chain or self.changed_only):
+            return None
+        return functools.partial(
+            BatchClassifier,
+            ledger,
+            self.config.job_name,
+            info,
+            self._identities,
+            kind=self.config.job.kind,
+            changed_only=self.changed_only,
         )
 
     def _batches(self, build_bodies: bool) -> Iterator[BatchState]:
@@ -254,22 +319,7 @@ class Run:
             only=self.only,
             stop=self.stopper.stop,
         )
-        classifier = None
-        info = self.run_info
-        if (
-            self.ledger is not None
-            and info is not None
-            and (info.resume_chain or self.changed_only)
-        ):
-            classifier = functools.partial(
-                BatchClassifier,
-                self.ledger,
-                self.config.job_name,
-                info,
-                self._identities,
-                kind=self.config.job.kind,
-                changed_only=self.changed_only,
-            )
+        classifier = self._classifier(self.ledger, self.run_info)
         return producer.batches(build_bodies, classifier, self.outputs.held)
 
     async def _send(self, secret: str, out: RunOutputs) -> tuple[str | None, int]:
@@ -281,11 +331,12 @@ class Run:
         spec = _worker_spec(self.config, secret)
         transport: Transport | None = None
         sender: Sender | MultiProcessSender
+        budget = self.quota.budget if self.quota is not None else None
         if self.config.send.workers > 1:
-            sender = MultiProcessSender(spec, self.config.send.workers)
+            sender = MultiProcessSender(spec, self.config.send.workers, budget=budget)
         else:
             transport = self.transport_factory(self.config)
-            sender = spec.build_sender(transport)
+            sender = spec.build_sender(transport, budget=budget)
         source = _QueueSource(queue, sender, out)
         stop = self.stopper.stop
         self.stopper.sending(sender, loop)
@@ -300,6 +351,8 @@ class Run:
             ticker.cancel()
             if transport is not None:
                 await transport.aclose()
+            if self.quota is not None:
+                await self.quota.settle()
             stop.set()
         await producer.join()
         out.show_progress()
@@ -313,6 +366,8 @@ class Run:
             await asyncio.sleep(0.1)
             if out.recorder is not None:
                 out.recorder.flush()
+            if self.quota is not None:
+                self.quota.tick()  # the run's requests to the ledger, off the loop
             n += 1
             if n % 3 == 0:
                 out.show_progress()

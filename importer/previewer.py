@@ -22,6 +22,7 @@ from .errcodes import ErrCode
 from .job import load_job
 from .load import BadRecord, Batch, iter_batches, open_source
 from .map import Mapper
+from .quota import QuotaPlan, plan_for
 
 __all__ = ["Plan", "Preview", "PreviewRow", "preview", "render_preview"]
 
@@ -60,6 +61,9 @@ class Preview:
     source: str
     job: str = ""
     kind: str = ""
+    #: the daily quota's plan for a run over the file (``importer.quota``); None with
+    #: ``send.daily_quota: 0`` or ``scan_all=False``
+    quota: QuotaPlan | None = None
 
 
 def preview(
@@ -105,7 +109,8 @@ def preview(
         malformed = sum(1 for r in shown if r.verdict == "rejected" and r.errcode is None)
     total = valid + sum(rejected.values()) + malformed
     plan = Plan(total, valid, dict(sorted(rejected.items())), malformed, scanned_all=scan_all)
-    return Preview(shown, plan, str(path), cfg.job_name, cfg.job.kind)
+    quota = plan_for(cfg, [source], mapper=mapper) if scan_all else None
+    return Preview(shown, plan, str(path), cfg.job_name, cfg.job.kind, quota)
 
 
 def _first_rows(mapper: Mapper, batch: Batch, k: int) -> list[PreviewRow]:
@@ -148,6 +153,14 @@ def render_preview(p: Preview) -> str:
         out.append("(no records)")
     out.append("")
     out.extend(_plan_lines(p.plan))
+    if p.quota is not None:
+        out.append("")
+        out.extend(p.quota.lines())
+        if not p.quota.fits:
+            out.append(
+                "a run would stop before sending (exit 2) unless --within-quota; "
+                f"the quota resets at {p.quota.resets()}"
+            )
     return "\n".join(out)
 
 

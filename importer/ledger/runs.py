@@ -19,7 +19,10 @@ from .schema import now, transaction
 #: statuses ``end_run`` accepts; ``interrupted`` (Ctrl-C, SIGTERM) is resumable like a kill;
 #: ``refused``: the run's plan did not fit in the daily quota and it sent nothing (the next run
 #: looks past it for the run to resume)
-END_STATUSES = frozenset({"done", "aborted", "interrupted", "refused"})
+END_STATUSES = frozenset({"done", "aborted", "interrupted", "refused", "quota"})
+#: the statuses of a run the next run of the job resumes (same config, same files); ``quota``:
+#: the daily quota ran out, the rest was left ``not_sent``
+RESUMABLE = ("killed", "interrupted", "quota")
 
 _RUN_COLUMNS = (
     "run_id, job, started, finished, status, config_sha256, files_json, counts_json, "
@@ -124,7 +127,7 @@ def _to_resume(
     conn: sqlite3.Connection, job: str, config_sha256: str, files_json: str
 ) -> str | None:
     """The job's latest run (a ``refused`` one sent nothing: looked past) when it is
-    ``killed`` or ``interrupted`` and had this config hash and these file fingerprints."""
+    ``RESUMABLE`` and had this config hash and these file fingerprints."""
     latest = conn.execute(
         "SELECT run_id, status, config_sha256, files_json FROM runs WHERE job = ? "
         "AND status <> 'refused' ORDER BY rowid DESC LIMIT 1",
@@ -132,7 +135,7 @@ def _to_resume(
     ).fetchone()
     if (
         latest is not None
-        and latest[1] in ("killed", "interrupted")
+        and latest[1] in RESUMABLE
         and latest[2] == config_sha256
         and latest[3] == files_json
     ):

@@ -39,6 +39,9 @@ class RunSummary:
     skipped_inputs: list[dict[str, str]] = field(default_factory=list)
     #: the signal that stopped the run (``SIGINT``, ``SIGTERM``), if one did
     interrupted: str | None = None
+    #: the daily quota's plan and whether the run ran out of it (``importer.quota``); None
+    #: with ``send.daily_quota: 0``
+    quota: dict[str, Any] | None = None
 
     @property
     def rows_per_s(self) -> float:
@@ -71,6 +74,7 @@ class RunSummary:
             "report_dir": str(self.report_dir) if self.report_dir else None,
             "results": str(self.results_path) if self.results_path else None,
             "rejects": [str(p) for p in self.rejects_paths],
+            "quota": self.quota,
         }
 
     def write(self, run_dir: Path) -> Path:
