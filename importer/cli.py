@@ -519,6 +519,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     )
     for handler in logging.getLogger().handlers:
         handler.setFormatter(_RedactingFormatter(handler.formatter))
+    # the daily quota's plan is said at the top of every run (docs/quota.md)
+    logging.getLogger("importer.quota").setLevel(logging.INFO)
     if args.command is None:
         parser.print_help()
         return exitcodes.USAGE

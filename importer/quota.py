@@ -63,7 +63,8 @@ from .load import Source, iter_batches
 from .map import Mapper
 from .send.budget import RequestBudget
 
-log = logging.getLogger("importer")
+#: the plan is logged at INFO here: ``dmimport`` shows this logger's INFO lines
+log = logging.getLogger("importer.quota")
 
 #: the share of the requests kept as a margin for retries
 MARGIN_SHARE = 0.02
@@ -141,11 +142,17 @@ def requests_for(groups: dict[str, int], size: int) -> int:
 
 
 def margin(requests: int, size: int) -> int:
-    """The requests a plan keeps for retries and bisection (the module's docstring)."""
+    """The requests a plan keeps for retries and bisection (the module's docstring); ``size``:
+    the records of the largest request."""
     if requests == 0:
         return 0
     bisect = 2 * math.ceil(math.log2(size)) if size > 1 else 0
     return math.ceil(requests * MARGIN_SHARE) + bisect
+
+
+def largest(groups: dict[str, int], size: int) -> int:
+    """The records of the largest request ``groups`` make at ``size`` per request."""
+    return min(size, max(groups.values(), default=0))
 
 
 @dataclass(frozen=True)
@@ -169,7 +176,8 @@ class QuotaPlan:
     within_quota: bool = False
     #: the rows' groups (event names), for the ways out
     groups: dict[str, int] = field(default_factory=dict, repr=False)
-    count_s: float = 0.0
+    #: how long the counting pre-pass took (seconds)
+    count_s: float = field(default=0.0, compare=False)
 
     @property
     def needed(self) -> int:
@@ -184,9 +192,8 @@ class QuotaPlan:
         return self.needed <= self.left
 
     def rows_that_fit(self) -> int:
-        """About how many rows what is left sends (its margin kept)."""
-        room = max(0, self.left - margin(self.left, self.per_request))
-        return min(self.rows, room * self.per_request)
+        """About how many rows the requests left today send (if none is retried)."""
+        return min(self.rows, self.left * self.per_request)
 
     def resets(self, now: datetime | None = None) -> str:
         """When the quota day resets: ``00:00 Asia/Shanghai (16:00 UTC, in 3 h 5 min)``."""
@@ -206,9 +213,9 @@ class QuotaPlan:
         if not self.fits and self.within_quota:
             verdict += f": --within-quota sends about {self.rows_that_fit():,} rows"
         return [
-            f"quota plan: {self.rows:,} rows to send -> {self.requests:,} requests "
-            f"({self.per_request:,} rows per request) + {self.margin:,} margin = "
-            f"{self.needed:,} requests",
+            f"quota plan: {self.rows:,} rows to send -> {self.requests:,} request(s) "
+            f"(up to {self.per_request:,} rows each) + {self.margin:,} margin for retries and "
+            f"bisection = {self.needed:,} requests",
             f"quota today: {self.left:,} of {q:,} left on {self.day} ({self.timezone}; {used}; "
             f"{who}); {verdict}",
         ]
@@ -257,7 +264,7 @@ class QuotaPlan:
 
         def fits(size: int) -> bool:
             requests = requests_for(self.groups, size)
-            return requests + margin(requests, size) <= self.left
+            return requests + margin(requests, largest(self.groups, size)) <= self.left
 
         if not fits(hi):
             return None
@@ -289,7 +296,7 @@ def make_plan(
         rows=count.rows,
         per_request=size,
         requests=requests,
-        margin=margin(requests, size),
+        margin=margin(requests, largest(count.groups, size)),
         daily_quota=send.daily_quota,
         used_today=used_today,
         day=quota_day(send.quota_timezone, now),
@@ -363,7 +370,7 @@ class RunQuota:
             return None
         now = self.clock()
         tz = self.config.send.quota_timezone
-        tracked = self.ledger is not None
+        tracked = self.config.state.enabled
         plan = make_plan(
             self.config, count(), used_today=used_today(self.ledger, self.account, tz, now),
             account=self.account, tracked=tracked, within_quota=self.within_quota, now=now,

@@ -13,6 +13,7 @@ from importer.api import validate
 from importer.errors import ConfigError
 from importer.init import propose_config
 from importer.job import load_job, parse_job
+from importer.ledger import quota_day
 from importer.load import InputOptions, iter_batches, open_source
 from importer.map import Mapper
 from importer.previewer import Plan, PreviewRow, preview, render_preview
@@ -119,6 +120,11 @@ def test_render_shows_each_row_and_an_aligned_plan() -> None:
         "    20001 Lack of property which is primary key   1",
         "    20003 Data checking failed                    3",
         "  malformed records                               1",
+        "",
+        "quota plan: 9 rows to send -> 1 request(s) (up to 500 rows each) + 9 margin for "
+        "retries and bisection = 10 requests",
+        f"quota today: 10,000 of 10,000 left on {quota_day('Asia/Shanghai')} (Asia/Shanghai; "
+        "0 used; account unknown (no SECRET)); fits",
     ]
 
 
