@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import hashlib
 import logging
 import os
@@ -46,12 +45,9 @@ from .errors import (
     ConfigError,
     ConfigProblem,
     DiskFullError,
-    QuotaError,
 )
-from .exitcodes import USAGE
 from .interrupts import Stopper
 from .ledger import (
-    BatchClassifier,
     Identities,
     Ledger,
     OutcomeRecorder,
@@ -64,7 +60,7 @@ from .map import Mapper
 from .outcomes import RowResult, Status
 from .outputs import RunOutputs, RunStart
 from .producer import BatchState, Producer
-from .quota import RunQuota, count_rows, open_quota
+from .quota import RunQuota, classifier_for, open_quota, plan_run
 from .report import (
     PiiMask,
     RunSummary,
@@ -261,52 +257,16 @@ class Run:
         )
 
     def _plan_quota(self, secret: str | None, start: RunStart) -> None:
-        """The daily quota's plan, before anything is sent (``importer.quota``): its counting
-        pre-pass classifies like the run (on a ``RunInfo`` of its own; ``--dry-run`` on what
-        ``begin_run`` would open). A run that does not fit stops here, marked ``refused``."""
-        self.quota = quota = open_quota(
+        """The daily quota's plan, before anything is sent (``importer.quota.plan_run``)."""
+        self.quota = open_quota(
             self.config, secret=secret, dry_run=self.dry_run, within_quota=self.within_quota
         )
-        ledger, info = self.ledger, self.run_info
-        if self.dry_run and quota.ledger is not None:
-            ledger = quota.ledger
-            info = ledger.peek_run(start.job, start.config_sha, start.files)
-        if info is not None:
-            info = RunInfo(info.run_id, info.resumed_from, info.resume_chain)
-        classifier = self._classifier(ledger, info)
-        try:
-            quota.check(
-                lambda: count_rows(
-                    self.config, self.sources, mapper=self.mapper, classifier=classifier,
-                    only=self.only, stop=self.stopper.stop,
-                ),
-                changed_only=self.changed_only,
-                refuse=not self.dry_run,
-            )  # fmt: skip
-        except QuotaError:
-            if self.ledger is not None and self.run_info is not None:
-                self.ledger.end_run(
-                    self.run_info.run_id, status="refused", counts={}, exit_code=USAGE
-                )
-            with contextlib.suppress(OSError):
-                start.run_dir.rmdir()
-            raise
-
-    def _classifier(
-        self, ledger: Ledger | None, info: RunInfo | None
-    ) -> Callable[[], BatchClassifier] | None:
-        """What classifies the run's rows (resume, changed-only), if anything does."""
-        if ledger is None or info is None or not (info.resume_chain or self.changed_only):
-            return None
-        return functools.partial(
-            BatchClassifier,
-            ledger,
-            self.config.job_name,
-            info,
-            self._identities,
-            kind=self.config.job.kind,
-            changed_only=self.changed_only,
-        )
+        plan_run(
+            self.quota, self.sources, mapper=self.mapper, ledger=self.ledger,
+            run=self.run_info, start=(start.job, start.config_sha, start.files, start.run_dir),
+            changed_only=self.changed_only, only=self.only, stop=self.stopper.stop,
+            dry_run=self.dry_run,
+        )  # fmt: skip
 
     def _batches(self, build_bodies: bool) -> Iterator[BatchState]:
         """The run's batches, read, mapped and (resume, changed-only) classified."""
@@ -319,7 +279,7 @@ class Run:
             only=self.only,
             stop=self.stopper.stop,
         )
-        classifier = self._classifier(self.ledger, self.run_info)
+        classifier = classifier_for(self.config, self.ledger, self.run_info, self.changed_only)
         return producer.batches(build_bodies, classifier, self.outputs.held)
 
     async def _send(self, secret: str, out: RunOutputs) -> tuple[str | None, int]:
