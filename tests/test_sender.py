@@ -16,6 +16,7 @@ from importer.outcomes import RowResult, Status, TransportFailure, TransportKind
 from importer.protocol import DEFAULT_PROFILE, SIGNED_PROFILE, Headers, Profile
 from importer.sandbox import FaultPlan, Faults, Sandbox
 from importer.send import Request, RequestSource, Sender, StreamTransport
+from importer.send.budget import RequestBudget
 from importer.send.keylinks import KeyLinks
 from importer.send.ratelimit import RateLimiter
 from importer.send.retry import parse_retry_after, wait_for
@@ -374,3 +375,74 @@ def test_10002_under_import_api_aborts_with_advice() -> None:
         "target.protocol"
     )
     assert [(r.status, r.errcode) for r in results.values()] == [(Status.FAILED, 10002)] * 2
+
+
+def test_a_retry_after_longer_than_the_cap_aborts_saying_when_to_resume(
+    fresh_sandbox: Callable[..., Sandbox],
+) -> None:
+    sb = fresh_sandbox(faults=Faults(http_429=1.0, retry_after="3600"))
+    clock = FakeClock()
+    retry = RetryOptions(max_attempts=4, retry_after_cap_s=120)
+    before = datetime.now().astimezone()
+    sender, results = deliver_all(sb, 5, retry=retry, clock=clock, concurrency=1)
+    assert clock.waits == []  # nothing waited for
+    assert sb.stats()["requests"] == sender.requests == 1
+    assert [(r.status, r.request_id) for r in results.values()] == [(Status.NOT_SENT, None)]
+    reason = sender.abort_reason
+    assert reason is not None
+    head = (
+        "the platform answered HTTP 429 with Retry-After 3600 s, longer than "
+        "send.retry.retry_after_cap_s (120 s): stopped waiting; the rest is not sent: run the "
+        "same command again after "
+    )
+    assert reason.startswith(head)
+    when = datetime.strptime(reason.removeprefix(head)[:19], "%Y-%m-%d %H:%M:%S")
+    expected = (before + timedelta(seconds=3600)).replace(tzinfo=None)
+    assert abs((when - expected).total_seconds()) < 5
+    assert reason.endswith(f" {before.tzname()}")
+    assert sender.resume_at is not None
+
+
+def test_the_budget_is_taken_before_every_attempt_and_its_end_stops_the_run(
+    fresh_sandbox: Callable[..., Sandbox],
+) -> None:
+    sb = fresh_sandbox(faults=Faults(http_503=1.0))
+    budget = RequestBudget(6)
+    results: dict[int, RowResult] = {}
+
+    async def main() -> Sender:
+        t = StreamTransport(sb.url, timeout=5)
+        s = Sender(t, secret=sb.secret, kind="user", profile=SIGNED_PROFILE, concurrency=1,
+                   target=SIGNED_PROFILE.target("user", False, sb.secret), budget=budget,
+                   retry=RetryOptions(max_attempts=4), sleep=FakeClock().sleep)  # fmt: skip
+        await s.run(ListSource([phone_item(i) for i in range(10)]), results.__setitem__)
+        await t.aclose()
+        return s
+
+    sender = asyncio.run(main())
+    assert sb.stats()["requests"] == sender.requests == budget.used == 6
+    assert sender.quota_exhausted and budget.exhausted and not sender.aborted
+    assert sender.stop_reason == "the run's request budget (send.daily_quota) is spent"
+    # row 0 used its 4 attempts; row 1 got 2 before the budget refused its third (it keeps
+    # the outcome it has, as when a run is stopped); no later row was taken
+    assert [(r.status, r.attempts) for r in results.values()] == [
+        (Status.FAILED, 4),
+        (Status.FAILED, 2),
+    ]
+    sb.set_faults(Faults())
+    fresh = RequestBudget(1)
+    results.clear()
+
+    async def again() -> Sender:
+        t = StreamTransport(sb.url, timeout=5)
+        s = Sender(t, secret=sb.secret, kind="user", profile=SIGNED_PROFILE, concurrency=1,
+                   target=SIGNED_PROFILE.target("user", False, sb.secret), budget=fresh,
+                   sleep=FakeClock().sleep)  # fmt: skip
+        await s.run(ListSource([phone_item(i) for i in range(10)]), results.__setitem__)
+        await t.aclose()
+        return s
+
+    sender = asyncio.run(again())
+    # the first row went; the second was taken, refused a request, and stays not_sent
+    assert [r.status for r in results.values()] == [Status.OK, Status.NOT_SENT]
+    assert sender.quota_exhausted and sender.requests == 1
