@@ -13,7 +13,7 @@ import pytest
 
 from importer.config import RetryOptions
 from importer.outcomes import RowResult, Status, TransportFailure, TransportKind
-from importer.protocol import DEFAULT_PROFILE, SIGNED_PROFILE, Headers, Profile
+from importer.protocol import DEFAULT_PROFILE, IMPORT_PATH, Headers, Profile
 from importer.sandbox import FaultPlan, Faults, Sandbox
 from importer.send import Request, RequestSource, Sender, StreamTransport
 from importer.send.budget import RequestBudget
@@ -27,7 +27,7 @@ def phone_item(i: int) -> bytes:
 
 
 class ListSource(RequestSource):
-    """One record per request (the signed profile's way), each its own customer."""
+    """One record per request, each its own customer."""
 
     def __init__(self, items: list[bytes]) -> None:
         self.items = list(enumerate(items))
@@ -51,7 +51,7 @@ class FakeClock:
 
 
 def deliver_all(
-    sb: Sandbox, n: int, *, profile: Profile = SIGNED_PROFILE, concurrency: int = 4,
+    sb: Sandbox, n: int, *, profile: Profile = DEFAULT_PROFILE, concurrency: int = 4,
     retry: RetryOptions | None = None, clock: FakeClock | None = None,
 ) -> tuple[Sender, dict[int, RowResult]]:  # fmt: skip
     bodies = [phone_item(i) for i in range(n)]
@@ -142,9 +142,9 @@ def test_errcode_10000_is_retried_and_then_succeeds(fresh_sandbox: Callable[...,
     # exactly the attempts a plan of the same seed predicts (9 at most), on every run.
     plan = FaultPlan(faults)
     for i, r in results.items():
-        body = SIGNED_PROFILE.body("user", [phone_item(i)])
+        body = DEFAULT_PROFILE.body("user", [phone_item(i)])
         needed = 1
-        while plan.draw("/v1/user", body) is not None:
+        while plan.draw(IMPORT_PATH, body) is not None:
             needed += 1
         assert r.attempts == needed, i
 
@@ -155,8 +155,8 @@ def test_row_errors_are_never_retried(fresh_sandbox: Callable[..., Sandbox]) -> 
 
     async def main() -> None:
         t = StreamTransport(sb.url)
-        target = SIGNED_PROFILE.target("user", False, sb.secret)
-        s = Sender(t, secret=sb.secret, kind="user", target=target, profile=SIGNED_PROFILE)
+        target = DEFAULT_PROFILE.target("user", False, sb.secret)
+        s = Sender(t, secret=sb.secret, kind="user", target=target, profile=DEFAULT_PROFILE)
         (results[0],) = await s.deliver(Request((0,), (b'{"name":"no key"}',)))
         await t.aclose()
 
@@ -171,6 +171,7 @@ def test_signature_storm_aborts_after_a_bounded_number_of_requests(
     sb = fresh_sandbox()
     # Sending the signature under a header name the server does not read: every call 20004.
     wrong = Profile(protocol="signed", headers=Headers(signature="X-Not-The-Signature"))
+    # 20004 exists only under the signed profile
     sender, results = deliver_all(sb, 500, profile=wrong, concurrency=4)
     assert sender.aborted
     assert sender.abort_reason is not None
@@ -185,8 +186,8 @@ def test_wrong_secret_aborts_at_once(fresh_sandbox: Callable[..., Sandbox]) -> N
 
     async def main() -> Sender:
         t = StreamTransport(sb.url)
-        s = Sender(t, secret="wrong", kind="user", profile=SIGNED_PROFILE,
-                   target=SIGNED_PROFILE.target("user", False, "wrong"),
+        s = Sender(t, secret="wrong", kind="user", profile=DEFAULT_PROFILE,
+                   target=DEFAULT_PROFILE.target("user", False, "wrong"),
                    concurrency=2, sleep=FakeClock().sleep)  # fmt: skip
         await s.run(ListSource(bodies), lambda tok, res: None)
         await t.aclose()
@@ -412,8 +413,8 @@ def test_the_budget_is_taken_before_every_attempt_and_its_end_stops_the_run(
 
     async def main() -> Sender:
         t = StreamTransport(sb.url, timeout=5)
-        s = Sender(t, secret=sb.secret, kind="user", profile=SIGNED_PROFILE, concurrency=1,
-                   target=SIGNED_PROFILE.target("user", False, sb.secret), budget=budget,
+        s = Sender(t, secret=sb.secret, kind="user", profile=DEFAULT_PROFILE, concurrency=1,
+                   target=DEFAULT_PROFILE.target("user", False, sb.secret), budget=budget,
                    retry=RetryOptions(max_attempts=4), sleep=FakeClock().sleep)  # fmt: skip
         await s.run(ListSource([phone_item(i) for i in range(10)]), results.__setitem__)
         await t.aclose()
@@ -435,8 +436,8 @@ def test_the_budget_is_taken_before_every_attempt_and_its_end_stops_the_run(
 
     async def again() -> Sender:
         t = StreamTransport(sb.url, timeout=5)
-        s = Sender(t, secret=sb.secret, kind="user", profile=SIGNED_PROFILE, concurrency=1,
-                   target=SIGNED_PROFILE.target("user", False, sb.secret), budget=fresh,
+        s = Sender(t, secret=sb.secret, kind="user", profile=DEFAULT_PROFILE, concurrency=1,
+                   target=DEFAULT_PROFILE.target("user", False, sb.secret), budget=fresh,
                    sleep=FakeClock().sleep)  # fmt: skip
         await s.run(ListSource([phone_item(i) for i in range(10)]), results.__setitem__)
         await t.aclose()

@@ -6,6 +6,7 @@ signals: SIGINT and SIGTERM stop a run cleanly, children die with their parent (
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -19,8 +20,13 @@ import pytest
 from helpers import dmimport, read_results, start_dmimport, write_csv
 
 from importer.api import run
+from importer.config import RetryOptions
+from importer.outcomes import RowResult, Status
+from importer.protocol import DEFAULT_PROFILE
 from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox
+from importer.send import MultiProcessSender, Request, RequestSource, WorkerSpec
+from importer.send.budget import RequestBudget
 
 pytestmark = pytest.mark.slow  # sender processes, signals
 
@@ -339,3 +345,57 @@ def test_a_sender_process_that_dies_stops_the_run_with_a_report(
     # rows the dead process sent but whose answer it never passed on are not_sent (the next
     # run sends them again): never ok without the platform's answer
     assert summary["counts"]["ok"] <= sent(sb)
+
+
+def test_sender_processes_bisect_batches_number_requests_apart_and_add_up_their_counters() -> None:
+    """``MultiProcessSender`` as a library: batches with bad rows go to two processes; each
+    row ends as if sent alone, request ids are unique across processes, the counters add up,
+    and the shared budget counts every request."""
+    profile = DEFAULT_PROFILE
+    with Sandbox(batch_errors="store_valid") as sb:
+        spec = WorkerSpec(
+            base_url=sb.url, timeout=5, verify=True, ca_file=None, secret=sb.secret,
+            kind="user", target=profile.target("user", False, sb.secret),
+            shown_url=sb.url + profile.shown_target("user", False), profile=profile,
+            concurrency=4, retry=RetryOptions(), rate_limit=None, ordered=True,
+            abort_after_signature_failures=5,
+        )  # fmt: skip
+        bad = {3, 77, 78, 150, 399}
+        requests = []
+        for start in range(0, 400, 50):
+            rows = tuple(range(start, start + 50))
+            items = tuple(
+                b'{"username":"u%d"}' % i if i in bad else b'{"phone":"139%08d"}' % i for i in rows
+            )
+            requests.append(Request(rows, items, tuple(f"139{i:08d}" for i in rows)))
+        budget = RequestBudget(10_000)
+        sender = MultiProcessSender(spec, 2, budget=budget)
+        results: dict[int, RowResult] = {}
+
+        class Source(RequestSource):
+            async def next_request(self) -> Request | None:
+                return requests.pop(0) if requests else None
+
+        asyncio.run(sender.run(Source(), results.__setitem__))
+
+        assert sorted(results) == list(range(400))
+        assert {i for i, r in results.items() if r.status is Status.FAILED} == bad
+        assert {results[i].errcode for i in bad} == {20001}
+        assert len(sb.customers()) == 400 - len(bad)
+        stats = sb.stats()
+        assert sender.requests == stats["requests"] == budget.used
+        assert sender.batch_requests <= sender.requests
+        assert 0 < sender.bisect_requests == sender.requests - 8
+        assert (sender.too_big_splits, sender.batch_limit, sender.quota_exhausted) == (
+            0,
+            None,
+            False,
+        )
+        # rows carried by one request share its id; two requests never share one, whichever
+        # process made them (ids of a process: i + 1, i + 1 + 2, ...)
+        carried: dict[int, set[int]] = {}
+        for i, r in results.items():
+            assert r.request_id is not None
+            carried.setdefault(r.request_id, set()).add(i // 50)
+        assert all(len(batches) == 1 for batches in carried.values())
+        assert {rid % 2 for rid in carried} == {0, 1}
