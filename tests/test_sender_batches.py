@@ -6,6 +6,7 @@ request ids, and the rows an unanswered attempt makes ambiguous."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -260,3 +261,55 @@ def test_rows_whose_request_went_unanswered_are_ambiguous(
         assert results[i].ambiguous is reset, i
     assert any(r.ambiguous for r in results.values())
     assert not all(r.ambiguous for r in results.values())
+
+
+def test_a_batch_orders_each_of_its_customers_apart_not_all_of_them_together() -> None:
+    """Request 2 carries customers A and C; request 3 carries B alone, who was in request 1
+    with A. Request 3 waits for request 1 (B's earlier row), not for request 2: the rows of
+    a batch are different customers. Request 4 (C) waits for request 2."""
+    a, b, c = (encode_body(record(n, "order")) for n in (1, 2, 3))
+    requests = [
+        Request((0, 1), (a, b), ("A", "B"), (("A",), ("B",))),
+        Request((2, 3), (a, c), ("A", "C"), (("A",), ("C",))),
+        Request((4,), (b,), ("B",), (("B",),)),
+        Request((5,), (c,), ("C",), (("C",),)),
+    ]
+    events: list[str] = []
+    b_alone = asyncio.Event()
+    ok = b'{"errcode":0,"errmsg":"success"}'
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                body = await reader.readexactly(length)
+                name = "".join(n for n, item in (("A", a), ("B", b), ("C", c)) if item in body)
+                events.append(f"got {name}")
+                if name == "B":
+                    b_alone.set()
+                if name == "AC":  # held until B alone has arrived (or 3 s: the bug)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(b_alone.wait(), 3)
+                events.append(f"answered {name}")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ok), ok))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        t = StreamTransport(url, timeout=10)
+        s = Sender(t, secret="s", kind="user", profile=DEFAULT_PROFILE, concurrency=4,
+                   target=DEFAULT_PROFILE.target("user", False, "s"), sleep=instant)  # fmt: skip
+        await s.run(ListSource(requests), lambda token, result: None)
+        await t.aclose()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+    assert events.index("got B") < events.index("answered AC")
+    assert events.index("answered AB") < events.index("got AC")
+    assert events.index("answered AB") < events.index("got B")
+    assert events.index("answered AC") < events.index("got C")

@@ -48,7 +48,7 @@ from ..outcomes import NOT_SENT_MESSAGE, RowResult, Status, not_sent
 from ..protocol import Profile
 from .budget import RequestBudget
 from .keylinks import KeyLinks
-from .sender import QUOTA_STOP, Budget, Request, RequestSource, Sender, _Stops
+from .sender import QUOTA_STOP, Budget, Request, RequestSource, Sender, _Stops, link_request
 from .streaks import FailureStreaks
 from .transport import StreamTransport, Transport
 
@@ -543,7 +543,7 @@ class MultiProcessSender(_Stops):
                 next_id += 1
                 ordering: tuple[Any, ...] = keys
                 if ordered and keys:
-                    ordering = links.tokens(keys)
+                    ordering = link_request(links, request)
                     held = owners.holders(ordering)
                     if not held:
                         i = route(keys, self.workers)

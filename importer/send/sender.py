@@ -285,7 +285,7 @@ class Sender(_Stopping):
             keys = request.keys
             done: asyncio.Future[None] | None = None
             if self.ordered and keys:
-                order = keys if self.links is None else self.links.tokens(keys)
+                order = keys if self.links is None else link_request(self.links, request)
                 # Register in file order before any await, then wait for earlier requests of
                 # the same customer.
                 waits = [f for k in order if (f := last.get(k)) is not None]
@@ -426,6 +426,20 @@ class Sender(_Stopping):
             self.stop("another sender process reached a failure bound")
             return True
         return False
+
+
+def link_request(links: KeyLinks, request: Request) -> tuple[Any, ...]:
+    """The customer tokens ``request`` must not overtake: each row's values are linked as one
+    customer (``row_keys``; without them, ``keys`` are one row's), never the rows of a batch
+    together (they are different customers). Every token a row's linking returns is kept:
+    one that a later row merged into another still orders what registered under it."""
+    row_keys = request.row_keys
+    if not row_keys:
+        return links.tokens(request.keys)
+    if len(row_keys) == 1:
+        return links.tokens(row_keys[0])
+    tokens = links.tokens
+    return tuple(dict.fromkeys(t for keys in row_keys for t in tokens(keys)))
 
 
 def _result(
