@@ -3,11 +3,19 @@ plan before sending, the refusal, ``--within-quota``, and ``dmimport runs``."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import yaml
+from helpers import dmimport, write_csv
+
+from importer.config import Config
+from importer.job import parse_job
 from importer.ledger import (
     SCHEMA_VERSION,
     Ledger,
@@ -17,6 +25,8 @@ from importer.ledger import (
     quota_day,
     short_account,
 )
+from importer.quota import MARGIN_SHARE, RowCount, make_plan, margin, per_request
+from importer.sandbox import Sandbox
 from importer.send.budget import RequestBudget
 
 SECRET = "s3cr3t-Quota+/="
@@ -164,3 +174,177 @@ def test_a_refused_run_is_looked_past_by_the_next_runs_resume(tmp_path: Path) ->
         third = led.begin_run("customers", "r3", "cfg", FILES)
         assert (third.resumed_from, third.resume_chain) == ("r1", ("r1",))
         assert [r.status for r in led.runs("customers")] == ["running", "refused", "interrupted"]
+
+
+# -- the plan ----------------------------------------------------------------------------------
+def _config(**send: Any) -> Config:
+    return parse_job(
+        {
+            "job": {"name": "quotajob", "kind": "user", "primary_keys": ["phone"]},
+            "columns": {"phone": "phone", "username": "name"},
+            "send": send,
+        }
+    )
+
+
+def test_the_plan_counts_requests_per_batch_and_keeps_a_margin() -> None:
+    now = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)  # 20:00 in Shanghai
+    count = RowCount({"": 60_000})
+    plan = make_plan(
+        _config(), count, used_today=9_800, account=account_of(BASE, SECRET), tracked=True,
+        now=now,
+    )  # fmt: skip
+    # 60,000 rows / 500 = 120 requests; 2% (3) + one bad row's bisection (2 x 9)
+    assert (plan.requests, plan.margin, plan.needed) == (120, 21, 141)
+    assert (plan.left, plan.fits, plan.day) == (200, True, "2026-12-05")
+    assert plan.resets() == "00:00 Asia/Shanghai (2026-12-05 16:00 UTC)"
+    assert plan.lines() == [
+        "quota plan: 60,000 rows to send -> 120 request(s) (up to 500 rows each) + 21 margin "
+        "for retries and bisection = 141 requests",
+        f"quota today: 200 of 10,000 left on 2026-12-05 (Asia/Shanghai; 9,800 used; account "
+        f"{account_of(BASE, SECRET)[:12]}); fits",
+    ]
+    # events go per event name; deletes and the signed profile one row per request
+    events = make_plan(
+        _config(batch_rows=100), RowCount({"order": 250, "refund": 1}), used_today=0,
+        account=None, tracked=True, now=now,
+    )  # fmt: skip
+    assert (events.requests, events.margin) == (4, 1 + 2 * 7)
+    signed = _config()
+    signed = signed.model_copy(
+        update={"target": signed.target.model_copy(update={"protocol": "signed"})}
+    )
+    assert per_request(signed) == 1
+    one_by_one = make_plan(signed, count, used_today=0, account=None, tracked=True, now=now)
+    assert (one_by_one.requests, one_by_one.margin) == (60_000, 1_200)
+    assert margin(0, 500) == 0 and MARGIN_SHARE == 0.02
+
+
+def test_the_refusal_gives_the_numbers_and_the_ways_out() -> None:
+    now = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    cfg = _config(batch_rows=10, daily_quota=15)
+    plan = make_plan(cfg, RowCount({"": 100}), used_today=0, account=None, tracked=True, now=now)
+    assert (plan.requests, plan.margin, plan.fits) == (10, 9, False)
+    assert str(plan.refusal(cfg, changed_only=False)) == (
+        "the run needs 19 requests (10 for 100 rows at 10 rows per request, + 9 margin for "
+        "retries and bisection) but 15 of send.daily_quota 15 are left today (2026-12-05, "
+        "Asia/Shanghai: 0 used by this account); nothing was sent. Ways out: bigger batches "
+        "(send.batch_rows: 25 fits); --changed-only (send only the rows that changed since the "
+        "last run); --within-quota (send about 100 rows now, the rest on the next run); a later "
+        "day: the quota resets at 00:00 Asia/Shanghai (2026-12-05 16:00 UTC)"
+    )
+    # already changed-only, and no batch size fits: those ways are not offered
+    tight = make_plan(
+        _config(batch_rows=10, daily_quota=8), RowCount({"": 100}), used_today=0, account=None,
+        tracked=True, now=now,
+    )  # fmt: skip
+    text = str(tight.refusal(cfg, changed_only=True))
+    assert "Ways out: --within-quota (send about 80 rows now, the rest on the next run); a " in text
+    assert "bigger batches" not in text and "--changed-only" not in text
+
+
+# -- runs against the sandbox --------------------------------------------------------------------
+def _job(tmp_path: Path, url: str, n: int = 100, **send: Any) -> tuple[Path, Path]:
+    """A customer job of ``n`` rows against ``url``, its ledger and reports in ``tmp_path``."""
+    send = {"rate_limit": None, **send}
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "job": {"name": "quotajob", "kind": "user", "primary_keys": ["phone"]},
+                "target": {"base_url": url},
+                "columns": {"phone": "phone", "username": "name"},
+                "send": send,
+                "report": {"dir": str(tmp_path / "reports")},
+            }
+        ),
+        encoding="utf-8",
+    )
+    rows = [[f"0162{i:07d}", f"name-{i}"] for i in range(n)]
+    return config, write_csv(tmp_path / "people.csv", ["phone", "name"], rows)
+
+
+def _requests_today(tmp_path: Path, secret: str, url: str, tz: str = "Asia/Shanghai") -> dict:
+    with Ledger(tmp_path / "reports" / "state.db") as led:
+        return led.requests(quota_day(tz), account=account_of(url, secret))
+
+
+def test_a_run_that_does_not_fit_stops_before_sending_with_exit_2(
+    tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
+) -> None:
+    sb = fresh_sandbox()
+    config, data = _job(tmp_path, sb.url, batch_rows=10, daily_quota=15)
+    day = quota_day("Asia/Shanghai")
+    at = next_reset("Asia/Shanghai")
+    out = dmimport("run", config, data, secret=sb.secret)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.splitlines()[-1] == (
+        "error: the run needs 19 requests (10 for 100 rows at 10 rows per request, + 9 margin "
+        "for retries and bisection) but 15 of send.daily_quota 15 are left today "
+        f"({day}, Asia/Shanghai: 0 used by this account); nothing was sent. Ways out: bigger "
+        "batches (send.batch_rows: 25 fits); --changed-only (send only the rows that changed "
+        "since the last run); --within-quota (send about 100 rows now, the rest on the next "
+        "run); a later day: the quota resets at 00:00 Asia/Shanghai "
+        f"({at.astimezone(UTC):%Y-%m-%d %H:%M} UTC)"
+    )
+    assert "INFO importer.quota: quota plan: 100 rows to send -> 10 request(s)" in out.stderr
+    assert sb.stats()["requests"] == 0
+    # no report folder is left behind; the ledger says the run was refused
+    assert [p for p in (tmp_path / "reports").iterdir() if p.is_dir()] == []
+    with Ledger(tmp_path / "reports" / "state.db") as led:
+        [record] = led.runs("quotajob")
+    assert (record.status, record.exit_code) == ("refused", 2)
+    assert _requests_today(tmp_path, sb.secret, sb.url) == {}
+
+
+def test_dry_run_shows_the_plan_and_writes_it_to_the_summary(
+    tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
+) -> None:
+    sb = fresh_sandbox()
+    config, data = _job(tmp_path, sb.url, batch_rows=10, daily_quota=15)
+    out = dmimport("run", config, data, "--dry-run", "--json", secret=sb.secret)
+    assert out.returncode == 0, out.stderr
+    account = account_of(sb.url, sb.secret)[:12]
+    assert out.stderr.splitlines()[:2] == [
+        "INFO importer.quota: quota plan: 100 rows to send -> 10 request(s) (up to 10 rows "
+        "each) + 9 margin for retries and bisection = 19 requests",
+        f"INFO importer.quota: quota today: 15 of 15 left on {quota_day('Asia/Shanghai')} "
+        f"(Asia/Shanghai; 0 used; account {account}); does NOT fit",
+    ]
+    assert "WARNING importer.quota: the run needs 19 requests" in out.stderr
+    quota = json.loads(out.stdout)["quota"]
+    assert {k: quota[k] for k in ("rows", "requests", "margin", "needed", "left", "fits")} == {
+        "rows": 100, "requests": 10, "margin": 9, "needed": 19, "left": 15, "fits": False,
+    }  # fmt: skip
+    assert sb.stats()["requests"] == 0
+
+
+def test_runs_shows_todays_requests_of_the_job_and_the_account(
+    tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
+) -> None:
+    sb = fresh_sandbox()
+    config, data = _job(tmp_path, sb.url, batch_rows=10, daily_quota=15)
+    assert dmimport("run", config, data, secret=sb.secret).returncode == 2  # makes the ledger
+    account = account_of(sb.url, sb.secret)
+    day = quota_day("Asia/Shanghai")
+    with Ledger(tmp_path / "reports" / "state.db") as led:
+        led.add_requests(account, day, "quotajob", 4)
+        led.add_requests(account, day, "orders", 3)  # another job of the account
+        led.add_requests(account_of(sb.url, "another"), day, "quotajob", 50)  # another account
+    at = next_reset("Asia/Shanghai").astimezone(UTC)
+    out = dmimport("runs", config, secret=sb.secret)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-2:] == [
+        f"requests today ({day}, Asia/Shanghai): job quotajob 4",
+        f"account {account[:12]} (every job in this ledger): 7 requests; 8 of "
+        f"send.daily_quota 15 left; resets at 00:00 Asia/Shanghai ({at:%Y-%m-%d %H:%M} UTC)",
+    ]
+    assert " refused " in out.stdout
+    # without the SECRET, the job's requests on every account, and what is missing said
+    out = dmimport("runs", config)
+    assert out.stdout.splitlines()[-2:] == [
+        f"requests today ({day}, Asia/Shanghai): job quotajob 54",
+        "the account's total and the quota left need the SECRET ($DMART_SECRET is not set); "
+        f"send.daily_quota 15; resets at 00:00 Asia/Shanghai ({at:%Y-%m-%d %H:%M} UTC)",
+    ]
+    assert sb.secret not in out.stdout

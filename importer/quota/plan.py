@@ -156,14 +156,10 @@ class QuotaPlan:
         """About how many rows the requests left today send (if none is retried)."""
         return min(self.rows, self.left * self.per_request)
 
-    def resets(self, now: datetime | None = None) -> str:
-        """When the quota day resets: ``00:00 Asia/Shanghai (16:00 UTC, in 3 h 5 min)``."""
+    def resets(self) -> str:
+        """When the quota day resets: ``00:00 Asia/Shanghai (2026-12-06 16:00 UTC)``."""
         at = self.resets_at
-        text = f"{at:%H:%M} {self.timezone} ({at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
-        if now is not None:
-            minutes = max(0, int((at - now).total_seconds() // 60))
-            text += f", in {minutes // 60} h {minutes % 60} min"
-        return text + ")"
+        return f"{at:%H:%M} {self.timezone} ({at.astimezone(UTC):%Y-%m-%d %H:%M} UTC)"
 
     def lines(self) -> list[str]:
         """The plan as shown by ``preview``, ``--dry-run`` and at the top of a run."""
@@ -190,9 +186,7 @@ class QuotaPlan:
         out["count_s"] = round(self.count_s, 3)
         return out
 
-    def refusal(
-        self, config: Config, *, changed_only: bool, now: datetime | None = None
-    ) -> QuotaError:
+    def refusal(self, config: Config, *, changed_only: bool) -> QuotaError:
         """The error that stops a run whose plan does not fit (exit 2): the numbers and the
         ways out."""
         text = (
@@ -214,28 +208,18 @@ class QuotaPlan:
             f"--within-quota (send about {self.rows_that_fit():,} rows now, the rest on the "
             "next run)"
         )
-        ways.append(f"a later day: the quota resets at {self.resets(now)}")
+        ways.append(f"a later day: the quota resets at {self.resets()}")
         return QuotaError(text + " " + "; ".join(ways))
 
     def _batch_rows_that_fit(self) -> int | None:
-        """The smallest ``send.batch_rows`` with which the plan fits (None: none does)."""
-        if self.left <= 0:
-            return None
-        lo, hi = self.per_request, 100_000
-
-        def fits(size: int) -> bool:
+        """The smallest ``send.batch_rows`` (up to 100,000, the config's bound) with which the
+        plan fits; None when none does. (Not a bisection: the margin grows with the batch.)"""
+        top = min(100_000, max(self.groups.values(), default=0))
+        for size in range(self.per_request + 1, top + 1):
             requests = requests_for(self.groups, size)
-            return requests + margin(requests, largest(self.groups, size)) <= self.left
-
-        if not fits(hi):
-            return None
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if fits(mid):
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
+            if requests + margin(requests, largest(self.groups, size)) <= self.left:
+                return size
+        return None
 
 
 def make_plan(
@@ -311,7 +295,7 @@ class QuotaToday:
             return [
                 head,
                 f"the account's total and the quota left need the SECRET (${self.secret_env} "
-                "is not set); send.daily_quota {self.daily_quota:,}; {reset}",
+                f"is not set); send.daily_quota {self.daily_quota:,}; {reset}",
             ]
         assert self.account_requests is not None
         quota = (

@@ -113,7 +113,7 @@ class RunQuota:
                 f"{plan.daily_quota:,}",
             )
         if not plan.fits and not self.within_quota:
-            refusal = plan.refusal(self.config, changed_only=changed_only, now=now)
+            refusal = plan.refusal(self.config, changed_only=changed_only)
             if refuse:
                 raise refusal
             log.warning("%s", refusal)
@@ -160,13 +160,11 @@ class RunQuota:
         now = self.clock()
         tz = self.config.send.quota_timezone
         at = next_reset(tz, now)
-        minutes = max(0, int((at - now).total_seconds() // 60))
         return (
             f"the daily quota ran out after {self.budget.used:,} requests of this run "
-            f"(send.daily_quota {self.config.send.daily_quota:,}, {quota_day(tz, now)} "
-            f"{tz}): the rows not sent are resumed by the next run; the quota resets at "
-            f"{at:%H:%M} {tz} ({at.astimezone(UTC):%Y-%m-%d %H:%M} UTC, in "
-            f"{minutes // 60} h {minutes % 60} min)"
+            f"(send.daily_quota {self.config.send.daily_quota:,}, {quota_day(tz, now)} {tz}): "
+            f"the rows not sent are resumed by the next run; the quota resets at {at:%H:%M} "
+            f"{tz} ({at.astimezone(UTC):%Y-%m-%d %H:%M} UTC)"
         )
 
     def summary(self) -> dict[str, Any] | None:
