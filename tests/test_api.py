@@ -27,12 +27,12 @@ send: {concurrency: 4}
 """
 
 PUBLIC = {
-    "run", "arun", "validate", "preview", "retry", "list_runs", "load_config",
+    "run", "arun", "validate", "preview", "retry", "list_runs", "load_config", "quota_today",
     "Config", "RunSummary", "Status", "Client", "SDK",
 }  # fmt: skip
 EXCEPTIONS = {
     "DmImportError", "UsageError", "NothingToRetry", "ConfigError", "LoadError",
-    "LockedError", "LedgerError", "DiskFullError", "Interrupted",
+    "LockedError", "LedgerError", "DiskFullError", "Interrupted", "QuotaError",
 }  # fmt: skip
 
 
