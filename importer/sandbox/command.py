@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .faults import Faults, parse_fault_specs
-from .schema import BATCH_ERRORS, UNKNOWN_PROPERTIES, Schema, load_schema
+from .schema import BATCH_ERRORS, TOO_BIG, UNKNOWN_PROPERTIES, Schema, load_schema
 from .server import SandboxServer, stderr_log
 from .store import Store, read_customers, read_events
 
@@ -37,6 +37,10 @@ ACCOUNT_OPTIONS = (
     "max_body_bytes",
     "unknown_properties",
     "error_http_status",
+    "too_big",
+    "rate_limit_per_s",
+    "daily_quota",
+    "quota_timezone",
 )
 
 
@@ -67,11 +71,18 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=FRACTION",
         help="inject a fault into a fraction of requests; repeatable. NAME: 503, 500, 429, "
-        "10000, 20004, reset, truncated, non_json, stall (or http_503, errcode_10000, ...)",
+        "10000, 20004, reset, truncated, non_json, stall, blacklisted, late_apply (or http_503, "
+        "errcode_10000, ...)",
     )
     serve.add_argument("--retry-after", default="1", help="Retry-After value sent with 429")
     serve.add_argument(
         "--stall-s", type=float, default=60.0, help="how long a stalled request waits (default 60)"
+    )
+    serve.add_argument(
+        "--late-apply-s",
+        type=float,
+        default=30.0,
+        help="how long a late_apply request is held before it is applied (default 30)",
     )
     account = serve.add_argument_group(
         "account settings", "override the schema file's keys of the same names"
@@ -97,6 +108,26 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         type=int,
         metavar="STATUS",
         help="import-api: HTTP status of an errcode answer (default 404; or 200)",
+    )
+    account.add_argument(
+        "--too-big",
+        choices=TOO_BIG,
+        help="past a size limit: answer HTTP 413, or close the connection while the body comes",
+    )
+    account.add_argument(
+        "--rate-limit-per-s",
+        type=float,
+        metavar="N",
+        help="API requests a second; past it HTTP 429 with Retry-After (0: no limit)",
+    )
+    account.add_argument(
+        "--daily-quota",
+        type=int,
+        metavar="N",
+        help="API requests a day; past it HTTP 429 until midnight (0: no quota)",
+    )
+    account.add_argument(
+        "--quota-timezone", metavar="ZONE", help="time zone of the account's day (Asia/Shanghai)"
     )
     serve.add_argument("--quiet", action="store_true", help="no shutdown summary on stderr")
     serve.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
@@ -131,6 +162,7 @@ def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
             latency_ms=args.latency_ms,
             retry_after=args.retry_after,
             stall_s=args.stall_s,
+            late_apply_s=args.late_apply_s,
             **parse_fault_specs(args.fault),
         )
     except ConfigError as exc:

@@ -65,6 +65,8 @@ class Output(asyncio.Protocol):
         self.continued = False
         #: after a too-big request: body bytes still to discard before closing (-1: unknown)
         self.draining: int | None = None
+        #: the request the ``late_apply`` fault holds
+        self.late: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -127,6 +129,18 @@ class Output(asyncio.Protocol):
             self.timer = None
         if self.transport is not None:
             self.transport.close()
+
+    def reset(self) -> None:
+        """Close at once with a TCP RST, unread input and queued answers dropped."""
+        self.closed = True
+        self.outbox = []
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        sock = t.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        t.abort()
 
     def abort(self) -> None:
         self.closed = True
@@ -240,12 +254,20 @@ class Connection(Output):
         if debug is None:
             self._reply(400, json_bytes({"error": "debug must be true or false"}), close)
             return
+        refused = srv.admit()
+        if refused is not None:
+            extra = b"Retry-After: %d\r\n" % refused[0]
+            self._reply(429, refused[1], close, content_type=TEXT_TYPE, extra=extra)
+            return
         fault = srv.plan.draw(path, req.body)
         delay = srv.plan.latency_s()
         if fault is not None:
             stats.by_fault[fault] += 1
             if fault == "stall":
                 delay += srv.faults.stall_s
+            elif fault == "late_apply":
+                self._hold(req, kind, debug, delay + srv.faults.late_apply_s)
+                return
         if delay > 0:
             self.busy = True
             loop = srv.loop
@@ -262,6 +284,34 @@ class Connection(Output):
         self._execute(req, kind, debug, fault, KEEP if req.keep_alive else CLOSE)
         self.process()
 
+    def _hold(self, req: Request, kind: str, debug: bool, delay: float) -> None:
+        """The ``late_apply`` fault: apply ``req`` in ``delay`` seconds whatever becomes of
+        this connection (a timer of the server's, not cancelled when the client gives up)."""
+        self.busy = True
+        loop = self.srv.loop
+        assert loop is not None
+        self.late = loop.call_later(delay, self._late, req, kind, debug)
+        self.srv.held.add(self.late)
+
+    def _late(self, req: Request, kind: str, debug: bool) -> None:
+        srv = self.srv
+        if self.late is not None:
+            srv.held.discard(self.late)
+            self.late = None
+        self.busy = False
+        if srv.log is not None:
+            srv.log(f"{req.method} {req.path}?{shown_query(req.query)} applied late")
+        status, body, content_type = srv.answer(kind, req, debug)
+        if srv.store.dirty:
+            srv.schedule_commit()  # nobody may be waiting for it: the client may be gone
+        if self.closed:
+            return
+        srv.stats.by_http_status[str(status)] += 1
+        close = not req.keep_alive
+        data = http_response(status, body, content_type=content_type, close=close)
+        self.queue(data, CLOSE if close else KEEP)
+        self.process()
+
     def _execute(self, req: Request, kind: str, debug: bool, fault: str | None, after: int) -> None:
         close = after == CLOSE
         srv = self.srv
@@ -270,6 +320,10 @@ class Connection(Output):
             srv.log(shown + (f" fault={fault}" if fault else ""))
         if fault is None:
             status, body, content_type = srv.answer(kind, req, debug)
+            if status == 413 and srv.schema.too_big == "close":
+                srv.stats.closed_too_big += 1
+                self.reset()
+                return
             srv.stats.by_http_status[str(status)] += 1
             if body is OK_BODY and not close:
                 self.queue(OK_KEEP)
@@ -300,6 +354,11 @@ class Connection(Output):
         stats = self.srv.stats
         stats.requests += 1
         stats.by_path[exc.path if exc.path in self.srv.routes else "<other>"] += 1
+        if self.srv.schema.too_big == "close":
+            # no answer: the connection is reset while the client is still sending
+            stats.closed_too_big += 1
+            self.reset()
+            return
         stats.by_http_status["413"] += 1
         data = http_response(413, TOO_BIG_BODY, content_type=TEXT_TYPE, close=True)
         if not exc.remaining:  # all of it is here (or unknown and the client may be done)

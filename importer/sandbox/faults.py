@@ -29,6 +29,7 @@ FAULT_KINDS = (
     "stall",
     "errcode_20004",
     "blacklisted",
+    "late_apply",
 )
 
 #: Short names accepted by ``--fault NAME=FRACTION`` besides the field names.
@@ -39,6 +40,7 @@ ALIASES = {
     "10000": "errcode_10000",
     "20004": "errcode_20004",
     "non-json": "non_json",
+    "late-apply": "late_apply",
 }
 
 
@@ -94,8 +96,13 @@ class Faults:
     #: HTTP 200 ``{"errcode": 20003}`` whose errmsg names the customer, as a platform's
     #: blacklist does (``customer 13812345678 / "a@b.cn" is blacklisted``); nothing stored
     blacklisted: float = 0.0
+    #: held ``late_apply_s`` seconds, past the client's timeout (the client sees no answer),
+    #: then applied (stored) all the same: an overloaded backend finishing a request the
+    #: client gave up on; answered then if the connection is still open
+    late_apply: float = 0.0
     retry_after: str = "1"
     stall_s: float = 60.0
+    late_apply_s: float = 30.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "latency_ms", parse_latency(self.latency_ms))
@@ -110,8 +117,10 @@ class Faults:
             raise ValueError(f"fault fractions sum to {total:g}, more than 1")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"fault seed {self.seed!r} must be an integer")
-        if not isinstance(self.stall_s, int | float) or self.stall_s < 0:
-            raise ValueError(f"stall_s {self.stall_s!r} must be a number of seconds >= 0")
+        for name in ("stall_s", "late_apply_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{name} {value!r} must be a number of seconds >= 0")
         if not self.retry_after.strip():
             raise ValueError("retry_after must not be empty")
 
@@ -138,7 +147,7 @@ class Faults:
     def to_args(self) -> list[str]:
         """The sandbox CLI options that configure these faults."""
         out = ["--fault-seed", str(self.seed), "--retry-after", self.retry_after]
-        out += ["--stall-s", f"{self.stall_s:g}"]
+        out += ["--stall-s", f"{self.stall_s:g}", "--late-apply-s", f"{self.late_apply_s:g}"]
         lo, hi = self.latency_range
         if hi > 0:
             out += ["--latency-ms", f"{lo:g}-{hi:g}"]

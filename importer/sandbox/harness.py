@@ -62,6 +62,10 @@ class Sandbox:
         max_body_bytes: int | None = None,
         unknown_properties: str | None = None,
         error_http_status: int | None = None,
+        too_big: str | None = None,
+        rate_limit_per_s: float | None = None,
+        daily_quota: int | None = None,
+        quota_timezone: str | None = None,
     ) -> None:
         base = schema if isinstance(schema, Schema) else load_schema(schema)
         settings = {
@@ -70,6 +74,10 @@ class Sandbox:
             "max_body_bytes": max_body_bytes,
             "unknown_properties": unknown_properties,
             "error_http_status": error_http_status,
+            "too_big": too_big,
+            "rate_limit_per_s": rate_limit_per_s,
+            "daily_quota": daily_quota,
+            "quota_timezone": quota_timezone,
         }
         changes = {k: v for k, v in settings.items() if v is not None}
         self.schema = base.replace(**changes) if changes else base

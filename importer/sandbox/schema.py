@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -39,6 +40,10 @@ BATCH_ERRORS = ("reject_all", "store_valid")
 #: ``unknown_properties`` (``import-api`` only): a property the schema does not declare is
 #: refused with 20003, or accepted as given. ``signed`` always accepts it, as version 1 did.
 UNKNOWN_PROPERTIES = ("reject", "accept")
+#: ``too_big``: past ``max_body_bytes`` / ``max_batch_rows``, answer HTTP 413, or close the
+#: connection without an answer (while the body is being sent, when it is still coming).
+TOO_BIG = ("answer_413", "close")
+DEFAULT_QUOTA_TIMEZONE = "Asia/Shanghai"
 #: The default ``max_body_bytes``: generous (a 500-row batch of wide rows is well under it).
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -56,6 +61,10 @@ _KEYS = (
     "max_batch_rows",
     "max_body_bytes",
     "error_http_status",
+    "too_big",
+    "rate_limit_per_s",
+    "daily_quota",
+    "quota_timezone",
 )
 
 
@@ -80,6 +89,14 @@ class Schema:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     #: the HTTP status of an ``import-api`` answer with a non-zero errcode (documented: 404)
     error_http_status: int = 404
+    #: past a size limit: ``answer_413`` or ``close`` (the connection, no answer)
+    too_big: str = "answer_413"
+    #: API requests a second (all paths together; 0: no limit); past it HTTP 429
+    rate_limit_per_s: float = 0.0
+    #: API requests a day (0: no quota); past it HTTP 429 until the next midnight
+    daily_quota: int = 0
+    #: the time zone of the account's day (``daily_quota`` and the per-day stats)
+    quota_timezone: str = DEFAULT_QUOTA_TIMEZONE
 
     def __post_init__(self) -> None:
         problems = _problems(self.to_dict())
@@ -95,7 +112,9 @@ class Schema:
             f"verify_signature={self.verify_signature}, import_path={self.import_path!r}, "
             f"paths={dict(self.paths)!r}, unknown_properties={self.unknown_properties!r}, "
             f"batch_errors={self.batch_errors!r}, max_batch_rows={self.max_batch_rows}, "
-            f"max_body_bytes={self.max_body_bytes}, error_http_status={self.error_http_status})"
+            f"max_body_bytes={self.max_body_bytes}, error_http_status={self.error_http_status}, "
+            f"too_big={self.too_big!r}, rate_limit_per_s={self.rate_limit_per_s:g}, "
+            f"daily_quota={self.daily_quota}, quota_timezone={self.quota_timezone!r})"
         )
 
     def replace(self, **changes: Any) -> Schema:
@@ -133,6 +152,10 @@ class Schema:
             "max_batch_rows": self.max_batch_rows,
             "max_body_bytes": self.max_body_bytes,
             "error_http_status": self.error_http_status,
+            "too_big": self.too_big,
+            "rate_limit_per_s": self.rate_limit_per_s,
+            "daily_quota": self.daily_quota,
+            "quota_timezone": self.quota_timezone,
         }
 
     def to_yaml(self) -> str:
@@ -178,6 +201,10 @@ class Schema:
             max_batch_rows=data.get("max_batch_rows") or 0,
             max_body_bytes=data.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES),
             error_http_status=data.get("error_http_status", 404),
+            too_big=data.get("too_big", "answer_413"),
+            rate_limit_per_s=float(data.get("rate_limit_per_s") or 0),
+            daily_quota=data.get("daily_quota") or 0,
+            quota_timezone=data.get("quota_timezone", DEFAULT_QUOTA_TIMEZONE),
         )
 
 
@@ -342,6 +369,7 @@ def _account_problems(data: dict[str, Any], add: Callable[[ConfigProblem], None]
     for key, choices in (
         ("unknown_properties", UNKNOWN_PROPERTIES),
         ("batch_errors", BATCH_ERRORS),
+        ("too_big", TOO_BIG),
     ):
         if key in data and data[key] not in choices:
             add(
@@ -369,3 +397,20 @@ def _account_problems(data: dict[str, Any], add: Callable[[ConfigProblem], None]
                 "the documented platform answers errors with 404",
             )
         )
+    rate = data.get("rate_limit_per_s", 0)
+    if rate is not None and (
+        not isinstance(rate, int | float) or isinstance(rate, bool) or rate < 0
+    ):
+        add(
+            ConfigProblem("rate_limit_per_s", "must be a number of requests a second (0: no limit)")
+        )
+    quota = data.get("daily_quota", 0)
+    if quota is not None and (not isinstance(quota, int) or isinstance(quota, bool) or quota < 0):
+        add(ConfigProblem("daily_quota", "must be a whole number of requests a day (0: no quota)"))
+    tz = data.get("quota_timezone", DEFAULT_QUOTA_TIMEZONE)
+    try:
+        if not isinstance(tz, str) or not tz:
+            raise ValueError(tz)
+        ZoneInfo(tz)
+    except (ValueError, OSError, ZoneInfoNotFoundError):
+        add(ConfigProblem("quota_timezone", f"unknown time zone {tz!r}", "e.g. Asia/Shanghai, UTC"))

@@ -43,6 +43,7 @@ from .answers import (
 from .connection import Connection, Output
 from .faults import FaultPlan, Faults
 from .http import JSON_TYPE, TEXT_TYPE, Request
+from .limits import Limits
 from .schema import Schema
 from .stats import Stats
 from .store import Store
@@ -67,6 +68,9 @@ class SandboxServer:
         self.header_names = Headers()
         self.routes = {path: kind for kind, path in schema.paths.items()}
         self.routes[schema.import_path] = IMPORT
+        self.limits = Limits(schema)
+        #: requests held by the ``late_apply`` fault, to be applied when their time comes
+        self.held: set[asyncio.TimerHandle] = set()
         self.set_faults(faults or Faults())
         self.log = log
         self._server: asyncio.Server | None = None
@@ -91,7 +95,11 @@ class SandboxServer:
         return self.port
 
     async def shutdown(self) -> None:
-        """Stop listening, answer what is committed, close every connection, commit."""
+        """Stop listening, answer what is committed, close every connection, commit. Requests
+        the ``late_apply`` fault still holds are dropped (never applied)."""
+        for handle in self.held:
+            handle.cancel()
+        self.held.clear()
         if self._server is not None:
             self._server.close()
         if self._commit_scheduled or self.store.dirty:
@@ -115,6 +123,10 @@ class SandboxServer:
         if not conn.waiting:
             conn.waiting = True
             self._waiting.append(conn)
+        self.schedule_commit()
+
+    def schedule_commit(self) -> None:
+        """Commit at the end of this event-loop iteration (once, whoever asks)."""
         if not self._commit_scheduled:
             self._commit_scheduled = True
             assert self.loop is not None
@@ -159,6 +171,7 @@ class SandboxServer:
             stats.count_type(self.schema.paths[kind], kind)
             if obj is not None:
                 stats.items_received += 1
+                stats.today["items"] += 1
             if code is ErrCode.OK and not debug and obj is not None:
                 try:
                     self.store.apply(kind, obj)
@@ -190,6 +203,7 @@ class SandboxServer:
                 body_type = "<not_json>" if result.code is ErrCode.JSON_FORMAT else "<invalid>"
             stats.count_type(schema.import_path, body_type)
             stats.items_received += result.received
+            stats.today["items"] += result.received
             if result.too_many:
                 return 413, TOO_BIG_BODY, TEXT_TYPE
             code, message = result.code, result.message
@@ -204,6 +218,20 @@ class SandboxServer:
         if code is ErrCode.OK:
             return 200, OK_BODY, JSON_TYPE
         return schema.error_http_status, response_body(code, message), JSON_TYPE
+
+    def admit(self) -> tuple[int, bytes] | None:
+        """The account's limits, asked once per API request before anything else: None, or
+        ``(Retry-After seconds, plain-text body)`` of a 429 (nothing counted, nothing stored)."""
+        limits = self.limits
+        refused = limits.admit()
+        today = self.stats.today
+        if self.stats.by_day.get(limits.day) is not today:
+            today = self.stats.on_day(limits.day)
+        if refused is None:
+            today["requests"] += 1
+            return None
+        today["429"] += 1
+        return refused, limits.describe(refused).encode()
 
     def answer(self, kind: str, req: Request, debug: bool) -> tuple[int, bytes, bytes]:
         """``(status, body, content type)`` of an API request on either profile's path."""

@@ -12,7 +12,9 @@ class Stats:
     ``items``: records received (in the bodies that passed auth and the body's shape checks;
     debug requests included) and stored (applied, debug excluded). ``by_type``: per API path,
     requests by body ``type`` (``import-api``; ``<invalid>`` when it is missing or unknown,
-    ``<not_json>`` for 10001) or by call (``signed``), counted once auth passed.
+    ``<not_json>`` for 10001) or by call (``signed``), counted once auth passed. ``by_day``:
+    per account day (``quota_timezone``), the API requests admitted (what the daily quota
+    counts), the items received, and the requests refused with 429 by the limits.
     """
 
     def __init__(self) -> None:
@@ -26,6 +28,18 @@ class Stats:
         self.items_stored = 0
         self.connections = 0
         self.commits = 0
+        self.closed_too_big = 0
+        self.by_day: dict[str, dict[str, int]] = {}
+        #: the counters of the current day (``on_day``)
+        self.today: dict[str, int] = {"requests": 0, "items": 0, "429": 0}
+
+    def on_day(self, day: str) -> dict[str, int]:
+        """Make ``day`` the current day; returns its counters."""
+        today = self.by_day.get(day)
+        if today is None:
+            today = self.by_day[day] = {"requests": 0, "items": 0, "429": 0}
+        self.today = today
+        return today
 
     def count_type(self, path: str, body_type: str) -> None:
         counter = self.by_type.get(path)
@@ -44,6 +58,8 @@ class Stats:
             "by_http_status": dict(self.by_http_status),
             "connections": {"total": self.connections, "open": open_connections},
             "commits": self.commits,
+            "closed_too_big": self.closed_too_big,
+            "by_day": {day: dict(c) for day, c in self.by_day.items()},
             "customers": customers,
             "events": events,
         }
