@@ -5,9 +5,12 @@ docs/exit-codes.md says what each means and what cron or systemd should do about
 ==== ================================================================================
 0    every row ok (or skipped/unchanged, or rejected within ``--max-reject-rate``);
      also a ``retry`` that finds nothing to retry
-1    rows were rejected, failed or not sent -- and nothing else exits 1
-2    usage or config error, unreadable input, no ledger yet: nothing was sent
-3    the run was aborted by a fatal response (10003, 20000, repeated 20004, TLS ...)
+1    rows were rejected, failed or not sent -- and nothing else exits 1 (``--within-quota``
+     leaving rows ``not_sent`` is this)
+2    usage or config error, unreadable input, no ledger yet, a plan that does not fit in the
+     daily quota: nothing was sent
+3    the run was aborted by a fatal response (10003, 20000, repeated 20004, TLS ...), an
+     outage, or the daily quota running out without ``--within-quota``
 4    another run of the same job holds its lock
 5    internal error (a bug)
 6    no space left on the disk of the ledger or the report: run again to resume
