@@ -4,6 +4,7 @@ applied after the client gave up on it). Real server, real sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from importer.errors import ConfigError
 from importer.outcomes import TransportFailure, TransportKind
 from importer.sandbox import Faults, Sandbox, Schema, load_schema
 from importer.sandbox.schema import PACKAGED_SCHEMA
+from importer.send.transport import StreamTransport
 
 ROOT = Path(__file__).resolve().parents[1]
 Factory = Callable[..., Sandbox]
@@ -135,6 +137,33 @@ def test_too_big_close_resets_the_connection_while_sending(fresh_sandbox: Factor
     stats = sb.stats()
     assert stats["closed_too_big"] == 1 and "413" not in stats["by_http_status"]
     assert len(sb.customers()) == 1
+
+
+@pytest.mark.parametrize("too_big", ["close", "answer_413"])
+def test_the_importers_transport_sees_too_big_either_way(
+    fresh_sandbox: Factory, too_big: str
+) -> None:
+    """What the sender's transport makes of each setting: closed while sending, or a 413; both
+    are ``too_big`` (the batch is halved)."""
+    sb = fresh_sandbox(max_body_bytes=1000, too_big=too_big)
+    body = b'{"type":"user","properties":{"username":"' + b"x" * (8 << 20) + b'"}}'
+
+    async def post() -> TransportFailure:
+        transport = StreamTransport(sb.url)
+        try:
+            target = protocol.DEFAULT_PROFILE.target("user", False, sb.secret)
+            out = await transport.post(target, body, {})
+        finally:
+            await transport.aclose()
+        assert isinstance(out, TransportFailure)
+        return out
+
+    out = asyncio.run(post())
+    assert out.too_big
+    if too_big == "close":
+        assert (out.while_sending, out.http_status) == (True, None)
+    else:
+        assert (out.while_sending, out.http_status) == (False, 413)
 
 
 def test_too_big_close_on_too_many_items(fresh_sandbox: Factory) -> None:
