@@ -347,19 +347,31 @@ def test_a_sender_process_that_dies_stops_the_run_with_a_report(
     assert summary["counts"]["ok"] <= sent(sb)
 
 
+def library_spec(sb: Sandbox, concurrency: int = 4) -> WorkerSpec:
+    profile = DEFAULT_PROFILE
+    return WorkerSpec(
+        base_url=sb.url, timeout=5, verify=True, ca_file=None, secret=sb.secret, kind="user",
+        target=profile.target("user", False, sb.secret),
+        shown_url=sb.url + profile.shown_target("user", False), profile=profile,
+        concurrency=concurrency, retry=RetryOptions(), rate_limit=None, ordered=True,
+        abort_after_signature_failures=5,
+    )  # fmt: skip
+
+
+class ListSource(RequestSource):
+    def __init__(self, requests: list[Request]) -> None:
+        self.requests = requests
+
+    async def next_request(self) -> Request | None:
+        return self.requests.pop(0) if self.requests else None
+
+
 def test_sender_processes_bisect_batches_number_requests_apart_and_add_up_their_counters() -> None:
     """``MultiProcessSender`` as a library: batches with bad rows go to two processes; each
     row ends as if sent alone, request ids are unique across processes, the counters add up,
     and the shared budget counts every request."""
-    profile = DEFAULT_PROFILE
     with Sandbox(batch_errors="store_valid") as sb:
-        spec = WorkerSpec(
-            base_url=sb.url, timeout=5, verify=True, ca_file=None, secret=sb.secret,
-            kind="user", target=profile.target("user", False, sb.secret),
-            shown_url=sb.url + profile.shown_target("user", False), profile=profile,
-            concurrency=4, retry=RetryOptions(), rate_limit=None, ordered=True,
-            abort_after_signature_failures=5,
-        )  # fmt: skip
+        spec = library_spec(sb)
         bad = {3, 77, 78, 150, 399}
         requests = []
         for start in range(0, 400, 50):
@@ -372,11 +384,7 @@ def test_sender_processes_bisect_batches_number_requests_apart_and_add_up_their_
         sender = MultiProcessSender(spec, 2, budget=budget)
         results: dict[int, RowResult] = {}
 
-        class Source(RequestSource):
-            async def next_request(self) -> Request | None:
-                return requests.pop(0) if requests else None
-
-        asyncio.run(sender.run(Source(), results.__setitem__))
+        asyncio.run(sender.run(ListSource(requests), results.__setitem__))
 
         assert sorted(results) == list(range(400))
         assert {i for i, r in results.items() if r.status is Status.FAILED} == bad
@@ -399,3 +407,21 @@ def test_sender_processes_bisect_batches_number_requests_apart_and_add_up_their_
             carried.setdefault(r.request_id, set()).add(i // 50)
         assert all(len(batches) == 1 for batches in carried.values())
         assert {rid % 2 for rid in carried} == {0, 1}
+
+
+def test_the_budget_is_shared_by_the_sender_processes_and_its_end_stops_them_all() -> None:
+    with Sandbox() as sb:
+        requests = [
+            Request((i,), (b'{"phone":"139%08d"}' % i,), (f"139{i:08d}",)) for i in range(300)
+        ]
+        budget = RequestBudget(40)
+        sender = MultiProcessSender(library_spec(sb, concurrency=2), 2, budget=budget)
+        results: dict[int, RowResult] = {}
+        asyncio.run(sender.run(ListSource(requests), results.__setitem__))
+        assert sorted(results) == list(range(300))
+        statuses = [r.status for r in results.values()]
+        assert statuses.count(Status.OK) == 40 == len(sb.customers()) == sb.stats()["requests"]
+        assert statuses.count(Status.NOT_SENT) == 260
+        assert budget.used == sender.requests == 40 and budget.exhausted
+        assert sender.quota_exhausted and not sender.aborted, sender.abort_reason
+        assert sender.stop_reason == "the run's request budget (send.daily_quota) is spent"

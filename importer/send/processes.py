@@ -461,7 +461,9 @@ class MultiProcessSender(_Stops):
             try:
                 conns[i].send_bytes(pickle.dumps(message))
             except OSError:  # BrokenPipeError, ConnectionResetError
-                died(i)
+                # the child is gone: its last words (a "done") may still wait in the pipe;
+                # the reader takes them, then the end of the pipe (``died``)
+                pass
 
         def reader(i: int) -> None:
             try:
@@ -477,8 +479,8 @@ class MultiProcessSender(_Stops):
                 window[i].set()
                 answered.set()
             elif kind == "done":
+                done[i].set()  # first: a stop that ``_ended`` causes tells the others only
                 self._ended(payload)
-                done[i].set()
                 window[i].set()
                 answered.set()
 
