@@ -458,12 +458,11 @@ class MultiProcessSender(_Stops):
             answered.set()
 
         def send(i: int, message: Any) -> None:
-            try:
+            # BrokenPipeError, ConnectionResetError: the child is gone; its last words (a
+            # "done") may still wait in the pipe: the reader takes them, then the pipe's end
+            # (``died``)
+            with contextlib.suppress(OSError):
                 conns[i].send_bytes(pickle.dumps(message))
-            except OSError:  # BrokenPipeError, ConnectionResetError
-                # the child is gone: its last words (a "done") may still wait in the pipe;
-                # the reader takes them, then the end of the pipe (``died``)
-                pass
 
         def reader(i: int) -> None:
             try:
