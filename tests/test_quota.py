@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import sqlite3
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
-from helpers import dmimport, write_csv
+from helpers import dmimport, start_dmimport, write_csv
 
 from importer.config import Config
 from importer.job import parse_job
@@ -348,3 +349,116 @@ def test_runs_shows_todays_requests_of_the_job_and_the_account(
         f"send.daily_quota 15; resets at 00:00 Asia/Shanghai ({at:%Y-%m-%d %H:%M} UTC)",
     ]
     assert sb.secret not in out.stdout
+
+
+def _run(config: Path, data: Path, secret: str, *args: str) -> tuple[int, dict[str, Any], str]:
+    """``dmimport run CONFIG DATA --json ARGS``: exit code, summary, stderr."""
+    out = dmimport("run", config, data, "--json", *args, secret=secret)
+    assert out.stdout, out.stderr
+    return out.returncode, json.loads(out.stdout), out.stderr
+
+
+# At any moment these two zones are on different dates (UTC+14 and UTC-11): two quota days.
+EARLY, LATE = "Pacific/Kiritimati", "Pacific/Pago_Pago"
+
+
+def test_within_quota_sends_exactly_what_is_left_and_the_next_days_run_resumes(
+    tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
+) -> None:
+    sb = fresh_sandbox()
+    config, data = _job(tmp_path, sb.url, batch_rows=10, daily_quota=8, quota_timezone=EARLY)
+    code, first, err = _run(config, data, sb.secret, "--within-quota")
+    assert code == 1, err
+    assert sb.stats()["requests"] == 8  # exactly what was left
+    assert (first["counts"]["ok"], first["counts"]["not_sent"]) == (80, 20)
+    assert first["quota"]["exhausted"] and first["quota"]["within_quota"]
+    assert first["aborted"] is None
+    assert "WARNING importer: the daily quota ran out after 8 requests of this run" in err
+    assert _requests_today(tmp_path, sb.secret, sb.url, EARLY) == {
+        (account_of(sb.url, sb.secret), "quotajob"): 8
+    }
+    # the same day again: nothing is left; the run sends nothing and leaves every row to come
+    code, second, err = _run(config, data, sb.secret, "--within-quota")
+    assert code == 1, err
+    assert second["quota"]["used_today"] == 8 and second["quota"]["left"] == 0
+    assert sb.stats()["requests"] == 8
+    assert (second["counts"]["skipped"], second["counts"]["not_sent"]) == (80, 20)
+    # the next quota day (send.* is not part of what a resume compares): 2 requests + their
+    # margin of 9 fit in 20
+    config, _ = _job(tmp_path, sb.url, batch_rows=10, daily_quota=20, quota_timezone=LATE)
+    code, third, err = _run(config, data, sb.secret)
+    assert code == 0, err
+    assert third["resumed_from"] == second["run_id"]
+    assert third["quota"]["used_today"] == 0
+    assert (third["counts"]["skipped"], third["counts"]["ok"]) == (80, 20)
+    assert sb.stats()["requests"] == 10
+    assert _requests_today(tmp_path, sb.secret, sb.url, LATE) == {
+        (account_of(sb.url, sb.secret), "quotajob"): 2
+    }
+    assert _requests_today(tmp_path, sb.secret, sb.url, EARLY) == {
+        (account_of(sb.url, sb.secret), "quotajob"): 8
+    }
+    with Ledger(tmp_path / "reports" / "state.db") as led:
+        assert [r.status for r in led.runs("quotajob")] == ["done", "quota", "quota"]
+
+
+def test_the_quota_running_out_mid_run_leaves_the_rest_not_sent_with_exit_3(
+    tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
+) -> None:
+    # every row names a property the account does not know: the platform refuses every batch,
+    # and bisecting them costs far more than the plan's margin
+    sb = fresh_sandbox()
+    config, data = _job(tmp_path, sb.url, n=20, batch_rows=10, daily_quota=12)
+    text = config.read_text(encoding="utf-8").replace("username: name", "nickname: name")
+    config.write_text(text, encoding="utf-8")
+    code, summary, err = _run(config, data, sb.secret)
+    assert code == 3, err
+    assert summary["quota"]["needed"] == 11 and summary["quota"]["exhausted"]
+    assert sb.stats()["requests"] == 12
+    assert summary["counts"]["not_sent"] > 0
+    at = next_reset("Asia/Shanghai")
+    assert summary["aborted"] == (
+        "the daily quota ran out after 12 requests of this run (send.daily_quota 12, "
+        f"{quota_day('Asia/Shanghai')} Asia/Shanghai): the rows not sent are resumed by the "
+        f"next run; the quota resets at 00:00 Asia/Shanghai ({at.astimezone(UTC):%Y-%m-%d %H:%M}"
+        " UTC)"
+    )
+    assert sum(_requests_today(tmp_path, sb.secret, sb.url).values()) == 12
+
+
+def test_the_platforms_own_daily_quota_429_stops_the_run_and_every_request_is_counted(
+    tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
+) -> None:
+    # dmimport's own quota off (send.daily_quota: 0): no plan, no limit, requests still counted
+    sb = fresh_sandbox(daily_quota=5)
+    config, data = _job(tmp_path, sb.url, batch_rows=10, daily_quota=0)
+    code, summary, err = _run(config, data, sb.secret)
+    assert code == 3, err
+    assert "importer.quota" not in err and summary["quota"] is None
+    stats = sb.stats()
+    assert stats["by_http_status"].get("429", 0) >= 1
+    assert summary["counts"]["ok"] == 50
+    assert summary["counts"]["ok"] + summary["counts"]["not_sent"] == 100
+    assert sum(_requests_today(tmp_path, sb.secret, sb.url).values()) == stats["requests"]
+
+
+def test_a_killed_runs_requests_are_counted(
+    tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
+) -> None:
+    sb = fresh_sandbox()
+    config, data = _job(tmp_path, sb.url, n=400, batch_rows=1, rate_limit=40, daily_quota=0)
+    proc = start_dmimport("run", config, data, "--quiet", secret=sb.secret)
+    try:
+        deadline = time.monotonic() + 60
+        while sb.stats()["requests"] < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.kill()  # no chance to say anything
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    made = sb.stats()["requests"]
+    assert 40 <= made < 400
+    counted = sum(_requests_today(tmp_path, sb.secret, sb.url).values())
+    # at most the last 100 ms of requests (4 at 40/s, and those in flight) go uncounted
+    assert made - 6 <= counted <= made
