@@ -212,10 +212,11 @@ class Run:
                 start.files,
                 resume=not self.full and self.only is None,
             )
+        self._plan_quota(secret, start)
+        if self.ledger is not None:
             recorder = OutcomeRecorder(
                 self.ledger, start.job, start.run_id, self._identities, self.stopper.disk_full
             )
-        self._plan_quota(secret, start)
         self.outputs = out = RunOutputs(
             self.config,
             start,

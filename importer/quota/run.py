@@ -264,8 +264,8 @@ def plan_run(
     """A run's plan before it sends (``RunQuota.check``), its counting pre-pass classifying
     like the run (on a ``RunInfo`` of its own; ``--dry-run`` on what ``begin_run`` would
     open). ``start``: the run's job, config hash, file fingerprints and report folder. A run
-    that does not fit is marked ``refused`` in ``ledger`` (it sent nothing), its empty report
-    folder removed, and ``QuotaError`` raised."""
+    that does not fit is marked ``refused`` in ``ledger`` (it sent nothing; the ledger is then
+    closed), its empty report folder removed, and ``QuotaError`` raised."""
     job, config_sha, files, run_dir = start
     reader = ledger
     info = run
@@ -285,7 +285,10 @@ def plan_run(
         )
     except QuotaError:
         if ledger is not None and run is not None:
-            ledger.end_run(run.run_id, status="refused", counts={}, exit_code=USAGE)
+            try:
+                ledger.end_run(run.run_id, status="refused", counts={}, exit_code=USAGE)
+            finally:
+                ledger.close()
         with contextlib.suppress(OSError):
             run_dir.rmdir()
         raise
