@@ -10,6 +10,8 @@ import contextlib
 import math
 import random
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -313,3 +315,24 @@ def test_a_batch_orders_each_of_its_customers_apart_not_all_of_them_together() -
     assert events.index("answered AB") < events.index("got AC")
     assert events.index("answered AB") < events.index("got B")
     assert events.index("answered AC") < events.index("got C")
+
+
+def test_the_platforms_daily_quota_spent_stops_the_run_until_its_next_day() -> None:
+    """The sandbox's ``daily_quota``: past it, 429 with Retry-After up to midnight in the
+    platform's time zone, far past ``retry_after_cap_s``: the run stops, saying when."""
+    with Sandbox(daily_quota=3, quota_timezone="Asia/Shanghai") as sb:
+        records = [record(i, "quota") for i in range(10)]
+        sender, results = send(sb.url, sb.secret, batches(records, [2]), concurrency=1)
+    assert [r.status for r in results.values()] == [Status.OK] * 6 + [Status.NOT_SENT] * 2
+    assert sender.requests == 4 and sender.aborted
+    now = datetime.now(ZoneInfo("Asia/Shanghai"))
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    wait = (midnight - now).total_seconds()
+    reason = sender.abort_reason or ""
+    assert reason.startswith("the platform answered HTTP 429 with Retry-After ")
+    said = float(reason.split("Retry-After ")[1].split(" s,")[0])
+    assert abs(said - wait) < 5
+    when = reason.split("run the same command again after ")[1][:19]
+    local = datetime.strptime(when, "%Y-%m-%d %H:%M:%S").astimezone()
+    assert abs((local - midnight).total_seconds()) < 5
+    assert sender.resume_at is not None and abs(sender.resume_at - midnight.timestamp()) < 5
