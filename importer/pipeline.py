@@ -107,6 +107,8 @@ class Run:
         #: a plan that does not fit in the daily quota sends what fits (``importer.quota``)
         self.within_quota = within_quota
         self.quota: RunQuota | None = None
+        #: the platform said to come back later (its daily quota): the run is resumable
+        self.come_back = False
         #: SIGINT and SIGTERM stop the run cleanly (the CLI; a library caller keeps its own
         #: KeyboardInterrupt): see ``Stopper.signal_handlers``
         self.handle_signals = handle_signals
@@ -250,7 +252,9 @@ class Run:
             aborted=aborted,
             requests=requests,
             quota=self.quota.summary() if self.quota else None,
-            out_of_quota=bool(self.quota and self.quota.exhausted),
+            # the run's budget ran out, or the platform's own limit (a Retry-After past the
+            # cap): the run is resumable, like an interrupted one
+            out_of_quota=bool(self.quota and self.quota.exhausted) or self.come_back,
             max_reject_rate=self.max_reject_rate,
             resumed_from=self.run_info.resumed_from if self.run_info else None,
             skipped_inputs=self.skipped_inputs,
@@ -317,6 +321,7 @@ class Run:
             stop.set()
         await producer.join()
         out.show_progress()
+        self.come_back = sender.resume_at is not None
         return sender.abort_reason, sender.requests
 
     async def _tick(self, out: RunOutputs) -> None:

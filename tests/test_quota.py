@@ -440,6 +440,9 @@ def test_the_platforms_own_daily_quota_429_stops_the_run_and_every_request_is_co
     assert summary["counts"]["ok"] == 50
     assert summary["counts"]["ok"] + summary["counts"]["not_sent"] == 100
     assert sum(_requests_today(tmp_path, sb.secret, sb.url).values()) == stats["requests"]
+    with Ledger(tmp_path / "reports" / "state.db") as led:
+        [record] = led.runs("quotajob")
+    assert record.status == "quota"  # resumable: the next run sends only the rest
 
 
 def test_a_killed_runs_requests_are_counted(
