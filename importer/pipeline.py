@@ -104,11 +104,8 @@ class Run:
         within_quota: bool = False,
     ) -> None:
         self.config = config
-        #: a plan that does not fit in the daily quota sends what fits (``importer.quota``)
-        self.within_quota = within_quota
+        self.within_quota = within_quota  # send what fits in the daily quota (importer.quota)
         self.quota: RunQuota | None = None
-        #: the platform said to come back later (its daily quota): the run is resumable
-        self.come_back = False
         #: SIGINT and SIGTERM stop the run cleanly (the CLI; a library caller keeps its own
         #: KeyboardInterrupt): see ``Stopper.signal_handlers``
         self.handle_signals = handle_signals
@@ -241,9 +238,7 @@ class Run:
                 aborted, requests = asyncio.run(self._send(secret, out))
                 if aborted and self.mask is not None:
                     aborted = self.mask.text(aborted)  # it may quote the platform's errmsg
-                if (stopped := self.quota.stopped() if self.quota else None) is not None:
-                    log.warning("%s", stopped)  # with --within-quota: exit 1, not 3
-                    aborted = aborted or (None if self.within_quota else stopped)
+                aborted = self.quota.aborted(aborted) if self.quota else aborted
             self.stopper.phase = "finish"
         except BaseException as exc:
             out.abandon(exc)
@@ -252,9 +247,7 @@ class Run:
             aborted=aborted,
             requests=requests,
             quota=self.quota.summary() if self.quota else None,
-            # the run's budget ran out, or the platform's own limit (a Retry-After past the
-            # cap): the run is resumable, like an interrupted one
-            out_of_quota=bool(self.quota and self.quota.exhausted) or self.come_back,
+            out_of_quota=bool(self.quota and self.quota.out_of_quota),
             max_reject_rate=self.max_reject_rate,
             resumed_from=self.run_info.resumed_from if self.run_info else None,
             skipped_inputs=self.skipped_inputs,
@@ -321,7 +314,8 @@ class Run:
             stop.set()
         await producer.join()
         out.show_progress()
-        self.come_back = sender.resume_at is not None
+        if self.quota is not None:
+            self.quota.resume_at = sender.resume_at
         return sender.abort_reason, sender.requests
 
     async def _tick(self, out: RunOutputs) -> None:

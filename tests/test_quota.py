@@ -373,7 +373,7 @@ def test_within_quota_sends_exactly_what_is_left_and_the_next_days_run_resumes(
     assert (first["counts"]["ok"], first["counts"]["not_sent"]) == (80, 20)
     assert first["quota"]["exhausted"] and first["quota"]["within_quota"]
     assert first["aborted"] is None
-    assert "WARNING importer: the daily quota ran out after 8 requests of this run" in err
+    assert "WARNING importer.quota: the daily quota ran out after 8 requests of this run" in err
     assert _requests_today(tmp_path, sb.secret, sb.url, EARLY) == {
         (account_of(sb.url, sb.secret), "quotajob"): 8
     }

@@ -81,6 +81,8 @@ class RunQuota:
             )  # fmt: skip
         self.plan: QuotaPlan | None = None
         self._flushing: asyncio.Future[None] | None = None
+        #: when the platform said to come back (``time.time()``), if its limit stopped the run
+        self.resume_at: float | None = None
         self._warned = False
 
     @property
@@ -148,6 +150,12 @@ class RunQuota:
             self._flushing = None
 
     @property
+    def out_of_quota(self) -> bool:
+        """The run stopped for a daily quota: its own (``exhausted``) or the platform's (a
+        ``Retry-After`` past the cap, ``resume_at``). Such a run is resumable (``quota``)."""
+        return self.exhausted or self.resume_at is not None
+
+    @property
     def exhausted(self) -> bool:
         """The budget ran out during the run: rows were left ``not_sent`` for it."""
         return self.budget.exhausted
@@ -166,6 +174,16 @@ class RunQuota:
             f"the rows not sent are resumed by the next run; the quota resets at {at:%H:%M} "
             f"{tz} ({at.astimezone(UTC):%Y-%m-%d %H:%M} UTC)"
         )
+
+    def aborted(self, reason: str | None) -> str | None:
+        """The run's abort reason once it sent: ``reason`` (the sender's), else ``stopped()``
+        when the budget ran out without ``within_quota`` (exit 3). The stop is logged either
+        way (with ``within_quota`` it is expected: exit 1)."""
+        stopped = self.stopped()
+        if stopped is None:
+            return reason
+        log.warning("%s", stopped)
+        return reason or (None if self.within_quota else stopped)
 
     def summary(self) -> dict[str, Any] | None:
         """``summary.json``'s ``quota``: the plan and the requests this run took."""
