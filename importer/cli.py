@@ -196,6 +196,9 @@ def render_summary(summary: Any) -> str:
             lines.append(f"  {status:<9} {n:>12,}")
     if d["requests"]:
         lines.append(f"  requests  {d['requests']:>12,}")
+        sending = getattr(summary, "sending", None)
+        for said in sending.describe() if sending is not None else ():
+            lines.append(f"            {said}")
     if d["errcodes"]:
         codes = ", ".join(f"{c}: {n:,}" for c, n in d["errcodes"].items())
         lines.append(f"  errcodes  {codes}")

@@ -41,6 +41,7 @@ from .report import (
     ResultRows,
     ResultsWriter,
     RunSummary,
+    Sending,
     Tally,
     write_metrics,
 )
@@ -184,6 +185,7 @@ class RunOutputs:
         *,
         aborted: str | None,
         requests: int,
+        sending: Sending | None = None,
         max_reject_rate: float | None,
         resumed_from: str | None,
         skipped_inputs: list[tuple[Path, str]],
@@ -249,6 +251,7 @@ class RunOutputs:
             skipped_inputs=[{"path": str(p), "reason": r} for p, r in skipped_inputs],
             interrupted=signal.Signals(interrupted).name if interrupted is not None else None,
             quota=quota,
+            sending=sending if sending is not None else Sending(requests=requests),
         )
         if metrics_file is not None:
             try:

@@ -46,6 +46,7 @@ from .errors import (
     ConfigProblem,
     DiskFullError,
 )
+from .feed import RowFeed
 from .interrupts import Stopper
 from .ledger import (
     Identities,
@@ -57,20 +58,19 @@ from .ledger import (
 )
 from .load import Source, expand_inputs, open_source
 from .map import Mapper
-from .outcomes import RowResult, Status
+from .outcomes import Status
 from .outputs import RunOutputs, RunStart
 from .producer import BatchState, Producer
 from .quota import RunQuota, classifier_for, open_quota, plan_run
 from .report import (
     PiiMask,
     RunSummary,
+    Sending,
     file_fingerprint,
     make_run_dir,
 )
 from .send import (
     MultiProcessSender,
-    Request,
-    RequestSource,
     Sender,
     StreamTransport,
     Transport,
@@ -227,7 +227,7 @@ class Run:
             progress=self.progress,
         )
         aborted: str | None = None
-        requests = 0
+        sending = Sending()
         try:
             if self.dry_run or secret is None:
                 for state in self._batches(build_bodies=False):
@@ -235,7 +235,7 @@ class Run:
                     if out.report_full is not None:
                         break
             else:
-                aborted, requests = asyncio.run(self._send(secret, out))
+                aborted, sending = asyncio.run(self._send(secret, out))
                 if aborted and self.mask is not None:
                     aborted = self.mask.text(aborted)  # it may quote the platform's errmsg
                 aborted = self.quota.aborted(aborted) if self.quota else aborted
@@ -245,7 +245,8 @@ class Run:
             raise
         return out.close(
             aborted=aborted,
-            requests=requests,
+            requests=sending.requests,
+            sending=sending,
             quota=self.quota.summary() if self.quota else None,
             out_of_quota=bool(self.quota and self.quota.out_of_quota),
             max_reject_rate=self.max_reject_rate,
@@ -280,9 +281,9 @@ class Run:
         classifier = classifier_for(self.config, self.ledger, self.run_info, self.changed_only)
         return producer.batches(build_bodies, classifier, self.outputs.held)
 
-    async def _send(self, secret: str, out: RunOutputs) -> tuple[str | None, int]:
+    async def _send(self, secret: str, out: RunOutputs) -> tuple[str | None, Sending]:
         """Send every batch the producer thread hands over; the abort reason (if the run
-        aborted) and the number of requests."""
+        aborted) and how the rows went out."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[BatchState | None] = asyncio.Queue(maxsize=1)
         producer = _ProducerThread(self._batches(build_bodies=True), out.finish, queue, loop)
@@ -295,7 +296,7 @@ class Run:
         else:
             transport = self.transport_factory(self.config)
             sender = spec.build_sender(transport, budget=budget)
-        source = _QueueSource(queue, sender, out)
+        source = RowFeed(queue, sender, out, self.config, self.mapper)
         stop = self.stopper.stop
         self.stopper.sending(sender, loop)
         ticker = asyncio.create_task(self._tick(out))
@@ -316,7 +317,19 @@ class Run:
         out.show_progress()
         if self.quota is not None:
             self.quota.resume_at = sender.resume_at
-        return sender.abort_reason, sender.requests
+        limit = getattr(sender, "batch_limit", None)
+        batch_rows = self.config.send.batch_rows
+        cap = self.config.profile().max_items(self.config.job.kind)
+        sending = Sending(
+            requests=sender.requests,
+            batch_requests=getattr(sender, "batch_requests", 0),
+            bisect_requests=getattr(sender, "bisect_requests", 0),
+            too_big_splits=getattr(sender, "too_big_splits", 0),
+            batch_rows=min(x for x in (batch_rows, cap, limit) if x is not None),
+            late_resends=source.late_resends,
+            late_resend_failures=source.late_resend_failures,
+        )
+        return sender.abort_reason, sending
 
     async def _tick(self, out: RunOutputs) -> None:
         """Every 100 ms: outcomes to the ledger (a killed run forgets at most that much), and
@@ -418,95 +431,6 @@ class _ProducerThread:
                     return False
             except (concurrent.futures.CancelledError, RuntimeError):
                 return False
-
-
-class _QueueSource(RequestSource):
-    """Hands the sender one valid row at a time from the batches the producer queued, and
-    each answer back to its batch (``on_result``), on the loop thread."""
-
-    def __init__(
-        self,
-        queue: asyncio.Queue[BatchState | None],
-        sender: Sender | MultiProcessSender,
-        out: RunOutputs,
-    ) -> None:
-        self.queue = queue
-        self.sender = sender
-        self.finish = out.finish
-        self.answered = out.answered
-        self.recorder = out.recorder
-        self._state: BatchState | None = None
-        self._iter: Iterator[int] = iter(())
-        self._eof = False
-        self._lock = asyncio.Lock()
-
-    async def next_request(self) -> Request | None:
-        while True:
-            if self.sender.stopping:
-                return None
-            state = self._state
-            if state is not None:
-                i = next(self._iter, None)
-                if i is not None:
-                    items = state.mapped.items
-                    assert items is not None
-                    item = items[i]
-                    assert item is not None
-                    return Request(((state, i),), (item,), state.mapped.keys[i])
-                state.dispatched = True
-                self._state = None
-                if state.remaining == 0:
-                    self.finish(state)
-            if self._eof or self.sender.stopping:
-                return None
-            async with self._lock:
-                if self._state is not None or self._eof:
-                    continue
-                item = await self.queue.get()
-                if item is None:
-                    self._eof = True
-                    continue
-                self._state = item
-                self._iter = iter(item.valid.tolist())
-
-    def on_result(self, token: tuple[BatchState, int], result: RowResult) -> None:
-        state, i = token
-        status = result.status
-        state.status[i] = int(status)
-        state.errcode[i] = result.errcode if status != Status.OK else None
-        state.errmsg[i] = None if status == Status.OK else result.errmsg
-        state.attempts[i] = result.attempts
-        state.latency[i] = round(result.latency_ms, 2)
-        if status is not Status.NOT_SENT:
-            self.answered[status.label] += 1
-            recorder = self.recorder
-            if recorder is not None and recorder.full is None:
-                if state.ledger_fields is None:
-                    # the batch's fields at once: a few microseconds a row less on the loop
-                    state.ledger_fields = recorder.outcomes(
-                        state.mapped, state.file_index, state.valid
-                    )
-                recorder.record(state.ledger_fields, i, status.label)
-        state.remaining -= 1
-        if state.remaining == 0 and state.dispatched:
-            self.finish(state)
-
-    async def drain(self) -> None:
-        """After the sender stopped (done or aborted): account for every row left behind."""
-        if self._state is not None:
-            self._state.dispatched = True
-            self._state.remaining -= sum(1 for _ in self._iter)
-            if self._state.remaining <= 0:
-                self.finish(self._state)
-            self._state = None
-        while not self._eof:
-            state = await self.queue.get()
-            if state is None:
-                self._eof = True
-                break
-            state.dispatched = True
-            state.remaining = 0
-            self.finish(state)
 
 
 def _default_transport(config: Config) -> Transport:

@@ -42,7 +42,9 @@ class BatchState:
         "latency",
         "ledger_fields",
         "mapped",
+        "order",
         "remaining",
+        "request_id",
         "status",
         "valid",
     )
@@ -75,6 +77,10 @@ class BatchState:
         self.errmsg: list[str | None] = list(mapped.reason)
         self.attempts = np.zeros(n, dtype=np.int32)
         self.latency: list[float | None] = [None] * n
+        #: the request that finally carried each row (``RowResult.request_id``)
+        self.request_id: list[int | None] = [None] * n
+        #: its place among the batches the sender's source took (set there)
+        self.order = 0
         self.remaining = len(self.valid)
         self.dispatched = False
         #: what the ledger records of each row, made on the first outcome
@@ -93,6 +99,7 @@ class BatchState:
         column = list(mapped.column)
         attempts: list[int] = self.attempts.tolist()
         latency = self.latency
+        request_id = list(self.request_id)
         not_sent = INTERRUPTED_MESSAGE if interrupted else NOT_SENT_MESSAGE
         for i in np.flatnonzero(self.status == int(Status.NOT_SENT)).tolist():
             if errmsg[i] is None or errmsg[i] == NOT_SENT_MESSAGE:
@@ -106,6 +113,7 @@ class BatchState:
             column.append(bad.column)
             attempts.append(0)
             latency.append(None)
+            request_id.append(None)
         order = np.argsort(np.asarray(lines, dtype=np.int64), kind="stable")
         if len(self.held):  # reported at the end of the run
             keep = np.ones(len(lines), dtype=bool)
@@ -123,6 +131,7 @@ class BatchState:
             column=[column[i] for i in pick],
             attempts=[attempts[i] for i in pick],
             latency_ms=[latency[i] for i in pick],
+            request_id=[request_id[i] for i in pick],
         )
 
 

@@ -28,7 +28,7 @@ from .results import (
     ResultsWriter,
     read_results,
 )
-from .summary import RunSummary
+from .summary import RunSummary, Sending
 from .tally import Tally
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "ResultRows",
     "ResultsWriter",
     "RunSummary",
+    "Sending",
     "Tally",
     "file_fingerprint",
     "make_run_dir",

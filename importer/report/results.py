@@ -1,6 +1,7 @@
 """``results.csv`` / ``results.jsonl``: exactly one line per input row.
 
-Columns: file, line, kind, identity, status, errcode, errmsg, column, attempts, latency_ms.
+Columns: file, line, kind, identity, status, errcode, errmsg, column, attempts, latency_ms,
+request_id (which request finally carried the row: its number in the run; empty when none did).
 
 Spreadsheet safety: in ``results.csv`` a text cell that starts with ``=``, ``+``, ``-``, ``@``,
 tab or carriage return gets a leading apostrophe (OWASP's advice against formula injection);
@@ -41,6 +42,7 @@ RESULT_COLUMNS = (
     "column",
     "attempts",
     "latency_ms",
+    "request_id",
 )
 
 _FORMULA_START = r"^[=+\-@\t\r]"
@@ -70,6 +72,8 @@ class ResultRows:
     column: list[str | None]
     attempts: list[int]
     latency_ms: list[float | None]
+    #: the request that finally carried each row (None: no request did); None: none at all
+    request_id: list[int | None] | None = None
 
     def __len__(self) -> int:
         return len(self.line)
@@ -88,6 +92,11 @@ class ResultRows:
                 "column": pa.array(self.column, pa.string()),
                 "attempts": pa.array(self.attempts, pa.int32()),
                 "latency_ms": pa.array(self.latency_ms, pa.float64()),
+                "request_id": (
+                    pa.array(self.request_id, pa.int64())
+                    if self.request_id is not None
+                    else pa.nulls(n, pa.int64())
+                ),
             }
         )
 

@@ -10,6 +10,61 @@ from .files import write_json_atomic
 
 
 @dataclass
+class Sending:
+    """How a run's rows went out: its requests, and why there were that many.
+
+    ``requests`` counts HTTP requests (retries included); ``batch_requests`` those carrying
+    more than one record; ``bisect_requests`` those made to find the bad rows of a batch the
+    platform refused with a row error; ``too_big_splits`` the batches halved because the
+    platform found them too big (HTTP 413, or the connection closed while sending);
+    ``batch_rows`` the largest batch the run could still send at its end (``send.batch_rows``,
+    or less after such a split); ``late_resends`` the rows sent again once the run was over,
+    because a timed-out request of their customer could have been applied after them
+    (``send.settle_s``), and ``late_resend_failures`` those of them not delivered.
+    """
+
+    requests: int = 0
+    batch_requests: int = 0
+    bisect_requests: int = 0
+    too_big_splits: int = 0
+    batch_rows: int = 0
+    late_resends: int = 0
+    late_resend_failures: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "requests": self.requests,
+            "batch_requests": self.batch_requests,
+            "bisect_requests": self.bisect_requests,
+            "too_big_splits": self.too_big_splits,
+            "batch_rows": self.batch_rows,
+            "late_resends": self.late_resends,
+            "late_resend_failures": self.late_resend_failures,
+        }
+
+    def describe(self) -> list[str]:
+        """What the printed summary says beyond the number of requests (may be nothing)."""
+        out = []
+        if self.batch_requests:
+            out.append(f"{self.batch_requests:,} batches of up to {self.batch_rows:,} rows")
+        if self.bisect_requests:
+            out.append(f"{self.bisect_requests:,} to find bad rows in batches")
+        if self.too_big_splits:
+            out.append(
+                f"{self.too_big_splits:,} batches too big for the platform, halved: "
+                f"send.batch_rows {self.batch_rows:,} would avoid that"
+            )
+        if self.late_resends:
+            failed = (
+                f", {self.late_resend_failures:,} of them failed"
+                if self.late_resend_failures
+                else ""
+            )
+            out.append(f"{self.late_resends:,} rows sent again after a timed-out request{failed}")
+        return out
+
+
+@dataclass
 class RunSummary:
     """What a run did. ``exit_code`` is ``importer.exitcodes.for_run``'s verdict on it
     (docs/exit-codes.md); ``to_dict`` is ``summary.json``."""
@@ -42,6 +97,8 @@ class RunSummary:
     #: the daily quota's plan and whether the run ran out of it (``importer.quota``); None
     #: with ``send.daily_quota: 0``
     quota: dict[str, Any] | None = None
+    #: how the rows went out (requests, batches, bisection, splits, late re-sends)
+    sending: Sending = field(default_factory=Sending)
 
     @property
     def rows_per_s(self) -> float:
@@ -63,6 +120,7 @@ class RunSummary:
             "errcodes": self.errcodes,
             "top_reasons": self.top_reasons,
             "requests": self.requests,
+            "sending": self.sending.to_dict(),
             "aborted": self.aborted,
             "interrupted": self.interrupted,
             "reject_rate_exceeded": self.reject_rate_exceeded,

@@ -1,0 +1,368 @@
+"""The sender's request source in a run: mapped batches in, batched requests out.
+
+``RowFeed`` takes the ``BatchState``s the producer thread queues, hands their valid rows in file
+order to a ``send.batcher.Batcher`` and gives the sender the requests it packs; each answer goes
+back to its row's ``BatchState`` (the rows of one request may belong to several). Batches span
+the producer's read batches: a ``--changed-only`` run that finds 2% of its rows changed still
+fills ``send.batch_rows``-record requests, since requests are what the daily quota counts.
+
+When a partial batch is sent (the flush policy):
+
+- a batch is sent as soon as it is full (``send.batch_rows`` records or ``send.batch_bytes``);
+- at the end of the input every batch still open is sent;
+- a partial batch is sent when the sender is idle (no request of the run is waiting for its
+  answer) and the producer has handed over nothing for ``LINGER_S`` seconds: the producer is
+  slow (a huge changed-only file, a slow disk), and the rows should not wait indefinitely;
+- a partial batch is sent when the rows held in open batches come from more than
+  ``MAX_PINNED`` of the producer's batches, which all stay in memory until their rows are
+  answered (a rare event name, a very sparse changed-only run).
+
+Per-customer order: the batcher links each row's primary-key values (``KeyLinks``), once, so
+the sender (single-process, or the ``--workers`` parent) gets customer tokens and links
+nothing.
+
+Late application (``send.settle_s``): for users and deletes it watches the answers
+(``send.lateapply.LateApplies``); once every row of the files has its answer, it waits
+``settle_s`` and re-sends the last delivered row of each customer a timed-out request could
+have overwritten, once, batched and ordered like any row. ``late_resends`` and
+``late_resend_failures`` count them for the summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from .config import Config
+from .map import Mapper
+from .outcomes import RowResult, Status
+from .outputs import RunOutputs
+from .producer import BatchState
+from .send import Request, RequestSource
+from .send.batcher import Batcher
+from .send.lateapply import LateApplies
+
+log = logging.getLogger("importer")
+
+#: seconds the producer may hand over nothing, while the sender is idle, before a partial
+#: batch is sent
+LINGER_S = 2.0
+#: the producer's batches whose rows may wait in open batches at once (each stays in memory)
+MAX_PINNED = 16
+
+
+class _SenderLike(Protocol):
+    @property
+    def stopping(self) -> bool: ...
+
+    def on_stop(self, callback: Callable[[], None]) -> None: ...
+
+
+class _Resent:
+    """The token of a row re-sent after a late application could have overwritten it."""
+
+    __slots__ = ()
+
+
+_RESENT = _Resent()
+
+
+class RowFeed(RequestSource):
+    """Hands the sender batched requests from the batches the producer queued, and each
+    answer back to its row's batch (``on_result``), on the loop thread (see the module
+    docstring)."""
+
+    def __init__(
+        self,
+        queue: asyncio.Queue[BatchState | None],
+        sender: Any,
+        out: RunOutputs,
+        config: Config,
+        mapper: Mapper,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.queue = queue
+        self.sender = sender
+        self.finish = out.finish
+        self.answered = out.answered
+        self.recorder = out.recorder
+        send = config.send
+        kind = config.job.kind
+        self.batcher = Batcher(
+            kind, config.profile(), batch_rows=send.batch_rows, batch_bytes=send.batch_bytes
+        )
+        self.ordered = self.batcher.ordered
+        self.event = mapper.event
+        self.settle_s = float(getattr(send, "settle_s", 0.0))
+        self.late = LateApplies() if self.ordered and self.settle_s > 0 else None
+        #: rows re-sent after a late application, and those of them not delivered
+        self.late_resends = 0
+        self.late_resend_failures = 0
+        self.clock = clock
+        self._state: BatchState | None = None
+        self._rows: Iterator[tuple[int, bytes, Any, bytes | None]] = iter(())
+        self._taken = 0  # the producer's batches taken so far
+        self._eof = False
+        self._settled = False
+        self._getter: asyncio.Future[BatchState | None] | None = None
+        self._lock = asyncio.Lock()
+        #: rows handed to the sender and not yet answered
+        self._unanswered = 0
+        self._last_input = clock()
+        self._wake = asyncio.Event()
+        sender.on_stop(self._wake.set)
+
+    # -- requests out ----------------------------------------------------------------------------
+
+    async def next_request(self) -> Request | None:
+        async with self._lock:
+            return await self._next()
+
+    async def _next(self) -> Request | None:
+        b = self.batcher
+        while True:
+            if self.sender.stopping:
+                return None
+            limit = getattr(self.sender, "batch_limit", None)
+            if limit:
+                b.limit_rows(limit)
+            request = b.pop()
+            if request is not None:
+                return self._hand(request)
+            if self._state is not None:
+                self._feed()
+                continue
+            if self._take_ready():
+                continue
+            if self._eof:
+                request = b.flush()
+                if request is not None:
+                    return self._hand(request)
+                if await self._settle():
+                    continue
+                return None
+            if b.held and self._pinned() > MAX_PINNED:
+                return self._hand_flush()
+            if not b.held:
+                await self._wait(None)
+                continue
+            # a partial batch is open and the producer has nothing right now
+            if self._unanswered:
+                await self._wait(None, idle=True)
+                continue
+            left = LINGER_S - (self.clock() - self._last_input)
+            if left <= 0:
+                return self._hand_flush()
+            await self._wait(left)
+
+    def _hand(self, request: Request) -> Request:
+        self._unanswered += len(request.rows)
+        return request
+
+    def _hand_flush(self) -> Request | None:
+        request = self.batcher.flush()
+        return self._hand(request) if request is not None else None
+
+    def _pinned(self) -> int:
+        """How many of the producer's batches the rows held in the batcher span."""
+        oldest = self.batcher.oldest
+        if oldest is None or oldest[0] is _RESENT:
+            return 0
+        state: BatchState = oldest[0]
+        return self._taken - state.order + 1
+
+    # -- rows in ---------------------------------------------------------------------------------
+
+    def _start(self, state: BatchState) -> None:
+        """Begin handing ``state``'s valid rows to the batcher."""
+        self._taken += 1
+        state.order = self._taken
+        self._last_input = self.clock()
+        mapped = state.mapped
+        assert mapped.items is not None
+        valid = state.valid
+        items = mapped.items.take(valid)
+        keys: Any = mapped.keys if self.ordered else None
+        events = mapped.events.take(valid) if mapped.events is not None else None
+        self._state = state
+        self._rows = _rows(valid.tolist(), items, keys, events)
+
+    def _feed(self) -> None:
+        """Add the current batch's rows until a request is full or the batch is used up."""
+        state = self._state
+        assert state is not None
+        b = self.batcher
+        fixed = self.event
+        if self.ordered:
+            for i, item, keys, _ in self._rows:
+                tokens = b.link(keys)
+                b.add((state, i, tokens), item, event=fixed, tokens=tokens)
+                if b.ready:
+                    return
+        else:
+            for i, item, _, event in self._rows:
+                b.add((state, i, ()), item, event=event if event is not None else fixed)
+                if b.ready:
+                    return
+        state.dispatched = True
+        self._state = None
+        if state.remaining == 0:
+            self.finish(state)
+
+    def _take_ready(self) -> bool:
+        """Take what the producer has already queued, without waiting."""
+        getter = self._getter
+        if getter is not None:
+            if not getter.done():
+                return False
+            self._getter = None
+            self._took(getter.result())
+            return True
+        try:
+            item = self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return False
+        self._took(item)
+        return True
+
+    def _took(self, item: BatchState | None) -> None:
+        if item is None:
+            self._eof = True
+        else:
+            self._start(item)
+
+    async def _wait(self, timeout: float | None, idle: bool = False) -> None:
+        """Wait for the producer's next batch, a stop, the timeout, or (``idle``) the last
+        answer of the requests in flight."""
+        if self._getter is None:
+            self._getter = asyncio.ensure_future(self.queue.get())
+        self._wake.clear()
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait(
+                (self._getter, waker), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waker.cancel()
+        if idle and not self._unanswered:
+            self._last_input = max(self._last_input, self.clock())
+
+    # -- answers ---------------------------------------------------------------------------------
+
+    def on_result(self, token: Any, result: RowResult) -> None:
+        self._unanswered -= 1
+        if not self._unanswered:
+            self._wake.set()
+        state, i, tokens = token
+        if state is _RESENT:
+            self.late_resends += 1
+            if result.status is not Status.OK:
+                self.late_resend_failures += 1
+            return
+        status = result.status
+        if self.late is not None and status is not Status.NOT_SENT:
+            items = state.mapped.items
+            self.late.answered(
+                tokens,
+                items[i] if items is not None else None,
+                status is Status.OK,
+                bool(getattr(result, "ambiguous", False)),
+            )
+        state.status[i] = int(status)
+        state.errcode[i] = result.errcode if status != Status.OK else None
+        state.errmsg[i] = None if status == Status.OK else result.errmsg
+        state.attempts[i] = result.attempts
+        state.latency[i] = round(result.latency_ms, 2)
+        state.request_id[i] = getattr(result, "request_id", None)
+        if status is not Status.NOT_SENT:
+            self.answered[status.label] += 1
+            recorder = self.recorder
+            if recorder is not None and recorder.full is None:
+                if state.ledger_fields is None:
+                    # the batch's fields at once: a few microseconds a row less on the loop
+                    state.ledger_fields = recorder.outcomes(
+                        state.mapped, state.file_index, state.valid
+                    )
+                recorder.record(state.ledger_fields, i, status.label)
+        state.remaining -= 1
+        if state.remaining == 0 and state.dispatched:
+            self.finish(state)
+
+    # -- the end ---------------------------------------------------------------------------------
+
+    async def _settle(self) -> bool:
+        """Every row of the files was handed out: once all are answered, wait ``settle_s``
+        and queue the late re-sends (True), or say there is nothing more (False)."""
+        if self.late is None or self._settled:
+            return False
+        while self._unanswered and not self.sender.stopping:
+            await self._wait(None, idle=True)
+        if self.sender.stopping:
+            return False
+        self._settled = True
+        resends = self.late.resends()
+        if not resends:
+            return False
+        log.warning(
+            "%d customers had a request time out and a later row delivered: the platform may "
+            "still apply the timed-out request; waiting %g s (send.settle_s), then sending "
+            "each one's last row again",
+            len(resends),
+            self.settle_s,
+        )
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=self.settle_s)
+        if self.sender.stopping:
+            return False
+        for resend in resends:
+            self.batcher.add((_RESENT, 0, resend.tokens), resend.item, tokens=resend.tokens)
+        return True
+
+    async def drain(self) -> None:
+        """After the sender stopped (done or aborted): account for every row left behind."""
+        if self._getter is not None and not self._getter.done():
+            self._getter.cancel()  # the producer's next batch stays queued: taken below
+            self._getter = None
+        for token in self.batcher.drain():
+            state = token[0]
+            if state is not _RESENT:
+                state.remaining -= 1
+                self._finish_if_done(state)
+        state = self._state
+        if state is not None:
+            self._state = None
+            state.dispatched = True
+            state.remaining -= sum(1 for _ in self._rows)
+            self._finish_if_done(state)
+        if self._getter is not None:  # taken before the stop, not started
+            self._took(self._getter.result())
+            self._getter = None
+            if self._state is not None:
+                await self.drain()
+                return
+        while not self._eof:
+            item = await self.queue.get()
+            if item is None:
+                self._eof = True
+                break
+            item.dispatched = True
+            item.remaining = 0
+            self.finish(item)
+
+    def _finish_if_done(self, state: BatchState) -> None:
+        if state.remaining <= 0 and state.dispatched:
+            self.finish(state)
+
+
+def _rows(
+    valid: list[int], items: list[bytes], keys: Any, events: list[bytes] | None
+) -> Iterator[tuple[int, bytes, Any, bytes | None]]:
+    """(row, item, its primary-key values, its event literal) of each valid row."""
+    for n, i in enumerate(valid):
+        yield i, items[n], keys[i] if keys is not None else None, events[n] if events else None
