@@ -22,9 +22,10 @@ the sender (single-process, or the ``--workers`` parent) gets customer tokens an
 nothing.
 
 Late application (``send.settle_s``): for users and deletes it watches the answers
-(``send.lateapply.LateApplies``); once every row of the files has its answer, it waits
-``settle_s`` and re-sends the last delivered row of each customer a timed-out request could
-have overwritten, once, batched and ordered like any row. ``late_resends`` and
+(``send.lateapply.LateApplies``); once the sender has answered every row of the files
+(``settle``, called when its ``run`` is over), it waits ``settle_s`` and queues the last
+delivered row of each customer a timed-out request could have overwritten, once, for a second
+``run`` of the sender over this source: batched and ordered like any row. ``late_resends`` and
 ``late_resend_failures`` count them for the summary.
 """
 
@@ -53,6 +54,8 @@ log = logging.getLogger("importer")
 LINGER_S = 2.0
 #: the producer's batches whose rows may wait in open batches at once (each stays in memory)
 MAX_PINNED = 16
+#: the longest a wait of the source lasts before it looks again whether the run stopped
+POLL_S = 0.5
 
 
 class _SenderLike(Protocol):
@@ -69,6 +72,47 @@ class _Resent:
 
 
 _RESENT = _Resent()
+
+
+class _Inbox:
+    """The producer's queue, read without losing a batch to a wait that timed out: one
+    ``get`` stays pending across waits until it delivers."""
+
+    def __init__(self, queue: asyncio.Queue[BatchState | None], wake: asyncio.Event) -> None:
+        self.queue = queue
+        self.wake = wake
+        self._getter: asyncio.Future[BatchState | None] | None = None
+
+    def take(self) -> tuple[bool, BatchState | None]:
+        """(True, what the producer queued) if it queued something, else (False, None)."""
+        getter = self._getter
+        if getter is not None:
+            if not getter.done():
+                return False, None
+            self._getter = None
+            return True, getter.result()
+        try:
+            return True, self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return False, None
+
+    async def wait(self, timeout: float) -> None:
+        """Until the producer queues something, ``wake`` is set, or ``timeout`` passed."""
+        if self._getter is None:
+            self._getter = asyncio.ensure_future(self.queue.get())
+        self.wake.clear()
+        waker = asyncio.ensure_future(self.wake.wait())
+        try:
+            await asyncio.wait(
+                (self._getter, waker), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waker.cancel()
+
+    async def get(self) -> BatchState | None:
+        """The next batch (or the end), however long it takes."""
+        getter, self._getter = self._getter, None
+        return await (getter if getter is not None else self.queue.get())
 
 
 class RowFeed(RequestSource):
@@ -98,7 +142,7 @@ class RowFeed(RequestSource):
         )
         self.ordered = self.batcher.ordered
         self.event = mapper.event
-        self.settle_s = float(getattr(send, "settle_s", 0.0))
+        self.settle_s = send.settle_s
         self.late = LateApplies() if self.ordered and self.settle_s > 0 else None
         #: rows re-sent after a late application, and those of them not delivered
         self.late_resends = 0
@@ -108,14 +152,15 @@ class RowFeed(RequestSource):
         self._rows: Iterator[tuple[int, bytes, Any, bytes | None]] = iter(())
         self._taken = 0  # the producer's batches taken so far
         self._eof = False
-        self._settled = False
-        self._getter: asyncio.Future[BatchState | None] | None = None
         self._lock = asyncio.Lock()
         #: rows handed to the sender and not yet answered
         self._unanswered = 0
         self._last_input = clock()
         self._wake = asyncio.Event()
-        sender.on_stop(self._wake.set)
+        self._inbox = _Inbox(queue, self._wake)
+        on_stop = getattr(sender, "on_stop", None)
+        if on_stop is not None:
+            on_stop(self._wake.set)
 
     # -- requests out ----------------------------------------------------------------------------
 
@@ -137,17 +182,20 @@ class RowFeed(RequestSource):
             if self._state is not None:
                 self._feed()
                 continue
-            if self._take_ready():
+            if b.held and self._pinned() >= MAX_PINNED:
+                return self._hand_flush()
+            took, item = self._inbox.take()
+            if took:
+                if item is None:
+                    self._eof = True
+                else:
+                    self._start(item)
                 continue
             if self._eof:
                 request = b.flush()
                 if request is not None:
                     return self._hand(request)
-                if await self._settle():
-                    continue
                 return None
-            if b.held and self._pinned() > MAX_PINNED:
-                return self._hand_flush()
             if not b.held:
                 await self._wait(None)
                 continue
@@ -184,8 +232,12 @@ class RowFeed(RequestSource):
         state.order = self._taken
         self._last_input = self.clock()
         mapped = state.mapped
-        assert mapped.items is not None
         valid = state.valid
+        if mapped.items is None:  # read after the run stopped: nothing to send
+            state.dispatched = True
+            state.remaining = 0
+            self.finish(state)
+            return
         items = mapped.items.take(valid)
         keys: Any = mapped.keys if self.ordered else None
         events = mapped.events.take(valid) if mapped.events is not None else None
@@ -214,41 +266,12 @@ class RowFeed(RequestSource):
         if state.remaining == 0:
             self.finish(state)
 
-    def _take_ready(self) -> bool:
-        """Take what the producer has already queued, without waiting."""
-        getter = self._getter
-        if getter is not None:
-            if not getter.done():
-                return False
-            self._getter = None
-            self._took(getter.result())
-            return True
-        try:
-            item = self.queue.get_nowait()
-        except asyncio.QueueEmpty:
-            return False
-        self._took(item)
-        return True
-
-    def _took(self, item: BatchState | None) -> None:
-        if item is None:
-            self._eof = True
-        else:
-            self._start(item)
-
     async def _wait(self, timeout: float | None, idle: bool = False) -> None:
         """Wait for the producer's next batch, a stop, the timeout, or (``idle``) the last
         answer of the requests in flight."""
-        if self._getter is None:
-            self._getter = asyncio.ensure_future(self.queue.get())
-        self._wake.clear()
-        waker = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait(
-                (self._getter, waker), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            waker.cancel()
+        if timeout is None or timeout > POLL_S:
+            timeout = POLL_S  # a stop is seen within this, whatever the sender
+        await self._inbox.wait(timeout)
         if idle and not self._unanswered:
             self._last_input = max(self._last_input, self.clock())
 
@@ -271,40 +294,24 @@ class RowFeed(RequestSource):
                 tokens,
                 items[i] if items is not None else None,
                 status is Status.OK,
-                bool(getattr(result, "ambiguous", False)),
+                result.ambiguous,
             )
-        state.status[i] = int(status)
-        state.errcode[i] = result.errcode if status != Status.OK else None
-        state.errmsg[i] = None if status == Status.OK else result.errmsg
-        state.attempts[i] = result.attempts
-        state.latency[i] = round(result.latency_ms, 2)
-        state.request_id[i] = getattr(result, "request_id", None)
+        state.record(i, result, self.recorder)
         if status is not Status.NOT_SENT:
             self.answered[status.label] += 1
-            recorder = self.recorder
-            if recorder is not None and recorder.full is None:
-                if state.ledger_fields is None:
-                    # the batch's fields at once: a few microseconds a row less on the loop
-                    state.ledger_fields = recorder.outcomes(
-                        state.mapped, state.file_index, state.valid
-                    )
-                recorder.record(state.ledger_fields, i, status.label)
         state.remaining -= 1
         if state.remaining == 0 and state.dispatched:
             self.finish(state)
 
     # -- the end ---------------------------------------------------------------------------------
 
-    async def _settle(self) -> bool:
-        """Every row of the files was handed out: once all are answered, wait ``settle_s``
-        and queue the late re-sends (True), or say there is nothing more (False)."""
-        if self.late is None or self._settled:
+    async def settle(self) -> bool:
+        """After the sender has answered every row of the files: if a timed-out request
+        could have been applied after a later row of its customer, wait ``settle_s`` and
+        queue those customers' last rows again (True: run the sender over this source once
+        more), else False. A stop cuts the wait short (and then nothing is queued)."""
+        if self.late is None or self.sender.stopping:
             return False
-        while self._unanswered and not self.sender.stopping:
-            await self._wait(None, idle=True)
-        if self.sender.stopping:
-            return False
-        self._settled = True
         resends = self.late.resends()
         if not resends:
             return False
@@ -315,9 +322,11 @@ class RowFeed(RequestSource):
             len(resends),
             self.settle_s,
         )
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=self.settle_s)
+        end = self.clock() + self.settle_s
+        while not self.sender.stopping and (left := end - self.clock()) > 0:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=min(left, POLL_S))
         if self.sender.stopping:
             return False
         for resend in resends:
@@ -325,10 +334,8 @@ class RowFeed(RequestSource):
         return True
 
     async def drain(self) -> None:
-        """After the sender stopped (done or aborted): account for every row left behind."""
-        if self._getter is not None and not self._getter.done():
-            self._getter.cancel()  # the producer's next batch stays queued: taken below
-            self._getter = None
+        """After the sender stopped (done or aborted): account for every row left behind
+        (they stay ``not_sent``), and for the batches the producer still hands over."""
         for token in self.batcher.drain():
             state = token[0]
             if state is not _RESENT:
@@ -340,14 +347,8 @@ class RowFeed(RequestSource):
             state.dispatched = True
             state.remaining -= sum(1 for _ in self._rows)
             self._finish_if_done(state)
-        if self._getter is not None:  # taken before the stop, not started
-            self._took(self._getter.result())
-            self._getter = None
-            if self._state is not None:
-                await self.drain()
-                return
         while not self._eof:
-            item = await self.queue.get()
+            item = await self._inbox.get()
             if item is None:
                 self._eof = True
                 break

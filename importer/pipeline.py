@@ -291,11 +291,15 @@ class Run:
         transport: Transport | None = None
         sender: Sender | MultiProcessSender
         budget = self.quota.budget if self.quota is not None else None
+        # the source links each row's primary-key values once (``send.batcher``): the
+        # sender, or the --workers parent, gets customer tokens and links nothing
         if self.config.send.workers > 1:
-            sender = MultiProcessSender(spec, self.config.send.workers, budget=budget)
+            sender = MultiProcessSender(
+                spec, self.config.send.workers, budget=budget, link_keys=False
+            )
         else:
             transport = self.transport_factory(self.config)
-            sender = spec.build_sender(transport, budget=budget)
+            sender = spec.build_sender(transport, budget=budget, link_keys=False)
         source = RowFeed(queue, sender, out, self.config, self.mapper)
         stop = self.stopper.stop
         self.stopper.sending(sender, loop)
@@ -303,6 +307,8 @@ class Run:
         producer.start()
         try:
             await sender.run(source, source.on_result)
+            if await source.settle():  # late re-sends (send.settle_s)
+                await sender.run(source, source.on_result)
             if sender.stopping:
                 stop.set()
             await source.drain()
@@ -317,14 +323,14 @@ class Run:
         out.show_progress()
         if self.quota is not None:
             self.quota.resume_at = sender.resume_at
-        limit = getattr(sender, "batch_limit", None)
+        limit = sender.batch_limit
         batch_rows = self.config.send.batch_rows
         cap = self.config.profile().max_items(self.config.job.kind)
         sending = Sending(
             requests=sender.requests,
-            batch_requests=getattr(sender, "batch_requests", 0),
-            bisect_requests=getattr(sender, "bisect_requests", 0),
-            too_big_splits=getattr(sender, "too_big_splits", 0),
+            batch_requests=sender.batch_requests,
+            bisect_requests=sender.bisect_requests,
+            too_big_splits=sender.too_big_splits,
             batch_rows=min(x for x in (batch_rows, cap, limit) if x is not None),
             late_resends=source.late_resends,
             late_resend_failures=source.late_resend_failures,
@@ -347,9 +353,14 @@ class Run:
 
 
 def _worker_spec(cfg: Config, secret: str) -> WorkerSpec:
-    """What the sender (or each of ``send.workers`` processes) is built from."""
+    """What the sender (or each of ``send.workers`` processes) is built from: the call and
+    its target (carrying the SECRET under ``import-api``: never shown; ``shown_url`` is),
+    the rate limit shared by the processes. How many records a request carries is the
+    source's (``send.batcher``): the sender only lowers it when the platform finds a batch
+    too big."""
     t = cfg.target
     profile = cfg.profile()
+    kind = cfg.job.kind
     rate = cfg.send.rate_limit
     return WorkerSpec(
         base_url=t.base_url,
@@ -357,13 +368,15 @@ def _worker_spec(cfg: Config, secret: str) -> WorkerSpec:
         verify=t.tls_verify,
         ca_file=t.ca_file,
         secret=secret,
-        path=profile.path(cfg.job.kind, t.debug),
+        kind=kind,
+        target=profile.target(kind, t.debug, secret),
+        shown_url=t.base_url.rstrip("/") + profile.shown_target(kind, t.debug),
         profile=profile,
         concurrency=cfg.send.concurrency,
         retry=cfg.send.retry,
         # each process paces its share, so together they keep to rate_limit
         rate_limit=rate / cfg.send.workers if rate else None,
-        ordered=cfg.job.kind != "event",
+        ordered=kind != "event",
         abort_after_signature_failures=cfg.send.abort_after_signature_failures,
         abort_after_failed_rows=cfg.send.abort_after_failed_rows,
         abort_after_failed_requests=cfg.send.abort_after_failed_requests,

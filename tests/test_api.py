@@ -103,7 +103,9 @@ def test_run_takes_a_config_with_overrides_a_report_dir_and_a_ledger(
         ledger=state,
     )
     assert isinstance(summary, importer.RunSummary)
-    assert (summary.exit_code, summary.counts["ok"], summary.requests) == (0, 20, 20)
+    # 20 customers go in one batch: one request
+    assert (summary.exit_code, summary.counts["ok"], summary.requests) == (0, 20, 1)
+    assert summary.sending.batch_requests == 1 and summary.sending.batch_rows == 500
     assert summary.report_dir is not None and summary.report_dir.parent == tmp_path / "out"
     assert (summary.report_dir / "results.csv").is_file()
     assert state.is_file()

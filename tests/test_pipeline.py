@@ -18,7 +18,8 @@ from helpers import read_results, write_csv
 from importer.api import run, validate
 from importer.errors import ConfigError
 from importer.report import RunSummary
-from importer.sandbox import Faults, Sandbox
+from importer.sandbox import Faults, Sandbox, load_schema
+from importer.sandbox.schema import PACKAGED_SCHEMA
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,7 +76,7 @@ def test_user_csv_end_to_end_stores_exactly_the_accepted_rows(
 ) -> None:
     sb = fresh_sandbox()
     rows = customers_rows(200, "0139")
-    rows[10][3] = "12a"  # 10002: local reject, line 12
+    rows[10][3] = "12a"  # 20003 (a wrong type under import-api): local reject, line 12
     rows[20][0] = rows[20][1] = ""  # 20001: no primary key, line 22
     rows[30][0], rows[30][1] = "   ", ""  # 20002: whitespace-only phone is stripped -> 20001
     data = write_csv(tmp_path / "c.csv", ["phone", "email", "name", "age"], rows)
@@ -89,14 +90,18 @@ def test_user_csv_end_to_end_stores_exactly_the_accepted_rows(
     by_line = {int(r["line"]): r for r in results}
     assert (by_line[12]["status"], by_line[12]["errcode"], by_line[12]["column"]) == (
         "rejected",
-        "10002",
+        "20003",
         "age",
     )
     assert (by_line[22]["status"], by_line[22]["errcode"]) == ("rejected", "20001")
     assert (by_line[32]["status"], by_line[32]["errcode"]) == ("rejected", "20001")
     assert summary.counts["ok"] == 197 and summary.counts["rejected"] == 3
     assert summary.exit_code == 1
-    assert summary.requests == 197
+    # 197 rows of 197 customers: one batch, one request, which every sent row names
+    assert summary.requests == 1 and summary.sending.batch_requests == 1
+    assert {r["request_id"] for r in results if r["status"] == "ok"} == {"1"}
+    assert {r["request_id"] for r in results if r["status"] == "rejected"} == {""}
+    assert sb.stats()["by_type"] == {"/api/v1/api/import": {"user_batch": 1}}
 
     stored = {c["properties"]["phone"]: c["properties"] for c in sb.customers()}
     expected = {
@@ -180,19 +185,25 @@ def test_retries_through_503_and_429_store_every_valid_row_once(
     header = ["phone", "email", "order_id", "amount", "created"]
     rows = [[f"0136{i:07d}", "", f"E{i:06d}", "1", "2024-01-01 00:00:00"] for i in range(400)]
     data = write_csv(tmp_path / "o.csv", header, rows)
+    # 10 events a request: 40 requests, enough to meet faults; rate_limit off (many requests)
     cfg = write_config(tmp_path, EVENT_CONFIG.replace("send: {concurrency: 8}", (
-        "send: {concurrency: 16, retry: {max_attempts: 8, initial_backoff_s: 0.01,"
-        " max_backoff_s: 0.05}}"
+        "send: {concurrency: 16, batch_rows: 10, rate_limit: null, retry: {max_attempts: 8,"
+        " initial_backoff_s: 0.01, max_backoff_s: 0.05}}"
     )))  # fmt: skip
     summary = send(sb, cfg, [data], tmp_path, monkeypatch)
     results = read_results(summary)
     assert summary.exit_code == 0, summary.to_dict()
     assert {r["status"] for r in results} == {"ok"}
-    attempts = sum(int(r["attempts"]) for r in results)
-    assert attempts == summary.requests > 400  # retries happened and were counted per row
+    # every row names its request; a request's rows share its attempts
+    by_request: dict[str, set[int]] = {}
+    for r in results:
+        by_request.setdefault(r["request_id"], set()).add(int(r["attempts"]))
+    assert len(by_request) == 40 and all(len(a) == 1 for a in by_request.values())
+    attempts = sum(a.pop() for a in by_request.values())
+    assert attempts == summary.requests > 40  # retries happened and were counted
     assert sorted(e["event_id"] for e in sb.events()) == sorted(r[2] for r in rows)
     faults = sb.stats()["by_fault"]
-    assert attempts == 400 + sum(faults.values())
+    assert attempts == 40 + sum(faults.values())
 
 
 def test_same_customer_updates_keep_file_order(
@@ -242,7 +253,8 @@ def test_fatal_auth_error_aborts_and_marks_the_rest_not_sent(
     summary = run(
         cfg,
         [data],
-        overrides={"target.base_url": sb.url},
+        # 10 rows a request: the rows of the requests that got out are few
+        overrides={"target.base_url": sb.url, "send.batch_rows": 10},
         report_dir=tmp_path / "reports",
         ledger=tmp_path / "state.db",
     )
@@ -252,7 +264,7 @@ def test_fatal_auth_error_aborts_and_marks_the_rest_not_sent(
     assert summary.requests <= 8  # at most one request per worker got out
     results = read_results(summary)
     assert len(results) == 3000
-    assert summary.counts["not_sent"] >= 3000 - 8
+    assert summary.counts["not_sent"] >= 3000 - 8 * 10
     assert summary.counts["not_sent"] + summary.counts["failed"] == 3000
     assert "not-the-right-secret" not in summary.results_path.read_text()  # type: ignore[union-attr]
     assert sb.customers() == []
@@ -334,9 +346,12 @@ def test_two_sender_processes_deliver_everything_in_customer_order(
     rows[5][3] = "bad"
     data = write_csv(tmp_path / "u.csv", ["phone", "email", "name", "age"], rows)
     cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=16))
-    summary = send(sb, cfg, [data], tmp_path, monkeypatch, **{"send.workers": 2})
+    summary = send(
+        sb, cfg, [data], tmp_path, monkeypatch, **{"send.workers": 2, "send.batch_rows": 100}
+    )
     assert (summary.counts["ok"], summary.counts["rejected"]) == (1199, 1)
-    assert summary.requests == 1199
+    # 100 rows a request, a customer once in each (they repeat every 300 rows)
+    assert summary.requests == 12
     assert len(read_results(summary)) == 1200
     stored = {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}
     assert stored == {f"0129{c:07d}": "v3" for c in range(300)}
@@ -366,10 +381,18 @@ def test_two_sender_processes_abort_together_on_a_fatal_answer(
     assert len(read_results(summary)) == 5000
 
 
+def accepting(fresh_sandbox: Callable[..., Sandbox]) -> Sandbox:
+    """A sandbox that stores properties its schema does not declare."""
+    return fresh_sandbox(schema=load_schema(PACKAGED_SCHEMA, env={}).replace(
+        unknown_properties="accept"
+    ))  # fmt: skip
+
+
 def _send_parquet(
     sb: Sandbox, table: pa.Table, columns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> list[dict[str, Any]]:
-    """Send ``table`` with phone and ``columns`` mapped; the stored properties, in row order."""
+    """Send ``table`` with phone and ``columns`` mapped; the stored properties, in row order.
+    ``sb`` accepts properties its schema does not declare (``unknown_properties: accept``)."""
     pq.write_table(table, tmp_path / "t.parquet")
     job = "job: {kind: user, primary_keys: [phone]}\ncolumns:\n  phone: phone\n" + columns
     summary = send(sb, write_config(tmp_path, job), [tmp_path / "t.parquet"], tmp_path, monkeypatch)
@@ -385,7 +408,7 @@ def test_parquet_float16_is_sent_in_shortest_form(
     half = np.array([10.3, 0.1, 65504, -1.5, 1e-7, 998], dtype=np.float16)
     table = pa.table({"phone": [f"1380000000{i}" for i in range(6)], "half": pa.array(half)})
     columns = "  score: {from: half, type: number}\n  half_text: half\n"
-    got = _send_parquet(fresh_sandbox(), table, columns, tmp_path, monkeypatch)
+    got = _send_parquet(accepting(fresh_sandbox), table, columns, tmp_path, monkeypatch)
     # the shortest decimal that reads back as the same float16 (65500 is 65504 in float16)
     assert [p["half_text"] for p in got] == ["10.3", "0.1", "65500", "-1.5", "1e-7", "998"]
     assert [p["score"] for p in got] == [10.3, 0.1, 65500, -1.5, 1e-7, 998]
@@ -415,7 +438,7 @@ def test_parquet_fractional_seconds_have_no_trailing_zeros_whatever_the_unit(
         "time": pa.array([i.time() for i in instants], pa.time64("us")).cast(pa.time64("ns")),
     })  # fmt: skip
     columns = "  t_ms: ms\n  t_us: us\n  t_ns: ns\n  t_zoned: zoned\n  t_time: time\n"
-    got = _send_parquet(fresh_sandbox(), table, columns, tmp_path, monkeypatch)
+    got = _send_parquet(accepting(fresh_sandbox), table, columns, tmp_path, monkeypatch)
     assert [p["t_ms"] for p in got] == [
         "2024-03-01 09:15:00.005", "2024-03-01 09:15:00.1", "2024-03-01 09:15:00.123",
         "2024-03-01 09:15:00", "1969-12-31 23:59:58.5", "2024-03-01 09:15:00.12",

@@ -63,6 +63,10 @@ class SendOptions(StrictModel):
     abort_after_failed_requests: int = Field(default=100, ge=0)
     #: sender processes; each owns a share of the customers (see docs/benchmarks.md)
     workers: int = Field(default=1, ge=1, le=64)
+    #: seconds to wait, once every row has its answer, before sending again the last row of
+    #: each customer whose earlier request timed out and could still be applied by the
+    #: platform after the later row (users and deletes; only when that happened); 0: never
+    settle_s: float = Field(default=60.0, ge=0, le=3600)
 
     @field_validator("quota_timezone")
     @classmethod

@@ -130,12 +130,17 @@ class WorkerSpec:
         )
 
 
-def route(keys: tuple[str, ...], workers: int) -> int:
-    """The child for a row no other child holds: stable across runs and processes (crc32,
-    not hash())."""
+def route(keys: tuple[Any, ...], workers: int, fallback: int = 0) -> int:
+    """The child for a request no other child holds: by its first key (a value: crc32,
+    stable across runs and processes, not hash(); a customer token the parent's source
+    linked: the token); a request without keys (events) by ``fallback`` (its number: round
+    robin)."""
     if not keys:
-        return 0
-    return zlib.crc32(keys[0].encode()) % workers
+        return fallback % workers
+    first = keys[0]
+    if isinstance(first, int):
+        return first % workers
+    return zlib.crc32(first.encode()) % workers
 
 
 class _Owners:
@@ -353,8 +358,18 @@ class MultiProcessSender(_Stops):
     ``batch_limit``, ``quota_exhausted``, ``resume_at``) add up the children's once they
     end. ``budget``: the run's request budget, shared with every child."""
 
-    def __init__(self, spec: WorkerSpec, workers: int, budget: RequestBudget | None = None) -> None:
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        workers: int,
+        budget: RequestBudget | None = None,
+        *,
+        link_keys: bool = True,
+    ) -> None:
         self.spec = spec
+        #: False: requests come with customer tokens already linked (the pipeline's source
+        #: links them, once): the parent routes on them as they are
+        self.link_keys = link_keys
         self.workers = workers
         self.budget = budget
         self.abort_reason: str | None = None
@@ -544,17 +559,17 @@ class MultiProcessSender(_Stops):
                 next_id += 1
                 ordering: tuple[Any, ...] = keys
                 if ordered and keys:
-                    ordering = link_request(links, request)
+                    ordering = link_request(links, request) if self.link_keys else keys
                     held = owners.holders(ordering)
                     if not held:
-                        i = route(keys, self.workers)
+                        i = route(keys, self.workers, tid)
                     elif len(held) == 1:
                         i = held.pop()
                     else:
                         i = await settle(ordering, held)
                     owners.claim(i, ordering)
                 else:
-                    i = route(keys, self.workers)
+                    i = route(keys, self.workers, tid)
                 n = len(request.items)
                 tokens[tid] = [request.rows, ordering, n, i]
                 buffers[i].append((tid, request.items, ordering, request.event))
