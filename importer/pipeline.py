@@ -13,8 +13,10 @@ A batch's way through a run:
    bodies -- pyarrow releases the GIL for most of that -- then hands each batch, as a
    ``BatchState``, to the asyncio loop through a queue bounded to one batch, so memory stays
    flat however large the files. A batch with nothing to send is finished on its thread.
-4. On the loop, ``_QueueSource`` gives the sender (``send``) one valid row at a time; each
-   answer fills in the row's outcome and goes to the ledger's buffer (flushed every 100 ms).
+4. On the loop, ``feed.RowFeed`` packs the valid rows into requests (``send.batcher``:
+   ``send.batch_rows`` / ``send.batch_bytes``, per event name, one row per customer a request,
+   across the producer's batches) and gives them to the sender (``send``); each answer fills
+   in its row's outcome and goes to the ledger's buffer (flushed every 100 ms).
 5. Once every row of a batch has its outcome, ``outputs.RunOutputs.finish`` writes its report
    lines (``results.csv``), its rejects and its counts (``report``).
 6. ``RunOutputs.close`` finishes the report files, the ledger's record and ``summary.json``.
@@ -76,6 +78,7 @@ from .send import (
     Transport,
     WorkerSpec,
 )
+from .send.budget import RequestBudget
 
 log = logging.getLogger("importer")
 
@@ -287,19 +290,8 @@ class Run:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[BatchState | None] = asyncio.Queue(maxsize=1)
         producer = _ProducerThread(self._batches(build_bodies=True), out.finish, queue, loop)
-        spec = _worker_spec(self.config, secret)
-        transport: Transport | None = None
-        sender: Sender | MultiProcessSender
         budget = self.quota.budget if self.quota is not None else None
-        # the source links each row's primary-key values once (``send.batcher``): the
-        # sender, or the --workers parent, gets customer tokens and links nothing
-        if self.config.send.workers > 1:
-            sender = MultiProcessSender(
-                spec, self.config.send.workers, budget=budget, link_keys=False
-            )
-        else:
-            transport = self.transport_factory(self.config)
-            sender = spec.build_sender(transport, budget=budget, link_keys=False)
+        sender, transport = _sender(self.config, secret, budget, self.transport_factory)
         source = RowFeed(queue, sender, out, self.config, self.mapper)
         stop = self.stopper.stop
         self.stopper.sending(sender, loop)
@@ -323,19 +315,7 @@ class Run:
         out.show_progress()
         if self.quota is not None:
             self.quota.resume_at = sender.resume_at
-        limit = sender.batch_limit
-        batch_rows = self.config.send.batch_rows
-        cap = self.config.profile().max_items(self.config.job.kind)
-        sending = Sending(
-            requests=sender.requests,
-            batch_requests=sender.batch_requests,
-            bisect_requests=sender.bisect_requests,
-            too_big_splits=sender.too_big_splits,
-            batch_rows=min(x for x in (batch_rows, cap, limit) if x is not None),
-            late_resends=source.late_resends,
-            late_resend_failures=source.late_resend_failures,
-        )
-        return sender.abort_reason, sending
+        return sender.abort_reason, _sending(self.config, sender, source)
 
     async def _tick(self, out: RunOutputs) -> None:
         """Every 100 ms: outcomes to the ledger (a killed run forgets at most that much), and
@@ -350,6 +330,37 @@ class Run:
             n += 1
             if n % 3 == 0:
                 out.show_progress()
+
+
+def _sender(
+    cfg: Config,
+    secret: str,
+    budget: RequestBudget | None,
+    transport_factory: Callable[[Config], Transport],
+) -> tuple[Sender | MultiProcessSender, Transport | None]:
+    """The run's sender (``send.workers`` processes, or one in this one) and the transport
+    to close after it (None for the processes: each has its own). The source links each
+    row's primary-key values once (``send.batcher``): the sender, or the --workers parent,
+    gets customer tokens and links nothing."""
+    spec = _worker_spec(cfg, secret)
+    if cfg.send.workers > 1:
+        return MultiProcessSender(spec, cfg.send.workers, budget=budget, link_keys=False), None
+    transport = transport_factory(cfg)
+    return spec.build_sender(transport, budget=budget, link_keys=False), transport
+
+
+def _sending(cfg: Config, sender: Sender | MultiProcessSender, source: RowFeed) -> Sending:
+    """How the run's rows went out, for the summary."""
+    cap = cfg.profile().max_items(cfg.job.kind)
+    return Sending(
+        requests=sender.requests,
+        batch_requests=sender.batch_requests,
+        bisect_requests=sender.bisect_requests,
+        too_big_splits=sender.too_big_splits,
+        batch_rows=min(x for x in (cfg.send.batch_rows, cap, sender.batch_limit) if x),
+        late_resends=source.late_resends,
+        late_resend_failures=source.late_resend_failures,
+    )
 
 
 def _worker_spec(cfg: Config, secret: str) -> WorkerSpec:
@@ -408,7 +419,7 @@ class _ProducerThread:
     async def join(self) -> None:
         """Wait for the thread (not with thread.join() on the loop: the producer's last
         hand-off, the None, completes only when the loop runs the put's done-callback, after
-        ``_QueueSource.drain`` has taken the None); raise its error, if it met one."""
+        ``RowFeed.drain`` has taken the None); raise its error, if it met one."""
         await asyncio.to_thread(self._thread.join)
         if self._error is not None:
             raise self._error
