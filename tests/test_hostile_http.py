@@ -30,8 +30,11 @@ columns:
   username: 姓名
 send:
   concurrency: 1
+  batch_rows: 1
+  rate_limit: null
   retry: {max_attempts: 2, initial_backoff_s: 0.001, max_backoff_s: 0.002}
 """
+# one row per request: each scripted answer is one row's (a batch would carry them all)
 
 #: what a script returns for one request: the segments to write (each one ``sendall``, with a
 #: short pause before the next), and whether to close the connection afterwards

@@ -22,7 +22,7 @@ from helpers import dmimport, read_results, start_dmimport, write_csv
 from importer.api import run
 from importer.config import RetryOptions
 from importer.outcomes import RowResult, Status
-from importer.protocol import DEFAULT_PROFILE
+from importer.protocol import DEFAULT_PROFILE, IMPORT_PATH
 from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox
 from importer.send import MultiProcessSender, Request, RequestSource, WorkerSpec
@@ -40,16 +40,24 @@ columns:
   username: {{from: name}}
 send:
   concurrency: {concurrency}
+  batch_rows: {batch_rows}
+  rate_limit: null
+  daily_quota: 0
   retry: {{max_attempts: 4, initial_backoff_s: 0.01, max_backoff_s: 0.02}}
 report: {{dir: {reports}}}
 state: {{path: {state}}}
 """
 
 
-def make_config(tmp_path: Path, concurrency: int = 8) -> Path:
+def make_config(tmp_path: Path, concurrency: int = 8, batch_rows: int = 1) -> Path:
+    """One row per request unless told (the tests of signals and bounds count requests as
+    rows); no rate limit, no daily quota: the sandbox answers as fast as it can."""
     path = tmp_path / "job.yaml"
     text = USERS.format(
-        concurrency=concurrency, reports=tmp_path / "reports", state=tmp_path / "state.db"
+        concurrency=concurrency,
+        batch_rows=batch_rows,
+        reports=tmp_path / "reports",
+        state=tmp_path / "state.db",
     )
     path.write_text(text, encoding="utf-8")
     return path
@@ -87,8 +95,10 @@ def test_customers_known_by_several_keys_keep_file_order_across_processes(
         rows += [[phone, "", f"v-{c}"], ["", email, f"w-{c}"]]
         expected[phone] = (email, f"w-{c}")
     data = write_csv(tmp_path / "u.csv", COLUMNS, rows)
-    summary = send(sb, make_config(tmp_path), data, monkeypatch, **{"send.workers": workers})
-    assert (summary.exit_code, summary.counts["ok"], summary.requests) == (0, 1300, 1300)
+    cfg = make_config(tmp_path, batch_rows=25)  # a batch never carries one customer twice
+    summary = send(sb, cfg, data, monkeypatch, **{"send.workers": workers})
+    assert (summary.exit_code, summary.counts["ok"]) == (0, 1300)
+    assert 1300 / 25 <= summary.requests == sb.stats()["by_path"][IMPORT_PATH] < 1300
     stored = {
         c["properties"]["phone"]: (c["properties"]["email"], c["properties"]["username"])
         for c in sb.customers()
@@ -108,14 +118,13 @@ def failing_platform_run(
     n: int,
     **overrides: Any,
 ) -> tuple[Sandbox, RunSummary]:
-    # 429 on every request with a Retry-After of an hour: retry_after_cap_s caps each wait at
-    # 10 ms (by default 120 s, which made the run last about 50 minutes)
-    sb = fresh_sandbox(faults=Faults(http_429=1.0, retry_after="3600"))
+    # 429 on every request, with a Retry-After of 0 s (one past retry_after_cap_s would stop
+    # the run at the first answer: the platform's limit is spent)
+    sb = fresh_sandbox(faults=Faults(http_429=1.0, retry_after="0"))
     rows = [[f"0162{i:07d}", f"f{i}@x.cn", f"f{i}"] for i in range(n)]
     data = write_csv(tmp_path / "u.csv", COLUMNS, rows)
     ov = {
         "send.retry.max_attempts": 5,
-        "send.retry.retry_after_cap_s": 0.01,
         "send.retry.max_backoff_s": 0,
         **overrides,
     }
@@ -136,7 +145,7 @@ def test_a_platform_answering_429_forever_stops_the_run_after_a_bounded_number_o
         "the rest can be sent when it is back: run the same command again"
     )
     # one request at a time: exactly the bound, six rows of five attempts
-    assert summary.requests == sb.stats()["by_path"]["/v1/user"] == 30
+    assert summary.requests == sb.stats()["by_path"][IMPORT_PATH] == 30
     results = read_results(summary)
     assert [r["attempts"] for r in results if r["status"] == "failed"] == ["5"] * 6
     assert (summary.counts["failed"], summary.counts["not_sent"]) == (6, 994)
@@ -160,7 +169,7 @@ def test_the_request_bound_holds_for_the_run_whatever_the_concurrency_and_worker
     assert summary.aborted.startswith("the platform failed the last 40 requests in a row")
     # the requests in flight when the bound was reached end; none is started after it
     in_flight = workers * concurrency
-    assert limit <= summary.requests == sb.stats()["by_path"]["/v1/user"] <= limit + in_flight
+    assert limit <= summary.requests == sb.stats()["by_path"][IMPORT_PATH] <= limit + in_flight
     assert summary.counts["failed"] + summary.counts["not_sent"] == 3000
 
 
@@ -182,7 +191,7 @@ def test_failed_rows_are_counted_for_the_run_not_per_sender_process(
     )
     assert limit <= summary.counts["failed"] <= limit + 2 * concurrency
     assert summary.counts["failed"] + summary.counts["not_sent"] == 3000
-    assert summary.requests == sb.stats()["by_path"]["/v1/user"]
+    assert summary.requests == sb.stats()["by_path"][IMPORT_PATH]
 
 
 # -- signals (issue 11 #17) ---------------------------------------------------------------------
@@ -206,7 +215,7 @@ def finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
 
 
 def sent(sb: Sandbox) -> int:
-    return int(sb.stats()["by_path"].get("/v1/user", 0))
+    return int(sb.stats()["by_path"].get(IMPORT_PATH, 0))
 
 
 def wait_for_requests(sb: Sandbox, proc: subprocess.Popen[str], n: int) -> None:
