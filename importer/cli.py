@@ -199,6 +199,11 @@ def render_summary(summary: Any) -> str:
         sending = getattr(summary, "sending", None)
         for said in sending.describe() if sending is not None else ():
             lines.append(f"            {said}")
+    if q := d.get("quota"):
+        lines.append(
+            f"  quota     {q['needed']:,} requests planned; {q['left']:,} of {q['daily_quota']:,} "
+            f"were left ({q['day']}, {q['timezone']})" + ("; ran out" if q["exhausted"] else "")
+        )
     if d["errcodes"]:
         codes = ", ".join(f"{c}: {n:,}" for c, n in d["errcodes"].items())
         lines.append(f"  errcodes  {codes}")
