@@ -53,6 +53,8 @@ columns:
   age: {from: 年龄, type: integer}
 send:
   concurrency: 8
+  batch_rows: 10
+  rate_limit: null
   retry: {max_attempts: 3, initial_backoff_s: 0.001, max_backoff_s: 0.005}
 """
 
@@ -212,6 +214,8 @@ def test_secret_never_appears_in_any_output_stream_or_file(
         "run-debug-5xx": (["run", "job.yaml", data, "--base-url", flaky.url, "--debug"], {0, 1}),
         "run-json": (["run", "job.yaml", small, "--base-url", flaky.url, "--json"], {1}),
         "run-20000": (["run", "job.yaml", data, "--base-url", stranger.url], {3}),
+        # a wrong URL: the abort names it, the SECRET in its query shown as ***
+        "run-404": (["run", "job.yaml", small, "--base-url", stranger.url + "/nope"], {3}),
         "run-closed-port": (["run", "job.yaml", small, "--base-url", closed], {1}),
         "validate": (["validate", "job.yaml", small], {1}),
     }
@@ -234,6 +238,10 @@ def test_secret_never_appears_in_any_output_stream_or_file(
     # the runs really went through the situations they are meant to
     text = "\n".join(outputs)
     assert "ABORTED: 20000 Authentication failed" in text
+    assert (
+        f"HTTP 404 without the platform's errcode answer from {stranger.url}/nope/api/v1/api/"
+        "import?secret=***: check target.base_url and target.path"
+    ) in text
     assert "ConnectionRefusedError" in text
     assert "rows [00:" in text and "rejected=" in text  # the progress bar was drawn
     assert flaky.stats()["by_fault"]["http_503"] > 0
@@ -247,19 +255,25 @@ def test_secret_never_appears_in_any_output_stream_or_file(
         assert CANARY[-6:].encode() not in path.read_bytes(), path
 
 
-#: a run whose SECRET leaks into an exception: the signing step (``importer.protocol.signature``,
-#: public) fails quoting the SECRET as is, in a URL's query string and URL-encoded, and a log
-#: line names the same URL; then the CLI runs as ``dmimport`` does
+#: a run whose SECRET leaks into an exception: building the request target
+#: (``importer.protocol.Profile.target``, public; under import-api it puts the SECRET in the
+#: URL) fails quoting the SECRET as is, in a URL's query string and URL-encoded, and a log line
+#: names the same URL; then the CLI runs as ``dmimport`` does
 _LEAKY_RUN = """
 import logging, sys, urllib.parse
 import importer.protocol as protocol
 
-def signature(secret, timestamp, body):
-    url = f"https://api.example.com/v1/user?secret={urllib.parse.quote(secret, safe='')}&x=1"
-    logging.getLogger("importer").warning("signing for %s", url)
-    raise RuntimeError(f"cannot sign with {secret!r} for {url} ({urllib.parse.quote_plus(secret)})")
+shown = protocol.Profile.target
 
-protocol.signature = signature
+def target(self, kind, debug, secret):
+    if secret == "***":  # Profile.shown_target: the masked form, for messages
+        return shown(self, kind, debug, secret)
+    quoted = urllib.parse.quote(secret, safe="")
+    url = f"https://api.example.com/api/v1/api/import?secret={quoted}&x=1"
+    logging.getLogger("importer").warning("sending to %s", url)
+    raise RuntimeError(f"cannot build {url} with {secret!r} ({urllib.parse.quote_plus(secret)})")
+
+protocol.Profile.target = target
 from importer.cli import main
 sys.exit(main())
 """
@@ -282,12 +296,14 @@ def test_a_secret_under_a_custom_variable_is_redacted_from_messages_tracebacks_a
     )  # fmt: skip
     # the bug is reported, with its traceback, but without the SECRET in any form
     assert proc.returncode == 5, proc.stderr
-    assert "internal error: RuntimeError: cannot sign with '****' for " in proc.stderr
-    assert "https://api.example.com/v1/user?secret=****&x=1 (****)" in proc.stderr
+    assert (
+        "internal error: RuntimeError: cannot build "
+        "https://api.example.com/api/v1/api/import?secret=****&x=1 with '****' (****)"
+    ) in proc.stderr
     assert "Traceback (most recent call last)" in proc.stderr
-    assert "WARNING importer: signing for https://api.example.com/v1/user?secret=****&x=1" in (
-        proc.stderr
-    )
+    assert (
+        "WARNING importer: sending to https://api.example.com/api/v1/api/import?secret=****&x=1"
+    ) in proc.stderr
     forms = {secret, "c4n4ry", "Tok%2Ben%2F9Zq%3DXy", "Tok%2Ben/9Zq%3DXy"}
     for form in forms:
         assert form not in proc.stdout + proc.stderr, form
@@ -839,4 +855,4 @@ def test_self_signed_https_aborts_the_run_with_a_certificate_message(
         cwd=tmp_path,
     )
     assert code == 0, err
-    assert len(server.requests) == 500
+    assert len(server.requests) == 50  # batches of 10 rows

@@ -532,3 +532,23 @@ def test_no_answer_after_the_whole_body_was_sent_is_marked_sent() -> None:
 
     run(with_server(handler, closed))
     run(with_server(stall, timed_out))
+
+
+def test_a_base_url_with_a_path_prefixes_every_target_as_the_sdk_does() -> None:
+    lines: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines.append(head.split(b"\r\n")[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(OK_BODY) + OK_BODY)
+        await writer.drain()
+        writer.close()
+
+    async def scenario(url: str) -> None:
+        t = StreamTransport(url + "/gateway/dmartech/")
+        out = await t.post("/api/v1/api/import?secret=s", b"{}", {})
+        assert isinstance(out, Response) and out.ok
+        await t.aclose()
+
+    run(with_server(handler, scenario))
+    assert lines == [b"POST /gateway/dmartech/api/v1/api/import?secret=s HTTP/1.1"]

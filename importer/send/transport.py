@@ -188,9 +188,12 @@ class StreamTransport:
             "Content-Type: application/json; charset=utf-8\r\n"
             "Accept: application/json\r\n"
         )
+        # a base URL with a path (a gateway's prefix) puts it before every target, as the
+        # SDK does (``base_url + target``)
+        base_path = urlsplit(base_url).path.rstrip("/")
         self._prefix = (
             f"{self.endpoint.scheme}://{self.endpoint.host_header}" if self._absolute else ""
-        )
+        ) + base_path
 
     async def _open(self) -> _Conn:
         if self._proxy is None:
