@@ -469,3 +469,15 @@ def test_a_killed_runs_requests_are_counted(
     counted = sum(_requests_today(tmp_path, sb.secret, sb.url).values())
     # at most the last 100 ms of requests (4 at 40/s, and those in flight) go uncounted
     assert made - 6 <= counted <= made
+
+
+def test_the_budget_holds_for_every_worker_process_together(
+    tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
+) -> None:
+    sb = fresh_sandbox()
+    config, data = _job(tmp_path, sb.url, batch_rows=10, daily_quota=8, workers=2)
+    code, summary, err = _run(config, data, sb.secret, "--within-quota")
+    assert code == 1, err
+    assert sb.stats()["requests"] == 8 == summary["requests"]
+    assert (summary["counts"]["ok"], summary["counts"]["not_sent"]) == (80, 20)
+    assert sum(_requests_today(tmp_path, sb.secret, sb.url).values()) == 8
