@@ -527,8 +527,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
     )
     for handler in logging.getLogger().handlers:
         handler.setFormatter(_RedactingFormatter(handler.formatter))
-    # the daily quota's plan is said at the top of every run (docs/quota.md)
-    logging.getLogger("importer.quota").setLevel(logging.INFO)
+    # the daily quota's plan at the top of a run, on a terminal (as the progress bar; the
+    # summary and summary.json say it for every run): docs/quota.md
+    if sys.stderr.isatty():
+        logging.getLogger("importer.quota").setLevel(logging.INFO)
     if args.command is None:
         parser.print_help()
         return exitcodes.USAGE

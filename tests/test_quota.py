@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
+import pty
 import sqlite3
+import subprocess
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -13,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from helpers import dmimport, start_dmimport, write_csv
+from helpers import cli_command, cli_env, dmimport, start_dmimport, write_csv
 
 from importer.config import Config
 from importer.job import parse_job
@@ -281,7 +285,7 @@ def test_a_run_that_does_not_fit_stops_before_sending_with_exit_2(
     at = next_reset("Asia/Shanghai")
     out = dmimport("run", config, data, secret=sb.secret)
     assert out.returncode == 2, out.stderr
-    assert out.stderr.splitlines()[-1] == (
+    assert out.stderr.splitlines() == [
         "error: the run needs 19 requests (10 for 100 rows at 10 rows per request, + 9 margin "
         "for retries and bisection) but 15 of send.daily_quota 15 are left today "
         f"({day}, Asia/Shanghai: 0 used by this account); nothing was sent. Ways out: bigger "
@@ -289,8 +293,7 @@ def test_a_run_that_does_not_fit_stops_before_sending_with_exit_2(
         "since the last run); --within-quota (send about 100 rows now, the rest on the next "
         "run); a later day: the quota resets at 00:00 Asia/Shanghai "
         f"({at.astimezone(UTC):%Y-%m-%d %H:%M} UTC)"
-    )
-    assert "INFO importer.quota: quota plan: 100 rows to send -> 10 request(s)" in out.stderr
+    ]
     assert sb.stats()["requests"] == 0
     # no report folder is left behind; the ledger says the run was refused
     assert [p for p in (tmp_path / "reports").iterdir() if p.is_dir()] == []
@@ -300,26 +303,62 @@ def test_a_run_that_does_not_fit_stops_before_sending_with_exit_2(
     assert _requests_today(tmp_path, sb.secret, sb.url) == {}
 
 
-def test_dry_run_shows_the_plan_and_writes_it_to_the_summary(
+def _on_a_terminal(*args: str | Path, secret: str) -> tuple[int, str, str]:
+    """``dmimport ARGS`` with its stderr on a terminal (a pseudo-terminal): exit code, stdout,
+    stderr (line ends as the terminal gives them: CRLF)."""
+    master, slave = pty.openpty()
+    said: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the process closed its end
+                return
+            if not data:
+                return
+            said.append(data)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        proc = subprocess.run(
+            cli_command(*args), stdout=subprocess.PIPE, stderr=slave, text=True,
+            env=cli_env(secret), timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(slave)
+        reader.join(timeout=30)
+        os.close(master)
+    return proc.returncode, proc.stdout, b"".join(said).decode().replace("\r\n", "\n")
+
+
+def test_dry_run_shows_the_plan_on_a_terminal_and_in_the_summary(
     tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
 ) -> None:
     sb = fresh_sandbox()
     config, data = _job(tmp_path, sb.url, batch_rows=10, daily_quota=15)
-    out = dmimport("run", config, data, "--dry-run", "--json", secret=sb.secret)
-    assert out.returncode == 0, out.stderr
+    code, stdout, stderr = _on_a_terminal(
+        "run", config, data, "--dry-run", "--json", "--quiet", secret=sb.secret
+    )
+    assert code == 0, stderr
     account = account_of(sb.url, sb.secret)[:12]
-    assert out.stderr.splitlines()[:2] == [
+    assert stderr.splitlines()[:2] == [
         "INFO importer.quota: quota plan: 100 rows to send -> 10 request(s) (up to 10 rows "
         "each) + 9 margin for retries and bisection = 19 requests",
         f"INFO importer.quota: quota today: 15 of 15 left on {quota_day('Asia/Shanghai')} "
         f"(Asia/Shanghai; 0 used; account {account}); does NOT fit",
     ]
-    assert "WARNING importer.quota: the run needs 19 requests" in out.stderr
-    quota = json.loads(out.stdout)["quota"]
+    assert "WARNING importer.quota: the run needs 19 requests" in stderr
+    quota = json.loads(stdout)["quota"]
     assert {k: quota[k] for k in ("rows", "requests", "margin", "needed", "left", "fits")} == {
         "rows": 100, "requests": 10, "margin": 9, "needed": 19, "left": 15, "fits": False,
     }  # fmt: skip
     assert sb.stats()["requests"] == 0
+    # not on a terminal (cron): no plan on stderr, the summary's line says it
+    out = dmimport("run", config, data, "--dry-run", secret=sb.secret)
+    assert "quota plan" not in out.stderr
+    assert "  quota     19 requests planned; 15 of 15 were left (" in out.stdout
 
 
 def test_runs_shows_todays_requests_of_the_job_and_the_account(
