@@ -27,10 +27,14 @@ from .figures import (
     Sizes,
     files_needed,
 )
+from .limits import fig_limits, fig_requests
 from .proc import machine_busy_s
 
-# the durable-runs figures (issue 5) live in their own module
-FIGURES.update({"ledger": fig_ledger, "changed": fig_changed})
+# the durable-runs figures (issue 5) and the platform's limits (issue 13) live in their own
+# modules
+FIGURES.update(
+    {"ledger": fig_ledger, "changed": fig_changed, "requests": fig_requests, "limits": fig_limits}
+)
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
@@ -184,6 +188,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def run_figures(args: argparse.Namespace, ctx: Context, figures: list[Figure]) -> float:
+    """Each chosen figure in turn, appended to ``figures``; the seconds spent waiting."""
+    waited = 0.0
+    for name in args.names:
+        log(f"[{name}]")
+        if args.wait_quiet > 0:
+            waited += wait_quiet(args.wait_quiet)
+        t0 = time.perf_counter()
+        try:
+            fig = FIGURES[name](ctx)
+        except Exception as exc:  # a broken figure is reported, the others still run
+            fig = Figure(name)
+            fig.raw["error"] = f"{type(exc).__name__}: {exc}"
+            log(f"    failed: {fig.raw['error']}")
+            fig.checks.append(Check(name, "-", "", None, "", "ERROR", fig.raw["error"]))
+        fig.seconds = time.perf_counter() - t0
+        log(f"    ({fig.seconds:.1f} s)")
+        figures.append(fig)
+    return waited
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
@@ -197,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     dataset = Dataset()
-    for rows, fmt in files_needed(args.names, sizes):
-        dataset.file(rows, fmt)
+    for rows, fmt, variant in files_needed(args.names, sizes):
+        dataset.file(rows, fmt, variant)
     dataset.release()
     gc.collect()
     data_s = time.perf_counter() - t0
@@ -218,21 +243,10 @@ def main(argv: list[str] | None = None) -> int:
 
     figures: list[Figure] = []
     waited = 0.0
-    for name in args.names:
-        log(f"[{name}]")
-        if args.wait_quiet > 0:
-            waited += wait_quiet(args.wait_quiet)
-        t0 = time.perf_counter()
-        try:
-            fig = FIGURES[name](ctx)
-        except Exception as exc:  # a broken figure is reported, the others still run
-            fig = Figure(name)
-            fig.raw["error"] = f"{type(exc).__name__}: {exc}"
-            log(f"    failed: {fig.raw['error']}")
-            fig.checks.append(Check(name, "-", "", None, "", "ERROR", fig.raw["error"]))
-        fig.seconds = time.perf_counter() - t0
-        log(f"    ({fig.seconds:.1f} s)")
-        figures.append(fig)
+    try:
+        waited = run_figures(args, ctx, figures)
+    finally:
+        ctx.close()
 
     total = time.perf_counter() - t_start
     print()

@@ -1,15 +1,20 @@
 """The reference senders dmimport is measured against, and the sandbox they all talk to.
 
 Ceilings are bare loops over bodies prepared beforehand (no reading, mapping or reporting):
-each request is still signed afresh with ``importer.protocol.auth_headers`` and its answer
-read and parsed, so the server does exactly the work it does for dmimport.
+the same ``user_batch`` bodies of ``send.batch_rows`` rows the importer sends, posted to the
+``import-api`` endpoint (``DEFAULT_PROFILE.target``: the SECRET in the query), each answer read
+and parsed, so the server does exactly the work it does for dmimport. Their rate is in rows/s
+(rows carried by requests answered 0). Under the ``signed`` profile the same loops would sign
+each request afresh (``Profile.auth_headers``; ``import-api`` has no auth headers).
 
 - ``http.client``: one thread per connection, ``concurrency`` threads;
 - ``aiohttp``: one ``ClientSession``, ``concurrency`` requests in flight;
 - ``StreamTransport``: the project's own transport in a bare asyncio loop.
 
-The naive baseline is what a user would write by hand: pandas ``read_csv(dtype=str)``, then a
-``ThreadPoolExecutor`` with a ``requests.Session`` per thread posting each row's dict.
+The naive baseline is what a user would write by hand from the platform's pages: pandas
+``read_csv(dtype=str)``, rows as dicts in chunks of ``send.batch_rows``, then a
+``ThreadPoolExecutor`` with a ``requests.Session`` per thread posting each chunk as a
+``user_batch`` body (``json.dumps``).
 """
 
 from __future__ import annotations
@@ -29,14 +34,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from importer.protocol import DEFAULT_PROFILE, auth_headers, parse_response
+import yaml
+
+from importer.protocol import DEFAULT_PROFILE, ProtocolError, parse_response
 from importer.sandbox import Faults, Sandbox
 
-from .data import COLUMN_MAP
+from .data import BATCH_ROWS, COLUMN_MAP
 from .proc import machine_busy_s, proc_cpu_s
 
 CONTENT_TYPE = "application/json; charset=utf-8"
-USER_PATH = DEFAULT_PROFILE.path("user", False)
+PROFILE = DEFAULT_PROFILE
+#: the sandbox's default account schema (importer/sandbox/default_schema.yaml)
+DEFAULT_SCHEMA = Path(__file__).resolve().parent.parent / "importer/sandbox/default_schema.yaml"
+
+#: prepared requests: each body with the number of rows it carries
+Bodies = list[tuple[bytes, int]]
 
 
 @dataclass
@@ -45,8 +57,11 @@ class SendRate:
 
     name: str
     requests: int
+    #: requests answered errcode 0
     ok: int
     elapsed_s: float
+    #: rows carried by the requests answered 0
+    rows: int = 0
     client_cpu_s: float | None = None
     server_cpu_s: float | None = None
     #: CPU other programs used on the machine meanwhile (a shared box makes noisy figures)
@@ -54,6 +69,11 @@ class SendRate:
 
     @property
     def rate(self) -> float:
+        """Rows per second (rows of the requests answered 0)."""
+        return self.rows / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def request_rate(self) -> float:
         return self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
@@ -66,8 +86,11 @@ class SendRate:
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["rate_per_s"] = round(self.rate, 1)
+        out["requests_per_s"] = round(self.request_rate, 1)
         if self.client_cpu_s is not None and self.requests:
             out["client_cpu_us_per_request"] = round(self.client_cpu_s / self.requests * 1e6, 1)
+        if self.client_cpu_s is not None and self.rows:
+            out["client_cpu_us_per_row"] = round(self.client_cpu_s / self.rows * 1e6, 2)
         if self.elapsed_s > 0:
             for what in ("server", "foreign"):
                 cpu = out[f"{what}_cpu_s"]
@@ -76,18 +99,34 @@ class SendRate:
         return out
 
     @classmethod
-    def from_meter(cls, name: str, requests: int, ok: int, m: dict[str, float]) -> SendRate:
-        return cls(name, requests, ok, m["elapsed_s"], m["client_cpu_s"],
+    def from_meter(
+        cls, name: str, requests: int, ok: int, rows: int, m: dict[str, float]
+    ) -> SendRate:
+        return cls(name, requests, ok, m["elapsed_s"], rows, m["client_cpu_s"],
                    m.get("server_cpu_s"), m.get("foreign_cpu_s"))  # fmt: skip
 
 
 class BenchSandbox:
-    """``Sandbox(process=True)`` on a fresh SQLite file, plus the server process's CPU clock."""
+    """``Sandbox(process=True)`` on a fresh SQLite file, plus the server process's CPU clock.
 
-    def __init__(self, latency_ms: float = 0.0) -> None:
+    ``account``: keys of the account schema to change from the default (``batch_errors``,
+    ``rate_limit_per_s``...), written into a schema file of its own."""
+
+    def __init__(self, latency_ms: float = 0.0, account: dict[str, Any] | None = None) -> None:
         self._tmp = tempfile.mkdtemp(prefix="dmbench-")
         faults = Faults(latency_ms=latency_ms) if latency_ms else None
-        self.sb = Sandbox(process=True, db=Path(self._tmp) / "sandbox.db", faults=faults)
+        schema: Path | None = None
+        if account:
+            schema = Path(self._tmp) / "schema.yaml"
+            doc = yaml.safe_load(DEFAULT_SCHEMA.read_text(encoding="utf-8")) | account
+            schema.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+        try:
+            self.sb = Sandbox(
+                schema, process=True, db=Path(self._tmp) / "sandbox.db", faults=faults
+            )
+        except BaseException:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
         self.latency_ms = latency_ms
 
     def __enter__(self) -> BenchSandbox:
@@ -112,8 +151,13 @@ class BenchSandbox:
     def stats(self) -> dict[str, Any]:
         return self.sb.stats()
 
-    def user_requests(self) -> int:
-        return int(self.stats().get("by_path", {}).get("/v1/user", 0))
+    def api_requests(self) -> int:
+        """Requests that reached the API (the sandbox's own admin calls not counted)."""
+        return int(self.stats().get("requests", 0))
+
+    def target(self) -> str:
+        """Path and query of a ``user`` / ``user_batch`` request (carries the SECRET)."""
+        return PROFILE.target("user", False, self.secret)
 
 
 @contextlib.contextmanager
@@ -138,25 +182,32 @@ def metered(sandbox: BenchSandbox) -> Iterator[dict[str, float]]:
 
 
 def _ok(status: int, data: bytes) -> bool:
-    if status != 200:
+    """Answered errcode 0 (the documented answers carry their errcode whatever the status)."""
+    if status in (413, 429):
         return False
     try:
         return parse_response(data)[0] == 0
-    except ValueError:
+    except ProtocolError:
         return False
+
+
+def _headers(secret: str, body: bytes) -> dict[str, str]:
+    return {**PROFILE.auth_headers(secret, body), "Content-Type": CONTENT_TYPE}
 
 
 # -- ceiling (a): http.client, a persistent connection per thread ---------------------------
 
 
 def send_http_client(
-    sandbox: BenchSandbox, bodies: list[bytes], concurrency: int, name: str = "http.client"
+    sandbox: BenchSandbox, bodies: Bodies, concurrency: int, name: str = "http.client"
 ) -> SendRate:
     host, port = sandbox.sb.host, sandbox.sb.port
     secret = sandbox.secret
+    target = sandbox.target()
     work = iter(bodies)  # next() on a list iterator is atomic under the GIL
     oks = [0] * concurrency
     done = [0] * concurrency
+    rows = [0] * concurrency
     errors: list[BaseException] = []
     conns = [http.client.HTTPConnection(host, port, timeout=30) for _ in range(concurrency)]
     for conn in conns:
@@ -165,20 +216,20 @@ def send_http_client(
 
     def worker(k: int) -> None:
         conn = conns[k]
-        ok = n = 0
+        ok = n = r = 0
         start.wait()
         try:
-            for body in work:
-                headers = auth_headers(secret, body)
-                headers["Content-Type"] = CONTENT_TYPE
-                conn.request("POST", USER_PATH, body=body, headers=headers)
+            for body, count in work:
+                conn.request("POST", target, body=body, headers=_headers(secret, body))
                 resp = conn.getresponse()
-                ok += _ok(resp.status, resp.read())
+                good = _ok(resp.status, resp.read())
+                ok += good
+                r += count if good else 0
                 n += 1
         except BaseException as exc:  # reported below; a broken ceiling must not pass silently
             errors.append(exc)
         finally:
-            oks[k], done[k] = ok, n
+            oks[k], done[k], rows[k] = ok, n, r
             conn.close()
 
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(concurrency)]
@@ -190,73 +241,78 @@ def send_http_client(
             t.join()
     if errors:
         raise RuntimeError(f"{name}: {type(errors[0]).__name__}: {errors[0]}")
-    return SendRate.from_meter(name, sum(done), sum(oks), m)
+    return SendRate.from_meter(name, sum(done), sum(oks), sum(rows), m)
 
 
 # -- ceiling (b): aiohttp -------------------------------------------------------------------
 
 
-def send_aiohttp(sandbox: BenchSandbox, bodies: list[bytes], concurrency: int) -> SendRate:
+def send_aiohttp(sandbox: BenchSandbox, bodies: Bodies, concurrency: int) -> SendRate:
     import aiohttp
+    from yarl import URL
 
-    url = sandbox.url + USER_PATH
+    # encoded=True: the target is already percent-encoded, send it as is
+    url = URL(sandbox.url + sandbox.target(), encoded=True)
     secret = sandbox.secret
 
-    async def main() -> tuple[int, int]:
+    async def main() -> tuple[int, int, int]:
         work = iter(bodies)
-        ok = n = 0
+        ok = n = rows = 0
         connector = aiohttp.TCPConnector(limit=concurrency)
         async with aiohttp.ClientSession(connector=connector) as session:
 
             async def worker() -> None:
-                nonlocal ok, n
-                for body in work:
-                    headers = auth_headers(secret, body)
-                    headers["Content-Type"] = CONTENT_TYPE
+                nonlocal ok, n, rows
+                for body, count in work:
+                    headers = _headers(secret, body)
                     async with session.post(url, data=body, headers=headers) as resp:
-                        ok += _ok(resp.status, await resp.read())
+                        good = _ok(resp.status, await resp.read())
+                    ok += good
+                    rows += count if good else 0
                     n += 1
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return n, ok
+        return n, ok, rows
 
     with metered(sandbox) as m:
-        n, ok = asyncio.run(main())
-    return SendRate.from_meter("aiohttp", n, ok, m)
+        n, ok, rows = asyncio.run(main())
+    return SendRate.from_meter("aiohttp", n, ok, rows, m)
 
 
 # -- ceiling (c): the project's StreamTransport ---------------------------------------------
 
 
-def send_stream_transport(sandbox: BenchSandbox, bodies: list[bytes], concurrency: int) -> SendRate:
+def send_stream_transport(sandbox: BenchSandbox, bodies: Bodies, concurrency: int) -> SendRate:
     from importer.send import StreamTransport
 
     secret = sandbox.secret
+    target = sandbox.target()
 
-    async def main() -> tuple[int, int]:
+    async def main() -> tuple[int, int, int]:
         transport = StreamTransport(sandbox.url)
         work = iter(bodies)
-        ok = n = 0
+        ok = n = rows = 0
 
         async def worker() -> None:
-            nonlocal ok, n
-            for body in work:
-                outcome = await transport.post(USER_PATH, body, auth_headers(secret, body))
+            nonlocal ok, n, rows
+            for body, count in work:
+                outcome = await transport.post(target, body, PROFILE.auth_headers(secret, body))
                 ok += outcome.ok
+                rows += count if outcome.ok else 0
                 n += 1
 
         try:
             await asyncio.gather(*(worker() for _ in range(concurrency)))
         finally:
             await transport.aclose()
-        return n, ok
+        return n, ok, rows
 
     with metered(sandbox) as m:
-        n, ok = asyncio.run(main())
-    return SendRate.from_meter("StreamTransport", n, ok, m)
+        n, ok, rows = asyncio.run(main())
+    return SendRate.from_meter("StreamTransport", n, ok, rows, m)
 
 
-CEILINGS: dict[str, Callable[[BenchSandbox, list[bytes], int], SendRate]] = {
+CEILINGS: dict[str, Callable[[BenchSandbox, Bodies, int], SendRate]] = {
     "http.client": send_http_client,
     "aiohttp": send_aiohttp,
     "StreamTransport": send_stream_transport,
@@ -266,30 +322,38 @@ CEILINGS: dict[str, Callable[[BenchSandbox, list[bytes], int], SendRate]] = {
 # -- the naive baseline ---------------------------------------------------------------------
 
 
-def send_naive(sandbox: BenchSandbox, csv_path: Path, concurrency: int) -> SendRate:
-    """pandas + requests, as a user would write it; the time includes reading the file."""
+def send_naive(
+    sandbox: BenchSandbox, csv_path: Path, concurrency: int, batch_rows: int = BATCH_ROWS
+) -> SendRate:
+    """pandas + requests, as a user would write it from the platform's pages (``user_batch``
+    bodies of ``batch_rows`` rows); the time includes reading the file."""
     import pandas as pd
     import requests
 
-    url = sandbox.url + USER_PATH
+    url = sandbox.url + sandbox.target()
     secret = sandbox.secret
     local = threading.local()
 
-    def post(row: dict[str, Any]) -> bool:
-        session = getattr(local, "session", None)
-        if session is None:
-            session = local.session = requests.Session()
+    def record(row: dict[str, Any]) -> dict[str, Any]:
         props = {k: v for k, v in row.items() if isinstance(v, str)}  # NaN for empty cells
         if "age" in props:
             props["age"] = int(props["age"])
-        body = json.dumps({"properties": props}, ensure_ascii=False).encode()
-        headers = {**auth_headers(secret, body), "Content-Type": CONTENT_TYPE}
-        resp = session.post(url, data=body, headers=headers, timeout=30)
-        return resp.status_code == 200 and resp.json().get("errcode") == 0
+        return props
+
+    def post(chunk: list[dict[str, Any]]) -> int:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        doc = {"type": "user_batch", "properties": [record(r) for r in chunk]}
+        body = json.dumps(doc, ensure_ascii=False).encode()
+        resp = session.post(url, data=body, headers=_headers(secret, body), timeout=30)
+        return len(chunk) if resp.json().get("errcode") == 0 else 0
 
     with metered(sandbox) as m:
         df = pd.read_csv(csv_path, dtype=str)
         rows = df[list(COLUMN_MAP)].rename(columns=COLUMN_MAP).to_dict("records")
+        chunks = [rows[k : k + batch_rows] for k in range(0, len(rows), batch_rows)]
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            ok = sum(pool.map(post, rows))
-    return SendRate.from_meter("naive pandas+requests", len(rows), ok, m)
+            sent = list(pool.map(post, chunks))
+    ok = sum(1 for r in sent if r)
+    return SendRate.from_meter("naive pandas+requests", len(chunks), ok, sum(sent), m)

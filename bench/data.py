@@ -10,6 +10,11 @@ in ``sample_data/`` has:
 - 年龄 age: integers as text, 1% empty;
 - 性别, 城市, 会员, 注册时间: realistic columns the benchmark config does not map.
 
+The ``remarks`` variant (``users_remarks_<rows>.csv``, figure ``requests``) adds a column
+备注 (remark) that is empty except in ``REMARK_SHARE`` of the rows (exactly
+``round(rows * REMARK_SHARE)``, at seeded random positions): the config ``REMARKS_COLUMN`` maps it
+to a property the sandbox's schema does not declare, so only the server can refuse those rows.
+
 Files are rebuilt when missing or when ``VERSION`` changes (``manifest.json``): bump it with
 any change to what the generator writes.
 """
@@ -28,11 +33,17 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from importer.protocol import user_body
+from importer.protocol import DEFAULT_PROFILE, Profile, encode_body
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SEED = 20240301
 VERSION = 2
+#: records per request, as the benchmark config sets it (``send.batch_rows``, the default)
+BATCH_ROWS = 500
+#: the share of rows of the ``remarks`` variant that carry a remark (0.1%)
+REMARK_SHARE = 0.001
+#: the column of the ``remarks`` variant, and the property the job maps it to
+REMARK_COLUMN, REMARK_PROPERTY = "备注", "remark"
 
 #: source column -> property, in body order (the config below maps these four)
 COLUMN_MAP = {"手机号": "phone", "邮箱": "email", "姓名": "username", "年龄": "age"}
@@ -51,6 +62,7 @@ CONFIG_YAML = """\
 target:
   base_url: http://127.0.0.1:8080
   secret_env: DMART_SECRET
+  protocol: import-api
 job:
   name: bench-user
   kind: user
@@ -64,9 +76,17 @@ input:
   format: auto
 send:
   concurrency: 64
+  batch_rows: 500
+  # the figures measure the machine, not the platform's 20 requests/s: no pacing (the
+  # figure "limits" sets 20 in a config of its own)
+  rate_limit: null
+  # no daily budget: a bench run makes tens of thousands of requests to sandboxes in a day
+  daily_quota: 0
 report:
   dir: reports
 """
+#: the config line the ``remarks`` figures add under ``columns:`` (no type, no local check)
+REMARKS_COLUMN = f"  {REMARK_PROPERTY}: {{from: {REMARK_COLUMN}}}\n"
 
 
 def make_table(n: int, seed: int = SEED) -> pa.Table:
@@ -165,13 +185,57 @@ def properties_from_table(table: pa.Table) -> list[dict[str, Any]]:
     return out
 
 
-def bodies_for(csv_path: Path) -> list[bytes]:
-    """Request bodies of every row of a generated CSV, serialized as the importer does."""
+def items_for(csv_path: Path) -> list[bytes]:
+    """The encoded record (item) of every row of a generated CSV, as the mapper builds it."""
     table = pacsv.read_csv(csv_path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
     table = table.select(list(COLUMN_MAP)).cast(
         pa.schema([(c, pa.string()) for c in COLUMN_MAP]), safe=False
     )
-    return [user_body(p) for p in properties_from_table(table)]
+    return [encode_body(p) for p in properties_from_table(table)]
+
+
+def batch_bodies(
+    items: list[bytes], batch_rows: int = BATCH_ROWS, profile: Profile = DEFAULT_PROFILE
+) -> list[tuple[bytes, int]]:
+    """``(body, rows)`` of each request carrying ``items`` in file order, ``batch_rows`` a
+    request (``user_batch``; a single item gives ``user``): what the importer sends for them."""
+    out = []
+    for start in range(0, len(items), batch_rows):
+        chunk = items[start : start + batch_rows]
+        out.append((profile.body("user", chunk), len(chunk)))
+    return out
+
+
+def bodies_for(csv_path: Path, batch_rows: int = BATCH_ROWS) -> list[tuple[bytes, int]]:
+    """The request bodies (``user_batch`` of ``batch_rows``) of every row of a generated CSV,
+    each with the number of rows it carries."""
+    return batch_bodies(items_for(csv_path), batch_rows)
+
+
+def with_remarks(table: pa.Table, seed: int = SEED) -> pa.Table:
+    """``table`` plus the column 备注, empty except in ``REMARK_SHARE`` of the rows."""
+    n = table.num_rows
+    bad = round(n * REMARK_SHARE)
+    positions = np.random.default_rng(seed + 2).choice(n, size=bad, replace=False)
+    mask = np.zeros(n, dtype=bool)
+    mask[positions] = True
+    remark = pc.if_else(pa.array(mask), pa.scalar("老客户"), pa.scalar(None, pa.string()))
+    return table.append_column(REMARK_COLUMN, remark)
+
+
+def config_text(remarks: bool = False, send: dict[str, Any] | None = None) -> str:
+    """The benchmark config, with the remark column mapped and ``send:`` keys changed."""
+    text = CONFIG_YAML
+    if remarks:
+        text = text.replace("input:\n", REMARKS_COLUMN + "input:\n", 1)
+    for key, value in (send or {}).items():
+        shown = "null" if value is None else json.dumps(value)
+        line = re.compile(rf"^  {re.escape(key)}: .*$", re.M)
+        if line.search(text):
+            text = line.sub(f"  {key}: {shown}", text, count=1)
+        else:
+            text = text.replace("send:\n", f"send:\n  {key}: {shown}\n", 1)
+    return text
 
 
 class Dataset:
@@ -198,15 +262,20 @@ class Dataset:
             path.write_text(CONFIG_YAML, encoding="utf-8")
         return path
 
-    def file(self, rows: int, fmt: str = "csv") -> Path:
-        """``users_<rows>.<fmt>`` (csv, jsonl or parquet), written if missing or stale."""
-        name = f"users_{rows}.{fmt}"
+    def file(self, rows: int, fmt: str = "csv", variant: str = "") -> Path:
+        """``users_<rows>.<fmt>`` (csv, jsonl or parquet), written if missing or stale;
+        ``variant="remarks"``: ``users_remarks_<rows>.<fmt>`` (see ``with_remarks``)."""
+        if variant not in ("", "remarks"):
+            raise ValueError(f"unknown variant {variant}")
+        name = f"users_{variant + '_' if variant else ''}{rows}.{fmt}"
         path = self.root / name
         entry = self.manifest["files"].get(name)
         if path.exists() and entry and entry.get("bytes") == path.stat().st_size:
             return path
         t0 = time.perf_counter()
         table = self._base(rows).slice(0, rows)
+        if variant:
+            table = with_remarks(table)
         tmp = path.with_suffix(path.suffix + ".tmp")
         if fmt == "csv":
             pacsv.write_csv(table, tmp)

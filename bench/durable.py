@@ -34,10 +34,10 @@ def fig_ledger(ctx: Context) -> Figure:
     off: list[DmRun] = []
     try:
         for _ in range(ctx.sizes.repeats):
-            on.append(ctx.dm_send(n))
+            on.append(ctx.send(n))
             previous = _as(ctx, without)
             try:
-                off.append(ctx.dm_send(n))
+                off.append(ctx.send(n))
             finally:
                 ctx.config = previous
     finally:
