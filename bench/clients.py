@@ -11,10 +11,10 @@ each request afresh (``Profile.auth_headers``; ``import-api`` has no auth header
 - ``aiohttp``: one ``ClientSession``, ``concurrency`` requests in flight;
 - ``StreamTransport``: the project's own transport in a bare asyncio loop.
 
-The naive baseline is what a user would write by hand from the platform's pages: pandas
-``read_csv(dtype=str)``, rows as dicts in chunks of ``send.batch_rows``, then a
-``ThreadPoolExecutor`` with a ``requests.Session`` per thread posting each chunk as a
-``user_batch`` body (``json.dumps``).
+The naive baselines are what a user would write by hand from the platform's pages: pandas
+``read_csv(dtype=str)``, then a ``ThreadPoolExecutor`` with a ``requests.Session`` per thread
+posting each row as a ``user`` call (the SDK page's only call for customers), or each chunk
+of ``send.batch_rows`` rows as a ``user_batch`` body (the help pages' batch import).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import yaml
 from importer.protocol import DEFAULT_PROFILE, ProtocolError, parse_response
 from importer.sandbox import Faults, Sandbox
 
-from .data import BATCH_ROWS, COLUMN_MAP
+from .data import COLUMN_MAP
 from .proc import machine_busy_s, proc_cpu_s
 
 CONTENT_TYPE = "application/json; charset=utf-8"
@@ -323,10 +323,12 @@ CEILINGS: dict[str, Callable[[BenchSandbox, Bodies, int], SendRate]] = {
 
 
 def send_naive(
-    sandbox: BenchSandbox, csv_path: Path, concurrency: int, batch_rows: int = BATCH_ROWS
+    sandbox: BenchSandbox, csv_path: Path, concurrency: int, batch_rows: int | None = None
 ) -> SendRate:
-    """pandas + requests, as a user would write it from the platform's pages (``user_batch``
-    bodies of ``batch_rows`` rows); the time includes reading the file."""
+    """pandas + requests, as a user would write it from the platform's pages; the time
+    includes reading the file. ``batch_rows`` None: one ``user`` call per row (the SDK page's
+    ``user(properties)``, which has no batch form); a number: ``user_batch`` bodies of that
+    many rows (the help pages' batch import)."""
     import pandas as pd
     import requests
 
@@ -344,16 +346,21 @@ def send_naive(
         session = getattr(local, "session", None)
         if session is None:
             session = local.session = requests.Session()
-        doc = {"type": "user_batch", "properties": [record(r) for r in chunk]}
+        if batch_rows is None:
+            doc = {"type": "user", "properties": record(chunk[0])}
+        else:
+            doc = {"type": "user_batch", "properties": [record(r) for r in chunk]}
         body = json.dumps(doc, ensure_ascii=False).encode()
         resp = session.post(url, data=body, headers=_headers(secret, body), timeout=30)
         return len(chunk) if resp.json().get("errcode") == 0 else 0
 
+    step = batch_rows or 1
+    name = "naive pandas+requests" + (f" (user_batch of {batch_rows})" if batch_rows else "")
     with metered(sandbox) as m:
         df = pd.read_csv(csv_path, dtype=str)
         rows = df[list(COLUMN_MAP)].rename(columns=COLUMN_MAP).to_dict("records")
-        chunks = [rows[k : k + batch_rows] for k in range(0, len(rows), batch_rows)]
+        chunks = [rows[k : k + step] for k in range(0, len(rows), step)]
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             sent = list(pool.map(post, chunks))
     ok = sum(1 for r in sent if r)
-    return SendRate.from_meter("naive pandas+requests", len(chunks), ok, sum(sent), m)
+    return SendRate.from_meter(name, len(chunks), ok, sum(sent), m)
