@@ -34,8 +34,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from importer.protocol import DEFAULT_PROFILE, ProtocolError, parse_response
 from importer.sandbox import Faults, Sandbox
 
@@ -44,8 +42,6 @@ from .proc import machine_busy_s, proc_cpu_s
 
 CONTENT_TYPE = "application/json; charset=utf-8"
 PROFILE = DEFAULT_PROFILE
-#: the sandbox's default account schema (importer/sandbox/default_schema.yaml)
-DEFAULT_SCHEMA = Path(__file__).resolve().parent.parent / "importer/sandbox/default_schema.yaml"
 
 #: prepared requests: each body with the number of rows it carries
 Bodies = list[tuple[bytes, int]]
@@ -109,20 +105,15 @@ class SendRate:
 class BenchSandbox:
     """``Sandbox(process=True)`` on a fresh SQLite file, plus the server process's CPU clock.
 
-    ``account``: keys of the account schema to change from the default (``batch_errors``,
-    ``rate_limit_per_s``...), written into a schema file of its own."""
+    ``account``: settings of the account schema to change from the default (``batch_errors``,
+    ``unknown_properties``, ``rate_limit_per_s``...: ``Sandbox``'s keyword arguments)."""
 
     def __init__(self, latency_ms: float = 0.0, account: dict[str, Any] | None = None) -> None:
         self._tmp = tempfile.mkdtemp(prefix="dmbench-")
         faults = Faults(latency_ms=latency_ms) if latency_ms else None
-        schema: Path | None = None
-        if account:
-            schema = Path(self._tmp) / "schema.yaml"
-            doc = yaml.safe_load(DEFAULT_SCHEMA.read_text(encoding="utf-8")) | account
-            schema.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
         try:
             self.sb = Sandbox(
-                schema, process=True, db=Path(self._tmp) / "sandbox.db", faults=faults
+                process=True, db=Path(self._tmp) / "sandbox.db", faults=faults, **(account or {})
             )
         except BaseException:
             shutil.rmtree(self._tmp, ignore_errors=True)

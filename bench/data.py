@@ -80,8 +80,6 @@ send:
   # the figures measure the machine, not the platform's 20 requests/s: no pacing (the
   # figure "limits" sets 20 in a config of its own)
   rate_limit: null
-  # no daily budget: a bench run makes tens of thousands of requests to sandboxes in a day
-  daily_quota: 0
 report:
   dir: reports
 """

@@ -139,7 +139,8 @@ def _bisection(ctx: Context, fig: Figure, behaviour: str, rows: int, clean: DmRu
     bad = _bad_rows(rows)
     label = f"requests: bisection, {bad:,} bad of {rows:,} rows, {behaviour}"
     target = f"< {BISECTION_BOUND:.1f} per bad row"
-    config = ctx.config_file("remarks.yaml", config_text(remarks=True))
+    # bisection takes more requests than the default daily budget of 10,000 holds
+    config = ctx.config_file("remarks.yaml", config_text(remarks=True, send={"daily_quota": 0}))
     path = ctx.data.file(rows, variant="remarks")
     account = {"unknown_properties": "reject", "batch_errors": behaviour}
     previous, ctx.config = ctx.config, config
