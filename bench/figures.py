@@ -261,6 +261,8 @@ class DmRun:
                 "duration_s": s.get("duration_s"),
                 "counts": {k: v for k, v in (s.get("counts") or {}).items() if v},
                 "requests": s.get("requests"),
+                "sending": s.get("sending"),
+                "quota": s.get("quota"),
                 "exit_code": s.get("exit_code"),
                 "rate_per_s": round(self.rate, 1),
                 "wall_rate_per_s": round(self.wall_rate, 1),
@@ -504,6 +506,9 @@ def fig_send(ctx: Context) -> Figure:
             f"validate of the same file takes {local_s:.2f} s of the run's "
             f"{run.summary['duration_s']:.2f} s"
         )
+        count_s = (run.summary.get("quota") or {}).get("count_s")
+        if count_s is not None:
+            local_note += f", the daily quota's counting pass {count_s:.2f} s"
     c.note = join_notes(
         f"wall-clock {run.wall_rate:,.0f} rows/s = {run.wall_rate / ceiling.rate:.2f}x",
         cpu_note,

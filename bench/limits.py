@@ -66,11 +66,14 @@ def _counts(run: DmRun) -> tuple[int, int]:
 
 
 def _summary_extra(run: DmRun) -> dict[str, Any]:
-    """What the summary says about batches beyond ``requests`` (keys present only when the
-    importer reports them)."""
+    """What the summary says about sending (requests, batch and bisection requests, the final
+    batch size) and the quota plan, when the importer reports them."""
     s = run.summary or {}
-    keys = ("batches", "bisection_requests", "final_batch_rows", "batch_rows", "quota")
-    return {k: s[k] for k in keys if k in s}
+    return {k: s[k] for k in ("sending", "quota") if s.get(k) is not None}  # also in as_dict
+
+
+def _sending(run: DmRun, key: str) -> Any:
+    return ((run.summary or {}).get("sending") or {}).get(key)
 
 
 def clean_run(ctx: Context, rows: int) -> DmRun:
@@ -162,7 +165,7 @@ def _bisection(ctx: Context, fig: Figure, behaviour: str, rows: int, clean: DmRu
     ok, refused = _counts(run)
     exact = ok == rows - bad and refused == bad and run.customers == rows - bad
     fig.raw[behaviour] |= {"extra_requests": extra, "extra_per_bad_row": round(per_row, 2),
-                           "base_requests": base}  # fmt: skip
+                           "base_requests": base, "verified": exact}  # fmt: skip
     ctx.log(
         f"    {behaviour}: {arrived:,} requests ({extra:,} over {base:,}: {per_row:.1f} per "
         f"bad row), {ok:,} ok, {refused:,} x {UNKNOWN_PROPERTY}, {run.customers:,} stored"
@@ -179,6 +182,7 @@ def _bisection(ctx: Context, fig: Figure, behaviour: str, rows: int, clean: DmRu
                 join_notes(
                     f"{per_row:.2f} extra requests per bad row; {arrived:,} requests in all "
                     f"against {base:,} for the clean file",
+                    f"dmimport counted {_sending(run, 'bisect_requests')} bisection requests",
                     f"{ok:,} rows ok, {refused:,} with {UNKNOWN_PROPERTY}, "
                     f"{run.customers or 0:,} customers stored"
                     + (
