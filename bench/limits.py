@@ -65,13 +65,6 @@ def _counts(run: DmRun) -> tuple[int, int]:
     return ok, bad
 
 
-def _summary_extra(run: DmRun) -> dict[str, Any]:
-    """What the summary says about sending (requests, batch and bisection requests, the final
-    batch size) and the quota plan, when the importer reports them."""
-    s = run.summary or {}
-    return {k: s[k] for k in ("sending", "quota") if s.get(k) is not None}  # also in as_dict
-
-
 def _sending(run: DmRun, key: str) -> Any:
     return ((run.summary or {}).get("sending") or {}).get(key)
 
@@ -100,7 +93,7 @@ def fig_requests(ctx: Context) -> Figure:
         return fig
 
     clean = clean_run(ctx, n)
-    fig.raw["clean"] = clean.as_dict() | _summary_extra(clean)
+    fig.raw["clean"] = clean.as_dict()
     if clean.error:
         fig.checks.append(error_check(label, f"<= {allowed:,}", clean.error))
         return fig
@@ -151,7 +144,7 @@ def _bisection(ctx: Context, fig: Figure, behaviour: str, rows: int, clean: DmRu
         run, stats = ctx.dm_send(rows, account=account, path=path, clean=False)
     finally:
         ctx.config = previous
-    fig.raw[behaviour] = run.as_dict() | _summary_extra(run) | {"bad_rows": bad}
+    fig.raw[behaviour] = run.as_dict() | {"bad_rows": bad}
     fig.raw[behaviour]["sandbox_by_errcode"] = stats.get("by_errcode")
     if run.error:
         fig.checks.append(error_check(label, target, run.error))
@@ -217,7 +210,7 @@ def fig_limits(ctx: Context) -> Figure:
     finally:
         ctx.config = previous
     ceiling = clean_run(ctx, n)
-    fig.raw["paced"] = run.as_dict() | _summary_extra(run)
+    fig.raw["paced"] = run.as_dict()
     fig.raw["paced"]["sandbox_429"] = _status_count(stats, "429")
     fig.raw["unpaced"] = ceiling.as_dict()
     if run.error or ceiling.error:
