@@ -520,3 +520,38 @@ def test_the_budget_holds_for_every_worker_process_together(
     assert sb.stats()["requests"] == 8 == summary["requests"]
     assert (summary["counts"]["ok"], summary["counts"]["not_sent"]) == (80, 20)
     assert sum(_requests_today(tmp_path, sb.secret, sb.url).values()) == 8
+
+
+def test_debug_requests_count_against_the_quota(
+    tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
+) -> None:
+    sb = fresh_sandbox()
+    config, data = _job(tmp_path, sb.url, batch_rows=10)
+    code, summary, err = _run(config, data, sb.secret, "--debug")
+    assert code == 0, err
+    assert sb.stats()["items"]["stored"] == 0  # debug: checked, not stored
+    assert summary["quota"]["used_today"] == 0 and summary["requests"] == 10
+    assert _requests_today(tmp_path, sb.secret, sb.url) == {
+        (account_of(sb.url, sb.secret), "quotajob"): 10
+    }
+
+
+def test_without_a_ledger_the_quota_is_not_tracked_but_a_run_still_stops_at_it(
+    tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
+) -> None:
+    sb = fresh_sandbox()
+    config, data = _job(tmp_path, sb.url, batch_rows=10, daily_quota=8)
+    text = yaml.safe_load(config.read_text(encoding="utf-8"))
+    config.write_text(yaml.safe_dump({**text, "state": {"enabled": False}}), encoding="utf-8")
+    for _ in range(2):  # nothing is remembered: the second run plans on the whole quota too
+        code, summary, err = _run(config, data, sb.secret, "--within-quota")
+        assert code == 1, err
+        assert (summary["quota"]["tracked"], summary["quota"]["left"]) == (False, 8)
+        assert summary["counts"]["ok"] == 80
+        assert err.startswith(
+            "WARNING importer.quota: the daily quota is not tracked across runs (state.enabled: "
+            "false): this run may use up to send.daily_quota (8) requests, whatever other runs "
+            "used today\n"
+        )
+    assert sb.stats()["requests"] == 16
+    assert not (tmp_path / "reports" / "state.db").exists()
