@@ -49,17 +49,17 @@ def allowed_requests(rows: int, batch_rows: int = BATCH_ROWS) -> int:
 
 @dataclass(frozen=True)
 class Sizes:
-    # send, latency, workers and ledger: 400 batches of 500 rows (with one row a request the
-    # suite used 50,000 and 20,000 rows; batches make the same rows 500 times fewer requests)
+    # send and ledger: 400 batches of 500 rows; latency and workers: 200 (with one row a
+    # request the suite used 50,000 and 20,000 rows: 500 times more requests than rows / 500)
     send_rows: int = 200_000
     naive_rows: int = 10_000
-    latency_rows: int = 200_000
+    latency_rows: int = 100_000
     local_rows: int = 1_000_000
     baseline_rows: int = 100_000
     mem_validate: tuple[int, int] = (5_000_000, 500_000)
     mem_send: tuple[int, int] = (200_000, 20_000)
     capacity_requests: int = 40_000
-    workers_rows: int = 200_000
+    workers_rows: int = 100_000
     #: figures ``requests`` and ``limits`` (issue 13): the clean file, the one with 0.1% rows
     #: only the server refuses, and the paced run
     requests_rows: int = 1_000_000
