@@ -70,17 +70,18 @@ send:
   concurrency: {concurrency}
   batch_rows: {batch_rows}
   rate_limit: null
-  abort_after_failed_requests: 3
+  abort_after_failed_requests: {abort}
   retry: {{max_attempts: 4, initial_backoff_s: 0.001, max_backoff_s: 0.01}}
 """
 
 
 def config(path: Path, *, timeout: float = 5, concurrency: int = 4, batch_rows: int = 25,
-           extra: str = "") -> Path:  # fmt: skip
-    path.write_text(
-        CONFIG.format(timeout=timeout, concurrency=concurrency, batch_rows=batch_rows) + extra,
-        encoding="utf-8",
+           abort: int = 3, extra: str = "") -> Path:  # fmt: skip
+    """A job config; ``abort``: send.abort_after_failed_requests (0: never)."""
+    text = CONFIG.format(
+        timeout=timeout, concurrency=concurrency, batch_rows=batch_rows, abort=abort
     )
+    path.write_text(text + extra, encoding="utf-8")
     return path
 
 
@@ -158,6 +159,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.timeout(400)
 def test_the_canary_secret_appears_in_no_output_of_faulty_aborted_and_crashed_runs(
     served: Callable[..., Served], tmp_path: Path
 ) -> None:
@@ -175,17 +177,23 @@ def test_the_canary_secret_appears_in_no_output_of_faulty_aborted_and_crashed_ru
         assert proc.returncode in expected, (name, proc.returncode, proc.stderr[-3000:])
         return proc
 
-    # (a) faults: 5xx, resets after the request was processed, stalls past the 1 s timeout,
-    # latency; and 1 row in 20 that only the platform refuses
-    faults = Faults(seed=7, latency_ms="0-20", http_503=0.1, http_500=0.05, reset=0.1,
-                    stall=0.03, stall_s=2.5)  # fmt: skip
+    # (a) faults, half of all attempts: 5xx, resets after the request was processed, stalls
+    # past the 1 s timeout, latency; and 1 row in 20 that only the platform refuses (20003,
+    # found by bisection). Batches of 10: some 30 requests and as many retries, so each fault
+    # kind is drawn many times over
+    faults = Faults(seed=7, latency_ms="0-20", http_503=0.15, http_500=0.05, reset=0.15,
+                    stall=0.15, stall_s=2.5)  # fmt: skip
     flaky = make("flaky", *faults.to_args())
     data = write_csv(work / "customers.csv", HEADER, rows(300, "0139", long_every=20))
-    job = config(work / "job.yaml", timeout=1)
+    job = config(work / "job.yaml", timeout=1, batch_rows=10, abort=0)
     run = cli("faults", "run", job, data, "--base-url", flaky.url, expected={1})
     results = read_results(next((work / "rep").glob("shop-*/results.csv")))
+    # the canary went out percent-encoded and the sandbox took it: rows were stored
+    assert sum(r["status"] == "ok" for r in results) > 200
     refused = [r for r in results if r["errcode"] == "20003"]
-    assert len(refused) == 15 and all(r["status"] == "rejected" for r in refused)
+    # a long row whose every attempt met a fault ends failed without an errcode: most do not
+    assert len(refused) >= 5
+    assert all(r["status"] == "failed" and int(r["line"]) % 20 == 1 for r in refused)
     log = flaky.log.read_text(encoding="utf-8")
     for fault in ("http_503", "reset", "stall"):
         assert f"fault={fault}" in log, fault
@@ -204,11 +212,13 @@ def test_the_canary_secret_appears_in_no_output_of_faulty_aborted_and_crashed_ru
         encoding="utf-8",
     )
     proc = cli("404", "run", wrong, small, "--base-url", flaky.url, expected={3})
-    assert "404" in proc.stderr
-    assert f"{flaky.url}/api/v1/api/imprt?secret=" in proc.stderr  # named, secret redacted
+    assert (
+        "ABORTED: HTTP 404 without the platform's errcode answer from "
+        f"{flaky.url}/api/v1/api/imprt?secret=***: check target.base_url and target.path"
+    ) in proc.stdout
     stranger = make("stranger", secrets=None)  # knows only its demo SECRET
     proc = cli("20000", "run", job, small, "--base-url", stranger.url, expected={3})
-    assert "20000" in proc.stderr
+    assert "ABORTED: 20000 Authentication failed" in proc.stdout
     proc = cli("nxdomain", "run", job, small, "--base-url", "http://dmimport-test.invalid",
                expected={1, 3})  # fmt: skip
     assert proc.stderr.count("the SECRET travels UNENCRYPTED to dmimport-test.invalid") == 1
@@ -218,7 +228,8 @@ def test_the_canary_secret_appears_in_no_output_of_faulty_aborted_and_crashed_ru
     big = write_csv(work / "big.csv", HEADER, rows(400, "0141"))
     crash_job = config(work / "crash.yaml", concurrency=2, batch_rows=10)
     p = start_dmimport("--verbose", "run", crash_job, big, "--base-url", slow.url,
-                       "--report-dir", work / "rep", cwd=work, secret=CANARY)  # fmt: skip
+                       "--report-dir", work / "rep", "--metrics-file", work / "dying.prom",
+                       cwd=work, secret=CANARY)  # fmt: skip
     wait_for(lambda: slow.requests() >= 4)
     slow.kill()
     out, err = p.communicate(timeout=120)
@@ -252,7 +263,8 @@ def test_the_canary_secret_appears_in_no_output_of_faulty_aborted_and_crashed_ru
     names = {p.name for p in written}
     assert {"results.csv", "rejects.csv", "summary.json", "state.db"} <= names, names
     assert len([p for p in written if p.suffix == ".prom"]) == 7  # one metrics file per run
-    assert len({p.parent for p in written if p.name == "summary.json"}) >= 8  # a folder per run
+    # a report folder with its summary per run, but for the SIGKILLed one
+    assert len({p.parent for p in written if p.name == "summary.json"}) == 7
     assert len(logs) == 4 and all(" /api/v1/api/" in p.read_text("utf-8") for p in logs)
     for path in [*written, *logs]:
         assert not leaks(path.read_bytes()), (path, leaks(path.read_bytes()))

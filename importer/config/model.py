@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from typing import Any, Literal
-
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (

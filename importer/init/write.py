@@ -57,7 +57,8 @@ def render_proposal(proposal: Proposal, out: str | Path) -> str:
         f"  dmimport preview {shlex.quote(str(out))} {shlex.quote(str(source.path))}",
         "the config sends to the platform's documented host (target.base_url); to try it on the",
         "local sandbox first, run `dmimport sandbox` in another terminal, then (--debug: the",
-        "sandbox checks every row as the platform would, stores nothing, and no ledger is kept)",
+        "sandbox checks every row as the platform would and stores nothing; the job's ledger",
+        "records no delivery)",
         f"  DMART_SECRET={SANDBOX_DEMO_SECRET} dmimport run {shlex.quote(str(out))} "
         f"{shlex.quote(str(source.path))} --base-url {SANDBOX_URL} --debug",
     ]
