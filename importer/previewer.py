@@ -22,7 +22,7 @@ from .errcodes import ErrCode
 from .job import load_job
 from .load import BadRecord, Batch, iter_batches, open_source
 from .map import Mapper
-from .quota import QuotaPlan, plan_for
+from .quota import QuotaPlan, RowCount, plan_for, valid_groups
 
 __all__ = ["Plan", "Preview", "PreviewRow", "preview", "render_preview"]
 
@@ -84,6 +84,7 @@ def preview(
     shown: list[PreviewRow] = []
     valid = malformed = 0
     rejected: Counter[str] = Counter()
+    groups: Counter[str] = Counter()  # valid rows per event name, for the quota's plan
     batches = iter_batches(source, options, cfg.source_columns())
     try:
         for batch in batches:
@@ -95,6 +96,7 @@ def preview(
                 continue
             mapped = mapper.map(batch, build_bodies=False)
             valid += int(mapped.ok.sum())
+            groups.update(valid_groups(cfg, mapped))
             codes, counts = np.unique(mapped.errcode[mapped.errcode != 0], return_counts=True)
             rejected.update(dict(zip(map(str, codes.tolist()), counts.tolist(), strict=True)))
             malformed += len(batch.bad)
@@ -109,7 +111,8 @@ def preview(
         malformed = sum(1 for r in shown if r.verdict == "rejected" and r.errcode is None)
     total = valid + sum(rejected.values()) + malformed
     plan = Plan(total, valid, dict(sorted(rejected.items())), malformed, scanned_all=scan_all)
-    quota = plan_for(cfg, [source], mapper=mapper) if scan_all else None
+    count = RowCount(dict(groups))
+    quota = plan_for(cfg, [source], mapper=mapper, valid=count) if scan_all else None
     return Preview(shown, plan, str(path), cfg.job_name, cfg.job.kind, quota)
 
 

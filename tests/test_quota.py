@@ -555,3 +555,27 @@ def test_without_a_ledger_the_quota_is_not_tracked_but_a_run_still_stops_at_it(
         )
     assert sb.stats()["requests"] == 16
     assert not (tmp_path / "reports" / "state.db").exists()
+
+
+def test_preview_plans_changed_only_against_the_ledger_and_counts_todays_requests(
+    tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
+) -> None:
+    sb = fresh_sandbox()
+    config, data = _job(tmp_path, sb.url, batch_rows=10)
+    text = yaml.safe_load(config.read_text(encoding="utf-8"))
+    config.write_text(yaml.safe_dump({**text, "state": {"mode": "incremental"}}), "utf-8")
+    code, _, err = _run(config, data, sb.secret)
+    assert code == 0, err
+    rows = data.read_text(encoding="utf-8").splitlines()
+    rows[1:4] = [f"{line}-changed" for line in rows[1:4]]  # 3 rows change
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = dmimport("preview", config, data, "-n", "0", secret=sb.secret)
+    assert out.returncode == 0, out.stderr
+    account = account_of(sb.url, sb.secret)[:12]
+    assert out.stdout.splitlines()[-2:] == [
+        "quota plan: 3 rows to send -> 1 request(s) (up to 10 rows each) + 5 margin for "
+        "retries and bisection = 6 requests",
+        f"quota today: 9,990 of 10,000 left on {quota_day('Asia/Shanghai')} (Asia/Shanghai; "
+        f"10 used; account {account}); fits",
+    ]
+    assert sb.stats()["requests"] == 10  # the preview sent nothing

@@ -39,6 +39,7 @@ from .plan import (
     per_request,
     requests_for,
     requests_today,
+    valid_groups,
 )
 from .run import RunQuota, classifier_for, open_quota, plan_for, plan_run
 
@@ -58,4 +59,5 @@ __all__ = [
     "plan_run",
     "requests_for",
     "requests_today",
+    "valid_groups",
 ]

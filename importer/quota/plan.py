@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..config import Config
 from ..errors import LoadError, QuotaError
 from ..ledger import (
@@ -25,7 +27,7 @@ from ..ledger import (
     short_account,
 )
 from ..load import Source, iter_batches
-from ..map import Mapper
+from ..map import Mapped, Mapper
 
 #: the share of the requests kept as a margin for retries
 MARGIN_SHARE = 0.02
@@ -75,11 +77,7 @@ def count_rows(
                     send = mapped.ok
                     if reader is not None:
                         send = send & reader.classify(mapped, index).send
-                    names = mapped.event_names
-                    if names is None:
-                        groups[fixed_name] += int(send.sum())
-                    else:
-                        groups.update(names[i] or "" for i in send.nonzero()[0].tolist())
+                    groups.update(valid_groups(config, mapped, send))
             except LoadError:
                 continue  # the run reports it
         if reader is not None and reader.holds_rows:
@@ -88,6 +86,17 @@ def count_rows(
         if reader is not None:
             reader.close()
     return RowCount(dict(groups), time.perf_counter() - t0)
+
+
+def valid_groups(config: Config, mapped: Mapped, rows: np.ndarray | None = None) -> Counter[str]:
+    """How many of ``rows`` (a mask; default: the rows that pass the local checks) go to each
+    group of rows that share requests: the event name for events, "" otherwise."""
+    mask = mapped.ok if rows is None else rows
+    names = mapped.event_names
+    if names is None:
+        fixed = (config.job.event_name or "") if config.job.kind == "event" else ""
+        return Counter({fixed: int(mask.sum())})
+    return Counter(names[i] or "" for i in np.flatnonzero(mask).tolist())
 
 
 def per_request(config: Config) -> int:

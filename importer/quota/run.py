@@ -229,11 +229,14 @@ def plan_for(
     *,
     mapper: Mapper | None = None,
     changed_only: bool | None = None,
+    valid: RowCount | None = None,
     now: datetime | None = None,
 ) -> QuotaPlan | None:
     """The plan of a run over ``sources``, read only (``preview``): changed-only against the
     job's ledger if it exists (no resume: that needs the files' fingerprints), the account's
-    requests today when the SECRET is in the environment. None with ``send.daily_quota: 0``."""
+    requests today when the SECRET is in the environment. None with ``send.daily_quota: 0``.
+    ``valid``: the rows valid by the local checks, when the caller counted them already (used
+    unless changed-only needs the ledger's verdicts: no second pass over the files)."""
     if not config.send.daily_quota:
         return None
     quota = open_quota(config, secret=None, dry_run=True)
@@ -242,7 +245,10 @@ def plan_for(
             changed_only = config.state.mode == "incremental"
         info = RunInfo("", None, ()) if changed_only else None
         classifier = classifier_for(config, quota.ledger, info, changed_only)
-        count = count_rows(config, sources, mapper=mapper, classifier=classifier)
+        if classifier is None and valid is not None:
+            count = valid
+        else:
+            count = count_rows(config, sources, mapper=mapper, classifier=classifier)
         moment = now or utc_now()
         tz = config.send.quota_timezone
         return make_plan(
