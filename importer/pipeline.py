@@ -73,12 +73,12 @@ from .report import (
 )
 from .send import (
     MultiProcessSender,
+    RequestBudget,
     Sender,
     StreamTransport,
     Transport,
     WorkerSpec,
 )
-from .send.budget import RequestBudget
 
 log = logging.getLogger("importer")
 

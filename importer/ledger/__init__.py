@@ -22,7 +22,14 @@ from .classify import DONE, HELD, SEND, SUPERSEDED, UNCHANGED, RunInfo
 from .location import JobPlaces, adopt_old_ledger, ledger_path, open_job_ledger
 from .lock import lock_path
 from .recorder import OutcomeRecorder
-from .requests import RequestMeter, account_of, next_reset, quota_day, short_account
+from .requests import (
+    RequestMeter,
+    account_of,
+    next_reset,
+    quota_day,
+    short_account,
+    utc_now,
+)
 from .retry import RetryRows, rows_to_retry, rows_to_retry_from_run
 from .rowhash import ABSENT, as_keys, combine, hash64, hex16, keys64
 from .runs import RunRecord
@@ -65,4 +72,5 @@ __all__ = [
     "rows_to_retry",
     "rows_to_retry_from_run",
     "short_account",
+    "utc_now",
 ]

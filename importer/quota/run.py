@@ -28,11 +28,11 @@ from ..ledger import (
     ledger_path,
     next_reset,
     quota_day,
+    utc_now,
 )
-from ..ledger.requests import utc_now
 from ..load import Source
 from ..map import Mapper
-from ..send.budget import RequestBudget
+from ..send import RequestBudget
 from .plan import (
     QuotaPlan,
     RowCount,
