@@ -40,7 +40,8 @@ BOTTOM = {
 STAGES = ("importer.config", "importer.load", "importer.map", "importer.send", "importer.report",
           "importer.ledger")  # fmt: skip
 ABOVE_STAGES = ("importer.job", "importer.pipeline", "importer.api", "importer.cli",
-                "importer.init", "importer.client", "importer.previewer")  # fmt: skip
+                "importer.init", "importer.client", "importer.previewer", "importer.feed",
+                "importer.quota", "importer.producer", "importer.outputs")  # fmt: skip
 
 
 def _module_name(path: Path) -> str:
