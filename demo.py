@@ -1,6 +1,10 @@
 """``make demo``: start the bundled sandbox, import ``sample_data/`` with the bundled configs,
 print each run's summary and a few report lines, then stop the sandbox.
 
+The runs speak the platform's documented import API (the default, ``import-api``) to the
+sandbox, whose address overrides the configs' ``target.base_url`` explicitly: nothing leaves
+the machine, whatever the configs say.
+
 A script of the checkout, not part of the installed package: it reads ``configs/`` and
 ``sample_data/`` next to it. Its reports go to ``build/demo/`` (``make clean`` removes them);
 its ledger lives and dies with the sandbox's temporary database, since it records deliveries
@@ -52,9 +56,12 @@ def main(report_dir: Path = ROOT / "build" / "demo") -> int:
             print()
             worst = max(worst, summary.exit_code)
         stats = sandbox.stats()
+        records = stats.get("items", {}).get("received", 0)
         print(
             f"sandbox now holds {len(sandbox.customers())} customers and "
-            f"{len(sandbox.events())} events ({stats.get('requests', 0)} requests served)"
+            f"{len(sandbox.events())} events ({stats.get('requests', 0)} requests served, "
+            f"carrying {records} records: customers and events go in batches, deletes one "
+            "per request)"
         )
     print(
         "\nThe sample files contain a few bad rows on purpose, so exit code 1 is expected:"
