@@ -136,7 +136,7 @@ def test_jsonl_nan_and_infinity_are_not_json(tmp_path: Path) -> None:
     assert out.verdict(4) == ("rejected", "", "invalid JSON: -Infinity is not a JSON value", "")
     # 1e999 is valid JSON, but not an integer: the mapper refuses it like the platform would
     assert out.verdict(5) == (
-        "rejected", "10002", "column age: '1e999' is not an integer", "age",
+        "rejected", "20003", "column age: '1e999' is not an integer", "age",
     )  # fmt: skip
     assert out.statuses()[1] == out.statuses()[6] == "valid"
 
@@ -204,7 +204,7 @@ def test_jsonl_nesting_deep_enough_to_crash_arrow_is_a_bad_record(
             assert out.verdict(line) == ("rejected", "", "invalid JSON: nested too deeply", "")
         good = "ok" if command == "run" else "valid"
         assert out.statuses() == {i: "rejected" if i in (51, 61) else good for i in range(1, 101)}
-    assert sb.stats()["by_path"]["/v1/user"] == 3 * 98
+    assert sb.stats()["items"]["received"] == 3 * 98  # each run sent each good row once
     runs = json.loads(dmimport("runs", "job.yaml", "--json", cwd=tmp_path).stdout)
     assert [r["status"] for r in runs] == ["done"] * 3  # none left 'running'
 
@@ -635,10 +635,10 @@ def test_every_kind_of_bad_jsonl_line_sent_for_real_loses_no_valid_row(
         7: "rejected", 8: "rejected", 9: "rejected", 11: "ok",
     }  # fmt: skip
     assert out.verdict(7) == ("rejected", "", 'NUL byte in column "name"', "name")
-    assert out.verdict(9)[:2] == ("rejected", "10002")
+    assert out.verdict(9)[:2] == ("rejected", "20003")
     stored = sorted(c["properties"]["phone"] for c in sb.customers())
     assert stored == ["13800000001", "13800000002", "13800000004"]
-    assert sb.stats()["by_path"]["/v1/user"] == 3
+    assert sb.stats()["items"]["received"] == 3
 
 
 # -- bad configs: exit 2, the key path on stderr ------------------------------------------------

@@ -40,6 +40,8 @@ columns:
   age: {{from: age, type: integer}}
 send:
   concurrency: {concurrency}
+  batch_rows: {batch_rows}
+  rate_limit: null
   retry: {{max_attempts: {attempts}, initial_backoff_s: 0.01, max_backoff_s: 0.02}}
 report: {{dir: {reports}}}
 state: {{path: {state}}}
@@ -52,18 +54,24 @@ columns:
   orderId: order_id
   event_id: order_id
   create_time: created
-send: {{concurrency: 16}}
+send: {{concurrency: 16, batch_rows: {batch_rows}, rate_limit: null}}
 report: {{dir: {reports}}}
 state: {{path: {state}}}
 """
 
 
-def make_config(tmp_path: Path, template: str, concurrency: int = 8, attempts: int = 4) -> Path:
+def make_config(
+    tmp_path: Path, template: str, concurrency: int = 8, attempts: int = 4, batch_rows: int = 10
+) -> Path:
+    """The job's config. 10 rows a request (not the default 500), so that these runs make
+    enough requests to be stopped mid-way and to meet faults; no rate limit (these runs make
+    hundreds of requests)."""
     path = tmp_path / "job.yaml"
     path.write_text(
         template.format(
             concurrency=concurrency,
             attempts=attempts,
+            batch_rows=batch_rows,
             reports=tmp_path / "reports",
             state=tmp_path / "state.db",
         ),
@@ -93,7 +101,7 @@ def test_changed_only_sends_zero_then_exactly_the_changed_rows(
     rows = users_file(data, 2000)
     ov = {"target.base_url": sb.url}
     first = run(cfg, [data], overrides=ov)
-    assert first.counts["ok"] == 2000 and first.requests == 2000
+    assert first.counts["ok"] == 2000 and first.requests == 200  # 10 rows a request
 
     second = run(cfg, [data], overrides=ov, changed_only=True)
     assert second.requests == 0
@@ -105,13 +113,13 @@ def test_changed_only_sends_zero_then_exactly_the_changed_rows(
         rows[i][2] = f"changed-{i}"
     write_csv(data, USER_COLUMNS, rows)
     third = run(cfg, [data], overrides=ov, changed_only=True)
-    assert third.requests == 3
+    assert third.requests == 1  # the 3 changed rows, far apart in the file, in one batch
     assert (third.counts["ok"], third.counts["unchanged"]) == (3, 1997)
     stored = {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}
     assert all(stored[rows[i][0]] == f"changed-{i}" for i in changed)
 
     full = run(cfg, [data], overrides=ov, changed_only=True, full=True)
-    assert full.requests == 2000  # --full wins: everything again
+    assert full.requests == 200  # --full wins: everything again
 
 
 def test_a_ledger_upgraded_from_hex_hashes_still_skips_every_unchanged_row(
@@ -175,7 +183,7 @@ def test_retry_resends_only_failed_rows_by_run_id_and_by_results_file(
 
     sb.set_faults(Faults())
     again = retry(cfg, first.run_id, overrides=ov)
-    assert again.rows == failed and again.requests == failed
+    assert again.rows == failed and again.requests == -(-failed // 10)  # 10 a request
     assert again.counts["ok"] == failed and again.exit_code == 0
     assert len(sb.customers()) == 300
 
@@ -332,7 +340,7 @@ def test_sigkill_at_random_points_then_resume_loses_nothing_and_duplicates_nothi
     cfg = make_config(tmp_path, USERS, concurrency=16)
     data = tmp_path / "u.csv"
     rows = users_file(data, 10_000, dup_every=50)  # 10,000 customers + 200 later updates
-    out = _kill_and_resume(cfg, data, sb, kills=3, seed=1, spread=2500)
+    out = _kill_and_resume(cfg, data, sb, kills=3, seed=1, spread=250)  # of ~1,000 requests
     summary = json.loads(out[-1])
     assert summary["resumed_from"] is not None
     assert summary["requests"] < len(rows)  # the killed runs' outcomes were not sent again
@@ -356,7 +364,7 @@ def test_sigkill_during_an_event_import_stores_each_event_exactly_once(
     data = tmp_path / "e.csv"
     orders = [[f"0151{i % 3000:07d}", f"O{i:08d}", "2026-11-28 23:59:59"] for i in range(10_000)]
     write_csv(data, ["phone", "order_id", "created"], orders)
-    _kill_and_resume(cfg, data, sb, kills=3, seed=2, spread=2500)
+    _kill_and_resume(cfg, data, sb, kills=3, seed=2, spread=250)  # of 1,000 requests
     ids = [e["event_id"] for e in sb.events()]
     assert len(ids) == len(set(ids)) == 10_000
     assert set(ids) == {f"O{i:08d}" for i in range(10_000)}
@@ -384,10 +392,12 @@ def test_changed_only_runs_killed_at_random_points_send_only_the_changed_rows(
     text = cfg.read_text(encoding="utf-8")
     nightly.write_text(text.replace("state: {path:", "state: {mode: incremental, path:"))
 
-    _kill_and_resume(nightly, data, tonight, kills=2, seed=3, spread=400)
+    _kill_and_resume(nightly, data, tonight, kills=2, seed=3, spread=40)  # of 100 requests
     assert [r.status for r in list_runs(nightly)[:3]] == ["done", "killed", "killed"]
     sent = int(tonight.stats()["requests"])
-    assert len(changed) <= sent <= 3 * len(changed)
+    # 10 rows a request: the changed rows fill requests although 9 rows in 10 are unchanged
+    assert len(changed) // 10 <= sent <= 3 * len(changed) // 10
+    assert len(changed) <= tonight.stats()["items"]["received"] <= 3 * len(changed)
     stored = {c["properties"]["phone"]: c["properties"]["username"] for c in tonight.customers()}
     assert stored == {rows[i][0]: f"tonight-{i}" for i in changed}
 
@@ -502,7 +512,7 @@ def test_a_resumed_run_sends_and_reports_what_the_run_it_resumes_did_not_deliver
     data = tmp_path / "u.csv"
     rows = users_file(data, 3000)
     cmd = _cli_run(cfg, data, sb)
-    _stop_mid_way(cmd, sb, sig, after=1000)
+    _stop_mid_way(cmd, sb, sig, after=100)  # of 300 requests
     stopped = list_runs(cfg)[0]
     assert stopped.status == ("killed" if sig == signal.SIGKILL else "interrupted") or (
         sig == signal.SIGKILL and stopped.status == "running"
@@ -516,7 +526,8 @@ def test_a_resumed_run_sends_and_reports_what_the_run_it_resumes_did_not_deliver
     assert summary["resumed_from"] == stopped.run_id
     counts = summary["counts"]
     assert counts["skipped"] == delivered_before < 3000
-    assert counts["ok"] + counts["failed"] == 3000 - delivered_before == summary["requests"]
+    assert counts["ok"] + counts["failed"] == 3000 - delivered_before
+    assert summary["requests"] == -(-(3000 - delivered_before) // 10)  # one attempt, 10 a request
     lines = read_results(summary)
     assert sorted(int(r["line"]) for r in lines) == list(range(2, 3002))  # every row, once
     failed = {int(r["line"]) for r in lines if r["status"] == "failed"}
@@ -608,7 +619,7 @@ def test_rows_edited_mid_file_with_the_mtime_put_back_are_not_skipped_on_resume(
     rows = [[f"0150{i:07d}", f"u{i}@x.cn", f"v1-{i:04d}-{pad}", str(i % 90)] for i in range(3000)]
     write_csv(data, USER_COLUMNS, rows)
     cmd = _cli_run(cfg, data, sb)
-    _stop_mid_way(cmd, sb, signal.SIGKILL, after=2500)
+    _stop_mid_way(cmd, sb, signal.SIGKILL, after=250)  # of 300 requests
     before = data.stat()
     edited = range(1200, 1800)
     for i in edited:
@@ -648,7 +659,7 @@ def test_changed_only_judges_a_repeated_customer_by_its_last_row(
         return summary, sb.stats()["requests"] - before
 
     first, sent = night()
-    assert (first.counts["ok"], sent, first.exit_code) == (1500, 1500, 0)
+    assert (first.counts["ok"], sent, first.exit_code) == (1500, 150, 0)  # 10 rows a request
     for _ in range(2):
         again, sent = night()
         assert sent == again.requests == 0
@@ -668,7 +679,9 @@ def test_changed_only_judges_a_repeated_customer_by_its_last_row(
     rows[8][2] = "changed-8-first"  # customer 8's first row only: its last row decides
     write_csv(data, USER_COLUMNS, rows)
     changed, sent = night()
-    assert sent == changed.requests == 3  # customer 1's row; customer 4's two rows, in order
+    # customer 1's row with customer 4's first row; its last row in a request of its own,
+    # after that one (a request never carries two rows of one customer)
+    assert sent == changed.requests == 2
     lines = {int(r["line"]): r for r in read_results(changed)}
     assert [ln for ln, r in sorted(lines.items()) if r["status"] == "ok"] == [3, 6, 1004]
     assert lines[10]["status"] == "skipped" and lines[1006]["status"] == "unchanged"
@@ -734,7 +747,7 @@ def test_a_run_stopped_from_the_cli_resumes_from_python_with_its_ledger_named(
     assert "state:" not in cfg.read_text(encoding="utf-8")
     data = tmp_path / "u.csv"
     users_file(data, 3000)
-    _stop_mid_way(_cli_run(cfg, data, sb), sb, signal.SIGINT, after=1000)
+    _stop_mid_way(_cli_run(cfg, data, sb), sb, signal.SIGINT, after=100)  # of 300 requests
     ledger = tmp_path / "reports" / "state.db"
     stopped = list_runs(cfg, ledger=ledger)[0]
     assert stopped.status == "interrupted"
