@@ -126,15 +126,16 @@ job: {{name: nightly, kind: user, primary_keys: [phone]}}
 columns:
   phone: phone
   username: name
-send: {{concurrency: {concurrency}}}
+send: {{concurrency: {concurrency}, batch_rows: {batch_rows}}}
 report: {{dir: {reports}}}
 """
 
 
-def _job(tmp_path: Path, concurrency: int = 4) -> Path:
+def _job(tmp_path: Path, concurrency: int = 4, batch_rows: int = 500) -> Path:
     path = tmp_path / "nightly.yaml"
     path.write_text(
-        JOB.format(reports=tmp_path / "reports", concurrency=concurrency), encoding="utf-8"
+        JOB.format(reports=tmp_path / "reports", concurrency=concurrency, batch_rows=batch_rows),
+        encoding="utf-8",
     )
     return path
 
@@ -154,7 +155,7 @@ def test_two_runs_of_a_job_with_different_report_dirs_share_one_lock(
 ) -> None:
     sb = fresh_sandbox(faults=Faults(latency_ms=100))
     monkeypatch.setenv("DMART_SECRET", sb.secret)
-    cfg = _job(tmp_path, concurrency=1)
+    cfg = _job(tmp_path, concurrency=1, batch_rows=5)  # 80 requests of 100 ms: about 8 s
     data = _people(tmp_path / "people.csv", 400)
     lock = tmp_path / "reports" / "state.db.nightly.lock"
     first = _cli("run", cfg, data, "--base-url", sb.url, "--report-dir", tmp_path / "r1", "-q",
@@ -202,7 +203,7 @@ def test_a_new_dated_report_dir_each_night_keeps_the_jobs_memory(
     data = _people(tmp_path / "people.csv", 50)
     ov = {"target.base_url": sb.url}
     night1 = run(cfg, [data], overrides=ov, report_dir=tmp_path / "2024-12-01", changed_only=True)
-    assert (night1.exit_code, night1.counts["ok"], night1.requests) == (0, 50, 50)
+    assert (night1.exit_code, night1.counts["ok"], night1.requests) == (0, 50, 1)  # one batch
     night2 = run(cfg, [data], overrides=ov, report_dir=tmp_path / "2024-12-02", changed_only=True)
     assert (night2.exit_code, night2.counts["unchanged"], night2.requests) == (0, 50, 0)
     assert (tmp_path / "reports" / "state.db").is_file()
@@ -223,7 +224,7 @@ def test_a_ledger_left_in_report_dir_by_dmimport_0_1_moves_to_the_job(
     # where dmimport 0.1 put the ledger of `run --report-dir fixed-reports`
     ov: dict[str, object] = {"target.base_url": sb.url, "state.path": str(old)}
     first = run(cfg, [data], overrides=ov, report_dir=old.parent, changed_only=True)
-    assert (first.counts["ok"], first.requests) == (30, 30)
+    assert (first.counts["ok"], first.requests) == (30, 1)  # one batch
 
     ov = {"target.base_url": sb.url}
     second = run(cfg, [data], overrides=ov, report_dir=old.parent, changed_only=True)
