@@ -8,7 +8,8 @@ is kept). Every ``dmimport`` runs as a user runs it, with ``--verbose``, ``--met
 a report folder, through:
 
 - faults: 503s, 500s, connections reset after the request was processed, requests stalled past
-  the client's timeout, latency; and rows only the platform refuses (20003: bisection);
+  the client's timeout, latency; and rows only the platform refuses (20003: bisection); once
+  more with ``--json``, and with ``--workers 2`` (the target crosses a process boundary);
 - fatal aborts: a wrong path (HTTP 404 without the errcode body), a SECRET the platform does
   not know (20000), a host that does not resolve;
 - crashes: the sandbox SIGKILLed under a run (the platform dies mid-run), and ``dmimport``
@@ -200,6 +201,10 @@ def test_the_canary_secret_appears_in_no_output_of_faulty_aborted_and_crashed_ru
     assert "DEBUG" in run.stderr  # --verbose did log
     cli("faults-json", "run", job, data, "--base-url", flaky.url, "--json", "--full",
         expected={0, 1})  # fmt: skip
+    # sender processes: the request target, SECRET included, crosses a process boundary
+    proc = cli("faults-workers", "run", job, data, "--base-url", flaky.url, "--full",
+               "--workers", "2", expected={0, 1})  # fmt: skip
+    assert "requests" in proc.stdout
 
     # (b) fatal aborts: a wrong path (404, no errcode body), a SECRET the platform does not
     # know (20000), a host that does not resolve
@@ -262,9 +267,9 @@ def test_the_canary_secret_appears_in_no_output_of_faulty_aborted_and_crashed_ru
     logs = sorted((tmp_path / "platform").glob("*.log"))  # the sandboxes' request logs
     names = {p.name for p in written}
     assert {"results.csv", "rejects.csv", "summary.json", "state.db"} <= names, names
-    assert len([p for p in written if p.suffix == ".prom"]) == 7  # one metrics file per run
+    assert len([p for p in written if p.suffix == ".prom"]) == 8  # one metrics file per run
     # a report folder with its summary per run, but for the SIGKILLed one
-    assert len({p.parent for p in written if p.name == "summary.json"}) == 7
+    assert len({p.parent for p in written if p.name == "summary.json"}) == 8
     assert len(logs) == 4 and all(" /api/v1/api/" in p.read_text("utf-8") for p in logs)
     for path in [*written, *logs]:
         assert not leaks(path.read_bytes()), (path, leaks(path.read_bytes()))
