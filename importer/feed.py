@@ -13,9 +13,14 @@ When a partial batch is sent (the flush policy):
 - a partial batch is sent when the sender is idle (no request of the run is waiting for its
   answer) and the producer has handed over nothing for ``LINGER_S`` seconds: the producer is
   slow (a huge changed-only file, a slow disk), and the rows should not wait indefinitely;
-- a partial batch is sent when the rows held in open batches come from more than
-  ``MAX_PINNED`` of the producer's batches, which all stay in memory until their rows are
-  answered (a rare event name, a very sparse changed-only run).
+- a partial batch is sent when the rows held in open batches come from the producer's
+  batches of more than ``MAX_PINNED_ROWS`` rows in all, which all stay in memory until their
+  rows are answered (a rare event name, a very sparse changed-only run: below 0.25% changed,
+  with the default ``input.batch_rows``, requests carry fewer than 500 rows).
+
+Which means, for a nightly job: the requests a run makes are ``ceil(rows to send /
+batch_rows)`` plus at most one partial batch per event name, per flush after a stalled
+producer, and per ``MAX_PINNED_ROWS`` rows read.
 
 Per-customer order: the batcher links each row's primary-key values (``KeyLinks``), once, so
 the sender (single-process, or the ``--workers`` parent) gets customer tokens and links
@@ -53,7 +58,7 @@ log = logging.getLogger("importer")
 #: batch is sent
 LINGER_S = 2.0
 #: the producer's batches whose rows may wait in open batches at once (each stays in memory)
-MAX_PINNED = 16
+MAX_PINNED_ROWS = 200_000
 #: the longest a wait of the source lasts before it looks again whether the run stopped
 POLL_S = 0.5
 
@@ -150,7 +155,7 @@ class RowFeed(RequestSource):
         self.clock = clock
         self._state: BatchState | None = None
         self._rows: Iterator[tuple[int, bytes, Any, bytes | None]] = iter(())
-        self._taken = 0  # the producer's batches taken so far
+        self._taken = 0  # the rows of the producer's batches taken so far
         self._eof = False
         self._lock = asyncio.Lock()
         #: rows handed to the sender and not yet answered
@@ -182,7 +187,7 @@ class RowFeed(RequestSource):
             if self._state is not None:
                 self._feed()
                 continue
-            if b.held and self._pinned() >= MAX_PINNED:
+            if b.held and self._pinned() >= MAX_PINNED_ROWS:
                 return self._hand_flush()
             took, item = self._inbox.take()
             if took:
@@ -217,19 +222,20 @@ class RowFeed(RequestSource):
         return self._hand(request) if request is not None else None
 
     def _pinned(self) -> int:
-        """How many of the producer's batches the rows held in the batcher span."""
+        """How many rows the producer's batches that the rows held in the batcher span have
+        (they all stay in memory until their rows are answered)."""
         oldest = self.batcher.oldest
         if oldest is None or oldest[0] is _RESENT:
             return 0
         state: BatchState = oldest[0]
-        return self._taken - state.order + 1
+        return self._taken - state.order
 
     # -- rows in ---------------------------------------------------------------------------------
 
     def _start(self, state: BatchState) -> None:
         """Begin handing ``state``'s valid rows to the batcher."""
-        self._taken += 1
         state.order = self._taken
+        self._taken += state.mapped.n
         self._last_input = self.clock()
         mapped = state.mapped
         valid = state.valid

@@ -79,7 +79,7 @@ class BatchState:
         self.latency: list[float | None] = [None] * n
         #: the request that finally carried each row (``RowResult.request_id``)
         self.request_id: list[int | None] = [None] * n
-        #: its place among the batches the sender's source took (set there)
+        #: the rows of the batches the sender's source took before this one (set there)
         self.order = 0
         self.remaining = len(self.valid)
         self.dispatched = False

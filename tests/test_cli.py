@@ -60,6 +60,11 @@ def test_run_sample_against_sandbox_exit_code_and_summary(
     assert "rejected" in out.stdout and "exit code 1" in out.stdout
     assert "Traceback" not in out.stderr
     assert len(sb.customers()) == 9
+    # the 9 valid rows went in one batch, and the summary says so
+    lines = out.stdout.splitlines()
+    at = lines.index(next(ln for ln in lines if ln.startswith("  requests ")))
+    assert lines[at].split() == ["requests", "1"]
+    assert lines[at + 1].strip() == "1 batch of up to 500 rows"
 
 
 def test_run_json_summary(fresh_sandbox: Callable[..., Sandbox], tmp_path: Path) -> None:
@@ -71,7 +76,12 @@ def test_run_json_summary(fresh_sandbox: Callable[..., Sandbox], tmp_path: Path)
     )  # fmt: skip
     summary = json.loads(out.stdout)
     assert summary["counts"]["ok"] == 3
+    # deletes go one a request (no batch form is documented)
     assert summary["requests"] == 3
+    assert summary["sending"] == {
+        "requests": 3, "batch_requests": 0, "bisect_requests": 0, "too_big_splits": 0,
+        "batch_rows": 1, "late_resends": 0, "late_resend_failures": 0,
+    }  # fmt: skip
     assert summary["exit_code"] == out.returncode
 
 

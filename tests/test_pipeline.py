@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from helpers import read_results, write_csv
 
 from importer.api import run, validate
 from importer.errors import ConfigError
+from importer.protocol import IMPORT_PATH
 from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox, load_schema
 from importer.sandbox.schema import PACKAGED_SCHEMA
@@ -101,7 +103,7 @@ def test_user_csv_end_to_end_stores_exactly_the_accepted_rows(
     assert summary.requests == 1 and summary.sending.batch_requests == 1
     assert {r["request_id"] for r in results if r["status"] == "ok"} == {"1"}
     assert {r["request_id"] for r in results if r["status"] == "rejected"} == {""}
-    assert sb.stats()["by_type"] == {"/api/v1/api/import": {"user_batch": 1}}
+    assert sb.stats()["by_type"] == {IMPORT_PATH: {"user_batch": 1}}
 
     stored = {c["properties"]["phone"]: c["properties"] for c in sb.customers()}
     expected = {
@@ -237,8 +239,12 @@ job: {kind: user_delete, primary_keys: [phone, email]}
 columns: {phone: phone, email: {from: email, transform: [lower]}}
 """, "d.yaml")  # fmt: skip
     assert send(sb, cfg, [users], tmp_path, monkeypatch).exit_code == 0
-    assert send(sb, dcfg, [deletes], tmp_path, monkeypatch).exit_code == 0
+    gone = send(sb, dcfg, [deletes], tmp_path, monkeypatch)
+    assert gone.exit_code == 0
     assert sorted(c["properties"]["phone"] for c in sb.customers()) == [r[0] for r in rows[10:]]
+    # no batch form is documented for deletes: one a request
+    assert (gone.requests, gone.sending.batch_requests, gone.sending.batch_rows) == (10, 0, 1)
+    assert sb.stats()["by_type"][IMPORT_PATH] == {"user_batch": 1, "user_delete": 10}
 
 
 def test_fatal_auth_error_aborts_and_marks_the_rest_not_sent(
@@ -459,3 +465,96 @@ def test_parquet_fractional_seconds_have_no_trailing_zeros_whatever_the_unit(
     assert [p["t_time"] for p in got] == [
         "09:15:00.005", "09:15:00.1", "09:15:00.123456", "09:15:00", "23:59:58.5", "09:15:00.12",
     ]  # fmt: skip
+
+
+def _late_apply_run(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    settle_s: float,
+) -> tuple[Sandbox, RunSummary, dict[str, str]]:  # fmt: skip
+    """60 customers, each in three versions far apart in the file (v0 of all, v1, then v2);
+    15% of the requests are held 1 s, past the 0.3 s timeout, then applied all the same.
+    The sandbox, the summary, and each customer's last values (after every late one landed)."""
+    sb = fresh_sandbox(faults=Faults(seed=21, late_apply=0.15, late_apply_s=1.0))
+    tmp_path.mkdir()
+    rows = [[f"0127{c:07d}", "", f"v{v}", str(v)] for v in range(3) for c in range(60)]
+    data = write_csv(tmp_path / "u.csv", ["phone", "email", "name", "age"], rows)
+    cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=8))
+    summary = send(sb, cfg, [data], tmp_path, monkeypatch, **{
+        "target.timeout_s": 0.3, "send.batch_rows": 10, "send.settle_s": settle_s,
+        "send.rate_limit": None,
+    })  # fmt: skip
+    time.sleep(1.5)  # whatever was held has been applied now
+    assert sb.stats()["by_fault"]["late_apply"] > 0
+    stored = {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}
+    return sb, summary, stored
+
+
+def test_a_request_applied_late_never_leaves_a_customer_with_older_values(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # without the re-send (settle_s: 0) the platform ends with older values for some
+    # customers: a timed-out request of their earlier row landed after their last row
+    _, control, stale = _late_apply_run(fresh_sandbox, tmp_path / "a", monkeypatch, 0)
+    assert control.exit_code == 0 and control.sending.late_resends == 0
+    assert sorted(set(stale.values())) != ["v2"] and len(stale) == 60
+
+    # with it: once every row has its answer and settle_s passed, each such customer's last
+    # row goes again, and every customer ends with its last row's values
+    _, summary, stored = _late_apply_run(fresh_sandbox, tmp_path / "b", monkeypatch, 1.2)
+    assert summary.exit_code == 0 and summary.counts["ok"] == 180
+    assert stored == {f"0127{c:07d}": "v2" for c in range(60)}
+    overwritten = sum(1 for v in stale.values() if v != "v2")
+    assert overwritten <= summary.sending.late_resends <= 60
+    assert summary.sending.late_resend_failures == 0
+    assert summary.to_dict()["sending"]["late_resends"] == summary.sending.late_resends
+    # a re-send is a row sent again, not a line: the report has one line per row
+    assert len(read_results(summary)) == 180
+
+
+def test_events_go_in_batches_per_event_name(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox()
+    names = ["pay", "view", "cart"] * 10 + ["refund"]  # interleaved; one refund alone
+    rows = [[f"0126{i:07d}", f"E{i:04d}", "2024-01-01 00:00:00", n] for i, n in enumerate(names)]
+    data = write_csv(tmp_path / "e.csv", ["phone", "order_id", "created", "name"], rows)
+    cfg = write_config(tmp_path, """
+job: {kind: event, event_name_from: name, primary_keys: [phone]}
+columns: {phone: phone, event_id: order_id, create_time: created}
+send: {batch_rows: 4}
+""")  # fmt: skip
+    summary = send(sb, cfg, [data], tmp_path, monkeypatch)
+    assert summary.exit_code == 0 and summary.counts["ok"] == 31
+    # 10 rows of each name in requests of 4, 4 and 2 rows of that name; the refund alone
+    assert summary.requests == 10 and summary.sending.batch_requests == 9
+    assert sb.stats()["by_type"][IMPORT_PATH] == {"event_batch": 9, "event": 1}
+    stored = {e["event_id"]: e["eventName"] for e in sb.events()}
+    assert stored == {r[1]: r[3] for r in rows}
+    by_request: dict[str, set[str]] = {}
+    for r in read_results(summary):
+        by_request.setdefault(r["request_id"], set()).add(names[int(r["line"]) - 2])
+    assert len(by_request) == 10 and all(len(n) == 1 for n in by_request.values())
+
+
+def test_a_changed_only_run_fills_its_requests_across_the_files_batches(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a nightly export where 2% changed: read 1,000 rows at a time, about 20 changed rows
+    # each; requests are what the daily quota counts, so they still carry 500 rows
+    sb = fresh_sandbox()
+    n = 25_000
+    rows = [[f"0125{i:07d}", "", f"v1-{i}", "30"] for i in range(n)]
+    data = write_csv(tmp_path / "u.csv", ["phone", "email", "name", "age"], rows)
+    cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=8))
+    ov = {"input.batch_rows": 1000, "send.rate_limit": None}
+    first = send(sb, cfg, [data], tmp_path, monkeypatch, **ov)
+    assert (first.counts["ok"], first.requests) == (n, n // 500)
+    changed = sorted(np.random.default_rng(7).choice(n, size=n // 50, replace=False).tolist())
+    for i in changed:
+        rows[i][2] = f"v2-{i}"
+    write_csv(data, ["phone", "email", "name", "age"], rows)
+    tonight = send(sb, cfg, [data], tmp_path, monkeypatch, **ov, **{"state.mode": "incremental"})
+    assert (tonight.counts["ok"], tonight.counts["unchanged"]) == (500, n - 500)
+    assert tonight.requests == 1 and tonight.sending.batch_requests == 1
+    stored = {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}
+    assert all(stored[rows[i][0]] == f"v2-{i}" for i in changed)

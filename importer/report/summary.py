@@ -46,13 +46,15 @@ class Sending:
         """What the printed summary says beyond the number of requests (may be nothing)."""
         out = []
         if self.batch_requests:
-            out.append(f"{self.batch_requests:,} batches of up to {self.batch_rows:,} rows")
+            out.append(
+                f"{_n(self.batch_requests, 'batch', 'batches')} of up to {self.batch_rows:,} rows"
+            )
         if self.bisect_requests:
-            out.append(f"{self.bisect_requests:,} to find bad rows in batches")
+            out.append(f"{_n(self.bisect_requests, 'request')} to find the bad rows of batches")
         if self.too_big_splits:
             out.append(
-                f"{self.too_big_splits:,} batches too big for the platform, halved: "
-                f"send.batch_rows {self.batch_rows:,} would avoid that"
+                f"{_n(self.too_big_splits, 'batch', 'batches')} too big for the platform, "
+                f"halved: send.batch_rows {self.batch_rows:,} would avoid that"
             )
         if self.late_resends:
             failed = (
@@ -60,8 +62,15 @@ class Sending:
                 if self.late_resend_failures
                 else ""
             )
-            out.append(f"{self.late_resends:,} rows sent again after a timed-out request{failed}")
+            out.append(
+                f"{_n(self.late_resends, 'row')} sent again after a timed-out request{failed}"
+            )
         return out
+
+
+def _n(count: int, one: str, many: str | None = None) -> str:
+    """``count`` and the noun, singular or plural."""
+    return f"{count:,} {one if count == 1 else (many or one + 's')}"
 
 
 @dataclass
