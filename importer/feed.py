@@ -294,9 +294,10 @@ class RowFeed(RequestSource):
                 self.late_resend_failures += 1
             return
         status = result.status
-        if self.late is not None and status is not Status.NOT_SENT:
+        late = self.late
+        if late is not None and status is not Status.NOT_SENT and late.concerns(result.ambiguous):
             items = state.mapped.items
-            self.late.answered(
+            late.answered(
                 tokens,
                 items[i] if items is not None else None,
                 status is Status.OK,

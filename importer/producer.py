@@ -225,6 +225,8 @@ class Producer:
             mapped.items.build()  # here, not on the loop thread
             if mapped.events is not None:
                 mapped.events.build()
+            if self.config.job.kind != "event":
+                mapped.keys.build()  # what orders the rows, here rather than on the loop
         return state
 
     def _resend(self, held: Held, build_bodies: bool) -> Iterator[BatchState]:

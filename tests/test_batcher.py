@@ -1,4 +1,5 @@
-"""The batcher: rows into requests (sizes, event names, one row per customer per request)."""
+"""The batcher: rows into requests (sizes, event names, one row per customer per request); and
+which customers' last rows go again after a timed-out request (``LateApplies``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from importer.protocol import DEFAULT_PROFILE, SIGNED_PROFILE, encode_body
 from importer.send import Request
 from importer.send.batcher import Batcher
+from importer.send.lateapply import LateApplies, Resend
 
 
 def item(i: int, pad: int = 0) -> bytes:
@@ -220,3 +222,41 @@ def test_any_rows_keep_the_customer_rules(
             if {ref.find(v) for v in keys[i]} & before:
                 assert where[i] < where[j], (i, j, rows)
         ref.add(k)
+
+
+# -- late application: whose last row goes again -------------------------------------------
+
+
+def test_no_timeout_no_resend_and_no_cost() -> None:
+    late = LateApplies()
+    assert not late.concerns(False)
+    late.answered((1,), b"a1", ok=True, ambiguous=False)
+    assert len(late) == 0 and late.resends() == []
+
+
+def test_a_timed_out_row_then_a_later_row_resends_the_customers_last_row() -> None:
+    late = LateApplies()
+    late.answered((1,), b"a1", ok=True, ambiguous=True)  # retried ok; may still land late
+    assert late.concerns(False)
+    late.answered((2,), b"b1", ok=True, ambiguous=False)  # another customer: untouched
+    late.answered((1,), b"a2", ok=True, ambiguous=False)
+    late.answered((1,), b"a3-bad", ok=False, ambiguous=False)  # refused: not the last values
+    late.answered((1,), b"a4", ok=True, ambiguous=False)
+    assert late.resends() == [Resend(b"a4", (1,))]
+    assert late.resends() == []  # once
+
+
+def test_a_timed_out_last_row_needs_nothing_but_two_timed_out_rows_do() -> None:
+    late = LateApplies()
+    late.answered((1,), b"a1", ok=True, ambiguous=True)  # its own late landing: same values
+    late.answered((2,), b"b1", ok=False, ambiguous=True)
+    late.answered((2,), b"b2", ok=True, ambiguous=True)  # b1 may land after b2
+    assert late.resends() == [Resend(b"b2", (2,))]
+
+
+def test_a_row_linking_a_watched_customer_carries_the_watch_on() -> None:
+    late = LateApplies()
+    late.answered((7,), b"p1", ok=True, ambiguous=True)  # phone P (token 7)
+    late.answered((9, 7), b"pe", ok=True, ambiguous=False)  # e-mail E with P: token 9 now
+    late.answered((9,), b"e-last", ok=True, ambiguous=False)
+    assert late.resends() == [Resend(b"e-last", (9,))]

@@ -109,6 +109,10 @@ class LazyList(Sequence[T]):
         self._build: Callable[[], list[T]] | None = build
         self._items: list[T] | None = None
 
+    def build(self) -> None:
+        """Build the list now (it is otherwise built on first use)."""
+        self._list()
+
     def _list(self) -> list[T]:
         if self._items is None:
             assert self._build is not None

@@ -48,6 +48,11 @@ class LateApplies:
         """Customers watched (they had an ambiguous row)."""
         return len(self._watch)
 
+    def concerns(self, ambiguous: bool) -> bool:
+        """Whether an answer needs ``answered`` at all: only once some row was ambiguous
+        (a run without timeouts pays nothing per row)."""
+        return ambiguous or bool(self._watch)
+
     def answered(
         self, tokens: tuple[int, ...], item: bytes | None, ok: bool, ambiguous: bool
     ) -> None:
