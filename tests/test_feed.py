@@ -11,9 +11,9 @@ from pathlib import Path
 
 from helpers import write_csv
 
-from importer.job import parse_job
 from importer.feed import LINGER_S, RowFeed
 from importer.interrupts import Stopper
+from importer.job import parse_job
 from importer.load import open_source
 from importer.map import Mapper
 from importer.outcomes import Status
