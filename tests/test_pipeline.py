@@ -469,7 +469,7 @@ def test_parquet_fractional_seconds_have_no_trailing_zeros_whatever_the_unit(
 
 def _late_apply_run(
     fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    settle_s: float,
+    settle_s: float, workers: int = 1,
 ) -> tuple[Sandbox, RunSummary, dict[str, str]]:  # fmt: skip
     """60 customers, each in three versions far apart in the file (v0 of all, v1, then v2);
     15% of the requests are held 1 s, past the 0.3 s timeout, then applied all the same.
@@ -481,7 +481,7 @@ def _late_apply_run(
     cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=8))
     summary = send(sb, cfg, [data], tmp_path, monkeypatch, **{
         "target.timeout_s": 0.3, "send.batch_rows": 10, "send.settle_s": settle_s,
-        "send.rate_limit": None,
+        "send.rate_limit": None, "send.workers": workers,
     })  # fmt: skip
     time.sleep(1.5)  # whatever was held has been applied now
     assert sb.stats()["by_fault"]["late_apply"] > 0
@@ -489,9 +489,11 @@ def _late_apply_run(
     return sb, summary, stored
 
 
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_a_request_applied_late_never_leaves_a_customer_with_older_values(
-    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    workers: int,
+) -> None:  # fmt: skip
     # without the re-send (settle_s: 0) the platform ends with older values for some
     # customers: a timed-out request of their earlier row landed after their last row
     _, control, stale = _late_apply_run(fresh_sandbox, tmp_path / "a", monkeypatch, 0)
@@ -500,7 +502,7 @@ def test_a_request_applied_late_never_leaves_a_customer_with_older_values(
 
     # with it: once every row has its answer and settle_s passed, each such customer's last
     # row goes again, and every customer ends with its last row's values
-    _, summary, stored = _late_apply_run(fresh_sandbox, tmp_path / "b", monkeypatch, 1.2)
+    _, summary, stored = _late_apply_run(fresh_sandbox, tmp_path / "b", monkeypatch, 1.2, workers)
     assert summary.exit_code == 0 and summary.counts["ok"] == 180
     assert stored == {f"0127{c:07d}": "v2" for c in range(60)}
     overwritten = sum(1 for v in stale.values() if v != "v2")
