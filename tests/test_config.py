@@ -88,7 +88,12 @@ def test_bundled_event_config_defaults_create_time_to_datetime() -> None:
 def test_defaults_and_shorthand(tmp_path: Path) -> None:
     config = load_job(write_file(tmp_path / "customers.yaml", USER, dedent=True))
     assert config.job_name == "customers"  # default = file stem
-    assert config.target.base_url == "http://127.0.0.1:8080"
+    # the platform's documented import API, its host and its limits
+    assert config.target.base_url == "http://data-api.dmartech.cn"
+    assert (config.target.protocol, config.target.path) == ("import-api", "/api/v1/api/import")
+    assert (config.target.debug_param, config.target.debug) == ("debug", False)
+    assert (config.send.rate_limit, config.send.daily_quota) == (20, 10_000)
+    assert (config.send.batch_rows, config.send.batch_bytes) == (500, 1024 * 1024)
     assert config.send.concurrency == 32
     assert config.send.retry.max_attempts == 5
     assert config.input.batch_rows == 10_000
@@ -159,13 +164,32 @@ def test_bad_override_has_no_line(tmp_path: Path) -> None:
 
 def test_profile_carries_paths_headers_and_signing() -> None:
     data = base()
-    data["target"] = {"paths": {"user": "/api/user"}, "headers": {"secret": "X-Key"}, "sign": False}
+    data["target"] = {
+        "protocol": "signed",
+        "paths": {"user": "/api/user"},
+        "headers": {"secret": "X-Key"},
+        "sign": False,
+    }
     profile = parse_job(data).profile()
     assert isinstance(profile, Profile)
-    assert profile.path("user", debug=True) == "/api/user?debug=true"
+    assert profile.target("user", True, "s3cret") == "/api/user?debug=true"
     assert profile.paths["event"] == "/v1/event"
     assert profile.headers.secret == "X-Key"
     assert profile.sign is False
+    headers = profile.auth_headers("s3cret", b"{}", timestamp="1700000000000")
+    assert headers == {"X-Key": "s3cret", "X-Timestamp": "1700000000000"}  # unsigned
+
+
+def test_profile_carries_the_import_path_and_the_debug_parameter() -> None:
+    data = base()
+    data["target"] = {"path": "/gateway/import", "debug_param": "dry"}
+    profile = parse_job(data).profile()
+    assert profile.protocol == "import-api"
+    # the SECRET goes in the query string, percent-encoded; no auth header
+    assert profile.target("user", True, "a+b/c") == "/gateway/import?secret=a%2Bb%2Fc&dry=true"
+    assert profile.target("event", False, "a+b/c") == "/gateway/import?secret=a%2Bb%2Fc"
+    assert profile.shown_target("user", True) == "/gateway/import?secret=***&dry=true"
+    assert profile.auth_headers("a+b/c", b"{}") == {}
 
 
 @pytest.mark.parametrize(
