@@ -158,9 +158,8 @@ class Profile:
     def max_items(self, kind: str) -> int | None:
         """How many records one request of ``kind`` may carry: 1, or None (no fixed limit:
         ``send.batch_rows`` decides)."""
-        if self.signed or BODY_TYPES[kind][1] is None:
-            return 1
-        return None
+        one_only = self.signed or BODY_TYPES[kind][1] is None
+        return 1 if one_only else None
 
     def body(self, kind: str, items: Sequence[bytes], event: bytes | None = None) -> bytes:
         """The request body carrying ``items`` (encoded records, at least one); ``event`` is
