@@ -50,7 +50,7 @@ class Sending:
                 f"{_n(self.batch_requests, 'batch', 'batches')} of up to {self.batch_rows:,} rows"
             )
         if self.bisect_requests:
-            out.append(f"{_n(self.bisect_requests, 'request')} to find the bad rows of batches")
+            out.append(f"{self.bisect_requests:,} to find bad rows in batches")
         if self.too_big_splits:
             out.append(
                 f"{_n(self.too_big_splits, 'batch', 'batches')} too big for the platform, "
