@@ -390,6 +390,7 @@ def _worker_spec(cfg: Config, secret: str) -> WorkerSpec:
         ordered=kind != "event",
         abort_after_signature_failures=cfg.send.abort_after_signature_failures,
         abort_after_failed_rows=cfg.send.abort_after_failed_rows,
+        abort_after_same_refusals=cfg.send.abort_after_same_refusals,
         abort_after_failed_requests=cfg.send.abort_after_failed_requests,
     )
 

@@ -276,6 +276,39 @@ def test_fatal_auth_error_aborts_and_marks_the_rest_not_sent(
     assert sb.customers() == []
 
 
+def test_a_property_the_account_lacks_stops_the_run_before_bisection_spends_the_quota(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # every row carries a property the account does not define: the platform refuses each
+    # batch, and finding the refused rows of a batch costs about two requests a row. 5,000
+    # rows would spend about 10,000 requests (the whole day); the run stops after 50 rows
+    # refused in a row with the same answer instead, and says why.
+    sb = fresh_sandbox()
+    data = write_csv(
+        tmp_path / "c.csv", ["phone", "nick"], [[f"0135{i:07d}", f"n{i}"] for i in range(5000)]
+    )
+    cfg = write_config(
+        tmp_path,
+        "job: {kind: user, primary_keys: [phone]}\n"
+        "columns: {phone: phone, nickname: nick}\n"
+        "send: {rate_limit: null}\n",
+    )
+    summary = send(sb, cfg, [data], tmp_path, monkeypatch)
+    assert summary.exit_code == 3
+    assert summary.aborted is not None
+    assert summary.aborted.startswith(
+        "the platform refused 50 rows in a row with the same answer (20003 Data checking "
+        "failed: property 'nickname' is not defined in the account's metadata)"
+    )
+    assert summary.aborted.endswith(
+        "fix the config, then run the same command again (send.abort_after_same_refusals)"
+    )
+    assert sb.stats()["requests"] < 400  # not ~10,000
+    assert summary.counts["failed"] >= 50
+    assert summary.counts["failed"] + summary.counts["not_sent"] == 5000
+    assert sb.customers() == []
+
+
 def test_debug_mode_checks_on_the_server_and_stores_nothing(
     fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

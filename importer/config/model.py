@@ -57,6 +57,9 @@ class SendOptions(StrictModel):
     abort_after_signature_failures: int = Field(default=5, ge=1)
     #: stop the run when this many rows in a row failed after every attempt (0: never)
     abort_after_failed_rows: int = Field(default=200, ge=0)
+    #: stop the run when the platform refused this many rows in a row with the very same
+    #: answer (a mistake of the job: bisecting each batch would spend the day's quota; 0: never)
+    abort_after_same_refusals: int = Field(default=50, ge=0)
     #: stop the run when this many requests in a row failed (429, 5xx, no answer), over at
     #: least retry.max_backoff_s (0: never)
     abort_after_failed_requests: int = Field(default=100, ge=0)

@@ -93,6 +93,7 @@ class WorkerSpec:
     abort_after_signature_failures: int
     abort_after_failed_rows: int = 0
     abort_after_failed_requests: int = 0
+    abort_after_same_refusals: int = 0
 
     def __repr__(self) -> str:  # never show the secret (the target carries it)
         return f"WorkerSpec(kind={self.kind!r}, url={self.shown_url!r})"
@@ -123,6 +124,7 @@ class WorkerSpec:
             abort_after_signature_failures=self.abort_after_signature_failures,
             abort_after_failed_rows=self.abort_after_failed_rows,
             abort_after_failed_requests=self.abort_after_failed_requests,
+            abort_after_same_refusals=self.abort_after_same_refusals,
             link_keys=link_keys,
             streaks=streaks,
             budget=budget,

@@ -212,6 +212,7 @@ class Sender(_Stopping):
         abort_after_signature_failures: int = 5,
         abort_after_failed_rows: int = 0,
         abort_after_failed_requests: int = 0,
+        abort_after_same_refusals: int = 0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         link_keys: bool = True,
@@ -238,6 +239,7 @@ class Sender(_Stopping):
             self.retry,
             streaks or FailureStreaks(),
             clock,
+            abort_after_same_refusals,
         )
         super().__init__()
         self.sleep = sleep
@@ -333,6 +335,8 @@ class Sender(_Stopping):
         after ``attempts``; counted for the bound on rows failed in a row."""
         if not self.aborted:
             reason = self.bounds.row(attempts.retryable, outcome, rows)
+            if reason is None:
+                reason = self.bounds.refusal(outcome, self.verdicts.refused(outcome), rows)
             if reason is not None:
                 self.abort(reason)
         return _result(outcome, attempts.made, request_id, rows, attempts.ambiguous)

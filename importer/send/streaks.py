@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import RetryOptions
-from ..outcomes import Outcome, describe
+from ..outcomes import Outcome, Response, describe
 
 
 class FailureStreaks:
@@ -79,12 +79,46 @@ class FailureBounds:
         retry: RetryOptions,
         streaks: FailureStreaks,
         clock: Callable[[], float],
+        same_refusals: int = 0,
     ) -> None:
         self.rows = rows
         self.requests = requests
         self.retry = retry
         self.streaks = streaks
         self.clock = clock
+        self.same_refusals = same_refusals
+        #: the platform's last refusal (errcode, errmsg), and how many rows in a row got it
+        self._refusal: tuple[int, str] | None = None
+        self._refused = 0
+
+    def refusal(self, outcome: Outcome, refused: bool, rows: int = 1) -> str | None:
+        """Rows the platform refused (a row errcode) with the very same answer, one after
+        another, and no row delivered between them: a mistake of the job, not of the rows
+        (a property the account does not define, a value format it never takes). Resolving a
+        batch whose every row is refused costs about two requests a row (bisection), so the
+        run stops after ``same_refusals`` of them instead of spending the day's requests on
+        the rest, which stay ``not_sent`` for the run after the fix. Counted per sender
+        process. An ok row resets the count; a failure without an answer leaves it."""
+        if not isinstance(outcome, Response):
+            return None
+        if not refused:
+            if outcome.ok:
+                self._refusal, self._refused = None, 0
+            return None
+        said = (int(outcome.errcode), outcome.errmsg)
+        if said != self._refusal:
+            self._refusal, self._refused = said, 0
+        self._refused += rows
+        if not self.same_refusals or self._refused < self.same_refusals:
+            return None
+        return (
+            f"the platform refused {self._refused} rows in a row with the same answer "
+            f"({describe(outcome)}): that is the job's mistake, not the rows' (a property "
+            "the account does not define, a format it does not take); stopped before the "
+            "day's requests go to the rest (finding the refused rows of a batch costs about "
+            "two requests a row): fix the config, then run the same command again "
+            "(send.abort_after_same_refusals)"
+        )
 
     def row(self, failed: bool, outcome: Outcome, rows: int = 1) -> str | None:
         """Rows that end on a retryable failure, every attempt used, one after another: the
