@@ -183,11 +183,9 @@ class _Stopping(_Stops):
 class Sender(_Stopping):
     """Delivers requests; calls ``on_result(token, RowResult)`` once per row it takes.
 
-    ``target`` is ``profile.target(kind, debug, secret)``: it carries the SECRET under
-    ``import-api``, so it is never shown; ``shown_url`` (base URL and
-    ``profile.shown_target``) names the endpoint in messages. ``request_ids``: the first
-    request id and the step between ids (a ``--workers`` child ``i`` of ``n`` numbers its
-    requests ``i + 1, i + 1 + n, ...``: unique in the run).
+    ``target`` (``profile.target(kind, debug, secret)``) carries the SECRET under import-api,
+    never shown; ``shown_url`` names the endpoint in messages. ``request_ids``: the first id
+    and the step (``--workers`` child ``i`` of ``n``: ``i + 1, i + 1 + n, ...``, run-unique).
 
     Counters, for the summary: ``requests`` (HTTP requests made, retries included),
     ``batch_requests`` (those carrying more than one record), ``bisect_requests`` (those made
@@ -334,10 +332,8 @@ class Sender(_Stopping):
         """The result of the ``rows`` rows whose request (``request_id``) ended on ``outcome``
         after ``attempts``; counted for the bound on rows failed in a row."""
         if not self.aborted:
-            reason = self.bounds.row(attempts.retryable, outcome, rows)
-            if reason is None:
-                reason = self.bounds.refusal(outcome, self.verdicts.refused(outcome), rows)
-            if reason is not None:
+            refused = self.verdicts.bisects(outcome)
+            if reason := self.bounds.settled(attempts.retryable, refused, outcome, rows):
                 self.abort(reason)
         return _result(outcome, attempts.made, request_id, rows, attempts.ambiguous)
 

@@ -91,6 +91,11 @@ class FailureBounds:
         self._refusal: tuple[int, str] | None = None
         self._refused = 0
 
+    def settled(self, failed: bool, refused: bool, outcome: Outcome, rows: int) -> str | None:
+        """Count the final outcome of ``rows`` rows for both row bounds (``row``,
+        ``refusal``); the reason to abort, if one is reached."""
+        return self.row(failed, outcome, rows) or self.refusal(outcome, refused, rows)
+
     def refusal(self, outcome: Outcome, refused: bool, rows: int = 1) -> str | None:
         """Rows the platform refused (a row errcode) with the very same answer, one after
         another, and no row delivered between them: a mistake of the job, not of the rows

@@ -62,14 +62,10 @@ class Verdicts:
             return Verdict(False, self._fatal_failure(outcome))
         return RETRY if outcome.retryable else GO_ON
 
-    def refused(self, outcome: Outcome) -> bool:
-        """An answer refusing the records it carried: a row error (or a code the seed does
-        not define)."""
-        return self.bisects(outcome)
-
     def bisects(self, outcome: Outcome) -> bool:
         """An answer that says some record of the request is wrong (a row error, or a code
-        the seed does not define): a batch answered so is resolved by bisection."""
+        the seed does not define): a batch answered so is resolved by bisection; a single
+        record answered so is refused."""
         if not isinstance(outcome, Response) or outcome.errcode == ErrCode.OK:
             return False
         code = outcome.errcode
