@@ -40,6 +40,11 @@ class Stopper:
         self._sender, self._loop = sender, loop
         self.phase = "send"
 
+    @property
+    def quota_exhausted(self) -> bool:
+        """The sending stopped because the account's requests reached ``send.daily_quota``."""
+        return self._sender is not None and self._sender.quota_exhausted
+
     def disk_full(self, exc: DiskFullError) -> None:
         """A disk is full: no new row is sent, and the rows not sent yet end ``not_sent``,
         as when a fatal answer aborts a run. Called on any thread."""

@@ -39,6 +39,9 @@ class Status(IntEnum):
 NOT_SENT_MESSAGE = "not sent: the run was aborted"
 #: the reason given instead for every row an interrupted run (SIGINT, SIGTERM) did not send
 INTERRUPTED_MESSAGE = "not sent: the run was interrupted"
+#: the reason given instead for every row not sent because the account's requests reached
+#: ``send.daily_quota`` (``--within-quota`` stops there on purpose): not an abort
+QUOTA_MESSAGE = "not sent: the daily quota ran out (send.daily_quota); the next run resumes it"
 
 
 @dataclass

@@ -106,7 +106,11 @@ class RunOutputs:
     def finish(self, state: BatchState) -> None:
         """Every row of a batch has its outcome: write its report lines and rejects."""
         with self._lock:
-            rows = state.result_rows(self.kind, interrupted=self.stopper.interrupted is not None)
+            rows = state.result_rows(
+                self.kind,
+                interrupted=self.stopper.interrupted is not None,
+                quota=self.stopper.quota_exhausted,
+            )
             batch = state.batch
             self._write(self.results.write, rows)
             self.tally.add(rows, batch.source.path.name)

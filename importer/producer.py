@@ -21,7 +21,7 @@ from .errors import LoadError
 from .ledger import BatchClassifier, BatchOutcomes, Held, OutcomeRecorder, Verdicts
 from .load import Batch, InputOptions, Source, iter_batches
 from .map import Mapped, Mapper
-from .outcomes import INTERRUPTED_MESSAGE, NOT_SENT_MESSAGE, RowResult, Status
+from .outcomes import INTERRUPTED_MESSAGE, NOT_SENT_MESSAGE, QUOTA_MESSAGE, RowResult, Status
 from .report import ResultRows
 
 #: the report label of each status code, by code
@@ -102,10 +102,10 @@ class BatchState:
                 self.ledger_fields = recorder.outcomes(self.mapped, self.file_index, self.valid)
             recorder.record(self.ledger_fields, i, status.label)
 
-    def result_rows(self, kind: str, *, interrupted: bool) -> ResultRows:
+    def result_rows(self, kind: str, *, interrupted: bool, quota: bool = False) -> ResultRows:
         """The batch's report lines, its bad records included, in line order; held rows
         are left out (reported at the end of the run). ``interrupted``: rows not sent say
-        so."""
+        so; ``quota``: they say the daily quota ran out."""
         batch, mapped = self.batch, self.mapped
         status = [_LABELS[s] for s in self.status.tolist()]
         lines: list[int] = mapped.lines.tolist()
@@ -116,7 +116,9 @@ class BatchState:
         attempts: list[int] = self.attempts.tolist()
         latency = self.latency
         request_id = list(self.request_id)
-        not_sent = INTERRUPTED_MESSAGE if interrupted else NOT_SENT_MESSAGE
+        not_sent = (
+            INTERRUPTED_MESSAGE if interrupted else QUOTA_MESSAGE if quota else NOT_SENT_MESSAGE
+        )
         for i in np.flatnonzero(self.status == int(Status.NOT_SENT)).tolist():
             if errmsg[i] is None or errmsg[i] == NOT_SENT_MESSAGE:
                 errmsg[i] = not_sent

@@ -376,10 +376,14 @@ def test_runs_shows_todays_requests_of_the_job_and_the_account(
     at = next_reset("Asia/Shanghai").astimezone(UTC)
     out = dmimport("runs", config, secret=sb.secret)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[-2:] == [
+    # the job's requests to another account (a run with --base-url to the sandbox) are said,
+    # not silently left out of the job's count
+    assert out.stdout.splitlines()[-3:] == [
         f"requests today ({day}, Asia/Shanghai): job quotajob 4",
         f"account {account[:12]} (every job in this ledger): 7 requests; 8 of "
         f"send.daily_quota 15 left; resets at 00:00 Asia/Shanghai ({at:%Y-%m-%d %H:%M} UTC)",
+        "job quotajob also made 50 requests today to another account (another base URL or "
+        "SECRET than the config's, e.g. a run with --base-url): not counted above",
     ]
     assert " refused " in out.stdout
     # without the SECRET, the job's requests on every account, and what is missing said
@@ -415,6 +419,9 @@ def test_within_quota_sends_exactly_what_is_left_and_the_next_days_run_resumes(
     assert first["quota"]["exhausted"] and first["quota"]["within_quota"]
     assert first["aborted"] is None
     assert "WARNING importer.quota: the daily quota ran out after 8 requests of this run" in err
+    # the rows left for the next run say why: the quota, not an abort
+    quota_reason = "not sent: the daily quota ran out (send.daily_quota); the next run resumes it"
+    assert [(r["reason"], r["rows"]) for r in first["top_reasons"]] == [(quota_reason, 20)]
     assert _requests_today(tmp_path, sb.secret, sb.url, EARLY) == {
         (account_of(sb.url, sb.secret), "quotajob"): 8
     }

@@ -379,3 +379,64 @@ def test_no_room_for_the_report_folder_exits_6_before_anything_is_sent(
     assert out.stderr.startswith(f"error: no space left on device writing {disk}/full-")
     assert out.stderr.endswith(": nothing was sent; free space, then run the same command again\n")
     assert out.stderr.count("\n") == 1
+
+
+# -- issue 13: the reasons a summary counts, as the import API words them ---------------------
+
+
+def test_a_platform_reason_with_an_apostrophe_is_counted_as_written(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the import API refuses an undeclared property with "... is not defined in the account's
+    # metadata": the apostrophe of "account's" is not a quoted value to take out
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    data = write_csv(tmp_path / "c.csv", ["phone", "tier"], [["13800138000", "gold"]])
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        "job: {name: tiers, kind: user, primary_keys: [phone]}\n"
+        "columns: {phone: phone, tier: tier}\n"
+        f"report: {{dir: {tmp_path / 'reports'}}}\n",
+        encoding="utf-8",
+    )
+    summary = run(config, [data], overrides={"target.base_url": sb.url})
+    assert summary.counts["failed"] == 1
+    assert summary.top_reasons == [
+        {
+            "reason": "Data checking failed: property '…' is not defined in the account's metadata",
+            "rows": 1,
+            "example": "c.csv:2",
+        }
+    ]
+
+
+def test_the_printed_requests_lines_add_up_to_the_requests(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    # every row refused (an undeclared property), and one customer twice: a batch of three
+    # customers bisected, the customer's second row in a request of its own. The lines under
+    # `requests` add up to it (bisection's halves are not counted as batches too).
+    sb = fresh_sandbox()
+    rows = [["13800138000", "a"], ["13900139000", "b"], ["13700137000", "c"]]
+    data = write_csv(tmp_path / "c.csv", ["phone", "tier"], [*rows, ["13800138000", "d"]])
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        "job: {name: tiers, kind: user, primary_keys: [phone]}\n"
+        "columns: {phone: phone, tier: tier}\n"
+        f"report: {{dir: {tmp_path / 'reports'}}}\n",
+        encoding="utf-8",
+    )
+    out = dmimport("run", config, data, "--base-url", sb.url, secret=sb.secret)
+    assert out.returncode == 1, out.stderr
+    lines = out.stdout.splitlines()
+    at = lines.index(next(ln for ln in lines if ln.startswith("  requests ")))
+    assert [ln.strip() for ln in lines[at : at + 4]] == [
+        "requests             6",
+        "1 batch of up to 500 rows",
+        "1 with a single row",
+        "4 to find bad rows in batches",
+    ]
+    summary = json.loads(next((tmp_path / "reports").glob("tiers-*/summary.json")).read_text())
+    assert summary["sending"]["batch_requests"] == 1
+    assert summary["sending"]["bisect_requests"] == 4
+    assert sb.stats()["requests"] == 6

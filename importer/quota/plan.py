@@ -288,6 +288,9 @@ class QuotaToday:
     account_requests: int | None
     #: where the SECRET is read from (``target.secret_env``)
     secret_env: str = "DMART_SECRET"
+    #: the job's requests today on other accounts (another base URL or SECRET: a run with
+    #: ``--base-url`` to the sandbox, say), not in ``job_requests`` nor in the account's total
+    other_accounts_requests: int = 0
 
     @property
     def left(self) -> int | None:
@@ -312,11 +315,18 @@ class QuotaToday:
             if self.daily_quota
             else "send.daily_quota: 0 (no quota)"
         )
-        return [
+        out = [
             head,
             f"account {self.account} (every job in this ledger): {self.account_requests:,} "
             f"requests; {quota}",
         ]
+        if self.other_accounts_requests:
+            out.append(
+                f"job {self.job} also made {self.other_accounts_requests:,} requests today to "
+                "another account (another base URL or SECRET than the config's, e.g. a run with "
+                "--base-url): not counted above"
+            )
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "resets_at": self.resets_at.isoformat(), "left": self.left}
@@ -333,13 +343,15 @@ def requests_today(
     if account is None:
         job_requests = sum(ledger.requests(day, job=job).values())
         account_requests = None
+        others = 0
     else:
         counts = ledger.requests(day, account=account)
         job_requests = sum(n for (_, j), n in counts.items() if j == job)
         account_requests = sum(counts.values())
+        others = sum(ledger.requests(day, job=job).values()) - job_requests
     return QuotaToday(
         job=job, day=day, timezone=tz, daily_quota=config.send.daily_quota,
         resets_at=next_reset(tz, now), job_requests=job_requests,
         account=short_account(account) if account else None, account_requests=account_requests,
-        secret_env=config.target.secret_env,
+        secret_env=config.target.secret_env, other_accounts_requests=others,
     )  # fmt: skip

@@ -14,9 +14,10 @@ class Sending:
     """How a run's rows went out: its requests, and why there were that many.
 
     ``requests`` counts HTTP requests (retries included); ``batch_requests`` those carrying
-    more than one record; ``bisect_requests`` those made to find the bad rows of a batch the
-    platform refused with a row error; ``too_big_splits`` the batches halved because the
-    platform found them too big (HTTP 413, or the connection closed while sending);
+    more than one record, other than ``bisect_requests``: those made to find the bad rows of a
+    batch the platform refused with a row error (the rest carried one record each);
+    ``too_big_splits`` the batches halved because the platform found them too big (HTTP 413,
+    or the connection closed while sending);
     ``batch_rows`` the largest batch the run could still send at its end (``send.batch_rows``,
     or less after such a split); ``late_resends`` the rows sent again once the run was over,
     because a timed-out request of their customer could have been applied after them
@@ -49,6 +50,10 @@ class Sending:
             out.append(
                 f"{_n(self.batch_requests, 'batch', 'batches')} of up to {self.batch_rows:,} rows"
             )
+        singles = self.requests - self.batch_requests - self.bisect_requests
+        if singles > 0 and (self.batch_requests or self.bisect_requests):
+            # the lines add up to the requests: a customer's next row waits for another request
+            out.append(f"{singles:,} with a single row")
         if self.bisect_requests:
             out.append(f"{self.bisect_requests:,} to find bad rows in batches")
         if self.too_big_splits:

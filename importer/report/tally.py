@@ -58,8 +58,10 @@ def reason_key(msg: str) -> str:
     values ``mask_pii`` masked, wherever they are: a platform's message may name the row)."""
     out = []
     quoted = False
-    for ch in without_row_values(msg):
-        if ch == "'":
+    text = without_row_values(msg)
+    for i, ch in enumerate(text):
+        # an apostrophe inside a word (the platform's "the account's metadata") opens no quote
+        if ch == "'" and (quoted or i == 0 or not text[i - 1].isalnum()):
             quoted = not quoted
             out.append("'…'" if quoted else "")
             continue

@@ -188,10 +188,11 @@ class Sender(_Stopping):
     and the step (``--workers`` child ``i`` of ``n``: ``i + 1, i + 1 + n, ...``, run-unique).
 
     Counters, for the summary: ``requests`` (HTTP requests made, retries included),
-    ``batch_requests`` (those carrying more than one record), ``bisect_requests`` (those made
-    to resolve a row error answered for a batch), ``too_big_splits`` (requests halved because
-    the platform found them too big) and ``batch_limit`` (the largest batch that may still be
-    sent after such halving; None if never lowered).
+    ``batch_requests`` (those carrying more than one record, bisection's excepted),
+    ``bisect_requests`` (those made to resolve a row error answered for a batch),
+    ``too_big_splits`` (requests halved because the platform found them too big) and
+    ``batch_limit`` (the largest batch that may still be sent after such halving; None if
+    never lowered).
     """
 
     def __init__(
@@ -394,10 +395,10 @@ class Sender(_Stopping):
         """One request; returns the outcome and whether the policy should retry it."""
         headers = self.profile.auth_headers(self._secret, body)
         self.requests += 1
-        if items > 1:
-            self.batch_requests += 1
         if bisecting:
             self.bisect_requests += 1
+        elif items > 1:
+            self.batch_requests += 1
         outcome = await self.transport.post(self._target, body, headers)
         if self._secret:
             # a platform (or a gateway before it) that echoes the request's headers or URL in
