@@ -365,14 +365,19 @@ class Sender(_Stopping):
                 ambiguous = ambiguous or outcome.sent
                 if items > 1 and outcome.too_big:
                     return Attempts(outcome, False, count, ambiguous)
-            if not retryable or self.stopping:
+            if not retryable:
                 return Attempts(outcome, retryable, count, ambiguous)
             if isinstance(outcome, TransportFailure) and outcome.retry_after is not None:
                 # the platform's limit holds for every request, this one's attempts spent or not
                 hinted = parse_retry_after(outcome.retry_after)
                 if hinted is not None and hinted > policy.retry_after_cap_s:
-                    self._come_back_later(outcome, hinted)
+                    # the rows were refused unread (its daily quota): not sent, like the rest,
+                    # also when another request's such answer stopped the run already
+                    if not self.stopping:
+                        self._come_back_later(outcome, hinted)
                     return Attempts(None, retryable, count, ambiguous)
+            if self.stopping:
+                return Attempts(outcome, retryable, count, ambiguous)
             if count >= policy.max_attempts:
                 return Attempts(outcome, retryable, count, ambiguous)
             await self._pause(wait_for(policy, count, outcome, self.rng))
