@@ -365,18 +365,13 @@ class Sender(_Stopping):
                 ambiguous = ambiguous or outcome.sent
                 if items > 1 and outcome.too_big:
                     return Attempts(outcome, False, count, ambiguous)
-            if not retryable:
-                return Attempts(outcome, retryable, count, ambiguous)
-            if isinstance(outcome, TransportFailure) and outcome.retry_after is not None:
-                # the platform's limit holds for every request, this one's attempts spent or not
-                hinted = parse_retry_after(outcome.retry_after)
+            if retryable and isinstance(outcome, TransportFailure) and outcome.retry_after:
+                hinted = parse_retry_after(outcome.retry_after)  # holds for every request
                 if hinted is not None and hinted > policy.retry_after_cap_s:
-                    # the rows were refused unread (its daily quota): not sent, like the rest,
-                    # also when another request's such answer stopped the run already
-                    if not self.stopping:
+                    if not self.stopping:  # refused unread: not sent, even once the run stopped
                         self._come_back_later(outcome, hinted)
                     return Attempts(None, retryable, count, ambiguous)
-            if self.stopping:
+            if not retryable or self.stopping:
                 return Attempts(outcome, retryable, count, ambiguous)
             if count >= policy.max_attempts:
                 return Attempts(outcome, retryable, count, ambiguous)
