@@ -317,10 +317,13 @@ class RowFeed(RequestSource):
         could have been applied after a later row of its customer, wait ``settle_s`` and
         queue those customers' last rows again (True: run the sender over this source once
         more), else False. A stop cuts the wait short (and then nothing is queued)."""
-        if self.late is None or self.sender.stopping:
+        if self.late is None:
             return False
         resends = self.late.resends()
         if not resends:
+            return False
+        if self.sender.stopping:
+            _warn_not_resent(len(resends))
             return False
         log.warning(
             "%d customers had a request time out and a later row delivered: the platform may "
@@ -335,6 +338,7 @@ class RowFeed(RequestSource):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=min(left, POLL_S))
         if self.sender.stopping:
+            _warn_not_resent(len(resends))
             return False
         for resend in resends:
             self.batcher.add((_RESENT, 0, resend.tokens), resend.item, tokens=resend.tokens)
@@ -374,3 +378,15 @@ def _rows(
     """(row, item, its primary-key values, its event literal) of each valid row."""
     for n, i in enumerate(valid):
         yield i, items[n], keys[i] if keys is not None else None, events[n] if events else None
+
+
+def _warn_not_resent(customers: int) -> None:
+    """The run stopped before the late re-sends went: their rows are delivered in the ledger,
+    so a resumed run skips them; say so, and how to put them right."""
+    log.warning(
+        "%d customers' last rows were not sent again (the run stopped before the late "
+        "re-sends): a timed-out request may have left them with older values on the "
+        "platform, and running the same command again skips them (they were delivered); "
+        "run it with --full to send every row again",
+        customers,
+    )
