@@ -45,7 +45,15 @@ from typing import Any, NamedTuple, Protocol
 
 from ..config import RetryOptions
 from ..errcodes import ErrCode
-from ..outcomes import Outcome, Response, RowResult, Status, TransportFailure, not_sent
+from ..outcomes import (
+    Outcome,
+    Response,
+    RowResult,
+    Status,
+    TransportFailure,
+    TransportKind,
+    not_sent,
+)
 from ..protocol import ERRMSG_MAX_CHARS, Profile
 from ..secrets import Redactor
 from .delivery import Delivery
@@ -350,7 +358,7 @@ class Sender(_Stopping):
         count = 0
         ambiguous = False
         outcome: Outcome | None = None
-        retryable = False
+        retryable, closes = False, 0
         while True:
             if self.limiter is not None:
                 await self.limiter.acquire()
@@ -360,7 +368,7 @@ class Sender(_Stopping):
                 self.stop(QUOTA_STOP)
                 return Attempts(outcome, retryable, count, ambiguous)
             outcome, retryable = await self._attempt(body, items, bisecting)
-            count += 1
+            count, closes = count + 1, closes + _closed_unanswered(outcome)
             if isinstance(outcome, TransportFailure):
                 ambiguous = ambiguous or outcome.sent
                 if items > 1 and outcome.too_big:
@@ -374,7 +382,7 @@ class Sender(_Stopping):
             if not retryable or self.stopping:
                 return Attempts(outcome, retryable, count, ambiguous)
             if count >= policy.max_attempts:
-                return Attempts(outcome, retryable, count, ambiguous)
+                return _last(Attempts(outcome, retryable, count, ambiguous), items, closes)
             await self._pause(wait_for(policy, count, outcome, self.rng))
             if self._bound_reached():
                 return Attempts(outcome, retryable, count, ambiguous)
@@ -463,3 +471,25 @@ def _result(
     return RowResult(
         Status.FAILED, None, message, attempts, outcome.latency_ms, request_id, ambiguous
     )
+
+
+def _closed_unanswered(outcome: Outcome) -> bool:
+    """The whole request went out and the connection closed with no answer at all."""
+    return (
+        isinstance(outcome, TransportFailure)
+        and outcome.kind is TransportKind.CONNECTION
+        and outcome.sent
+        and outcome.http_status is None
+    )
+
+
+def _last(attempts: Attempts, items: int, closes: int) -> Attempts:
+    """The attempts of a request, all spent. When every one of them went out whole and the
+    platform closed the connection without a word, and the request carries several records,
+    it is taken as too big (as a 413): a body too big for the platform but small enough to go
+    out whole into the socket buffers before the close looks exactly so. The batch is then
+    halved (``Delivery``) rather than its rows failed."""
+    outcome = attempts.outcome
+    if items > 1 and closes == attempts.made and isinstance(outcome, TransportFailure):
+        return attempts._replace(outcome=replace(outcome, while_sending=True), retryable=False)
+    return attempts
