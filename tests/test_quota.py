@@ -588,3 +588,40 @@ def test_preview_plans_changed_only_against_the_ledger_and_counts_todays_request
         f"10 used; account {account}); fits",
     ]
     assert sb.stats()["requests"] == 10  # the preview sent nothing
+
+
+def test_a_changed_only_run_plans_on_the_files_rows_when_they_fit_else_counts_the_changed(
+    tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
+) -> None:
+    sb = fresh_sandbox()
+    config, data = _job(tmp_path, sb.url, batch_rows=10, daily_quota=30)
+    code, _, err = _run(config, data, sb.secret)
+    assert code == 0 and sb.stats()["requests"] == 10, err
+    rows = data.read_text(encoding="utf-8").splitlines()
+    rows[1:4] = [f"{line}-changed" for line in rows[1:4]]  # 3 rows change
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    # 20 left: the file's 101 lines (an upper bound of its rows) -> 11 requests + 9 margin
+    # fit, so the rows are not classified before the run
+    code, second, err = _run(config, data, sb.secret, "--changed-only")
+    assert code == 0, err
+    plan = second["quota"]
+    assert (plan["at_most"], plan["rows"], plan["requests"], plan["needed"]) == (True, 101, 11, 20)
+    assert (second["counts"]["ok"], second["counts"]["unchanged"]) == (3, 97)
+    assert sb.stats()["requests"] == 11
+    shown = make_plan(
+        _config(batch_rows=10), RowCount({"": 101}), used_today=10, account=None, tracked=True,
+        at_most=True,
+    )  # fmt: skip
+    assert shown.lines()[0] == (
+        "quota plan: at most 101 rows to send (the files' rows: that fits, so they were not "
+        "classified first) -> at most 11 request(s) (up to 10 rows each) + 9 margin for retries "
+        "and bisection = at most 20 requests"
+    )
+    # 19 left: the bound does not fit, the rows that changed are counted (3 -> 1 request + 5 margin)
+    rows[1:4] = [f"{line}-again" for line in rows[1:4]]
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    code, third, err = _run(config, data, sb.secret, "--changed-only")
+    assert code == 0, err
+    plan = third["quota"]
+    assert (plan["at_most"], plan["rows"], plan["requests"], plan["needed"]) == (False, 3, 1, 6)
+    assert third["counts"]["ok"] == 3 and sb.stats()["requests"] == 12

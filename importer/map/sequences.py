@@ -46,12 +46,15 @@ class TextList(Sequence[bytes | None]):
         if self._make is not None:
             make, self._make = self._make, None
             self._array = make()  # keeps the buffers alive
-            self._texts = Texts(self._array)
 
     def _value(self, i: int) -> bytes:
         if self._texts is None:
+            # the per-row index is made on the first single access only: the sender takes
+            # the values in bulk (``take``), and a batch waiting for its answers would
+            # otherwise hold a Python int per row (about 40 bytes a row)
             self.build()
-        assert self._texts is not None
+            assert self._array is not None
+            self._texts = Texts(self._array)
         return bytes(self._texts[i])
 
     def take(self, rows: np.ndarray) -> list[bytes]:
@@ -108,13 +111,21 @@ class LazyList(Sequence[T]):
         self._n = n
         self._build: Callable[[], list[T]] | None = build
         self._items: list[T] | None = None
+        self._released = False
 
     def build(self) -> None:
         """Build the list now (it is otherwise built on first use)."""
         self._list()
 
+    def release(self) -> None:
+        """Forget the values: nothing reads them any more (the run's feed, once every row of
+        its batch is in a request). Reading them afterwards raises ``RuntimeError``."""
+        self._items, self._build, self._released = None, None, True
+
     def _list(self) -> list[T]:
         if self._items is None:
+            if self._released:
+                raise RuntimeError("the values of this list were released")
             assert self._build is not None
             self._items, self._build = self._build(), None
         return self._items

@@ -39,6 +39,7 @@ from .plan import (
     per_request,
     requests_for,
     requests_today,
+    row_bound,
     valid_groups,
 )
 from .run import RunQuota, classifier_for, open_quota, plan_for, plan_run
@@ -59,5 +60,6 @@ __all__ = [
     "plan_run",
     "requests_for",
     "requests_today",
+    "row_bound",
     "valid_groups",
 ]

@@ -38,6 +38,7 @@ from .plan import (
     RowCount,
     count_rows,
     make_plan,
+    row_bound,
     used_today,
 )
 
@@ -91,20 +92,38 @@ class RunQuota:
         return self.config.send.daily_quota > 0
 
     def check(
-        self, count: Callable[[], RowCount], *, changed_only: bool, refuse: bool = True
+        self,
+        count: Callable[[], RowCount],
+        *,
+        changed_only: bool,
+        refuse: bool = True,
+        bound: Callable[[], RowCount | None] | None = None,
     ) -> QuotaPlan | None:
         """Plan the run (``count``: the counting pre-pass, called only when the quota is on),
         log the plan, and set the budget to what is left today. ``QuotaError`` when the plan
-        does not fit, unless ``within_quota`` (or not ``refuse``: ``--dry-run`` only warns)."""
+        does not fit, unless ``within_quota`` (or not ``refuse``: ``--dry-run`` only warns).
+        ``bound``: an upper bound of the rows (``row_bound``), cheaper than ``count``: when
+        the plan of the bound fits, it is the plan (``at_most``) and ``count`` is not called."""
         if not self.enabled:
             return None
         now = self.clock()
         tz = self.config.send.quota_timezone
         tracked = self.config.state.enabled
-        plan = make_plan(
-            self.config, count(), used_today=used_today(self.ledger, self.account, tz, now),
-            account=self.account, tracked=tracked, within_quota=self.within_quota, now=now,
-        )  # fmt: skip
+        today = used_today(self.ledger, self.account, tz, now)
+        plan = None
+        upper = bound() if bound is not None else None
+        if upper is not None:
+            plan = make_plan(
+                self.config, upper, used_today=today, account=self.account, tracked=tracked,
+                within_quota=self.within_quota, now=now, at_most=True,
+            )  # fmt: skip
+            if not plan.fits:
+                plan = None
+        if plan is None:
+            plan = make_plan(
+                self.config, count(), used_today=today, account=self.account, tracked=tracked,
+                within_quota=self.within_quota, now=now,
+            )  # fmt: skip
         self.plan = plan
         for line in plan.lines():
             log.info("%s", line)
@@ -299,6 +318,13 @@ def plan_run(
     if info is not None:
         info = RunInfo(info.run_id, info.resumed_from, info.resume_chain)
     classifier = classifier_for(quota.config, reader, info, changed_only)
+    # Classifying every row against the ledger (changed-only, resume) costs about what the
+    # run's own classifying does: when even every row of the files fits in what is left
+    # today, the plan says "at most" and the run classifies once. A plain run's pass only
+    # reads and checks (cheap): its plan stays exact.
+    bound = None
+    if classifier is not None and only is None:
+        bound = functools.partial(row_bound, quota.config, sources)
     try:
         return quota.check(
             lambda: count_rows(
@@ -306,6 +332,7 @@ def plan_run(
             ),
             changed_only=changed_only,
             refuse=not dry_run,
+            bound=bound,
         )
     except QuotaError:
         if ledger is not None and run is not None:
