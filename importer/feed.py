@@ -50,7 +50,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from .config import Config
@@ -130,7 +130,75 @@ class _Inbox:
         return await (getter if getter is not None else self.queue.get())
 
 
-class RowFeed(RequestSource):
+class _Answers(RequestSource):
+    """The answers side of ``RowFeed``: each row's result back to its ``BatchState``, the
+    rows of a request that share one result at once (``answered``)."""
+
+    _unanswered: int
+    _wake: asyncio.Event
+    late: LateApplies | None
+    late_resends: int
+    late_resend_failures: int
+    recorder: Any
+    answered_counts: Any
+    finish: Callable[[BatchState], None]
+
+    def on_result(self, token: Any, result: RowResult) -> None:
+        self._take((token,), result)
+
+    def answered(self, tokens: Sequence[Any], results: Sequence[RowResult], on_result: Any) -> None:
+        if on_result != self.on_result:  # a caller's own callback: row by row
+            super().answered(tokens, results, on_result)
+            return
+        start, n = 0, len(results)
+        while start < n:  # runs of rows sharing one result (a request's, usually)
+            result = results[start]
+            end = start + 1
+            while end < n and results[end] is result:
+                end += 1
+            self._take(tokens[start:end] if start or end < n else tokens, result)
+            start = end
+
+    def _take(self, tokens: Sequence[Any], result: RowResult) -> None:
+        """``tokens``' rows share ``result``: recorded per batch, a batch's rows at once."""
+        self._unanswered -= len(tokens)
+        if not self._unanswered:
+            self._wake.set()
+        status = result.status
+        late = self.late
+        if late is not None and status is not Status.NOT_SENT and late.concerns(result.ambiguous):
+            for owner, i, keys in tokens:  # per row, once some request timed out
+                if owner is not _RESENT:
+                    items = owner.mapped.items
+                    item = items[i] if items is not None else None
+                    late.answered(keys, item, status is Status.OK, result.ambiguous)
+        state: Any = None
+        rows: list[int] = []
+        for token in tokens:
+            if token[0] is not state:
+                if rows:
+                    self._record(state, rows, result)
+                state, rows = token[0], []
+            rows.append(token[1])
+        if rows:
+            self._record(state, rows, result)
+
+    def _record(self, state: Any, rows: list[int], result: RowResult) -> None:
+        status = result.status
+        if state is _RESENT:
+            self.late_resends += len(rows)
+            if status is not Status.OK:
+                self.late_resend_failures += len(rows)
+            return
+        state.record_rows(rows, result, self.recorder)
+        if status is not Status.NOT_SENT:
+            self.answered_counts[status.label] += len(rows)
+        state.remaining -= len(rows)
+        if state.remaining == 0 and state.dispatched:
+            self.finish(state)
+
+
+class RowFeed(_Answers):
     """Hands the sender batched requests from the batches the producer queued, and each
     answer back to its row's batch (``on_result``), on the loop thread (see the module
     docstring)."""
@@ -148,7 +216,7 @@ class RowFeed(RequestSource):
         self.queue = queue
         self.sender = sender
         self.finish = out.finish
-        self.answered = out.answered
+        self.answered_counts = out.answered
         self.recorder = out.recorder
         send = config.send
         kind = config.job.kind
@@ -290,35 +358,6 @@ class RowFeed(RequestSource):
         await self._inbox.wait(timeout)
         if idle and not self._unanswered:
             self._last_input = max(self._last_input, self.clock())
-
-    # -- answers ---------------------------------------------------------------------------------
-
-    def on_result(self, token: Any, result: RowResult) -> None:
-        self._unanswered -= 1
-        if not self._unanswered:
-            self._wake.set()
-        state, i, tokens = token
-        if state is _RESENT:
-            self.late_resends += 1
-            if result.status is not Status.OK:
-                self.late_resend_failures += 1
-            return
-        status = result.status
-        late = self.late
-        if late is not None and status is not Status.NOT_SENT and late.concerns(result.ambiguous):
-            items = state.mapped.items
-            late.answered(
-                tokens,
-                items[i] if items is not None else None,
-                status is Status.OK,
-                result.ambiguous,
-            )
-        state.record(i, result, self.recorder)
-        if status is not Status.NOT_SENT:
-            self.answered[status.label] += 1
-        state.remaining -= 1
-        if state.remaining == 0 and state.dispatched:
-            self.finish(state)
 
     # -- the end ---------------------------------------------------------------------------------
 

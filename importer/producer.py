@@ -89,18 +89,33 @@ class BatchState:
     def record(self, i: int, result: RowResult, recorder: OutcomeRecorder | None) -> None:
         """Row ``i``'s answer, kept for its report line and (unless not sent) recorded by
         the ledger's ``recorder``."""
+        self.record_rows([i], result, recorder)
+
+    def record_rows(
+        self, rows: list[int], result: RowResult, recorder: OutcomeRecorder | None
+    ) -> None:
+        """The answer ``rows`` share (the rows of one request, usually), as ``record``: the
+        numbers at once, the per-row lists in one loop."""
         status = result.status
-        self.status[i] = int(status)
-        self.errcode[i] = result.errcode if status != Status.OK else None
-        self.errmsg[i] = None if status == Status.OK else result.errmsg
-        self.attempts[i] = result.attempts
-        self.latency[i] = round(result.latency_ms, 2)
-        self.request_id[i] = result.request_id
+        at = np.asarray(rows, dtype=np.int64)
+        self.status[at] = int(status)
+        self.attempts[at] = result.attempts
+        ok = status == Status.OK
+        errcode = None if ok else result.errcode
+        errmsg = None if ok else result.errmsg
+        latency = round(result.latency_ms, 2)
+        request_id = result.request_id
+        codes, messages, latencies, ids = self.errcode, self.errmsg, self.latency, self.request_id
+        for i in rows:
+            codes[i] = errcode
+            messages[i] = errmsg
+            latencies[i] = latency
+            ids[i] = request_id
         if status is not Status.NOT_SENT and recorder is not None and recorder.full is None:
             if self.ledger_fields is None:
                 # the batch's fields at once: a few microseconds a row less on the loop
                 self.ledger_fields = recorder.outcomes(self.mapped, self.file_index, self.valid)
-            recorder.record(self.ledger_fields, i, status.label)
+            recorder.record_rows(self.ledger_fields, rows, status.label)
 
     def result_rows(self, kind: str, *, interrupted: bool, quota: bool = False) -> ResultRows:
         """The batch's report lines, its bad records included, in line order; held rows

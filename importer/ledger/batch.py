@@ -245,3 +245,8 @@ class BatchOutcomes:
     def item(self, i: int, status: str) -> tuple[str, int, str, int | None]:
         """Row ``i``'s outcome ``status`` as ``Ledger.record`` takes it."""
         return (self._identity[i], self._position[i], status, self._hash[i])
+
+    def items(self, rows: list[int], status: str) -> list[tuple[str, int, str, int | None]]:
+        """``item`` of each of ``rows``, all with outcome ``status``."""
+        ident, position, hashes = self._identity, self._position, self._hash
+        return [(ident[i], position[i], status, hashes[i]) for i in rows]

@@ -64,6 +64,12 @@ class OutcomeRecorder:
         if len(self._rows) >= FLUSH_ROWS:
             self.flush()
 
+    def record_rows(self, outcomes: BatchOutcomes, rows: list[int], status: str) -> None:
+        """Rows ``rows`` of a batch have the final outcome ``status`` (on the loop thread)."""
+        self._rows.extend(outcomes.items(rows, status))
+        if len(self._rows) >= FLUSH_ROWS:
+            self.flush()
+
     def undelivered(self, file: str, mapped: MappedRows, status: np.ndarray) -> None:
         """Remember the rows of a finished batch of ``file`` that failed or were not sent
         (``status``: a status code per row of ``mapped``)."""

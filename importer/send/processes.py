@@ -455,8 +455,7 @@ class MultiProcessSender(_Stops):
         def answer(tid: int, first: int, count: int, result: RowResult) -> None:
             entry = tokens[tid]
             rows = entry[0]
-            for j in range(first, first + count):
-                on_result(rows[j], result)
+            source.answered(rows[first : first + count], (result,) * count, on_result)
             entry[2] -= count
             if entry[2] <= 0:
                 del tokens[tid]

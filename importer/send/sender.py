@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
@@ -91,6 +91,15 @@ class RequestSource:
 
     async def next_request(self) -> Request | None:  # pragma: no cover
         raise NotImplementedError
+
+    def answered(
+        self, tokens: Sequence[Any], results: Sequence[RowResult], on_result: OnResult
+    ) -> None:
+        """The results of one request's rows (``tokens``, in order), from the sender: each to
+        ``on_result``. A source may take them in runs instead (rows of one request usually
+        share one ``RowResult``): the pipeline's does, for its own ``on_result``."""
+        for token, result in zip(tokens, results, strict=True):
+            on_result(token, result)
 
 
 class Budget(Protocol):
@@ -310,8 +319,7 @@ class Sender(_Stopping):
                     results = [not_sent()] * len(request.rows)
                 else:
                     results = await self.deliver(request)
-                for token, result in zip(request.rows, results, strict=True):
-                    on_result(token, result)
+                source.answered(request.rows, results, on_result)
             finally:
                 if done is not None:
                     done.set_result(None)
