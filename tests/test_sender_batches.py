@@ -336,3 +336,40 @@ def test_the_platforms_daily_quota_spent_stops_the_run_until_its_next_day() -> N
     local = datetime.strptime(when, "%Y-%m-%d %H:%M:%S").astimezone()
     assert abs((local - midnight).total_seconds()) < 5
     assert sender.resume_at is not None and abs(sender.resume_at - midnight.timestamp()) < 5
+
+
+class RunSource(ListSource):
+    """A source that takes each request's results at once (``RequestSource.answered``)."""
+
+    def __init__(self, requests: Sequence[Request]) -> None:
+        super().__init__(requests)
+        self.calls: list[tuple[tuple[object, ...], list[RowResult]]] = []
+
+    def answered(
+        self, tokens: Sequence[object], results: Sequence[RowResult], on_result: object
+    ) -> None:
+        self.calls.append((tuple(tokens), list(results)))
+
+
+def test_a_requests_results_reach_its_source_at_once_in_row_order() -> None:
+    records = [record(n, "run", "unknown_property" if n == 7 else None) for n in range(30)]
+    requests = batches(records, [10])
+    source = RunSource(requests)
+    with Sandbox(batch_errors="store_valid") as sb:
+
+        async def main() -> None:
+            t = StreamTransport(sb.url, timeout=5)
+            s = Sender(
+                t, secret=sb.secret, kind="user", profile=DEFAULT_PROFILE, concurrency=1,
+                target=DEFAULT_PROFILE.target("user", False, sb.secret), sleep=instant,
+            )  # fmt: skip
+            await s.run(source, lambda token, result: None)
+            await t.aclose()
+
+        asyncio.run(main())
+    # one call per request, its rows in order; a clean request's rows share one result
+    assert [tokens for tokens, _ in source.calls] == [r.rows for r in requests]
+    clean = source.calls[1][1]
+    assert all(r is clean[0] for r in clean) and clean[0].status is Status.OK
+    bisected = source.calls[0][1]
+    assert [r.errcode for r in bisected] == [0] * 7 + [20003] + [0] * 2
