@@ -7,6 +7,7 @@ outcome (``exitcodes.for_run``), an error's from its type (``exitcodes.for_excep
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -500,8 +501,23 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
+def arrow_memory_pool() -> str:
+    """The Arrow memory pool a ``dmimport`` process allocates from: jemalloc where pyarrow
+    has it, unless ``ARROW_DEFAULT_MEMORY_POOL`` names one. mimalloc (pyarrow's default)
+    keeps what a run frees: a 200,000-row send peaked at 329 MB with it, 267 MB with jemalloc
+    (20,000 rows: 241 and 192 MB; 1,000,000: 361 and 314 MB), at no cost in CPU. A process
+    decision, so the CLI makes it, not the library. Returns the pool's name."""
+    import pyarrow as pa
+
+    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        with contextlib.suppress(NotImplementedError, AttributeError):  # built without it
+            pa.set_memory_pool(pa.jemalloc_memory_pool())
+    return str(pa.default_memory_pool().backend_name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit code."""
+    arrow_memory_pool()
     if threading.current_thread() is not threading.main_thread():
         return _flushed(_main(argv))
     # SIGTERM (systemd, docker stop, kill) stops dmimport as Ctrl-C does; a run replaces this
