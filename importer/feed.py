@@ -226,7 +226,8 @@ class RowFeed(_Answers):
         self.ordered = self.batcher.ordered
         self.event = mapper.event
         self.settle_s = send.settle_s
-        self.late = LateApplies() if self.ordered and self.settle_s > 0 else None
+        primary_keys = tuple(config.job.primary_keys)
+        self.late = LateApplies(primary_keys) if self.ordered and self.settle_s > 0 else None
         #: rows re-sent after a late application, and those of them not delivered
         self.late_resends = 0
         self.late_resend_failures = 0
@@ -369,6 +370,8 @@ class RowFeed(_Answers):
         if self.late is None:
             return False
         resends = self.late.resends()
+        if self.late.withheld:
+            _warn_withheld(self.late.withheld)
         if not resends:
             return False
         if self.sender.stopping:
@@ -427,6 +430,19 @@ def _rows(
     """(row, item, its primary-key values, its event literal) of each valid row."""
     for n, i in enumerate(valid):
         yield i, items[n], keys[i] if keys is not None else None, events[n] if events else None
+
+
+def _warn_withheld(customers: int) -> None:
+    """Customers a late application could have left with older values whose last row is not
+    sent again: it names only some of the primary keys (``send.lateapply``)."""
+    log.warning(
+        "%d customers had a request time out and a later row delivered, and their last row "
+        "names only some of the primary keys: it is not sent again (sent again, it could undo "
+        "a later row of another customer the platform joined to it in an earlier run); if "
+        "the platform applied the timed-out request late, they hold older values: run the "
+        "same command with --full to send every row again",
+        customers,
+    )
 
 
 def _warn_not_resent(customers: int) -> None:

@@ -260,3 +260,39 @@ def test_a_row_linking_a_watched_customer_carries_the_watch_on() -> None:
     late.answered((9, 7), b"pe", ok=True, ambiguous=False)  # e-mail E with P: token 9 now
     late.answered((9,), b"e-last", ok=True, ambiguous=False)
     assert late.resends() == [Resend(b"e-last", (9,))]
+
+
+def test_a_refused_row_linking_two_watched_customers_resends_each_ones_last_row() -> None:
+    # The link row is refused: the platform keeps two customers, each with its own last row;
+    # both go again (keeping one side's row left the other open to a late application).
+    late = LateApplies()
+    late.answered((1,), b"a1", ok=True, ambiguous=True)
+    late.answered((1,), b"a2", ok=True, ambiguous=False)
+    late.answered((2,), b"b1", ok=True, ambiguous=True)
+    late.answered((2,), b"b2", ok=True, ambiguous=False)
+    late.answered((1, 2), b"link-bad", ok=False, ambiguous=False)
+    assert sorted(late.resends()) == [Resend(b"a2", (1,)), Resend(b"b2", (2,))]
+
+
+def test_a_delivered_row_linking_two_watched_customers_is_the_one_resent() -> None:
+    late = LateApplies()
+    late.answered((1,), b"a1", ok=True, ambiguous=True)
+    late.answered((2,), b"b1", ok=True, ambiguous=True)
+    late.answered((2,), b"b2", ok=True, ambiguous=False)
+    late.answered((2, 1), b"link", ok=True, ambiguous=False)
+    assert late.resends() == [Resend(b"link", (2,))]
+
+
+def test_a_last_row_naming_only_some_primary_keys_is_withheld_not_resent() -> None:
+    # Sent again, a phone-only row could create a customer with its older values: the
+    # platform may have moved that customer to another phone since (an e-mail an earlier run
+    # gave it, named by a later row). Only a row naming every primary key goes again.
+    late = LateApplies(("phone", "email"))
+    late.answered((1,), b'{"phone":"1","email":"a@x.cn","v":1}', ok=True, ambiguous=True)
+    late.answered((1,), b'{"phone":"1","v":2}', ok=True, ambiguous=False)
+    late.answered((2,), b'{"phone":"2","v":1}', ok=True, ambiguous=True)
+    late.answered((2,), b'{"phone":"2","email":"b@x.cn","v":2}', ok=True, ambiguous=False)
+    late.answered((3,), b'{"phone":"3","email":" ","v":1}', ok=True, ambiguous=True)
+    late.answered((3,), b'{"phone":"3","email":null,"v":2}', ok=True, ambiguous=False)
+    assert late.resends() == [Resend(b'{"phone":"2","email":"b@x.cn","v":2}', (2,))]
+    assert late.withheld == 2

@@ -507,9 +507,11 @@ def _late_apply_run(
     """60 customers, each in three versions far apart in the file (v0 of all, v1, then v2);
     15% of the requests are held 1 s, past the 0.3 s timeout, then applied all the same.
     The sandbox, the summary, and each customer's last values (after every late one landed)."""
-    sb = fresh_sandbox(faults=Faults(seed=21, late_apply=0.15, late_apply_s=1.0))
+    sb = fresh_sandbox(faults=Faults(seed=22, late_apply=0.15, late_apply_s=1.0))
     tmp_path.mkdir()
-    rows = [[f"0127{c:07d}", "", f"v{v}", str(v)] for v in range(3) for c in range(60)]
+    # every row names both primary keys: only such a row is sent again (its customer holds
+    # exactly its keys, so the re-send changes nothing unless a request landed late)
+    rows = [[f"0127{c:07d}", f"c{c}@x.cn", f"v{v}", str(v)] for v in range(3) for c in range(60)]
     data = write_csv(tmp_path / "u.csv", ["phone", "email", "name", "age"], rows)
     cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=8))
     summary = send(sb, cfg, [data], tmp_path, monkeypatch, **{
@@ -544,6 +546,40 @@ def test_a_request_applied_late_never_leaves_a_customer_with_older_values(
     assert summary.to_dict()["sending"]["late_resends"] == summary.sending.late_resends
     # a re-send is a row sent again, not a line: the report has one line per row
     assert len(read_results(summary)) == 180
+
+
+def test_a_row_naming_some_primary_keys_is_not_sent_again_after_a_timeout(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    # An earlier run gave each customer a phone and an e-mail. Tonight's file has two
+    # phone-only rows of each, then the customer's new phone with the same e-mail: the
+    # platform moves the customer to the new phone (the old one names nobody). Truncated
+    # answers make some phone-only rows time out (ambiguous): sent again at the end, the
+    # phone-only row would create a customer with its older values (the re-send must change
+    # nothing when nothing was applied late); it is not sent again, and the run says so.
+    sb = fresh_sandbox(faults=Faults(seed=5, truncated=0.3))
+    cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=1))
+    n = 40
+    before = [[f"0125{c:07d}", f"c{c}@x.cn", "v0", "1"] for c in range(n)]
+    first = write_csv(tmp_path / "a.csv", ["phone", "email", "name", "age"], before)
+    send(sb, cfg, [first], tmp_path / "a", monkeypatch, **{"send.batch_rows": 1})
+    rows = [[f"0125{c:07d}", "", f"v{v}", "2"] for v in (1, 2) for c in range(n)]
+    rows += [[f"0124{c:07d}", f"c{c}@x.cn", "v3", "3"] for c in range(n)]
+    data = write_csv(tmp_path / "b.csv", ["phone", "email", "name", "age"], rows)
+    summary = send(sb, cfg, [data], tmp_path / "b", monkeypatch, **{
+        "send.batch_rows": 1, "send.settle_s": 0.05, "send.rate_limit": None,
+    })  # fmt: skip
+    assert summary.exit_code == 0 and summary.counts["ok"] == 3 * n
+    assert sb.stats()["by_fault"]["truncated"] > 0
+    stored = sorted(
+        (c["properties"]["phone"], c["properties"].get("email"), c["properties"]["username"])
+        for c in sb.customers()
+    )
+    assert stored == [(f"0124{c:07d}", f"c{c}@x.cn", "v3") for c in range(n)]
+    assert summary.sending.late_resends == 0
+    warned = [r.getMessage() for r in caplog.records if "only some of the primary" in r.message]
+    assert len(warned) == 1 and "run the same command with --full" in warned[0], warned
 
 
 def test_events_go_in_batches_per_event_name(

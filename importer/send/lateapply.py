@@ -5,6 +5,18 @@ A request the client gave up on (no answer after the whole body went out: ``RowR
 after the customer's next row: the customer would end with the older values. The client
 cannot tell when, or whether, that happens; it can make sure the newest values land last.
 
+A re-send must change nothing when nothing was applied late (the common case), and that holds
+only for a row that names a value for every primary key: once the platform applied it, the
+customer it updated holds exactly that row's key values, so no row outside this customer's rows
+(``KeyLinks``) can touch it afterwards, and the row, the customer's newest, applies again as a
+no-op. A row naming only some of them (a phone, no e-mail) updates a customer that may hold, for
+the others, a value an earlier run gave it (the e-mail of a customer the file knows by other
+rows): a later row of that other customer takes it over (its phone replaces this one), and the
+row sent again would then create a customer with this row's older values, or undo that later
+row. Such rows are not sent again (``withheld`` counts them, for a warning): a late-applied
+request can leave their customer with older values, and ``--full`` puts it right. (Which rows
+name every key is read from their items when ``resends`` picks them: nothing per row.)
+
 ``LateApplies`` watches the answers of ordered kinds (``user``, ``user_delete``) as the sender
 gives them: a customer's rows are answered in file order, one at a time (the sender holds a
 row back until its customer's earlier row has its final outcome), so "later" is "answered
@@ -13,12 +25,18 @@ ambiguous row itself, after an earlier ambiguous one) was delivered ``ok``. Once
 otherwise finished, and ``send.settle_s`` has passed, the pipeline re-sends each affected
 customer's last delivered row once (``resends``), batched and ordered like any other row.
 
+A row that links two watched customers and is not delivered (refused, failed) leaves them two
+customers on the platform: the watch that carries on keeps the last delivered row of each (the
+older one of one side is still that side's newest values), and both go again; a delivered link
+row replaces them (it is the newest row of both).
+
 Memory: one entry per customer that had an ambiguous row (rare: timeouts), holding the item of
-their last delivered row.
+their last delivered row (one per side of an undelivered link).
 """
 
 from __future__ import annotations
 
+import json
 from typing import NamedTuple
 
 
@@ -34,15 +52,22 @@ class _Watch:
 
     def __init__(self) -> None:
         self.affected = False
-        self.last: Resend | None = None
+        #: the last delivered row of each platform customer this watch covers (one, unless
+        #: a link row between watched customers was not delivered)
+        self.last: list[Resend] = []
 
 
 class LateApplies:
     """The customers a late-applied request could leave with older values (see the module
     docstring); ``answered`` once per row, in the order the sender answers them."""
 
-    def __init__(self) -> None:
+    def __init__(self, primary_keys: tuple[str, ...] = ()) -> None:
         self._watch: dict[int, _Watch] = {}
+        #: the job's primary keys: a row is sent again only if it names a value for each
+        self.primary_keys = primary_keys
+        #: affected customers whose last row ``resends`` left out: it names only some of the
+        #: primary keys (see the module docstring)
+        self.withheld = 0
 
     def __len__(self) -> int:
         """Customers watched (they had an ambiguous row)."""
@@ -71,7 +96,9 @@ class LateApplies:
                         found = w
                     else:  # the row links two watched customers: one watch from now on
                         found.affected = found.affected or w.affected
-                        found.last = found.last or w.last
+                        # each side's last row stays (this row, if delivered, replaces both
+                        # below; if not, the platform keeps them two customers)
+                        found.last = found.last + w.last
         if found is None:
             if not ambiguous:
                 return
@@ -80,12 +107,32 @@ class LateApplies:
             # an earlier request of this customer may land after this row
             found.affected = True
         if ok and item is not None:
-            found.last = Resend(item, tokens[:1])
+            found.last = [Resend(item, tokens[:1])]
         watch[tokens[0]] = found
 
     def resends(self) -> list[Resend]:
         """The last delivered row of every affected customer (once each), in no particular
-        order; forgets them."""
-        out = [w.last for w in self._watch.values() if w.affected and w.last is not None]
+        order, if it names every primary key (the others are counted in ``withheld``);
+        forgets them."""
+        out = []
+        for w in self._watch.values():
+            if w.affected:
+                for r in w.last:
+                    if self._names_every_key(r.item):
+                        out.append(r)
+                    else:
+                        self.withheld += 1
         self._watch = {}
         return out
+
+    def _names_every_key(self, item: bytes) -> bool:
+        """Whether the encoded row ``item`` has a value for every primary key (the
+        platform's rule: not null, not blank)."""
+        if not self.primary_keys:
+            return True
+        props = json.loads(item)
+        for key in self.primary_keys:
+            value = props.get(key)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                return False
+        return True
