@@ -15,6 +15,7 @@ What these tests prove, whatever the platform does to individual requests:
 from __future__ import annotations
 
 import csv
+import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -178,7 +179,12 @@ def test_chaos_users_every_valid_row_lands_with_the_files_last_values(
     for r in rows:
         line_of.append(line)
         line += 1 + r[2].count("\n")
-    assert [int(r["line"]) for r in results] == line_of
+    # Each batch's rows in line order; batches in the order they completed (reports.md): a
+    # batch whose last request needed more retries comes after the next batch.
+    lines = [int(r["line"]) for r in results]
+    assert sorted(lines) == line_of
+    starts = [b for a, b in itertools.pairwise(lines) if b < a]  # where a batch begins again
+    assert len(starts) <= 1, starts  # 2 producer batches (input.batch_rows: 10,000)
     by_line = {int(r["line"]): r for r in results}
     for i in bad:
         r = by_line[line_of[i]]
