@@ -226,7 +226,9 @@ class RowFeed(_Answers):
         self.ordered = self.batcher.ordered
         self.event = mapper.event
         self.settle_s = send.settle_s
-        primary_keys = tuple(config.job.primary_keys)
+        # an upsert naming some primary keys may not go again (``LateApplies``); a delete may
+        # (a delete-only run creates nobody its re-send could remove)
+        primary_keys = tuple(config.job.primary_keys) if kind == "user" else ()
         self.late = LateApplies(primary_keys) if self.ordered and self.settle_s > 0 else None
         #: rows re-sent after a late application, and those of them not delivered
         self.late_resends = 0

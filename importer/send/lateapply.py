@@ -63,7 +63,8 @@ class LateApplies:
 
     def __init__(self, primary_keys: tuple[str, ...] = ()) -> None:
         self._watch: dict[int, _Watch] = {}
-        #: the job's primary keys: a row is sent again only if it names a value for each
+        #: the job's primary keys (upserts; () for deletes, always safe to send again): a
+        #: row is sent again only if it names a value for each
         self.primary_keys = primary_keys
         #: affected customers whose last row ``resends`` left out: it names only some of the
         #: primary keys (see the module docstring)
