@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import random
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -373,3 +375,42 @@ def test_a_requests_results_reach_its_source_at_once_in_row_order() -> None:
     assert all(r is clean[0] for r in clean) and clean[0].status is Status.OK
     bisected = source.calls[0][1]
     assert [r.errcode for r in bisected] == [0] * 7 + [20003] + [0] * 2
+
+
+class _Row:
+    """A row token that can be watched for collection (a run's tokens hold read batches)."""
+
+
+def test_a_worker_waiting_for_its_next_request_keeps_nothing_of_the_last() -> None:
+    # a sparse changed-only request spans many read batches through its row tokens: a worker
+    # that kept its last request while it waits for the next would keep them all in memory
+    token = _Row()
+    watch = weakref.ref(token)
+    given = [Request((token,), (encode_body(record(0, "keep")),), ("keep-0",))]
+    del token
+    seen: list[bool] = []
+
+    class Source(RequestSource):
+        def __init__(self) -> None:
+            self.given = given
+
+        async def next_request(self) -> Request | None:
+            if self.given:
+                return self.given.pop()
+            gc.collect()
+            seen.append(watch() is None)  # asked for the next one: the last is let go
+            return None
+
+    with Sandbox() as sb:
+
+        async def main() -> None:
+            t = StreamTransport(sb.url, timeout=5)
+            s = Sender(
+                t, secret=sb.secret, kind="user", profile=DEFAULT_PROFILE, concurrency=1,
+                target=DEFAULT_PROFILE.target("user", False, sb.secret), sleep=instant,
+            )  # fmt: skip
+            await s.run(Source(), lambda token, result: None)
+            await t.aclose()
+
+        asyncio.run(main())
+    assert seen == [True]

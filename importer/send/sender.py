@@ -320,6 +320,7 @@ class Sender(_Stopping):
                 else:
                     results = await self.deliver(request)
                 source.answered(request.rows, results, on_result)
+                del request, results  # its rows hold read batches: not while awaiting the next
             finally:
                 if done is not None:
                     done.set_result(None)
