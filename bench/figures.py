@@ -314,8 +314,12 @@ class Context:
         extra: tuple[str, ...] = (),
         sample_rss: bool = False,
     ) -> DmRun:
+        # the run's folder is its working directory too: a job's default ledger
+        # (``reports/state.db`` of the working directory) is fresh for every run, never one
+        # that earlier figures or suite runs grew
         reports = tempfile.mkdtemp(prefix="dmbench-reports-")
-        cmd = [*dmimport_cmd(), mode, str(self.config), *map(str, files)]
+        paths = [Path(self.config).resolve(), *(Path(f).resolve() for f in files)]
+        cmd = [*dmimport_cmd(), mode, *map(str, paths)]
         cmd += ["--quiet", "--json", "--report-dir", reports]
         env = dict(os.environ)
         if sandbox is not None:
@@ -325,7 +329,11 @@ class Context:
         busy0 = machine_busy_s()
         try:
             measured = run_measured(
-                cmd, env=env, timeout=DMIMPORT_TIMEOUT_S, sample_s=0.25 if sample_rss else None
+                cmd,
+                env=env,
+                timeout=DMIMPORT_TIMEOUT_S,
+                cwd=reports,
+                sample_s=0.25 if sample_rss else None,
             )
         finally:
             shutil.rmtree(reports, ignore_errors=True)
