@@ -42,6 +42,23 @@ async def with_server(
         await server.wait_closed()
 
 
+def scripted(
+    replies: list[bytes],
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A server handler answering each request of one connection with the next of ``replies``."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for reply in replies:
+                await read_request(reader)
+                writer.write(reply)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    return handler
+
+
 def run(coro: Awaitable[None]) -> None:
     asyncio.run(coro)  # type: ignore[arg-type]
 
@@ -154,14 +171,7 @@ def test_429_carries_retry_after_and_html_200_is_protocol_error() -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n<html></html>",
     ]
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            for reply in replies:
-                await read_request(reader)
-                writer.write(reply)
-                await writer.drain()
-        finally:
-            writer.close()
+    handler = scripted(replies)
 
     async def scenario(url: str) -> None:
         t = StreamTransport(url)
@@ -421,14 +431,7 @@ def test_an_errcode_answer_is_a_response_whatever_the_status_and_a_bare_404_is_f
         b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found",
     ]
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            for reply in replies:
-                await read_request(reader)
-                writer.write(reply)
-                await writer.drain()
-        finally:
-            writer.close()
+    handler = scripted(replies)
 
     async def scenario(url: str) -> None:
         t = StreamTransport(url)
