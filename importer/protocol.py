@@ -47,8 +47,13 @@ DEFAULT_PROTOCOL: ProtocolName = "import-api"
 #: The documented host of the import API: where a config and the SDK point unless told
 #: otherwise. Plain ``http://`` as documented; prefer ``https://`` where the platform offers it.
 DEFAULT_BASE_URL = "http://data-api.dmartech.cn"
-#: The sandbox's default address (``dmimport sandbox``): what samples, the demo and tests use.
-SANDBOX_URL = "http://127.0.0.1:8080"
+#: The sandbox's default port and address (``dmimport sandbox``): what samples, the demo and
+#: tests use.
+SANDBOX_PORT = 8080
+SANDBOX_URL = f"http://127.0.0.1:{SANDBOX_PORT}"
+#: The time zone of the platform's day, whose midnight resets the daily quota (the client's
+#: ``send.quota_timezone`` and the sandbox's ``quota_timezone`` default to it).
+QUOTA_TIMEZONE = "Asia/Shanghai"
 
 
 def plain_http_host(base_url: str) -> str | None:

@@ -14,7 +14,7 @@ from pydantic import (
 
 from ..errors import ConfigError, ConfigProblem, rule_error
 from ..load import InputOptions
-from ..protocol import Profile, header_problem
+from ..protocol import QUOTA_TIMEZONE, Profile, header_problem
 from .base import StrictModel, did_you_mean
 from .columns import CREATE_TIME, ColumnSpec
 from .job import EVENT_NAME_PLACEHOLDER, Job
@@ -52,7 +52,7 @@ class SendOptions(StrictModel):
     #: requests per account and day (the platform allows 10,000); 0: no daily budget
     daily_quota: int = Field(default=10_000, ge=0)
     #: the time zone whose midnight starts the platform's day
-    quota_timezone: str = "Asia/Shanghai"
+    quota_timezone: str = QUOTA_TIMEZONE
     retry: RetryOptions = RetryOptions()
     abort_after_signature_failures: int = Field(default=5, ge=1)
     #: stop the run when this many rows in a row failed after every attempt (0: never)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..protocol import SANDBOX_PORT
 from .faults import Faults, parse_fault_specs
 from .schema import BATCH_ERRORS, TOO_BIG, UNKNOWN_PROPERTIES, Schema, load_schema
 from .server import SandboxServer, stderr_log
@@ -52,7 +53,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server (the default command)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument(
-        "--port", type=int, default=8080, help="port; 0 picks a free one (default 8080)"
+        "--port",
+        type=int,
+        default=SANDBOX_PORT,
+        help=f"port; 0 picks a free one (default {SANDBOX_PORT})",
     )
     serve.add_argument("--db", help="SQLite file (default: a temporary file deleted at exit)")
     serve.add_argument(
@@ -188,7 +192,7 @@ def serve(
     db: str | os.PathLike[str] | None = None,
     faults: Faults | None = None,
     host: str = "127.0.0.1",
-    port: int = 8080,
+    port: int = SANDBOX_PORT,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> int:

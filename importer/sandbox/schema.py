@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from ..errors import ConfigError, ConfigProblem
-from ..protocol import IMPORT_PATH, KINDS, SIGNED_PATHS
+from ..protocol import IMPORT_PATH, KINDS, QUOTA_TIMEZONE, SIGNED_PATHS
 
 #: The property types the contract knows.
 TYPES = ("string", "integer", "number", "boolean", "datetime")
@@ -43,7 +43,7 @@ UNKNOWN_PROPERTIES = ("reject", "accept")
 #: ``too_big``: past ``max_body_bytes`` / ``max_batch_rows``, answer HTTP 413, or close the
 #: connection without an answer (while the body is being sent, when it is still coming).
 TOO_BIG = ("answer_413", "close")
-DEFAULT_QUOTA_TIMEZONE = "Asia/Shanghai"
+DEFAULT_QUOTA_TIMEZONE = QUOTA_TIMEZONE
 #: The default ``max_body_bytes``: generous (a 500-row batch of wide rows is well under it).
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 
