@@ -27,7 +27,7 @@ ConfigProblems, ``redact`` keeps secrets out of them.
 The models are frozen; the mapper, loader and sender read them, never change them.
 """
 
-from .columns import CREATE_TIME, EVENT_ID, ColumnSpec
+from .columns import CREATE_TIME, EVENT_ID, ColumnSpec, NumberFormat
 from .job import EVENT_NAME_PLACEHOLDER
 from .model import Config, RetryOptions, check_columns, sending_problems
 from .validate import load_config, parse_config
@@ -38,6 +38,7 @@ __all__ = [
     "EVENT_NAME_PLACEHOLDER",
     "ColumnSpec",
     "Config",
+    "NumberFormat",
     "RetryOptions",
     "check_columns",
     "load_config",

@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from ..errors import rule_error
 from ..protocol import DATETIME_FORMAT
-from .base import StrictModel, did_you_mean
+from .base import StrictModel, did_you_mean, show
 
 PropertyType = Literal["string", "integer", "number", "boolean", "datetime"]
-Transform = Literal["strip", "lower", "upper", "digits", "collapse_spaces", "nfkc"]
+Transform = Literal["strip", "lower", "upper", "digits", "collapse_spaces", "nfkc", "phone_cn"]
+
+#: ``number_format.thousands``: the grouping marks people write (a space also matches the
+#: no-break spaces U+00A0 and U+202F in cells).
+Thousands = Literal[",", ".", "'", " ", "_"]
+DecimalMark = Literal[".", ","]
+
+#: ``number_format`` shorthand strings: how the number 1234.56 is written.
+NUMBER_FORMAT_SHORTHANDS: dict[str, tuple[str, str]] = {
+    "1,234.56": (",", "."),
+    "1.234,56": (".", ","),
+}
 
 #: Properties every ``event`` call needs (seed: "event_id" and "create_time").
 EVENT_ID = "event_id"
@@ -51,6 +63,72 @@ def _strptime_problem(fmt: str) -> str | None:
     return None
 
 
+_MARKS: dict[str, tuple[str, ...]] = {
+    "thousands": get_args(Thousands),
+    "decimal": get_args(DecimalMark),
+}
+
+
+class NumberFormat(StrictModel):
+    """How an ``integer``/``number`` column writes its numbers: ``thousands`` (a grouping
+    mark, none by default) and ``decimal`` (``.`` by default; ``,`` when ``thousands`` is
+    ``.`` and ``decimal`` is not given, since the two must differ). The shorthand strings
+    ``"1,234.56"`` and ``"1.234,56"`` name the two common pairs."""
+
+    thousands: Thousands | None = None
+    decimal: DecimalMark = "."
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if not isinstance(data, str | dict):
+            raise rule_error(
+                f'expected "1,234.56", "1.234,56" or a mapping like '
+                f'{{thousands: ",", decimal: "."}}, got {show(data)}'
+            )
+        if isinstance(data, str):
+            pair = NUMBER_FORMAT_SHORTHANDS.get(data)
+            if pair is None:
+                raise rule_error(
+                    f"unknown number_format '{data}'",
+                    'write "1,234.56" or "1.234,56", or a mapping like '
+                    '{thousands: ",", decimal: "."}',
+                )
+            return {"thousands": pair[0], "decimal": pair[1]}
+        if isinstance(data, dict) and "decimal" not in data and data.get("thousands") == ".":
+            return {**data, "decimal": ","}
+        return data
+
+    @field_validator("thousands", "decimal", mode="before")
+    @classmethod
+    def _mark(cls, v: Any, info: ValidationInfo) -> Any:
+        allowed = _MARKS[info.field_name or ""]
+        if v is not None and v not in allowed:
+            shown = ", ".join(f'"{m}"' for m in allowed)
+            got = f'"{v}"' if isinstance(v, str) else show(v)
+            raise rule_error(
+                f"expected one of {shown}, got {got}",
+                "a space also matches the no-break spaces U+00A0 and U+202F"
+                if info.field_name == "thousands"
+                else None,
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _differ(self) -> NumberFormat:
+        if self.thousands == self.decimal:
+            raise rule_error(
+                f"thousands and decimal are both '{self.decimal}'; they must differ",
+                'e.g. {thousands: ".", decimal: ","}',
+            )
+        return self
+
+    @property
+    def example(self) -> str:
+        """1234.56 as this format writes it (``1,234.56``)."""
+        return f"1{self.thousands or ''}234{self.decimal}56"
+
+
 class ColumnSpec(StrictModel):
     """How one property is filled: from a source column (``from``) or a constant (``value``)."""
 
@@ -63,6 +141,7 @@ class ColumnSpec(StrictModel):
     transform: list[Transform] = Field(default_factory=list)
     pattern: str | None = None
     required: bool = False
+    number_format: NumberFormat | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -150,6 +229,12 @@ class ColumnSpec(StrictModel):
                     f"'{used[0]}' only applies to a column read from the file ('from'), "
                     "not to a constant 'value'"
                 )
+        if self.number_format is not None and self.type not in ("integer", "number"):
+            raise rule_error(
+                "'number_format' only applies to type integer or number, "
+                f"this column is {self.type}",
+                "add type: number",
+            )
         if self.type != "datetime":
             for key in ("format", "timezone"):
                 if getattr(self, key) is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import (
     BaseModel,
@@ -210,6 +210,8 @@ def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
             continue
         field = model.model_fields.get(part)
         ann = field.annotation if field is not None else None
+        if ann is not None and not isinstance(ann, type):  # ``Model | None``
+            ann = next((a for a in get_args(ann) if isinstance(a, type)), None)
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return []
         model = ann
