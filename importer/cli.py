@@ -360,6 +360,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out(args.file)
     write_config(proposal.text, out, force=args.force)
     print(render_proposal(proposal, out))
+    for warning in proposal.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     return exitcodes.OK
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import random
 import re
 import shlex
@@ -21,10 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from importer.api import validate
-from importer.config import EVENT_NAME_PLACEHOLDER, Config
+from importer.config import EVENT_NAME_PLACEHOLDER, Config, is_placeholder_problem
+from importer.errors import ConfigError
 from importer.init import (
     InitError,
     default_out,
+    job_name,
     property_name,
     propose,
     propose_config,
@@ -72,7 +75,8 @@ def comment_above(text: str, prop: str) -> str:
 def test_proposal_validates_and_imports_its_file(
     file: str, kind: str, valid: int, rejected: int, tmp_path: Path
 ) -> None:
-    text, cfg = proposed(DATA / file, kind)
+    named = {"event_name": "order_detail"} if kind == "event" else {}
+    text, cfg = proposed(DATA / file, kind, **named)
     assert cfg.job.kind == kind
     assert all(SNAKE.match(name) for name in cfg.columns), list(cfg.columns)
     summary = validate(cfg, [DATA / file], report_dir=tmp_path)
@@ -86,9 +90,13 @@ def test_customers_guesses_keys_and_keeps_phone_as_text() -> None:
     text, cfg = proposed(DATA / "customers.csv", "user")
     assert cfg.job.primary_keys == ["phone", "email"]
     phone, email = cfg.columns["phone"], cfg.columns["email"]
-    assert (phone.source, phone.type, phone.transform) == ("手机号", "string", ["strip", "digits"])
+    assert (phone.source, phone.type, phone.transform) == (
+        "手机号",
+        "string",
+        ["strip", "phone_cn"],
+    )
     assert (email.source, email.transform) == ("邮箱", ["strip", "lower"])
-    assert "look like phone numbers" in comment_above(text, "phone")
+    assert "look like Chinese mobile numbers" in comment_above(text, "phone")
     assert "kept as text" in comment_above(text, "phone")
     assert "primary key" in comment_above(text, "phone")
     names = {name: spec.source for name, spec in cfg.columns.items()}
@@ -119,9 +127,16 @@ def test_gb18030_detects_datetime_format_and_encoding() -> None:
 
 def test_events_get_event_id_create_time_and_a_placeholder_name() -> None:
     proposal = propose(DATA / "order_events.jsonl", "event")
-    cfg = parse_job(yaml.safe_load(proposal.text))
-    assert cfg.job.event_name == EVENT_NAME_PLACEHOLDER
+    data = yaml.safe_load(proposal.text)
+    assert data["job"]["event_name"] == EVENT_NAME_PLACEHOLDER
     assert any("CHANGE_ME" in note for note in proposal.notes)
+    assert proposal.placeholders == ["job.event_name"]
+    with pytest.raises(ConfigError) as info:
+        parse_job(data)  # refused until the user names the event
+    assert [str(p) for p in info.value.problems] == [
+        "job.event_name: still CHANGE_ME: set the platform's event name (e.g. order_detail)"
+    ]
+    cfg = parse_job(data, overrides={"job.event_name": "order_detail"})
     assert cfg.columns["event_id"].source == "订单号"
     assert cfg.columns["order_id"].source == "订单号"
     create_time = cfg.columns["create_time"]
@@ -292,8 +307,8 @@ def test_wide_export_as_events_picks_the_order_columns(tmp_path: Path) -> None:
 
 def test_only_the_sample_is_read(tmp_path: Path) -> None:
     data = tmp_path / "n.csv"
-    rows = "\n".join(str(i) for i in range(1, 50)) + "\nnot a number\n"
-    data.write_text("积分\n" + rows, encoding="utf-8")
+    rows = "\n".join(f"138001{i:05d},{i}" for i in range(1, 50)) + "\n13800100050,not a number\n"
+    data.write_text("手机号,积分\n" + rows, encoding="utf-8")
     text, cfg = proposed(data, "user", sample_rows=10)
     assert cfg.columns["points"].type == "integer"
     assert "the first 10 rows" in text
@@ -317,7 +332,7 @@ def test_full_width_phone_numbers_get_nfkc(tmp_path: Path) -> None:
     data = tmp_path / "fw.csv"
     data.write_text("电话,积分\n１３８００１３８０００,１２\n13800138001,3\n", encoding="utf-8")
     _, cfg = proposed(data, "user")
-    assert cfg.columns["phone"].transform == ["nfkc", "strip", "digits"]
+    assert cfg.columns["phone"].transform == ["nfkc", "strip", "phone_cn"]
     assert cfg.columns["points"].type == "string"  # '１２' is not an integer to the platform
     assert validate(cfg, [data], report_dir=tmp_path / "r").counts["valid"] == 2
 
@@ -335,10 +350,18 @@ def test_no_key_column_gives_a_placeholder_key_and_a_note(tmp_path: Path) -> Non
     data = tmp_path / "k.csv"
     data.write_text("城市,积分\n北京,3\n上海,4\n", encoding="utf-8")
     proposal = propose(data, "user")
-    cfg = parse_job(yaml.safe_load(proposal.text))
-    assert cfg.job.primary_keys == ["city"]
-    assert "CHANGE ME" in proposal.text
+    assert yaml.safe_load(proposal.text)["job"]["primary_keys"] == ["CHANGE_ME"]
+    assert proposal.placeholders == ["job.primary_keys"]
     assert any("primary keys" in note for note in proposal.notes)
+    config = write_config(proposal.text, tmp_path / "k.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_job(config)
+    line = proposal.text.splitlines().index("  primary_keys: [CHANGE_ME]") + 1
+    assert [str(p) for p in info.value.problems] == [
+        f"job.primary_keys.0 (line {line}): still CHANGE_ME: name the account's primary-key "
+        "properties (data center -> meta data -> customer properties), e.g. phone, and map "
+        "them under columns"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -496,3 +519,281 @@ def test_the_run_path_does_not_import_the_init_wizard() -> None:
     code = "import sys, importer.api; print(' '.join(sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert [m for m in out.stdout.split() if m.startswith("importer.init")] == []
+
+
+# --- issue 14: a messy nightly export, first try ------------------------------------------
+
+
+def crm_csv(path: Path, rows: int = 60) -> Path:
+    """A GB18030 CRM export from Excel: Chinese headers, phones written +86 138 0013 0000,
+    138-0013-0001, 0086 1380013..., and one in scientific notation (1.38001E+10), amounts with
+    thousands separators ("1,000.00"), birthdays 1990/3/5, trailing empty ,,,,, rows."""
+    phones = ["+86 138 0013 {:04d}", "138-0013-{:04d}", "1380013{:04d}", "0086 1380013{:04d}"]
+    lines = ["客户编号,手机号,姓名,消费金额,生日,注册时间"]
+    for i in range(rows):
+        phone = "1.38001E+10" if i % 20 == 7 else phones[i % 4].format(i)
+        amount = f'"{1000 + i * 7:,}.{i % 100:02d}"' if i % 3 == 0 else f"{i}.50"
+        lines.append(
+            f"C{i:05d},{phone},客户{i},{amount},1990/{1 + i % 12}/{1 + i % 28},"
+            f"2024-03-{1 + i % 28:02d} 10:20:30"
+        )
+    lines += [",,,,,"] * 3
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode("gb18030"))
+    return path
+
+
+def orders_jsonl(path: Path, rows: int = 40) -> Path:
+    """A shop's JSON Lines orders: ISO-8601 times with +08:00, epoch-ms pay_time (null on every
+    fifth, unpaid, order), amounts as numbers and as "1,299.00", a nested items list."""
+    out = []
+    for i in range(rows):
+        row: dict[str, Any] = {
+            "order_id": f"O{i:05d}",
+            "buyer_phone": f"1380013{i:04d}",
+            "pay_time": None if i % 5 == 0 else 1709605230000 + i * 1000,
+            "created_at": f"2024-03-05T10:{i % 60:02d}:30+08:00",
+            "amount": "1,299.00" if i % 3 == 0 else i + 0.5,
+            "status": "PAID",
+            "items": [{"sku": f"S{i}", "qty": 2}],
+        }
+        out.append(json.dumps(row, ensure_ascii=False))
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return path
+
+
+def placeholder_problems_of(config: Path) -> list[str]:
+    """The problems ``load_job`` finds in ``config``: each must be a CHANGE_ME left to fill."""
+    try:
+        load_job(config)
+    except ConfigError as exc:
+        assert all(is_placeholder_problem(p.message) for p in exc.problems), exc
+        return [str(p) for p in exc.problems]
+    return []
+
+
+def test_a_crm_export_gets_phone_cn_and_a_warning_for_phones_excel_damaged(
+    tmp_path: Path,
+) -> None:
+    data = crm_csv(tmp_path / "crm_export.2026-12-04.csv")
+    proposal = propose(data, "user")
+    config = write_config(proposal.text, tmp_path / default_out(data))
+    assert config.name == "crm_export.yaml"
+    assert placeholder_problems_of(config) == []
+    cfg = load_job(config)
+    assert cfg.input.encoding == "gb18030"
+    assert cfg.job.name == "crm_export"
+    assert cfg.job.primary_keys == ["phone"]
+    phone = cfg.columns["phone"]
+    assert (phone.source, phone.type, phone.transform) == (
+        "手机号",
+        "string",
+        ["strip", "phone_cn"],
+    )
+    about = comment_above(proposal.text, "phone")
+    assert "the header and 57/60 sample values look like Chinese mobile numbers" in about
+    assert "phone_cn drops +86/0086, spaces and dashes" in about
+    assert "(3 sample value(s) would be rejected, e.g. '1.38001E+10')" in about
+    assert "WARNING: values like '1.38001E+10' are phone numbers a spreadsheet turned into" in about
+    assert "digits drops" not in about
+    birthday = cfg.columns["birthday"]
+    assert (birthday.type, birthday.timezone) == ("datetime", None)  # no offsets, no epochs
+    assert proposal.placeholders == [] and proposal.nested == {}
+
+
+@pytest.mark.parametrize(
+    ("cells", "transform"),
+    [
+        # the header says phone: mobiles in every shape phone_cn reads
+        (["+86 138 0013 8000", "138-0013-8001", "0086 13800138002", "13800138003"], "phone_cn"),
+        # landlines: phone_cn would refuse them all; digits drops the dashes
+        (["010-12345678", "0755-87654321", "021 66668888", "13800138000"], "digits"),
+    ],
+    ids=["mobiles", "landlines"],
+)
+def test_phone_columns_by_header(cells: list[str], transform: str, tmp_path: Path) -> None:
+    data = tmp_path / "p.csv"
+    data.write_text("联系方式,名字\n" + "".join(f"{c},n{i}\n" for i, c in enumerate(cells)))
+    _, cfg = proposed(data, "user")
+    assert cfg.columns["phone"].transform == ["strip", transform]
+    assert cfg.job.primary_keys == ["phone"]
+
+
+def test_jsonl_orders_get_timezone_create_time_always_filled_and_nested_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "UTC")  # a server on UTC; the cells say +08:00
+    data = orders_jsonl(tmp_path / "orders_20261204.jsonl")
+    proposal = propose(data, "event", event_name="order_detail")
+    text = proposal.text
+    config = write_config(text, tmp_path / default_out(data))
+    assert config.name == "orders.yaml"
+    assert placeholder_problems_of(config) == []
+    cfg = load_job(config)
+    assert cfg.job.name == "orders"
+    assert cfg.job.primary_keys == ["phone"]
+    assert cfg.columns["phone"].transform == ["strip", "phone_cn"]
+    assert cfg.columns["event_id"].source == "order_id"
+    # create_time: the time filled in every row, not pay_time (null on unpaid orders)
+    create_time = cfg.columns["create_time"]
+    assert (create_time.source, create_time.type) == ("created_at", "datetime")
+    assert create_time.timezone == "Asia/Shanghai"
+    assert (
+        "created_at: the event's time: filled in all 40 sampled rows; pay_time is empty in 8"
+        in comment_above(text, "create_time")
+    )
+    created = cfg.columns["created_at"]
+    assert (created.type, created.timezone) == ("datetime", "Asia/Shanghai")
+    assert (
+        "cells carry offsets like +08:00: converted into Asia/Shanghai (every sampled offset is "
+        "+08:00); without timezone the offset would be dropped"
+    ) in comment_above(text, "created_at")
+    pay = cfg.columns["pay_time"]
+    assert (pay.type, pay.timezone) == ("datetime", "Asia/Shanghai")
+    assert (
+        "cells are epoch milliseconds like 1709605231000: converted into Asia/Shanghai"
+        in comment_above(text, "pay_time")
+    )
+    assert "without timezone they would be read as UTC" in comment_above(text, "pay_time")
+    # the nested list is named, not mapped; the rows are read (no 'could not be read')
+    assert "  # skipped (nested, not a flat value): items (list of objects)\n" in text
+    assert proposal.nested == {"items": "list of objects"}
+    assert "could not be read" not in text
+    assert proposal.sample_rows == 40
+    assert "items" not in cfg.source_columns()
+    assert "status" in cfg.columns and "order_id" in cfg.columns
+
+
+def test_the_timezone_is_the_machines_unless_the_headers_are_chinese(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    data = orders_jsonl(tmp_path / "orders.jsonl", rows=5)
+    _, cfg = proposed(data, "event", event_name="order_detail")
+    assert cfg.columns["created_at"].timezone == "Europe/Berlin"
+    chinese = tmp_path / "cn.csv"
+    chinese.write_text("手机号,下单时间\n13800138000,2024-03-05T10:20:30Z\n", encoding="utf-8")
+    text, cfg = proposed(chinese, "user")
+    assert cfg.columns["order_time"].timezone == "Asia/Shanghai"
+    assert "like Z: converted into Asia/Shanghai (the headers are Chinese)" in comment_above(
+        text, "order_time"
+    )
+
+
+def test_create_time_falls_back_to_the_most_filled_time_and_says_it_is_required(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "e.csv"
+    rows = [f"E{i},1380013{i:04d},{'' if i % 4 == 0 else '2024-03-05 10:00:00'},"
+            f"{'' if i % 2 else '2024-03-06 11:00:00'}" for i in range(20)]  # fmt: skip
+    data.write_text("order_id,phone,pay_time,ship_time\n" + "\n".join(rows) + "\n")
+    text, cfg = proposed(data, "event", event_name="order_detail")
+    assert cfg.columns["create_time"].source == "pay_time"
+    about = comment_above(text, "create_time")
+    assert "filled in 15 of 20 sampled rows, the most of any datetime column" in about
+    assert "ship_time is empty in 10" in about
+    assert "create_time is required: rows where it is empty are rejected" in about
+
+
+def test_parquet_nested_columns_are_skipped_and_the_flat_ones_mapped(tmp_path: Path) -> None:
+    n = 10
+    table = pa.table({
+        "order_id": [f"O{i}" for i in range(n)],
+        "mobile": [f"1380013{i:04d}" for i in range(n)],
+        "order_time": [f"2024-03-05 10:00:{i:02d}" for i in range(n)],
+        "items": [[{"sku": "A", "qty": i}] for i in range(n)],
+        "address": [{"city": "SH", "zip": "200000"} for _ in range(n)],
+    })  # fmt: skip
+    path = tmp_path / "orders.parquet"
+    pq.write_table(table, path)
+    proposal = propose(path, "event", event_name="order_detail")
+    cfg = parse_job(yaml.safe_load(proposal.text))
+    assert proposal.nested == {"items": "list of objects", "address": "object"}
+    assert "# skipped (nested, not a flat value): items (list of objects), address (object)" in (
+        proposal.text
+    )
+    assert set(cfg.source_columns()) == {"order_id", "mobile", "order_time"}
+    assert (cfg.columns["event_id"].source, cfg.columns["create_time"].source) == (
+        "order_id",
+        "order_time",
+    )
+    summary = validate(cfg, [path], report_dir=tmp_path / "r")
+    assert summary.counts["valid"] == n
+
+
+def test_undecided_event_fields_are_change_me_refused_with_their_lines(tmp_path: Path) -> None:
+    data = tmp_path / "visits.csv"
+    data.write_text("城市,手机号\n北京,13800138000\n北京,13800138001\n", encoding="utf-8")
+    proposal = propose(data, "event")
+    assert proposal.placeholders == [
+        "job.event_name",
+        "columns.event_id.from",
+        "columns.create_time.from",
+    ]
+    assert proposal.warnings() == [
+        "3 placeholders to fill (CHANGE_ME): job.event_name, columns.event_id.from, "
+        "columns.create_time.from; check-config and run refuse the config until each is replaced"
+    ]
+    lines = proposal.text.splitlines()
+    assert "  event_id: {from: CHANGE_ME, transform: [strip]}" in lines
+    assert "  create_time: {from: CHANGE_ME, type: datetime}" in lines
+    assert "replace it with the file column that holds each event's unique id" in comment_above(
+        proposal.text, "event_id"
+    )
+    config = write_config(proposal.text, tmp_path / "visits.yaml")
+    at = {key: lines.index(next(x for x in lines if x.startswith(key))) + 1
+          for key in ("  event_name:", "  event_id:", "  create_time:")}  # fmt: skip
+    assert placeholder_problems_of(config) == [
+        f"job.event_name (line {at['  event_name:']}): still CHANGE_ME: set the platform's "
+        "event name (e.g. order_detail)",
+        f"columns.event_id.from (line {at['  event_id:']}): still CHANGE_ME: name the file "
+        "column that holds each event's unique id (e.g. the order id)",
+        f"columns.create_time.from (line {at['  create_time:']}): still CHANGE_ME: name the "
+        "file column that holds each event's time",
+    ]
+
+
+def test_check_config_and_run_refuse_change_me_before_reading_or_sending(
+    fresh_sandbox: Any, tmp_path: Path
+) -> None:
+    sb = fresh_sandbox()
+    data = orders_jsonl(tmp_path / "orders_20261204.jsonl", rows=5)
+    init = dmimport("init", data, "--kind", "event", cwd=tmp_path)
+    assert init.returncode == 0, init.stderr
+    assert init.stderr == (
+        "warning: skipped (nested, not a flat value): items (list of objects)\n"
+        "warning: 1 placeholder to fill (CHANGE_ME): job.event_name; check-config and run "
+        "refuse the config until each is replaced\n"
+    )
+    config = tmp_path / "orders.yaml"
+    line = config.read_text(encoding="utf-8").splitlines().index("  event_name: CHANGE_ME") + 1
+    expected = (
+        f"job.event_name (line {line}): still CHANGE_ME: set the platform's event name "
+        "(e.g. order_detail)"
+    )
+    check = dmimport("check-config", config, cwd=tmp_path)
+    assert check.returncode == 2
+    assert expected in check.stderr, check.stderr
+    url = ["--base-url", sb.url]
+    for command in (["run", "--debug", *url], ["run", *url], ["validate"], ["preview"]):
+        proc = dmimport(command[0], config, data, *command[1:], secret=sb.secret, cwd=tmp_path)
+        assert proc.returncode == 2, (command, proc.stderr)
+        assert expected in proc.stderr, proc.stderr
+    assert sb.stats()["requests"] == 0
+    assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize(
+    ("file", "job"),
+    [
+        ("orders_20261204.jsonl", "orders"),
+        ("customers-2026-12-04.csv", "customers"),
+        ("export_20261204T0200.csv", "export"),
+        ("crm_export.2026-12-04.csv.gz", "crm_export"),
+        ("exports/shop.csv.gz", "shop"),
+        ("shop_2024.csv", "shop_2024"),  # a year alone is not a date
+        ("20261204.csv", "20261204"),  # nothing but a date: kept
+    ],
+)
+def test_the_job_is_named_after_the_file_without_its_date(file: str, job: str) -> None:
+    assert job_name(file) == job
+    assert default_out(file) == Path(f"{job}.yaml")

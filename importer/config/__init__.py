@@ -16,13 +16,15 @@ problem:
 3. a ``column_check`` the caller passes runs on every otherwise valid column. This package
    knows the schema only and imports no stage; ``importer.job.load_job`` passes the mapper's
    ``constant_problems``, so a ``value`` or ``default`` the mapper would reject is a config
-   error, not a million row errors.
+   error, not a million row errors;
+4. every key or value still holding ``CHANGE_ME`` (what ``dmimport init`` writes where it
+   cannot decide) is a problem of its own (``placeholders``), so a draft never runs.
 
 One module per section: ``target``, ``job``, ``columns``, ``model`` (the whole ``Config``, with
 ``send``, ``report`` and ``state``; the ``input:`` section is the loader's own
 ``importer.load.InputOptions``); ``base`` what the sections share (the strict model base,
-did-you-mean hints); ``yamlfile`` reads the file, ``validate`` turns every failure into
-ConfigProblems, ``redact`` keeps secrets out of them.
+did-you-mean hints); ``yamlfile`` reads the file, ``placeholders`` finds the ``CHANGE_ME``s,
+``validate`` turns every failure into ConfigProblems, ``redact`` keeps secrets out of them.
 
 The models are frozen; the mapper, loader and sender read them, never change them.
 """
@@ -30,17 +32,20 @@ The models are frozen; the mapper, loader and sender read them, never change the
 from .columns import CREATE_TIME, EVENT_ID, ColumnSpec, NumberFormat
 from .job import EVENT_NAME_PLACEHOLDER
 from .model import Config, RetryOptions, check_columns, sending_problems
+from .placeholders import PLACEHOLDER, is_placeholder_problem
 from .validate import load_config, parse_config
 
 __all__ = [
     "CREATE_TIME",
     "EVENT_ID",
     "EVENT_NAME_PLACEHOLDER",
+    "PLACEHOLDER",
     "ColumnSpec",
     "Config",
     "NumberFormat",
     "RetryOptions",
     "check_columns",
+    "is_placeholder_problem",
     "load_config",
     "parse_config",
     "sending_problems",

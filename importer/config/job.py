@@ -12,10 +12,11 @@ from ..errors import rule_error
 from ..protocol import Kind
 from .base import StrictModel, did_you_mean, show
 from .columns import CREATE_TIME, EVENT_ID
+from .placeholders import PLACEHOLDER
 
-#: What ``dmimport init`` sets ``event_name`` to when no ``--event-name`` is given: valid, and
-#: obviously not a real event name, so a preview shows it and a run refuses it until replaced.
-EVENT_NAME_PLACEHOLDER = "CHANGE_ME"
+#: What ``dmimport init`` sets ``event_name`` to when no ``--event-name`` is given: every
+#: command that loads the config refuses it until replaced (``placeholders``).
+EVENT_NAME_PLACEHOLDER = PLACEHOLDER
 
 _JOB_NAME = re.compile(r"^\w[\w.-]*$")
 

@@ -17,6 +17,7 @@ from .base import did_you_mean, show, text_problems
 from .columns import ColumnSpec
 from .job import cross_problems
 from .model import Config, with_event_defaults
+from .placeholders import PLACEHOLDER, placeholder_problems
 from .redact import redact_problem, secret_values
 from .yamlfile import read_yaml
 
@@ -110,6 +111,13 @@ def _validate(
     if column_check is not None:
         for path, message, hint in _column_problems(with_event_defaults(data), column_check):
             problems.append(ConfigProblem(".".join(path), message, hint, line_of(path)))
+    placeholders = [
+        ConfigProblem(".".join(path), message, None, line_of(path))
+        for path, message in placeholder_problems(data)
+    ]
+    if placeholders:
+        # 'primary key CHANGE_ME is not a property': the placeholder problem says it better
+        problems = [p for p in problems if PLACEHOLDER not in p.message] + placeholders
     if problems:
         unique = list(dict.fromkeys(problems))
         unique.sort(key=lambda p: (p.line is None, p.line or 0))

@@ -7,7 +7,7 @@ runs them in order (and checks the result with ``importer.job.parse_job``), ``wr
 text on disk. Nothing on the run path imports this package.
 """
 
-from .names import property_name
+from .names import job_name, property_name
 from .propose import InitError, Proposal, propose, propose_config
 from .write import default_out, render_proposal, write_config
 
@@ -15,6 +15,7 @@ __all__ = [
     "InitError",
     "Proposal",
     "default_out",
+    "job_name",
     "property_name",
     "propose",
     "propose_config",

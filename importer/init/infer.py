@@ -30,12 +30,23 @@ _ID_WORDS = ("号", "编号", "编码", "id", "code", "no")
 
 _PHONE_CHARS = re.compile(r"^\+?[\d\s\-().]+$", re.ASCII)
 _PHONE = re.compile(r"^(?:\+?86)?1[3-9]\d{9}$|^0\d{9,11}$", re.ASCII)
+#: a Chinese mobile number as phone_cn reads it: +86/0086, spaces and dashes around 11 digits
+_MOBILE = re.compile(r"^(?:\+86|0086|86)?1[3-9]\d{9}$", re.ASCII)
+_LANDLINE = re.compile(r"^0\d{9,11}$", re.ASCII)
+#: a mobile number a spreadsheet turned into scientific notation: 1.38001E+10
+_MOBILE_EXPONENT = re.compile(r"^1(?:\.\d+)?[eE]\+?10$", re.ASCII)
+_PHONE_HEADER = re.compile(r"phone|mobile|\btel\b|cellphone|手机|电话|联系方式", re.IGNORECASE)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", re.ASCII)
 _INT = re.compile(r"^[+-]?\d+$", re.ASCII)
 _LEADING_ZERO = re.compile(r"^[+-]?0\d", re.ASCII)
 _DECIMAL = re.compile(r"^[+-]?(?:\d+\.\d*|\.\d+|\d+)$", re.ASCII)
 _EXCEL_EXPONENT = re.compile(r"^[+-]?\d(?:\.\d+)?[eE]\+\d+$", re.ASCII)
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$", re.ASCII)
+_THOUSANDS_DOT = re.compile(r"^[+-]?\d{1,3}(?:\.\d{3})+(?:,\d+)?$", re.ASCII)
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$", re.ASCII)
+#: a cell ending in a UTC offset or Z: 2024-03-05T10:20:30+08:00
+_OFFSET = re.compile(r"\d(?:Z|[+-]\d{2}:?\d{2})$", re.ASCII)
+_EPOCH = re.compile(r"^\d{10}(?:\d{3})?$", re.ASCII)
 _DATE_START = re.compile(r"^\d{1,4}[-/.年]\d{1,2}", re.ASCII)
 _BOOL_WORDS = frozenset(TRUE_WORDS + FALSE_WORDS)
 
@@ -80,6 +91,12 @@ class ColumnGuess:
     transform: list[str] = field(default_factory=list)
     why: str = ""
     looks_like: str | None = None  # phone | email | None
+    number_format: dict[str, str] | None = None
+    timezone: str | None = None
+    #: datetime columns: why a timezone is needed ("cells carry offsets like +08:00"), or None
+    zoned: str | None = None
+    #: the offsets the sampled cells carry (``+08:00``, ``Z``)
+    offsets: tuple[str, ...] = ()
     filled: int = 0  # non-empty sample values
     unique: bool = False  # the non-empty sample values are all different
     warning: str | None = None
@@ -90,6 +107,10 @@ class ColumnGuess:
             out["type"] = self.type
         if self.format:
             out["format"] = self.format
+        if self.timezone:
+            out["timezone"] = self.timezone
+        if self.number_format:
+            out["number_format"] = dict(self.number_format)
         if self.transform:
             out["transform"] = list(self.transform)
         return out
@@ -99,8 +120,13 @@ def _share(k: int, n: int) -> str:
     return f"all {n}" if k == n and n > 1 else f"{k}/{n}"
 
 
-def _spec(type_: str, fmt: str | None = None) -> ColumnSpec:
-    return ColumnSpec.model_validate({"from": "sample", "type": type_, "format": fmt})
+def _spec(
+    type_: str, fmt: str | None = None, number_format: dict[str, str] | None = None
+) -> ColumnSpec:
+    raw: dict[str, Any] = {"from": "sample", "type": type_, "format": fmt}
+    if number_format:
+        raw["number_format"] = number_format
+    return ColumnSpec.model_validate(raw)
 
 
 def _fits(values: Sequence[str], spec: ColumnSpec) -> int:
@@ -149,17 +175,7 @@ def infer(header: str, name: str, values: Sequence[str | None], sampled: int) ->
     empties = f" ({sampled - n} empty)" if sampled > n else ""
 
     folded = [unicodedata.normalize("NFKC", v) for v in present]
-    phones = sum(1 for v in folded if _PHONE_CHARS.match(v) and _PHONE.match(_digits(v)))
-    if phones >= _MOSTLY * n:
-        guess.looks_like = "phone"
-        guess.transform = ["strip", "digits"]
-        guess.why = (
-            f"{_share(phones, n)} sample values look like phone numbers{empties} -> kept as "
-            "text, digits drops spaces and dashes"
-        )
-        if folded != present:  # full-width digits: digits alone would keep none of them
-            guess.transform.insert(0, "nfkc")
-            guess.why += ", nfkc makes full-width digits plain"
+    if _phone(guess, header, name, present, folded, empties):
         return guess
     emails = sum(1 for v in present if _EMAIL.match(v))
     if emails >= _MOSTLY * n:
@@ -213,6 +229,20 @@ def infer(header: str, name: str, values: Sequence[str | None], sampled: int) ->
         guess.why = f"{_share(n, n)} sample values are decimal numbers{empties}"
         return guess
 
+    grouped = _number_format(present, decimal)
+    if grouped is not None:
+        type_, number_format, example = grouped
+        if _fits(present, _spec(type_, None, number_format)) == n:
+            guess.type, guess.number_format, guess.transform = type_, number_format, []
+            marks = "thousands separators" + (
+                f" and a decimal {number_format['decimal']!r}" if "decimal" in number_format else ""
+            )
+            guess.why = (
+                f"{_share(n, n)} sample values are numbers, cells like {example!r} with "
+                f"{marks}{empties} -> number_format"
+            )
+            return guess
+
     booleans = sum(1 for v in present if v.casefold() in _BOOL_WORDS)
     if booleans == n:
         guess.type = "boolean"
@@ -239,11 +269,6 @@ def infer(header: str, name: str, values: Sequence[str | None], sampled: int) ->
                 f"(type: {type_} would reject such rows with {WRONG_TYPE})"
             )
             return guess
-    thousands = sum(1 for v in present if _THOUSANDS.match(v))
-    if thousands and thousands + len(decimals) == n:
-        guess.why = "numbers with thousands separators (1,234.50) are not numbers to the platform"
-        guess.why += " -> text"
-        return guess
     guess.why = "text"
     if guess.unique and n > 1 and idish:
         guess.why = "text, unique in the sample"
@@ -251,6 +276,22 @@ def infer(header: str, name: str, values: Sequence[str | None], sampled: int) ->
 
 
 def _as_datetime(
+    guess: ColumnGuess, present: list[str], timeish: bool, empties: str
+) -> ColumnGuess:
+    guess = _datetime_guess(guess, present, timeish, empties)
+    if guess.type == "datetime":
+        offset = next((v for v in present if _OFFSET.search(v)), None)
+        epoch = next((v for v in present if _EPOCH.match(v)), None)
+        if offset is not None:
+            guess.offsets = tuple(sorted({_offset(v) for v in present if _OFFSET.search(v)}))
+            guess.zoned = f"cells carry offsets like {_offset(offset)}"
+        elif epoch is not None:
+            unit = "milliseconds" if len(epoch) == 13 else "seconds"
+            guess.zoned = f"cells are epoch {unit} like {epoch}"
+    return guess
+
+
+def _datetime_guess(
     guess: ColumnGuess, present: list[str], timeish: bool, empties: str
 ) -> ColumnGuess:
     n = len(present)
@@ -277,7 +318,7 @@ def _as_datetime(
         guess.type, guess.transform = "datetime", []
         guess.why = (
             f"{_share(n, n)} sample values are datetimes, in mixed formats dmimport recognises"
-            f"{empties}; offsets and epoch numbers: consider timezone: Asia/Shanghai"
+            f"{empties}"
         )
         return guess
     k = max(best, auto)
@@ -289,6 +330,15 @@ def _as_datetime(
             f"(type: datetime would reject such rows with {WRONG_TYPE})"
         )
     return guess
+
+
+def _offset(cell: str) -> str:
+    """The offset ending ``cell``, as ``+08:00`` (or ``Z``)."""
+    if cell.endswith("Z"):
+        return "Z"
+    tail = re.search(r"[+-]\d{2}:?\d{2}$", cell)
+    text = tail.group(0) if tail else ""
+    return text if ":" in text else f"{text[:3]}:{text[3:]}"
 
 
 def _vectorized(values: list[str], fmt: str) -> bool:
@@ -313,3 +363,74 @@ def _first_unfit(values: list[str], fmt: str | None) -> str:
 def _digits(value: str) -> str:
     kept = re.sub(r"\D", "", value)
     return "+" + kept if value.startswith("+") else kept
+
+
+def _phone(
+    guess: ColumnGuess,
+    header: str,
+    name: str,
+    present: list[str],
+    folded: list[str],
+    empties: str,
+) -> bool:
+    """Make ``guess`` a phone column when its header or most of its values say so: mobiles
+    get ``phone_cn`` (never ``digits``, which made keys of junk), landlines ``digits``."""
+    n = len(present)
+    plain = [re.sub(r"[\s-]+", "", v) for v in folded]
+    mobiles = [v for v, p in zip(present, plain, strict=True) if _MOBILE.match(p)]
+    landlines = [
+        v
+        for v, f in zip(present, folded, strict=True)
+        if _PHONE_CHARS.match(f) and _LANDLINE.match(re.sub(r"\D", "", f))
+    ]
+    mangled = [v for v in folded if _MOBILE_EXPONENT.match(v)]
+    phoneish = len(mobiles) + len(landlines) + len(mangled)
+    by_header = bool(_PHONE_HEADER.search(header)) or name == "phone"
+    legacy = sum(1 for v in folded if _PHONE_CHARS.match(v) and _PHONE.match(_digits(v)))
+    if not (by_header and phoneish >= n / 2) and max(phoneish, legacy) < _MOSTLY * n:
+        return False
+    guess.looks_like = "phone"
+    named = "the header and " if by_header else ""
+    if len(landlines) > (1 - _MOSTLY) * (len(mobiles) + len(landlines)):
+        guess.transform = ["strip", "digits"]
+        guess.why = (
+            f"{named}{_share(phoneish, n)} sample values look like phone numbers, "
+            f"{len(landlines)} of them landlines like {landlines[0]!r}{empties} -> kept as text; "
+            "digits drops spaces and dashes (phone_cn takes mobile numbers only)"
+        )
+    else:
+        guess.transform = ["strip", "phone_cn"]
+        guess.why = (
+            f"{named}{_share(len(mobiles), n)} sample values look like Chinese mobile numbers"
+            f"{empties} -> kept as text; phone_cn drops +86/0086, spaces and dashes and "
+            "rejects anything that is not an 11-digit mobile number"
+        )
+        odd = [v for v in present if v not in set(mobiles)]
+        if odd:
+            guess.why += f" ({len(odd)} sample value(s) would be rejected, e.g. {odd[0]!r})"
+    if mangled:
+        guess.warning = (
+            f"values like {mangled[0]!r} are phone numbers a spreadsheet turned into scientific "
+            "notation: their digits are lost, so those rows are rejected; re-export the column "
+            "as text (docs/faq.md)"
+        )
+    if folded != present:  # full-width digits
+        guess.transform.insert(0, "nfkc")
+        guess.why += "; nfkc makes full-width digits plain"
+    return True
+
+
+def _number_format(present: list[str], decimal: Any) -> tuple[str, dict[str, str], str] | None:
+    """(integer or number, its number_format, an example cell) when every value is a number
+    and some are written with thousands separators (1,299.00) or a decimal comma (1.234,56)."""
+    comma = [v for v in present if _THOUSANDS.match(v)]
+    if comma and all(_THOUSANDS.match(v) or decimal(v) for v in present):
+        type_ = "number" if any("." in v for v in present) else "integer"
+        return type_, {"thousands": ","}, comma[0]
+    dotted = [v for v in present if _THOUSANDS_DOT.match(v) or _DECIMAL_COMMA.match(v)]
+    if dotted and all(
+        _THOUSANDS_DOT.match(v) or _DECIMAL_COMMA.match(v) or _INT.match(v) for v in present
+    ):
+        type_ = "number" if any("," in v for v in present) else "integer"
+        return type_, {"thousands": ".", "decimal": ","}, dotted[0]
+    return None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
+from pathlib import Path
 
 #: Common headers of Chinese shop, CRM and membership exports -> property names.
 KNOWN_HEADERS: dict[str, str] = {
@@ -104,6 +106,23 @@ def _ascii_name(header: str) -> str:
         return ""  # nothing, or only digits: not a name
     text = _ASCII_SYNONYMS.get(text, text)
     return f"col_{text}" if text[0].isdigit() else text
+
+
+#: a date (and time) that ends a dated export's name: _20261204, -2026-12-04, _20261204T0200
+_DATED = re.compile(
+    r"[._\- ]*\d{4}[-_.]?\d{2}[-_.]?\d{2}(?:[T_\- ]?\d{2}[-_:.]?\d{2}(?:[-_:.]?\d{2})?)?$"
+)
+
+
+def job_name(path: str | Path) -> str:
+    """The job a file belongs to: its name without extensions and without the date a nightly
+    export carries (``orders_20261204.jsonl`` and ``crm_export.2026-12-04.csv.gz`` ->
+    ``orders``, ``crm_export``), usable as a directory name."""
+    name = Path(path).name
+    name = name.removesuffix(".gz").removesuffix(".GZ")
+    stem = os.path.splitext(name)[0] or name
+    undated = _DATED.sub("", stem) or stem
+    return re.sub(r"[^\w.-]+", "_", undated).strip("._-") or "job"
 
 
 def property_name(header: str, position: int) -> tuple[str, str]:

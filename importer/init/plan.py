@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from ..config import CREATE_TIME, EVENT_ID, EVENT_NAME_PLACEHOLDER
+from ..config import CREATE_TIME, EVENT_ID, EVENT_NAME_PLACEHOLDER, PLACEHOLDER
 from .infer import ColumnGuess
+from .zones import proposed_timezone
 
 
 @dataclass
@@ -19,6 +21,8 @@ class Plan:
     event_comment: str
     skipped: list[str]
     notes: list[str]
+    #: the key paths left CHANGE_ME (job.event_name, columns.event_id.from, ...)
+    placeholders: list[str]
 
 
 @dataclass
@@ -35,16 +39,25 @@ class _EventFields:
     time_why: str
 
 
-def plan_proposal(kind: str, guesses: list[ColumnGuess], event_name: str | None) -> Plan:
-    """The properties, keys and event fields to propose for ``guesses`` as ``kind``."""
+def plan_proposal(
+    kind: str, guesses: list[ColumnGuess], event_name: str | None, sampled: int = 0
+) -> Plan:
+    """The properties, keys and event fields to propose for ``guesses`` (read from ``sampled``
+    rows) as ``kind``."""
     notes: list[str] = []
     usable = [g for g in guesses if g.header]
     skipped = [f"column {g.position} has no header" for g in guesses if not g.header]
+    _set_timezones(usable)
     keys, pk_comment = _primary_keys(usable, notes)
-    event = _event_fields(usable, keys, event_name, notes) if kind == "event" else None
+    placeholders = [] if keys else ["job.primary_keys"]
+    event = _event_fields(usable, keys, event_name, notes, sampled) if kind == "event" else None
+    if event is not None:
+        placeholders[:0] = ["job.event_name"] if event.name == PLACEHOLDER else []
+        placeholders += [f"columns.{EVENT_ID}.from"] if event.id.header == PLACEHOLDER else []
+        placeholders += [f"columns.{CREATE_TIME}.from"] if event.time.header == PLACEHOLDER else []
 
     chosen = [g for g in usable if event is None or g is not event.name_from]
-    if kind == "user_delete":
+    if kind == "user_delete" and keys:
         # A delete needs the customer's keys only; the other columns would be ignored.
         skipped += [f"{g.header}" for g in chosen if g not in keys]
         chosen = keys
@@ -67,12 +80,18 @@ def plan_proposal(kind: str, guesses: list[ColumnGuess], event_name: str | None)
         used.add(name)
         properties.append((name, g, _comment(g, keys)))
     if event is not None:
-        id_guess = replace(event.id, type="string", format=None, transform=["strip"])
+        id_guess = replace(
+            event.id, type="string", format=None, transform=["strip"], number_format=None
+        )
+        id_guess.timezone = None
         properties.append((EVENT_ID, id_guess, f"{event.id.header}: {event.id_why}"))
         time_guess = replace(event.time, transform=[])
         if time_guess.type != "datetime":
             time_guess.type, time_guess.format = "datetime", None
-        properties.append((CREATE_TIME, time_guess, f"{event.time.header}: {event.time_why}"))
+        time_why = f"{event.time.header}: {event.time_why}"
+        if time_guess.timezone:
+            time_why += f"; timezone {time_guess.timezone} as on {event.time.name}"
+        properties.append((CREATE_TIME, time_guess, time_why))
 
     for g in usable:
         if g.warning:
@@ -85,14 +104,28 @@ def plan_proposal(kind: str, guesses: list[ColumnGuess], event_name: str | None)
         )
     return Plan(
         properties,
-        [g.name for g in keys],
+        [g.name for g in keys] or [PLACEHOLDER],
         pk_comment,
         event.name if event is not None else None,
         event.name_from.header if event is not None and event.name_from else None,
         event.comment if event is not None else "",
         skipped,
         notes,
+        placeholders,
     )
+
+
+def _set_timezones(usable: list[ColumnGuess]) -> None:
+    """A timezone on each datetime column whose cells carry offsets or are epoch numbers."""
+    zoned = [g for g in usable if g.type == "datetime" and g.zoned]
+    if not zoned:
+        return
+    offsets = [o for g in zoned for o in g.offsets]
+    zone, why = proposed_timezone([g.header for g in usable], offsets)
+    for g in zoned:
+        g.timezone = zone
+        lost = "the offset would be dropped" if g.offsets else "they would be read as UTC"
+        g.why += f"; {g.zoned}: converted into {zone} ({why}); without timezone {lost}"
 
 
 def _primary_keys(usable: list[ColumnGuess], notes: list[str]) -> tuple[list[ColumnGuess], str]:
@@ -114,20 +147,23 @@ def _primary_keys(usable: list[ColumnGuess], notes: list[str]) -> tuple[list[Col
             f"guessed from the values: {shown}. They must be the account's primary keys "
             "(data center -> meta data -> customer properties)"
         )
-    fallback = _first(usable, lambda g: g.unique and g.filled > 0) or usable[0]
     notes.append(
-        f"no phone, e-mail or member id column found: job.primary_keys is a placeholder "
-        f"({fallback.name}); set the account's primary keys"
+        f"no phone, e-mail or member id column found: job.primary_keys is {PLACEHOLDER}; "
+        "set the account's primary keys"
     )
-    return [fallback], (
-        f"CHANGE ME: no phone, e-mail or member id column found; {fallback.name} "
-        f"({fallback.header}) is only a placeholder. Use the account's primary keys "
-        "(data center -> meta data -> customer properties)"
+    return [], (
+        f"{PLACEHOLDER}: no phone, e-mail or member id column found. Replace {PLACEHOLDER} "
+        "with the account's primary-key properties (data center -> meta data -> customer "
+        "properties), each mapped under columns"
     )
 
 
 def _event_fields(
-    usable: list[ColumnGuess], keys: list[ColumnGuess], event_name: str | None, notes: list[str]
+    usable: list[ColumnGuess],
+    keys: list[ColumnGuess],
+    event_name: str | None,
+    notes: list[str],
+    sampled: int,
 ) -> _EventFields:
     """The event's name and its event_id and create_time columns; placeholders, each with a
     note, for what the columns do not tell."""
@@ -149,15 +185,21 @@ def _event_fields(
     else:
         comment = "every row is sent with this event name"
     event_id, id_why = _event_id_column(usable, keys)
-    create_time, time_why = _event_time_column(usable)
+    create_time, time_why = _event_time_column(usable, sampled)
     if event_id is None:
-        event_id = next((g for g in usable if g not in keys), usable[0])
-        id_why = "CHANGE ME: no column looks like an event id; this one is a placeholder"
-        notes.append("no column looks like an event id: columns.event_id is a placeholder")
+        event_id = ColumnGuess(PLACEHOLDER, 0, EVENT_ID)
+        id_why = (
+            "no column looks like an event id (named like order_id and unique in the sample): "
+            "replace it with the file column that holds each event's unique id"
+        )
+        notes.append(f"no column looks like an event id: columns.event_id is {PLACEHOLDER}")
     if create_time is None:
-        create_time = usable[-1]
-        time_why = "CHANGE ME: no column looks like a time; this one is a placeholder"
-        notes.append("no column looks like a time: columns.create_time is a placeholder")
+        create_time = ColumnGuess(PLACEHOLDER, 0, CREATE_TIME, type="datetime")
+        time_why = (
+            "no column holds datetimes in every sampled row: replace it with the file column "
+            "that holds each event's time (required: rows without it are rejected)"
+        )
+        notes.append(f"no column looks like a time: columns.create_time is {PLACEHOLDER}")
     elif create_time.type != "datetime":
         # The rows create_time rejects are lost anyway: send the column itself as a
         # datetime too, rather than as unnormalised text.
@@ -199,14 +241,32 @@ def _event_id_column(
     return None, ""
 
 
-def _event_time_column(guesses: list[ColumnGuess]) -> tuple[ColumnGuess | None, str]:
+#: names of the column that says when an event (an order) happened, best first
+_CREATED = re.compile(r"creat|order_?time|order_?date|event_?time|下单|创建|订单时间", re.I)
+
+
+def _event_time_column(guesses: list[ColumnGuess], sampled: int) -> tuple[ColumnGuess | None, str]:
+    """The datetime column filled in every sampled row (create_time is required), a name
+    like created_at or 下单时间 first; else the most filled one, said so."""
     times = [g for g in guesses if g.type == "datetime"]
-    for wanted in _EVENT_TIME_NAMES:
-        for g in times:
-            if g.name == wanted:
-                return g, "the event's time -> create_time"
     if times:
-        return times[0], "the first datetime column -> create_time"
+        full = [g for g in times if g.filled >= sampled]
+        pool = full or sorted(times, key=lambda g: -g.filled)[:1]
+        named = [g for g in pool if _CREATED.search(g.name) or _CREATED.search(g.header)]
+        chosen = (named or [g for g in pool if g.name in _EVENT_TIME_NAMES] or pool)[0]
+        gaps = [
+            f"{g.header} is empty in {sampled - g.filled}"
+            for g in times
+            if g is not chosen and g.filled < sampled
+        ]
+        others = ("; " + ", ".join(gaps[:3])) if gaps else ""
+        if full:
+            return chosen, f"the event's time: filled in all {sampled} sampled rows{others}"
+        return chosen, (
+            f"the event's time: filled in {chosen.filled} of {sampled} sampled rows, the most "
+            f"of any datetime column{others}. create_time is required: rows where it is empty "
+            "are rejected; name a column that is always filled if there is one"
+        )
     for g in guesses:
         if g.name in _EVENT_TIME_NAMES:
             return g, (

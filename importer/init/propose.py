@@ -12,17 +12,19 @@ missing one:
 - a type is kept only when the mapper itself converts every sample value with it, so the
   proposal never rejects a sample row the file's own values did not already doom.
 
-The result always passes ``parse_job``; ``propose`` checks that before returning.
+The result always passes ``parse_job`` but for the ``CHANGE_ME`` placeholders left where the
+sample does not tell (``Proposal.placeholders``); ``propose`` checks that before returning.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from ..errors import UsageError
+from ..config import PLACEHOLDER, is_placeholder_problem
+from ..errors import ConfigError, UsageError
 from ..job import parse_job
 from ..load import InputOptions, Source
 from ..protocol import KINDS
@@ -51,6 +53,26 @@ class Proposal:
     primary_keys: list[str]
     #: things to check before the first run, one sentence each
     notes: list[str]
+    #: the key paths left ``CHANGE_ME`` for the user to fill
+    placeholders: list[str] = field(default_factory=list)
+    #: columns left out because they hold lists or objects, with what they hold
+    nested: dict[str, str] = field(default_factory=dict)
+
+    def warnings(self) -> list[str]:
+        """What ``dmimport init`` says on stderr: the nested columns skipped and the
+        placeholders to fill (the config is a draft: it is written anyway)."""
+        out: list[str] = []
+        if self.nested:
+            shown = ", ".join(f"{name} ({what})" for name, what in self.nested.items())
+            out.append(f"skipped (nested, not a flat value): {shown}")
+        if self.placeholders:
+            n = len(self.placeholders)
+            out.append(
+                f"{n} placeholder{'s' if n > 1 else ''} to fill ({PLACEHOLDER}): "
+                + ", ".join(self.placeholders)
+                + "; check-config and run refuse the config until each is replaced"
+            )
+        return out
 
 
 def propose_config(
@@ -92,9 +114,15 @@ def propose(
     options = input_options or InputOptions()
     sample = read_sample(path, options, sample_rows)
     guesses = _guess_columns(sample)
-    plan = plan_proposal(kind, guesses, event_name)
+    plan = plan_proposal(kind, guesses, event_name, sample.rows)
     text = render_yaml(path, kind, sample, plan)
-    parse_job(yaml.safe_load(text), source=str(path))  # a proposal that fails is a bug
+    try:
+        parse_job(yaml.safe_load(text), source=str(path))
+    except ConfigError as exc:
+        # its CHANGE_MEs are refused until the user fills them; anything else is a bug
+        real = [p for p in exc.problems if not is_placeholder_problem(p.message)]
+        if real:
+            raise ConfigError(real, source=str(path)) from None
     return Proposal(
         text,
         kind,
@@ -104,6 +132,8 @@ def propose(
         [name for name, _, _ in plan.properties],
         plan.primary_keys,
         plan.notes,
+        plan.placeholders,
+        dict(sample.nested),
     )
 
 

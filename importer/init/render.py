@@ -11,6 +11,7 @@ import yaml
 
 from ..load import Source
 from ..protocol import DEFAULT_BASE_URL, DEFAULT_PROTOCOL, SANDBOX_URL
+from .names import job_name
 from .plan import Plan
 from .sample import Sample
 
@@ -31,6 +32,8 @@ def _flow(spec: dict[str, Any]) -> str:
     for key, value in spec.items():
         if isinstance(value, list):
             shown = "[" + ", ".join(_scalar(v) for v in value) + "]"
+        elif isinstance(value, dict):
+            shown = _flow(value)
         else:
             shown = _scalar(str(value))
         parts.append(f"{key}: {shown}")
@@ -97,6 +100,9 @@ def render_yaml(path: Path, kind: str, sample: Sample, plan: Plan) -> str:
         "  secret_env: DMART_SECRET          # NAME of the environment variable holding the SECRET",
         "  debug: false",
         "job:",
+        "  # the job's name: its ledger and run history are kept under it (the file's name",
+        "  # without the date of a nightly export)",
+        f"  name: {_scalar(job_name(path))}",
         f"  kind: {kind}",
     ]
     if plan.event_name is not None:
@@ -113,6 +119,9 @@ def render_yaml(path: Path, kind: str, sample: Sample, plan: Plan) -> str:
         if guess.warning:
             out += _wrap(f"WARNING: {guess.warning}", "  ")
         out.append(f"  {_scalar(name)}: {_flow(guess.spec())}")
+    if sample.nested:
+        shown = ", ".join(f"{name} ({what})" for name, what in sample.nested.items())
+        out += _wrap(f"skipped (nested, not a flat value): {shown}", "  ")
     if plan.skipped:
         shown = ", ".join(plan.skipped[:20]) + (", ..." if len(plan.skipped) > 20 else "")
         why = "a delete needs only the primary keys" if kind == "user_delete" else "see above"

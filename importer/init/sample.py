@@ -25,6 +25,9 @@ class Sample:
     delimiter_guessed: bool
     #: Parquet binary columns that hold no text (a WKB geometry, say): not proposed
     not_text: list[str] = field(default_factory=list)
+    #: columns holding lists or objects, not flat values, with what they hold
+    #: (``items`` -> ``list of objects``): not proposed
+    nested: dict[str, str] = field(default_factory=dict)
 
 
 def read_sample(path: Path, options: InputOptions, rows: int) -> Sample:
@@ -39,13 +42,19 @@ def read_sample(path: Path, options: InputOptions, rows: int) -> Sample:
             options = options.replace(delimiter=best)
             source = open_source(path, options)
             guessed = True
+    nested: dict[str, str] = {}
+    if source.format == "parquet" and source.unsupported:
+        schema = pq.read_schema(path)
+        nested = {c: _describe_type(schema.field(c).type) for c in source.unsupported}
     columns = [c for c in source.columns if c not in source.unsupported]  # nested: left out
     batch = _first_batch(source, options, columns)
-    if source.format == "jsonl" and batch is not None and batch.raw is not None:
-        # JSON Lines objects may have keys the first one lacks: take them from the sample.
-        more = _json_keys(batch.raw, columns)
-        if more:
-            columns += more
+    if source.format == "jsonl" and batch is not None:
+        # JSON Lines objects may have keys the first one lacks, and lists or objects a row
+        # cannot be read with (each such row is a bad record): take both from the sample.
+        lines = (batch.raw or []) + [b.raw for b in batch.bad if b.raw is not None]
+        more, nested = _json_keys(lines, columns)
+        if more or nested:
+            columns = [c for c in columns + more if c not in nested]
             batch = _first_batch(source, options, columns)
     not_text: list[str] = []
     if source.format == "parquet" and batch is not None and batch.bad:
@@ -62,11 +71,48 @@ def read_sample(path: Path, options: InputOptions, rows: int) -> Sample:
             columns = [c for c in columns if c not in not_text]
             batch = _first_batch(source, options, columns)
     if batch is None:
-        return Sample(source, options, columns, {c: [] for c in columns}, 0, 0, guessed, not_text)
+        empty: dict[str, list[str | None]] = {c: [] for c in columns}
+        return Sample(source, options, columns, empty, 0, 0, guessed, not_text, nested)
     table = batch.table
     values = {c: (table.column(c).to_pylist() if c in table.column_names else []) for c in columns}
     rows, malformed = table.num_rows, len(batch.bad)
-    return Sample(source, options, columns, values, rows, malformed, guessed, not_text)
+    return Sample(source, options, columns, values, rows, malformed, guessed, not_text, nested)
+
+
+def _describe_type(t: pa.DataType) -> str:
+    """What a nested Parquet column holds, in words: ``list of objects``, ``object``."""
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return "list of " + _plural(_describe_type(t.value_type))
+    if pa.types.is_struct(t):
+        return "object"
+    if pa.types.is_map(t):
+        return "map"
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "number"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "text"
+    return str(t)
+
+
+def _plural(word: str) -> str:
+    return {"text": "texts", "object": "objects", "number": "numbers", "map": "maps"}.get(
+        word, word if word.startswith("list") else f"{word} values"
+    )
+
+
+def _describe_json(value: list[object] | dict[str, object]) -> str:
+    if isinstance(value, dict):
+        return "object"
+    kinds = {type(v) for v in value if v is not None}
+    if kinds == {dict}:
+        return "list of objects"
+    if kinds == {list}:
+        return "list of lists"
+    if kinds and kinds <= {int, float}:
+        return "list of numbers"
+    if kinds == {str}:
+        return "list of texts"
+    return "list"
 
 
 def _is_binary(t: pa.DataType) -> bool:
@@ -83,17 +129,22 @@ def _first_batch(source: Source, options: InputOptions, columns: list[str]) -> B
             close()
 
 
-def _json_keys(lines: Sequence[str], known: list[str]) -> list[str]:
+def _json_keys(lines: Sequence[str], known: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(the keys of the sampled objects that ``known`` lacks, in the order first seen; the
+    keys holding a list or an object in some sampled line, with what they hold)."""
     seen = set(known)
     more: list[str] = []
+    nested: dict[str, str] = {}
     for line in lines:
         try:
             obj = json.loads(line)
         except ValueError:
             continue
         if isinstance(obj, dict):
-            for key in obj:
+            for key, value in obj.items():
                 if key not in seen:
                     seen.add(key)
                     more.append(key)
-    return more
+                if isinstance(value, list | dict) and key not in nested:
+                    nested[key] = _describe_json(value)
+    return more, nested

@@ -3,11 +3,11 @@ it prints once written."""
 
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
 
 from ..protocol import SANDBOX_URL
+from .names import job_name
 from .propose import InitError, Proposal
 
 #: the public demo SECRET that the bundled sandbox's default schema accepts (not a credential)
@@ -15,12 +15,10 @@ SANDBOX_DEMO_SECRET = "00000000-0000-4000-8000-000000000000"
 
 
 def default_out(path: str | Path) -> Path:
-    """``<file stem>.yaml`` in the current directory: ``exports/shop.csv.gz`` -> ``shop.yaml``."""
-    name = Path(path).name
-    for suffix in (".gz",):
-        name = name.removesuffix(suffix)
-    stem = os.path.splitext(name)[0] or "job"
-    return Path(f"{stem}.yaml")
+    """``<job name>.yaml`` in the current directory, the job named after the file without its
+    date: ``exports/shop.csv.gz`` -> ``shop.yaml``, ``orders_20261204.jsonl`` ->
+    ``orders.yaml``."""
+    return Path(f"{job_name(path)}.yaml")
 
 
 def write_config(text: str, out: str | Path, *, force: bool = False) -> Path:
