@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from importer.api import validate
 from importer.config import EVENT_NAME_PLACEHOLDER, Config, is_placeholder_problem
-from importer.errors import ConfigError
+from importer.errors import ConfigError, LoadError
 from importer.init import (
     InitError,
     default_out,
@@ -797,3 +797,23 @@ def test_check_config_and_run_refuse_change_me_before_reading_or_sending(
 def test_the_job_is_named_after_the_file_without_its_date(file: str, job: str) -> None:
     assert job_name(file) == job
     assert default_out(file) == Path(f"{job}.yaml")
+
+
+def test_a_file_of_only_nested_fields_is_refused_with_what_they_hold(tmp_path: Path) -> None:
+    jsonl = tmp_path / "n.jsonl"
+    jsonl.write_text('{"a": [1], "b": {"c": 1}}\n{"a": [2], "b": {"c": 2}}\n', encoding="utf-8")
+    proc = dmimport("init", jsonl, "--kind", "user", cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == (
+        f"error: {jsonl}: every field of the sampled objects is nested, not a flat value "
+        "(a (list of numbers), b (object)); dmimport sends flat values: flatten the export\n"
+    )
+    parquet = tmp_path / "n.parquet"
+    pq.write_table(pa.table({"items": [[{"a": 1}]], "b": [{"c": 1}]}), parquet)
+    with pytest.raises(LoadError) as info:
+        propose(parquet, "user")
+    assert str(info.value) == (
+        f"{parquet}: every column is nested, not a flat value (items (list of objects), "
+        "b (object)); dmimport sends flat values: flatten the export"
+    )
+    assert not list(tmp_path.glob("*.yaml"))

@@ -376,7 +376,7 @@ def _phone(
     """Make ``guess`` a phone column when its header or most of its values say so: mobiles
     get ``phone_cn`` (never ``digits``, which made keys of junk), landlines ``digits``."""
     n = len(present)
-    plain = [re.sub(r"[\s-]+", "", v) for v in folded]
+    plain = [re.sub(r"[\s.()-]+", "", v) for v in folded]
     mobiles = [v for v, p in zip(present, plain, strict=True) if _MOBILE.match(p)]
     landlines = [
         v

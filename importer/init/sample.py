@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import LoadError
 from ..load import Batch, InputOptions, Source, iter_batches, open_source
 
 
@@ -47,6 +48,12 @@ def read_sample(path: Path, options: InputOptions, rows: int) -> Sample:
         schema = pq.read_schema(path)
         nested = {c: _describe_type(schema.field(c).type) for c in source.unsupported}
     columns = [c for c in source.columns if c not in source.unsupported]  # nested: left out
+    if source.columns and not columns:
+        shown = ", ".join(f"{name} ({what})" for name, what in nested.items())
+        raise LoadError(
+            f"{path}: every column is nested, not a flat value ({shown}); dmimport sends flat "
+            "values: flatten the export"
+        )
     batch = _first_batch(source, options, columns)
     if source.format == "jsonl" and batch is not None:
         # JSON Lines objects may have keys the first one lacks, and lists or objects a row
@@ -55,6 +62,12 @@ def read_sample(path: Path, options: InputOptions, rows: int) -> Sample:
         more, nested = _json_keys(lines, columns)
         if more or nested:
             columns = [c for c in columns + more if c not in nested]
+            if not columns:
+                shown = ", ".join(f"{name} ({what})" for name, what in nested.items())
+                raise LoadError(
+                    f"{path}: every field of the sampled objects is nested, not a flat value "
+                    f"({shown}); dmimport sends flat values: flatten the export"
+                )
             batch = _first_batch(source, options, columns)
     not_text: list[str] = []
     if source.format == "parquet" and batch is not None and batch.bad:
