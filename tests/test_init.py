@@ -618,6 +618,24 @@ def test_phone_columns_by_header(cells: list[str], transform: str, tmp_path: Pat
     assert cfg.job.primary_keys == ["phone"]
 
 
+def test_a_column_only_its_values_call_phones_gets_phone_cn_only_if_it_refuses_none(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "c.csv"
+    mobiles = [f"+86 138-0013-{i:04d}" for i in range(9)]
+    rows = "".join(f"{m},{m}\n" for m in mobiles) + "13800139999,n/a\n"
+    data.write_text("contact,backup\n" + rows, encoding="utf-8")
+    text, cfg = proposed(data, "user")
+    assert cfg.columns["phone"].source == "contact"
+    assert cfg.columns["phone"].transform == ["strip", "phone_cn"]
+    backup = cfg.columns["backup"]
+    assert (backup.type, backup.transform) == ("string", ["strip"])
+    assert comment_above(text, "backup") == (
+        "backup: 9/10 sample values look like Chinese mobile numbers, but not 'n/a' -> text "
+        "(phone_cn would reject such rows; add it if they should be rejected)"
+    )
+
+
 def test_jsonl_orders_get_timezone_create_time_always_filled_and_nested_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -374,7 +374,10 @@ def _phone(
     empties: str,
 ) -> bool:
     """Make ``guess`` a phone column when its header or most of its values say so: mobiles
-    get ``phone_cn`` (never ``digits``, which made keys of junk), landlines ``digits``."""
+    get ``phone_cn`` (never ``digits``, which made keys of junk), landlines ``digits``. A column
+    only its values call phones keeps the transform only when it refuses no sample value (the
+    rows it would reject are the user's call); a phone header keeps it anyway, and the comment
+    counts the values it rejects."""
     n = len(present)
     plain = [re.sub(r"[\s.()-]+", "", v) for v in folded]
     mobiles = [v for v, p in zip(present, plain, strict=True) if _MOBILE.match(p)]
@@ -389,25 +392,39 @@ def _phone(
     legacy = sum(1 for v in folded if _PHONE_CHARS.match(v) and _PHONE.match(_digits(v)))
     if not (by_header and phoneish >= n / 2) and max(phoneish, legacy) < _MOSTLY * n:
         return False
-    guess.looks_like = "phone"
     named = "the header and " if by_header else ""
     if len(landlines) > (1 - _MOSTLY) * (len(mobiles) + len(landlines)):
-        guess.transform = ["strip", "digits"]
-        guess.why = (
+        transform = "digits"
+        refused = [v for v, f in zip(present, folded, strict=True) if not _PHONE_CHARS.match(f)]
+        looks = (
             f"{named}{_share(phoneish, n)} sample values look like phone numbers, "
-            f"{len(landlines)} of them landlines like {landlines[0]!r}{empties} -> kept as text; "
-            "digits drops spaces and dashes (phone_cn takes mobile numbers only)"
+            f"{len(landlines)} of them landlines like {landlines[0]!r}{empties}"
         )
+        does = "digits drops spaces and dashes (phone_cn takes mobile numbers only)"
     else:
-        guess.transform = ["strip", "phone_cn"]
-        guess.why = (
+        transform = "phone_cn"
+        kept = set(mobiles)
+        refused = [v for v in present if v not in kept]
+        looks = (
             f"{named}{_share(len(mobiles), n)} sample values look like Chinese mobile numbers"
-            f"{empties} -> kept as text; phone_cn drops +86/0086, spaces and dashes and "
-            "rejects anything that is not an 11-digit mobile number"
+            f"{empties}"
         )
-        odd = [v for v in present if v not in set(mobiles)]
-        if odd:
-            guess.why += f" ({len(odd)} sample value(s) would be rejected, e.g. {odd[0]!r})"
+        does = (
+            "phone_cn drops +86/0086, spaces and dashes and rejects anything that is not an "
+            "11-digit mobile number"
+        )
+    if refused and not by_header:
+        guess.transform = ["strip"]
+        guess.why = (
+            f"{looks}, but not {refused[0]!r} -> text ({transform} would reject such rows; "
+            "add it if they should be rejected)"
+        )
+        return True
+    guess.looks_like = "phone"
+    guess.transform = ["strip", transform]
+    guess.why = f"{looks} -> kept as text; {does}"
+    if refused:
+        guess.why += f" ({len(refused)} sample value(s) would be rejected, e.g. {refused[0]!r})"
     if mangled:
         guess.warning = (
             f"values like {mangled[0]!r} are phone numbers a spreadsheet turned into scientific "
