@@ -445,8 +445,14 @@ def _number_format(present: list[str], decimal: Any) -> tuple[str, dict[str, str
         type_ = "number" if any("." in v for v in present) else "integer"
         return type_, {"thousands": ","}, comma[0]
     dotted = [v for v in present if _THOUSANDS_DOT.match(v) or _DECIMAL_COMMA.match(v)]
-    if dotted and all(
-        _THOUSANDS_DOT.match(v) or _DECIMAL_COMMA.match(v) or _INT.match(v) for v in present
+    # 1.234 alone reads as a decimal: a decimal comma (12,5) or two dot groups (1.234.567)
+    # must say the dots group thousands
+    said = any("," in v or v.count(".") > 1 for v in dotted)
+    if said and all(
+        _THOUSANDS_DOT.match(v)
+        or _DECIMAL_COMMA.match(v)
+        or (_INT.match(v) and not _LEADING_ZERO.match(v))
+        for v in present
     ):
         type_ = "number" if any("," in v for v in present) else "integer"
         return type_, {"thousands": ".", "decimal": ","}, dotted[0]
