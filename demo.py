@@ -72,7 +72,7 @@ def main(report_dir: Path = ROOT / "build" / "demo") -> int:
 
 def _show_report(path: Path, limit: int = 8) -> None:
     """Print the report's non-ok lines (the interesting ones), up to ``limit``."""
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # results.csv starts with a BOM
         rows = [r for r in csv.DictReader(fh) if r["status"] != "ok"]
     if not rows:
         return

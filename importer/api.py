@@ -277,7 +277,10 @@ def retry(
         cfg, config_path, report_dir, ledger, needs_ledger=keeps_ledger or not from_results
     )
     if from_results:
-        seen = [(r.file, r.line, r.identity, r.status) for r in read_results(candidate)]
+        seen = [
+            (r.file, r.line, r.identity, r.status)
+            for r in read_results(candidate, cfg.report.encoding)
+        ]
         rows = rows_to_retry(seen, cfg.job.kind)
     else:
         store = open_job_ledger(cfg, report_dir)

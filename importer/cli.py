@@ -35,6 +35,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, network: bool) -> None:
     p.add_argument("--report-dir", help="where run reports go (default: report.dir)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_encoding(p)
     if network:
         p.add_argument(
             "--debug",
@@ -71,6 +72,29 @@ def _add_run_options(p: argparse.ArgumentParser, *, network: bool) -> None:
         p.add_argument(
             "--metrics-file", help="write Prometheus metrics here (node_exporter textfile format)"
         )
+
+
+def _encoding(name: str) -> str:
+    """``--encoding NAME``, checked as the ``input.encoding`` key is: a codec Python knows."""
+    import codecs
+
+    if name != "auto":
+        try:
+            codecs.lookup(name)
+        except LookupError:
+            raise argparse.ArgumentTypeError(
+                f"unknown encoding '{name}' (e.g. utf-8, gb18030, auto)"
+            ) from None
+    return name
+
+
+def _add_encoding(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--encoding",
+        type=_encoding,
+        metavar="NAME",
+        help="the input files' encoding (input.encoding): auto, utf-8, gb18030, latin-1, ...",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick", action="store_true", help="plan from the shown rows only, not the whole file"
     )
+    _add_encoding(p)
 
     p = sub.add_parser("runs", help="list past runs from the ledger")
     p.add_argument("config", help="job config (YAML): its ledger and job name")
@@ -152,6 +177,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["state.mode"] = "incremental"
     if getattr(args, "base_url", None):
         out["target.base_url"] = args.base_url
+    if args.command != "init" and getattr(args, "encoding", None) is not None:
+        out["input.encoding"] = args.encoding
     return out
 
 
@@ -369,7 +396,10 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     from .api import preview
     from .previewer import render_preview
 
-    print(render_preview(preview(args.config, args.file, n=args.n, scan_all=not args.quick)))
+    got = preview(
+        args.config, args.file, overrides=_overrides(args), n=args.n, scan_all=not args.quick
+    )
+    print(render_preview(got))
     return exitcodes.OK
 
 

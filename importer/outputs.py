@@ -91,8 +91,11 @@ class RunOutputs:
         self.recorder = recorder
         self.dry_run = dry_run
         self._progress = progress
-        self.results = ResultsWriter(start.run_dir, config.report.format, mask=mask)
-        self.rejects = RejectFiles(start.run_dir, sources)
+        encoding = config.report.encoding
+        self.results = ResultsWriter(
+            start.run_dir, config.report.format, mask=mask, encoding=encoding
+        )
+        self.rejects = RejectFiles(start.run_dir, sources, reasons_encoding=encoding)
         self.tally = Tally()
         #: rows the platform answered (ok or failed), for the message of a lost report
         self.answered: Counter[str] = Counter()
@@ -115,7 +118,7 @@ class RunOutputs:
             self._write(self.results.write, rows)
             self.tally.add(rows, batch.source.path.name)
             undelivered = np.flatnonzero(np.isin(state.status, _UNDELIVERED))
-            self._write(self.rejects.write_batch, state.file_index, batch, undelivered)
+            self._write(self.rejects.write_batch, state.file_index, batch, undelivered, rows)
             if self.recorder is not None:
                 self.recorder.undelivered(str(batch.source.path), state.mapped, state.status)
 
@@ -248,6 +251,7 @@ class RunOutputs:
             config_sha256=start.config_sha,
             results_path=results_path,
             rejects_paths=rejects_paths,
+            reasons_path=self.rejects.reasons_path,
             reject_rate_exceeded=exitcodes.reject_rate_exceeded(
                 tally.counts, tally.rows, max_reject_rate
             ),

@@ -148,5 +148,5 @@ def read_results(summary: Any, *, cwd: Path | None = None) -> list[dict[str, str
         path = Path(summary.results_path)
     if cwd is not None:
         path = cwd / path
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # the BOM of report.encoding
         return list(csv.DictReader(fh))

@@ -282,7 +282,7 @@ def test_a_full_ledger_disk_stops_the_run_with_exit_6_and_it_resumes(
         "record are sent again)"
     )
     # what was sent is known: the report is whole, and says exactly what the platform holds
-    with open(summary["results"], newline="", encoding="utf-8") as fh:
+    with open(summary["results"], newline="", encoding="utf-8-sig") as fh:
         results = list(csv.DictReader(fh))
     assert len(results) == n
     ok = {r["identity"].removeprefix("phone=") for r in results if r["status"] == "ok"}

@@ -467,7 +467,7 @@ def test_report_cells_are_neutralised_in_csv_and_raw_in_jsonl_and_rejects(
     summary = json.loads(out)
     results_path = tmp_path / summary["results"]
     if fmt == "csv":
-        with open(results_path, newline="", encoding="utf-8") as fh:
+        with open(results_path, newline="", encoding="utf-8-sig") as fh:
             got = {r["line"]: r for r in csv.DictReader(fh)}
         quote = "'"
     else:
@@ -514,7 +514,7 @@ def test_mask_pii_masks_phones_and_emails_everywhere_in_the_results(
     )
     assert code == 1, err
     summary = json.loads(out)
-    with open(tmp_path / summary["results"], newline="", encoding="utf-8") as fh:
+    with open(tmp_path / summary["results"], newline="", encoding="utf-8-sig") as fh:
         got = list(csv.DictReader(fh))
     assert [r["identity"] for r in got] == [
         "phone=183****6527;email=ti****@qdum.com",
@@ -568,7 +568,7 @@ def test_mask_pii_masks_the_customer_a_platform_message_names_in_every_output(
     ]
     results = tmp_path / summary["results"]
     if fmt == "csv":
-        with open(results, newline="", encoding="utf-8") as fh:
+        with open(results, newline="", encoding="utf-8-sig") as fh:
             got = [(r["identity"], r["errmsg"]) for r in csv.DictReader(fh)]
     else:
         lines = results.read_text(encoding="utf-8").splitlines()

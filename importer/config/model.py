@@ -86,6 +86,10 @@ class ReportOptions(StrictModel):
     dir: str = "reports"
     format: Literal["csv", "jsonl"] = "csv"
     mask_pii: bool = False
+    #: the text encoding of results.csv and rejects.reasons.csv: utf-8-sig (UTF-8 with a
+    #: byte-order mark, which Excel needs to read UTF-8), utf-8 (no mark, for tools that choke
+    #: on one) or gb18030 (old Excel on zh-CN Windows); results.jsonl is always UTF-8
+    encoding: Literal["utf-8-sig", "utf-8", "gb18030"] = "utf-8-sig"
 
 
 class StateOptions(StrictModel):

@@ -91,6 +91,8 @@ def open_source(path: Path, options: InputOptions) -> Source:
         with RawInput(path, compressed=False, limit=0) as raw:
             later = _non_ascii_sample(raw)
     encoding, why = _resolve_encoding(path, sample, at_eof, options.encoding, later)
+    if fmt == "csv" and options.encoding != "auto" and ascii_compatible(encoding):
+        check_declared_header(path, sample, at_eof, encoding)
     text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(sample, final=at_eof)
     text = text.removeprefix("\ufeff")
     if fmt == "csv":
@@ -223,10 +225,20 @@ def _resolve_encoding(
     whose ``sample`` is ASCII, the bytes from its first non-ASCII line (``_non_ascii_sample``)."""
     if requested != "auto":
         name = codecs.lookup(requested).name
-        if ascii_compatible(name):
-            _refuse_binary(path, sample)
+        if not ascii_compatible(name):
+            return name, "declared (input.encoding)"
+        _refuse_binary(path, sample)
         if name == "utf-8" and sample.startswith(codecs.BOM_UTF8):
             return "utf-8-sig", "declared (input.encoding), with a byte-order mark"
+        if name != "utf-8-sig" and sample.startswith(codecs.BOM_UTF8):
+            # a UTF-8 byte-order mark is unambiguous (as bytes of another encoding it would be
+            # mojibake before the first column's name): Excel's "CSV UTF-8" of a fixed file
+            return "utf-8-sig", (
+                f"the file starts with a UTF-8 byte-order mark: read as UTF-8, not as {name} "
+                "(input.encoding)"
+            )
+        if name not in ("utf-8", "utf-8-sig"):
+            _refuse_utf8(path, sample, at_eof, name)
         return name, "declared (input.encoding)"
     for bom, name in _BOMS:
         if sample.startswith(bom):
@@ -235,6 +247,82 @@ def _resolve_encoding(
     if later is not None:
         return _detect_encoding(path, *later)
     return _detect_encoding(path, sample, at_eof)
+
+
+#: the names Python gives the GB encodings (cp936 is gbk)
+_GB_FAMILY = ("gb18030", "gbk", "gb2312")
+
+
+def _single_byte(name: str) -> bool:
+    """True for an encoding of one character a byte (latin-1, cp1252, ...)."""
+    high = bytes(range(0xA1, 0xFF))
+    return len(high.decode(name, errors="replace")) == len(high)
+
+
+def _refuse_utf8(path: Path, sample: bytes, at_eof: bool, name: str) -> None:
+    """LoadError when a file declared ``name`` (GB18030, or a one-byte encoding such as
+    latin-1) is plainly UTF-8: its text is valid UTF-8 and some line reads as something no
+    one writes in ``name`` (for GB18030: not common Chinese; ``张三`` gives ``寮犱笁``). Read as
+    declared it would be stored as mojibake, without a single bad record. Another multibyte
+    encoding (big5, shift_jis, cp949) is not second-guessed: a short line of it is valid
+    UTF-8 once in about 150."""
+    gb = name in _GB_FAMILY
+    if sample.isascii() or not (gb or _single_byte(name)):
+        return
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=at_eof)
+    except UnicodeDecodeError:
+        return
+    for number, line in enumerate(sample.split(b"\n"), 1):
+        if line.isascii():
+            continue
+        if gb:
+            n, common = _gb_common(line, set())
+            if n == common:
+                continue  # valid both ways: no evidence
+        whole = "the file" if at_eof else "its first MiB"
+        raise LoadError(
+            f"{path}: input.encoding is {name}, but the bytes at line {number} are not {name} "
+            f"but valid UTF-8 (as is all the text of {whole}): the file is UTF-8; set "
+            "input.encoding: utf-8 or auto, or --encoding utf-8"
+        )
+
+
+def check_declared_header(path: Path, sample: bytes, at_eof: bool, name: str) -> None:
+    """LoadError when the first line of a CSV file (its header) is not text in ``name``, the
+    declared encoding, saying what it looks like instead (UTF-8, GB18030 Chinese) rather
+    than to set what is set."""
+    end = sample.find(b"\n")
+    line = sample if end < 0 else sample[:end]
+    try:
+        codecs.getincrementaldecoder(name)().decode(line, final=at_eof or end >= 0)
+    except UnicodeDecodeError:
+        pass
+    else:
+        return
+    line = line.removesuffix(b"\r")
+    shown = display_encoding(name)
+    start = f"{path}: input.encoding is {shown}, but line 1 (the header) is not {shown} text"
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        raise LoadError(
+            f"{start}: it is valid UTF-8; set input.encoding: utf-8 or auto, or --encoding utf-8"
+        )
+    n, common = _gb_common(line, set())
+    if name not in _GB_FAMILY and n and n == common:
+        shown = line.decode("gb18030")[:80]
+        raise LoadError(
+            f"{start}: it reads as GB18030 Chinese ({shown!r}); set input.encoding: gb18030 "
+            "or auto, or --encoding gb18030"
+        )
+    others = " or ".join(n for n in ("UTF-8", "GB18030 Chinese") if n.lower()[:5] != name[:5])
+    raise LoadError(
+        f"{start}, nor {others}: set input.encoding (or --encoding) to the encoding the file "
+        "was written in (e.g. latin-1, big5, shift_jis, cp949)"
+    )
 
 
 # GB18030 needs strong evidence: at least this share of the non-ASCII characters a GB18030
@@ -402,7 +490,7 @@ def parse_header(
     if bad:
         raise LoadError(
             f"{path}: the header has undecodable bytes (not valid {display_encoding(encoding)}) in "
-            f"{quote_names(bad)}; set input.encoding"
+            f"{quote_names(bad)}; set input.encoding (or --encoding)"
         )
     seen: dict[str, list[int]] = {}
     for i, name in enumerate(names, 1):

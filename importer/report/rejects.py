@@ -3,7 +3,8 @@ in their input's own format, delimiter, encoding and header, ready to re-import 
 
 One file per input file when a run reads several (``rejects-<name>.<ext>``, unique within the
 run: ``rejects_names``). Values are kept byte for byte (no formula protection), so a phone like
-``+8613800138000`` can be re-imported from them.
+``+8613800138000`` can be re-imported from them. Why each row is there, with its line, is in
+the side file ``rejects.reasons.csv`` (``importer.report.reasons``), written alongside.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import pyarrow.parquet as pq
 
 from ..atomic import finish_atomic, private_opener, temp_path
 from .files import writing
+from .reasons import REASONS_NAME, ReasonsWriter, split_record
+from .results import DEFAULT_REPORT_ENCODING, ResultRows
 
 if TYPE_CHECKING:
     from ..load import Batch
@@ -161,13 +164,23 @@ def _rejects_ext(source: Any) -> str:
 
 class RejectFiles:
     """The rejects files of one run: one ``RejectsWriter`` per input, opened on its first row
-    and named by ``rejects_names``."""
+    and named by ``rejects_names``; and their side file ``rejects.reasons.csv`` (in
+    ``reasons_encoding``, ``report.encoding``), when ``write_batch`` is given the reasons."""
 
-    def __init__(self, run_dir: Path, sources: Sequence[Any]) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        sources: Sequence[Any],
+        *,
+        reasons_encoding: str = DEFAULT_REPORT_ENCODING,
+    ) -> None:
         self.run_dir = run_dir
         self.sources = sources
         self._names: list[str] = []
         self._writers: dict[int, RejectsWriter] = {}
+        self.reasons = ReasonsWriter(run_dir / REASONS_NAME, sources, reasons_encoding)
+        #: the side file, once ``close`` found it holds rows
+        self.reasons_path: Path | None = None
 
     def write(self, index: int, rows: RejectRows) -> None:
         """Append ``rows`` of the input ``sources[index]``; DiskFullError when the disk is full."""
@@ -179,10 +192,13 @@ class RejectFiles:
             self._writers[index] = writer
         writer.write(rows)
 
-    def write_batch(self, index: int, batch: Batch, rows: np.ndarray) -> None:
+    def write_batch(
+        self, index: int, batch: Batch, rows: np.ndarray, why: ResultRows | None = None
+    ) -> None:
         """Append the original rows of ``batch`` (of ``sources[index]``) at the positions
         ``rows`` of its table, and its bad records, in line order: whole rows as read for
-        Parquet, the original text for JSON Lines, the columns read for CSV."""
+        Parquet, the original text for JSON Lines, the columns read for CSV. ``why``: the
+        batch's report lines, for ``rejects.reasons.csv``."""
         if len(rows) == 0 and not batch.bad:
             return
         lines = batch.lines
@@ -191,6 +207,9 @@ class RejectFiles:
             wanted = sorted({int(lines[i]) for i in rows} | {b.line for b in batch.bad})
             kept = batch.original.take(pa.array(batch.original_rows(wanted), pa.int64()))
             self.write(index, RejectRows(pa.Table.from_batches([kept]), wanted, []))
+            if why is not None:
+                cols = [c.to_pylist() for c in kept.columns]
+                self.reasons.write(index, wanted, list(zip(*cols, strict=True)), why)
             return
         raw: list[tuple[int, str]] = [(b.line, b.raw) for b in batch.bad if b.raw is not None]
         table = None
@@ -201,12 +220,39 @@ class RejectFiles:
             table = batch.table.take(rows)
             table_lines = [int(lines[i]) for i in rows]
         self.write(index, RejectRows(table, table_lines, raw))
+        if why is not None:
+            self._write_reasons(index, batch, rows, table, table_lines, why)
+
+    def _write_reasons(
+        self,
+        index: int,
+        batch: Batch,
+        rows: np.ndarray,
+        table: pa.Table | None,
+        table_lines: list[int],
+        why: ResultRows,
+    ) -> None:
+        """The batch's undelivered rows, in line order, with their reasons."""
+        items: list[tuple[int, Sequence[Any]]] = []
+        if table is not None:
+            cols = [c.to_pylist() for c in table.columns]
+            items.extend(zip(table_lines, zip(*cols, strict=True), strict=True))
+        if batch.raw is not None:  # JSON Lines: the line as read
+            items.extend((int(batch.lines[i]), [batch.raw[i].rstrip("\r\n")]) for i in rows)
+        source = self.sources[index]
+        items.extend((b.line, split_record(b.raw, source)) for b in batch.bad)
+        items.sort(key=lambda t: t[0])
+        self.reasons.write(index, [t[0] for t in items], [t[1] for t in items], why)
 
     def close(self) -> list[Path]:
-        """Finish every file; the paths of those that hold rows."""
-        return [p for w in self._writers.values() if (p := w.close()) is not None]
+        """Finish every file; the paths of those that hold rows (not the side file's:
+        ``reasons_path``)."""
+        paths = [p for w in self._writers.values() if (p := w.close()) is not None]
+        self.reasons_path = self.reasons.close()
+        return paths
 
     def abandon(self) -> None:
         """Drop every unfinished file."""
         for w in self._writers.values():
             w.abandon()
+        self.reasons.abandon()

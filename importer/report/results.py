@@ -3,6 +3,11 @@
 Columns: file, line, kind, identity, status, errcode, errmsg, column, attempts, latency_ms,
 request_id (which request finally carried the row: its number in the run; empty when none did).
 
+Encoding (``report.encoding``): ``results.csv`` is UTF-8 with a byte-order mark by default
+(``utf-8-sig``: without it Excel reads UTF-8 as the machine's code page, and Chinese text comes
+out garbled), plain ``utf-8`` or ``gb18030``; ``results.jsonl`` is always UTF-8 without a mark
+(JSON Lines allows no other). ``read_results`` reads each of them back.
+
 Spreadsheet safety: in ``results.csv`` a text cell that starts with ``=``, ``+``, ``-``, ``@``,
 tab or carriage return gets a leading apostrophe (OWASP's advice against formula injection);
 ``results.jsonl`` keeps values byte for byte.
@@ -10,6 +15,7 @@ tab or carriage return gets a leading apostrophe (OWASP's advice against formula
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import io
@@ -133,16 +139,54 @@ class ResultRows:
         )
 
 
-class ResultsWriter:
-    """Streams result lines to ``results.<fmt>`` (temporary name until ``close``)."""
+#: the ``report.encoding`` values, and the default
+REPORT_ENCODINGS = ("utf-8-sig", "utf-8", "gb18030")
+DEFAULT_REPORT_ENCODING = "utf-8-sig"
 
-    def __init__(self, run_dir: Path, fmt: str = "csv", *, mask: PiiMask | None = None) -> None:
+
+class Transcoder:
+    """A binary sink that takes UTF-8 (what Arrow's CSV writer gives) and writes it to ``fh``
+    in ``encoding``, a block at a time; for ``utf-8-sig`` it starts with the byte-order mark."""
+
+    def __init__(self, fh: IO[bytes], encoding: str) -> None:
+        self.fh = fh
+        self.encoding = encoding
+        self.closed = False
+        self._utf8 = encoding in ("utf-8", "utf-8-sig")
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        if encoding == "utf-8-sig":
+            fh.write(codecs.BOM_UTF8)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._utf8:
+            self.fh.write(data)
+        else:  # gb18030 encodes every character, so nothing is lost
+            self.fh.write(self._decoder.decode(bytes(data)).encode(self.encoding, "replace"))
+        return len(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+class ResultsWriter:
+    """Streams result lines to ``results.<fmt>`` (temporary name until ``close``); a CSV one
+    in ``encoding`` (``report.encoding``), a JSON Lines one in UTF-8."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        fmt: str = "csv",
+        *,
+        mask: PiiMask | None = None,
+        encoding: str = DEFAULT_REPORT_ENCODING,
+    ) -> None:
         self.fmt = fmt
         self.mask = mask
         self.path = run_dir / f"results.{fmt}"
         self._tmp = temp_path(self.path)
         with writing(self.path):
             self._fh: IO[bytes] = open(self._tmp, "wb", opener=private_opener)  # noqa: SIM115
+            self._sink = Transcoder(self._fh, encoding if fmt == "csv" else "utf-8")
         self._csv: pacsv.CSVWriter | None = None
         self.rows = 0
 
@@ -171,7 +215,7 @@ class ResultsWriter:
             table = table.set_column(idx, name, neutralize(table.column(name).combine_chunks()))
         if self._csv is None:
             self._csv = pacsv.CSVWriter(
-                self._fh,
+                self._sink,
                 table.schema,
                 write_options=pacsv.WriteOptions(quoting_style="needed"),
             )
@@ -182,7 +226,7 @@ class ResultsWriter:
             if self._csv is not None:
                 self._csv.close()
             elif self.fmt == "csv":
-                self._fh.write((",".join(f'"{c}"' for c in RESULT_COLUMNS) + "\n").encode())
+                self._sink.write((",".join(f'"{c}"' for c in RESULT_COLUMNS) + "\n").encode())
             self._fh.close()
             finish_atomic(self._tmp, self.path)
         return self.path
@@ -215,10 +259,25 @@ def unprotect(text: str) -> str:
     return text
 
 
-def read_results(path: Path) -> Iterator[ResultLine]:
+def report_encoding(path: Path, encoding: str | None = None) -> str:
+    """The encoding to read a report file (``results.csv``, ``rejects.reasons.csv``) written
+    with ``report.encoding`` back with: UTF-8 when it starts with the byte-order mark (the
+    mark dropped), else ``encoding`` (the config's ``report.encoding``), else UTF-8. A
+    ``results.jsonl`` is always UTF-8."""
+    with open(path, "rb") as fh:
+        if fh.read(3) == codecs.BOM_UTF8:
+            return "utf-8-sig"
+    if path.suffix != ".csv" or encoding is None:
+        return "utf-8"
+    return "utf-8" if encoding == "utf-8-sig" else encoding
+
+
+def read_results(path: Path, encoding: str | None = None) -> Iterator[ResultLine]:
     """The lines of a results file (``results.csv`` or ``results.jsonl``), in order, with the
-    apostrophe that formula protection put before a text cell of ``results.csv`` taken off."""
-    with open(path, encoding="utf-8", newline="") as fh:
+    apostrophe that formula protection put before a text cell of ``results.csv`` taken off.
+    ``encoding``: the ``report.encoding`` it was written with, for a file without a
+    byte-order mark (``report_encoding``)."""
+    with open(path, encoding=report_encoding(path, encoding), newline="") as fh:
         if path.suffix == ".csv":
             for rec in csv.DictReader(fh):
                 yield ResultLine(

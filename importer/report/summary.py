@@ -102,6 +102,8 @@ class RunSummary:
     config_sha256: str = ""
     results_path: Path | None = None
     rejects_paths: list[Path] = field(default_factory=list)
+    #: ``rejects.reasons.csv``: each rejects row's line and reason (None: nothing rejected)
+    reasons_path: Path | None = None
     reject_rate_exceeded: bool = False
     resumed_from: str | None = None
     #: directory or glob entries that were not read, and why: [{"path": ..., "reason": ...}]
@@ -146,6 +148,7 @@ class RunSummary:
             "report_dir": str(self.report_dir) if self.report_dir else None,
             "results": str(self.results_path) if self.results_path else None,
             "rejects": [str(p) for p in self.rejects_paths],
+            "rejects_reasons": str(self.reasons_path) if self.reasons_path else None,
             "quota": self.quota,
         }
 
