@@ -381,7 +381,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
             input_options=InputOptions(encoding=args.encoding),
         )
     except LoadError as exc:
-        if "set input.encoding" in str(exc):  # there is no config yet: say how to give it
+        if "set input.encoding" in str(exc) and "--encoding" not in str(exc):
+            # there is no config yet: say how to give it
             raise LoadError(f"{exc} (to dmimport init: --encoding NAME)") from None
         raise
     out = Path(args.out) if args.out else default_out(args.file)

@@ -2,13 +2,16 @@
 
 A run writes, in its own directory under the report dir::
 
-    results.csv | results.jsonl   file, line, kind, identity, status, errcode, errmsg, column,
+    results.csv | results.jsonl   (CSV in ``report.encoding``: UTF-8 with a BOM by default)
+                                  file, line, kind, identity, status, errcode, errmsg, column,
                                   attempts, latency_ms -- exactly one line per input row
                                   (``results``)
     rejects.<ext>                 the original rows that did not get through (rejected, failed,
                                   not_sent), in the input's own format, encoding and header;
                                   one file per input file when there are several
                                   (rejects-<name>, unique: ``rejects``)
+    rejects.reasons.csv           each of those rows' file, line, column, errcode and reason,
+                                  then its fields (``reasons``)
     summary.json                  counts by status and errcode, rate, duration, fingerprints
                                   (``summary``; the counts kept as lines are written: ``tally``)
 
