@@ -135,7 +135,7 @@ def test_wrong_type_20003_names_column_and_property() -> None:
     assert m.column == ["年龄"]
 
 
-def test_first_failing_property_in_config_order_wins() -> None:
+def test_every_failing_property_is_named_in_config_order() -> None:
     cfg = config(
         {
             "phone": "P",
@@ -149,9 +149,11 @@ def test_first_failing_property_in_config_order_wins() -> None:
         (
             ErrCode.DATA_CHECK_FAILED,
             "column B (property b): 'maybe' "
-            + "is not a boolean (true/false, 1/0, yes/no, y/n, 是/否)",
+            + "is not a boolean (true/false, 1/0, yes/no, y/n, 是/否); "
+            + "column N (property n): 'x' is not a number",
         )
     ]
+    assert m.column == ["B;N"]
 
 
 def test_check_order_primary_key_before_type() -> None:
@@ -176,7 +178,7 @@ def test_pattern_20003() -> None:
     m = run(cfg, {"P": ["13800138000", "1380013800", "x13800138000"], "E": ["", "", ""]})
     assert m.errcode.tolist() == [0, ErrCode.DATA_CHECK_FAILED, ErrCode.DATA_CHECK_FAILED]
     assert (
-        m.reason[1] == r"column P (property phone): '1380013800' does not match pattern '1\\d{10}'"
+        m.reason[1] == r"column P (property phone): '1380013800' does not match pattern '1\d{10}'"
     )
 
 
@@ -199,9 +201,15 @@ def test_type_failure_comes_before_data_checks() -> None:
         }
     )
     m = run(cfg, {"P": ["1"], "E": [""], "N": [""], "I": ["x"]})
+    # both are named, in config order; the errcode is the type check's (see test_values.py)
     assert verdicts(m) == [
-        (ErrCode.DATA_CHECK_FAILED, "column I (property n): 'x' is not an integer")
+        (
+            ErrCode.DATA_CHECK_FAILED,
+            "required column N (property name) is empty; "
+            "column I (property n): 'x' is not an integer",
+        )
     ]
+    assert m.column == ["N;I"]
 
 
 def test_wrong_type_is_the_profiles_errcode() -> None:
@@ -279,10 +287,15 @@ def test_event_body_and_identity() -> None:
         (
             ("1", "E1", "1", "2018-02-30 08:08:08"),
             20003,
-            "column 下单时间 (property create_time): '2018-02-30 08:08:08' is not a datetime"
-            " (e.g. 2024-01-31 08:00:00)",
+            "column 下单时间 (property create_time): '2018-02-30 08:08:08' is no such date"
+            " (February 2018 has 28 days)",
         ),
-        (("1", "E1", "x", "bad"), 20003, "column 金额 (property amount): 'x' is not a number"),
+        (
+            ("1", "E1", "x", "bad"),
+            20003,
+            "column 金额 (property amount): 'x' is not a number; column 下单时间 (property"
+            " create_time): 'bad' is not a datetime (e.g. 2024-01-31 08:00:00)",
+        ),
         (
             ("", "E1", "1", "2018-08-08 08:08:08"),
             20001,
@@ -294,7 +307,7 @@ def test_event_body_and_identity() -> None:
         "event_id-blank",
         "create_time-missing",
         "create_time-bad",
-        "type-first",
+        "type-and-time",
         "pk",
     ],
 )
@@ -454,7 +467,7 @@ def test_integers(cell: str, sent: int | None) -> None:
         ("nan", None),
         ("inf", None),
         ("1e999", None),
-        ("1,000", None),
+        ("1,00,000", None),  # 1,000 says how to read it: test_values.py
         ("1/2", None),
     ],
 )
@@ -463,7 +476,7 @@ def test_numbers(cell: str, text: str | None) -> None:
     m = run(cfg, {"P": ["1"], "E": [""], "N": [cell]})
     if text is None:
         assert verdicts(m) == [
-            (ErrCode.DATA_CHECK_FAILED, f"column N (property n): {cell!r} is not a number")
+            (ErrCode.DATA_CHECK_FAILED, f"column N (property n): '{cell}' is not a number")
         ]
     else:
         assert m.items is not None
@@ -516,15 +529,11 @@ def test_datetimes(spec: dict[str, str], cell: str, sent: str) -> None:
 @pytest.mark.parametrize(
     ("spec", "cell"),
     [
-        ({}, "2024-02-30 00:00:00"),
-        ({}, "2023-02-29"),
-        ({}, "2024-13-01 00:00:00"),
         ({}, "2024-01-05T25:00:00"),
         ({}, "2024-01-05T08:00:00+99:00"),
         ({}, "170000000"),
         ({}, "yesterday"),
         ({"format": "%Y/%m/%d %H:%M"}, "2024-01-05 08:00"),
-        ({"format": "%Y/%m/%d %H:%M"}, "2024/02/30 08:00"),
     ],
 )
 def test_bad_datetimes(spec: dict[str, str], cell: str) -> None:
@@ -532,7 +541,7 @@ def test_bad_datetimes(spec: dict[str, str], cell: str) -> None:
     m = run(cfg, {"P": ["1"], "E": [""], "T": [cell]})
     assert int(m.errcode[0]) == ErrCode.DATA_CHECK_FAILED
     assert m.reason[0] is not None and m.reason[0].startswith(
-        f"column T (property t): {cell!r} is not a datetime"
+        f"column T (property t): '{cell}' is not a datetime"
     )
 
 

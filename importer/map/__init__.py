@@ -8,17 +8,23 @@ same bytes for the same value, so one odd cell never changes another row's outpu
 
 Per property, in config order (``mapper``, ``values``):
 
-1. cell text -> ``transform`` steps -> for typed columns, surrounding whitespace dropped;
+1. cell text -> ``transform`` steps (``transforms``; ``digits`` and ``phone_cn`` may refuse a
+   value) -> for typed columns, surrounding whitespace dropped;
 2. empty (null or "") -> omitted, then ``default`` (if any) fills it;
-3. typed conversion to the JSON text the body will carry.
+3. typed conversion to the JSON text the body will carry (``values``; ``number_format`` read
+   first); a reason for a value that does not convert is built only for rejected rows
+   (``reasons``).
 
-Local checks then mirror the server, first failure wins (``checks``; ``ErrCode`` values):
+Local checks then mirror the server: the first failure decides the errcode (``checks``;
+``ErrCode`` values), the reason lists every failure (a row-wide one first, then one per failing
+property in config order, joined with ``"; "``; ``Mapped.column`` their columns, joined with
+``";"``):
 
 1. event name empty (``event_name_from``)                   DATA_CHECK_FAILED   20003
 2. no property has a value                                  PROPERTIES_EMPTY    10004
 3. no primary-key property; event without ``event_id``      PRIMARY_KEY_MISSING 20001
 4. primary keys all whitespace; ``event_id`` whitespace     PRIMARY_KEY_EMPTY   20002
-5. a value does not convert to its type (config order)      the profile's ``wrong_type``:
+5. a transform refused a value, or it does not convert      the profile's ``wrong_type``:
                                                             DATA_CHECK_FAILED   20003
                                                             (import-api), INVALID_TYPE
                                                             10002 (signed)

@@ -9,7 +9,6 @@ config error, not a million row errors.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -18,32 +17,22 @@ import pyarrow.compute as pc
 
 from ..config import CREATE_TIME, EVENT_ID, ColumnSpec
 from ..errcodes import ErrCode
-from ..protocol import DATETIME_FORMAT
 from .arrays import bools, byte_lengths
 from .bodies import string_literals
+from .reasons import value_problem
 from .values import Prop, PropValues, convert_values
-
-_TYPE_PROBLEM = {
-    "integer": "is not an integer",
-    "number": "is not a number",
-    "boolean": "is not a boolean (true/false, 1/0, yes/no, y/n, 是/否)",
-    "datetime": f"is not a datetime (e.g. {datetime(2024, 1, 31, 8).strftime(DATETIME_FORMAT)})",
-}
-
-
-def type_problem(spec: ColumnSpec) -> str:
-    """What a value that does not convert under ``spec`` is not."""
-    if spec.type == "datetime" and spec.format:
-        return f"is not a datetime in format '{spec.format}'"
-    return _TYPE_PROBLEM[spec.type]
 
 
 def show(value: Any, limit: int = 60) -> str:
-    """A value as a reason quotes it, cut after ``limit`` characters."""
+    """A value as a reason quotes it, cut after ``limit`` characters: as written between
+    single quotes, only characters that do not print escaped (a tab as ``\\t``, a no-break
+    space as ``\\xa0``); a backslash stays one backslash."""
     text = str(value)
     if len(text) > limit:
         text = text[:limit] + "..."
-    return repr(text)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return f"'{text}'"
 
 
 def scalar_json(spec: ColumnSpec, text: str) -> tuple[str | None, str | None]:
@@ -51,7 +40,7 @@ def scalar_json(spec: ColumnSpec, text: str) -> tuple[str | None, str | None]:
     arr = pa.array([text.strip() if spec.type != "string" else text], pa.string())
     out, invalid = convert_values(spec, arr)
     if invalid[0]:
-        return None, f"{show(text)} {type_problem(spec)}"
+        return None, f"{show(text)} {value_problem(spec, text)}"
     if spec.type in ("string", "datetime"):
         out = string_literals(out)
     return out[0].as_py(), None
@@ -76,7 +65,8 @@ def constant_problems(
             elif spec.type == "string" and len(text) > limit:
                 out.append((path, f"longer than max_value_length ({limit})", None))
             elif spec.pattern is not None and not fits(pa.array([text]), spec.pattern)[0]:
-                out.append((path, f"{show(text)} does not match pattern {spec.pattern!r}", None))
+                problem = f"{show(text)} does not match pattern '{spec.pattern}'"
+                out.append((path, problem, None))
     return out
 
 
@@ -90,23 +80,59 @@ def blank(text: pa.Array) -> np.ndarray:
     return bools(pc.equal(pc.utf8_trim_whitespace(text), ""))
 
 
-def bad_values(prop: Prop, text: pa.Array, problem: str) -> Callable[[np.ndarray], list[str]]:
-    """The reasons of the rejected rows ``idx``, built only for them."""
+def bad_values(
+    prop: Prop, text: pa.Array, problem: str | Callable[[str], str]
+) -> Callable[[np.ndarray], list[str]]:
+    """The reasons of the rejected rows ``idx``, built only for them; ``problem`` is the
+    words after the value, or a function of the value giving them."""
 
     def build(idx: np.ndarray) -> list[str]:
         shown = text.take(pa.array(idx)).to_pylist()
-        return [f"{prop.label}: {show(value)} {problem}" for value in shown]
+        if isinstance(problem, str):
+            return [f"{prop.label}: {show(value)} {problem}" for value in shown]
+        return [f"{prop.label}: {show(value)} {problem(value)}" for value in shown]
+
+    return build
+
+
+def wrong_values(prop: Prop, v: PropValues) -> Callable[[np.ndarray], list[str]]:
+    """The reasons of rows whose value a transform refused (its words) or that does not
+    convert (``reasons.value_problem``), built only for the rows ``idx``."""
+    typed = bad_values(prop, v.text, lambda value: value_problem(prop.spec, value))
+    if v.problem is None:
+        return typed
+    problem = v.problem
+
+    def build(idx: np.ndarray) -> list[str]:
+        rows = pa.array(idx)
+        return [
+            f"{prop.label}: {show(value)} "
+            + (why if why is not None else value_problem(prop.spec, value))
+            for value, why in zip(
+                v.text.take(rows).to_pylist(), problem.take(rows).to_pylist(), strict=True
+            )
+        ]
 
     return build
 
 
 class Verdict:
-    """Per-row errcode, column and reason; the first rejection of a row sticks."""
+    """Per-row errcode, columns and reason. The first failure in check order (the platform's)
+    decides a row's errcode; the reason lists every failure: a row-wide one first (only the
+    first of them), then one per failing property in config order, joined with ``"; "``, and
+    ``column`` their source columns joined with ``";"``. A row with no value at all
+    (``close``) gets no further reasons."""
 
     def __init__(self, n: int):
+        self.n = n
         self.errcode = np.zeros(n, dtype=np.int32)
-        self.column: list[str | None] = [None] * n
-        self.reason: list[str | None] = [None] * n
+        #: row -> [(rank, order, column, reason)]: rank -1 for row-wide failures, else the
+        #: property's position in the config
+        self._found: dict[int, list[tuple[int, int, str | None, str]]] = {}
+        self._row_wide = np.zeros(n, dtype=bool)
+        self._closed = np.zeros(n, dtype=bool)
+        self._by_prop: dict[int, np.ndarray] = {}
+        self._calls = 0
 
     def reject(
         self,
@@ -114,16 +140,45 @@ class Verdict:
         code: ErrCode,
         column: str | None,
         why: str | Callable[[np.ndarray], list[str]],
+        *,
+        prop: int | None = None,
+        close: bool = False,
     ) -> None:
-        new = mask & (self.errcode == 0)
-        if not new.any():
+        """Reject the rows of ``mask``: for a property (its config position ``prop``) or for
+        the row as a whole (``prop`` None)."""
+        if not mask.any():
             return
-        idx = np.flatnonzero(new)
-        self.errcode[idx] = int(code)
+        new = mask & (self.errcode == 0)
+        self.errcode[new] = int(code)
+        done = (
+            self._row_wide
+            if prop is None
+            else self._by_prop.setdefault(prop, np.zeros(self.n, dtype=bool))
+        )
+        record = mask & ~done & ~self._closed
+        done |= mask
+        if close:
+            self._closed |= mask
+        if not record.any():
+            return
+        idx = np.flatnonzero(record)
         texts = [why] * len(idx) if isinstance(why, str) else why(idx)
+        self._calls += 1
+        rank, order = (-1 if prop is None else prop), self._calls
         for i, text in zip(idx.tolist(), texts, strict=True):
-            self.column[i] = column
-            self.reason[i] = text
+            self._found.setdefault(i, []).append((rank, order, column, text))
+
+    def reasons(self) -> tuple[list[str | None], list[str | None]]:
+        """Per row (columns, reason): None for a row that passes."""
+        column: list[str | None] = [None] * self.n
+        reason: list[str | None] = [None] * self.n
+        for i, found in self._found.items():
+            if len(found) > 1:
+                found.sort(key=lambda f: (f[0], f[1]))
+            reason[i] = "; ".join(f[3] for f in found)
+            named = dict.fromkeys(f[2] for f in found if f[2] is not None)
+            column[i] = ";".join(named) if named else None
+        return column, reason
 
 
 class RowChecks:
@@ -149,6 +204,8 @@ class RowChecks:
         self.event_name_from = event_name_from
         self.max_value_length = max_value_length
         self._by_name = {p.name: p for p in self.props}
+        #: a property's position in the config: the order its reasons are listed in
+        self._rank = {p.name: i for i, p in enumerate(self.props)}
 
     def usable_keys(self, values: Mapping[str, PropValues]) -> dict[str, np.ndarray]:
         """Per primary key, the rows whose value is present and not blank."""
@@ -184,6 +241,7 @@ class RowChecks:
             ErrCode.PROPERTIES_EMPTY,
             None,
             "Properties are empty: every mapped column is empty",
+            close=True,
         )
 
         # 3. and 4. primary keys, then event_id
@@ -204,6 +262,7 @@ class RowChecks:
                 ErrCode.PRIMARY_KEY_MISSING,
                 eid.spec.source,
                 f"event_id is missing ({eid.label} is empty)",
+                prop=self._rank[EVENT_ID],
             )
         verdict.reject(
             pk_any & ~pk_usable,
@@ -217,19 +276,21 @@ class RowChecks:
                 ErrCode.PRIMARY_KEY_EMPTY,
                 eid.spec.source,
                 "event_id is blank",
+                prop=self._rank[EVENT_ID],
             )
 
         # 5. types, 6. data checks
         create_time = self._by_name.get(CREATE_TIME) if self.is_event else None
         for prop in self.props:
-            invalid = values[prop.name].invalid
-            if invalid is None or prop is create_time or prop.spec.type == "string":
+            v = values[prop.name]
+            if v.invalid is None or prop is create_time:
                 continue
             verdict.reject(
-                invalid,
+                v.invalid,
                 self.wrong_type,
                 prop.spec.source,
-                bad_values(prop, values[prop.name].text, type_problem(prop.spec)),
+                wrong_values(prop, v),
+                prop=self._rank[prop.name],
             )
         if create_time is not None:
             ct = values[CREATE_TIME]
@@ -238,13 +299,15 @@ class RowChecks:
                 ErrCode.DATA_CHECK_FAILED,
                 create_time.spec.source,
                 f"create_time is missing ({create_time.label} is empty)",
+                prop=self._rank[CREATE_TIME],
             )
             if ct.invalid is not None:
                 verdict.reject(
                     ct.invalid,
                     ErrCode.DATA_CHECK_FAILED,
                     create_time.spec.source,
-                    bad_values(create_time, ct.text, type_problem(create_time.spec)),
+                    wrong_values(create_time, ct),
+                    prop=self._rank[CREATE_TIME],
                 )
         if names is not None and (byte_lengths(names) > self.max_value_length).any():
             long_name = bools(pc.greater(pc.utf8_length(names), self.max_value_length))
@@ -262,12 +325,14 @@ class RowChecks:
     def _data_checks(self, prop: Prop, v: PropValues, verdict: Verdict) -> None:
         """``required``, string length and ``pattern`` of one property."""
         spec = prop.spec
+        rank = self._rank[prop.name]
         if spec.required:
             verdict.reject(
                 ~v.present,
                 ErrCode.DATA_CHECK_FAILED,
                 spec.source,
                 f"required {prop.label} is empty",
+                prop=rank,
             )
         limit = self.max_value_length
         # Only a value with more bytes than the limit can have more characters than it.
@@ -282,11 +347,13 @@ class RowChecks:
                     f"max_value_length {limit}"
                     for i in idx
                 ],
+                prop=rank,
             )
         if spec.pattern is not None:
             verdict.reject(
                 v.present & ~fits(v.text, spec.pattern),
                 ErrCode.DATA_CHECK_FAILED,
                 spec.source,
-                bad_values(prop, v.text, f"does not match pattern {spec.pattern!r}"),
+                bad_values(prop, v.text, f"does not match pattern '{spec.pattern}'"),
+                prop=rank,
             )

@@ -19,7 +19,8 @@ from .bodies import body_head, event_literals, item_array, join_rows
 from .checks import RowChecks, constant_problems, scalar_json
 from .hashes import HashList, layout_hash, properties_hash
 from .sequences import LazyList, TextList
-from .values import Prop, PropValues, convert_values, label, transform
+from .transforms import transform
+from .values import Prop, PropValues, convert_values, label
 
 
 class _BatchLike(Protocol):
@@ -35,7 +36,8 @@ class Mapped:
     lines: np.ndarray
     #: int32 per row: 0 = passes local checks, else the ErrCode the server would answer
     errcode: np.ndarray
-    #: the source column that failed (None when ok, or when the row as a whole is at fault)
+    #: the source columns that failed, joined with ";" (None when ok, or when only the row as
+    #: a whole is at fault)
     column: list[str | None]
     reason: list[str | None]
     #: per row its item, the encoded properties object ``{"k":v,...}`` that ``Profile.body``
@@ -110,6 +112,8 @@ class Mapper:
             if prop.constant is None:
                 v = values[prop.name]
                 v.json, v.invalid = convert_values(prop.spec, v.text)
+                if v.problem is not None:
+                    v.invalid = v.invalid | bools(pc.is_valid(v.problem))
         names: pa.Array | None = None  # the event names, when they come from a column
         name_from = self._checks.event_name_from
         if name_from is not None:
@@ -117,6 +121,7 @@ class Mapper:
             names = pc.if_else(pc.not_equal(names, ""), names, None)
         usable = self._checks.usable_keys(values)
         verdict = self._checks.check(values, names, usable, n)
+        column, reason = verdict.reasons()
 
         ok = verdict.errcode == 0
         identity_text = self._identity(values, n)
@@ -134,8 +139,8 @@ class Mapper:
             n=n,
             lines=np.asarray(lines, dtype=np.int64),
             errcode=verdict.errcode,
-            column=verdict.column,
-            reason=verdict.reason,
+            column=column,
+            reason=reason,
             items=items,
             identity=identity_text.to_pylist(),
             keys=keys,
@@ -176,7 +181,8 @@ class Mapper:
         if prop.constant is not None:
             return PropValues(nulls(n), np.ones(n, dtype=bool))
         assert spec.source is not None
-        text = transform(self._column(table, spec.source), spec.transform)
+        cleaned = transform(self._column(table, spec.source), spec.transform)
+        text = cleaned.text
         if spec.type != "string":
             text = pc.utf8_trim_whitespace(text)
         present = bools(pc.is_valid(text)) & (byte_lengths(text) > 0)
@@ -187,7 +193,7 @@ class Mapper:
             present = np.ones(n, dtype=bool)
         elif not present.all():
             text = pc.if_else(pa.array(present), text, None)
-        return PropValues(text, present)
+        return PropValues(text, present, problem=cleaned.problem)
 
     @property
     def identity_keys(self) -> list[str]:

@@ -10,7 +10,7 @@ the same value, so one odd cell never changes another row's output.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..config import ColumnSpec
+from ..config import ColumnSpec, NumberFormat
 from ..protocol import DATETIME_FORMAT
 from .arrays import bools, byte_lengths, nulls, patch, value_bytes, within
 
@@ -243,13 +243,44 @@ def _datetimes_auto(text: pa.Array, zone: str | None) -> tuple[pa.Array, np.ndar
     return out, present & ~valid
 
 
+def grouped(fmt: NumberFormat) -> str:
+    """The regex of a value whose digits before the decimal mark are grouped by three."""
+    t, d = re.escape(fmt.thousands or ""), re.escape(fmt.decimal)
+    return rf"^[+-]?\d{{1,3}}(?:{t}\d{{3}})+(?:{d}\d*)?$"
+
+
+def plain_numbers(text: pa.Array, fmt: NumberFormat) -> tuple[pa.Array, np.ndarray]:
+    """``text`` written under ``fmt`` -> as the converters read it (no grouping, ``.`` as the
+    decimal mark), and the mask of values that cannot be read under ``fmt``: a thousands mark
+    where the digits are not grouped by three, or a ``.`` that is neither of the two marks.
+    A value without either mark is left as it is."""
+    bad = np.zeros(len(text), dtype=bool)
+    t = fmt.thousands
+    if t == " ":
+        text = pc.replace_substring_regex(text, "[\u00a0\u202f]", " ")
+    if t is not None and pc.any(pc.match_substring(text, t)).as_py():
+        has_t = bools(pc.match_substring(text, t))
+        ok = bools(pc.match_substring_regex(text, grouped(fmt)))
+        bad |= has_t & ~ok
+        text = pc.replace_substring(text, t, "")
+    if fmt.decimal == ",":
+        if t != ".":
+            bad |= bools(pc.match_substring(text, "."))
+        text = pc.replace_substring(text, ",", ".")
+    if bad.any():
+        text = pc.if_else(pa.array(bad), None, text)
+    return text, bad
+
+
 def convert_values(spec: ColumnSpec, text: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """JSON text of each value under ``spec.type`` (null where absent or invalid) and the mask
     of present values that do not convert. Strings and datetimes come back unquoted."""
-    if spec.type == "integer":
-        return _integers(text)
-    if spec.type == "number":
-        return _numbers(text)
+    if spec.type in ("integer", "number"):
+        bad = None
+        if spec.number_format is not None:
+            text, bad = plain_numbers(text, spec.number_format)
+        out, invalid = (_integers if spec.type == "integer" else _numbers)(text)
+        return out, invalid if bad is None else invalid | bad
     if spec.type == "boolean":
         return _booleans(text)
     if spec.type == "datetime":
@@ -257,27 +288,6 @@ def convert_values(spec: ColumnSpec, text: pa.Array) -> tuple[pa.Array, np.ndarr
             return _datetimes_format(text, spec.format, spec.timezone)
         return _datetimes_auto(text, spec.timezone)
     return text, np.zeros(len(text), dtype=bool)
-
-
-def transform(text: pa.Array, steps: Sequence[str]) -> pa.Array:
-    """``text`` after a column's ``transform`` steps, in order."""
-    for step in steps:
-        if step == "strip":
-            text = pc.utf8_trim_whitespace(text)
-        elif step == "lower":
-            text = pc.utf8_lower(text)
-        elif step == "upper":
-            text = pc.utf8_upper(text)
-        elif step == "nfkc":
-            text = pc.utf8_normalize(text, "NFKC")
-        elif step == "collapse_spaces":
-            text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"\s+", " "))
-        elif step == "digits" and not within(text, "0", "9"):
-            plus = pc.starts_with(pc.utf8_trim_whitespace(text), "+")
-            only = pc.replace_substring_regex(text, r"[^0-9]+", "")
-            keep_plus = pc.and_(plus, pc.not_equal(only, ""))
-            text = pc.if_else(keep_plus, pc.binary_join_element_wise("+", only, ""), only)
-    return text
 
 
 @dataclass(frozen=True)
@@ -309,4 +319,8 @@ class PropValues:
     text: pa.Array  # after transforms and default; null = omitted
     present: np.ndarray
     json: pa.Array | None = None  # converted JSON text (strings/datetimes unquoted)
+    #: per row: the value was refused by a transform or does not convert
     invalid: np.ndarray | None = None
+    #: per row the reason a transform refused the value (null elsewhere); None when no
+    #: transform refused any (see ``transforms.Cleaned``)
+    problem: pa.Array | None = None

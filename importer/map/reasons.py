@@ -1,0 +1,158 @@
+"""Why one value does not convert, in words that say how to fix it.
+
+Built only for rejected rows (one Python call per rejected value): the converters decide
+vectorised which values fail, these functions only explain a failure, so a reason can name the
+value's own problem (``'8,838.79' is not a number: it has a thousands separator ','; add
+number_format: {thousands: ","} to this column``, ``'2024-02-30' is no such date (February
+2024 has 29 days)``) without any per-row work for the rows that pass.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import datetime
+from functools import lru_cache
+
+from ..config import ColumnSpec, NumberFormat
+from ..protocol import DATETIME_FORMAT
+
+_TYPE_PROBLEM = {
+    "integer": "is not an integer",
+    "number": "is not a number",
+    "boolean": "is not a boolean (true/false, 1/0, yes/no, y/n, 是/否)",
+    "datetime": f"is not a datetime (e.g. {datetime(2024, 1, 31, 8).strftime(DATETIME_FORMAT)})",
+}
+
+#: Grouping marks a value without ``number_format`` may hold, with the ``number_format`` that
+#: reads it (written as in YAML) and the decimal mark that goes with it.
+_GROUPINGS: tuple[tuple[str, str, str], ...] = (
+    (",", '{thousands: ","}', "."),
+    (".", '{thousands: "."}', ","),
+    (" ", '{thousands: " "}', "."),
+    ("\u00a0", '{thousands: " "}', "."),
+    ("\u202f", '{thousands: " "}', "."),
+    ("'", '{thousands: "\'"}', "."),
+    ("_", '{thousands: "_"}', "."),
+)
+_DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+")
+
+
+def type_problem(spec: ColumnSpec) -> str:
+    """What a value that does not convert under ``spec`` is not."""
+    if spec.type == "datetime" and spec.format:
+        return f"is not a datetime in format '{spec.format}'"
+    if spec.number_format is not None and spec.type in ("integer", "number"):
+        example = spec.number_format.example
+        example = (
+            example if spec.type == "number" else example.rsplit(spec.number_format.decimal)[0]
+        )
+        return f"{_TYPE_PROBLEM[spec.type]} written like {example}"
+    return _TYPE_PROBLEM[spec.type]
+
+
+def value_problem(spec: ColumnSpec, value: str) -> str:
+    """What is wrong with ``value``, one that does not convert under ``spec``."""
+    text = value.strip()
+    why: str | None = None
+    if spec.type in ("integer", "number"):
+        fmt = spec.number_format
+        why = _misplaced(text, fmt) if fmt is not None else _separator_hint(text)
+        if why is not None:
+            return f"{_TYPE_PROBLEM[spec.type]}: {why}"
+    elif spec.type == "datetime":
+        why = _no_such_date(text, spec.format)
+        if why is not None:
+            return why
+    return type_problem(spec)
+
+
+def _quoted(mark: str) -> str:
+    """A mark as a reason quotes it: ``','``, but ``"'"`` for the apostrophe."""
+    return '"\'"' if mark == "'" else f"'{mark}'"
+
+
+def _grouped(thousands: str, decimal: str) -> re.Pattern[str]:
+    t, d = re.escape(thousands), re.escape(decimal)
+    return re.compile(rf"[+-]?\d{{1,3}}(?:{t}\d{{3}})+(?:{d}\d*)?")
+
+
+def _separator_hint(text: str) -> str | None:
+    """For a value that would convert with a ``number_format``: which one to add."""
+    for mark, fix, decimal in _GROUPINGS:
+        if mark in text and _grouped(mark, decimal).fullmatch(text):
+            return (
+                f"it has a thousands separator {_quoted(mark)}; "
+                f"add number_format: {fix} to this column"
+            )
+    if _DECIMAL_COMMA.fullmatch(text):
+        return 'it has a decimal comma; add number_format: {decimal: ","} to this column'
+    return None
+
+
+def _misplaced(text: str, fmt: NumberFormat) -> str | None:
+    """For a value with the thousands mark where its digits are not grouped by three."""
+    t = fmt.thousands
+    if t is None:
+        return None
+    if t == " ":
+        text = text.replace("\u00a0", " ").replace("\u202f", " ")
+    d = re.escape(fmt.decimal)
+    shaped = re.fullmatch(rf"[+-]?[\d{re.escape(t)}]+(?:{d}\d*)?", text)
+    if t in text and shaped and not _grouped(t, fmt.decimal).fullmatch(text):
+        return (
+            f"misplaced thousands separator {_quoted(t)} "
+            f"(digits are grouped by three: 1{t}234{t}567)"
+        )
+    return None
+
+
+_AUTO_DATE = re.compile(r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})(?:[ T].*)?")
+
+
+def _no_such_date(text: str, fmt: str | None) -> str | None:
+    """For a date that has the shape of one but does not exist (``2024-02-30``)."""
+    fields = _format_fields(text, fmt) if fmt else _auto_fields(text)
+    if fields is None:
+        return None
+    year, month, day = fields
+    if not 1 <= month <= 12:
+        return f"is no such date (there is no month {month})"
+    days = calendar.monthrange(year, month)[1]
+    if not 1 <= day <= days:
+        return f"is no such date ({calendar.month_name[month]} {year} has {days} days)"
+    return None
+
+
+def _auto_fields(text: str) -> tuple[int, int, int] | None:
+    m = _AUTO_DATE.fullmatch(text)
+    if m is None or int(m.group(1)) < 1:
+        return None
+    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+
+def _format_fields(text: str, fmt: str) -> tuple[int, int, int] | None:
+    """(year, month, day) of ``text`` read with ``fmt`` where month and day may be any one or
+    two digits; None when ``fmt`` has no numeric year, month and day or ``text`` does not fit."""
+    pattern = _loose_format(fmt)
+    m = pattern.fullmatch(text) if pattern is not None else None
+    if m is None:
+        return None
+    groups = m.groupdict()
+    year = int(groups["Y"]) if groups.get("Y") else 2000 + int(groups["y"])
+    return (year, int(groups["m"]), int(groups["d"])) if year >= 1 else None
+
+
+@lru_cache(maxsize=64)
+def _loose_format(fmt: str) -> re.Pattern[str] | None:
+    import _strptime  # the stdlib's own strptime regexes (no public form of them)
+
+    if not ("%Y" in fmt or "%y" in fmt) or "%m" not in fmt or "%d" not in fmt:
+        return None
+    loose = _strptime.TimeRE()
+    loose["m"] = r"(?P<m>\d{1,2})"
+    loose["d"] = r"(?P<d>\d{1,2})"
+    try:
+        return re.compile(loose.pattern(fmt), re.IGNORECASE)
+    except (re.error, KeyError, ValueError):
+        return None

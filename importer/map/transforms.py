@@ -1,0 +1,128 @@
+"""A column's ``transform`` steps, vectorised; ``digits`` and ``phone_cn`` may refuse values.
+
+A step that refuses a value marks its row with a reason (``Cleaned.refused``/``problem``): the
+checks reject the row with the profile's wrong-type code, as for a value that does not convert,
+and the row keeps its cell as read (the text a reason and the row's identity show), so junk is
+never turned into a key. The first step that refuses a value gives its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .arrays import bools, byte_lengths, within
+
+#: The reason of a value Excel wrote in scientific notation (its last digits are gone).
+SCIENTIFIC = (
+    "is in scientific notation: Excel rounded it, the digits are lost; "
+    "format the column as text in Excel and export again"
+)
+LETTERS = "has letters"
+#: ``phone_cn``: what a value may hold besides digits and a leading ``+86``.
+PHONE_OTHER = "has characters other than digits, spaces, dashes, dots and parentheses"
+PHONE_COUNTRY = "has a country code other than +86"
+PHONE_START = "does not start with 13-19"
+
+_SCIENTIFIC = r"^\s*[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)[eE][+-]?\d+\s*$"
+_LETTER = r"\pL"
+#: ``phone_cn`` drops these (after NFKC, so full-width forms are ASCII already): whitespace,
+#: the dashes (hyphen-minus, U+2010-U+2015, U+2212), dots and parentheses.
+_PHONE_NOISE = r"[\s\x{2010}-\x{2015}\x{2212}.()-]+"
+_MOBILE = r"^1[3-9]\d{9}$"
+
+
+@dataclass
+class Cleaned:
+    """A column after its transforms."""
+
+    #: the text after the steps; a refused row keeps its cell as read
+    text: pa.Array
+    #: per row: a step refused the value (all False when none did)
+    refused: np.ndarray
+    #: per row the reason of the refusal (``"has letters"``), null elsewhere; None when no
+    #: row is refused
+    problem: pa.Array | None = None
+
+
+def _refusals(text: pa.Array) -> pa.Array:
+    """Per value: SCIENTIFIC, LETTERS or null."""
+    sci = pc.match_substring_regex(text, _SCIENTIFIC)
+    letters = pc.match_substring_regex(text, _LETTER)
+    return pc.if_else(sci, SCIENTIFIC, pc.if_else(letters, LETTERS, pa.scalar(None, pa.string())))
+
+
+def _digits(text: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+    """``digits``: (the digits, with a leading ``+`` kept; the refusal reasons or None)."""
+    if within(text, "0", "9"):
+        return text, None
+    plus = pc.starts_with(pc.utf8_trim_whitespace(text), "+")
+    only = pc.replace_substring_regex(text, r"[^0-9]+", "")
+    keep_plus = pc.and_(plus, pc.not_equal(only, ""))
+    return pc.if_else(keep_plus, pc.binary_join_element_wise("+", only, ""), only), _refusals(text)
+
+
+def _phone_cn(text: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+    """``phone_cn``: (the 11 digits of a Chinese mobile number; the refusal reasons)."""
+    lengths = byte_lengths(text)
+    present = bools(pc.is_valid(text))
+    if within(text, "0", "9") and (lengths[present] == 11).all():
+        good = bools(pc.match_substring_regex(text, _MOBILE)) | ~present
+        if good.all():
+            return text, None
+        why = pc.if_else(pa.array(good), pa.scalar(None, pa.string()), PHONE_START)
+        return text, why
+    norm = pc.utf8_normalize(text, "NFKC")  # full-width digits, spaces, + and parentheses
+    early = _refusals(norm)
+    norm = pc.replace_substring_regex(norm, _PHONE_NOISE, "")
+    norm = pc.replace_substring_regex(norm, r"^(?:\+86|0086|86(1[3-9]\d{9})$)", r"\1")
+    digits_only = pc.match_substring_regex(norm, r"^\d*$")
+    count = pc.cast(pc.utf8_length(norm), pa.string())
+    wrong_length = pc.binary_join_element_wise("has ", count, " digits; a mobile number has 11", "")
+    length_ok = pc.equal(pc.utf8_length(norm), 11)
+    why = pc.if_else(
+        pc.is_valid(early),
+        early,
+        pc.if_else(
+            digits_only,
+            pc.if_else(
+                pc.or_(pc.equal(norm, ""), pc.match_substring_regex(norm, _MOBILE)),
+                pa.scalar(None, pa.string()),
+                pc.if_else(length_ok, PHONE_START, wrong_length),
+            ),
+            pc.if_else(pc.starts_with(norm, "+"), PHONE_COUNTRY, PHONE_OTHER),
+        ),
+    )
+    return norm, why
+
+
+def transform(text: pa.Array, steps: Sequence[str]) -> Cleaned:
+    """``text`` after a column's ``transform`` steps, in order."""
+    cell = text
+    problem: pa.Array | None = None
+    for step in steps:
+        why: pa.Array | None = None
+        if step == "strip":
+            text = pc.utf8_trim_whitespace(text)
+        elif step == "lower":
+            text = pc.utf8_lower(text)
+        elif step == "upper":
+            text = pc.utf8_upper(text)
+        elif step == "nfkc":
+            text = pc.utf8_normalize(text, "NFKC")
+        elif step == "collapse_spaces":
+            text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"\s+", " "))
+        elif step == "digits":
+            text, why = _digits(text)
+        elif step == "phone_cn":
+            text, why = _phone_cn(text)
+        if why is not None and pc.any(pc.is_valid(why)).as_py():
+            problem = why if problem is None else pc.coalesce(problem, why)
+    if problem is None:
+        return Cleaned(text, np.zeros(len(text), dtype=bool))
+    refused = bools(pc.is_valid(problem))
+    return Cleaned(pc.if_else(pa.array(refused), cell, text), refused, problem)
