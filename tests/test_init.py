@@ -599,7 +599,15 @@ def test_a_crm_export_gets_phone_cn_and_a_warning_for_phones_excel_damaged(
     assert "digits drops" not in about
     birthday = cfg.columns["birthday"]
     assert (birthday.type, birthday.timezone) == ("datetime", None)  # no offsets, no epochs
+    spent = cfg.columns["col_4"]  # 消费金额: "1,000.00", 12.50
+    assert (spent.type, spent.number_format is not None) == ("number", True)
+    assert "cells like '1,000.00' with thousands separators" in comment_above(
+        proposal.text, "col_4"
+    )
     assert proposal.placeholders == [] and proposal.nested == {}
+    # the config as proposed: every good row valid, the three Excel-damaged phones rejected
+    summary = validate(config, [data], report_dir=tmp_path / "r")
+    assert (summary.counts["valid"], summary.counts["rejected"]) == (57, 3)
 
 
 @pytest.mark.parametrize(
@@ -618,6 +626,44 @@ def test_phone_columns_by_header(cells: list[str], transform: str, tmp_path: Pat
     _, cfg = proposed(data, "user")
     assert cfg.columns["phone"].transform == ["strip", transform]
     assert cfg.job.primary_keys == ["phone"]
+
+
+def test_phone_cn_rejects_the_junk_digits_made_keys_of(tmp_path: Path) -> None:
+    data = tmp_path / "p.csv"
+    good = [f"1380013{i:04d}" for i in range(9)]
+    data.write_text("mobile\n" + "\n".join([*good, "138OO138000"]) + "\n", encoding="utf-8")
+    proposal = propose(data, "user")
+    assert "e.g. '138OO138000'" in comment_above(proposal.text, "phone")
+    config = write_config(proposal.text, tmp_path / "p.yaml")
+    summary = validate(config, [data], report_dir=tmp_path / "r")
+    assert (summary.counts["valid"], summary.counts["rejected"]) == (9, 1)
+
+
+@pytest.mark.parametrize(
+    ("cells", "type_", "marks", "example"),
+    [
+        (["1,299.00", "8,838.79", "12.50", ""], "number", (",", "."), "1,299.00"),
+        (["1.234,56", "12,5", "7"], "number", (".", ","), "1.234,56"),
+        (["1,299", "12", "1,000,000"], "integer", (",", "."), "1,299"),
+    ],
+    ids=["comma-thousands", "decimal-comma", "integer"],
+)
+def test_amounts_with_thousands_separators_get_number_format(
+    cells: list[str], type_: str, marks: tuple[str, str], example: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "a.csv"
+    with open(data, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["手机号", "订单金额"])
+        w.writerows([f"1380013{i:04d}", c] for i, c in enumerate(cells))
+    text, cfg = proposed(data, "user")
+    amount = cfg.columns["amount"]
+    assert amount.type == type_
+    assert amount.number_format is not None
+    assert (amount.number_format.thousands, amount.number_format.decimal) == marks
+    assert f"cells like {example!r}" in comment_above(text, "amount")
+    summary = validate(cfg, [data], report_dir=tmp_path / "r")
+    assert (summary.counts["valid"], summary.counts["rejected"]) == (len(cells), 0)
 
 
 def test_a_column_only_its_values_call_phones_gets_phone_cn_only_if_it_refuses_none(
@@ -681,6 +727,10 @@ def test_jsonl_orders_get_timezone_create_time_always_filled_and_nested_skipped(
     assert proposal.sample_rows == 40
     assert "items" not in cfg.source_columns()
     assert "status" in cfg.columns and "order_id" in cfg.columns
+    amount = cfg.columns["amount"]  # "1,299.00" and 1.5
+    assert (amount.type, amount.number_format is not None) == ("number", True)
+    summary = validate(config, [data], report_dir=tmp_path / "r")
+    assert (summary.counts["valid"], summary.counts["rejected"]) == (40, 0)
 
 
 def test_the_timezone_is_the_machines_unless_the_headers_are_chinese(
