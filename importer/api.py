@@ -10,9 +10,10 @@ Nothing is written into the current folder unless you say so (docs/python-api.md
   (its file, its dict or an override) sets it; with neither, the run is refused with a
   ``ConfigError`` before any file is read or any row is sent. The ``dmimport`` command keeps
   its documented default (``reports`` in the working folder) by setting ``report.dir``.
-- the job's ledger is ``ledger``, else ``state.path``, else ``<report.dir>/state.db`` when the
-  config sets ``report.dir`` (never in ``report_dir``: runs with different report folders share
-  the job's ledger); with none of them, a run that would use a ledger is refused the same way
+- the job's ledger is ``ledger``, else ``state.path``, else
+  ``<parent of report.dir>/state/state.db`` when the config sets ``report.dir`` (never in
+  ``report_dir``: runs with different report folders share the job's ledger); with none of
+  them, a run that would use a ledger is refused the same way
   (or set ``state.enabled: false``).
 
 ``run`` may be called from inside a running event loop (Jupyter, an async program): the job then
@@ -95,10 +96,11 @@ def run(
     (``summary.exit_code`` is what ``dmimport run`` would exit with).
 
     ``report_dir``: where the run's report folder goes (else ``report.dir``); ``ledger``: the
-    job's ledger (else ``state.path``, else ``<report.dir>/state.db``); see the module's
-    docstring for what happens when neither is said. ``dry_run``: local checks only, nothing
-    sent. ``changed_only``: send only rows whose values changed since they were last delivered
-    (default: ``state.mode``); ``full``: send every row again (no resume, no skipping).
+    job's ledger (else ``state.path``, else ``<parent of report.dir>/state/state.db``); see
+    the module's docstring for what happens when neither is said. ``dry_run``: local checks
+    only, nothing sent. ``changed_only``: send only rows whose values changed since they were
+    last delivered (default: ``state.mode``); ``full``: send every row again (no resume, no
+    skipping).
     ``max_reject_rate``: the share of rejected rows tolerated before the run counts as failed.
     ``metrics_file``: Prometheus metrics written there. ``progress``: called with running counts.
     ``handle_signals`` (main thread only, what the command line does): SIGINT and SIGTERM stop
@@ -383,7 +385,7 @@ def _placed(
                 "state.path",
                 "no place for the job's ledger: neither ledger, state.path nor report.dir is set",
                 hint="pass ledger=... or set state.path (or report.dir, the ledger then being "
-                "<report.dir>/state.db; or state.enabled: false for no ledger)",
+                "<parent of report.dir>/state/state.db; or state.enabled: false for no ledger)",
             )
         )
     if problems:

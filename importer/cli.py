@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import select
+import shlex
 import signal
 import sys
 import threading
@@ -208,14 +209,18 @@ class _Progress:
             self.bar.close()
 
 
-def render_summary(summary: Any) -> str:
-    """The one-screen, aligned end-of-run summary."""
+def render_summary(summary: Any, command: str | None = None, config: str | None = None) -> str:
+    """The one-screen, aligned end-of-run summary. ``command``: the command line that ran
+    (``dmimport run ...``), named as the one to run again when the run stopped early;
+    ``config``: its config file, for the ``dmimport retry`` line."""
     d = summary.to_dict()
     lines = [
         f"dmimport {d['mode']}: job {d['job']} ({d['kind']}), run {d['run_id']}",
         f"  rows      {d['rows']:>12,}   in {d['duration_s']:.1f} s"
         f" ({d['rows_per_s']:,.0f} rows/s)",
     ]
+    if d.get("resumed_from"):
+        lines.append(f"  resumed   from run {d['resumed_from']}")
     lines += _encoding_lines(d["files"])
     for skipped in d["skipped_inputs"]:
         lines.append(f"  skipped   {skipped['path']}: {skipped['reason']}")
@@ -242,13 +247,33 @@ def render_summary(summary: Any) -> str:
     if d["aborted"]:
         lines.append(f"  ABORTED: {d['aborted']}")
     if d.get("interrupted"):
-        lines.append(
-            f"  INTERRUPTED by {d['interrupted']}: the rows not sent are not_sent; "
-            "run the same command again to resume"
-        )
+        lines.append(f"  INTERRUPTED by {d['interrupted']}: the rows not sent are not_sent")
+    if (d["aborted"] or d.get("interrupted")) and d["mode"] == "send":
+        lines += _next_steps(d["run_id"], command, config)
     lines.append(f"  report    {d['report_dir']}")
     lines.append(f"  exit code {d['exit_code']}")
     return "\n".join(_CONTROL.sub(_escaped, line) for line in lines)
+
+
+def _next_steps(run_id: str, command: str | None, config: str | None) -> list[str]:
+    """What to do after a run that stopped early: the same command resumes it (the one rule,
+    docs/ledger.md); ``dmimport retry`` re-sends its failed rows later."""
+    retry_command = redact(shlex.join(["dmimport", "retry", config or "CONFIG", run_id]))
+    retry = f"`{retry_command}` re-sends this run's failed and not_sent rows"
+    if command is None:  # a retry (it resumes nothing), or a caller that did not say
+        return [f"  next      {retry}"]
+    return [
+        "  next      run the same command again: with the same config and files it resumes, "
+        "and rows already delivered are not sent again:",
+        f"              {command}",
+        f"            {retry} later",
+    ]
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """``dmimport ARGS`` as a shell would take it back (quoted where needed). The SECRET is
+    never on a dmimport command line (only in the environment); redacted all the same."""
+    return redact(shlex.join(["dmimport", *argv]))
 
 
 #: C0 and C1 control characters and DEL: a platform's message (or a file name) holding them
@@ -323,7 +348,9 @@ def _print_summary(args: argparse.Namespace, summary: Any) -> int:
         if args.json:
             print(json.dumps(summary.to_dict(), ensure_ascii=False, indent=2))
         else:
-            print(render_summary(summary))
+            argv = getattr(args, "argv", None) if args.command == "run" else None
+            command = command_line(argv) if argv is not None else None
+            print(render_summary(summary, command, str(args.config)))
         sys.stdout.flush()
     except BrokenPipeError:  # `dmimport run ... | head`: the run is over and reported
         _stdout_closed()
@@ -507,14 +534,21 @@ def _safe_line(text: str, path: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
+#: said on stderr as plain lines, at every run: which run a run resumes, and what it skips
+_PLAIN = "importer.resume"
+
+
 class _RedactingFormatter(logging.Formatter):
-    """Log lines (and the tracebacks they carry) without the SECRET (``importer.secrets``)."""
+    """Log lines (and the tracebacks they carry) without the SECRET (``importer.secrets``);
+    the ``importer.resume`` lines as they are, without level and logger name."""
 
     def __init__(self, inner: logging.Formatter | None) -> None:
         super().__init__()
         self.inner = inner or logging.Formatter()
 
     def format(self, record: logging.LogRecord) -> str:
+        if record.name == _PLAIN:
+            return redact(record.getMessage())
         return redact(self.inner.format(record))
 
 
@@ -570,12 +604,15 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return int(sandbox_main(argv[1:], prog="dmimport sandbox") or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line, named in the summary as the one to run again
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     for handler in logging.getLogger().handlers:
         handler.setFormatter(_RedactingFormatter(handler.formatter))
+    # which run a run resumes, and what it skips: said on stderr at the start of every run
+    logging.getLogger(_PLAIN).setLevel(logging.INFO)
     # the daily quota's plan at the top of a run, on a terminal (as the progress bar; the
     # summary and summary.json say it for every run): docs/quota.md
     if sys.stderr.isatty():

@@ -33,6 +33,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -214,6 +215,8 @@ class Run:
                 start.files,
                 resume=not self.full and self.only is None,
             )
+            if self.run_info.resumed_from is not None:
+                _say_resumed(self.ledger, start.job, self.run_info, self.report_root)
         self._plan_quota(secret, start)
         if self.ledger is not None:
             recorder = OutcomeRecorder(
@@ -456,6 +459,43 @@ class _ProducerThread:
                     return False
             except (concurrent.futures.CancelledError, RuntimeError):
                 return False
+
+
+def _say_resumed(ledger: Ledger, job: str, info: RunInfo, report_root: Path) -> None:
+    """Say, before anything is sent, which run this one resumes, how it ended (with its
+    reason, from its ``summary.json`` when its report folder is under ``report_root``) and
+    how many rows it delivered: those are skipped. Logged to ``importer.resume`` (INFO; the
+    CLI prints it on stderr)."""
+    rid = info.resumed_from
+    assert rid is not None
+    record = ledger.run(rid)
+    how = record.status if record is not None else "unfinished"
+    if record is not None and record.finished:
+        ended = datetime.fromisoformat(record.finished).astimezone()
+        today = datetime.now().astimezone().date()
+        how += " " + ended.strftime("%H:%M" if ended.date() == today else "%Y-%m-%d %H:%M")
+    why = _ended_why(report_root / f"{job}-{rid}" / "summary.json")
+    if why:
+        how += (" " if why.startswith("by ") else ": ") + why
+    n = ledger.delivered(job, info)
+    logging.getLogger("importer.resume").info(
+        "resuming run %s (%s): %d rows it delivered are skipped", rid, how, n
+    )
+
+
+def _ended_why(summary: Path) -> str | None:
+    """Why the run whose ``summary.json`` this is stopped (its abort reason, or the signal
+    that interrupted it), if it says."""
+    try:
+        said = json.loads(summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(said, dict):
+        return None
+    if said.get("interrupted"):
+        return f"by {said['interrupted']}"
+    aborted = said.get("aborted")
+    return str(aborted) if aborted else None
 
 
 def _default_transport(config: Config) -> Transport:

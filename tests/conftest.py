@@ -32,8 +32,9 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.startswith("DMART_"):
             monkeypatch.delenv(name)
-    # a job's default ledger is <report.dir>/state.db, relative to the current folder whatever
-    # --report-dir says: each test runs in its own folder, never in the repository's reports/
+    # a job's default ledger is <parent of report.dir>/state/state.db, relative to the current
+    # folder whatever --report-dir says: each test runs in its own folder, never in the
+    # repository's reports/ or state/
     monkeypatch.chdir(tmp_path)
 
 

@@ -279,7 +279,7 @@ def test_a_command_that_needs_a_ledger_before_the_first_run_is_a_usage_error(
     tmp_path: Path,
 ) -> None:
     config = ROOT / "configs" / "customers.yaml"
-    ledger = Path("reports") / "state.db"  # the config's report.dir, in the working folder
+    ledger = Path("state") / "state.db"  # next to the config's report.dir (reports)
     advice = (
         f"error: no ledger at {ledger}: no run of this job has been recorded yet; "
         "`dmimport run CONFIG FILES` records one (or set state.path to the job's ledger)\n"

@@ -748,7 +748,7 @@ def test_a_run_stopped_from_the_cli_resumes_from_python_with_its_ledger_named(
     data = tmp_path / "u.csv"
     users_file(data, 3000)
     _stop_mid_way(_cli_run(cfg, data, sb), sb, signal.SIGINT, after=100)  # of 300 requests
-    ledger = tmp_path / "reports" / "state.db"
+    ledger = tmp_path / "state" / "state.db"
     stopped = list_runs(cfg, ledger=ledger)[0]
     assert stopped.status == "interrupted"
     summary = run(cfg, [data], ledger=ledger, overrides={"target.base_url": sb.url})

@@ -301,7 +301,10 @@ def test_a_property_the_account_lacks_stops_the_run_before_bisection_spends_the_
         "failed: property 'nickname' is not defined in the account's metadata)"
     )
     assert summary.aborted.endswith(
-        "fix the config, then run the same command again (send.abort_after_same_refusals)"
+        "fix the cause, then run the same command again: a fix on the platform (the property "
+        "defined in the account) leaves the config as it is, and the run resumes without "
+        "sending the delivered rows again; a fix in the config starts a new run that sends "
+        "every row (send.abort_after_same_refusals)"
     )
     assert sb.stats()["requests"] < 400  # not ~10,000
     assert summary.counts["failed"] >= 50

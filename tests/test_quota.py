@@ -272,7 +272,7 @@ def _job(tmp_path: Path, url: str, n: int = 100, **send: Any) -> tuple[Path, Pat
 
 
 def _requests_today(tmp_path: Path, secret: str, url: str, tz: str = "Asia/Shanghai") -> dict:
-    with Ledger(tmp_path / "reports" / "state.db") as led:
+    with Ledger(tmp_path / "state" / "state.db") as led:
         return led.requests(quota_day(tz), account=account_of(url, secret))
 
 
@@ -297,7 +297,7 @@ def test_a_run_that_does_not_fit_stops_before_sending_with_exit_2(
     assert sb.stats()["requests"] == 0
     # no report folder is left behind; the ledger says the run was refused
     assert [p for p in (tmp_path / "reports").iterdir() if p.is_dir()] == []
-    with Ledger(tmp_path / "reports" / "state.db") as led:
+    with Ledger(tmp_path / "state" / "state.db") as led:
         [record] = led.runs("quotajob")
     assert (record.status, record.exit_code) == ("refused", 2)
     assert _requests_today(tmp_path, sb.secret, sb.url) == {}
@@ -369,7 +369,7 @@ def test_runs_shows_todays_requests_of_the_job_and_the_account(
     assert dmimport("run", config, data, secret=sb.secret).returncode == 2  # makes the ledger
     account = account_of(sb.url, sb.secret)
     day = quota_day("Asia/Shanghai")
-    with Ledger(tmp_path / "reports" / "state.db") as led:
+    with Ledger(tmp_path / "state" / "state.db") as led:
         led.add_requests(account, day, "quotajob", 4)
         led.add_requests(account, day, "orders", 3)  # another job of the account
         led.add_requests(account_of(sb.url, "another"), day, "quotajob", 50)  # another account
@@ -446,7 +446,7 @@ def test_within_quota_sends_exactly_what_is_left_and_the_next_days_run_resumes(
     assert _requests_today(tmp_path, sb.secret, sb.url, EARLY) == {
         (account_of(sb.url, sb.secret), "quotajob"): 8
     }
-    with Ledger(tmp_path / "reports" / "state.db") as led:
+    with Ledger(tmp_path / "state" / "state.db") as led:
         assert [r.status for r in led.runs("quotajob")] == ["done", "quota", "quota"]
 
 
@@ -492,7 +492,7 @@ def test_the_platforms_own_daily_quota_429_stops_the_run_and_every_request_is_co
     assert (counts["ok"], counts["failed"], counts["not_sent"]) == (50, 0, 50)
     assert stats["requests"] == summary["requests"]
     assert sum(_requests_today(tmp_path, sb.secret, sb.url).values()) == stats["requests"]
-    with Ledger(tmp_path / "reports" / "state.db") as led:
+    with Ledger(tmp_path / "state" / "state.db") as led:
         [record] = led.runs("quotajob")
     assert record.status == "quota"  # resumable: the next run sends only the rest
 
@@ -563,7 +563,7 @@ def test_without_a_ledger_the_quota_is_not_tracked_but_a_run_still_stops_at_it(
             "used today\n"
         )
     assert sb.stats()["requests"] == 16
-    assert not (tmp_path / "reports" / "state.db").exists()
+    assert not (tmp_path / "state" / "state.db").exists()
 
 
 def test_preview_plans_changed_only_against_the_ledger_and_counts_todays_requests(

@@ -15,7 +15,8 @@ import pytest
 from conftest import remount
 from helpers import dmimport, start_dmimport, write_csv
 
-from importer.api import list_runs, run, validate
+from importer.api import list_runs, load_config, run, validate
+from importer.ledger import Ledger, adopt_old_ledger, ledger_path
 from importer.report import RunSummary
 from importer.sandbox import Faults, Sandbox
 
@@ -157,7 +158,7 @@ def test_two_runs_of_a_job_with_different_report_dirs_share_one_lock(
     monkeypatch.setenv("DMART_SECRET", sb.secret)
     cfg = _job(tmp_path, concurrency=1, batch_rows=5)  # 80 requests of 100 ms: about 8 s
     data = _people(tmp_path / "people.csv", 400)
-    lock = tmp_path / "reports" / "state.db.nightly.lock"
+    lock = tmp_path / "state" / "state.db.nightly.lock"
     first = _cli("run", cfg, data, "--base-url", sb.url, "--report-dir", tmp_path / "r1", "-q",
                  secret=sb.secret)  # fmt: skip
     try:
@@ -206,7 +207,7 @@ def test_a_new_dated_report_dir_each_night_keeps_the_jobs_memory(
     assert (night1.exit_code, night1.counts["ok"], night1.requests) == (0, 50, 1)  # one batch
     night2 = run(cfg, [data], overrides=ov, report_dir=tmp_path / "2024-12-02", changed_only=True)
     assert (night2.exit_code, night2.counts["unchanged"], night2.requests) == (0, 50, 0)
-    assert (tmp_path / "reports" / "state.db").is_file()
+    assert (tmp_path / "state" / "state.db").is_file()
     assert not list(tmp_path.glob("2024-12-0*/state.db*"))
 
 
@@ -228,14 +229,76 @@ def test_a_ledger_left_in_report_dir_by_dmimport_0_1_moves_to_the_job(
 
     ov = {"target.base_url": sb.url}
     second = run(cfg, [data], overrides=ov, report_dir=old.parent, changed_only=True)
-    new = tmp_path / "reports" / "state.db"
+    new = tmp_path / "state" / "state.db"
     assert (second.counts["unchanged"], second.requests) == (30, 0)
     assert new.is_file() and not old.exists()
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-        f"moved the ledger {old} to {new}: a job's ledger and lock now live with the job "
-        "(state.path, else report.dir), no longer in --report-dir"
+        f"moved the ledger from {old} to {new}"
     ]
     assert oct(new.stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_ledger_moves_once_from_report_dir_to_state_next_to_it(
+    fresh_sandbox: Callable[..., Sandbox],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    cfg = _job(tmp_path)
+    data = _people(tmp_path / "people.csv", 30)
+    old = tmp_path / "reports" / "state.db"  # the default of earlier versions
+    ov: dict[str, object] = {"target.base_url": sb.url, "state.path": str(old)}
+    first = run(cfg, [data], overrides=ov, changed_only=True)
+    assert (first.counts["ok"], first.requests) == (30, 1)
+    assert (tmp_path / "reports" / "state.db.nightly.lock").is_file()
+
+    caplog.clear()
+    ov = {"target.base_url": sb.url}
+    second = run(cfg, [data], overrides=ov, changed_only=True)
+    new = tmp_path / "state" / "state.db"
+    assert (second.counts["unchanged"], second.requests) == (30, 0)  # the job kept its memory
+    assert new.is_file() and not old.exists()
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir() if not p.is_dir()) == []
+    assert (tmp_path / "state" / "state.db.nightly.lock").is_file()  # the lock moved along
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"moved the ledger from {old} to {new}"]
+
+    caplog.clear()  # once: the next run finds it in place and says nothing
+    third = run(cfg, [data], overrides=ov, changed_only=True)
+    assert third.counts["unchanged"] == 30
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []
+
+
+def test_a_ledger_in_use_by_another_job_is_not_moved_under_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = _job(tmp_path)
+    old = tmp_path / "reports" / "state.db"
+    with Ledger(old) as other, other.lock("other-job"):
+        # another job's run holds its lock on the old file: this job keeps using it there
+        assert adopt_old_ledger(load_config(cfg), None) is None
+        assert ledger_path(load_config(cfg)) == old
+    assert old.is_file() and not (tmp_path / "state" / "state.db").exists()
+    moved = adopt_old_ledger(load_config(cfg), None)  # the other run is over: now it moves
+    assert moved == old and ledger_path(load_config(cfg)) == tmp_path / "state" / "state.db"
+    assert (tmp_path / "state" / "state.db.other-job.lock").is_file()
+
+
+def test_when_both_ledgers_exist_the_new_place_wins_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = load_config(_job(tmp_path))
+    old, new = tmp_path / "reports" / "state.db", tmp_path / "state" / "state.db"
+    for path in (old, new):
+        Ledger(path).close()
+    assert adopt_old_ledger(cfg, None) is None
+    assert ledger_path(cfg) == new and old.is_file()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"both {old} and {new} exist: using {new} (the job's ledger); {old} is no longer read: "
+        "move it aside (with its -wal and -shm files) once you no longer need it"
+    ]
 
 
 # -- issue 11 #12: a full disk stops the run with exit 6, one line, and it resumes -----------

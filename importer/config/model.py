@@ -93,7 +93,7 @@ class ReportOptions(StrictModel):
 
 
 class StateOptions(StrictModel):
-    #: the SQLite ledger; default ``<report.dir>/state.db`` (never ``--report-dir``)
+    #: the SQLite ledger; default ``<parent of report.dir>/state/state.db`` (never ``--report-dir``)
     path: str | None = None
     #: full: send every valid row (resuming a killed run); incremental: only changed rows
     mode: Literal["full", "incremental"] = "full"

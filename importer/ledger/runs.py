@@ -20,9 +20,13 @@ from .schema import now, transaction
 #: ``refused``: the run's plan did not fit in the daily quota and it sent nothing (the next run
 #: looks past it for the run to resume)
 END_STATUSES = frozenset({"done", "aborted", "interrupted", "refused", "quota"})
-#: the statuses of a run the next run of the job resumes (same config, same files); ``quota``:
-#: the daily quota ran out, the rest was left ``not_sent``
-RESUMABLE = ("killed", "interrupted", "quota")
+#: the statuses of a run the next run of the job resumes (same config, same files): every run
+#: that did not end ``done``. ``quota``: the daily quota ran out, the rest was left
+#: ``not_sent``; ``aborted``: an outage (``send.abort_after_failed_rows``, ...), a fatal answer
+#: (a wrong SECRET) or the job's own mistake (``send.abort_after_same_refusals``) stopped it:
+#: the same command resumes it once the cause is gone, without sending its delivered rows
+#: again (a fix in the config changes its hash, and the next run starts afresh instead)
+RESUMABLE = ("killed", "interrupted", "quota", "aborted")
 
 _RUN_COLUMNS = (
     "run_id, job, started, finished, status, config_sha256, files_json, counts_json, "
@@ -41,7 +45,7 @@ class RunRecord:
     duration_s: float | None
     counts: dict[str, int]
     exit_code: int | None
-    status: str  # running | done | aborted | interrupted | killed
+    status: str  # running | done | aborted | interrupted | killed | quota | refused
     resumed_from: str | None
     config_sha256: str
     files: list[dict[str, Any]]
@@ -99,8 +103,8 @@ def start_run(
     resume: bool,
     host: str,
 ) -> RunInfo:
-    """Insert run ``run_id``, resuming the job's latest run when it is ``killed`` or
-    ``interrupted``, ``resume`` is true, and it had the same config hash and the same file
+    """Insert run ``run_id``, resuming the job's latest run when it is ``RESUMABLE`` (any
+    status but ``done``), ``resume`` is true, and it had the same config hash and the same file
     fingerprints, in the same order."""
     files_json = _files_json(files)
     with transaction(conn):
@@ -179,6 +183,26 @@ def close_run(
             "WHERE run_id = ?",
             (now(), status, json.dumps(counts, sort_keys=True), exit_code, run_id),
         )
+
+
+def find_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
+    """Run ``run_id``, if the ledger has it."""
+    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return RunRecord.from_row(row) if row is not None else None
+
+
+def delivered_count(conn: sqlite3.Connection, job: str, run_ids: Sequence[str]) -> int:
+    """How many of the job's row identities were last delivered (``ok``) by one of ``run_ids``
+    (a resume chain, its journals folded): what a run resuming them skips, at most."""
+    if not run_ids:
+        return 0
+    marks = ",".join("?" * len(run_ids))
+    row = conn.execute(
+        f"SELECT count(*) FROM rows WHERE job = ? AND last_status = 'ok' "
+        f"AND last_run_id IN ({marks})",
+        (job, *run_ids),
+    ).fetchone()
+    return int(row[0])
 
 
 def list_runs(conn: sqlite3.Connection, job: str | None, limit: int) -> list[RunRecord]:

@@ -1,8 +1,9 @@
 """The durable per-row ledger of nightly runs: resume a killed run, skip unchanged rows.
 
-One SQLite file (``state.path``, default ``<report.dir>/state.db``) in WAL mode, shared by all
-jobs. It remembers, per job and row identity, the last outcome and the hash of the last body
-the platform accepted, plus the runs themselves and the rows each run could not deliver::
+One SQLite file (``state.path``, default ``<parent of report.dir>/state/state.db``) in WAL
+mode, shared by all jobs. It remembers, per job and row identity, the last outcome and the
+hash of the last body the platform accepted, plus the runs themselves and the rows each run
+could not deliver::
 
     meta              application = 'dmimport-ledger', schema_version = 4
     runs              one row per run: job, times, status, config hash, file fingerprints,
@@ -73,7 +74,9 @@ from .runs import (
     END_STATUSES,
     RunRecord,
     close_run,
+    delivered_count,
     delivered_positions,
+    find_run,
     list_runs,
     mark_killed,
     peek_run,
@@ -166,9 +169,10 @@ class Ledger:
 
         Runs left ``running`` by a process that is gone are marked ``killed`` first, and what
         they recorded is folded into ``rows`` (a few seconds per million rows); LockedError
-        if that process is still alive. Then the job's latest run is resumed when it is
-        ``killed`` or ``interrupted``, ``resume`` is true, and it had the same config hash
-        and the same file fingerprints, in the same order.
+        if that process is still alive. Then the job's latest run is resumed when it did not
+        end ``done`` (``runs.RESUMABLE``: killed, interrupted, quota, aborted), ``resume`` is
+        true, and it had the same config hash and the same file fingerprints, in the same
+        order.
         """
         mark_killed(self._conn, job, host=self._host, holding=job in self._held)
         fold_job(self._conn, job, self.fold_chunk)
@@ -214,6 +218,16 @@ class Ledger:
     def runs(self, job: str | None = None, limit: int = 20) -> list[RunRecord]:
         """The latest runs (of ``job``, or of every job), newest first."""
         return list_runs(self._conn, job, limit)
+
+    @_guarded
+    def run(self, run_id: str) -> RunRecord | None:
+        """Run ``run_id`` as ``runs`` lists it (None: not in this ledger)."""
+        return find_run(self._conn, run_id)
+
+    @_guarded
+    def delivered(self, job: str, run: RunInfo) -> int:
+        """How many row identities the runs ``run`` resumes delivered: the rows it skips."""
+        return delivered_count(self._conn, job, run.resume_chain)
 
     # -- rows ----------------------------------------------------------------------------------
     @_guarded

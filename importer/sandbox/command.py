@@ -88,6 +88,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         default=30.0,
         help="how long a late_apply request is held before it is applied (default 30)",
     )
+    serve.add_argument(
+        "--down-after",
+        type=int,
+        default=0,
+        metavar="N",
+        help="an outage: after N API requests, answer every request HTTP 503 (default 0: never)",
+    )
     account = serve.add_argument_group(
         "account settings", "override the schema file's keys of the same names"
     )
@@ -167,6 +174,7 @@ def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
             retry_after=args.retry_after,
             stall_s=args.stall_s,
             late_apply_s=args.late_apply_s,
+            down_after=args.down_after,
             **parse_fault_specs(args.fault),
         )
     except ConfigError as exc:

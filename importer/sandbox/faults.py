@@ -103,6 +103,9 @@ class Faults:
     retry_after: str = "1"
     stall_s: float = 60.0
     late_apply_s: float = 30.0
+    #: an outage: after this many API requests (0: never), every request is answered HTTP
+    #: 503, nothing stored, until the faults are set again (``Sandbox.set_faults``)
+    down_after: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "latency_ms", parse_latency(self.latency_ms))
@@ -121,6 +124,10 @@ class Faults:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"{name} {value!r} must be a number of seconds >= 0")
+        if isinstance(self.down_after, bool) or not isinstance(self.down_after, int):
+            raise ValueError(f"down_after {self.down_after!r} must be a number of requests")
+        if self.down_after < 0:
+            raise ValueError(f"down_after {self.down_after!r} must be a number of requests >= 0")
         if not self.retry_after.strip():
             raise ValueError("retry_after must not be empty")
 
@@ -148,6 +155,8 @@ class Faults:
         """The sandbox CLI options that configure these faults."""
         out = ["--fault-seed", str(self.seed), "--retry-after", self.retry_after]
         out += ["--stall-s", f"{self.stall_s:g}", "--late-apply-s", f"{self.late_apply_s:g}"]
+        if self.down_after:
+            out += ["--down-after", str(self.down_after)]
         lo, hi = self.latency_range
         if hi > 0:
             out += ["--latency-ms", f"{lo:g}-{hi:g}"]
@@ -197,9 +206,14 @@ class FaultPlan:
                 self._walk.append((cumulative, name))
         self._seen: dict[bytes, int] = {}
         self._latency = faults.latency_range
+        self._requests = 0
 
     def draw(self, path: str, body: bytes) -> str | None:
-        """The fault for this attempt of the request ``path`` + ``body``, or None."""
+        """The fault for this attempt of the request ``path`` + ``body``, or None. Past
+        ``down_after`` requests, ``http_503`` for every one."""
+        self._requests += 1
+        if self.faults.down_after and self._requests > self.faults.down_after:
+            return "http_503"
         if not self._walk:
             return None
         h = hashlib.blake2b(path.encode(), digest_size=16)

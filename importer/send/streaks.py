@@ -121,8 +121,10 @@ class FailureBounds:
             f"({describe(outcome)}): that is the job's mistake, not the rows' (a property "
             "the account does not define, a format it does not take); stopped before the "
             "day's requests go to the rest (finding the refused rows of a batch costs about "
-            "two requests a row): fix the config, then run the same command again "
-            "(send.abort_after_same_refusals)"
+            "two requests a row): fix the cause, then run the same command again: a fix on "
+            "the platform (the property defined in the account) leaves the config as it is, "
+            "and the run resumes without sending the delivered rows again; a fix in the "
+            "config starts a new run that sends every row (send.abort_after_same_refusals)"
         )
 
     def row(self, failed: bool, outcome: Outcome, rows: int = 1) -> str | None:

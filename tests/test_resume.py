@@ -1,0 +1,120 @@
+"""One rule for resuming (issue 14 #6): a run stopped by an outage (exit 3), a kill, an
+interruption or the daily quota resumes on the same command, without sending again the rows it
+delivered; the abort says which command, and a resumed run says what it resumed."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+
+from helpers import dmimport, read_results, write_csv
+
+from importer.api import list_runs
+from importer.sandbox import Faults, Sandbox
+
+JOB = """
+job: {name: users, kind: user, primary_keys: [phone]}
+columns:
+  phone: phone
+  username: name
+send:
+  concurrency: 1
+  batch_rows: 10
+  rate_limit: null
+  abort_after_failed_rows: 20
+  retry: {max_attempts: 1}
+"""
+
+
+def _job(tmp_path: Path, n: int) -> tuple[Path, Path]:
+    cfg = tmp_path / "users.yaml"
+    cfg.write_text(JOB, encoding="utf-8")
+    data = write_csv(
+        tmp_path / "users.csv", ["phone", "name"], [[f"0151{i:07d}", f"u{i}"] for i in range(n)]
+    )
+    return cfg, data
+
+
+def test_an_outage_abort_resumes_on_the_same_command_sending_only_undelivered_rows(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    # the platform goes down after 30 requests (300 rows): two requests of 10 rows fail, and
+    # the run stops (send.abort_after_failed_rows: 20) with 280 rows not sent
+    sb = fresh_sandbox(faults=Faults(down_after=30))
+    cfg, data = _job(tmp_path, 600)
+    args = ("run", "users.yaml", "users.csv", "--base-url", sb.url)
+    first = dmimport(*args, secret=sb.secret, cwd=tmp_path)
+    assert first.returncode == 3, first.stderr
+    aborted = list_runs(cfg, ledger=tmp_path / "state" / "state.db")[0]  # the default place
+    assert (aborted.status, aborted.counts["ok"], aborted.counts["failed"]) == ("aborted", 300, 20)
+    lines = first.stdout.splitlines()
+    at = lines.index(
+        "  ABORTED: the platform failed 20 rows in a row after 1 attempts each (last: HTTP "
+        "503); stopped so that the rest can be sent when it is back: run the same command again"
+    )
+    assert lines[at + 1 : at + 4] == [
+        "  next      run the same command again: with the same config and files it resumes, "
+        "and rows already delivered are not sent again:",
+        f"              dmimport run users.yaml users.csv --base-url {shlex.quote(sb.url)}",
+        f"            `dmimport retry users.yaml {aborted.run_id}` re-sends this run's failed "
+        "and not_sent rows later",
+    ]
+    assert sb.stats()["requests"] == 32
+
+    sb.set_faults(Faults())  # the platform is back
+    second = dmimport(*args, "--json", secret=sb.secret, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    said = re.fullmatch(
+        rf"resuming run {aborted.run_id} \(aborted (\d\d:\d\d): the platform failed 20 rows in "
+        r"a row after 1 attempts each \(last: HTTP 503\); stopped so that the rest can be sent "
+        r"when it is back: run the same command again\): 300 rows it delivered are skipped\n",
+        second.stderr,
+    )
+    assert said is not None, second.stderr
+    summary = json.loads(second.stdout)
+    assert summary["resumed_from"] == aborted.run_id
+    assert (summary["counts"]["skipped"], summary["counts"]["ok"]) == (300, 300)
+    assert summary["requests"] == 30  # only the 300 rows not delivered, 10 a request
+    stats = sb.stats()
+    assert stats["requests"] == 32 + 30
+    results = read_results(summary, cwd=tmp_path)
+    assert [r["status"] for r in results] == ["skipped"] * 300 + ["ok"] * 300
+    phones = [c["properties"]["phone"] for c in sb.customers()]
+    assert sorted(phones) == [f"0151{i:07d}" for i in range(600)]  # every row, once
+    assert json.loads(
+        (tmp_path / "reports" / f"users-{summary['run_id']}" / "summary.json").read_text()
+    )["resumed_from"] == aborted.run_id
+
+
+def test_the_summary_of_a_resumed_run_says_it_resumed(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sb = fresh_sandbox(faults=Faults(down_after=5))
+    _job(tmp_path, 100)
+    args = ("run", "users.yaml", "users.csv", "--base-url", sb.url)
+    first = dmimport(*args, secret=sb.secret, cwd=tmp_path)
+    assert first.returncode == 3
+    first_id = re.search(r"run (\S+)\n", first.stdout)
+    assert first_id is not None
+    sb.set_faults(Faults())
+    second = dmimport(*args, secret=sb.secret, cwd=tmp_path)
+    assert second.returncode == 0
+    lines = second.stdout.splitlines()
+    assert lines[2] == f"  resumed   from run {first_id.group(1)}"
+    assert "  skipped             50" in lines
+    assert "next" not in second.stdout  # a run that finished names no command to run again
+
+
+def test_a_wrong_secret_abort_says_the_platforms_message_once(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sb = fresh_sandbox()
+    _job(tmp_path, 30)
+    out = dmimport(
+        "run", "users.yaml", "users.csv", "--base-url", sb.url, secret="wrong", cwd=tmp_path
+    )
+    assert out.returncode == 3
+    assert "  ABORTED: 20000 Authentication failed: unknown secret" in out.stdout.splitlines()
