@@ -48,10 +48,12 @@ from .errors import (
     ConfigError,
     ConfigProblem,
     DiskFullError,
+    DmImportError,
 )
 from .feed import RowFeed
 from .interrupts import Stopper
 from .ledger import (
+    RESUMABLE,
     Identities,
     Ledger,
     OutcomeRecorder,
@@ -72,6 +74,7 @@ from .report import (
     file_fingerprint,
     make_run_dir,
 )
+from .report.retention import prune_run_folders, remove_dead_temp_files
 from .send import (
     MultiProcessSender,
     RequestBudget,
@@ -190,10 +193,12 @@ class Run:
                 lock = self.ledger.lock(job)
             with lock, self.stopper.signal_handlers(self.handle_signals):
                 try:
-                    return self._run_locked(secret, start)
+                    summary = self._run_locked(secret, start)
                 finally:
                     if self.quota is not None:
                         self.quota.close()
+                _prune_reports(self.config, self.report_root, start)
+                return summary
         except DiskFullError as exc:
             if not use_ledger or self.run_info is not None:
                 raise
@@ -208,15 +213,8 @@ class Run:
     def _run_locked(self, secret: str | None, start: RunStart) -> RunSummary:
         recorder: OutcomeRecorder | None = None
         if self.ledger is not None:
-            self.run_info = self.ledger.begin_run(
-                start.job,
-                start.run_id,
-                start.config_sha,
-                start.files,
-                resume=not self.full and self.only is None,
-            )
-            if self.run_info.resumed_from is not None:
-                _say_resumed(self.ledger, start.job, self.run_info, self.report_root)
+            resume = not self.full and self.only is None
+            self.run_info = _begin(self.ledger, start, self.report_root, resume)
         self._plan_quota(secret, start)
         if self.ledger is not None:
             recorder = OutcomeRecorder(
@@ -459,6 +457,58 @@ class _ProducerThread:
                     return False
             except (concurrent.futures.CancelledError, RuntimeError):
                 return False
+
+
+def _begin(ledger: Ledger, start: RunStart, report_root: Path, resume: bool) -> RunInfo:
+    """Begin the run in the ledger (resuming the job's last run when it may); say what it
+    resumes; remove the temporary report files of the job's runs that died (the job's lock
+    is held: none of them is live)."""
+    info = ledger.begin_run(start.job, start.run_id, start.config_sha, start.files, resume=resume)
+    if info.resumed_from is not None:
+        _say_resumed(ledger, start.job, info, report_root)
+    ended, _ = _run_facts(ledger, start.job)
+    remove_dead_temp_files(report_root, start.job, ended)
+    return info
+
+
+def _prune_reports(config: Config, report_root: Path, start: RunStart) -> None:
+    """``report.keep_runs``: remove the job's oldest report folders under the run's report
+    root, never this run's, a running one's or the one the next run resumes (the ledger
+    says which, when the job has one). A failure is a warning: the run is over and
+    reported."""
+    keep = config.report.keep_runs
+    if not keep:
+        return
+    ledger = None  # the run's own is closed by now
+    path = ledger_path(config)
+    if config.state.enabled and path.is_file():
+        try:
+            ledger = Ledger(path)
+        except DmImportError as exc:
+            log.warning("report.keep_runs: old report folders kept: %s", exc)
+            return
+    try:
+        ended, protect = _run_facts(ledger, start.job) if ledger is not None else ((), ())
+        prune_run_folders(
+            report_root, start.job, keep, current=start.run_id, protect=protect, ended=ended
+        )
+    except (OSError, DmImportError) as exc:
+        log.warning("report.keep_runs: old report folders kept: %s", exc)
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+def _run_facts(ledger: Ledger, job: str) -> tuple[set[str], set[str]]:
+    """The job's runs the ledger knows have ended, and those whose report folders stay: the
+    running ones and the one the next run would resume (the latest, if not done)."""
+    records = ledger.runs(job, limit=-1)
+    running = {r.run_id for r in records if r.status == "running"}
+    ended = {r.run_id for r in records} - running
+    latest = next((r for r in records if r.status != "refused"), None)
+    if latest is not None and latest.status in RESUMABLE:
+        running.add(latest.run_id)
+    return ended, running
 
 
 def _say_resumed(ledger: Ledger, job: str, info: RunInfo, report_root: Path) -> None:

@@ -5,14 +5,19 @@ delivered; the abort says which command, and a resumed run says what it resumed.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import signal
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import dmimport, read_results, write_csv
+import pytest
+from helpers import dmimport, read_results, start_dmimport, write_csv
 
-from importer.api import list_runs
+from importer.api import list_runs, run, validate
 from importer.sandbox import Faults, Sandbox
 
 JOB = """
@@ -44,7 +49,7 @@ def test_an_outage_abort_resumes_on_the_same_command_sending_only_undelivered_ro
     # the platform goes down after 30 requests (300 rows): two requests of 10 rows fail, and
     # the run stops (send.abort_after_failed_rows: 20) with 280 rows not sent
     sb = fresh_sandbox(faults=Faults(down_after=30))
-    cfg, data = _job(tmp_path, 600)
+    cfg, _data = _job(tmp_path, 600)
     args = ("run", "users.yaml", "users.csv", "--base-url", sb.url)
     first = dmimport(*args, secret=sb.secret, cwd=tmp_path)
     assert first.returncode == 3, first.stderr
@@ -84,9 +89,12 @@ def test_an_outage_abort_resumes_on_the_same_command_sending_only_undelivered_ro
     assert [r["status"] for r in results] == ["skipped"] * 300 + ["ok"] * 300
     phones = [c["properties"]["phone"] for c in sb.customers()]
     assert sorted(phones) == [f"0151{i:07d}" for i in range(600)]  # every row, once
-    assert json.loads(
-        (tmp_path / "reports" / f"users-{summary['run_id']}" / "summary.json").read_text()
-    )["resumed_from"] == aborted.run_id
+    assert (
+        json.loads(
+            (tmp_path / "reports" / f"users-{summary['run_id']}" / "summary.json").read_text()
+        )["resumed_from"]
+        == aborted.run_id
+    )
 
 
 def test_the_summary_of_a_resumed_run_says_it_resumed(
@@ -118,3 +126,93 @@ def test_a_wrong_secret_abort_says_the_platforms_message_once(
     )
     assert out.returncode == 3
     assert "  ABORTED: 20000 Authentication failed: unknown secret" in out.stdout.splitlines()
+
+
+# -- a killed run's temporary files (issue 14 #10) -----------------------------------------------
+
+
+def test_the_run_after_a_kill_removes_the_temporary_files_the_killed_run_left(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sb = fresh_sandbox(faults=Faults(latency_ms=20))  # 60 requests of 20 ms
+    _job(tmp_path, 600)
+    args = ("run", "users.yaml", "users.csv", "--base-url", sb.url, "-q")
+    proc = start_dmimport(*args, secret=sb.secret, cwd=tmp_path, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while sb.stats()["requests"] < 10 and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    (killed_dir,) = (tmp_path / "reports").iterdir()
+    left = sorted(p.name for p in killed_dir.iterdir())
+    assert ".results.csv.tmp" in left and "summary.json" not in left
+    killed_id = killed_dir.name.removeprefix("users-")
+
+    sb.set_faults(Faults())
+    again = dmimport(*args, "--json", secret=sb.secret, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    said = re.fullmatch(
+        rf"resuming run {killed_id} \(killed\): (\d+) rows it delivered are skipped\n", again.stderr
+    )
+    assert said is not None, again.stderr
+    # what the ledger had committed when the kill came (every 100 ms): skipped, not sent
+    assert 0 < int(said.group(1)) < 600
+    assert json.loads(again.stdout)["counts"]["skipped"] == int(said.group(1))
+    assert not [p.name for p in killed_dir.iterdir() if p.name.endswith(".tmp")]
+    assert len(sb.customers()) == 600
+
+
+# -- report.keep_runs (issue 14 #10) --------------------------------------------------------------
+
+
+def _folders(root: Path, job: str = "users") -> list[str]:
+    return sorted(p.name.removeprefix(f"{job}-") for p in root.iterdir() if p.name.startswith(job))
+
+
+def test_keep_runs_prunes_the_oldest_report_folders_of_the_job_only(tmp_path: Path) -> None:
+    cfg, data = _job(tmp_path, 20)
+    reports = tmp_path / "reports"
+    ov = {"report.keep_runs": 2}
+    # what pruning must leave alone: another job's folder, a folder of another name, and a
+    # folder of this job the ledger does not know, still being written (no summary.json)
+    for name in ("other-20200101T000000-aaaaaa", "users-notes", "users-20200101T000000-bbbbbb"):
+        (reports / name).mkdir(parents=True)
+    stale = reports / "users-20200101T000001-cccccc"  # the same, dead for two days
+    stale.mkdir()
+    (stale / ".results.csv.tmp").write_text("")
+    two_days_ago = time.time() - 2 * 86400
+    for path in (stale / ".results.csv.tmp", stale):
+        os.utime(path, (two_days_ago, two_days_ago))
+    ids = [validate(cfg, [data], overrides=ov, report_dir=reports).run_id for _ in range(4)]
+    assert _folders(reports) == sorted(["20200101T000000-bbbbbb", *ids[-2:], "notes"])
+    assert _folders(reports, "other") == ["20200101T000000-aaaaaa"]
+    # 0 keeps everything
+    keep_all = {"report.keep_runs": 0}
+    more = [validate(cfg, [data], overrides=keep_all, report_dir=reports).run_id for _ in range(2)]
+    assert len(_folders(reports)) == 2 + 2 + len(more)
+
+
+def test_keep_runs_never_prunes_the_folder_of_the_run_to_resume(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox(faults=Faults(down_after=3))
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    cfg, data = _job(tmp_path, 100)
+    reports = tmp_path / "reports"
+    ov = {"target.base_url": sb.url, "report.keep_runs": 1, "report.dir": str(reports)}
+    aborted = run(cfg, [data], overrides=ov, report_dir=reports)
+    assert aborted.exit_code == 3
+    checked = [validate(cfg, [data], overrides=ov, report_dir=reports).run_id for _ in range(2)]
+    # the aborted run is the one the next run resumes: its folder stays
+    assert _folders(reports) == sorted([aborted.run_id, checked[-1]])
+    sb.set_faults(Faults())
+    resumed = run(cfg, [data], overrides=ov, report_dir=reports)
+    assert (resumed.resumed_from, resumed.exit_code) == (aborted.run_id, 0)
+    assert _folders(reports) == [resumed.run_id]  # nothing to resume any more

@@ -90,6 +90,9 @@ class ReportOptions(StrictModel):
     #: byte-order mark, which Excel needs to read UTF-8), utf-8 (no mark, for tools that choke
     #: on one) or gb18030 (old Excel on zh-CN Windows); results.jsonl is always UTF-8
     encoding: Literal["utf-8-sig", "utf-8", "gb18030"] = "utf-8-sig"
+    #: after a run, the job's report folders under the run's report folder beyond the newest
+    #: ``keep_runs`` are removed (``importer.report.retention``); 0: keep them all
+    keep_runs: int = Field(default=30, ge=0)
 
 
 class StateOptions(StrictModel):

@@ -32,7 +32,7 @@ from .requests import (
 )
 from .retry import RetryRows, rows_to_retry, rows_to_retry_from_run
 from .rowhash import ABSENT, as_keys, combine, hash64, hex16, keys64
-from .runs import RunRecord
+from .runs import RESUMABLE, RunRecord
 from .schema import SCHEMA_VERSION
 from .store import Ledger
 
@@ -40,6 +40,7 @@ __all__ = [
     "ABSENT",
     "DONE",
     "HELD",
+    "RESUMABLE",
     "SCHEMA_VERSION",
     "SEND",
     "SUPERSEDED",
