@@ -34,7 +34,8 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-# Never reports/: a job's ledger (state.db, the resume and changed-only state) lives there by
-# default. The demo writes its reports under build/ and keeps its ledger in a temporary folder.
+# Never reports/ nor state/: a job's ledger (state/state.db, the resume and changed-only state)
+# lives there by default. The demo writes its reports under build/ and keeps its ledger in a
+# temporary folder.
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis

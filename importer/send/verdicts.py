@@ -73,8 +73,11 @@ class Verdicts:
 
     def _fatal_answer(self, code: ErrCode, errmsg: str) -> str:
         """The abort reason for a fatal errcode, with the profile's advice when it has some."""
-        # the platform's message may already start with the code's description
-        said = errmsg if errmsg.startswith(code.description) else f"{code.description}: {errmsg}"
+        # the platform's message may already start with the code's description (in any case):
+        # '20000 Authentication failed: unknown secret', never said twice
+        said = errmsg.strip()
+        if not said.casefold().startswith(code.description.casefold()):
+            said = f"{code.description}: {said}" if said else code.description
         advice = self.profile.advice(code, self.kind)
         return f"{int(code)} {said}" + (f": {advice}" if advice else "")
 
