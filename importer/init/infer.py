@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from ..config import ColumnSpec
 from ..map import FALSE_WORDS, TRUE_WORDS, convert_values
+from ..map.reasons import value_problem
 from ..protocol import DEFAULT_PROFILE
 
 #: the errcode of a value of the wrong type under the protocol a proposal targets (import-api)
@@ -323,6 +324,19 @@ def _datetime_guess(
         return guess
     k = max(best, auto)
     if k >= _MOSTLY * n:
+        fmt = best_fmt if best > auto else None
+        unfit = _unfit(present, fmt)
+        impossible = [v for v in unfit if _impossible(v, fmt)]
+        if impossible and len(impossible) == len(unfit):
+            # 2024-02-30 among real dates is a bad row of a date column, not a sign of text:
+            # sent as text it would reach a datetime property as is. Rejected with its reason.
+            guess.type, guess.format, guess.transform = "datetime", fmt, []
+            how = "in this format" if fmt else "in formats dmimport recognises"
+            guess.why = (
+                f"{k}/{n} sample values are datetimes {how}{empties}; "
+                f"{len(impossible)} would be rejected as no such date, e.g. {impossible[0]!r}"
+            )
+            return guess
         shown = f" (format {best_fmt!r})" if best >= auto and best_fmt else ""
         odd = _first_unfit(present, best_fmt if best >= auto else None)
         guess.why = (
@@ -355,9 +369,18 @@ def _vectorized(values: list[str], fmt: str) -> bool:
 
 
 def _first_unfit(values: list[str], fmt: str | None) -> str:
-    spec = _spec("datetime", fmt)
-    _, invalid = convert_values(spec, pa.array(values, pa.string()))
-    return next(v for v, bad in zip(values, invalid.tolist(), strict=True) if bad)
+    return _unfit(values, fmt)[0]
+
+
+def _unfit(values: list[str], fmt: str | None) -> list[str]:
+    """The values that do not convert to a datetime under ``fmt``."""
+    _, invalid = convert_values(_spec("datetime", fmt), pa.array(values, pa.string()))
+    return [v for v, bad in zip(values, invalid.tolist(), strict=True) if bad]
+
+
+def _impossible(value: str, fmt: str | None) -> bool:
+    """True for a value shaped like a date that names no real day (``2024-02-30``)."""
+    return value_problem(_spec("datetime", fmt), value).startswith("is no such date")
 
 
 def _digits(value: str) -> str:

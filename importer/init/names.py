@@ -38,6 +38,7 @@ KNOWN_HEADERS: dict[str, str] = {
     **dict.fromkeys(["用户ID", "用户编号"], "user_id"),
     **dict.fromkeys(["客户ID", "客户编号", "客户编码"], "customer_id"),
     "积分": "points",
+    **dict.fromkeys(["累计消费", "累计消费金额", "消费总额", "总消费"], "total_spent"),
     "注册时间": "register_time",
     "注册日期": "register_date",
     **dict.fromkeys(["注册渠道", "渠道"], "channel"),
