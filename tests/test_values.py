@@ -652,3 +652,30 @@ def test_patterns_and_values_are_printed_as_written() -> None:
     assert [(p.path, p.message) for p in problems] == [
         ("columns.tel.default", "'x\\y' does not match pattern '\\d+'")
     ]
+
+
+def test_phone_cn_one_column_of_every_form_agrees_with_each_alone() -> None:
+    """Refusals and full-width values are found per value and put back in place."""
+    cells = [
+        "１３８００１３８０００",
+        "1.38001E+10",
+        None,
+        "+86 138-0013-8000",
+        "138OO138000",
+        "",
+        "12800138000",
+        "（+86）139 0000 1111",
+        "tel:13800138000",
+        "13912345678",
+    ]
+    spec = {"mobile": {"from": "手机", "transform": ["strip", "phone_cn"]}}
+    together = mapped(spec, {"手机": cells})
+    alone = [mapped(spec, {"手机": [c]}) for c in cells]
+    assert sent(together, "mobile") == [sent(m, "mobile")[0] for m in alone]
+    assert together.errcode.tolist() == [int(m.errcode[0]) for m in alone]
+    assert sent(together, "mobile")[:4] == [
+        "13800138000",
+        f"{PHONE}: '1.38001E+10' {SCIENTIFIC}",
+        None,
+        "13800138000",
+    ]

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .arrays import bools, byte_lengths, within
+from .arrays import bools, buffers, byte_lengths, value_bytes, within
 
 #: The reason of a value Excel wrote in scientific notation (its last digits are gone).
 SCIENTIFIC = (
@@ -49,11 +49,35 @@ class Cleaned:
     problem: pa.Array | None = None
 
 
-def _refusals(text: pa.Array) -> pa.Array:
-    """Per value: SCIENTIFIC, LETTERS or null."""
-    sci = pc.match_substring_regex(text, _SCIENTIFIC)
-    letters = pc.match_substring_regex(text, _LETTER)
-    return pc.if_else(sci, SCIENTIFIC, pc.if_else(letters, LETTERS, pa.scalar(None, pa.string())))
+def _flagged(text: pa.Array, flag: np.ndarray) -> np.ndarray:
+    """Per value: one of its bytes is flagged (``flag`` is per byte of ``value_bytes``)."""
+    out = np.zeros(len(text), dtype=bool)
+    where = np.flatnonzero(flag)
+    if len(where):
+        offsets, _ = buffers(text)
+        out[np.searchsorted(offsets - offsets[0], where, side="right") - 1] = True
+    return out
+
+
+def _non_ascii(text: pa.Array) -> np.ndarray:
+    """Per value: it has a byte outside ASCII."""
+    return _flagged(text, value_bytes(text) >= 0x80)
+
+
+def _refusals(text: pa.Array) -> pa.Array | None:
+    """Per value: SCIENTIFIC, LETTERS or null; None when no value is refused. Only values
+    with an ASCII letter or a non-ASCII byte are matched (a byte scan finds them)."""
+    data = value_bytes(text)
+    folded = data | 0x20
+    suspect = _flagged(text, (data >= 0x80) | ((folded >= ord("a")) & (folded <= ord("z"))))
+    suspect &= bools(pc.is_valid(text))
+    if not suspect.any():
+        return None
+    some = text.filter(pa.array(suspect))
+    sci = pc.match_substring_regex(some, _SCIENTIFIC)
+    letters = pc.match_substring_regex(some, _LETTER)
+    why = pc.if_else(sci, SCIENTIFIC, pc.if_else(letters, LETTERS, pa.scalar(None, pa.string())))
+    return pc.replace_with_mask(pa.nulls(len(text), pa.string()), pa.array(suspect), why)
 
 
 def _digits(text: pa.Array) -> tuple[pa.Array, pa.Array | None]:
@@ -76,28 +100,37 @@ def _phone_cn(text: pa.Array) -> tuple[pa.Array, pa.Array | None]:
             return text, None
         why = pc.if_else(pa.array(good), pa.scalar(None, pa.string()), PHONE_START)
         return text, why
-    norm = pc.utf8_normalize(text, "NFKC")  # full-width digits, spaces, + and parentheses
+    # full-width digits, spaces, + and parentheses (NFKC leaves ASCII as it is)
+    wide = _non_ascii(text)
+    norm = text
+    if wide.any():
+        norm = pc.replace_with_mask(
+            text, pa.array(wide), pc.utf8_normalize(text.filter(pa.array(wide)), "NFKC")
+        )
     early = _refusals(norm)
     norm = pc.replace_substring_regex(norm, _PHONE_NOISE, "")
     norm = pc.replace_substring_regex(norm, r"^(?:\+86|0086|86(1[3-9]\d{9})$)", r"\1")
+    rest = ~(bools(pc.match_substring_regex(norm, _MOBILE)) | bools(pc.equal(norm, "")))
+    rest &= bools(pc.is_valid(norm))
+    if not rest.any():
+        return norm, early
+    why = pc.replace_with_mask(
+        pa.nulls(len(norm), pa.string()), pa.array(rest), _phone_problems(norm.filter(rest))
+    )
+    return norm, why if early is None else pc.coalesce(early, why)
+
+
+def _phone_problems(norm: pa.Array) -> pa.Array:
+    """Why each of these cleaned values (none an 11-digit mobile number, none empty) is not."""
     digits_only = pc.match_substring_regex(norm, r"^\d*$")
     count = pc.cast(pc.utf8_length(norm), pa.string())
     wrong_length = pc.binary_join_element_wise("has ", count, " digits; a mobile number has 11", "")
     length_ok = pc.equal(pc.utf8_length(norm), 11)
-    why = pc.if_else(
-        pc.is_valid(early),
-        early,
-        pc.if_else(
-            digits_only,
-            pc.if_else(
-                pc.or_(pc.equal(norm, ""), pc.match_substring_regex(norm, _MOBILE)),
-                pa.scalar(None, pa.string()),
-                pc.if_else(length_ok, PHONE_START, wrong_length),
-            ),
-            pc.if_else(pc.starts_with(norm, "+"), PHONE_COUNTRY, PHONE_OTHER),
-        ),
+    return pc.if_else(
+        digits_only,
+        pc.if_else(length_ok, PHONE_START, wrong_length),
+        pc.if_else(pc.starts_with(norm, "+"), PHONE_COUNTRY, PHONE_OTHER),
     )
-    return norm, why
 
 
 def transform(text: pa.Array, steps: Sequence[str]) -> Cleaned:
