@@ -132,13 +132,13 @@ def test_report_encoding_utf8_has_no_bom_and_jsonl_never_has_one(
 
     assert plain.results_path is not None and plain.reasons_path is not None
     assert plain.results_path.read_bytes().startswith(b'"file","line"')
-    assert plain.reasons_path.read_bytes().startswith(b"file,line,column,errcode,reason,")
+    assert plain.reasons_path.read_bytes().startswith(b'"file","line","column","errcode","reason",')
     assert jsonl.results_path is not None and jsonl.results_path.suffix == ".jsonl"
     first = jsonl.results_path.read_bytes().splitlines()[0]
     assert json.loads(first)["errmsg"] == "column 年龄 (property age): 'x' is not an integer"
     # the side file is CSV in report.encoding whatever the results' format: a mark by default
     assert jsonl.reasons_path is not None
-    assert jsonl.reasons_path.read_bytes().startswith(codecs.BOM_UTF8 + b"file,line,")
+    assert jsonl.reasons_path.read_bytes().startswith(codecs.BOM_UTF8 + b'"file","line",')
 
 
 def test_an_unknown_report_encoding_is_refused_naming_the_choices(tmp_path: Path) -> None:
@@ -240,7 +240,8 @@ def test_jsonl_reasons_carry_the_line_as_read(secret: Sandbox, tmp_path: Path) -
         {"手机号": "13800138001", "姓名": "李四", "年龄": "x"},
     ]
     data = write_file(
-        tmp_path / "c.jsonl", "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines)
+        tmp_path / "c.jsonl",
+        "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines) + '{"手机号": 1\n',
     )
 
     summary = _run(secret, _config(tmp_path), [data], tmp_path)
@@ -253,6 +254,10 @@ def test_jsonl_reasons_carry_the_line_as_read(secret: Sandbox, tmp_path: Path) -
         [
             str(data), "2", "年龄", "20003", "column 年龄 (property age): 'x' is not an integer",
             json.dumps(lines[1], ensure_ascii=False),
+        ],
+        [
+            str(data), "3", "", "",
+            "invalid JSON: Expecting ',' delimiter at column 10", '{"手机号": 1',
         ],
     ]  # fmt: skip
 
@@ -343,3 +348,41 @@ def test_a_gb18030_file_with_a_gb18030_config_is_still_read_as_declared(tmp_path
 
     assert summary.counts["valid"] == 1
     assert summary.files[0]["encoding"] == "gb18030"
+
+
+def test_parquet_reasons_give_the_rows_values_as_text(secret: Sandbox, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "c.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "手机号": ["13800138000", "13800138001"],
+                "姓名": ["张三", "李四"],
+                "年龄": ["30", "三十"],
+                "积分": pa.array([1.5, None], pa.float64()),
+            }
+        ),
+        data,
+    )
+
+    summary = _run(secret, _config(tmp_path), [data], tmp_path)
+
+    assert summary.reasons_path is not None
+    frame = pd.read_csv(
+        summary.reasons_path, encoding="utf-8-sig", dtype=str, keep_default_na=False
+    )
+    assert frame.to_dict("records") == [
+        {
+            "file": str(data),
+            "line": "2",
+            "column": "年龄",
+            "errcode": "20003",
+            "reason": "column 年龄 (property age): '三十' is not an integer",
+            "手机号": "13800138001",
+            "姓名": "李四",
+            "年龄": "三十",
+            "积分": "",
+        }
+    ]

@@ -12,7 +12,9 @@ platform's error code (empty for a row refused before sending), ``reason`` the r
 ``errmsg``. The fields that follow are the input's header names, in order (several inputs:
 every name once, in the order met; a row fills its own file's); a JSON Lines row is its line
 as read, under ``record``. A record the reader could not split as the header says (a wrong
-number of fields) shows the fields it has, positionally; its full text is in the rejects file.
+number of fields) shows the fields it has, positionally (any past the header's last left
+out); its full text is in the rejects file. Written column-wise, a batch at a time, with
+Arrow's CSV writer (as ``results.csv``): no per-row Python but splitting refused records.
 
 It is written in ``report.encoding`` (UTF-8 with a byte-order mark by default, which Excel
 needs), and, being for reading and not for import, like ``results.csv``: a cell that starts
@@ -24,16 +26,18 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from ..atomic import finish_atomic, private_opener, temp_path
 from .files import writing
-from .results import DEFAULT_REPORT_ENCODING, ResultRows
+from .results import DEFAULT_REPORT_ENCODING, ResultRows, Transcoder, neutralize
 
 #: the side file's name, in the run's report folder
 REASONS_NAME = "rejects.reasons.csv"
@@ -42,16 +46,39 @@ REASON_COLUMNS = ("file", "line", "column", "errcode", "reason")
 #: the one field of a JSON Lines row: its line as read
 RECORD_COLUMN = "record"
 
-_FORMULA = re.compile(r"^[=+\-@\t\r]")
+
+def field_names(source: Any) -> list[str]:
+    """The names a row of ``source`` gives its fields under in the side file."""
+    return [RECORD_COLUMN] if source.format == "jsonl" else list(source.columns)
 
 
-def _cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return "'" + text if _FORMULA.match(text) else text
+def as_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """A column as text: Parquet's numbers, booleans and dates as Arrow writes them, anything
+    it cannot cast one value at a time."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_string(column.type):
+        return column
+    try:
+        return pc.cast(column, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
+
+
+def records_table(names: Sequence[str], records: Sequence[Sequence[str]]) -> pa.Table:
+    """Rows given as lists of fields (a record the reader refused: as many fields as it has)
+    as a table of ``names``: missing fields empty, fields past the last name left out."""
+    width = len(names)
+    cols: list[list[str | None]] = [[] for _ in names]
+    for fields in records:
+        for i in range(width):
+            cols[i].append(fields[i] if i < len(fields) else None)
+    return pa.table([pa.array(c, pa.string()) for c in cols], names=list(names))
 
 
 class ReasonsWriter:
-    """``rejects.reasons.csv`` of one run over ``sources`` (opened on its first row)."""
+    """``rejects.reasons.csv`` of one run over ``sources`` (opened on its first row), a batch
+    at a time, column-wise."""
 
     def __init__(
         self, path: Path, sources: Sequence[Any], encoding: str = DEFAULT_REPORT_ENCODING
@@ -61,75 +88,77 @@ class ReasonsWriter:
         self.encoding = encoding
         self.rows = 0
         self._tmp = temp_path(path)
-        self._fh: IO[str] | None = None
-        self._csv: Any = None
+        self._fh: IO[bytes] | None = None
+        self._csv: pacsv.CSVWriter | None = None
         header: list[str] = []
-        #: for each source, where each of its fields goes among the row's fields
-        self._places: list[list[int]] = []
         for source in sources:
-            names = [RECORD_COLUMN] if source.format == "jsonl" else list(source.columns)
-            places = []
-            for name in names:
-                if name not in header:
-                    header.append(name)
-                places.append(header.index(name))
-            self._places.append(places)
-        self.header = [*REASON_COLUMNS, *header]
+            header += [n for n in field_names(source) if n not in header]
+        self.fields = header
+        fields = [pa.field(n, pa.string()) for n in header]
+        self.schema = pa.schema(
+            [
+                pa.field("file", pa.string()),
+                pa.field("line", pa.int64()),
+                pa.field("column", pa.string()),
+                pa.field("errcode", pa.int32()),
+                pa.field("reason", pa.string()),
+                *fields,
+            ]
+        )
 
-    def write(
-        self, index: int, lines: Sequence[int], fields: Sequence[Sequence[Any]], why: ResultRows
-    ) -> None:
-        """Append the rows on ``lines`` of ``sources[index]`` (their ``fields`` as read, in
-        the source's column order), with their reasons from ``why`` (the batch's report
-        lines, in line order); DiskFullError when the disk is full."""
-        if not lines:
+    def write(self, index: int, lines: pa.Array, fields: pa.Table, why: ResultRows) -> None:
+        """Append the rows on ``lines`` of ``sources[index]``, their ``fields`` as read (text
+        columns named as ``field_names`` gives), with their reasons from ``why`` (the batch's
+        report lines, in line order); DiskFullError when the disk is full."""
+        if len(lines) == 0:
             return
         with writing(self.path):
             self._write(index, lines, fields, why)
 
-    def _write(
-        self, index: int, lines: Sequence[int], fields: Sequence[Sequence[Any]], why: ResultRows
-    ) -> None:
-        if self._fh is None:
-            self._fh = open(  # noqa: SIM115
-                self._tmp,
-                "w",
-                encoding=self.encoding,
-                errors="replace",
-                newline="",
-                opener=private_opener,
-            )
-            self._csv = csv.writer(self._fh, lineterminator="\n")
-            self._csv.writerow(self.header)
-        # each row's report line: the report lines are in line order (vectorised lookup)
+    def _write(self, index: int, lines: pa.Array, fields: pa.Table, why: ResultRows) -> None:
+        order = pc.sort_indices(lines)
+        lines, fields = lines.take(order), fields.take(order)
+        n = len(lines)
+        # each row's report line: the report lines are in line order
         known = np.asarray(why.line, dtype=np.int64)
-        wanted = np.asarray(lines, dtype=np.int64)
-        at = np.searchsorted(known, wanted)
+        wanted = lines.to_numpy(zero_copy_only=False)
+        at = np.searchsorted(known, wanted) if len(known) else np.zeros(n, dtype=np.int64)
         at[at >= len(known)] = 0
-        found = (known[at] == wanted) if len(known) else np.zeros(len(wanted), dtype=bool)
-        places = self._places[index]
-        width = len(self.header) - len(REASON_COLUMNS)
-        name = _cell(str(self.sources[index].path))
-        out = []
-        for line, values, i, ok in zip(lines, fields, at.tolist(), found.tolist(), strict=True):
-            row = [""] * width
-            for place, value in zip(places, values, strict=False):
-                row[place] = _cell(value)
-            if ok:
-                code = why.errcode[i]
-                head = [name, line, _cell(why.column[i]), "" if code is None else code]
-                head.append(_cell(why.errmsg[i]))
-            else:  # cannot happen: every undelivered row has its report line
-                head = [name, line, "", "", ""]
-            out.append(head + row)
-        self._csv.writerows(out)
-        self.rows += len(out)
+        found = known[at] == wanted if len(known) else np.zeros(n, dtype=bool)
+        pick = pa.array(np.where(found, at, -1) if len(known) else np.full(n, -1), pa.int64())
+        pick = pc.if_else(pc.less(pick, 0), pa.scalar(None, pa.int64()), pick)
+        name = str(self.sources[index].path)
+        columns: list[pa.Array] = [
+            neutralize(pa.array([name] * n, pa.string())),
+            lines,
+            neutralize(pa.array(why.column, pa.string()).take(pick)),
+            pa.array(why.errcode, pa.int32()).take(pick),
+            neutralize(pa.array(why.errmsg, pa.string()).take(pick)),
+        ]
+        have = set(fields.column_names)
+        for field in self.fields:
+            if field in have:
+                columns.append(neutralize(as_text(fields.column(field))))
+            else:
+                columns.append(pa.nulls(n, pa.string()))
+        table = pa.Table.from_arrays(columns, schema=self.schema)
+        if self._csv is None:
+            self._fh = open(self._tmp, "wb", opener=private_opener)  # noqa: SIM115
+            self._csv = pacsv.CSVWriter(
+                Transcoder(self._fh, self.encoding),
+                self.schema,
+                write_options=pacsv.WriteOptions(quoting_style="needed"),
+            )
+        self._csv.write_table(table)
+        self.rows += n
 
     def close(self) -> Path | None:
         """Finish the file; its path, or None when no row was rejected."""
         if self._fh is None:
             return None
         with writing(self.path):
+            if self._csv is not None:
+                self._csv.close()
             self._fh.close()
             finish_atomic(self._tmp, self.path)
         return self.path
@@ -143,8 +172,9 @@ class ReasonsWriter:
 
 
 def split_record(text: str | None, source: Any) -> list[str]:
-    """The fields of a CSV record's text as the source's dialect splits them (a record the
-    reader refused: its fields as they are, perhaps more or fewer than the header's)."""
+    """The fields of a record's text as the source's dialect splits them (a CSV record the
+    reader refused: its fields as they are, perhaps more or fewer than the header's; a JSON
+    Lines record: its line)."""
     if text is None:
         return []
     if source.format != "csv":

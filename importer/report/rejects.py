@@ -22,7 +22,15 @@ import pyarrow.parquet as pq
 
 from ..atomic import finish_atomic, private_opener, temp_path
 from .files import writing
-from .reasons import REASONS_NAME, ReasonsWriter, split_record
+from .reasons import (
+    REASONS_NAME,
+    RECORD_COLUMN,
+    ReasonsWriter,
+    as_text,
+    field_names,
+    records_table,
+    split_record,
+)
 from .results import DEFAULT_REPORT_ENCODING, ResultRows
 
 if TYPE_CHECKING:
@@ -208,8 +216,9 @@ class RejectFiles:
             kept = batch.original.take(pa.array(batch.original_rows(wanted), pa.int64()))
             self.write(index, RejectRows(pa.Table.from_batches([kept]), wanted, []))
             if why is not None:
-                cols = [c.to_pylist() for c in kept.columns]
-                self.reasons.write(index, wanted, list(zip(*cols, strict=True)), why)
+                cols = [as_text(c) for c in kept.columns]
+                fields = pa.Table.from_arrays(cols, names=kept.schema.names)
+                self.reasons.write(index, pa.array(wanted, pa.int64()), fields, why)
             return
         raw: list[tuple[int, str]] = [(b.line, b.raw) for b in batch.bad if b.raw is not None]
         table = None
@@ -221,7 +230,7 @@ class RejectFiles:
             table_lines = [int(lines[i]) for i in rows]
         self.write(index, RejectRows(table, table_lines, raw))
         if why is not None:
-            self._write_reasons(index, batch, rows, table, table_lines, why)
+            self._write_reasons(index, batch, rows, table, why)
 
     def _write_reasons(
         self,
@@ -229,20 +238,28 @@ class RejectFiles:
         batch: Batch,
         rows: np.ndarray,
         table: pa.Table | None,
-        table_lines: list[int],
         why: ResultRows,
     ) -> None:
-        """The batch's undelivered rows, in line order, with their reasons."""
-        items: list[tuple[int, Sequence[Any]]] = []
-        if table is not None:
-            cols = [c.to_pylist() for c in table.columns]
-            items.extend(zip(table_lines, zip(*cols, strict=True), strict=True))
-        if batch.raw is not None:  # JSON Lines: the line as read
-            items.extend((int(batch.lines[i]), [batch.raw[i].rstrip("\r\n")]) for i in rows)
+        """The batch's undelivered rows with their reasons, column-wise: the CSV rows read
+        as they are, a JSON Lines row's line, a refused record's fields as it splits."""
         source = self.sources[index]
-        items.extend((b.line, split_record(b.raw, source)) for b in batch.bad)
-        items.sort(key=lambda t: t[0])
-        self.reasons.write(index, [t[0] for t in items], [t[1] for t in items], why)
+        names = field_names(source)
+        parts: list[pa.Table] = []
+        lines: list[pa.Array] = []
+        if table is not None:
+            parts.append(table.select([n for n in names if n in table.column_names]))
+            lines.append(pa.array(batch.lines[rows], pa.int64()))
+        elif batch.raw is not None and len(rows):  # JSON Lines: the line as read
+            texts = [batch.raw[i].rstrip("\r\n") for i in rows.tolist()]
+            parts.append(pa.table({RECORD_COLUMN: pa.array(texts, pa.string())}))
+            lines.append(pa.array(batch.lines[rows], pa.int64()))
+        if batch.bad:
+            parts.append(records_table(names, [split_record(b.raw, source) for b in batch.bad]))
+            lines.append(pa.array([b.line for b in batch.bad], pa.int64()))
+        if not parts:
+            return
+        fields = pa.concat_tables(parts, promote_options="default")
+        self.reasons.write(index, pa.concat_arrays(lines), fields, why)
 
     def close(self) -> list[Path]:
         """Finish every file; the paths of those that hold rows (not the side file's:
