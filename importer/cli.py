@@ -251,6 +251,11 @@ def render_summary(summary: Any, command: str | None = None, config: str | None 
     if (d["aborted"] or d.get("interrupted")) and d["mode"] == "send":
         lines += _next_steps(d["run_id"], command, config)
     lines.append(f"  report    {d['report_dir']}")
+    if d["rejects"]:
+        names = sorted(Path(p).name for p in d["rejects"])
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        why = f"; why: {Path(d['rejects_reasons']).name}" if d.get("rejects_reasons") else ""
+        lines.append(f"  rejects   {shown} (to fix and import again){why}")
     lines.append(f"  exit code {d['exit_code']}")
     return "\n".join(_CONTROL.sub(_escaped, line) for line in lines)
 

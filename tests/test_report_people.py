@@ -386,3 +386,17 @@ def test_parquet_reasons_give_the_rows_values_as_text(secret: Sandbox, tmp_path:
             "积分": "",
         }
     ]
+
+
+def test_the_printed_summary_names_the_rejects_files_and_the_reasons(tmp_path: Path) -> None:
+    config = _config(tmp_path, "target: {base_url: 'http://127.0.0.1:9'}")
+    one = write_file(tmp_path / "one.csv", HEADER + "13800138000,张三,x,\n")
+    two = write_file(tmp_path / "two.csv", HEADER + "13800138001,李四,y,\n")
+
+    done = dmimport("validate", config, one, two, "--report-dir", "rep", cwd=tmp_path)
+
+    assert done.returncode == 1, done.stderr
+    assert (
+        "  rejects   rejects-one.csv, rejects-two.csv (to fix and import again); "
+        "why: rejects.reasons.csv"
+    ) in done.stdout.splitlines()
