@@ -679,3 +679,51 @@ def test_phone_cn_one_column_of_every_form_agrees_with_each_alone() -> None:
         None,
         "13800138000",
     ]
+
+
+def test_number_format_applies_to_defaults_and_constants() -> None:
+    columns = {
+        "amount": {
+            "from": "金额",
+            "type": "number",
+            "number_format": "1.234,56",
+            "default": "1.000,5",
+        },
+        "fee": {"value": "1,250", "type": "integer", "number_format": {"thousands": ","}},
+    }
+    m = mapped(columns, {"金额": ["", "2,5"]})
+    assert sent(m, "amount") == [1000.5, 2.5]
+    assert sent(m, "fee") == [1250, 1250]
+    problems = config_problems(amount={"from": "金额", "type": "number", "default": "1,000.5"})
+    assert [(p.path, p.message) for p in problems] == [
+        (
+            "columns.amount.default",
+            "'1,000.5' is not a number: " + add_thousands(","),
+        )
+    ]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True),
+            st.sampled_from(["", "+86", "+86 ", "+86-", "(+86)", "0086", "0086 ", "86", "（+86）"]),
+            st.lists(st.sampled_from([" ", "-", ".", "\u00a0", "\u3000", "－"]), max_size=3),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_phone_cn_any_way_of_writing_a_mobile_gives_its_11_digits(
+    numbers: list[tuple[str, str, list[str], bool]],
+) -> None:
+    full_width = str.maketrans("0123456789", "０１２３４５６７８９")
+    cells = []
+    for digits, prefix, seps, wide in numbers:
+        body = digits[:3] + "".join(seps) + digits[3:7] + "".join(seps) + digits[7:]
+        cell = prefix + body
+        cells.append(cell.translate(full_width) if wide else cell)
+    m = mapped({"mobile": {"from": "手机", "transform": ["strip", "phone_cn"]}}, {"手机": cells})
+    assert sent(m, "mobile") == [d for d, *_ in numbers]
