@@ -532,16 +532,17 @@ def test_the_run_path_does_not_import_the_init_wizard() -> None:
 
 def crm_csv(path: Path, rows: int = 60) -> Path:
     """A GB18030 CRM export from Excel: Chinese headers, phones written +86 138 0013 0000,
-    138-0013-0001, 0086 1380013..., and one in scientific notation (1.38001E+10), amounts with
-    thousands separators ("1,000.00"), birthdays 1990/3/5, trailing empty ,,,,, rows."""
+    138-0013-0001, 0086 1380013..., and three in scientific notation (1.38001E+10), amounts with
+    thousands separators ("1,000.00"), birthdays 1990/3/5 and one 2024-02-30, trailing empty
+    ,,,,, rows."""
     phones = ["+86 138 0013 {:04d}", "138-0013-{:04d}", "1380013{:04d}", "0086 1380013{:04d}"]
     lines = ["客户编号,手机号,姓名,消费金额,生日,注册时间"]
     for i in range(rows):
         phone = "1.38001E+10" if i % 20 == 7 else phones[i % 4].format(i)
         amount = f'"{1000 + i * 7:,}.{i % 100:02d}"' if i % 3 == 0 else f"{i}.50"
+        birthday = "2024-02-30" if i == 11 else f"1990/{1 + i % 12}/{1 + i % 28}"
         lines.append(
-            f"C{i:05d},{phone},客户{i},{amount},1990/{1 + i % 12}/{1 + i % 28},"
-            f"2024-03-{1 + i % 28:02d} 10:20:30"
+            f"C{i:05d},{phone},客户{i},{amount},{birthday},2024-03-{1 + i % 28:02d} 10:20:30"
         )
     lines += [",,,,,"] * 3
     path.write_bytes(("\r\n".join(lines) + "\r\n").encode("gb18030"))
@@ -603,15 +604,20 @@ def test_a_crm_export_gets_phone_cn_and_a_warning_for_phones_excel_damaged(
     assert "digits drops" not in about
     birthday = cfg.columns["birthday"]
     assert (birthday.type, birthday.timezone) == ("datetime", None)  # no offsets, no epochs
-    spent = cfg.columns["col_4"]  # 消费金额: "1,000.00", 12.50
+    assert comment_above(proposal.text, "birthday") == (
+        "生日: 59/60 sample values are datetimes in formats dmimport recognises; 1 would be "
+        "rejected as no such date, e.g. '2024-02-30'"
+    )
+    spent = cfg.columns["spent_amount"]  # 消费金额: "1,000.00", 12.50
     assert (spent.type, spent.number_format is not None) == ("number", True)
     assert "cells like '1,000.00' with thousands separators" in comment_above(
-        proposal.text, "col_4"
+        proposal.text, "spent_amount"
     )
     assert proposal.placeholders == [] and proposal.nested == {}
-    # the config as proposed: every good row valid, the three Excel-damaged phones rejected
+    # the config as proposed: every good row valid; the three Excel-damaged phones and the
+    # impossible birthday rejected
     summary = validate(config, [data], report_dir=tmp_path / "r")
-    assert (summary.counts["valid"], summary.counts["rejected"]) == (57, 3)
+    assert (summary.counts["valid"], summary.counts["rejected"]) == (56, 4)
 
 
 @pytest.mark.parametrize(
@@ -714,8 +720,8 @@ def test_jsonl_orders_get_timezone_create_time_always_filled_and_nested_skipped(
     created = cfg.columns["created_at"]
     assert (created.type, created.timezone) == ("datetime", "Asia/Shanghai")
     assert (
-        "cells carry offsets like +08:00: converted into Asia/Shanghai (every sampled offset is "
-        "+08:00); without timezone the offset would be dropped"
+        "cells carry offsets like +08:00: converted into Asia/Shanghai (every offset sampled in "
+        "this file is +08:00); without timezone the offset would be dropped"
     ) in comment_above(text, "created_at")
     pay = cfg.columns["pay_time"]
     assert (pay.type, pay.timezone) == ("datetime", "Asia/Shanghai")

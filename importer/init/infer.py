@@ -289,6 +289,9 @@ def _as_datetime(
         elif epoch is not None:
             unit = "milliseconds" if len(epoch) == 13 else "seconds"
             guess.zoned = f"cells are epoch {unit} like {epoch}"
+            if all(_EPOCH.match(v) for v in present):
+                n = len(present)
+                guess.why = f"{_share(n, n)} sample values are epoch {unit}{empties} -> datetime"
     return guess
 
 
@@ -338,7 +341,7 @@ def _datetime_guess(
             )
             return guess
         shown = f" (format {best_fmt!r})" if best >= auto and best_fmt else ""
-        odd = _first_unfit(present, best_fmt if best >= auto else None)
+        odd = _unfit(present, best_fmt if best >= auto else None)[0]
         guess.why = (
             f"{k}/{n} sample values are datetimes{shown}, but not {odd!r} -> text "
             f"(type: datetime would reject such rows with {WRONG_TYPE})"
@@ -366,10 +369,6 @@ def _vectorized(values: list[str], fmt: str) -> bool:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return False
     return bool(pc.all(pc.fill_null(same, False)).as_py())
-
-
-def _first_unfit(values: list[str], fmt: str | None) -> str:
-    return _unfit(values, fmt)[0]
 
 
 def _unfit(values: list[str], fmt: str | None) -> list[str]:

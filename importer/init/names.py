@@ -57,6 +57,7 @@ KNOWN_HEADERS: dict[str, str] = {
     "优惠金额": "discount_amount",
     "退款金额": "refund_amount",
     "运费": "shipping_fee",
+    "消费金额": "spent_amount",
     **dict.fromkeys(["数量", "购买数量"], "quantity"),
     "单价": "unit_price",
     "商品名称": "product_name",

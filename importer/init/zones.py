@@ -50,7 +50,7 @@ def proposed_timezone(headers: Sequence[str], offsets: Sequence[str]) -> tuple[s
         return CHINA, "the headers are Chinese"
     machine = machine_timezone()
     if (machine is None or machine in _UTC_NAMES) and offsets and set(offsets) == {"+08:00"}:
-        return CHINA, "every sampled offset is +08:00"
+        return CHINA, "every offset sampled in this file is +08:00"
     if machine is None:
         return "UTC", "this machine's zone is unknown"
     return machine, "this machine's zone"
