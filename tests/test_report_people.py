@@ -117,9 +117,10 @@ def test_report_encoding_gb18030_writes_results_and_reasons_in_gb18030_and_rejec
     ]
     # the rejects file keeps the input's own encoding (UTF-8, no mark), to import again
     assert summary.rejects_paths[0].read_bytes() == (HEADER + "13800138001,李四,三十,\n").encode()
-    # read back with the config's report.encoding
-    lines = read_results(summary.results_path, "gb18030")
-    assert [(r.line, r.status) for r in lines] == [(2, "ok"), (3, "rejected")]
+    # read back with the config's report.encoding, or by a config that has since changed
+    for encoding in ("gb18030", "utf-8-sig", None):
+        lines = read_results(summary.results_path, encoding)
+        assert [(r.line, r.status) for r in lines] == [(2, "ok"), (3, "rejected")]
 
 
 def test_report_encoding_utf8_has_no_bom_and_jsonl_never_has_one(
