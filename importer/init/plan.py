@@ -139,7 +139,7 @@ def _primary_keys(usable: list[ColumnGuess], notes: list[str]) -> tuple[list[Col
     # values takes that name when no other column has it.
     for g, wanted in ((phone, "phone"), (email, "email")):
         if g is not None and g.name != wanted and all(o.name != wanted for o in usable):
-            g.why += f"; named {wanted} as a primary key"
+            g.why += f"; named {wanted}, as the platform calls this key"
             g.name = wanted
     if keys:
         shown = ", ".join(f"{g.name} ({g.header})" for g in keys)
