@@ -104,7 +104,7 @@ def crm_export(path: Path, customers: int = 400, seed: int = 14) -> Expected:
         if i % 50 == 7:  # exported again later in the file with a new city: the later row wins
             exp.stored[phone]["_again"] = (line, row)
 
-    for phone, values in list(exp.stored.items()):
+    for values in list(exp.stored.values()):
         if "_again" in values:
             line, row = values.pop("_again")
             again = list(row)
@@ -121,7 +121,7 @@ def crm_export(path: Path, customers: int = 400, seed: int = 14) -> Expected:
         ("13912345678", "2024-02-30", "no such date"),
     ]
     for n, (phone, birthday, why) in enumerate(bad):
-        row = ["B%05d" % n, "坏行", phone, f"bad{n}@example.com", "12.00", birthday,
+        row = [f"B{n:05d}", "坏行", phone, f"bad{n}@example.com", "12.00", birthday,
                "2024-01-01 00:00:00", "上海"]  # fmt: skip
         exp.rejected[add(row)] = why
 
