@@ -102,7 +102,8 @@ def run(
     last delivered (default: ``state.mode``); ``full``: send every row again (no resume, no
     skipping).
     ``max_reject_rate``: the share of rejected rows tolerated before the run counts as failed.
-    ``metrics_file``: Prometheus metrics written there. ``progress``: called with running counts.
+    ``metrics_file``: Prometheus metrics written there. ``progress``: called with running counts
+    (the rows answered of the total: ``importer.progress``).
     ``handle_signals`` (main thread only, what the command line does): SIGINT and SIGTERM stop
     the run cleanly, its report written. ``within_quota``: a run whose plan does not fit in
     what is left of ``send.daily_quota`` today sends what fits and leaves the rest ``not_sent``

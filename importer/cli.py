@@ -184,25 +184,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class _Progress:
-    """A tqdm bar on stderr, only when stderr is a terminal and not --quiet."""
+    """The progress line (``importer.progress.ProgressBar``) on stderr, only when stderr is a
+    terminal and not --quiet."""
 
     def __init__(self, enabled: bool) -> None:
         self.bar: Any = None
         if enabled:
-            from tqdm import tqdm
+            from .progress import ProgressBar
 
-            self.bar = tqdm(unit="rows", dynamic_ncols=True, file=sys.stderr)
-            self._last = 0
+            self.bar = ProgressBar(sys.stderr)
 
     def __call__(self, counts: dict[str, int]) -> None:
-        if self.bar is None:
-            return
-        rows = counts.get("rows", 0)
-        self.bar.update(rows - self._last)
-        self._last = rows
-        self.bar.set_postfix(
-            rejected=counts.get("rejected", 0), failed=counts.get("failed", 0), refresh=False
-        )
+        if self.bar is not None:
+            self.bar(counts)
 
     def close(self) -> None:
         if self.bar is not None:

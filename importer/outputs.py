@@ -35,6 +35,7 @@ from .ledger import Held, OutcomeRecorder
 from .load import Source
 from .outcomes import Status
 from .producer import BatchState
+from .progress import RunProgress
 from .report import (
     PiiMask,
     RejectFiles,
@@ -99,6 +100,8 @@ class RunOutputs:
         self.tally = Tally()
         #: rows the platform answered (ok or failed), for the message of a lost report
         self.answered: Counter[str] = Counter()
+        #: the rows answered so far and the run's total, for the progress display
+        self.counting = RunProgress()
         #: the full disk the report met, if it did: nothing more is written to it
         self.report_full: DiskFullError | None = None
         # finish() runs on the loop thread, or on the producer's for a batch with nothing
@@ -117,6 +120,7 @@ class RunOutputs:
             batch = state.batch
             self._write(self.results.write, rows)
             self.tally.add(rows, batch.source.path.name)
+            self.counting.finished(state, len(rows))
             undelivered = np.flatnonzero(np.isin(state.status, _UNDELIVERED))
             self._write(self.rejects.write_batch, state.file_index, batch, undelivered, rows)
             if self.recorder is not None:
@@ -130,11 +134,14 @@ class RunOutputs:
             with self._lock:
                 self._write(self.results.write, rows)
                 self.tally.add(rows, paths[quiet.file_index].name, reasons=False)
+                self.counting.reported(len(rows))
 
     def show_progress(self) -> None:
-        """Hand the rows reported so far, by status, to the progress display."""
+        """Hand the rows reported so far, by status, and the rows answered of the total
+        (``importer.progress``) to the progress display."""
         if self._progress is not None:
-            self._progress({"rows": self.tally.rows, **self.tally.counts})
+            tally = self.tally
+            self._progress(self.counting.counts(tally.rows, tally.counts, self.answered))
 
     def _write(self, write: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> None:
         """Write to the report, unless its disk was found full: then sending stops."""
@@ -150,6 +157,7 @@ class RunOutputs:
     def abandon(self, exc: BaseException) -> None:
         """``exc`` ends the run: drop the unfinished report files; the ledger keeps the run
         ``interrupted`` (resumed by the next run)."""
+        self.counting.over()
         self.results.abandon()
         self.rejects.abandon()
         if self.recorder is not None:
@@ -202,6 +210,7 @@ class RunOutputs:
     ) -> RunSummary:
         """Every row has its outcome: finish the report, the ledger's record and the summary
         (see the module's docstring for the order)."""
+        self.counting.over()
         start, tally, recorder = self.start, self.tally, self.recorder
         results_path: Path | None = None
         rejects_paths: list[Path] = []

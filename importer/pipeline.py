@@ -230,14 +230,20 @@ class Run:
             dry_run=self.dry_run,
             progress=self.progress,
         )
+        out.counting.known_total = self._known_total()
+        if out.counting.known_total is None and self.progress is not None:
+            out.counting.count_lines(self.sources)
+        out.show_progress()
         aborted: str | None = None
         sending = Sending()
         try:
             if self.dry_run or secret is None:
                 for state in self._batches(build_bodies=False):
                     out.finish(state)
+                    out.show_progress()
                     if out.report_full is not None:
                         break
+                out.show_progress()  # the files are read: the total is known
             else:
                 aborted, sending = asyncio.run(self._send(secret, out))
                 if aborted and self.mask is not None:
@@ -271,6 +277,15 @@ class Run:
             dry_run=self.dry_run,
         )  # fmt: skip
 
+    def _known_total(self) -> int | None:
+        """The run's rows before they are read, when known: what the quota's pre-pass read
+        (``importer.quota``), else the lines a retry re-sends (for the progress display)."""
+        if self.quota is not None and self.quota.count is not None:
+            return self.quota.count.read
+        if self.only is not None:
+            return sum(len(lines) for lines in self.only.values())
+        return None
+
     def _batches(self, build_bodies: bool) -> Iterator[BatchState]:
         """The run's batches, read, mapped and (resume, changed-only) classified."""
         assert self.outputs is not None
@@ -283,6 +298,7 @@ class Run:
             stop=self.stopper.stop,
         )
         classifier = classifier_for(self.config, self.ledger, self.run_info, self.changed_only)
+        self.outputs.counting.reading = producer.reading
         return producer.batches(build_bodies, classifier, self.outputs.held)
 
     async def _send(self, secret: str, out: RunOutputs) -> tuple[str | None, Sending]:
@@ -290,7 +306,9 @@ class Run:
         aborted) and how the rows went out."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[BatchState | None] = asyncio.Queue(maxsize=1)
-        producer = _ProducerThread(self._batches(build_bodies=True), out.finish, queue, loop)
+        producer = _ProducerThread(
+            self._batches(build_bodies=True), out.finish, out.counting.handed, queue, loop
+        )
         budget = self.quota.budget if self.quota is not None else None
         sender, transport = _sender(self.config, secret, budget, self.transport_factory)
         source = RowFeed(queue, sender, out, self.config, self.mapper)
@@ -398,18 +416,21 @@ def _worker_spec(cfg: Config, secret: str) -> WorkerSpec:
 
 class _ProducerThread:
     """The producer thread: iterates ``batches`` and hands each batch with rows to send to
-    the loop through ``queue``; a batch with none is finished (``finish``) on this thread,
-    leaving the loop thread free. An error is re-raised on the loop by ``join``."""
+    the loop through ``queue`` (telling ``handed`` first); a batch with none is finished
+    (``finish``) on this thread, leaving the loop thread free. An error is re-raised on the
+    loop by ``join``."""
 
     def __init__(
         self,
         batches: Iterator[BatchState],
         finish: Callable[[BatchState], None],
+        handed: Callable[[BatchState], None],
         queue: asyncio.Queue[BatchState | None],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._batches = batches
         self._finish = finish
+        self._handed = handed
         self._queue = queue
         self._loop = loop
         self._error: BaseException | None = None
@@ -433,6 +454,7 @@ class _ProducerThread:
                     # nothing to send (all unchanged, done or rejected): report it here
                     self._finish(item)
                     continue
+                self._handed(item)
                 if not self._hand(item):
                     return
         except BaseException as exc:  # handed to the loop, re-raised there

@@ -19,7 +19,7 @@ import numpy as np
 from .config import Config
 from .errors import LoadError
 from .ledger import BatchClassifier, BatchOutcomes, Held, OutcomeRecorder, Verdicts
-from .load import Batch, InputOptions, Source, iter_batches
+from .load import Batch, InputOptions, ReadStats, Source, iter_batches
 from .map import Mapped, Mapper
 from .outcomes import INTERRUPTED_MESSAGE, NOT_SENT_MESSAGE, QUOTA_MESSAGE, RowResult, Status
 from .report import ResultRows
@@ -168,6 +168,40 @@ class BatchState:
         )
 
 
+class Reading:
+    """How far the producer has read a run's files, for the progress display: the rows read
+    (report lines: bad records included, held rows too, the re-read of held rows not), the
+    bytes of the files as stored read so far and in all, and whether every file was read."""
+
+    __slots__ = ("_done_bytes", "_stats", "bytes_total", "done", "rows")
+
+    def __init__(self, sources: Sequence[Source]) -> None:
+        self.rows = 0
+        self.done = False
+        self.bytes_total = 0
+        for source in sources:
+            with contextlib.suppress(OSError):
+                self.bytes_total += source.path.stat().st_size
+        self._done_bytes = 0
+        self._stats: ReadStats | None = None
+
+    @property
+    def bytes_read(self) -> int:
+        """The bytes read so far (of the files done, and of the file being read)."""
+        if self.done:
+            return self.bytes_total
+        return self._done_bytes + (self._stats.position if self._stats is not None else 0)
+
+    def next_file(self, source: Source, stats: ReadStats) -> None:
+        """``source`` is read next, its position in ``stats``."""
+        if self._stats is not None:
+            self._done_bytes += self._stats.position
+        self._stats = stats
+
+    def read(self, state: BatchState) -> None:
+        self.rows += state.mapped.n + len(state.batch.bad)
+
+
 class Producer:
     """Reads, maps and classifies a run's batches, in file order (``batches``)."""
 
@@ -190,6 +224,8 @@ class Producer:
         #: set when nothing more will be sent: the batches still read get no bodies
         self.stop = stop
         self.columns = config.source_columns()
+        #: how far the files have been read (``Reading``)
+        self.reading = Reading(sources)
 
     def batches(
         self,
@@ -203,19 +239,27 @@ class Producer:
         decides at the end."""
         reader = classifier() if classifier is not None else None
         try:
+            reading = self.reading
             for index, source in enumerate(self.sources):
                 wanted = self.only.get(source.path) if self.only is not None else None
+                stats = ReadStats()
+                reading.next_file(source, stats)
                 try:
-                    for batch in iter_batches(source, self.input, self.columns):
+                    for batch in iter_batches(source, self.input, self.columns, stats=stats):
                         if wanted is not None:
                             batch = batch.only(wanted)
-                        yield self._state(batch, index, build_bodies, reader)
+                        state = self._state(batch, index, build_bodies, reader)
+                        reading.read(state)
+                        yield state
                 except LoadError as exc:
                     # The file broke mid-way (e.g. truncated gzip): what was read is
                     # reported; the failure itself becomes a report line too.
                     failure = Batch.failure(source, str(exc))
                     mapped = self.mapper.map_table(failure.table, failure.lines, build_bodies=False)
-                    yield BatchState(failure, mapped, self.valid_status, None, index)
+                    state = BatchState(failure, mapped, self.valid_status, None, index)
+                    reading.read(state)
+                    yield state
+            reading.done = True
             if reader is not None and reader.holds_rows:
                 held = reader.held()
                 if report_held is not None:

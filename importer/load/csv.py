@@ -162,7 +162,10 @@ class _CsvInput:
         delimiter = source.delimiter or ","
         self.block = self.stats.block = block
         self.raw = RawInput(
-            path, compressed=source.compressed, limit=self.options.max_decompressed_bytes
+            path,
+            compressed=source.compressed,
+            limit=self.options.max_decompressed_bytes,
+            stats=self.stats,
         )
         quotes = Quotes(delimiter, source.escape_char, len(source.columns))
         self.stream = stream = Utf8Stream(

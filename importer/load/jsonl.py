@@ -116,7 +116,9 @@ def iter_jsonl(
     path = source.path
     encoding = source.encoding
     max_line = tuning.max_line(options.max_field_bytes)
-    raw = RawInput(path, compressed=source.compressed, limit=options.max_decompressed_bytes)
+    raw = RawInput(
+        path, compressed=source.compressed, limit=options.max_decompressed_bytes, stats=stats
+    )
     stream: Utf8Stream | None = None
     if ascii_compatible(encoding):
         read = raw.read  # split on b"\n", then decode each line: exact per-line errors

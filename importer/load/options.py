@@ -145,3 +145,7 @@ class ReadStats:
     #: JSON Lines: Arrow reads that failed (each sent its lines to be learnt, cut or read one
     #: at a time)
     failed_reads: int = 0
+    #: how far into the file reading has got, in bytes of the file as stored (of the
+    #: compressed file for a ``.gz``; a Parquet file's share of rows read times its size):
+    #: against the file's size, what a progress display estimates the rows to come from
+    position: int = 0

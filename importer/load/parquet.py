@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from ..errors import LoadError
 from .batch import BadRecord, Batch, Source
-from .options import InputOptions
+from .options import InputOptions, ReadStats
 from .values import quote_names, value_problems
 
 #: what follows the footer of an encrypted file whose footer is plaintext: its signature, an
@@ -80,10 +80,13 @@ def _castable(t: pa.DataType) -> bool:
     return True
 
 
-def iter_parquet(source: Source, options: InputOptions, read: list[str]) -> Iterator[Batch]:
+def iter_parquet(
+    source: Source, options: InputOptions, read: list[str], stats: ReadStats | None = None
+) -> Iterator[Batch]:
     """Batches whose table holds the columns in ``read`` as text, checked. The other columns
     are neither converted nor checked, so they decide nothing; a batch's ``original`` keeps
-    every column for the rejects file."""
+    every column for the rejects file. ``stats.position``: the file's size times the share of
+    its rows read."""
     path = source.path
     try:
         pf = pq.ParquetFile(path)
@@ -96,11 +99,15 @@ def iter_parquet(source: Source, options: InputOptions, read: list[str]) -> Iter
     kept = [c for c in names if c in wanted]
     row = 0
     index = 0
+    every = max(1, pf.metadata.num_rows)
+    size = path.stat().st_size if stats is not None else 0
     try:
         for rb in pf.iter_batches(batch_size=options.batch_rows, use_threads=False):
             n = rb.num_rows
             lines = np.arange(row + 1, row + n + 1, dtype=np.int64)
             row += n
+            if stats is not None:
+                stats.position = size * min(row, every) // every
             arrays: list[pa.Array] = []
             problems: dict[int, tuple[str, str]] = {}
             for name, col in zip(names, rb.columns, strict=True):

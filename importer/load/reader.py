@@ -38,5 +38,5 @@ def iter_batches(
     if source.format == "parquet":
         read = list(columns) if columns is not None else list(source.columns)
         source.refuse_unsupported(read)
-        return iter_parquet(source, options, read)
+        return iter_parquet(source, options, read, stats)
     raise LoadError(f"{source.path}: unknown format '{source.format}'")

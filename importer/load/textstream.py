@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import LoadError
-from .options import Tuning
+from .options import ReadStats, Tuning
 from .quotes import Quotes
 
 CHUNK = Tuning.chunk  # bytes read from the file at a time, unless tuned
@@ -76,13 +76,17 @@ class RawInput:
     raises ``LoadError`` on the next read: everything before the break is delivered.
     """
 
-    def __init__(self, path: Path, *, compressed: bool, limit: int) -> None:
+    def __init__(
+        self, path: Path, *, compressed: bool, limit: int, stats: ReadStats | None = None
+    ) -> None:
         self.path = path
         self.limit = limit
         self.total = 0
         self.compressed = compressed
         self._fh: Any = gzip.open(path, "rb") if compressed else open(path, "rb")  # noqa: SIM115
         self._broken: LoadError | None = None
+        #: ``stats.position`` follows the reading (bytes of the file as stored)
+        self._stats = stats
 
     def read(self, n: int) -> bytes:
         if self._broken is not None:
@@ -136,6 +140,9 @@ class RawInput:
 
     def _count(self, n: int) -> None:
         self.total += n
+        if self._stats is not None:  # once per read of megabytes
+            stored = getattr(self._fh, "fileobj", None) if self.compressed else None
+            self._stats.position = stored.tell() if stored is not None else self.total
         if self.compressed and self.total > self.limit:
             raise LoadError(
                 f"{self.path}: decompresses to more than {self.limit} bytes "

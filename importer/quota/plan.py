@@ -42,6 +42,9 @@ class RowCount:
 
     groups: dict[str, int]
     seconds: float = 0.0
+    #: the rows read, whatever their fate (bad records included): the run's report lines, for
+    #: the progress display's total (0 from ``row_bound``, which reads no rows)
+    read: int = 0
 
     @property
     def rows(self) -> int:
@@ -65,6 +68,7 @@ def count_rows(
     columns = config.source_columns()
     fixed_name = (config.job.event_name or "") if config.job.kind == "event" else ""
     groups: Counter[str] = Counter()
+    read = 0
     reader = classifier() if classifier is not None else None
     try:
         for index, source in enumerate(sources):
@@ -75,25 +79,27 @@ def count_rows(
                         break
                     if wanted is not None:
                         batch = batch.only(wanted)
+                    read += batch.table.num_rows + len(batch.bad)
                     mapped = mapper.map(batch, build_bodies=reader is not None)
                     send = mapped.ok
                     if reader is not None:
                         send = send & reader.classify(mapped, index).send
                     groups.update(valid_groups(config, mapped, send))
             except LoadError:
-                continue  # the run reports it
+                read += 1  # the run reports it, on a line of its own
+                continue
         if reader is not None and reader.holds_rows:
             groups[fixed_name] += sum(len(lines) for lines in reader.held().resend.values())
     finally:
         if reader is not None:
             reader.close()
-    return RowCount(dict(groups), time.perf_counter() - t0)
+    return RowCount(dict(groups), time.perf_counter() - t0, read)
 
 
 def row_bound(config: Config, sources: Sequence[Source]) -> RowCount | None:
     """An upper bound of the rows a run over ``sources`` could send, without reading them
     through the loader: a Parquet file's row count (its metadata), a plain text file's lines
-    (``_lines``: a record takes one line at least; the header and a quoted value's line
+    (``file_lines``: a record takes one line at least; the header and a quoted value's line
     breaks only raise the bound). None when no cheap bound exists: a compressed
     file, or events whose names come from a column (their requests depend on the names)."""
     if config.job.kind == "event" and not config.job.event_name:
@@ -107,21 +113,23 @@ def row_bound(config: Config, sources: Sequence[Source]) -> RowCount | None:
             if source.format == "parquet":
                 total += pq.ParquetFile(source.path).metadata.num_rows
             else:
-                total += _lines(source.path)
+                total += file_lines(source.path)
         except (OSError, pa.ArrowException):
             return None
     fixed = (config.job.event_name or "") if config.job.kind == "event" else ""
     return RowCount({fixed: total}, time.perf_counter() - t0)
 
 
-def _lines(path: Path, chunk: int = 1 << 22) -> int:
+def file_lines(path: Path, chunk: int = 1 << 22, stop: threading.Event | None = None) -> int:
     """The lines of a file: its ``\\n``, its ``\\r`` not followed by ``\\n``, and a last line
     without either (at C speed, 4 MiB at a time; a ``\\r\\n`` split across two blocks counts
-    twice: still a bound)."""
+    twice: still a bound). ``stop`` set: what was counted so far."""
     n = 0
     last = b"\n"
     with open(path, "rb") as f:
         while block := f.read(chunk):
+            if stop is not None and stop.is_set():
+                break
             n += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
             last = block[-1:]
     return n + (last not in (b"\n", b"\r"))

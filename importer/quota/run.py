@@ -81,6 +81,8 @@ class RunQuota:
                 clock=clock,
             )  # fmt: skip
         self.plan: QuotaPlan | None = None
+        #: what the plan's counting pre-pass found, when it ran (not with a bound that fits)
+        self.count: RowCount | None = None
         self._flushing: asyncio.Future[None] | None = None
         #: when the platform said to come back (``time.time()``), if its limit stopped the run
         self.resume_at: float | None = None
@@ -120,8 +122,9 @@ class RunQuota:
             if not plan.fits:
                 plan = None
         if plan is None:
+            self.count = count()
             plan = make_plan(
-                self.config, count(), used_today=today, account=self.account, tracked=tracked,
+                self.config, self.count, used_today=today, account=self.account, tracked=tracked,
                 within_quota=self.within_quota, now=now,
             )  # fmt: skip
         self.plan = plan
