@@ -121,6 +121,8 @@ class RunOutputs:
             self._write(self.results.write, rows)
             self.tally.add(rows, batch.source.path.name)
             self.counting.finished(state, len(rows))
+        if self.dry_run:  # checked: answered (a run that sends shows them on its tick)
+            self.show_progress()
             undelivered = np.flatnonzero(np.isin(state.status, _UNDELIVERED))
             self._write(self.rejects.write_batch, state.file_index, batch, undelivered, rows)
             if self.recorder is not None:
@@ -135,6 +137,12 @@ class RunOutputs:
                 self._write(self.results.write, rows)
                 self.tally.add(rows, paths[quiet.file_index].name, reasons=False)
                 self.counting.reported(len(rows))
+
+    def begin_progress(self, known_total: int | None) -> None:
+        """The rows start going: the run's total when known before they are read."""
+        if self._progress is not None:
+            self.counting.begin(known_total, self.sources)
+            self.show_progress()
 
     def show_progress(self) -> None:
         """Hand the rows reported so far, by status, and the rows answered of the total

@@ -230,25 +230,21 @@ class Run:
             dry_run=self.dry_run,
             progress=self.progress,
         )
-        out.counting.known_total = self._known_total()
-        if out.counting.known_total is None and self.progress is not None:
-            out.counting.count_lines(self.sources)
-        out.show_progress()
+        out.begin_progress(_known_total(self.quota, self.only))
         aborted: str | None = None
         sending = Sending()
         try:
             if self.dry_run or secret is None:
                 for state in self._batches(build_bodies=False):
                     out.finish(state)
-                    out.show_progress()
                     if out.report_full is not None:
                         break
-                out.show_progress()  # the files are read: the total is known
             else:
                 aborted, sending = asyncio.run(self._send(secret, out))
                 if aborted and self.mask is not None:
                     aborted = self.mask.text(aborted)  # it may quote the platform's errmsg
                 aborted = self.quota.aborted(aborted) if self.quota else aborted
+            out.show_progress()  # the files are read: the total is known
             self.stopper.phase = "finish"
         except BaseException as exc:
             out.abandon(exc)
@@ -277,15 +273,6 @@ class Run:
             dry_run=self.dry_run,
         )  # fmt: skip
 
-    def _known_total(self) -> int | None:
-        """The run's rows before they are read, when known: what the quota's pre-pass read
-        (``importer.quota``), else the lines a retry re-sends (for the progress display)."""
-        if self.quota is not None and self.quota.count is not None:
-            return self.quota.count.read
-        if self.only is not None:
-            return sum(len(lines) for lines in self.only.values())
-        return None
-
     def _batches(self, build_bodies: bool) -> Iterator[BatchState]:
         """The run's batches, read, mapped and (resume, changed-only) classified."""
         assert self.outputs is not None
@@ -306,9 +293,7 @@ class Run:
         aborted) and how the rows went out."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[BatchState | None] = asyncio.Queue(maxsize=1)
-        producer = _ProducerThread(
-            self._batches(build_bodies=True), out.finish, out.counting.handed, queue, loop
-        )
+        producer = _ProducerThread(self._batches(build_bodies=True), out, queue, loop)
         budget = self.quota.budget if self.quota is not None else None
         sender, transport = _sender(self.config, secret, budget, self.transport_factory)
         source = RowFeed(queue, sender, out, self.config, self.mapper)
@@ -331,7 +316,6 @@ class Run:
                 await self.quota.settle()
             stop.set()
         await producer.join()
-        out.show_progress()
         if self.quota is not None:
             self.quota.resume_at = sender.resume_at
         return sender.abort_reason, _sending(self.config, sender, source)
@@ -349,6 +333,14 @@ class Run:
             n += 1
             if n % 3 == 0:
                 out.show_progress()
+
+
+def _known_total(quota: RunQuota | None, only: dict[Path, set[int]] | None) -> int | None:
+    """A run's rows before they are read, when known: what the quota's pre-pass read
+    (``importer.quota``), else the lines a retry re-sends (for the progress display)."""
+    if quota is not None and quota.count is not None:
+        return quota.count.read
+    return sum(len(lines) for lines in only.values()) if only is not None else None
 
 
 def _sender(
@@ -416,21 +408,20 @@ def _worker_spec(cfg: Config, secret: str) -> WorkerSpec:
 
 class _ProducerThread:
     """The producer thread: iterates ``batches`` and hands each batch with rows to send to
-    the loop through ``queue`` (telling ``handed`` first); a batch with none is finished
-    (``finish``) on this thread, leaving the loop thread free. An error is re-raised on the
+    the loop through ``queue`` (telling ``out.counting`` first); a batch with none is finished
+    (``out.finish``) on this thread, leaving the loop thread free. An error is re-raised on the
     loop by ``join``."""
 
     def __init__(
         self,
         batches: Iterator[BatchState],
-        finish: Callable[[BatchState], None],
-        handed: Callable[[BatchState], None],
+        out: RunOutputs,
         queue: asyncio.Queue[BatchState | None],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._batches = batches
-        self._finish = finish
-        self._handed = handed
+        self._finish = out.finish
+        self._handed = out.counting.handed
         self._queue = queue
         self._loop = loop
         self._error: BaseException | None = None

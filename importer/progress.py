@@ -111,6 +111,12 @@ class RunProgress:
             "bytes_total": reading.bytes_total if reading is not None else 0,
         }
 
+    def begin(self, known_total: int | None, sources: Sequence[Source]) -> None:
+        """The run starts: its total if known (else its lines are counted: ``count_lines``)."""
+        self.known_total = known_total
+        if known_total is None:
+            self.count_lines(sources)
+
     def count_lines(self, sources: Sequence[Source]) -> None:
         """Count the lines of ``sources`` on a thread of its own, at C speed (a row takes a
         line at least: CSV values with line breaks make the count a little high), for an

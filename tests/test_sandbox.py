@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import subprocess
@@ -580,6 +581,39 @@ def test_cli_serve_then_dump(tmp_path: Path) -> None:
         {"eventName": "order", "event_id": "e1", "properties": EV},
     ]
     assert "赵六".encode() in dump.stdout  # not \u-escaped
+
+
+@pytest.mark.parametrize("operator", ["", "op-secret-1,op-secret-2,op-secret-1"])
+def test_cli_serve_prints_the_secrets_it_accepts(tmp_path: Path, operator: str) -> None:
+    """The schema's SECRET is a demo value: printed, with the export line to copy; those of
+    DMART_SANDBOX_SECRETS are the operator's: only counted."""
+    db = tmp_path / "s.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMART_")}
+    if operator:
+        env["DMART_SANDBOX_SECRETS"] = operator
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "importer.sandbox", "serve", "--port", "0", "--db", str(db)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().rstrip("\n")
+        url = first.split()[3]
+        assert first == f"sandbox listening on {url} (db: {db})"
+        count = 5 if operator else 4
+        lines = [proc.stdout.readline().rstrip("\n") for _ in range(count)]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=15)
+    demo = "00000000-0000-4000-8000-000000000000"
+    assert lines == [
+        f"accepted SECRET (the schema's demo value): {demo}",
+        *(["accepted 2 SECRETs from DMART_SANDBOX_SECRETS (not shown)"] if operator else []),
+        "send to it with:",
+        f"  export DMART_SECRET={demo}",
+        f"  dmimport run CONFIG FILE --base-url {url}",
+    ]
+    assert out == "" and "op-secret" not in "\n".join(lines)
 
 
 def test_cli_errors(tmp_path: Path) -> None:

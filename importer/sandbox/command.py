@@ -1,11 +1,14 @@
 """The sandbox's command line: ``serve`` (the default) and ``dump``.
 
 ``python -m importer.sandbox [serve] [options]`` and ``dmimport sandbox ...`` both end in
-``main(argv)``. ``serve`` prints exactly one line on stdout once it listens::
+``main(argv)``. ``serve`` prints on stdout, once it listens, first this line (what scripts
+read)::
 
     sandbox listening on http://127.0.0.1:PORT (db: PATH)
 
-and runs until SIGTERM or SIGINT, then commits and exits 0.
+then the SECRETs it accepts and how to send to it (``accepted_lines``): the schema's own
+SECRETs are demo values, printed; those of ``DMART_SANDBOX_SECRETS`` are the operator's, only
+counted. It runs until SIGTERM or SIGINT, then commits and exits 0.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -25,7 +29,15 @@ from typing import Any
 from ..errors import ConfigError
 from ..protocol import SANDBOX_PORT
 from .faults import Faults, parse_fault_specs
-from .schema import BATCH_ERRORS, TOO_BIG, UNKNOWN_PROPERTIES, Schema, load_schema
+from .schema import (
+    BATCH_ERRORS,
+    SECRETS_ENV,
+    TOO_BIG,
+    UNKNOWN_PROPERTIES,
+    Schema,
+    env_secrets,
+    load_schema,
+)
 from .server import SandboxServer, stderr_log
 from .store import Store, read_customers, read_events
 
@@ -237,7 +249,9 @@ async def _serve(server: SandboxServer, host: str, port: int, db: str, quiet: bo
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     shown = f"[{host}]" if ":" in host else host
-    print(f"sandbox listening on http://{shown}:{bound} (db: {db})", flush=True)
+    url = f"http://{shown}:{bound}"
+    print(f"sandbox listening on {url} (db: {db})", flush=True)
+    print("\n".join(accepted_lines(server.schema, url, env_secrets(os.environ))), flush=True)
     try:
         await stop.wait()
     finally:
@@ -253,6 +267,29 @@ async def _serve(server: SandboxServer, host: str, port: int, db: str, quiet: bo
             flush=True,
         )
     return 0
+
+
+def accepted_lines(schema: Schema, url: str, operator: list[str]) -> list[str]:
+    """What ``serve`` prints after its first line: the schema's SECRETs (demo values: shown),
+    how many ``operator`` SECRETs (``DMART_SANDBOX_SECRETS``: never shown) it accepts too,
+    and the commands that send to it."""
+    demo = [s for s in schema.secrets if s not in operator]
+    lines = []
+    if demo:
+        label = (
+            "SECRET (the schema's demo value)"
+            if len(demo) == 1
+            else ("SECRETs (the schema's demo values)")
+        )
+        lines.append(f"accepted {label}: {', '.join(demo)}")
+    if operator:
+        n = len(dict.fromkeys(operator))
+        lines.append(f"accepted {n} SECRET{'s' if n > 1 else ''} from {SECRETS_ENV} (not shown)")
+    lines.append("send to it with:")
+    secret = shlex.quote(demo[0]) if demo else f"<a SECRET of {SECRETS_ENV}>"
+    lines.append(f"  export DMART_SECRET={secret}")
+    lines.append(f"  dmimport run CONFIG FILE --base-url {url}")
+    return lines
 
 
 def _dump(db: Path, table: str) -> int:
