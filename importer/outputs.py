@@ -121,12 +121,12 @@ class RunOutputs:
             self._write(self.results.write, rows)
             self.tally.add(rows, batch.source.path.name)
             self.counting.finished(state, len(rows))
-        if self.dry_run:  # checked: answered (a run that sends shows them on its tick)
-            self.show_progress()
             undelivered = np.flatnonzero(np.isin(state.status, _UNDELIVERED))
             self._write(self.rejects.write_batch, state.file_index, batch, undelivered, rows)
             if self.recorder is not None:
                 self.recorder.undelivered(str(batch.source.path), state.mapped, state.status)
+        if self.dry_run:  # checked: answered (a run that sends shows them on its tick)
+            self.show_progress()
 
     def held(self, held: Held) -> None:
         """Report lines for the held rows that need no send, a file at a time."""
