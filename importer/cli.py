@@ -193,6 +193,12 @@ class _Progress:
             from .progress import ProgressBar
 
             self.bar = ProgressBar(sys.stderr)
+            for handler in logging.getLogger().handlers:  # a log line blanks the bar first
+                handler.addFilter(self._clear)
+
+    def _clear(self, record: logging.LogRecord) -> bool:
+        self.bar.clear()
+        return True
 
     def __call__(self, counts: dict[str, int]) -> None:
         if self.bar is not None:
@@ -200,6 +206,8 @@ class _Progress:
 
     def close(self) -> None:
         if self.bar is not None:
+            for handler in logging.getLogger().handlers:
+                handler.removeFilter(self._clear)
             self.bar.close()
 
 

@@ -204,6 +204,16 @@ class ProgressBar:
             except (OSError, ValueError):  # the terminal has gone
                 self._stop.set()
 
+    def clear(self) -> None:
+        """Blank the line (before a log line is written there; the next draw puts it back)."""
+        with self._lock:
+            if self.counts is not None:
+                try:
+                    self.stream.write("\r\x1b[K")
+                    self.stream.flush()
+                except (OSError, ValueError):
+                    pass
+
     def render(self, counts: Mapping[str, int], *, final: bool = False) -> str:
         """The line for ``counts`` now (a sample of the rate window is taken)."""
         now = self.clock()

@@ -41,7 +41,8 @@ STAGES = ("importer.config", "importer.load", "importer.map", "importer.send", "
           "importer.ledger")  # fmt: skip
 ABOVE_STAGES = ("importer.job", "importer.pipeline", "importer.api", "importer.cli",
                 "importer.init", "importer.client", "importer.previewer", "importer.feed",
-                "importer.quota", "importer.producer", "importer.outputs")  # fmt: skip
+                "importer.quota", "importer.producer", "importer.outputs",
+                "importer.progress")  # fmt: skip
 
 
 def _module_name(path: Path) -> str:
