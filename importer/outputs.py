@@ -149,7 +149,8 @@ class RunOutputs:
         (``importer.progress``) to the progress display."""
         if self._progress is not None:
             tally = self.tally
-            self._progress(self.counting.counts(tally.rows, tally.counts, self.answered))
+            elapsed = time.perf_counter() - self.start.t0
+            self._progress(self.counting.counts(tally.rows, tally.counts, self.answered, elapsed))
 
     def _write(self, write: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> None:
         """Write to the report, unless its disk was found full: then sending stops."""

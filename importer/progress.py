@@ -14,7 +14,8 @@ receives, besides the reported rows by status (``rows``, ``ok``, ``rejected``, .
   retries known lines; before that an estimate (``total_exact`` 0): the files' lines, counted
   on a thread of their own, or for compressed files the rows read scaled by the bytes read out
   of the files' size (0: nothing to go on yet);
-- ``bytes_read``, ``bytes_total``: how much of the files (as stored) is read.
+- ``bytes_read``, ``bytes_total``: how much of the files (as stored) is read;
+- ``elapsed_ms``: the time since the run started (the summary's ``duration_s`` at the end).
 """
 
 from __future__ import annotations
@@ -80,10 +81,11 @@ class RunProgress:
             self._settled += lines
 
     def counts(
-        self, rows: int, by_status: Mapping[str, int], platform: Counter[str]
+        self, rows: int, by_status: Mapping[str, int], platform: Counter[str], elapsed: float
     ) -> dict[str, int]:
         """The counts for the progress callback: ``rows`` reported so far, ``by_status``,
-        ``platform``: the rows the platform answered so far, by status."""
+        ``platform``: the rows the platform answered so far, by status; ``elapsed``: seconds
+        since the run started."""
         answered_by_platform = sum(platform.values())
         with self._lock:
             answered = self._settled + answered_by_platform - self._platform_done
@@ -109,6 +111,7 @@ class RunProgress:
             "total_exact": int(exact),
             "bytes_read": reading.bytes_read if reading is not None else 0,
             "bytes_total": reading.bytes_total if reading is not None else 0,
+            "elapsed_ms": round(elapsed * 1000),
         }
 
     def begin(self, known_total: int | None, sources: Sequence[Source]) -> None:
@@ -156,8 +159,9 @@ class ProgressBar:
     ``~6,100`` marks a total estimated from the bytes read. The line is redrawn every
     ``interval`` seconds by a thread of its own once the first counts arrive (the time so far
     and the rate move even while no answer comes), and at each update. The last line (``close``)
-    shows the run's own average: rows answered over the time since the bar was made, so
-    the rate shown last is the one the run achieved."""
+    shows the run's own average: rows answered over the time since the run started
+    (``elapsed_ms``; else since the bar was made), so the rate shown last is the one the run
+    achieved."""
 
     def __init__(
         self,
@@ -182,6 +186,8 @@ class ProgressBar:
         """New counts (``RunProgress.counts``): redraw."""
         with self._lock:
             self.counts = dict(counts)
+            if "elapsed_ms" in counts:  # the run's own clock, from when it started
+                self.started = self.clock() - counts["elapsed_ms"] / 1000
         if self._thread is None:
             self._thread = threading.Thread(target=self._tick, name="dmimport-progress")
             self._thread.daemon = True
