@@ -28,6 +28,9 @@ class Status(IntEnum):
     VALID = 5
     #: resumed run: the run it continues delivered this row (or a later row of its identity)
     SKIPPED = 6
+    #: ``job.duplicates``: another row of the run with the same identity is sent instead
+    #: (``importer.duplicates``); never sent, never retried
+    SKIPPED_DUPLICATE = 7
 
     @property
     def label(self) -> str:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, check_columns, sending_problems
+from .duplicates import find_duplicates
 from .errors import (
     ConfigError,
     ConfigProblem,
@@ -54,6 +55,7 @@ from .feed import RowFeed
 from .interrupts import Stopper
 from .ledger import (
     RESUMABLE,
+    Duplicates,
     Identities,
     Ledger,
     OutcomeRecorder,
@@ -149,6 +151,7 @@ class Run:
         self.outputs: RunOutputs | None = None
         #: the ledger identity of a row
         self._identities = Identities(config.job.kind, config.job.event_name)
+        self.duplicates = Duplicates.none()  # job.duplicates' verdicts (the pre-pass's)
 
     def preflight(self) -> str | None:
         """Open every file, check headers against the config, find the SECRET. Sends nothing."""
@@ -262,15 +265,18 @@ class Run:
         )
 
     def _plan_quota(self, secret: str | None, start: RunStart) -> None:
-        """The daily quota's plan, before anything is sent (``importer.quota.plan_run``)."""
+        """The pre-pass (``find_duplicates``), then the daily quota's plan (``plan_run``)."""
         self.quota = open_quota(
             self.config, secret=secret, dry_run=self.dry_run, within_quota=self.within_quota
+        )
+        self.duplicates, valid = find_duplicates(
+            self.config, self.sources, mapper=self.mapper, only=self.only, stop=self.stopper.stop
         )
         plan_run(
             self.quota, self.sources, mapper=self.mapper, ledger=self.ledger,
             run=self.run_info, start=(start.job, start.config_sha, start.files, start.run_dir),
             changed_only=self.changed_only, only=self.only, stop=self.stopper.stop,
-            dry_run=self.dry_run,
+            dry_run=self.dry_run, valid=valid, duplicates=self.duplicates,
         )  # fmt: skip
 
     def _batches(self, build_bodies: bool) -> Iterator[BatchState]:
@@ -283,6 +289,7 @@ class Run:
             valid_status=Status.VALID if self.dry_run else Status.NOT_SENT,
             only=self.only,
             stop=self.stopper.stop,
+            duplicates=self.duplicates,
         )
         classifier = classifier_for(self.config, self.ledger, self.run_info, self.changed_only)
         self.outputs.counting.reading = producer.reading

@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config, check_columns
+from .duplicates import duplicate_reason
 from .errcodes import ErrCode
 from .job import load_job
-from .load import BadRecord, Batch, iter_batches, open_source
+from .ledger import SKIP_DUPLICATE, Duplicates, DuplicateSpill, place
+from .load import BadRecord, Batch, Source, iter_batches, open_source
 from .map import Mapper
 from .quota import QuotaPlan, RowCount, plan_for, valid_groups
 
@@ -32,7 +34,9 @@ class PreviewRow:
     """One record of the file: its local verdict and the body a run would send."""
 
     line: int
-    verdict: str  # 'ok' (passes the local checks, would be sent) or 'rejected'
+    #: 'ok' (passes the local checks, would be sent), 'rejected', or 'skipped_duplicate'
+    #: (``job.duplicates`` sends another row of its identity instead)
+    verdict: str
     errcode: int | None  # the errcode the platform would answer; None for a malformed record
     reason: str | None
     body: str | None  # the exact JSON body, for 'ok' rows
@@ -48,6 +52,11 @@ class Plan:
     malformed: int  # records the loader could not read (wrong field count, bad JSON, ...)
     #: False when only the previewed rows were looked at (``scan_all=False``)
     scanned_all: bool = True
+    #: valid rows ``job.duplicates`` holds back (not in ``valid``): skipped, or rejected
+    #: under ``reject`` (``duplicate_policy``, set when there are some); only with
+    #: ``scanned_all``
+    duplicates: int = 0
+    duplicate_policy: str = ""
 
     @property
     def rejected(self) -> int:
@@ -82,42 +91,109 @@ def preview(
         check_columns(cfg, str(path), source.columns)
     mapper = Mapper(cfg)
     shown: list[PreviewRow] = []
+    event_ids: dict[int, str | None] = {}  # of the shown rows, for a duplicate's reason
     valid = malformed = 0
     rejected: Counter[str] = Counter()
     groups: Counter[str] = Counter()  # valid rows per event name, for the quota's plan
     batches = iter_batches(source, options, cfg.source_columns())
+    job = cfg.job
+    spill = None
+    if scan_all and job.duplicate_policy != "keep_all":
+        spill = DuplicateSpill(job.kind, job.duplicate_policy, job.event_name)
     try:
         for batch in batches:
             if len(shown) < n:
-                shown += _first_rows(mapper, batch, n - len(shown))
-            if not scan_all:
+                shown += _first_rows(mapper, batch, n - len(shown), event_ids)
+            if spill is None:
                 if len(shown) >= n:
                     break
                 continue
             mapped = mapper.map(batch, build_bodies=False)
+            spill.add(mapped, 0)
             valid += int(mapped.ok.sum())
             groups.update(valid_groups(cfg, mapped))
             codes, counts = np.unique(mapped.errcode[mapped.errcode != 0], return_counts=True)
             rejected.update(dict(zip(map(str, codes.tolist()), counts.tolist(), strict=True)))
             malformed += len(batch.bad)
+    except BaseException:
+        if spill is not None:
+            spill.close()
+        raise
     finally:
         # the reader stops (and its threads with it) here, also when this stopped early
         close = getattr(batches, "close", None)
         if close is not None:
             close()
+    duplicates = spill.resolve() if spill is not None else None
+    return _finish(cfg, path, source, mapper, shown, event_ids, duplicates, scan_all,
+                   (valid, rejected, malformed, groups))  # fmt: skip
+
+
+def _finish(
+    cfg: Config,
+    path: Path,
+    source: Source,
+    mapper: Mapper,
+    shown: list[PreviewRow],
+    event_ids: dict[int, str | None],
+    duplicates: Duplicates | None,
+    scan_all: bool,
+    scanned: tuple[int, Counter[str], int, Counter[str]],
+) -> Preview:
+    """The preview once the file was read: the duplicates' verdicts on the shown rows, the
+    plan and the quota's plan."""
+    valid, rejected, malformed, groups = scanned
+    held = 0
+    if duplicates is not None and duplicates.found:
+        held = duplicates.found
+        valid -= held
+        groups.subtract(duplicates.excluded)
+        _mark_duplicates(cfg, duplicates, shown, event_ids)
     if not scan_all:
         valid = sum(1 for r in shown if r.verdict == "ok")
         rejected = Counter(str(r.errcode) for r in shown if r.errcode is not None)
         malformed = sum(1 for r in shown if r.verdict == "rejected" and r.errcode is None)
-    total = valid + sum(rejected.values()) + malformed
-    plan = Plan(total, valid, dict(sorted(rejected.items())), malformed, scanned_all=scan_all)
-    count = RowCount(dict(groups))
-    quota = plan_for(cfg, [source], mapper=mapper, valid=count) if scan_all else None
+    total = valid + sum(rejected.values()) + malformed + held
+    plan = Plan(
+        total, valid, dict(sorted(rejected.items())), malformed, scanned_all=scan_all,
+        duplicates=held, duplicate_policy=cfg.job.duplicate_policy if held else "",
+    )  # fmt: skip
+    count = RowCount({k: v for k, v in groups.items() if v > 0})
+    quota = (
+        plan_for(cfg, [source], mapper=mapper, valid=count, duplicates=duplicates)
+        if scan_all
+        else None
+    )
     return Preview(shown, plan, str(path), cfg.job_name, cfg.job.kind, quota)
 
 
-def _first_rows(mapper: Mapper, batch: Batch, k: int) -> list[PreviewRow]:
-    """The first ``k`` records of ``batch`` in file order, good rows mapped with bodies."""
+def _mark_duplicates(
+    cfg: Config,
+    duplicates: Duplicates,
+    shown: list[PreviewRow],
+    event_ids: dict[int, str | None],
+) -> None:
+    """The shown rows ``job.duplicates`` holds back: ``skipped_duplicate`` or ``rejected``,
+    with the reason a run gives them."""
+    ok = [r for r in shown if r.verdict == "ok"]
+    lines = np.array([r.line for r in ok], dtype=np.int64)
+    codes, refs = duplicates.verdicts(0, lines)
+    for row, code, ref in zip(ok, codes.tolist(), refs.tolist(), strict=True):
+        if code == 0:
+            continue
+        where = f"line {place(ref)[1]}"
+        row.reason = duplicate_reason(
+            code, duplicates.policy, cfg.job.kind, where, event_ids.get(row.line)
+        )
+        row.verdict = "skipped_duplicate" if code == SKIP_DUPLICATE else "rejected"
+        row.body = None
+
+
+def _first_rows(
+    mapper: Mapper, batch: Batch, k: int, event_ids: dict[int, str | None] | None = None
+) -> list[PreviewRow]:
+    """The first ``k`` records of ``batch`` in file order, good rows mapped with bodies
+    (``event_ids``: the good rows' event ids go there, by line)."""
     records: list[tuple[int, int, BadRecord | None]] = [
         (int(line), i, None) for i, line in enumerate(batch.lines.tolist())
     ]
@@ -132,6 +208,8 @@ def _first_rows(mapper: Mapper, batch: Batch, k: int) -> list[PreviewRow]:
             out.append(PreviewRow(line, "rejected", None, bad.reason, None))
             continue
         code = int(mapped.errcode[i])
+        if event_ids is not None and mapped.event_ids is not None:
+            event_ids[line] = mapped.event_ids[i].as_py()
         if code == 0:
             body = mapper.body(mapped, i)
             assert body is not None
@@ -179,6 +257,11 @@ def _plan_lines(plan: Plan) -> Iterator[str]:
         member = ErrCode.lookup(int(code))
         table.append((f"  {code} {member.description if member else ''}".rstrip(), count))
     table.append(("malformed records", plan.malformed))
+    if plan.duplicates:
+        what = "rejected" if plan.duplicate_policy == "reject" else "skipped"
+        table.append(
+            (f"duplicates {what} (job.duplicates: {plan.duplicate_policy})", plan.duplicates)
+        )
     width = max(len(label) for label, _ in table)
     digits = max(len(f"{count:,}") for _, count in table)
     for label, count in table:

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config
+from .duplicates import BatchDuplicates
 from .errors import LoadError
-from .ledger import BatchClassifier, BatchOutcomes, Held, OutcomeRecorder, Verdicts
+from .ledger import BatchClassifier, BatchOutcomes, Duplicates, Held, OutcomeRecorder, Verdicts
 from .load import Batch, InputOptions, ReadStats, Source, iter_batches
 from .map import Mapped, Mapper
 from .outcomes import INTERRUPTED_MESSAGE, NOT_SENT_MESSAGE, QUOTA_MESSAGE, RowResult, Status
@@ -56,6 +57,7 @@ class BatchState:
         valid_status: Status,
         verdict: Verdicts | None = None,
         file_index: int = 0,
+        duplicates: BatchDuplicates | None = None,
     ) -> None:
         self.batch = batch
         self.mapped = mapped
@@ -63,6 +65,13 @@ class BatchState:
         n = mapped.n
         ok = mapped.errcode == 0
         self.status = np.where(ok, int(valid_status), int(Status.REJECTED)).astype(np.int8)
+        self.errmsg: list[str | None] = list(mapped.reason)
+        if duplicates is not None and duplicates.any:  # job.duplicates: never sent
+            self.status[duplicates.skip] = int(Status.SKIPPED_DUPLICATE)
+            self.status[duplicates.reject] = int(Status.REJECTED)
+            for i, reason in duplicates.reasons.items():
+                self.errmsg[i] = reason
+            ok = ok & duplicates.send
         #: rows whose outcome the end of the run decides (``BatchClassifier.held``): not
         #: sent with this batch, and reported later
         self.held = np.zeros(0, dtype=np.int64)
@@ -74,7 +83,6 @@ class BatchState:
             ok = ok & verdict.send
         self.valid = np.flatnonzero(ok)
         self.errcode: list[int | None] = [c or None for c in mapped.errcode.tolist()]
-        self.errmsg: list[str | None] = list(mapped.reason)
         self.attempts = np.zeros(n, dtype=np.int32)
         self.latency: list[float | None] = [None] * n
         #: the request that finally carried each row (``RowResult.request_id``)
@@ -214,8 +222,11 @@ class Producer:
         valid_status: Status,
         only: dict[Path, set[int]] | None,
         stop: threading.Event,
+        duplicates: Duplicates | None = None,
     ) -> None:
         self.config = config
+        #: ``job.duplicates``' verdicts (``importer.duplicates.find_duplicates``)
+        self.duplicates = duplicates
         self.input: InputOptions = config.input
         self.mapper = mapper
         self.sources = sources
@@ -278,10 +289,15 @@ class Producer:
     ) -> BatchState:
         bodies = build_bodies and not self.stop.is_set()
         mapped = self.mapper.map(batch, build_bodies=bodies)
+        dups = None
+        if self.duplicates is not None:
+            paths = [s.path for s in self.sources]
+            dups = BatchDuplicates(self.duplicates, mapped, index, paths, self.config.job.kind)
         verdict = None
         if classifier is not None and bodies:
-            verdict = classifier.classify(mapped, index)
-        state = BatchState(batch, mapped, self.valid_status, verdict, index)
+            rows = mapped.ok & dups.send if dups is not None and dups.any else None
+            verdict = classifier.classify(mapped, index, rows)
+        state = BatchState(batch, mapped, self.valid_status, verdict, index, dups)
         if len(state.valid) and mapped.items is not None:
             mapped.items.build()  # here, not on the loop thread
             if mapped.events is not None:

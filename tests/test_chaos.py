@@ -47,8 +47,10 @@ EVENT_HEADER = ["phone", "order_id", "amount", "created"]
 
 # chaos at volume goes in batches (of 100 rows: enough requests for the fault rates to show);
 # a reset or a truncated answer leaves its rows ambiguous, sent again after settle_s
+# duplicates: keep_all: these tests put repeated customers through the sender and the ledger;
+# the default (keep_last, tests/test_duplicates.py) would send each customer's last row only
 USER_CONFIG = """
-job: {kind: user, primary_keys: [phone, email]}
+job: {kind: user, primary_keys: [phone, email], duplicates: keep_all}
 columns:
   phone: {from: 手机号, transform: [strip]}
   email: {from: 邮箱, transform: [strip, lower]}

@@ -31,8 +31,10 @@ pytestmark = pytest.mark.slow  # subprocesses, SIGKILL and resume, 20,000-row ru
 ROOT = Path(__file__).resolve().parent.parent
 USER_COLUMNS = ["phone", "email", "name", "age"]
 
+# duplicates: keep_all: these tests put repeated customers through the sender and the ledger;
+# the default (keep_last, tests/test_duplicates.py) would send each customer's last row only
 USERS = """
-job: {{name: users, kind: user, primary_keys: [phone, email]}}
+job: {{name: users, kind: user, primary_keys: [phone, email], duplicates: keep_all}}
 columns:
   phone: phone
   email: email

@@ -50,6 +50,11 @@ send: {concurrency: 8}
 """
 
 
+#: every row of a repeated customer sent, as the sender's ordering tests need (the default,
+#: keep_last, sends a customer's last row only: tests/test_duplicates.py)
+SEND_ALL = {"job.duplicates": "keep_all"}
+
+
 def write_config(tmp_path: Path, text: str, name: str = "job.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
@@ -220,8 +225,8 @@ def test_same_customer_updates_keep_file_order(
             rows.append([f"0135{c:07d}", "", f"v{version}", str(version)])
     data = write_csv(tmp_path / "u.csv", ["phone", "email", "name", "age"], rows)
     cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=64))
-    summary = send(sb, cfg, [data], tmp_path, monkeypatch)
-    assert summary.exit_code == 0
+    summary = send(sb, cfg, [data], tmp_path, monkeypatch, **SEND_ALL)
+    assert summary.exit_code == 0 and summary.counts["ok"] == 240
     stored = {c["properties"]["phone"]: c["properties"]["username"] for c in sb.customers()}
     assert stored == {f"0135{c:07d}": "v5" for c in range(40)}
 
@@ -389,7 +394,12 @@ def test_two_sender_processes_deliver_everything_in_customer_order(
     data = write_csv(tmp_path / "u.csv", ["phone", "email", "name", "age"], rows)
     cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=16))
     summary = send(
-        sb, cfg, [data], tmp_path, monkeypatch, **{"send.workers": 2, "send.batch_rows": 100}
+        sb,
+        cfg,
+        [data],
+        tmp_path,
+        monkeypatch,
+        **{"send.workers": 2, "send.batch_rows": 100, **SEND_ALL},
     )
     assert (summary.counts["ok"], summary.counts["rejected"]) == (1199, 1)
     # 100 rows a request, a customer once in each (they repeat every 300 rows)
@@ -519,7 +529,7 @@ def _late_apply_run(
     cfg = write_config(tmp_path, USER_CONFIG.format(kind="user", concurrency=8))
     summary = send(sb, cfg, [data], tmp_path, monkeypatch, **{
         "target.timeout_s": 0.3, "send.batch_rows": 10, "send.settle_s": settle_s,
-        "send.rate_limit": None, "send.workers": workers,
+        "send.rate_limit": None, "send.workers": workers, **SEND_ALL,
     })  # fmt: skip
     time.sleep(1.5)  # whatever was held has been applied now
     assert sb.stats()["by_fault"]["late_apply"] > 0
@@ -571,7 +581,7 @@ def test_a_row_naming_some_primary_keys_is_not_sent_again_after_a_timeout(
     rows += [[f"0124{c:07d}", f"c{c}@x.cn", "v3", "3"] for c in range(n)]
     data = write_csv(tmp_path / "b.csv", ["phone", "email", "name", "age"], rows)
     summary = send(sb, cfg, [data], tmp_path / "b", monkeypatch, **{
-        "send.batch_rows": 1, "send.settle_s": 0.05, "send.rate_limit": None,
+        "send.batch_rows": 1, "send.settle_s": 0.05, "send.rate_limit": None, **SEND_ALL,
     })  # fmt: skip
     assert summary.exit_code == 0 and summary.counts["ok"] == 3 * n
     assert sb.stats()["by_fault"]["truncated"] > 0

@@ -484,7 +484,8 @@ def test_the_printed_requests_lines_add_up_to_the_requests(
     data = write_csv(tmp_path / "c.csv", ["phone", "tier"], [*rows, ["13800138000", "d"]])
     config = tmp_path / "job.yaml"
     config.write_text(
-        "job: {name: tiers, kind: user, primary_keys: [phone]}\n"
+        # keep_all: the customer's second row is sent too (not only its last)
+        "job: {name: tiers, kind: user, primary_keys: [phone], duplicates: keep_all}\n"
         "columns: {phone: phone, tier: tier}\n"
         f"report: {{dir: {tmp_path / 'reports'}}}\n",
         encoding="utf-8",

@@ -403,7 +403,7 @@ def test_a_secret_pasted_into_the_config_is_refused_and_never_echoed(tmp_path: P
         "",
         "error: invalid config job.yaml:\n"
         "  job.sekret (line 2): unknown key 'sekret' -- allowed keys: name, kind, event_name, "
-        "event_name_from, primary_keys, max_value_length\n"
+        "event_name_from, primary_keys, max_value_length, duplicates\n"
         "  columns.source (line 5): 'required' only applies to a column read from the file "
         "('from'), not to a constant 'value'\n"
         "    2 | job: {kind: user, primary_keys: [phone], sekret: ****}\n"

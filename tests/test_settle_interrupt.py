@@ -21,7 +21,8 @@ def test_sigterm_during_the_settle_wait_says_the_re_sends_did_not_go(
     write_csv(tmp_path / "u.csv", ["phone", "name"], rows)
     (tmp_path / "job.yaml").write_text(
         f"target: {{base_url: '{sb.url}', timeout_s: 0.3}}\n"
-        "job: {kind: user, primary_keys: [phone]}\n"
+        # keep_all: every row of a repeated customer is sent (not only its last)
+        "job: {kind: user, primary_keys: [phone], duplicates: keep_all}\n"
         "columns: {phone: phone, username: name}\n"
         "send: {batch_rows: 10, settle_s: 60, rate_limit: null, concurrency: 8}\n",
         encoding="utf-8",

@@ -32,8 +32,10 @@ pytestmark = pytest.mark.slow  # sender processes, signals
 
 COLUMNS = ["phone", "email", "name"]
 
+# duplicates: keep_all: these tests put repeated customers through the sender and the ledger;
+# the default (keep_last, tests/test_duplicates.py) would send each customer's last row only
 USERS = """
-job: {{name: users, kind: user, primary_keys: [phone, email]}}
+job: {{name: users, kind: user, primary_keys: [phone, email], duplicates: keep_all}}
 columns:
   phone: {{from: phone}}
   email: {{from: email}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -20,6 +20,10 @@ EVENT_NAME_PLACEHOLDER = PLACEHOLDER
 
 _JOB_NAME = re.compile(r"^\w[\w.-]*$")
 
+#: ``job.duplicates``: what a run does with rows of the same identity (``importer.duplicates``)
+#: ``keep_all``: none of it, every row is sent (what dmimport did before ``job.duplicates``)
+DuplicatePolicy = Literal["keep_last", "keep_first", "reject", "keep_all"]
+
 
 class Job(StrictModel):
     name: str | None = None
@@ -28,6 +32,17 @@ class Job(StrictModel):
     event_name_from: str | None = None
     primary_keys: list[str] = Field(min_length=1)
     max_value_length: int = Field(default=1024, ge=1)
+    #: rows of one run with the same identity: None = the kind's default (``duplicate_policy``)
+    duplicates: DuplicatePolicy | None = None
+
+    @property
+    def duplicate_policy(self) -> DuplicatePolicy:
+        """``duplicates``, or the kind's default: ``keep_last`` for customers and deletes (a
+        customer's later row overrides the earlier ones), ``reject`` for events (the platform
+        keeps an event's first row: a later one with the same ``event_id`` would be lost)."""
+        if self.duplicates is not None:
+            return self.duplicates
+        return "reject" if self.kind == "event" else "keep_last"
 
     @field_validator("name")
     @classmethod

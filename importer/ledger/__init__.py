@@ -7,7 +7,8 @@ where a job's ledger lives; ``retry`` which rows a retry sends again; ``requests
 requests made per account and quota day (the daily quota). Beneath them: ``schema`` (the
 tables and their upgrade), ``access`` (opening the file safely), ``lock`` (a job's lock),
 ``runs`` (the ``runs`` table), ``classify`` and ``index`` (which rows to send), ``fold`` (the
-journal into ``rows``).
+journal into ``rows``); ``duplicates`` (rows of one run that share an identity, spilled to
+temporary files: ``job.duplicates``).
 """
 
 from .batch import (
@@ -17,8 +18,12 @@ from .batch import (
     Identities,
     QuietRows,
     Verdicts,
+    place,
 )
 from .classify import DONE, HELD, SEND, SUPERSEDED, UNCHANGED, RunInfo
+from .duplicates import REJECT as REJECT_DUPLICATE
+from .duplicates import SKIP as SKIP_DUPLICATE
+from .duplicates import Duplicates, DuplicateSpill
 from .location import JobPlaces, adopt_old_ledger, ledger_path, open_job_ledger
 from .lock import lock_path
 from .recorder import OutcomeRecorder
@@ -40,13 +45,17 @@ __all__ = [
     "ABSENT",
     "DONE",
     "HELD",
+    "REJECT_DUPLICATE",
     "RESUMABLE",
     "SCHEMA_VERSION",
     "SEND",
+    "SKIP_DUPLICATE",
     "SUPERSEDED",
     "UNCHANGED",
     "BatchClassifier",
     "BatchOutcomes",
+    "DuplicateSpill",
+    "Duplicates",
     "Held",
     "Identities",
     "JobPlaces",
@@ -69,6 +78,7 @@ __all__ = [
     "lock_path",
     "next_reset",
     "open_job_ledger",
+    "place",
     "quota_day",
     "rows_to_retry",
     "rows_to_retry_from_run",

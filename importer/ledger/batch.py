@@ -162,10 +162,14 @@ class BatchClassifier:
     def close(self) -> None:
         self._ledger.close()
 
-    def classify(self, mapped: MappedRows, file_index: int) -> Verdicts:
-        """The verdicts on the rows of ``mapped``, the next batch of file ``file_index``."""
+    def classify(
+        self, mapped: MappedRows, file_index: int, rows: np.ndarray | None = None
+    ) -> Verdicts:
+        """The verdicts on the rows of ``mapped``, the next batch of file ``file_index``: on
+        the rows that pass the local checks, or on ``rows`` (a mask) when given (the others,
+        duplicates held back say, are left out as if they were not in the file)."""
         verdict = np.zeros(mapped.n, dtype=np.int8)
-        valid = np.flatnonzero(mapped.errcode == 0)
+        valid = np.flatnonzero(mapped.errcode == 0 if rows is None else rows)
         if len(valid) == 0:
             return Verdicts(verdict)
         identities, text = self._identities(mapped, valid)

@@ -60,6 +60,11 @@ class Mapped:
     #: rejected rows); None when the job has one fixed name (``Mapper.event``) or
     #: build_bodies=False
     events: TextList | None = None
+    #: events: each row's ``event_id`` as text (null where empty); None for other kinds
+    event_ids: pa.Array | None = None
+    #: per property read from the file (not a constant), in config order: which rows have a
+    #: value for it (the body carries it); what ``job.duplicates: keep_last`` compares
+    present: list[np.ndarray] | None = None
 
     @property
     def ok(self) -> np.ndarray:
@@ -148,6 +153,8 @@ class Mapper:
             properties_hash=hashes,
             identity_text=identity_text,
             events=events,
+            event_ids=values[EVENT_ID].text if self._kind == "event" else None,
+            present=[values[p.name].present for p in props if p.constant is None],
         )
 
     def body(self, mapped: Mapped, i: int) -> bytes | None:

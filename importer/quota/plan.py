@@ -22,6 +22,8 @@ from ..config import Config
 from ..errors import LoadError, QuotaError
 from ..ledger import (
     BatchClassifier,
+    Duplicates,
+    DuplicateSpill,
     Ledger,
     account_of,
     next_reset,
@@ -59,10 +61,14 @@ def count_rows(
     classifier: Callable[[], BatchClassifier] | None = None,
     only: dict[Path, set[int]] | None = None,
     stop: threading.Event | None = None,
+    spill: DuplicateSpill | None = None,
+    duplicates: Duplicates | None = None,
 ) -> RowCount:
-    """The rows a run over ``sources`` would send: valid by the local checks and, with
-    ``classifier`` (resume, changed-only; give it a ``RunInfo`` of its own), to send by the
-    ledger. Bodies are never built. A file that breaks mid-way counts what was read."""
+    """The rows a run over ``sources`` would send: valid by the local checks, not held back
+    as ``duplicates`` (``job.duplicates``, when given) and, with ``classifier`` (resume,
+    changed-only; give it a ``RunInfo`` of its own), to send by the ledger. Bodies are never
+    built. A file that breaks mid-way counts what was read. ``spill``: every valid row goes
+    to it too (``importer.duplicates.find_duplicates``: the same pass finds duplicates)."""
     t0 = time.perf_counter()
     mapper = mapper or Mapper(config)
     columns = config.source_columns()
@@ -82,8 +88,13 @@ def count_rows(
                     read += batch.table.num_rows + len(batch.bad)
                     mapped = mapper.map(batch, build_bodies=reader is not None)
                     send = mapped.ok
+                    if spill is not None:
+                        spill.add(mapped, index)
+                    if duplicates is not None:
+                        codes, _ = duplicates.verdicts(index, mapped.lines)
+                        send = send & (codes == 0)
                     if reader is not None:
-                        send = send & reader.classify(mapped, index).send
+                        send = send & reader.classify(mapped, index, send).send
                     groups.update(valid_groups(config, mapped, send))
             except LoadError:
                 read += 1  # the run reports it, on a line of its own

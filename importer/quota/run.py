@@ -20,6 +20,7 @@ from ..errors import DiskFullError, LedgerError, QuotaError
 from ..exitcodes import USAGE
 from ..ledger import (
     BatchClassifier,
+    Duplicates,
     Identities,
     Ledger,
     RequestMeter,
@@ -253,12 +254,14 @@ def plan_for(
     changed_only: bool | None = None,
     valid: RowCount | None = None,
     now: datetime | None = None,
+    duplicates: Duplicates | None = None,
 ) -> QuotaPlan | None:
     """The plan of a run over ``sources``, read only (``preview``): changed-only against the
     job's ledger if it exists (no resume: that needs the files' fingerprints), the account's
     requests today when the SECRET is in the environment. None with ``send.daily_quota: 0``.
     ``valid``: the rows valid by the local checks, when the caller counted them already (used
-    unless changed-only needs the ledger's verdicts: no second pass over the files)."""
+    unless changed-only needs the ledger's verdicts: no second pass over the files);
+    ``duplicates``: the rows ``job.duplicates`` holds back, left out of that pass."""
     if not config.send.daily_quota:
         return None
     quota = open_quota(config, secret=None, dry_run=True)
@@ -270,7 +273,9 @@ def plan_for(
         if classifier is None and valid is not None:
             count = valid
         else:
-            count = count_rows(config, sources, mapper=mapper, classifier=classifier)
+            count = count_rows(
+                config, sources, mapper=mapper, classifier=classifier, duplicates=duplicates
+            )
         moment = now or utc_now()
         tz = config.send.quota_timezone
         return make_plan(
@@ -306,12 +311,17 @@ def plan_run(
     only: dict[Path, set[int]] | None,
     stop: threading.Event,
     dry_run: bool,
+    valid: RowCount | None = None,
+    duplicates: Duplicates | None = None,
 ) -> QuotaPlan | None:
     """A run's plan before it sends (``RunQuota.check``), its counting pre-pass classifying
     like the run (on a ``RunInfo`` of its own; ``--dry-run`` on what ``begin_run`` would
     open). ``start``: the run's job, config hash, file fingerprints and report folder. A run
     that does not fit is marked ``refused`` in ``ledger`` (it sent nothing; the ledger is then
-    closed), its empty report folder removed, and ``QuotaError`` raised."""
+    closed), its empty report folder removed, and ``QuotaError`` raised. ``valid``: the rows
+    to send by the local checks and ``duplicates`` (``importer.duplicates``' pre-pass), the
+    count when nothing is classified (no second pass); ``duplicates``: left out of a
+    classifying pass."""
     job, config_sha, files, run_dir = start
     reader = ledger
     info = run
@@ -328,11 +338,18 @@ def plan_run(
     bound = None
     if classifier is not None and only is None:
         bound = functools.partial(row_bound, quota.config, sources)
+
+    def count() -> RowCount:
+        if classifier is None and valid is not None:
+            return valid
+        return count_rows(
+            quota.config, sources, mapper=mapper, classifier=classifier, only=only, stop=stop,
+            duplicates=duplicates,
+        )  # fmt: skip
+
     try:
         return quota.check(
-            lambda: count_rows(
-                quota.config, sources, mapper=mapper, classifier=classifier, only=only, stop=stop
-            ),
+            count,
             changed_only=changed_only,
             refuse=not dry_run,
             bound=bound,

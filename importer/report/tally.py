@@ -4,6 +4,7 @@ with an example ``file:line``."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -11,7 +12,10 @@ from .masking import without_row_values
 from .results import ResultRows
 
 #: statuses whose reason is not a problem: not counted among the reasons
-_FINE = frozenset(("ok", "unchanged", "valid"))
+_FINE = frozenset(("ok", "unchanged", "valid", "skipped_duplicate"))
+#: the row a duplicate's reason names (``duplicate of line 7``, ``of b.csv line 7``):
+#: row-specific, not grouped by
+_LINE_NUMBER = re.compile(r"\b(duplicate .*?of (?:\S+ )?line) \d+")
 
 
 class Tally:
@@ -55,10 +59,11 @@ class Tally:
 
 def reason_key(msg: str) -> str:
     """Group reasons without their row-specific values (quoted text; e-mails, phones and
-    values ``mask_pii`` masked, wherever they are: a platform's message may name the row)."""
+    values ``mask_pii`` masked, wherever they are: a platform's message may name the row; the
+    line a duplicate's reason names)."""
     out = []
     quoted = False
-    text = without_row_values(msg)
+    text = _LINE_NUMBER.sub(r"\1 …", without_row_values(msg))
     for i, ch in enumerate(text):
         # an apostrophe inside a word (the platform's "the account's metadata") opens no quote
         if ch == "'" and (quoted or i == 0 or not text[i - 1].isalnum()):
