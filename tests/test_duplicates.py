@@ -385,3 +385,33 @@ def test_a_spill_file_too_large_to_read_whole_is_split_again_with_the_same_verdi
             assert code == 0, i
         else:
             assert (code, ref) == (1, kept), i
+
+
+def test_events_named_by_a_column_are_duplicates_only_under_the_same_name(tmp_path: Path) -> None:
+    # the platform de-duplicates on (event name, event_id): E1 under "pay" and under "ship"
+    # are two events; the plan counts the rows to send per name
+    data = write_csv(
+        tmp_path / "e.csv",
+        ["phone", "status", "order_id", "created", "name"],
+        [
+            ["1", "a", "E1", WHEN, "pay"],
+            ["1", "b", "E1", WHEN, "ship"],
+            ["1", "c", "E1", WHEN, "pay"],
+            ["2", "d", "E2", WHEN, "ship"],
+        ],
+    )
+    job = {"name": "orders", "kind": "event", "event_name_from": "name", "primary_keys": ["phone"]}
+    cfg = parse_job({**EVENTS, "job": job})
+    summary = validate(cfg, [data], report_dir=tmp_path / "reports")
+    assert {k[1]: v for k, v in lines(summary).items()} == {
+        "2": ("valid", ""),
+        "3": ("valid", ""),
+        "4": (
+            "rejected",
+            "duplicate event_id 'E1' of line 2: the platform keeps the first; set "
+            "job.duplicates: keep_last to send the last instead",
+        ),
+        "5": ("valid", ""),
+    }
+    found, count = find_duplicates(cfg, [open_source(data, cfg.input)])
+    assert (found.found, count.groups) == (1, {"pay": 1, "ship": 2})

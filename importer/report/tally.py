@@ -15,7 +15,7 @@ from .results import ResultRows
 _FINE = frozenset(("ok", "unchanged", "valid", "skipped_duplicate"))
 #: the row a duplicate's reason names (``duplicate of line 7``, ``of b.csv line 7``):
 #: row-specific, not grouped by
-_LINE_NUMBER = re.compile(r"\b(duplicate .*?of (?:\S+ )?line) \d+")
+_LINE_NUMBER = re.compile(r"\b(duplicate .*?line) \d+")
 
 
 class Tally:
