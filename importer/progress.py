@@ -20,14 +20,14 @@ receives, besides the reported rows by status (``rows``, ``ok``, ``rejected``, .
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
+from tqdm import tqdm
 
 from .load import Source
 from .outcomes import Status
@@ -149,136 +149,121 @@ def _lines(state: BatchState) -> int:
     return state.mapped.n + len(state.batch.bad) - len(state.held)
 
 
+class _Line(tqdm):
+    """tqdm's line with the rate always a number of rows per second (``{rate_noinv}``), and
+    a pause without answers bringing the smoothed rate down as it goes on."""
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = super().format_dict
+        ema_dt = self._ema_dt()  # None once closed: tqdm's last line is the plain average
+        if ema_dt:
+            ema_dn = self._ema_dn()
+            waited = d["elapsed"] - (self.last_print_t - self.start_t)
+            if waited > ema_dt:  # no answer for longer than usual: as if one came now
+                a = self.smoothing
+                pending = self.n - self.last_print_n
+                late = ((1 - a) * ema_dn + a * pending) / ((1 - a) * ema_dt + a * waited)
+                d["rate"] = min(d["rate"], late)
+        if d["rate"] is None:  # rows over the time since the run started (tqdm's own rule)
+            d["rate"] = self.n / d["elapsed"] if d["elapsed"] > 0 else 0.0
+        return d
+
+
 class ProgressBar:
-    """The progress line on a terminal (``stream``): rows answered of the total, percent,
-    rows per second over the last ``window`` seconds of answers, the time left at that rate,
-    the time so far, and the rejected and failed rows::
+    """The progress line on a terminal (``stream``), drawn by tqdm: rows answered of the
+    total, percent, rows per second, the time left at that rate, the time so far, and the
+    rejected and failed rows::
 
-        3,000/6,000 rows  50% |######------| 1,012 rows/s  ETA 0:03  [0:03]  rejected=0 failed=0
+        3,000/6,000 rows  50% |#####-----| 1,012 rows/s  ETA 00:03  [00:03], rejected=0 failed=0
 
-    ``~6,100`` marks a total estimated from the bytes read. The line is redrawn every
-    ``interval`` seconds by a thread of its own once the first counts arrive (the time so far
-    and the rate move even while no answer comes), and at each update. The last line (``close``)
-    shows the run's own average: rows answered over the time since the run started
-    (``elapsed_ms``; else since the bar was made), so the rate shown last is the one the run
+    ``~6,100`` marks an estimated total (tqdm's ``desc``, before the total); ``/? rows`` a
+    total not known yet. tqdm redraws only when it is updated, so a thread of our own
+    refreshes the line every ``interval`` seconds once the first counts arrive (the time so
+    far and the rate move even while no answer comes).
+
+    The rate: the counts feed tqdm (``update`` by the rows answered since the last call),
+    which keeps an exponential moving average (``smoothing`` 0.1) of the rows and of the time
+    between its redraws that moved (``mininterval``: at least ``interval`` apart). The ratio of
+    the two averages is a weighted average of rates the run achieved over real intervals, so
+    it is never above what the run does; with 0.1 the weight lies mostly on the last ten
+    samples, the last 5 s or so (0.3, tqdm's default, follows single bursts of answers; 0,
+    the average since the start, lags a run that sped up or slowed down). A pause without
+    answers brings it down as it goes on (as if an answer came now). tqdm's clock starts when
+    the run started (``elapsed_ms``), so its first interval counts the run's start-up, and its
+    last line (``close``) shows rows answered over the run's own time: the rate it
     achieved."""
 
-    def __init__(
-        self,
-        stream: TextIO,
-        *,
-        interval: float = 0.5,
-        window: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    #: the line with a total (``desc``: ``~`` when estimated), and without one yet
+    FORMAT = ("{n:,}/{desc}{total:,} rows {percentage:3.0f}% |{bar}| {rate_noinv:,.0f} rows/s"
+              "  ETA {remaining}  [{elapsed}]{postfix}")  # fmt: skip
+    FORMAT_NO_TOTAL = "{n:,}/? rows {rate_noinv:,.0f} rows/s  [{elapsed}]{postfix}"
+
+    def __init__(self, stream: TextIO, *, interval: float = 0.5, smoothing: float = 0.1) -> None:
         self.stream = stream
         self.interval = interval
-        self.window = window
-        self.clock = clock
-        self.started = clock()
-        self.counts: dict[str, int] | None = None
-        self._samples: deque[tuple[float, int]] = deque()
+        self.smoothing = smoothing
+        self.bar: Any = None  # made at the first counts (tqdm draws when it is made)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._gone = False  # the terminal is gone
         self._thread: threading.Thread | None = None
 
-    def __call__(self, counts: dict[str, int]) -> None:
+    def __call__(self, counts: Mapping[str, int]) -> None:
         """New counts (``RunProgress.counts``): redraw."""
         with self._lock:
-            self.counts = dict(counts)
-            if "elapsed_ms" in counts:  # the run's own clock, from when it started
-                self.started = self.clock() - counts["elapsed_ms"] / 1000
+            if self.bar is None:
+                self._open(counts.get("elapsed_ms", 0) / 1000)
+        self._draw(lambda: self._set(counts))
         if self._thread is None:
             self._thread = threading.Thread(target=self._tick, name="dmimport-progress")
             self._thread.daemon = True
             self._thread.start()
-        self.draw()
+
+    def _open(self, elapsed: float) -> None:
+        self.bar = _Line(total=None, unit="rows", file=self.stream, dynamic_ncols=True,
+                         mininterval=self.interval, miniters=1, smoothing=self.smoothing,
+                         ascii="-#", bar_format=self.FORMAT_NO_TOTAL, delay=1)  # fmt: skip
+        # the run's clock: its first rate interval starts when the run did (``delay`` kept
+        # tqdm from drawing the line before; it draws from now on)
+        self.bar.start_t = self.bar.last_print_t = time.time() - elapsed
+        self.bar.delay = 0
+
+    def _set(self, counts: Mapping[str, int]) -> None:
+        bar = self.bar
+        total = counts.get("total", 0) or None
+        bar.total = total
+        bar.bar_format = self.FORMAT if total else self.FORMAT_NO_TOTAL
+        bar.set_description_str("" if counts.get("total_exact", 0) else "~", refresh=False)
+        rejected, failed = counts.get("rejected", 0), counts.get("failed", 0)
+        bar.set_postfix_str(f"rejected={rejected:,} failed={failed:,}", refresh=False)
+        answered = counts.get("answered", counts.get("rows", 0))
+        if answered > bar.n:
+            bar.update(answered - bar.n)  # feeds the rate's average, redraws if due
+        else:
+            bar.refresh()
 
     def _tick(self) -> None:
         while not self._stop.wait(self.interval):
-            self.draw()
+            self._draw(lambda: self.bar.refresh())
 
-    def draw(self, *, final: bool = False) -> None:
+    def _draw(self, action: Callable[[], object]) -> None:
         with self._lock:
-            if self.counts is None:
+            if self.bar is None or self._gone:
                 return
-            line = self.render(self.counts, final=final)
-            width = _width(self.stream)
             try:
-                self.stream.write("\r" + line[: width - 1] + "\x1b[K" + ("\n" if final else ""))
-                self.stream.flush()
-            except (OSError, ValueError):  # the terminal has gone
+                action()
+            except (OSError, ValueError):  # the terminal has gone: draw no more
+                self._gone = True
                 self._stop.set()
 
     def clear(self) -> None:
         """Blank the line (before a log line is written there; the next draw puts it back)."""
-        with self._lock:
-            if self.counts is not None:
-                try:
-                    self.stream.write("\r\x1b[K")
-                    self.stream.flush()
-                except (OSError, ValueError):
-                    pass
-
-    def render(self, counts: Mapping[str, int], *, final: bool = False) -> str:
-        """The line for ``counts`` now (a sample of the rate window is taken)."""
-        now = self.clock()
-        answered = counts.get("answered", counts.get("rows", 0))
-        total = counts.get("total", 0)
-        exact = bool(counts.get("total_exact", 0))
-        elapsed = now - self.started
-        if final:
-            rate: float | None = answered / elapsed if elapsed > 0 else None
-        else:
-            rate = self._rate(now, answered)
-        if total:
-            share = min(1.0, answered / total)
-            head = f"{answered:,}/{'' if exact else '~'}{total:,} rows {share * 100:3.0f}%"
-            bar = _bar(share, 20)
-            left = max(0, total - answered)
-            eta = _clock(left / rate) if rate else ("0:00" if not left else "-:--")
-        else:
-            head, bar, eta = f"{answered:,} rows   ?%", " " * 20, "-:--"
-        speed = f"{rate:,.0f} rows/s" if rate is not None else "- rows/s"
-        tail = f"rejected={counts.get('rejected', 0):,} failed={counts.get('failed', 0):,}"
-        return f"{head} |{bar}| {speed}  ETA {eta}  [{_clock(elapsed)}]  {tail}"
-
-    def _rate(self, now: float, answered: int) -> float | None:
-        """Rows answered per second over the last ``window`` seconds (None before a second
-        of answers has been seen)."""
-        samples = self._samples
-        samples.append((now, answered))
-        while len(samples) > 2 and samples[1][0] <= now - self.window:
-            samples.popleft()
-        t0, a0 = samples[0]
-        if now - t0 < 1.0 or answered == 0:
-            return None
-        return (answered - a0) / (now - t0)
+        self._draw(lambda: self.bar.clear())
 
     def close(self) -> None:
         """Stop redrawing; the last line, with the run's average rate, stays on screen."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
-        self.draw(final=True)
-
-
-def _bar(share: float, width: int) -> str:
-    full = int(share * width)
-    return "#" * full + "-" * (width - full)
-
-
-def _clock(seconds: float) -> str:
-    """``m:ss``, or ``h:mm:ss`` from an hour."""
-    s = max(0, round(seconds))
-    h, rest = divmod(s, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def _width(stream: TextIO) -> int:
-    try:
-        width = os.get_terminal_size(stream.fileno()).columns
-    except (OSError, ValueError, AttributeError):
-        width = 80
-    return width if width > 20 else 80
+        self._draw(lambda: self.bar.close())

@@ -37,10 +37,11 @@ send:
   rate_limit: 4
 """
 
-#: one drawing of the line: ``3,000/6,000 rows  50% |...| 1,012 rows/s  ETA 0:03  [0:03]``
+#: one drawing of the line (by tqdm):
+#: ``3,000/6,000 rows  50% |...| 1,012 rows/s  ETA 00:03  [00:03], rejected=0 failed=0``
 LINE = re.compile(
     r"(?P<answered>[\d,]+)/(?P<approx>~?)(?P<total>[\d,]+) rows +(?P<pct>\d+)% \|[#-]+\| "
-    r"(?P<rate>[\d,]+|-) rows/s  ETA (?P<eta>-:--|\d+:\d\d)  \[(?P<elapsed>\d+:\d\d)\]"
+    r"(?P<rate>[\d,]+) rows/s  ETA (?P<eta>\?|\d+:\d\d(?::\d\d)?)  \[(?P<elapsed>[\d:]+)\]"
 )
 
 
@@ -105,20 +106,19 @@ def test_the_bar_shows_answered_rows_of_the_total_with_rate_and_eta(
     assert len(below) >= 2, counts
     times = [t for t, _ in drawn]
     assert max(b - a for a, b in itertools.pairwise(times)) < 1.5
-    assert any(m["eta"] != "-:--" and 0 < _number(m["answered"]) < 6000 for _, m in drawn)
+    assert any(m["eta"] != "?" and 0 < _number(m["answered"]) < 6000 for _, m in drawn)
     # the percent follows the count
     for _, m in drawn:
         assert int(m["pct"]) == round(100 * _number(m["answered"]) / 6000)
     # the last line: every row answered, and the rate the run achieved
     last = drawn[-1][1]
-    assert last["answered"] == "6,000" and last["pct"] == "100" and last["eta"] == "0:00"
+    assert last["answered"] == "6,000" and last["pct"] == "100" and last["eta"] == "00:00"
     achieved = 6000 / summary["duration_s"]
     assert abs(_number(last["rate"]) - achieved) <= 0.2 * achieved, (last[0], achieved)
     # no rate shown is above what the run does at full speed: 4 requests of 500 rows a second
     # (with a second's burst)
     for _, m in drawn:
-        if m["rate"] != "-":
-            assert _number(m["rate"]) <= 2 * 4 * 500, m[0]
+        assert _number(m["rate"]) <= 2 * 4 * 500, m[0]
 
 
 def test_validate_counts_checked_rows_and_estimates_the_total_from_bytes(tmp_path: Path) -> None:
@@ -141,7 +141,7 @@ def test_validate_counts_checked_rows_and_estimates_the_total_from_bytes(tmp_pat
     last = drawn[-1]
     assert (last["answered"], last["approx"], last["total"]) == ("6,000", "", "6,000")
     text = "".join(c for _, c in chunks)
-    assert text.rstrip().rsplit("\r", 1)[-1].endswith("rejected=1 failed=0\x1b[K"), text
+    assert text.rstrip().rsplit("\r", 1)[-1].endswith(", rejected=1 failed=0"), text
 
 
 def test_until_the_file_is_read_the_total_is_estimated_from_its_lines(tmp_path: Path) -> None:
