@@ -34,6 +34,8 @@ class Expected:
 
     #: file line -> a fragment of the reason its row is rejected with
     rejected: dict[int, str] = field(default_factory=dict)
+    #: file line of a rejected row -> the source column its reason names
+    rejected_column: dict[int, str] = field(default_factory=dict)
     #: file lines of rows that are good
     good: list[int] = field(default_factory=list)
     #: file line of an earlier row -> the line of the later row of the same identity
@@ -115,15 +117,17 @@ def crm_export(path: Path, customers: int = 400, seed: int = 14) -> Expected:
             values["城市"] = "广州"
 
     bad = [
-        ("1.38001E+10", "1990/3/5", "scientific notation"),
-        ("138OO138000", "1990/3/5", "letters"),
-        ("1380013800012", "1990/3/5", "13 digits"),
-        ("13912345678", "2024-02-30", "no such date"),
+        ("1.38001E+10", "1990/3/5", "手机号", "scientific notation"),
+        ("138OO138000", "1990/3/5", "手机号", "letters"),
+        ("1380013800012", "1990/3/5", "手机号", "13 digits"),
+        ("13912345678", "2024-02-30", "生日", "no such date"),
     ]
-    for n, (phone, birthday, why) in enumerate(bad):
+    for n, (phone, birthday, column, why) in enumerate(bad):
         row = [f"B{n:05d}", "坏行", phone, f"bad{n}@example.com", "12.00", birthday,
                "2024-01-01 00:00:00", "上海"]  # fmt: skip
-        exp.rejected[add(row)] = why
+        line = add(row)
+        exp.rejected[line] = why
+        exp.rejected_column[line] = column
 
     text = ",".join(CRM_HEADER) + "\r\n"
     for row in lines:
