@@ -188,6 +188,10 @@ def test_shop_export_from_init_to_a_clean_nightly_run(tmp_path: Path) -> None:
     cfg = yaml.safe_load(text)
     assert cfg["columns"]["create_time"]["from"] == "created_at"
     assert cfg["columns"]["event_id"]["from"] == "order_id"
+    # the order exported twice: init says what to set (getting-started, item 7)
+    said = re.sub(r"\n\s*# ", " ", text)
+    assert "NOT unique in the sample -> check it" in said
+    assert "set job.duplicates: keep_last" in said
     # item 8: the nested items are listed as skipped, not sent
     assert "# skipped (nested, not a flat value): items (list of objects)" in text
     config.write_text(edit_as_getting_started_says(text, duplicates="keep_last"), "utf-8")

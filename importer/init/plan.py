@@ -237,7 +237,11 @@ def _event_id_column(
             return g, "named like an id and unique in the sample -> event_id"
     for g in candidates:
         if g.name in _EVENT_ID_NAMES:
-            return g, "named like an event id, but NOT unique in the sample -> check it"
+            return g, (
+                "named like an event id, but NOT unique in the sample -> check it: for an "
+                "order exported again with a later status, set job.duplicates: keep_last (the "
+                "default, reject, rejects the later rows)"
+            )
     return None, ""
 
 
