@@ -228,7 +228,8 @@ def render_summary(summary: Any, command: str | None = None, config: str | None 
         lines.append(f"  skipped   {skipped['path']}: {skipped['reason']}")
     for status, n in d["counts"].items():
         if n:
-            lines.append(f"  {status:<9} {n:>12,}")
+            # numbers end in one column; a long label (skipped_duplicate) takes their room
+            lines.append(f"  {status:<9} {n:>{max(1, 21 - max(9, len(status)))},}")
     if d["requests"]:
         lines.append(f"  requests  {d['requests']:>12,}")
         sending = getattr(summary, "sending", None)

@@ -15,6 +15,7 @@ import pytest
 from helpers import read_results, write_csv
 
 from importer.api import preview, retry, run, validate
+from importer.cli import render_summary
 from importer.config import Config
 from importer.duplicates import find_duplicates
 from importer.job import parse_job
@@ -138,6 +139,11 @@ def test_keep_last_sends_the_last_event_and_skips_the_earlier_naming_its_line(
     assert summary.exit_code == 0 and summary.counts["skipped_duplicate"] == 1
     assert summary.top_reasons == []  # not a problem
     assert not (summary.report_dir / "rejects.csv").exists()
+    # the printed summary's counts end in one column, the long label's too
+    counts = [
+        ln for ln in render_summary(summary).splitlines() if ln.startswith(("  ok ", "  skip"))
+    ]
+    assert counts == ["  ok                   2", "  skipped_duplicate    1"]
 
 
 def test_keep_first_sends_the_first_and_skips_the_later(
