@@ -2,7 +2,8 @@
 user would, writing input files, and reading a run's results back.
 
 - ``dmimport(*args, cwd=..., secret=...)``: the installed command in a subprocess, finished;
-  ``start_dmimport(...)``: the same, started (a ``Popen``) for tests that signal or watch it.
+  ``start_dmimport(...)``: the same, started (a ``Popen``) for tests that signal or watch it;
+  ``on_terminal(...)``: finished, with its stderr on a pseudo-terminal.
   Neither passes on a ``DMART_*`` variable of the test's own environment unless given.
 - ``write_file``, ``write_csv``: input files; ``reference``: what Python's ``csv`` module reads
   in a CSV text (what the loader's tests compare the loader with).
@@ -12,11 +13,17 @@ user would, writing input files, and reading a run's results back.
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import os
+import pty
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -83,6 +90,37 @@ def start_dmimport(
     return subprocess.Popen(
         cli_command(*args), env=cli_env(secret, env), cwd=cwd or Path.cwd(), **kwargs
     )
+
+
+def on_terminal(
+    *args: str | Path, cwd: Path, secret: str | None, timeout: float = 120
+) -> tuple[int, str, list[tuple[float, str]]]:
+    """``dmimport ARGS`` with its stderr on a pseudo-terminal of 120 columns (so the progress
+    bar is drawn; a 0x0 terminal would make it zero characters wide): its exit code, its
+    stdout, and what the terminal received, each chunk with the time it arrived."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    chunks: list[tuple[float, str]] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                return
+            if not data:
+                return
+            chunks.append((time.monotonic(), data.decode("utf-8", "replace")))
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    with subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE, stderr=slave, text=True,
+                          env=cli_env(secret), cwd=cwd) as proc:  # fmt: skip
+        os.close(slave)
+        out, _ = proc.communicate(timeout=timeout)
+    reader.join(timeout=10)
+    os.close(master)
+    return proc.returncode, out, chunks
 
 
 # -- input files --------------------------------------------------------------------------------

@@ -5,22 +5,14 @@ stderr a pseudo-terminal, against the sandbox on loopback."""
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import json
-import os
-import pty
 import re
-import struct
-import subprocess
-import termios
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import cli_command, cli_env, write_csv
+from helpers import on_terminal, write_csv
 
 import importer
 from importer.sandbox import Sandbox
@@ -49,36 +41,6 @@ def _number(text: str) -> int:
     return int(text.replace(",", ""))
 
 
-def run_on_terminal(
-    *args: str | Path, cwd: Path, secret: str
-) -> tuple[int, str, list[tuple[float, str]]]:
-    """``dmimport ARGS`` with stderr on a pseudo-terminal (120 columns): its exit code, its
-    stdout, and what the terminal received, each chunk with the time it arrived."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-    chunks: list[tuple[float, str]] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                return
-            if not data:
-                return
-            chunks.append((time.monotonic(), data.decode("utf-8", "replace")))
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    with subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE, stderr=slave, text=True,
-                          env=cli_env(secret), cwd=cwd) as proc:  # fmt: skip
-        os.close(slave)
-        out, _ = proc.communicate(timeout=60)
-    reader.join(timeout=10)
-    os.close(master)
-    return proc.returncode, out, chunks
-
-
 def test_the_bar_shows_answered_rows_of_the_total_with_rate_and_eta(
     fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
@@ -86,7 +48,7 @@ def test_the_bar_shows_answered_rows_of_the_total_with_rate_and_eta(
     (tmp_path / "job.yaml").write_text(CONFIG, encoding="utf-8")
     rows = [[f"139{i:08d}", f"name {i}"] for i in range(6000)]
     data = write_csv(tmp_path / "people.csv", ["phone", "name"], rows)
-    code, out, chunks = run_on_terminal(
+    code, out, chunks = on_terminal(
         "run", "job.yaml", data, "--base-url", sb.url, "--json", cwd=tmp_path, secret=sb.secret
     )
     summary = json.loads(out)
@@ -129,7 +91,7 @@ def test_validate_counts_checked_rows_and_estimates_the_total_from_bytes(tmp_pat
     rows = [[f"139{i:08d}", f"name {i}"] for i in range(6000)]
     rows[10][0] = ""  # no primary key: rejected
     data = write_csv(tmp_path / "people.csv", ["phone", "name"], rows)
-    code, out, chunks = run_on_terminal("validate", "job.yaml", data, "--json", cwd=tmp_path,
+    code, out, chunks = on_terminal("validate", "job.yaml", data, "--json", cwd=tmp_path,
                                         secret="unused")  # fmt: skip
     summary = json.loads(out)
     assert code == 1 and summary["counts"]["valid"] == 5999

@@ -11,18 +11,14 @@ from __future__ import annotations
 import asyncio
 import csv
 import dataclasses
-import fcntl
 import gzip
 import json
 import os
-import pty
 import shutil
 import ssl
 import stat
-import struct
 import subprocess
 import sys
-import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import cli_command, cli_env, write_csv
+from helpers import cli_env, on_terminal, write_csv
 from helpers import dmimport as run_dmimport
 
 from importer.errors import LoadError
@@ -68,31 +64,8 @@ def dmimport(*args: str | Path, cwd: Path, secret: str | None = CANARY,
     if not tty:
         proc = run_dmimport(*args, cwd=cwd, secret=secret)
         return proc.returncode, proc.stdout, proc.stderr
-    env, cmd = cli_env(secret), cli_command(*args)
-    master, slave = pty.openpty()
-    # a 0x0 terminal would make the progress bar zero characters wide
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-    chunks: list[bytes] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, text=True, env=env,
-                          cwd=cwd) as p:  # fmt: skip
-        os.close(slave)
-        out, _ = p.communicate(timeout=120)
-    reader.join(timeout=10)
-    os.close(master)
-    return p.returncode, out, b"".join(chunks).decode("utf-8", "replace")
+    code, out, chunks = on_terminal(*args, cwd=cwd, secret=secret)
+    return code, out, "".join(text for _, text in chunks)
 
 
 def rows(n: int, prefix: str = "0139") -> list[list[str]]:
