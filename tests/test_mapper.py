@@ -436,7 +436,7 @@ def test_transforms(steps: list[str], cell: str, sent: str | None) -> None:
         ("000000000000000000000000012", 12),
         ("12.5", None),
         ("1e3", None),
-        ("9223372036854775808", None),
+        ("+-1", None),  # one sign only (the range has its own reason: test_values_edges.py)
         ("-", None),
     ],
 )

@@ -387,7 +387,7 @@ def test_digits_refuses_letters_and_scientific_notation(target: dict[str, str]) 
         "1.38001E+10",
         "1.38E10",
         "138OO138000",
-        "138 ００１３ 8000",  # full-width digits are not 0-9: dropped, as before
+        "138 ００１３ 8000",  # full-width digits are digits (NFKC), not dropped
         "电话13800138000",
         "--",
     ]
@@ -406,7 +406,7 @@ def test_digits_refuses_letters_and_scientific_notation(target: dict[str, str]) 
         (0, None),
     ]
     assert sent(m, "mobile")[:2] == ["+8613800138000", "07551234.5678".replace(".", "")]
-    assert sent(m, "mobile")[5] == "1388000"
+    assert sent(m, "mobile")[5] == "13800138000"
     assert sent(m, "mobile")[7] is None  # no digits: empty, left out
     assert m.column[2:5] == ["手机"] * 3
     # the refused row keeps its cell: no key is made of it

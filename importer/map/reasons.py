@@ -57,7 +57,9 @@ def value_problem(spec: ColumnSpec, value: str) -> str:
     why: str | None = None
     if spec.type in ("integer", "number"):
         fmt = spec.number_format
-        why = _misplaced(text, fmt) if fmt is not None else _separator_hint(text)
+        why = _misplaced(text, fmt) if fmt is not None else _separator_hint(text, spec.type)
+        if why is None and spec.type == "integer":
+            why = _out_of_range(text, fmt)
         if why is not None:
             return f"{_TYPE_PROBLEM[spec.type]}: {why}"
     elif spec.type == "datetime":
@@ -67,6 +69,22 @@ def value_problem(spec: ColumnSpec, value: str) -> str:
     return type_problem(spec)
 
 
+def _out_of_range(text: str, fmt: NumberFormat | None) -> str | None:
+    """For a whole number past the 64-bit range the platform stores integers in."""
+    if fmt is not None:
+        if fmt.thousands == " ":
+            text = text.replace("\u00a0", " ").replace("\u202f", " ")
+        text = text.replace(fmt.thousands, "") if fmt.thousands else text
+        if fmt.decimal == ",":
+            if "." in text:
+                return None
+            text = text.replace(",", ".")
+    whole = re.fullmatch(r"([+-]?\d+)(?:\.0*)?", text)
+    if whole is None or -(2**63) <= int(whole.group(1)) < 2**63:
+        return None
+    return f"outside the 64-bit range ({-(2**63)} to {2**63 - 1})"
+
+
 def _quoted(mark: str) -> str:
     """A mark as a reason quotes it: ``','``, but ``"'"`` for the apostrophe."""
     return '"\'"' if mark == "'" else f"'{mark}'"
@@ -74,18 +92,23 @@ def _quoted(mark: str) -> str:
 
 def _grouped(thousands: str, decimal: str) -> re.Pattern[str]:
     t, d = re.escape(thousands), re.escape(decimal)
-    return re.compile(rf"[+-]?\d{{1,3}}(?:{t}\d{{3}})+(?:{d}\d*)?")
+    return re.compile(rf"[+-]?[1-9]\d{{0,2}}(?:{t}\d{{3}})+(?:{d}\d*)?")
 
 
-def _separator_hint(text: str) -> str | None:
-    """For a value that would convert with a ``number_format``: which one to add."""
+def _separator_hint(text: str, type_: str) -> str | None:
+    """For a value that would convert with a ``number_format``: which one to add (for an
+    ``integer`` column only when the value then is whole: ``1,000.50`` gets none)."""
     for mark, fix, decimal in _GROUPINGS:
+        if type_ == "integer" and not re.fullmatch(
+            rf"[^{re.escape(decimal)}]*(?:{re.escape(decimal)}0*)?", text
+        ):
+            continue
         if mark in text and _grouped(mark, decimal).fullmatch(text):
             return (
                 f"it has a thousands separator {_quoted(mark)}; "
                 f"add number_format: {fix} to this column"
             )
-    if _DECIMAL_COMMA.fullmatch(text):
+    if _DECIMAL_COMMA.fullmatch(text) and (type_ != "integer" or re.search(",0+$", text)):
         return 'it has a decimal comma; add number_format: {decimal: ","} to this column'
     return None
 
@@ -100,6 +123,11 @@ def _misplaced(text: str, fmt: NumberFormat) -> str | None:
     d = re.escape(fmt.decimal)
     shaped = re.fullmatch(rf"[+-]?[\d{re.escape(t)}]+(?:{d}\d*)?", text)
     if t in text and shaped and not _grouped(t, fmt.decimal).fullmatch(text):
+        if re.match(rf"[+-]?0+{re.escape(t)}", text):
+            return (
+                f"a thousands separator {_quoted(t)} after a leading 0 "
+                f"(is {_quoted(t)} the decimal mark here?)"
+            )
         return (
             f"misplaced thousands separator {_quoted(t)} "
             f"(digits are grouped by three: 1{t}234{t}567)"

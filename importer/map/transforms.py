@@ -27,6 +27,10 @@ LETTERS = "has letters"
 PHONE_OTHER = "has characters other than digits, spaces, dashes, dots and parentheses"
 PHONE_COUNTRY = "has a country code other than +86"
 PHONE_START = "does not start with 13-19"
+#: ``digits``: what a value may hold besides the digits 0-9 (after NFKC); anything else (a
+#: second number after ``/`` or ``;``, a mask ``138****8000``, an amount's ``,``) would make
+#: a key of digits that belong to no one.
+DIGITS_OTHER = "has characters other than the digits 0-9, spaces, dashes, dots, parentheses and a +"
 
 _SCIENTIFIC = r"^\s*[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)[eE][+-]?\d+\s*$"
 _LETTER = r"\pL"
@@ -34,6 +38,14 @@ _LETTER = r"\pL"
 #: the dashes (hyphen-minus, U+2010-U+2015, U+2212), dots and parentheses.
 _PHONE_NOISE = r"[\s\x{2010}-\x{2015}\x{2212}.()-]+"
 _MOBILE = r"^1[3-9]\d{9}$"
+#: ``digits``: the characters a value may hold (after NFKC), as ``_PHONE_NOISE`` plus ``+``.
+_DIGITS_SHAPE = r"^[\s\d\x{2010}-\x{2015}\x{2212}.()+-]*$"
+#: the ASCII bytes of ``_DIGITS_SHAPE``: a value with any other byte is matched against it
+_DIGITS_BYTES = np.zeros(256, dtype=bool)
+_DIGITS_BYTES[list(b"0123456789 \t\n\r\x0b\x0c.()+-")] = True
+#: a whole number a spreadsheet wrote as a float (``13800138000.0``): its ``.0`` is dropped
+#: (as ``integer`` does), not read as one more digit
+_EXCEL_FLOAT = r"^(\s*\+?\d+)\.0+(\s*)$"
 
 
 @dataclass
@@ -64,30 +76,55 @@ def _non_ascii(text: pa.Array) -> np.ndarray:
     return _flagged(text, value_bytes(text) >= 0x80)
 
 
-def _refusals(text: pa.Array) -> pa.Array | None:
-    """Per value: SCIENTIFIC, LETTERS or null; None when no value is refused. Only values
-    with an ASCII letter or a non-ASCII byte are matched (a byte scan finds them)."""
+def _refusals(text: pa.Array, strict: bool = False) -> pa.Array | None:
+    """Per value: SCIENTIFIC, LETTERS (or with ``strict``, DIGITS_OTHER) or null; None when no
+    value is refused. Only values with an ASCII letter or a non-ASCII byte (with ``strict``:
+    any byte ``digits`` does not keep or drop) are matched (a byte scan finds them)."""
     data = value_bytes(text)
-    folded = data | 0x20
-    suspect = _flagged(text, (data >= 0x80) | ((folded >= ord("a")) & (folded <= ord("z"))))
-    suspect &= bools(pc.is_valid(text))
+    if strict:
+        flag = ~_DIGITS_BYTES[data]
+    else:
+        folded = data | 0x20
+        flag = (data >= 0x80) | ((folded >= ord("a")) & (folded <= ord("z")))
+    suspect = _flagged(text, flag) & bools(pc.is_valid(text))
     if not suspect.any():
         return None
     some = text.filter(pa.array(suspect))
     sci = pc.match_substring_regex(some, _SCIENTIFIC)
     letters = pc.match_substring_regex(some, _LETTER)
-    why = pc.if_else(sci, SCIENTIFIC, pc.if_else(letters, LETTERS, pa.scalar(None, pa.string())))
+    other: pa.Scalar | pa.Array = pa.scalar(None, pa.string())
+    if strict:
+        other = pc.if_else(
+            pc.match_substring_regex(some, _DIGITS_SHAPE), other, pa.scalar(DIGITS_OTHER)
+        )
+    why = pc.if_else(sci, SCIENTIFIC, pc.if_else(letters, LETTERS, other))
     return pc.replace_with_mask(pa.nulls(len(text), pa.string()), pa.array(suspect), why)
 
 
+def _plain(text: pa.Array) -> pa.Array:
+    """``text`` with its non-ASCII values NFKC-normalised (full-width digits, spaces, ``+``
+    and parentheses become ASCII; ASCII values are left as they are) and a whole number
+    written as a float (``13800138000.0``) without its ``.0``."""
+    wide = _non_ascii(text)
+    if wide.any():
+        text = pc.replace_with_mask(
+            text, pa.array(wide), pc.utf8_normalize(text.filter(pa.array(wide)), "NFKC")
+        )
+    return pc.replace_substring_regex(text, _EXCEL_FLOAT, r"\1\2")
+
+
 def _digits(text: pa.Array) -> tuple[pa.Array, pa.Array | None]:
-    """``digits``: (the digits, with a leading ``+`` kept; the refusal reasons or None)."""
+    """``digits``: (the digits, with a leading ``+`` kept; the refusal reasons or None).
+    Full-width digits count (NFKC); a value with anything but digits, spaces, dashes, dots,
+    parentheses and ``+`` is refused, so no key is made of digits that belong to no one."""
     if within(text, "0", "9"):
         return text, None
+    text = _plain(text)
     plus = pc.starts_with(pc.utf8_trim_whitespace(text), "+")
     only = pc.replace_substring_regex(text, r"[^0-9]+", "")
     keep_plus = pc.and_(plus, pc.not_equal(only, ""))
-    return pc.if_else(keep_plus, pc.binary_join_element_wise("+", only, ""), only), _refusals(text)
+    out = pc.if_else(keep_plus, pc.binary_join_element_wise("+", only, ""), only)
+    return out, _refusals(text, strict=True)
 
 
 def _phone_cn(text: pa.Array) -> tuple[pa.Array, pa.Array | None]:
@@ -100,13 +137,7 @@ def _phone_cn(text: pa.Array) -> tuple[pa.Array, pa.Array | None]:
             return text, None
         why = pc.if_else(pa.array(good), pa.scalar(None, pa.string()), PHONE_START)
         return text, why
-    # full-width digits, spaces, + and parentheses (NFKC leaves ASCII as it is)
-    wide = _non_ascii(text)
-    norm = text
-    if wide.any():
-        norm = pc.replace_with_mask(
-            text, pa.array(wide), pc.utf8_normalize(text.filter(pa.array(wide)), "NFKC")
-        )
+    norm = _plain(text)
     early = _refusals(norm)
     norm = pc.replace_substring_regex(norm, _PHONE_NOISE, "")
     norm = pc.replace_substring_regex(norm, r"^(?:\+86|0086|86(1[3-9]\d{9})$)", r"\1")

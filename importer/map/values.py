@@ -38,6 +38,8 @@ _AUTO_DATETIME = (
 )
 _INTEGER = r"^-?\d+(?:\.0*)?$"
 _NUMBER = r"^-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
+#: a leading ``+`` before a digit or the decimal point: dropped (``+-1`` keeps it, and fails)
+_PLUS = r"^\+([\d.])"
 
 #: The wire datetime (``protocol.DATETIME_FORMAT``) of the epoch: its length, and the separator
 #: at each position (digits elsewhere), for the byte scan of the fast path.
@@ -51,7 +53,7 @@ def _integers(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
     present = bools(pc.is_valid(text))
     if within(text, "0", "9") and (byte_lengths(text)[present] <= 18).all():
         return pc.cast(pc.cast(text, pa.int64()), pa.string()), np.zeros(len(text), dtype=bool)
-    norm = pc.replace_substring_regex(text, r"^\+", "")
+    norm = pc.replace_substring_regex(text, _PLUS, r"\1")
     valid = bools(pc.match_substring_regex(norm, _INTEGER))
     norm = pc.replace_substring_regex(norm, r"\.0*$", "")
     norm = pc.replace_substring_regex(norm, r"^(-?)0+(\d)", r"\1\2")
@@ -84,7 +86,7 @@ def _numbers(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
         except pa.ArrowInvalid:
             vals = None
     if vals is None:
-        norm = pc.replace_substring_regex(text, r"^\+", "")
+        norm = pc.replace_substring_regex(text, _PLUS, r"\1")
         matched_arrow = pc.match_substring_regex(norm, _NUMBER)
         vals = pc.cast(pc.if_else(matched_arrow, norm, None), pa.float64())
         matched = bools(matched_arrow)
@@ -244,9 +246,11 @@ def _datetimes_auto(text: pa.Array, zone: str | None) -> tuple[pa.Array, np.ndar
 
 
 def grouped(fmt: NumberFormat) -> str:
-    """The regex of a value whose digits before the decimal mark are grouped by three."""
+    """The regex of a value whose digits before the decimal mark are grouped by three, the
+    first group without a leading 0 (``0,999`` is no thousand-grouped number: a decimal mark
+    in a file that also groups thousands, more likely than 999)."""
     t, d = re.escape(fmt.thousands or ""), re.escape(fmt.decimal)
-    return rf"^[+-]?\d{{1,3}}(?:{t}\d{{3}})+(?:{d}\d*)?$"
+    return rf"^[+-]?[1-9]\d{{0,2}}(?:{t}\d{{3}})+(?:{d}\d*)?$"
 
 
 def plain_numbers(text: pa.Array, fmt: NumberFormat) -> tuple[pa.Array, np.ndarray]:

@@ -1,0 +1,133 @@
+"""Values at the edges a verifier found (issue 14): no cell is read as a number or a key a
+person would not read in it, and every refusal says why."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from importer.job import parse_job
+from importer.map import Mapped, Mapper
+
+
+def mapped(column: dict[str, Any], cells: list[str]) -> Mapped:
+    cfg = parse_job(
+        {
+            "job": {"kind": "user", "primary_keys": ["uid"]},
+            "columns": {"uid": {"from": "id"}, "v": {"from": "值", **column}},
+        }
+    )
+    t = pa.table(
+        {
+            "id": pa.array([f"u{i}" for i in range(len(cells))], pa.string()),
+            "值": pa.array(cells, pa.string()),
+        }
+    )
+    return Mapper(cfg).map_table(t, np.arange(2, len(cells) + 2, dtype=np.int64))
+
+
+def outcome(m: Mapped) -> list[Any]:
+    """Per row: the value sent (None when left out) or the reason of the rejected row."""
+    assert m.items is not None
+    return [
+        json.loads(item).get("v") if item is not None else m.reason[i]
+        for i, item in enumerate(m.items)
+    ]
+
+
+COLUMN = "column 值 (property v)"
+
+
+@pytest.mark.parametrize("type_", ["integer", "number"])
+@pytest.mark.parametrize("number_format", [None, {"thousands": ","}, "1.234,56"])
+def test_one_sign_only(type_: str, number_format: Any) -> None:
+    spec: dict[str, Any] = {"type": type_}
+    if number_format is not None:
+        spec["number_format"] = number_format
+    m = mapped(spec, ["+-1", "+1", "-1"])
+    got = outcome(m)
+    assert got[1:] == [1, -1]
+    assert isinstance(got[0], str) and got[0].startswith(f"{COLUMN}: '+-1' is not a")
+
+
+@pytest.mark.parametrize(
+    ("number_format", "cell", "why"),
+    [
+        ({"thousands": ","}, "0,999", "a thousands separator ',' after a leading 0"),
+        ({"thousands": ","}, "-0,999", "a thousands separator ',' after a leading 0"),
+        ({"thousands": ","}, "00,999", "a thousands separator ',' after a leading 0"),
+        ("1.234,56", "0.999", "a thousands separator '.' after a leading 0"),
+    ],
+)
+def test_a_leading_zero_group_is_no_thousands(number_format: Any, cell: str, why: str) -> None:
+    m = mapped({"type": "number", "number_format": number_format}, [cell, "1,299.5", "1.299,5"])
+    mark = "," if isinstance(number_format, dict) else "."
+    assert outcome(m)[0] == (
+        f"{COLUMN}: '{cell}' is not a number: {why} (is '{mark}' the decimal mark here?)"
+    )
+
+
+def test_an_integer_column_is_not_told_to_read_a_fraction_as_thousands() -> None:
+    m = mapped({"type": "integer"}, ["0.999", "1,000.50", "12,5", "1.234", "12,00"])
+    assert outcome(m) == [
+        f"{COLUMN}: '0.999' is not an integer",
+        f"{COLUMN}: '1,000.50' is not an integer",
+        f"{COLUMN}: '12,5' is not an integer",
+        f"{COLUMN}: '1.234' is not an integer: it has a thousands separator '.'; "
+        'add number_format: {thousands: "."} to this column',
+        f"{COLUMN}: '12,00' is not an integer: it has a decimal comma; "
+        'add number_format: {decimal: ","} to this column',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("number_format", "cell"),
+    [
+        (None, "9223372036854775808"),
+        (None, "-9223372036854775809"),
+        ({"thousands": ","}, "9,223,372,036,854,775,808"),
+        ({"thousands": " ", "decimal": ","}, "9 223 372 036 854 775 808,00"),
+    ],
+)
+def test_an_integer_past_64_bits_says_so(number_format: Any, cell: str) -> None:
+    spec: dict[str, Any] = {"type": "integer"}
+    if number_format is not None:
+        spec["number_format"] = number_format
+    m = mapped(spec, [cell])
+    assert outcome(m) == [
+        f"{COLUMN}: '{cell}' is not an integer: "
+        "outside the 64-bit range (-9223372036854775808 to 9223372036854775807)"
+    ]
+
+
+DIGITS_OTHER = "has characters other than the digits 0-9, spaces, dashes, dots, parentheses and a +"
+
+
+def test_digits_makes_no_key_of_two_numbers_a_mask_or_an_amount() -> None:
+    cells = [
+        "13800138000/13900139000",
+        "13800138000;13900139000",
+        "138****8000",
+        "1,299.00",
+        "13800138000#123",
+        "١٣٨٠٠١٣٨٠٠٠",  # Arabic-Indic digits: not 0-9
+        "(0755) 1234-5678",
+        "+86 138—0013–8000",
+    ]
+    m = mapped({"transform": ["strip", "digits"]}, cells)
+    assert outcome(m) == [f"{COLUMN}: '{c}' {DIGITS_OTHER}" for c in cells[:6]] + [
+        "075512345678",
+        "+8613800138000",
+    ]
+    assert m.identity[:6] == [f"uid=u{i}" for i in range(6)]
+
+
+@pytest.mark.parametrize("transform", ["digits", "phone_cn"])
+def test_full_width_digits_and_spreadsheet_floats_are_the_number_written(transform: str) -> None:
+    cells = ["１３８００１３８０００", "138 ００１３ 8000", "13800138000.0", " 13800138000.00 "]
+    m = mapped({"transform": ["strip", transform]}, cells)
+    assert outcome(m) == ["13800138000"] * 4
