@@ -340,6 +340,30 @@ def test_a_utf8_bom_is_honoured_whatever_input_encoding_says(tmp_path: Path) -> 
     )
 
 
+@pytest.mark.parametrize(
+    ("encoding", "read_as"), [("utf-16", "utf-16"), ("utf-16-be", "utf-16"), ("utf-32", "utf-32")]
+)
+@pytest.mark.parametrize("declared", ["utf-8", "gb18030"])
+def test_a_utf16_or_utf32_bom_is_honoured_whatever_input_encoding_says(
+    tmp_path: Path, encoding: str, read_as: str, declared: str
+) -> None:
+    """A UTF-16 file declared utf-8 was refused as 'binary data ... UTF-16 text without a
+    byte-order mark', though it has one."""
+    config = _config(tmp_path, f"input: {{encoding: {declared}}}")
+    text = HEADER + "13800138000,张三,30,\n"
+    bom = codecs.BOM_UTF16_BE if encoding == "utf-16-be" else b""
+    data = write_file(tmp_path / "fixed.csv", bom + text.encode(encoding))
+
+    summary = validate(config, [data], report_dir=tmp_path / "rep")
+
+    assert summary.counts["valid"] == 1
+    assert (summary.files[0]["encoding"], summary.files[0]["encoding_reason"]) == (
+        read_as,
+        f"the file starts with a {read_as.upper()} byte-order mark: read as {read_as.upper()}, "
+        f"not as {declared} (input.encoding)",
+    )
+
+
 def test_a_gb18030_file_with_a_gb18030_config_is_still_read_as_declared(tmp_path: Path) -> None:
     """Short GB18030 lines valid as UTF-8 by chance are no evidence against the declaration."""
     config = _config(tmp_path, "input: {encoding: gb18030}")

@@ -227,6 +227,13 @@ def _resolve_encoding(
         name = codecs.lookup(requested).name
         if not ascii_compatible(name):
             return name, "declared (input.encoding)"
+        for bom, wide in _BOMS[:2] + _BOMS[3:5]:
+            if sample.startswith(bom):
+                # as bytes of an ASCII-compatible encoding it would be NULs between letters
+                return wide, (
+                    f"the file starts with a {wide.upper()} byte-order mark: read as "
+                    f"{wide.upper()}, not as {name} (input.encoding)"
+                )
         _refuse_binary(path, sample)
         if name == "utf-8" and sample.startswith(codecs.BOM_UTF8):
             return "utf-8-sig", "declared (input.encoding), with a byte-order mark"
