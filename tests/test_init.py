@@ -676,6 +676,24 @@ def test_amounts_with_thousands_separators_get_number_format(
     assert (summary.counts["valid"], summary.counts["rejected"]) == (len(cells), 0)
 
 
+def test_amounts_with_thousands_separators_and_one_odd_cell_say_which_number_format(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "a.csv"
+    cells = [f"{i},{i:03d}.50" for i in range(1, 10)] + ["abc"]
+    with open(data, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["手机号", "订单金额"])
+        w.writerows([f"1380013{i:04d}", c] for i, c in enumerate(cells))
+    text, cfg = proposed(data, "user")
+    assert (cfg.columns["amount"].type, cfg.columns["amount"].number_format) == ("string", None)
+    assert comment_above(text, "amount") == (
+        "订单金额: 9/10 sample values are numbers, cells like '1,001.50' with thousands "
+        "separators, but not 'abc' -> text (type: number with number_format: "
+        '{thousands: ","} would reject such rows with 20003)'
+    )
+
+
 def test_a_column_only_its_values_call_phones_gets_phone_cn_only_if_it_refuses_none(
     tmp_path: Path,
 ) -> None:

@@ -258,6 +258,10 @@ def infer(header: str, name: str, values: Sequence[str | None], sampled: int) ->
             return dated
 
     # Nothing fits every value: say what almost did, so the user can decide.
+    almost = _almost_number_format(present, decimal)
+    if almost is not None:
+        guess.why = almost
+        return guess
     for label, type_, k, example_ok in (
         ("integers", "integer", len(ints), _INT.match),
         ("decimal numbers", "number", len(decimals), decimal),
@@ -457,6 +461,31 @@ def _phone(
         guess.transform.insert(0, "nfkc")
         guess.why += "; nfkc makes full-width digits plain"
     return True
+
+
+def _almost_number_format(present: list[str], decimal: Any) -> str | None:
+    """The reason for text when most values are numbers written with thousands separators
+    (8,280.04) and a few are not numbers at all ('abc'): which number_format would read them."""
+    n = len(present)
+    numbers = [
+        v
+        for v in present
+        if _THOUSANDS.match(v) or _THOUSANDS_DOT.match(v) or _DECIMAL_COMMA.match(v) or decimal(v)
+    ]
+    grouped = _number_format(numbers, decimal) if len(numbers) >= _MOSTLY * n else None
+    if grouped is None:
+        return None
+    type_, number_format, example = grouped
+    _, invalid = convert_values(_spec(type_, None, number_format), pa.array(present, pa.string()))
+    refused = [v for v, bad in zip(present, invalid.tolist(), strict=True) if bad]
+    if not refused or len(refused) > n - _MOSTLY * n:
+        return None
+    marks = ", ".join(f"{k}: {v!r}" for k, v in number_format.items()).replace("'", '"')
+    return (
+        f"{n - len(refused)}/{n} sample values are numbers, cells like {example!r} with "
+        f"thousands separators, but not {refused[0]!r} -> text (type: {type_} with "
+        f"number_format: {{{marks}}} would reject such rows with {WRONG_TYPE})"
+    )
 
 
 def _number_format(present: list[str], decimal: Any) -> tuple[str, dict[str, str], str] | None:
