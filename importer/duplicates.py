@@ -81,7 +81,8 @@ def find_duplicates(
             what,
         )
     seconds = count.seconds + time.perf_counter() - t0
-    return found, RowCount({k: v for k, v in groups.items() if v > 0}, seconds)
+    # the rows read (bad records included) stay the progress display's total
+    return found, RowCount({k: v for k, v in groups.items() if v > 0}, seconds, count.read)
 
 
 def duplicate_reason(code: int, policy: str, kind: str, where: str, event_id: str | None) -> str:

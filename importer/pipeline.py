@@ -345,8 +345,8 @@ class Run:
 def _known_total(quota: RunQuota | None, only: dict[Path, set[int]] | None) -> int | None:
     """A run's rows before they are read, when known: what the quota's pre-pass read
     (``importer.quota``), else the lines a retry re-sends (for the progress display)."""
-    if quota is not None and quota.count is not None:
-        return quota.count.read
+    if quota is not None and quota.count is not None and quota.count.read:
+        return quota.count.read  # (0: a bound that read no rows; the lines are counted)
     return sum(len(lines) for lines in only.values()) if only is not None else None
 
 

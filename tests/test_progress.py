@@ -126,3 +126,26 @@ def test_until_the_file_is_read_the_total_is_estimated_from_its_lines(tmp_path: 
     assert last["bytes_read"] == last["bytes_total"]
     answered = [c["answered"] for c in seen]
     assert answered == sorted(answered) and len(set(answered)) >= 10
+
+
+@pytest.mark.parametrize("policy", ["reject", "keep_last"])
+def test_the_duplicates_pre_pass_gives_the_total_before_the_rows_go(
+    policy: str, tmp_path: Path
+) -> None:
+    # job.duplicates reads every row before any is checked or sent: from the first call on,
+    # the total is the rows it read (bad ones included), not unknown until the end
+    job = f"job: {{kind: event, event_name: order, primary_keys: [phone], duplicates: {policy}}}"
+    config = job + (
+        "\ncolumns:\n  phone: phone\n  event_id: {from: oid}\n"
+        "  create_time: {from: at, type: datetime}\n"
+    )
+    (tmp_path / "job.yaml").write_text(config, encoding="utf-8")
+    rows = [[f"139{i:08d}", f"O{i % 2990}", "2024-03-05 10:20:30"] for i in range(3000)]
+    rows[7][2] = "not a time"
+    data = write_csv(tmp_path / "orders.csv", ["phone", "oid", "at"], rows)
+    seen: list[dict[str, int]] = []
+    summary = importer.run(tmp_path / "job.yaml", data, dry_run=True, progress=seen.append,
+                           report_dir=tmp_path / "reports")  # fmt: skip
+    assert summary.rows == 3000 and summary.counts["rejected"] >= 1
+    assert (seen[0]["answered"], seen[0]["total"], seen[0]["total_exact"]) == (0, 3000, 1)
+    assert all(c["total"] == 3000 for c in seen)
