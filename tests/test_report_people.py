@@ -294,6 +294,25 @@ def test_encoding_flag_overrides_input_encoding_and_an_unknown_one_exits_2(
     )
 
 
+def test_a_gb18030_file_with_its_byte_order_mark_read_as_utf8_is_said_to_be_gb18030(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path, "input: {encoding: utf-8}")
+    data = write_file(tmp_path / "c.csv", "\ufeff" + HEADER + "13800138000,张三,30,\n",
+                      encoding="gb18030")  # fmt: skip
+    assert data.read_bytes().startswith(b"\x84\x31\x95\x33")
+    refused = dmimport("validate", config, data, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        f"error: {data}: input.encoding is utf-8, but line 1 (the header) is not utf-8 text: it "
+        "reads as GB18030 Chinese ('手机号,姓名,年龄,备注'); set input.encoding: gb18030 or "
+        "auto, or --encoding gb18030"
+    )
+    ok = dmimport("validate", config, data, "--encoding", "gb18030", "--json", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["counts"]["valid"] == 1
+
+
 def test_a_utf8_file_read_as_gb18030_is_refused_saying_it_is_utf8(tmp_path: Path) -> None:
     config = _config(tmp_path, "input: {encoding: gb18030}")
     header = write_file(tmp_path / "h.csv", HEADER + "13800138000,张三,30,\n")

@@ -307,7 +307,8 @@ def check_declared_header(path: Path, sample: bytes, at_eof: bool, name: str) ->
         pass
     else:
         return
-    line = line.removesuffix(b"\r")
+    # (a GB18030 byte-order mark, U+FEFF, is no character of the header's text)
+    line = line.removesuffix(b"\r").removeprefix(b"\x84\x31\x95\x33")
     shown = display_encoding(name)
     start = f"{path}: input.encoding is {shown}, but line 1 (the header) is not {shown} text"
     try:
