@@ -536,7 +536,7 @@ def test_phone_cn_after_other_steps() -> None:
             "31.04.24 10:00",
             "is no such date (April 2024 has 30 days)",
         ),
-        ({}, "2024-01-05 25:00", "is not a datetime (e.g. 2024-01-31 08:00:00)"),
+        ({}, "2024-01-05 25:00", "is no such time (there is no hour 25; hours go 0-23)"),
         ({}, "yesterday", "is not a datetime (e.g. 2024-01-31 08:00:00)"),
         ({"format": "%d/%m/%Y"}, "2024-02-30", "is not a datetime in format '%d/%m/%Y'"),
     ],

@@ -131,3 +131,49 @@ def test_full_width_digits_and_spreadsheet_floats_are_the_number_written(transfo
     cells = ["１３８００１３８０００", "138 ００１３ 8000", "13800138000.0", " 13800138000.00 "]
     m = mapped({"transform": ["strip", transform]}, cells)
     assert outcome(m) == ["13800138000"] * 4
+
+
+@pytest.mark.parametrize(
+    ("spec", "cell", "why"),
+    [
+        ({}, "2024-01-01 24:00:00", "is no such time (there is no hour 24; hours go 0-23)"),
+        ({}, "2024-01-01 23:60", "is no such time (there is no minute 60; minutes go 0-59)"),
+        (
+            {},
+            "2024-01-01T23:59:60+08:00",
+            "is no such time (there is no second 60; seconds go 0-59)",
+        ),
+        (
+            {"format": "%Y-%m-%d %H:%M:%S"},
+            "2024-01-01 24:00:00",
+            "is no such time (there is no hour 24; hours go 0-23)",
+        ),
+        ({}, "0000-01-01", "is no such date (there is no year 0)"),
+        ({}, "0000-00-00 00:00:00", "is no such date (there is no year 0)"),
+        ({"format": "%Y-%m-%d"}, "0000-01-01", "is no such date (there is no year 0)"),
+        (
+            {},
+            "12345678901",
+            "is not a datetime: 11 digits are neither epoch seconds (10 digits) "
+            "nor epoch milliseconds (13)",
+        ),
+        (
+            {},
+            "0",
+            "is not a datetime: 1 digit is neither epoch seconds (10 digits) "
+            "nor epoch milliseconds (13)",
+        ),
+        ({}, "20240105", 'is not a datetime without a format: add format: "%Y%m%d" to this column'),
+        (
+            {},
+            "1990年3月5日",
+            'is not a datetime without a format: add format: "%Y年%m月%d日" to this column',
+        ),
+    ],
+)
+def test_a_datetime_that_cannot_be_says_why(spec: dict[str, str], cell: str, why: str) -> None:
+    """Year 0 was sent (the platform refuses it); hour 24, 11 digits and 1990年3月5日 were
+    only 'not a datetime'."""
+    good = "2024-02-29" if spec.get("format") == "%Y-%m-%d" else "2024-02-29 23:59:59"
+    m = mapped({"type": "datetime", **spec}, [cell, good])
+    assert outcome(m) == [f"{COLUMN}: '{cell}' {why}", "2024-02-29 " + (good[11:] or "00:00:00")]

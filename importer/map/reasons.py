@@ -135,40 +135,67 @@ def _misplaced(text: str, fmt: NumberFormat) -> str | None:
     return None
 
 
-_AUTO_DATE = re.compile(r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})(?:[ T].*)?")
+_AUTO_DATE = re.compile(
+    r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})"
+    r"(?:[ T](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:[.,]\d+)?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?)?"
+)
+_EPOCH_DIGITS = re.compile(r"[0-9]{1,9}|[0-9]{11,12}|[0-9]{14,}")
+_CHINESE_DATE = re.compile(r"[0-9]{4}年[0-9]{1,2}月[0-9]{1,2}日")
 
 
 def _no_such_date(text: str, fmt: str | None) -> str | None:
-    """For a date that has the shape of one but does not exist (``2024-02-30``)."""
+    """For a date that has the shape of one but does not exist (``2024-02-30``, hour 24),
+    and, without a ``format``, for the shapes it does not read (11 digits, 1990年3月5日)."""
     fields = _format_fields(text, fmt) if fmt else _auto_fields(text)
     if fields is None:
+        compact = {8: "%Y%m%d", 14: "%Y%m%d%H%M%S"}.get(len(text))
+        if fmt is None and compact and text.isascii() and text.isdigit():
+            return f'is not a datetime without a format: add format: "{compact}" to this column'
+        if fmt is None and _EPOCH_DIGITS.fullmatch(text):
+            return (
+                f"is not a datetime: {len(text)} digit{'s are' if len(text) > 1 else ' is'} "
+                "neither epoch seconds (10 digits) nor epoch milliseconds (13)"
+            )
+        if fmt is None and _CHINESE_DATE.fullmatch(text):
+            return 'is not a datetime without a format: add format: "%Y年%m月%d日" to this column'
         return None
-    year, month, day = fields
+    year, month, day, clock = fields
+    if year < 1:
+        return "is no such date (there is no year 0)"
     if not 1 <= month <= 12:
         return f"is no such date (there is no month {month})"
     days = calendar.monthrange(year, month)[1]
     if not 1 <= day <= days:
         return f"is no such date ({calendar.month_name[month]} {year} has {days} days)"
+    for value, unit, top in zip(clock, ("hour", "minute", "second"), (23, 59, 59), strict=True):
+        if value is not None and value > top:
+            return f"is no such time (there is no {unit} {value}; {unit}s go 0-{top})"
     return None
 
 
-def _auto_fields(text: str) -> tuple[int, int, int] | None:
+Fields = tuple[int, int, int, tuple[int | None, int | None, int | None]]
+
+
+def _auto_fields(text: str) -> Fields | None:
     m = _AUTO_DATE.fullmatch(text)
-    if m is None or int(m.group(1)) < 1:
+    if m is None:
         return None
-    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+    clock = tuple(int(g) if g is not None else None for g in m.groups()[3:6])
+    return int(m.group(1)), int(m.group(2)), int(m.group(3)), clock  # type: ignore[return-value]
 
 
-def _format_fields(text: str, fmt: str) -> tuple[int, int, int] | None:
-    """(year, month, day) of ``text`` read with ``fmt`` where month and day may be any one or
-    two digits; None when ``fmt`` has no numeric year, month and day or ``text`` does not fit."""
+def _format_fields(text: str, fmt: str) -> Fields | None:
+    """(year, month, day, (hour, minute, second)) of ``text`` read with ``fmt`` where each
+    may be any one or two digits; None when ``fmt`` has no numeric year, month and day or
+    ``text`` does not fit."""
     pattern = _loose_format(fmt)
     m = pattern.fullmatch(text) if pattern is not None else None
     if m is None:
         return None
     groups = m.groupdict()
     year = int(groups["Y"]) if groups.get("Y") else 2000 + int(groups["y"])
-    return (year, int(groups["m"]), int(groups["d"])) if year >= 1 else None
+    clock = tuple(int(groups[k]) if groups.get(k) else None for k in ("H", "M", "S"))
+    return year, int(groups["m"]), int(groups["d"]), clock  # type: ignore[return-value]
 
 
 @lru_cache(maxsize=64)
@@ -180,6 +207,8 @@ def _loose_format(fmt: str) -> re.Pattern[str] | None:
     loose = _strptime.TimeRE()
     loose["m"] = r"(?P<m>\d{1,2})"
     loose["d"] = r"(?P<d>\d{1,2})"
+    for key in ("H", "M", "S"):
+        loose[key] = rf"(?P<{key}>\d{{1,2}})"
     try:
         return re.compile(loose.pattern(fmt), re.IGNORECASE)
     except (re.error, KeyError, ValueError):

@@ -289,8 +289,14 @@ def convert_values(spec: ColumnSpec, text: pa.Array) -> tuple[pa.Array, np.ndarr
         return _booleans(text)
     if spec.type == "datetime":
         if spec.format:
-            return _datetimes_format(text, spec.format, spec.timezone)
-        return _datetimes_auto(text, spec.timezone)
+            out, invalid = _datetimes_format(text, spec.format, spec.timezone)
+        else:
+            out, invalid = _datetimes_auto(text, spec.timezone)
+        # Arrow reads year 0, which no calendar (nor the platform) has: 0000-01-01
+        year0 = bools(pc.fill_null(pc.starts_with(out, "0000"), False))
+        if year0.any():
+            out, invalid = pc.if_else(pa.array(year0), None, out), invalid | year0
+        return out, invalid
     return text, np.zeros(len(text), dtype=bool)
 
 
