@@ -11,9 +11,9 @@ spills each valid row's identity key and position to temporary files
 
 - ``keep_last`` (default for ``user`` and ``user_delete``): the last row is sent; an earlier
   one is ``skipped_duplicate``, "duplicate of line N (job.duplicates: keep_last keeps the
-  last)" -- except a customer's earlier row that sets a property the last row leaves empty:
-  it is sent as before (in file order, so the last row's values win), or that value would be
-  lost;
+  last)" -- except a customer's earlier row that is the last to set a property the last
+  row leaves empty: it is sent as before (in file order, so the last row's values win), or
+  that value would be lost;
 - ``keep_first``: the first row is sent, later ones ``skipped_duplicate``;
 - ``reject`` (default for ``event``: the platform keeps an event's first row, so a later
   status would be silently lost): the first is sent, later ones ``rejected`` with an empty

@@ -421,3 +421,28 @@ def test_events_named_by_a_column_are_duplicates_only_under_the_same_name(tmp_pa
     }
     found, count = find_duplicates(cfg, [open_source(data, cfg.input)])
     assert (found.found, count.groups) == (1, {"pay": 1, "ship": 2})
+
+
+def test_keep_last_sends_only_the_last_row_setting_a_value_the_last_row_lacks(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one customer's rows are sent one request each, in file order: an earlier row whose
+    # values a later sent row sets again would only cost a request (100k such rows burnt
+    # the whole daily quota)
+    sb = fresh_sandbox()
+    rows = [["13900000001", f"N{i}", f"City{i}" if i % 2 == 0 else "", ""] for i in range(40)]
+    rows.append(["13900000001", "Last", "", "31"])  # line 42: no city
+    data = write_csv(tmp_path / "p.csv", PEOPLE_HEADER, rows)
+    summary = send(sb, config(USERS, sb), [data], tmp_path, monkeypatch)
+    got = lines(summary)
+    sent = sorted(int(line) for (_, line), (status, _) in got.items() if status == "ok")
+    assert sent == [40, 42]  # line 40: City38, the last city; line 42: the last row
+    assert got[("p.csv", "38")] == (
+        "skipped_duplicate", "duplicate of line 42 (job.duplicates: keep_last keeps the last)"
+    )  # fmt: skip
+    stored = {c["properties"]["phone"]: c["properties"] for c in sb.customers()}
+    assert stored["13900000001"] == {
+        "phone": "13900000001", "username": "Last", "city": "City38", "age": 31,
+    }  # fmt: skip
+    assert summary.requests <= 3
+    assert summary.exit_code == 0

@@ -17,8 +17,8 @@ cost about 0.2 s per million rows.
 The rules, per ``job.duplicates``:
 
 - ``keep_last``: the identity's last row is sent; each earlier one is SKIP, except a
-  customer's earlier row that sets a property the last one leaves empty: it is sent (in
-  file order, before the last), or its value would be lost;
+  customer's earlier row that is the last to set a property the last one leaves empty: it
+  is sent (in file order, before the last), or that value would be lost;
 - ``keep_first``: the first row is sent, every later one SKIP;
 - ``reject``: the first row is sent, every later one REJECT.
 """
@@ -161,9 +161,10 @@ class DuplicateSpill:
             kept = np.flatnonzero(first)[group]
             out = ~first
         if self._masks:
-            # a customer's earlier row with a value the kept row lacks is sent: nothing lost
-            masks = rows["mask"]
-            out &= ~(masks & ~masks[kept]).any(axis=1)
+            # a customer's earlier row holding the last value of a property the kept row
+            # lacks is sent (nothing lost); an earlier row whose values a later sent row sets
+            # again is not (each costs a request: one customer's rows go one at a time)
+            out &= ~_last_setters(rows["mask"], kept, group)
         at = np.flatnonzero(out)
         return rows["pos"][at], rows["pos"][kept[at]], rows["grp"][at]
 
@@ -172,6 +173,27 @@ class DuplicateSpill:
         if self._buckets is not None:
             self._buckets.close()
             self._buckets = None
+
+
+def _last_setters(masks: np.ndarray, kept: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Per row (sorted by identity, then position; ``group`` numbers the identities,
+    ``kept`` is the index of each row's kept row): whether it is its identity's last row to
+    set some property that the kept row leaves empty. One pass per property, none per row."""
+    need = np.zeros(len(masks), dtype=bool)
+    lacking = masks & ~masks[kept]
+    for word in range(masks.shape[1]):
+        column = lacking[:, word]
+        bits = int(np.bitwise_or.reduce(column)) if len(column) else 0
+        for bit in range(_BITS):
+            flag = np.int64(1) << np.int64(bit)
+            if not bits & int(flag):
+                continue
+            at = np.flatnonzero(column & flag)
+            g = group[at]
+            last = np.ones(len(at), dtype=bool)
+            last[:-1] = g[1:] != g[:-1]
+            need[at[last]] = True
+    return need
 
 
 def _record(words: int) -> np.dtype[Any]:
