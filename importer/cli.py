@@ -251,14 +251,23 @@ def render_summary(summary: Any, command: str | None = None, config: str | None 
         lines.append(f"  ABORTED: {d['aborted']}")
     if d.get("interrupted"):
         lines.append(f"  INTERRUPTED by {d['interrupted']}: the rows not sent are not_sent")
-    if (d["aborted"] or d.get("interrupted")) and d["mode"] == "send":
+    stopped = bool(d["aborted"] or d.get("interrupted")) and d["mode"] == "send"
+    if stopped:
         lines += _next_steps(d["run_id"], command, config)
     lines.append(f"  report    {d['report_dir']}")
     if d["rejects"]:
         names = sorted(Path(p).name for p in d["rejects"])
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         why = f"; why: {Path(d['rejects_reasons']).name}" if d.get("rejects_reasons") else ""
-        lines.append(f"  rejects   {shown} (to fix and import again){why}")
+        use = "to fix and import again"
+        counts = d["counts"]
+        if stopped and (counts.get("failed") or counts.get("not_sent")):
+            # importing them as well as running the same command again would send them twice
+            use = (
+                "the rejected rows to fix and import again; the failed and not_sent ones are "
+                "for the same command, not to import"
+            )
+        lines.append(f"  rejects   {shown} ({use}){why}")
     lines.append(f"  exit code {d['exit_code']}")
     return "\n".join(_CONTROL.sub(_escaped, line) for line in lines)
 

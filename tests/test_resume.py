@@ -116,6 +116,20 @@ def test_the_summary_of_a_resumed_run_says_it_resumed(
     assert "next" not in second.stdout  # a run that finished names no command to run again
 
 
+def test_the_rejects_of_a_stopped_run_are_not_to_import_besides_the_same_command(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sb = fresh_sandbox(faults=Faults(down_after=5))
+    _job(tmp_path, 100)
+    args = ("run", "users.yaml", "users.csv", "--base-url", sb.url)
+    first = dmimport(*args, secret=sb.secret, cwd=tmp_path)
+    assert first.returncode == 3
+    assert (
+        "  rejects   rejects.csv (the rejected rows to fix and import again; the failed and "
+        "not_sent ones are for the same command, not to import); why: rejects.reasons.csv"
+    ) in first.stdout.splitlines()
+
+
 def test_a_wrong_secret_abort_says_the_platforms_message_once(
     fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
