@@ -694,6 +694,21 @@ def test_amounts_with_thousands_separators_and_one_odd_cell_say_which_number_for
     )
 
 
+def test_the_phone_comment_counts_only_the_values_phone_cn_itself_rejects(tmp_path: Path) -> None:
+    # a spreadsheet's 13912345680.0 is read by phone_cn as 13912345680: not counted as
+    # rejected; the 12-digit number is
+    data = tmp_path / "p.csv"
+    cells = [f"1391234{i:04d}" for i in range(8)] + ["13912345680.0", "139123456801"]
+    data.write_text("手机号\n" + "\n".join(cells) + "\n", encoding="utf-8")
+    text, cfg = proposed(data, "user")
+    assert cfg.columns["phone"].transform == ["strip", "phone_cn"]
+    said = comment_above(text, "phone")
+    assert "the header and 9/10 sample values look like Chinese mobile numbers" in said
+    assert "(1 sample value(s) would be rejected, e.g. '139123456801')" in said
+    summary = validate(cfg, [data], report_dir=tmp_path / "r")
+    assert (summary.counts["valid"], summary.counts["rejected"]) == (9, 1)
+
+
 def test_a_column_only_its_values_call_phones_gets_phone_cn_only_if_it_refuses_none(
     tmp_path: Path,
 ) -> None:

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from ..config import ColumnSpec
 from ..map import FALSE_WORDS, TRUE_WORDS, convert_values
 from ..map.reasons import value_problem
+from ..map.transforms import transform as apply_transform
 from ..protocol import DEFAULT_PROFILE
 
 #: the errcode of a value of the wrong type under the protocol a proposal targets (import-api)
@@ -429,10 +430,12 @@ def _phone(
         does = "digits drops spaces and dashes (phone_cn takes mobile numbers only)"
     else:
         transform = "phone_cn"
-        kept = set(mobiles)
-        refused = [v for v in present if v not in kept]
+        # the values phone_cn itself refuses (it reads more than the pattern above:
+        # 13912345680.0, a spreadsheet's number, is 13912345680)
+        cleaned = apply_transform(pa.array(present, pa.string()), ["nfkc", "strip", transform])
+        refused = [v for v, bad in zip(present, cleaned.refused.tolist(), strict=True) if bad]
         looks = (
-            f"{named}{_share(len(mobiles), n)} sample values look like Chinese mobile numbers"
+            f"{named}{_share(n - len(refused), n)} sample values look like Chinese mobile numbers"
             f"{empties}"
         )
         does = (
