@@ -4,13 +4,14 @@ person would not read in it, and every refusal says why."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from importer.job import parse_job
+from importer.job import load_job, parse_job
 from importer.map import Mapped, Mapper
 
 
@@ -177,3 +178,39 @@ def test_a_datetime_that_cannot_be_says_why(spec: dict[str, str], cell: str, why
     good = "2024-02-29" if spec.get("format") == "%Y-%m-%d" else "2024-02-29 23:59:59"
     m = mapped({"type": "datetime", **spec}, [cell, good])
     assert outcome(m) == [f"{COLUMN}: '{cell}' {why}", "2024-02-29 " + (good[11:] or "00:00:00")]
+
+
+def test_a_constant_or_default_in_yaml_is_the_text_written(tmp_path: Path) -> None:
+    """YAML 1.1 made ``0755`` octal 493, ``10:30`` 630 and ``yes`` true: sent on every row."""
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        "job: {kind: user, primary_keys: [uid]}\n"
+        "columns:\n"
+        "  uid: id\n"
+        "  area: {value: 0755}\n"
+        "  slot: {value: 10:30}\n"
+        "  hex: {value: 0x1F}\n"
+        "  answer: {value: yes}\n"
+        "  ratio: {value: 1.10}\n"
+        "  code: {from: 值, default: 010}\n"
+        "  n: {value: 1_000, type: integer}\n"
+        "  vip: {value: yes, type: boolean}\n"
+        "  since: {value: 2024-01-05, type: datetime}\n",
+        encoding="utf-8",
+    )
+    cfg = load_job(config)
+    t = pa.table({"id": pa.array(["u1"]), "值": pa.array([""])})
+    m = Mapper(cfg).map_table(t, np.arange(2, 3, dtype=np.int64))
+    assert m.items is not None and m.items[0] is not None
+    assert json.loads(m.items[0]) == {
+        "uid": "u1",
+        "area": "0755",
+        "slot": "10:30",
+        "hex": "0x1F",
+        "answer": "yes",
+        "ratio": "1.10",
+        "code": "010",
+        "n": 1000,
+        "vip": True,
+        "since": "2024-01-05 00:00:00",
+    }

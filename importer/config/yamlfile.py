@@ -186,10 +186,42 @@ def _load_yaml(text: str) -> tuple[Any, yaml.Node | None]:
     loader = _BoundedLoader(text)
     try:
         node = loader.get_single_node()
+        _cells_as_written(node)
         data = loader.construct_document(node) if node is not None else None
     finally:
         loader.dispose()
     return data, node
+
+
+#: YAML 1.1 reads some plain scalars as numbers, booleans or dates no one meant: ``0755`` is
+#: octal 493, ``10:30`` is 630 (base 60), ``0x1F`` is 31, ``yes`` is true, ``1.10`` is 1.1.
+_RETYPED = frozenset(f"tag:yaml.org,2002:{kind}" for kind in ("int", "float", "bool", "timestamp"))
+#: a column's keys that hold a cell's text or a header, read as the text written
+_CELL_KEYS = ("from", "value", "default")
+
+
+def _cells_as_written(root: yaml.Node | None) -> None:
+    """Retag the plain scalars of ``columns.X`` (the shorthand) and of its ``from``,
+    ``value`` and ``default`` as text, so a constant or a default is the text written and
+    converted by the column's own ``type`` like a cell (``1_000``, YAML's own digit
+    grouping, keeps YAML's reading)."""
+    if not isinstance(root, yaml.MappingNode):
+        return
+    for key, columns in root.value:
+        if key.value != "columns" or not isinstance(columns, yaml.MappingNode):
+            continue
+        for _, spec in columns.value:
+            scalars = [spec] if isinstance(spec, yaml.ScalarNode) else []
+            if isinstance(spec, yaml.MappingNode):
+                scalars = [v for k, v in spec.value if k.value in _CELL_KEYS]
+            for node in scalars:
+                if (
+                    isinstance(node, yaml.ScalarNode)
+                    and node.style is None
+                    and node.tag in _RETYPED
+                    and "_" not in node.value
+                ):
+                    node.tag = "tag:yaml.org,2002:str"
 
 
 def _key_lines(
