@@ -211,10 +211,13 @@ class _Progress:
             self.bar.close()
 
 
-def render_summary(summary: Any, command: str | None = None, config: str | None = None) -> str:
+def render_summary(
+    summary: Any, command: str | None = None, config: str | None = None, retry_options: Any = ()
+) -> str:
     """The one-screen, aligned end-of-run summary. ``command``: the command line that ran
     (``dmimport run ...``), named as the one to run again when the run stopped early;
-    ``config``: its config file, for the ``dmimport retry`` line."""
+    ``config`` and ``retry_options`` (``--base-url URL``, ``--report-dir DIR``, as the run
+    had them): the ``dmimport retry`` line."""
     d = summary.to_dict()
     lines = [
         f"dmimport {d['mode']}: job {d['job']} ({d['kind']}), run {d['run_id']}",
@@ -253,7 +256,7 @@ def render_summary(summary: Any, command: str | None = None, config: str | None 
         lines.append(f"  INTERRUPTED by {d['interrupted']}: the rows not sent are not_sent")
     stopped = bool(d["aborted"] or d.get("interrupted")) and d["mode"] == "send"
     if stopped:
-        lines += _next_steps(d["run_id"], command, config)
+        lines += _next_steps(d["run_id"], command, config, retry_options)
     lines.append(f"  report    {d['report_dir']}")
     if d["rejects"]:
         names = sorted(Path(p).name for p in d["rejects"])
@@ -272,10 +275,10 @@ def render_summary(summary: Any, command: str | None = None, config: str | None 
     return "\n".join(_CONTROL.sub(_escaped, line) for line in lines)
 
 
-def _next_steps(run_id: str, command: str | None, config: str | None) -> list[str]:
+def _next_steps(run_id: str, command: str | None, config: str | None, opts: Any = ()) -> list[str]:
     """What to do after a run that stopped early: the same command resumes it (the one rule,
     docs/ledger.md); ``dmimport retry`` re-sends its failed rows later."""
-    retry_command = redact(shlex.join(["dmimport", "retry", config or "CONFIG", run_id]))
+    retry_command = redact(shlex.join(["dmimport", "retry", config or "CONFIG", run_id, *opts]))
     retry = f"`{retry_command}` re-sends this run's failed and not_sent rows"
     if command is None:  # a retry (it resumes nothing), or a caller that did not say
         return [f"  next      {retry}"]
@@ -367,7 +370,9 @@ def _print_summary(args: argparse.Namespace, summary: Any) -> int:
         else:
             argv = getattr(args, "argv", None) if args.command == "run" else None
             command = command_line(argv) if argv is not None else None
-            print(render_summary(summary, command, str(args.config)))
+            url, out = getattr(args, "base_url", None), getattr(args, "report_dir", None)
+            opts = [*(["--base-url", url] if url else []), *(["--report-dir", out] if out else [])]
+            print(render_summary(summary, command, str(args.config), opts))
         sys.stdout.flush()
     except BrokenPipeError:  # `dmimport run ... | head`: the run is over and reported
         _stdout_closed()

@@ -64,8 +64,8 @@ def test_an_outage_abort_resumes_on_the_same_command_sending_only_undelivered_ro
         "  next      run the same command again: with the same config and files it resumes, "
         "and rows already delivered are not sent again:",
         f"              dmimport run users.yaml users.csv --base-url {shlex.quote(sb.url)}",
-        f"            `dmimport retry users.yaml {aborted.run_id}` re-sends this run's failed "
-        "and not_sent rows later",
+        f"            `dmimport retry users.yaml {aborted.run_id} --base-url "
+        f"{shlex.quote(sb.url)}` re-sends this run's failed and not_sent rows later",
     ]
     assert sb.stats()["requests"] == 32
 
