@@ -264,7 +264,7 @@ def render_summary(
         why = f"; why: {Path(d['rejects_reasons']).name}" if d.get("rejects_reasons") else ""
         use = "to fix and import again"
         counts = d["counts"]
-        if stopped and (counts.get("failed") or counts.get("not_sent")):
+        if counts.get("not_sent") or (stopped and counts.get("failed")):  # quota: not_sent
             # importing them as well as running the same command again would send them twice
             use = (
                 "the rejected rows to fix and import again; the failed and not_sent ones are "

@@ -130,6 +130,23 @@ def test_the_rejects_of_a_stopped_run_are_not_to_import_besides_the_same_command
     ) in first.stdout.splitlines()
 
 
+def test_the_not_sent_rows_of_a_within_quota_run_are_not_to_import_besides_the_same_command(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    # --within-quota: exit 1, no abort, the rest not_sent and resumed by the same command
+    sb = fresh_sandbox(daily_quota=3)
+    cfg, _data = _job(tmp_path, 100)
+    cfg.write_text(JOB + "  daily_quota: 3\n", encoding="utf-8")
+    args = ("run", "users.yaml", "users.csv", "--base-url", sb.url, "--within-quota")
+    first = dmimport(*args, secret=sb.secret, cwd=tmp_path)
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "  not_sent            70" in first.stdout.splitlines()
+    assert (
+        "  rejects   rejects.csv (the rejected rows to fix and import again; the failed and "
+        "not_sent ones are for the same command, not to import); why: rejects.reasons.csv"
+    ) in first.stdout.splitlines()
+
+
 def test_a_wrong_secret_abort_says_the_platforms_message_once(
     fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
