@@ -214,3 +214,38 @@ def test_a_constant_or_default_in_yaml_is_the_text_written(tmp_path: Path) -> No
         "vip": True,
         "since": "2024-01-05 00:00:00",
     }
+
+
+def test_a_parquet_float_column_of_whole_numbers_is_their_digits(tmp_path: Path) -> None:
+    """pandas writes a phone or count column with a missing value as float64: Arrow's text
+    of 13800138000.0 was '1.3800138e+10', refused by phone_cn as 'Excel rounded it' and
+    sent as such by a string column."""
+    import pyarrow.parquet as pq
+
+    from importer.load import InputOptions, iter_batches, open_source
+
+    path = tmp_path / "p.parquet"
+    wide = [13800138000.0, float("nan"), 1e6, 0.5, 1e20, -1e10, 2.0**53, 1e-7]
+    pq.write_table(
+        pa.table(
+            {
+                "f64": pa.array(wide, pa.float64()),
+                "f32": pa.array(
+                    [13800138000.0, None, 1e6, 0.5, 1e20, -1e10, 2.0**20, 1e-7], pa.float32()
+                ),
+            }
+        ),
+        path,
+    )
+    options = InputOptions()
+    rows = [
+        r for b in iter_batches(open_source(path, options), options) for r in b.table.to_pylist()
+    ]
+    assert [r["f64"] for r in rows] == [
+        "13800138000", None, "1000000", "0.5", "1e+20", "-10000000000", "9.007199254740992e+15",
+        "1e-7",
+    ]  # fmt: skip
+    # a float32 past 2**24 is already rounded (13800137728): its digits would be wrong
+    assert [r["f32"] for r in rows] == [
+        "1.3800138e+10", None, "1000000", "0.5", "1e+20", "-1e+10", "1048576", "1e-7",
+    ]  # fmt: skip

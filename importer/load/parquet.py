@@ -162,12 +162,35 @@ def _to_text(arr: pa.Array, name: str, n: int) -> tuple[pa.Array, list[int]]:
         arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, t), arr)
         if pa.types.is_float16(t):
             return _float16_text(arr), []
+        return _float_text(arr), []
     if pa.types.is_timestamp(t):
         return _timestamp_text(arr), []
     if pa.types.is_time(t):  # '09:15:00.005000' in us: as a timestamp's time of day
         text = pc.replace_substring_regex(pc.cast(arr, pa.string()), r"\.0+$", "")
         return pc.replace_substring_regex(text, r"(\.\d*[1-9])0+$", r"\1"), []
     return pc.cast(arr, pa.string()), []
+
+
+#: below these magnitudes a whole float is exactly the integer it was written from
+_EXACT_WHOLE = {32: float(2**24), 64: float(2**53)}
+
+
+def _float_text(arr: pa.Array) -> pa.Array:
+    """A float column in shortest form, but a whole number in its digits: Arrow writes
+    13800138000.0 as ``1.3800138e+10`` (a phone column pandas wrote as floats because of a
+    missing value), which is no phone number, no integer and no id as text. A float32 past
+    2**24 keeps Arrow's form: its digits are already rounded (13800137728)."""
+    text = pc.cast(arr, pa.string())
+    whole = pc.and_(
+        pc.match_substring(text, "e"),
+        pc.and_(
+            pc.equal(pc.floor(arr), arr), pc.less(pc.abs(arr), _EXACT_WHOLE[arr.type.bit_width])
+        ),
+    )
+    if not pc.any(whole).as_py():
+        return text
+    digits = pc.cast(pc.cast(pc.if_else(whole, arr, 0.0), pa.int64()), pa.string())
+    return pc.if_else(whole, digits, text)
 
 
 @functools.cache
