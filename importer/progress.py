@@ -20,6 +20,7 @@ receives, besides the reported rows by status (``rows``, ``ok``, ``rejected``, .
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -221,9 +222,15 @@ class ProgressBar:
             self._thread.start()
 
     def _open(self, elapsed: float) -> None:
-        self.bar = _Line(total=None, unit="rows", file=self.stream, dynamic_ncols=True,
-                         mininterval=self.interval, miniters=1, smoothing=self.smoothing,
-                         ascii="-#", bar_format=self.FORMAT_NO_TOTAL, delay=1)  # fmt: skip
+        # a terminal that says it is 0x0 (a pty nobody sized: script(1), some containers)
+        # would get no line at all from tqdm: 80 columns (and 24 rows) instead
+        columns, rows = _size(self.stream)
+        sized = columns > 0 and rows > 0
+        self.bar = _Line(total=None, unit="rows", file=self.stream, dynamic_ncols=sized,
+                         ncols=None if sized else columns or 80,
+                         nrows=None if sized else rows or 24, mininterval=self.interval, miniters=1,
+                         smoothing=self.smoothing, ascii="-#", bar_format=self.FORMAT_NO_TOTAL,
+                         delay=1)  # fmt: skip
         # the run's clock: its first rate interval starts when the run did (``delay`` kept
         # tqdm from drawing the line before; it draws from now on)
         self.bar.start_t = self.bar.last_print_t = time.time() - elapsed
@@ -267,3 +274,12 @@ class ProgressBar:
         if self._thread is not None:
             self._thread.join(timeout=2)
         self._draw(lambda: self.bar.close())
+
+
+def _size(stream: TextIO) -> tuple[int, int]:
+    """The columns and rows of the terminal ``stream`` is on (0 where it does not say)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return 0, 0
+    return size.columns, size.lines

@@ -93,13 +93,14 @@ def start_dmimport(
 
 
 def on_terminal(
-    *args: str | Path, cwd: Path, secret: str | None, timeout: float = 120
+    *args: str | Path, cwd: Path, secret: str | None, timeout: float = 120, columns: int = 120
 ) -> tuple[int, str, list[tuple[float, str]]]:
-    """``dmimport ARGS`` with its stderr on a pseudo-terminal of 120 columns (so the progress
-    bar is drawn; a 0x0 terminal would make it zero characters wide): its exit code, its
-    stdout, and what the terminal received, each chunk with the time it arrived."""
+    """``dmimport ARGS`` with its stderr on a pseudo-terminal of ``columns`` columns (0: a
+    terminal nobody sized, 0x0): its exit code, its stdout, and what the terminal received,
+    each chunk with the time it arrived."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    rows = 24 if columns else 0
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     chunks: list[tuple[float, str]] = []
 
     def drain() -> None:

@@ -106,6 +106,22 @@ def test_validate_counts_checked_rows_and_estimates_the_total_from_bytes(tmp_pat
     assert text.rstrip().rsplit("\r", 1)[-1].endswith(", rejected=1 failed=0"), text
 
 
+def test_a_terminal_that_says_it_is_0_columns_wide_gets_an_80_column_line(tmp_path: Path) -> None:
+    config = CONFIG + "  daily_quota: 0\n"
+    (tmp_path / "job.yaml").write_text(config, encoding="utf-8")
+    rows = [[f"139{i:08d}", f"name {i}"] for i in range(3000)]
+    data = write_csv(tmp_path / "people.csv", ["phone", "name"], rows)
+    code, out, chunks = on_terminal("validate", "job.yaml", data, "--json", cwd=tmp_path,
+                                    secret="unused", columns=0)  # fmt: skip
+    assert code == 0, out
+    text = "".join(c for _, c in chunks)
+    drawn = [m for m in LINE.finditer(text)]
+    assert drawn, repr(text)
+    assert drawn[-1]["answered"] == drawn[-1]["total"] == "3,000"
+    lines = [line for line in text.split("\r") if LINE.search(line)]
+    assert max(len(line.rstrip("\x1b[K")) for line in lines) <= 80, lines
+
+
 def test_until_the_file_is_read_the_total_is_estimated_from_its_lines(tmp_path: Path) -> None:
     # no daily quota, so no pre-pass counting the rows: the library's progress callback gets
     # the file's lines (less the header) as an estimate of the total, then the rows read
