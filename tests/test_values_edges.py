@@ -249,3 +249,29 @@ def test_a_parquet_float_column_of_whole_numbers_is_their_digits(tmp_path: Path)
     assert [r["f32"] for r in rows] == [
         "1.3800138e+10", None, "1000000", "0.5", "1e+20", "-1e+10", "1048576", "1e-7",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("transform", "cells", "sent"),
+    [
+        (
+            "digits",
+            ["'13800138000", '="0755-1234 5678"', "'+86 138 0013 8000"],
+            ["13800138000", "075512345678", "+8613800138000"],
+        ),
+        (
+            "phone_cn",
+            ["'13800138000", '="13800138000"', "'+86 138 0013 8000"],
+            ["13800138000"] * 3,
+        ),
+    ],
+)
+def test_a_number_a_spreadsheet_keeps_as_text_is_that_number(
+    transform: str, cells: list[str], sent: list[str]
+) -> None:
+    """A leading apostrophe (Excel's text mark, and the CSV-injection guard of many exports)
+    and the ="..." formula are marks, not characters the number has."""
+    m = mapped({"transform": ["strip", transform]}, [*cells, "'13800138000'", '="1"="2"'])
+    got = outcome(m)
+    assert got[:3] == sent
+    assert all(isinstance(r, str) and "has characters other than" in r for r in got[3:])

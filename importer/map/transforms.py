@@ -43,6 +43,8 @@ _DIGITS_SHAPE = r"^[\s\d\x{2010}-\x{2015}\x{2212}.()+-]*$"
 #: the ASCII bytes of ``_DIGITS_SHAPE``: a value with any other byte is matched against it
 _DIGITS_BYTES = np.zeros(256, dtype=bool)
 _DIGITS_BYTES[list(b"0123456789 \t\n\r\x0b\x0c.()+-")] = True
+#: a number a spreadsheet keeps as text: ``'0755 1234`` or the formula ``="0755 1234"``
+_AS_TEXT = r"^(\s*)(?:'|=\x22([^\x22]*)\x22)([^'=\x22]*)$"
 #: a whole number a spreadsheet wrote as a float (``13800138000.0``): its ``.0`` is dropped
 #: (as ``integer`` does), not read as one more digit
 _EXCEL_FLOAT = r"^(\s*\+?\d+)\.0+(\s*)$"
@@ -103,13 +105,17 @@ def _refusals(text: pa.Array, strict: bool = False) -> pa.Array | None:
 
 def _plain(text: pa.Array) -> pa.Array:
     """``text`` with its non-ASCII values NFKC-normalised (full-width digits, spaces, ``+``
-    and parentheses become ASCII; ASCII values are left as they are) and a whole number
-    written as a float (``13800138000.0``) without its ``.0``."""
+    and parentheses become ASCII; ASCII values are left as they are), a whole number
+    written as a float (``13800138000.0``) without its ``.0``, and a number a spreadsheet
+    was told to keep as text (``'0755...`` or ``="0755..."``) without those marks."""
     wide = _non_ascii(text)
     if wide.any():
         text = pc.replace_with_mask(
             text, pa.array(wide), pc.utf8_normalize(text.filter(pa.array(wide)), "NFKC")
         )
+    data = value_bytes(text)
+    if _flagged(text, (data == ord("=")) | (data == ord("'"))).any():
+        text = pc.replace_substring_regex(text, _AS_TEXT, r"\1\2\3")
     return pc.replace_substring_regex(text, _EXCEL_FLOAT, r"\1\2")
 
 
