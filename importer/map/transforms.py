@@ -116,7 +116,12 @@ def _plain(text: pa.Array) -> pa.Array:
     data = value_bytes(text)
     if _flagged(text, (data == ord("=")) | (data == ord("'"))).any():
         text = pc.replace_substring_regex(text, _AS_TEXT, r"\1\2\3")
-    return pc.replace_substring_regex(text, _EXCEL_FLOAT, r"\1\2")
+        data = value_bytes(text)
+    dotted = _flagged(text, data == ord("."))
+    if not dotted.any():
+        return text
+    some = pc.replace_substring_regex(text.filter(pa.array(dotted)), _EXCEL_FLOAT, r"\1\2")
+    return pc.replace_with_mask(text, pa.array(dotted), some)
 
 
 def _digits(text: pa.Array) -> tuple[pa.Array, pa.Array | None]:
