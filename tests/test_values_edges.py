@@ -275,3 +275,18 @@ def test_a_number_a_spreadsheet_keeps_as_text_is_that_number(
     got = outcome(m)
     assert got[:3] == sent
     assert all(isinstance(r, str) and "has characters other than" in r for r in got[3:])
+
+
+def test_init_reads_a_phone_column_as_phone_cn_reads_it(tmp_path: Path) -> None:
+    """A phone column a spreadsheet wrote as floats (13800138000.0) and with the apostrophe
+    of a CSV-injection guard ('+86 ...) was 'text, unique' and the key CHANGE_ME."""
+    from importer.init import propose_config
+
+    rows = ["手机号,姓名"] + [
+        f"1380013{i:04d}.0,n{i}" if i % 3 else f"'+86 138 0013 {i:04d},n{i}" for i in range(30)
+    ]
+    data = tmp_path / "x.csv"
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    text = propose_config(data, kind="user")
+    assert "phone: {from: 手机号, transform: [strip, phone_cn]}" in text
+    assert "primary_keys: [phone]" in text

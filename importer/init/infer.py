@@ -43,8 +43,9 @@ _INT = re.compile(r"^[+-]?\d+$", re.ASCII)
 _LEADING_ZERO = re.compile(r"^[+-]?0\d", re.ASCII)
 _DECIMAL = re.compile(r"^[+-]?(?:\d+\.\d*|\.\d+|\d+)$", re.ASCII)
 _EXCEL_EXPONENT = re.compile(r"^[+-]?\d(?:\.\d+)?[eE]\+\d+$", re.ASCII)
-_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$", re.ASCII)
-_THOUSANDS_DOT = re.compile(r"^[+-]?\d{1,3}(?:\.\d{3})+(?:,\d+)?$", re.ASCII)
+# a first group with a leading 0 (0,999) is no thousands grouping: the mapper refuses it
+_THOUSANDS = re.compile(r"^[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$", re.ASCII)
+_THOUSANDS_DOT = re.compile(r"^[+-]?[1-9]\d{0,2}(?:\.\d{3})+(?:,\d+)?$", re.ASCII)
 _DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$", re.ASCII)
 #: a cell ending in a UTC offset or Z: 2024-03-05T10:20:30+08:00
 _OFFSET = re.compile(r"\d(?:Z|[+-]\d{2}:?\d{2})$", re.ASCII)
@@ -407,7 +408,13 @@ def _phone(
     counts the values it rejects."""
     n = len(present)
     plain = [re.sub(r"[\s.()-]+", "", v) for v in folded]
-    mobiles = [v for v, p in zip(present, plain, strict=True) if _MOBILE.match(p)]
+    # what phone_cn itself reads as a mobile counts too: 13800138000.0, '+86 138 0013 8000
+    read = apply_transform(pa.array(present, pa.string()), ["nfkc", "strip", "phone_cn"])
+    reads = [
+        bool(t) and not bad
+        for t, bad in zip(read.text.to_pylist(), read.refused.tolist(), strict=True)
+    ]
+    mobiles = [v for v, p, ok in zip(present, plain, reads, strict=True) if ok or _MOBILE.match(p)]
     landlines = [
         v
         for v, f in zip(present, folded, strict=True)
