@@ -253,6 +253,17 @@ def list_runs(
         store.close()
 
 
+def _last_resume(store: Any, run_id: str, job: str) -> str:
+    """The run that resumed ``run_id`` last (a resume of a resume ...), or ``run_id``: its
+    failed and not_sent rows are the ones still not delivered."""
+    resumed_by = {r.resumed_from: r.run_id for r in store.runs(job, limit=1000)[::-1]}
+    seen = {run_id}
+    while run_id in resumed_by and resumed_by[run_id] not in seen:
+        run_id = resumed_by[run_id]
+        seen.add(run_id)
+    return run_id
+
+
 def retry(
     config: ConfigLike,
     run_or_results: str | Path,
@@ -267,6 +278,8 @@ def retry(
     their source files. ``run_or_results`` is a run id from the ledger or a results file
     (``results.csv`` / ``results.jsonl``). A failed row whose customer's later row was
     delivered is not sent again (it would put the older values back); a warning names them.
+    A run id of a run the same command has resumed since stands for the run that resumed it
+    last (a warning says so): its failed and not_sent rows are those still not delivered.
 
     Raises ``NothingToRetry`` (exit code 0) when no row is to be sent again, ``UsageError``
     (exit code 2) when a run id is given and the job has no ledger yet, ``LedgerError`` for a
@@ -288,7 +301,16 @@ def retry(
     else:
         store = open_job_ledger(cfg, report_dir)
         try:
-            found = rows_to_retry_from_run(store, str(run_or_results), cfg.job_name, cfg.job.kind)
+            latest = _last_resume(store, str(run_or_results), cfg.job_name)
+            if latest != str(run_or_results):
+                log.warning(
+                    "run %s was resumed by run %s (the same command run again): retrying the "
+                    "rows that run left failed or not_sent, not the rows it delivered",
+                    run_or_results,
+                    latest,
+                )
+                run_or_results = latest
+            found = rows_to_retry_from_run(store, latest, cfg.job_name, cfg.job.kind)
         finally:
             store.close()
         if found is None:

@@ -247,3 +247,36 @@ def test_keep_runs_never_prunes_the_folder_of_the_run_to_resume(
     resumed = run(cfg, [data], overrides=ov, report_dir=reports)
     assert (resumed.resumed_from, resumed.exit_code) == (aborted.run_id, 0)
     assert _folders(reports) == [resumed.run_id]  # nothing to resume any more
+
+
+def test_a_retry_of_a_resumed_run_sends_none_of_the_rows_the_resume_delivered(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    # the abort names two ways on: the same command (done here), and `dmimport retry` of the
+    # aborted run "later": that must not send again what the resume delivered
+    sb = fresh_sandbox(faults=Faults(down_after=5))
+    _job(tmp_path, 100)
+    args = ("run", "users.yaml", "users.csv", "--base-url", sb.url)
+    first = dmimport(*args, secret=sb.secret, cwd=tmp_path)
+    assert first.returncode == 3
+    found = re.search(r"run (\S+)\n", first.stdout)
+    assert found is not None
+    first_id = found.group(1)
+    sb.set_faults(Faults())
+    second = dmimport(*args, "--json", secret=sb.secret, cwd=tmp_path)
+    assert second.returncode == 0
+    second_id = json.loads(second.stdout)["run_id"]
+    requests = sb.stats()["requests"]
+
+    again = dmimport("retry", "users.yaml", first_id, "--base-url", sb.url, secret=sb.secret,
+                     cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert sb.stats()["requests"] == requests  # nothing sent twice
+    assert (
+        f"run {first_id} was resumed by run {second_id} (the same command run again): retrying "
+        "the rows that run left failed or not_sent, not the rows it delivered"
+    ) in again.stderr
+    assert (
+        f"nothing to retry: {second_id} has no failed or not_sent rows"
+        in again.stdout + again.stderr
+    )
