@@ -549,7 +549,7 @@ def _say_resumed(ledger: Ledger, job: str, info: RunInfo, report_root: Path) -> 
         how += (" " if why.startswith("by ") else ": ") + why
     n = ledger.delivered(job, info)
     logging.getLogger("importer.resume").info(
-        "resuming run %s (%s): %d rows it delivered are skipped", rid, how, n
+        "resuming run %s (%s): %s rows it delivered are skipped", rid, how, f"{n:,}"
     )
 
 

@@ -280,3 +280,17 @@ def test_a_retry_of_a_resumed_run_sends_none_of_the_rows_the_resume_delivered(
         f"nothing to retry: {second_id} has no failed or not_sent rows"
         in again.stdout + again.stderr
     )
+
+
+def test_the_resume_line_writes_its_count_as_the_summary_does(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sb = fresh_sandbox(faults=Faults(down_after=120))  # 1,200 rows delivered, 10 a request
+    _job(tmp_path, 1500)
+    args = ("run", "users.yaml", "users.csv", "--base-url", sb.url, "-q")
+    assert dmimport(*args, secret=sb.secret, cwd=tmp_path).returncode == 3
+    sb.set_faults(Faults())
+    again = dmimport(*args, secret=sb.secret, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.endswith(": 1,200 rows it delivered are skipped\n"), again.stderr
+    assert "  skipped          1,200" in again.stdout.splitlines()
