@@ -290,3 +290,38 @@ def test_init_reads_a_phone_column_as_phone_cn_reads_it(tmp_path: Path) -> None:
     text = propose_config(data, kind="user")
     assert "phone: {from: 手机号, transform: [strip, phone_cn]}" in text
     assert "primary_keys: [phone]" in text
+
+
+def test_a_bad_input_section_is_reported_with_its_file_line_and_the_other_problems(
+    tmp_path: Path,
+) -> None:
+    """input: was checked by InputOptions.__init__, whose ConfigError escaped pydantic: no
+    file, no line, no other problem, and encoding: CHANGE_ME was an 'unknown encoding'."""
+    from importer.errors import ConfigError
+
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        "job: {kind: user, primary_keys: [uid]}\n"
+        "columns:\n"
+        "  uid: {from: id, type: integr}\n"
+        "input:\n"
+        "  encoding: CHANGE_ME\n"
+        '  delimiter: ";;"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_job(config)
+    assert info.value.source == str(config)
+    assert [(p.path, p.line, p.message.split(":")[0]) for p in info.value.problems] == [
+        (
+            "columns.uid.type",
+            3,
+            "expected one of string, integer, number, boolean, datetime, got 'integr'",
+        ),
+        ("input.encoding", 5, "still CHANGE_ME"),
+        (
+            "input.delimiter",
+            6,
+            "delimiter must be one ASCII character other than a quote or a newline, got ';;'",
+        ),
+    ]

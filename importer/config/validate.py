@@ -98,11 +98,19 @@ def _validate(
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors():
-            loc = tuple(str(p) for p in err["loc"])
-            message, hint = _explain(err, loc)
-            # Line of the key itself; a missing key points at its parent.
-            problems.append(ConfigProblem(".".join(loc), message, hint, line_of(loc)))
+        problems += _schema_problems(exc, line_of)
+    except ConfigError as exc:
+        # pydantic runs InputOptions.__init__ for the input: section, whose ConfigError
+        # would stop the whole check there (no file, no line, no other problem, CHANGE_ME
+        # not said): its problems get their lines, and the rest is checked without it
+        for p in exc.problems:
+            problems.append(
+                ConfigProblem(p.path, p.message, p.hint, line_of(tuple(p.path.split("."))))
+            )
+        try:
+            Config.model_validate({k: v for k, v in data.items() if k != "input"})
+        except ValidationError as rest:
+            problems += _schema_problems(rest, line_of)
     for path, message, hint in text_problems(data):
         shown = tuple(escaped(p) for p in path)
         problems.append(ConfigProblem(".".join(shown), message, hint, line_of(path)))
@@ -126,6 +134,18 @@ def _validate(
         raise ConfigError(unique, source=source, secrets=secrets)
     assert config is not None
     return config
+
+
+def _schema_problems(
+    exc: ValidationError, line_of: Callable[[tuple[str, ...]], int | None]
+) -> list[ConfigProblem]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        message, hint = _explain(err, loc)
+        # Line of the key itself; a missing key points at its parent.
+        out.append(ConfigProblem(".".join(loc), message, hint, line_of(loc)))
+    return out
 
 
 def _deep_copy(value: Any) -> Any:
