@@ -905,6 +905,10 @@ def test_check_config_and_run_refuse_change_me_before_reading_or_sending(
         ("exports/shop.csv.gz", "shop"),
         ("shop_2024.csv", "shop_2024"),  # a year alone is not a date
         ("20261204.csv", "20261204"),  # nothing but a date: kept
+        ("20261204_orders.csv", "orders"),  # the date first
+        ("2026-12-04-crm_export.csv", "crm_export"),
+        ("20261204T0200 shop.csv", "shop"),
+        ("2024_sales.csv", "2024_sales"),  # a year alone is not a date
     ],
 )
 def test_the_job_is_named_after_the_file_without_its_date(file: str, job: str) -> None:

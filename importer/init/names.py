@@ -116,14 +116,22 @@ _DATED = re.compile(
 )
 
 
+#: the same date starting the name, before a separator: 20261204_orders, 2026-12-04-crm
+_DATED_START = re.compile(
+    r"^\d{4}[-_.]?\d{2}[-_.]?\d{2}(?:[T_\- ]?\d{2}[-_:.]?\d{2}(?:[-_:.]?\d{2})?)?[._\- ]+"
+)
+
+
 def job_name(path: str | Path) -> str:
     """The job a file belongs to: its name without extensions and without the date a nightly
-    export carries (``orders_20261204.jsonl`` and ``crm_export.2026-12-04.csv.gz`` ->
-    ``orders``, ``crm_export``), usable as a directory name."""
+    export carries, at its end or its start (``orders_20261204.jsonl``,
+    ``crm_export.2026-12-04.csv.gz`` and ``20261204_orders.csv`` -> ``orders``, ``crm_export``,
+    ``orders``), usable as a directory name."""
     name = Path(path).name
     name = name.removesuffix(".gz").removesuffix(".GZ")
     stem = os.path.splitext(name)[0] or name
     undated = _DATED.sub("", stem) or stem
+    undated = _DATED_START.sub("", undated) or undated
     return re.sub(r"[^\w.-]+", "_", undated).strip("._-") or "job"
 
 
