@@ -709,6 +709,23 @@ def test_the_phone_comment_counts_only_the_values_phone_cn_itself_rejects(tmp_pa
     assert (summary.counts["valid"], summary.counts["rejected"]) == (9, 1)
 
 
+def test_epoch_times_with_0_for_no_time_stay_integers_and_say_why(tmp_path: Path) -> None:
+    data = tmp_path / "o.jsonl"
+    rows = [
+        {"phone": f"1390000{i:04d}", "pay_time": 1733360000000 + i if i % 4 else 0}
+        for i in range(1, 9)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    text, cfg = proposed(data, "user")
+    assert cfg.columns["pay_time"].type == "integer"
+    assert comment_above(text, "pay_time") == (
+        "pay_time: named like a time and 6/8 sample values are epoch milliseconds like "
+        "'1733360000001', but 2 are 0 -> integer, sent as written (type: datetime would send 0 "
+        "as 1970-01-01: leave those cells empty in the export, then set type: datetime and a "
+        "timezone)"
+    )
+
+
 def test_a_column_only_its_values_call_phones_gets_phone_cn_only_if_it_refuses_none(
     tmp_path: Path,
 ) -> None:

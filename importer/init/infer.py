@@ -220,6 +220,16 @@ def infer(header: str, name: str, values: Sequence[str | None], sampled: int) ->
             guess.type = "integer"
             guess.transform = []
             guess.why = f"{_share(n, n)} sample values are plain integers{empties}"
+            epochs = [v for v in ints if _EPOCH.match(v)]
+            if timeish and epochs and len(epochs) + ints.count("0") == n:
+                # pay_time 0 on unpaid orders: as a datetime, 0 would be sent as 1970-01-01
+                unit = "milliseconds" if len(epochs[0]) == 13 else "seconds"
+                guess.why = (
+                    f"named like a time and {len(epochs)}/{n} sample values are epoch {unit} "
+                    f"like {epochs[0]!r}, but {n - len(epochs)} are 0{empties} -> integer, sent "
+                    "as written (type: datetime would send 0 as 1970-01-01: leave those cells "
+                    "empty in the export, then set type: datetime and a timezone)"
+                )
         return guess
 
     def decimal(v: str) -> bool:
