@@ -7,6 +7,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -150,3 +151,42 @@ def test_every_ledger_file_is_private_whatever_existed(tmp_path: Path) -> None:
     with Ledger(copy) as ledger:
         assert [r.run_id for r in ledger.runs("customers")] == ["r1"]
         assert [_mode(Path(f"{copy}{s}")) for s in ("", "-wal", "-shm")] == ["0o600"] * 3
+
+
+def test_opening_the_ledger_again_keeps_the_commits_of_a_run_another_process_shares_it_with(
+    tmp_path: Path,
+) -> None:
+    # Closing any descriptor of a file drops every POSIX lock the process holds on it,
+    # SQLite's included. The check of a ledger's first bytes, on each open (a reader, the
+    # quota, keep_runs), dropped the locks of the process's open connection; another job's run
+    # sharing the ledger, ending first, then took the file as its own, checkpointed and deleted
+    # the WAL: this run's later commits (its status 'done') were lost, and its next run
+    # resumed it as killed.
+    path = tmp_path / "state.db"
+    first = Ledger(path)
+    first.begin_run("customers", "r1", "c", [])
+    second = Ledger(path)  # this process opens the file again, as a run does
+    other = (
+        "import sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1])\n"
+        "c.execute('SELECT count(*) FROM runs').fetchall()\n"
+        "c.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", other, str(path)], check=True)  # another job's run
+    hold = other.replace("c.close()", "print('open', flush=True)\ninput()\nc.close()")
+    holder = subprocess.Popen(  # and a third, still running when this one ends
+        [sys.executable, "-c", hold, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "open\n"
+        first.end_run("r1", status="done", counts={"ok": 1}, exit_code=0)
+        second.close()
+        first.close()
+    finally:
+        holder.communicate("\n", timeout=30)
+    with Ledger(path) as ledger:
+        assert [(r.run_id, r.status) for r in ledger.runs("customers")] == [("r1", "done")]

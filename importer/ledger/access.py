@@ -40,19 +40,35 @@ def not_a_ledger(path: Path, exc: BaseException) -> LedgerError:
     )
 
 
+#: the ledger files (device, inode) whose first bytes this process has read: each is read
+#: once. Closing any descriptor of a file drops every POSIX lock the process holds on it,
+#: SQLite's included; read again while a connection of this process has the file open, another
+#: process (another job's run sharing the ledger) could take itself for the file's last user,
+#: checkpoint and delete the WAL, and this process's later commits would be lost.
+_READ: set[tuple[int, int]] = set()
+
+
 def refuse_foreign_or_unwritable(path: Path) -> None:
     """Before SQLite opens ``path``: refuse a file that is not an SQLite database (never ours
     to touch), then one this process cannot write (named with the actual cause)."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(len(_SQLITE_HEADER))
+        st = os.stat(path)
+        key = (st.st_dev, st.st_ino)
     except OSError:
-        head = b""  # unreadable: the access check says why
-    if head and head != _SQLITE_HEADER:
-        raise LedgerError(
-            f"{path} is not a dmimport ledger (not an SQLite database); it was left untouched. "
-            "Set state.path to another file (a new one is created there)"
-        )
+        key = None
+    if key not in _READ:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(len(_SQLITE_HEADER))
+        except OSError:
+            head, key = b"", None  # unreadable: the access check says why
+        if head and head != _SQLITE_HEADER:
+            raise LedgerError(
+                f"{path} is not a dmimport ledger (not an SQLite database); it was left "
+                "untouched. Set state.path to another file (a new one is created there)"
+            )
+        if key is not None:  # an SQLite database, or empty (about to become the ledger)
+            _READ.add(key)
     problem = access_problem(path)
     if problem is not None:
         raise problem
