@@ -3,6 +3,7 @@ person would not read in it, and every refusal says why."""
 
 from __future__ import annotations
 
+import codecs
 import json
 from pathlib import Path
 from typing import Any
@@ -325,3 +326,37 @@ def test_a_bad_input_section_is_reported_with_its_file_line_and_the_other_proble
             "delimiter must be one ASCII character other than a quote or a newline, got ';;'",
         ),
     ]
+
+
+@pytest.mark.parametrize("declared", ["gb18030", "gbk", "latin-1"])
+def test_a_declared_encoding_is_checked_where_the_text_stops_being_ascii(
+    tmp_path: Path, declared: str
+) -> None:
+    """A UTF-8 file declared gb18030 whose first MiB was ASCII was read as GB18030: 张三 was
+    stored as 寮犱笁, without a single bad record."""
+    from importer.api import validate
+    from importer.errors import LoadError
+
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        "job: {name: late, kind: user, primary_keys: [phone]}\n"
+        "columns: {phone: phone, username: name}\n"
+        f"input: {{encoding: {declared}}}\n",
+        encoding="utf-8",
+    )
+    ascii_rows = "".join(f"1{3 + i % 7}{i:09d},user{i}\n" for i in range(60_000))
+    assert len(ascii_rows) > 1024**2
+    late = tmp_path / "late.csv"
+    late.write_bytes(("phone,name\n" + ascii_rows + "13999999999,张三\n").encode("utf-8"))
+    with pytest.raises(LoadError) as info:
+        validate(config, [late], report_dir=tmp_path / "rep")
+    name = codecs.lookup(declared).name  # iso8859-1 for latin-1
+    assert str(info.value) == (
+        f"{late}: input.encoding is {name}, but the bytes at line 60002 are not {name} "
+        "but valid UTF-8 (as is all the text of a MiB from there): the file is UTF-8; set "
+        "input.encoding: utf-8 or auto, or --encoding utf-8"
+    )
+    if declared != "latin-1":  # the same file written as declared is read as declared
+        late.write_bytes(("phone,name\n" + ascii_rows + "13999999999,张三\n").encode(declared))
+        summary = validate(config, [late], report_dir=tmp_path / "rep")
+        assert summary.counts["valid"] == 60_001

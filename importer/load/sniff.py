@@ -87,7 +87,7 @@ def open_source(path: Path, options: InputOptions) -> Source:
             raise LoadError(f"{path}: this is {what}, not a {fmt.upper()} text file")
     # a first MiB of ASCII is no evidence: look on to the first bytes that are not ASCII
     ascii_so_far = not (compressed or at_eof) and sample.isascii()
-    if ascii_so_far and options.encoding == "auto":
+    if ascii_so_far and (options.encoding == "auto" or _checks_utf8(options.encoding)):
         with RawInput(path, compressed=False, limit=0) as raw:
             later = _non_ascii_sample(raw)
     encoding, why = _resolve_encoding(path, sample, at_eof, options.encoding, later)
@@ -245,7 +245,10 @@ def _resolve_encoding(
                 "(input.encoding)"
             )
         if name not in ("utf-8", "utf-8-sig"):
-            _refuse_utf8(path, sample, at_eof, name)
+            if later is not None:  # a first MiB of ASCII is no evidence: its first non-ASCII
+                _refuse_utf8(path, later[0], later[1], name, later[2])
+            else:
+                _refuse_utf8(path, sample, at_eof, name)
         return name, "declared (input.encoding)"
     for bom, name in _BOMS:
         if sample.startswith(bom):
@@ -266,7 +269,16 @@ def _single_byte(name: str) -> bool:
     return len(high.decode(name, errors="replace")) == len(high)
 
 
-def _refuse_utf8(path: Path, sample: bytes, at_eof: bool, name: str) -> None:
+def _checks_utf8(requested: str) -> bool:
+    """True for a declared encoding ``_refuse_utf8`` checks the text against."""
+    try:
+        name = codecs.lookup(requested).name
+    except LookupError:
+        return False
+    return ascii_compatible(name) and (name in _GB_FAMILY or _single_byte(name))
+
+
+def _refuse_utf8(path: Path, sample: bytes, at_eof: bool, name: str, first_line: int = 1) -> None:
     """LoadError when a file declared ``name`` (GB18030, or a one-byte encoding such as
     latin-1) is plainly UTF-8: its text is valid UTF-8 and some line reads as something no
     one writes in ``name`` (for GB18030: not common Chinese; ``张三`` gives ``寮犱笁``). Read as
@@ -280,14 +292,18 @@ def _refuse_utf8(path: Path, sample: bytes, at_eof: bool, name: str) -> None:
         codecs.getincrementaldecoder("utf-8")().decode(sample, final=at_eof)
     except UnicodeDecodeError:
         return
-    for number, line in enumerate(sample.split(b"\n"), 1):
+    for number, line in enumerate(sample.split(b"\n"), first_line):
         if line.isascii():
             continue
         if gb:
             n, common = _gb_common(line, set())
             if n == common:
                 continue  # valid both ways: no evidence
-        whole = "the file" if at_eof else "its first MiB"
+        whole = (
+            "the file"
+            if at_eof and first_line == 1
+            else ("its first MiB" if first_line == 1 else "a MiB from there")
+        )
         raise LoadError(
             f"{path}: input.encoding is {name}, but the bytes at line {number} are not {name} "
             f"but valid UTF-8 (as is all the text of {whole}): the file is UTF-8; set "
