@@ -123,6 +123,18 @@ def test_report_encoding_gb18030_writes_results_and_reasons_in_gb18030_and_rejec
         assert [(r.line, r.status) for r in lines] == [(2, "ok"), (3, "rejected")]
 
 
+def test_a_results_csv_without_a_mark_reads_back_as_utf8_after_the_config_said_gb18030(
+    secret: Sandbox, tmp_path: Path
+) -> None:
+    # written before (UTF-8 without a mark: earlier versions, or report.encoding: utf-8), then
+    # the config changed to report.encoding: gb18030: `dmimport retry CONFIG results.csv`
+    data = write_file(tmp_path / "会员 名单.csv", HEADER + "13800138000,张三,x,\n")
+    plain = _run(secret, _config(tmp_path, "report: {encoding: utf-8}"), [data], tmp_path)
+    assert plain.results_path is not None
+    lines = list(read_results(plain.results_path, "gb18030"))
+    assert [(r.file, r.line, r.status) for r in lines] == [(str(data), 2, "rejected")]
+
+
 def test_report_encoding_utf8_has_no_bom_and_jsonl_never_has_one(
     secret: Sandbox, tmp_path: Path
 ) -> None:

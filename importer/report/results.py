@@ -262,16 +262,15 @@ def unprotect(text: str) -> str:
 def report_encoding(path: Path, encoding: str | None = None) -> str:
     """The encoding to read a report file (``results.csv``, ``rejects.reasons.csv``) written
     with ``report.encoding`` back with: UTF-8 when it starts with the byte-order mark (the
-    mark dropped); GB18030 when ``encoding`` (the config's ``report.encoding``) says so, or
-    when the file is not valid UTF-8 (written by a config that said so since); else UTF-8.
+    mark dropped); UTF-8 when the file is valid UTF-8 (Chinese text in GB18030 never is:
+    a file written without a mark before the config said ``report.encoding: gb18030`` is
+    read right), else GB18030, whatever ``encoding`` (the config's ``report.encoding``) says.
     A ``results.jsonl`` is always UTF-8."""
     with open(path, "rb") as fh:
         if fh.read(3) == codecs.BOM_UTF8:
             return "utf-8-sig"
         if path.suffix != ".csv":
             return "utf-8"
-        if encoding == "gb18030":
-            return "gb18030"
         fh.seek(0)
         decoder = codecs.getincrementaldecoder("utf-8")()
         try:
