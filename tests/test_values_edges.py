@@ -168,6 +168,12 @@ def test_full_width_digits_and_spreadsheet_floats_are_the_number_written(transfo
         ({}, "20240105", 'is not a datetime without a format: add format: "%Y%m%d" to this column'),
         (
             {},
+            "45292.5",
+            "is not a datetime: it looks like an Excel date serial number (days since "
+            "1899-12-30); format the column as a date in Excel and export again",
+        ),
+        (
+            {},
             "1990年3月5日",
             'is not a datetime without a format: add format: "%Y年%m月%d日" to this column',
         ),

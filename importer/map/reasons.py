@@ -140,6 +140,7 @@ _AUTO_DATE = re.compile(
     r"(?:[ T](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:[.,]\d+)?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?)?"
 )
 _EPOCH_DIGITS = re.compile(r"[0-9]{1,9}|[0-9]{11,12}|[0-9]{14,}")
+_EXCEL_SERIAL = re.compile(r"([0-9]{5})(?:\.[0-9]+)?")
 _CHINESE_DATE = re.compile(r"[0-9]{4}年[0-9]{1,2}月[0-9]{1,2}日")
 
 
@@ -151,6 +152,12 @@ def _no_such_date(text: str, fmt: str | None) -> str | None:
         compact = {8: "%Y%m%d", 14: "%Y%m%d%H%M%S"}.get(len(text))
         if fmt is None and compact and text.isascii() and text.isdigit():
             return f'is not a datetime without a format: add format: "{compact}" to this column'
+        serial = _EXCEL_SERIAL.fullmatch(text) if fmt is None else None
+        if serial and 10_000 <= int(serial.group(1)) <= 99_999:
+            return (
+                "is not a datetime: it looks like an Excel date serial number (days since "
+                "1899-12-30); format the column as a date in Excel and export again"
+            )
         if fmt is None and _EPOCH_DIGITS.fullmatch(text):
             return (
                 f"is not a datetime: {len(text)} digit{'s are' if len(text) > 1 else ' is'} "
