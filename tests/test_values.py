@@ -226,7 +226,7 @@ def test_number_format_on_integers() -> None:
         1234,
         1234,
         -12345678,
-        "column 数量 (property qty): '1,234.5' is not an integer written like 1,234",
+        "column 数量 (property qty): '1,234.5' is not an integer: it has a fraction",
     ]
 
 

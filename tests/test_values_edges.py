@@ -76,7 +76,7 @@ def test_a_leading_zero_group_is_no_thousands(number_format: Any, cell: str, why
 def test_an_integer_column_is_not_told_to_read_a_fraction_as_thousands() -> None:
     m = mapped({"type": "integer"}, ["0.999", "1,000.50", "12,5", "1.234", "12,00"])
     assert outcome(m) == [
-        f"{COLUMN}: '0.999' is not an integer",
+        f"{COLUMN}: '0.999' is not an integer: it has a fraction",
         f"{COLUMN}: '1,000.50' is not an integer",
         f"{COLUMN}: '12,5' is not an integer",
         f"{COLUMN}: '1.234' is not an integer: it has a thousands separator '.'; "
@@ -366,3 +366,16 @@ def test_a_declared_encoding_is_checked_where_the_text_stops_being_ascii(
         late.write_bytes(("phone,name\n" + ascii_rows + "13999999999,张三\n").encode(declared))
         summary = validate(config, [late], report_dir=tmp_path / "rep")
         assert summary.counts["valid"] == 60_001
+
+
+@pytest.mark.parametrize(
+    ("number_format", "cell"),
+    [(None, "12.5"), (None, "-.5"), ({"thousands": ","}, "1,000.50"), ("1.234,56", "1.000,50")],
+)
+def test_an_integer_with_a_fraction_says_so(number_format: Any, cell: str) -> None:
+    spec: dict[str, Any] = {"type": "integer"}
+    if number_format is not None:
+        spec["number_format"] = number_format
+    assert outcome(mapped(spec, [cell])) == [
+        f"{COLUMN}: '{cell}' is not an integer: it has a fraction"
+    ]

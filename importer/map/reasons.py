@@ -70,16 +70,20 @@ def value_problem(spec: ColumnSpec, value: str) -> str:
 
 
 def _out_of_range(text: str, fmt: NumberFormat | None) -> str | None:
-    """For a whole number past the 64-bit range the platform stores integers in."""
+    """For a number with a fraction (12.5), or a whole number past the 64-bit range the
+    platform stores integers in."""
     if fmt is not None:
         if fmt.thousands == " ":
             text = text.replace("\u00a0", " ").replace("\u202f", " ")
+        t, d = re.escape(fmt.thousands or ""), re.escape(fmt.decimal)
+        groups = rf"[1-9][0-9]{{0,2}}(?:{t}[0-9]{{3}})+|" if fmt.thousands else ""
+        if not re.fullmatch(rf"[+-]?(?:(?:{groups}[0-9]+)(?:{d}[0-9]*)?|{d}[0-9]+)", text):
+            return None
         text = text.replace(fmt.thousands, "") if fmt.thousands else text
-        if fmt.decimal == ",":
-            if "." in text:
-                return None
-            text = text.replace(",", ".")
-    whole = re.fullmatch(r"([+-]?\d+)(?:\.0*)?", text)
+        text = text.replace(fmt.decimal, ".")
+    if re.fullmatch(r"[+-]?[0-9]*\.[0-9]*[1-9][0-9]*", text):
+        return "it has a fraction"
+    whole = re.fullmatch(r"([+-]?[0-9]+)(?:\.0*)?", text)
     if whole is None or -(2**63) <= int(whole.group(1)) < 2**63:
         return None
     return f"outside the 64-bit range ({-(2**63)} to {2**63 - 1})"
