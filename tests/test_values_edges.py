@@ -379,3 +379,29 @@ def test_an_integer_with_a_fraction_says_so(number_format: Any, cell: str) -> No
     assert outcome(mapped(spec, [cell])) == [
         f"{COLUMN}: '{cell}' is not an integer: it has a fraction"
     ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "cell", "problem"),
+    [
+        ({"type": "integer"}, "１２", "is not an integer"),
+        (
+            {"type": "number", "number_format": {"thousands": ","}},
+            "１，２９９",
+            "is not a number written like 1,234.56",
+        ),
+        (
+            {"type": "datetime"},
+            "２０２４－０１－０５",
+            "is not a datetime (e.g. 2024-01-31 08:00:00)",
+        ),
+    ],
+)
+def test_a_full_width_number_says_how_to_read_it(
+    spec: dict[str, Any], cell: str, problem: str
+) -> None:
+    assert outcome(mapped(spec, [cell])) == [
+        f"{COLUMN}: '{cell}' {problem}: it has full-width characters; "
+        "add nfkc to this column's transform (transform: [nfkc])"
+    ]
+    assert outcome(mapped({**spec, "transform": ["nfkc"]}, [cell])) != outcome(mapped(spec, [cell]))

@@ -35,6 +35,8 @@ _GROUPINGS: tuple[tuple[str, str, str], ...] = (
     ("'", '{thousands: "\'"}', "."),
     ("_", '{thousands: "_"}', "."),
 )
+#: full-width digits and marks (０-９, ，, ．, －, ＋, ：, ／) of a cell typed on a CJK keyboard
+_FULL_WIDTH = re.compile(r"[\uff0b-\uff1a]")
 _DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+")
 
 
@@ -55,6 +57,11 @@ def value_problem(spec: ColumnSpec, value: str) -> str:
     """What is wrong with ``value``, one that does not convert under ``spec``."""
     text = value.strip()
     why: str | None = None
+    if spec.type != "string" and _FULL_WIDTH.search(text):
+        return (
+            f"{type_problem(spec)}: it has full-width characters; "
+            "add nfkc to this column's transform (transform: [nfkc])"
+        )
     if spec.type in ("integer", "number"):
         fmt = spec.number_format
         why = _misplaced(text, fmt) if fmt is not None else _separator_hint(text, spec.type)
