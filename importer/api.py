@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -46,7 +47,13 @@ from .pipeline import ProgressFn, Run
 from .previewer import Preview
 from .previewer import preview as _preview
 from .quota import QuotaToday, requests_today
-from .report import RESULT_SUFFIXES, RunSummary, metrics_file_problem, read_results
+from .report import (
+    RESULT_SUFFIXES,
+    RunSummary,
+    file_fingerprint,
+    metrics_file_problem,
+    read_results,
+)
 
 __all__ = [
     "arun",
@@ -298,6 +305,7 @@ def retry(
             for r in read_results(candidate, cfg.report.encoding)
         ]
         rows = rows_to_retry(seen, cfg.job.kind)
+        recorded = _summary_files(candidate.parent / "summary.json")
     else:
         store = open_job_ledger(cfg, report_dir)
         try:
@@ -311,6 +319,7 @@ def retry(
                 )
                 run_or_results = latest
             found = rows_to_retry_from_run(store, latest, cfg.job_name, cfg.job.kind)
+            recorded = next((r.files for r in store.runs(None, limit=-1) if r.run_id == latest), [])
         finally:
             store.close()
         if found is None:
@@ -321,6 +330,7 @@ def retry(
                 "`dmimport runs CONFIG` lists the job's runs"
             )
         rows = found
+    _refuse_changed_files(recorded, rows.wanted, str(run_or_results))
     if rows.superseded:
         log.warning(
             "not sent again: %d row(s) of %s whose customer's later row was delivered "
@@ -349,6 +359,38 @@ def retry(
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _summary_files(path: Path) -> list[dict[str, Any]]:
+    """The input files' fingerprints a run's ``summary.json`` recorded (none: no such file)."""
+    try:
+        files = json.loads(path.read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return files if isinstance(files, list) else []
+
+
+def _refuse_changed_files(recorded: list[dict[str, Any]], wanted: Any, run: str) -> None:
+    """A retry reads its rows back by their lines: ``UsageError`` (nothing sent) when a file
+    is not the one the run read (size or SHA-256), or it would send other rows in their place
+    and report them delivered. A file the run did not record (an older run) is not checked."""
+    by_path = {str(f.get("path")): f for f in recorded if isinstance(f, dict)}
+    for path in sorted(wanted):
+        was = by_path.get(str(Path(path).resolve()))
+        if was is None or not was.get("sha256"):
+            continue
+        try:
+            same = Path(path).stat().st_size == was.get("size")
+            same = same and file_fingerprint(Path(path))["sha256"] == was["sha256"]
+        except OSError:
+            continue  # missing or unreadable: reading it says so
+        if not same:
+            raise UsageError(
+                f"{path} changed since run {run} read it (its size or contents differ): the "
+                "rows that run left failed or not_sent are no longer on the lines it recorded, "
+                "so nothing was sent. Send the file as it is now with `dmimport run`, or put "
+                "back the file that run read and retry again"
+            )
 
 
 def _resolve(config: ConfigLike, overrides: dict[str, Any] | None) -> tuple[Config, Path | None]:

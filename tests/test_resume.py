@@ -294,3 +294,32 @@ def test_the_resume_line_writes_its_count_as_the_summary_does(
     assert again.returncode == 0, again.stderr
     assert again.stderr.endswith(": 1,200 rows it delivered are skipped\n"), again.stderr
     assert "  skipped          1,200" in again.stdout.splitlines()
+
+
+@pytest.mark.parametrize("by", ["run_id", "results"])
+def test_a_retry_of_a_run_whose_file_changed_since_sends_nothing(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, by: str
+) -> None:
+    # the nightly export is written again under the same name: the failed rows' lines now
+    # hold other customers (was: those sent in their place, reported ok, exit 0)
+    sb = fresh_sandbox(faults=Faults(down_after=5))
+    _cfg, data = _job(tmp_path, 100)
+    first = dmimport("run", "users.yaml", "users.csv", "--base-url", sb.url, "--json",
+                     secret=sb.secret, cwd=tmp_path)  # fmt: skip
+    assert first.returncode == 3
+    summary = json.loads(first.stdout)
+    sb.set_faults(Faults())
+    write_csv(data, ["phone", "name"], [[f"0152{i:07d}", f"v{i}"] for i in range(100)])
+    before = sb.stats()["requests"]
+    target = summary["run_id"] if by == "run_id" else summary["results"]
+    again = dmimport("retry", "users.yaml", target, "--base-url", sb.url,
+                     secret=sb.secret, cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert again.stderr == (
+        f"error: users.csv changed since run {target} read it (its size or contents differ): "
+        "the rows that run left failed or not_sent are no longer on the lines it recorded, so "
+        "nothing was sent. Send the file as it is now with `dmimport run`, or put back the "
+        "file that run read and retry again\n"
+    )
+    assert sb.stats()["requests"] == before
+    assert not any(c["properties"]["phone"].startswith("0152") for c in sb.customers())
