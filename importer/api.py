@@ -284,7 +284,8 @@ def retry(
     """Send again only the rows that ended ``failed`` or ``not_sent`` in a run, read back from
     their source files. ``run_or_results`` is a run id from the ledger or a results file
     (``results.csv`` / ``results.jsonl``). A failed row whose customer's later row was
-    delivered is not sent again (it would put the older values back); a warning names them.
+    delivered is sent again with that later row after it (alone it would put the older values
+    back; left out, a value only it holds would be lost); a warning names them.
     A run id of a run the same command has resumed since stands for the run that resumed it
     last (a warning says so): its failed and not_sent rows are those still not delivered.
 
@@ -333,8 +334,9 @@ def retry(
     _refuse_changed_files(recorded, rows.wanted, str(run_or_results))
     if rows.superseded:
         log.warning(
-            "not sent again: %d row(s) of %s whose customer's later row was delivered "
-            "(sending it would put the older values back): %s",
+            "sent again with their customer's later delivered row after them (alone they would "
+            "put the older values back; left out, the values only they hold would be lost): "
+            "%d row(s) of %s: %s",
             len(rows.superseded),
             run_or_results,
             ", ".join(rows.superseded[:5]) + (", ..." if len(rows.superseded) > 5 else ""),

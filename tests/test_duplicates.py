@@ -23,7 +23,7 @@ from importer.ledger import duplicates
 from importer.load import open_source
 from importer.quota import count_rows
 from importer.report import RunSummary
-from importer.sandbox import Sandbox
+from importer.sandbox import Faults, Sandbox
 
 EVENTS = {
     "job": {"name": "orders", "kind": "event", "event_name": "order_detail",
@@ -446,3 +446,30 @@ def test_keep_last_sends_only_the_last_row_setting_a_value_the_last_row_lacks(
     }  # fmt: skip
     assert summary.requests <= 3
     assert summary.exit_code == 0
+
+
+def test_retry_delivers_a_value_only_an_earlier_row_of_the_customer_held(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # keep_last sends a customer's earlier row (its age) before the last (its name): when
+    # the earlier one failed and the last got through, the retry left the earlier out as
+    # "overridden" and the age never arrived (exit 0)
+    sb = fresh_sandbox(faults=Faults(seed=3, http_503=0.3))
+    rows = [[f"139000{i:05d}", "", "", str(20 + i)] for i in range(40)]
+    rows += [[f"139000{i:05d}", f"N{i}", "", ""] for i in range(40)]
+    data = write_csv(tmp_path / "p.csv", PEOPLE_HEADER, rows)
+    send_section = {"rate_limit": None, "batch_rows": 1, "retry": {"max_attempts": 1},
+                    "abort_after_failed_rows": 1000}  # fmt: skip
+    cfg = config(USERS, sb, send=send_section)
+    first = send(sb, cfg, [data], tmp_path, monkeypatch)
+    got = lines(first)
+    lost = [i for i in range(40) if got[("p.csv", str(2 + i))][0] == "failed"
+            and got[("p.csv", str(42 + i))][0] == "ok"]  # fmt: skip
+    assert lost  # the seed makes some
+    sb.set_faults(Faults())
+    again = retry(cfg, first.run_id, report_dir=tmp_path / "reports", ledger=tmp_path / "state.db")
+    assert again.exit_code == 0
+    stored = {c["properties"]["phone"]: c["properties"] for c in sb.customers()}
+    assert {p: (s.get("username"), s.get("age")) for p, s in stored.items()} == {
+        f"139000{i:05d}": (f"N{i}", 20 + i) for i in range(40)
+    }

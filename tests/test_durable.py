@@ -199,7 +199,7 @@ def test_retry_resends_only_failed_rows_by_run_id_and_by_results_file(
 
 
 @pytest.mark.parametrize("by", ["run_id", "results"])
-def test_retry_never_sends_a_row_a_later_delivered_row_of_its_customer_overrode(
+def test_retry_sends_a_row_a_later_delivered_row_of_its_customer_follows_with_that_row_after(
     fresh_sandbox: Callable[..., Sandbox],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -208,7 +208,8 @@ def test_retry_never_sends_a_row_a_later_delivered_row_of_its_customer_overrode(
 ) -> None:
     # 400 customers, every second one again further down with newer values; 40% 503s and
     # one attempt: some customers' first row failed while their later row got through.
-    # Re-sending the failed first row would put the older values back on the platform.
+    # Re-sending the failed first row alone would put the older values back on the platform;
+    # leaving it out would lose a value only it holds: it goes again with the later row after.
     sb, cfg, data, rows, ov, first = _first_run_with_failures(
         fresh_sandbox, tmp_path, monkeypatch, Faults(seed=5, http_503=0.4), 400, dup_every=2
     )
@@ -224,14 +225,15 @@ def test_retry_never_sends_a_row_a_later_delivered_row_of_its_customer_overrode(
     target = first.run_id if by == "run_id" else first.results_path
     with caplog.at_level("WARNING", logger="importer"):
         again = retry(cfg, target, overrides=ov)  # type: ignore[arg-type]
-    assert again.rows == first.counts["failed"] - len(overridden)
+    assert again.rows == first.counts["failed"] + len(overridden)
     assert again.counts["ok"] == again.rows and again.exit_code == 0
-    warned = [r.getMessage() for r in caplog.records if "not sent again" in r.getMessage()]
+    warned = [r.getMessage() for r in caplog.records if "later delivered" in r.getMessage()]
     assert len(warned) == 1
     assert warned[0].startswith(
-        f"not sent again: {len(overridden)} row(s) of {target} whose customer's later row was "
-        "delivered (sending it would put the older values back): "
-        f"{overridden[0]} (by {data}:{402 + (int(overridden[0].rsplit(':', 1)[1]) - 2) // 2})"
+        "sent again with their customer's later delivered row after them (alone they would put "
+        "the older values back; left out, the values only they hold would be lost): "
+        f"{len(overridden)} row(s) of {target}: {overridden[0]} "
+        f"(by {data}:{402 + (int(overridden[0].rsplit(':', 1)[1]) - 2) // 2})"
     )
     last: dict[str, str] = {}
     for r in rows:

@@ -1,6 +1,9 @@
-"""Which rows ``retry`` sends again: the rows a run left ``failed`` or ``not_sent``, less those a
-later delivered row of the same customer overrode on the platform (sending such a row again
-would put the older values back).
+"""Which rows ``retry`` sends again: the rows a run left ``failed`` or ``not_sent``. A customer's
+failed row that a later delivered row of the customer follows is sent again with that later row
+after it: alone it would put the older values back, and left out, the values only it holds (a
+property the later row leaves empty: what ``job.duplicates: keep_last`` sends such a row for)
+would never arrive. The retry's own duplicate handling then drops the failed row when the later
+one sets all it has.
 
 The rows come from a run's results file (``rows_to_retry``, given its rows) or from the
 ledger (``rows_to_retry_from_run``). Rows are compared by the ledger's ``position`` (file
@@ -31,7 +34,9 @@ class RetryRows:
 
     #: per file, the lines to send again
     wanted: dict[Path, set[int]] = field(default_factory=dict)
-    #: ``file:line (by file:line)`` of each failed row a later delivered row overrode
+    #: ``file:line (by file:line)`` of each failed row a later delivered row of its customer
+    #: follows: sent again with that row after it (``wanted`` holds both), or, when that
+    #: row's file is not known, left out
     superseded: list[str] = field(default_factory=list)
 
 
@@ -100,6 +105,8 @@ def _pick(
         if later is not None and index is not None and later[0] > position(index, line):
             where = f"{later[1]}:{later[2]}" if later[1] else f"line {later[2]}"
             out.superseded.append(f"{file}:{line} (by {where})")
-            continue
+            if not later[1]:
+                continue  # the later row cannot be read back: sent alone, it would undo it
+            out.wanted.setdefault(Path(later[1]), set()).add(later[2])
         out.wanted.setdefault(Path(file), set()).add(line)
     return out
