@@ -36,7 +36,7 @@ class RetryRows:
     wanted: dict[Path, set[int]] = field(default_factory=dict)
     #: ``file:line (by file:line)`` of each failed row a later delivered row of its customer
     #: follows: sent again with that row after it (``wanted`` holds both), or, when that
-    #: row's file is not known, left out
+    #: row cannot be read back after it, left out
     superseded: list[str] = field(default_factory=list)
 
 
@@ -105,8 +105,10 @@ def _pick(
         if later is not None and index is not None and later[0] > position(index, line):
             where = f"{later[1]}:{later[2]}" if later[1] else f"line {later[2]}"
             out.superseded.append(f"{file}:{line} (by {where})")
-            if not later[1]:
-                continue  # the later row cannot be read back: sent alone, it would undo it
+            if not later[1] or str(Path(later[1])) < str(Path(file)):
+                # the later row cannot be read back, or the retry (its files in the order of
+                # their paths) would read it first: sent alone, this row would undo it
+                continue
             out.wanted.setdefault(Path(later[1]), set()).add(later[2])
         out.wanted.setdefault(Path(file), set()).add(line)
     return out
