@@ -456,3 +456,23 @@ def test_the_printed_summary_names_the_rejects_files_and_the_reasons(tmp_path: P
         "  rejects   rejects-one.csv, rejects-two.csv (to fix and import again); "
         "why: rejects.reasons.csv"
     ) in done.stdout.splitlines()
+
+
+def test_an_input_column_named_like_a_reason_column_is_marked_in_the_side_file(
+    tmp_path: Path,
+) -> None:
+    config = write_file(
+        tmp_path / "job.yaml",
+        "job: {kind: user, primary_keys: [phone]}\n"
+        "columns:\n  phone: phone\n  age: {from: line, type: integer}\n  note: reason\n",
+    )
+    data = write_file(tmp_path / "in.csv", "phone,reason,line\n13800138000,moved,notint\n")
+
+    summary = validate(config, [data], report_dir=tmp_path / "rep")
+
+    with open(summary.report_dir / "rejects.reasons.csv", encoding="utf-8-sig") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert list(row) == [*REASON_COLUMNS, "phone", "reason (in the file)", "line (in the file)"]
+    assert row["line"] == "2" and row["line (in the file)"] == "notint"
+    assert row["reason"] == "column line (property age): 'notint' is not an integer"
+    assert row["reason (in the file)"] == "moved"

@@ -9,7 +9,8 @@ file, one per run whatever the inputs, has one line per row of them:
 
 ``file`` and ``line`` as in ``results.csv``; ``column`` the failing column(s), ``errcode`` the
 platform's error code (empty for a row refused before sending), ``reason`` the results'
-``errmsg``. The fields that follow are the input's header names, in order (several inputs:
+``errmsg``. The fields that follow are the input's header names, in order (one named like a
+reason column is shown as ``line (in the file)``; several inputs:
 every name once, in the order met; a row fills its own file's); a JSON Lines row is its line
 as read, under ``record``. A record the reader could not split as the header says (a wrong
 number of fields) shows the fields it has, positionally (any past the header's last left
@@ -50,6 +51,14 @@ RECORD_COLUMN = "record"
 def field_names(source: Any) -> list[str]:
     """The names a row of ``source`` gives its fields under in the side file."""
     return [RECORD_COLUMN] if source.format == "jsonl" else list(source.columns)
+
+
+def shown_name(name: str) -> str:
+    """The side file's header name of an input field: its own, or, when the input has a field
+    named like one of the reason columns (``line``, ``reason``, ...), that name marked, so a
+    reader keyed by name finds the reason's ``line`` under ``line``, the file's under
+    ``line (in the file)``."""
+    return f"{name} (in the file)" if name in REASON_COLUMNS else name
 
 
 def as_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -94,7 +103,7 @@ class ReasonsWriter:
         for source in sources:
             header += [n for n in field_names(source) if n not in header]
         self.fields = header
-        fields = [pa.field(n, pa.string()) for n in header]
+        fields = [pa.field(shown_name(n), pa.string()) for n in header]
         self.schema = pa.schema(
             [
                 pa.field("file", pa.string()),
