@@ -57,7 +57,7 @@ def test_an_outage_abort_resumes_on_the_same_command_sending_only_undelivered_ro
     assert (aborted.status, aborted.counts["ok"], aborted.counts["failed"]) == ("aborted", 300, 20)
     lines = first.stdout.splitlines()
     at = lines.index(
-        "  ABORTED: the platform failed 20 rows in a row after 1 attempts each (last: HTTP "
+        "  ABORTED: the platform failed 20 rows in a row after 1 attempt each (last: HTTP "
         "503); stopped so that the rest can be sent when it is back: run the same command again"
     )
     assert lines[at + 1 : at + 4] == [
@@ -74,7 +74,7 @@ def test_an_outage_abort_resumes_on_the_same_command_sending_only_undelivered_ro
     assert second.returncode == 0, second.stderr
     said = re.fullmatch(
         rf"resuming run {aborted.run_id} \(aborted (\d\d:\d\d): the platform failed 20 rows in "
-        r"a row after 1 attempts each \(last: HTTP 503\); stopped so that the rest can be sent "
+        r"a row after 1 attempt each \(last: HTTP 503\); stopped so that the rest can be sent "
         r"when it is back: run the same command again\): 300 rows it delivered are skipped\n",
         second.stderr,
     )
@@ -94,6 +94,28 @@ def test_an_outage_abort_resumes_on_the_same_command_sending_only_undelivered_ro
             (tmp_path / "reports" / f"users-{summary['run_id']}" / "summary.json").read_text()
         )["resumed_from"]
         == aborted.run_id
+    )
+
+
+def test_a_stopped_run_not_resumed_because_its_file_changed_says_so(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
+) -> None:
+    sb = fresh_sandbox(faults=Faults(down_after=30))
+    cfg, data = _job(tmp_path, 600)
+    args = ("run", "users.yaml", "users.csv", "--base-url", sb.url)
+    first = dmimport(*args, secret=sb.secret, cwd=tmp_path)
+    assert first.returncode == 3, first.stderr
+    aborted = list_runs(cfg, ledger=tmp_path / "state" / "state.db")[0]
+    sb.set_faults(Faults())
+    with open(data, "a", encoding="utf-8") as fh:  # the night's export was written again
+        fh.write("01519999999,late\n")
+
+    second = dmimport(*args, secret=sb.secret, cwd=tmp_path)
+
+    assert second.returncode == 0, second.stderr
+    assert second.stderr == (
+        f"not resuming run {aborted.run_id} (aborted): {data.resolve()} changed since; "
+        "every row is sent again\n"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -108,7 +109,9 @@ def start_run(
     fingerprints, in the same order."""
     files_json = _files_json(files)
     with transaction(conn):
-        resumed_from = _to_resume(conn, job, config_sha256, files_json) if resume else None
+        resumed_from = (
+            _to_resume(conn, job, config_sha256, files_json, say=True) if resume else None
+        )
         try:
             conn.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) "
@@ -128,23 +131,41 @@ def _files_json(files: list[dict[str, Any]]) -> str:
 
 
 def _to_resume(
-    conn: sqlite3.Connection, job: str, config_sha256: str, files_json: str
+    conn: sqlite3.Connection, job: str, config_sha256: str, files_json: str, say: bool = False
 ) -> str | None:
     """The job's latest run (a ``refused`` one sent nothing: looked past) when it is
-    ``RESUMABLE`` and had this config hash and these file fingerprints."""
+    ``RESUMABLE`` and had this config hash and these file fingerprints. With ``say``, a
+    resumable latest run that is not resumed is said, with why (``importer.resume``)."""
     latest = conn.execute(
         "SELECT run_id, status, config_sha256, files_json FROM runs WHERE job = ? "
         "AND status <> 'refused' ORDER BY rowid DESC LIMIT 1",
         (job,),
     ).fetchone()
-    if (
-        latest is not None
-        and latest[1] in RESUMABLE
-        and latest[2] == config_sha256
-        and latest[3] == files_json
-    ):
+    if latest is None or latest[1] not in RESUMABLE:
+        return None
+    if latest[2] == config_sha256 and latest[3] == files_json:
         return str(latest[0])
+    if say:
+        why = (
+            "its config changed"
+            if latest[2] != config_sha256
+            else _files_changed(latest[3], files_json)
+        )
+        logging.getLogger("importer.resume").info(
+            "not resuming run %s (%s): %s since; every row is sent again",
+            latest[0], latest[1], why,
+        )  # fmt: skip
     return None
+
+
+def _files_changed(before_json: str, now_json: str) -> str:
+    """Which input files differ between two runs' fingerprints, in words."""
+    before = {f.get("path"): f for f in json.loads(before_json)}
+    now = {f.get("path"): f for f in json.loads(now_json)}
+    if set(before) != set(now) or list(before) != list(now):
+        return "its input files are other files"
+    changed = [str(p) for p in now if before[p] != now[p]]
+    return f"{', '.join(changed)} changed" if changed else "its input files changed"
 
 
 def peek_run(

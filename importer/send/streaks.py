@@ -138,7 +138,8 @@ class FailureBounds:
             return None
         return (
             f"the platform failed {self.rows} rows in a row after "
-            f"{self.retry.max_attempts} attempts each (last: {describe(outcome)}); "
+            f"{self.retry.max_attempts} attempt{'s' if self.retry.max_attempts > 1 else ''} "
+            f"each (last: {describe(outcome)}); "
             "stopped so that the rest can be sent when it is back: run the same command again"
         )
 
