@@ -727,3 +727,25 @@ def test_phone_cn_any_way_of_writing_a_mobile_gives_its_11_digits(
         cells.append(cell.translate(full_width) if wide else cell)
     m = mapped({"mobile": {"from": "手机", "transform": ["strip", "phone_cn"]}}, {"手机": cells})
     assert sent(m, "mobile") == [d for d, *_ in numbers]
+
+
+def test_one_column_read_by_two_properties_is_named_once_with_both() -> None:
+    job = parse_job(
+        {
+            "job": {"kind": "event", "event_name": "order", "primary_keys": ["phone"]},
+            "columns": {
+                "phone": "phone",
+                "event_id": "id",
+                "orderTime": {"from": "t", "type": "datetime"},
+                "create_time": "t",
+                "amount": {"from": "amount", "type": "number"},
+            },
+        }
+    )
+    t = pa.table({"phone": ["1"], "id": ["E1"], "t": ["yesterday"], "amount": ["x"]})
+    m = Mapper(job).map_table(t, np.arange(2, 3, dtype=np.int64))
+    assert m.column[0] == "t;amount"
+    assert m.reason[0] == (
+        "column t (properties orderTime, create_time): 'yesterday' is not a datetime (e.g. "
+        "2024-01-31 08:00:00); column amount: 'x' is not a number"
+    )

@@ -8,6 +8,7 @@ config error, not a million row errors.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -175,10 +176,47 @@ class Verdict:
         for i, found in self._found.items():
             if len(found) > 1:
                 found.sort(key=lambda f: (f[0], f[1]))
-            reason[i] = "; ".join(f[3] for f in found)
+            reason[i] = "; ".join(said_once([f[3] for f in found]))
             named = dict.fromkeys(f[2] for f in found if f[2] is not None)
             column[i] = ";".join(named) if named else None
         return column, reason
+
+
+#: a property's reason as ``values.label`` starts it: its column, the property when named otherwise
+_LABELLED = re.compile(r"column (.+?)(?: \(property ([^()]+)\))?: (.*)", re.DOTALL)
+
+
+def said_once(texts: list[str]) -> list[str]:
+    """A row's reasons with the same problem of one column read by several properties (an
+    ``orderTime`` and a ``create_time`` from 下单时间) said once, naming the properties:
+    ``column 下单时间 (properties orderTime, create_time): 'x' is not a datetime``."""
+    if len(texts) < 2:
+        return texts
+    order: list[str | tuple[str, str]] = []  # a reason as is, or a (column, problem) group
+    props: dict[tuple[str, str], list[str]] = {}
+    for text in texts:
+        m = _LABELLED.fullmatch(text)
+        if m is None:
+            order.append(text)
+            continue
+        key = (m.group(1), m.group(3))
+        if key not in props:
+            order.append(key)
+        props.setdefault(key, []).append(m.group(2) or m.group(1))
+    if len(order) == len(texts):
+        return texts
+    said = []
+    for item in order:
+        if isinstance(item, str):
+            said.append(item)
+            continue
+        (column, problem), names = item, props[item]
+        if len(names) > 1:
+            said.append(f"column {column} (properties {', '.join(names)}): {problem}")
+        else:
+            named = "" if names[0] == column else f" (property {names[0]})"
+            said.append(f"column {column}{named}: {problem}")
+    return said
 
 
 class RowChecks:
