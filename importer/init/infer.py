@@ -32,8 +32,6 @@ _ID_WORDS = ("号", "编号", "编码", "id", "code", "no")
 
 _PHONE_CHARS = re.compile(r"^\+?[\d\s\-().]+$", re.ASCII)
 _PHONE = re.compile(r"^(?:\+?86)?1[3-9]\d{9}$|^0\d{9,11}$", re.ASCII)
-#: a Chinese mobile number as phone_cn reads it: +86/0086, spaces and dashes around 11 digits
-_MOBILE = re.compile(r"^(?:\+86|0086|86)?1[3-9]\d{9}$", re.ASCII)
 _LANDLINE = re.compile(r"^0\d{9,11}$", re.ASCII)
 #: a mobile number a spreadsheet turned into scientific notation: 1.38001E+10
 _MOBILE_EXPONENT = re.compile(r"^1(?:\.\d+)?[eE]\+?10$", re.ASCII)
@@ -417,14 +415,13 @@ def _phone(
     rows it would reject are the user's call); a phone header keeps it anyway, and the comment
     counts the values it rejects."""
     n = len(present)
-    plain = [re.sub(r"[\s.()-]+", "", v) for v in folded]
-    # what phone_cn itself reads as a mobile counts too: 13800138000.0, '+86 138 0013 8000
+    # a mobile is what phone_cn itself reads as one: 13800138000.0, '+86 138 0013 8000
     read = apply_transform(pa.array(present, pa.string()), ["nfkc", "strip", "phone_cn"])
-    reads = [
-        bool(t) and not bad
-        for t, bad in zip(read.text.to_pylist(), read.refused.tolist(), strict=True)
+    mobiles = [
+        v
+        for v, t, bad in zip(present, read.text.to_pylist(), read.refused.tolist(), strict=True)
+        if t and not bad
     ]
-    mobiles = [v for v, p, ok in zip(present, plain, reads, strict=True) if ok or _MOBILE.match(p)]
     landlines = [
         v
         for v, f in zip(present, folded, strict=True)
@@ -447,10 +444,7 @@ def _phone(
         does = "digits drops spaces and dashes (phone_cn takes mobile numbers only)"
     else:
         transform = "phone_cn"
-        # the values phone_cn itself refuses (it reads more than the pattern above:
-        # 13912345680.0, a spreadsheet's number, is 13912345680)
-        cleaned = apply_transform(pa.array(present, pa.string()), ["nfkc", "strip", transform])
-        refused = [v for v, bad in zip(present, cleaned.refused.tolist(), strict=True) if bad]
+        refused = [v for v, bad in zip(present, read.refused.tolist(), strict=True) if bad]
         looks = (
             f"{named}{_share(n - len(refused), n)} sample values look like Chinese mobile numbers"
             f"{empties}"
