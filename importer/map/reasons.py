@@ -16,6 +16,7 @@ from functools import lru_cache
 
 from ..config import ColumnSpec, NumberFormat
 from ..protocol import DATETIME_FORMAT
+from .values import grouping
 
 _TYPE_PROBLEM = {
     "integer": "is not an integer",
@@ -102,8 +103,7 @@ def _quoted(mark: str) -> str:
 
 
 def _grouped(thousands: str, decimal: str) -> re.Pattern[str]:
-    t, d = re.escape(thousands), re.escape(decimal)
-    return re.compile(rf"[+-]?[1-9]\d{{0,2}}(?:{t}\d{{3}})+(?:{d}\d*)?")
+    return re.compile(grouping(thousands, decimal))
 
 
 def _separator_hint(text: str, type_: str) -> str | None:

@@ -245,12 +245,17 @@ def _datetimes_auto(text: pa.Array, zone: str | None) -> tuple[pa.Array, np.ndar
     return out, present & ~valid
 
 
-def grouped(fmt: NumberFormat) -> str:
-    """The regex of a value whose digits before the decimal mark are grouped by three, the
-    first group without a leading 0 (``0,999`` is no thousand-grouped number: a decimal mark
-    in a file that also groups thousands, more likely than 999)."""
-    t, d = re.escape(fmt.thousands or ""), re.escape(fmt.decimal)
+def grouping(thousands: str, decimal: str) -> str:
+    """The regex of a value whose digits before the ``decimal`` mark are grouped by three with
+    ``thousands``, the first group without a leading 0 (``0,999`` is no thousand-grouped
+    number: a decimal mark in a file that also groups thousands, more likely than 999)."""
+    t, d = re.escape(thousands), re.escape(decimal)
     return rf"^[+-]?[1-9]\d{{0,2}}(?:{t}\d{{3}})+(?:{d}\d*)?$"
+
+
+def grouped(fmt: NumberFormat) -> str:
+    """``grouping`` of ``fmt``'s marks."""
+    return grouping(fmt.thousands or "", fmt.decimal)
 
 
 def plain_numbers(text: pa.Array, fmt: NumberFormat) -> tuple[pa.Array, np.ndarray]:
