@@ -267,10 +267,9 @@ def plain_numbers(text: pa.Array, fmt: NumberFormat) -> tuple[pa.Array, np.ndarr
     t = fmt.thousands
     if t == " ":
         text = pc.replace_substring_regex(text, "[\u00a0\u202f]", " ")
-    if t is not None and pc.any(pc.match_substring(text, t)).as_py():
-        has_t = bools(pc.match_substring(text, t))
-        ok = bools(pc.match_substring_regex(text, grouped(fmt)))
-        bad |= has_t & ~ok
+    has_t = bools(pc.match_substring(text, t)) if t is not None else None
+    if t is not None and has_t is not None and has_t.any():
+        bad |= has_t & ~bools(pc.match_substring_regex(text, grouped(fmt)))
         text = pc.replace_substring(text, t, "")
     if fmt.decimal == ",":
         if t != ".":
