@@ -32,7 +32,7 @@ from .infer import ColumnGuess, infer
 from .names import property_name
 from .plan import plan_proposal
 from .render import render_yaml
-from .sample import Sample, read_sample
+from .sample import Sample, nested_list, read_sample
 
 
 class InitError(UsageError):
@@ -63,8 +63,7 @@ class Proposal:
         placeholders to fill (the config is a draft: it is written anyway)."""
         out: list[str] = []
         if self.nested:
-            shown = ", ".join(f"{name} ({what})" for name, what in self.nested.items())
-            out.append(f"skipped (nested, not a flat value): {shown}")
+            out.append(f"skipped (nested, not a flat value): {nested_list(self.nested)}")
         if self.placeholders:
             n = len(self.placeholders)
             out.append(

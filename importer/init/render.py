@@ -13,7 +13,7 @@ from ..load import Source
 from ..protocol import DEFAULT_BASE_URL, DEFAULT_PROTOCOL, SANDBOX_URL
 from .names import job_name
 from .plan import Plan
-from .sample import Sample
+from .sample import Sample, nested_list
 
 
 def _scalar(text: str) -> str:
@@ -120,8 +120,7 @@ def render_yaml(path: Path, kind: str, sample: Sample, plan: Plan) -> str:
             out += _wrap(f"WARNING: {guess.warning}", "  ")
         out.append(f"  {_scalar(name)}: {_flow(guess.spec())}")
     if sample.nested:
-        shown = ", ".join(f"{name} ({what})" for name, what in sample.nested.items())
-        out += _wrap(f"skipped (nested, not a flat value): {shown}", "  ")
+        out += _wrap(f"skipped (nested, not a flat value): {nested_list(sample.nested)}", "  ")
     if plan.skipped:
         shown = ", ".join(plan.skipped[:20]) + (", ..." if len(plan.skipped) > 20 else "")
         why = "a delete needs only the primary keys" if kind == "user_delete" else "see above"

@@ -49,10 +49,9 @@ def read_sample(path: Path, options: InputOptions, rows: int) -> Sample:
         nested = {c: _describe_type(schema.field(c).type) for c in source.unsupported}
     columns = [c for c in source.columns if c not in source.unsupported]  # nested: left out
     if source.columns and not columns:
-        shown = ", ".join(f"{name} ({what})" for name, what in nested.items())
         raise LoadError(
-            f"{path}: every column is nested, not a flat value ({shown}); dmimport sends flat "
-            "values: flatten the export"
+            f"{path}: every column is nested, not a flat value ({nested_list(nested)}); "
+            "dmimport sends flat values: flatten the export"
         )
     batch = _first_batch(source, options, columns)
     if source.format == "jsonl" and batch is not None:
@@ -63,10 +62,9 @@ def read_sample(path: Path, options: InputOptions, rows: int) -> Sample:
         if more or nested:
             columns = [c for c in columns + more if c not in nested]
             if not columns:
-                shown = ", ".join(f"{name} ({what})" for name, what in nested.items())
                 raise LoadError(
                     f"{path}: every field of the sampled objects is nested, not a flat value "
-                    f"({shown}); dmimport sends flat values: flatten the export"
+                    f"({nested_list(nested)}); dmimport sends flat values: flatten the export"
                 )
             batch = _first_batch(source, options, columns)
     not_text: list[str] = []
@@ -90,6 +88,11 @@ def read_sample(path: Path, options: InputOptions, rows: int) -> Sample:
     values = {c: (table.column(c).to_pylist() if c in table.column_names else []) for c in columns}
     rows, malformed = table.num_rows, len(batch.bad)
     return Sample(source, options, columns, values, rows, malformed, guessed, not_text, nested)
+
+
+def nested_list(nested: dict[str, str]) -> str:
+    """The nested columns as messages list them: ``items (list of objects), meta (object)``."""
+    return ", ".join(f"{name} ({what})" for name, what in nested.items())
 
 
 def _describe_type(t: pa.DataType) -> str:
