@@ -436,7 +436,8 @@ def _phone(
     named = "the header and " if by_header else ""
     if len(landlines) > (1 - _MOSTLY) * (len(mobiles) + len(landlines)):
         transform = "digits"
-        refused = [v for v, f in zip(present, folded, strict=True) if not _PHONE_CHARS.match(f)]
+        cleaned = apply_transform(pa.array(present, pa.string()), ["nfkc", "strip", transform])
+        refused = [v for v, bad in zip(present, cleaned.refused.tolist(), strict=True) if bad]
         looks = (
             f"{named}{_share(phoneish, n)} sample values look like phone numbers, "
             f"{len(landlines)} of them landlines like {landlines[0]!r}{empties}"
