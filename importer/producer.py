@@ -230,6 +230,7 @@ class Producer:
         self.input: InputOptions = config.input
         self.mapper = mapper
         self.sources = sources
+        self._paths = [s.path for s in sources]
         self.valid_status = valid_status
         self.only = only
         #: set when nothing more will be sent: the batches still read get no bodies
@@ -290,9 +291,9 @@ class Producer:
         bodies = build_bodies and not self.stop.is_set()
         mapped = self.mapper.map(batch, build_bodies=bodies)
         dups = None
-        if self.duplicates is not None:
-            paths = [s.path for s in self.sources]
-            dups = BatchDuplicates(self.duplicates, mapped, index, paths, self.config.job.kind)
+        if self.duplicates is not None and self.duplicates.found:
+            kind = self.config.job.kind
+            dups = BatchDuplicates(self.duplicates, mapped, index, self._paths, kind)
         verdict = None
         if classifier is not None and bodies:
             rows = mapped.ok & dups.send if dups is not None and dups.any else None
