@@ -104,12 +104,13 @@ def preview(
         for batch in batches:
             if len(shown) < n:
                 shown += _first_rows(mapper, batch, n - len(shown), event_ids)
-            if spill is None:
+            if not scan_all:
                 if len(shown) >= n:
                     break
                 continue
             mapped = mapper.map(batch, build_bodies=False)
-            spill.add(mapped, 0)
+            if spill is not None:
+                spill.add(mapped, 0)
             valid += int(mapped.ok.sum())
             groups.update(valid_groups(cfg, mapped))
             codes, counts = np.unique(mapped.errcode[mapped.errcode != 0], return_counts=True)

@@ -327,6 +327,14 @@ def test_validate_and_preview_show_the_duplicates_before_a_run(tmp_path: Path) -
     assert (rejected.plan.valid, rejected.plan.duplicates) == (1, 1)
 
 
+def test_preview_with_keep_all_still_counts_the_whole_file(tmp_path: Path) -> None:
+    data = orders(
+        tmp_path / "o.csv", [("1", "PAID", "E1"), ("1", "SHIPPED", "E1"), ("2", "X", "E2")]
+    )
+    shown = preview(config(EVENTS, None, duplicates="keep_all"), data, n=1)
+    assert (shown.plan.rows, shown.plan.valid, shown.plan.duplicates) == (3, 3, 0)
+
+
 def peak_of(job: Callable[[], Any]) -> tuple[Any, int]:
     """What ``job`` returns, and the most Python memory it held at once (bytes; traced)."""
     tracemalloc.reset_peak()
