@@ -320,7 +320,8 @@ def retry(
                 )
                 run_or_results = latest
             found = rows_to_retry_from_run(store, latest, cfg.job_name, cfg.job.kind)
-            recorded = next((r.files for r in store.runs(None, limit=-1) if r.run_id == latest), [])
+            record = store.run(latest)
+            recorded = record.files if record is not None else []
         finally:
             store.close()
         if found is None:
