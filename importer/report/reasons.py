@@ -131,11 +131,9 @@ class ReasonsWriter:
         # each row's report line: the report lines are in line order
         known = np.asarray(why.line, dtype=np.int64)
         wanted = lines.to_numpy(zero_copy_only=False)
-        at = np.searchsorted(known, wanted) if len(known) else np.zeros(n, dtype=np.int64)
-        at[at >= len(known)] = 0
+        at = np.searchsorted(known, wanted).clip(max=max(len(known) - 1, 0))
         found = known[at] == wanted if len(known) else np.zeros(n, dtype=bool)
-        pick = pa.array(np.where(found, at, -1) if len(known) else np.full(n, -1), pa.int64())
-        pick = pc.if_else(pc.less(pick, 0), pa.scalar(None, pa.int64()), pick)
+        pick = pa.array(at, pa.int64(), mask=~found)  # null: no report line
         name = str(self.sources[index].path)
         columns: list[pa.Array] = [
             neutralize(pa.array([name] * n, pa.string())),
