@@ -8,7 +8,6 @@ config error, not a million row errors.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -84,14 +83,15 @@ def blank(text: pa.Array) -> np.ndarray:
 def bad_values(
     prop: Prop, text: pa.Array, problem: str | Callable[[str], str]
 ) -> Callable[[np.ndarray], list[str]]:
-    """The reasons of the rejected rows ``idx``, built only for them; ``problem`` is the
-    words after the value, or a function of the value giving them."""
+    """The reasons of the rejected rows ``idx``, built only for them, after the property's
+    label (``Verdict.reject(about=prop)`` puts it on); ``problem`` is the words after the
+    value, or a function of the value giving them."""
 
     def build(idx: np.ndarray) -> list[str]:
         shown = text.take(pa.array(idx)).to_pylist()
         if isinstance(problem, str):
-            return [f"{prop.label}: {show(value)} {problem}" for value in shown]
-        return [f"{prop.label}: {show(value)} {problem(value)}" for value in shown]
+            return [f"{show(value)} {problem}" for value in shown]
+        return [f"{show(value)} {problem(value)}" for value in shown]
 
     return build
 
@@ -107,8 +107,7 @@ def wrong_values(prop: Prop, v: PropValues) -> Callable[[np.ndarray], list[str]]
     def build(idx: np.ndarray) -> list[str]:
         rows = pa.array(idx)
         return [
-            f"{prop.label}: {show(value)} "
-            + (why if why is not None else value_problem(prop.spec, value))
+            f"{show(value)} " + (why if why is not None else value_problem(prop.spec, value))
             for value, why in zip(
                 v.text.take(rows).to_pylist(), problem.take(rows).to_pylist(), strict=True
             )
@@ -127,9 +126,10 @@ class Verdict:
     def __init__(self, n: int):
         self.n = n
         self.errcode = np.zeros(n, dtype=np.int32)
-        #: row -> [(rank, order, column, reason)]: rank -1 for row-wide failures, else the
-        #: property's position in the config
-        self._found: dict[int, list[tuple[int, int, str | None, str]]] = {}
+        #: row -> [(rank, order, column, reason, about)]: rank -1 for row-wide failures, else
+        #: the property's position in the config; ``about``: the property the reason is put
+        #: after (its label), or None when the reason names what it is about itself
+        self._found: dict[int, list[tuple[int, int, str | None, str, Prop | None]]] = {}
         self._row_wide = np.zeros(n, dtype=bool)
         self._closed = np.zeros(n, dtype=bool)
         self._by_prop: dict[int, np.ndarray] = {}
@@ -143,10 +143,12 @@ class Verdict:
         why: str | Callable[[np.ndarray], list[str]],
         *,
         prop: int | None = None,
+        about: Prop | None = None,
         close: bool = False,
     ) -> None:
         """Reject the rows of ``mask``: for a property (its config position ``prop``) or for
-        the row as a whole (``prop`` None)."""
+        the row as a whole (``prop`` None). With ``about``, ``why`` is said after that
+        property's label (``column 年龄 (property age): ...``)."""
         if not mask.any():
             return
         new = mask & (self.errcode == 0)
@@ -167,7 +169,7 @@ class Verdict:
         self._calls += 1
         rank, order = (-1 if prop is None else prop), self._calls
         for i, text in zip(idx.tolist(), texts, strict=True):
-            self._found.setdefault(i, []).append((rank, order, column, text))
+            self._found.setdefault(i, []).append((rank, order, column, text, about))
 
     def reasons(self) -> tuple[list[str | None], list[str | None]]:
         """Per row (columns, reason): None for a row that passes."""
@@ -176,46 +178,39 @@ class Verdict:
         for i, found in self._found.items():
             if len(found) > 1:
                 found.sort(key=lambda f: (f[0], f[1]))
-            reason[i] = "; ".join(said_once([f[3] for f in found]))
+            reason[i] = "; ".join(labelled(found))
             named = dict.fromkeys(f[2] for f in found if f[2] is not None)
             column[i] = ";".join(named) if named else None
         return column, reason
 
 
-#: a property's reason as ``values.label`` starts it: its column, the property when named otherwise
-_LABELLED = re.compile(r"column (.+?)(?: \(property ([^()]+)\))?: (.*)", re.DOTALL)
-
-
-def said_once(texts: list[str]) -> list[str]:
-    """A row's reasons with the same problem of one column read by several properties (an
-    ``orderTime`` and a ``create_time`` from 下单时间) said once, naming the properties:
-    ``column 下单时间 (properties orderTime, create_time): 'x' is not a datetime``."""
-    if len(texts) < 2:
-        return texts
-    order: list[str | tuple[str, str]] = []  # a reason as is, or a (column, problem) group
-    props: dict[tuple[str, str], list[str]] = {}
-    for text in texts:
-        m = _LABELLED.fullmatch(text)
-        if m is None:
+def labelled(found: list[tuple[int, int, str | None, str, Prop | None]]) -> list[str]:
+    """A row's reasons in order, each after its property's label; the same problem of one
+    column read by several properties (``orderTime`` and ``create_time`` from 下单时间) said
+    once, naming them: ``column 下单时间 (properties orderTime, create_time): 'x' is not a
+    datetime``."""
+    groups: dict[tuple[str, str], list[Prop]] = {}
+    order: list[str | tuple[str, str]] = []
+    for *_, text, about in found:
+        if about is None:
             order.append(text)
             continue
-        key = (m.group(1), m.group(3))
-        if key not in props:
+        # a constant (no source column) is its own group
+        key = (about.spec.source or f"\0{about.name}", text)
+        if key not in groups:
             order.append(key)
-        props.setdefault(key, []).append(m.group(2) or m.group(1))
-    if len(order) == len(texts):
-        return texts
+        groups.setdefault(key, []).append(about)
     said = []
     for item in order:
         if isinstance(item, str):
             said.append(item)
             continue
-        (column, problem), names = item, props[item]
-        if len(names) > 1:
-            said.append(f"column {column} (properties {', '.join(names)}): {problem}")
+        props = groups[item]
+        if len(props) == 1:
+            said.append(f"{props[0].label}: {item[1]}")
         else:
-            named = "" if names[0] == column else f" (property {names[0]})"
-            said.append(f"column {column}{named}: {problem}")
+            names = ", ".join(p.name for p in props)
+            said.append(f"column {item[0]} (properties {names}): {item[1]}")
     return said
 
 
@@ -329,6 +324,7 @@ class RowChecks:
                 prop.spec.source,
                 wrong_values(prop, v),
                 prop=self._rank[prop.name],
+                about=prop,
             )
         if create_time is not None:
             ct = values[CREATE_TIME]
@@ -346,6 +342,7 @@ class RowChecks:
                     create_time.spec.source,
                     wrong_values(create_time, ct),
                     prop=self._rank[CREATE_TIME],
+                    about=create_time,
                 )
         if names is not None and (byte_lengths(names) > self.max_value_length).any():
             long_name = bools(pc.greater(pc.utf8_length(names), self.max_value_length))
@@ -381,11 +378,11 @@ class RowChecks:
                 ErrCode.DATA_CHECK_FAILED,
                 spec.source,
                 lambda idx: [
-                    f"{prop.label}: value is {chars[i]} characters, longer than "
-                    f"max_value_length {limit}"
+                    f"value is {chars[i]} characters, longer than max_value_length {limit}"
                     for i in idx
                 ],
                 prop=rank,
+                about=prop,
             )
         if spec.pattern is not None:
             verdict.reject(
@@ -394,4 +391,5 @@ class RowChecks:
                 spec.source,
                 bad_values(prop, v.text, f"does not match pattern '{spec.pattern}'"),
                 prop=rank,
+                about=prop,
             )
