@@ -29,6 +29,12 @@ send:
   rate_limit: 4
 """
 
+#: a job that reads its files only once: job.duplicates needs no pre-pass
+NO_PRE_PASS = CONFIG.replace(
+    "primary_keys: [phone]}", "primary_keys: [phone], duplicates: keep_all}"
+)
+assert NO_PRE_PASS != CONFIG
+
 #: one drawing of the line (by tqdm):
 #: ``3,000/6,000 rows  50% |...| 1,012 rows/s  ETA 00:03  [00:03], rejected=0 failed=0``
 LINE = re.compile(
@@ -84,9 +90,9 @@ def test_the_bar_shows_answered_rows_of_the_total_with_rate_and_eta(
 
 
 def test_validate_counts_checked_rows_and_estimates_the_total_from_bytes(tmp_path: Path) -> None:
-    # no daily quota, so no counting pre-pass: until the file is read, the total is estimated
-    # from the bytes read (marked ~), then it is the rows read
-    config = CONFIG + "  daily_quota: 0\ninput: {batch_rows: 1000}\n"
+    # no daily quota and job.duplicates: keep_all, so no pre-pass: until the file is read,
+    # the total is estimated (marked ~), then it is the rows read
+    config = NO_PRE_PASS + "  daily_quota: 0\ninput: {batch_rows: 1000}\n"
     (tmp_path / "job.yaml").write_text(config, encoding="utf-8")
     rows = [[f"139{i:08d}", f"name {i}"] for i in range(6000)]
     rows[10][0] = ""  # no primary key: rejected
@@ -123,9 +129,10 @@ def test_a_terminal_that_says_it_is_0_columns_wide_gets_an_80_column_line(tmp_pa
 
 
 def test_until_the_file_is_read_the_total_is_estimated_from_its_lines(tmp_path: Path) -> None:
-    # no daily quota, so no pre-pass counting the rows: the library's progress callback gets
-    # the file's lines (less the header) as an estimate of the total, then the rows read
-    config = CONFIG + "  daily_quota: 0\ninput: {batch_rows: 2000}\n"
+    # no daily quota and job.duplicates: keep_all, so no pre-pass counting the rows: the
+    # library's progress callback gets the file's lines (less the header) as an estimate of
+    # the total, then the rows read
+    config = NO_PRE_PASS + "  daily_quota: 0\ninput: {batch_rows: 2000}\n"
     (tmp_path / "job.yaml").write_text(config, encoding="utf-8")
     rows = [[f"139{i:08d}", f"name {i:06d} " + "x" * 200] for i in range(40_000)]
     data = write_csv(tmp_path / "people.csv", ["phone", "name"], rows)
@@ -165,3 +172,16 @@ def test_the_duplicates_pre_pass_gives_the_total_before_the_rows_go(
     assert summary.rows == 3000 and summary.counts["rejected"] >= 1
     assert (seen[0]["answered"], seen[0]["total"], seen[0]["total_exact"]) == (0, 3000, 1)
     assert all(c["total"] == 3000 for c in seen)
+
+
+def test_the_duplicates_pre_pass_gives_the_exact_total_from_the_start(tmp_path: Path) -> None:
+    # no daily quota, but job.duplicates (keep_last for users) reads every row before sending:
+    # the total is the rows it read, exact from the first count on, and no line is counted
+    config = CONFIG + "  daily_quota: 0\ninput: {batch_rows: 2000}\n"
+    (tmp_path / "job.yaml").write_text(config, encoding="utf-8")
+    rows = [[f"139{i:08d}", f"name {i}"] for i in range(10_000)]
+    data = write_csv(tmp_path / "people.csv", ["phone", "name"], rows)
+    seen: list[dict[str, int]] = []
+    importer.run(tmp_path / "job.yaml", data, dry_run=True, progress=seen.append,
+                 report_dir=tmp_path / "reports")  # fmt: skip
+    assert seen and all((c["total"], c["total_exact"]) == (10_000, 1) for c in seen), seen[:3]

@@ -82,7 +82,8 @@ class RunQuota:
                 clock=clock,
             )  # fmt: skip
         self.plan: QuotaPlan | None = None
-        #: what the plan's counting pre-pass found, when it ran (not with a bound that fits)
+        #: what the plan's counting pre-pass found, when it ran (not with a bound that fits),
+        #: else the duplicates' pre-pass (``plan_run``'s ``valid``) when that ran
         self.count: RowCount | None = None
         self._flushing: asyncio.Future[None] | None = None
         #: when the platform said to come back (``time.time()``), if its limit stopped the run
@@ -347,6 +348,7 @@ def plan_run(
             duplicates=duplicates,
         )  # fmt: skip
 
+    quota.count = valid  # the rows read so far, if known (``check`` counts again if it must)
     try:
         return quota.check(
             count,
