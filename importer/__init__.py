@@ -8,7 +8,8 @@ The Python API (docs/python-api.md)::
     print(summary.counts, summary.exit_code)
 
 ``run``, ``arun``, ``validate``, ``preview``, ``retry``, ``list_runs``, ``quota_today`` and
-``load_config`` are ``importer.api``'s; ``Client`` and ``SDK`` the single-call SDK
+``load_config`` are ``importer.api``'s; ``outcomes_of`` and ``OUTCOME_SCHEMA`` (one Arrow batch's
+outcomes, for engines) ``importer.plan``'s; ``Client`` and ``SDK`` the single-call SDK
 (``importer.client``, over ``requests``); the exceptions ``importer.errors``'s. Each name is
 imported on first use, so ``import importer`` loads neither the pipeline nor ``requests``.
 """
@@ -35,11 +36,13 @@ if TYPE_CHECKING:
         UsageError,
     )
     from .outcomes import Status
+    from .plan import OUTCOME_SCHEMA, outcomes_of
     from .report import RunSummary
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "OUTCOME_SCHEMA",
     "SDK",
     "Client",
     "Config",
@@ -58,6 +61,7 @@ __all__ = [
     "arun",
     "list_runs",
     "load_config",
+    "outcomes_of",
     "preview",
     "quota_today",
     "retry",
@@ -78,6 +82,8 @@ _HOMES = {
     "Config": ".config",
     "RunSummary": ".report",
     "Status": ".outcomes",
+    "outcomes_of": ".plan",
+    "OUTCOME_SCHEMA": ".plan",
     "Client": ".client",
     "SDK": ".client",
 }

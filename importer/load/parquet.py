@@ -135,6 +135,14 @@ def iter_parquet(
         ) from None
 
 
+def column_text(arr: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, list[int]]:
+    """A typed Arrow column as the text the loader gives for the same Parquet column
+    (docs/input-files.md), and the rows whose bytes are not UTF-8 (their text is null)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks else pa.array([], arr.type)
+    return _to_text(arr, "", len(arr))
+
+
 def _to_text(arr: pa.Array, name: str, n: int) -> tuple[pa.Array, list[int]]:
     """A Parquet column as strings, and the rows whose bytes are not UTF-8."""
     t = arr.type

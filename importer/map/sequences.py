@@ -7,6 +7,7 @@ from typing import TypeVar, overload
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .arrays import buffers
 
@@ -62,6 +63,15 @@ class TextList(Sequence[bytes | None]):
         self.build()
         assert self._array is not None
         return self._array.cast(pa.binary()).take(pa.array(rows)).to_pylist()
+
+    def binary(self) -> pa.Array:
+        """Every row's value as one binary array, null for a rejected row (no copy per row)."""
+        self.build()
+        assert self._array is not None
+        arr = self._array.cast(pa.binary())
+        if self._ok.all():
+            return arr
+        return pc.if_else(pa.array(self._ok), arr, pa.scalar(None, pa.binary()))
 
     def sizes(self) -> np.ndarray:
         """The byte length of every row's value (int64; 0 for a rejected row)."""
