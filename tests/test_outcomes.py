@@ -262,3 +262,52 @@ def test_a_batch_without_a_column_the_job_reads_is_refused() -> None:
     with pytest.raises(importer.ConfigError) as caught:
         importer.outcomes_of(CUSTOMERS, table.drop_columns(["邮箱"]), source="crm.customers")
     assert "columns.email.from: column '邮箱' is not in crm.customers" in str(caught.value)
+
+
+NAMED_EVENTS = """\
+target: {secret_env: DMART_SECRET}
+job: {name: named, kind: event, event_name_from: kind, primary_keys: [phone]}
+columns:
+  phone: {from: tel}
+  event_id: {from: id}
+  create_time: {from: at, timezone: Asia/Shanghai}
+"""
+
+
+def test_event_names_from_a_column_hash_as_the_ledger_keys_them(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "named.yaml"
+    config.write_text(NAMED_EVENTS, encoding="utf-8")
+    table = pa.table(
+        {
+            "tel": ["13800138000", "13800138001", "13800138002"],
+            "id": ["E1", "E2", "E3"],
+            "kind": ["order_detail", "  ", "refund"],
+            "at": ["2024-03-01 09:15:00"] * 3,
+        }
+    )
+    data = tmp_path / "named.parquet"
+    pq.write_table(table, data)
+    out = importer.outcomes_of(config, table).to_pylist()
+    assert [o["event"] for o in out] == ["order_detail", None, "refund"]
+    assert [o["verdict"] for o in out] == ["valid", "rejected", "valid"]
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    state = tmp_path / "state.db"
+    importer.run(
+        config,
+        [data],
+        overrides={"target.base_url": sb.url},
+        report_dir=tmp_path / "r",
+        ledger=state,
+    )
+    with sqlite3.connect(state) as db:
+        rows = dict(db.execute("SELECT identity, last_hash FROM rows").fetchall())
+    stored = {(e["eventName"], e["event_id"]) for e in sb.events()}
+    assert stored == {("order_detail", "E1"), ("refund", "E3")}
+    for o in (out[0], out[2]):
+        identity = f"{o['event']}|{o['identity']}"
+        assert rows[identity] == o["body_hash"]
+        assert int(keys64([identity])[0]) == o["identity_hash"]
+    assert sorted(sb.stored_json("events")) == sorted(o["body"].decode() for o in (out[0], out[2]))
