@@ -20,7 +20,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .api import arun, list_runs, load_config, preview, quota_today, retry, run, validate
+    from .api import (
+        arun,
+        list_runs,
+        load_config,
+        preview,
+        quota_today,
+        retry,
+        run,
+        source,
+        validate,
+    )
     from .client import SDK, Client
     from .config import Config
     from .errors import (
@@ -66,12 +76,14 @@ __all__ = [
     "quota_today",
     "retry",
     "run",
+    "source",
     "validate",
 ]
 
 #: the module that defines each public name that is not an exception (those are ``.errors``'s)
 _HOMES = {
     "run": ".api",
+    "source": ".api",
     "arun": ".api",
     "validate": ".api",
     "preview": ".api",

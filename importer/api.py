@@ -28,7 +28,7 @@ import concurrent.futures
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +43,8 @@ from .errors import (
 )
 from .job import load_job, parse_job
 from .ledger import RunRecord, open_job_ledger, rows_to_retry, rows_to_retry_from_run
+from .load import Source, frame_source
+from .load.frames import as_inputs
 from .pipeline import ProgressFn, Run
 from .previewer import Preview
 from .previewer import preview as _preview
@@ -63,15 +65,28 @@ __all__ = [
     "quota_today",
     "retry",
     "run",
+    "source",
     "validate",
 ]
 
 log = logging.getLogger("importer")
 
 ConfigLike = Config | str | Path
-#: the input files: one path, or a list of them (files, folders or glob patterns)
-FilesLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+#: the input files: one path, or a list of them (files, folders or glob patterns); or data in
+#: memory: a pandas DataFrame, a ``pyarrow.Table``, an iterable of ``pyarrow.RecordBatch``, or
+#: the ``Source`` of one of them that ``source`` names
+FilesLike = str | os.PathLike[str] | Source | Any
 T = TypeVar("T")
+
+
+def source(data: Any, name: str | None = None) -> Source:
+    """In-memory ``data`` as an input of ``run``, ``validate`` and ``preview``, named ``name``
+    in results, rejects and messages (default ``<DataFrame>``, ``<Table>``,
+    ``<RecordBatches>``). ``data``: a pandas DataFrame (its index is not a column), a
+    ``pyarrow.Table``, or an iterable of ``pyarrow.RecordBatch`` (a generator is read lazily,
+    once). Its columns are read as a Parquet file's (docs/input-files.md); a row's ``line`` is
+    its positional row number plus one. Passing the data itself, unnamed, works too."""
+    return frame_source(data, name)
 
 
 def load_config(config: ConfigLike, *, overrides: dict[str, Any] | None = None) -> Config:
@@ -203,7 +218,7 @@ def validate(
 
 def preview(
     config: ConfigLike,
-    file: str | Path,
+    file: str | Path | Any,
     *,
     overrides: dict[str, Any] | None = None,
     n: int = 20,
@@ -461,12 +476,10 @@ def _placed(
     return cfg
 
 
-def _file_list(files: FilesLike) -> list[str | Path]:
+def _file_list(files: FilesLike) -> list[str | Source]:
     """``files`` as a list: one path given as is (a ``str`` is a path, not a sequence of
-    one-letter paths)."""
-    if isinstance(files, str | os.PathLike):
-        return [os.fspath(files)]
-    return [os.fspath(f) for f in files]
+    one-letter paths); in-memory data as ``Source``s (``load.frames.as_inputs``)."""
+    return as_inputs(files)
 
 
 def _outside_loop(job: Callable[[], T]) -> T:

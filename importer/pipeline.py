@@ -97,7 +97,7 @@ class Run:
     def __init__(
         self,
         config: Config,
-        files: Sequence[str | Path],
+        files: Sequence[str | Path | Source],
         *,
         dry_run: bool = False,
         report_dir: str | Path | None = None,
@@ -136,7 +136,8 @@ class Run:
         self.config_path = Path(config_path) if config_path else None
         self.input = config.input
         self.skipped_inputs: list[tuple[Path, str]] = []
-        self.paths = sorted(only) if only is not None else expand_inputs(files, self.skipped_inputs)
+        self.frames = [f for f in files if isinstance(f, Source)]  # in memory, after the files
+        self.paths = _paths(files, only, self.skipped_inputs)
         for path, reason in self.skipped_inputs:
             log.warning("%s: skipped: %s", path, reason)
         self.mapper = Mapper(config)
@@ -156,13 +157,13 @@ class Run:
     def preflight(self) -> str | None:
         """Open every file, check headers against the config, find the SECRET. Sends nothing."""
         problems: list[ConfigProblem] = []
-        for path in self.paths:
-            source = open_source(path, self.input)
+        for path in list[Path | Source]([*self.paths, *self.frames]):
+            source = path if isinstance(path, Source) else open_source(path, self.input)
             source.refuse_unsupported(self.config.source_columns())
             self.sources.append(source)
             if source.has_header_columns:
                 try:
-                    check_columns(self.config, str(path), source.columns)
+                    check_columns(self.config, str(source.path), source.columns)
                 except ConfigError as exc:
                     problems.extend(exc.problems)
         secret = None
@@ -185,7 +186,7 @@ class Run:
         run_dir = self.report_root / f"{job}-{run_id}"
         make_run_dir(run_dir, str(self.config_path or ""))
         mode = "dry-run" if self.dry_run else ("debug" if self.config.target.debug else "send")
-        files = [file_fingerprint(s.path) for s in self.sources]
+        files = [_fingerprint(s) for s in self.sources]
         start = RunStart(run_id, job, mode, run_dir, started, t0, files, _config_hash(self.config))
         use_ledger = not self.dry_run and self.config.state.enabled and not self.config.target.debug
         lock: Any = contextlib.nullcontext()
@@ -477,6 +478,27 @@ class _ProducerThread:
                     return False
             except (concurrent.futures.CancelledError, RuntimeError):
                 return False
+
+
+def _paths(
+    files: Sequence[str | Path | Source], only: Any, skipped: list[tuple[Path, str]]
+) -> list[Path]:
+    """The input files of a run: ``only``'s (a retry), else ``files`` expanded; in-memory
+    sources (``importer.source``) are not files."""
+    if only is not None:
+        return sorted(only)
+    paths = [f for f in files if not isinstance(f, Source)]
+    if paths or len(paths) == len(files):
+        return expand_inputs(paths, skipped)
+    return []
+
+
+def _fingerprint(source: Source) -> dict[str, Any]:
+    """What the ledger records of an input: a file's fingerprint (resume compares it), an
+    in-memory source's name and a one-off token (it is never resumed)."""
+    if source.frame is not None:
+        return dict(source.frame.fingerprint(str(source.path)))
+    return file_fingerprint(source.path)
 
 
 def _begin(ledger: Ledger, start: RunStart, report_root: Path, resume: bool) -> RunInfo:

@@ -10,10 +10,12 @@ Nothing here touches the network or reads the SECRET, so it runs before any cred
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +24,7 @@ from .duplicates import duplicate_reason
 from .errcodes import ErrCode
 from .job import load_job
 from .ledger import SKIP_DUPLICATE, Duplicates, DuplicateSpill, place
-from .load import BadRecord, Batch, Source, iter_batches, open_source
+from .load import BadRecord, Batch, Source, frame_source, iter_batches, open_source
 from .map import Mapper
 from .quota import QuotaPlan, RowCount, plan_for, valid_groups
 
@@ -76,7 +78,7 @@ class Preview:
 
 
 def preview(
-    config: Config | str | Path, file: str | Path, *, n: int = 20, scan_all: bool = True
+    config: Config | str | Path, file: str | Path | Any, *, n: int = 20, scan_all: bool = True
 ) -> Preview:
     """The first ``n`` records of ``file`` as exact bodies and verdicts, and the plan.
 
@@ -84,9 +86,13 @@ def preview(
     ``LoadError`` for a file that cannot be read. Sends nothing; needs no SECRET.
     """
     cfg = config if isinstance(config, Config) else load_job(config)
-    path = Path(file)
     options = cfg.input
-    source = open_source(path, options)
+    if isinstance(file, str | os.PathLike):
+        path = Path(file)
+        source = open_source(path, options)
+    else:  # in memory (``importer.source``)
+        source = frame_source(file)
+        path = source.path
     if source.has_header_columns:
         check_columns(cfg, str(path), source.columns)
     mapper = Mapper(cfg)

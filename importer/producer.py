@@ -189,7 +189,8 @@ class Reading:
         self.bytes_total = 0
         for source in sources:
             with contextlib.suppress(OSError):
-                self.bytes_total += source.path.stat().st_size
+                if source.frame is None:
+                    self.bytes_total += source.path.stat().st_size
         self._done_bytes = 0
         self._stats: ReadStats | None = None
 

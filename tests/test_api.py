@@ -28,7 +28,7 @@ send: {concurrency: 4}
 
 PUBLIC = {
     "run", "arun", "validate", "preview", "retry", "list_runs", "load_config", "quota_today",
-    "Config", "RunSummary", "Status", "Client", "SDK", "outcomes_of", "OUTCOME_SCHEMA",
+    "Config", "RunSummary", "Status", "Client", "SDK", "outcomes_of", "OUTCOME_SCHEMA", "source",
 }  # fmt: skip
 EXCEPTIONS = {
     "DmImportError", "UsageError", "NothingToRetry", "ConfigError", "LoadError",

@@ -18,6 +18,7 @@ format), ``values`` (checks all formats share), ``batch`` (the types handed on),
 
 from .batch import BadRecord, Batch, Source
 from .discover import EXTENSIONS, expand_inputs
+from .frames import frame_source
 from .options import InputOptions, ReadStats, Tuning
 from .reader import iter_batches
 from .sniff import open_source
@@ -31,6 +32,7 @@ __all__ = [
     "Source",
     "Tuning",
     "expand_inputs",
+    "frame_source",
     "iter_batches",
     "open_source",
 ]

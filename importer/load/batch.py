@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +30,8 @@ class Source:
     #: why this encoding: 'declared (input.encoding)', 'detected: valid UTF-8', ...
     encoding_reason: str = ""
     escape_char: str | None = None  # CSV: ``input.escape_char``
+    #: an in-memory source (``importer.source``): its ``load.frames.Frame``; None for a file
+    frame: Any = field(default=None, compare=False, repr=False)
 
     def refuse_unsupported(self, columns: Sequence[str]) -> None:
         """LoadError when the job reads a column this file cannot give as text."""

@@ -49,11 +49,7 @@ def open_parquet(path: Path, head: bytes) -> Source:
             if "crypt" in str(exc):
                 raise LoadError(f"{path}: {_ENCRYPTED}") from None
             # any other fault is reported where the rows are read, after the rows before it
-    unsupported = {
-        f.name: f"{f.name} ({f.type})"
-        for f in schema
-        if pa.types.is_nested(_value_type(f.type)) or not _castable(f.type)
-    }
+    unsupported = unsupported_columns(schema)
     names = schema.names
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
@@ -103,31 +99,11 @@ def iter_parquet(
     size = path.stat().st_size if stats is not None else 0
     try:
         for rb in pf.iter_batches(batch_size=options.batch_rows, use_threads=False):
-            n = rb.num_rows
-            lines = np.arange(row + 1, row + n + 1, dtype=np.int64)
-            row += n
+            batch = text_batch(source, rb, row, index, kept, options)
+            row += rb.num_rows
             if stats is not None:
                 stats.position = size * min(row, every) // every
-            arrays: list[pa.Array] = []
-            problems: dict[int, tuple[str, str]] = {}
-            for name, col in zip(names, rb.columns, strict=True):
-                if name not in wanted:  # not read by the job: kept in ``original``
-                    continue
-                text, undecodable = _to_text(col, name, n)
-                arrays.append(text)
-                for i in undecodable:
-                    problems.setdefault(
-                        i, (f'undecodable bytes (not valid utf-8) in column "{name}"', name)
-                    )
-            for i, found in value_problems(arrays, kept, None, options.max_field_bytes).items():
-                problems.setdefault(i, found)
-            table = pa.Table.from_arrays(arrays, names=kept)
-            bad = [BadRecord(int(lines[i]), r, c, None) for i, (r, c) in sorted(problems.items())]
-            if problems:
-                keep = np.ones(n, dtype=bool)
-                keep[sorted(problems)] = False
-                table, lines = table.filter(pa.array(keep)), lines[keep]
-            yield Batch(source, index, table, lines, None, bad, original=rb)
+            yield batch
             index += 1
     except (pa.ArrowException, OSError) as exc:
         raise LoadError(
@@ -141,6 +117,46 @@ def column_text(arr: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, list[int]]:
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks else pa.array([], arr.type)
     return _to_text(arr, "", len(arr))
+
+
+def text_batch(
+    source: Source, rb: pa.RecordBatch, row: int, index: int, kept: list[str], options: InputOptions
+) -> Batch:
+    """The ``Batch`` of the Arrow rows ``rb`` (rows ``row + 1`` onwards, 1-based): the
+    columns in ``kept`` as text, checked; ``original`` keeps every column, original types.
+    Shared by Parquet files and in-memory sources (``load.frames``)."""
+    n = rb.num_rows
+    lines = np.arange(row + 1, row + n + 1, dtype=np.int64)
+    wanted = set(kept)
+    arrays: list[pa.Array] = []
+    problems: dict[int, tuple[str, str]] = {}
+    for name, col in zip(rb.schema.names, rb.columns, strict=True):
+        if name not in wanted:  # not read by the job: kept in ``original``
+            continue
+        text, undecodable = _to_text(col, name, n)
+        arrays.append(text)
+        for i in undecodable:
+            problems.setdefault(
+                i, (f'undecodable bytes (not valid utf-8) in column "{name}"', name)
+            )
+    for i, found in value_problems(arrays, kept, None, options.max_field_bytes).items():
+        problems.setdefault(i, found)
+    table = pa.Table.from_arrays(arrays, names=kept)
+    bad = [BadRecord(int(lines[i]), r, c, None) for i, (r, c) in sorted(problems.items())]
+    if problems:
+        keep = np.ones(n, dtype=bool)
+        keep[sorted(problems)] = False
+        table, lines = table.filter(pa.array(keep)), lines[keep]
+    return Batch(source, index, table, lines, None, bad, original=rb)
+
+
+def unsupported_columns(schema: pa.Schema) -> dict[str, str]:
+    """The columns of ``schema`` that cannot be read as text, as "name (type)" by name."""
+    return {
+        f.name: f"{f.name} ({f.type})"
+        for f in schema
+        if pa.types.is_nested(_value_type(f.type)) or not _castable(f.type)
+    }
 
 
 def _to_text(arr: pa.Array, name: str, n: int) -> tuple[pa.Array, list[int]]:

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from ..errors import LoadError
 from .batch import Batch, Source
 from .csv import iter_csv
+from .frames import iter_frame
 from .jsonl import iter_jsonl
 from .options import InputOptions, ReadStats, Tuning
 from .parquet import iter_parquet
@@ -35,6 +36,10 @@ def iter_batches(
     if source.format == "jsonl":
         names = list(columns) if columns is not None else list(source.columns)
         return iter_jsonl(source, options, names, tuning, stats)
+    if source.frame is not None:  # in memory (``frames``): Parquet's conversion
+        read = list(columns) if columns is not None else list(source.columns)
+        source.refuse_unsupported(read)
+        return iter_frame(source, options, read)
     if source.format == "parquet":
         read = list(columns) if columns is not None else list(source.columns)
         source.refuse_unsupported(read)

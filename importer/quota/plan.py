@@ -121,7 +121,11 @@ def row_bound(config: Config, sources: Sequence[Source]) -> RowCount | None:
         if source.compressed:
             return None
         try:
-            if source.format == "parquet":
+            if source.frame is not None:  # in memory: its row count, when known
+                if source.frame.rows is None:
+                    return None
+                total += source.frame.rows
+            elif source.format == "parquet":
                 total += pq.ParquetFile(source.path).metadata.num_rows
             else:
                 total += file_lines(source.path)
