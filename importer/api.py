@@ -113,7 +113,9 @@ def run(
     handle_signals: bool = False,
     within_quota: bool = False,
 ) -> RunSummary:
-    """Import ``files`` (a file, folder or glob pattern, or a list of them) with the job
+    """Import ``files`` (a file, folder or glob pattern, or a list of them; or data in memory:
+    a pandas DataFrame, a ``pyarrow.Table``, an iterable of ``pyarrow.RecordBatch``, or the
+    ``source`` that names one, read as a Parquet file and never resumed) with the job
     ``config`` (a ``Config`` or the path of its YAML file); the run's summary
     (``summary.exit_code`` is what ``dmimport run`` would exit with).
 

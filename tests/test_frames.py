@@ -6,7 +6,11 @@ lazily, and a DataFrame import stores what the CSV import of the same data store
 from __future__ import annotations
 
 import datetime as dt
+import gc
+import glob
 import json
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -144,6 +148,12 @@ def test_a_generator_is_validated_whole_and_read_once(tmp_path: Path) -> None:
     once = [b.lines.tolist() for b in iter_batches(source, InputOptions(batch_rows=10))]
     again = [b.lines.tolist() for b in iter_batches(source, InputOptions(batch_rows=10))]
     assert once == again and len(once) == 3 and produced == [0, 1, 2]
+    # the spill file goes with the source
+    spills = glob.glob(os.path.join(tempfile.gettempdir(), "dmimport-frame-*"))
+    assert spills
+    del source
+    gc.collect()
+    assert not set(spills) & set(glob.glob(os.path.join(tempfile.gettempdir(), "dmimport-frame-*")))
 
 
 def test_a_missing_column_is_refused_naming_the_source(tmp_path: Path) -> None:
