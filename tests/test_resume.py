@@ -43,6 +43,21 @@ def _job(tmp_path: Path, n: int) -> tuple[Path, Path]:
     return cfg, data
 
 
+def _stopped(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, rows: int, down_after: int, *more: str
+) -> tuple[Sandbox, tuple[str, ...], subprocess.CompletedProcess[str]]:
+    """A job of ``rows`` users run by the CLI against a sandbox that goes down after
+    ``down_after`` requests (exit 3), then back up: the sandbox, the command's arguments
+    (``more`` added) and the stopped run."""
+    sb = fresh_sandbox(faults=Faults(down_after=down_after))
+    _job(tmp_path, rows)
+    args = ("run", "users.yaml", "users.csv", "--base-url", sb.url, *more)
+    first = dmimport(*args, secret=sb.secret, cwd=tmp_path)
+    assert first.returncode == 3, first.stderr
+    sb.set_faults(Faults())
+    return sb, args, first
+
+
 def test_an_outage_abort_resumes_on_the_same_command_sending_only_undelivered_rows(
     fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
@@ -122,14 +137,9 @@ def test_a_stopped_run_not_resumed_because_its_file_changed_says_so(
 def test_the_summary_of_a_resumed_run_says_it_resumed(
     fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
-    sb = fresh_sandbox(faults=Faults(down_after=5))
-    _job(tmp_path, 100)
-    args = ("run", "users.yaml", "users.csv", "--base-url", sb.url)
-    first = dmimport(*args, secret=sb.secret, cwd=tmp_path)
-    assert first.returncode == 3
+    sb, args, first = _stopped(fresh_sandbox, tmp_path, 100, 5)
     first_id = re.search(r"run (\S+)\n", first.stdout)
     assert first_id is not None
-    sb.set_faults(Faults())
     second = dmimport(*args, secret=sb.secret, cwd=tmp_path)
     assert second.returncode == 0
     lines = second.stdout.splitlines()
@@ -141,11 +151,7 @@ def test_the_summary_of_a_resumed_run_says_it_resumed(
 def test_the_rejects_of_a_stopped_run_are_not_to_import_besides_the_same_command(
     fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
-    sb = fresh_sandbox(faults=Faults(down_after=5))
-    _job(tmp_path, 100)
-    args = ("run", "users.yaml", "users.csv", "--base-url", sb.url)
-    first = dmimport(*args, secret=sb.secret, cwd=tmp_path)
-    assert first.returncode == 3
+    _sb, _args, first = _stopped(fresh_sandbox, tmp_path, 100, 5)
     assert (
         "  rejects   rejects.csv (the rejected rows to fix and import again; the failed and "
         "not_sent ones are for the same command, not to import); why: rejects.reasons.csv"
@@ -276,15 +282,10 @@ def test_a_retry_of_a_resumed_run_sends_none_of_the_rows_the_resume_delivered(
 ) -> None:
     # the abort names two ways on: the same command (done here), and `dmimport retry` of the
     # aborted run "later": that must not send again what the resume delivered
-    sb = fresh_sandbox(faults=Faults(down_after=5))
-    _job(tmp_path, 100)
-    args = ("run", "users.yaml", "users.csv", "--base-url", sb.url)
-    first = dmimport(*args, secret=sb.secret, cwd=tmp_path)
-    assert first.returncode == 3
+    sb, args, first = _stopped(fresh_sandbox, tmp_path, 100, 5)
     found = re.search(r"run (\S+)\n", first.stdout)
     assert found is not None
     first_id = found.group(1)
-    sb.set_faults(Faults())
     second = dmimport(*args, "--json", secret=sb.secret, cwd=tmp_path)
     assert second.returncode == 0
     second_id = json.loads(second.stdout)["run_id"]
@@ -307,11 +308,8 @@ def test_a_retry_of_a_resumed_run_sends_none_of_the_rows_the_resume_delivered(
 def test_the_resume_line_writes_its_count_as_the_summary_does(
     fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
-    sb = fresh_sandbox(faults=Faults(down_after=120))  # 1,200 rows delivered, 10 a request
-    _job(tmp_path, 1500)
-    args = ("run", "users.yaml", "users.csv", "--base-url", sb.url, "-q")
-    assert dmimport(*args, secret=sb.secret, cwd=tmp_path).returncode == 3
-    sb.set_faults(Faults())
+    # 1,200 rows delivered, 10 a request
+    sb, args, _first = _stopped(fresh_sandbox, tmp_path, 1500, 120, "-q")
     again = dmimport(*args, secret=sb.secret, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert again.stderr.endswith(": 1,200 rows it delivered are skipped\n"), again.stderr
