@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
-import pty
 import sqlite3
-import subprocess
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from helpers import cli_command, cli_env, dmimport, start_dmimport, write_csv
+from helpers import dmimport, on_terminal, start_dmimport, write_csv
 
 from importer.config import Config
 from importer.job import parse_job
@@ -304,33 +300,10 @@ def test_a_run_that_does_not_fit_stops_before_sending_with_exit_2(
 
 
 def _on_a_terminal(*args: str | Path, secret: str) -> tuple[int, str, str]:
-    """``dmimport ARGS`` with its stderr on a terminal (a pseudo-terminal): exit code, stdout,
-    stderr (line ends as the terminal gives them: CRLF)."""
-    master, slave = pty.openpty()
-    said: list[bytes] = []
-
-    def read() -> None:
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the process closed its end
-                return
-            if not data:
-                return
-            said.append(data)
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    try:
-        proc = subprocess.run(
-            cli_command(*args), stdout=subprocess.PIPE, stderr=slave, text=True,
-            env=cli_env(secret), timeout=120,
-        )  # fmt: skip
-    finally:
-        os.close(slave)
-        reader.join(timeout=30)
-        os.close(master)
-    return proc.returncode, proc.stdout, b"".join(said).decode().replace("\r\n", "\n")
+    """``dmimport ARGS`` with its stderr on a terminal nobody sized (a pseudo-terminal): exit
+    code, stdout, stderr (line ends as ``\n``)."""
+    code, out, chunks = on_terminal(*args, cwd=Path.cwd(), secret=secret, columns=0)
+    return code, out, "".join(text for _, text in chunks).replace("\r\n", "\n")
 
 
 def test_dry_run_shows_the_plan_on_a_terminal_and_in_the_summary(
