@@ -63,11 +63,8 @@ def test_an_outage_abort_resumes_on_the_same_command_sending_only_undelivered_ro
 ) -> None:
     # the platform goes down after 30 requests (300 rows): two requests of 10 rows fail, and
     # the run stops (send.abort_after_failed_rows: 20) with 280 rows not sent
-    sb = fresh_sandbox(faults=Faults(down_after=30))
-    cfg, _data = _job(tmp_path, 600)
-    args = ("run", "users.yaml", "users.csv", "--base-url", sb.url)
-    first = dmimport(*args, secret=sb.secret, cwd=tmp_path)
-    assert first.returncode == 3, first.stderr
+    sb, args, first = _stopped(fresh_sandbox, tmp_path, 600, 30)  # then the platform is back
+    cfg = tmp_path / "users.yaml"
     aborted = list_runs(cfg, ledger=tmp_path / "state" / "state.db")[0]  # the default place
     assert (aborted.status, aborted.counts["ok"], aborted.counts["failed"]) == ("aborted", 300, 20)
     lines = first.stdout.splitlines()
@@ -84,7 +81,6 @@ def test_an_outage_abort_resumes_on_the_same_command_sending_only_undelivered_ro
     ]
     assert sb.stats()["requests"] == 32
 
-    sb.set_faults(Faults())  # the platform is back
     second = dmimport(*args, "--json", secret=sb.secret, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     said = re.fullmatch(
@@ -115,13 +111,9 @@ def test_an_outage_abort_resumes_on_the_same_command_sending_only_undelivered_ro
 def test_a_stopped_run_not_resumed_because_its_file_changed_says_so(
     fresh_sandbox: Callable[..., Sandbox], tmp_path: Path
 ) -> None:
-    sb = fresh_sandbox(faults=Faults(down_after=30))
-    cfg, data = _job(tmp_path, 600)
-    args = ("run", "users.yaml", "users.csv", "--base-url", sb.url)
-    first = dmimport(*args, secret=sb.secret, cwd=tmp_path)
-    assert first.returncode == 3, first.stderr
+    sb, args, _first = _stopped(fresh_sandbox, tmp_path, 600, 30)
+    cfg, data = tmp_path / "users.yaml", tmp_path / "users.csv"
     aborted = list_runs(cfg, ledger=tmp_path / "state" / "state.db")[0]
-    sb.set_faults(Faults())
     with open(data, "a", encoding="utf-8") as fh:  # the night's export was written again
         fh.write("01519999999,late\n")
 
