@@ -45,6 +45,7 @@ from .job import load_job, parse_job
 from .ledger import RunRecord, open_job_ledger, rows_to_retry, rows_to_retry_from_run
 from .load import Source, frame_source
 from .load.frames import as_inputs
+from .notify import notify_error, notify_run
 from .pipeline import ProgressFn, Run
 from .previewer import Preview
 from .previewer import preview as _preview
@@ -56,6 +57,7 @@ from .report import (
     metrics_file_problem,
     read_results,
 )
+from .secrets import redact
 
 __all__ = [
     "arun",
@@ -112,6 +114,7 @@ def run(
     progress: ProgressFn | None = None,
     handle_signals: bool = False,
     within_quota: bool = False,
+    notify: bool = True,
 ) -> RunSummary:
     """Import ``files`` (a file, folder or glob pattern, or a list of them; or data in memory:
     a pandas DataFrame, a ``pyarrow.Table``, an iterable of ``pyarrow.RecordBatch``, or the
@@ -132,6 +135,9 @@ def run(
     the run cleanly, its report written. ``within_quota``: a run whose plan does not fit in
     what is left of ``send.daily_quota`` today sends what fits and leaves the rest ``not_sent``
     (exit code 1) for the next run to resume, instead of stopping before it sends (docs/quota.md).
+    ``notify``: tell the config's ``notify:`` webhooks once the report is written, or when the
+    run stops with an error (a dry run tells nobody; docs/notify.md). A webhook that fails is a
+    warning in the log; it changes neither the summary nor what is raised.
 
     Raises ``ConfigError`` (nothing sent) for a bad config or override, missing columns, a
     missing SECRET or no place for the reports or the ledger; ``LoadError`` for an input file
@@ -151,21 +157,24 @@ def run(
     cfg, config_path = _resolve(config, overrides)
     keeps_ledger = not dry_run and cfg.state.enabled and not cfg.target.debug
     cfg = _placed(cfg, config_path, report_dir, ledger, needs_ledger=keeps_ledger)
-    job = Run(
+    return _notified(
         cfg,
-        inputs,
-        dry_run=dry_run,
-        report_dir=report_dir,
-        progress=progress,
-        config_path=config_path,
-        full=full,
-        changed_only=changed_only,
-        max_reject_rate=max_reject_rate,
-        metrics_file=metrics_file,
-        handle_signals=handle_signals,
-        within_quota=within_quota,
+        lambda: Run(
+            cfg,
+            inputs,
+            dry_run=dry_run,
+            report_dir=report_dir,
+            progress=progress,
+            config_path=config_path,
+            full=full,
+            changed_only=changed_only,
+            max_reject_rate=max_reject_rate,
+            metrics_file=metrics_file,
+            handle_signals=handle_signals,
+            within_quota=within_quota,
+        ),
+        notify and not dry_run,
     )
-    return _outside_loop(job.execute)
 
 
 async def arun(
@@ -182,6 +191,7 @@ async def arun(
     metrics_file: str | Path | None = None,
     progress: ProgressFn | None = None,
     within_quota: bool = False,
+    notify: bool = True,
 ) -> RunSummary:
     """``run`` as an awaitable: the job runs on a worker thread while the event loop goes on.
     Same arguments and errors as ``run``. Cancelling the await does not stop the job (it ends
@@ -200,6 +210,7 @@ async def arun(
         metrics_file=metrics_file,
         progress=progress,
         within_quota=within_quota,
+        notify=notify,
     )
 
 
@@ -297,6 +308,7 @@ def retry(
     ledger: str | Path | None = None,
     progress: ProgressFn | None = None,
     handle_signals: bool = False,
+    notify: bool = True,
 ) -> RunSummary:
     """Send again only the rows that ended ``failed`` or ``not_sent`` in a run, read back from
     their source files. ``run_or_results`` is a run id from the ledger or a results file
@@ -366,16 +378,19 @@ def retry(
                 "overridden by a later row of its customer that was delivered"
             )
         raise NothingToRetry(f"nothing to retry: {run_or_results} has no failed or not_sent rows")
-    job = Run(
+    return _notified(
         cfg,
-        [],
-        report_dir=report_dir,
-        progress=progress,
-        config_path=config_path,
-        only=rows.wanted,
-        handle_signals=handle_signals,
+        lambda: Run(
+            cfg,
+            [],
+            report_dir=report_dir,
+            progress=progress,
+            config_path=config_path,
+            only=rows.wanted,
+            handle_signals=handle_signals,
+        ),
+        notify,
     )
-    return _outside_loop(job.execute)
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -482,6 +497,30 @@ def _file_list(files: FilesLike) -> list[str | Source]:
     """``files`` as a list: one path given as is (a ``str`` is a path, not a sequence of
     one-letter paths); in-memory data as ``Source``s (``load.frames.as_inputs``)."""
     return as_inputs(files)
+
+
+def _notified(cfg: Config, make: Callable[[], Run], notify: bool) -> RunSummary:
+    """The ``Run`` ``make`` makes, executed outside any event loop; then ``notify:``'s
+    webhooks told about it (its summary, or the error it raised; not a KeyboardInterrupt of
+    the caller's). Telling them never changes what the run returns or raises: a failure is
+    a warning (``importer.notify``)."""
+    try:
+        summary = _outside_loop(make().execute)
+    except Exception as exc:
+        if notify and cfg.notify:
+            _tell(notify_error, cfg, exc)
+        raise
+    if notify and cfg.notify:
+        _tell(notify_run, cfg, summary)
+    return summary
+
+
+def _tell(how: Callable[[Config, Any], Any], cfg: Config, what: Any) -> None:
+    try:
+        how(cfg, what)
+    except Exception as exc:  # a bug of notify's must not turn a run into a failure
+        said = redact(f"{type(exc).__name__}: {exc}")
+        log.warning("notify: the webhooks were not told: %s", said)
 
 
 def _outside_loop(job: Callable[[], T]) -> T:

@@ -47,6 +47,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, network: bool) -> None:
         p.add_argument("--concurrency", type=int, help="requests in flight (send.concurrency)")
         p.add_argument("--rate-limit", type=float, help="requests per second (send.rate_limit)")
         p.add_argument("--base-url", help="platform base URL (target.base_url)")
+        p.add_argument("--no-notify", action="store_true", help="tell none of the notify: webhooks")
         p.add_argument(
             "--workers", type=int, help="sender processes, each owning a share of the customers"
         )
@@ -146,15 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=20, help="how many runs (default 20)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser(
-        "retry", help="re-send the rows that ended failed or not_sent in a run (or results file)"
-    )
+    p = sub.add_parser("retry", help="re-send the failed and not_sent rows of a run")
     p.add_argument("config", help="job config (YAML)")
     p.add_argument("run", help="a run id from `dmimport runs`, or a results.csv/.jsonl file")
     p.add_argument("--report-dir", help="where run reports go (default: report.dir)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--base-url", help="platform base URL (target.base_url)")
+    p.add_argument("--no-notify", action="store_true", help="tell none of the notify: webhooks")
 
     sub.add_parser(
         "sandbox",
@@ -357,6 +357,7 @@ def _cmd_run(args: argparse.Namespace, *, dry_run: bool) -> int:
             metrics_file=getattr(args, "metrics_file", None),
             handle_signals=True,
             within_quota=getattr(args, "within_quota", False),
+            notify=not getattr(args, "no_notify", False),
         )
     finally:
         progress.close()
@@ -491,6 +492,7 @@ def _cmd_retry(args: argparse.Namespace) -> int:
             report_dir=args.report_dir,
             progress=progress,
             handle_signals=True,
+            notify=not args.no_notify,
         )
     finally:
         progress.close()

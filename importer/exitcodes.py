@@ -14,6 +14,9 @@ docs/exit-codes.md says what each means and what cron or systemd should do about
 4    another run of the same job holds its lock
 5    internal error (a bug)
 6    no space left on the disk of the ledger or the report: run again to resume
+7    the input is incomplete (``input.ready``, a cut last record, ``input.min_rows``,
+     ``input.min_size_ratio``): refused before anything was sent
+8    held by a guard (``guard:``): a plan file says what tripped; nothing was sent
 130  stopped by SIGINT (Ctrl-C); 143 by SIGTERM: 128 + the signal number; run again
 ==== ================================================================================
 
@@ -40,6 +43,10 @@ LOCKED = 4
 INTERNAL = 5
 #: no space left on the device of the ledger or the report
 DISK_FULL = 6
+#: the input is incomplete (input.ready, a cut record, min_rows, min_size_ratio): nothing sent
+INPUT_INCOMPLETE = 7
+#: a guard held the run (its plan file says what tripped): nothing sent
+HELD = 8
 #: a run stopped by signal N exits 128 + N (the shell's convention): 130 for SIGINT, 143 for
 #: SIGTERM (``for_signal``)
 SIGNAL_BASE = 128

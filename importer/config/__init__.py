@@ -20,10 +20,10 @@ problem:
 4. every key or value still holding ``CHANGE_ME`` (what ``dmimport init`` writes where it
    cannot decide) is a problem of its own (``placeholders``), so a draft never runs.
 
-One module per section: ``target``, ``job``, ``columns``, ``model`` (the whole ``Config``, with
-``send``, ``report`` and ``state``; the ``input:`` section is the loader's own
-``importer.load.InputOptions``); ``base`` what the sections share (the strict model base,
-did-you-mean hints); ``yamlfile`` reads the file, ``placeholders`` finds the ``CHANGE_ME``s,
+One module per section: ``target``, ``job``, ``columns``, ``notify`` (the webhooks), ``model``
+(the whole ``Config``, with ``send``, ``report`` and ``state``; the ``input:`` section is the
+loader's own ``importer.load.InputOptions``); ``base`` what the sections share (the strict model
+base, did-you-mean hints); ``yamlfile`` reads the file, ``placeholders`` finds the ``CHANGE_ME``s,
 ``validate`` turns every failure into ConfigProblems, ``redact`` keeps secrets out of them.
 
 The models are frozen; the mapper, loader and sender read them, never change them.
@@ -32,6 +32,7 @@ The models are frozen; the mapper, loader and sender read them, never change the
 from .columns import CREATE_TIME, EVENT_ID, ColumnSpec, NumberFormat
 from .job import EVENT_NAME_PLACEHOLDER
 from .model import Config, RetryOptions, check_columns, sending_problems
+from .notify import Mention, NotifyHook
 from .placeholders import PLACEHOLDER, is_placeholder_problem
 from .validate import load_config, parse_config
 
@@ -42,6 +43,8 @@ __all__ = [
     "PLACEHOLDER",
     "ColumnSpec",
     "Config",
+    "Mention",
+    "NotifyHook",
     "NumberFormat",
     "RetryOptions",
     "check_columns",

@@ -18,6 +18,7 @@ from ..protocol import QUOTA_TIMEZONE, Profile, header_problem
 from .base import StrictModel, did_you_mean
 from .columns import CREATE_TIME, ColumnSpec
 from .job import EVENT_NAME_PLACEHOLDER, Job
+from .notify import NotifyHook
 from .target import Target
 
 
@@ -112,6 +113,8 @@ class Config(StrictModel):
     send: SendOptions = SendOptions()
     report: ReportOptions = ReportOptions()
     state: StateOptions = StateOptions()
+    #: webhooks told about each run (``importer.notify``; docs/notify.md)
+    notify: list[NotifyHook] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -238,6 +238,9 @@ def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
             continue
         field = model.model_fields.get(part)
         ann = field.annotation if field is not None else None
+        if get_origin(ann) is list and rest:  # ``notify: [...]``: the entry's index
+            rest.pop(0)
+            ann = get_args(ann)[0]
         if ann is not None and not isinstance(ann, type):  # ``Model | None``
             ann = next((a for a in get_args(ann) if isinstance(a, type)), None)
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):

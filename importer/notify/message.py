@@ -1,0 +1,166 @@
+"""What a notification says: a run's summary in a few lines (``Message``).
+
+Built from the run's ``RunSummary`` (``from_summary``) or, for a run that stopped with an
+error before its report (a guard's hold, an incomplete input, a bad file), from that error
+(``from_error``). Every text a row or the platform could have put in it (reasons, an abort's
+cause, the error) is masked as ``report.mask_pii`` masks a report (phones, e-mails), and every
+line is redacted (the SECRET, the webhooks' URLs and secrets: ``importer.secrets``)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import exitcodes
+from ..report import RunSummary
+from ..report.masking import mask_pii_text
+from ..secrets import redact
+
+#: what each exit code means, in a word or three (docs/exit-codes.md)
+MEANINGS = {
+    exitcodes.OK: "ok",
+    exitcodes.ROWS_FAILED: "rows rejected, failed or not sent",
+    exitcodes.USAGE: "not started: usage, config or input error",
+    exitcodes.ABORTED: "aborted",
+    exitcodes.LOCKED: "another run of the job holds its lock",
+    exitcodes.INTERNAL: "internal error",
+    exitcodes.DISK_FULL: "no space left on the disk",
+    exitcodes.INPUT_INCOMPLETE: "input incomplete, nothing sent",
+    exitcodes.HELD: "held by a guard, nothing sent",
+}
+#: the exit codes of a run stopped before sending by a gate (``on: held``)
+GATE_CODES = (exitcodes.INPUT_INCOMPLETE, exitcodes.HELD)
+#: the longest error text a message quotes
+MAX_ERROR_CHARS = 600
+#: the reasons a message lists, at most
+TOP_REASONS = 3
+
+
+def verdict(exit_code: int) -> str:
+    """The message's headline word for ``exit_code``."""
+    if exit_code == exitcodes.OK:
+        return "OK"
+    if exit_code == exitcodes.HELD:
+        return "HELD"
+    if exit_code == exitcodes.INPUT_INCOMPLETE:
+        return "INPUT INCOMPLETE"
+    return "FAILED"
+
+
+def meaning(exit_code: int) -> str:
+    """What ``exit_code`` means (a signal's: ``stopped by SIGTERM``)."""
+    if exit_code in MEANINGS:
+        return MEANINGS[exit_code]
+    if exit_code > exitcodes.SIGNAL_BASE:
+        import signal
+
+        try:
+            return f"stopped by {signal.Signals(exit_code - exitcodes.SIGNAL_BASE).name}"
+        except ValueError:
+            pass
+    return f"exit code {exit_code}"
+
+
+@dataclass
+class Message:
+    """One notification: a title, a few lines, and the same facts as data (the generic
+    webhook's JSON). Nothing in it is a secret or an unmasked key value."""
+
+    job: str
+    exit_code: int
+    title: str
+    lines: list[str]
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """The title and the lines, one a line (WeCom and Feishu text, the webhook's
+        ``text``)."""
+        return "\n".join([self.title, *self.lines])
+
+
+def _host() -> str:
+    try:
+        return socket.gethostname()
+    except OSError:
+        return "?"
+
+
+def _masked(text: str) -> str:
+    return redact(mask_pii_text(text))
+
+
+def from_summary(summary: RunSummary) -> Message:
+    """The message of a run that wrote its report."""
+    code = summary.exit_code
+    title = f"dmimport {summary.job}: {verdict(code)} (exit {code}: {meaning(code)})"
+    lines = [
+        f"run {summary.run_id} on {_host()} ({summary.mode}): {summary.rows:,} rows in "
+        f"{summary.duration_s:.1f} s"
+    ]
+    counted = [f"{status} {n:,}" for status, n in summary.counts.items() if n]
+    if counted:
+        lines.append("rows: " + ", ".join(counted))
+    reasons = [
+        {"rows": int(r.get("rows", 0)), "reason": _masked(str(r.get("reason", "")))}
+        for r in summary.top_reasons[:TOP_REASONS]
+    ]
+    if reasons:
+        lines.append("top reasons: " + "; ".join(f"{r['rows']:,} × {r['reason']}" for r in reasons))
+    quota = summary.quota or {}
+    left = None
+    if quota.get("daily_quota"):
+        left = max(0, int(quota.get("left", 0)) - summary.requests)
+        lines.append(
+            f"requests {summary.requests:,}; quota left {left:,} of {quota['daily_quota']:,} "
+            f"({quota.get('day', '')}, {quota.get('timezone', '')})"
+        )
+    else:
+        lines.append(f"requests {summary.requests:,}")
+    aborted = _masked(summary.aborted) if summary.aborted else None
+    if aborted:
+        lines.append(f"aborted: {aborted}")
+    if summary.interrupted:
+        lines.append(f"interrupted by {summary.interrupted}")
+    report = str(Path(summary.report_dir).resolve()) if summary.report_dir else None
+    if report:
+        lines.append(f"report {report}")
+    data = {
+        "job": summary.job,
+        "run_id": summary.run_id,
+        "host": _host(),
+        "mode": summary.mode,
+        "verdict": verdict(code),
+        "exit_code": code,
+        "rows": summary.rows,
+        "counts": {k: v for k, v in summary.counts.items() if v},
+        "top_reasons": reasons,
+        "requests": summary.requests,
+        "quota_left": left,
+        "daily_quota": quota.get("daily_quota"),
+        "aborted": aborted,
+        "interrupted": summary.interrupted,
+        "report_dir": report,
+        "error": None,
+    }
+    return Message(summary.job, code, redact(title), [redact(line) for line in lines], data)
+
+
+def from_error(job: str, exc: BaseException, exit_code: int) -> Message:
+    """The message of a run that stopped with ``exc`` (no report, or no summary of it)."""
+    said = _masked(str(exc) or type(exc).__name__)
+    if len(said) > MAX_ERROR_CHARS:
+        said = said[:MAX_ERROR_CHARS] + " ..."
+    title = f"dmimport {job}: {verdict(exit_code)} (exit {exit_code}: {meaning(exit_code)})"
+    lines = [f"on {_host()}: {said}"]
+    data = {
+        "job": job,
+        "run_id": None,
+        "host": _host(),
+        "verdict": verdict(exit_code),
+        "exit_code": exit_code,
+        "error": said,
+    }
+    return Message(job, exit_code, redact(title), [redact(line) for line in lines], data)
