@@ -214,14 +214,15 @@ class _Progress:
 def render_summary(
     summary: Any, command: str | None = None, config: str | None = None, retry_options: Any = ()
 ) -> str:
-    """The one-screen, aligned end-of-run summary. ``command``: the command line that ran
-    (``dmimport run ...``), named as the one to run again when the run stopped early;
+    """The one-screen end-of-run summary, numbers ending in one column. ``command``: the
+    command line that ran (``dmimport run ...``), to run again when the run stopped early;
     ``config`` and ``retry_options`` (``--base-url URL``, ``--report-dir DIR``, as the run
     had them): the ``dmimport retry`` line."""
     d = summary.to_dict()
+    w = max([24, *(3 + max(9, len(s)) + len(f"{n:,}") for s, n in d["counts"].items() if n)]) - 12
     lines = [
         f"dmimport {d['mode']}: job {d['job']} ({d['kind']}), run {d['run_id']}",
-        f"  rows      {d['rows']:>12,}   in {d['duration_s']:.1f} s"
+        f"  rows      {d['rows']:>{w},}   in {d['duration_s']:.1f} s"
         f" ({d['rows_per_s']:,.0f} rows/s)",
     ]
     if d.get("resumed_from"):
@@ -231,10 +232,9 @@ def render_summary(
         lines.append(f"  skipped   {skipped['path']}: {skipped['reason']}")
     for status, n in d["counts"].items():
         if n:
-            # numbers end in one column; a long label (skipped_duplicate) takes their room
-            lines.append(f"  {status:<9} {n:>{max(1, 21 - max(9, len(status)))},}")
+            lines.append(f"  {status:<9} {n:>{w + 9 - max(9, len(status))},}")
     if d["requests"]:
-        lines.append(f"  requests  {d['requests']:>12,}")
+        lines.append(f"  requests  {d['requests']:>{w},}")
         sending = getattr(summary, "sending", None)
         for said in sending.describe() if sending is not None else ():
             lines.append(f"            {said}")

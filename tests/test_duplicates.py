@@ -146,6 +146,30 @@ def test_keep_last_sends_the_last_event_and_skips_the_earlier_naming_its_line(
     assert counts == ["  ok                   2", "  skipped_duplicate    1"]
 
 
+@pytest.mark.parametrize(
+    ("counts", "ends_at"),
+    [
+        ({"ok": 2, "skipped_duplicate": 1}, 24),
+        ({"ok": 987_655, "rejected": 0, "skipped_duplicate": 12_345}, 26),  # was 24 and 26
+        ({"ok": 0, "skipped_duplicate": 0}, 24),  # nothing counted: no line, no error
+    ],
+)
+def test_the_printed_counts_end_in_one_column_whatever_their_size(
+    counts: dict[str, int], ends_at: int
+) -> None:
+    summary = RunSummary(
+        run_id="r1", job="j", kind="user", mode="send", report_dir=None, started="",
+        finished="", duration_s=10.0, rows=sum(counts.values()), counts=counts, errcodes={},
+        top_reasons=[], requests=1_976, aborted=None, exit_code=0,
+    )  # fmt: skip
+    lines = render_summary(summary).splitlines()
+    numbers = [ln.split("   in ")[0] for ln in lines if ln.startswith(("  rows", "  requests"))]
+    numbers += [ln for ln in lines if ln.split()[0] in counts]
+    assert len(numbers) == 2 + sum(1 for n in counts.values() if n)
+    assert {len(ln) for ln in numbers} == {ends_at}, numbers
+    assert {ln[-1].isdigit() for ln in numbers} == {True}
+
+
 def test_keep_first_sends_the_first_and_skips_the_later(
     fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
