@@ -237,6 +237,28 @@ def test_feishu_signed_text(
     }
 
 
+def test_wecom_mentions_go_in_a_text_message(
+    hook: Callable[..., Hook], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wecom = hook([(200, OK_WECOM)])
+    monkeypatch.setenv("WECOM_URL", wecom.url(f"/cgi-bin/webhook/send?key={TOKEN}"))
+    mention = {"mobiles": ["18600000000"], "user_ids": ["zhangsan"], "all": True}
+    hooks = [NotifyHook(type="wecom", url_env="WECOM_URL", mention=mention)]
+    message = Message("nightly", 3, "dmimport nightly: FAILED (exit 3: aborted)", ["a", "b"])
+    assert [d.delivered for d in send(hooks, message)] == [True]
+    # markdown cannot mention by phone: the documented text message with both lists
+    assert wecom.bodies() == [
+        {
+            "msgtype": "text",
+            "text": {
+                "content": "dmimport nightly: FAILED (exit 3: aborted)\na\nb",
+                "mentioned_list": ["zhangsan", "@all"],
+                "mentioned_mobile_list": ["18600000000"],
+            },
+        }
+    ]
+
+
 def test_generic_webhook_gets_the_summary_as_json(
     fresh_sandbox: Callable[..., Sandbox],
     hook: Callable[..., Hook],
@@ -365,6 +387,10 @@ def test_a_run_that_stops_with_an_error_is_told_without_secrets_or_values(
     body = generic.bodies()[0]
     assert (body["verdict"], body["exit_code"]) == ("FAILED", 2)
     assert body["error"].startswith("invalid config ") and "column 'phone'" in body["error"]
+    # one line per line of the error (a markdown quote, a text message)
+    assert body["text"].splitlines()[1].startswith("on ")
+    assert body["text"].splitlines()[2].startswith("invalid config ")
+    assert body["text"].splitlines()[3].startswith("columns.phone.from: column 'phone' is not in")
     # an error that quotes a customer's phone and the SECRET: masked, redacted
     exc = ValueError(f"row of {PHONES[1]} refused with secret 0b7c4f1e-2d3a-4e5f-8a9b-0c1d2e3f4a5b")
     message = from_error("nightly", exc, 5)

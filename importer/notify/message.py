@@ -154,7 +154,7 @@ def from_error(job: str, exc: BaseException, exit_code: int) -> Message:
     if len(said) > MAX_ERROR_CHARS:
         said = said[:MAX_ERROR_CHARS] + " ..."
     title = f"dmimport {job}: {verdict(exit_code)} (exit {exit_code}: {meaning(exit_code)})"
-    lines = [f"on {_host()}: {said}"]
+    lines = [f"on {_host()}:", *(line.strip() for line in said.splitlines() if line.strip())]
     data = {
         "job": job,
         "run_id": None,
