@@ -16,8 +16,11 @@
     │                             code 2)
     ├── QuotaError                the run's plan does not fit in what is left of the daily
     │                             quota; nothing was sent (exit code 2)
-    └── DiskFullError             no space left on the disk of the ledger or the report: the
-                                  run stopped, what was sent is recorded (exit code 6)
+    ├── DiskFullError             no space left on the disk of the ledger or the report: the
+    │                             run stopped, what was sent is recorded (exit code 6)
+    └── InputIncomplete           an input file looks incomplete (``input.ready``, a cut last
+                                  record, ``input.min_rows``, ``input.min_size_ratio``);
+                                  nothing was sent (exit code 7)
 
     Interrupted                   a KeyboardInterrupt: SIGINT or SIGTERM stopped the process
                                   before a report could be written (exit code 128 + signal)
@@ -147,6 +150,31 @@ class DiskFullError(DmImportError):
     def __init__(self, path: str | Path, message: str | None = None) -> None:
         self.path = Path(path)
         super().__init__(message or f"no space left on device writing {path}")
+
+
+class InputIncomplete(DmImportError):
+    """An input file looks incomplete: not ready by ``input.ready``, its last record cut,
+    fewer rows than ``input.min_rows``, or much smaller than the job's last input
+    (``input.min_size_ratio``). Raised before anything is sent (``importer.ready``).
+    ``problems``: one line per file, each naming the file, what was expected and what was
+    found; ``summary``: the refused run's ``RunSummary`` (``summary.json``) when a run wrote
+    one, else None."""
+
+    exit_code = exitcodes.INPUT_INCOMPLETE
+
+    def __init__(self, problems: list[str], summary: object = None) -> None:
+        self.problems = list(problems)
+        self.summary = summary
+        super().__init__(self.problems)
+
+    def __str__(self) -> str:
+        if len(self.problems) == 1:
+            text = f"{self.problems[0]}; nothing was sent"
+        else:
+            body = "\n".join(f"  {p}" for p in self.problems)
+            text = f"{len(self.problems)} input files look incomplete; nothing was sent:\n{body}"
+        report = getattr(self.summary, "report_dir", None)
+        return f"{text}\nreport: {Path(report) / 'summary.json'}" if report else text
 
 
 class Interrupted(KeyboardInterrupt):

@@ -69,6 +69,7 @@ from .outcomes import Status
 from .outputs import RunOutputs, RunStart
 from .producer import BatchState, Producer
 from .quota import RunQuota, classifier_for, open_quota, plan_run
+from .ready import refuse_incomplete
 from .report import (
     PiiMask,
     RunSummary,
@@ -178,17 +179,17 @@ class Run:
         if not self.dry_run:  # said once per run, before anything is sent
             for warning in self.config.target.warnings():
                 log.warning("%s", warning)
-        started = datetime.now(UTC)
-        t0 = time.perf_counter()
+        started, t0 = datetime.now(UTC), time.perf_counter()
         secret = self.preflight()
         job = self.config.job_name
         run_id = started.strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
         run_dir = self.report_root / f"{job}-{run_id}"
-        make_run_dir(run_dir, str(self.config_path or ""))
         mode = "dry-run" if self.dry_run else ("debug" if self.config.target.debug else "send")
-        files = [_fingerprint(s) for s in self.sources]
-        start = RunStart(run_id, job, mode, run_dir, started, t0, files, _config_hash(self.config))
         use_ledger = not self.dry_run and self.config.state.enabled and not self.config.target.debug
+        start = RunStart(run_id, job, mode, run_dir, started, t0, [], _config_hash(self.config))
+        _refuse_incomplete(self, start, use_ledger)  # before hashing: a file may be changing
+        make_run_dir(run_dir, str(self.config_path or ""))
+        start.files.extend(_fingerprint(s) for s in self.sources)
         lock: Any = contextlib.nullcontext()
         try:
             if use_ledger:
@@ -501,6 +502,17 @@ def _fingerprint(source: Source) -> dict[str, Any]:
     return file_fingerprint(source.path)
 
 
+def _refuse_incomplete(run: Run, start: RunStart, use_ledger: bool) -> None:
+    """``importer.ready``: an incomplete input refuses the run (``InputIncomplete``, exit 7),
+    its summary.json written; a retry (``only``) re-sends rows of files it checked already."""
+    if run.only is None:
+        refuse_incomplete(
+            run.config, run.sources, run_id=start.run_id, run_dir=start.run_dir,
+            mode=start.mode, started=start.started, t0=start.t0, config_sha=start.config_sha,
+            config_source=str(run.config_path or ""), use_ledger=use_ledger,
+        )  # fmt: skip
+
+
 def _begin(ledger: Ledger, start: RunStart, report_root: Path, resume: bool) -> RunInfo:
     """Begin the run in the ledger (resuming the job's last run when it may); say what it
     resumes; remove the temporary report files of the job's runs that died (the job's lock
@@ -595,9 +607,15 @@ def _default_transport(config: Config) -> Transport:
     return StreamTransport(t.base_url, timeout=t.timeout_s, verify=t.tls_verify, ca_file=t.ca_file)
 
 
+#: ``input`` keys that decide whether a run starts, not what it sends (``importer.ready``)
+_READY_KEYS = {"ready", "min_rows", "min_size_ratio"}
+
+
 def _config_hash(config: Config) -> str:
     """What decides the bodies and where they go: the effective config (overrides included)
     without `send`, `report` and `state`, so a resume with another --concurrency, report
     folder or ``ledger=`` path (the API's) still resumes."""
-    relevant = config.model_dump_json(exclude={"send", "report", "state"})
+    relevant = config.model_dump_json(
+        exclude={"send": True, "report": True, "state": True, "input": _READY_KEYS}
+    )
     return hashlib.sha256(relevant.encode()).hexdigest()

@@ -27,6 +27,7 @@ from .ledger import SKIP_DUPLICATE, Duplicates, DuplicateSpill, place
 from .load import BadRecord, Batch, Source, frame_source, iter_batches, open_source
 from .map import Mapper
 from .quota import QuotaPlan, RowCount, plan_for, valid_groups
+from .ready import InputIncomplete, check_inputs, previous_input
 
 __all__ = ["Plan", "Preview", "PreviewRow", "preview", "render_preview"]
 
@@ -75,6 +76,9 @@ class Preview:
     #: the daily quota's plan for a run over the file (``importer.quota``); None with
     #: ``send.daily_quota: 0`` or ``scan_all=False``
     quota: QuotaPlan | None = None
+    #: why a run would refuse the file as incomplete (exit 7, ``importer.ready``; judged
+    #: without waiting for ``stable_for_s``); None when it would not
+    incomplete: str | None = None
 
 
 def preview(
@@ -95,6 +99,11 @@ def preview(
         path = source.path
     if source.has_header_columns:
         check_columns(cfg, str(path), source.columns)
+    incomplete = None
+    try:
+        check_inputs(cfg, [source], previous=previous_input(cfg), wait=False)
+    except InputIncomplete as exc:
+        incomplete = "; ".join(exc.problems)
     mapper = Mapper(cfg)
     shown: list[PreviewRow] = []
     event_ids: dict[int, str | None] = {}  # of the shown rows, for a duplicate's reason
@@ -132,8 +141,10 @@ def preview(
         if close is not None:
             close()
     duplicates = spill.resolve() if spill is not None else None
-    return _finish(cfg, path, source, mapper, shown, event_ids, duplicates, scan_all,
-                   (valid, rejected, malformed, groups))  # fmt: skip
+    got = _finish(cfg, path, source, mapper, shown, event_ids, duplicates, scan_all,
+                  (valid, rejected, malformed, groups))  # fmt: skip
+    got.incomplete = incomplete
+    return got
 
 
 def _finish(
@@ -230,6 +241,8 @@ def render_preview(p: Preview) -> str:
     """Human text: one line per previewed record, then the plan as an aligned table."""
     who = f"job {p.job} ({p.kind}), " if p.job else ""
     out = [f"dmimport preview: {who}{p.source} -- nothing is sent", ""]
+    if p.incomplete:
+        out[2:2] = [f"warning: a run would refuse it (exit 7): {p.incomplete}", ""]
     width = max((len(f"line {r.line}") for r in p.rows), default=0)
     for r in p.rows:
         if r.verdict == "ok":

@@ -32,7 +32,7 @@ PUBLIC = {
 }  # fmt: skip
 EXCEPTIONS = {
     "DmImportError", "UsageError", "NothingToRetry", "ConfigError", "LoadError",
-    "LockedError", "LedgerError", "DiskFullError", "Interrupted", "QuotaError",
+    "LockedError", "LedgerError", "DiskFullError", "Interrupted", "QuotaError", "InputIncomplete",
 }  # fmt: skip
 
 

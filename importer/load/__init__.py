@@ -19,7 +19,7 @@ format), ``values`` (checks all formats share), ``batch`` (the types handed on),
 from .batch import BadRecord, Batch, Source
 from .discover import EXTENSIONS, expand_inputs
 from .frames import frame_source
-from .options import InputOptions, ReadStats, Tuning
+from .options import InputOptions, ReadStats, StableFor, Tuning
 from .reader import iter_batches
 from .sniff import open_source
 
@@ -30,6 +30,7 @@ __all__ = [
     "InputOptions",
     "ReadStats",
     "Source",
+    "StableFor",
     "Tuning",
     "expand_inputs",
     "frame_source",

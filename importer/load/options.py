@@ -22,6 +22,22 @@ FORMATS = ("auto", "csv", "tsv", "jsonl", "parquet")
 Format = Literal["auto", "csv", "tsv", "jsonl", "parquet"]
 
 
+class StableFor(BaseModel):
+    """``input.ready: {stable_for_s: N}``: a file is ready once its size and modification
+    time have not changed for ``stable_for_s`` seconds (``importer.ready``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stable_for_s: float
+
+
+#: ``input.ready``: ``none``, ``manifest``, or ``{stable_for_s: N}``
+Ready = Literal["none", "manifest"] | StableFor
+
+#: the longest ``stable_for_s`` (a day)
+MAX_STABLE_FOR_S = 86_400.0
+
+
 class InputOptions(BaseModel):
     """How to read input files (the config's ``input:`` section); frozen."""
 
@@ -40,6 +56,15 @@ class InputOptions(BaseModel):
     max_field_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     #: gzip bomb guard: a .gz that inflates past this is refused
     max_decompressed_bytes: int = Field(default=20 * 1024**3, ge=1024)
+    #: when a file counts as completely written (``importer.ready``): ``none`` (no check but
+    #: the cut last record), ``manifest`` (a ``<file>.manifest.json`` or a ``_SUCCESS``
+    #: marker), or ``{stable_for_s: N}`` (size and mtime unchanged for N seconds)
+    ready: Ready = "none"
+    #: refuse a file with fewer data rows (a header-only file has 0); None: no minimum
+    min_rows: int | None = Field(default=None, ge=1)
+    #: refuse a file smaller than this share of the job's last input (the ledger's
+    #: fingerprints of its last run); None: no check
+    min_size_ratio: float | None = Field(default=None, gt=0, le=1)
 
     def __init__(self, **data: Any) -> None:
         """Raises ``ConfigError`` (paths ``input.<key>``) for a bad value. The config does not
@@ -52,6 +77,11 @@ class InputOptions(BaseModel):
     def replace(self, **changes: Any) -> InputOptions:
         """A copy with ``changes``, validated as ``InputOptions(...)`` is."""
         return InputOptions(**{**self.model_dump(), **changes})
+
+    @field_validator("ready", mode="before")
+    @classmethod
+    def _ready(cls, v: Any) -> Any:
+        return ready_value(v)
 
     @field_validator("encoding")
     @classmethod
@@ -87,6 +117,30 @@ class InputOptions(BaseModel):
         return v
 
 
+def ready_value(v: Any) -> Any:
+    """``input.ready`` as the model takes it, or the one message that says what is allowed."""
+    hint = "e.g. ready: manifest, or ready: {stable_for_s: 60}"
+    if v is None:
+        return "none"
+    if isinstance(v, StableFor) or v in ("none", "manifest"):
+        return v
+    if isinstance(v, dict) and set(v) == {"stable_for_s"}:
+        n = v["stable_for_s"]
+        if isinstance(n, bool) or not isinstance(n, int | float):
+            raise rule_error(f"stable_for_s must be a number of seconds, got {n!r}", hint)
+        if not 0 < n <= MAX_STABLE_FOR_S:
+            raise rule_error(
+                f"stable_for_s must be > 0 and <= {MAX_STABLE_FOR_S:,.0f} (seconds), got {n}",
+                hint,
+            )
+        return StableFor(stable_for_s=float(n))
+    if isinstance(v, dict):
+        extra = sorted(map(str, set(v) - {"stable_for_s"}))
+        what = f"unknown key '{extra[0]}'" if extra else "missing stable_for_s"
+        raise rule_error(f"expected none, manifest or {{stable_for_s: N}}: {what}", hint)
+    raise rule_error(f"expected none, manifest or {{stable_for_s: N}}, got {v!r}", hint)
+
+
 def _config_problem(err: Any) -> ConfigProblem:
     """One pydantic error of a directly built ``InputOptions`` as the config words it."""
     path = ".".join(("input", *map(str, err["loc"])))
@@ -96,8 +150,8 @@ def _config_problem(err: Any) -> ConfigProblem:
         return ConfigProblem(path, ctx["message"], ctx.get("hint"))
     if kind == "literal_error":
         return ConfigProblem(path, f"expected one of {', '.join(FORMATS)}, got {err['input']!r}")
-    if kind in ("greater_than_equal", "less_than_equal"):
-        op = ">=" if kind == "greater_than_equal" else "<="
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<"}.get(kind, "<=")
         return ConfigProblem(path, f"must be {op} {next(iter(ctx.values()))}, got {err['input']}")
     return ConfigProblem(path, err["msg"])
 

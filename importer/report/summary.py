@@ -115,6 +115,9 @@ class RunSummary:
     quota: dict[str, Any] | None = None
     #: how the rows went out (requests, batches, bisection, splits, late re-sends)
     sending: Sending = field(default_factory=Sending)
+    #: why the run was refused before reading any row for sending (an incomplete input:
+    #: ``importer.ready``, exit code 7); None for a run that was not
+    refused: str | None = None
 
     @property
     def rows_per_s(self) -> float:
@@ -138,6 +141,7 @@ class RunSummary:
             "requests": self.requests,
             "sending": self.sending.to_dict(),
             "aborted": self.aborted,
+            "refused": self.refused,
             "interrupted": self.interrupted,
             "reject_rate_exceeded": self.reject_rate_exceeded,
             "resumed_from": self.resumed_from,

@@ -1,0 +1,93 @@
+"""What a run refused by ``check_inputs`` leaves: ``summary.json`` in its report folder
+(``refused`` says why, ``exit_code`` 7) and, for a run that would have sent, a ``refused``
+run in the job's ledger (``dmimport runs`` lists it; the next run looks past it, for the run
+to resume and for ``input.min_size_ratio``'s last input)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .. import exitcodes
+from ..config import Config
+from ..errors import DmImportError, InputIncomplete
+from ..ledger import Ledger, ledger_path
+from ..load import Source
+from ..report import RunSummary, make_run_dir
+
+log = logging.getLogger("importer")
+
+
+def light_fingerprints(sources: list[Source]) -> list[dict[str, Any]]:
+    """The files of a refused run as the ledger records them, not hashed (a file still
+    being written is not read twice)."""
+    out: list[dict[str, Any]] = []
+    for source in sources:
+        if source.frame is not None:
+            continue
+        st = source.path.stat()
+        out.append({"path": str(source.path.resolve()), "size": st.st_size, "mtime": st.st_mtime})
+    return out
+
+
+def record_refusal(
+    config: Config,
+    exc: InputIncomplete,
+    *,
+    run_id: str,
+    run_dir: Path,
+    mode: str,
+    started: datetime,
+    t0: float,
+    files: list[dict[str, Any]],
+    config_sha: str,
+    config_source: str = "",
+    use_ledger: bool = False,
+) -> RunSummary | None:
+    """Write the refused run's ``summary.json`` (and record it ``refused`` in the ledger when
+    ``use_ledger``); the summary, or None when it could not be written (said in the log: the
+    refusal itself stands)."""
+    summary = RunSummary(
+        run_id=run_id,
+        job=config.job_name,
+        kind=config.job.kind,
+        mode=mode,
+        report_dir=run_dir,
+        started=started.isoformat(timespec="seconds"),
+        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+        duration_s=time.perf_counter() - t0,
+        rows=0,
+        counts={},
+        errcodes={},
+        top_reasons=[],
+        requests=0,
+        aborted=None,
+        exit_code=exitcodes.INPUT_INCOMPLETE,
+        files=files,
+        config_sha256=config_sha,
+        refused=str(exc),
+    )
+    if use_ledger:
+        _record_in_ledger(config, run_id, config_sha, files)
+    try:
+        make_run_dir(run_dir, config_source)
+        summary.write(run_dir)
+    except (DmImportError, OSError) as err:
+        log.warning("the refused run's summary.json could not be written: %s", err)
+        return None
+    return summary
+
+
+def _record_in_ledger(config: Config, run_id: str, config_sha: str, files: list[Any]) -> None:
+    job = config.job_name
+    try:
+        with Ledger(ledger_path(config)) as ledger, ledger.lock(job):
+            ledger.begin_run(job, run_id, config_sha, files, resume=False)
+            ledger.end_run(
+                run_id, status="refused", counts={}, exit_code=exitcodes.INPUT_INCOMPLETE
+            )
+    except DmImportError as err:  # another run holds the lock, a damaged ledger: said
+        log.warning("the refused run could not be recorded in the ledger: %s", err)

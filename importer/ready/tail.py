@@ -1,0 +1,123 @@
+"""What the end of a file says: whether its last record is cut (no final line break and a
+short record), and how many data rows it holds (``input.min_rows``, a manifest's rows)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+
+from ..load import InputOptions, Source, iter_batches
+
+#: bytes of a file's end read to find its last line; a longer last line is judged by the loader
+TAIL = 1 << 20
+_CHUNK = 1 << 20
+
+
+def read_tail(source: Source) -> tuple[bytes, bool]:
+    """The last ``TAIL`` bytes of ``source`` (decompressed for a ``.gz``: that reads it all),
+    and whether they are the whole file."""
+    if source.compressed:
+        tail, whole = b"", True
+        with gzip.open(source.path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                tail += chunk
+                if len(tail) > 2 * TAIL:
+                    tail, whole = tail[-TAIL:], False
+        return (tail[-TAIL:], whole and len(tail) <= TAIL)
+    size = source.path.stat().st_size
+    with open(source.path, "rb") as fh:
+        fh.seek(max(0, size - TAIL))
+        return fh.read(), size <= TAIL
+
+
+def cut_record(source: Source, options: InputOptions) -> str | None:
+    """Why ``source``'s last record looks cut off, or None: the file does not end with a line
+    break, and its last record is short (CSV: fewer fields than the header) or not valid JSON
+    (JSON Lines). Parquet and in-memory sources: None (a cut Parquet file does not open)."""
+    if source.frame is not None or source.format not in ("csv", "jsonl"):
+        return None
+    tail, whole = read_tail(source)
+    if not tail or tail.endswith((b"\n", b"\r")):
+        return None
+    encoding = "utf-8" if source.encoding in ("utf-8-sig", "binary") else source.encoding
+    text = tail.decode(encoding, errors="replace")
+    cut = text.rfind("\n")
+    if cut < 0 and not whole:  # a last line longer than TAIL: the loader judges it
+        return _cut_by_loader(source, options)
+    last = text[cut + 1 :]
+    if source.format == "jsonl":
+        if not last.strip():
+            return None
+        try:
+            json.loads(last)
+        except ValueError:
+            return (
+                f"its last line ({len(last.encode(encoding, errors='replace')):,} bytes) is not "
+                "valid JSON and the file does not end with a line break: the export looks cut off"
+            )
+        return None
+    if cut < 0:  # the header alone, without a line break: nothing cut that can be told
+        return None
+    if last.count('"') % 2:  # a quoted field may have started on an earlier line
+        return _cut_by_loader(source, options)
+    fields = _fields(last, source)
+    return _short(fields, len(source.columns))
+
+
+def _fields(text: str, source: Source) -> int:
+    """How many fields one line of CSV text holds."""
+    delimiter = source.delimiter or ","
+    reader = csv.reader([text], delimiter=delimiter, escapechar=source.escape_char, strict=False)
+    return max((len(row) for row in reader), default=0)
+
+
+def _short(fields: int, width: int) -> str | None:
+    if fields >= width:
+        return None
+    return (
+        f"its last record has {fields} of the header's {width} fields and the file does "
+        "not end with a line break: the export looks cut off"
+    )
+
+
+def _cut_by_loader(source: Source, options: InputOptions) -> str | None:
+    """``cut_record`` by reading the file: its last record as the loader sees it (a bad record
+    after the last good row: its fields counted; CSV only, JSON Lines lines are short)."""
+    last_good, last_bad = 0, None
+    for batch in iter_batches(source, options):
+        if len(batch.lines):
+            last_good = max(last_good, int(batch.lines[-1]))
+        for bad in batch.bad:
+            if last_bad is None or bad.line >= last_bad.line:
+                last_bad = bad
+    if last_bad is None or last_bad.line < last_good:
+        return None
+    if source.format == "jsonl":
+        return (
+            "its last line is not valid JSON and the file does not end with a line break: "
+            "the export looks cut off"
+        )
+    if last_bad.raw is None:
+        return None
+    if last_bad.raw.count('"') % 2:
+        return (
+            "its last record ends inside a quoted field and the file does not end with a line "
+            "break: the export looks cut off"
+        )
+    return _short(_fields(last_bad.raw.replace("\r", " ").replace("\n", " "), source),
+                  len(source.columns))  # fmt: skip
+
+
+def count_rows(source: Source, options: InputOptions) -> int:
+    """The data rows of ``source`` (its records, the header not counted; a record the loader
+    cannot read counts too): a Parquet file's from its footer, else by reading the file."""
+    if source.frame is None and source.format == "parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(Path(source.path)).metadata.num_rows)
+    rows = 0
+    for batch in iter_batches(source, options, list(source.columns)[:1] or None):
+        rows += batch.table.num_rows + len(batch.bad)
+    return rows
