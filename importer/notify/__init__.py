@@ -13,12 +13,9 @@ key value. The URLs and secrets come from the environment variables the entries 
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -152,6 +149,10 @@ def _deliver(
 
 def _post(kind: str, url: str, body: bytes, timeout_s: float) -> tuple[str | None, bool]:
     """POST ``body`` to ``url``: (what went wrong or None, whether trying again may help)."""
+    import http.client  # only a run that tells someone pays for them
+    import urllib.error
+    import urllib.request
+
     req = urllib.request.Request(
         url,
         data=body,
