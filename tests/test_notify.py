@@ -360,6 +360,39 @@ def test_a_failing_webhook_is_a_warning_and_keeps_the_exit_code(
     assert TOKEN not in caplog.text
 
 
+def test_an_incomplete_input_tells_held_and_failure_and_keeps_exit_7(
+    fresh_sandbox: Callable[..., Sandbox],
+    hook: Callable[..., Hook],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sb = fresh_sandbox()
+    held, quiet = hook([(200, OK_FEISHU)]), hook([(200, OK_WECOM)])
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    monkeypatch.setenv("LARK_URL", held.url(f"/open-apis/bot/v2/hook/{TOKEN}"))
+    monkeypatch.setenv("QUIET_URL", quiet.url("/cgi-bin/webhook/send?key=k"))
+    config, _ = _job(
+        tmp_path,
+        "notify:\n  - {type: feishu, url_env: LARK_URL, on: held}\n"
+        "  - {type: wecom, url_env: QUIET_URL, on: always}\n",
+    )
+    cut = tmp_path / "cut.csv"
+    cut.write_bytes(f"phone,name,age\n{PHONES[0]},a,1\n{PHONES[1]},b".encode())
+    with pytest.raises(importer.errors.InputIncomplete) as caught:
+        _run(sb, config, cut, tmp_path)
+    assert caught.value.exit_code == 7  # the run's own verdict, told or not
+    (text,) = [body["content"]["text"] for body in held.bodies()]
+    lines = text.splitlines()
+    assert lines[0] == "dmimport nightly: INPUT INCOMPLETE (exit 7: input incomplete, nothing sent)"
+    assert lines[2] == (
+        f"{cut}: its last record has 2 of the header's 3 fields and the file does not end with "
+        "a line break: the export looks cut off; nothing was sent"
+    )
+    assert lines[-1].startswith(f"report {(tmp_path / 'reports').resolve()}/nightly-")
+    assert len(quiet.received) == 1  # on: always
+    _no_secret_in(held.received[0][1], sb)
+
+
 def test_one_retry_gets_a_busy_service_through(
     hook: Callable[..., Hook], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -155,12 +155,20 @@ def from_error(job: str, exc: BaseException, exit_code: int) -> Message:
         said = said[:MAX_ERROR_CHARS] + " ..."
     title = f"dmimport {job}: {verdict(exit_code)} (exit {exit_code}: {meaning(exit_code)})"
     lines = [f"on {_host()}:", *(line.strip() for line in said.splitlines() if line.strip())]
+    # a refusal that wrote its run's summary.json (an incomplete input, a guard's hold)
+    summary = getattr(exc, "summary", None)
+    run_id = getattr(summary, "run_id", None)
+    report = getattr(summary, "report_dir", None)
+    report = str(Path(report).resolve()) if report else None
+    if report:
+        lines.append(f"report {report}")
     data = {
         "job": job,
-        "run_id": None,
+        "run_id": run_id,
         "host": _host(),
         "verdict": verdict(exit_code),
         "exit_code": exit_code,
         "error": said,
+        "report_dir": report,
     }
     return Message(job, exit_code, redact(title), [redact(line) for line in lines], data)
