@@ -107,6 +107,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         metavar="N",
         help="an outage: after N API requests, answer every request HTTP 503 (default 0: never)",
     )
+    serve.add_argument(
+        "--drop-after-ok",
+        type=int,
+        default=0,
+        metavar="N",
+        help="rows vanish: after N rows stored, answer ok but store nothing (default 0: never)",
+    )
     account = serve.add_argument_group(
         "account settings", "override the schema file's keys of the same names"
     )
@@ -187,6 +194,7 @@ def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
             stall_s=args.stall_s,
             late_apply_s=args.late_apply_s,
             down_after=args.down_after,
+            drop_after_ok=args.drop_after_ok,
             **parse_fault_specs(args.fault),
         )
     except ConfigError as exc:

@@ -38,6 +38,8 @@ from .http import (
     parse_request,
 )
 
+from .openapi import OPENAPI_PATHS, answer_openapi
+
 if TYPE_CHECKING:
     from .server import SandboxServer
 
@@ -233,9 +235,13 @@ class Connection(Output):
             # admin calls (stats, health, faults) are not traffic: a test that counts the
             # requests the importer made must not count its own look at the counters
             stats.requests += 1
-        stats.by_path[path if kind is not None or path.startswith("/_sandbox/") else "<other>"] += 1
+        known = kind is not None or path.startswith("/_sandbox/") or path in OPENAPI_PATHS
+        stats.by_path[path if known else "<other>"] += 1
         close = not req.keep_alive
         after = CLOSE if close else KEEP
+        if path in OPENAPI_PATHS:
+            self._openapi(req, close)
+            return
         if kind is None:
             if path in ADMIN_PATHS:
                 self._admin(req, close)
@@ -369,6 +375,22 @@ class Connection(Output):
         self.queue(data)
         self.closed = True
         self._start_drain(exc.remaining)
+
+    def _openapi(self, req: Request, close: bool) -> None:
+        """An Open API call: the account's limits (shared with the import API), then the
+        answer (``openapi.answer_openapi``). No fault is drawn for it."""
+        srv = self.srv
+        if req.method == "GET":
+            refused = srv.admit()
+            if refused is not None:
+                extra = b"Retry-After: %d\r\n" % refused[0]
+                self._reply(429, refused[1], close, content_type=TEXT_TYPE, extra=extra)
+                return
+        status, body = answer_openapi(
+            req.path, req.method, req.query, req.headers, srv.schema, srv.store
+        )
+        extra = b"Allow: GET\r\n" if status == 405 else b""
+        self._reply(status, body, close, extra=extra)
 
     def _admin(self, req: Request, close: bool) -> None:
         status, body, extra = self.srv.admin(req)

@@ -106,6 +106,9 @@ class Faults:
     #: an outage: after this many API requests (0: never), every request is answered HTTP
     #: 503, nothing stored, until the faults are set again (``Sandbox.set_faults``)
     down_after: int = 0
+    #: rows vanish: after this many rows stored (0: never), every later row is checked and
+    #: answered as usual (errcode 0) but not stored, until the faults are set again
+    drop_after_ok: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "latency_ms", parse_latency(self.latency_ms))
@@ -124,10 +127,10 @@ class Faults:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"{name} {value!r} must be a number of seconds >= 0")
-        if isinstance(self.down_after, bool) or not isinstance(self.down_after, int):
-            raise ValueError(f"down_after {self.down_after!r} must be a number of requests")
-        if self.down_after < 0:
-            raise ValueError(f"down_after {self.down_after!r} must be a number of requests >= 0")
+        for name, unit in (("down_after", "requests"), ("drop_after_ok", "rows")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} {value!r} must be a number of {unit} >= 0")
         if not self.retry_after.strip():
             raise ValueError("retry_after must not be empty")
 
@@ -157,6 +160,8 @@ class Faults:
         out += ["--stall-s", f"{self.stall_s:g}", "--late-apply-s", f"{self.late_apply_s:g}"]
         if self.down_after:
             out += ["--down-after", str(self.down_after)]
+        if self.drop_after_ok:
+            out += ["--drop-after-ok", str(self.drop_after_ok)]
         lo, hi = self.latency_range
         if hi > 0:
             out += ["--latency-ms", f"{lo:g}-{hi:g}"]

@@ -66,6 +66,10 @@ class Sandbox:
         rate_limit_per_s: float | None = None,
         daily_quota: int | None = None,
         quota_timezone: str | None = None,
+        display_names: dict[str, str] | None = None,
+        masked_fields: list[str] | None = None,
+        searchable: list[str] | None = None,
+        openapi_keys: dict[str, str] | None = None,
     ) -> None:
         base = schema if isinstance(schema, Schema) else load_schema(schema)
         settings = {
@@ -78,6 +82,10 @@ class Sandbox:
             "rate_limit_per_s": rate_limit_per_s,
             "daily_quota": daily_quota,
             "quota_timezone": quota_timezone,
+            "display_names": display_names,
+            "masked_fields": masked_fields,
+            "searchable": searchable,
+            "openapi_keys": openapi_keys,
         }
         changes = {k: v for k, v in settings.items() if v is not None}
         self.schema = base.replace(**changes) if changes else base
@@ -125,6 +133,16 @@ class Sandbox:
     def secret(self) -> str:
         """The first accepted secret."""
         return self.schema.secret
+
+    @property
+    def access_key(self) -> str:
+        """The Open API's first accepted access-key (``openapi_keys``)."""
+        return next(iter(self.schema.openapi_keys))
+
+    @property
+    def access_secret(self) -> str:
+        """The accessKeySecret of ``access_key``."""
+        return self.schema.openapi_keys[self.access_key]
 
     # -- reading the store ------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from ..errors import ConfigError, ConfigProblem
+from ..opensign import key_problem
 from ..protocol import IMPORT_PATH, KINDS, QUOTA_TIMEZONE, SIGNED_PATHS
 
 #: The property types the contract knows.
@@ -65,7 +66,15 @@ _KEYS = (
     "rate_limit_per_s",
     "daily_quota",
     "quota_timezone",
+    "openapi_keys",
+    "display_names",
+    "masked_fields",
+    "searchable",
 )
+
+#: The Open API's demo access-key and accessKeySecret (16 bytes: AES-128), like the demo SECRET.
+DEMO_ACCESS_KEY = "demo-access-key"
+DEMO_ACCESS_SECRET = "0123456789abcdef"
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,16 @@ class Schema:
     daily_quota: int = 0
     #: the time zone of the account's day (``daily_quota`` and the per-day stats)
     quota_timezone: str = DEFAULT_QUOTA_TIMEZONE
+    #: Open API: accepted access-keys and their accessKeySecrets
+    openapi_keys: Mapping[str, str] = field(
+        default_factory=lambda: {DEMO_ACCESS_KEY: DEMO_ACCESS_SECRET}
+    )
+    #: Open API: each property's display name (``name``; absent: the property name)
+    display_names: Mapping[str, str] = field(default_factory=dict)
+    #: Open API: properties shown masked (``138****8000``)
+    masked_fields: tuple[str, ...] = ()
+    #: Open API: properties usable as ``searchField`` (``searchType: 1``); empty: the primary keys
+    searchable: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems = _problems(self.to_dict())
@@ -114,7 +133,10 @@ class Schema:
             f"batch_errors={self.batch_errors!r}, max_batch_rows={self.max_batch_rows}, "
             f"max_body_bytes={self.max_body_bytes}, error_http_status={self.error_http_status}, "
             f"too_big={self.too_big!r}, rate_limit_per_s={self.rate_limit_per_s:g}, "
-            f"daily_quota={self.daily_quota}, quota_timezone={self.quota_timezone!r})"
+            f"daily_quota={self.daily_quota}, quota_timezone={self.quota_timezone!r}, "
+            f"openapi_keys=<{len(self.openapi_keys)} hidden>, "
+            f"display_names={dict(self.display_names)!r}, masked_fields={self.masked_fields!r}, "
+            f"searchable={self.searchable!r})"
         )
 
     def replace(self, **changes: Any) -> Schema:
@@ -156,6 +178,10 @@ class Schema:
             "rate_limit_per_s": self.rate_limit_per_s,
             "daily_quota": self.daily_quota,
             "quota_timezone": self.quota_timezone,
+            "openapi_keys": dict(self.openapi_keys),
+            "display_names": dict(self.display_names),
+            "masked_fields": list(self.masked_fields),
+            "searchable": list(self.searchable),
         }
 
     def to_yaml(self) -> str:
@@ -205,7 +231,20 @@ class Schema:
             rate_limit_per_s=float(data.get("rate_limit_per_s") or 0),
             daily_quota=data.get("daily_quota") or 0,
             quota_timezone=data.get("quota_timezone", DEFAULT_QUOTA_TIMEZONE),
+            openapi_keys=dict(data.get("openapi_keys", {DEMO_ACCESS_KEY: DEMO_ACCESS_SECRET})),
+            display_names=dict(data.get("display_names") or {}),
+            masked_fields=tuple(data.get("masked_fields") or ()),
+            searchable=tuple(data.get("searchable") or ()),
         )
+
+    @property
+    def search_fields(self) -> tuple[str, ...]:
+        """The properties the Open API can search by (``searchable``, else the primary keys)."""
+        return self.searchable or self.primary_keys
+
+    def display_name(self, prop: str) -> str:
+        """A property's display name in the Open API's answers."""
+        return self.display_names.get(prop, prop)
 
 
 def env_secrets(env: Mapping[str, str]) -> list[str]:
@@ -356,7 +395,32 @@ def _problems(data: dict[str, Any]) -> list[ConfigProblem]:
         if data.get("import_path", IMPORT_PATH) in merged.values():
             add(ConfigProblem("import_path", "is also the path of a signed call (paths)"))
     _account_problems(data, add)
+    _openapi_problems(data, add)
     return out
+
+
+def _openapi_problems(data: dict[str, Any], add: Callable[[ConfigProblem], None]) -> None:
+    """The problems of the Open API keys (``openapi_keys``, ``display_names``...)."""
+    keys = data.get("openapi_keys", {})
+    if keys is None or not isinstance(keys, Mapping):
+        add(ConfigProblem("openapi_keys", "must be a mapping of access-key to accessKeySecret"))
+    else:
+        for key, secret in keys.items():
+            if not _is_name(key) or not _is_name(secret):
+                add(ConfigProblem(f"openapi_keys.{key}", "access-key and secret must be strings"))
+            elif (problem := key_problem(secret)) is not None:
+                add(ConfigProblem(f"openapi_keys.{key}", f"the accessKeySecret {problem}"))
+    names = data.get("display_names", {})
+    if names is not None and (
+        not isinstance(names, Mapping) or not all(map(_is_name, names.values()))
+    ):
+        add(ConfigProblem("display_names", "must be a mapping of property to display name"))
+    for key in ("masked_fields", "searchable"):
+        value = data.get(key, [])
+        if value is not None and (
+            not isinstance(value, list | tuple) or not all(map(_is_name, value))
+        ):
+            add(ConfigProblem(key, "must be a list of property names"))
 
 
 def _account_problems(data: dict[str, Any], add: Callable[[ConfigProblem], None]) -> None:

@@ -84,6 +84,8 @@ class SandboxServer:
         """Replace the faults; the draw restarts from the new seed (attempt counts from 1)."""
         self.faults = faults
         self.plan = FaultPlan(faults)
+        #: rows stored since the faults were set (``drop_after_ok`` counts them)
+        self.kept = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen; returns the bound port."""
@@ -172,7 +174,7 @@ class SandboxServer:
             if obj is not None:
                 stats.items_received += 1
                 stats.today["items"] += 1
-            if code is ErrCode.OK and not debug and obj is not None:
+            if code is ErrCode.OK and not debug and obj is not None and self._keep(1):
                 try:
                     self.store.apply(kind, obj)
                     stats.items_stored += 1
@@ -208,6 +210,8 @@ class SandboxServer:
                 return 413, TOO_BIG_BODY, TEXT_TYPE
             code, message = result.code, result.message
             valid = result.valid
+            if valid and not debug:
+                valid = valid[: self._keep(len(valid))]
             if valid and not debug and result.kind is not None:
                 try:
                     self.store.apply_items(result.kind, valid, result.event)
@@ -218,6 +222,17 @@ class SandboxServer:
         if code is ErrCode.OK:
             return 200, OK_BODY, JSON_TYPE
         return schema.error_http_status, response_body(code, message), JSON_TYPE
+
+    def _keep(self, rows: int) -> int:
+        """How many of ``rows`` accepted rows to store: all, or under ``drop_after_ok`` those
+        still within its count (the others are answered ok and dropped: counted in
+        ``by_fault["drop_after_ok"]``)."""
+        limit = self.faults.drop_after_ok
+        keep = rows if not limit else max(0, min(rows, limit - self.kept))
+        self.kept += keep
+        if keep < rows:
+            self.stats.by_fault["drop_after_ok"] += rows - keep
+        return keep
 
     def admit(self) -> tuple[int, bytes] | None:
         """The account's limits, asked once per API request before anything else: None, or

@@ -163,6 +163,42 @@ class Store:
         e = self._db.execute("SELECT count(*) FROM events").fetchone()[0]
         return c, e
 
+    def search(
+        self, prop: str | None, value: str, offset: int, limit: int
+    ) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
+        """Customers whose ``prop`` equals ``value`` (as its key text; ``prop`` None: every
+        customer), oldest first: ``(total, [(id, properties)...])`` of the page at ``offset``."""
+        if prop is None:
+            total = self._db.execute("SELECT count(*) FROM customers").fetchone()[0]
+            rows = self._db.execute(
+                "SELECT id, properties FROM customers ORDER BY id LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+            return total, [(cid, json.loads(text)) for cid, text in rows]
+        if prop in self.primary_keys:
+            ids = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT customer_id FROM customer_keys WHERE property = ? AND value = ? "
+                    "ORDER BY customer_id",
+                    (prop, value),
+                )
+            ]
+            found = []
+            for cid in ids:
+                row = self._db.execute(
+                    "SELECT properties FROM customers WHERE id = ?", (cid,)
+                ).fetchone()
+                if row is not None:
+                    found.append((cid, json.loads(row[0])))
+        else:
+            found = []
+            for cid, text in self._db.execute("SELECT id, properties FROM customers ORDER BY id"):
+                props = json.loads(text)
+                if prop in props and key_text(props[prop]) == value:
+                    found.append((cid, props))
+        return len(found), found[offset : offset + limit]
+
     def _keys(self, props: dict[str, Any]) -> list[tuple[str, str]]:
         return [
             (k, key_text(props[k]))
