@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         run,
         source,
         validate,
+        verify,
     )
     from .client import SDK, Client
     from .config import Config
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     )
     from .outcomes import Status
     from .plan import OUTCOME_SCHEMA, outcomes_of
+    from .readback import VerifySummary
     from .report import RunSummary
 
 __version__ = "0.1.0"
@@ -70,6 +72,7 @@ __all__ = [
     "RunSummary",
     "Status",
     "UsageError",
+    "VerifySummary",
     "arun",
     "list_runs",
     "load_config",
@@ -80,6 +83,7 @@ __all__ = [
     "run",
     "source",
     "validate",
+    "verify",
 ]
 
 #: the module that defines each public name that is not an exception (those are ``.errors``'s)
@@ -93,6 +97,8 @@ _HOMES = {
     "list_runs": ".api",
     "quota_today": ".api",
     "load_config": ".api",
+    "verify": ".api",
+    "VerifySummary": ".readback",
     "Config": ".config",
     "RunSummary": ".report",
     "Status": ".outcomes",

@@ -50,6 +50,7 @@ from .pipeline import ProgressFn, Run
 from .previewer import Preview
 from .previewer import preview as _preview
 from .quota import QuotaToday, requests_today
+from .readback import VerifySummary, verify_run
 from .report import (
     RESULT_SUFFIXES,
     RunSummary,
@@ -69,6 +70,7 @@ __all__ = [
     "run",
     "source",
     "validate",
+    "verify",
 ]
 
 log = logging.getLogger("importer")
@@ -391,6 +393,35 @@ def retry(
         ),
         notify,
     )
+
+
+def verify(
+    config: ConfigLike,
+    run_id: str,
+    *,
+    sample: int,
+    min_match: float = 0.99,
+    overrides: dict[str, Any] | None = None,
+    report_dir: str | Path | None = None,
+    ledger: str | Path | None = None,
+) -> VerifySummary:
+    """Read ``sample`` of the rows run ``run_id`` reported ``ok`` back through the Open API
+    and compare them with what was sent (docs/verify.md); writes ``verify.csv`` in the run's
+    report folder (under ``report_dir``, else ``report.dir``). ``summary.exit_code`` is 9 when
+    the share found as sent is below ``min_match``.
+
+    Raises ``UsageError`` (exit 2) for a job that is not of kind user, an unknown run, a
+    changed input file or no searchable primary key; ``ConfigError`` (exit 2) for the Open
+    API's keys missing from the environment; ``QuotaError`` (exit 2) when the look-ups do not
+    fit in what is left of the daily quota; ``OpenApiForbidden`` (exit 3) for HTTP 403."""
+    if sample < 1:
+        raise UsageError(f"sample must be at least 1, got {sample}")
+    if not 0.0 <= min_match <= 1.0:
+        raise UsageError(f"min_match must be between 0 and 1, got {min_match}")
+    cfg, config_path = _resolve(config, overrides)
+    cfg = _placed(cfg, config_path, report_dir, ledger, needs_ledger=False)
+    root = Path(report_dir) if report_dir else Path(cfg.report.dir)
+    return verify_run(cfg, root, str(run_id), sample=sample, min_match=min_match)
 
 
 # -- helpers -----------------------------------------------------------------------------------

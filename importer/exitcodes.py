@@ -17,6 +17,7 @@ docs/exit-codes.md says what each means and what cron or systemd should do about
 7    the input is incomplete (``input.ready``, a cut last record, ``input.min_rows``,
      ``input.min_size_ratio``): refused before anything was sent
 8    held by a guard (``guard:``): a plan file says what tripped; nothing was sent
+9    ``verify``: the share of sampled rows found as sent is below ``--min-match``
 130  stopped by SIGINT (Ctrl-C); 143 by SIGTERM: 128 + the signal number; run again
 ==== ================================================================================
 
@@ -47,6 +48,9 @@ DISK_FULL = 6
 INPUT_INCOMPLETE = 7
 #: a guard held the run (its plan file says what tripped): nothing sent
 HELD = 8
+#: ``dmimport verify`` (or ``run`` with ``verify.sample``): the matched share of the sample
+#: is below ``--min-match`` (``verify.min_match``)
+VERIFY_BELOW = 9
 #: a run stopped by signal N exits 128 + N (the shell's convention): 130 for SIGINT, 143 for
 #: SIGTERM (``for_signal``)
 SIGNAL_BASE = 128

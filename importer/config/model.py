@@ -19,6 +19,7 @@ from .base import StrictModel, did_you_mean
 from .columns import CREATE_TIME, ColumnSpec
 from .job import EVENT_NAME_PLACEHOLDER, Job
 from .notify import NotifyHook
+from .readback import OpenApiOptions, VerifyOptions
 from .target import Target
 
 
@@ -115,6 +116,8 @@ class Config(StrictModel):
     state: StateOptions = StateOptions()
     #: webhooks told about each run (``importer.notify``; docs/notify.md)
     notify: list[NotifyHook] = Field(default_factory=list)
+    openapi: OpenApiOptions = OpenApiOptions()
+    verify: VerifyOptions = VerifyOptions()
 
     @model_validator(mode="before")
     @classmethod

@@ -37,7 +37,6 @@ from .http import (
     http_response,
     parse_request,
 )
-
 from .openapi import OPENAPI_PATHS, answer_openapi
 
 if TYPE_CHECKING:

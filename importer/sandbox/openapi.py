@@ -4,9 +4,10 @@
   ``{"fieldName", "sn", "name", "searchType", "sortType"}`` (``fieldName`` and ``sn`` are the
   property's name; ``name`` its display name, schema ``display_names``; ``searchType`` 1 for a
   property of ``searchable``, by default the primary keys, else 0).
-- ``GET /open-api/v1/contact/contactPageList?customerType=4&pageNo=1&pageSize=N&searchField=SN&searchValue=V``:
-  the customers whose property ``SN`` equals ``V`` (exactly, as the store compares keys), oldest
-  first, each a map from display name to value plus ``customerId``; the properties of
+- ``GET /open-api/v1/contact/contactPageList`` (``?customerType=4&pageNo=1&pageSize=N``
+  ``&searchField=SN&searchValue=V``): the customers whose property ``SN`` equals ``V``
+  (exactly, as the store compares keys), oldest first, each a map from display name to value
+  plus ``customerId``; the properties of
   ``masked_fields`` come back masked (``138****8000``).
 
 Every call needs the headers ``access-key`` (a key of the schema's ``openapi_keys``) and

@@ -1,0 +1,155 @@
+"""Which rows a verify looks up, and what the run sent for them.
+
+- ``run_folder``: the run's report folder (``<report dir>/<job>-<run id>``) and its
+  ``summary.json``; a run that sent nothing (``--dry-run``, debug mode) is refused.
+- ``pick``: from the run's results file, the rows reported ``ok``, the last one of each
+  customer only (a later row of the same customer overwrites the earlier one's values, so only
+  the last can be compared), then ``n`` of them spread evenly over the run's rows in file order
+  (deterministic: the same run gives the same sample).
+- ``sent_values``: what was sent for those rows, by mapping them again from the input files,
+  found by their lines, with the run's own config. The run records no values (the ledger
+  keeps hashes only, the results file the identity only), and keeping every value sent would
+  put all the customer data in the report folder; re-reading is exact as long as the file is
+  the one the run read, which its recorded size and SHA-256 prove (else ``UsageError``: the
+  lines would be other rows).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import Config
+from ..errors import UsageError
+from ..load import iter_batches, open_source
+from ..map import Mapper
+from ..report import RESULT_SUFFIXES, file_fingerprint, read_results
+
+__all__ = ["RunFolder", "SampleRow", "pick", "run_folder", "sent_values"]
+
+
+@dataclass(frozen=True)
+class SampleRow:
+    """A row the run reported ``ok``: where it is and whose it is."""
+
+    file: str
+    line: int
+    identity: str
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run's report folder, its results file and what its ``summary.json`` says."""
+
+    path: Path
+    results: Path
+    summary: dict[str, Any]
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        files = self.summary.get("files")
+        return [f for f in files if isinstance(f, dict)] if isinstance(files, list) else []
+
+
+def run_folder(report_root: Path, job: str, run_id: str) -> RunFolder:
+    """The report folder of run ``run_id`` of ``job``; ``UsageError`` when there is none, it
+    has no results file, or the run sent nothing."""
+    path = report_root / f"{job}-{run_id}"
+    if not path.is_dir():
+        raise UsageError(
+            f"no report folder for run {run_id} of job {job}: {path} does not exist "
+            "(`dmimport runs CONFIG` lists the job's runs; --report-dir if its reports went "
+            "elsewhere)"
+        )
+    results = next(
+        (path / f"results{s}" for s in RESULT_SUFFIXES if (path / f"results{s}").is_file()), None
+    )
+    if results is None:
+        raise UsageError(f"run {run_id} has no results file in {path}: nothing to verify")
+    try:
+        summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = {}
+    if not isinstance(summary, dict):
+        summary = {}
+    mode = summary.get("mode")
+    if mode not in (None, "send"):
+        raise UsageError(
+            f"run {run_id} was a {mode} run: it stored nothing, so there is nothing to verify"
+        )
+    return RunFolder(path, results, summary)
+
+
+def pick(folder: RunFolder, n: int, encoding: str | None = None) -> tuple[list[SampleRow], int]:
+    """``(sample, candidates)``: ``n`` rows spread over the run's last ``ok`` row of each
+    customer (``candidates`` of them), in file order."""
+    last: dict[str, SampleRow] = {}
+    order: dict[str, int] = {}
+    for i, r in enumerate(read_results(folder.results, encoding)):
+        if r.status == "ok":
+            last[r.identity] = SampleRow(r.file, r.line, r.identity)
+            order[r.identity] = i
+    rows = sorted(last.values(), key=lambda r: order[r.identity])
+    if n >= len(rows):
+        return rows, len(rows)
+    picked = [rows[int((k + 0.5) * len(rows) / n)] for k in range(n)]
+    return picked, len(rows)
+
+
+def _check_unchanged(folder: RunFolder, path: str) -> None:
+    recorded = {str(f.get("path")): f for f in folder.files}
+    was = recorded.get(str(Path(path).resolve()))
+    if was is None or not was.get("sha256"):
+        return  # not recorded (an older run): nothing to compare with
+    try:
+        same = Path(path).stat().st_size == was.get("size")
+        same = same and file_fingerprint(Path(path))["sha256"] == was["sha256"]
+    except OSError:
+        return  # missing or unreadable: reading it says so
+    if not same:
+        raise UsageError(
+            f"{path} changed since the run read it (its size or contents differ): its lines "
+            "are no longer the rows the run sent, so nothing can be compared. Verify right "
+            "after the run (verify.sample in the config does), or put back the file it read"
+        )
+
+
+def sent_values(
+    config: Config, folder: RunFolder, rows: Sequence[SampleRow]
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """The properties the run sent for each of ``rows``, by (file, line), mapped again from
+    the input files. A row that no longer maps (a changed file) is left out."""
+    wanted: dict[str, set[int]] = {}
+    for r in rows:
+        wanted.setdefault(r.file, set()).add(r.line)
+    mapper = Mapper(config)
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for file, lines in wanted.items():
+        _check_unchanged(folder, file)
+        source = open_source(Path(file), config.input)
+        batches = iter_batches(source, config.input, config.source_columns())
+        left = set(lines)
+        try:
+            for batch in batches:
+                hit = np.isin(batch.lines, np.fromiter(left, dtype=np.int64, count=len(left)))
+                if hit.any():
+                    mapped = mapper.map(batch, build_bodies=True)
+                    assert mapped.items is not None
+                    for i in np.flatnonzero(hit & mapped.ok).tolist():
+                        line = int(batch.lines[i])
+                        item = mapped.items[i]
+                        if item is not None:
+                            out[(file, line)] = json.loads(bytes(item))
+                            left.discard(line)
+                if not left:
+                    break
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+    return out
