@@ -50,7 +50,7 @@ from .pipeline import ProgressFn, Run
 from .previewer import Preview
 from .previewer import preview as _preview
 from .quota import QuotaToday, requests_today
-from .readback import VerifySummary, verify_run
+from .readback import VerifySummary, verify_after_run, verify_ready, verify_run
 from .report import (
     RESULT_SUFFIXES,
     RunSummary,
@@ -159,6 +159,10 @@ def run(
     cfg, config_path = _resolve(config, overrides)
     keeps_ledger = not dry_run and cfg.state.enabled and not cfg.target.debug
     cfg = _placed(cfg, config_path, report_dir, ledger, needs_ledger=keeps_ledger)
+    verifies = bool(cfg.verify.sample) and not dry_run and not cfg.target.debug
+    if verifies:
+        verify_ready(cfg)  # the Open API's keys, before a row is sent
+    root = Path(report_dir) if report_dir else Path(cfg.report.dir)
     return _notified(
         cfg,
         lambda: Run(
@@ -176,6 +180,7 @@ def run(
             within_quota=within_quota,
         ),
         notify and not dry_run,
+        (lambda summary: verify_after_run(cfg, summary, root)) if verifies else None,
     )
 
 
@@ -530,13 +535,21 @@ def _file_list(files: FilesLike) -> list[str | Source]:
     return as_inputs(files)
 
 
-def _notified(cfg: Config, make: Callable[[], Run], notify: bool) -> RunSummary:
-    """The ``Run`` ``make`` makes, executed outside any event loop; then ``notify:``'s
+def _notified(
+    cfg: Config,
+    make: Callable[[], Run],
+    notify: bool,
+    after: Callable[[RunSummary], None] | None = None,
+) -> RunSummary:
+    """The ``Run`` ``make`` makes, executed outside any event loop; then ``after`` (the
+    read-back of ``verify.sample``, which may change the exit code); then ``notify:``'s
     webhooks told about it (its summary, or the error it raised; not a KeyboardInterrupt of
     the caller's). Telling them never changes what the run returns or raises: a failure is
     a warning (``importer.notify``)."""
     try:
         summary = _outside_loop(make().execute)
+        if after is not None:
+            after(summary)
     except Exception as exc:
         if notify and cfg.notify:
             _tell(notify_error, cfg, exc)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, exitcodes
+from . import __version__, cli_verify, exitcodes
 from .errors import ConfigError, DmImportError, Interrupted, NothingToRetry, UsageError
 from .protocol import KINDS
 from .secrets import is_secret_key, redact
@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", help="platform base URL (target.base_url)")
     p.add_argument("--no-notify", action="store_true", help="tell none of the notify: webhooks")
 
+    cli_verify.add_parser(sub)
     sub.add_parser(
         "sandbox",
         help="run the local sandbox server (dmimport sandbox --help for its options)",
@@ -250,6 +251,8 @@ def render_summary(
         lines.append("  top reasons:")
         for r in d["top_reasons"]:
             lines.append(f"    {r['rows']:>8,}  {r['reason']}  (e.g. {r['example']})")
+    if v := d.get("verify"):
+        lines.append(f"  verify    {v.get('error') or cli_verify.verified(v)}")
     if d["aborted"]:
         lines.append(f"  ABORTED: {d['aborted']}")
     if d.get("interrupted"):
@@ -651,16 +654,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args, dry_run=args.dry_run)
         if args.command == "validate":
             return _cmd_run(args, dry_run=True)
-        if args.command == "check-config":
-            return _cmd_check_config(args)
-        if args.command == "init":
-            return _cmd_init(args)
-        if args.command == "preview":
-            return _cmd_preview(args)
-        if args.command == "runs":
-            return _cmd_runs(args)
-        if args.command == "retry":
-            return _cmd_retry(args)
+        simple = {"check-config": _cmd_check_config, "init": _cmd_init, "preview": _cmd_preview}
+        simple.update(runs=_cmd_runs, retry=_cmd_retry, verify=cli_verify.cmd_verify)
+        if args.command in simple:
+            return simple[args.command](args)
     except NothingToRetry as exc:  # not a failure: say so, and exit 0
         if getattr(args, "json", False):  # what a script piping --json into jq can read
             said = {"exit_code": exitcodes.for_exception(exc), "nothing_to_retry": str(exc)}

@@ -6,7 +6,7 @@ stored values with the sent ones (``compare``), writing ``verify.csv`` beside th
 ``importer.verify`` is the entry point that takes a config path or ``Config``.
 """
 
-from .check import VERIFY_COLUMNS, VerifySummary, verify_run
+from .check import VERIFY_COLUMNS, VerifySummary, verify_after_run, verify_ready, verify_run
 from .compare import MASKED, MATCHED, MISMATCHED, NOT_FOUND, compare_contact
 from .sample import SampleRow, pick, run_folder, sent_values
 
@@ -22,5 +22,7 @@ __all__ = [
     "pick",
     "run_folder",
     "sent_values",
+    "verify_after_run",
+    "verify_ready",
     "verify_run",
 ]

@@ -23,20 +23,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import exitcodes
 from ..atomic import finish_atomic, private_opener, temp_path
 from ..config import Config
-from ..errors import QuotaError, UsageError
+from ..errors import ConfigError, ConfigProblem, DmImportError, QuotaError, UsageError
 from ..ledger import Ledger, account_of, ledger_path, quota_day, utc_now
-from ..openapi import FieldInfo, OpenApiClient
+from ..report import RunSummary
 from ..report.files import writing
 from ..report.masking import PiiMask
 from .compare import MASKED, MATCHED, MISMATCHED, NOT_FOUND, compare_contact
 from .sample import SampleRow, pick, run_folder, sent_values
 
-__all__ = ["VERIFY_COLUMNS", "VerifySummary", "verify_run"]
+if TYPE_CHECKING:  # ``importer.openapi`` loads ``requests``: only when a verify runs
+    from ..openapi import FieldInfo, OpenApiClient
+
+__all__ = ["VERIFY_COLUMNS", "VerifySummary", "verify_after_run", "verify_ready", "verify_run"]
 
 log = logging.getLogger("importer.verify")
 
@@ -252,6 +255,8 @@ def verify_run(
     summary.candidates = candidates
     if not rows:
         return summary
+    from ..openapi import OpenApiClient
+
     sent = sent_values(config, folder, rows)
     quota = _Quota(config, clock)
     try:
@@ -308,3 +313,46 @@ def _look_up(
     summary.search_fields = [k for k, _ in keys]
     summary.path = _write_csv(folder / "verify.csv", out, config.report.encoding)
     return summary
+
+
+def verify_ready(config: Config) -> None:
+    """Before a run with ``verify.sample`` sends anything: ``ConfigError`` when the job cannot
+    be verified (not of kind user) or the Open API's keys are not in the environment."""
+    if config.job.kind != "user":
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "verify.sample",
+                    f"only a job of kind user can be verified, this one is {config.job.kind}",
+                    "remove verify.sample (events and deletes cannot be read back)",
+                )
+            ]
+        )
+    from ..openapi import OpenApiClient
+
+    OpenApiClient.from_env(config).close()
+
+
+def verify_after_run(config: Config, summary: RunSummary, report_root: Path) -> None:
+    """``verify.sample``: verify the run that made ``summary`` and record what was found in
+    it (``summary.verify``, its ``summary.json``). A run that exited 0 takes the verify's
+    exit code (9 below ``verify.min_match``; an error's own, e.g. 3 for HTTP 403); a run
+    that already failed keeps its code. A dry or debug run is not verified."""
+    if summary.mode != "send" or summary.report_dir is None:
+        return
+    opts = config.verify
+    try:
+        found = verify_run(
+            config, report_root, summary.run_id, sample=opts.sample, min_match=opts.min_match
+        )
+    except DmImportError as exc:
+        log.error("verify after the run could not be done: %s", exc)
+        summary.verify = {"error": str(exc), "exit_code": exitcodes.for_exception(exc)}
+        code = exitcodes.for_exception(exc)
+    else:
+        summary.verify = found.to_dict()
+        code = found.exit_code
+    if summary.exit_code == exitcodes.OK and code != exitcodes.OK:
+        summary.exit_code = code
+        summary.verify["run_exit_code"] = exitcodes.OK
+    summary.write(summary.report_dir)

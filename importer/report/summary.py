@@ -118,6 +118,9 @@ class RunSummary:
     #: why the run was refused before reading any row for sending (an incomplete input:
     #: ``importer.ready``, exit code 7); None for a run that was not
     refused: str | None = None
+    #: ``verify.sample``: what the read-back after the run found (``VerifySummary.to_dict``),
+    #: or ``{"error": ..., "exit_code": ...}`` when it could not run; None: not verified
+    verify: dict[str, Any] | None = None
 
     @property
     def rows_per_s(self) -> float:
@@ -154,6 +157,7 @@ class RunSummary:
             "rejects": [str(p) for p in self.rejects_paths],
             "rejects_reasons": str(self.reasons_path) if self.reasons_path else None,
             "quota": self.quota,
+            "verify": self.verify,
         }
 
     def write(self, run_dir: Path) -> Path:
