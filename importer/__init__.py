@@ -44,6 +44,8 @@ if TYPE_CHECKING:
         LoadError,
         LockedError,
         NothingToRetry,
+        OpenApiError,
+        OpenApiForbidden,
         QuotaError,
         UsageError,
     )
@@ -68,6 +70,8 @@ __all__ = [
     "LoadError",
     "LockedError",
     "NothingToRetry",
+    "OpenApiError",
+    "OpenApiForbidden",
     "QuotaError",
     "RunSummary",
     "Status",

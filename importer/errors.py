@@ -16,6 +16,9 @@
     │                             code 2)
     ├── QuotaError                the run's plan does not fit in what is left of the daily
     │                             quota; nothing was sent (exit code 2)
+    ├── OpenApiError              read-back: the Open API kept failing or answered an error
+    │   │                         (exit code 3)
+    │   └── OpenApiForbidden      HTTP 403: the access-key, sign or IP was refused (exit code 3)
     ├── DiskFullError             no space left on the disk of the ledger or the report: the
     │                             run stopped, what was sent is recorded (exit code 6)
     └── InputIncomplete           an input file looks incomplete (``input.ready``, a cut last
@@ -140,6 +143,17 @@ class QuotaError(DmImportError):
     was sent. The message gives the numbers and the ways out (``importer.quota``)."""
 
     exit_code = exitcodes.USAGE
+
+
+class OpenApiError(DmImportError):
+    """Read-back (``dmimport verify``): the Open API did not answer ``{"code": 0}`` (after the
+    retries)."""
+
+    exit_code = exitcodes.ABORTED
+
+
+class OpenApiForbidden(OpenApiError):
+    """HTTP 403 ``{"code": 40003}``: the access-key, the sign, or the caller's IP is refused."""
 
 
 class DiskFullError(DmImportError):

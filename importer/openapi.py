@@ -28,9 +28,8 @@ from typing import Any
 
 import requests
 
-from . import exitcodes
 from .config import Config, RetryOptions
-from .errors import ConfigError, ConfigProblem, DmImportError
+from .errors import ConfigError, ConfigProblem, OpenApiError, OpenApiForbidden
 from .opensign import key_problem, make_sign
 from .secrets import Redactor, watch_env
 from .send.retry import backoff, parse_retry_after
@@ -50,16 +49,6 @@ FIELDS_PATH = "/open-api/v1/contact/contactFieldDetails"
 PAGE_PATH = "/open-api/v1/contact/contactPageList"
 #: ``customerType`` of contacts
 CONTACT_TYPE = 4
-
-
-class OpenApiError(DmImportError):
-    """The Open API did not answer ``{"code": 0}`` (after the retries)."""
-
-    exit_code = exitcodes.ABORTED
-
-
-class OpenApiForbidden(OpenApiError):
-    """HTTP 403 ``{"code": 40003}``: the access-key, the sign, or the caller's IP is refused."""
 
 
 @dataclass(frozen=True)

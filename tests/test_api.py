@@ -29,10 +29,12 @@ send: {concurrency: 4}
 PUBLIC = {
     "run", "arun", "validate", "preview", "retry", "list_runs", "load_config", "quota_today",
     "Config", "RunSummary", "Status", "Client", "SDK", "outcomes_of", "OUTCOME_SCHEMA", "source",
+    "verify", "VerifySummary",
 }  # fmt: skip
 EXCEPTIONS = {
     "DmImportError", "UsageError", "NothingToRetry", "ConfigError", "LoadError",
     "LockedError", "LedgerError", "DiskFullError", "Interrupted", "QuotaError", "InputIncomplete",
+    "OpenApiError", "OpenApiForbidden",
 }  # fmt: skip
 
 

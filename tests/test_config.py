@@ -226,7 +226,10 @@ def test_unknown_key_without_close_match_lists_allowed(tmp_path: Path) -> None:
     problem = only(problems_of(tmp_path, USER + "zzz: 1\n"))
     assert problem.path == "zzz"
     assert problem.message == "unknown key 'zzz'"
-    assert problem.hint == "allowed keys: target, job, columns, input, send, report, state, notify"
+    assert problem.hint == (
+        "allowed keys: target, job, columns, input, send, report, state, notify, openapi, "
+        "verify"
+    )
 
 
 def test_unknown_column_key(tmp_path: Path) -> None:
