@@ -180,14 +180,13 @@ class Run:
             for warning in self.config.target.warnings():
                 log.warning("%s", warning)
         started, t0 = datetime.now(UTC), time.perf_counter()
-        secret = self.preflight()
         job = self.config.job_name
         run_id = started.strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
         run_dir = self.report_root / f"{job}-{run_id}"
         mode = "dry-run" if self.dry_run else ("debug" if self.config.target.debug else "send")
         use_ledger = not self.dry_run and self.config.state.enabled and not self.config.target.debug
         start = RunStart(run_id, job, mode, run_dir, started, t0, [], _config_hash(self.config))
-        _refuse_incomplete(self, start, use_ledger)  # before hashing: a file may be changing
+        secret = _ready_preflight(self, start, use_ledger)  # before hashing: files may change
         make_run_dir(run_dir, str(self.config_path or ""))
         start.files.extend(_fingerprint(s) for s in self.sources)
         lock: Any = contextlib.nullcontext()
@@ -502,15 +501,20 @@ def _fingerprint(source: Source) -> dict[str, Any]:
     return file_fingerprint(source.path)
 
 
-def _refuse_incomplete(run: Run, start: RunStart, use_ledger: bool) -> None:
-    """``importer.ready``: an incomplete input refuses the run (``InputIncomplete``, exit 7),
-    its summary.json written; a retry (``only``) re-sends rows of files it checked already."""
+def _ready_preflight(run: Run, start: RunStart, use_ledger: bool) -> str | None:
+    """``run.preflight()`` between the gates of ``importer.ready``: ``input.ready`` on the
+    paths before they are opened, the rest on the opened files; an incomplete input refuses
+    the run (``InputIncomplete``, exit 7), its summary.json written. A retry (``only``)
+    re-sends rows of files it checked already: no gate."""
+    where = str(run.config_path or "")
+    if run.only is None:
+        refuse_incomplete(run.config, run.paths, start, config_source=where, use_ledger=use_ledger)
+    secret = run.preflight()
     if run.only is None:
         refuse_incomplete(
-            run.config, run.sources, run_id=start.run_id, run_dir=start.run_dir,
-            mode=start.mode, started=start.started, t0=start.t0, config_sha=start.config_sha,
-            config_source=str(run.config_path or ""), use_ledger=use_ledger,
-        )  # fmt: skip
+            run.config, run.sources, start, config_source=where, use_ledger=use_ledger
+        )
+    return secret
 
 
 def _begin(ledger: Ledger, start: RunStart, report_root: Path, resume: bool) -> RunInfo:

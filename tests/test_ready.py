@@ -4,6 +4,7 @@ sandbox over loopback."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -126,6 +127,17 @@ def test_a_cut_last_json_line_is_refused(tmp_path: Path, sb: Sandbox) -> None:
     )  # fmt: skip
 
 
+def test_a_cut_last_record_of_a_gzip_file_is_refused(tmp_path: Path, sb: Sandbox) -> None:
+    data = tmp_path / "customers.csv.gz"
+    data.write_bytes(gzip.compress(b"phone,name\n01620000001,a\n0162"))
+    out = dmimport("run", _config(tmp_path, sb.url), data, secret=sb.secret)
+    _refused(
+        out, sb,
+        f"{data}: its last record has 1 of the header's 2 fields and the file does not end "
+        "with a line break: the export looks cut off",
+    )  # fmt: skip
+
+
 def test_a_whole_last_record_without_a_final_line_break_is_sent(
     tmp_path: Path, sb: Sandbox
 ) -> None:
@@ -194,7 +206,7 @@ def _manifest(data: Path, **fields: Any) -> Path:
 
 
 def test_manifest_missing_is_refused(tmp_path: Path, sb: Sandbox) -> None:
-    data = _data(tmp_path)
+    data = write_file(tmp_path / "customers.csv", b"")  # not even a header yet: exit 7, not 2
     out = dmimport("run", _config(tmp_path, sb.url, ready="manifest"), data, secret=sb.secret)
     _refused(
         out, sb,
@@ -286,6 +298,21 @@ def test_a_fresh_file_is_sent_once_it_stayed_unchanged(
     assert waited >= 1.0  # it waited for the file's 1.5 quiet seconds
 
 
+def test_a_file_still_empty_when_the_run_starts_is_waited_for_not_refused_as_empty(
+    tmp_path: Path, sb: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_file(tmp_path / "customers.csv", b"")  # the exporter has only created it
+    config = importer.load_config(_config(tmp_path, sb.url, ready={"stable_for_s": 1}))
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    writer = threading.Timer(0.5, lambda: _data(tmp_path))
+    writer.start()
+    try:
+        summary = importer.run(config, [data])
+    finally:
+        writer.join()
+    assert summary.exit_code == 0 and summary.counts["ok"] == 20
+
+
 @pytest.fixture
 def growing(tmp_path: Path) -> Iterator[Path]:
     """A file a writer appends a record to every 0.1 s until the test ends."""
@@ -339,6 +366,7 @@ def test_validate_refuses_and_preview_warns(tmp_path: Path, sb: Sandbox) -> None
     out = dmimport("validate", config, data)
     assert out.returncode == 7
     assert out.stderr.splitlines()[0] == f"error: {problem}; nothing was sent"
+    assert not (tmp_path / "state").exists()  # a dry run records nothing in a ledger
     got = importer.preview(config, data)
     assert got.incomplete == problem
     assert render_preview(got).splitlines()[2] == (

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,8 @@ from ..config import Config
 from ..errors import InputIncomplete
 from ..ledger import Ledger, ledger_path
 from ..load import Source, StableFor
-from .manifest import manifest_path, manifest_problem
+from ..outputs import RunStart
+from .manifest import manifest_path, manifest_problem, manifest_rows_problem
 from .refusal import light_fingerprints, record_refusal
 from .stable import unstable
 from .tail import count_rows, cut_record
@@ -36,9 +36,11 @@ from .tail import count_rows, cut_record
 __all__ = [
     "InputIncomplete",
     "check_inputs",
+    "content_problems",
     "light_fingerprints",
     "manifest_path",
     "previous_input",
+    "ready_problems",
     "record_refusal",
     "refuse_incomplete",
 ]
@@ -64,6 +66,53 @@ def previous_input(config: Config) -> list[dict[str, Any]] | None:
     return None
 
 
+def ready_problems(
+    config: Config,
+    paths: Sequence[Path],
+    *,
+    wait: bool = True,
+    sleep: Callable[[float], None] | None = None,
+) -> dict[Path, str]:
+    """``input.ready`` on the files at ``paths``, before they are opened (a file still being
+    written may not even have its header yet): ``stable_for_s`` waits, ``manifest`` checks
+    the marker or the manifest's ``bytes`` and ``sha256`` (its ``rows``: ``content_problems``).
+    Each file not ready, with why."""
+    ready = config.input.ready
+    if isinstance(ready, StableFor):
+        kwargs: dict[str, Any] = {"wait": wait} if sleep is None else {"wait": wait, "sleep": sleep}
+        return unstable(paths, ready.stable_for_s, **kwargs)
+    problems: dict[Path, str] = {}
+    if ready == "manifest":
+        for path in paths:
+            if (problem := manifest_problem(path)) is not None:
+                problems[path] = problem
+    return problems
+
+
+def content_problems(
+    config: Config, sources: Sequence[Source], *, previous: list[dict[str, Any]] | None = None
+) -> dict[Path, str]:
+    """The gates on the opened files of ``sources``: a manifest's ``rows``, a cut last
+    record, ``min_size_ratio`` against ``previous`` (``previous_input``), ``min_rows``. Each
+    file that fails one, with the first it failed."""
+    options = config.input
+    files = [s for s in sources if s.frame is None]
+    sizes = _size_problems(files, previous, options.min_size_ratio)
+    problems: dict[Path, str] = {}
+    for source in files:
+        rows = functools.cache(functools.partial(count_rows, source, options))
+        problem = None
+        if options.ready == "manifest":
+            problem = manifest_rows_problem(source.path, rows)
+        problem = problem or cut_record(source, options)
+        problem = problem or sizes.get(source.path)
+        if problem is None and options.min_rows is not None and rows() < options.min_rows:
+            problem = _rows_problem(rows(), options.min_rows)
+        if problem is not None:
+            problems[source.path] = problem
+    return problems
+
+
 def check_inputs(
     config: Config,
     sources: Sequence[Source],
@@ -72,60 +121,44 @@ def check_inputs(
     wait: bool = True,
     sleep: Callable[[float], None] | None = None,
 ) -> None:
-    """Raise ``InputIncomplete`` naming every file of ``sources`` that looks incomplete.
+    """Raise ``InputIncomplete`` naming every file of ``sources`` that looks incomplete (both
+    stages: ``ready_problems``, then ``content_problems`` on the files that passed it).
     ``previous``: the job's last input (``previous_input``); ``wait``: ``stable_for_s``
-    waits for a changing file (false: judged at once, for ``preview``)."""
-    options = config.input
+    waits for a changing file (false: judged at once, as ``preview`` does)."""
     files = [s for s in sources if s.frame is None]
-    problems: dict[Path, str] = {}
-    if isinstance(options.ready, StableFor):
-        kwargs: dict[str, Any] = {"wait": wait}
-        if sleep is not None:
-            kwargs["sleep"] = sleep
-        problems.update(unstable([s.path for s in files], options.ready.stable_for_s, **kwargs))
-    sizes = _size_problems(files, previous, options.min_size_ratio)
-    for source in files:
-        if source.path in problems:
-            continue
-        rows = functools.cache(functools.partial(count_rows, source, options))
-        problem = None
-        if options.ready == "manifest":
-            problem = manifest_problem(source.path, rows)
-        problem = problem or cut_record(source, options)
-        problem = problem or sizes.get(source.path)
-        if problem is None and options.min_rows is not None and rows() < options.min_rows:
-            problem = _rows_problem(rows(), options.min_rows)
-        if problem is not None:
-            problems[source.path] = problem
+    problems = ready_problems(config, [s.path for s in files], wait=wait, sleep=sleep)
+    rest = [s for s in files if s.path not in problems]
+    problems.update(content_problems(config, rest, previous=previous))
     if problems:
         raise InputIncomplete([f"{path}: {why}" for path, why in problems.items()])
 
 
 def refuse_incomplete(
     config: Config,
-    sources: list[Source],
+    inputs: Sequence[Path] | Sequence[Source],
+    start: RunStart,
     *,
-    run_id: str,
-    run_dir: Path,
-    mode: str,
-    started: datetime,
-    t0: float,
-    config_sha: str,
     config_source: str = "",
     use_ledger: bool = False,
 ) -> None:
-    """``check_inputs`` for a run (``importer.pipeline.Run``): an incomplete input raises
-    ``InputIncomplete`` (exit 7) carrying the refused run's summary, written by
-    ``record_refusal``."""
-    try:
-        check_inputs(config, sources, previous=previous_input(config))
-    except InputIncomplete as exc:
-        exc.summary = record_refusal(
-            config, exc, run_id=run_id, run_dir=run_dir, mode=mode, started=started, t0=t0,
-            files=light_fingerprints(sources), config_sha=config_sha,
-            config_source=config_source, use_ledger=use_ledger,
-        )  # fmt: skip
-        raise
+    """The gates for a run (``importer.pipeline``): on ``inputs`` given as paths, before they
+    are opened, ``ready_problems``; given as opened sources, ``content_problems``. A file that
+    fails raises ``InputIncomplete`` (exit 7) carrying the refused run's summary, written by
+    ``record_refusal`` (``start``: the run's id, folder, mode and config hash)."""
+    paths = [i for i in inputs if isinstance(i, Path)]
+    sources = [i for i in inputs if isinstance(i, Source) and i.frame is None]
+    if paths:
+        problems = ready_problems(config, paths)
+    else:
+        problems = content_problems(config, sources, previous=previous_input(config))
+    if not problems:
+        return
+    exc = InputIncomplete([f"{path}: {why}" for path, why in problems.items()])
+    exc.summary = record_refusal(
+        config, exc, start, files=light_fingerprints(paths or [s.path for s in sources]),
+        config_source=config_source, use_ledger=use_ledger,
+    )  # fmt: skip
+    raise exc
 
 
 def _rows_problem(rows: int, minimum: int) -> str:

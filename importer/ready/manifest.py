@@ -59,9 +59,9 @@ def expected(data: Mapping[str, Any], name: str) -> dict[str, Any]:
     return found
 
 
-def manifest_problem(path: Path, count_rows: Callable[[], int]) -> str | None:
-    """Why ``path`` is not ready by its manifest or marker, or None. ``count_rows``: the
-    file's data rows (called only when the manifest gives ``rows``)."""
+def manifest_problem(path: Path) -> str | None:
+    """Why ``path`` is not ready by its manifest or marker, or None; the manifest's ``rows``
+    are ``manifest_rows_problem``'s (counting them needs the file opened)."""
     sidecar = manifest_path(path)
     marker = path.parent / MARKER
     size = path.stat().st_size
@@ -93,11 +93,25 @@ def manifest_problem(path: Path, count_rows: Callable[[], int]) -> str | None:
         actual = sha256_of(path)
         if actual != digest:
             return f"SHA-256 {actual[:12]}..., {said} {digest[:12]}... (input.ready: manifest)"
-    if "rows" in want:
-        rows = count_rows()
-        if _int(want["rows"]) != rows:
-            return f"{rows:,} rows, {said} {_show_int(want['rows'])} (input.ready: manifest)"
     return None
+
+
+def manifest_rows_problem(path: Path, count_rows: Callable[[], int]) -> str | None:
+    """Why ``path`` does not have the rows its manifest says (``count_rows`` counts them), or
+    None (also when there is no manifest, or it gives no rows)."""
+    sidecar = manifest_path(path)
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    want = expected(data, path.name) if isinstance(data, Mapping) else {}
+    if "rows" not in want:
+        return None
+    rows = count_rows()
+    if _int(want["rows"]) == rows:
+        return None
+    said = f"the manifest {sidecar.name} says {_show_int(want['rows'])}"
+    return f"{rows:,} rows, {said} (input.ready: manifest)"
 
 
 def _older(marker: Path, mtime: float, what: str) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,35 +16,31 @@ from .. import exitcodes
 from ..config import Config
 from ..errors import DmImportError, InputIncomplete
 from ..ledger import Ledger, ledger_path
-from ..load import Source
+from ..outputs import RunStart
 from ..report import RunSummary, make_run_dir
 
 log = logging.getLogger("importer")
 
 
-def light_fingerprints(sources: list[Source]) -> list[dict[str, Any]]:
+def light_fingerprints(paths: Sequence[Path]) -> list[dict[str, Any]]:
     """The files of a refused run as the ledger records them, not hashed (a file still
     being written is not read twice)."""
     out: list[dict[str, Any]] = []
-    for source in sources:
-        if source.frame is not None:
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
             continue
-        st = source.path.stat()
-        out.append({"path": str(source.path.resolve()), "size": st.st_size, "mtime": st.st_mtime})
+        out.append({"path": str(path.resolve()), "size": st.st_size, "mtime": st.st_mtime})
     return out
 
 
 def record_refusal(
     config: Config,
     exc: InputIncomplete,
+    start: RunStart,
     *,
-    run_id: str,
-    run_dir: Path,
-    mode: str,
-    started: datetime,
-    t0: float,
     files: list[dict[str, Any]],
-    config_sha: str,
     config_source: str = "",
     use_ledger: bool = False,
 ) -> RunSummary | None:
@@ -51,14 +48,14 @@ def record_refusal(
     ``use_ledger``); the summary, or None when it could not be written (said in the log: the
     refusal itself stands)."""
     summary = RunSummary(
-        run_id=run_id,
+        run_id=start.run_id,
         job=config.job_name,
         kind=config.job.kind,
-        mode=mode,
-        report_dir=run_dir,
-        started=started.isoformat(timespec="seconds"),
+        mode=start.mode,
+        report_dir=start.run_dir,
+        started=start.started.isoformat(timespec="seconds"),
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
-        duration_s=time.perf_counter() - t0,
+        duration_s=time.perf_counter() - start.t0,
         rows=0,
         counts={},
         errcodes={},
@@ -67,14 +64,14 @@ def record_refusal(
         aborted=None,
         exit_code=exitcodes.INPUT_INCOMPLETE,
         files=files,
-        config_sha256=config_sha,
+        config_sha256=start.config_sha,
         refused=str(exc),
     )
     if use_ledger:
-        _record_in_ledger(config, run_id, config_sha, files)
+        _record_in_ledger(config, start.run_id, start.config_sha, files)
     try:
-        make_run_dir(run_dir, config_source)
-        summary.write(run_dir)
+        make_run_dir(start.run_dir, config_source)
+        summary.write(start.run_dir)
     except (DmImportError, OSError) as err:
         log.warning("the refused run's summary.json could not be written: %s", err)
         return None
