@@ -106,8 +106,13 @@ def content_problems(
             problem = manifest_rows_problem(source.path, rows)
         problem = problem or cut_record(source, options)
         problem = problem or sizes.get(source.path)
-        if problem is None and options.min_rows is not None and rows() < options.min_rows:
-            problem = _rows_problem(rows(), options.min_rows)
+        if problem is None and options.min_rows is not None:
+            # counted only as far as min_rows, unless the manifest's rows counted them all
+            counted = rows() if rows.cache_info().currsize else None
+            if counted is None:
+                counted = count_rows(source, options, at_least=options.min_rows)
+            if counted < options.min_rows:
+                problem = _rows_problem(counted, options.min_rows)
         if problem is not None:
             problems[source.path] = problem
     return problems

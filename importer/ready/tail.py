@@ -110,14 +110,24 @@ def _cut_by_loader(source: Source, options: InputOptions) -> str | None:
                   len(source.columns))  # fmt: skip
 
 
-def count_rows(source: Source, options: InputOptions) -> int:
+def count_rows(source: Source, options: InputOptions, at_least: int | None = None) -> int:
     """The data rows of ``source`` (its records, the header not counted; a record the loader
-    cannot read counts too): a Parquet file's from its footer, else by reading the file."""
+    cannot read counts too): a Parquet file's from its footer, else by reading the file --
+    only until ``at_least`` rows were counted, when given (then the count may be short of
+    the file's)."""
     if source.frame is None and source.format == "parquet":
         import pyarrow.parquet as pq
 
         return int(pq.ParquetFile(Path(source.path)).metadata.num_rows)
     rows = 0
-    for batch in iter_batches(source, options, list(source.columns)[:1] or None):
-        rows += batch.table.num_rows + len(batch.bad)
+    batches = iter_batches(source, options, list(source.columns)[:1] or None)
+    try:
+        for batch in batches:
+            rows += batch.table.num_rows + len(batch.bad)
+            if at_least is not None and rows >= at_least:
+                break
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # the reader's threads stop here, also when this stopped early
     return rows
