@@ -38,11 +38,63 @@ SIGN_SECRET = "SECb1f4d7a0c3e6f9b2a5d8c1e4f7a0b3c6d9e2f5a8b1c4d7e0f3a6b9c2d5e8f1
 PHONES = ["13800138000", "13800138001", "13900139000"]
 
 
+#: what each service answers a request it refuses (its documented errors)
+DING_SIGN = {"errcode": 310000, "errmsg": "sign not match"}
+LARK_SIGN = {
+    "code": 19021,
+    "data": {},
+    "msg": "sign match fail or timestamp is not within one hour from current time",
+}
+
+
+def refusal(service: str | None, secret: str | None, path: str, raw: bytes) -> Any:
+    """What ``service`` answers a request whose body or signature is not as it documents
+    them (None: it takes it): WeCom's and DingTalk's ``errcode``, Feishu's ``code``."""
+    body = json.loads(raw)
+    if service == "wecom":
+        kind = body.get("msgtype")
+        content = body.get(kind, {}).get("content") if kind in ("text", "markdown") else None
+        if not isinstance(content, str):
+            return {"errcode": 40008, "errmsg": "invalid message type"}
+        if len(content.encode()) > (2048 if kind == "text" else 4096):
+            return {"errcode": 40058, "errmsg": f"{kind}.content exceed max length"}
+    if service == "dingtalk":
+        if secret is not None:
+            query = parse_qs(urlsplit(path).query)
+            ts = query.get("timestamp", ["0"])[0]
+            digest = hmac.new(secret.encode(), f"{ts}\n{secret}".encode(), hashlib.sha256)
+            if query.get("sign") != [base64.b64encode(digest.digest()).decode()]:
+                return DING_SIGN
+            if abs(int(ts) / 1000 - time.time()) > 3600:
+                return {"errcode": 310000, "errmsg": "invalid timestamp"}
+        md = body.get("markdown", {})
+        if body.get("msgtype") != "markdown" or not (md.get("title") and md.get("text")):
+            return {"errcode": 40035, "errmsg": "缺少参数 json"}
+    if service == "feishu":
+        if secret is not None:
+            ts = str(body.get("timestamp", "0"))
+            key = f"{ts}\n{secret}".encode()
+            sign = base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode()
+            if body.get("sign") != sign or abs(int(ts) - time.time()) > 3600:
+                return LARK_SIGN
+        if body.get("msg_type") != "text" or not body.get("content", {}).get("text"):
+            return {"code": 9499, "data": {}, "msg": "Bad Request"}
+    return None
+
+
 class Hook:
     """A webhook on 127.0.0.1: records each POST (path with query, body) and answers the
-    next of ``answers`` (the last one again and again), after ``delay_s``."""
+    next of ``answers`` (the last one again and again), after ``delay_s``; as ``service``
+    (wecom, dingtalk, feishu) it first checks the body, and the signature with ``secret``,
+    answering the service's error when they are not as it documents them."""
 
-    def __init__(self, answers: list[tuple[int, Any]], delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        answers: list[tuple[int, Any]],
+        delay_s: float = 0.0,
+        service: str | None = None,
+        secret: str | None = None,
+    ) -> None:
         self.answers = answers
         self.delay_s = delay_s
         self.received: list[tuple[str, bytes]] = []
@@ -53,6 +105,9 @@ class Hook:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 hook.received.append((self.path, body))
                 status, answer = hook.answers[min(len(hook.received), len(hook.answers)) - 1]
+                refused = refusal(service, secret, self.path, body)
+                if refused is not None:
+                    status, answer = 200, refused  # as the services do: HTTP 200, an errcode
                 time.sleep(hook.delay_s)
                 raw = json.dumps(answer).encode() if not isinstance(answer, bytes) else answer
                 try:
@@ -87,8 +142,8 @@ class Hook:
 def hook() -> Iterator[Callable[..., Hook]]:
     started: list[Hook] = []
 
-    def make(answers: list[tuple[int, Any]], delay_s: float = 0.0) -> Hook:
-        h = Hook(answers, delay_s)
+    def make(answers: list[tuple[int, Any]], delay_s: float = 0.0, **service: Any) -> Hook:
+        h = Hook(answers, delay_s, **service)
         started.append(h)
         return h
 
@@ -135,7 +190,7 @@ def test_wecom_gets_the_run_summary_as_markdown(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sb = fresh_sandbox()
-    wecom = hook([(200, OK_WECOM)])
+    wecom = hook([(200, OK_WECOM)], service="wecom")
     monkeypatch.setenv("DMART_SECRET", sb.secret)
     monkeypatch.setenv("WECOM_URL", wecom.url(f"/cgi-bin/webhook/send?key={TOKEN}"))
     config, data = _job(tmp_path, "notify:\n  - {type: wecom, url_env: WECOM_URL}\n")
@@ -169,7 +224,7 @@ def test_dingtalk_signed_url_and_markdown_with_mentions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sb = fresh_sandbox()
-    ding = hook([(200, OK_WECOM)])
+    ding = hook([(200, OK_WECOM)], service="dingtalk", secret=SIGN_SECRET)
     monkeypatch.setenv("DMART_SECRET", sb.secret)
     monkeypatch.setenv("DING_URL", ding.url(f"/robot/send?access_token={TOKEN}"))
     monkeypatch.setenv("DING_SECRET", SIGN_SECRET)
@@ -207,7 +262,7 @@ def test_dingtalk_signed_url_and_markdown_with_mentions(
 def test_feishu_signed_text(
     hook: Callable[..., Hook], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    lark = hook([(200, OK_FEISHU)])
+    lark = hook([(200, OK_FEISHU)], service="feishu", secret=SIGN_SECRET)
     monkeypatch.setenv("LARK_URL", lark.url(f"/open-apis/bot/v2/hook/{TOKEN}"))
     monkeypatch.setenv("LARK_SECRET", SIGN_SECRET)
     hooks = [
@@ -240,7 +295,7 @@ def test_feishu_signed_text(
 def test_wecom_mentions_go_in_a_text_message(
     hook: Callable[..., Hook], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    wecom = hook([(200, OK_WECOM)])
+    wecom = hook([(200, OK_WECOM)], service="wecom")
     monkeypatch.setenv("WECOM_URL", wecom.url(f"/cgi-bin/webhook/send?key={TOKEN}"))
     mention = {"mobiles": ["18600000000"], "user_ids": ["zhangsan"], "all": True}
     hooks = [NotifyHook(type="wecom", url_env="WECOM_URL", mention=mention)]
@@ -367,7 +422,7 @@ def test_an_incomplete_input_tells_held_and_failure_and_keeps_exit_7(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sb = fresh_sandbox()
-    held, quiet = hook([(200, OK_FEISHU)]), hook([(200, OK_WECOM)])
+    held, quiet = hook([(200, OK_FEISHU)], service="feishu"), hook([(200, OK_WECOM)])
     monkeypatch.setenv("DMART_SECRET", sb.secret)
     monkeypatch.setenv("LARK_URL", held.url(f"/open-apis/bot/v2/hook/{TOKEN}"))
     monkeypatch.setenv("QUIET_URL", quiet.url("/cgi-bin/webhook/send?key=k"))
@@ -391,6 +446,34 @@ def test_an_incomplete_input_tells_held_and_failure_and_keeps_exit_7(
     assert lines[-1].startswith(f"report {(tmp_path / 'reports').resolve()}/nightly-")
     assert len(quiet.received) == 1  # on: always
     _no_secret_in(held.received[0][1], sb)
+
+
+@pytest.mark.parametrize("kind", ["dingtalk", "feishu"])
+def test_a_wrong_signing_secret_is_the_services_refusal_in_a_warning(
+    kind: str,
+    hook: Callable[..., Hook],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ok = OK_WECOM if kind == "dingtalk" else OK_FEISHU
+    service = hook([(200, ok)], service=kind, secret=SIGN_SECRET)
+    monkeypatch.setenv("ROBOT_URL", service.url(f"/robot/send?access_token={TOKEN}"))
+    monkeypatch.setenv("ROBOT_SECRET", "SEC" + "0" * 64)  # not the robot's
+    hooks = [NotifyHook(type=kind, url_env="ROBOT_URL", secret_env="ROBOT_SECRET")]
+    caplog.set_level(logging.WARNING, logger="importer")
+    (delivery,) = send(hooks, Message("nightly", 1, "dmimport nightly: FAILED", ["x"]))
+    said = (
+        "errcode 310000: sign not match"
+        if kind == "dingtalk"
+        else "code 19021: sign match fail or timestamp is not within one hour from current time"
+    )
+    # refused, not lost: trying again would be refused the same way
+    assert (delivery.delivered, delivery.attempts, delivery.problem) == (False, 1, said)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"notify[0] ({kind}, $ROBOT_URL): not delivered after 1 attempt: {said} (the run's "
+        "exit code stays 1)"
+    ]
+    assert "0" * 64 not in caplog.text and TOKEN not in caplog.text
 
 
 def test_one_retry_gets_a_busy_service_through(
