@@ -371,3 +371,19 @@ def test_verify_retries_a_429_and_logs_neither_the_secret_nor_the_sign(
     text += repr(OpenApiClient(sb.url, KEY, SECRET)) + str(found.to_dict())
     assert SECRET not in text and KEY not in text
     assert "access-sign" not in text and "%3D%3D" not in text
+
+
+@pytest.mark.usefixtures("keys")
+@pytest.mark.parametrize(("fmt", "encoding"), [("jsonl", "utf-8-sig"), ("csv", "gb18030")])
+def test_verify_reads_every_results_format_and_writes_in_the_report_encoding(
+    tmp_path: Path, fresh_sandbox: Any, monkeypatch: pytest.MonkeyPatch, fmt: str, encoding: str
+) -> None:
+    sb = fresh_sandbox()
+    config, data = _job(tmp_path, sb, report={"dir": str(tmp_path / "reports"), "format": fmt,
+                                              "encoding": encoding})  # fmt: skip
+    run = _run(config, data, sb, monkeypatch)
+    found = importer.verify(str(config), run.run_id, sample=3)
+    assert (found.matched, found.candidates) == (3, ROWS)
+    raw = found.path.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf") == (encoding == "utf-8-sig")
+    assert raw.decode(encoding).count("matched") == 3
