@@ -10,9 +10,11 @@ environment variables the config's ``openapi:`` section names, never from a file
 - Quota: ``on_request`` is called before every attempt (retries included), so that the caller
   counts each against the account's daily quota; it may raise to stop (``QuotaError``).
 - Retries as the import sender's (``send.retry``: attempts, full-jitter backoff, a
-  ``Retry-After`` honoured up to its cap): on a connection failure, a timeout, HTTP 429 and
-  5xx. HTTP 403 (``{"code": 40003}``) is ``OpenApiForbidden`` at once (exit 3); anything else
-  that is not ``{"code": 0}`` is ``OpenApiError``.
+  ``Retry-After`` honoured): on a connection failure, a timeout, HTTP 429 and 5xx. A
+  ``Retry-After`` past ``retry_after_cap_s`` (the daily quota's, until midnight) is not
+  waited for: ``OpenApiError`` at once. HTTP 403 (``{"code": 40003}``) is
+  ``OpenApiForbidden`` at once (exit 3); anything else that is not ``{"code": 0}`` is
+  ``OpenApiError``.
 - The secret and the sign are in no repr, message or log line (``importer.secrets``).
 """
 
@@ -217,8 +219,16 @@ class OpenApiClient:
                 if resp.status_code != 429 and resp.status_code < 500:
                     raise OpenApiError(f"{path}: {problem} {self._redact(resp.text[:200])}")
                 hinted = parse_retry_after(resp.headers.get("Retry-After"))
+                cap = self.retry.retry_after_cap_s
+                if hinted is not None and hinted > cap:
+                    # the daily quota, most likely: waiting for it is not a retry
+                    raise OpenApiError(
+                        f"{path}: {problem} with Retry-After {hinted:.0f} s, more than "
+                        f"send.retry.retry_after_cap_s ({cap:g} s): the platform's limit "
+                        "(its daily quota?) is used up; verify again after it resets"
+                    )
                 if hinted is not None:
-                    wait = min(hinted, self.retry.retry_after_cap_s)
+                    wait = hinted
             if attempt == attempts:
                 raise OpenApiError(f"{path}: {problem} (after {attempts} attempts)")
             if wait is None:

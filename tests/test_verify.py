@@ -387,3 +387,24 @@ def test_verify_reads_every_results_format_and_writes_in_the_report_encoding(
     raw = found.path.read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf") == (encoding == "utf-8-sig")
     assert raw.decode(encoding).count("matched") == 3
+
+
+@pytest.mark.usefixtures("keys")
+def test_the_platforms_daily_quota_running_out_stops_verify_at_once(
+    tmp_path: Path, fresh_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox(daily_quota=6)
+    config, data = _job(tmp_path, sb)
+    run = _run(config, data, sb, monkeypatch)  # 4 requests
+    started = time.monotonic()
+    done = dmimport("verify", config, run.run_id, "--sample", "5", secret=sb.secret, env=ENV)
+    assert time.monotonic() - started < 30  # not a wait until midnight
+    assert done.returncode == exitcodes.ABORTED
+    assert done.stderr.startswith(
+        "error: /open-api/v1/contact/contactPageList: HTTP 429 with Retry-After "
+    )
+    assert done.stderr.endswith(
+        "s, more than send.retry.retry_after_cap_s (120 s): the platform's limit (its daily "
+        "quota?) is used up; verify again after it resets\n"
+    )
+    assert sb.stats()["by_day"][next(iter(sb.stats()["by_day"]))]["429"] == 1
