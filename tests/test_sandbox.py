@@ -600,7 +600,7 @@ def test_cli_serve_prints_the_secrets_it_accepts(tmp_path: Path, operator: str) 
         first = proc.stdout.readline().rstrip("\n")
         url = first.split()[3]
         assert first == f"sandbox listening on {url} (db: {db})"
-        count = 5 if operator else 4
+        count = 8 if operator else 7
         lines = [proc.stdout.readline().rstrip("\n") for _ in range(count)]
     finally:
         proc.terminate()
@@ -612,6 +612,9 @@ def test_cli_serve_prints_the_secrets_it_accepts(tmp_path: Path, operator: str) 
         "send to it with:",
         f"  export DMART_SECRET={demo}",
         f"  dmimport run CONFIG FILE --base-url {url}",
+        "read back with (openapi.base_url: the same URL):",
+        "  export DMIMPORT_OPENAPI_KEY=demo-access-key DMIMPORT_OPENAPI_SECRET=0123456789abcdef",
+        f"  dmimport verify CONFIG RUN_ID --sample 100 --openapi-url {url}",
     ]
     assert out == "" and "op-secret" not in "\n".join(lines)
 

@@ -280,7 +280,7 @@ async def _serve(server: SandboxServer, host: str, port: int, db: str, quiet: bo
 def accepted_lines(schema: Schema, url: str, operator: list[str]) -> list[str]:
     """What ``serve`` prints after its first line: the schema's SECRETs (demo values: shown),
     how many ``operator`` SECRETs (``DMART_SANDBOX_SECRETS``: never shown) it accepts too,
-    and the commands that send to it."""
+    the commands that send to it, and the Open API's (demo) keys to read back with."""
     demo = [s for s in schema.secrets if s not in operator]
     lines = []
     if demo:
@@ -297,6 +297,14 @@ def accepted_lines(schema: Schema, url: str, operator: list[str]) -> list[str]:
     secret = shlex.quote(demo[0]) if demo else f"<a SECRET of {SECRETS_ENV}>"
     lines.append(f"  export DMART_SECRET={secret}")
     lines.append(f"  dmimport run CONFIG FILE --base-url {url}")
+    if schema.openapi_keys:  # demo values, like the schema's SECRETs
+        key, secret = next(iter(schema.openapi_keys.items()))
+        lines.append("read back with (openapi.base_url: the same URL):")
+        lines.append(
+            f"  export DMIMPORT_OPENAPI_KEY={shlex.quote(key)} "
+            f"DMIMPORT_OPENAPI_SECRET={shlex.quote(secret)}"
+        )
+        lines.append(f"  dmimport verify CONFIG RUN_ID --sample 100 --openapi-url {url}")
     return lines
 
 
