@@ -506,14 +506,15 @@ def _ready_preflight(run: Run, start: RunStart, use_ledger: bool) -> str | None:
     paths before they are opened, the rest on the opened files; an incomplete input refuses
     the run (``InputIncomplete``, exit 7), its summary.json written. A retry (``only``)
     re-sends rows of files it checked already: no gate."""
-    where = str(run.config_path or "")
+    said: dict[str, Any] = {
+        "config_source": str(run.config_path or ""), "use_ledger": use_ledger,
+        "metrics_file": run.metrics_file,
+    }  # fmt: skip
     if run.only is None:
-        refuse_incomplete(run.config, run.paths, start, config_source=where, use_ledger=use_ledger)
+        refuse_incomplete(run.config, run.paths, start, **said)
     secret = run.preflight()
     if run.only is None:
-        refuse_incomplete(
-            run.config, run.sources, start, config_source=where, use_ledger=use_ledger
-        )
+        refuse_incomplete(run.config, run.sources, start, **said)
     return secret
 
 

@@ -152,7 +152,8 @@ def test_min_rows_refuses_a_header_only_file_and_a_short_one(tmp_path: Path, sb:
     config = _config(tmp_path, sb.url, min_rows=5)
     header_only = _data(tmp_path, [], "empty.csv")
     short = _data(tmp_path, ROWS[:3], "short.csv")
-    out = dmimport("run", config, header_only, short, secret=sb.secret)
+    metrics = tmp_path / "dmimport.prom"
+    out = dmimport("run", config, header_only, short, "--metrics-file", metrics, secret=sb.secret)
     _refused(
         out, sb,
         f"{header_only}: 0 rows (a header only), fewer than input.min_rows 5: the export "
@@ -160,6 +161,8 @@ def test_min_rows_refuses_a_header_only_file_and_a_short_one(tmp_path: Path, sb:
         f"{short}: 3 rows, fewer than input.min_rows 5: the export looks incomplete; lower "
         "input.min_rows if the file is right",
     )  # fmt: skip
+    # a dashboard sees the refusal: the metrics file has the run's exit code
+    assert 'dmimport_exit_code{job="readyjob"} 7' in metrics.read_text(encoding="utf-8")
 
 
 def test_min_rows_passes_a_file_with_enough_rows(tmp_path: Path, sb: Sandbox) -> None:

@@ -145,11 +145,13 @@ def refuse_incomplete(
     *,
     config_source: str = "",
     use_ledger: bool = False,
+    metrics_file: Path | None = None,
 ) -> None:
     """The gates for a run (``importer.pipeline``): on ``inputs`` given as paths, before they
-    are opened, ``ready_problems``; given as opened sources, ``content_problems``. A file that
-    fails raises ``InputIncomplete`` (exit 7) carrying the refused run's summary, written by
-    ``record_refusal`` (``start``: the run's id, folder, mode and config hash)."""
+        are opened, ``ready_problems``; given as opened sources, ``content_problems``. A file that
+        fails raises ``InputIncomplete`` (exit 7) carrying the refused run's summary, written by
+        ``record_refusal`` (``start``: the run's id, folder, mode and config hash; ``metrics_file``:
+    ``--metrics-file``, updated with exit code 7)."""
     paths = [i for i in inputs if isinstance(i, Path)]
     sources = [i for i in inputs if isinstance(i, Source) and i.frame is None]
     if paths:
@@ -162,6 +164,7 @@ def refuse_incomplete(
     exc.summary = record_refusal(
         config, exc, start, files=light_fingerprints(paths or [s.path for s in sources]),
         config_source=config_source, use_ledger=use_ledger,
+        metrics_file=metrics_file,
     )  # fmt: skip
     raise exc
 

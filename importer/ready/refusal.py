@@ -17,7 +17,7 @@ from ..config import Config
 from ..errors import DmImportError, InputIncomplete
 from ..ledger import Ledger, ledger_path
 from ..outputs import RunStart
-from ..report import RunSummary, make_run_dir
+from ..report import RunSummary, make_run_dir, write_metrics
 
 log = logging.getLogger("importer")
 
@@ -43,6 +43,7 @@ def record_refusal(
     files: list[dict[str, Any]],
     config_source: str = "",
     use_ledger: bool = False,
+    metrics_file: Path | None = None,
 ) -> RunSummary | None:
     """Write the refused run's ``summary.json`` (and record it ``refused`` in the ledger when
     ``use_ledger``); the summary, or None when it could not be written (said in the log: the
@@ -69,6 +70,11 @@ def record_refusal(
     )
     if use_ledger:
         _record_in_ledger(config, start.run_id, start.config_sha, files)
+    if metrics_file is not None:
+        try:
+            write_metrics(metrics_file, summary)
+        except (DmImportError, OSError) as err:
+            log.warning("the metrics file was not updated: %s", err)
     try:
         make_run_dir(start.run_dir, config_source)
         summary.write(start.run_dir)
