@@ -27,7 +27,7 @@ import importer
 from importer.config import NotifyHook
 from importer.notify import Message, send
 from importer.notify.message import from_error
-from importer.sandbox import Sandbox
+from importer.sandbox import Faults, Sandbox
 
 OK_WECOM = {"errcode": 0, "errmsg": "ok"}
 OK_FEISHU = {"StatusCode": 0, "StatusMessage": "success", "code": 0, "data": {}, "msg": "success"}
@@ -474,6 +474,52 @@ def test_a_wrong_signing_secret_is_the_services_refusal_in_a_warning(
         "exit code stays 1)"
     ]
     assert "0" * 64 not in caplog.text and TOKEN not in caplog.text
+
+
+def test_a_run_whose_read_back_falls_short_is_told_with_the_verify_line(
+    fresh_sandbox: Callable[..., Sandbox],
+    hook: Callable[..., Hook],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sb = fresh_sandbox(faults=Faults(drop_after_ok=8))  # ok, but not stored, from the 9th row
+    generic = hook([(200, {})])
+    for name, value in (
+        ("DMART_SECRET", sb.secret),
+        ("DMIMPORT_OPENAPI_KEY", "demo-access-key"),
+        ("DMIMPORT_OPENAPI_SECRET", "0123456789abcdef"),
+        ("HOOK_URL", generic.url(f"/h?token={TOKEN}")),
+    ):
+        monkeypatch.setenv(name, value)
+    config = tmp_path / "nightly.yaml"
+    config.write_text(
+        "job: {name: nightly, kind: user, primary_keys: [phone]}\n"
+        "columns: {phone: phone, username: name}\n"
+        f"openapi: {{base_url: '{sb.url}'}}\n"
+        "verify: {sample: 10, min_match: 0.95}\n"
+        "send: {rate_limit: null, batch_rows: 10}\n"
+        "notify:\n  - {type: webhook, url_env: HOOK_URL}\n",
+        encoding="utf-8",
+    )
+    rows = [[f"1390000{i:04d}", f"名字{i}"] for i in range(10)]
+    data = write_csv(tmp_path / "people.csv", ["phone", "name"], rows)
+    summary = _run(sb, config, data, tmp_path)
+    assert summary.exit_code == 9
+    (body,) = generic.bodies()
+    assert body["title"] == (
+        "dmimport nightly: FAILED (exit 9: too few sampled rows found as sent)"
+    )
+    assert (
+        "verify: 10 looked up: matched 8, mismatched 0, not found 2, masked 0 (80.0%, min 95.0%)"
+        in body["text"].splitlines()
+    )
+    assert body["verify"] == {
+        "checked": 10, "matched": 8, "mismatched": 0, "not_found": 2, "masked": 0,
+        "share": 0.8, "min_match": 0.95,
+    }  # fmt: skip
+    raw = generic.received[0][1].decode()
+    assert "0123456789abcdef" not in raw and "1390000" not in raw
+    _no_secret_in(generic.received[0][1], sb)
 
 
 def test_one_retry_gets_a_busy_service_through(

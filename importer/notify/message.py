@@ -29,9 +29,12 @@ MEANINGS = {
     exitcodes.DISK_FULL: "no space left on the disk",
     exitcodes.INPUT_INCOMPLETE: "input incomplete, nothing sent",
     exitcodes.HELD: "held by a guard, nothing sent",
+    exitcodes.VERIFY_BELOW: "too few sampled rows found as sent",
 }
 #: the exit codes of a run stopped before sending by a gate (``on: held``)
 GATE_CODES = (exitcodes.INPUT_INCOMPLETE, exitcodes.HELD)
+#: what a message says of ``verify.sample``'s read-back (no search field, no file path)
+_VERIFY_KEYS = ("checked", "matched", "mismatched", "not_found", "masked", "share", "min_match")
 #: the longest error text a message quotes
 MAX_ERROR_CHARS = 600
 #: the reasons a message lists, at most
@@ -119,6 +122,15 @@ def from_summary(summary: RunSummary) -> Message:
         )
     else:
         lines.append(f"requests {summary.requests:,}")
+    checked = summary.verify or {}
+    if checked.get("checked"):
+        share, wanted = float(checked.get("share", 0)), float(checked.get("min_match", 0))
+        lines.append(
+            f"verify: {checked['checked']:,} looked up: matched {checked.get('matched', 0):,}, "
+            f"mismatched {checked.get('mismatched', 0):,}, not found "
+            f"{checked.get('not_found', 0):,}, masked {checked.get('masked', 0):,} "
+            f"({share:.1%}, min {wanted:.1%})"
+        )
     aborted = _masked(summary.aborted) if summary.aborted else None
     if aborted:
         lines.append(f"aborted: {aborted}")
@@ -143,6 +155,7 @@ def from_summary(summary: RunSummary) -> Message:
         "aborted": aborted,
         "interrupted": summary.interrupted,
         "report_dir": report,
+        "verify": {k: checked.get(k) for k in _VERIFY_KEYS} if checked else None,
         "error": None,
     }
     return Message(summary.job, code, redact(title), [redact(line) for line in lines], data)
