@@ -415,7 +415,7 @@ def test_a_failing_webhook_is_a_warning_and_keeps_the_exit_code(
     assert TOKEN not in caplog.text
 
 
-def test_an_incomplete_input_tells_held_and_failure_and_keeps_exit_7(
+def test_an_incomplete_input_tells_held_and_always_and_keeps_exit_7(
     fresh_sandbox: Callable[..., Sandbox],
     hook: Callable[..., Hook],
     tmp_path: Path,
