@@ -138,6 +138,23 @@ def test_a_cut_last_record_of_a_gzip_file_is_refused(tmp_path: Path, sb: Sandbox
     )  # fmt: skip
 
 
+def test_utf16_files_are_judged_by_their_characters_not_their_bytes(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    config = _config(tmp_path, sb.url, encoding="utf-16")
+    whole = write_file(tmp_path / "whole.csv", "phone,name\n01620000001,a\n", encoding="utf-16")
+    out = dmimport("run", config, whole, secret=sb.secret)  # its last byte is not b"\n"
+    assert out.returncode == 0, out.stderr
+    cut = write_file(tmp_path / "cut.csv", "phone,name\n01620000001,a\n0162", encoding="utf-16")
+    out = dmimport("run", config, cut, secret=sb.secret)
+    assert out.returncode == 7, out.stderr
+    assert out.stderr.splitlines()[0] == (
+        f"error: {cut}: its last record has 1 of the header's 2 fields and the file does not "
+        "end with a line break: the export looks cut off; nothing was sent"
+    )
+    assert sb.stats()["items"]["stored"] == 1
+
+
 def test_a_whole_last_record_without_a_final_line_break_is_sent(
     tmp_path: Path, sb: Sandbox
 ) -> None:

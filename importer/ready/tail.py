@@ -15,6 +15,15 @@ TAIL = 1 << 20
 _CHUNK = 1 << 20
 
 
+def _ascii_compatible(encoding: str) -> bool:
+    """Whether ``encoding`` writes line breaks, quotes and delimiters as ASCII bytes (UTF-8,
+    GB18030, Latin-1 ...; not UTF-16 or UTF-32)."""
+    try:
+        return '\n\r",{}\t'.encode(encoding) == b'\n\r",{}\t'
+    except (LookupError, UnicodeError):
+        return False
+
+
 def read_tail(source: Source) -> tuple[bytes, bool]:
     """The last ``TAIL`` bytes of ``source`` (decompressed for a ``.gz``: that reads it all),
     and whether they are the whole file."""
@@ -32,17 +41,37 @@ def read_tail(source: Source) -> tuple[bytes, bool]:
         return fh.read(), size <= TAIL
 
 
+def _read_tail_text(source: Source) -> tuple[str, bool]:
+    """The last ``TAIL`` characters of a file in an encoding that is not ASCII-compatible
+    (UTF-16, UTF-32), decoded from its start (its byte-order mark decides), and whether they
+    are the whole file."""
+    tail, whole = "", True
+    opener = gzip.open if source.compressed else open
+    with opener(source.path, "rt", encoding=source.encoding, errors="replace", newline="") as fh:
+        while chunk := fh.read(_CHUNK):
+            tail += chunk
+            if len(tail) > 2 * TAIL:
+                tail, whole = tail[-TAIL:], False
+    return tail[-TAIL:], whole and len(tail) <= TAIL
+
+
 def cut_record(source: Source, options: InputOptions) -> str | None:
     """Why ``source``'s last record looks cut off, or None: the file does not end with a line
     break, and its last record is short (CSV: fewer fields than the header) or not valid JSON
     (JSON Lines). Parquet and in-memory sources: None (a cut Parquet file does not open)."""
     if source.frame is not None or source.format not in ("csv", "jsonl"):
         return None
-    tail, whole = read_tail(source)
-    if not tail or tail.endswith((b"\n", b"\r")):
-        return None
     encoding = "utf-8" if source.encoding in ("utf-8-sig", "binary") else source.encoding
-    text = tail.decode(encoding, errors="replace")
+    if _ascii_compatible(encoding):
+        tail, whole = read_tail(source)
+        if not tail or tail.endswith((b"\n", b"\r")):
+            return None
+        text = tail.decode(encoding, errors="replace")
+    else:  # UTF-16 and the like: decoded from the start, where the byte-order mark is
+        encoding = source.encoding
+        text, whole = _read_tail_text(source)
+        if not text or text.endswith(("\n", "\r")):
+            return None
     cut = text.rfind("\n")
     if cut < 0 and not whole:  # a last line longer than TAIL: the loader judges it
         return _cut_by_loader(source, options)
@@ -54,7 +83,7 @@ def cut_record(source: Source, options: InputOptions) -> str | None:
             json.loads(last)
         except ValueError:
             return (
-                f"its last line ({len(last.encode(encoding, errors='replace')):,} bytes) is not "
+                f"its last line ({len(last.encode('utf-8', errors='replace')):,} bytes) is not "
                 "valid JSON and the file does not end with a line break: the export looks cut off"
             )
         return None
