@@ -563,6 +563,30 @@ def test_a_run_that_stops_with_an_error_is_told_without_secrets_or_values(
     assert json.loads(raw)["title"] == "dmimport nightly: FAILED (exit 5: internal error)"
 
 
+def test_a_held_run_is_told_to_on_held_with_its_plan_file(
+    hook: Callable[..., Hook], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Held(importer.DmImportError):  # as the guard raises it: exit 8, its plan file
+        exit_code = 8
+
+        def __init__(self, plan: Path) -> None:
+            self.plan = plan
+            super().__init__("held: 100% of the rows would change (guard.max_changed_share 30%)")
+
+    lark = hook([(200, OK_FEISHU)], service="feishu")
+    monkeypatch.setenv("LARK_URL", lark.url(f"/open-apis/bot/v2/hook/{TOKEN}"))
+    hooks = [NotifyHook(type="feishu", url_env="LARK_URL", on="held")]
+    plan = tmp_path / "reports" / "nightly-1" / "plan.json"
+    message = from_error("nightly", Held(plan), 8)
+    assert [d.delivered for d in send(hooks, message)] == [True]
+    assert lark.bodies()[0]["content"]["text"].splitlines()[::2] == [
+        "dmimport nightly: HELD (exit 8: held by a guard, nothing sent)",
+        "held: 100% of the rows would change (guard.max_changed_share 30%)",
+    ]
+    assert lark.bodies()[0]["content"]["text"].splitlines()[-1] == f"plan {plan.resolve()}"
+    assert message.data["plan"] == str(plan.resolve())
+
+
 def test_the_command_line_notifies_and_no_notify_tells_nobody(
     fresh_sandbox: Callable[..., Sandbox], hook: Callable[..., Hook], tmp_path: Path
 ) -> None:

@@ -175,6 +175,11 @@ def from_error(job: str, exc: BaseException, exit_code: int) -> Message:
     report = str(Path(report).resolve()) if report else None
     if report:
         lines.append(f"report {report}")
+    # a guard's hold: the plan file that approves the run (``--approve PLAN``)
+    plan = getattr(exc, "plan", None)
+    plan = str(Path(plan).resolve()) if isinstance(plan, str | Path) else None
+    if plan and plan not in said:
+        lines.append(f"plan {plan}")
     data = {
         "job": job,
         "run_id": run_id,
@@ -183,5 +188,6 @@ def from_error(job: str, exc: BaseException, exit_code: int) -> Message:
         "exit_code": exit_code,
         "error": said,
         "report_dir": report,
+        "plan": plan,
     }
     return Message(job, exit_code, redact(title), [redact(line) for line in lines], data)
