@@ -117,6 +117,8 @@ def run(
     handle_signals: bool = False,
     within_quota: bool = False,
     notify: bool = True,
+    approve: str | Path | None = None,
+    ignore_guard: bool = False,
 ) -> RunSummary:
     """Import ``files`` (a file, folder or glob pattern, or a list of them; or data in memory:
     a pandas DataFrame, a ``pyarrow.Table``, an iterable of ``pyarrow.RecordBatch``, or the
@@ -140,6 +142,8 @@ def run(
     ``notify``: tell the config's ``notify:`` webhooks once the report is written, or when the
     run stops with an error (a dry run tells nobody; docs/notify.md). A webhook that fails is a
     warning in the log; it changes neither the summary nor what is raised.
+    ``approve``: the plan file of a run the blast-radius gate (``guard:``) held, to send
+    that very run; ``ignore_guard``: never hold this run (docs/guards.md).
 
     Raises ``ConfigError`` (nothing sent) for a bad config or override, missing columns, a
     missing SECRET or no place for the reports or the ledger; ``LoadError`` for an input file
@@ -147,7 +151,8 @@ def run(
     ``UsageError`` for no files, a ``max_reject_rate`` outside 0..1, or a ``metrics_file``
     that could not be written (as the command line refuses its options); ``QuotaError`` (exit
     code 2, nothing sent) when the run's plan does not fit in the daily quota and not
-    ``within_quota``. ``full`` wins over ``changed_only``.
+    ``within_quota``; ``HeldError`` (exit code 8, nothing sent, ``.plan`` the plan file) when
+    ``guard:`` holds the run. ``full`` wins over ``changed_only``.
     """
     inputs = _file_list(files)
     if not inputs:
@@ -178,6 +183,8 @@ def run(
             metrics_file=metrics_file,
             handle_signals=handle_signals,
             within_quota=within_quota,
+            approve=approve,
+            ignore_guard=ignore_guard,
         ),
         notify and not dry_run,
         (lambda summary: verify_after_run(cfg, summary, root)) if verifies else None,
@@ -199,6 +206,8 @@ async def arun(
     progress: ProgressFn | None = None,
     within_quota: bool = False,
     notify: bool = True,
+    approve: str | Path | None = None,
+    ignore_guard: bool = False,
 ) -> RunSummary:
     """``run`` as an awaitable: the job runs on a worker thread while the event loop goes on.
     Same arguments and errors as ``run``. Cancelling the await does not stop the job (it ends
@@ -218,6 +227,8 @@ async def arun(
         progress=progress,
         within_quota=within_quota,
         notify=notify,
+        approve=approve,
+        ignore_guard=ignore_guard,
     )
 
 

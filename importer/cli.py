@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, cli_verify, exitcodes
-from .errors import ConfigError, DmImportError, Interrupted, NothingToRetry, UsageError
+from .errors import ConfigError, DmImportError, HeldError, Interrupted, NothingToRetry, UsageError
 from .protocol import KINDS
 from .secrets import is_secret_key, redact
 
@@ -65,6 +65,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, network: bool) -> None:
             help="when the plan does not fit in today's send.daily_quota, send what fits and "
             "leave the rest not_sent for the next run (exit 1) instead of refusing (exit 2)",
         )
+        p.add_argument("--approve", metavar="PLAN", help="send a run guard: held (its plan.json)")
+        p.add_argument("--ignore-guard", action="store_true", help="never hold this run (guard:)")
         p.add_argument(
             "--max-reject-rate",
             type=float,
@@ -91,12 +93,8 @@ def _encoding(name: str) -> str:
 
 
 def _add_encoding(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--encoding",
-        type=_encoding,
-        metavar="NAME",
-        help="the input files' encoding (input.encoding): auto, utf-8, gb18030, latin-1, ...",
-    )
+    p.add_argument("--encoding", type=_encoding, metavar="NAME",  # input.encoding
+                   help="the input files' encoding: auto, utf-8, gb18030, latin-1...")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,11 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-notify", action="store_true", help="tell none of the notify: webhooks")
 
     cli_verify.add_parser(sub)
-    sub.add_parser(
-        "sandbox",
-        help="run the local sandbox server (dmimport sandbox --help for its options)",
-        add_help=False,
-    )
+    sub.add_parser("sandbox", add_help=False,  # its own options: dmimport sandbox --help
+                   help="run the local sandbox server")  # fmt: skip
     return parser
 
 
@@ -361,7 +356,11 @@ def _cmd_run(args: argparse.Namespace, *, dry_run: bool) -> int:
             handle_signals=True,
             within_quota=getattr(args, "within_quota", False),
             notify=not getattr(args, "no_notify", False),
+            approve=getattr(args, "approve", None),
+            ignore_guard=getattr(args, "ignore_guard", False),
         )
+    except HeldError as e:  # the exact command to approve it: this one, plus --approve
+        raise e.again(command_line([*args.argv, "--approve", str(e.plan)])) from None
     finally:
         progress.close()
     return _print_summary(args, summary)

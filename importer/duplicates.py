@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,16 +55,22 @@ def find_duplicates(
     mapper: Mapper | None = None,
     only: dict[Path, set[int]] | None = None,
     stop: threading.Event | None = None,
+    observe: Callable[[Mapped, int], None] | None = None,
 ) -> tuple[Duplicates, RowCount | None]:
     """The pre-pass over ``sources``: the run's duplicates, and the valid rows that are to be
     sent (per event name; duplicates not sent are taken off), for the daily quota's plan.
-    ``job.duplicates: keep_all`` reads nothing: no duplicates, no count (None)."""
+    ``job.duplicates: keep_all`` reads nothing (no duplicates, no count: None) unless
+    ``observe`` (``importer.guard``) is given, which sees each mapped batch of the pass."""
     job = config.job
     if job.duplicate_policy == "keep_all":
+        if observe is not None:
+            count_rows(config, sources, mapper=mapper, only=only, stop=stop, observe=observe)
         return Duplicates.none("keep_all"), None
     spill = DuplicateSpill(job.kind, job.duplicate_policy, job.event_name)
     try:
-        count = count_rows(config, sources, mapper=mapper, only=only, stop=stop, spill=spill)
+        count = count_rows(
+            config, sources, mapper=mapper, only=only, stop=stop, spill=spill, observe=observe
+        )
         t0 = time.perf_counter()
         found = spill.resolve()
     except BaseException:

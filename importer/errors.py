@@ -21,9 +21,12 @@
     │   └── OpenApiForbidden      HTTP 403: the access-key, sign or IP was refused (exit code 3)
     ├── DiskFullError             no space left on the disk of the ledger or the report: the
     │                             run stopped, what was sent is recorded (exit code 6)
-    └── InputIncomplete           an input file looks incomplete (``input.ready``, a cut last
-                                  record, ``input.min_rows``, ``input.min_size_ratio``);
-                                  nothing was sent (exit code 7)
+    ├── InputIncomplete           an input file looks incomplete (``input.ready``, a cut last
+    │                             record, ``input.min_rows``, ``input.min_size_ratio``);
+    │                             nothing was sent (exit code 7)
+    └── HeldError                 the blast-radius gate (``guard:``) held the run: it would
+                                  change too much; a plan file says why; nothing was sent
+                                  (exit code 8)
 
     Interrupted                   a KeyboardInterrupt: SIGINT or SIGTERM stopped the process
                                   before a report could be written (exit code 128 + signal)
@@ -189,6 +192,25 @@ class InputIncomplete(DmImportError):
             text = f"{len(self.problems)} input files look incomplete; nothing was sent:\n{body}"
         report = getattr(self.summary, "report_dir", None)
         return f"{text}\nreport: {Path(report) / 'summary.json'}" if report else text
+
+
+class HeldError(DmImportError):
+    """The blast-radius gate (``guard:``) held the run before a single request: it would
+    change more than a threshold allows. ``plan`` is the plan file it wrote (what tripped,
+    with the measured values); the message ends with the command that approves it."""
+
+    exit_code = exitcodes.HELD
+
+    def __init__(self, reason: str, plan: str | Path, command: str) -> None:
+        self.reason = reason
+        self.plan = Path(plan)
+        super().__init__(
+            f"{reason}\n  to send it anyway: {command}\n  (or the same command with --ignore-guard)"
+        )
+
+    def again(self, command: str) -> HeldError:
+        """The same hold, naming ``command`` as the one that approves it."""
+        return HeldError(self.reason, self.plan, command)
 
 
 class Interrupted(KeyboardInterrupt):

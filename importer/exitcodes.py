@@ -16,7 +16,8 @@ docs/exit-codes.md says what each means and what cron or systemd should do about
 6    no space left on the disk of the ledger or the report: run again to resume
 7    the input is incomplete (``input.ready``, a cut last record, ``input.min_rows``,
      ``input.min_size_ratio``): refused before anything was sent
-8    held by a guard (``guard:``): a plan file says what tripped; nothing was sent
+8    held by the blast-radius gate (``guard:``): the run would change too much; a plan file
+     says what tripped; nothing was sent (``--approve PLAN`` or ``--ignore-guard``)
 9    ``verify``: the share of sampled rows found as sent is below ``--min-match``
 130  stopped by SIGINT (Ctrl-C); 143 by SIGTERM: 128 + the signal number; run again
 ==== ================================================================================
@@ -46,7 +47,7 @@ INTERNAL = 5
 DISK_FULL = 6
 #: the input is incomplete (input.ready, a cut record, min_rows, min_size_ratio): nothing sent
 INPUT_INCOMPLETE = 7
-#: a guard held the run (its plan file says what tripped): nothing sent
+#: the blast-radius gate (``guard:``) held the run before a single request (``importer.guard``)
 HELD = 8
 #: ``dmimport verify`` (or ``run`` with ``verify.sample``): the matched share of the sample
 #: is below ``--min-match`` (``verify.min_match``)

@@ -52,6 +52,7 @@ from .errors import (
     DmImportError,
 )
 from .feed import RowFeed
+from .guard import Gate
 from .interrupts import Stopper
 from .ledger import (
     RESUMABLE,
@@ -112,19 +113,19 @@ class Run:
         metrics_file: str | Path | None = None,
         handle_signals: bool = False,
         within_quota: bool = False,
+        approve: str | Path | None = None,
+        ignore_guard: bool = False,
     ) -> None:
         self.config = config
+        self.gate = Gate(config, approve, ignore_guard)  # the blast-radius gate (guard:)
         self.within_quota = within_quota  # send what fits in the daily quota (importer.quota)
         self.quota: RunQuota | None = None
         #: SIGINT and SIGTERM stop the run cleanly (the CLI; a library caller keeps its own
         #: KeyboardInterrupt): see ``Stopper.signal_handlers``
         self.handle_signals = handle_signals
         self.dry_run = dry_run
-        self.changed_only = (
-            (config.state.mode == "incremental") if changed_only is None else changed_only
-        )
-        if full:
-            self.changed_only = False
+        incremental = config.state.mode == "incremental"
+        self.changed_only = not full and (incremental if changed_only is None else changed_only)
         self.full = full
         self.only = only
         self.max_reject_rate = max_reject_rate
@@ -142,11 +143,8 @@ class Run:
         for path, reason in self.skipped_inputs:
             log.warning("%s: skipped: %s", path, reason)
         self.mapper = Mapper(config)
-        self.mask = (
-            PiiMask(self.mapper.identity_keys, config.job.primary_keys)
-            if config.report.mask_pii
-            else None
-        )
+        keys = (self.mapper.identity_keys, config.job.primary_keys)
+        self.mask = PiiMask(*keys) if config.report.mask_pii else None
         self.sources: list[Source] = []
         self.stopper = Stopper()
         #: what the run writes (made when it starts)
@@ -270,9 +268,12 @@ class Run:
         self.quota = open_quota(
             self.config, secret=secret, dry_run=self.dry_run, within_quota=self.within_quota
         )
+        watch = self.gate.watch(self.ledger, self.only)  # None: not guarded (importer.guard)
         self.duplicates, valid = find_duplicates(
-            self.config, self.sources, mapper=self.mapper, only=self.only, stop=self.stopper.stop
-        )
+            self.config, self.sources, mapper=self.mapper, only=self.only, stop=self.stopper.stop,
+            observe=watch.add if watch else None,
+        )  # fmt: skip
+        self.gate.judge(self.ledger, start, self.config_path, self.stopper.stop)
         plan_run(
             self.quota, self.sources, mapper=self.mapper, ledger=self.ledger,
             run=self.run_info, start=(start.job, start.config_sha, start.files, start.run_dir),

@@ -227,7 +227,8 @@ def test_unknown_key_without_close_match_lists_allowed(tmp_path: Path) -> None:
     assert problem.path == "zzz"
     assert problem.message == "unknown key 'zzz'"
     assert problem.hint == (
-        "allowed keys: target, job, columns, input, send, report, state, notify, openapi, verify"
+        "allowed keys: target, job, columns, input, send, report, state, notify, openapi, "
+        "verify, guard"
     )
 
 

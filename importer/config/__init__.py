@@ -30,6 +30,7 @@ The models are frozen; the mapper, loader and sender read them, never change the
 """
 
 from .columns import CREATE_TIME, EVENT_ID, ColumnSpec, NumberFormat
+from .guard import GuardOptions
 from .job import EVENT_NAME_PLACEHOLDER
 from .model import Config, RetryOptions, check_columns, sending_problems
 from .notify import Mention, NotifyHook
@@ -43,6 +44,7 @@ __all__ = [
     "PLACEHOLDER",
     "ColumnSpec",
     "Config",
+    "GuardOptions",
     "Mention",
     "NotifyHook",
     "NumberFormat",

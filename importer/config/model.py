@@ -17,6 +17,7 @@ from ..load import InputOptions
 from ..protocol import QUOTA_TIMEZONE, Profile, header_problem
 from .base import StrictModel, did_you_mean
 from .columns import CREATE_TIME, ColumnSpec
+from .guard import GuardOptions
 from .job import EVENT_NAME_PLACEHOLDER, Job
 from .notify import NotifyHook
 from .readback import OpenApiOptions, VerifyOptions
@@ -118,6 +119,7 @@ class Config(StrictModel):
     notify: list[NotifyHook] = Field(default_factory=list)
     openapi: OpenApiOptions = OpenApiOptions()
     verify: VerifyOptions = VerifyOptions()
+    guard: GuardOptions = GuardOptions()
 
     @model_validator(mode="before")
     @classmethod

@@ -11,6 +11,7 @@ journal into ``rows``); ``duplicates`` (rows of one run that share an identity, 
 temporary files: ``job.duplicates``).
 """
 
+from .baseline import Baseline, Baselines, fingerprint
 from .batch import (
     BatchClassifier,
     BatchOutcomes,
@@ -52,6 +53,8 @@ __all__ = [
     "SKIP_DUPLICATE",
     "SUPERSEDED",
     "UNCHANGED",
+    "Baseline",
+    "Baselines",
     "BatchClassifier",
     "BatchOutcomes",
     "DuplicateSpill",
@@ -71,6 +74,7 @@ __all__ = [
     "adopt_old_ledger",
     "as_keys",
     "combine",
+    "fingerprint",
     "hash64",
     "hex16",
     "keys64",

@@ -19,8 +19,9 @@ from .schema import now, transaction
 
 #: statuses ``end_run`` accepts; ``interrupted`` (Ctrl-C, SIGTERM) is resumable like a kill;
 #: ``refused``: the run's plan did not fit in the daily quota and it sent nothing (the next run
-#: looks past it for the run to resume)
-END_STATUSES = frozenset({"done", "aborted", "interrupted", "refused", "quota"})
+#: looks past it for the run to resume); ``held``: the blast-radius gate (``guard:``) held it
+#: before a single request (looked past the same way)
+END_STATUSES = frozenset({"done", "aborted", "interrupted", "refused", "quota", "held"})
 #: the statuses of a run the next run of the job resumes (same config, same files): every run
 #: that did not end ``done``. ``quota``: the daily quota ran out, the rest was left
 #: ``not_sent``; ``aborted``: an outage (``send.abort_after_failed_rows``, ...), a fatal answer
@@ -133,12 +134,12 @@ def _files_json(files: list[dict[str, Any]]) -> str:
 def _to_resume(
     conn: sqlite3.Connection, job: str, config_sha256: str, files_json: str, say: bool = False
 ) -> str | None:
-    """The job's latest run (a ``refused`` one sent nothing: looked past) when it is
+    """The job's latest run (a ``refused`` or ``held`` one sent nothing: looked past) when it is
     ``RESUMABLE`` and had this config hash and these file fingerprints. With ``say``, a
     resumable latest run that is not resumed is said, with why (``importer.resume``)."""
     latest = conn.execute(
         "SELECT run_id, status, config_sha256, files_json FROM runs WHERE job = ? "
-        "AND status <> 'refused' ORDER BY rowid DESC LIMIT 1",
+        "AND status NOT IN ('refused', 'held') ORDER BY rowid DESC LIMIT 1",
         (job,),
     ).fetchone()
     if latest is None or latest[1] not in RESUMABLE:

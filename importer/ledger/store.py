@@ -65,6 +65,7 @@ from .access import (
     not_a_ledger,
     refuse_foreign_or_unwritable,
 )
+from .baseline import Baselines
 from .classify import SNAPSHOT_AFTER, Classifier, RunInfo
 from .fold import fold, fold_job
 from .index import Snapshot, build_index, read_index
@@ -140,8 +141,7 @@ class Ledger:
         self._classifier = Classifier(self._conn, self._chunk, snapshot_after)
 
     def reader(self) -> Ledger:
-        """Another ``Ledger`` of the same file and options, on a connection of its own (for
-        another thread)."""
+        """Another ``Ledger`` of the same file and options, on its own connection (a thread's)."""
         return Ledger(self.path, snapshot_after=self.snapshot_after, fold_chunk=self.fold_chunk)
 
     def close(self) -> None:
@@ -171,9 +171,7 @@ class Ledger:
         they recorded is folded into ``rows`` (a few seconds per million rows); LockedError
         if that process is still alive. Then the job's latest run is resumed when it did not
         end ``done`` (``runs.RESUMABLE``: killed, interrupted, quota, aborted), ``resume`` is
-        true, and it had the same config hash and the same file fingerprints, in the same
-        order.
-        """
+        true, and it had the same config hash and the same file fingerprints, in order."""
         mark_killed(self._conn, job, host=self._host, holding=job in self._held)
         fold_job(self._conn, job, self.fold_chunk)
         run = start_run(
@@ -197,8 +195,8 @@ class Ledger:
 
     @_guarded
     def end_run(self, run_id: str, *, status: str, counts: dict[str, int], exit_code: int) -> None:
-        """Close a run: ``done``, ``aborted`` (fatal errcode), ``interrupted`` (resumable) or
-        ``refused`` (it did not fit in the daily quota and sent nothing).
+        """Close a run: ``done``, ``aborted`` (fatal errcode), ``interrupted`` (resumable),
+        ``refused`` (it did not fit in the daily quota and sent nothing) or ``held`` (guard:).
 
         What it recorded is folded into ``rows`` first (a few seconds per million rows), and
         the status written last: a process killed in the fold leaves the run ``running``, so
@@ -253,10 +251,14 @@ class Ledger:
         """Decide the rows ``classify`` HELD (``classify.Classifier.resolve_held``)."""
         return self._classifier.resolve_held(run)
 
+    @property
+    def baselines(self) -> Baselines:
+        """The values the job's rows last carried, for the blast-radius gate (``baseline``)."""
+        return Baselines(self._conn, functools.partial(sqlite_error, self.path))
+
     @_guarded
     def read_index(self, job: str) -> Snapshot | None:
-        """The job's packed index (what changed-only runs load), if it is up to date with the
-        job's ``rows``; None when it is missing or behind them."""
+        """The job's packed index (what changed-only runs load); None if missing or stale."""
         found = read_index(self._conn, job)
         return None if found is None else found[0]
 
@@ -274,8 +276,7 @@ class Ledger:
         ``status`` is ok, failed, rejected or not_sent; ``hash`` the int64 key of the row's
         body hash (``rowhash.as_keys``), None when it has none. An ok outcome's hash also
         becomes the row's last ok hash (what changed-only compares with) when the run's
-        journal is folded. Items with an empty identity are skipped.
-        """
+        journal is folded. Items with an empty identity are skipped."""
         statuses = {item[2] for item in items}
         if not statuses <= ROW_STATUSES:
             raise ValueError(f"unknown row status {sorted(statuses - ROW_STATUSES)}")
@@ -332,11 +333,10 @@ class Ledger:
     def delivered_positions(
         self, job: str, run_id: str, identities: Sequence[str]
     ) -> dict[str, int]:
-        """For each of ``identities`` that ``run_id`` delivered (the platform answered ok),
-        the position of the last row of it the run delivered, as far as the ledger knows:
-        the run's journal if it was not folded yet, else ``rows`` while the run is still the
-        identity's last. ``dmimport retry`` uses it not to send again a row a later row of its
-        customer overrode."""
+        """For each of ``identities`` that ``run_id`` delivered (answered ok), the position of
+        the last row of it the run delivered, as far as the ledger knows: the run's journal if
+        not folded yet, else ``rows`` while the run is still the identity's last. ``dmimport
+        retry`` uses it not to send again a row a later row of its customer overrode."""
         return delivered_positions(self._conn, self._chunk, job, run_id, identities)
 
     # -- the daily quota (``requests``) --------------------------------------------------------

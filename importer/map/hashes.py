@@ -25,35 +25,50 @@ def layout_hash(head: str, props: Sequence[Prop]) -> np.uint64:
     return hash64([json.dumps(layout, ensure_ascii=False)])[0]
 
 
-def properties_hash(
-    layout: np.uint64,
+def property_hashes(
     props: Sequence[Prop],
     values: Mapping[str, PropValues],
     names: pa.Array | None,
     ok: np.ndarray,
-) -> np.ndarray:
-    """Per row with a body (0 elsewhere): ``ledger.combine`` of the job's layout (event
-    name, property names, types and constants) and of each property's JSON value (or
-    "absent"), plus the row's event name when it comes from a column. The same values
-    make the same body, and the other way round, so this tells a changed body from an
-    unchanged one without building bodies."""
+) -> tuple[list[str], np.ndarray]:
+    """Per property read from the file (and the event name, when it comes from a column, as
+    ``"(event name)"``): its name, and a (properties, rows) uint64 matrix of ``hash64`` of
+    each row's JSON value (``ABSENT`` for no value; 0 in rows without a body)."""
     rows = np.flatnonzero(ok)
     every = len(rows) == len(ok)
     picked = pa.array(rows)
-    arrays: list[pa.Array] = [
-        a for p in props if p.constant is None and (a := values[p.name].json) is not None
-    ]
+    labels: list[str] = []
+    arrays: list[pa.Array] = []
+    for p in props:
+        if p.constant is None and (a := values[p.name].json) is not None:
+            labels.append(p.name)
+            arrays.append(a)
     if names is not None:
+        labels.append("(event name)")
         arrays.append(names)
+    matrix = np.zeros((len(arrays), len(ok)), dtype=np.uint64)
+    if not arrays:
+        return labels, matrix
     if not every:
         arrays = [a.take(picked) for a in arrays]
+    # one pass over every column's values: fewer, larger numpy operations
+    flat = pa.concat_arrays([a.cast(pa.string()) for a in arrays])
+    h = hash64(flat)
+    if flat.null_count:
+        h[~bools(pc.is_valid(flat))] = ABSENT
+    matrix[:, rows] = h.reshape(len(arrays), len(rows))
+    return labels, matrix
+
+
+def properties_hash(layout: np.uint64, matrix: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Per row with a body (0 elsewhere): ``ledger.combine`` of the job's layout (event
+    name, property names, types and constants) and of each property's JSON value (or
+    "absent"), plus the row's event name when it comes from a column: the rows of
+    ``property_hashes``' matrix. The same values make the same body, and the other way
+    round, so this tells a changed body from an unchanged one without building bodies."""
+    rows = np.flatnonzero(ok)
     columns = [np.full(len(rows), layout, dtype=np.uint64)]
-    if arrays:  # one pass over every column's values: fewer, larger numpy operations
-        flat = pa.concat_arrays([a.cast(pa.string()) for a in arrays])
-        h = hash64(flat)
-        if flat.null_count:
-            h[~bools(pc.is_valid(flat))] = ABSENT
-        columns.extend(h.reshape(len(arrays), len(rows)))
+    columns.extend(matrix[:, rows])
     out = np.zeros(len(ok), dtype=np.uint64)
     out[rows] = combine(columns)
     return out
@@ -65,19 +80,33 @@ class HashList(Sequence[str | None]):
     ``keys(rows)`` as int64. Computed for the whole table at once on first use: reading one
     hash or a million costs the same pass."""
 
-    def __init__(self, compute: Callable[[], np.ndarray], ok: np.ndarray):
-        self._compute: Callable[[], np.ndarray] | None = compute
+    def __init__(
+        self,
+        compute: Callable[[], tuple[list[str], np.ndarray]],
+        layout: np.uint64,
+        ok: np.ndarray,
+    ):
+        self._compute: Callable[[], tuple[list[str], np.ndarray]] | None = compute
+        self._layout = layout
         self._ok = ok
+        self._parts: tuple[list[str], np.ndarray] | None = None
         self._values: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self._ok)
 
+    def columns(self) -> tuple[list[str], np.ndarray]:
+        """Each property's name and the hash of its value in every row: ``property_hashes``
+        (what ``importer.guard`` compares property by property)."""
+        if self._parts is None:
+            assert self._compute is not None
+            self._parts, self._compute = self._compute(), None
+        return self._parts
+
     def values(self) -> np.ndarray:
         """The uint64 hash of every row (0 where the row has no body)."""
         if self._values is None:
-            assert self._compute is not None
-            self._values, self._compute = self._compute(), None
+            self._values = properties_hash(self._layout, self.columns()[1], self._ok)
         return self._values
 
     @overload

@@ -17,7 +17,7 @@ from ..protocol import encode_body
 from .arrays import bools, byte_lengths, nulls
 from .bodies import body_head, event_literals, item_array, join_rows
 from .checks import RowChecks, constant_problems, scalar_json
-from .hashes import HashList, layout_hash, properties_hash
+from .hashes import HashList, layout_hash, property_hashes
 from .sequences import LazyList, TextList
 from .transforms import transform
 from .values import Prop, PropValues, convert_values, label
@@ -139,7 +139,7 @@ class Mapper:
                 given = names
                 events = TextList(lambda: event_literals(given), ok)
             layout = self._layout_hash
-            hashes = HashList(lambda: properties_hash(layout, props, values, names, ok), ok)
+            hashes = HashList(lambda: property_hashes(props, values, names, ok), layout, ok)
         return Mapped(
             n=n,
             lines=np.asarray(lines, dtype=np.int64),

@@ -63,12 +63,15 @@ def count_rows(
     stop: threading.Event | None = None,
     spill: DuplicateSpill | None = None,
     duplicates: Duplicates | None = None,
+    observe: Callable[[Mapped, int], None] | None = None,
 ) -> RowCount:
     """The rows a run over ``sources`` would send: valid by the local checks, not held back
     as ``duplicates`` (``job.duplicates``, when given) and, with ``classifier`` (resume,
     changed-only; give it a ``RunInfo`` of its own), to send by the ledger. Bodies are never
     built. A file that breaks mid-way counts what was read. ``spill``: every valid row goes
-    to it too (``importer.duplicates.find_duplicates``: the same pass finds duplicates)."""
+    to it too (``importer.duplicates.find_duplicates``: the same pass finds duplicates);
+    ``observe``: called with each mapped batch (with its change hashes) and its file's
+    index (``importer.guard``: the same pass measures what the run would change)."""
     t0 = time.perf_counter()
     mapper = mapper or Mapper(config)
     columns = config.source_columns()
@@ -86,8 +89,11 @@ def count_rows(
                     if wanted is not None:
                         batch = batch.only(wanted)
                     read += batch.table.num_rows + len(batch.bad)
-                    mapped = mapper.map(batch, build_bodies=reader is not None)
+                    hashed = reader is not None or observe is not None  # bodies stay lazy
+                    mapped = mapper.map(batch, build_bodies=hashed)
                     send = mapped.ok
+                    if observe is not None:
+                        observe(mapped, index)
                     if spill is not None:
                         spill.add(mapped, index)
                     if duplicates is not None:

@@ -1,0 +1,240 @@
+"""The blast-radius gate: hold a run that would change too much (``guard:``), before a
+single request, with a plan file that says why; ``--approve PLAN`` lets that very run go.
+
+``Gate.judge`` takes what ``measure.GuardObserver`` measured in the pre-pass, checks
+each threshold of ``guard:`` (``tripped``), and either lets the run go (storing the job's
+new baseline) or writes ``plan.json`` into the run's report folder, marks the run ``held``
+in the ledger and raises ``HeldError`` (exit code 8). A job's first run (the ledger knows
+none of its rows) is never held. A plan approves a run with the same job, config hash,
+input files (by SHA-256) and measured counts; any other is refused (``UsageError``, exit
+code 2): the plan it was given is not the one this run would carry out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shlex
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from threading import Event
+from typing import Any, Protocol
+
+from ..atomic import finish_atomic, private_opener, temp_path
+from ..config import Config, GuardOptions
+from ..errors import HeldError, UsageError
+from ..exitcodes import HELD, USAGE
+from ..ledger import Ledger
+from .measure import GuardObserver, Measured
+
+log = logging.getLogger("importer.guard")
+
+#: the plan file's name in the held run's report folder
+PLAN_FILE = "plan.json"
+_COUNTS = ("rows", "new", "changed", "unchanged", "deletes")
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """The run being judged: its job, id, config hash, input fingerprints, report folder
+    and the command that would run it again (``dmimport run CONFIG FILES``)."""
+
+    job: str
+    run_id: str
+    config_sha: str
+    files: list[dict[str, Any]]
+    run_dir: Path
+
+    command: str
+
+
+def default_command(config_path: Path | None, files: list[dict[str, Any]]) -> str:
+    """``dmimport run CONFIG FILES``, quoted for a shell."""
+    args = ["dmimport", "run", str(config_path or "CONFIG"), *(str(f["path"]) for f in files)]
+    return shlex.join(args)
+
+
+def tripped(guard: GuardOptions, m: Measured) -> list[dict[str, Any]]:
+    """Each threshold ``m`` exceeds: its key, limit, measured value and a sentence."""
+    out: list[dict[str, Any]] = []
+
+    def trip(key: str, limit: float, value: float, text: str) -> None:
+        out.append({"threshold": f"guard.{key}", "limit": limit, "measured": value, "text": text})
+
+    changed, new = m.share(m.changed), m.share(m.new)
+    if guard.max_changed_share is not None and changed > guard.max_changed_share:
+        trip(
+            "max_changed_share",
+            guard.max_changed_share,
+            round(changed, 6),
+            f"{m.changed:,} of {m.rows:,} rows ({changed:.1%}) would change values the ledger "
+            f"last delivered; guard.max_changed_share allows {guard.max_changed_share:.1%}",
+        )
+    if guard.max_new_share is not None and new > guard.max_new_share:
+        trip(
+            "max_new_share",
+            guard.max_new_share,
+            round(new, 6),
+            f"{m.new:,} of {m.rows:,} rows ({new:.1%}) are new to the ledger; "
+            f"guard.max_new_share allows {guard.max_new_share:.1%}",
+        )
+    if guard.max_deletes is not None and m.deletes > guard.max_deletes:
+        trip(
+            "max_deletes",
+            guard.max_deletes,
+            m.deletes,
+            f"the run would delete {m.deletes:,} customers; guard.max_deletes allows "
+            f"{guard.max_deletes:,}",
+        )
+    limit = guard.max_property_null_share_increase
+    for prop, (before, now) in sorted(m.null_share.items()):
+        if limit is None or before is None or now - before <= limit:
+            continue
+        trip(
+            "max_property_null_share_increase",
+            limit,
+            round(now - before, 6),
+            f"property '{prop}' has no value in {now:.1%} of rows (the previous run: "
+            f"{before:.1%}); guard.max_property_null_share_increase allows +{limit:.1%}",
+        )
+    return out
+
+
+class _Start(Protocol):
+    """What ``judge`` reads of the run's start (``outputs.RunStart``)."""
+
+    @property
+    def job(self) -> str: ...
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def config_sha(self) -> str: ...
+    @property
+    def files(self) -> list[dict[str, Any]]: ...
+    @property
+    def run_dir(self) -> Path: ...
+
+
+class Gate:
+    """``guard:`` for one run: ``approve`` (a plan file) or ``ignore`` let a held run go.
+
+    ``watch`` gives the pre-pass its observer (when the gate is on: a threshold set, a
+    ledger, not a retry), ``judge`` measures and decides once the pre-pass is over."""
+
+    def __init__(self, config: Config, approve: str | Path | None, ignore: bool) -> None:
+        self.guard = config.guard
+        self.kind, self.event_name = config.job.kind, config.job.event_name
+        self.approve = Path(approve) if approve is not None else None
+        self.ignore = ignore
+        self.observer: GuardObserver | None = None
+
+    def watch(self, ledger: Ledger | None, only: object | None) -> GuardObserver | None:
+        """The pre-pass's observer; None when the gate is off: no threshold set, no ledger
+        (``state.enabled: false``, ``--dry-run``, ``--debug``), or a retry (``only``)."""
+        if self.guard.enabled and ledger is not None and only is None:
+            self.observer = GuardObserver(self.kind, self.event_name)
+        return self.observer
+
+    def judge(
+        self, ledger: Ledger | None, start: _Start, config_path: Path | None, stop: Event
+    ) -> None:
+        """Measure what the observer saw and decide (``decide``); nothing when not watched
+        or the pre-pass was stopped."""
+        if self.observer is None or ledger is None or stop.is_set():
+            return
+        measured = self.observer.measure(ledger, start.job, start.run_id, self.guard.examples)
+        command = default_command(config_path, start.files)
+        facts = RunFacts(
+            start.job, start.run_id, start.config_sha, start.files, start.run_dir, command
+        )
+        self.decide(ledger, measured, facts)
+
+    def decide(self, ledger: Ledger, m: Measured, run: RunFacts) -> None:
+        """Let the run go (its baseline stored) or hold it (``HeldError``)."""
+        trips = [] if m.first_run else tripped(self.guard, m)
+        if self.approve is not None:
+            try:
+                self._check_approval(m, run)
+            except UsageError:  # the run sent nothing: looked past by the next one's resume
+                ledger.end_run(run.run_id, status="refused", counts={}, exit_code=USAGE)
+                with contextlib.suppress(OSError):
+                    run.run_dir.rmdir()
+                raise
+        if trips and not self.ignore and self.approve is None:
+            plan = run.run_dir / PLAN_FILE
+            tmp = temp_path(plan)
+            with open(tmp, "w", encoding="utf-8", opener=private_opener) as fh:
+                json.dump(self._plan(m, run, trips), fh, ensure_ascii=False, indent=2)
+            finish_atomic(tmp, plan)
+            ledger.end_run(run.run_id, status="held", counts={}, exit_code=HELD)
+            again = f"{run.command} --approve {shlex.quote(str(plan))}"
+            raise HeldError(_reason(m, trips, plan), plan, again)
+        if trips:
+            why = f"approved by {self.approve}" if self.approve else "--ignore-guard"
+            log.warning("guard: %d threshold(s) tripped, sending anyway (%s)", len(trips), why)
+        if m.baseline is not None:
+            ledger.baselines.save(run.job, m.baseline)
+
+    def _plan(self, m: Measured, run: RunFacts, trips: list[dict[str, Any]]) -> dict[str, Any]:
+        def where(at: list[tuple[int, int]]) -> list[str]:
+            return [f"{Path(run.files[f]['path']).name} line {line}" for f, line in at]
+
+        return {
+            "dmimport_plan": 1,
+            "job": run.job,
+            "run_id": run.run_id,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "config_sha256": run.config_sha,
+            "files": [
+                {"path": f.get("path"), "size": f.get("size"), "sha256": f.get("sha256")}
+                for f in run.files
+            ],
+            "tripped": trips,
+            "measured": m.to_dict(),
+            "examples": {"changed": where(m.changed_at), "new": where(m.new_at)},
+        }
+
+    def _check_approval(self, m: Measured, run: RunFacts) -> None:
+        assert self.approve is not None
+        try:
+            plan = json.loads(self.approve.read_text(encoding="utf-8"))
+            planned = (plan["job"], plan["config_sha256"], [f["sha256"] for f in plan["files"]])
+            counts = {k: plan["measured"][k] for k in _COUNTS}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            what = f"no key {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise UsageError(
+                f"--approve {self.approve}: not a dmimport plan file ({what}); nothing was sent"
+            ) from None
+        why = None
+        if planned[0] != run.job:
+            why = f"it is job '{planned[0]}'s, not '{run.job}'s"
+        elif planned[2] != [f.get("sha256") for f in run.files]:
+            why = "its input files are not this run's (their names or contents differ)"
+        elif planned[1] != run.config_sha:
+            why = "the config changed since"
+        elif counts != {k: v for k, v in m.to_dict().items() if k in _COUNTS}:
+            why = "the ledger changed since (another run): the rows to send are not the same"
+        if why is not None:
+            raise UsageError(
+                f"--approve {self.approve}: this plan is not this run's: {why}; nothing was "
+                "sent. Run without --approve to see this run's plan"
+            )
+
+
+def _reason(m: Measured, trips: list[dict[str, Any]], plan: Path) -> str:
+    """What the user sees: what tripped, the top changed properties, the plan file."""
+    lines = ["held by the blast-radius gate (guard:): nothing was sent"]
+    lines += [f"  {t['text']}" for t in trips]
+    lines.append(
+        f"  rows: {m.new:,} new, {m.changed:,} changed, {m.unchanged:,} unchanged"
+        + (f", {m.deletes:,} deletes" if m.deletes else "")
+    )
+    top = list(m.changed_properties.items())[:5]
+    if top:
+        lines.append("  most changed: " + ", ".join(f"{k} {v:,}" for k, v in top))
+    if m.emptied:
+        lines.append("  now empty in every row: " + ", ".join(m.emptied))
+    lines.append(f"  plan: {plan}")
+    return "\n".join(lines)
