@@ -174,6 +174,24 @@ def test_approve_with_a_plan_of_other_files_is_refused(
     )
 
 
+def test_max_new_share_holds_a_run_of_mostly_unknown_customers(
+    tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
+) -> None:
+    sb = fresh_sandbox()
+    config = _first_run(tmp_path, sb, {"max_new_share": 0.5}, n=20)
+    more = write_csv(tmp_path / "more.csv", HEADER, _rows(50))  # the 20 known, 30 new
+    before = sb.stats()["requests"]
+    out = dmimport("run", config, more, secret=sb.secret)
+    assert out.returncode == 8, out.stderr
+    assert out.stderr.splitlines()[1:3] == [
+        "  30 of 50 rows (60.0%) are new to the ledger; guard.max_new_share allows 50.0%",
+        "  rows: 30 new, 0 changed, 20 unchanged",
+    ]
+    assert sb.stats()["requests"] == before
+    written = json.loads(_held_plan(out.stderr).read_text(encoding="utf-8"))
+    assert written["examples"]["new"] == [f"more.csv line {n}" for n in range(22, 27)]
+
+
 @pytest.mark.parametrize("changed_only", [False, True], ids=["full", "changed-only"])
 def test_ignore_guard_sends_anyway(
     tmp_path: Path, fresh_sandbox: Callable[..., Sandbox], changed_only: bool
