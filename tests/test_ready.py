@@ -280,6 +280,21 @@ def test_a_redshift_manifest_and_a_success_marker_are_accepted(tmp_path: Path, s
     assert sb.stats()["items"]["stored"] == 25
 
 
+def test_a_folder_or_a_pattern_never_reads_a_manifest_as_data(tmp_path: Path, sb: Sandbox) -> None:
+    config = _config(tmp_path, sb.url, ready="manifest")
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    data = _data(exports)
+    _manifest(data, rows=20, bytes=data.stat().st_size)
+    for given in (exports, exports / "customers*"):
+        out = dmimport("run", config, given, "--json", "--full", secret=sb.secret)
+        assert out.returncode == 0, out.stderr
+        summary = json.loads(out.stdout)
+        assert [f["path"] for f in summary["files"]] == [str(data)]
+        assert summary["rows"] == 20
+    assert sb.stats()["items"]["stored"] == 40
+
+
 def test_a_success_marker_older_than_the_file_is_refused(tmp_path: Path, sb: Sandbox) -> None:
     marker = tmp_path / "_SUCCESS"
     marker.touch()

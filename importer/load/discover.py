@@ -28,6 +28,8 @@ def expand_inputs(
     paths: Sequence[str | Path], skipped: list[tuple[Path, str]] | None = None
 ) -> list[Path]:
     """Files, directories (their input files, not recursive) and glob patterns -> sorted files.
+    A directory's or a pattern's ``*.manifest.json`` (``input.ready: manifest``'s sidecars) are
+    left out.
 
     An entry of a directory, or a match of a pattern, that is not a regular file (a named pipe,
     a device, a symbolic link loop or to nothing, a folder named like an input file) is never
@@ -40,7 +42,7 @@ def expand_inputs(
         path = Path(text)
         passed: list[tuple[Path, str]] = []
         if path.is_dir():
-            entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+            entries = [p for p in path.iterdir() if not p.name.startswith(".") and _input(p)]
             matches = _regular_files(
                 sorted(p for p in entries if _known_extension(p)), passed, subfolders=True
             )
@@ -53,7 +55,8 @@ def expand_inputs(
         elif path.is_file():
             matches = [path]
         elif glob.has_magic(text):
-            matches = _regular_files(sorted(Path(p) for p in glob.glob(text)), passed)
+            listed = sorted(Path(p) for p in glob.glob(text) if _input(Path(p)))
+            matches = _regular_files(listed, passed)
             if not matches:
                 raise LoadError(
                     f"{text}: no file matches this pattern"
@@ -114,6 +117,15 @@ def _not_regular(path: Path) -> str:
     )
     kind = next((name for test, name in kinds if test(mode)), "not a regular file")
     return f"{link}{kind}, not a regular file"
+
+
+#: the sidecar of ``input.ready: manifest`` (``customers.csv.manifest.json``): never an input
+#: when a directory or a pattern is expanded (named alone, it is read as asked)
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def _input(path: Path) -> bool:
+    return not path.name.lower().endswith(MANIFEST_SUFFIX)
 
 
 def _known_extension(path: Path) -> bool:

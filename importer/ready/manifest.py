@@ -23,8 +23,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..load.discover import MANIFEST_SUFFIX as SUFFIX
+
 MARKER = "_SUCCESS"
-SUFFIX = ".manifest.json"
 
 _NAMES = {
     "rows": ("rows", "row_count", "record_count", "num_rows"),
