@@ -273,7 +273,7 @@ class Run:
             self.config, self.sources, mapper=self.mapper, only=self.only, stop=self.stopper.stop,
             observe=watch.add if watch else None,
         )  # fmt: skip
-        self.gate.judge(self.ledger, start, self.config_path, self.stopper.stop)
+        self.gate.judge(self.ledger, start, self.config_path, self.stopper.stop, self.metrics_file)
         plan_run(
             self.quota, self.sources, mapper=self.mapper, ledger=self.ledger,
             run=self.run_info, start=(start.job, start.config_sha, start.files, start.run_dir),

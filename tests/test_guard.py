@@ -125,6 +125,11 @@ def test_a_file_whose_columns_shifted_is_held_with_exit_8_and_sends_nothing(
     with Ledger(tmp_path / "state" / "state.db") as led:
         held = led.runs("guard-user")[0]
     assert (held.status, held.exit_code) == ("held", 8)
+    summary = json.loads((plan.parent / "summary.json").read_text(encoding="utf-8"))
+    assert (summary["exit_code"], summary["requests"], summary["rows"]) == (8, 0, 0)
+    assert summary["refused"].splitlines()[0] == (
+        "held by the blast-radius gate (guard:): nothing was sent"
+    )
 
 
 def test_approve_with_the_plan_sends_that_run(

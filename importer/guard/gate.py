@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import shlex
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,9 +25,10 @@ from typing import Any, Protocol
 
 from ..atomic import finish_atomic, private_opener, temp_path
 from ..config import Config, GuardOptions
-from ..errors import HeldError, UsageError
+from ..errors import DmImportError, HeldError, UsageError
 from ..exitcodes import HELD, USAGE
 from ..ledger import Ledger
+from ..report import RunSummary, write_metrics
 from .measure import GuardObserver, Measured
 
 log = logging.getLogger("importer.guard")
@@ -115,6 +117,12 @@ class _Start(Protocol):
     def files(self) -> list[dict[str, Any]]: ...
     @property
     def run_dir(self) -> Path: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def started(self) -> datetime: ...
+    @property
+    def t0(self) -> float: ...
 
 
 class Gate:
@@ -138,10 +146,16 @@ class Gate:
         return self.observer
 
     def judge(
-        self, ledger: Ledger | None, start: _Start, config_path: Path | None, stop: Event
+        self,
+        ledger: Ledger | None,
+        start: _Start,
+        config_path: Path | None,
+        stop: Event,
+        metrics_file: Path | None = None,
     ) -> None:
         """Measure what the observer saw and decide (``decide``); nothing when not watched
-        or the pre-pass was stopped."""
+        or the pre-pass was stopped. A held run leaves ``summary.json`` (exit code 8,
+        ``refused`` the reason) and updates ``metrics_file``, as every run does."""
         if self.observer is None or ledger is None or stop.is_set():
             return
         measured = self.observer.measure(ledger, start.job, start.run_id, self.guard.examples)
@@ -149,7 +163,11 @@ class Gate:
         facts = RunFacts(
             start.job, start.run_id, start.config_sha, start.files, start.run_dir, command
         )
-        self.decide(ledger, measured, facts)
+        try:
+            self.decide(ledger, measured, facts)
+        except HeldError as held:
+            _held_summary(self.kind, start, held, metrics_file)
+            raise
 
     def decide(self, ledger: Ledger, m: Measured, run: RunFacts) -> None:
         """Let the run go (its baseline stored) or hold it (``HeldError``)."""
@@ -158,7 +176,10 @@ class Gate:
             try:
                 self._check_approval(m, run)
             except UsageError:  # the run sent nothing: looked past by the next one's resume
-                ledger.end_run(run.run_id, status="refused", counts={}, exit_code=USAGE)
+                try:
+                    ledger.end_run(run.run_id, status="refused", counts={}, exit_code=USAGE)
+                finally:
+                    ledger.close()
                 with contextlib.suppress(OSError):
                     run.run_dir.rmdir()
                 raise
@@ -168,7 +189,10 @@ class Gate:
             with open(tmp, "w", encoding="utf-8", opener=private_opener) as fh:
                 json.dump(self._plan(m, run, trips), fh, ensure_ascii=False, indent=2)
             finish_atomic(tmp, plan)
-            ledger.end_run(run.run_id, status="held", counts={}, exit_code=HELD)
+            try:
+                ledger.end_run(run.run_id, status="held", counts={}, exit_code=HELD)
+            finally:
+                ledger.close()  # as a quota refusal does: the run is over
             again = f"{run.command} --approve {shlex.quote(str(plan))}"
             raise HeldError(_reason(m, trips, plan), plan, again)
         if trips:
@@ -238,3 +262,22 @@ def _reason(m: Measured, trips: list[dict[str, Any]], plan: Path) -> str:
         lines.append("  now empty in every row: " + ", ".join(m.emptied))
     lines.append(f"  plan: {plan}")
     return "\n".join(lines)
+
+
+def _held_summary(kind: str, start: _Start, held: HeldError, metrics_file: Path | None) -> None:
+    """The held run's ``summary.json`` and metrics: exit code 8, nothing sent, ``refused``
+    the reason and the plan file. A failure to write them is a warning: the hold stands."""
+    summary = RunSummary(
+        run_id=start.run_id, job=start.job, kind=kind, mode=start.mode,
+        report_dir=start.run_dir, started=start.started.isoformat(timespec="seconds"),
+        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+        duration_s=time.perf_counter() - start.t0, rows=0, counts={}, errcodes={},
+        top_reasons=[], requests=0, aborted=None, exit_code=HELD, files=start.files,
+        config_sha256=start.config_sha, refused=held.reason,
+    )  # fmt: skip
+    try:
+        summary.write(start.run_dir)
+        if metrics_file is not None:
+            write_metrics(metrics_file, summary)
+    except (DmImportError, OSError) as err:
+        log.warning("the held run's summary.json or metrics were not written: %s", err)

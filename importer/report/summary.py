@@ -116,7 +116,8 @@ class RunSummary:
     #: how the rows went out (requests, batches, bisection, splits, late re-sends)
     sending: Sending = field(default_factory=Sending)
     #: why the run was refused before reading any row for sending (an incomplete input:
-    #: ``importer.ready``, exit code 7); None for a run that was not
+    #: ``importer.ready``, exit code 7; a hold of ``importer.guard``, exit code 8); None for
+    #: a run that was not
     refused: str | None = None
     #: ``verify.sample``: what the read-back after the run found (``VerifySummary.to_dict``),
     #: or ``{"error": ..., "exit_code": ...}`` when it could not run; None: not verified
