@@ -672,6 +672,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return exitcodes.for_exception(exc)
     except DmImportError as exc:
         print(redact(f"error: {exc}"), file=sys.stderr)
+        refused: Any = getattr(exc, "summary", None)  # a refused run's (InputIncomplete)
+        if getattr(args, "json", False) and hasattr(refused, "to_dict"):
+            print(redact(json.dumps(refused.to_dict(), ensure_ascii=False, indent=2)))
         return exitcodes.for_exception(exc)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM: no traceback
         signum = getattr(exc, "signum", signal.SIGINT)

@@ -119,12 +119,13 @@ def test_a_cut_last_json_line_is_refused(tmp_path: Path, sb: Sandbox) -> None:
         tmp_path / "customers.jsonl",
         '{"phone": "01620000001", "name": "a"}\n{"phone": "0162000',
     )
-    out = dmimport("run", _config(tmp_path, sb.url), data, secret=sb.secret)
-    _refused(
+    out = dmimport("run", _config(tmp_path, sb.url), data, "--json", secret=sb.secret)
+    summary = _refused(
         out, sb,
         f"{data}: its last line (18 bytes) is not valid JSON and the file does not end with "
         "a line break: the export looks cut off",
     )  # fmt: skip
+    assert json.loads(out.stdout) == summary  # --json: the refused run's summary on stdout
 
 
 def test_a_cut_last_record_of_a_gzip_file_is_refused(tmp_path: Path, sb: Sandbox) -> None:
