@@ -268,7 +268,7 @@ class Run:
         self.quota = open_quota(
             self.config, secret=secret, dry_run=self.dry_run, within_quota=self.within_quota
         )
-        watch = self.gate.watch(self.ledger, self.only)  # None: not guarded (importer.guard)
+        watch = self.gate.watch(self.ledger, self.only, self.run_info)  # None: no guard:
         self.duplicates, valid = find_duplicates(
             self.config, self.sources, mapper=self.mapper, only=self.only, stop=self.stopper.stop,
             observe=watch.add if watch else None,

@@ -149,6 +149,26 @@ def test_approve_with_the_plan_sends_that_run(
     assert _stored(sb, "username") == {r[0]: r[3] for r in _rows(40)}
 
 
+def test_a_run_that_resumes_an_approved_run_is_not_held_again(
+    tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
+) -> None:
+    sb = fresh_sandbox()
+    config = _first_run(tmp_path, sb, GUARD)
+    shifted = write_csv(tmp_path / "shifted.csv", HEADER, _shifted(_rows(40)))
+    held = dmimport("run", config, shifted, secret=sb.secret)
+    plan = _held_plan(held.stderr)
+    # approved, then aborted by the platform (a wrong SECRET: 20000): nothing delivered
+    aborted = dmimport("run", config, shifted, "--approve", plan, secret="not-the-secret")
+    assert aborted.returncode == 3, aborted.stderr
+    # the same command the next night resumes the approved run: not held again
+    again = dmimport("run", config, shifted, secret=sb.secret)
+    assert again.returncode == 0, again.stderr
+    assert _stored(sb, "username") == {r[0]: r[3] for r in _rows(40)}
+    with Ledger(tmp_path / "state" / "state.db") as led:
+        statuses = [r.status for r in led.runs("guard-user")]
+    assert statuses == ["done", "aborted", "held", "done"]
+
+
 def test_approve_with_a_plan_of_other_files_is_refused(
     tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
 ) -> None:

@@ -27,7 +27,7 @@ from ..atomic import finish_atomic, private_opener, temp_path
 from ..config import Config, GuardOptions
 from ..errors import DmImportError, HeldError, UsageError
 from ..exitcodes import HELD, USAGE
-from ..ledger import Ledger
+from ..ledger import Ledger, RunInfo
 from ..report import RunSummary, write_metrics
 from .measure import GuardObserver, Measured
 
@@ -137,12 +137,18 @@ class Gate:
         self.approve = Path(approve) if approve is not None else None
         self.ignore = ignore
         self.observer: GuardObserver | None = None
+        self.resumes: str | None = None  # the run this one resumes (``watch``)
 
-    def watch(self, ledger: Ledger | None, only: object | None) -> GuardObserver | None:
+    def watch(
+        self, ledger: Ledger | None, only: object | None, run: RunInfo | None = None
+    ) -> GuardObserver | None:
         """The pre-pass's observer; None when the gate is off: no threshold set, no ledger
-        (``state.enabled: false``, ``--dry-run``, ``--debug``), or a retry (``only``)."""
+        (``state.enabled: false``, ``--dry-run``, ``--debug``), or a retry (``only``). A run
+        that resumes another (``run``) is measured but never held: the run it resumes had
+        the same config and files and was let through (a held run is never resumed)."""
         if self.guard.enabled and ledger is not None and only is None:
             self.observer = GuardObserver(self.kind, self.event_name)
+        self.resumes = run.resumed_from if run is not None else None
         return self.observer
 
     def judge(
@@ -172,6 +178,9 @@ class Gate:
     def decide(self, ledger: Ledger, m: Measured, run: RunFacts) -> None:
         """Let the run go (its baseline stored) or hold it (``HeldError``)."""
         trips = [] if m.first_run else tripped(self.guard, m)
+        if trips and self.resumes is not None:
+            log.info("guard: not held: the run resumes run %s, which was let through", self.resumes)
+            trips = []
         if self.approve is not None:
             try:
                 self._check_approval(m, run)
