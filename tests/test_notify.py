@@ -563,6 +563,48 @@ def test_a_run_that_stops_with_an_error_is_told_without_secrets_or_values(
     assert json.loads(raw)["title"] == "dmimport nightly: FAILED (exit 5: internal error)"
 
 
+def test_a_run_the_guard_holds_is_told_to_on_held_with_its_plan_and_exits_8(
+    fresh_sandbox: Callable[..., Sandbox],
+    hook: Callable[..., Hook],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sb = fresh_sandbox()
+    held = hook([(200, OK_WECOM)], service="dingtalk", secret=SIGN_SECRET)
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    monkeypatch.setenv("DING_URL", held.url(f"/robot/send?access_token={TOKEN}"))
+    monkeypatch.setenv("DING_SECRET", SIGN_SECRET)
+    config = tmp_path / "nightly.yaml"
+    config.write_text(
+        "job: {name: nightly, kind: user, primary_keys: [phone]}\n"
+        "columns: {phone: phone, username: name, city: city}\n"
+        "guard: {max_changed_share: 0.3}\n"
+        "notify:\n  - {type: dingtalk, url_env: DING_URL, secret_env: DING_SECRET, on: held}\n",
+        encoding="utf-8",
+    )
+    rows = [[f"1390000{i:04d}", f"name-{i}", f"city-{i % 7}"] for i in range(20)]
+    first = write_csv(tmp_path / "day1.csv", ["phone", "name", "city"], rows)
+    assert _run(sb, config, first, tmp_path).exit_code == 0
+    assert held.received == []  # a good night: on: held says nothing
+    # the next export's columns shifted by one: every customer would change
+    shifted = [[p, c, n] for p, n, c in rows]
+    day2 = write_csv(tmp_path / "day2.csv", ["phone", "name", "city"], shifted)
+    before = sb.stats()["requests"]
+    with pytest.raises(importer.HeldError) as caught:
+        _run(sb, config, day2, tmp_path)
+    assert caught.value.exit_code == 8  # told or not, the run's own code
+    assert sb.stats()["requests"] == before
+    (body,) = held.bodies()
+    assert (
+        body["markdown"]["title"]
+        == "dmimport nightly: HELD (exit 8: held by a guard, nothing sent)"
+    )
+    text = body["markdown"]["text"]
+    assert f"- plan {caught.value.plan.resolve()}" in text.split("\n\n")
+    assert "--approve" in text and "max_changed_share" in text
+    _no_secret_in(held.received[0][1], sb)
+
+
 def test_a_held_run_is_told_to_on_held_with_its_plan_file(
     hook: Callable[..., Hook], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -178,7 +178,7 @@ def from_error(job: str, exc: BaseException, exit_code: int) -> Message:
     # a guard's hold: the plan file that approves the run (``--approve PLAN``)
     plan = getattr(exc, "plan", None)
     plan = str(Path(plan).resolve()) if isinstance(plan, str | Path) else None
-    if plan and plan not in said:
+    if plan:
         lines.append(f"plan {plan}")
     data = {
         "job": job,
