@@ -677,3 +677,78 @@ def test_a_bad_notify_entry_is_refused_naming_the_key(
     with pytest.raises(importer.ConfigError) as caught:
         importer.load_config(config)
     assert [str(p) for p in caught.value.problems] == [problem]
+
+
+def test_a_redirect_is_not_followed_and_not_taken_for_delivered(
+    hook: Callable[..., Hook], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # urllib follows a POST's 302 with a GET that drops the message; the page it lands on
+    # answers 200 with errcode 0: the message was reported delivered though nobody got it
+    landing = hook([(200, OK_WECOM)])
+    moved = hook([(302, b"")])
+    moved.answers = [(302, b"")]
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(302)
+            self.send_header("Location", landing.url("/cgi-bin/webhook/send?key=k"))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            self.do_POST()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    moved.server.RequestHandlerClass = Redirect
+    monkeypatch.setenv("WECOM_URL", moved.url(f"/old?key={TOKEN}"))
+    hooks = [NotifyHook(type="wecom", url_env="WECOM_URL")]
+    (delivery,) = send(hooks, Message("nightly", 1, "dmimport nightly: FAILED", ["rows"]))
+    assert (delivery.delivered, delivery.attempts) == (False, 1)
+    assert delivery.problem == (
+        "HTTP 302: a redirect, not followed (the message would not go with it); set the URL "
+        "of the webhook itself"
+    )
+    assert landing.received == []
+
+
+def test_a_service_that_drips_its_answer_is_given_timeout_s_in_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # each byte comes within the socket's timeout: only a deadline on the whole exchange ends it
+    class Drip(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            try:
+                self.send_response(200)
+                self.send_header("Content-Length", "40")
+                self.end_headers()
+                for _ in range(40):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("HOOK_URL", f"http://127.0.0.1:{server.server_address[1]}/h")
+        hooks = [NotifyHook(type="webhook", url_env="HOOK_URL", timeout_s=0.5)]
+        t0 = time.monotonic()
+        (delivery,) = send(hooks, Message("nightly", 1, "dmimport nightly: FAILED", ["rows"]))
+        took = time.monotonic() - t0
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert (delivery.delivered, delivery.attempts) == (False, 2)
+    assert delivery.problem == "no answer within 0.5 s"
+    assert took < 2 * 0.5 + 1.0 + 1.0  # twice timeout_s and the pause, with room; was 16 s

@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from .. import exitcodes
@@ -148,10 +152,32 @@ def _deliver(
 
 
 def _post(kind: str, url: str, body: bytes, timeout_s: float) -> tuple[str | None, bool]:
-    """POST ``body`` to ``url``: (what went wrong or None, whether trying again may help)."""
+    """POST ``body`` to ``url``: (what went wrong or None, whether trying again may help).
+    The whole exchange gets ``timeout_s`` (a service that answers a byte at a time does not
+    hold the run past it: the socket's own timeout is per read)."""
+    result: list[tuple[str | None, bool]] = []
+    worker = threading.Thread(
+        target=lambda: result.append(_exchange(kind, url, body, timeout_s)),
+        name="dmimport-notify",
+        daemon=True,  # a service still dripping its answer is left to the socket's timeout
+    )
+    worker.start()
+    worker.join(timeout_s)
+    if not result:
+        return f"no answer within {timeout_s:g} s", True
+    return result[0]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: urllib would follow a POST's 301/302/303 with a GET
+    without the message, and the page it lands on may well answer 200."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _exchange(kind: str, url: str, body: bytes, timeout_s: float) -> tuple[str | None, bool]:
     import http.client  # only a run that tells someone pays for them
-    import urllib.error
-    import urllib.request
 
     req = urllib.request.Request(
         url,
@@ -159,11 +185,18 @@ def _post(kind: str, url: str, body: bytes, timeout_s: float) -> tuple[str | Non
         method="POST",
         headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": "dmimport"},
     )
+    opener = urllib.request.build_opener(_NoRedirect)  # the environment's proxies, as urlopen
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as answer:  # http(s): checked above
+        with opener.open(req, timeout=timeout_s) as answer:  # http(s): checked above
             raw = answer.read(65536)
             status = answer.status
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            return (
+                f"HTTP {exc.code}: a redirect, not followed (the message would not go with it); "
+                "set the URL of the webhook itself",
+                False,
+            )
         return f"HTTP {exc.code}", exc.code == 429 or exc.code >= 500
     except TimeoutError:
         return f"no answer within {timeout_s:g} s", True
