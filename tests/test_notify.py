@@ -602,7 +602,44 @@ def test_a_run_the_guard_holds_is_told_to_on_held_with_its_plan_and_exits_8(
     text = body["markdown"]["text"]
     assert f"- plan {caught.value.plan.resolve()}" in text.split("\n\n")
     assert "--approve" in text and "max_changed_share" in text
+    # the plan's path as the error names it (its folder holds the run id, a run of digits
+    # such as 20261206T021500): copied from the message into --approve, it must work
+    said = str(caught.value)
+    approve = said.split("--approve ")[1].split()[0]
+    assert Path(approve).resolve() == caught.value.plan.resolve()
+    assert f"--approve {approve}" in text and "****" not in text
     _no_secret_in(held.received[0][1], sb)
+
+
+def test_an_incomplete_input_names_its_run_folder_unmasked(
+    fresh_sandbox: Callable[..., Sandbox],
+    hook: Callable[..., Hook],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run id's digits (20261206T021500) and a dated export's name are not phones: the
+    message names them as they are, and still masks a phone in the same text."""
+    sb = fresh_sandbox()
+    generic = hook([(200, {})])
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    monkeypatch.setenv("OPS_URL", generic.url(f"/hook?token={TOKEN}"))
+    config = tmp_path / "nightly.yaml"
+    config.write_text(
+        "job: {name: nightly, kind: user, primary_keys: [phone]}\n"
+        "columns: {phone: phone, username: name}\n"
+        "notify:\n  - {type: webhook, url_env: OPS_URL}\n",
+        encoding="utf-8",
+    )
+    cut = tmp_path / "customers-20261206.csv"
+    cut.write_bytes(f"phone,name\n{PHONES[0]},a\n{PHONES[1]}".encode())
+    with pytest.raises(importer.InputIncomplete) as caught:
+        _run(sb, config, cut, tmp_path)
+    (body,) = generic.bodies()
+    run_id = caught.value.summary.run_id
+    assert "20261206" in run_id and body["run_id"] == run_id
+    assert f"nightly-{run_id}/summary.json" in body["error"]
+    assert f"{cut.name}" in body["error"] and "****" not in body["text"]
+    _no_secret_in(generic.received[0][1], sb)
 
 
 def test_a_held_run_is_told_to_on_held_with_its_plan_file(
@@ -627,6 +664,9 @@ def test_a_held_run_is_told_to_on_held_with_its_plan_file(
     ]
     assert lark.bodies()[0]["content"]["text"].splitlines()[-1] == f"plan {plan.resolve()}"
     assert message.data["plan"] == str(plan.resolve())
+    # the held run's folder (its summary.json) and run id, as an incomplete input's
+    assert message.data["report_dir"] == str(plan.parent.resolve())
+    assert message.data["run_id"] == "1"
 
 
 def test_the_command_line_notifies_and_no_notify_tells_nobody(

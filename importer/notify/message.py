@@ -35,8 +35,10 @@ MEANINGS = {
 GATE_CODES = (exitcodes.INPUT_INCOMPLETE, exitcodes.HELD)
 #: what a message says of ``verify.sample``'s read-back (no search field, no file path)
 _VERIFY_KEYS = ("checked", "matched", "mismatched", "not_found", "masked", "share", "min_match")
-#: the longest error text a message quotes
+#: the longest line of an error a message quotes
 MAX_ERROR_CHARS = 600
+#: the most lines of an error a message holds
+MAX_ERROR_LINES = 20
 #: the reasons a message lists, at most
 TOP_REASONS = 3
 
@@ -164,10 +166,15 @@ def from_summary(summary: RunSummary) -> Message:
 def from_error(job: str, exc: BaseException, exit_code: int) -> Message:
     """The message of a run that stopped with ``exc`` (no report, or no summary of it)."""
     said = _masked(str(exc) or type(exc).__name__)
-    if len(said) > MAX_ERROR_CHARS:
-        said = said[:MAX_ERROR_CHARS] + " ..."
+    # cut line by line: a held run's last lines are the command that approves it, whole
+    told = [line.rstrip() for line in said.splitlines() if line.strip()]
+    if len(told) > MAX_ERROR_LINES:
+        told = [*told[:MAX_ERROR_LINES], "..."]
+    said = "\n".join(
+        line if len(line) <= MAX_ERROR_CHARS else line[:MAX_ERROR_CHARS] + " ..." for line in told
+    )
     title = f"dmimport {job}: {verdict(exit_code)} (exit {exit_code}: {meaning(exit_code)})"
-    lines = [f"on {_host()}:", *(line.strip() for line in said.splitlines() if line.strip())]
+    lines = [f"on {_host()}:", *(line.strip() for line in said.splitlines())]
     # a refusal that wrote its run's summary.json (an incomplete input, a guard's hold)
     summary = getattr(exc, "summary", None)
     run_id = getattr(summary, "run_id", None)
@@ -180,6 +187,10 @@ def from_error(job: str, exc: BaseException, exit_code: int) -> Message:
     plan = str(Path(plan).resolve()) if isinstance(plan, str | Path) else None
     if plan:
         lines.append(f"plan {plan}")
+        # the held run's folder (``<job>-<run id>``) holds its summary.json beside the plan
+        folder = Path(plan).parent
+        if report is None and folder.name.startswith(f"{job}-"):
+            report, run_id = str(folder), folder.name[len(job) + 1 :]
     data = {
         "job": job,
         "run_id": run_id,

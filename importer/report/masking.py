@@ -57,11 +57,31 @@ def mask_pii_text(text: str, values: Iterable[str] = ()) -> str:
 
     def repl(m: re.Match[str]) -> str:
         token = m.group(0)
-        if m.group("phone") is not None and _DATE.fullmatch(token):
+        if m.group("phone") is not None and (
+            _DATE.fullmatch(token) or _in_name(text, m.start(), m.end())
+        ):
             return token
         return mask_value(token)
 
     return _PII_TOKEN.sub(repl, text)
+
+
+#: a word that names a file or folder: a ``/`` and an ASCII letter in it
+_PATH_WORD = re.compile(r"[^\s'\"]*/[^\s'\"]*")
+_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _in_name(text: str, start: int, end: int) -> bool:
+    """Whether the digits at ``text[start:end]`` are part of a name, not a phone: joined to
+    an ASCII letter (a run id ``20261206T021500-3fa2c1``, a hash), or inside a path (the
+    report folder ``reports/nightly-20261206T021500-3fa2c1/plan.json`` an error names, which
+    the reader copies into ``--approve``)."""
+    if (start > 0 and text[start - 1] in _LETTERS) or (end < len(text) and text[end] in _LETTERS):
+        return True
+    for word in _PATH_WORD.finditer(text):
+        if word.start() <= start and end <= word.end():
+            return any(c in _LETTERS for c in word.group(0))
+    return False
 
 
 #: a value ``mask_value`` masked (``138****5678``, ``al****@corp.cn``, ``****``)
