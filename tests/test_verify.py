@@ -194,6 +194,32 @@ def test_verify_finds_every_row_of_a_good_run_as_sent(
 
 
 @pytest.mark.usefixtures("keys")
+def test_rows_the_platform_merges_by_one_shared_key_are_compared_by_the_last_only(
+    tmp_path: Path, fresh_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Primary keys phone and email: ``phone=P;email=a`` then ``phone=P;email=b`` are two
+    identities, but the platform merges them into one customer (any shared key value) holding
+    the later row's values: the earlier row is not a candidate (it was a mismatch, exit 9)."""
+    sb = fresh_sandbox()
+    config, _ = _job(tmp_path, sb)
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data["job"]["primary_keys"] = ["phone", "email"]
+    data["columns"]["email"] = "email"
+    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    rows = []
+    for i in range(ROWS // 2):
+        rows.append([f"1390000{i:04d}", f"a{i}@x.cn", f"first{i}", "20"])
+        rows.append([f"1390000{i:04d}", f"b{i}@x.cn", f"second{i}", "30"])  # same phone
+    people = write_csv(tmp_path / "merged.csv", ["phone", "email", "name", "age"], rows)
+    run = _run(config, people, sb, monkeypatch)
+    assert len(sb.customers()) == ROWS // 2  # one customer per phone, as the platform does
+    found = importer.verify(str(config), run.run_id, sample=ROWS)
+    assert (found.candidates, found.checked, found.mismatched) == (ROWS // 2, ROWS // 2, 0)
+    assert (found.matched, found.exit_code) == (ROWS // 2, 0)
+    assert {int(r["line"]) % 2 for r in _verify_csv(found.path)} == {1}  # the second rows
+
+
+@pytest.mark.usefixtures("keys")
 def test_verify_finds_the_rows_the_platform_dropped_and_exits_9(
     tmp_path: Path, fresh_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -118,13 +118,26 @@ def _ok_rows(path: Path, encoding: str | None) -> pa.Table:
     return table.filter(pc.equal(table["status"], "ok")).drop_columns(["status"])
 
 
+def _last_of_each_customer(ok: pa.Table) -> pa.Array:
+    """Which ``ok`` rows no later ``ok`` row shares a primary-key value with. The platform
+    merges a record into the customer that has ANY of its primary-key values, so
+    ``phone=1;email=a`` and a later ``phone=1;email=b`` end as one customer holding the later
+    row's values, though their identities differ: only the later one can be compared."""
+    parts = pc.split_pattern(ok["identity"], ";")
+    owners = pc.list_parent_indices(parts)
+    each = pa.table({"part": pc.list_flatten(parts), "row": owners, "at": ok["at"].take(owners)})
+    latest = each.group_by("part").aggregate([("at", "max")])
+    # per row, the latest row that shares one of its values: itself when it is the last
+    joined = each.select(["part", "row"]).join(latest, "part")
+    per_row = joined.group_by("row").aggregate([("at_max", "max")]).sort_by("row")
+    return pc.equal(per_row["at_max_max"], ok["at"])
+
+
 def pick(folder: RunFolder, n: int, encoding: str | None = None) -> tuple[list[SampleRow], int]:
     """``(sample, candidates)``: ``n`` rows spread over the run's last ``ok`` row of each
     customer (``candidates`` of them), in file order."""
     ok = _ok_rows(folder.results, encoding)
-    last = ok.group_by("identity").aggregate([("at", "max")])
-    keep = pc.is_in(ok["at"], value_set=last["at_max"])
-    rows = ok.filter(keep).sort_by("at")
+    rows = ok.filter(_last_of_each_customer(ok)).sort_by("at")
     total = rows.num_rows
     if n < total:
         rows = rows.take(pa.array([int((k + 0.5) * total / n) for k in range(n)], pa.int64()))
