@@ -219,6 +219,39 @@ def test_min_size_ratio_holds_a_file_much_smaller_than_the_last_runs(
     assert dmimport("run", config, data, secret=sb.secret).returncode == 0
 
 
+def test_min_size_ratio_holds_several_dated_files_much_smaller_together(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    # parts with the date in their names: no path matches the last run's, and each run read
+    # two files, so no file had anything to be compared with: a cut export went through
+    config = _config(tmp_path, sb.url, min_size_ratio=0.5)
+    rows = [[f"0163{i:07d}", f"name-{i}"] for i in range(200)]
+    yesterday = [_data(tmp_path, rows[:100], f"part{p}_20261205.csv") for p in (1, 2)]
+    assert dmimport("run", config, *yesterday, secret=sb.secret).returncode == 0
+    was = sum(f.stat().st_size for f in yesterday)
+    sent = sb.stats()["requests"]
+    today = [_data(tmp_path, rows[:10], f"part{p}_20261206.csv") for p in (1, 2)]
+    size = sum(f.stat().st_size for f in today)
+    out = dmimport("run", config, *today, secret=sb.secret)
+    why = (
+        f"this run's 2 files hold {size:,} bytes in all, {100 * size / was:.0f} % of the last "
+        f"run's 2 files' {was:,} bytes (input.min_size_ratio 0.5): the export looks incomplete; "
+        "run again once it is complete, or lower input.min_size_ratio if the input really shrank"
+    )
+    assert out.returncode == 7, out.stderr
+    assert out.stderr.splitlines()[:-1] == [
+        "error: 2 input files look incomplete; nothing was sent:",
+        *(f"  {f}: {why}" for f in today),
+    ]
+    assert sb.stats()["requests"] == sent
+    assert _last_run(tmp_path) == ("refused", 7)
+    # the whole of today's export, both parts: let through
+    today = [
+        _data(tmp_path, rows[100 * (p - 1) : 100 * p], f"part{p}_20261206.csv") for p in (1, 2)
+    ]
+    assert dmimport("run", config, *today, secret=sb.secret).returncode == 0
+
+
 # -- input.ready: manifest ------------------------------------------------------------------------
 def _manifest(data: Path, **fields: Any) -> Path:
     path = data.with_name(data.name + ".manifest.json")

@@ -181,7 +181,8 @@ def _size_problems(
     files: Sequence[Source], previous: list[dict[str, Any]] | None, ratio: float | None
 ) -> dict[Path, str]:
     """``input.min_size_ratio``: each file against the last run's file of the same path;
-    else, when both runs read one file, against that one."""
+    else, when both runs read one file, against that one; when either run read several
+    files and none fell short alone, all of them together against the last run's."""
     if ratio is None or not previous or not files:
         return {}
     before = {str(f.get("path")): int(f.get("size") or 0) for f in previous}
@@ -199,4 +200,19 @@ def _size_problems(
             f"(input.min_size_ratio {ratio:g}): the export looks incomplete; run again once it "
             "is complete, or lower input.min_size_ratio if the file really shrank"
         )
-    return out
+    if out or (len(files) == 1 and len(before) == 1):
+        return out
+    # several files (dated names, parts): together against the last run's files together
+    # (a missing part, or every part renamed and smaller, is not missed)
+    total, was_total = sum(s.path.stat().st_size for s in files), sum(before.values())
+    if not was_total or total >= ratio * was_total:
+        return out
+    share = 100 * total / was_total
+    said = (
+        f"this run's {len(files)} file{'s' if len(files) > 1 else ''} hold {total:,} bytes in "
+        f"all, {share:.0f} % of the last run's {len(before)} file"
+        f"{'s' if len(before) > 1 else ''}' {was_total:,} bytes (input.min_size_ratio "
+        f"{ratio:g}): the export looks incomplete; run again once it is complete, or lower "
+        "input.min_size_ratio if the input really shrank"
+    )
+    return {source.path: said for source in files}
