@@ -467,3 +467,22 @@ def test_verify_csv_masks_pii_under_report_mask_pii(
     assert (bad["identity"], bad["detail"]) == ("phone=+86****0000", "username: differs")
     assert (bad["line"], bad["search_field"]) == ("2", "phone")
     assert "13800000000" not in text and "changed" not in text and "=name0" not in text
+
+
+def test_the_printed_counts_group_thousands_as_the_docs_show() -> None:
+    found = importer.VerifySummary(
+        run_id="20261206T020000-3fa2c1",
+        job="customers",
+        sample=2000,
+        checked=2000,
+        counts={"matched": 1988, "masked": 12},
+        min_match=0.99,
+        requests=2001,
+        search_fields=["phone"],
+        candidates=58112,
+    )
+    assert found.lines()[:2] == [
+        "verify 20261206T020000-3fa2c1 (customers): 2,000 of 58,112 delivered customers "
+        "looked up by phone (2,001 requests)",
+        "  matched 1,988, mismatched 0, not found 0, masked 12",
+    ]

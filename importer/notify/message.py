@@ -115,16 +115,21 @@ def from_summary(summary: RunSummary) -> Message:
     if reasons:
         lines.append("top reasons: " + "; ".join(f"{r['rows']:,} × {r['reason']}" for r in reasons))
     quota = summary.quota or {}
+    checked = summary.verify or {}
+    # the read-back's look-ups come out of the same daily quota, after the run's own requests
+    looked = int(checked.get("requests") or 0)
+    spent = f"requests {summary.requests:,}" + (
+        f" (+{looked:,} read-back look-ups)" if looked else ""
+    )
     left = None
     if quota.get("daily_quota"):
-        left = max(0, int(quota.get("left", 0)) - summary.requests)
+        left = max(0, int(quota.get("left", 0)) - summary.requests - looked)
         lines.append(
-            f"requests {summary.requests:,}; quota left {left:,} of {quota['daily_quota']:,} "
+            f"{spent}; quota left {left:,} of {quota['daily_quota']:,} "
             f"({quota.get('day', '')}, {quota.get('timezone', '')})"
         )
     else:
-        lines.append(f"requests {summary.requests:,}")
-    checked = summary.verify or {}
+        lines.append(spent)
     if checked.get("checked"):
         share, wanted = float(checked.get("share", 0)), float(checked.get("min_match", 0))
         lines.append(

@@ -106,10 +106,11 @@ class VerifySummary:
         if not self.checked:
             return [f"verify {self.run_id}: no row of the run was reported ok: nothing to verify"]
         out = [
-            f"verify {self.run_id} ({self.job}): {self.checked} of {self.candidates} delivered "
-            f"customers looked up by {', '.join(self.search_fields)} ({self.requests} requests)",
-            f"  matched {self.matched}, mismatched {self.mismatched}, not found "
-            f"{self.not_found}, masked {self.masked}",
+            f"verify {self.run_id} ({self.job}): {self.checked:,} of {self.candidates:,} "
+            f"delivered customers looked up by {', '.join(self.search_fields)} "
+            f"({self.requests:,} requests)",
+            f"  matched {self.matched:,}, mismatched {self.mismatched:,}, not found "
+            f"{self.not_found:,}, masked {self.masked:,}",
             f"  found as sent: {self.share:.1%} (min {self.min_match:.1%})"
             + ("" if self.passed else " -- BELOW the minimum"),
         ]
@@ -117,7 +118,7 @@ class VerifySummary:
             out.append(f"  details: {self.path}")
         if not self.passed and self.not_found:
             out.append(
-                f"  {self.not_found} row(s) the run reported ok are not on the platform: "
+                f"  {self.not_found:,} row(s) the run reported ok are not on the platform: "
                 "the platform answered ok without storing them; send them again with "
                 "`dmimport run CONFIG FILE --full`"
             )
