@@ -514,10 +514,7 @@ def test_a_run_whose_read_back_falls_short_is_told_with_the_verify_line(
         in body["text"].splitlines()
     )
     # the 11 look-ups (10 rows and the field list) come out of the same daily quota
-    assert (
-        "requests 1 (+11 read-back look-ups); quota left 9,988 of 10,000 ("
-        in body["text"]
-    )
+    assert "requests 1 (+11 read-back look-ups); quota left 9,988 of 10,000 (" in body["text"]
     assert (body["requests"], body["quota_left"]) == (1, 9988)
     assert body["verify"] == {
         "checked": 10, "matched": 8, "mismatched": 0, "not_found": 2, "masked": 0,
