@@ -54,8 +54,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def verified(v: dict[str, Any]) -> str:
     """The ``verify`` line of a run's summary (``verify.sample``): ``summary.json``'s
     ``verify``."""
+    if not v.get("checked"):  # every row unchanged, rejected or failed: none to look up
+        return "nothing to look up: no row of this run was reported ok (0 requests)"
     return (
-        f"{v['checked']} looked up: matched {v['matched']}, mismatched {v['mismatched']}, "
-        f"not found {v['not_found']}, masked {v['masked']} ({v['share']:.1%}, min "
-        f"{v['min_match']:.1%}); {v['verify_csv']}"
+        f"{v['checked']:,} looked up: matched {v['matched']:,}, mismatched "
+        f"{v['mismatched']:,}, not found {v['not_found']:,}, masked {v['masked']:,} "
+        f"({v['share']:.1%}, min {v['min_match']:.1%}); {v['verify_csv']}"
     )

@@ -365,6 +365,13 @@ def test_verify_sample_in_the_config_verifies_at_the_end_of_run(
     assert (summary["exit_code"], summary["verify"]["not_found"]) == (9, 4)
     assert summary["verify"]["run_exit_code"] == 0
     assert (run_dir / "verify.csv").is_file()
+    # the next night, nothing changed: nothing sent, nothing to look up (and no "None")
+    again = dmimport("run", config, data, "--changed-only", secret=sb.secret, env=ENV)
+    assert again.returncode == 0, again.stderr
+    verify_line = next(x for x in again.stdout.splitlines() if x.startswith("  verify"))
+    assert verify_line == (
+        "  verify    nothing to look up: no row of this run was reported ok (0 requests)"
+    )
 
 
 def test_a_run_with_verify_sample_is_refused_before_sending_without_the_keys(
