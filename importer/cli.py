@@ -247,7 +247,7 @@ def render_summary(
         for r in d["top_reasons"]:
             lines.append(f"    {r['rows']:>8,}  {r['reason']}  (e.g. {r['example']})")
     if v := d.get("verify"):
-        lines.append(f"  verify    {v.get('error') or cli_verify.verified(v)}")
+        lines.append(f"  verify    {v.get('error') or v.get('skipped') or cli_verify.verified(v)}")
     if d["aborted"]:
         lines.append(f"  ABORTED: {d['aborted']}")
     if d.get("interrupted"):

@@ -493,3 +493,29 @@ def test_the_printed_counts_group_thousands_as_the_docs_show() -> None:
         "looked up by phone (2,001 requests)",
         "  matched 1,988, mismatched 0, not found 0, masked 12",
     ]
+
+
+@pytest.mark.usefixtures("keys")
+def test_a_run_that_stops_early_is_not_verified_and_keeps_exit_3(
+    tmp_path: Path, fresh_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outage aborts the run (exit 3 either way): no look-up is spent on it (the daily
+    quota may be what stopped it); the run that resumes it verifies."""
+    sb = fresh_sandbox(faults=Faults(down_after=1))
+    config, data = _job(
+        tmp_path,
+        sb,
+        verify={"sample": ROWS},
+        send={"rate_limit": None, "batch_rows": 10, "abort_after_failed_rows": 5,
+              "retry": {"max_attempts": 1}},
+    )  # fmt: skip
+    done = dmimport("run", config, data, "--quiet", secret=sb.secret, env=ENV)
+    assert done.returncode == 3, done.stderr
+    verify_line = next(x for x in done.stdout.splitlines() if x.startswith("  verify"))
+    assert verify_line == (
+        "  verify    not verified: the run stopped early; the run that resumes it verifies"
+    )
+    run_dir = next((tmp_path / "reports").glob("vjob-*"))
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    assert summary["exit_code"] == 3 and "skipped" in summary["verify"]
+    assert not (run_dir / "verify.csv").exists()

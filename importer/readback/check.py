@@ -338,8 +338,17 @@ def verify_after_run(config: Config, summary: RunSummary, report_root: Path) -> 
     """``verify.sample``: verify the run that made ``summary`` and record what was found in
     it (``summary.verify``, its ``summary.json``). A run that exited 0 takes the verify's
     exit code (9 below ``verify.min_match``; an error's own, e.g. 3 for HTTP 403); a run
-    that already failed keeps its code. A dry or debug run is not verified."""
+    that already failed keeps its code. A dry or debug run is not verified, nor one that
+    stopped early (aborted, interrupted: ``summary.verify`` says ``skipped``)."""
     if summary.mode != "send" or summary.report_dir is None:
+        return
+    if summary.aborted or summary.interrupted:
+        # it stopped early and keeps its exit code (3, 130, 143): the look-ups would change
+        # nothing but spend the daily quota (maybe what stopped it); its resume verifies
+        summary.verify = {
+            "skipped": "not verified: the run stopped early; the run that resumes it verifies"
+        }
+        summary.write(summary.report_dir)
         return
     opts = config.verify
     try:
