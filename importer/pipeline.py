@@ -251,6 +251,7 @@ class Run:
         except BaseException as exc:
             out.abandon(exc)
             raise
+        _keep_baseline(self, out, aborted)
         return out.close(
             aborted=aborted,
             requests=sending.requests,
@@ -492,6 +493,15 @@ def _paths(
     if paths or len(paths) == len(files):
         return expand_inputs(paths, skipped)
     return []
+
+
+def _keep_baseline(run: Run, out: RunOutputs, aborted: str | None) -> None:
+    """``guard:``: the values of a run let through become the job's baseline once every row
+    it sent went through (not aborted, not interrupted, no row failed or left unsent)."""
+    counts = out.tally.counts
+    undelivered = sum(counts.get(s.label, 0) for s in (Status.FAILED, Status.NOT_SENT))
+    if run.ledger is not None and not (aborted or undelivered or run.stopper.interrupted):
+        run.gate.keep_baseline(run.ledger, run.config.job_name)
 
 
 def _fingerprint(source: Source) -> dict[str, Any]:

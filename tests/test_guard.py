@@ -5,6 +5,7 @@ single request (exit code 8, a plan file), ``--approve PLAN`` sends that very ru
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -329,3 +330,29 @@ def test_a_bad_guard_threshold_is_refused_naming_the_key(
         load_job(config)
     [problem] = info.value.problems
     assert (problem.path, problem.message) == (key, message)
+
+
+def test_a_run_let_through_that_then_aborts_leaves_the_baseline_before_it(
+    tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
+) -> None:
+    # the baseline was stored before sending: after an outage the next night still counted
+    # the undelivered rows changed (the ledger's hashes), but against values never sent:
+    # "40 changed" and not a word of which properties
+    sb = fresh_sandbox()
+    config = _first_run(tmp_path, sb, GUARD)
+    shifted = write_csv(tmp_path / "shifted.csv", HEADER, _shifted(_rows(40)))
+    with socket.socket() as s:  # a port nobody listens on: the platform is down
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    down = dmimport("run", config, shifted, "--ignore-guard", "--base-url", dead, secret=sb.secret)
+    assert down.returncode == 1, down.stderr  # every row failed: nothing delivered
+    out = dmimport("run", config, shifted, secret=sb.secret)
+    assert out.returncode == 8, out.stderr
+    assert out.stderr.splitlines()[2:4] == [
+        "  rows: 0 new, 40 changed, 0 unchanged",
+        "  most changed: city 40, source 40, username 40",
+    ]
+    # a run that sends its rows does store its values: the same file again is not held
+    assert dmimport("run", config, shifted, "--ignore-guard", secret=sb.secret).returncode == 0
+    again = dmimport("run", config, shifted, secret=sb.secret)
+    assert again.returncode == 0, again.stderr

@@ -27,7 +27,7 @@ from ..atomic import finish_atomic, private_opener, temp_path
 from ..config import Config, GuardOptions
 from ..errors import DmImportError, HeldError, UsageError
 from ..exitcodes import HELD, USAGE
-from ..ledger import Ledger, RunInfo
+from ..ledger import Baseline, Ledger, RunInfo
 from ..report import RunSummary, write_metrics
 from .measure import GuardObserver, Measured
 
@@ -129,7 +129,8 @@ class Gate:
     """``guard:`` for one run: ``approve`` (a plan file) or ``ignore`` let a held run go.
 
     ``watch`` gives the pre-pass its observer (when the gate is on: a threshold set, a
-    ledger, not a retry), ``judge`` measures and decides once the pre-pass is over."""
+    ledger, not a retry), ``judge`` measures and decides once the pre-pass is over,
+    ``keep_baseline`` stores the values of a run let through once it has sent them."""
 
     def __init__(self, config: Config, approve: str | Path | None, ignore: bool) -> None:
         self.guard = config.guard
@@ -138,6 +139,7 @@ class Gate:
         self.ignore = ignore
         self.observer: GuardObserver | None = None
         self.resumes: str | None = None  # the run this one resumes (``watch``)
+        self.pending: Baseline | None = None  # the run's baseline, once let through
 
     def watch(
         self, ledger: Ledger | None, only: object | None, run: RunInfo | None = None
@@ -207,8 +209,21 @@ class Gate:
         if trips:
             why = f"approved by {self.approve}" if self.approve else "--ignore-guard"
             log.warning("guard: %d threshold(s) tripped, sending anyway (%s)", len(trips), why)
-        if m.baseline is not None:
-            ledger.baselines.save(run.job, m.baseline)
+        # stored once the run has sent its rows (``keep_baseline``): a run that then stops
+        # early leaves the baseline of the last run that delivered, as the ledger's hashes are
+        self.pending = m.baseline
+
+    def keep_baseline(self, ledger: Ledger, job: str) -> None:
+        """Store the baseline of the run let through (``decide``), once it ran to its end
+        (not aborted, not interrupted: the caller says). A failure is a warning: the run is
+        over and reported; the next one compares with the baseline before."""
+        baseline, self.pending = self.pending, None
+        if baseline is None:
+            return
+        try:
+            ledger.baselines.save(job, baseline)
+        except DmImportError as exc:
+            log.warning("guard: the job's new baseline was not stored: %s", exc)
 
     def _plan(self, m: Measured, run: RunFacts, trips: list[dict[str, Any]]) -> dict[str, Any]:
         def where(at: list[tuple[int, int]]) -> list[str]:
