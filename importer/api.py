@@ -165,13 +165,17 @@ def run(
     keeps_ledger = not dry_run and cfg.state.enabled and not cfg.target.debug
     cfg = _placed(cfg, config_path, report_dir, ledger, needs_ledger=keeps_ledger)
     verifies = bool(cfg.verify.sample) and not dry_run and not cfg.target.debug
-    if verifies:
-        verify_ready(cfg)  # the Open API's keys, before a row is sent
     root = Path(report_dir) if report_dir else Path(cfg.report.dir)
+
+    def ready() -> Config:
+        if verifies:  # the Open API's keys, before a row is sent (the webhooks are told)
+            verify_ready(cfg)
+        return cfg
+
     return _notified(
         cfg,
         lambda: Run(
-            cfg,
+            ready(),
             inputs,
             dry_run=dry_run,
             report_dir=report_dir,

@@ -795,3 +795,35 @@ def test_a_service_that_drips_its_answer_is_given_timeout_s_in_all(
     assert (delivery.delivered, delivery.attempts) == (False, 2)
     assert delivery.problem == "no answer within 0.5 s"
     assert took < 2 * 0.5 + 1.0 + 1.0  # twice timeout_s and the pause, with room; was 16 s
+
+
+def test_a_run_refused_for_missing_open_api_keys_is_told_as_a_missing_secret_is(
+    fresh_sandbox: Callable[..., Sandbox],
+    hook: Callable[..., Hook],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The nightly environment lost the Open API's keys: exit 2, nothing sent, and the team
+    hears of it (as of a missing SECRET), not only cron's mail."""
+    sb = fresh_sandbox()
+    generic = hook([(200, {})])
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    monkeypatch.setenv("HOOK_URL", generic.url(f"/h?token={TOKEN}"))
+    monkeypatch.delenv("DMIMPORT_OPENAPI_KEY", raising=False)
+    monkeypatch.delenv("DMIMPORT_OPENAPI_SECRET", raising=False)
+    config = tmp_path / "nightly.yaml"
+    config.write_text(
+        "job: {name: nightly, kind: user, primary_keys: [phone]}\n"
+        "columns: {phone: phone, username: name}\n"
+        f"openapi: {{base_url: '{sb.url}'}}\n"
+        "verify: {sample: 10}\n"
+        "notify:\n  - {type: webhook, url_env: HOOK_URL}\n",
+        encoding="utf-8",
+    )
+    data = write_csv(tmp_path / "people.csv", ["phone", "name"], [["13900000001", "a"]])
+    with pytest.raises(importer.ConfigError):
+        _run(sb, config, data, tmp_path)
+    assert sb.stats()["requests"] == 0
+    (body,) = generic.bodies()
+    assert body["exit_code"] == 2
+    assert "$DMIMPORT_OPENAPI_KEY is not set" in body["error"]
