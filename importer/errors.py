@@ -10,7 +10,8 @@
     ├── ConfigError               refuse the run before any data is sent (exit code 2)
     │                             carries every problem found, each with its key path
     ├── LoadError                 a whole input file cannot be read (missing, not a CSV, ...)
-    │                             (exit code 2)
+    │   │                         (exit code 2)
+    │   └── TruncatedInput        a .gz file cut off before its stream's end (a run: exit 7)
     ├── LockedError               another run of the same job holds the lock (exit code 4)
     ├── LedgerError               the state file is corrupt or belongs to another tool (exit
     │                             code 2)
@@ -123,6 +124,16 @@ class LoadError(DmImportError):
     """An input file cannot be read at all."""
 
     exit_code = exitcodes.USAGE
+
+
+class TruncatedInput(LoadError):
+    """A compressed input file ends before its compressed stream does: cut off (still being
+    written, or a copy that broke off). A run refuses it as incomplete (``InputIncomplete``,
+    exit code 7); elsewhere it is a ``LoadError``. ``path``: the file."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        self.path = path
+        super().__init__(message)
 
 
 class LockedError(DmImportError):

@@ -50,6 +50,7 @@ from .errors import (
     ConfigProblem,
     DiskFullError,
     DmImportError,
+    TruncatedInput,
 )
 from .feed import RowFeed
 from .guard import Gate
@@ -70,7 +71,7 @@ from .outcomes import Status
 from .outputs import RunOutputs, RunStart
 from .producer import BatchState, Producer
 from .quota import RunQuota, classifier_for, open_quota, plan_run
-from .ready import refuse_incomplete
+from .ready import refuse_incomplete, refuse_truncated
 from .report import (
     PiiMask,
     RunSummary,
@@ -523,7 +524,12 @@ def _ready_preflight(run: Run, start: RunStart, use_ledger: bool) -> str | None:
     }  # fmt: skip
     if run.only is None:
         refuse_incomplete(run.config, run.paths, start, **said)
-    secret = run.preflight()
+    try:
+        secret = run.preflight()
+    except TruncatedInput as exc:  # a .gz cut off: an incomplete export, not a bad file
+        if run.only is not None:
+            raise
+        refuse_truncated(run.config, exc, run.paths, start, **said)
     if run.only is None:
         refuse_incomplete(run.config, run.sources, start, **said)
     return secret

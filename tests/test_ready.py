@@ -139,6 +139,26 @@ def test_a_cut_last_record_of_a_gzip_file_is_refused(tmp_path: Path, sb: Sandbox
     )  # fmt: skip
 
 
+def test_a_gzip_file_cut_mid_stream_is_refused_as_incomplete_with_exit_7(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    # the exporter still writing the .gz: its stream has no end yet. Was exit 2 (a bad file:
+    # "fix your setup"), with no summary.json and no refused run in the ledger
+    rows = "".join(f"0162{i:07d},name-{i}\n" for i in range(5000))
+    packed = gzip.compress(("phone,name\n" + rows).encode())
+    data = write_file(tmp_path / "customers.csv.gz", packed[: len(packed) // 2])
+    out = dmimport("run", _config(tmp_path, sb.url), data, secret=sb.secret)
+    summary = _refused(
+        out, sb,
+        f"{data}: it ends before the end of its gzip stream: the export looks cut off (still "
+        "being written, or a copy that broke off)",
+    )  # fmt: skip
+    assert summary["exit_code"] == 7
+    assert _last_run(tmp_path) == ("refused", 7)
+    data.write_bytes(packed)  # once whole, it goes
+    assert dmimport("run", _config(tmp_path, sb.url), data, secret=sb.secret).returncode == 0
+
+
 def test_utf16_files_are_judged_by_their_characters_not_their_bytes(
     tmp_path: Path, sb: Sandbox
 ) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..errors import LoadError
+from ..errors import LoadError, TruncatedInput
 from .options import ReadStats, Tuning
 from .quotes import Quotes
 
@@ -131,9 +131,10 @@ class RawInput:
         try:
             return fn(arg)
         except EOFError:
-            raise LoadError(
+            raise TruncatedInput(
                 f"{self.path}: truncated gzip file (it ends before the end of the compressed "
-                f"stream, after {self.total} bytes of data)"
+                f"stream, after {self.total} bytes of data)",
+                self.path,
             ) from None
         except (OSError, zlib.error) as exc:
             raise LoadError(f"{self.path}: cannot read: {exc}") from None

@@ -21,10 +21,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..config import Config
-from ..errors import InputIncomplete
+from ..errors import InputIncomplete, TruncatedInput
 from ..ledger import Ledger, ledger_path
 from ..load import Source, StableFor
 from ..outputs import RunStart
@@ -43,6 +43,7 @@ __all__ = [
     "ready_problems",
     "record_refusal",
     "refuse_incomplete",
+    "refuse_truncated",
 ]
 
 #: the statuses of a run whose files stand for the job's last input
@@ -167,6 +168,31 @@ def refuse_incomplete(
         metrics_file=metrics_file,
     )  # fmt: skip
     raise exc
+
+
+def refuse_truncated(
+    config: Config,
+    exc: TruncatedInput,
+    paths: Sequence[Path],
+    start: RunStart,
+    *,
+    config_source: str = "",
+    use_ledger: bool = False,
+    metrics_file: Path | None = None,
+) -> NoReturn:
+    """A ``.gz`` input whose compressed stream is cut off (``exc``, found when the files are
+    opened): refused as incomplete, ``InputIncomplete`` (exit 7) with the refused run's
+    summary, as ``refuse_incomplete`` does (``paths``: the run's files)."""
+    why = (
+        "it ends before the end of its gzip stream: the export looks cut off (still being "
+        "written, or a copy that broke off)"
+    )
+    refused = InputIncomplete([f"{exc.path}: {why}"])
+    refused.summary = record_refusal(
+        config, refused, start, files=light_fingerprints(paths),
+        config_source=config_source, use_ledger=use_ledger, metrics_file=metrics_file,
+    )  # fmt: skip
+    raise refused from exc
 
 
 def _rows_problem(rows: int, minimum: int) -> str:
