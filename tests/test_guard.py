@@ -122,6 +122,7 @@ def test_a_file_whose_columns_shifted_is_held_with_exit_8_and_sends_nothing(
     )
     assert written["measured"]["changed_properties"] == {"city": 40, "source": 40, "username": 40}
     assert written["examples"]["changed"] == [f"shifted.csv line {n}" for n in range(2, 7)]
+    assert "changed_properties are estimates" in written["estimates"]
     assert [f["path"] for f in written["files"]] == [str(shifted.resolve())]
     with Ledger(tmp_path / "state" / "state.db") as led:
         held = led.runs("guard-user")[0]

@@ -36,6 +36,13 @@ log = logging.getLogger("importer.guard")
 #: the plan file's name in the held run's report folder
 PLAN_FILE = "plan.json"
 _COUNTS = ("rows", "new", "changed", "unchanged", "deletes")
+#: what the plan's numbers are worth (docs/guards.md, "What it measures")
+_ESTIMATES = (
+    "rows, new, changed, unchanged and deletes are counted exactly (the ledger's hashes of "
+    "what was delivered); changed_properties are estimates: each value is compared by a "
+    "16-bit fingerprint of the one the job last delivered, which misses a change with odds "
+    "1 in 65,535"
+)
 
 
 @dataclass(frozen=True)
@@ -241,6 +248,7 @@ class Gate:
             ],
             "tripped": trips,
             "measured": m.to_dict(),
+            "estimates": _ESTIMATES,
             "examples": {"changed": where(m.changed_at), "new": where(m.new_at)},
         }
 
