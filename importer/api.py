@@ -351,6 +351,7 @@ def retry(
     cfg = _placed(
         cfg, config_path, report_dir, ledger, needs_ledger=keeps_ledger or not from_results
     )
+    stopped: str | None = None  # how the run ended, by the ledger
     if from_results:
         seen = [
             (r.file, r.line, r.identity, r.status)
@@ -373,6 +374,7 @@ def retry(
             found = rows_to_retry_from_run(store, latest, cfg.job_name, cfg.job.kind)
             record = store.run(latest)
             recorded = record.files if record is not None else []
+            stopped = record.status if record is not None else None
         finally:
             store.close()
         if found is None:
@@ -398,6 +400,13 @@ def retry(
             raise NothingToRetry(
                 f"nothing to retry: every failed or not_sent row of {run_or_results} was "
                 "overridden by a later row of its customer that was delivered"
+            )
+        if stopped in ("held", "refused"):  # stopped before sending: no row of it was sent
+            why = "held by the blast-radius gate (guard:)" if stopped == "held" else "refused"
+            raise NothingToRetry(
+                f"nothing to retry: run {run_or_results} was {why} before sending anything; "
+                "`dmimport run` with the same files sends it"
+                + (" (with --approve PLAN, its plan.json)" if stopped == "held" else "")
             )
         raise NothingToRetry(f"nothing to retry: {run_or_results} has no failed or not_sent rows")
     return _notified(

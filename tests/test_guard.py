@@ -132,6 +132,15 @@ def test_a_file_whose_columns_shifted_is_held_with_exit_8_and_sends_nothing(
     assert summary["refused"].splitlines()[0] == (
         "held by the blast-radius gate (guard:): nothing was sent"
     )
+    # retry has nothing of a held run to re-send, and says why (not "no failed rows")
+    retried = dmimport("retry", config, plan.parent.name.removeprefix("guard-user-"))
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.startswith(
+        f"nothing to retry: run {plan.parent.name.removeprefix('guard-user-')} was held by the "
+        "blast-radius gate (guard:) before sending anything; `dmimport run` with the same "
+        "files sends it (with --approve PLAN, its plan.json)"
+    )
+    assert sb.stats()["requests"] == before
 
 
 def test_approve_with_the_plan_sends_that_run(
