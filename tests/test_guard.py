@@ -366,3 +366,48 @@ def test_a_run_let_through_that_then_aborts_leaves_the_baseline_before_it(
     assert dmimport("run", config, shifted, "--ignore-guard", secret=sb.secret).returncode == 0
     again = dmimport("run", config, shifted, secret=sb.secret)
     assert again.returncode == 0, again.stderr
+
+
+def test_an_event_job_is_told_that_changed_events_are_not_changed_by_re_sending(
+    tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
+) -> None:
+    # the platform de-duplicates events on (event name, event_id), keeping the first: the
+    # gate said "would change values the ledger last delivered", which re-sending never does
+    sb = fresh_sandbox()
+    config = tmp_path / "events.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "job": {
+                    "name": "guard-events", "kind": "event", "event_name": "order_detail",
+                    "primary_keys": ["phone"],
+                },
+                "target": {"base_url": sb.url},
+                "columns": {
+                    "phone": "phone", "amount": {"from": "amount", "type": "number"},
+                    "event_id": "oid", "create_time": "t",
+                },
+                "send": {"rate_limit": None},
+                "report": {"dir": str(tmp_path / "reports")},
+                "guard": {"max_changed_share": 0.3},
+            }
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+
+    def orders(amount: int) -> list[list[str]]:
+        return [
+            [f"0171{i:07d}", str(amount + i), f"o{i}", "2026-12-05 10:00:00"] for i in range(10)
+        ]
+
+    header = ["phone", "amount", "oid", "t"]
+    first = write_csv(tmp_path / "orders.csv", header, orders(1))
+    assert dmimport("run", config, first, secret=sb.secret).returncode == 0
+    again = write_csv(tmp_path / "orders2.csv", header, orders(2))
+    out = dmimport("run", config, again, secret=sb.secret)
+    assert out.returncode == 8, out.stderr
+    assert out.stderr.splitlines()[1] == (
+        "  10 of 10 events (100.0%) were delivered before with other values (the same "
+        "event_id; the platform keeps the first: re-sending does not change them); "
+        "guard.max_changed_share allows 30.0%"
+    )

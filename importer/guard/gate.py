@@ -65,8 +65,9 @@ def default_command(config_path: Path | None, files: list[dict[str, Any]]) -> st
     return shlex.join(args)
 
 
-def tripped(guard: GuardOptions, m: Measured) -> list[dict[str, Any]]:
-    """Each threshold ``m`` exceeds: its key, limit, measured value and a sentence."""
+def tripped(guard: GuardOptions, m: Measured, kind: str = "user") -> list[dict[str, Any]]:
+    """Each threshold ``m`` exceeds: its key, limit, measured value and a sentence (``kind``:
+    the job's; an event the platform already has is kept as it was, whatever is re-sent)."""
     out: list[dict[str, Any]] = []
 
     def trip(key: str, limit: float, value: float, text: str) -> None:
@@ -78,8 +79,15 @@ def tripped(guard: GuardOptions, m: Measured) -> list[dict[str, Any]]:
             "max_changed_share",
             guard.max_changed_share,
             round(changed, 6),
-            f"{m.changed:,} of {m.rows:,} rows ({changed:.1%}) would change values the ledger "
-            f"last delivered; guard.max_changed_share allows {guard.max_changed_share:.1%}",
+            (
+                f"{m.changed:,} of {m.rows:,} events ({changed:.1%}) were delivered before with "
+                "other values (the same event_id; the platform keeps the first: re-sending "
+                "does not change them)"
+                if kind == "event"
+                else f"{m.changed:,} of {m.rows:,} rows ({changed:.1%}) would change values "
+                "the ledger last delivered"
+            )
+            + f"; guard.max_changed_share allows {guard.max_changed_share:.1%}",
         )
     if guard.max_new_share is not None and new > guard.max_new_share:
         trip(
@@ -186,7 +194,7 @@ class Gate:
 
     def decide(self, ledger: Ledger, m: Measured, run: RunFacts) -> None:
         """Let the run go (its baseline stored) or hold it (``HeldError``)."""
-        trips = [] if m.first_run else tripped(self.guard, m)
+        trips = [] if m.first_run else tripped(self.guard, m, self.kind)
         if trips and self.resumes is not None:
             log.info("guard: not held: the run resumes run %s, which was let through", self.resumes)
             trips = []
