@@ -123,14 +123,18 @@ def _last_of_each_customer(ok: pa.Table) -> pa.Array:
     merges a record into the customer that has ANY of its primary-key values, so
     ``phone=1;email=a`` and a later ``phone=1;email=b`` end as one customer holding the later
     row's values, though their identities differ: only the later one can be compared."""
-    parts = pc.split_pattern(ok["identity"], ";")
-    owners = pc.list_parent_indices(parts)
-    each = pa.table({"part": pc.list_flatten(parts), "row": owners, "at": ok["at"].take(owners)})
-    latest = each.group_by("part").aggregate([("at", "max")])
+    at = ok["at"].to_numpy()
+    if not len(at):
+        return pa.array([], pa.bool_())
+    parts = pc.split_pattern(ok["identity"].combine_chunks(), ";")
+    # each value's code, in row order (a row's values are contiguous: offsets)
+    codes = pc.dictionary_encode(pc.list_flatten(parts)).indices.to_numpy(zero_copy_only=False)
+    owners = pc.list_parent_indices(parts).to_numpy()
+    latest = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+    np.maximum.at(latest, codes, at[owners])
     # per row, the latest row that shares one of its values: itself when it is the last
-    joined = each.select(["part", "row"]).join(latest, "part")
-    per_row = joined.group_by("row").aggregate([("at_max", "max")]).sort_by("row")
-    return pc.equal(per_row["at_max_max"], ok["at"])
+    starts = parts.offsets.to_numpy()[:-1]
+    return pa.array(np.maximum.reduceat(latest[codes], starts) == at)
 
 
 def pick(folder: RunFolder, n: int, encoding: str | None = None) -> tuple[list[SampleRow], int]:
