@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         OpenApiError,
         OpenApiForbidden,
         QuotaError,
+        TruncatedInput,
         UsageError,
     )
     from .outcomes import Status
@@ -77,6 +78,7 @@ __all__ = [
     "QuotaError",
     "RunSummary",
     "Status",
+    "TruncatedInput",
     "UsageError",
     "VerifySummary",
     "arun",

@@ -35,7 +35,7 @@ EXCEPTIONS = {
     "DmImportError", "UsageError", "NothingToRetry", "ConfigError", "LoadError",
     "LockedError", "LedgerError", "DiskFullError", "Interrupted", "QuotaError", "InputIncomplete",
     "OpenApiError", "OpenApiForbidden",
-    "HeldError",
+    "HeldError", "TruncatedInput",
 }  # fmt: skip
 
 
