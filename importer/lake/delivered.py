@@ -1,0 +1,157 @@
+"""``delivered``: what a ``dmimport run`` of a change set delivered, for a commit (issue 15).
+
+A commit merges only what the platform accepted: the run's report lines with status ``ok``
+whose file is a change set file. Their ``dm_identity_hash`` and ``dm_body_hash`` are read
+from those files by row (results name a Parquet file's rows by their 1-based position); per
+identity, the last ``ok`` row in (``dm_source``, ``dm_row``) order wins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from ..errors import UsageError
+from .columns import CHANGE_SET_KEY, change_set_info
+from .state import STATE_SCHEMA
+
+if TYPE_CHECKING:
+    from ..report import RunSummary
+
+__all__ = ["delivered", "last_per_identity", "results_file"]
+
+_RESULT_NAMES = ("results.csv", "results.jsonl")
+
+
+def results_file(results: RunSummary | str | os.PathLike[str]) -> Path:
+    """The results file of ``results``: a ``RunSummary``, a run's report folder, or a
+    ``results.csv`` / ``results.jsonl`` path."""
+    if not isinstance(results, str | os.PathLike):
+        path = results.results_path
+        if path is None:
+            if results.report_dir is None:
+                raise UsageError(f"run {results.run_id} wrote no results file (--dry-run?)")
+            path = Path(results.report_dir)
+        results = path
+    path = Path(results)
+    if path.is_dir():
+        for name in _RESULT_NAMES:
+            if (path / name).is_file():
+                return path / name
+        raise UsageError(f"{path}: no results.csv or results.jsonl in this folder")
+    if not path.is_file():
+        raise UsageError(f"{path}: no such results file")
+    return path
+
+
+def _read_results(path: Path) -> pa.Table:
+    """``file``, ``line``, ``status`` of every line of a results file (vectorised)."""
+    if path.suffix == ".jsonl":
+        files: list[str] = []
+        lines: list[int] = []
+        status: list[str] = []
+        with open(path, encoding="utf-8") as fh:
+            for text in fh:
+                if text.strip():
+                    obj = json.loads(text)
+                    files.append(str(obj["file"]))
+                    lines.append(int(obj["line"]))
+                    status.append(str(obj["status"]))
+        return pa.table(
+            {
+                "file": pa.array(files, pa.string()),
+                "line": pa.array(lines, pa.int64()),
+                "status": pa.array(status, pa.string()),
+            }
+        )
+    from ..report.results import report_encoding
+
+    encoding = report_encoding(path)
+    table = pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(encoding="utf-8" if encoding == "utf-8-sig" else encoding),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=["file", "line", "status"],
+            column_types={"file": pa.string(), "line": pa.int64(), "status": pa.string()},
+            strings_can_be_null=False,
+        ),
+    )
+    first = table.schema.names[0] if table.num_columns else ""
+    if first.startswith("\ufeff"):  # pragma: no cover - pyarrow strips the mark
+        table = table.rename_columns([first[1:], *table.schema.names[1:]])
+    # results.csv protects a cell starting like a formula with an apostrophe: take it off
+    files_col = pc.replace_substring_regex(
+        table.column("file"), pattern=r"^'([=+\-@\t\r])", replacement=r"\1"
+    )
+    return table.set_column(0, "file", files_col)
+
+
+def last_per_identity(table: pa.Table) -> pa.Table:
+    """Per ``identity_hash``, the row that comes last in (``dm_source``, ``dm_row``) order,
+    as ``identity_hash``, ``body_hash`` sorted by ``identity_hash``."""
+    if table.num_rows == 0:
+        return STATE_SCHEMA.empty_table()
+    order = table.sort_by([("dm_source", "ascending"), ("dm_row", "ascending")])
+    ids = order.column("dm_identity_hash").to_numpy()
+    bodies = order.column("dm_body_hash").to_numpy()
+    rank = np.arange(len(ids), dtype=np.int64)
+    perm = np.lexsort((rank, ids))
+    ids, bodies = ids[perm], bodies[perm]
+    last = np.empty(len(ids), dtype=bool)
+    last[-1] = True
+    np.not_equal(ids[1:], ids[:-1], out=last[:-1])
+    return pa.table(
+        {"identity_hash": pa.array(ids[last]), "body_hash": pa.array(bodies[last])},
+        schema=STATE_SCHEMA,
+    )
+
+
+def delivered(results: RunSummary | str | os.PathLike[str]) -> pa.Table:
+    """What a ``dmimport run`` of a change set delivered (``identity_hash``, ``body_hash``,
+    one row per identity, sorted by ``identity_hash``): from the run's report (a
+    ``RunSummary``, its report folder, or its ``results.csv``/``results.jsonl``), the ``ok``
+    rows of change set files, the last per identity in (``dm_source``, ``dm_row``) order.
+    The table's schema metadata holds the change set's (``dmimport.change_set``: job, kind).
+    A results file naming no change set file is a ``UsageError``."""
+    path = results_file(results)
+    table = _read_results(path)
+    ok = table.filter(pc.equal(table.column("status"), "ok"))
+    named = pc.unique(table.column("file")).to_pylist()
+    parts: list[pa.Table] = []
+    info: dict[str, object] | None = None
+    for name in sorted(named):
+        source = Path(name)
+        if not source.is_absolute():
+            source = path.parent / source if not source.exists() else source
+        try:
+            schema = pq.read_schema(source)
+        except (OSError, pa.ArrowException):
+            continue
+        found = change_set_info(schema)
+        if found is None:
+            continue
+        if info is None:
+            info = found
+        lines = ok.filter(pc.equal(ok.column("file"), name)).column("line").to_numpy()
+        if not len(lines):
+            continue
+        data = pq.read_table(
+            source, columns=["dm_source", "dm_row", "dm_identity_hash", "dm_body_hash"]
+        )
+        parts.append(data.take(pa.array(lines - 1)))
+    if info is None:
+        raise UsageError(
+            f"{path} names no change set file (a Parquet file a lake-side plan wrote in "
+            "OUT/changes/): only the results of `dmimport run CONFIG OUT/changes/` can be "
+            "committed to a state table"
+        )
+    merged = last_per_identity(pa.concat_tables(parts)) if parts else STATE_SCHEMA.empty_table()
+    return merged.replace_schema_metadata({CHANGE_SET_KEY: json.dumps(info).encode()})
