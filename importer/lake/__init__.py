@@ -31,6 +31,7 @@ from .columns import (
 from .delivered import delivered, last_per_identity
 from .select import by_last_for, select_changes
 from .summary import PLAN_FILE, CommitSummary, PlanSummary, plan_summary, quota_left_today
+from .table import commit_table, plan_table
 
 __all__ = [
     "CHANGE_SET_KEY",
@@ -46,9 +47,11 @@ __all__ = [
     "change_set_info",
     "change_set_metadata",
     "check_plan_config",
+    "commit_table",
     "delivered",
     "last_per_identity",
     "plan_summary",
+    "plan_table",
     "quota_left_today",
     "reject_rows",
     "select_changes",

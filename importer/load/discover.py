@@ -40,7 +40,8 @@ def expand_inputs(
         path = Path(text)
         passed: list[tuple[Path, str]] = []
         if path.is_dir():
-            entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+            # hidden files and an engine's bookkeeping (_SUCCESS, _committed_*, .crc, _metadata)
+            entries = [p for p in path.iterdir() if not p.name.startswith((".", "_"))]
             matches = _regular_files(
                 sorted(p for p in entries if _known_extension(p)), passed, subfolders=True
             )
