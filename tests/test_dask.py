@@ -1,0 +1,302 @@
+"""``importer.dask``: the lake-side plan and commit on a real Dask ``LocalCluster(2)``
+(worker processes), against ``importer.validate``/``outcomes_of``, the single-process
+reference ``importer.lake.plan_table`` and the real sandbox."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import importer
+import importer.dask as idask
+from importer.lake import change_schema, plan_table
+from importer.lake import state as lake_state
+from importer.sandbox import Sandbox
+
+dd = pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+
+pytestmark = [pytest.mark.engine, pytest.mark.xdist_group("dask")]
+
+ROOT = Path(__file__).resolve().parent.parent
+CUSTOMERS = ROOT / "configs" / "customers.yaml"
+COLUMNS = ["手机号", "邮箱", "姓名", "年龄", "性别", "会员", "城市", "注册时间"]
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[object]:
+    """One LocalCluster(2) of worker processes for the whole session (started in ~2.5 s;
+    processes, not threads: the tasks map rows in Python, and a config and the tasks must
+    survive pickling as on a real cluster)."""
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=40,
+    )
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def _customers(n: int, *, start: int = 0, city: str = "北京", bad_every: int = 9) -> pa.Table:
+    """``n`` customers as text columns (the export's names); every ``bad_every``-th has an
+    age that is not a number (rejected)."""
+    rows = range(start, start + n)
+    return pa.table(
+        {
+            "手机号": [f"1380013{i:04d}" for i in rows],
+            "邮箱": [f"user{i}@example.cn" for i in rows],
+            "姓名": [f"客户{i}" for i in rows],
+            "年龄": ["abc" if bad_every and i % bad_every == 4 else str(20 + i % 50) for i in rows],
+            "性别": ["男" if i % 2 else "女" for i in rows],
+            "会员": ["是" if i % 3 else "否" for i in rows],
+            "城市": [city] * n,
+            "注册时间": ["2024-03-01 09:15:00"] * n,
+        }
+    )
+
+
+def _write(table: pa.Table, path: Path, row_group: int = 7) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=row_group)
+    return path
+
+
+def _read_dir(folder: Path) -> pa.Table:
+    """A plan output folder's files, read in name order."""
+    files = sorted(folder.glob("*.parquet"))
+    return pa.concat_tables(pq.read_table(f) for f in files)
+
+
+def _state_from(table: pa.Table, state: Path, keep: slice, change: slice) -> None:
+    """A state holding the hashes ``outcomes_of`` gives the valid rows of ``table``: rows
+    ``keep`` as they are (unchanged), rows ``change`` with another body hash."""
+    out = importer.outcomes_of(CUSTOMERS, table).to_pylist()
+    valid = [o for o in out if o["verdict"] == "valid"]
+    hashes = {o["identity_hash"]: o["body_hash"] for o in valid[keep]}
+    hashes.update({o["identity_hash"]: o["body_hash"] + 1 for o in valid[change]})
+    frame = pa.table(
+        {"identity_hash": sorted(hashes), "body_hash": [hashes[k] for k in sorted(hashes)]},
+        schema=lake_state.STATE_SCHEMA,
+    )
+    version = lake_state.new_version(state, "customers", "user")
+    lake_state.write_state(version, frame)
+    lake_state.publish(state, version)
+
+
+def test_plan_gives_what_validate_and_outcomes_of_give(dask_client: object, tmp_path: Path) -> None:
+    a = _write(_customers(40), tmp_path / "lake" / "a.parquet")
+    b = _write(_customers(25, start=40), tmp_path / "lake" / "sub" / "b.parquet")
+    (tmp_path / "lake" / "_SUCCESS").write_text("")
+    summary = idask.plan(
+        CUSTOMERS, tmp_path / "lake", out=tmp_path / "out", client=dask_client, partition_rows=10
+    )
+    importer.validate(CUSTOMERS, [a, b], report_dir=tmp_path / "r")
+    [results] = (tmp_path / "r").glob("*/results.csv")
+    with open(results, encoding="utf-8-sig", newline="") as fh:
+        report = {(r["file"], int(r["line"])): r for r in csv.DictReader(fh)}
+    changes = _read_dir(tmp_path / "out" / "changes").to_pylist()
+    rejects = _read_dir(tmp_path / "out" / "rejects").to_pylist()
+    assert len(changes) + len(rejects) == 65 == summary.rows
+    assert (summary.valid, summary.rejected, summary.to_send) == (58, 7, 58)
+    keys = [(str(a), i) for i in range(1, 41)] + [(str(b), i) for i in range(1, 26)]
+    got = {(c["dm_source"], c["dm_row"]): c for c in changes + rejects}
+    assert sorted(got) == keys
+    by_file = {str(a): _customers(40), str(b): _customers(25, start=40)}
+    for (source, line), row in got.items():
+        r = report[(source, line)]
+        status = "valid" if "dm_body" in row else "rejected"
+        assert (row["dm_identity"], status) == (r["identity"], r["status"]), (source, line)
+        if status == "rejected":
+            assert (row["reason"], row["column"] or "") == (r["errmsg"], r["column"])
+    for source, table in by_file.items():
+        out = importer.outcomes_of(CUSTOMERS, table, source=source).to_pylist()
+        valid = [o for o in out if o["verdict"] == "valid"]
+        mine = [c for c in changes if c["dm_source"] == source]
+        assert [(c["dm_row"], c["dm_body"], c["dm_identity_hash"]) for c in mine] == [
+            (o["row"], o["body"], o["identity_hash"]) for o in valid
+        ]
+    # globally ordered by (dm_source, dm_row), reading the files in name order
+    assert [(c["dm_source"], c["dm_row"]) for c in changes] == sorted(
+        (c["dm_source"], c["dm_row"]) for c in changes
+    )
+    schema = pq.read_schema(sorted((tmp_path / "out" / "changes").glob("*.parquet"))[0])
+    assert schema.metadata == change_schema(importer.load_config(CUSTOMERS)).metadata
+    assert summary == importer.lake.PlanSummary.from_json(
+        (tmp_path / "out" / "plan.json").read_text(encoding="utf-8")
+    )
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []
+
+
+def _dup_table() -> pa.Table:
+    """Customers, then some of them again with other values (later rows of an identity)."""
+    first = _customers(30)
+    again = _customers(12, start=5, city="上海")
+    return pa.concat_tables([first, again, _customers(3, start=5)])
+
+
+def test_change_set_equals_the_reference_plan_with_a_state(
+    dask_client: object, tmp_path: Path
+) -> None:
+    table = _dup_table()
+    data = _write(table, tmp_path / "lake" / "t.parquet", row_group=4)
+    state = tmp_path / "state"
+    _state_from(table, state, keep=slice(0, 10), change=slice(10, 20))
+    ref = plan_table(CUSTOMERS, table, state=state, out=tmp_path / "ref", source=str(data))
+    mine = idask.plan(
+        CUSTOMERS, data, state=state, out=tmp_path / "out", client=dask_client, partition_rows=8
+    )
+    for folder in ("changes", "rejects"):
+        want = _read_dir(tmp_path / "ref" / folder)
+        got = _read_dir(tmp_path / "out" / folder)
+        assert got.equals(want), folder
+        assert got.schema.metadata == want.schema.metadata
+    assert len(list((tmp_path / "out" / "changes").glob("*.parquet"))) > 1
+    assert mine.to_send == ref.to_send and 0 < mine.to_send < mine.valid
+    fields = ("rows", "valid", "rejected", "unchanged", "identities_to_send", "requests_needed")
+    assert [getattr(mine, f) for f in fields] == [getattr(ref, f) for f in fields]
+    assert mine.state_version == ref.state_version == lake_state.current(state).name
+
+
+def test_plan_run_commit_then_the_next_plan_is_empty(
+    dask_client: object,
+    fresh_sandbox: Callable[..., Sandbox],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = _customers(50, bad_every=0)
+    data = _write(table, tmp_path / "lake" / "c.parquet", row_group=6)
+    state, out = tmp_path / "state", tmp_path / "out"
+    first = idask.plan(CUSTOMERS, data, state=state, out=out, client=dask_client, partition_rows=12)
+    assert (first.to_send, first.state_version) == (50, None)
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    run = importer.run(
+        CUSTOMERS,
+        [out / "changes"],
+        overrides={"target.base_url": sb.url},
+        report_dir=tmp_path / "r",
+        ledger=tmp_path / "l.db",
+    )
+    assert run.counts["ok"] == 50
+    bodies = importer.outcomes_of(CUSTOMERS, table).column("body").to_pylist()
+    assert sorted(sb.stored_json("customers")) == sorted(b.decode() for b in bodies)
+    done = idask.commit(run, state, client=dask_client, file_rows=16)
+    assert (done.delivered, done.state_rows, done.previous) == (50, 50, None)
+    saved = lake_state.read_state(state)
+    assert saved.column("identity_hash").to_pylist() == sorted(
+        saved.column("identity_hash").to_pylist()
+    )
+    files = sorted((state / done.version).glob("*.parquet"))
+    assert len(files) == 4  # 50 identities in ranges of about 16
+    assert all(pq.read_schema(f).names == ["identity_hash", "body_hash"] for f in files)
+    again = idask.plan(CUSTOMERS, data, state=state, out=out, client=dask_client)
+    assert (again.to_send, again.unchanged, again.state_version) == (0, 50, done.version)
+    assert _read_dir(out / "changes").num_rows == 0
+    # one customer changes: only that one is planned, and a commit keeps the others
+    changed = table.set_column(6, "城市", pa.array(["上海"] + ["北京"] * 49))
+    _write(changed, data, row_group=6)
+    third = idask.plan(CUSTOMERS, data, state=state, out=out, client=dask_client)
+    assert third.to_send == 1
+    assert _read_dir(out / "changes").column("dm_row").to_pylist() == [1]
+    run = importer.run(
+        CUSTOMERS,
+        [out / "changes"],
+        overrides={"target.base_url": sb.url},
+        report_dir=tmp_path / "r2",
+        ledger=tmp_path / "l.db",
+    )
+    second = idask.commit(run, state, client=dask_client)
+    assert (second.delivered, second.state_rows, second.previous) == (1, 50, done.version)
+    assert sorted(p.name for p in state.iterdir()) == sorted(
+        ["_CURRENT", done.version, second.version]
+    )
+    assert idask.plan(CUSTOMERS, data, state=state, out=out, client=dask_client).to_send == 0
+
+
+def _fail_once(path: str, marker: str) -> pd.DataFrame:
+    """A reader that fails the first time it reads ``path`` (``marker`` is created)."""
+    if path.endswith("b.parquet") and not os.path.exists(marker):
+        open(marker, "w").close()
+        raise OSError(f"lost {path} (once)")
+    table = pq.read_table(path)
+    frame = table.to_pandas()
+    frame["dm_source"] = path
+    frame["dm_row"] = range(1, table.num_rows + 1)
+    return frame
+
+
+def test_a_task_that_fails_once_gives_the_same_change_set(
+    dask_client: object, tmp_path: Path
+) -> None:
+    a = _write(_customers(20), tmp_path / "lake" / "a.parquet")
+    b = _write(_customers(20, start=15), tmp_path / "lake" / "b.parquet")
+    idask.plan(CUSTOMERS, [a, b], out=tmp_path / "ref", client=dask_client)
+    files = [str(a), str(b)]
+
+    def frame(marker: Path) -> object:
+        meta = _fail_once(str(a), str(marker)).iloc[:0]
+        return dd.from_map(_fail_once, files, args=(str(marker),), meta=meta)
+
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match=r"lost .*b\.parquet \(once\)"):
+        idask.plan(CUSTOMERS, frame(tmp_path / "m1"), out=out, client=dask_client, retries=0)
+    assert sorted(p.name for p in out.iterdir()) == []  # nothing half-written counts
+    summary = idask.plan(CUSTOMERS, frame(tmp_path / "m2"), out=out, client=dask_client, retries=1)
+    assert (tmp_path / "m2").exists()
+    for folder in ("changes", "rejects"):
+        assert _read_dir(out / folder).equals(_read_dir(tmp_path / "ref" / folder))
+    assert summary.to_send == 36 and summary.rows == 40
+
+
+def test_a_long_lived_client_sees_a_file_changed_in_place(
+    dask_client: object, tmp_path: Path
+) -> None:
+    data = _write(_customers(10), tmp_path / "c.parquet")
+    out = tmp_path / "out"
+    with distributed.get_task_stream(dask_client) as first_tasks:
+        first = idask.plan(CUSTOMERS, data, out=out, client=dask_client)
+    _write(_customers(10, city="广州", bad_every=0), data)  # same path, same size class
+    with distributed.get_task_stream(dask_client) as second_tasks:
+        second = idask.plan(CUSTOMERS, data, out=out, client=dask_client)
+    assert (first.rejected, second.rejected) == (1, 0)
+    bodies = _read_dir(out / "changes").column("dm_body").to_pylist()
+    assert len(bodies) == 10 and all('"city":"广州"' in b.decode() for b in bodies)
+    # every task of a plan has a key of its own: none of the first plan's is reused
+    keys = [{str(t["key"]) for t in ts.data} for ts in (first_tasks, second_tasks)]
+    assert any("dmimport-map-" in k for k in keys[0]) and not keys[0] & keys[1]
+
+
+def test_a_frame_out_of_order_and_a_dm_column_are_refused(
+    dask_client: object, tmp_path: Path
+) -> None:
+    frame = _customers(6).to_pandas()
+    frame["dm_source"] = "x.parquet"
+    frame["dm_row"] = [1, 2, 3, 6, 5, 4]
+    with pytest.raises(importer.UsageError) as caught:
+        idask.plan(
+            CUSTOMERS, dd.from_pandas(frame, npartitions=2), out=tmp_path, client=dask_client
+        )
+    assert str(caught.value) == (
+        "the DataFrame's rows are not in (dm_source, dm_row) order across its partitions: "
+        "sort it first (df.sort_values(['dm_source', 'dm_row'])), or give the plan the "
+        "Parquet paths"
+    )
+    config = {
+        "target": {"secret_env": "DMART_SECRET"},
+        "job": {"name": "d", "kind": "user", "primary_keys": ["phone"]},
+        "columns": {"phone": {"from": "dm_phone"}},
+    }
+    with pytest.raises(importer.ConfigError, match="'dm_phone' starts with 'dm_'"):
+        idask.plan(config, tmp_path, out=tmp_path / "o", client=dask_client)
