@@ -299,14 +299,16 @@ class Producer:
         classifier: BatchClassifier | None = None,
     ) -> BatchState:
         bodies = build_bodies and not self.stop.is_set()
-        mapped = self.mapper.map(batch, build_bodies=bodies)
+        if index not in self._planned:
+            self._planned[index] = PlannedHashes.of(self.sources[index])
+        planned = self._planned[index]
+        # a change set's rows are checked against the plan's hashes (validate too)
+        hashes = bodies or (planned is not None and not self.stop.is_set())
+        mapped = self.mapper.map(batch, build_bodies=hashes)
         dups = None
         if self.duplicates is not None and self.duplicates.found:
             kind = self.config.job.kind
             dups = BatchDuplicates(self.duplicates, mapped, index, self._paths, kind)
-        if index not in self._planned:
-            self._planned[index] = PlannedHashes.of(self.sources[index])
-        planned = self._planned[index]
         elsewhere = planned.differs(mapped) if planned is not None else None
         verdict = None
         if classifier is not None and bodies:
@@ -315,7 +317,7 @@ class Producer:
                 rows = (mapped.ok if rows is None else rows) & ~elsewhere
             verdict = classifier.classify(mapped, index, rows)
         state = BatchState(batch, mapped, self.valid_status, verdict, index, dups, elsewhere)
-        if len(state.valid) and mapped.items is not None:
+        if bodies and len(state.valid) and mapped.items is not None:
             mapped.items.build()  # here, not on the loop thread
             if mapped.events is not None:
                 mapped.events.build()

@@ -270,12 +270,17 @@ def test_plan_json_quota_arithmetic(tmp_path: Path) -> None:
 
 
 def _send(
-    config: Path | importer.Config, changes: Path, sb: Sandbox, tmp: Path, name: str
+    config: Path | importer.Config,
+    changes: Path,
+    sb: Sandbox,
+    tmp: Path,
+    name: str,
+    report_format: str = "csv",
 ) -> importer.RunSummary:
     return importer.run(
         config,
         [changes],
-        overrides={"target.base_url": sb.url},
+        overrides={"target.base_url": sb.url, "report.format": report_format},
         report_dir=tmp / name,
         ledger=tmp / "run.db",
     )
@@ -343,7 +348,8 @@ def test_a_customers_rows_keep_file_order_and_an_earlier_value_is_sent(
     changes = pq.read_table(out / "changes")
     assert changes.column("dm_row").to_pylist() == [1, 2, 3, 4]
     assert (plan.to_send, plan.identities_to_send) == (4, 3)
-    run = _send(CUSTOMERS, out / "changes", sb, tmp_path, "r1")
+    run = _send(CUSTOMERS, out / "changes", sb, tmp_path, "r1", report_format="jsonl")
+    assert run.results_path is not None and run.results_path.name == "results.jsonl"
     assert run.counts.get("ok") == 4
     [stored] = [json.loads(s) for s in sb.stored_json("customers") if "13800000001" in s]
     assert (stored["city"], stored["username"]) == ("杭州", "新名字")
@@ -372,6 +378,9 @@ def test_a_change_set_planned_with_another_config_is_rejected_row_by_row(
         (str(i), "rejected", "", REASON) for i in range(1, 6)
     ]
     assert sb.stored_json("customers") == []
+    # validate says so too, before anything is sent
+    importer.validate(other, [out / "changes"], report_dir=tmp_path / "v")
+    assert {(r["status"], r["errmsg"]) for r in _results(tmp_path / "v")} == {("rejected", REASON)}
     with pytest.raises(importer.UsageError, match="names no change set file"):
         lake.delivered(_send_csv(tmp_path, sb))
 

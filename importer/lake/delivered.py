@@ -55,29 +55,20 @@ def results_file(results: RunSummary | str | os.PathLike[str]) -> Path:
 def _read_results(path: Path) -> pa.Table:
     """``file``, ``line``, ``status`` of every line of a results file (vectorised)."""
     if path.suffix == ".jsonl":
-        files: list[str] = []
-        lines: list[int] = []
-        status: list[str] = []
-        with open(path, encoding="utf-8") as fh:
-            for text in fh:
-                if text.strip():
-                    obj = json.loads(text)
-                    files.append(str(obj["file"]))
-                    lines.append(int(obj["line"]))
-                    status.append(str(obj["status"]))
-        return pa.table(
-            {
-                "file": pa.array(files, pa.string()),
-                "line": pa.array(lines, pa.int64()),
-                "status": pa.array(status, pa.string()),
-            }
-        )
+        import pyarrow.json as pajson
+
+        schema = pa.schema([("file", pa.string()), ("line", pa.int64()), ("status", pa.string())])
+        if path.stat().st_size == 0:
+            return schema.empty_table()
+        options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+        return pajson.read_json(path, parse_options=options).select(["file", "line", "status"])
     from ..report.results import report_encoding
 
     encoding = report_encoding(path)
     table = pacsv.read_csv(
         path,
         read_options=pacsv.ReadOptions(encoding="utf-8" if encoding == "utf-8-sig" else encoding),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             include_columns=["file", "line", "status"],
             column_types={"file": pa.string(), "line": pa.int64(), "status": pa.string()},
