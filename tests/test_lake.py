@@ -360,6 +360,16 @@ def test_a_customers_rows_keep_file_order_and_an_earlier_value_is_sent(
     again = lake.plan_table(CUSTOMERS, _table(rows), state=state, out=out)
     assert pq.read_table(out / "changes").column("dm_row").to_pylist() == [1, 3]
     assert again.unchanged == 2
+    # the change set was planned again since that run: its rows are not the ones it sent
+    part = out / "changes" / "part-00000.parquet"
+    assert run.results_path is not None
+    with pytest.raises(importer.UsageError) as info:
+        lake.commit_table(run, state)
+    assert str(info.value) == (
+        f"{part} was written after {run.results_path}: the change set was planned again since "
+        "that run, so its rows are not the ones the run sent; run the new change set, then "
+        "commit that run's results"
+    )
 
 
 def test_a_change_set_planned_with_another_config_is_rejected_row_by_row(

@@ -111,7 +111,8 @@ def delivered(results: RunSummary | str | os.PathLike[str]) -> pa.Table:
     ``RunSummary``, its report folder, or its ``results.csv``/``results.jsonl``), the ``ok``
     rows of change set files, the last per identity in (``dm_source``, ``dm_row``) order.
     The table's schema metadata holds the change set's (``dmimport.change_set``: job, kind).
-    A results file naming no change set file is a ``UsageError``."""
+    A results file naming no change set file is a ``UsageError``, and so is a change set file
+    written after the results (planned again since the run: its rows are not the ones sent)."""
     path = results_file(results)
     table = _read_results(path)
     ok = table.filter(pc.equal(table.column("status"), "ok"))
@@ -129,6 +130,12 @@ def delivered(results: RunSummary | str | os.PathLike[str]) -> pa.Table:
         found = change_set_info(schema)
         if found is None:
             continue
+        if source.stat().st_mtime_ns > path.stat().st_mtime_ns:
+            raise UsageError(
+                f"{source} was written after {path}: the change set was planned again since "
+                "that run, so its rows are not the ones the run sent; run the new change set, "
+                "then commit that run's results"
+            )
         if info is None:
             info = found
         lines = ok.filter(pc.equal(ok.column("file"), name)).column("line").to_numpy()
