@@ -5,6 +5,7 @@ and plan -> ``dmimport run`` of the change set -> commit against the real sandbo
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -404,3 +405,44 @@ def _send_csv(tmp: Path, sb: Sandbox) -> importer.RunSummary:
         report_dir=tmp / "plain",
         ledger=tmp / "plain.db",
     )
+
+
+EVENTS = ROOT / "configs" / "order_events.yaml"
+
+
+def _order(i: int, amount: str = "10.5") -> dict[str, str]:
+    return {
+        "手机号": f"139{i % 4:08d}",
+        "邮箱": f"buyer{i % 4}@example.cn",
+        "订单号": f"2024{i:08d}",
+        "下单时间": "2024-03-01 09:15:00",
+        "金额": amount,
+    }
+
+
+def test_events_plan_run_commit_and_a_new_order_alone_is_sent(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    orders = [_order(i) for i in range(1, 9)] + [_order(9, amount="lots")]
+    data = pa.Table.from_pylist(orders)
+    state, out = tmp_path / "state", tmp_path / "out"
+    # any batching of the same table plans the same change set
+    plan = lake.plan_table(EVENTS, data.to_batches(max_chunksize=4), state=state, out=out)
+    whole = lake.plan_table(EVENTS, data, state=state, out=tmp_path / "whole")
+    assert pq.read_table(out / "changes").equals(pq.read_table(tmp_path / "whole" / "changes"))
+    assert (plan.rows, plan.valid, plan.to_send, plan.groups) == (9, 8, 8, {"order_detail": 8})
+    assert plan == dataclasses.replace(whole, out=plan.out)
+    run = _send(EVENTS, out / "changes", sb, tmp_path, "r1")
+    assert run.counts.get("ok") == 8 and run.requests == plan.requests_needed == 1
+    changes = pq.read_table(out / "changes")
+    assert set(changes.column("dm_event").to_pylist()) == {"order_detail"}
+    assert sorted(sb.stored_json("events")) == sorted(
+        b.decode() for b in changes.column("dm_body").to_pylist()
+    )
+    assert lake.commit_table(run, state).state_rows == 8
+    orders.insert(3, _order(20))
+    again = lake.plan_table(EVENTS, pa.Table.from_pylist(orders), state=state, out=out)
+    assert (again.to_send, again.unchanged, again.identities_to_send) == (1, 8, 1)
+    assert pq.read_table(out / "changes").column("dm_row").to_pylist() == [4]
