@@ -6,7 +6,8 @@
 - ``importer.lake.state``: the state table's versions (``current``, ``new_version``,
   ``publish``, ``prune``, ``read_state``, ``check_state``);
 - ``PlanSummary`` (``OUT/plan.json``), ``CommitSummary``, ``plan_summary``;
-- ``delivered``: what a ``dmimport run`` of a change set delivered;
+- ``delivered``: what a ``dmimport run`` of a change set delivered; ``PLANNED_ELSEWHERE``:
+  the reason a run gives a change set row whose body is not the plan's;
 - ``plan_table`` / ``commit_table``: the single-process plan and commit, the reference the
   engines are tested against.
 
@@ -29,12 +30,14 @@ from .columns import (
     text_columns,
 )
 from .delivered import delivered, last_per_identity
+from .planned import PLANNED_ELSEWHERE
 from .select import by_last_for, select_changes
 from .summary import PLAN_FILE, CommitSummary, PlanSummary, plan_summary, quota_left_today
 from .table import commit_table, plan_table
 
 __all__ = [
     "CHANGE_SET_KEY",
+    "PLANNED_ELSEWHERE",
     "PLAN_COLUMNS",
     "PLAN_FILE",
     "REJECT_COLUMNS",
