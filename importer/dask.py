@@ -39,6 +39,7 @@ Only this module imports dask; ``import importer`` never does.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import secrets
@@ -158,6 +159,7 @@ _COUNTS = {
     "last_source": "object",
     "last_row": "int64",
     "sorted": "bool",
+    "groups": "object",
 }
 
 
@@ -173,6 +175,14 @@ def _write(table: pa.Table, path: str) -> None:
 
 def _name(number: int) -> str:
     return f"part-{number:06d}.parquet"
+
+
+def _groups(table: pa.Table) -> dict[str, int]:
+    """Rows per event name (\"\" when none) of change rows ``table``."""
+    if not table.num_rows:
+        return {}
+    counts = pc.value_counts(table.column("dm_event").fill_null(""))
+    return {str(v["values"]): int(v["counts"]) for v in counts.to_pylist()}
 
 
 def _finish(
@@ -210,6 +220,7 @@ def _finish(
         "last_source": [sources[n - 1].as_py() if n else None],
         "last_row": [int(rows[n - 1]) if n else 0],
         "sorted": [ordered],
+        "groups": [json.dumps(_groups(valid))],
     }
     return pd.DataFrame(counts).astype(_COUNTS)
 
@@ -247,7 +258,6 @@ def _map_frame(
 # --- step 2: keys joined with the state, picked per identity ----------------------------
 
 _KEYS = {"identity_hash": "int64", "body_hash": "int64", "rank": "int64"}
-_STATE = {"identity_hash": "int64", "state_hash": "Int64"}
 _PICKED = {"rank": "int64", "part": "int64", "first": "bool"}
 _WRITTEN = {"part": "int64", "event": "object", "to_send": "int64", "identities": "int64"}
 
@@ -272,36 +282,45 @@ def _keys(number: int, stage: str, token: str) -> pd.DataFrame:
 
 
 def _state_file(path: str | None, token: str) -> pd.DataFrame:
-    """One file of the state's current version (None: an empty state)."""
+    """One file of the state's current version as key rows of rank -1 (None: no rows)."""
     if path is None:
-        return _empty(_STATE)
+        return _empty(_KEYS)
     t = pq.read_table(path, columns=["identity_hash", "body_hash"])
     return pd.DataFrame(
         {
             "identity_hash": t.column(0).to_numpy().astype(np.int64, copy=False),
-            "state_hash": pd.array(t.column(1).to_numpy(), dtype="Int64"),
+            "body_hash": t.column(1).to_numpy().astype(np.int64, copy=False),
+            "rank": np.full(t.num_rows, -1, dtype=np.int64),
         }
     )
 
 
 def _pick(frame: pd.DataFrame, by_last: bool) -> pd.DataFrame:
-    """``select_changes`` on one shuffle partition (every row of an identity is in it)."""
-    if frame.empty:
+    """``select_changes`` on one shuffle partition of valid rows (rank >= 0) and state rows
+    (rank -1): every row of an identity and its state row are in the same partition."""
+    rank_all = frame["rank"].to_numpy(dtype=np.int64)
+    ident_all = frame["identity_hash"].to_numpy(dtype=np.int64)
+    body_all = frame["body_hash"].to_numpy(dtype=np.int64)
+    rows = rank_all >= 0
+    known, hashes = ident_all[~rows], body_all[~rows]
+    ident, order, body = ident_all[rows], rank_all[rows], body_all[rows]
+    if not ident.shape[0]:
         return _empty(_PICKED)
-    ident = frame["identity_hash"].to_numpy(dtype=np.int64)
-    order = frame["rank"].to_numpy(dtype=np.int64)
-    state = frame["state_hash"]
-    in_state = state.notna().to_numpy(dtype=bool)
-    state_hash = state.fillna(0).to_numpy(dtype=np.int64)
-    keep = select_changes(
-        ident, order, frame["body_hash"].to_numpy(dtype=np.int64), state_hash, in_state, by_last
-    )
+    sort = np.argsort(known, kind="stable")
+    known, hashes = known[sort], hashes[sort]
+    if known.shape[0]:
+        at = np.minimum(np.searchsorted(known, ident), known.shape[0] - 1)
+        in_state = known[at] == ident
+        state_hash = np.where(in_state, hashes[at], 0)
+    else:
+        in_state = np.zeros(ident.shape[0], dtype=bool)
+        state_hash = np.zeros(ident.shape[0], dtype=np.int64)
+    keep = select_changes(ident, order, body, state_hash, in_state, by_last)
     rank = order[keep]
-    ids = ident[keep]
     first = np.zeros(rank.shape[0], dtype=bool)
     if rank.shape[0]:
-        _, at = np.unique(ids, return_index=True)
-        first[at] = True
+        _, firsts = np.unique(ident[keep], return_index=True)
+        first[firsts] = True
     return pd.DataFrame({"rank": rank, "part": rank >> _SHIFT, "first": first})
 
 
@@ -320,11 +339,9 @@ def _write_changes(frame: pd.DataFrame, stage: str, changes: str) -> pd.DataFram
         at = np.sort(group["rank"].to_numpy(dtype=np.int64) & _LOW)
         picked = pq.read_table(os.path.join(stage, _name(number))).take(pa.array(at))
         _write(picked, os.path.join(changes, _name(number)))
-        events = picked.column("dm_event").fill_null("").to_pylist()
-        names, counts = np.unique(np.asarray(events, dtype=object), return_counts=True)
         identities = int(group["first"].sum())
-        for name, count in zip(names, counts, strict=True):
-            rows.append((number, str(name), int(count), identities))
+        for name, count in _groups(picked).items():
+            rows.append((number, name, count, identities))
             identities = 0
     return pd.DataFrame(rows, columns=list(_WRITTEN)).astype(_WRITTEN)
 
@@ -394,7 +411,7 @@ def _step1(
 def _steps23(
     cfg: Config,
     counts: pd.DataFrame,
-    version: Path | None,
+    files: list[str],
     stage: str,
     changes: str,
     token: str,
@@ -412,24 +429,51 @@ def _steps23(
         label=f"dmimport-keys-{token}",
         enforce_metadata=False,
     )
-    files: list[str | None] = (
-        [str(f) for f in sorted(version.glob("*.parquet"))] if version is not None else []
-    )
     st = dd.from_map(
         _state_file,
-        files or [None],
+        files,
         args=(token,),
-        meta=_empty(_STATE),
+        meta=_empty(_KEYS),
         label=f"dmimport-state-{token}",
         enforce_metadata=False,
     )
     n = max(1, keys.npartitions)
-    joined = keys.merge(st, on="identity_hash", how="left")
+    joined = dd.concat([keys, st])  # one shuffle joins and groups: no merge, no nulls
     picked = joined.shuffle("identity_hash", npartitions=n).map_partitions(
         _pick, by_last_for(cfg.job.kind), meta=_empty(_PICKED), enforce_metadata=False
     )
     return picked.shuffle("part", npartitions=n).map_partitions(
         _write_changes, stage, changes, meta=_empty(_WRITTEN), enforce_metadata=False
+    )
+
+
+def _ids(number: int, folder: str, token: str) -> pd.DataFrame:
+    t = pq.read_table(os.path.join(folder, _name(number)), columns=["dm_identity_hash"])
+    return pd.DataFrame({"identity_hash": t.column(0).to_numpy()})
+
+
+def _distinct(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"identities": [int(frame["identity_hash"].nunique())]})
+
+
+def _identities(counts: pd.DataFrame, changes: str, token: str) -> Any | None:
+    """Without a state every valid row is sent: the change set was written by step 1, only
+    its distinct identities are counted (a shuffle of one int64 column)."""
+    import dask.dataframe as dd
+
+    numbers = [int(p) for p in counts.loc[counts["valid"] > 0, "part"]]
+    if not numbers:
+        return None
+    ids = dd.from_map(
+        _ids,
+        numbers,
+        args=(changes, token),
+        meta=_empty({"identity_hash": "int64"}),
+        label=f"dmimport-ids-{token}",
+        enforce_metadata=False,
+    )
+    return ids.shuffle("identity_hash", npartitions=ids.npartitions).map_partitions(
+        _distinct, meta=_empty({"identities": "int64"}), enforce_metadata=False
     )
 
 
@@ -475,15 +519,25 @@ def plan(
     stage, changes, rejects = work / "stage", work / "changes", work / "rejects"
     for d in (stage, changes, rejects):
         d.mkdir(parents=True)
+    files = [str(f) for f in sorted(version.glob("*.parquet"))] if version is not None else []
     try:
-        step1 = _step1(cfg, data, str(stage), str(rejects), token, partition_rows)
+        # without a state every valid row is sent: step 1 writes the change set itself
+        step1 = _step1(
+            cfg, data, str(changes if not files else stage), str(rejects), token, partition_rows
+        )
         counts = _compute(client, step1, retries)
         _check_order(counts)
-        step23 = _steps23(cfg, counts, version, str(stage), str(changes), token)
-        written = _compute(client, step23, retries) if step23 is not None else _empty(_WRITTEN)
-        schema = change_schema(cfg)
+        if files:
+            step23 = _steps23(cfg, counts, files, str(stage), str(changes), token)
+            written = _compute(client, step23, retries) if step23 is not None else None
+        else:
+            step23 = _identities(counts, str(changes), token)
+            found = _compute(client, step23, retries) if step23 is not None else None
+            written = _written_of(counts, found)
+        if written is None:
+            written = _empty(_WRITTEN)
         if not any(changes.iterdir()):  # an empty change set is still a readable one
-            pq.write_table(schema.empty_table(), changes / _name(0))
+            pq.write_table(change_schema(cfg).empty_table(), changes / _name(0))
         if not any(rejects.iterdir()):
             pq.write_table(REJECT_SCHEMA.empty_table(), rejects / _name(0))
         _replace(changes, target / "changes", token)
@@ -503,6 +557,15 @@ def plan(
     )
     summary.write(target)
     return summary
+
+
+def _written_of(counts: pd.DataFrame, found: pd.DataFrame | None) -> pd.DataFrame:
+    """The step-3 counts of a plan without a state: every valid row, per event name."""
+    rows: list[tuple[int, str, int, int]] = []
+    for part, groups in zip(counts["part"], counts["groups"], strict=True):
+        rows += [(int(part), k, int(v), 0) for k, v in json.loads(groups).items()]
+    rows.append((-1, "", 0, int(found["identities"].sum()) if found is not None else 0))
+    return pd.DataFrame(rows, columns=list(_WRITTEN)).astype(_WRITTEN)
 
 
 # --- commit --------------------------------------------------------------------------------

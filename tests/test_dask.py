@@ -79,10 +79,13 @@ def _read_dir(folder: Path) -> pa.Table:
     return pa.concat_tables(pq.read_table(f) for f in files)
 
 
-def _state_from(table: pa.Table, state: Path, keep: slice, change: slice) -> None:
+def _state_from(
+    table: pa.Table, state: Path, keep: slice, change: slice, config: object = CUSTOMERS
+) -> None:
     """A state holding the hashes ``outcomes_of`` gives the valid rows of ``table``: rows
     ``keep`` as they are (unchanged), rows ``change`` with another body hash."""
-    out = importer.outcomes_of(CUSTOMERS, table).to_pylist()
+    cfg = importer.load_config(config) if isinstance(config, Path) else config
+    out = importer.outcomes_of(cfg, table).to_pylist()
     valid = [o for o in out if o["verdict"] == "valid"]
     hashes = {o["identity_hash"]: o["body_hash"] for o in valid[keep]}
     hashes.update({o["identity_hash"]: o["body_hash"] + 1 for o in valid[change]})
@@ -90,7 +93,7 @@ def _state_from(table: pa.Table, state: Path, keep: slice, change: slice) -> Non
         {"identity_hash": sorted(hashes), "body_hash": [hashes[k] for k in sorted(hashes)]},
         schema=lake_state.STATE_SCHEMA,
     )
-    version = lake_state.new_version(state, "customers", "user")
+    version = lake_state.new_version(state, cfg.job_name, cfg.job.kind)
     lake_state.write_state(version, frame)
     lake_state.publish(state, version)
 
@@ -223,6 +226,46 @@ def test_plan_run_commit_then_the_next_plan_is_empty(
         ["_CURRENT", done.version, second.version]
     )
     assert idask.plan(CUSTOMERS, data, state=state, out=out, client=dask_client).to_send == 0
+
+
+EVENTS = """\
+target: {secret_env: DMART_SECRET}
+job: {name: named, kind: event, event_name_from: kind, primary_keys: [phone]}
+columns:
+  phone: {from: tel}
+  event_id: {from: id}
+  create_time: {from: at, timezone: Asia/Shanghai}
+"""
+
+
+def test_events_named_by_a_column_plan_as_the_reference_does(
+    dask_client: object, tmp_path: Path
+) -> None:
+    config = tmp_path / "events.yaml"
+    config.write_text(EVENTS, encoding="utf-8")
+    n = 40
+    ids = [f"E{i % 30}" for i in range(n)]  # E0..E9 come twice
+    table = pa.table(
+        {
+            "tel": [f"1390000{i:04d}" for i in range(n)],
+            "id": ids,
+            "kind": ["  " if i == 7 else ("order" if i % 3 else "refund") for i in range(n)],
+            "at": [f"2024-03-01 09:{i % 60:02d}:00" for i in range(n)],
+        }
+    )
+    data = _write(table, tmp_path / "lake" / "e.parquet", row_group=5)
+    state = tmp_path / "state"
+    cfg = importer.load_config(config)
+    _state_from(table, state, keep=slice(0, 12), change=slice(12, 16), config=cfg)
+    ref = plan_table(cfg, table, state=state, out=tmp_path / "ref", source=str(data))
+    mine = idask.plan(
+        cfg, data, state=state, out=tmp_path / "out", client=dask_client, partition_rows=10
+    )
+    for folder in ("changes", "rejects"):
+        assert _read_dir(tmp_path / "out" / folder).equals(_read_dir(tmp_path / "ref" / folder))
+    assert mine.groups == ref.groups and set(mine.groups) == {"order", "refund"}
+    assert (mine.to_send, mine.unchanged, mine.rejected) == (ref.to_send, ref.unchanged, 1)
+    assert mine.unchanged > 0 and mine.requests_needed == ref.requests_needed
 
 
 def _fail_once(path: str, marker: str) -> pd.DataFrame:
