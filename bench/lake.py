@@ -10,6 +10,7 @@ from the plan, and its JVM or worker processes end with it. The single-process p
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 import tempfile
@@ -35,7 +36,7 @@ ENGINES = {
     "table": ("plan_table (1 process)", ("importer.lake",)),
 }
 STATE_TARGET = 32.0  # bytes per identity on disk
-ENGINE_TIMEOUT_S = 300.0
+ENGINE_TIMEOUT_S = 600.0
 
 
 def _missing(modules: tuple[str, ...]) -> str | None:
@@ -61,8 +62,12 @@ def _run(ctx: Context, engine: str, config: Path, data: Path) -> tuple[dict[str,
     finally:
         shutil.rmtree(work, ignore_errors=True)
     busy1 = machine_busy_s()
-    got = m.json() if m.returncode == 0 else None
-    if got is None:
+    lines = m.stdout.strip().splitlines()
+    try:  # the last line (an engine may print before it)
+        got = json.loads(lines[-1]) if m.returncode == 0 and lines else None
+    except ValueError:
+        got = None
+    if not isinstance(got, dict):
         return {"error": m.error_line()}, m
     if busy0 is not None and busy1 is not None and m.wall_s > 0:
         # the child's rusage counts the engine's JVM / worker processes it reaped; what the

@@ -12,6 +12,7 @@ Prints one JSON object."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +29,9 @@ Started = tuple[dict[str, Any], Callable[[], None]]
 def _spark() -> Started:
     from pyspark.sql import SparkSession
 
+    # the executors' Python must have dmimport: this interpreter (the default is the first
+    # python3 on PATH)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = (
         SparkSession.builder.master("local[2]")
         .appName("dmimport-bench")
