@@ -34,9 +34,7 @@ pyspark is imported only here (never by ``import importer``).
 from __future__ import annotations
 
 import os
-import shutil
 import struct
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +48,7 @@ from .config import Config, check_columns
 from .errors import UsageError
 from .lake import (
     PLAN_COLUMNS,
+    PLAN_FILE,
     REJECT_COLUMNS,
     CommitSummary,
     PlanSummary,
@@ -61,6 +60,7 @@ from .lake import (
     plan_summary,
 )
 from .lake import state as states
+from .lake.table import CHANGES, REJECTS, as_config, replace_folder
 from .plan import outcomes_of
 
 if TYPE_CHECKING:
@@ -74,16 +74,6 @@ _FILE = "dm_file"
 _INDEX = "dm_index"
 _VALID = "dm_valid"
 _SELECTED = "dm_selected"
-
-
-def _as_config(config: Config | str | os.PathLike[str] | Mapping[str, Any]) -> Config:
-    if isinstance(config, Config):
-        return config
-    from .job import load_job, parse_job
-
-    if isinstance(config, Mapping):
-        return parse_job(dict(config), "<config>", None)
-    return load_job(os.fspath(config))
 
 
 def _session(spark: SparkSession | None) -> SparkSession:
@@ -280,7 +270,7 @@ def plan(
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    cfg = _as_config(config)
+    cfg = as_config(config)
     check_plan_config(cfg)
     job, kind = cfg.job_name, cfg.job.kind
     states.check_state(state, job, kind)
@@ -294,7 +284,7 @@ def plan(
 
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "plan.json").unlink(missing_ok=True)
+    (root / PLAN_FILE).unlink(missing_ok=True)
     conf_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     before = session.conf.get(conf_key)
     if batch_rows is not None:
@@ -318,7 +308,7 @@ def plan(
             F.col("dm_reason").alias("reason"),
         )
         assert tuple(rejects.columns) == REJECT_COLUMNS
-        _replace(root / "rejects", lambda tmp: _write_sorted(rejects, tmp))
+        replace_folder(root / REJECTS, lambda tmp: _write_sorted(rejects, tmp))
         counts = (
             selected.groupBy("dm_event")
             .agg(
@@ -356,20 +346,6 @@ def plan(
     return summary
 
 
-def _replace(final: Path, write: Any) -> None:
-    """Write a folder aside (``write(tmp)``), then put it in place of ``final``."""
-    tmp = final.with_name(f".{final.name}-{uuid.uuid4().hex[:8]}")
-    try:
-        write(tmp)
-        old = final.with_name(f".{final.name}-old-{uuid.uuid4().hex[:8]}")
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _write_changes(changes: DataFrame, root: Path, metadata: dict[bytes, bytes]) -> None:
     def write(tmp: Path) -> None:
         _write_sorted(changes, tmp)
@@ -378,7 +354,7 @@ def _write_changes(changes: DataFrame, root: Path, metadata: dict[bytes, bytes])
                 add_footer_metadata(part, key, value)
             (part.parent / f".{part.name}.crc").unlink(missing_ok=True)
 
-    _replace(root / "changes", write)
+    replace_folder(root / CHANGES, write)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from importer.lake import (
     PlanSummary,
     change_rows,
     change_set_info,
+    plan_table,
     reject_rows,
     select_changes,
     text_columns,
@@ -256,6 +257,20 @@ def test_a_plan_agrees_with_select_changes_against_a_state(
     assert one not in set(_changes(out).column("dm_identity_hash").to_pylist())
     assert (summary.unchanged, summary.to_send, summary.identities_to_send) == (3, 3, 3)
     assert summary.state_version == version.name
+    # the single-process reference plan over the same rows (one table: a's rows, then b's)
+    whole = pa.concat_tables(pq.read_table(lake / n) for n in ("a.parquet", "b.parquet"))
+    alone = plan_table(config, whole, state=state, out=tmp_path / "alone")
+    theirs = _changes(tmp_path / "alone")
+    ours = _changes(out)
+    same = [c for c in ours.column_names if c not in ("dm_source", "dm_row")]
+    assert ours.select(same).equals(theirs.select(same))
+    offset = {str(lake / "a.parquet"): 0, str(lake / "b.parquet"): len(FILE_A)}
+    assert [offset[r["dm_source"]] + r["dm_row"] for r in ours.to_pylist()] == theirs.column(
+        "dm_row"
+    ).to_pylist()
+    fields = ("rows", "valid", "rejected", "unchanged", "to_send", "identities_to_send")
+    fields += ("requests_needed", "groups", "fits", "state_version")
+    assert [getattr(summary, f) for f in fields] == [getattr(alone, f) for f in fields]
 
 
 EVENTS = """\
