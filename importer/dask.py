@@ -79,7 +79,7 @@ from .plan import outcomes_of
 __all__ = ["commit", "plan"]
 
 #: rows per plan partition (consecutive row groups of one file are read together up to this)
-PARTITION_ROWS = 500_000
+PARTITION_ROWS = 250_000
 #: rows per state file written by ``commit`` (the state is range-partitioned by identity hash)
 STATE_FILE_ROWS = 4_000_000
 _SHIFT = 40  # a row's rank: partition number << 40 | position among the partition's valid rows
@@ -104,7 +104,15 @@ def _hidden(name: str) -> bool:
 def _files(data: Any) -> list[str]:
     """The Parquet files of ``data`` (a path or a list of paths; a folder: its files, at any
     depth, except hidden ones: ``_SUCCESS``, ``_metadata``, ``.crc``...), sorted by name."""
-    items = [data] if isinstance(data, str | os.PathLike) else list(data)
+    if isinstance(data, str | os.PathLike):
+        items = [data]
+    elif isinstance(data, list | tuple) and all(isinstance(i, str | os.PathLike) for i in data):
+        items = list(data)
+    else:
+        raise TypeError(
+            "importer.dask.plan reads a Parquet path, a list of paths, or a Dask DataFrame "
+            f"with dm_source and dm_row columns, not {type(data).__name__}"
+        )
     found: list[str] = []
     for item in items:
         path = Path(os.fspath(item))
@@ -505,15 +513,19 @@ def plan(
     job's source columns and ``dm_source`` (string) / ``dm_row`` (int, 1-based) naming each
     row, its rows in (dm_source, dm_row) order across partitions (checked). ``state``: the
     state table folder (None or absent: every identity is new). ``client``: a
-    ``distributed.Client`` (None: the current one, else dask's local scheduler);
-    ``retries``: how often a failed task is retried (its files are rewritten, never doubled).
-    A failed plan raises and leaves ``OUT`` as it was."""
+    ``distributed.Client`` (None: the current one, else dask's local scheduler, which does
+    not retry); ``retries``: how often a failed task is retried (it rewrites its own files,
+    nothing is doubled). A failed plan raises and leaves ``OUT``'s outputs as they were; what
+    a killed plan left (hidden ``OUT/.dask-*`` folders) is removed by the next plan, so two
+    plans must not write the same ``OUT`` at once."""
     cfg = as_config(config)
     check_plan_config(cfg)
     lake_state.check_state(state, cfg.job_name, cfg.job.kind)
     version = lake_state.current(state) if state is not None else None
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
+    for left in target.glob(".dask-*"):  # what a killed plan left: never counted, removed
+        shutil.rmtree(left, ignore_errors=True)
     token = secrets.token_hex(8)
     work = target / f".dask-{token}"
     stage, changes, rejects = work / "stage", work / "changes", work / "rejects"

@@ -311,9 +311,11 @@ def test_a_long_lived_client_sees_a_file_changed_in_place(
     with distributed.get_task_stream(dask_client) as first_tasks:
         first = idask.plan(CUSTOMERS, data, out=out, client=dask_client)
     _write(_customers(10, city="广州", bad_every=0), data)  # same path, same size class
+    (out / ".dask-killed" / "stage").mkdir(parents=True)  # what a killed plan left
     with distributed.get_task_stream(dask_client) as second_tasks:
         second = idask.plan(CUSTOMERS, data, out=out, client=dask_client)
     assert (first.rejected, second.rejected) == (1, 0)
+    assert sorted(p.name for p in out.iterdir()) == ["changes", "plan.json", "rejects"]
     bodies = _read_dir(out / "changes").column("dm_body").to_pylist()
     assert len(bodies) == 10 and all('"city":"广州"' in b.decode() for b in bodies)
     # every task of a plan has a key of its own: none of the first plan's is reused
@@ -341,5 +343,11 @@ def test_a_frame_out_of_order_and_a_dm_column_are_refused(
         "job": {"name": "d", "kind": "user", "primary_keys": ["phone"]},
         "columns": {"phone": {"from": "dm_phone"}},
     }
+    with pytest.raises(TypeError) as wrong:
+        idask.plan(CUSTOMERS, pa.table(frame), out=tmp_path / "o", client=dask_client)
+    assert str(wrong.value) == (
+        "importer.dask.plan reads a Parquet path, a list of paths, or a Dask DataFrame "
+        "with dm_source and dm_row columns, not Table"
+    )
     with pytest.raises(importer.ConfigError, match="'dm_phone' starts with 'dm_'"):
         idask.plan(config, tmp_path, out=tmp_path / "o", client=dask_client)
