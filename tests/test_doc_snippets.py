@@ -74,7 +74,7 @@ def test_the_docs_have_python_snippets() -> None:
 def test_engine_snippets_are_told_apart() -> None:
     # the engines' worked examples (docs/engines.md) are marked, the others are not
     engines = {_engine(code) for doc, _, code in SNIPPETS if doc == "docs/engines.md"}
-    assert "dask" in engines
+    assert engines == {"dask", "spark"}
     assert all(_engine(code) is None for doc, _, code in SNIPPETS if doc == "README.md")
 
 
