@@ -101,9 +101,51 @@ def _hidden(name: str) -> bool:
     return name.startswith(("_", ".")) or name.endswith(".crc")
 
 
+def _listed(item: str) -> list[str]:
+    """The Parquet files of one path or URI (a folder: its files at any depth, except
+    hidden ones: ``_SUCCESS``, ``_metadata``, ``.crc``...). A ``file:`` URI or a plain path
+    gives local paths; another scheme (``s3://``, ``gs://``, ``hdfs://``: what
+    ``pyarrow.fs`` opens) gives URIs."""
+    import pyarrow.fs as pafs
+
+    scheme = item.split("://", 1)[0] if "://" in item else ""
+    if scheme in ("", "file"):
+        path = Path(item[len("file://") :] if scheme else item)
+        if path.is_file():
+            return [os.path.abspath(path)]
+        if not path.is_dir():
+            raise UsageError(f"{item}: no such file or folder")
+        found = []
+        for root, dirs, names in os.walk(path):
+            dirs[:] = [d for d in dirs if not _hidden(d)]
+            found += [os.path.abspath(os.path.join(root, n)) for n in names if not _hidden(n)]
+        return found
+    fs, base = pafs.FileSystem.from_uri(item)
+    info = fs.get_file_info(base)
+    if info.type == pafs.FileType.File:
+        return [f"{scheme}://{base}"]
+    if info.type != pafs.FileType.Directory:
+        raise UsageError(f"{item}: no such file or folder")
+    out = []
+    for entry in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
+        inner = entry.path[len(base.rstrip("/")) + 1 :].split("/")
+        if entry.type == pafs.FileType.File and not any(_hidden(n) for n in inner):
+            out.append(f"{scheme}://{entry.path}")
+    return out
+
+
+def _open(path: str) -> pq.ParquetFile:
+    """A lake file (a local path or a URI) opened for reading."""
+    if "://" not in path:
+        return pq.ParquetFile(path)
+    import pyarrow.fs as pafs
+
+    fs, inner = pafs.FileSystem.from_uri(path)
+    return pq.ParquetFile(fs.open_input_file(inner))
+
+
 def _files(data: Any) -> list[str]:
-    """The Parquet files of ``data`` (a path or a list of paths; a folder: its files, at any
-    depth, except hidden ones: ``_SUCCESS``, ``_metadata``, ``.crc``...), sorted by name."""
+    """The Parquet files of ``data`` (a path or URI, or a list of them), sorted by name."""
     if isinstance(data, str | os.PathLike):
         items = [data]
     elif isinstance(data, list | tuple) and all(isinstance(i, str | os.PathLike) for i in data):
@@ -113,18 +155,7 @@ def _files(data: Any) -> list[str]:
             "importer.dask.plan reads a Parquet path, a list of paths, or a Dask DataFrame "
             f"with dm_source and dm_row columns, not {type(data).__name__}"
         )
-    found: list[str] = []
-    for item in items:
-        path = Path(os.fspath(item))
-        if path.is_dir():
-            for root, dirs, names in os.walk(path):
-                dirs[:] = [d for d in dirs if not _hidden(d)]
-                found += [os.path.join(root, n) for n in names if not _hidden(n)]
-        elif path.is_file():
-            found.append(str(path))
-        else:
-            raise UsageError(f"{path}: no such file or folder")
-    found = sorted({os.path.abspath(f) for f in found})
+    found = sorted({f for item in items for f in _listed(os.fspath(item))})
     if not found:
         raise UsageError(f"no Parquet file in {', '.join(map(str, items)) or 'the list given'}")
     return found
@@ -136,7 +167,7 @@ def _parts(files: list[str], partition_rows: int) -> list[_Part]:
     parts: list[_Part] = []
     for path in files:
         try:
-            meta = pq.ParquetFile(path).metadata
+            meta = _open(path).metadata
         except (pa.ArrowException, OSError) as exc:
             raise UsageError(f"{path}: not a readable Parquet file: {exc}") from None
         groups: list[int] = []
@@ -236,7 +267,7 @@ def _finish(
 def _map_file(part: _Part, cfg: Config, stage: str, rejects: str, token: str) -> pd.DataFrame:
     """Step 1 for a Parquet partition (``token``: only in the task's key)."""
     assert part.path is not None
-    pf = pq.ParquetFile(part.path)
+    pf = _open(part.path)
     wanted = set(cfg.source_columns())
     columns = [c for c in pf.schema_arrow.names if c in wanted]
     table = pf.read_row_groups(list(part.groups), columns=columns, use_threads=False)

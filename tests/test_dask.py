@@ -140,6 +140,10 @@ def test_plan_gives_what_validate_and_outcomes_of_give(dask_client: object, tmp_
         (tmp_path / "out" / "plan.json").read_text(encoding="utf-8")
     )
     assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []
+    # a file: URI is the same lake, named by local paths
+    idask.plan(CUSTOMERS, f"file://{tmp_path / 'lake'}", out=tmp_path / "uri", client=dask_client)
+    for folder in ("changes", "rejects"):
+        assert _read_dir(tmp_path / "uri" / folder).equals(_read_dir(tmp_path / "out" / folder))
 
 
 def _dup_table() -> pa.Table:
