@@ -174,6 +174,19 @@ def test_change_set_equals_the_reference_plan_with_a_state(
     fields = ("rows", "valid", "rejected", "unchanged", "identities_to_send", "requests_needed")
     assert [getattr(mine, f) for f in fields] == [getattr(ref, f) for f in fields]
     assert mine.state_version == ref.state_version == lake_state.current(state).name
+    # the same state as two files whose hash ranges overlap (not as a commit writes them)
+    rows = lake_state.read_state(state)
+    split = tmp_path / "split"
+    version = lake_state.new_version(split, "customers", "user")
+    lake_state.write_state(version, rows.take(list(range(0, rows.num_rows, 2))), "part-00000")
+    lake_state.write_state(version, rows.take(list(range(1, rows.num_rows, 2))), "part-00001")
+    lake_state.publish(split, version)
+    again = idask.plan(
+        CUSTOMERS, data, state=split, out=tmp_path / "again", client=dask_client, partition_rows=8
+    )
+    for folder in ("changes", "rejects"):
+        assert _read_dir(tmp_path / "again" / folder).equals(_read_dir(tmp_path / "ref" / folder))
+    assert (again.to_send, again.unchanged) == (ref.to_send, ref.unchanged)
 
 
 def test_plan_run_commit_then_the_next_plan_is_empty(

@@ -35,6 +35,7 @@ from .tasks import (
     KEYS,
     MERGE,
     PICKED,
+    RANGED,
     WRITTEN,
     bucket_of,
     check_order,
@@ -49,7 +50,10 @@ from .tasks import (
     part_name,
     partitions,
     pick,
+    pick_ranged,
     state_file,
+    state_ranges,
+    with_range,
     write_changes,
     write_ranges,
     written_of,
@@ -128,19 +132,33 @@ def _steps23(
         label=f"dmimport-keys-{token}",
         enforce_metadata=False,
     )
-    st = dd.from_map(
-        state_file,
-        files,
-        args=(token,),
-        meta=empty(KEYS),
-        label=f"dmimport-state-{token}",
-        enforce_metadata=False,
-    )
     n = max(1, keys.npartitions)
-    joined = dd.concat([keys, st])  # one shuffle joins and groups: no merge, no nulls
-    picked = joined.shuffle("identity_hash", npartitions=n).map_partitions(
-        pick, by_last_for(cfg.job.kind), meta=empty(PICKED), enforce_metadata=False
-    )
+    by_last = by_last_for(cfg.job.kind)
+    ranged = state_ranges(files)
+    if ranged is not None:
+        # the state's files hold disjoint identity-hash ranges (as commit writes them): only
+        # the keys are shuffled, by range, and each range's task reads its state file
+        starts, in_order = ranged
+        picked = (
+            keys.map_partitions(with_range, starts, meta=empty(RANGED), enforce_metadata=False)
+            .shuffle("range", npartitions=n)
+            .map_partitions(
+                pick_ranged, in_order, by_last, meta=empty(PICKED), enforce_metadata=False
+            )
+        )
+    else:
+        st = dd.from_map(
+            state_file,
+            files,
+            args=(token,),
+            meta=empty(KEYS),
+            label=f"dmimport-state-{token}",
+            enforce_metadata=False,
+        )
+        joined = dd.concat([keys, st])  # one shuffle joins and groups: no merge, no nulls
+        picked = joined.shuffle("identity_hash", npartitions=n).map_partitions(
+            pick, by_last, meta=empty(PICKED), enforce_metadata=False
+        )
     return picked.shuffle("part", npartitions=n).map_partitions(
         write_changes, stage, changes, meta=empty(WRITTEN), enforce_metadata=False
     )

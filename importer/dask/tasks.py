@@ -314,6 +314,54 @@ def pick(frame: pd.DataFrame, by_last: bool) -> pd.DataFrame:
     return pd.DataFrame({"rank": rank, "part": rank >> _SHIFT, "first": first})
 
 
+RANGED = {**KEYS, "range": "int64"}
+
+
+def state_ranges(files: list[str]) -> tuple[np.ndarray, list[str]] | None:
+    """When the state's files hold disjoint identity-hash ranges (by their footers'
+    statistics; files without rows left out): each range's first hash and its file, in
+    order. None when a file has no statistics or two ranges overlap (then the state is
+    shuffled with the keys)."""
+    found = []
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        if meta.num_rows == 0:
+            continue
+        lows, highs = [], []
+        for g in range(meta.num_row_groups):
+            if meta.row_group(g).num_rows == 0:
+                continue
+            stats = meta.row_group(g).column(0).statistics
+            if stats is None or not stats.has_min_max:
+                return None
+            lows.append(stats.min)
+            highs.append(stats.max)
+        found.append((min(lows), max(highs), path))
+    if not found:
+        return None
+    found.sort()
+    if any(found[i][1] >= found[i + 1][0] for i in range(len(found) - 1)):
+        return None
+    return np.array([lo for lo, _, _ in found], dtype=np.int64), [p for _, _, p in found]
+
+
+def with_range(frame: pd.DataFrame, starts: np.ndarray) -> pd.DataFrame:
+    """``frame``'s keys with the state range each identity hash falls in."""
+    ident = frame["identity_hash"].to_numpy(dtype=np.int64)
+    at = np.clip(np.searchsorted(starts, ident, side="right") - 1, 0, len(starts) - 1)
+    return frame.assign(range=at.astype(np.int64))
+
+
+def pick_ranged(frame: pd.DataFrame, files: list[str], by_last: bool) -> pd.DataFrame:
+    """``pick`` for keys shuffled by state range: the state rows come from the files of the
+    ranges present (an identity hash in no range is not in the state)."""
+    if frame.empty:
+        return empty(PICKED)
+    ranges = np.unique(frame["range"].to_numpy(dtype=np.int64))
+    known = [state_file(files[int(r)], "") for r in ranges]
+    return pick(pd.concat([frame[list(KEYS)], *known], ignore_index=True), by_last)
+
+
 # --- step 3: the picked rows written in partition order -----------------------------------
 
 
