@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,10 +50,11 @@ from .errors import UsageError
 from .lake import (
     PLAN_COLUMNS,
     PLAN_FILE,
-    REJECT_COLUMNS,
+    REJECT_SCHEMA,
     CommitSummary,
     PlanSummary,
     by_last_for,
+    change_schema,
     change_set_info,
     change_set_metadata,
     check_plan_config,
@@ -82,7 +84,11 @@ def _session(spark: SparkSession | None) -> SparkSession:
     if spark is not None:
         return spark
     active = SparkSession.getActiveSession()
-    return active if active is not None else SparkSession.builder.appName("dmimport").getOrCreate()
+    if active is not None:
+        return active
+    # a session of our own: its Python workers run this interpreter (they import importer)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    return SparkSession.builder.appName("dmimport").getOrCreate()
 
 
 def _quoted(name: str) -> str:
@@ -129,12 +135,22 @@ def _outcome_schema(names: list[str]) -> Any:
     return StructType(fields)
 
 
-def _outcome_batch(config: Config, names: list[str], batch: pa.RecordBatch) -> pa.RecordBatch:
-    """Map and check one batch (the job's columns, ``dm_file``, ``dm_index``)."""
+def _outcome_batch(
+    config: Config, names: list[str], zones: dict[str, str], batch: pa.RecordBatch
+) -> pa.RecordBatch:
+    """Map and check one batch (the job's columns, ``dm_file``, ``dm_index``); ``zones``:
+    the time zone the files give a zoned timestamp column (Spark hands it over in the
+    session's zone: the same instant, another text)."""
     from .load.parquet import column_text
 
     table = pa.Table.from_batches([batch])
     source = table.select(names)
+    for name, zone in zones.items():
+        at = source.schema.get_field_index(name)
+        column = source.column(at)
+        if pa.types.is_timestamp(column.type):
+            zoned = column.cast(pa.timestamp(column.type.unit, tz=zone))
+            source = source.set_column(at, name, zoned)
     out = outcomes_of(config, source)
     uris = table.column(_FILE).combine_chunks()
     unique = pc.unique(uris)
@@ -159,10 +175,10 @@ def _outcome_batch(config: Config, names: list[str], batch: pa.RecordBatch) -> p
     return pa.RecordBatch.from_arrays(arrays, names=labels)
 
 
-def _mapper(config: Config, names: list[str]) -> Any:
+def _mapper(config: Config, names: list[str], zones: dict[str, str]) -> Any:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            yield _outcome_batch(config, names, batch)
+            yield _outcome_batch(config, names, zones, batch)
 
     return run
 
@@ -201,6 +217,34 @@ def _with_position(df: DataFrame, names: list[str]) -> DataFrame:
             "in file order and to number them the same way every night; give a table or a "
             "Parquet folder read by Spark (write an in-memory DataFrame to Parquet first)"
         ) from exc
+
+
+def _zones(df: DataFrame, names: list[str]) -> dict[str, str]:
+    """The time zone of each zoned timestamp column the job reads, as its Parquet files give
+    it to pyarrow (what ``dmimport validate`` on the files reads): Spark converts them to the
+    session's zone. Read from the first input file's schema (a footer, on the driver); a
+    file the driver cannot open leaves the session's zone."""
+    from pyspark.sql.types import TimestampType
+
+    zoned = [
+        f.name
+        for f in df.schema.fields
+        if f.name in names and isinstance(f.dataType, TimestampType)
+    ]
+    if not zoned:
+        return {}
+    try:
+        files = df.inputFiles()
+        schema = pq.read_schema(_local_path(files[0])) if files else None
+    except (OSError, pa.ArrowException, IndexError):
+        return {}
+    found: dict[str, str] = {}
+    for name in zoned:
+        if schema is not None and name in schema.names:
+            kind = schema.field(name).type
+            if pa.types.is_timestamp(kind) and kind.tz:
+                found[name] = kind.tz
+    return found
 
 
 def _state_frame(spark: SparkSession, version: Path | None) -> DataFrame | None:
@@ -291,24 +335,14 @@ def plan(
         session.conf.set(conf_key, str(int(batch_rows)))
     selected: DataFrame | None = None
     try:
-        outcomes = positioned.mapInArrow(_mapper(cfg, names), _outcome_schema(names))
+        outcomes = positioned.mapInArrow(
+            _mapper(cfg, names, _zones(df, names)), _outcome_schema(names)
+        )
         selected = _selected(outcomes, state_df, by_last_for(kind)).persist(
             StorageLevel.MEMORY_AND_DISK
         )
-        changes = selected.filter(F.col(_SELECTED)).select(
-            *[F.col(_quoted(n)) for n in names], *PLAN_COLUMNS
-        )
-        _write_changes(changes, root, change_set_metadata(job, kind))
-        rejects = selected.filter(~F.col(_VALID)).select(
-            "dm_source",
-            "dm_row",
-            "dm_identity",
-            F.col("dm_column").alias("column"),
-            F.col("dm_errcode").alias("errcode"),
-            F.col("dm_reason").alias("reason"),
-        )
-        assert tuple(rejects.columns) == REJECT_COLUMNS
-        replace_folder(root / REJECTS, lambda tmp: _write_sorted(rejects, tmp))
+        # the counts first (one aggregation; it fills the cache): an empty change set or
+        # empty rejects need no Spark job (nights with nothing new are the common case)
         counts = (
             selected.groupBy("dm_event")
             .agg(
@@ -321,6 +355,25 @@ def plan(
             )
             .collect()
         )
+        changes = selected.filter(F.col(_SELECTED)).select(
+            *[F.col(_quoted(n)) for n in names], *PLAN_COLUMNS
+        )
+        if any(int(r["to_send"] or 0) for r in counts):
+            _write_changes(changes, root, change_set_metadata(job, kind))
+        else:
+            replace_folder(root / CHANGES, lambda d: _write_empty(d, change_schema(cfg)))
+        rejects = selected.filter(~F.col(_VALID)).select(
+            "dm_source",
+            "dm_row",
+            "dm_identity",
+            F.col("dm_column").alias("column"),
+            F.col("dm_errcode").alias("errcode"),
+            F.col("dm_reason").alias("reason"),
+        )
+        if any(int(r["rows"]) - int(r["valid"] or 0) for r in counts):
+            replace_folder(root / REJECTS, lambda tmp: _write_sorted(rejects, tmp))
+        else:
+            replace_folder(root / REJECTS, lambda d: _write_empty(d, REJECT_SCHEMA))
     finally:
         if selected is not None:
             selected.unpersist()
@@ -344,6 +397,12 @@ def plan(
     )
     summary.write(root)
     return summary
+
+
+def _write_empty(folder: Path, schema: pa.Schema) -> None:
+    """An empty output: one Parquet file with the schema (and its metadata), as Spark would
+    write it, without a Spark job."""
+    pq.write_table(schema.empty_table(), folder / "part-00000.parquet", compression="zstd")
 
 
 def _write_changes(changes: DataFrame, root: Path, metadata: dict[bytes, bytes]) -> None:

@@ -50,6 +50,7 @@ columns:
   username: {from: score}
   registerTime: {from: joined, type: datetime, timezone: Asia/Shanghai}
   member_id: {from: amount}
+  gender: {from: seen}
 """
 
 
@@ -97,6 +98,10 @@ def _file(rows: list[tuple[Any, ...]]) -> pa.Table:
             "score": pa.array(cols[5], pa.float64()),
             "joined": pa.array(cols[6], pa.timestamp("ms")),
             "amount": pa.array(cols[7], pa.decimal128(10, 2)),
+            # zoned: Spark hands it over in its session's zone, the plan writes the file's
+            "seen": pa.array(cols[6], pa.timestamp("ms")).cast(
+                pa.timestamp("ms", tz="Asia/Shanghai")
+            ),
             "unused": pa.array([1] * len(rows), pa.int32()),
         }
     )
@@ -340,6 +345,12 @@ def test_plan_run_commit_then_nothing_to_send(
     again = spark_mod.plan(config, lake, state=state, out=out, spark=spark)
     assert (again.to_send, again.unchanged, again.state_version) == (0, 6, done.version)
     assert _changes(out).num_rows == 0
+    [empty] = (out / "changes").glob("*.parquet")
+    assert change_set_info(pq.read_schema(empty)) == {
+        "version": 1,
+        "job": "lake_users",
+        "kind": "user",
+    }
     # one changed customer: only it is planned; a second commit keeps two versions
     changed = [(*FILE_B[0][:2], 37, *FILE_B[0][3:]), *FILE_B[1:]]
     _lake(lake, {"b.parquet": changed})
