@@ -9,6 +9,8 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dask.dataframe as dd
+import distributed
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,14 +22,10 @@ from importer.lake import change_schema, plan_table
 from importer.lake import state as lake_state
 from importer.sandbox import Sandbox
 
-dd = pytest.importorskip("dask.dataframe")
-distributed = pytest.importorskip("distributed")
-
 pytestmark = [pytest.mark.engine, pytest.mark.xdist_group("dask")]
 
 ROOT = Path(__file__).resolve().parent.parent
 CUSTOMERS = ROOT / "configs" / "customers.yaml"
-COLUMNS = ["手机号", "邮箱", "姓名", "年龄", "性别", "会员", "城市", "注册时间"]
 
 
 @pytest.fixture(scope="session")
