@@ -364,5 +364,11 @@ def test_a_frame_out_of_order_and_a_dm_column_are_refused(
         "importer.dask.plan reads a Parquet path, a list of paths, or a Dask DataFrame "
         "with dm_source and dm_row columns, not Table"
     )
+    # a lake file without a column the job reads: the worker's ConfigError, OUT untouched
+    lake = _write(_customers(5).drop_columns(["邮箱"]), tmp_path / "lake" / "x.parquet")
+    with pytest.raises(importer.ConfigError) as missing:
+        idask.plan(CUSTOMERS, lake, out=tmp_path / "o", client=dask_client)
+    assert f"columns.email.from: column '邮箱' is not in {lake}" in str(missing.value)
+    assert list((tmp_path / "o").iterdir()) == []
     with pytest.raises(importer.ConfigError, match="'dm_phone' starts with 'dm_'"):
         idask.plan(config, tmp_path, out=tmp_path / "o", client=dask_client)
