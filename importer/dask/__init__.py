@@ -7,15 +7,18 @@ compares each valid row with the state table and writes the change set (``OUT/ch
 the rejects (``OUT/rejects/``) from the workers, then ``OUT/plan.json``. Nothing that grows
 with the rows comes back to the client: only per-partition counts.
 
-How (three steps, two Dask computations):
+How (three steps, two Dask computations; without a state, step 1 writes the change set
+itself, and step 2 only counts the distinct identities):
 
 1. one task per partition (a Parquet row-group range of one file, in file-name order; or one
    partition of the given DataFrame) reads the job's source columns, maps them, writes the
    partition's rejects (already in (dm_source, dm_row) order: final) and its valid rows
    (staged, next to the output) and returns its counts;
-2. the valid rows' keys (identity hash, body hash, rank) are joined with the state's current
-   version (a left merge), shuffled by identity hash and ``importer.lake.select_changes``
-   picks the new and changed rows per identity;
+2. the valid rows' keys (identity hash, body hash, rank) meet the state's current version:
+   when its files hold disjoint identity-hash ranges (as ``commit`` and Spark write them) the
+   keys alone are shuffled by range and each range's task reads its state file; otherwise
+   keys and state rows are shuffled together by identity hash. Per shuffle partition (every
+   row of an identity in it) ``importer.lake.select_changes`` picks the new and changed rows;
 3. the picked ranks are shuffled back to their partitions, and each partition's task takes
    its picked rows from the staged file and writes the change set's part file. Parts are
    named by partition number, so reading them in name order gives (dm_source, dm_row) order,
