@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 
     from .report import RunSummary
 
-__all__ = ["commit", "plan"]
+__all__ = ["add_footer_metadata", "commit", "plan"]
 
 _FILE = "dm_file"
 _INDEX = "dm_index"
@@ -541,7 +541,9 @@ def _with_key_value(footer: bytes, key: bytes, value: bytes) -> bytes:
 
 def add_footer_metadata(path: str | os.PathLike[str], key: bytes, value: bytes) -> None:
     """Add the key-value pair ``key``/``value`` to the schema metadata of the Parquet file
-    ``path``, in place: only its footer is rewritten (the data pages stay where they are)."""
+    ``path``, in place: only its footer is rewritten (the data pages stay where they are).
+    Meant for files Spark wrote (no embedded ``ARROW:schema``): pyarrow reads the schema
+    metadata of a file that embeds one from there, not from the footer's key-values."""
     with open(path, "r+b") as fh:
         fh.seek(0, os.SEEK_END)
         size = fh.tell()

@@ -208,6 +208,10 @@ def test_plan_gives_validate_s_verdicts_bodies_and_identities(spark: Any, tmp_pa
             assert refused[key]["reason"] == r["errmsg"]
         else:  # valid, or skipped_duplicate: a run's job.duplicates decides, not the plan
             assert by_row[key]["dm_identity"] == r["identity"]
+    # one customer's rows across the two files keep their order: a's rows 1 and 5, then b's 1
+    first = [(Path(r["dm_source"]).name, r["dm_row"]) for r in by_row.values()]
+    ones = [k for k, r in zip(first, by_row.values(), strict=True) if "13800000001" in r["tel"]]
+    assert ones == [("a.parquet", 1), ("a.parquet", 5), ("b.parquet", 1)]
     # the lake path is a local path (the folder's name has a space: no %20)
     assert {r["dm_source"] for r in by_row.values()} == {
         str(lake / "a.parquet"),
@@ -412,3 +416,25 @@ def test_refusals_come_before_any_work(spark: Any, tmp_path: Path) -> None:
         "this DataFrame has no file metadata (_metadata.file_path, _metadata.row_index)"
     )
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("other", [{b"spark": b"4"}, None], ids=["other-metadata", "none"])
+def test_footer_metadata_is_added_without_touching_the_data(
+    tmp_path: Path, other: dict[bytes, bytes] | None
+) -> None:
+    """Spark's writer drops schema metadata: the plan adds the change set's to the footer of
+    files written, like Spark's, without an Arrow schema (with other key-values or none)."""
+    table = pa.table({"a": ["x", None, "z" * 300], "b": pa.array([1, 2, 3], pa.int64())})
+    path = tmp_path / "f.parquet"
+    pq.write_table(table, path, store_schema=False, row_group_size=2)
+    for key, value in (other or {}).items():  # a footer with key-values already
+        spark_mod.add_footer_metadata(path, key, value)
+    before = path.read_bytes()
+    start = len(before) - 8 - int.from_bytes(before[-8:-4], "little")
+    spark_mod.add_footer_metadata(path, b"dmimport.change_set", b'{"version": 1}')
+    after = path.read_bytes()
+    assert after[:start] == before[:start]  # the data pages are untouched
+    read = pq.read_table(path)
+    assert read.schema.metadata == {**(other or {}), b"dmimport.change_set": b'{"version": 1}'}
+    assert read.replace_schema_metadata(None).equals(table.replace_schema_metadata(None))
+    assert pq.read_metadata(path).num_row_groups == 2
