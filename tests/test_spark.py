@@ -34,8 +34,6 @@ from importer.lake import (
 from importer.lake.state import current, new_version, publish, read_state, versions, write_state
 from importer.sandbox import Sandbox
 
-pyspark = pytest.importorskip("pyspark")
-
 pytestmark = [pytest.mark.engine, pytest.mark.xdist_group("spark"), pytest.mark.timeout(300)]
 
 CONFIG = """\
