@@ -70,9 +70,10 @@ def _run(ctx: Context, engine: str, config: Path, data: Path) -> tuple[dict[str,
     if not isinstance(got, dict):
         return {"error": m.error_line()}, m
     if busy0 is not None and busy1 is not None and m.wall_s > 0:
-        # the child's rusage counts the engine's JVM / worker processes it reaped; what the
-        # rest of the machine used meanwhile says whether the figure is noisy
-        got["foreign_cpu_share"] = round(max(0.0, busy1 - busy0 - m.cpu_s) / m.wall_s, 3)
+        # the child counts its engine's processes (``cpu_s``); what the rest of the machine
+        # used meanwhile says whether the figure is noisy
+        ours = max(m.cpu_s, float(got.get("cpu_s", 0.0)))
+        got["foreign_cpu_share"] = round(max(0.0, busy1 - busy0 - ours) / m.wall_s, 3)
     return got, m
 
 
@@ -152,8 +153,8 @@ def _engine(
             f"re-plan against the committed state {got['replan_s']:.1f} s = {rerate:,.0f} rows/s"
             f" ({rerate / base:.2f}x), {replan['unchanged']:,} unchanged",
             f"commit of {got['commit']['delivered']:,} identities {got['commit_s']:.1f} s",
-            f"{m.cpu_s / n * 1e6:,.0f} us CPU/row over the whole process (start, plan, "
-            "commit, re-plan; the engine's processes included)",
+            f"{float(got.get('cpu_s', 0.0)) / n * 1e6:,.0f} us CPU/row in all (start, plan, "
+            "commit, re-plan; the engine's JVM or worker processes included)",
             noisy(got.get("foreign_cpu_share")),
         ),
     )

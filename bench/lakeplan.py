@@ -105,6 +105,34 @@ def write_results(changes: Path, path: Path) -> int:
     return n
 
 
+def tree_cpu_s() -> float:
+    """CPU seconds of this process and every live process under it (Spark's JVM and its Python
+    workers, Dask's nanny and worker processes), each with the children it reaped."""
+    own = os.times()
+    total = own.user + own.system + own.children_user + own.children_system
+    ticks = os.sysconf("SC_CLK_TCK")
+    stack, seen = [os.getpid()], set()
+    while stack:
+        pid = stack.pop()
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            for kid in kids:
+                if kid in seen:
+                    continue
+                seen.add(kid)
+                stack.append(kid)
+                try:
+                    fields = Path(f"/proc/{kid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                # utime, stime, cutime, cstime
+                total += sum(int(f) for f in fields[11:15]) / ticks
+    return total
+
+
 def state_bytes(state: Path) -> int:
     name = (state / "_CURRENT").read_text(encoding="utf-8").strip()
     return sum(p.stat().st_size for p in (state / name).rglob("*") if p.is_file())
@@ -138,6 +166,7 @@ def main(argv: list[str]) -> int:
         out["replan_s"] = time.perf_counter() - t
         out["replan"] = json.loads(again.to_json())
     finally:
+        out["cpu_s"] = tree_cpu_s()
         t = time.perf_counter()
         stop()
         out["stop_s"] = time.perf_counter() - t
