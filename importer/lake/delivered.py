@@ -85,6 +85,19 @@ def _read_results(path: Path) -> pa.Table:
     return table.set_column(0, "file", files_col)
 
 
+_DELIVERED_COLUMNS = ("dm_source", "dm_row", "dm_identity_hash", "dm_body_hash")
+
+
+def _typed(schema: pa.Schema, name: str) -> bool:
+    """Whether a change set file's ``schema`` has the column ``name`` with a type a commit reads."""
+    if name not in schema.names:
+        return False
+    kind = schema.field(name).type
+    if name == "dm_source":
+        return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+    return bool(pa.types.is_int64(kind))
+
+
 def last_per_identity(table: pa.Table) -> pa.Table:
     """Per ``identity_hash``, the row that comes last in (``dm_source``, ``dm_row``) order,
     as ``identity_hash``, ``body_hash`` sorted by ``identity_hash``."""
@@ -136,6 +149,13 @@ def delivered(results: RunSummary | str | os.PathLike[str]) -> pa.Table:
                 "that run, so its rows are not the ones the run sent; run the new change set, "
                 "then commit that run's results"
             )
+        bad = [n for n in _DELIVERED_COLUMNS if not _typed(schema, n)]
+        if bad:
+            raise UsageError(
+                f"{source} is not a change set a plan wrote: column {bad[0]} is missing or "
+                "not of its type (edited by hand?); plan again, run the new change set, "
+                "then commit that run's results"
+            )
         if info is None:
             info = found
         lines = ok.filter(pc.equal(ok.column("file"), name)).column("line").to_numpy()
@@ -144,6 +164,13 @@ def delivered(results: RunSummary | str | os.PathLike[str]) -> pa.Table:
         data = pq.read_table(
             source, columns=["dm_source", "dm_row", "dm_identity_hash", "dm_body_hash"]
         )
+        if int(lines.min()) < 1 or int(lines.max()) > data.num_rows:
+            raise UsageError(
+                f"{path} names line {int(lines.max())} of {source}, which has "
+                f"{data.num_rows:,} rows: the change set was planned again since that run, "
+                "so its rows are not the ones the run sent; run the new change set, then "
+                "commit that run's results"
+            )
         parts.append(data.take(pa.array(lines - 1)))
     if info is None:
         raise UsageError(

@@ -45,8 +45,12 @@ class PlannedHashes:
             schema = pq.read_schema(source.path)
         except (OSError, pa.ArrowException):
             return None  # the loader reports it
-        if change_set_info(schema) is None or "dm_body_hash" not in schema.names:
+        if change_set_info(schema) is None:
             return None
+        if "dm_body_hash" not in schema.names or not pa.types.is_integer(
+            schema.field("dm_body_hash").type
+        ):  # an edited change set: no row's body can be checked, none is sent
+            return cls(np.zeros(0, dtype=np.int64))
         column = pq.read_table(source.path, columns=["dm_body_hash"]).column(0)
         hashes = column.fill_null(0).to_numpy().astype(np.int64, copy=False)
         return cls(hashes)
@@ -56,6 +60,8 @@ class PlannedHashes:
         ``mapped`` has no hashes (built without bodies: nothing of it is sent)."""
         if mapped.properties_hash is None or mapped.n == 0:
             return np.zeros(mapped.n, dtype=bool)
+        if not len(self.hashes):  # no hash could be read: every valid row differs
+            return mapped.ok.copy()
         got = as_keys(mapped.properties_hash.values())
         at = np.asarray(mapped.lines, dtype=np.int64) - 1
         inside = (at >= 0) & (at < len(self.hashes))

@@ -64,7 +64,7 @@ def current(state: str | os.PathLike[str]) -> Path | None:
     if not name:
         return None
     path = Path(state) / name
-    if not path.is_dir():
+    if name in (".", "..") or Path(name).name != name or not path.is_dir():
         raise ConfigError(
             f"state table {state}: {CURRENT} names {name}, which is not a folder of it "
             "(a version removed by hand?)"

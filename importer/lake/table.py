@@ -74,9 +74,14 @@ def as_config(config: Config | str | os.PathLike[str] | Mapping[str, Any]) -> Co
 
 def lookup_state(identity_hash: np.ndarray, state: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """Per identity hash, the state's body hash and whether the state holds it (``state``:
-    sorted by ``identity_hash``, as ``read_state`` gives it)."""
+    sorted by ``identity_hash`` as ``read_state`` gives a state ``commit`` wrote; a state
+    made otherwise, its files or rows in another order, is sorted here first, else a binary
+    search would miss identities it holds and send them again)."""
     keys = state.column("identity_hash").to_numpy()
     bodies = state.column("body_hash").to_numpy()
+    if len(keys) > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
+        perm = np.argsort(keys, kind="stable")
+        keys, bodies = keys[perm], bodies[perm]
     ids = np.asarray(identity_hash, dtype=np.int64)
     if not len(keys):
         return np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)

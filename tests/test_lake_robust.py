@@ -1,0 +1,182 @@
+"""``importer.lake`` against states and change sets that were not left as a plan wrote them
+(issue 15): a hand-made state out of order, a ``_CURRENT`` naming no version, a change set
+edited by hand (a dm_ column missing or of another type), a commit of results whose change
+set was planned again. Each is met with the right rows or a clear message, never a crash."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import importer
+from importer import lake
+from importer.lake import state as states
+from importer.sandbox import Sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+CUSTOMERS = ROOT / "configs" / "customers.yaml"
+REASON = (
+    "planned with another config: the body differs from the plan's (plan again with this config)"
+)
+
+
+def _customer(i: int, **changes: str) -> dict[str, str]:
+    row = {
+        "手机号": f"136{i:08d}",
+        "邮箱": f"robust{i}@example.cn",
+        "姓名": f"客户{i}",
+        "年龄": str(30 + i % 40),
+        "性别": "男",
+        "会员": "false",
+        "城市": "成都",
+        "注册时间": "2024-05-01 08:00:00",
+    }
+    row.update(changes)
+    return row
+
+
+def _table(rows: list[dict[str, str]]) -> pa.Table:
+    return pa.table({h: pa.array([r[h] for r in rows], pa.string()) for h in rows[0]})
+
+
+def _delivered_state(tmp: Path, rows: list[dict[str, str]]) -> pa.Table:
+    """The state a commit of every row would leave, sorted by identity hash."""
+    lake.plan_table(CUSTOMERS, _table(rows), out=tmp / "first")
+    changes = pq.read_table(tmp / "first" / "changes")
+    table = pa.table(
+        {
+            "identity_hash": changes.column("dm_identity_hash"),
+            "body_hash": changes.column("dm_body_hash"),
+        }
+    )
+    return table.sort_by("identity_hash")
+
+
+def test_a_state_written_out_of_order_still_finds_every_identity(tmp_path: Path) -> None:
+    rows = [_customer(i) for i in range(1, 121)]
+    known = _delivered_state(tmp_path, rows)
+    # two files whose ranges come in the wrong name order
+    state = tmp_path / "two-files"
+    version = states.new_version(state, "customers", "user")
+    states.write_state(version, known.slice(60), name="part-00000")
+    states.write_state(version, known.slice(0, 60), name="part-00001")
+    states.publish(state, version)
+    plan = lake.plan_table(CUSTOMERS, _table(rows), state=state, out=tmp_path / "o1")
+    assert (plan.to_send, plan.unchanged) == (0, 120)
+    # one file, rows shuffled
+    shuffled = tmp_path / "shuffled"
+    version = states.new_version(shuffled, "customers", "user")
+    perm = np.random.default_rng(15).permutation(known.num_rows)
+    states.write_state(version, known.take(pa.array(perm)))
+    states.publish(shuffled, version)
+    rows[7] = _customer(8, 城市="重庆")
+    plan = lake.plan_table(CUSTOMERS, _table(rows), state=shuffled, out=tmp_path / "o2")
+    assert (plan.to_send, plan.unchanged) == (1, 119)
+    assert pq.read_table(tmp_path / "o2" / "changes").column("dm_row").to_pylist() == [8]
+
+
+def test_current_naming_a_folder_outside_the_state_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "_CURRENT").write_text("..\n", encoding="utf-8")
+    with pytest.raises(importer.ConfigError) as info:
+        states.current(state)
+    assert str(info.value).endswith(
+        f"state table {state}: _CURRENT names .., which is not a folder of it "
+        "(a version removed by hand?)"
+    )
+
+
+def _send(changes: Path, sb: Sandbox, tmp: Path, name: str) -> importer.RunSummary:
+    return importer.run(
+        CUSTOMERS,
+        [changes],
+        overrides={"target.base_url": sb.url},
+        report_dir=tmp / name,
+        ledger=tmp / f"{name}.db",
+    )
+
+
+def _edited(tmp: Path, name: str, edit: Callable[[pa.Table], pa.Table]) -> Path:
+    lake.plan_table(CUSTOMERS, _table([_customer(i) for i in range(1, 6)]), out=tmp / "plan")
+    planned = pq.read_table(tmp / "plan" / "changes")
+    folder = tmp / name / "changes"
+    folder.mkdir(parents=True)
+    pq.write_table(
+        edit(planned).replace_schema_metadata(planned.schema.metadata), folder / "p.parquet"
+    )
+    return folder
+
+
+@pytest.mark.parametrize(
+    "name, edit",
+    [
+        ("hash-as-text", lambda t: t.set_column(
+            t.schema.get_field_index("dm_body_hash"), "dm_body_hash",
+            t.column("dm_body_hash").cast(pa.string()),
+        )),
+        ("hash-dropped", lambda t: t.drop_columns(["dm_body_hash"])),
+    ],
+)  # fmt: skip
+def test_a_change_set_whose_body_hash_is_gone_sends_nothing(
+    fresh_sandbox: Callable[..., Sandbox],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    edit: Callable[[pa.Table], pa.Table],
+) -> None:
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    changes = _edited(tmp_path, name, edit)
+    run = _send(changes, sb, tmp_path, "r")
+    assert (run.counts.get("rejected"), run.counts.get("ok"), run.requests) == (5, 0, 0)
+    assert run.exit_code == 1
+    assert sb.stored_json("customers") == []
+    assert run.results_path is not None
+    with open(run.results_path, encoding="utf-8-sig") as fh:
+        assert fh.read().count(REASON) == 5
+
+
+def test_commit_of_a_change_set_without_its_identity_hashes_is_refused(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    changes = _edited(tmp_path, "e", lambda t: t.drop_columns(["dm_identity_hash"]))
+    run = _send(changes, sb, tmp_path, "r")
+    assert run.counts.get("ok") == 5
+    with pytest.raises(importer.UsageError) as info:
+        lake.commit_table(run, tmp_path / "state")
+    assert str(info.value) == (
+        f"{changes / 'p.parquet'} is not a change set a plan wrote: column dm_identity_hash is "
+        "missing or not of its type (edited by hand?); plan again, run the new change set, "
+        "then commit that run's results"
+    )
+    assert states.current(tmp_path / "state") is None
+
+
+def test_commit_of_results_whose_change_set_shrank_since_is_refused(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    out, state = tmp_path / "out", tmp_path / "state"
+    lake.plan_table(CUSTOMERS, _table([_customer(i) for i in range(1, 9)]), out=out)
+    run = _send(out / "changes", sb, tmp_path, "r")
+    assert run.counts.get("ok") == 8 and run.results_path is not None
+    lake.plan_table(CUSTOMERS, _table([_customer(i) for i in range(1, 3)]), out=out)
+    os.utime(run.results_path)  # copied after the new plan: its time says nothing
+    with pytest.raises(importer.UsageError) as info:
+        lake.commit_table(run, state)
+    assert str(info.value) == (
+        f"{run.results_path} names line 8 of {out / 'changes' / 'part-00000.parquet'}, which "
+        "has 2 rows: the change set was planned again since that run, so its rows are not "
+        "the ones the run sent; run the new change set, then commit that run's results"
+    )
+    assert states.current(state) is None
