@@ -40,6 +40,8 @@ def _spark() -> Started:
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.driver.memory", "2g")
+        # 2 cores: Spark's default of 200 shuffle partitions is 200 tasks per shuffle
+        .config("spark.sql.shuffle.partitions", "4")
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")
