@@ -5,6 +5,7 @@ reference ``importer.lake.plan_table`` and the real sandbox."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -372,3 +373,22 @@ def test_a_frame_out_of_order_and_a_dm_column_are_refused(
     assert list((tmp_path / "o").iterdir()) == []
     with pytest.raises(importer.ConfigError, match="'dm_phone' starts with 'dm_'"):
         idask.plan(config, tmp_path, out=tmp_path / "o", client=dask_client)
+
+
+def test_int96_timestamps_are_utc_instants_as_spark_reads_them(
+    dask_client: object, tmp_path: Path
+) -> None:
+    # Spark and Hive write a TIMESTAMP as INT96 holding the UTC instant: 08:00 UTC is 16:00 in
+    # Beijing, for the Dask plan and for `dmimport validate`/`run` of the same file alike
+    table = _customers(3).drop_columns(["注册时间"])
+    at = pa.array([pd.Timestamp("2024-01-10 08:00:00")] * 3, pa.timestamp("ns"))
+    table = table.append_column("注册时间", at)
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    pq.write_table(table, lake / "spark.parquet", use_deprecated_int96_timestamps=True)
+    assert pq.ParquetFile(lake / "spark.parquet").schema.column(7).physical_type == "INT96"
+    idask.plan(CUSTOMERS, lake, out=tmp_path / "out", client=dask_client)
+    bodies = _read_dir(tmp_path / "out" / "changes").column("dm_body").to_pylist()
+    assert [json.loads(b)["registerTime"] for b in bodies] == ["2024-01-10 16:00:00"] * 3
+    shown = importer.preview(CUSTOMERS, lake / "spark.parquet", n=1)
+    assert json.loads(shown.rows[0].body)["properties"]["registerTime"] == "2024-01-10 16:00:00"

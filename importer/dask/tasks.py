@@ -31,6 +31,7 @@ from ..lake import (
     text_columns,
 )
 from ..lake import state as lake_state
+from ..load.parquet import int96_as_utc, int96_columns
 from ..plan import outcomes_of
 
 _SHIFT = 40  # a row's rank: partition number << 40 | position among the partition's valid rows
@@ -222,6 +223,7 @@ def map_file(part: Part, cfg: Config, stage: str, rejects: str, token: str) -> p
     wanted = set(cfg.source_columns())
     columns = [c for c in pf.schema_arrow.names if c in wanted]
     table = pf.read_row_groups(list(part.groups), columns=columns, use_threads=False)
+    table = int96_as_utc(table, int96_columns(pf))
     out = outcomes_of(cfg, table, source=part.path, first_row=part.first_row)
     return _finish(cfg, out, text_columns(cfg, table), part.number, stage, rejects)
 
