@@ -424,6 +424,7 @@ def _write_changes(changes: DataFrame, root: Path, metadata: dict[bytes, bytes])
 # KeyValue structs (1: key, 2: value, both binary).
 
 _STRUCT, _LIST, _SET, _MAP, _BINARY = 12, 9, 10, 11, 8
+_ARROW_SCHEMA = b"ARROW:schema"
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -515,6 +516,28 @@ def _field_header(fid: int, last: int, kind: int) -> bytes:
     return bytes([kind]) + _varint((fid << 1) ^ (fid >> 63))
 
 
+def _key_values(footer: bytes, start: int) -> list[tuple[bytes, bytes]]:
+    """The key_value_metadata list at ``start``: (key, the KeyValue struct's bytes) each."""
+    size, _inner, pos = _list_header(footer, start)
+    found = []
+    for _ in range(size):
+        end = _skip(footer, pos, _STRUCT)
+        name = b""
+        for fid, _kind, at, _end in _fields(footer, pos):
+            if fid == 1:
+                length, at = _read_varint(footer, at)
+                name = footer[at : at + length]
+        if name == _ARROW_SCHEMA:
+            raise ValueError(
+                "the file embeds an Arrow schema (ARROW:schema: written by pyarrow): readers "
+                "take its schema metadata from there, so a key added to the footer would not "
+                "be seen; write it without one (pyarrow: store_schema=False)"
+            )
+        found.append((name, footer[pos:end]))
+        pos = end
+    return found
+
+
 def _with_key_value(footer: bytes, key: bytes, value: bytes) -> bytes:
     entry = b"\x18" + _varint(len(key)) + key + b"\x18" + _varint(len(value)) + value + b"\x00"
     fields = list(_fields(footer, 0))
@@ -526,10 +549,10 @@ def _with_key_value(footer: bytes, key: bytes, value: bytes) -> bytes:
             out += _field_header(5, last, _LIST) + bytes([0x1C]) + entry
             last, added = 5, True
         if fid == 5 and kind == _LIST:
-            size, _inner, body = _list_header(footer, start)
-            size += 1
+            kept = [item for name, item in _key_values(footer, start) if name != key]
+            size = len(kept) + 1
             head = bytes([(size << 4) | _STRUCT]) if size < 15 else b"\xfc" + _varint(size)
-            out += _field_header(5, last, _LIST) + head + footer[body:end] + entry
+            out += _field_header(5, last, _LIST) + head + b"".join(kept) + entry
             added = True
         else:
             out += _field_header(fid, last, kind) + footer[start:end]
@@ -542,8 +565,9 @@ def _with_key_value(footer: bytes, key: bytes, value: bytes) -> bytes:
 def add_footer_metadata(path: str | os.PathLike[str], key: bytes, value: bytes) -> None:
     """Add the key-value pair ``key``/``value`` to the schema metadata of the Parquet file
     ``path``, in place: only its footer is rewritten (the data pages stay where they are).
-    Meant for files Spark wrote (no embedded ``ARROW:schema``): pyarrow reads the schema
-    metadata of a file that embeds one from there, not from the footer's key-values."""
+    A key already there gets the new value. Meant for files Spark wrote: a file embedding
+    an ``ARROW:schema`` (pyarrow's default) is refused (``ValueError``), since pyarrow reads
+    the schema metadata of such a file from there, not from the footer's key-values."""
     with open(path, "r+b") as fh:
         fh.seek(0, os.SEEK_END)
         size = fh.tell()
@@ -555,7 +579,10 @@ def add_footer_metadata(path: str | os.PathLike[str], key: bytes, value: bytes) 
         start = size - 8 - length
         fh.seek(start)
         footer = fh.read(length)
-        new = _with_key_value(footer, key, value)
+        try:
+            new = _with_key_value(footer, key, value)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
         fh.seek(start)
         fh.write(new + struct.pack("<I", len(new)) + b"PAR1")
         fh.truncate()

@@ -436,3 +436,32 @@ def test_footer_metadata_is_added_without_touching_the_data(
     assert read.schema.metadata == {**(other or {}), b"dmimport.change_set": b'{"version": 1}'}
     assert read.replace_schema_metadata(None).equals(table.replace_schema_metadata(None))
     assert pq.read_metadata(path).num_row_groups == 2
+
+
+def test_footer_metadata_refuses_a_file_with_an_arrow_schema(tmp_path: Path) -> None:
+    """pyarrow reads a file's schema metadata from its ARROW:schema: a key added to the footer
+    of such a file would not be seen, so the file is refused, untouched."""
+    path = tmp_path / "arrow.parquet"
+    pq.write_table(pa.table({"a": [1, 2]}), path)  # pyarrow's default: ARROW:schema embedded
+    before = path.read_bytes()
+    with pytest.raises(ValueError) as info:
+        spark_mod.add_footer_metadata(path, b"dmimport.change_set", b'{"version": 1}')
+    assert str(info.value) == (
+        f"{path}: the file embeds an Arrow schema (ARROW:schema: written by pyarrow): readers "
+        "take its schema metadata from there, so a key added to the footer would not be "
+        "seen; write it without one (pyarrow: store_schema=False)"
+    )
+    assert path.read_bytes() == before
+
+
+def test_footer_metadata_replaces_a_key_and_holds_many(tmp_path: Path) -> None:
+    table = pa.table({"a": list(range(50))})
+    path = tmp_path / "f.parquet"
+    pq.write_table(table, path, store_schema=False, row_group_size=3)
+    for i in range(20):  # past 14 entries the list header takes another form
+        spark_mod.add_footer_metadata(path, f"k{i:02d}".encode(), f"v{i}".encode())
+    spark_mod.add_footer_metadata(path, b"k03", b"again")
+    expected = {f"k{i:02d}".encode(): f"v{i}".encode() for i in range(20)} | {b"k03": b"again"}
+    assert pq.read_schema(path).metadata == expected
+    assert len(pq.read_metadata(path).metadata) == 20
+    assert pq.read_table(path).replace_schema_metadata(None).equals(table)
