@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -392,3 +393,30 @@ def test_int96_timestamps_are_utc_instants_as_spark_reads_them(
     assert [json.loads(b)["registerTime"] for b in bodies] == ["2024-01-10 16:00:00"] * 3
     shown = importer.preview(CUSTOMERS, lake / "spark.parquet", n=1)
     assert json.loads(shown.rows[0].body)["properties"]["registerTime"] == "2024-01-10 16:00:00"
+
+
+def test_a_plan_on_a_cluster_in_this_process_logs_no_routine_shuffle_lines(
+    dask_client: object, tmp_path: Path
+) -> None:
+    """A LocalCluster's scheduler logs each P2P shuffle's start and end as a WARNING: a plan
+    (which shuffles on purpose) holds those two lines back while it computes, nothing else."""
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    plugin_log = logging.getLogger("distributed.shuffle._scheduler_plugin")
+    handler, level = Keep(), plugin_log.level
+    plugin_log.addHandler(handler)
+    plugin_log.setLevel(logging.WARNING)
+    try:
+        data = _write(_customers(40), tmp_path / "c.parquet")
+        summary = idask.plan(CUSTOMERS, data, out=tmp_path / "out", client=dask_client)
+        assert summary.to_send == 40 - 4
+        assert seen == []
+        plugin_log.warning("Shuffle abc initialized by task x executed on worker y")
+        assert seen == ["Shuffle abc initialized by task x executed on worker y"]  # after it
+    finally:
+        plugin_log.removeHandler(handler)
+        plugin_log.setLevel(level)
