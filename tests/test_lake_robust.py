@@ -17,7 +17,7 @@ import pytest
 import importer
 from importer import lake
 from importer.lake import state as states
-from importer.sandbox import Sandbox
+from importer.sandbox import Faults, Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 CUSTOMERS = ROOT / "configs" / "customers.yaml"
@@ -180,3 +180,55 @@ def test_commit_of_results_whose_change_set_shrank_since_is_refused(
         "the ones the run sent; run the new change set, then commit that run's results"
     )
     assert states.current(state) is None
+
+
+def test_commit_of_a_resumed_run_counts_the_rows_the_stopped_run_delivered(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an outage stops the first run after 2 requests; the same command resumes it: the rows
+    # the first run delivered are `skipped` in the resumed run's results, and are delivered
+    sb = fresh_sandbox(faults=Faults(down_after=2))
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    out, state = tmp_path / "out", tmp_path / "state"
+    rows = [_customer(i) for i in range(1, 11)]
+    lake.plan_table(CUSTOMERS, _table(rows), out=out)
+    overrides = {
+        "target.base_url": sb.url,
+        "send.batch_rows": 2,
+        "send.concurrency": 1,
+        "send.abort_after_failed_rows": 1,
+        "send.retry.max_attempts": 1,
+    }
+
+    def send() -> importer.RunSummary:
+        return importer.run(
+            CUSTOMERS,
+            [out / "changes"],
+            overrides=overrides,
+            report_dir=tmp_path / "r",
+            ledger=tmp_path / "l.db",
+        )
+
+    first = send()
+    assert first.exit_code == 3 and first.counts.get("ok") == 4
+    sb.set_faults(Faults())
+    second = send()
+    assert (second.counts.get("skipped"), second.counts.get("ok")) == (4, 6)
+    done = lake.commit_table(second, state)
+    assert (done.delivered, done.state_rows) == (10, 10)
+    assert states.read_state(state).equals(_delivered_state(tmp_path, rows))
+    again = lake.plan_table(CUSTOMERS, _table(rows), state=state, out=tmp_path / "again")
+    assert again.to_send == 0
+
+
+def test_a_plans_output_folder_given_as_the_input_is_refused(tmp_path: Path) -> None:
+    # `dmimport run CONFIG OUT/` instead of OUT/changes/: plan.json is not rows to import
+    out = tmp_path / "out"
+    lake.plan_table(CUSTOMERS, _table([_customer(i) for i in range(1, 4)]), out=out)
+    with pytest.raises(importer.LoadError) as info:
+        importer.validate(CUSTOMERS, out, report_dir=tmp_path / "r")
+    assert str(info.value) == (
+        f"{out}: this is the output folder of a lake-side plan (plan.json, changes/, "
+        f"rejects/), not an input: send its change set: {out / 'changes'}"
+    )
+    assert importer.validate(CUSTOMERS, out / "changes", report_dir=tmp_path / "r").rows == 3

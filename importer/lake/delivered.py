@@ -1,7 +1,10 @@
 """``delivered``: what a ``dmimport run`` of a change set delivered, for a commit (issue 15).
 
-A commit merges only what the platform accepted: the run's report lines with status ``ok``
-whose file is a change set file. Their ``dm_identity_hash`` and ``dm_body_hash`` are read
+A commit merges only what the platform holds: the run's report lines with status ``ok``
+whose file is a change set file, and those a resumed run ``skipped`` because the run it resumed
+delivered them (or ``unchanged`` / ``skipped`` as superseded by such a row, under
+``--changed-only``: the ledger says the platform holds that body): the statuses ``dmimport
+retry`` counts as delivered. Their ``dm_identity_hash`` and ``dm_body_hash`` are read
 from those files by row (results name a Parquet file's rows by their 1-based position); per
 identity, the last ``ok`` row in (``dm_source``, ``dm_row``) order wins.
 """
@@ -29,6 +32,9 @@ if TYPE_CHECKING:
 __all__ = ["delivered", "last_per_identity", "results_file"]
 
 _RESULT_NAMES = ("results.csv", "results.jsonl")
+#: the statuses of rows the platform holds (a resumed run's ``skipped`` rows were delivered by
+#: the run it resumed; ``dmimport retry`` sends none of them)
+_DELIVERED = pa.array(["ok", "skipped", "unchanged"])
 
 
 def results_file(results: RunSummary | str | os.PathLike[str]) -> Path:
@@ -122,13 +128,15 @@ def delivered(results: RunSummary | str | os.PathLike[str]) -> pa.Table:
     """What a ``dmimport run`` of a change set delivered (``identity_hash``, ``body_hash``,
     one row per identity, sorted by ``identity_hash``): from the run's report (a
     ``RunSummary``, its report folder, or its ``results.csv``/``results.jsonl``), the ``ok``
-    rows of change set files, the last per identity in (``dm_source``, ``dm_row``) order.
+    rows of change set files (and the ``skipped`` and ``unchanged`` ones: delivered by a run
+    it resumed, or held by the platform as the ledger says), the last per identity in
+    (``dm_source``, ``dm_row``) order.
     The table's schema metadata holds the change set's (``dmimport.change_set``: job, kind).
     A results file naming no change set file is a ``UsageError``, and so is a change set file
     written after the results (planned again since the run: its rows are not the ones sent)."""
     path = results_file(results)
     table = _read_results(path)
-    ok = table.filter(pc.equal(table.column("status"), "ok"))
+    ok = table.filter(pc.is_in(table.column("status"), value_set=_DELIVERED))
     named = pc.unique(table.column("file")).to_pylist()
     parts: list[pa.Table] = []
     info: dict[str, object] | None = None

@@ -214,10 +214,11 @@ def plan_table(
 def commit_table(
     results: RunSummary | str | os.PathLike[str], state: str | os.PathLike[str]
 ) -> CommitSummary:
-    """Merge what a ``dmimport run`` of a change set delivered (``delivered(results)``: only
-    ``ok`` rows) into the state table ``state`` in one process: a new version holding the
-    current one's hashes with the delivered ones over them, made current, then the versions
-    before the previous one removed. Reads the whole state: for small states."""
+    """Merge what a ``dmimport run`` of a change set delivered (``delivered(results)``: its
+    ``ok`` rows, and those a resumed run skipped as delivered) into the state table ``state``
+    in one process: a new version holding the current one's hashes with the delivered ones
+    over them, made current, then the versions before the previous one removed. Reads the
+    whole state: for small states."""
     got = delivered(results)
     info = change_set_info(got.schema) or {}
     job, kind = str(info.get("job")), str(info.get("kind"))
