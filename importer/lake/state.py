@@ -57,6 +57,8 @@ _PREFIX = "v-"
 def current(state: str | os.PathLike[str]) -> Path | None:
     """The current version's folder; None when the state has none yet (no folder, or no
     ``_CURRENT``)."""
+    if Path(state).exists() and not Path(state).is_dir():
+        raise ConfigError(f"state table {state}: not a folder (a state table is a folder)")
     try:
         name = (Path(state) / CURRENT).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
