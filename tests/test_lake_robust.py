@@ -232,3 +232,34 @@ def test_a_plans_output_folder_given_as_the_input_is_refused(tmp_path: Path) -> 
         f"rejects/), not an input: send its change set: {out / 'changes'}"
     )
     assert importer.validate(CUSTOMERS, out / "changes", report_dir=tmp_path / "r").rows == 3
+
+
+def test_commit_from_another_folder_finds_the_change_set_the_run_named_relatively(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `cd /data && dmimport run CONFIG out/changes/`, then a commit from a script elsewhere
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    rows = [_customer(i) for i in range(1, 5)]
+    lake.plan_table(CUSTOMERS, _table(rows), out=tmp_path / "out")
+    monkeypatch.chdir(tmp_path)
+    run = _send(Path("out") / "changes", sb, tmp_path, "r")
+    assert run.counts.get("ok") == 4 and run.results_path is not None
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    done = lake.commit_table(run.results_path, tmp_path / "state")
+    assert (done.delivered, done.state_rows) == (4, 4)
+    assert states.read_state(tmp_path / "state").equals(_delivered_state(tmp_path, rows))
+
+
+def test_a_state_that_is_a_file_is_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("not a state")
+    with pytest.raises(importer.ConfigError) as info:
+        lake.plan_table(
+            CUSTOMERS, _table([_customer(1)]), state=tmp_path / "state", out=tmp_path / "out"
+        )
+    assert str(info.value) == (
+        f"invalid config:\n  config: state table {tmp_path / 'state'}: not a folder "
+        "(a state table is a folder)"
+    )

@@ -91,6 +91,22 @@ def _read_results(path: Path) -> pa.Table:
     return table.set_column(0, "file", files_col)
 
 
+def _run_inputs(path: Path) -> dict[str, Path]:
+    """The run's input files by the names its results may give them (relative to the folder
+    the run ran in), from the ``summary.json`` next to ``path`` (absolute paths)."""
+    try:
+        files = json.loads((path.parent / "summary.json").read_text(encoding="utf-8"))["files"]
+        full = [Path(f["path"]) for f in files]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    found: dict[str, list[Path]] = {}
+    for p in full:
+        parts = p.parts
+        for i in range(1, len(parts)):
+            found.setdefault(os.path.join(*parts[i:]), []).append(p)
+    return {name: ps[0] for name, ps in found.items() if len(ps) == 1}
+
+
 _DELIVERED_COLUMNS = ("dm_source", "dm_row", "dm_identity_hash", "dm_body_hash")
 
 
@@ -140,10 +156,12 @@ def delivered(results: RunSummary | str | os.PathLike[str]) -> pa.Table:
     named = pc.unique(table.column("file")).to_pylist()
     parts: list[pa.Table] = []
     info: dict[str, object] | None = None
+    inputs = _run_inputs(path)
     for name in sorted(named):
         source = Path(name)
-        if not source.is_absolute():
-            source = path.parent / source if not source.exists() else source
+        if not source.is_absolute() and not source.exists():
+            # a name relative to the folder the run ran in: its summary has the full path
+            source = inputs.get(os.path.normpath(name)) or path.parent / source
         try:
             schema = pq.read_schema(source)
         except (OSError, pa.ArrowException):
