@@ -263,3 +263,22 @@ def test_a_state_that_is_a_file_is_refused_by_name(tmp_path: Path) -> None:
         f"invalid config:\n  config: state table {tmp_path / 'state'}: not a folder "
         "(a state table is a folder)"
     )
+
+
+def test_a_change_set_runs_rejects_fixed_by_hand_import_as_a_plain_file(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the platform refuses every row; the rejects file is "ready to fix and re-import": fixed
+    # rows must not be refused as "planned with another config"
+    sb = fresh_sandbox(faults=Faults(blacklisted=1.0))
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    lake.plan_table(CUSTOMERS, _table([_customer(i) for i in range(1, 4)]), out=tmp_path / "out")
+    run = _send(tmp_path / "out" / "changes", sb, tmp_path, "r")
+    assert run.counts.get("failed") == 3 and run.report_dir is not None
+    [rejects] = Path(run.report_dir).glob("rejects*.parquet")
+    table = pq.read_table(rejects)
+    assert table.num_rows == 3 and b"dmimport.change_set" not in (table.schema.metadata or {})
+    fixed = table.set_column(2, "姓名", pa.array(["甲", "乙", "丙"]))
+    pq.write_table(fixed, tmp_path / "fixed.parquet")
+    checked = importer.validate(CUSTOMERS, tmp_path / "fixed.parquet", report_dir=tmp_path / "v")
+    assert (checked.counts.get("valid"), checked.counts.get("rejected")) == (3, 0)
