@@ -315,7 +315,7 @@ def plan(
     from pyspark.sql import functions as F
 
     cfg = as_config(config)
-    check_plan_config(cfg)
+    check_plan_config(cfg, out)
     job, kind = cfg.job_name, cfg.job.kind
     states.check_state(state, job, kind)
     session = _session(spark)

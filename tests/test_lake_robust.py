@@ -282,3 +282,12 @@ def test_a_change_set_runs_rejects_fixed_by_hand_import_as_a_plain_file(
     pq.write_table(fixed, tmp_path / "fixed.parquet")
     checked = importer.validate(CUSTOMERS, tmp_path / "fixed.parquet", report_dir=tmp_path / "v")
     assert (checked.counts.get("valid"), checked.counts.get("rejected")) == (3, 0)
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("a file")
+    with pytest.raises(importer.UsageError) as info:
+        lake.plan_table(CUSTOMERS, _table([_customer(1)]), out=tmp_path / "out")
+    assert str(info.value) == (
+        f"{tmp_path / 'out'}: not a folder (a plan writes OUT/changes/, OUT/rejects/ there)"
+    )

@@ -238,7 +238,7 @@ def plan(
     a killed plan left (hidden ``OUT/.dask-*`` folders) is removed by the next plan, so two
     plans must not write the same ``OUT`` at once."""
     cfg = as_config(config)
-    check_plan_config(cfg)
+    check_plan_config(cfg, out)
     lake_state.check_state(state, cfg.job_name, cfg.job.kind)
     version = lake_state.current(state) if state is not None else None
     target = Path(out)

@@ -14,6 +14,8 @@ batch's source columns as text, ``text_columns``) into those rows: every engine 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config import Config
-from ..errors import ConfigError
+from ..errors import ConfigError, UsageError
 from ..load.parquet import column_text
 
 __all__ = [
@@ -81,9 +83,12 @@ REJECT_SCHEMA = pa.schema(
 _PLAN_PREFIX = "dm_"
 
 
-def check_plan_config(config: Config) -> None:
+def check_plan_config(config: Config, out: str | os.PathLike[str] | None = None) -> None:
     """Refuse (``ConfigError``, before any work) a job whose source column names start with
-    ``dm_``: they would clash with the change set's own columns."""
+    ``dm_``: they would clash with the change set's own columns; and (``UsageError``) an
+    ``out`` that is not a folder."""
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"{out}: not a folder (a plan writes OUT/changes/, OUT/rejects/ there)")
     bad = [c for c in config.source_columns() if c.startswith(_PLAN_PREFIX)]
     if bad:
         names = ", ".join(repr(c) for c in bad)

@@ -160,7 +160,7 @@ def plan_table(
     summary. ``ConfigError`` before any work for a source column named ``dm_...`` or a state
     of another job or kind."""
     cfg = as_config(config)
-    check_plan_config(cfg)
+    check_plan_config(cfg, out)
     job, kind = cfg.job_name, cfg.job.kind
     states.check_state(state, job, kind)
     version = states.current(state) if state is not None else None
