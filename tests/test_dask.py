@@ -366,7 +366,7 @@ def test_a_frame_out_of_order_and_a_dm_column_are_refused(
         "importer.dask.plan reads a Parquet path, a list of paths, or a Dask DataFrame "
         "with dm_source and dm_row columns, not Table"
     )
-    # a lake file without a column the job reads: the worker's ConfigError, OUT untouched
+    # a lake file without a column the job reads: a ConfigError before any work, OUT untouched
     lake = _write(_customers(5).drop_columns(["邮箱"]), tmp_path / "lake" / "x.parquet")
     with pytest.raises(importer.ConfigError) as missing:
         idask.plan(CUSTOMERS, lake, out=tmp_path / "o", client=dask_client)
@@ -420,3 +420,66 @@ def test_a_plan_on_a_cluster_in_this_process_logs_no_routine_shuffle_lines(
     finally:
         plugin_log.removeHandler(handler)
         plugin_log.setLevel(level)
+
+
+def test_a_hive_partitioned_lake_gives_its_partition_keys_as_columns(
+    dask_client: object, tmp_path: Path
+) -> None:
+    """``lake/城市=北京/part-0.parquet``: the folder's key is the column 城市 (a string, the value
+    URL-unquoted, __HIVE_DEFAULT_PARTITION__ null), as Spark's ``spark.read.parquet(lake)``
+    gives it; a file that has the column itself keeps its own values."""
+    lake = tmp_path / "lake"
+    folders = {
+        "城市=北京/dt=2024-01-01": "北京",
+        "城市=%E4%B8%8A%E6%B5%B7%2F%E6%B5%A6%E4%B8%9C": "上海/浦东",
+        "城市=__HIVE_DEFAULT_PARTITION__": None,
+    }
+    tables = {}
+    for i, (folder, city) in enumerate(folders.items()):
+        table = _customers(12, start=12 * i).drop_columns(["城市"])
+        path = _write(table, lake / folder / "part-0.parquet", row_group=5)
+        tables[str(path)] = table.append_column(
+            pa.field("城市", pa.string()), pa.array([city] * 12, pa.string())
+        )
+    own = _customers(12, start=40, city="广州")  # the file's own column wins over its folder's
+    tables[str(_write(own, lake / "城市=深圳" / "part-0.parquet", row_group=5))] = own
+    summary = idask.plan(
+        CUSTOMERS, lake, out=tmp_path / "out", client=dask_client, partition_rows=5
+    )
+    want: dict[str, list[pa.Table]] = {"changes": [], "rejects": []}
+    for n, source in enumerate(sorted(tables)):
+        plan_table(CUSTOMERS, tables[source], out=tmp_path / f"ref{n}", source=source)
+        for folder in want:
+            want[folder].append(_read_dir(tmp_path / f"ref{n}" / folder))
+    for folder, parts in want.items():
+        assert _read_dir(tmp_path / "out" / folder).equals(pa.concat_tables(parts)), folder
+    changes = _read_dir(tmp_path / "out" / "changes")
+    assert set(changes.column("城市").to_pylist()) == {"北京", "上海/浦东", None, "广州"}
+    assert summary.rows == 48 and summary.to_send == changes.num_rows > 0
+    # a lake file given itself has no partition keys (as in Spark): the column is missing,
+    # refused on the client before any work, naming the file
+    one = sorted(tables)[0]
+    with pytest.raises(importer.ConfigError) as caught:
+        idask.plan(CUSTOMERS, one, out=tmp_path / "one", client=dask_client)
+    assert f"columns.city.from: column '城市' is not in {one}" in str(caught.value)
+    assert not (tmp_path / "one" / "changes").exists()
+
+
+def test_a_config_error_in_a_worker_reaches_the_user_once_without_worker_tracebacks(
+    dask_client: distributed.Client, tmp_path: Path
+) -> None:
+    frame = _customers(6).drop_columns(["邮箱"]).to_pandas()
+    frame["dm_source"] = "x.parquet"
+    frame["dm_row"] = list(range(1, 7))
+    before = dask_client.get_worker_logs()
+    with pytest.raises(importer.ConfigError) as caught:
+        idask.plan(
+            CUSTOMERS, dd.from_pandas(frame, npartitions=2), out=tmp_path / "o", client=dask_client
+        )
+    assert str(caught.value).startswith("invalid config:\n  columns.email.from: column '邮箱' is ")
+    assert str(caught.value).count("column '邮箱'") == 1
+    assert caught.value.problems[0].path == "columns.email.from"
+    after = dask_client.get_worker_logs()
+    new = [m for w in after for lv, m in after[w] if (lv, m) not in before.get(w, [])]
+    assert [m for m in new if "Compute Failed" in m or "Traceback" in m] == []
+    assert not (tmp_path / "o" / "changes").exists()

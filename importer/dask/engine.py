@@ -52,6 +52,7 @@ from .tasks import (
     partitions,
     pick,
     pick_ranged,
+    raise_refusal,
     state_file,
     state_ranges,
     with_range,
@@ -119,7 +120,7 @@ def _step1(
         return data.map_partitions(
             map_frame, cfg, stage, rejects, token, meta=meta, enforce_metadata=False
         )
-    parts = partitions(lake_files(data), partition_rows)
+    parts = partitions(lake_files(data), partition_rows, cfg)
     return dd.from_map(
         map_file,
         parts,
@@ -257,6 +258,7 @@ def plan(
             cfg, data, str(changes if not files else stage), str(rejects), token, partition_rows
         )
         counts = _compute(client, step1, retries)
+        raise_refusal(counts)
         check_order(counts)
         if files:
             step23 = _steps23(cfg, counts, files, str(stage), str(changes), token)

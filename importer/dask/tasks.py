@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..config import Config
-from ..errors import UsageError
+from ..config import Config, check_columns
+from ..errors import ConfigError, UsageError
 from ..lake import (
     change_rows,
     reject_rows,
@@ -37,52 +38,79 @@ from ..plan import outcomes_of
 _SHIFT = 40  # a row's rank: partition number << 40 | position among the partition's valid rows
 _LOW = (1 << _SHIFT) - 1
 
+#: a lake file's Hive partition keys: (key, value) per ``key=value`` folder below the lake
+#: root, in path order (value None: ``__HIVE_DEFAULT_PARTITION__``, Hive's and Spark's null)
+Keys = tuple[tuple[str, str | None], ...]
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
 
 @dataclass(frozen=True)
 class Part:
     """One plan partition: row groups ``groups`` of Parquet file ``path`` whose first row is
-    ``first_row`` rows into the file (None: a partition of a given DataFrame)."""
+    ``first_row`` rows into the file (None: a partition of a given DataFrame); ``keys``: the
+    file's Hive partition columns that are not columns of the file."""
 
     number: int
     path: str | None = None
     groups: tuple[int, ...] = ()
     first_row: int = 0
+    keys: Keys = ()
+
+
+def hive_keys(folders: list[str]) -> Keys:
+    """The Hive partition keys of a file in ``folders`` (its folders below the lake root, in
+    order), as Spark's ``spark.read.parquet(root)`` discovers them: each ``key=value``
+    folder gives column ``key`` (a string: Dask does not guess types), value URL-unquoted,
+    ``__HIVE_DEFAULT_PARTITION__`` null; a later folder of the same key wins."""
+    found: dict[str, str | None] = {}
+    for name in folders:
+        key, sep, value = name.partition("=")
+        if not sep or not key:
+            continue
+        text = urllib.parse.unquote(value)
+        found[urllib.parse.unquote(key)] = None if text == HIVE_NULL else text
+    return tuple(found.items())
 
 
 def _hidden(name: str) -> bool:
     return name.startswith(("_", ".")) or name.endswith(".crc")
 
 
-def _listed(item: str) -> list[str]:
+def _listed(item: str) -> list[tuple[str, Keys]]:
     """The Parquet files of one path or URI (a folder: its files at any depth, except
-    hidden ones: ``_SUCCESS``, ``_metadata``, ``.crc``...). A ``file:`` URI or a plain path
-    gives local paths; another scheme (``s3://``, ``gs://``, ``hdfs://``: what
-    ``pyarrow.fs`` opens) gives URIs."""
+    hidden ones: ``_SUCCESS``, ``_metadata``, ``.crc``...), each with the Hive partition
+    keys of its folders below ``item`` (a file given itself has none, as in Spark). A
+    ``file:`` URI or a plain path gives local paths; another scheme (``s3://``, ``gs://``,
+    ``hdfs://``: what ``pyarrow.fs`` opens) gives URIs."""
     import pyarrow.fs as pafs
 
     scheme = item.split("://", 1)[0] if "://" in item else ""
     if scheme in ("", "file"):
         path = Path(item[len("file://") :] if scheme else item)
         if path.is_file():
-            return [os.path.abspath(path)]
+            return [(os.path.abspath(path), ())]
         if not path.is_dir():
             raise UsageError(f"{item}: no such file or folder")
         found = []
         for root, dirs, names in os.walk(path):
             dirs[:] = [d for d in dirs if not _hidden(d)]
-            found += [os.path.abspath(os.path.join(root, n)) for n in names if not _hidden(n)]
+            rel = os.path.relpath(root, path)
+            keys = hive_keys(rel.split(os.sep) if rel != os.curdir else [])
+            found += [
+                (os.path.abspath(os.path.join(root, n)), keys) for n in names if not _hidden(n)
+            ]
         return found
     fs, base = pafs.FileSystem.from_uri(item)
     info = fs.get_file_info(base)
     if info.type == pafs.FileType.File:
-        return [f"{scheme}://{base}"]
+        return [(f"{scheme}://{base}", ())]
     if info.type != pafs.FileType.Directory:
         raise UsageError(f"{item}: no such file or folder")
     out = []
     for entry in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
         inner = entry.path[len(base.rstrip("/")) + 1 :].split("/")
         if entry.type == pafs.FileType.File and not any(_hidden(n) for n in inner):
-            out.append(f"{scheme}://{entry.path}")
+            out.append((f"{scheme}://{entry.path}", hive_keys(inner[:-1])))
     return out
 
 
@@ -96,8 +124,9 @@ def _open(path: str) -> pq.ParquetFile:
     return pq.ParquetFile(fs.open_input_file(inner))
 
 
-def lake_files(data: Any) -> list[str]:
-    """The Parquet files of ``data`` (a path or URI, or a list of them), sorted by name."""
+def lake_files(data: Any) -> list[tuple[str, Keys]]:
+    """The Parquet files of ``data`` (a path or URI, or a list of them), sorted by name,
+    each with its Hive partition keys (a file listed twice: the keys of its first item)."""
     if isinstance(data, str | os.PathLike):
         items = [data]
     elif isinstance(data, list | tuple) and all(isinstance(i, str | os.PathLike) for i in data):
@@ -107,33 +136,45 @@ def lake_files(data: Any) -> list[str]:
             "importer.dask.plan reads a Parquet path, a list of paths, or a Dask DataFrame "
             f"with dm_source and dm_row columns, not {type(data).__name__}"
         )
-    found = sorted({f for item in items for f in _listed(os.fspath(item))})
+    listed: dict[str, Keys] = {}
+    for item in items:
+        for path, keys in _listed(os.fspath(item)):
+            listed.setdefault(path, keys)
+    found = sorted(listed.items())
     if not found:
         raise UsageError(f"no Parquet file in {', '.join(map(str, items)) or 'the list given'}")
     return found
 
 
-def partitions(files: list[str], partition_rows: int) -> list[Part]:
+def partitions(
+    files: list[tuple[str, Keys]], partition_rows: int, cfg: Config | None = None
+) -> list[Part]:
     """Split each file into runs of consecutive row groups of about ``partition_rows`` rows
-    (reads only the footers)."""
+    (reads only the footers). With ``cfg``: a file (with its partition keys) lacking a
+    column the job reads is the ConfigError ``dmimport validate`` gives, before any work."""
     parts: list[Part] = []
-    for path in files:
+    for path, found in files:
         try:
-            meta = _open(path).metadata
+            pf = _open(path)
+            meta = pf.metadata
+            names = pf.schema_arrow.names
         except (pa.ArrowException, OSError) as exc:
             raise UsageError(f"{path}: not a readable Parquet file: {exc}") from None
+        keys = tuple((k, v) for k, v in found if k not in names)
+        if cfg is not None:
+            check_columns(cfg, path, [*names, *(k for k, _ in keys)])
         groups: list[int] = []
         rows = first = 0
         for g in range(meta.num_row_groups):
             n = meta.row_group(g).num_rows
             if groups and rows + n > partition_rows:
-                parts.append(Part(len(parts), path, tuple(groups), first))
+                parts.append(Part(len(parts), path, tuple(groups), first, keys))
                 first += rows
                 groups, rows = [], 0
             groups.append(g)
             rows += n
         if groups:
-            parts.append(Part(len(parts), path, tuple(groups), first))
+            parts.append(Part(len(parts), path, tuple(groups), first, keys))
     return parts
 
 
@@ -151,6 +192,7 @@ COUNTS = {
     "last_row": "int64",
     "sorted": "bool",
     "groups": "object",
+    "error": "object",
 }
 
 
@@ -212,19 +254,57 @@ def _finish(
         "last_row": [int(rows[n - 1]) if n else 0],
         "sorted": [ordered],
         "groups": [json.dumps(_groups(valid))],
+        "error": [None],
     }
     return pd.DataFrame(counts).astype(COUNTS)
 
 
+def _refused(number: int, exc: ConfigError) -> pd.DataFrame:
+    """The counts of a partition whose rows the config cannot map: the error travels back as
+    data (``raise_refusal`` raises it once, on the client), so no worker logs a traceback
+    and no task is retried for what fails the same way every time."""
+    counts: dict[str, list[Any]] = {k: [0] for k in COUNTS}
+    counts.update(
+        part=[number],
+        first_source=[None],
+        last_source=[None],
+        sorted=[True],
+        groups=["{}"],
+        error=[(exc.problems, exc.source, exc.secrets)],
+    )
+    return pd.DataFrame(counts).astype(COUNTS)
+
+
+def raise_refusal(counts: pd.DataFrame) -> None:
+    """Raise the ConfigError of the first partition that returned one."""
+    errors = counts.sort_values("part")["error"].dropna()
+    if len(errors):
+        problems, source, secrets = errors.iloc[0]
+        raise ConfigError(problems, source=source, secrets=secrets)
+
+
+def with_keys(table: pa.Table, keys: Keys) -> pa.Table:
+    """``table`` with one string column per partition key (all rows the key's value)."""
+    for key, value in keys:
+        table = table.append_column(
+            pa.field(key, pa.string()), pa.repeat(pa.scalar(value, pa.string()), table.num_rows)
+        )
+    return table
+
+
 def map_file(part: Part, cfg: Config, stage: str, rejects: str, token: str) -> pd.DataFrame:
-    """Step 1 for a Parquet partition (``token``: only in the task's key)."""
+    """Step 1 for a Parquet partition (``token``: only in the task's key): the job's columns
+    of the file's row groups, its partition keys added as columns."""
     assert part.path is not None
     pf = _open(part.path)
     wanted = set(cfg.source_columns())
     columns = [c for c in pf.schema_arrow.names if c in wanted]
     table = pf.read_row_groups(list(part.groups), columns=columns, use_threads=False)
-    table = int96_as_utc(table, int96_columns(pf))
-    out = outcomes_of(cfg, table, source=part.path, first_row=part.first_row)
+    table = with_keys(int96_as_utc(table, int96_columns(pf)), part.keys)
+    try:
+        out = outcomes_of(cfg, table, source=part.path, first_row=part.first_row)
+    except ConfigError as exc:
+        return _refused(part.number, exc)
     return _finish(cfg, out, text_columns(cfg, table), part.number, stage, rejects)
 
 
@@ -240,7 +320,10 @@ def map_frame(
     number = int((partition_info or {}).get("number", 0))
     names = [c for c in cfg.source_columns() if c in frame.columns]
     table = pa.Table.from_pandas(frame[names], preserve_index=False)
-    out = outcomes_of(cfg, table, source="<frame>")
+    try:
+        out = outcomes_of(cfg, table, source="<frame>")
+    except ConfigError as exc:
+        return _refused(number, exc)
     source = pa.array(frame["dm_source"].astype(str).to_numpy(dtype=object), pa.string())
     row = pa.array(frame["dm_row"].to_numpy(dtype=np.int64), pa.int64())
     batch = pa.RecordBatch.from_arrays([source, row, *out.columns[2:]], schema=out.schema)
