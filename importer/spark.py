@@ -592,6 +592,7 @@ def add_footer_metadata(path: str | os.PathLike[str], key: bytes, value: bytes) 
 # the commit
 
 
+@states.state_locked  # one commit at a time per state table
 def commit(
     results: RunSummary | str | os.PathLike[str],
     state: str | os.PathLike[str],

@@ -8,6 +8,7 @@ import csv
 import json
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -243,6 +244,21 @@ def test_plan_run_commit_then_the_next_plan_is_empty(
         ["_CURRENT", done.version, second.version]
     )
     assert idask.plan(CUSTOMERS, data, state=state, out=out, client=dask_client).to_send == 0
+
+
+def test_a_commit_while_another_commit_holds_the_state_is_refused(tmp_path: Path) -> None:
+    # the lock is taken before anything is read: no cluster is needed to be refused
+    state = tmp_path / "state"
+    with lake_state.state_lock(state):
+        since = json.loads((state / lake_state.LOCK).read_text(encoding="utf-8"))["since"]
+        with pytest.raises(importer.LockedError) as info:
+            idask.commit(tmp_path / "results.csv", state)
+        assert str(info.value) == (
+            f"state table {state} is being committed by process {os.getpid()} on "
+            f"{socket.gethostname()} (since {since}): wait for that commit to end, then "
+            f"commit again; remove {state / lake_state.LOCK} only if no commit is running"
+        )
+    assert list(state.iterdir()) == []
 
 
 EVENTS = """\

@@ -367,6 +367,15 @@ def test_a_customers_rows_keep_file_order_and_an_earlier_value_is_sent(
     with pytest.raises(importer.UsageError) as info:
         lake.commit_table(run, state)
     assert str(info.value) == (
+        f"{part} changed since run {run.run_id} sent it (planned again?): commit before "
+        "planning again, or run the new change set first"
+    )
+    # results copied without the run's summary.json: the file times are all there is
+    assert run.report_dir is not None
+    (run.report_dir / "summary.json").unlink()
+    with pytest.raises(importer.UsageError) as info:
+        lake.commit_table(run, state)
+    assert str(info.value) == (
         f"{part} was written after {run.results_path}: the change set was planned again since "
         "that run, so its rows are not the ones the run sent; run the new change set, then "
         "commit that run's results"

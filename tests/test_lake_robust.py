@@ -5,7 +5,11 @@ set was planned again. Each is met with the right rows or a clear message, never
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -172,6 +176,8 @@ def test_commit_of_results_whose_change_set_shrank_since_is_refused(
     assert run.counts.get("ok") == 8 and run.results_path is not None
     lake.plan_table(CUSTOMERS, _table([_customer(i) for i in range(1, 3)]), out=out)
     os.utime(run.results_path)  # copied after the new plan: its time says nothing
+    assert run.report_dir is not None
+    (run.report_dir / "summary.json").unlink()  # ... without the summary: no fingerprints
     with pytest.raises(importer.UsageError) as info:
         lake.commit_table(run, state)
     assert str(info.value) == (
@@ -180,6 +186,47 @@ def test_commit_of_results_whose_change_set_shrank_since_is_refused(
         "the ones the run sent; run the new change set, then commit that run's results"
     )
     assert states.current(state) is None
+
+
+def test_commit_of_results_touched_after_a_new_plan_at_least_as_long_is_refused(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # planned again with other rows, as many as before, then the results copied (newer than
+    # the new plan): only the change set's content tells it is not the one the run sent
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    out, state = tmp_path / "out", tmp_path / "state"
+    lake.plan_table(CUSTOMERS, _table([_customer(i) for i in range(1, 5)]), out=out)
+    run = _send(out / "changes", sb, tmp_path, "r")
+    assert run.counts.get("ok") == 4 and run.results_path is not None
+    lake.plan_table(CUSTOMERS, _table([_customer(i) for i in range(11, 16)]), out=out)
+    os.utime(run.results_path)
+    with pytest.raises(importer.UsageError) as info:
+        lake.commit_table(run, state)
+    assert str(info.value) == (
+        f"{out / 'changes' / 'part-00000.parquet'} changed since run {run.run_id} sent it "
+        "(planned again?): commit before planning again, or run the new change set first"
+    )
+    assert states.current(state) is None
+
+
+def test_commit_of_a_change_set_touched_but_not_changed_since_the_run_is_merged(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a backup restored the change set with a new time: the same bytes the run sent
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    rows = [_customer(i) for i in range(1, 4)]
+    out, state = tmp_path / "out", tmp_path / "state"
+    lake.plan_table(CUSTOMERS, _table(rows), out=out)
+    run = _send(out / "changes", sb, tmp_path, "r")
+    assert run.results_path is not None
+    part = out / "changes" / "part-00000.parquet"
+    later = run.results_path.stat().st_mtime + 60
+    os.utime(part, (later, later))
+    done = lake.commit_table(run, state)
+    assert (done.delivered, done.state_rows) == (3, 3)
+    assert states.read_state(state).equals(_delivered_state(tmp_path, rows))
 
 
 def test_commit_of_a_resumed_run_counts_the_rows_the_stopped_run_delivered(
@@ -290,4 +337,144 @@ def test_an_out_that_is_a_file_is_refused_before_any_work(tmp_path: Path) -> Non
         lake.plan_table(CUSTOMERS, _table([_customer(1)]), out=tmp_path / "out")
     assert str(info.value) == (
         f"{tmp_path / 'out'}: not a folder (a plan writes OUT/changes/, OUT/rejects/ there)"
+    )
+
+
+@pytest.mark.parametrize("job, kind", [("vip_customers", "user"), ("customers", "event")])
+def test_a_change_set_planned_for_another_job_or_kind_is_refused_before_sending(
+    fresh_sandbox: Callable[..., Sandbox],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    job: str,
+    kind: str,
+) -> None:
+    # a nightly script sends another job's change set with this config: its commit would
+    # record that job's rows in this job's state (or the reverse); refused, nothing sent
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    lake.plan_table(CUSTOMERS, _table([_customer(i) for i in range(1, 4)]), out=tmp_path / "p")
+    planned = pq.read_table(tmp_path / "p" / "changes")
+    folder = tmp_path / "other" / "changes"
+    folder.mkdir(parents=True)
+    part = folder / "part-00000.parquet"
+    pq.write_table(planned.replace_schema_metadata(lake.change_set_metadata(job, kind)), part)
+    expected = (
+        f"invalid config {CUSTOMERS}:\n"
+        f"  {part}: a change set planned for job {job!r} (kind {kind!r}), not for this "
+        "config's job 'customers' (kind 'user') -- run it with the config it was planned "
+        "with, or plan again with this config"
+    )
+    with pytest.raises(importer.ConfigError) as info:
+        _send(folder, sb, tmp_path, "r")
+    assert (str(info.value), info.value.exit_code) == (expected, 2)
+    assert sb.stored_json("customers") == []
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(importer.ConfigError) as info:
+        importer.validate(CUSTOMERS, folder, report_dir=tmp_path / "v")
+    assert str(info.value) == expected
+    # the same change set under its own job's name is sent
+    ours = tmp_path / "ours" / "changes"
+    ours.mkdir(parents=True)
+    pq.write_table(planned, ours / "part-00000.parquet")
+    assert _send(ours, sb, tmp_path, "r2").counts.get("ok") == 3
+
+
+def _committable(sb: Sandbox, tmp: Path) -> importer.RunSummary:
+    lake.plan_table(CUSTOMERS, _table([_customer(i) for i in range(1, 4)]), out=tmp / "out")
+    run = _send(tmp / "out" / "changes", sb, tmp, "r")
+    assert run.counts.get("ok") == 3
+    return run
+
+
+def test_a_commit_while_another_process_commits_to_the_state_is_refused(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # two commits to one state at once: the second would merge into the same version and
+    # the last to publish would drop the other's hashes (its rows sent again)
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    run, state = _committable(sb, tmp_path), tmp_path / "state"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from importer.lake import state\n"
+            "with state.state_lock(sys.argv[1]):\n"
+            "    print('held', flush=True)\n"
+            "    sys.stdin.read()\n",
+            str(state),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        lock = json.loads((state / states.LOCK).read_text(encoding="utf-8"))
+        assert (lock["pid"], lock["host"]) == (holder.pid, socket.gethostname())
+        with pytest.raises(importer.LockedError) as info:
+            lake.commit_table(run, state)
+        assert str(info.value) == (
+            f"state table {state} is being committed by process {holder.pid} on "
+            f"{socket.gethostname()} (since {lock['since']}): wait for that commit to end, "
+            f"then commit again; remove {state / states.LOCK} only if no commit is running"
+        )
+        assert states.current(state) is None
+    finally:
+        holder.communicate("", timeout=30)
+    assert holder.returncode == 0 and not (state / states.LOCK).exists()
+    done = lake.commit_table(run, state)
+    assert (done.delivered, done.state_rows) == (3, 3)
+    assert sorted(p.name for p in state.iterdir()) == ["_CURRENT", done.version]
+
+
+def test_a_lock_left_by_a_killed_commit_is_taken_over(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    run, state = _committable(sb, tmp_path), tmp_path / "state"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    state.mkdir()
+    held = {"pid": gone.pid, "host": socket.gethostname(), "since": "2026-12-06T02:00:00+00:00"}
+    (state / states.LOCK).write_text(json.dumps(held), encoding="utf-8")
+    done = lake.commit_table(run, state)
+    assert (done.delivered, done.state_rows) == (3, 3)
+    assert sorted(p.name for p in state.iterdir()) == ["_CURRENT", done.version]
+
+
+def test_a_lock_held_on_another_host_is_refused_by_name(
+    fresh_sandbox: Callable[..., Sandbox], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a state on a shared disk: whether that process still runs cannot be told from here
+    sb = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sb.secret)
+    run, state = _committable(sb, tmp_path), tmp_path / "state"
+    state.mkdir()
+    held = {"pid": 4242, "host": "etl-2.example", "since": "2026-12-06T02:00:00+00:00"}
+    (state / states.LOCK).write_text(json.dumps(held), encoding="utf-8")
+    with pytest.raises(importer.LockedError) as info:
+        lake.commit_table(run, state)
+    assert str(info.value) == (
+        f"state table {state} is being committed by process 4242 on etl-2.example (since "
+        "2026-12-06T02:00:00+00:00): wait for that commit to end, then commit again; "
+        f"remove {state / states.LOCK} only if no commit is running"
+    )
+    assert info.value.exit_code == 4
+    assert sorted(p.name for p in state.iterdir()) == [states.LOCK]
+
+
+def test_a_lock_naming_no_holder_is_refused(tmp_path: Path) -> None:
+    # a commit between creating the lock and writing its holder, or an empty file by hand
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / states.LOCK).write_text("", encoding="utf-8")
+    with pytest.raises(importer.LockedError) as info:
+        lake.commit_table(tmp_path / "r" / "results.csv", state)
+    assert str(info.value) == (
+        f"state table {state} is locked by {state / states.LOCK}, which names no holder (a "
+        f"commit starting?): wait and commit again; remove {state / states.LOCK} only if no "
+        "commit is running"
     )

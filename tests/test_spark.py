@@ -465,3 +465,23 @@ def test_footer_metadata_replaces_a_key_and_holds_many(tmp_path: Path) -> None:
     assert pq.read_schema(path).metadata == expected
     assert len(pq.read_metadata(path).metadata) == 20
     assert pq.read_table(path).replace_schema_metadata(None).equals(table)
+
+
+def test_a_commit_while_another_commit_holds_the_state_is_refused(tmp_path: Path) -> None:
+    # the lock is taken before anything is read or any session started
+    import json
+    import socket
+
+    from importer.lake.state import LOCK, state_lock
+
+    state = tmp_path / "state"
+    with state_lock(state):
+        since = json.loads((state / LOCK).read_text(encoding="utf-8"))["since"]
+        with pytest.raises(importer.LockedError) as info:
+            spark_mod.commit(tmp_path / "results.csv", state)
+        assert str(info.value) == (
+            f"state table {state} is being committed by process {os.getpid()} on "
+            f"{socket.gethostname()} (since {since}): wait for that commit to end, then "
+            f"commit again; remove {state / LOCK} only if no commit is running"
+        )
+    assert list(state.iterdir()) == []

@@ -292,6 +292,7 @@ def plan(
     return summary
 
 
+@lake_state.state_locked  # one commit at a time per state table
 def commit(
     results: Any,
     state: str | os.PathLike[str],

@@ -11,6 +11,7 @@ identity, the last ``ok`` row in (``dm_source``, ``dm_row``) order wins.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -91,20 +92,40 @@ def _read_results(path: Path) -> pa.Table:
     return table.set_column(0, "file", files_col)
 
 
-def _run_inputs(path: Path) -> dict[str, Path]:
-    """The run's input files by the names its results may give them (relative to the folder
-    the run ran in), from the ``summary.json`` next to ``path`` (absolute paths)."""
-    try:
-        files = json.loads((path.parent / "summary.json").read_text(encoding="utf-8"))["files"]
-        full = [Path(f["path"]) for f in files]
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-    found: dict[str, list[Path]] = {}
-    for p in full:
-        parts = p.parts
-        for i in range(1, len(parts)):
-            found.setdefault(os.path.join(*parts[i:]), []).append(p)
-    return {name: ps[0] for name, ps in found.items() if len(ps) == 1}
+class _RunRecord:
+    """What the run's ``summary.json`` (next to its results file) recorded of its inputs: its
+    id, and each input file's fingerprint (size, SHA-256) by its absolute path."""
+
+    def __init__(self, path: Path) -> None:
+        self.run_id = "?"
+        self.prints: dict[str, dict[str, object]] = {}
+        try:
+            summary = json.loads((path.parent / "summary.json").read_text(encoding="utf-8"))
+            self.run_id = str(summary.get("run_id") or "?")
+            self.prints = {str(f["path"]): f for f in summary["files"]}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+
+    def inputs(self) -> dict[str, Path]:
+        """The run's input files by the names its results may give them (relative to the
+        folder the run ran in)."""
+        found: dict[str, list[Path]] = {}
+        for p in map(Path, self.prints):
+            parts = p.parts
+            for i in range(1, len(parts)):
+                found.setdefault(os.path.join(*parts[i:]), []).append(p)
+        return {name: ps[0] for name, ps in found.items() if len(ps) == 1}
+
+    def changed(self, source: Path) -> bool | None:
+        """Whether ``source`` differs from what the run read (size or SHA-256); None when the
+        run recorded no fingerprint of it."""
+        recorded = self.prints.get(str(source.resolve()))
+        if recorded is None or "sha256" not in recorded:
+            return None
+        if source.stat().st_size != recorded.get("size"):
+            return True
+        with open(source, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest() != recorded["sha256"]
 
 
 _DELIVERED_COLUMNS = ("dm_source", "dm_row", "dm_identity_hash", "dm_body_hash")
@@ -149,14 +170,17 @@ def delivered(results: RunSummary | str | os.PathLike[str]) -> pa.Table:
     (``dm_source``, ``dm_row``) order.
     The table's schema metadata holds the change set's (``dmimport.change_set``: job, kind).
     A results file naming no change set file is a ``UsageError``, and so is a change set file
-    written after the results (planned again since the run: its rows are not the ones sent)."""
+    that is not the one the run read (planned again since the run: its rows are not the ones
+    sent): its size and SHA-256 are compared with those the run's ``summary.json`` recorded
+    (when the results come without it, a change set file newer than the results is refused)."""
     path = results_file(results)
     table = _read_results(path)
     ok = table.filter(pc.is_in(table.column("status"), value_set=_DELIVERED))
     named = pc.unique(table.column("file")).to_pylist()
     parts: list[pa.Table] = []
     info: dict[str, object] | None = None
-    inputs = _run_inputs(path)
+    record = _RunRecord(path)
+    inputs = record.inputs()
     for name in sorted(named):
         source = Path(name)
         if not source.is_absolute() and not source.exists():
@@ -169,7 +193,15 @@ def delivered(results: RunSummary | str | os.PathLike[str]) -> pa.Table:
         found = change_set_info(schema)
         if found is None:
             continue
-        if source.stat().st_mtime_ns > path.stat().st_mtime_ns:
+        changed = record.changed(source)
+        if changed:
+            raise UsageError(
+                f"{source} changed since run {record.run_id} sent it (planned again?): "
+                "commit before planning again, or run the new change set first"
+            )
+        if changed is None and source.stat().st_mtime_ns > path.stat().st_mtime_ns:
+            # no summary.json recording what the run read (results copied alone): the
+            # file times are all there is to go by
             raise UsageError(
                 f"{source} was written after {path}: the change set was planned again since "
                 "that run, so its rows are not the ones the run sent; run the new change set, "

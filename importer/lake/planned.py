@@ -14,17 +14,45 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..config import Config
+from ..errors import ConfigProblem
 from ..ledger import as_keys
 from ..load import Source
 from ..map import Mapped
 from .columns import change_set_info
 
-__all__ = ["PLANNED_ELSEWHERE", "PlannedHashes"]
+__all__ = ["PLANNED_ELSEWHERE", "PlannedHashes", "foreign_change_set"]
 
 #: the reason of a change set row whose body is not the plan's
 PLANNED_ELSEWHERE = (
     "planned with another config: the body differs from the plan's (plan again with this config)"
 )
+
+
+def foreign_change_set(source: Source, config: Config) -> list[ConfigProblem]:
+    """The problem of ``source`` when it is a change set planned for another job or kind than
+    ``config``'s (its ``dmimport.change_set`` metadata says which): a run of it would tag
+    what it delivers with this job while a commit records it in the other job's state, so
+    the run refuses it before anything is sent. No problem for any other source."""
+    if source.frame is not None or source.format != "parquet" or source.compressed:
+        return []
+    try:
+        info = change_set_info(pq.read_schema(source.path))
+    except (OSError, pa.ArrowException):
+        return []  # the loader reports it
+    if info is None:
+        return []
+    theirs = (info.get("job"), info.get("kind"))
+    ours = (config.job_name, config.job.kind)
+    if theirs == ours:
+        return []
+    problem = ConfigProblem(
+        str(source.path),
+        f"a change set planned for job {theirs[0]!r} (kind {theirs[1]!r}), not for this "
+        f"config's job {ours[0]!r} (kind {ours[1]!r})",
+        "run it with the config it was planned with, or plan again with this config",
+    )
+    return [problem]
 
 
 class PlannedHashes:

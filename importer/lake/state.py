@@ -18,21 +18,28 @@ state: every identity is new.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import json
 import os
 import secrets
 import shutil
+import socket
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import finish_atomic, temp_path
-from ..errors import ConfigError
+from ..errors import ConfigError, LockedError
 
 __all__ = [
     "CURRENT",
+    "LOCK",
     "STATE_META",
     "STATE_SCHEMA",
     "check_state",
@@ -42,6 +49,8 @@ __all__ = [
     "publish",
     "read_state",
     "state_info",
+    "state_lock",
+    "state_locked",
     "versions",
     "write_state",
 ]
@@ -51,7 +60,11 @@ CURRENT = "_CURRENT"
 #: each version's description
 STATE_META = "_state.json"
 STATE_SCHEMA = pa.schema([("identity_hash", pa.int64()), ("body_hash", pa.int64())])
+#: the file a commit holds while it writes a version (``state_lock``)
+LOCK = "_LOCK"
 _PREFIX = "v-"
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def current(state: str | os.PathLike[str]) -> Path | None:
@@ -202,6 +215,103 @@ def check_state(state: str | os.PathLike[str] | None, job: str, kind: str) -> No
             f"state table {state} belongs to job {theirs[0]!r} (kind {theirs[1]!r}), not to "
             f"job {job!r} (kind {kind!r}): give each job its own state folder"
         )
+
+
+@contextlib.contextmanager
+def state_lock(state: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``STATE/_LOCK`` (created exclusively, holding this process's pid, host and the
+    time) while a commit reads the current version and publishes the next: two commits to one
+    state at once would each merge into the same current version and the last would drop the
+    other's hashes (their rows sent again). A lock left by a process of this host that is no
+    longer running (killed) is taken over; any other held lock is a ``LockedError`` naming its
+    holder. Removed when the block ends, however it ends."""
+    root = Path(state)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"state table {state}: not a folder (a state table is a folder)")
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / LOCK
+    host = socket.gethostname()
+    mine = json.dumps(
+        {
+            "pid": os.getpid(),
+            "host": host,
+            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            "token": secrets.token_hex(8),
+        }
+    )
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if _take_over(path, state, host):
+                continue
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(mine + "\n")
+            break
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text(encoding="utf-8").strip() == mine:
+                path.unlink()
+
+
+def state_locked(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``func`` (a commit taking a ``state`` argument) holding ``state_lock(state)``."""
+    signature = inspect.signature(func)
+
+    @functools.wraps(func)
+    def locked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with state_lock(signature.bind(*args, **kwargs).arguments["state"]):
+            return func(*args, **kwargs)
+
+    return locked
+
+
+def _take_over(path: Path, state: str | os.PathLike[str], host: str) -> bool:
+    """Remove ``path`` when its holder is a dead process of this host (True: try again);
+    raise ``LockedError`` naming a live (or unknown) holder."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return True  # released meanwhile
+    try:
+        holder = json.loads(text)
+        pid, where, since = int(holder["pid"]), str(holder["host"]), str(holder["since"])
+    except (ValueError, KeyError, TypeError):
+        raise LockedError(
+            f"state table {state} is locked by {path}, which names no holder (a commit "
+            f"starting?): wait and commit again; remove {path} only if no commit is running"
+        ) from None
+    if where == host and not _alive(pid):
+        aside = path.with_name(f"{LOCK}-stale-{secrets.token_hex(4)}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return True
+        if aside.read_text(encoding="utf-8") != text:  # another took it over first: give back
+            with contextlib.suppress(OSError):
+                os.link(aside, path)
+        aside.unlink()
+        return True
+    raise LockedError(
+        f"state table {state} is being committed by process {pid} on {where} (since "
+        f"{since}): wait for that commit to end, then commit again; remove {path} only if "
+        "no commit is running"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    return True
 
 
 def _created(path: Path) -> tuple[str, str]:

@@ -211,6 +211,7 @@ def plan_table(
     return summary
 
 
+@states.state_locked  # one commit at a time per state table
 def commit_table(
     results: RunSummary | str | os.PathLike[str], state: str | os.PathLike[str]
 ) -> CommitSummary:
