@@ -259,27 +259,44 @@ def _state_frame(spark: SparkSession, version: Path | None) -> DataFrame | None:
 
 
 def _selected(outcomes: DataFrame, state: DataFrame | None, by_last: bool) -> DataFrame:
-    """``outcomes`` with ``dm_selected``: valid and new or changed (``select_changes``'s rule,
-    as Spark SQL windows over (identity hash, validity))."""
-    from pyspark.sql import Window
+    """``outcomes`` with ``dm_selected``: valid and new or changed (``select_changes``'s rule).
+
+    With no state every valid row is new: no join, no shuffle. Against a state the rule is
+    decided per identity on the narrow columns only (identity hash, position, body hash of
+    the valid rows, pre-aggregated before the shuffle): ``dm_from``, the position from which
+    the identity's valid rows go to the change set (``user``: its first valid row when its
+    last differs from the state; ``event``/``user_delete``: its first row that differs), for
+    the identities with something to send. That table is joined back to the rows; on the
+    steady night it is small and Spark broadcasts it, so the wide rows (bodies) are never
+    shuffled for the selection."""
     from pyspark.sql import functions as F
 
+    valid = F.col(_VALID)
     if state is None:
-        joined = outcomes.withColumn("dm_state_id", F.lit(None).cast("long")).withColumn(
-            "dm_state_hash", F.lit(None).cast("long")
-        )
-    else:
-        joined = outcomes.join(state, outcomes["dm_identity_hash"] == state["dm_state_id"], "left")
-    differs = F.col("dm_state_id").isNull() | (F.col("dm_body_hash") != F.col("dm_state_hash"))
+        return outcomes.withColumn(_SELECTED, valid)
     position = F.struct(F.col("dm_source"), F.col("dm_row"))
-    group = Window.partitionBy("dm_identity_hash", _VALID)
+    keys = outcomes.filter(valid).select(
+        F.col("dm_identity_hash").alias("dm_key"),
+        position.alias("dm_position"),
+        F.col("dm_body_hash"),
+    )
     if by_last:
-        last_differs = F.max_by(differs, position).over(group)
-        chosen = last_differs
+        last = keys.groupBy("dm_key").agg(
+            F.max_by("dm_body_hash", "dm_position").alias("dm_last_hash"),
+            F.min("dm_position").alias("dm_from"),
+        )
+        joined = last.join(state, last["dm_key"] == state["dm_state_id"], "left")
+        differs = F.col("dm_state_id").isNull() | (F.col("dm_last_hash") != F.col("dm_state_hash"))
+        decided = joined.filter(differs).select("dm_key", "dm_from")
     else:
-        first = F.min(F.when(differs, position)).over(group)
-        chosen = first.isNotNull() & (position >= first)
-    return joined.withColumn(_SELECTED, F.col(_VALID) & F.coalesce(chosen, F.lit(False)))
+        joined = keys.join(state, keys["dm_key"] == state["dm_state_id"], "left")
+        differs = F.col("dm_state_id").isNull() | (F.col("dm_body_hash") != F.col("dm_state_hash"))
+        decided = (
+            joined.filter(differs).groupBy("dm_key").agg(F.min("dm_position").alias("dm_from"))
+        )
+    marked = outcomes.join(decided, outcomes["dm_identity_hash"] == decided["dm_key"], "left")
+    chosen = valid & F.col("dm_from").isNotNull() & (position >= F.col("dm_from"))
+    return marked.withColumn(_SELECTED, F.coalesce(chosen, F.lit(False))).drop("dm_key", "dm_from")
 
 
 def _write_sorted(frame: DataFrame, folder: Path) -> None:
@@ -334,10 +351,14 @@ def plan(
     if batch_rows is not None:
         session.conf.set(conf_key, str(int(batch_rows)))
     selected: DataFrame | None = None
+    mapped: DataFrame | None = None
     try:
         outcomes = positioned.mapInArrow(
             _mapper(cfg, names, _zones(df, names)), _outcome_schema(names)
         )
+        if state_df is not None:
+            # read twice (the per-identity decision, then the rows): map each row once
+            mapped = outcomes = outcomes.persist(StorageLevel.MEMORY_AND_DISK)
         selected = _selected(outcomes, state_df, by_last_for(kind)).persist(
             StorageLevel.MEMORY_AND_DISK
         )
@@ -355,6 +376,9 @@ def plan(
             )
             .collect()
         )
+        if mapped is not None:  # the selection is cached now
+            mapped.unpersist()
+            mapped = None
         changes = selected.filter(F.col(_SELECTED)).select(
             *[F.col(_quoted(n)) for n in names], *PLAN_COLUMNS
         )
@@ -377,6 +401,8 @@ def plan(
     finally:
         if selected is not None:
             selected.unpersist()
+        if mapped is not None:
+            mapped.unpersist()
         if batch_rows is not None:
             if before is None:
                 session.conf.unset(conf_key)
