@@ -10,16 +10,19 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,spark,dask]'
 	touch $(STAMP)
 
+# --dist loadgroup: the tests of one xdist_group run on one worker (each engine's tests share
+# one Spark or Dask session there); every other test goes wherever a worker is free.
 test: $(STAMP)
-	$(BIN)/pytest -q -n auto
+	$(BIN)/pytest -q -n auto --dist loadgroup
 
 # The quick loop while editing: the unit tests, without those marked slow (subprocesses,
-# kills, large end-to-end runs); under a minute. `make test` runs everything.
+# kills, large end-to-end runs) or engine (Spark, Dask); under a minute. `make test` runs
+# everything.
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -n auto -m "not slow"
+	$(BIN)/pytest -q -n auto --dist loadgroup -m "not slow and not engine"
 
 demo: $(STAMP)
 	$(BIN)/python demo.py

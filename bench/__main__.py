@@ -27,14 +27,16 @@ from .figures import (
     Sizes,
     files_needed,
 )
+from .lake import fig_plan
 from .limits import fig_limits, fig_requests
 from .proc import machine_busy_s
 
-# the durable-runs figures (issue 5) and the platform's limits (issue 13) live in their own
-# modules
+# the durable-runs figures (issue 5), the platform's limits (issue 13) and the lake-side plan
+# (issue 15) live in their own modules
 FIGURES.update(
-    {"ledger": fig_ledger, "changed": fig_changed, "requests": fig_requests, "limits": fig_limits}
-)
+    {"ledger": fig_ledger, "changed": fig_changed, "requests": fig_requests, "limits": fig_limits,
+     "plan": fig_plan}
+)  # fmt: skip
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 

@@ -840,4 +840,6 @@ def files_needed(names: list[str], s: Sizes) -> list[tuple[int, str, str]]:
             need |= {(n, "csv", "remarks") for n in (s.requests_rows, s.store_valid_rows) if n}
         elif name == "limits":
             need.add((s.limits_rows, "csv", ""))
+        elif name == "plan":
+            need.add((s.local_rows, "parquet", ""))
     return sorted(need, reverse=True)

@@ -55,6 +55,7 @@ from .errors import (
 from .feed import RowFeed
 from .guard import Gate
 from .interrupts import Stopper
+from .lake.planned import foreign_change_set
 from .ledger import (
     RESUMABLE,
     Duplicates,
@@ -158,8 +159,7 @@ class Run:
         """Open every file, check headers against the config, find the SECRET. Sends nothing."""
         problems: list[ConfigProblem] = []
         for path in list[Path | Source]([*self.paths, *self.frames]):
-            source = path if isinstance(path, Source) else open_source(path, self.input)
-            source.refuse_unsupported(self.config.source_columns())
+            source = _open_checked(path, self.config, problems)
             self.sources.append(source)
             if source.has_header_columns:
                 try:
@@ -503,6 +503,16 @@ def _keep_baseline(run: Run, out: RunOutputs, aborted: str | None) -> None:
     undelivered = sum(counts.get(s.label, 0) for s in (Status.FAILED, Status.NOT_SENT))
     if run.ledger is not None and not (aborted or undelivered or run.stopper.interrupted):
         run.gate.keep_baseline(run.ledger, run.config.job_name)
+
+
+def _open_checked(path: Path | Source, config: Config, problems: list[ConfigProblem]) -> Source:
+    """Open an input (an in-memory ``Source`` as it is), refuse a format the run cannot read,
+    and add to ``problems`` that of a change set planned for another job or kind (refused
+    before anything is sent: its commit would record the rows in the wrong state)."""
+    source = path if isinstance(path, Source) else open_source(path, config.input)
+    source.refuse_unsupported(config.source_columns())
+    problems.extend(foreign_change_set(source, config))
+    return source
 
 
 def _fingerprint(source: Source) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import numpy as np
 from .config import Config
 from .duplicates import BatchDuplicates
 from .errors import LoadError
+from .lake.planned import PLANNED_ELSEWHERE, PlannedHashes
 from .ledger import BatchClassifier, BatchOutcomes, Duplicates, Held, OutcomeRecorder, Verdicts
 from .load import Batch, InputOptions, ReadStats, Source, iter_batches
 from .map import Mapped, Mapper
@@ -58,6 +59,7 @@ class BatchState:
         verdict: Verdicts | None = None,
         file_index: int = 0,
         duplicates: BatchDuplicates | None = None,
+        planned_elsewhere: np.ndarray | None = None,
     ) -> None:
         self.batch = batch
         self.mapped = mapped
@@ -72,6 +74,11 @@ class BatchState:
             for i, reason in duplicates.reasons.items():
                 self.errmsg[i] = reason
             ok = ok & duplicates.send
+        if planned_elsewhere is not None and planned_elsewhere.any():  # a change set's row
+            self.status[planned_elsewhere] = int(Status.REJECTED)
+            for i in np.flatnonzero(planned_elsewhere).tolist():
+                self.errmsg[i] = PLANNED_ELSEWHERE
+            ok = ok & ~planned_elsewhere
         #: rows whose outcome the end of the run decides (``BatchClassifier.held``): not
         #: sent with this batch, and reported later
         self.held = np.zeros(0, dtype=np.int64)
@@ -239,6 +246,8 @@ class Producer:
         self.columns = config.source_columns()
         #: how far the files have been read (``Reading``)
         self.reading = Reading(sources)
+        #: per source index: a change set file's planned body hashes (None: not one)
+        self._planned: dict[int, PlannedHashes | None] = {}
 
     def batches(
         self,
@@ -290,17 +299,25 @@ class Producer:
         classifier: BatchClassifier | None = None,
     ) -> BatchState:
         bodies = build_bodies and not self.stop.is_set()
-        mapped = self.mapper.map(batch, build_bodies=bodies)
+        if index not in self._planned:
+            self._planned[index] = PlannedHashes.of(self.sources[index])
+        planned = self._planned[index]
+        # a change set's rows are checked against the plan's hashes (validate too)
+        hashes = bodies or (planned is not None and not self.stop.is_set())
+        mapped = self.mapper.map(batch, build_bodies=hashes)
         dups = None
         if self.duplicates is not None and self.duplicates.found:
             kind = self.config.job.kind
             dups = BatchDuplicates(self.duplicates, mapped, index, self._paths, kind)
+        elsewhere = planned.differs(mapped) if planned is not None else None
         verdict = None
         if classifier is not None and bodies:
             rows = mapped.ok & dups.send if dups is not None and dups.any else None
+            if elsewhere is not None and elsewhere.any():
+                rows = (mapped.ok if rows is None else rows) & ~elsewhere
             verdict = classifier.classify(mapped, index, rows)
-        state = BatchState(batch, mapped, self.valid_status, verdict, index, dups)
-        if len(state.valid) and mapped.items is not None:
+        state = BatchState(batch, mapped, self.valid_status, verdict, index, dups, elsewhere)
+        if bodies and len(state.valid) and mapped.items is not None:
             mapped.items.build()  # here, not on the loop thread
             if mapped.events is not None:
                 mapped.events.build()

@@ -36,6 +36,33 @@ def _snippets() -> list[tuple[str, int, str]]:
 
 
 SNIPPETS = _snippets()
+#: a snippet that imports an engine (the extras spark, dask) starts one: marked ``engine`` (so
+#: ``make test-fast`` leaves it out), on the worker of that engine's other tests, given longer
+ENGINE_TIMEOUT_S = 300
+
+
+def _engine(code: str) -> str | None:
+    for engine in ("spark", "dask"):
+        if re.search(rf"^\s*(import|from) importer\.{engine}\b", code, re.M):
+            return engine
+    return None
+
+
+def _params() -> list[object]:
+    params: list[object] = []
+    for doc, line, code in SNIPPETS:
+        engine = _engine(code)
+        marks = (
+            [
+                pytest.mark.engine,
+                pytest.mark.xdist_group(engine),
+                pytest.mark.timeout(ENGINE_TIMEOUT_S + 30),
+            ]
+            if engine
+            else []
+        )
+        params.append(pytest.param(doc, line, code, marks=marks, id=f"{doc}:{line}"))
+    return params
 
 
 def test_the_docs_have_python_snippets() -> None:
@@ -44,9 +71,15 @@ def test_the_docs_have_python_snippets() -> None:
     assert len(SNIPPETS) >= 3
 
 
-@pytest.mark.parametrize(
-    ("doc", "line", "code"), SNIPPETS, ids=[f"{d}:{n}" for d, n, _ in SNIPPETS]
-)
+def test_engine_snippets_are_told_apart() -> None:
+    # the engines' worked examples (docs/engines.md) are marked, the others are not (there,
+    # the rejects-to-CSV example runs plan_table: no engine)
+    engines = [_engine(code) for doc, _, code in SNIPPETS if doc == "docs/engines.md"]
+    assert sorted(e or "" for e in engines) == ["", "dask", "spark"]
+    assert all(_engine(code) is None for doc, _, code in SNIPPETS if doc == "README.md")
+
+
+@pytest.mark.parametrize(("doc", "line", "code"), _params())
 def test_doc_snippet_runs(doc: str, line: int, code: str, tmp_path: Path, sandbox: Sandbox) -> None:
     for folder in ("configs", "sample_data"):
         shutil.copytree(ROOT / folder, tmp_path / folder)
@@ -62,7 +95,7 @@ def test_doc_snippet_runs(doc: str, line: int, code: str, tmp_path: Path, sandbo
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=ENGINE_TIMEOUT_S if _engine(code) else 120,
     )
     assert proc.returncode == 0, f"{doc}:{line} failed:\n{proc.stderr}"
     assert sandbox.secret not in proc.stdout + proc.stderr

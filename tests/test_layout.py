@@ -46,7 +46,10 @@ ABOVE_STAGES = ("importer.job", "importer.pipeline", "importer.api", "importer.c
                 "importer.init", "importer.client", "importer.previewer", "importer.feed",
                 "importer.quota", "importer.producer", "importer.outputs",
                 "importer.progress", "importer.openapi", "importer.readback",
-                "importer.cli_verify")  # fmt: skip
+                "importer.cli_verify", "importer.spark", "importer.dask")  # fmt: skip
+# the optional engines (extras spark, dask): only their own modules may import them
+ENGINE_MODULES = ("importer.spark", "importer.dask")
+ENGINE_PACKAGES = {"pyspark", "py4j", "dask", "distributed"}
 
 
 def _module_name(path: Path) -> str:
@@ -214,6 +217,48 @@ def test_a_run_loads_neither_requests_nor_the_init_wizard(tmp_path: Path) -> Non
             if m.split(".")[0] == "requests" or m.startswith(("importer.init", "importer.client"))
         )
         print(loaded)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_only_the_engine_modules_import_an_engine() -> None:
+    """pyspark and dask are optional extras: a module outside importer.spark and importer.dask
+    that imported one, even late inside a function, would fail where the extra is not
+    installed."""
+    wrong = []
+    for name, path in _modules().items():
+        if _under(name, ENGINE_MODULES):
+            continue
+        for node in _runtime_imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                targets = [] if node.level else [node.module or ""]
+            wrong += [f"{name}: {t}" for t in targets if t.split(".")[0] in ENGINE_PACKAGES]
+    assert wrong == []
+
+
+def test_importing_importer_loads_no_engine(tmp_path: Path) -> None:
+    """``import importer``, and every module of it but the engines', stays light: neither
+    pyspark (with its JVM gateway) nor dask is loaded, even where the extras are installed."""
+    modules = sorted(
+        name
+        for name in _modules()
+        if not _under(name, ENGINE_MODULES) and not name.endswith("__main__")
+    )
+    assert "importer" in modules and len(modules) > 100
+    script = textwrap.dedent(
+        f"""
+        import importlib
+        import sys
+        for name in {modules!r}:
+            importlib.import_module(name)
+        print(sorted(m for m in sys.modules if m.split(".")[0] in {sorted(ENGINE_PACKAGES)!r}))
         """
     )
     out = subprocess.run(

@@ -41,8 +41,18 @@ def expand_inputs(
         text = os.path.expanduser(str(item))
         path = Path(text)
         passed: list[tuple[Path, str]] = []
+        if path.is_dir() and (path / "plan.json").is_file() and (path / "changes").is_dir():
+            # OUT of a lake-side plan (importer.lake): its plan.json is not rows to import
+            raise LoadError(
+                f"{text}: this is the output folder of a lake-side plan (plan.json, changes/, "
+                f"rejects/), not an input: send its change set: {path / 'changes'}"
+            )
         if path.is_dir():
-            entries = [p for p in path.iterdir() if not p.name.startswith(".") and _input(p)]
+            # hidden files, an engine's bookkeeping (_SUCCESS, _committed_*, .crc, _metadata)
+            # and an export's manifest (never data)
+            entries = [
+                p for p in path.iterdir() if not p.name.startswith((".", "_")) and _input(p)
+            ]
             matches = _regular_files(
                 sorted(p for p in entries if _known_extension(p)), passed, subfolders=True
             )

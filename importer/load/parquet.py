@@ -6,6 +6,7 @@ import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +17,8 @@ from ..errors import LoadError
 from .batch import BadRecord, Batch, Source
 from .options import InputOptions, ReadStats
 from .values import quote_names, value_problems
+
+_Data = TypeVar("_Data", pa.RecordBatch, pa.Table)
 
 #: what follows the footer of an encrypted file whose footer is plaintext: its signature, an
 #: AES-GCM nonce (12 bytes) and tag (16)
@@ -98,7 +101,9 @@ def iter_parquet(
     every = max(1, pf.metadata.num_rows)
     size = path.stat().st_size if stats is not None else 0
     try:
+        int96 = int96_columns(pf)
         for rb in pf.iter_batches(batch_size=options.batch_rows, use_threads=False):
+            rb = int96_as_utc(rb, int96)
             batch = text_batch(source, rb, row, index, kept, options)
             row += rb.num_rows
             if stats is not None:
@@ -109,6 +114,29 @@ def iter_parquet(
         raise LoadError(
             f"{path}: cannot read Parquet after row {row}: {exc}; nothing after row {row} was read"
         ) from None
+
+
+def int96_columns(pf: pq.ParquetFile) -> frozenset[str]:
+    """The top-level columns of ``pf`` stored as INT96 timestamps."""
+    schema = pf.schema
+    found = (schema.column(i) for i in range(len(schema)))
+    return frozenset(c.path for c in found if c.physical_type == "INT96" and "." not in c.path)
+
+
+def int96_as_utc(data: _Data, int96: frozenset[str]) -> _Data:
+    """``data`` with its INT96 timestamp columns (named in ``int96``) marked UTC. Spark (its
+    default ``outputTimestampType``) and Hive write a TIMESTAMP as INT96 holding the UTC
+    instant, and Spark reads it back as that instant; Arrow reads it without a zone, which would
+    make a zoned column naive (read in ``timezone``, hours off). Nothing else changes."""
+    if not int96:
+        return data
+    fields = []
+    for f in data.schema:
+        if f.name in int96 and pa.types.is_timestamp(f.type) and f.type.tz is None:
+            f = f.with_type(pa.timestamp(f.type.unit, "UTC"))
+        fields.append(f)
+    schema = pa.schema(fields, metadata=data.schema.metadata)
+    return data if schema.equals(data.schema) else data.cast(schema)
 
 
 def column_text(arr: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, list[int]]:

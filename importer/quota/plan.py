@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from ..config import Config
 from ..errors import LoadError, QuotaError
+from ..lake.planned import PlannedHashes
 from ..ledger import (
     BatchClassifier,
     Duplicates,
@@ -82,6 +83,7 @@ def count_rows(
     try:
         for index, source in enumerate(sources):
             wanted = only.get(source.path) if only is not None else None
+            planned = PlannedHashes.of(source)  # a change set: rows planned elsewhere not sent
             try:
                 for batch in iter_batches(source, config.input, columns):
                     if stop is not None and stop.is_set():
@@ -89,9 +91,12 @@ def count_rows(
                     if wanted is not None:
                         batch = batch.only(wanted)
                     read += batch.table.num_rows + len(batch.bad)
-                    hashed = reader is not None or observe is not None  # bodies stay lazy
+                    # bodies stay lazy unless hashed (a reader, guard:, a change set's check)
+                    hashed = reader is not None or observe is not None or planned is not None
                     mapped = mapper.map(batch, build_bodies=hashed)
                     send = mapped.ok
+                    if planned is not None:
+                        send = send & ~planned.differs(mapped)
                     if observe is not None:
                         observe(mapped, index)
                     if spill is not None:

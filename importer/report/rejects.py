@@ -33,6 +33,9 @@ from .reasons import (
 )
 from .results import DEFAULT_REPORT_ENCODING, ResultRows
 
+#: importer.lake.columns.CHANGE_SET_KEY (the report does not import the lake)
+_CHANGE_SET_KEY = b"dmimport.change_set"
+
 if TYPE_CHECKING:
     from ..load import Batch
 
@@ -83,7 +86,13 @@ class RejectsWriter:
             if rows.table is not None and rows.table.num_rows:
                 if self._pq is None:
                     self._pq_file = open(self._tmp, "wb", opener=private_opener)  # noqa: SIM115
-                    self._pq = pq.ParquetWriter(self._pq_file, rows.table.schema)
+                    schema = rows.table.schema
+                    # a change set's rejects are rows to fix and import as a plain file: not
+                    # a change set (whose rows must keep the plan's bodies), nor committable
+                    kept = {
+                        k: v for k, v in (schema.metadata or {}).items() if k != _CHANGE_SET_KEY
+                    }
+                    self._pq = pq.ParquetWriter(self._pq_file, schema.with_metadata(kept))
                 self._pq.write_table(rows.table)
                 self.rows += rows.table.num_rows
             return
