@@ -50,9 +50,7 @@ def expand_inputs(
         if path.is_dir():
             # hidden files, an engine's bookkeeping (_SUCCESS, _committed_*, .crc, _metadata)
             # and an export's manifest (never data)
-            entries = [
-                p for p in path.iterdir() if not p.name.startswith((".", "_")) and _input(p)
-            ]
+            entries = [p for p in path.iterdir() if not p.name.startswith((".", "_")) and _input(p)]
             matches = _regular_files(
                 sorted(p for p in entries if _known_extension(p)), passed, subfolders=True
             )
