@@ -46,7 +46,7 @@ ABOVE_STAGES = ("importer.job", "importer.pipeline", "importer.api", "importer.c
                 "importer.init", "importer.client", "importer.previewer", "importer.feed",
                 "importer.quota", "importer.producer", "importer.outputs",
                 "importer.progress", "importer.openapi", "importer.readback",
-                "importer.cli_verify")  # fmt: skip
+                "importer.cli_verify", "importer.cli_prepare")  # fmt: skip
 
 
 def _module_name(path: Path) -> str:
