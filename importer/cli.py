@@ -134,7 +134,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["state.mode"] = "incremental"
     if getattr(args, "base_url", None):
         out["target.base_url"] = args.base_url
-    if args.command != "init" and getattr(args, "encoding", None) is not None:
+    if getattr(args, "encoding", None) is not None:
         out["input.encoding"] = args.encoding
     return out
 
