@@ -54,7 +54,7 @@ from .readback import VerifySummary, verify_after_run, verify_ready, verify_run
 from .report import (
     RESULT_SUFFIXES,
     RunSummary,
-    file_fingerprint,
+    changed_since_run,
     metrics_file_problem,
     read_results,
 )
@@ -469,17 +469,8 @@ def _refuse_changed_files(recorded: list[dict[str, Any]], wanted: Any, run: str)
     """A retry reads its rows back by their lines: ``UsageError`` (nothing sent) when a file
     is not the one the run read (size or SHA-256), or it would send other rows in their place
     and report them delivered. A file the run did not record (an older run) is not checked."""
-    by_path = {str(f.get("path")): f for f in recorded if isinstance(f, dict)}
     for path in sorted(wanted):
-        was = by_path.get(str(Path(path).resolve()))
-        if was is None or not was.get("sha256"):
-            continue
-        try:
-            same = Path(path).stat().st_size == was.get("size")
-            same = same and file_fingerprint(Path(path))["sha256"] == was["sha256"]
-        except OSError:
-            continue  # missing or unreadable: reading it says so
-        if not same:
+        if changed_since_run(path, recorded):
             raise UsageError(
                 f"{path} changed since run {run} read it (its size or contents differ): the "
                 "rows that run left failed or not_sent are no longer on the lines it recorded, "

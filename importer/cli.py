@@ -22,9 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli_verify, exitcodes
+from . import __version__, cli_prepare, cli_verify, exitcodes
 from .errors import ConfigError, DmImportError, HeldError, Interrupted, NothingToRetry, UsageError
-from .protocol import KINDS
 from .secrets import is_secret_key, redact
 
 log = logging.getLogger("importer")
@@ -36,7 +35,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, network: bool) -> None:
     p.add_argument("--report-dir", help="where run reports go (default: report.dir)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    _add_encoding(p)
+    cli_prepare.add_encoding(p)
     if network:
         p.add_argument(
             "--debug",
@@ -78,25 +77,6 @@ def _add_run_options(p: argparse.ArgumentParser, *, network: bool) -> None:
         )
 
 
-def _encoding(name: str) -> str:
-    """``--encoding NAME``, checked as the ``input.encoding`` key is: a codec Python knows."""
-    import codecs
-
-    if name != "auto":
-        try:
-            codecs.lookup(name)
-        except LookupError:
-            raise argparse.ArgumentTypeError(
-                f"unknown encoding '{name}' (e.g. utf-8, gb18030, auto)"
-            ) from None
-    return name
-
-
-def _add_encoding(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--encoding", type=_encoding, metavar="NAME",  # input.encoding
-                   help="the input files' encoding: auto, utf-8, gb18030, latin-1...")  # fmt: skip
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dmimport",
@@ -117,27 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="check a job config alone")
     p.add_argument("config")
 
-    p = sub.add_parser("init", help="propose a config for a file (header and a sample of rows)")
-    p.add_argument("file", help="an exported file")
-    p.add_argument("--kind", required=True, choices=list(KINDS))
-    p.add_argument("--out", help="where to write the config (default: <file stem>.yaml)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing config")
-    p.add_argument("--event-name", help="the event name, for --kind event")
-    p.add_argument("--sample-rows", type=int, default=1000, help="rows to look at (1000)")
-    p.add_argument(
-        "--encoding",
-        default="auto",
-        help="the file's encoding when it cannot be told (latin-1, cp949, ...); default auto",
-    )
-
-    p = sub.add_parser("preview", help="show the exact bodies and local verdicts; send nothing")
-    p.add_argument("config", help="job config (YAML)")
-    p.add_argument("file", help="one input file")
-    p.add_argument("-n", type=int, default=20, help="rows to show (default 20)")
-    p.add_argument(
-        "--quick", action="store_true", help="plan from the shown rows only, not the whole file"
-    )
-    _add_encoding(p)
+    cli_prepare.add_parsers(sub)
 
     p = sub.add_parser("runs", help="list past runs from the ledger")
     p.add_argument("config", help="job config (YAML): its ledger and job name")
@@ -174,7 +134,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["state.mode"] = "incremental"
     if getattr(args, "base_url", None):
         out["target.base_url"] = args.base_url
-    if args.command != "init" and getattr(args, "encoding", None) is not None:
+    if getattr(args, "encoding", None) is not None:
         out["input.encoding"] = args.encoding
     return out
 
@@ -412,50 +372,6 @@ def _flushed(code: int) -> int:
     return code
 
 
-def _cmd_init(args: argparse.Namespace) -> int:
-    import codecs
-
-    from .errors import LoadError
-    from .init import default_out, propose, render_proposal, write_config
-    from .load import InputOptions
-
-    try:
-        codecs.lookup(args.encoding)
-    except LookupError:
-        if args.encoding != "auto":
-            raise UsageError(f"--encoding: unknown encoding '{args.encoding}'") from None
-    try:
-        proposal = propose(
-            args.file,
-            args.kind,
-            event_name=args.event_name,
-            sample_rows=args.sample_rows,
-            input_options=InputOptions(encoding=args.encoding),
-        )
-    except LoadError as exc:
-        if "set input.encoding" in str(exc) and "--encoding" not in str(exc):
-            # there is no config yet: say how to give it
-            raise LoadError(f"{exc} (to dmimport init: --encoding NAME)") from None
-        raise
-    out = Path(args.out) if args.out else default_out(args.file)
-    write_config(proposal.text, out, force=args.force)
-    print(render_proposal(proposal, out))
-    for warning in proposal.warnings():
-        print(f"warning: {warning}", file=sys.stderr)
-    return exitcodes.OK
-
-
-def _cmd_preview(args: argparse.Namespace) -> int:
-    from .api import preview
-    from .previewer import render_preview
-
-    got = preview(
-        args.config, args.file, overrides=_overrides(args), n=args.n, scan_all=not args.quick
-    )
-    print(render_preview(got))
-    return exitcodes.OK
-
-
 def _cmd_runs(args: argparse.Namespace) -> int:
     from .api import list_runs, quota_today
 
@@ -653,7 +569,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args, dry_run=args.dry_run)
         if args.command == "validate":
             return _cmd_run(args, dry_run=True)
-        simple = {"check-config": _cmd_check_config, "init": _cmd_init, "preview": _cmd_preview}
+        simple = {"check-config": _cmd_check_config, "init": cli_prepare.cmd_init}
+        simple.update(preview=cli_prepare.cmd_preview)
         simple.update(runs=_cmd_runs, retry=_cmd_retry, verify=cli_verify.cmd_verify)
         if args.command in simple:
             return simple[args.command](args)

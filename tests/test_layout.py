@@ -46,7 +46,8 @@ ABOVE_STAGES = ("importer.job", "importer.pipeline", "importer.api", "importer.c
                 "importer.init", "importer.client", "importer.previewer", "importer.feed",
                 "importer.quota", "importer.producer", "importer.outputs",
                 "importer.progress", "importer.openapi", "importer.readback",
-                "importer.cli_verify", "importer.spark", "importer.dask")  # fmt: skip
+                "importer.cli_verify", "importer.cli_prepare", "importer.spark",
+                "importer.dask")  # fmt: skip
 # the optional engines (extras spark, dask): only their own modules may import them
 ENGINE_MODULES = ("importer.spark", "importer.dask")
 ENGINE_PACKAGES = {"pyspark", "py4j", "dask", "distributed"}

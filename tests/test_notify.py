@@ -758,7 +758,7 @@ def test_a_redirect_is_not_followed_and_not_taken_for_delivered(
 
 
 def test_a_service_that_drips_its_answer_is_given_timeout_s_in_all(
-    monkeypatch: pytest.MonkeyPatch,
+    hook: Callable[..., Hook], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # each byte comes within the socket's timeout: only a deadline on the whole exchange ends it
     class Drip(BaseHTTPRequestHandler):
@@ -778,20 +778,13 @@ def test_a_service_that_drips_its_answer_is_given_timeout_s_in_all(
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        monkeypatch.setenv("HOOK_URL", f"http://127.0.0.1:{server.server_address[1]}/h")
-        hooks = [NotifyHook(type="webhook", url_env="HOOK_URL", timeout_s=0.5)]
-        t0 = time.monotonic()
-        (delivery,) = send(hooks, Message("nightly", 1, "dmimport nightly: FAILED", ["rows"]))
-        took = time.monotonic() - t0
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    dripping = hook([(200, b"")])
+    dripping.server.RequestHandlerClass = Drip
+    monkeypatch.setenv("HOOK_URL", dripping.url("/h"))
+    hooks = [NotifyHook(type="webhook", url_env="HOOK_URL", timeout_s=0.5)]
+    t0 = time.monotonic()
+    (delivery,) = send(hooks, Message("nightly", 1, "dmimport nightly: FAILED", ["rows"]))
+    took = time.monotonic() - t0
     assert (delivery.delivered, delivery.attempts) == (False, 2)
     assert delivery.problem == "no answer within 0.5 s"
     assert took < 2 * 0.5 + 1.0 + 1.0  # twice timeout_s and the pause, with room; was 16 s

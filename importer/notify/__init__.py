@@ -17,11 +17,8 @@ import logging
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 from .. import exitcodes
@@ -168,41 +165,49 @@ def _post(kind: str, url: str, body: bytes, timeout_s: float) -> tuple[str | Non
     return result[0]
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Redirects are not followed: urllib would follow a POST's 301/302/303 with a GET
-    without the message, and the page it lands on may well answer 200."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 def _exchange(kind: str, url: str, body: bytes, timeout_s: float) -> tuple[str | None, bool]:
-    import http.client  # only a run that tells someone pays for them
+    # only a run that tells someone pays for them (a run loads no requests: test_layout)
+    import requests
+    from urllib3.exceptions import HTTPError as Urllib3Error
+    from urllib3.exceptions import ReadTimeoutError
 
-    req = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": "dmimport"},
-    )
-    opener = urllib.request.build_opener(_NoRedirect)  # the environment's proxies, as urlopen
+    headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "dmimport"}
     try:
-        with opener.open(req, timeout=timeout_s) as answer:  # http(s): checked above
-            raw = answer.read(65536)
-            status = answer.status
-    except urllib.error.HTTPError as exc:
-        if 300 <= exc.code < 400:
-            return (
-                f"HTTP {exc.code}: a redirect, not followed (the message would not go with it); "
-                "set the URL of the webhook itself",
-                False,
-            )
-        return f"HTTP {exc.code}", exc.code == 429 or exc.code >= 500
-    except TimeoutError:
-        return f"no answer within {timeout_s:g} s", True
-    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        if isinstance(reason, TimeoutError):
+        # a Session per call: the environment's proxies, no pooled connection kept after it
+        with (
+            requests.Session() as session,
+            session.post(
+                url,
+                data=body,
+                headers=headers,
+                timeout=timeout_s,
+                # a POST's 301/302/303 would be followed with a GET without the message, and
+                # the page it lands on may well answer 200
+                allow_redirects=False,
+                stream=True,
+            ) as answer,
+        ):
+            status = answer.status_code
+            raw = answer.raw.read(65536, decode_content=True)
+    except (requests.RequestException, Urllib3Error, OSError, ValueError) as exc:
+        cause = _cause(exc)
+        if isinstance(exc, requests.Timeout | ReadTimeoutError) or isinstance(cause, TimeoutError):
             return f"no answer within {timeout_s:g} s", True
-        return f"could not send: {reason or type(reason).__name__}", True
+        return f"could not send: {str(cause) or type(cause).__name__}", True
+    if 300 <= status < 400:
+        return (
+            f"HTTP {status}: a redirect, not followed (the message would not go with it); "
+            "set the URL of the webhook itself",
+            False,
+        )
+    if not 200 <= status < 300:
+        return f"HTTP {status}", status == 429 or status >= 500
     return services.answer_problem(kind, status, raw), False
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The innermost error under ``exc`` (a refused connection's ``OSError``): requests' and
+    urllib3's own messages quote the URL, which carries the webhook's token."""
+    while (inner := exc.__cause__ or exc.__context__) is not None:
+        exc = inner
+    return exc

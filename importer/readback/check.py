@@ -17,7 +17,6 @@ import csv
 import io
 import logging
 import os
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from ..ledger import Ledger, account_of, ledger_path, quota_day, utc_now
 from ..report import RunSummary
 from ..report.files import writing
 from ..report.masking import PiiMask
+from ..report.results import protect
 from .compare import MASKED, MATCHED, MISMATCHED, NOT_FOUND, compare_contact
 from .sample import SampleRow, pick, run_folder, sent_values
 
@@ -52,7 +52,6 @@ VERIFY_COLUMNS = (
     "customer_id",
     "detail",
 )
-_FORMULA_START = re.compile(r"^[=+\-@\t\r]")
 
 
 @dataclass
@@ -216,8 +215,7 @@ def _search_fields(config: Config, fields: list[FieldInfo]) -> list[tuple[str, s
 
 
 def _cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return "'" + text if _FORMULA_START.match(text) else text
+    return protect("" if value is None else str(value))
 
 
 def _write_csv(path: Path, rows: list[tuple[Any, ...]], encoding: str) -> Path:

@@ -31,7 +31,7 @@ from ..config import Config
 from ..errors import UsageError
 from ..load import iter_batches, open_source
 from ..map import Mapper
-from ..report import RESULT_SUFFIXES, file_fingerprint, read_results
+from ..report import RESULT_SUFFIXES, changed_since_run, read_results
 from ..report.results import report_encoding, unprotect
 
 __all__ = ["RunFolder", "SampleRow", "pick", "run_folder", "sent_values"]
@@ -158,16 +158,7 @@ def pick(folder: RunFolder, n: int, encoding: str | None = None) -> tuple[list[S
 
 
 def _check_unchanged(folder: RunFolder, path: str) -> None:
-    recorded = {str(f.get("path")): f for f in folder.files}
-    was = recorded.get(str(Path(path).resolve()))
-    if was is None or not was.get("sha256"):
-        return  # not recorded (an older run): nothing to compare with
-    try:
-        same = Path(path).stat().st_size == was.get("size")
-        same = same and file_fingerprint(Path(path))["sha256"] == was["sha256"]
-    except OSError:
-        return  # missing or unreadable: reading it says so
-    if not same:
+    if changed_since_run(path, folder.files):
         raise UsageError(
             f"{path} changed since the run read it (its size or contents differ): its lines "
             "are no longer the rows the run sent, so nothing can be compared. Verify right "

@@ -19,7 +19,7 @@ and, when asked, a Prometheus metrics file (``metrics``). Every file is written 
 (``files``); what a report may show of personal data is ``masking``'s.
 """
 
-from .files import file_fingerprint, make_run_dir, write_json_atomic
+from .files import changed_since_run, file_fingerprint, make_run_dir, write_json_atomic
 from .masking import PiiMask
 from .metrics import metrics_file_problem, write_metrics
 from .rejects import RejectFiles
@@ -45,6 +45,7 @@ __all__ = [
     "RunSummary",
     "Sending",
     "Tally",
+    "changed_since_run",
     "file_fingerprint",
     "make_run_dir",
     "metrics_file_problem",

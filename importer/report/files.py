@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +82,20 @@ def file_fingerprint(path: Path) -> dict[str, Any]:
         "mtime": st.st_mtime,
         "sha256": digest,
     }
+
+
+def changed_since_run(path: str, recorded: Iterable[Any]) -> bool:
+    """Whether the file at ``path`` is no longer the one a run read: its size or SHA-256 differs
+    from ``recorded`` (the run's ``summary.json`` ``files``). False for a file the run did not
+    record (an older run) and for one missing or unreadable (reading it says so)."""
+    by_path = {str(f.get("path")): f for f in recorded if isinstance(f, dict)}
+    was = by_path.get(str(Path(path).resolve()))
+    if was is None or not was.get("sha256"):
+        return False
+    try:
+        return bool(
+            Path(path).stat().st_size != was.get("size")
+            or file_fingerprint(Path(path))["sha256"] != was["sha256"]
+        )
+    except OSError:
+        return False

@@ -252,6 +252,11 @@ class ResultLine:
     status: str
 
 
+def protect(text: str) -> str:
+    """One cell as ``neutralize`` gives a column: formula-looking text behind an apostrophe."""
+    return "'" + text if re.match(_FORMULA_START, text) else text
+
+
 def unprotect(text: str) -> str:
     """A ``results.csv`` cell as it was before formula protection (``neutralize``)."""
     if text[:1] == "'" and re.match(_FORMULA_START, text[1:2]):
