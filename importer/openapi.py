@@ -205,8 +205,13 @@ class OpenApiClient:
             }
             wait: float | None = None
             try:
+                # never followed: a redirect would carry the access-key and sign elsewhere
                 resp = self._session.get(
-                    url, params=params, headers=headers, timeout=self.timeout_s
+                    url,
+                    params=params,
+                    headers=headers,
+                    timeout=self.timeout_s,
+                    allow_redirects=False,
                 )
             except requests.RequestException as exc:
                 problem = f"{type(exc).__name__}: {self._redact(str(exc))[:200]}"
@@ -216,6 +221,11 @@ class OpenApiClient:
                 if resp.status_code == 200:
                     return self._data(path, resp)
                 problem = f"HTTP {resp.status_code}"
+                if resp.is_redirect:
+                    raise OpenApiError(
+                        f"{path}: {problem}, a redirect, not followed (it would carry the "
+                        "access-key and sign to another address): check openapi.base_url"
+                    )
                 if resp.status_code != 429 and resp.status_code < 500:
                     raise OpenApiError(f"{path}: {problem} {self._redact(resp.text[:200])}")
                 hinted = parse_retry_after(resp.headers.get("Retry-After"))
@@ -254,8 +264,9 @@ class OpenApiClient:
             code, message = body.get("code"), body.get("message")
         except (ValueError, AttributeError):
             code, message = None, resp.text[:100]
+        message = self._redact(str(message))[:200]
         return (
-            f"the Open API refused the access (HTTP 403, code {code}, {message!s}) on {path}: "
+            f"the Open API refused the access (HTTP 403, code {code}, {message}) on {path}: "
             "check the access-key and accessKeySecret in the environment, that the open "
             "platform is enabled for the account, that this machine's IP is on its allow-list, "
             "and that the clock is right (a sign is valid for 5 minutes)"

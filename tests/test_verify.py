@@ -19,7 +19,7 @@ from helpers import dmimport, write_csv
 import importer
 from importer import exitcodes
 from importer.errors import ConfigError, QuotaError, UsageError
-from importer.openapi import FIELDS_PATH, OpenApiClient, OpenApiForbidden
+from importer.openapi import FIELDS_PATH, OpenApiClient, OpenApiError, OpenApiForbidden
 from importer.opensign import make_sign, read_sign, sign_fresh
 from importer.sandbox import Faults, Sandbox
 
@@ -519,3 +519,53 @@ def test_a_run_that_stops_early_is_not_verified_and_keeps_exit_3(
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     assert summary["exit_code"] == 3 and "skipped" in summary["verify"]
     assert not (run_dir / "verify.csv").exists()
+
+
+def test_a_redirect_is_not_followed_so_the_keys_never_reach_another_host() -> None:
+    """A 3xx from the Open API is an error, not followed: following it would carry the
+    access-key and a fresh access-sign to whatever host the redirect names."""
+    import http.server
+    import threading
+
+    seen: list[dict[str, str]] = []
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(dict(self.headers))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"code": 0, "data": []}')
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    target = f"http://127.0.0.1:{other.server_address[1]}/steal"
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    api_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (other, api_server)]
+    for t in threads:
+        t.start()
+    try:
+        url = f"http://127.0.0.1:{api_server.server_address[1]}"
+        with pytest.raises(OpenApiError) as caught, OpenApiClient(url, KEY, SECRET) as api:
+            api.fields()
+    finally:
+        for s in (other, api_server):
+            s.shutdown()
+            s.server_close()
+    assert str(caught.value) == (
+        f"{FIELDS_PATH}: HTTP 302, a redirect, not followed (it would carry the access-key and "
+        "sign to another address): check openapi.base_url"
+    )
+    assert seen == []
