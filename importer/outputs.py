@@ -69,6 +69,22 @@ class RunStart:
     files: list[dict[str, Any]]  # the fingerprints, as the ledger has them
     config_sha: str
 
+    def unsent_summary(
+        self, kind: str, exit_code: int, refused: str, files: list[dict[str, Any]] | None = None
+    ) -> RunSummary:
+        """The summary of this run stopped before it read a row for sending (held by
+        ``guard:``, refused as incomplete): no rows, no requests, ``refused`` why; ``files``
+        when not this start's."""
+        return RunSummary(
+            run_id=self.run_id, job=self.job, kind=kind, mode=self.mode,
+            report_dir=self.run_dir, started=self.started.isoformat(timespec="seconds"),
+            finished=datetime.now(UTC).isoformat(timespec="seconds"),
+            duration_s=time.perf_counter() - self.t0, rows=0, counts={}, errcodes={},
+            top_reasons=[], requests=0, aborted=None, exit_code=exit_code,
+            files=self.files if files is None else files, config_sha256=self.config_sha,
+            refused=refused,
+        )  # fmt: skip
+
 
 class RunOutputs:
     """The report files, the tally and the ledger record of one run."""

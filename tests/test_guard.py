@@ -56,6 +56,11 @@ def _shifted(rows: list[list[str]]) -> list[list[str]]:
     return [[r[0], r[3], r[1], r[2]] for r in rows]
 
 
+def _shifted_csv(tmp_path: Path) -> Path:
+    """``_first_run``'s 40 rows, ``_shifted``: every customer's values would change."""
+    return write_csv(tmp_path / "shifted.csv", HEADER, _shifted(_rows(40)))
+
+
 def _stored(sb: Sandbox, prop: str) -> dict[str, str]:
     """Each stored customer's phone and ``prop``."""
     return {c["properties"]["phone"]: c["properties"][prop] for c in sb.customers()}
@@ -96,7 +101,7 @@ def test_a_file_whose_columns_shifted_is_held_with_exit_8_and_sends_nothing(
     sb = fresh_sandbox()
     config = _first_run(tmp_path, sb, GUARD)
     before = sb.stats()["requests"]
-    shifted = write_csv(tmp_path / "shifted.csv", HEADER, _shifted(_rows(40)))
+    shifted = _shifted_csv(tmp_path)
     out = dmimport("run", config, shifted, secret=sb.secret)
     assert out.returncode == 8, out.stderr
     plan = _held_plan(out.stderr)
@@ -148,7 +153,7 @@ def test_approve_with_the_plan_sends_that_run(
 ) -> None:
     sb = fresh_sandbox()
     config = _first_run(tmp_path, sb, GUARD)
-    shifted = write_csv(tmp_path / "shifted.csv", HEADER, _shifted(_rows(40)))
+    shifted = _shifted_csv(tmp_path)
     held = dmimport("run", config, shifted, secret=sb.secret)
     assert held.returncode == 8, held.stderr
     before = sb.stats()["requests"]
@@ -165,7 +170,7 @@ def test_a_run_that_resumes_an_approved_run_is_not_held_again(
 ) -> None:
     sb = fresh_sandbox()
     config = _first_run(tmp_path, sb, GUARD)
-    shifted = write_csv(tmp_path / "shifted.csv", HEADER, _shifted(_rows(40)))
+    shifted = _shifted_csv(tmp_path)
     held = dmimport("run", config, shifted, secret=sb.secret)
     plan = _held_plan(held.stderr)
     # approved, then aborted by the platform (a wrong SECRET: 20000): nothing delivered
@@ -185,7 +190,7 @@ def test_approve_with_a_plan_of_other_files_is_refused(
 ) -> None:
     sb = fresh_sandbox()
     config = _first_run(tmp_path, sb, GUARD)
-    shifted = write_csv(tmp_path / "shifted.csv", HEADER, _shifted(_rows(40)))
+    shifted = _shifted_csv(tmp_path)
     held = dmimport("run", config, shifted, secret=sb.secret)
     plan = _held_plan(held.stderr)
     other = write_csv(tmp_path / "other.csv", HEADER, _shifted(_rows(41)))
@@ -234,7 +239,7 @@ def test_ignore_guard_sends_anyway(
 ) -> None:
     sb = fresh_sandbox()
     config = _first_run(tmp_path, sb, GUARD)
-    shifted = write_csv(tmp_path / "shifted.csv", HEADER, _shifted(_rows(40)))
+    shifted = _shifted_csv(tmp_path)
     mode = ["--changed-only"] if changed_only else []
     held = dmimport("run", config, shifted, *mode, secret=sb.secret)
     assert held.returncode == 8, held.stderr  # changed-only or not, every row changed
@@ -296,7 +301,7 @@ def test_the_python_api_raises_held_error_and_approves_by_plan(
     sb = fresh_sandbox()
     monkeypatch.setenv("DMART_SECRET", sb.secret)
     config = _first_run(tmp_path, sb, GUARD)
-    shifted = write_csv(tmp_path / "shifted.csv", HEADER, _shifted(_rows(40)))
+    shifted = _shifted_csv(tmp_path)
     with pytest.raises(HeldError) as info:
         run(config, shifted)
     assert info.value.exit_code == 8
@@ -350,7 +355,7 @@ def test_a_run_let_through_that_then_aborts_leaves_the_baseline_before_it(
     # "40 changed" and not a word of which properties
     sb = fresh_sandbox()
     config = _first_run(tmp_path, sb, GUARD)
-    shifted = write_csv(tmp_path / "shifted.csv", HEADER, _shifted(_rows(40)))
+    shifted = _shifted_csv(tmp_path)
     with socket.socket() as s:  # a port nobody listens on: the platform is down
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"

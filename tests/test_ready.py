@@ -51,6 +51,11 @@ def _config(tmp_path: Path, url: str, **input_options: Any) -> Path:
     return config
 
 
+def _run(tmp_path: Path, sb: Sandbox, *args: Any, **input_options: Any) -> Any:
+    """``dmimport run`` of ``_config(tmp_path, sb.url, **input_options)`` with ``args``."""
+    return dmimport("run", _config(tmp_path, sb.url, **input_options), *args, secret=sb.secret)
+
+
 def _data(tmp_path: Path, rows: list[list[str]] = ROWS, name: str = "customers.csv") -> Path:
     return write_csv(tmp_path / name, ["phone", "name"], rows)
 
@@ -74,6 +79,14 @@ def _refused(out: Any, sb: Sandbox, *problems: str) -> dict[str, Any]:
     return summary
 
 
+def _cut_off(data: Path, last: str = "record has 1 of the header's 2 fields") -> str:
+    """The problem said of ``data`` whose last record (or line: ``last``) is cut off."""
+    return (
+        f"{data}: its last {last} and the file does not end with a line break: the export "
+        "looks cut off"
+    )
+
+
 def _last_run(tmp_path: Path) -> tuple[str, int | None]:
     with Ledger(tmp_path / "state" / "state.db") as led:
         record = led.runs("readyjob", limit=1)[0]
@@ -85,12 +98,8 @@ def test_a_cut_last_csv_record_is_refused_with_exit_7_even_with_ready_none(
     tmp_path: Path, sb: Sandbox
 ) -> None:
     data = write_file(tmp_path / "customers.csv", "phone,name\n01620000001,a\n01620000002,b\n0162")
-    out = dmimport("run", _config(tmp_path, sb.url), data, secret=sb.secret)
-    _refused(
-        out, sb,
-        f"{data}: its last record has 1 of the header's 2 fields and the file does not end "
-        "with a line break: the export looks cut off",
-    )  # fmt: skip
+    out = _run(tmp_path, sb, data)
+    _refused(out, sb, _cut_off(data))
     assert _last_run(tmp_path) == ("refused", 7)  # `dmimport runs` shows it
 
 
@@ -98,20 +107,12 @@ def test_a_cut_last_record_inside_quotes_is_found_by_the_loader(
     tmp_path: Path, sb: Sandbox
 ) -> None:
     data = write_file(tmp_path / "customers.csv", 'phone,name\n01620000001,a\n01620000002,"b')
-    out = dmimport("run", _config(tmp_path, sb.url), data, secret=sb.secret)
-    _refused(
-        out, sb,
-        f"{data}: its last record ends inside a quoted field and the file does not end with a "
-        "line break: the export looks cut off",
-    )  # fmt: skip
+    out = _run(tmp_path, sb, data)
+    _refused(out, sb, _cut_off(data, "record ends inside a quoted field"))
     # a quoted field over two lines, the record short
     write_file(data, 'phone,name\n01620000001,"a\nb"\n"0162\n0000002"')
-    out = dmimport("run", _config(tmp_path, sb.url), data, secret=sb.secret)
-    _refused(
-        out, sb,
-        f"{data}: its last record has 1 of the header's 2 fields and the file does not end "
-        "with a line break: the export looks cut off",
-    )  # fmt: skip
+    out = _run(tmp_path, sb, data)
+    _refused(out, sb, _cut_off(data))
 
 
 def test_a_cut_last_json_line_is_refused(tmp_path: Path, sb: Sandbox) -> None:
@@ -119,24 +120,16 @@ def test_a_cut_last_json_line_is_refused(tmp_path: Path, sb: Sandbox) -> None:
         tmp_path / "customers.jsonl",
         '{"phone": "01620000001", "name": "a"}\n{"phone": "0162000',
     )
-    out = dmimport("run", _config(tmp_path, sb.url), data, "--json", secret=sb.secret)
-    summary = _refused(
-        out, sb,
-        f"{data}: its last line (18 bytes) is not valid JSON and the file does not end with "
-        "a line break: the export looks cut off",
-    )  # fmt: skip
+    out = _run(tmp_path, sb, data, "--json")
+    summary = _refused(out, sb, _cut_off(data, "line (18 bytes) is not valid JSON"))
     assert json.loads(out.stdout) == summary  # --json: the refused run's summary on stdout
 
 
 def test_a_cut_last_record_of_a_gzip_file_is_refused(tmp_path: Path, sb: Sandbox) -> None:
     data = tmp_path / "customers.csv.gz"
     data.write_bytes(gzip.compress(b"phone,name\n01620000001,a\n0162"))
-    out = dmimport("run", _config(tmp_path, sb.url), data, secret=sb.secret)
-    _refused(
-        out, sb,
-        f"{data}: its last record has 1 of the header's 2 fields and the file does not end "
-        "with a line break: the export looks cut off",
-    )  # fmt: skip
+    out = _run(tmp_path, sb, data)
+    _refused(out, sb, _cut_off(data))
 
 
 def test_a_gzip_file_cut_mid_stream_is_refused_as_incomplete_with_exit_7(
@@ -147,7 +140,7 @@ def test_a_gzip_file_cut_mid_stream_is_refused_as_incomplete_with_exit_7(
     rows = "".join(f"0162{i:07d},name-{i}\n" for i in range(5000))
     packed = gzip.compress(("phone,name\n" + rows).encode())
     data = write_file(tmp_path / "customers.csv.gz", packed[: len(packed) // 2])
-    out = dmimport("run", _config(tmp_path, sb.url), data, secret=sb.secret)
+    out = _run(tmp_path, sb, data)
     summary = _refused(
         out, sb,
         f"{data}: it ends before the end of its gzip stream: the export looks cut off (still "
@@ -156,7 +149,7 @@ def test_a_gzip_file_cut_mid_stream_is_refused_as_incomplete_with_exit_7(
     assert summary["exit_code"] == 7
     assert _last_run(tmp_path) == ("refused", 7)
     data.write_bytes(packed)  # once whole, it goes
-    assert dmimport("run", _config(tmp_path, sb.url), data, secret=sb.secret).returncode == 0
+    assert _run(tmp_path, sb, data).returncode == 0
 
 
 def test_utf16_files_are_judged_by_their_characters_not_their_bytes(
@@ -169,10 +162,7 @@ def test_utf16_files_are_judged_by_their_characters_not_their_bytes(
     cut = write_file(tmp_path / "cut.csv", "phone,name\n01620000001,a\n0162", encoding="utf-16")
     out = dmimport("run", config, cut, secret=sb.secret)
     assert out.returncode == 7, out.stderr
-    assert out.stderr.splitlines()[0] == (
-        f"error: {cut}: its last record has 1 of the header's 2 fields and the file does not "
-        "end with a line break: the export looks cut off; nothing was sent"
-    )
+    assert out.stderr.splitlines()[0] == f"error: {_cut_off(cut)}; nothing was sent"
     assert sb.stats()["items"]["stored"] == 1
 
 
@@ -180,7 +170,7 @@ def test_a_whole_last_record_without_a_final_line_break_is_sent(
     tmp_path: Path, sb: Sandbox
 ) -> None:
     data = write_file(tmp_path / "customers.csv", "phone,name\n01620000001,a\n01620000002,b")
-    out = dmimport("run", _config(tmp_path, sb.url), data, secret=sb.secret)
+    out = _run(tmp_path, sb, data)
     assert out.returncode == 0, out.stderr
     assert sb.stats()["items"]["stored"] == 2
 
@@ -204,7 +194,7 @@ def test_min_rows_refuses_a_header_only_file_and_a_short_one(tmp_path: Path, sb:
 
 
 def test_min_rows_passes_a_file_with_enough_rows(tmp_path: Path, sb: Sandbox) -> None:
-    out = dmimport("run", _config(tmp_path, sb.url, min_rows=20), _data(tmp_path), secret=sb.secret)
+    out = _run(tmp_path, sb, _data(tmp_path), min_rows=20)
     assert out.returncode == 0, out.stderr
     assert sb.stats()["items"]["stored"] == 20
 
@@ -281,7 +271,7 @@ def _manifest(data: Path, **fields: Any) -> Path:
 
 def test_manifest_missing_is_refused(tmp_path: Path, sb: Sandbox) -> None:
     data = write_file(tmp_path / "customers.csv", b"")  # not even a header yet: exit 7, not 2
-    out = dmimport("run", _config(tmp_path, sb.url, ready="manifest"), data, secret=sb.secret)
+    out = _run(tmp_path, sb, data, ready="manifest")
     _refused(
         out, sb,
         f"{data}: no manifest customers.csv.manifest.json and no _SUCCESS marker in "
@@ -305,7 +295,7 @@ def test_a_manifest_field_that_does_not_match_is_refused(
 ) -> None:
     data = _data(tmp_path)
     _manifest(data, **fields)
-    out = dmimport("run", _config(tmp_path, sb.url, ready="manifest"), data, secret=sb.secret)
+    out = _run(tmp_path, sb, data, ready="manifest")
     sha = hashlib.sha256(data.read_bytes()).hexdigest()
     said = found.format(size=data.stat().st_size, sha=sha)
     _refused(out, sb, f"{data}: {said} (input.ready: manifest)")
@@ -315,7 +305,7 @@ def test_a_manifest_that_matches_lets_the_run_send(tmp_path: Path, sb: Sandbox) 
     data = _data(tmp_path)
     sha = hashlib.sha256(data.read_bytes()).hexdigest()
     _manifest(data, rows=20, bytes=data.stat().st_size, sha256=sha)
-    out = dmimport("run", _config(tmp_path, sb.url, ready="manifest"), data, secret=sb.secret)
+    out = _run(tmp_path, sb, data, ready="manifest")
     assert out.returncode == 0, out.stderr
     assert sb.stats()["items"]["stored"] == 20
 
@@ -354,7 +344,7 @@ def test_a_success_marker_older_than_the_file_is_refused(tmp_path: Path, sb: San
     marker.touch()
     os.utime(marker, (time.time() - 3600, time.time() - 3600))  # yesterday's export
     data = _data(tmp_path)
-    out = dmimport("run", _config(tmp_path, sb.url, ready="manifest"), data, secret=sb.secret)
+    out = _run(tmp_path, sb, data, ready="manifest")
     _refused(
         out, sb,
         f"{data}: the _SUCCESS marker is older than the file (the file was written again "
@@ -449,10 +439,7 @@ def test_a_file_that_keeps_changing_is_refused_after_waiting(
 def test_validate_refuses_and_preview_warns(tmp_path: Path, sb: Sandbox) -> None:
     data = write_file(tmp_path / "customers.csv", "phone,name\n01620000001,a\n0162")
     config = _config(tmp_path, sb.url)
-    problem = (
-        f"{data}: its last record has 1 of the header's 2 fields and the file does not end "
-        "with a line break: the export looks cut off"
-    )
+    problem = _cut_off(data)
     out = dmimport("validate", config, data)
     assert out.returncode == 7
     assert out.stderr.splitlines()[0] == f"error: {problem}; nothing was sent"
@@ -476,7 +463,7 @@ def test_validate_refuses_and_preview_warns(tmp_path: Path, sb: Sandbox) -> None
 def test_a_bad_ready_setting_is_refused_naming_the_key(
     tmp_path: Path, sb: Sandbox, ready: Any, said: str
 ) -> None:
-    out = dmimport("run", _config(tmp_path, sb.url, ready=ready), _data(tmp_path), secret=sb.secret)
+    out = _run(tmp_path, sb, _data(tmp_path), ready=ready)
     assert out.returncode == 2
     [line] = [x for x in out.stderr.splitlines() if "input.ready" in x]
     assert line.startswith("  input.ready (line ")

@@ -16,19 +16,19 @@ import contextlib
 import json
 import logging
 import shlex
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from threading import Event
-from typing import Any, Protocol
+from typing import Any
 
 from ..atomic import finish_atomic, private_opener, temp_path
 from ..config import Config, GuardOptions
 from ..errors import DmImportError, HeldError, UsageError
 from ..exitcodes import HELD, USAGE
 from ..ledger import Baseline, Ledger, RunInfo
-from ..report import RunSummary, write_metrics
+from ..outputs import RunStart
+from ..report import write_metrics
 from .measure import GuardObserver, Measured
 
 log = logging.getLogger("importer.guard")
@@ -119,27 +119,6 @@ def tripped(guard: GuardOptions, m: Measured, kind: str = "user") -> list[dict[s
     return out
 
 
-class _Start(Protocol):
-    """What ``judge`` reads of the run's start (``outputs.RunStart``)."""
-
-    @property
-    def job(self) -> str: ...
-    @property
-    def run_id(self) -> str: ...
-    @property
-    def config_sha(self) -> str: ...
-    @property
-    def files(self) -> list[dict[str, Any]]: ...
-    @property
-    def run_dir(self) -> Path: ...
-    @property
-    def mode(self) -> str: ...
-    @property
-    def started(self) -> datetime: ...
-    @property
-    def t0(self) -> float: ...
-
-
 class Gate:
     """``guard:`` for one run: ``approve`` (a plan file) or ``ignore`` let a held run go.
 
@@ -171,7 +150,7 @@ class Gate:
     def judge(
         self,
         ledger: Ledger | None,
-        start: _Start,
+        start: RunStart,
         config_path: Path | None,
         stop: Event,
         metrics_file: Path | None = None,
@@ -304,17 +283,10 @@ def _reason(m: Measured, trips: list[dict[str, Any]], plan: Path) -> str:
     return "\n".join(lines)
 
 
-def _held_summary(kind: str, start: _Start, held: HeldError, metrics_file: Path | None) -> None:
+def _held_summary(kind: str, start: RunStart, held: HeldError, metrics_file: Path | None) -> None:
     """The held run's ``summary.json`` and metrics: exit code 8, nothing sent, ``refused``
     the reason and the plan file. A failure to write them is a warning: the hold stands."""
-    summary = RunSummary(
-        run_id=start.run_id, job=start.job, kind=kind, mode=start.mode,
-        report_dir=start.run_dir, started=start.started.isoformat(timespec="seconds"),
-        finished=datetime.now(UTC).isoformat(timespec="seconds"),
-        duration_s=time.perf_counter() - start.t0, rows=0, counts={}, errcodes={},
-        top_reasons=[], requests=0, aborted=None, exit_code=HELD, files=start.files,
-        config_sha256=start.config_sha, refused=held.reason,
-    )  # fmt: skip
+    summary = start.unsent_summary(kind, HELD, held.reason)
     try:
         summary.write(start.run_dir)
         if metrics_file is not None:

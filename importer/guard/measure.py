@@ -88,8 +88,7 @@ class GuardObserver:
         if len(rows) == 0 or hashes is None:
             return
         _, text = self._identities(mapped, rows)
-        labels, matrix = hashes.columns()
-        values = matrix[:, rows]
+        labels, values = hashes.columns()  # the rows of mapped.ok
         if self._properties is None:
             self._properties = labels
             self._present = np.zeros(len(labels), dtype=np.int64)

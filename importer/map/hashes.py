@@ -32,8 +32,9 @@ def property_hashes(
     ok: np.ndarray,
 ) -> tuple[list[str], np.ndarray]:
     """Per property read from the file (and the event name, when it comes from a column, as
-    ``"(event name)"``): its name, and a (properties, rows) uint64 matrix of ``hash64`` of
-    each row's JSON value (``ABSENT`` for no value; 0 in rows without a body)."""
+    ``"(event name)"``): its name, and a (properties, rows with a body) uint64 matrix of
+    ``hash64`` of each such row's JSON value (``ABSENT`` for no value): the rows of ``ok``
+    alone, in order, so neither this nor its readers scatter or gather."""
     rows = np.flatnonzero(ok)
     every = len(rows) == len(ok)
     picked = pa.array(rows)
@@ -46,9 +47,8 @@ def property_hashes(
     if names is not None:
         labels.append("(event name)")
         arrays.append(names)
-    matrix = np.zeros((len(arrays), len(ok)), dtype=np.uint64)
     if not arrays:
-        return labels, matrix
+        return labels, np.zeros((0, len(rows)), dtype=np.uint64)
     if not every:
         arrays = [a.take(picked) for a in arrays]
     # one pass over every column's values: fewer, larger numpy operations
@@ -56,19 +56,19 @@ def property_hashes(
     h = hash64(flat)
     if flat.null_count:
         h[~bools(pc.is_valid(flat))] = ABSENT
-    matrix[:, rows] = h.reshape(len(arrays), len(rows))
-    return labels, matrix
+    return labels, h.reshape(len(arrays), len(rows))
 
 
 def properties_hash(layout: np.uint64, matrix: np.ndarray, ok: np.ndarray) -> np.ndarray:
     """Per row with a body (0 elsewhere): ``ledger.combine`` of the job's layout (event
     name, property names, types and constants) and of each property's JSON value (or
-    "absent"), plus the row's event name when it comes from a column: the rows of
-    ``property_hashes``' matrix. The same values make the same body, and the other way
-    round, so this tells a changed body from an unchanged one without building bodies."""
+    "absent"), plus the row's event name when it comes from a column: the columns of
+    ``property_hashes``' matrix (one per row of ``ok``). The same values make the same body,
+    and the other way round, so this tells a changed body from an unchanged one without
+    building bodies."""
     rows = np.flatnonzero(ok)
     columns = [np.full(len(rows), layout, dtype=np.uint64)]
-    columns.extend(matrix[:, rows])
+    columns.extend(matrix)
     out = np.zeros(len(ok), dtype=np.uint64)
     out[rows] = combine(columns)
     return out
@@ -96,8 +96,9 @@ class HashList(Sequence[str | None]):
         return len(self._ok)
 
     def columns(self) -> tuple[list[str], np.ndarray]:
-        """Each property's name and the hash of its value in every row: ``property_hashes``
-        (what ``importer.guard`` compares property by property)."""
+        """Each property's name and the hash of its value in every row with a body (those of
+        ``ok``, in order): ``property_hashes`` (what ``importer.guard`` compares property by
+        property)."""
         if self._parts is None:
             assert self._compute is not None
             self._parts, self._compute = self._compute(), None

@@ -149,9 +149,9 @@ def refuse_incomplete(
     metrics_file: Path | None = None,
 ) -> None:
     """The gates for a run (``importer.pipeline``): on ``inputs`` given as paths, before they
-        are opened, ``ready_problems``; given as opened sources, ``content_problems``. A file that
-        fails raises ``InputIncomplete`` (exit 7) carrying the refused run's summary, written by
-        ``record_refusal`` (``start``: the run's id, folder, mode and config hash; ``metrics_file``:
+    are opened, ``ready_problems``; given as opened sources, ``content_problems``. A file that
+    fails raises ``InputIncomplete`` (exit 7) carrying the refused run's summary, written by
+    ``record_refusal`` (``start``: the run's id, folder, mode and config hash; ``metrics_file``:
     ``--metrics-file``, updated with exit code 7)."""
     paths = [i for i in inputs if isinstance(i, Path)]
     sources = [i for i in inputs if isinstance(i, Source) and i.frame is None]
@@ -161,13 +161,11 @@ def refuse_incomplete(
         problems = content_problems(config, sources, previous=previous_input(config))
     if not problems:
         return
-    exc = InputIncomplete([f"{path}: {why}" for path, why in problems.items()])
-    exc.summary = record_refusal(
-        config, exc, start, files=light_fingerprints(paths or [s.path for s in sources]),
-        config_source=config_source, use_ledger=use_ledger,
-        metrics_file=metrics_file,
+    raise _refusal(
+        config, [f"{path}: {why}" for path, why in problems.items()],
+        paths or [s.path for s in sources], start,
+        config_source=config_source, use_ledger=use_ledger, metrics_file=metrics_file,
     )  # fmt: skip
-    raise exc
 
 
 def refuse_truncated(
@@ -187,12 +185,20 @@ def refuse_truncated(
         "it ends before the end of its gzip stream: the export looks cut off (still being "
         "written, or a copy that broke off)"
     )
-    refused = InputIncomplete([f"{exc.path}: {why}"])
-    refused.summary = record_refusal(
-        config, refused, start, files=light_fingerprints(paths),
+    raise _refusal(
+        config, [f"{exc.path}: {why}"], paths, start,
         config_source=config_source, use_ledger=use_ledger, metrics_file=metrics_file,
-    )  # fmt: skip
-    raise refused from exc
+    ) from exc  # fmt: skip
+
+
+def _refusal(
+    config: Config, problems: list[str], paths: Sequence[Path], start: RunStart, **said: Any
+) -> InputIncomplete:
+    """``InputIncomplete`` naming ``problems``, with the refused run's summary
+    (``record_refusal`` of the files at ``paths``; ``said``: its keywords)."""
+    exc = InputIncomplete(problems)
+    exc.summary = record_refusal(config, exc, start, files=light_fingerprints(paths), **said)
+    return exc
 
 
 def _rows_problem(rows: int, minimum: int) -> str:

@@ -6,9 +6,7 @@ to resume and for ``input.min_size_ratio``'s last input)."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,26 +46,7 @@ def record_refusal(
     """Write the refused run's ``summary.json`` (and record it ``refused`` in the ledger when
     ``use_ledger``); the summary, or None when it could not be written (said in the log: the
     refusal itself stands)."""
-    summary = RunSummary(
-        run_id=start.run_id,
-        job=config.job_name,
-        kind=config.job.kind,
-        mode=start.mode,
-        report_dir=start.run_dir,
-        started=start.started.isoformat(timespec="seconds"),
-        finished=datetime.now(UTC).isoformat(timespec="seconds"),
-        duration_s=time.perf_counter() - start.t0,
-        rows=0,
-        counts={},
-        errcodes={},
-        top_reasons=[],
-        requests=0,
-        aborted=None,
-        exit_code=exitcodes.INPUT_INCOMPLETE,
-        files=files,
-        config_sha256=start.config_sha,
-        refused=str(exc),
-    )
+    summary = start.unsent_summary(config.job.kind, exitcodes.INPUT_INCOMPLETE, str(exc), files)
     if use_ledger:
         _record_in_ledger(config, start.run_id, start.config_sha, files)
     if metrics_file is not None:

@@ -13,6 +13,7 @@ from ..load import InputOptions, Source, iter_batches
 #: bytes of a file's end read to find its last line; a longer last line is judged by the loader
 TAIL = 1 << 20
 _CHUNK = 1 << 20
+_CUT = "and the file does not end with a line break: the export looks cut off"
 
 
 def _ascii_compatible(encoding: str) -> bool:
@@ -82,10 +83,8 @@ def cut_record(source: Source, options: InputOptions) -> str | None:
         try:
             json.loads(last)
         except ValueError:
-            return (
-                f"its last line ({len(last.encode('utf-8', errors='replace')):,} bytes) is not "
-                "valid JSON and the file does not end with a line break: the export looks cut off"
-            )
+            size = len(last.encode("utf-8", errors="replace"))
+            return _cut_off(f"line ({size:,} bytes) is not valid JSON")
         return None
     if cut < 0:  # the header alone, without a line break: nothing cut that can be told
         return None
@@ -105,10 +104,12 @@ def _fields(text: str, source: Source) -> int:
 def _short(fields: int, width: int) -> str | None:
     if fields >= width:
         return None
-    return (
-        f"its last record has {fields} of the header's {width} fields and the file does "
-        "not end with a line break: the export looks cut off"
-    )
+    return _cut_off(f"record has {fields} of the header's {width} fields")
+
+
+def _cut_off(last: str) -> str:
+    """What is said of a file whose last record (``last``: what is wrong with it) is cut."""
+    return f"its last {last} {_CUT}"
 
 
 def _cut_by_loader(source: Source, options: InputOptions) -> str | None:
@@ -124,17 +125,11 @@ def _cut_by_loader(source: Source, options: InputOptions) -> str | None:
     if last_bad is None or last_bad.line < last_good:
         return None
     if source.format == "jsonl":
-        return (
-            "its last line is not valid JSON and the file does not end with a line break: "
-            "the export looks cut off"
-        )
+        return _cut_off("line is not valid JSON")
     if last_bad.raw is None:
         return None
     if last_bad.raw.count('"') % 2:
-        return (
-            "its last record ends inside a quoted field and the file does not end with a line "
-            "break: the export looks cut off"
-        )
+        return _cut_off("record ends inside a quoted field")
     return _short(_fields(last_bad.raw.replace("\r", " ").replace("\n", " "), source),
                   len(source.columns))  # fmt: skip
 
