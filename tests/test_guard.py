@@ -317,9 +317,16 @@ def test_the_baseline_takes_8_bytes_plus_2_per_property_per_customer(
     tmp_path: Path, fresh_sandbox: Callable[..., Sandbox]
 ) -> None:
     sb = fresh_sandbox()
-    _first_run(tmp_path, sb, GUARD, n=300)
+    config = _config(tmp_path, sb.url, GUARD)
+    data = write_csv(tmp_path / "customers.csv", HEADER, _rows(300))
+    out = dmimport("run", config, data, secret=sb.secret)
+    assert out.returncode == 0, out.stderr
     conn = sqlite3.connect(tmp_path / "state" / "state.db")
     try:
+        stored = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'job_baseline'"
+        ).fetchone()
+        assert stored is not None, out.stderr  # a warning there says why it was not stored
         keys, fps, props = conn.execute(
             "SELECT length(keys), length(fingerprints), properties FROM job_baseline"
         ).fetchone()
