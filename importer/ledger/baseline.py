@@ -15,9 +15,10 @@ a job whose values were never recorded (its gate judges shares only).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,7 +150,9 @@ def write_baseline(conn: sqlite3.Connection, job: str, baseline: Baseline) -> in
     """Store ``baseline`` as job ``job``'s (replacing the old one); the BLOB bytes written."""
     keys = np.ascontiguousarray(baseline.keys, dtype="<i8").tobytes()
     fps = np.ascontiguousarray(baseline.fingerprints, dtype="<u2").tobytes()
-    with transaction(conn):
+    # the run's recorder may still hold its last batch's transaction open on this connection
+    # (committed when the run ends): the baseline joins it rather than failing to BEGIN
+    with _joined(conn) if conn.in_transaction else transaction(conn):
         conn.execute(_TABLE)
         conn.execute(
             "INSERT OR REPLACE INTO job_baseline (job, run_id, properties, keys, fingerprints, "
@@ -166,3 +169,17 @@ def write_baseline(conn: sqlite3.Connection, job: str, baseline: Baseline) -> in
             ),
         )
     return len(keys) + len(fps)
+
+
+@contextlib.contextmanager
+def _joined(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A savepoint inside the transaction already open on ``conn``: undone alone on error,
+    committed with that transaction."""
+    conn.execute("SAVEPOINT baseline")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK TO baseline")
+        conn.execute("RELEASE baseline")
+        raise
+    conn.execute("RELEASE baseline")
