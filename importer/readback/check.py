@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 from .. import exitcodes
 from ..atomic import finish_atomic, private_opener, temp_path
 from ..config import Config
-from ..errors import ConfigError, ConfigProblem, DmImportError, QuotaError, UsageError
+from ..errors import (
+    ConfigError,
+    ConfigProblem,
+    DiskFullError,
+    DmImportError,
+    QuotaError,
+    UsageError,
+)
 from ..ledger import Ledger, account_of, ledger_path, quota_day, utc_now
 from ..report import RunSummary
 from ..report.files import writing
@@ -224,10 +231,14 @@ def _write_csv(path: Path, rows: list[tuple[Any, ...]], encoding: str) -> Path:
     writer.writerow(VERIFY_COLUMNS)
     writer.writerows([[_cell(v) for v in row] for row in rows])
     tmp = temp_path(path)
-    with writing(path):
-        with open(tmp, "wb", opener=private_opener) as fh:
-            fh.write(buf.getvalue().encode(encoding))
-        finish_atomic(tmp, path)
+    try:
+        with writing(path):
+            with open(tmp, "wb", opener=private_opener) as fh:
+                fh.write(buf.getvalue().encode(encoding))
+            finish_atomic(tmp, path)
+    except DiskFullError:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
