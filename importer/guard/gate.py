@@ -22,13 +22,12 @@ from pathlib import Path
 from threading import Event
 from typing import Any
 
-from ..atomic import finish_atomic, private_opener, temp_path
 from ..config import Config, GuardOptions
 from ..errors import DmImportError, HeldError, UsageError
 from ..exitcodes import HELD, USAGE
 from ..ledger import Baseline, Ledger, RunInfo
 from ..outputs import RunStart
-from ..report import write_metrics
+from ..report import write_json_atomic, write_metrics
 from .measure import GuardObserver, Measured
 
 log = logging.getLogger("importer.guard")
@@ -190,10 +189,7 @@ class Gate:
                 raise
         if trips and not self.ignore and self.approve is None:
             plan = run.run_dir / PLAN_FILE
-            tmp = temp_path(plan)
-            with open(tmp, "w", encoding="utf-8", opener=private_opener) as fh:
-                json.dump(self._plan(m, run, trips), fh, ensure_ascii=False, indent=2)
-            finish_atomic(tmp, plan)
+            write_json_atomic(plan, self._plan(m, run, trips))
             try:
                 ledger.end_run(run.run_id, status="held", counts={}, exit_code=HELD)
             finally:
