@@ -65,8 +65,8 @@ def manifest_problem(path: Path) -> str | None:
     are ``manifest_rows_problem``'s (counting them needs the file opened)."""
     sidecar = manifest_path(path)
     marker = path.parent / MARKER
-    size = path.stat().st_size
-    mtime = path.stat().st_mtime
+    st = path.stat()
+    size, mtime = st.st_size, st.st_mtime
     if not sidecar.is_file():
         if not marker.is_file():
             return (
