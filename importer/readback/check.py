@@ -366,8 +366,8 @@ def verify_after_run(config: Config, summary: RunSummary, report_root: Path) -> 
         )
     except DmImportError as exc:
         log.error("verify after the run could not be done: %s", exc)
-        summary.verify = {"error": str(exc), "exit_code": exitcodes.for_exception(exc)}
         code = exitcodes.for_exception(exc)
+        summary.verify = {"error": str(exc), "exit_code": code}
     else:
         summary.verify = found.to_dict()
         code = found.exit_code
