@@ -10,6 +10,8 @@ sent: its hash would not be what a commit records for it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,19 +31,29 @@ PLANNED_ELSEWHERE = (
 )
 
 
+def _change_set(source: Source) -> tuple[pa.Schema, dict[str, Any]] | None:
+    """The Parquet schema and change set metadata of ``source`` when it is a change set file
+    (its schema metadata says so), else None (also for a file that cannot be read: the loader
+    reports it)."""
+    if source.frame is not None or source.format != "parquet" or source.compressed:
+        return None
+    try:
+        schema = pq.read_schema(source.path)
+    except (OSError, pa.ArrowException):
+        return None
+    info = change_set_info(schema)
+    return (schema, info) if info is not None else None
+
+
 def foreign_change_set(source: Source, config: Config) -> list[ConfigProblem]:
     """The problem of ``source`` when it is a change set planned for another job or kind than
     ``config``'s (its ``dmimport.change_set`` metadata says which): a run of it would tag
     what it delivers with this job while a commit records it in the other job's state, so
     the run refuses it before anything is sent. No problem for any other source."""
-    if source.frame is not None or source.format != "parquet" or source.compressed:
+    found = _change_set(source)
+    if found is None:
         return []
-    try:
-        info = change_set_info(pq.read_schema(source.path))
-    except (OSError, pa.ArrowException):
-        return []  # the loader reports it
-    if info is None:
-        return []
+    info = found[1]
     theirs = (info.get("job"), info.get("kind"))
     ours = (config.job_name, config.job.kind)
     if theirs == ours:
@@ -67,14 +79,10 @@ class PlannedHashes:
     def of(cls, source: Source) -> PlannedHashes | None:
         """The planned hashes of ``source`` when it is a change set file (its schema
         metadata says so), else None."""
-        if source.frame is not None or source.format != "parquet" or source.compressed:
+        found = _change_set(source)
+        if found is None:
             return None
-        try:
-            schema = pq.read_schema(source.path)
-        except (OSError, pa.ArrowException):
-            return None  # the loader reports it
-        if change_set_info(schema) is None:
-            return None
+        schema = found[0]
         if "dm_body_hash" not in schema.names or not pa.types.is_integer(
             schema.field("dm_body_hash").type
         ):  # an edited change set: no row's body can be checked, none is sent
