@@ -27,6 +27,7 @@ from ..config import Config, check_columns
 from ..errors import ConfigError, UsageError
 from ..lake import (
     change_rows,
+    event_counts,
     reject_rows,
     select_changes,
     text_columns,
@@ -210,14 +211,6 @@ def part_name(number: int) -> str:
     return f"part-{number:06d}.parquet"
 
 
-def _groups(table: pa.Table) -> dict[str, int]:
-    """Rows per event name (\"\" when none) of change rows ``table``."""
-    if not table.num_rows:
-        return {}
-    counts = pc.value_counts(table.column("dm_event").fill_null(""))
-    return {str(v["values"]): int(v["counts"]) for v in counts.to_pylist()}
-
-
 def _finish(
     cfg: Config,
     out: pa.RecordBatch,
@@ -253,7 +246,7 @@ def _finish(
         "last_source": [sources[n - 1].as_py() if n else None],
         "last_row": [int(rows[n - 1]) if n else 0],
         "sorted": [ordered],
-        "groups": [json.dumps(_groups(valid))],
+        "groups": [json.dumps(event_counts(valid))],
         "error": [None],
     }
     return pd.DataFrame(counts).astype(COUNTS)
@@ -463,7 +456,7 @@ def write_changes(frame: pd.DataFrame, stage: str, changes: str) -> pd.DataFrame
         picked = pq.read_table(os.path.join(stage, part_name(number))).take(pa.array(at))
         _write(picked, os.path.join(changes, part_name(number)))
         identities = int(group["first"].sum())
-        for name, count in _groups(picked).items():
+        for name, count in event_counts(picked).items():
             rows.append((number, name, count, identities))
             identities = 0
     return pd.DataFrame(rows, columns=list(WRITTEN)).astype(WRITTEN)

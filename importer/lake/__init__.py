@@ -26,6 +26,7 @@ from .columns import (
     change_set_info,
     change_set_metadata,
     check_plan_config,
+    event_counts,
     reject_rows,
     text_columns,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "check_plan_config",
     "commit_table",
     "delivered",
+    "event_counts",
     "last_per_identity",
     "plan_summary",
     "plan_table",

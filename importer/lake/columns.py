@@ -38,6 +38,7 @@ __all__ = [
     "change_set_info",
     "change_set_metadata",
     "check_plan_config",
+    "event_counts",
     "reject_rows",
     "text_columns",
 ]
@@ -175,6 +176,14 @@ def change_rows(
         out.column("body"),
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def event_counts(changes: pa.Table) -> dict[str, int]:
+    """Rows per event name (\"\" when none) of change rows ``changes``."""
+    if not changes.num_rows:
+        return {}
+    counts = pc.value_counts(changes.column("dm_event").fill_null(""))
+    return {str(v["values"]): int(v["counts"]) for v in counts.to_pylist()}
 
 
 def reject_rows(outcomes: pa.RecordBatch | pa.Table) -> pa.Table:

@@ -35,6 +35,7 @@ from .columns import (
     change_schema,
     change_set_info,
     check_plan_config,
+    event_counts,
     reject_rows,
     text_columns,
 )
@@ -191,18 +192,12 @@ def plan_table(
     target.mkdir(parents=True, exist_ok=True)
     replace_folder(target / CHANGES, lambda d: _write_parquet(d, changes))
     replace_folder(target / REJECTS, lambda d: _write_parquet(d, rejected))
-    events = changes.column("dm_event").fill_null("")
-    groups = (
-        {str(v["values"]): int(v["counts"]) for v in pc.value_counts(events).to_pylist()}
-        if changes.num_rows
-        else {}
-    )
     summary = plan_summary(
         cfg,
         rows=rows,
         valid=valid_rows.num_rows,
         unchanged=valid_rows.num_rows - changes.num_rows,
-        groups=groups,
+        groups=event_counts(changes),
         identities_to_send=len(pc.unique(changes.column("dm_identity_hash"))),
         state_version=version.name if version is not None else None,
         out=target,
