@@ -134,12 +134,11 @@ def text_columns(config: Config, batch: pa.RecordBatch | pa.Table) -> pa.Table:
     """``batch``'s columns the job reads, in the config's order, as the text
     ``column_text`` gives (what ``outcomes_of`` maps; bytes that are not UTF-8 become null:
     ``outcomes_of`` rejects those rows)."""
-    table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+    table = _as_table(batch)
     names = config.source_columns()
-    arrays = [column_text(table.column(name))[0] for name in names]
     if not names:
         return pa.table({})
-    return pa.Table.from_arrays(arrays, names=names)
+    return pa.Table.from_arrays([column_text(table.column(n))[0] for n in names], names=names)
 
 
 def _as_table(data: pa.RecordBatch | pa.Table) -> pa.Table:
