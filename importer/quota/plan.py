@@ -84,6 +84,8 @@ def count_rows(
         for index, source in enumerate(sources):
             wanted = only.get(source.path) if only is not None else None
             planned = PlannedHashes.of(source)  # a change set: rows planned elsewhere not sent
+            # bodies stay lazy unless hashed (a reader, guard:, a change set's check)
+            hashed = reader is not None or observe is not None or planned is not None
             try:
                 for batch in iter_batches(source, config.input, columns):
                     if stop is not None and stop.is_set():
@@ -91,8 +93,6 @@ def count_rows(
                     if wanted is not None:
                         batch = batch.only(wanted)
                     read += batch.table.num_rows + len(batch.bad)
-                    # bodies stay lazy unless hashed (a reader, guard:, a change set's check)
-                    hashed = reader is not None or observe is not None or planned is not None
                     mapped = mapper.map(batch, build_bodies=hashed)
                     send = mapped.ok
                     if planned is not None:
