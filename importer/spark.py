@@ -55,14 +55,12 @@ from .lake import (
     PlanSummary,
     by_last_for,
     change_schema,
-    change_set_info,
     change_set_metadata,
     check_plan_config,
-    delivered,
     plan_summary,
 )
 from .lake import state as states
-from .lake.table import CHANGES, REJECTS, as_config, replace_folder
+from .lake.table import CHANGES, REJECTS, as_config, checked_delivery, replace_folder
 from .plan import outcomes_of
 
 if TYPE_CHECKING:
@@ -633,10 +631,7 @@ def commit(
     version, then ``_CURRENT`` is swapped and versions older than the previous one removed."""
     from pyspark.sql import functions as F
 
-    got = delivered(results)
-    info = change_set_info(got.schema) or {}
-    job, kind = str(info.get("job")), str(info.get("kind"))
-    states.check_state(state, job, kind)
+    got, job, kind = checked_delivery(results, state)
     session = _session(spark)
     before = states.current(state)
     version = states.new_version(state, job, kind)

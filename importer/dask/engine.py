@@ -24,13 +24,11 @@ from ..lake import (
     PlanSummary,
     by_last_for,
     change_schema,
-    change_set_info,
     check_plan_config,
-    delivered,
     plan_summary,
 )
 from ..lake import state as lake_state
-from ..lake.table import as_config
+from ..lake.table import as_config, checked_delivery
 from .tasks import (
     COUNTS,
     KEYS,
@@ -309,10 +307,7 @@ def commit(
     previous one removed. A failed commit leaves the current version as it was."""
     import dask.dataframe as dd
 
-    got = delivered(results)
-    info = change_set_info(got.schema) or {}
-    job, kind = str(info.get("job")), str(info.get("kind"))
-    lake_state.check_state(state, job, kind)
+    got, job, kind = checked_delivery(results, state)
     before = lake_state.current(state)
     files = sorted(before.glob("*.parquet")) if before is not None else []
     state_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)

@@ -50,6 +50,7 @@ __all__ = [
     "CHANGES",
     "REJECTS",
     "as_config",
+    "checked_delivery",
     "commit_table",
     "lookup_state",
     "merge_state",
@@ -111,6 +112,19 @@ def merge_state(old: pa.Table, new: pa.Table) -> pa.Table:
         }
     )
     return last_per_identity(table)
+
+
+def checked_delivery(
+    results: RunSummary | str | os.PathLike[str], state: str | os.PathLike[str]
+) -> tuple[pa.Table, str, str]:
+    """What a run of a change set delivered (``delivered(results)``), with the job and kind
+    its change set was planned for, once ``state`` is checked to be that job's state table
+    (every engine's commit starts here)."""
+    got = delivered(results)
+    info = change_set_info(got.schema) or {}
+    job, kind = str(info.get("job")), str(info.get("kind"))
+    states.check_state(state, job, kind)
+    return got, job, kind
 
 
 def replace_folder(final: Path, write: Any) -> None:
@@ -215,10 +229,7 @@ def commit_table(
     in one process: a new version holding the current one's hashes with the delivered ones
     over them, made current, then the versions before the previous one removed. Reads the
     whole state: for small states."""
-    got = delivered(results)
-    info = change_set_info(got.schema) or {}
-    job, kind = str(info.get("job")), str(info.get("kind"))
-    states.check_state(state, job, kind)
+    got, job, kind = checked_delivery(results, state)
     before = states.current(state)
     merged = merge_state(states.read_state(state), got)
     version = states.new_version(state, job, kind)
