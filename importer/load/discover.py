@@ -41,13 +41,13 @@ def expand_inputs(
         text = os.path.expanduser(str(item))
         path = Path(text)
         passed: list[tuple[Path, str]] = []
-        if path.is_dir() and (path / "plan.json").is_file() and (path / "changes").is_dir():
-            # OUT of a lake-side plan (importer.lake): its plan.json is not rows to import
-            raise LoadError(
-                f"{text}: this is the output folder of a lake-side plan (plan.json, changes/, "
-                f"rejects/), not an input: send its change set: {path / 'changes'}"
-            )
         if path.is_dir():
+            if (path / "plan.json").is_file() and (path / "changes").is_dir():
+                # OUT of a lake-side plan (importer.lake): its plan.json is not rows to import
+                raise LoadError(
+                    f"{text}: this is the output folder of a lake-side plan (plan.json, "
+                    f"changes/, rejects/), not an input: send its change set: {path / 'changes'}"
+                )
             # hidden files, an engine's bookkeeping (_SUCCESS, _committed_*, .crc, _metadata)
             # and an export's manifest (never data)
             entries = [p for p in path.iterdir() if not p.name.startswith((".", "_")) and _input(p)]
