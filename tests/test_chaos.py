@@ -126,10 +126,20 @@ def assert_one_line_per_row(results: list[dict[str, str]], n_rows: int) -> None:
 
 
 def attempts_match_server(results: list[dict[str, str]], summary: RunSummary, sb: Sandbox,
-                          path: str = IMPORT_PATH) -> int:  # fmt: skip
-    """One row per request: the attempts of the rows add up to the requests served."""
+                          path: str = IMPORT_PATH, *,
+                          closed_under: bool = False) -> int:  # fmt: skip
+    """One row per request: the attempts of the rows add up to the requests served.
+
+    ``closed_under`` (faults that close the connection): an attempt written on a kept-alive
+    connection the platform had just closed counts (the client sent it, and counts it
+    against the quota) but never reaches the platform; seen once in 360 attempts on a
+    loaded machine. The client's own counts still agree exactly."""
     attempts = sum(int(r["attempts"]) for r in results)
     served = sb.stats()["by_path"].get(path, 0)
+    if closed_under:
+        assert attempts == summary.requests, (attempts, summary.requests)
+        assert attempts - attempts // 50 <= served <= attempts, (attempts, served)
+        return served
     assert attempts == summary.requests == served, (attempts, summary.requests, served)
     return served
 
@@ -351,8 +361,10 @@ def test_a_platform_that_always_fails_costs_at_most_max_attempts_per_row(
         assert results[0]["errmsg"].endswith(" (after 3 attempts)")
     assert summary.counts["failed"] == n
     assert summary.exit_code == 1 and summary.aborted is None
-    served = attempts_match_server(results, summary, sb)
-    assert served == n * 3  # exactly the policy, never a storm
+    closed_under = fault in ("reset", "truncated")  # the platform closes the connection
+    served = attempts_match_server(results, summary, sb, closed_under=closed_under)
+    assert summary.requests == n * 3  # exactly the policy, never a storm
+    assert closed_under or served == n * 3
     # the summary names the one reason for all rows
     assert summary.top_reasons[0]["rows"] == n
     # the rows can be re-imported from the rejects file as they were
