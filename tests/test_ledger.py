@@ -30,6 +30,7 @@ from importer.ledger import (
     keys64,
 )
 from importer.ledger.index import Snapshot, search
+from importer.ledger.schema import transaction
 
 JOB = "customers"
 FILES = [{"path": "/data/customers.csv", "size": 120, "mtime": 1.5, "sha256": "ab"}]
@@ -681,3 +682,26 @@ def test_the_snapshot_directory_finds_what_a_binary_search_finds() -> None:
     assert (ok[hit] == needles[hit] ^ 7).all() and (ok[~hit] == 0).all()
     assert (last[hit] == needles[hit] ^ 3).all() and (last[~hit] == -1).all()
     assert (keys[done[hit]] == needles[hit]).all() and (done[~hit] == -1).all()
+
+
+def test_a_transaction_inside_an_open_one_is_a_savepoint_of_it(tmp_path: Path) -> None:
+    """``transaction`` on a connection whose own transaction is still open (a run's recorder
+    keeps its last batch open) joins it: an error undoes only its own part, and what it
+    wrote is committed with the outer transaction (a BEGIN there used to fail with "cannot
+    start a transaction within a transaction", and a run's guard baseline was lost)."""
+    conn = sqlite3.connect(tmp_path / "t.db")
+    conn.execute("CREATE TABLE t (v INTEGER)")
+    conn.commit()
+    conn.execute("INSERT INTO t VALUES (1)")  # opens the outer transaction
+    assert conn.in_transaction
+    with pytest.raises(ValueError), transaction(conn):
+        conn.execute("INSERT INTO t VALUES (2)")
+        raise ValueError("undo only this part")
+    with transaction(conn):
+        conn.execute("INSERT INTO t VALUES (3)")
+    assert conn.in_transaction  # still the outer one: nothing committed yet
+    conn.commit()
+    conn.close()
+    again = sqlite3.connect(tmp_path / "t.db")
+    assert [v for (v,) in again.execute("SELECT v FROM t ORDER BY v")] == [1, 3]
+    again.close()

@@ -15,10 +15,9 @@ a job whose values were never recorded (its gate judges shares only).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,8 +150,8 @@ def write_baseline(conn: sqlite3.Connection, job: str, baseline: Baseline) -> in
     keys = np.ascontiguousarray(baseline.keys, dtype="<i8").tobytes()
     fps = np.ascontiguousarray(baseline.fingerprints, dtype="<u2").tobytes()
     # the run's recorder may still hold its last batch's transaction open on this connection
-    # (committed when the run ends): the baseline joins it rather than failing to BEGIN
-    with _joined(conn) if conn.in_transaction else transaction(conn):
+    # (committed when the run ends): ``transaction`` joins it as a savepoint
+    with transaction(conn):
         conn.execute(_TABLE)
         conn.execute(
             "INSERT OR REPLACE INTO job_baseline (job, run_id, properties, keys, fingerprints, "
@@ -169,17 +168,3 @@ def write_baseline(conn: sqlite3.Connection, job: str, baseline: Baseline) -> in
             ),
         )
     return len(keys) + len(fps)
-
-
-@contextlib.contextmanager
-def _joined(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A savepoint inside the transaction already open on ``conn``: undone alone on error,
-    committed with that transaction."""
-    conn.execute("SAVEPOINT baseline")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK TO baseline")
-        conn.execute("RELEASE baseline")
-        raise
-    conn.execute("RELEASE baseline")

@@ -140,7 +140,22 @@ def now() -> str:
 
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` (the write lock at once) ... ``COMMIT``; rolled back on any error."""
+    """``BEGIN IMMEDIATE`` (the write lock at once) ... ``COMMIT``; rolled back on any error.
+
+    On a connection that already holds a transaction (a run's recorder keeps its last batch
+    open until the run ends), a savepoint inside it instead: undone alone on error,
+    committed with that transaction."""
+    joined = conn.in_transaction
+    if joined:
+        conn.execute("SAVEPOINT nested")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK TO nested")
+            conn.execute("RELEASE nested")
+            raise
+        conn.execute("RELEASE nested")
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
