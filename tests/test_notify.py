@@ -152,6 +152,14 @@ def hook() -> Iterator[Callable[..., Hook]]:
         h.stop()
 
 
+@pytest.fixture
+def sb(fresh_sandbox: Callable[..., Sandbox], monkeypatch: pytest.MonkeyPatch) -> Sandbox:
+    """A started private sandbox whose secret is in ``DMART_SECRET``, as a job's config reads it."""
+    sandbox = fresh_sandbox()
+    monkeypatch.setenv("DMART_SECRET", sandbox.secret)
+    return sandbox
+
+
 def _job(tmp_path: Path, notify: str, *, bad_row: bool = True) -> tuple[Path, Path]:
     config = tmp_path / "nightly.yaml"
     config.write_text(
@@ -184,14 +192,12 @@ def _no_secret_in(raw: bytes, sb: Sandbox) -> None:
 
 
 def test_wecom_gets_the_run_summary_as_markdown(
-    fresh_sandbox: Callable[..., Sandbox],
+    sb: Sandbox,
     hook: Callable[..., Hook],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sb = fresh_sandbox()
     wecom = hook([(200, OK_WECOM)], service="wecom")
-    monkeypatch.setenv("DMART_SECRET", sb.secret)
     monkeypatch.setenv("WECOM_URL", wecom.url(f"/cgi-bin/webhook/send?key={TOKEN}"))
     config, data = _job(tmp_path, "notify:\n  - {type: wecom, url_env: WECOM_URL}\n")
     summary = _run(sb, config, data, tmp_path)
@@ -218,14 +224,12 @@ def test_wecom_gets_the_run_summary_as_markdown(
 
 
 def test_dingtalk_signed_url_and_markdown_with_mentions(
-    fresh_sandbox: Callable[..., Sandbox],
+    sb: Sandbox,
     hook: Callable[..., Hook],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sb = fresh_sandbox()
     ding = hook([(200, OK_WECOM)], service="dingtalk", secret=SIGN_SECRET)
-    monkeypatch.setenv("DMART_SECRET", sb.secret)
     monkeypatch.setenv("DING_URL", ding.url(f"/robot/send?access_token={TOKEN}"))
     monkeypatch.setenv("DING_SECRET", SIGN_SECRET)
     config, data = _job(
@@ -315,14 +319,12 @@ def test_wecom_mentions_go_in_a_text_message(
 
 
 def test_generic_webhook_gets_the_summary_as_json(
-    fresh_sandbox: Callable[..., Sandbox],
+    sb: Sandbox,
     hook: Callable[..., Hook],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sb = fresh_sandbox()
     generic = hook([(204, b"")])
-    monkeypatch.setenv("DMART_SECRET", sb.secret)
     monkeypatch.setenv("HOOK_URL", generic.url(f"/hooks/dmimport?token={TOKEN}"))
     config, data = _job(tmp_path, "notify:\n  - {type: webhook, url_env: HOOK_URL}\n")
     summary = _run(sb, config, data, tmp_path)
@@ -346,14 +348,12 @@ def test_generic_webhook_gets_the_summary_as_json(
 
 
 def test_failure_only_is_quiet_on_success_and_held_only_on_a_gate(
-    fresh_sandbox: Callable[..., Sandbox],
+    sb: Sandbox,
     hook: Callable[..., Hook],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sb = fresh_sandbox()
     failure, always, held = (hook([(200, OK_WECOM)]) for _ in range(3))
-    monkeypatch.setenv("DMART_SECRET", sb.secret)
     for name, h in (("FAIL_URL", failure), ("ALWAYS_URL", always), ("HELD_URL", held)):
         monkeypatch.setenv(name, h.url("/cgi-bin/webhook/send?key=k"))
     notify = (
@@ -392,15 +392,13 @@ def test_a_failing_webhook_is_a_warning_and_keeps_the_exit_code(
     answers: list[tuple[int, Any]],
     delay_s: float,
     said: str,
-    fresh_sandbox: Callable[..., Sandbox],
+    sb: Sandbox,
     hook: Callable[..., Hook],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    sb = fresh_sandbox()
     wecom = hook(answers, delay_s)
-    monkeypatch.setenv("DMART_SECRET", sb.secret)
     monkeypatch.setenv("WECOM_URL", wecom.url(f"/cgi-bin/webhook/send?key={TOKEN}"))
     config, data = _job(
         tmp_path, "notify:\n  - {type: wecom, url_env: WECOM_URL, on: always, timeout_s: 0.5}\n"
@@ -416,14 +414,12 @@ def test_a_failing_webhook_is_a_warning_and_keeps_the_exit_code(
 
 
 def test_an_incomplete_input_tells_held_and_always_and_keeps_exit_7(
-    fresh_sandbox: Callable[..., Sandbox],
+    sb: Sandbox,
     hook: Callable[..., Hook],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sb = fresh_sandbox()
     held, quiet = hook([(200, OK_FEISHU)], service="feishu"), hook([(200, OK_WECOM)])
-    monkeypatch.setenv("DMART_SECRET", sb.secret)
     monkeypatch.setenv("LARK_URL", held.url(f"/open-apis/bot/v2/hook/{TOKEN}"))
     monkeypatch.setenv("QUIET_URL", quiet.url("/cgi-bin/webhook/send?key=k"))
     config, _ = _job(
@@ -567,14 +563,12 @@ def test_a_run_that_stops_with_an_error_is_told_without_secrets_or_values(
 
 
 def test_a_run_the_guard_holds_is_told_to_on_held_with_its_plan_and_exits_8(
-    fresh_sandbox: Callable[..., Sandbox],
+    sb: Sandbox,
     hook: Callable[..., Hook],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sb = fresh_sandbox()
     held = hook([(200, OK_WECOM)], service="dingtalk", secret=SIGN_SECRET)
-    monkeypatch.setenv("DMART_SECRET", sb.secret)
     monkeypatch.setenv("DING_URL", held.url(f"/robot/send?access_token={TOKEN}"))
     monkeypatch.setenv("DING_SECRET", SIGN_SECRET)
     config = tmp_path / "nightly.yaml"
@@ -615,16 +609,14 @@ def test_a_run_the_guard_holds_is_told_to_on_held_with_its_plan_and_exits_8(
 
 
 def test_an_incomplete_input_names_its_run_folder_unmasked(
-    fresh_sandbox: Callable[..., Sandbox],
+    sb: Sandbox,
     hook: Callable[..., Hook],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A run id's digits (20261206T021500) and a dated export's name are not phones: the
     message names them as they are, and still masks a phone in the same text."""
-    sb = fresh_sandbox()
     generic = hook([(200, {})])
-    monkeypatch.setenv("DMART_SECRET", sb.secret)
     monkeypatch.setenv("OPS_URL", generic.url(f"/hook?token={TOKEN}"))
     config = tmp_path / "nightly.yaml"
     config.write_text(
@@ -791,16 +783,14 @@ def test_a_service_that_drips_its_answer_is_given_timeout_s_in_all(
 
 
 def test_a_run_refused_for_missing_open_api_keys_is_told_as_a_missing_secret_is(
-    fresh_sandbox: Callable[..., Sandbox],
+    sb: Sandbox,
     hook: Callable[..., Hook],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The nightly environment lost the Open API's keys: exit 2, nothing sent, and the team
     hears of it (as of a missing SECRET), not only cron's mail."""
-    sb = fresh_sandbox()
     generic = hook([(200, {})])
-    monkeypatch.setenv("DMART_SECRET", sb.secret)
     monkeypatch.setenv("HOOK_URL", generic.url(f"/h?token={TOKEN}"))
     monkeypatch.delenv("DMIMPORT_OPENAPI_KEY", raising=False)
     monkeypatch.delenv("DMIMPORT_OPENAPI_SECRET", raising=False)
