@@ -169,6 +169,12 @@ def _run(config: Path, data: Path, sb: Sandbox, monkeypatch: pytest.MonkeyPatch)
     return summary
 
 
+def _sent(tmp_path: Path, sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Any]:
+    """The default job, run once against ``sb``: its config and its run's summary."""
+    config, data = _job(tmp_path, sb)
+    return config, _run(config, data, sb, monkeypatch)
+
+
 def _verify_csv(path: Path) -> list[dict[str, str]]:
     with open(path, encoding="utf-8-sig", newline="") as fh:
         return list(csv.DictReader(fh))
@@ -179,8 +185,7 @@ def test_verify_finds_every_row_of_a_good_run_as_sent(
     tmp_path: Path, fresh_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sb = fresh_sandbox()
-    config, data = _job(tmp_path, sb)
-    run = _run(config, data, sb, monkeypatch)
+    config, run = _sent(tmp_path, sb, monkeypatch)
     found = importer.verify(str(config), run.run_id, sample=10)
     assert (found.checked, found.matched, found.candidates) == (10, 10, ROWS)
     assert (found.mismatched, found.not_found, found.masked) == (0, 0, 0)
@@ -224,8 +229,7 @@ def test_verify_finds_the_rows_the_platform_dropped_and_exits_9(
     tmp_path: Path, fresh_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sb = fresh_sandbox(faults=Faults(drop_after_ok=30))
-    config, data = _job(tmp_path, sb)
-    run = _run(config, data, sb, monkeypatch)  # every row reported ok
+    config, run = _sent(tmp_path, sb, monkeypatch)  # every row reported ok
     assert len(sb.customers()) == 30
     done = dmimport("verify", config, run.run_id, "--sample", str(ROWS), secret=sb.secret, env=ENV)
     assert done.returncode == exitcodes.VERIFY_BELOW == 9, done.stderr
@@ -246,8 +250,7 @@ def test_masked_fields_count_as_masked_not_as_mismatches(
     tmp_path: Path, fresh_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sb = fresh_sandbox(masked_fields=["phone", "username"])
-    config, data = _job(tmp_path, sb)
-    run = _run(config, data, sb, monkeypatch)
+    config, run = _sent(tmp_path, sb, monkeypatch)
     found = importer.verify(str(config), run.run_id, sample=5, min_match=1.0)
     assert (found.masked, found.matched, found.mismatched, found.exit_code) == (5, 0, 0, 0)
     detail = _verify_csv(found.path)[0]["detail"]
@@ -259,8 +262,7 @@ def test_a_changed_value_is_a_mismatch_named_in_verify_csv(
     tmp_path: Path, fresh_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sb = fresh_sandbox()
-    config, data = _job(tmp_path, sb)
-    run = _run(config, data, sb, monkeypatch)
+    config, run = _sent(tmp_path, sb, monkeypatch)
     with importer.Client(sb.secret, sb.url) as c:  # someone changes a customer afterwards
         assert c.user({"phone": "13900000000", "age": 99}).ok
     found = importer.verify(str(config), run.run_id, sample=ROWS, min_match=0.5)
@@ -275,8 +277,7 @@ def test_verify_counts_its_requests_against_the_daily_quota(
     tmp_path: Path, fresh_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sb = fresh_sandbox()
-    config, data = _job(tmp_path, sb)
-    run = _run(config, data, sb, monkeypatch)  # 4 batches of 10
+    config, run = _sent(tmp_path, sb, monkeypatch)  # 4 batches of 10
     before = importer.quota_today(str(config)).job_requests
     importer.verify(str(config), run.run_id, sample=7)
     assert importer.quota_today(str(config)).job_requests == before + 8
@@ -300,8 +301,7 @@ def test_a_bad_access_key_stops_verify_with_exit_3_and_says_why(
     tmp_path: Path, fresh_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sb = fresh_sandbox()
-    config, data = _job(tmp_path, sb)
-    run = _run(config, data, sb, monkeypatch)
+    config, run = _sent(tmp_path, sb, monkeypatch)
     env = {"DMIMPORT_OPENAPI_KEY": KEY, "DMIMPORT_OPENAPI_SECRET": "fedcba9876543210"}
     done = dmimport("verify", config, run.run_id, "--sample", "3", secret=sb.secret, env=env)
     assert done.returncode == exitcodes.ABORTED == 3
@@ -320,8 +320,7 @@ def test_verify_needs_the_open_api_keys_from_the_environment(
     tmp_path: Path, fresh_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sb = fresh_sandbox()
-    config, data = _job(tmp_path, sb)
-    run = _run(config, data, sb, monkeypatch)
+    config, run = _sent(tmp_path, sb, monkeypatch)
     requests_before = sb.stats()["requests"]
     with pytest.raises(ConfigError) as caught:
         importer.verify(str(config), run.run_id, sample=3)
@@ -393,8 +392,7 @@ def test_verify_retries_a_429_and_logs_neither_the_secret_nor_the_sign(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     sb = fresh_sandbox(rate_limit_per_s=2)  # the platform's limit, lower: 429s come back
-    config, data = _job(tmp_path, sb)
-    run = _run(config, data, sb, monkeypatch)
+    config, run = _sent(tmp_path, sb, monkeypatch)
     caplog.set_level(logging.DEBUG)
     found = importer.verify(str(config), run.run_id, sample=4)
     assert (found.matched, found.exit_code) == (4, 0)
@@ -427,8 +425,7 @@ def test_the_platforms_daily_quota_running_out_stops_verify_at_once(
     tmp_path: Path, fresh_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sb = fresh_sandbox(daily_quota=6)
-    config, data = _job(tmp_path, sb)
-    run = _run(config, data, sb, monkeypatch)  # 4 requests
+    config, run = _sent(tmp_path, sb, monkeypatch)  # 4 requests
     started = time.monotonic()
     done = dmimport("verify", config, run.run_id, "--sample", "5", secret=sb.secret, env=ENV)
     assert time.monotonic() - started < 30  # not a wait until midnight
