@@ -8,6 +8,7 @@ user would, writing input files, and reading a run's results back.
 - ``write_file``, ``write_csv``: input files; ``reference``: what Python's ``csv`` module reads
   in a CSV text (what the loader's tests compare the loader with).
 - ``read_results``: the rows of a run's results.csv.
+- ``NAMED_EVENTS``: an event job whose event names come from a column.
 """
 
 from __future__ import annotations
@@ -189,3 +190,16 @@ def read_results(summary: Any, *, cwd: Path | None = None) -> list[dict[str, str
         path = cwd / path
     with open(path, newline="", encoding="utf-8-sig") as fh:  # the BOM of report.encoding
         return list(csv.DictReader(fh))
+
+
+# -- lake-side jobs -----------------------------------------------------------------------------
+
+#: an event job named by its ``kind`` column
+NAMED_EVENTS = """\
+target: {secret_env: DMART_SECRET}
+job: {name: named, kind: event, event_name_from: kind, primary_keys: [phone]}
+columns:
+  phone: {from: tel}
+  event_id: {from: id}
+  create_time: {from: at, timezone: Asia/Shanghai}
+"""

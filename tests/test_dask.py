@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import NAMED_EVENTS
 
 import importer
 import importer.dask as idask
@@ -261,21 +262,11 @@ def test_a_commit_while_another_commit_holds_the_state_is_refused(tmp_path: Path
     assert list(state.iterdir()) == []
 
 
-EVENTS = """\
-target: {secret_env: DMART_SECRET}
-job: {name: named, kind: event, event_name_from: kind, primary_keys: [phone]}
-columns:
-  phone: {from: tel}
-  event_id: {from: id}
-  create_time: {from: at, timezone: Asia/Shanghai}
-"""
-
-
 def test_events_named_by_a_column_plan_as_the_reference_does(
     dask_client: object, tmp_path: Path
 ) -> None:
     config = tmp_path / "events.yaml"
-    config.write_text(EVENTS, encoding="utf-8")
+    config.write_text(NAMED_EVENTS, encoding="utf-8")
     n = 40
     ids = [f"E{i % 30}" for i in range(n)]  # E0..E9 come twice
     table = pa.table(

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import NAMED_EVENTS
 
 import importer
 from importer.ledger import keys64
@@ -262,16 +263,6 @@ def test_a_batch_without_a_column_the_job_reads_is_refused() -> None:
     with pytest.raises(importer.ConfigError) as caught:
         importer.outcomes_of(CUSTOMERS, table.drop_columns(["邮箱"]), source="crm.customers")
     assert "columns.email.from: column '邮箱' is not in crm.customers" in str(caught.value)
-
-
-NAMED_EVENTS = """\
-target: {secret_env: DMART_SECRET}
-job: {name: named, kind: event, event_name_from: kind, primary_keys: [phone]}
-columns:
-  phone: {from: tel}
-  event_id: {from: id}
-  create_time: {from: at, timezone: Asia/Shanghai}
-"""
 
 
 def test_event_names_from_a_column_hash_as_the_ledger_keys_them(
