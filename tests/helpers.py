@@ -8,7 +8,8 @@ user would, writing input files, and reading a run's results back.
 - ``write_file``, ``write_csv``: input files; ``reference``: what Python's ``csv`` module reads
   in a CSV text (what the loader's tests compare the loader with).
 - ``read_results``: the rows of a run's results.csv.
-- ``NAMED_EVENTS``: an event job whose event names come from a column.
+- ``send_changes``: a lake-side change set sent to a sandbox (the run between plan and commit);
+  ``NAMED_EVENTS``: an event job whose event names come from a column.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import importer
 
 #: the console script of the package installed in the test's virtual environment
 DMIMPORT = Path(sys.executable).with_name("dmimport")
@@ -203,3 +206,16 @@ columns:
   event_id: {from: id}
   create_time: {from: at, timezone: Asia/Shanghai}
 """
+
+
+def send_changes(
+    config: Path, changes: Path, url: str, report_dir: Path, ledger: Path
+) -> importer.RunSummary:
+    """``importer.run`` of the change set ``changes`` against the sandbox at ``url``."""
+    return importer.run(
+        config,
+        [changes],
+        overrides={"target.base_url": url},
+        report_dir=report_dir,
+        ledger=ledger,
+    )

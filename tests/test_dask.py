@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import NAMED_EVENTS
+from helpers import NAMED_EVENTS, send_changes
 
 import importer
 import importer.dask as idask
@@ -204,13 +204,7 @@ def test_plan_run_commit_then_the_next_plan_is_empty(
     assert (first.to_send, first.state_version) == (50, None)
     sb = fresh_sandbox()
     monkeypatch.setenv("DMART_SECRET", sb.secret)
-    run = importer.run(
-        CUSTOMERS,
-        [out / "changes"],
-        overrides={"target.base_url": sb.url},
-        report_dir=tmp_path / "r",
-        ledger=tmp_path / "l.db",
-    )
+    run = send_changes(CUSTOMERS, out / "changes", sb.url, tmp_path / "r", tmp_path / "l.db")
     assert run.counts["ok"] == 50
     bodies = importer.outcomes_of(CUSTOMERS, table).column("body").to_pylist()
     assert sorted(sb.stored_json("customers")) == sorted(b.decode() for b in bodies)
@@ -232,13 +226,7 @@ def test_plan_run_commit_then_the_next_plan_is_empty(
     third = idask.plan(CUSTOMERS, data, state=state, out=out, client=dask_client)
     assert third.to_send == 1
     assert _read_dir(out / "changes").column("dm_row").to_pylist() == [1]
-    run = importer.run(
-        CUSTOMERS,
-        [out / "changes"],
-        overrides={"target.base_url": sb.url},
-        report_dir=tmp_path / "r2",
-        ledger=tmp_path / "l.db",
-    )
+    run = send_changes(CUSTOMERS, out / "changes", sb.url, tmp_path / "r2", tmp_path / "l.db")
     second = idask.commit(run, state, client=dask_client)
     assert (second.delivered, second.state_rows, second.previous) == (1, 50, done.version)
     assert sorted(p.name for p in state.iterdir()) == sorted(

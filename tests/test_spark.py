@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import read_results
+from helpers import read_results, send_changes
 
 import importer
 import importer.spark as spark_mod
@@ -320,13 +320,7 @@ def test_plan_run_commit_then_nothing_to_send(
     planned = spark_mod.plan(config, lake, state=state, out=out, spark=spark)
     sb = fresh_sandbox()
     monkeypatch.setenv("DMART_SECRET", sb.secret)
-    run = importer.run(
-        config,
-        [out / "changes"],
-        overrides={"target.base_url": sb.url},
-        report_dir=tmp_path / "r",
-        ledger=tmp_path / "ledger.db",
-    )
+    run = send_changes(config, out / "changes", sb.url, tmp_path / "r", tmp_path / "ledger.db")
     assert planned.to_send == 6
     # job.duplicates (keep_last) sends customer 1's last row only
     assert (run.counts["ok"], run.counts["skipped_duplicate"]) == (4, 2)
@@ -358,13 +352,7 @@ def test_plan_run_commit_then_nothing_to_send(
     _lake(lake, {"b.parquet": changed})
     third = spark_mod.plan(config, lake, state=state, out=out, spark=spark)
     assert (third.to_send, third.identities_to_send) == (3, 1)
-    run2 = importer.run(
-        config,
-        [out / "changes"],
-        overrides={"target.base_url": sb.url},
-        report_dir=tmp_path / "r2",
-        ledger=tmp_path / "ledger.db",
-    )
+    run2 = send_changes(config, out / "changes", sb.url, tmp_path / "r2", tmp_path / "ledger.db")
     second = spark_mod.commit(run2, state, spark=spark)
     assert (second.delivered, second.state_rows, second.previous) == (1, 4, done.version)
     assert {v.name for v in versions(state)} == {done.version, second.version}
