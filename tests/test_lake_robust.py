@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import send_changes
 
 import importer
 from importer import lake
@@ -98,13 +99,7 @@ def test_current_naming_a_folder_outside_the_state_is_refused(tmp_path: Path) ->
 
 
 def _send(changes: Path, sb: Sandbox, tmp: Path, name: str) -> importer.RunSummary:
-    return importer.run(
-        CUSTOMERS,
-        [changes],
-        overrides={"target.base_url": sb.url},
-        report_dir=tmp / name,
-        ledger=tmp / f"{name}.db",
-    )
+    return send_changes(CUSTOMERS, changes, sb.url, tmp / name, tmp / f"{name}.db")
 
 
 def _edited(tmp: Path, name: str, edit: Callable[[pa.Table], pa.Table]) -> Path:
